@@ -1,0 +1,634 @@
+//! The checkpoint: a local SQLite file (default `.ferry/state.db`) shared by the stages of a
+//! migration. It holds runs, committed batches, the last acknowledged STATE of each run and errors.
+//!
+//! Every write is one transaction, so a kill at any instant leaves it consistent (WAL, and
+//! `synchronous=NORMAL`: a process crash loses nothing committed; a power cut may lose the last
+//! acknowledgements, which the commit markers kept inside the target itself make good on the
+//! next run). The schema is versioned with `PRAGMA user_version` and migrated forward on open.
+//! Only redacted addresses are stored here.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{StateValue, now_rfc3339};
+
+/// Default location of the state file, relative to the working directory.
+pub const DEFAULT_STATE_PATH: &str = ".ferry/state.db";
+
+/// Schema migrations; entry `i` takes the file from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    run_id         TEXT PRIMARY KEY,
+    stage          TEXT NOT NULL,
+    source         TEXT,
+    source_kind    TEXT,
+    target         TEXT,
+    status         TEXT NOT NULL,
+    attempts       INTEGER NOT NULL,
+    started_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    finished_at    TEXT,
+    rows_written   INTEGER NOT NULL DEFAULT 0,
+    rows_skipped   INTEGER NOT NULL DEFAULT 0,
+    rows_rejected  INTEGER NOT NULL DEFAULT 0,
+    message        TEXT
+);
+CREATE TABLE batches (
+    batch_id       INTEGER PRIMARY KEY,
+    run_id         TEXT NOT NULL REFERENCES runs(run_id),
+    attempt        INTEGER NOT NULL,
+    stream         TEXT NOT NULL,
+    state_seq      INTEGER,
+    rows           INTEGER NOT NULL,
+    written        INTEGER NOT NULL,
+    skipped        INTEGER NOT NULL,
+    rejected       INTEGER NOT NULL,
+    bytes          INTEGER NOT NULL,
+    first_position INTEGER,
+    last_position  INTEGER,
+    status         TEXT NOT NULL,
+    started_at     TEXT NOT NULL,
+    committed_at   TEXT NOT NULL
+);
+CREATE INDEX batches_by_run ON batches(run_id, batch_id);
+CREATE TABLE acks (
+    run_id   TEXT PRIMARY KEY REFERENCES runs(run_id),
+    seq      INTEGER NOT NULL,
+    value    TEXT NOT NULL,
+    acked_at TEXT NOT NULL
+);
+CREATE TABLE errors (
+    error_id INTEGER PRIMARY KEY,
+    run_id   TEXT,
+    stream   TEXT,
+    line     INTEGER,
+    key      TEXT,
+    message  TEXT NOT NULL,
+    at       TEXT NOT NULL
+);
+"#];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Complete => "complete",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What a new (or continued) run is.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub run_id: &'a str,
+    pub stage: &'a str,
+    pub source: Option<&'a str>,
+    pub source_kind: Option<&'a str>,
+    pub target: &'a str,
+}
+
+/// One committed batch of one stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchRow {
+    pub stream: String,
+    pub rows: u64,
+    pub written: u64,
+    pub skipped: u64,
+    pub rejected: u64,
+    pub bytes: u64,
+    pub first_position: Option<u64>,
+    pub last_position: Option<u64>,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub stage: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    pub rows_written: i64,
+    pub rows_skipped: i64,
+    pub rows_rejected: i64,
+    pub batches: i64,
+    pub last_seq: Option<i64>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchInfo {
+    pub batch_id: i64,
+    pub run_id: String,
+    pub attempt: i64,
+    pub stream: String,
+    pub state_seq: Option<i64>,
+    pub rows: i64,
+    pub written: i64,
+    pub skipped: i64,
+    pub rejected: i64,
+    pub bytes: i64,
+    pub first_position: Option<i64>,
+    pub last_position: Option<i64>,
+    pub status: String,
+    pub started_at: String,
+    pub committed_at: String,
+}
+
+/// Where `export --resume` starts.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub run_id: String,
+    pub status: String,
+    pub state: Option<StateValue>,
+}
+
+pub struct Checkpoint {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Checkpoint {
+    /// Open (creating if needed) and migrate the state file.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).ctx(ErrorKind::Checkpoint, || {
+                format!("creating the state directory {}", dir.display())
+            })?;
+        }
+        let conn = Connection::open(path).ctx(ErrorKind::Checkpoint, || {
+            format!("opening the state file {}", path.display())
+        })?;
+        let mut cp = Checkpoint {
+            conn,
+            path: path.to_owned(),
+        };
+        cp.configure()?;
+        cp.migrate()?;
+        Ok(cp)
+    }
+
+    /// Open an existing state file for reading; `None` if there is none.
+    pub fn open_existing(path: &Path) -> Result<Option<Checkpoint>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("opening the state file {}", path.display())
+            })?;
+        let cp = Checkpoint {
+            conn,
+            path: path.to_owned(),
+        };
+        cp.conn
+            .busy_timeout(Duration::from_secs(30))
+            .ctx(ErrorKind::Checkpoint, || "state file")?;
+        let version = cp.version()?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(cp.too_new(version));
+        }
+        if version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(cp))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, what: &str) -> impl FnOnce() -> String + '_ {
+        let what = what.to_owned();
+        move || format!("state file {}: {what}", self.path.display())
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .ctx(ErrorKind::Checkpoint, self.err("configuring"))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("configuring"))
+    }
+
+    fn version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .ctx(
+                ErrorKind::Checkpoint,
+                self.err("reading the schema version"),
+            )
+    }
+
+    fn too_new(&self, version: i64) -> Error {
+        Error::new(
+            ErrorKind::Checkpoint,
+            format!(
+                "state file {} has schema version {version}, newer than this ferry knows ({}); use a newer ferry",
+                self.path.display(),
+                MIGRATIONS.len()
+            ),
+        )
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.display().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: migrating")
+            })?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: reading the schema version")
+            })?;
+        if version as usize > MIGRATIONS.len() {
+            drop(tx);
+            return Err(self.too_new(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: migrating to version {}", i + 1)
+            })?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .ctx(ErrorKind::Checkpoint, || {
+                    format!("state file {path}: migrating")
+                })?;
+        }
+        tx.commit().ctx(ErrorKind::Checkpoint, || {
+            format!("state file {path}: migrating")
+        })
+    }
+
+    /// Record the start of a run, or of another attempt at an existing one. Returns the attempt.
+    pub fn start_run(&mut self, run: &NewRun<'_>) -> Result<i64> {
+        let now = now_rfc3339();
+        let path = self.path.display().to_string();
+        let tx = self
+            .conn
+            .transaction()
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
+        tx.execute(
+            "INSERT INTO runs (run_id, stage, source, source_kind, target, status, attempts, started_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?6)
+             ON CONFLICT (run_id) DO UPDATE SET status = 'running', attempts = attempts + 1,
+                 updated_at = excluded.updated_at, finished_at = NULL, message = NULL",
+            params![run.run_id, run.stage, run.source, run.source_kind, run.target, now],
+        )
+        .ctx(ErrorKind::Checkpoint, || format!("state file {path}: recording run {}", run.run_id))?;
+        let attempt: i64 = tx
+            .query_row(
+                "SELECT attempts FROM runs WHERE run_id = ?1",
+                [run.run_id],
+                |r| r.get(0),
+            )
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
+        tx.commit()
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
+        Ok(attempt)
+    }
+
+    /// Record committed batches and, with `state` (its seq and value), acknowledge that STATE, atomically.
+    pub fn ack(
+        &mut self,
+        run_id: &str,
+        attempt: i64,
+        state: Option<(u64, &str)>,
+        batches: &[BatchRow],
+    ) -> Result<()> {
+        let seq = state.map(|(s, _)| s);
+        let now = now_rfc3339();
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: acknowledging a STATE of run {run_id}");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO batches (run_id, attempt, stream, state_seq, rows, written, skipped, rejected,
+                         bytes, first_position, last_position, status, started_at, committed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'committed', ?12, ?13)",
+                )
+                .ctx(ErrorKind::Checkpoint, e)?;
+            for b in batches {
+                ins.execute(params![
+                    run_id,
+                    attempt,
+                    b.stream,
+                    seq.map(|s| s as i64),
+                    b.rows as i64,
+                    b.written as i64,
+                    b.skipped as i64,
+                    b.rejected as i64,
+                    b.bytes as i64,
+                    b.first_position.map(|p| p as i64),
+                    b.last_position.map(|p| p as i64),
+                    b.started_at,
+                    now
+                ])
+                .ctx(ErrorKind::Checkpoint, e)?;
+            }
+        }
+        let (w, s, r) = batches.iter().fold((0u64, 0u64, 0u64), |a, b| {
+            (a.0 + b.written, a.1 + b.skipped, a.2 + b.rejected)
+        });
+        tx.execute(
+            "UPDATE runs SET rows_written = rows_written + ?2, rows_skipped = rows_skipped + ?3,
+                 rows_rejected = rows_rejected + ?4, updated_at = ?5 WHERE run_id = ?1",
+            params![run_id, w as i64, s as i64, r as i64, now],
+        )
+        .ctx(ErrorKind::Checkpoint, e)?;
+        if let Some((seq, value)) = state {
+            tx.execute(
+                "INSERT INTO acks (run_id, seq, value, acked_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id) DO UPDATE SET seq = excluded.seq, value = excluded.value, acked_at = excluded.acked_at",
+                params![run_id, seq as i64, value, now],
+            )
+            .ctx(ErrorKind::Checkpoint, e)?;
+        }
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run_id: &str,
+        status: RunStatus,
+        message: Option<&str>,
+    ) -> Result<()> {
+        let now = now_rfc3339();
+        let path = self.path.display().to_string();
+        self.conn
+            .execute(
+                "UPDATE runs SET status = ?2, message = ?3, updated_at = ?4,
+                     finished_at = CASE WHEN ?2 = 'running' THEN NULL ELSE ?4 END WHERE run_id = ?1",
+                params![run_id, status.as_str(), message, now],
+            )
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: finishing run {run_id}"))?;
+        Ok(())
+    }
+
+    pub fn record_error(
+        &mut self,
+        run_id: &str,
+        stream: Option<&str>,
+        line: Option<u64>,
+        key: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        let path = self.path.display().to_string();
+        self.conn
+            .execute(
+                "INSERT INTO errors (run_id, stream, line, key, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, stream, line.map(|l| l as i64), key, message, now_rfc3339()],
+            )
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: recording an error"))?;
+        Ok(())
+    }
+
+    /// The most recent import run from `source` and its last acknowledged STATE.
+    pub fn resume_point(&self, source: &str) -> Result<Option<ResumePoint>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT r.run_id, r.status, a.value FROM runs r LEFT JOIN acks a USING (run_id)
+                 WHERE r.source = ?1 AND r.stage = 'import'
+                 ORDER BY r.started_at DESC, r.rowid DESC LIMIT 1",
+                [source],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .ctx(
+                ErrorKind::Checkpoint,
+                self.err("looking up the last acknowledged STATE"),
+            )?;
+        let Some((run_id, status, value)) = row else {
+            return Ok(None);
+        };
+        let state = match value {
+            Some(v) => Some(serde_json::from_str::<StateValue>(&v).map_err(|e| {
+                Error::new(
+                    ErrorKind::Checkpoint,
+                    format!(
+                        "state file {}: the acknowledged STATE of run {run_id} is unreadable",
+                        self.path.display()
+                    ),
+                )
+                .with_source(e)
+            })?),
+            None => None,
+        };
+        Ok(Some(ResumePoint {
+            run_id,
+            status,
+            state,
+        }))
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT r.run_id, r.stage, r.source, r.target, r.status, r.attempts, r.started_at, r.updated_at,
+                        r.finished_at, r.rows_written, r.rows_skipped, r.rows_rejected,
+                        (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message
+                 FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(RunRow {
+                    run_id: r.get(0)?,
+                    stage: r.get(1)?,
+                    source: r.get(2)?,
+                    target: r.get(3)?,
+                    status: r.get(4)?,
+                    attempts: r.get(5)?,
+                    started_at: r.get(6)?,
+                    updated_at: r.get(7)?,
+                    finished_at: r.get(8)?,
+                    rows_written: r.get(9)?,
+                    rows_skipped: r.get(10)?,
+                    rows_rejected: r.get(11)?,
+                    batches: r.get(12)?,
+                    last_seq: r.get(13)?,
+                    message: r.get(14)?,
+                })
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
+        Ok(rows)
+    }
+
+    /// Batches, of one run or of all; `batch` picks one.
+    pub fn batches(&self, run_id: Option<&str>, batch: Option<i64>) -> Result<Vec<BatchInfo>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT batch_id, run_id, attempt, stream, state_seq, rows, written, skipped, rejected, bytes,
+                        first_position, last_position, status, started_at, committed_at
+                 FROM batches WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR batch_id = ?2)
+                 ORDER BY batch_id",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("listing batches"))?;
+        let rows = st
+            .query_map(params![run_id, batch], |r| {
+                Ok(BatchInfo {
+                    batch_id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    attempt: r.get(2)?,
+                    stream: r.get(3)?,
+                    state_seq: r.get(4)?,
+                    rows: r.get(5)?,
+                    written: r.get(6)?,
+                    skipped: r.get(7)?,
+                    rejected: r.get(8)?,
+                    bytes: r.get(9)?,
+                    first_position: r.get(10)?,
+                    last_position: r.get(11)?,
+                    status: r.get(12)?,
+                    started_at: r.get(13)?,
+                    committed_at: r.get(14)?,
+                })
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("listing batches"))?;
+        Ok(rows)
+    }
+
+    /// Errors recorded for a run (or all runs).
+    pub fn errors(
+        &self,
+        run_id: Option<&str>,
+    ) -> Result<Vec<(String, Option<String>, Option<i64>, String, String)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT coalesce(run_id, ''), stream, line, message, at FROM errors
+                 WHERE (?1 IS NULL OR run_id = ?1) ORDER BY error_id",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("listing errors"))?;
+        let rows = st
+            .query_map(params![run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("listing errors"))?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_acks_and_resume_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        let run = NewRun {
+            run_id: "r1",
+            stage: "import",
+            source: Some("sqlite:a.db"),
+            source_kind: Some("sqlite"),
+            target: "sqlite:b.db",
+        };
+        assert_eq!(cp.start_run(&run).unwrap(), 1);
+        let batch = BatchRow {
+            stream: "main.t".into(),
+            rows: 10,
+            written: 9,
+            rejected: 1,
+            ..Default::default()
+        };
+        cp.ack(
+            "r1",
+            1,
+            Some((
+                3,
+                r#"{"run_id":"r1","seq":3,"bookmarks":{"main.t":{"rows":10}}}"#,
+            )),
+            &[batch],
+        )
+        .unwrap();
+        // Batches committed at a STREAM_END leave the acknowledged STATE as it was.
+        cp.ack(
+            "r1",
+            1,
+            None,
+            &[BatchRow {
+                stream: "main.t".into(),
+                rows: 1,
+                written: 1,
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+        let rp = cp.resume_point("sqlite:a.db").unwrap().unwrap();
+        assert_eq!(rp.run_id, "r1");
+        assert_eq!(rp.state.unwrap().bookmark("main.t").unwrap().rows, Some(10));
+        assert!(cp.resume_point("sqlite:other.db").unwrap().is_none());
+        assert_eq!(
+            cp.start_run(&run).unwrap(),
+            2,
+            "a second attempt at the same run"
+        );
+        cp.finish_run("r1", RunStatus::Complete, None).unwrap();
+        let runs = cp.runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            (
+                runs[0].status.as_str(),
+                runs[0].rows_written,
+                runs[0].rows_rejected,
+                runs[0].batches
+            ),
+            ("complete", 10, 1, 2)
+        );
+        drop(cp);
+        // Re-opening migrates nothing and keeps the data.
+        let cp = Checkpoint::open(&path).unwrap();
+        assert_eq!(cp.batches(Some("r1"), None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn refuses_a_state_file_from_a_newer_ferry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(Checkpoint::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = Checkpoint::open(&path).err().unwrap();
+        assert!(e.message().contains("newer than this ferry knows"), "{e}");
+    }
+}

@@ -1,0 +1,121 @@
+//! `ferry-import TARGET`: a stream from stdin into a store.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::{LogArgs, finish, init_logging};
+use crate::address::Address;
+use crate::checkpoint::DEFAULT_STATE_PATH;
+use crate::connect::OnConflict;
+use crate::error::{Context, ErrorKind, ExitStatus, Result};
+use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
+use crate::stage::import::{self, ImportConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Copy a database, creating tables (keys, foreign keys, unique, indexes)
+  ferry-export sqlite:app.db | ferry-import sqlite:copy.db --create
+
+  # Replay a saved stream, replacing rows whose key is already there
+  ferry-import sqlite:copy.db --on-conflict overwrite < app.ndjson
+
+  # See what would happen, changing nothing
+  ferry-import sqlite:copy.db --create --dry-run < app.ndjson
+
+Each STATE in the input is a barrier: everything before it is committed (with a commit marker kept
+in the target's _ferry_commits table, in the same transaction), recorded in the state file, then
+echoed on stdout. If the import is killed at any instant, run the same pipeline again: rows already
+committed are skipped, nothing is lost or duplicated. Rows the target refuses go to a reject file.
+Exit status: 0 done, 2 error (including input that ends without END).";
+
+/// Import a ferry stream (or a Singer stream) from stdin into a store.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
+pub struct ImportArgs {
+    /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3)
+    pub target: String,
+    /// Read the stream from FILE instead of stdin
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Create missing tables (and columns) from the stream's SCHEMA
+    #[arg(long)]
+    pub create: bool,
+    /// What to do with a row whose key is already in the target
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_conflict: OnConflict,
+    /// Print the plan (tables to create, rows to insert/skip/overwrite) as NDJSON; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The state file (checkpoint)
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
+    pub state: PathBuf,
+    /// Where rejected rows go [default: rejects-RUN_ID.ndjson next to the state file]
+    #[arg(long, value_name = "PATH")]
+    pub reject_file: Option<PathBuf>,
+    /// Stop with an error once more than N rows have been rejected
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_rejects: u64,
+    /// Import everything again, ignoring what the target's commit markers say is already there
+    #[arg(long)]
+    pub fresh: bool,
+    /// Do not check STREAM_END row counts and digests against what arrived
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Longest input line accepted, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+    /// Rows buffered per stream before they are written into the open transaction
+    #[arg(long, value_name = "N", default_value_t = 5000, hide = true)]
+    pub write_rows: usize,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ImportArgs {
+    pub fn config(&self) -> Result<ImportConfig> {
+        Ok(ImportConfig {
+            target: Address::parse(&self.target)?,
+            create: self.create,
+            on_conflict: self.on_conflict,
+            dry_run: self.dry_run,
+            state_path: self.state.clone(),
+            reject_path: self.reject_file.clone(),
+            max_rejects: self.max_rejects,
+            fresh: self.fresh,
+            verify_stream_end: !self.no_verify,
+            max_line: self.max_line_bytes,
+            write_rows: self.write_rows.max(1),
+        })
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = ImportArgs::parse();
+    init_logging(&args.log);
+    finish("ferry-import", run(&args))
+}
+
+/// The input: a file if given, else stdin.
+pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::fs::File::open(p).ctx(ErrorKind::Io, || format!("opening {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::io::stdin(),
+        )),
+    })
+}
+
+fn run(args: &ImportArgs) -> Result<ExitStatus> {
+    let cfg = args.config()?;
+    let input = open_input(args.input.as_ref())?;
+    let mut out = StreamWriter::stdout()?;
+    import::run(&cfg, input, &mut out)?;
+    Ok(ExitStatus::Ok)
+}

@@ -1,0 +1,78 @@
+//! `ferry`: operations on a migration (status) and the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::{LogArgs, finish, init_logging};
+use crate::checkpoint::DEFAULT_STATE_PATH;
+use crate::error::{ExitStatus, Result};
+use crate::protocol::StreamWriter;
+use crate::stage::status::{self, StatusConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  ferry demo                        # the whole pipeline on the bundled sample database
+  ferry status                      # runs in .ferry/state.db
+  ferry status --run 0193a5c2-7f1e  # one run's batches
+  ferry status --json               # as NDJSON
+
+The stages themselves are separate programs: ferry-export, ferry-transform, ferry-import,
+ferry-validate (each has --help with examples).";
+
+/// ferry: move data between stores and prove nothing was lost.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, after_long_help = EXAMPLES)]
+pub struct FerryArgs {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs and batches recorded in the state file
+    Status(StatusArgs),
+    /// Run export | transform | import | validate on the bundled sample database
+    Demo(super::demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The state file
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
+    pub state: PathBuf,
+    /// Show the batches of this run (a unique prefix of its id is enough)
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// Show one batch
+    #[arg(long, value_name = "ID")]
+    pub batch: Option<i64>,
+    /// NDJSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let args = FerryArgs::parse();
+    init_logging(&args.log);
+    let result = match &args.command {
+        Command::Status(s) => run_status(s),
+        Command::Demo(d) => super::demo::run(d),
+    };
+    finish("ferry", result)
+}
+
+fn run_status(s: &StatusArgs) -> Result<ExitStatus> {
+    let cfg = StatusConfig {
+        state_path: s.state.clone(),
+        run: s.run.clone(),
+        batch: s.batch,
+        json: s.json,
+    };
+    let mut out = StreamWriter::stdout()?;
+    status::run(&cfg, &mut out)?;
+    Ok(ExitStatus::Ok)
+}

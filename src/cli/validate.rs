@@ -1,0 +1,169 @@
+//! `ferry-validate [SOURCE] TARGET`: prove two sides equal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use super::{LogArgs, finish, init_logging, selection};
+use crate::address::Address;
+use crate::error::{Error, ExitStatus, Result};
+use crate::human;
+use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
+use crate::stage::validate::{self, Report, ValidateConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Two databases
+  ferry-validate sqlite:app.db sqlite:copy.db --report report.json
+
+  # The stream (after the same transform the import saw) against the target
+  ferry-export sqlite:app.db | ferry-transform --rename-stream main.users=people \\
+    | ferry-validate sqlite:copy.db
+
+  # A stream file on its own: complete, keys unique, references resolvable, digests right
+  ferry-validate backup.ndjson
+
+Compares row counts, primary keys (not null, unique), unique constraints, foreign keys, and every
+row (an ordered merge of row hashes in key order): each key that differs is listed as missing,
+extra, changed or duplicate. Findings go to stdout as NDJSON, a summary table to stderr.
+Exit status: 0 equal, 1 different (or not everything could be verified), 2 error.";
+
+/// Validate a target against its source: counts, keys, constraints and every row.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-validate", version, about, after_long_help = EXAMPLES)]
+pub struct ValidateArgs {
+    /// SOURCE TARGET; or TARGET alone (the stream on stdin is the source); or STREAM alone
+    /// (a .ndjson file, or - for stdin, checked on its own)
+    #[arg(num_args = 1..=2, required = true, value_name = "STORE")]
+    pub stores: Vec<String>,
+    /// Compare only this table (repeatable)
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Leave this table out (repeatable)
+    #[arg(long = "exclude", value_name = "TABLE")]
+    pub exclude: Vec<String>,
+    /// Write a JSON report to PATH
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
+    /// List at most N findings of each kind per stream (counts stay exact)
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_listed: usize,
+    /// Do not fail because something could not be verified (it is still reported)
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Longest input line accepted, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ValidateArgs {
+    pub fn config(&self) -> Result<ValidateConfig> {
+        let (source, target) = match self.stores.as_slice() {
+            [one] => match Address::parse(one)? {
+                a @ Address::Stream(_) => (Some(a), None),
+                t => (None, Some(t)),
+            },
+            [s, t] => (Some(Address::parse(s)?), Some(Address::parse(t)?)),
+            _ => return Err(Error::usage("give SOURCE TARGET, TARGET, or a stream file")),
+        };
+        if matches!(target, Some(Address::Stream(_))) {
+            return Err(Error::usage(
+                "the target of a validation is a store, not a stream",
+            ));
+        }
+        Ok(ValidateConfig {
+            source,
+            target,
+            selection: selection(&self.tables, &self.exclude, &[])?,
+            report: self.report.clone(),
+            max_listed: self.max_listed,
+            allow_unverified: self.allow_unverified,
+            max_line: self.max_line_bytes,
+        })
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = ValidateArgs::parse();
+    init_logging(&args.log);
+    finish("ferry-validate", run(&args))
+}
+
+fn run(args: &ValidateArgs) -> Result<ExitStatus> {
+    let cfg = args.config()?;
+    let input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin());
+    let mut out = StreamWriter::stdout()?;
+    let report = validate::run(&cfg, input, &mut out)?;
+    print_summary(&report);
+    Ok(if report.passed() {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Differences
+    })
+}
+
+/// The human summary on stderr.
+pub fn print_summary(r: &Report) {
+    let rows: Vec<Vec<String>> = r
+        .streams
+        .iter()
+        .map(|s| {
+            vec![
+                s.stream.clone(),
+                s.source_rows.to_string(),
+                s.target_rows.to_string(),
+                s.missing.to_string(),
+                s.extra.to_string(),
+                s.changed.to_string(),
+                s.duplicate.to_string(),
+                (s.key_null + s.unique_violations + s.fk_orphans).to_string(),
+                if s.status == "pass" {
+                    "ok".into()
+                } else {
+                    "DIFFERENT".into()
+                },
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "ferry-validate: {} -> {}\n",
+        r.source,
+        if r.target.is_empty() {
+            "(stream alone)"
+        } else {
+            &r.target
+        }
+    );
+    text.push_str(&human::table(
+        &[
+            "stream",
+            "source",
+            "target",
+            "missing",
+            "extra",
+            "changed",
+            "dup",
+            "constraints",
+            "result",
+        ],
+        &rows,
+    ));
+    for n in &r.notes {
+        text.push_str(&format!("note: {n}\n"));
+    }
+    for u in &r.unverified {
+        text.push_str(&format!("not verified: {u}\n"));
+    }
+    for (kind, n) in &r.findings {
+        text.push_str(&format!("{kind}: {n}\n"));
+    }
+    text.push_str(if r.passed() {
+        "result: EQUAL\n"
+    } else {
+        "result: DIFFERENT (details on stdout)\n"
+    });
+    human::say(text.trim_end());
+}

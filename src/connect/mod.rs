@@ -1,0 +1,243 @@
+//! Connectors: each store behind two small traits. A [`Source`] yields streams and their rows in
+//! key order; a [`Target`] applies batches inside a transaction and commits them together with its
+//! commit markers. Adding a store means adding a file here, not touching the stages.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::address::Address;
+use crate::error::Result;
+use crate::protocol::{Bookmark, Schema, SourceInfo};
+use crate::row::RowShape;
+use crate::value::{Value, ValueRef};
+
+/// Which tables an export (or a validation) covers.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these (by table or stream name); empty means all.
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Per-table row filters, as SQL conditions.
+    pub filters: Vec<(String, String)>,
+}
+
+impl Selection {
+    /// Whether a stream (`main.users`) or its table (`users`) is selected.
+    pub fn includes(&self, stream: &str, table: &str) -> bool {
+        let named = |list: &[String]| list.iter().any(|n| n == stream || n == table);
+        (self.tables.is_empty() || named(&self.tables)) && !named(&self.exclude)
+    }
+
+    pub fn filter_for(&self, stream: &str, table: &str) -> Option<&str> {
+        self.filters
+            .iter()
+            .find(|(n, _)| n == stream || n == table)
+            .map(|(_, w)| w.as_str())
+    }
+
+    /// Names given to --table/--where that match nothing: almost always a typo.
+    pub fn unmatched<'a>(&'a self, streams: &[(String, String)]) -> Vec<&'a str> {
+        let known = |n: &str| streams.iter().any(|(s, t)| s == n || t == n);
+        self.tables
+            .iter()
+            .chain(self.filters.iter().map(|(n, _)| n))
+            .map(String::as_str)
+            .filter(|n| !known(n))
+            .collect()
+    }
+}
+
+/// One stream an export will produce.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub schema: Schema,
+    /// The row filter (`--where`), if any.
+    pub filter: Option<String>,
+    /// Whether rows can be resumed after a cursor (false only for odd keyless tables).
+    pub resumable: bool,
+}
+
+/// Access to the current row of a scan, without copying.
+pub trait RowAccess {
+    fn get(&self, i: usize) -> ValueRef<'_>;
+    /// The row's rowid, for sources ordered by rowid.
+    fn rowid(&self) -> Option<i64>;
+}
+
+pub trait Source {
+    fn info(&self) -> SourceInfo;
+    /// The streams to export, parents before children.
+    fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>>;
+    /// Rows of one stream in key order, strictly after `after` when given.
+    fn scan(
+        &mut self,
+        plan: &StreamPlan,
+        shape: &RowShape,
+        after: Option<&Bookmark>,
+        row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// What to do with a row whose key is already in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Stop the import with an error naming the key.
+    Fail,
+    /// Keep the row already there.
+    Skip,
+    /// Replace it (upsert by key).
+    Overwrite,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub create: bool,
+    pub on_conflict: OnConflict,
+    pub dry_run: bool,
+    /// The producer's source address (redacted) and run: what commit markers are kept under.
+    pub source: String,
+    pub run_id: String,
+}
+
+/// Rows of one stream waiting to be written: `ncols` values per row, flat.
+#[derive(Debug, Default)]
+pub struct RowBatch {
+    pub ncols: usize,
+    pub values: Vec<Value>,
+    /// Input line of each row, for errors and rejects.
+    pub lines: Vec<u64>,
+}
+
+impl RowBatch {
+    pub fn new(ncols: usize) -> Self {
+        RowBatch {
+            ncols,
+            values: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[Value] {
+        &self.values[i * self.ncols..(i + 1) * self.ncols]
+    }
+
+    /// Make room for one more row (all NULL) and return it.
+    pub fn push_row(&mut self, line: u64) -> &mut [Value] {
+        let start = self.values.len();
+        self.values.resize(start + self.ncols, Value::Null);
+        self.lines.push(line);
+        &mut self.values[start..]
+    }
+
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.lines.clear();
+    }
+}
+
+/// A row the target refused, and why.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub row: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct WriteReport {
+    pub written: u64,
+    /// Rows left alone because their key was already there (`--on-conflict skip`).
+    pub skipped: u64,
+    pub rejects: Vec<Reject>,
+}
+
+/// What a dry run found for some rows.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct PlanCounts {
+    pub insert: u64,
+    pub skip: u64,
+    pub overwrite: u64,
+    pub conflict: u64,
+}
+
+/// What a target knows it committed for one stream of one source, kept in the target itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Marker {
+    pub source: String,
+    /// The stream's bookmark name (the producer's name for it).
+    pub stream: String,
+    pub run_id: String,
+    /// Rows of the stream committed, counted from its beginning (see protocol: positions).
+    pub position: Option<u64>,
+    pub complete: bool,
+    pub bookmark: Option<String>,
+}
+
+/// What preparing a stream did or would do.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    pub table: String,
+    /// DDL run (or, in a dry run, that would run) to create the table.
+    pub created: Vec<String>,
+    /// DDL deferred until the stream is complete (secondary indexes).
+    pub deferred: Vec<String>,
+    pub existed: bool,
+}
+
+pub trait Target {
+    /// The redacted address, for messages and the checkpoint.
+    fn address(&self) -> String;
+    /// Commit markers this target holds for streams of `source`.
+    fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>>;
+    /// Get ready to receive a stream: create its table when asked (recording the DDL deferred to
+    /// the stream's end in the same transaction), check it fits otherwise.
+    fn prepare(
+        &mut self,
+        schema: &Schema,
+        shape: &RowShape,
+        opts: &LoadOptions,
+    ) -> Result<Prepared>;
+    /// Write rows inside the open transaction. Rows the target refuses come back as rejects;
+    /// a key conflict under `--on-conflict fail` is an error.
+    fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport>;
+    /// Classify rows for a dry run, writing nothing.
+    fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts>;
+    /// Make everything written so far durable together with these markers, atomically.
+    fn commit(&mut self, markers: &[Marker]) -> Result<()>;
+    /// Forget everything written since the last commit.
+    fn rollback(&mut self) -> Result<()>;
+    /// After a stream's last row is committed: build what was deferred. Idempotent.
+    fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>>;
+}
+
+/// Open a source by address.
+pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
+    match address {
+        Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
+        other => Err(other.unsupported("a source")),
+    }
+}
+
+/// Open a target by address.
+pub fn open_target(address: &Address, dry_run: bool) -> Result<Box<dyn Target>> {
+    match address {
+        Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteTarget::open(path, dry_run)?)),
+        other => Err(other.unsupported("a target")),
+    }
+}
+
+/// The table name a stream lands in: the part after the first `.` (`main.users` -> `users`).
+pub fn table_name_for(stream: &str) -> &str {
+    stream.split_once('.').map_or(stream, |(_, t)| t)
+}

@@ -1,0 +1,1727 @@
+//! SQLite, as a source and as a target.
+//!
+//! Source: one read transaction covers the whole export (a consistent snapshot). Each table is
+//! scanned once first to learn which storage classes its columns really hold (so the SCHEMA tells
+//! the truth about dynamic columns, and gives an exact row count), then read in key order by a
+//! single streaming statement: primary key order (plus rowid as a tie-break where the key may hold
+//! NULLs), or rowid order for a table without a key.
+//!
+//! Target: rows go in through prepared multi-row INSERTs inside one transaction per STATE; the
+//! commit markers (`_ferry_commits`) are written in the same transaction, so what is in the table
+//! and what the marker says can never disagree. Foreign keys are not enforced while loading (the
+//! validator checks them after); secondary indexes are built once a stream is complete.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{ToSqlOutput, ValueRef as SqlRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use serde_json::{Map, Value as Json, json};
+
+use super::{
+    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, RowAccess, RowBatch, Selection,
+    Source, StreamPlan, Target, WriteReport, table_name_for,
+};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{
+    Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, SqliteTable,
+    TableRef, Unique, now_rfc3339,
+};
+use crate::row::RowShape;
+use crate::value::{self, Codec, Value, ValueRef};
+
+/// The table in a target that holds ferry's commit markers.
+pub const MARKER_TABLE: &str = "_ferry_commits";
+
+/// Quote an identifier for SQLite.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => SqlRef::Null,
+            Value::Integer(i) => SqlRef::Integer(*i),
+            Value::Real(f) => SqlRef::Real(*f),
+            Value::Text(t) => SqlRef::Text(t),
+            Value::Blob(b) => SqlRef::Blob(b),
+        }))
+    }
+}
+
+pub fn from_sql(v: SqlRef<'_>) -> ValueRef<'_> {
+    match v {
+        SqlRef::Null => ValueRef::Null,
+        SqlRef::Integer(i) => ValueRef::Integer(i),
+        SqlRef::Real(f) => ValueRef::Real(f),
+        SqlRef::Text(t) => ValueRef::Text(t),
+        SqlRef::Blob(b) => ValueRef::Blob(b),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Introspection
+
+/// SQLite's type affinity of a declared type (datatype3.html, section 3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+pub fn affinity(declared: &str) -> Affinity {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") {
+        Affinity::Integer
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        Affinity::Text
+    } else if t.contains("BLOB") || t.trim().is_empty() {
+        Affinity::Blob
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        Affinity::Real
+    } else {
+        Affinity::Numeric
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub decl_type: String,
+    pub notnull: bool,
+    pub default: Option<String>,
+    /// 1-based position in the primary key, 0 if not part of it.
+    pub pk: i64,
+    /// 0 normal; 2 or 3 generated (virtual / stored).
+    pub hidden: i64,
+}
+
+impl ColumnInfo {
+    pub fn generated(&self) -> bool {
+        self.hidden == 2 || self.hidden == 3
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub without_rowid: bool,
+    pub strict: bool,
+    pub sql: Option<String>,
+    pub columns: Vec<ColumnInfo>,
+    pub pk: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub unique: Vec<Unique>,
+    pub indexes: Vec<Index>,
+    pub sequence: Option<i64>,
+    /// A name by which the rowid can be selected (`rowid`, `oid` or `_rowid_` unless shadowed).
+    pub rowid_name: Option<&'static str>,
+}
+
+impl TableInfo {
+    /// Columns that hold data a row can be inserted with (generated columns are left out).
+    pub fn stored_columns(&self) -> impl Iterator<Item = &ColumnInfo> {
+        self.columns.iter().filter(|c| !c.generated())
+    }
+
+    /// Whether the primary key is the rowid itself (a single `INTEGER PRIMARY KEY`).
+    pub fn pk_is_rowid(&self) -> bool {
+        !self.without_rowid
+            && self.pk.len() == 1
+            && self
+                .columns
+                .iter()
+                .any(|c| c.pk == 1 && c.decl_type.eq_ignore_ascii_case("INTEGER"))
+    }
+
+    /// Key columns that may hold NULL (SQLite allows NULL in a non-integer key of a rowid table).
+    fn pk_nullable(&self) -> bool {
+        !self.without_rowid
+            && !self.pk_is_rowid()
+            && self.columns.iter().any(|c| c.pk > 0 && !c.notnull)
+    }
+}
+
+fn sql_err(what: impl Into<String>) -> impl FnOnce() -> String {
+    let what = what.into();
+    move || what
+}
+
+/// Tables of the main database, in name order, without SQLite's own, ferry's, and virtual tables
+/// (and their shadow tables).
+pub fn list_tables(conn: &Connection, address: &str) -> Result<Vec<String>> {
+    let mut st = conn
+        .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' ORDER BY name")
+        .ctx(
+            ErrorKind::Source,
+            sql_err(format!("{address}: listing tables")),
+        )?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(
+            ErrorKind::Source,
+            sql_err(format!(
+                "{address}: listing tables (is it a SQLite database?)"
+            )),
+        )?;
+    Ok(rows
+        .into_iter()
+        .filter(|(name, kind)| {
+            kind == "table" && !name.starts_with("sqlite_") && !name.starts_with("_ferry_")
+        })
+        .map(|(name, _)| name)
+        .collect())
+}
+
+pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableInfo> {
+    let e = |what: &str| {
+        sql_err(format!(
+            "{address}: reading the definition of table {table} ({what})"
+        ))
+    };
+    let (without_rowid, strict): (bool, bool) = conn
+        .query_row(
+            "SELECT wr, strict FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+            [table],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ctx(ErrorKind::Source, e("table list"))?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Source,
+                format!("{address}: there is no table {table}"),
+            )
+        })?;
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(ErrorKind::Source, e("schema"))?
+        .flatten();
+    let mut st = conn
+        .prepare("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")
+        .ctx(ErrorKind::Source, e("columns"))?;
+    let columns = st
+        .query_map([table], |r| {
+            Ok(ColumnInfo {
+                name: r.get(0)?,
+                decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                notnull: r.get(2)?,
+                default: r.get(3)?,
+                pk: r.get(4)?,
+                hidden: r.get(5)?,
+            })
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Source, e("columns"))?;
+    let mut pk: Vec<&ColumnInfo> = columns.iter().filter(|c| c.pk > 0).collect();
+    pk.sort_by_key(|c| c.pk);
+    let pk: Vec<String> = pk.into_iter().map(|c| c.name.clone()).collect();
+
+    // Foreign keys: rows grouped by id, ordered by seq.
+    let mut st = conn
+        .prepare("SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?1) ORDER BY id, seq")
+        .ctx(ErrorKind::Source, e("foreign keys"))?;
+    #[allow(clippy::type_complexity)]
+    let fk_rows: Vec<(i64, String, String, Option<String>, String, String)> = st
+        .query_map([table], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Source, e("foreign keys"))?;
+    let mut fks: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+    let mut to_missing: BTreeSet<i64> = BTreeSet::new();
+    for (id, parent, from, to, on_update, on_delete) in fk_rows {
+        let fk = fks.entry(id).or_insert_with(|| ForeignKey {
+            name: None,
+            columns: vec![],
+            references: References {
+                stream: format!("main.{parent}"),
+                columns: vec![],
+            },
+            on_delete: action(&on_delete),
+            on_update: action(&on_update),
+            deferrable: false,
+        });
+        fk.columns.push(from);
+        match to {
+            Some(t) => fk.references.columns.push(t),
+            None => {
+                to_missing.insert(id);
+            }
+        }
+    }
+    for id in to_missing {
+        // `REFERENCES parent` with no columns means the parent's primary key.
+        if let Some(fk) = fks.get_mut(&id) {
+            let parent = table_name_for(&fk.references.stream).to_owned();
+            let mut st = conn
+                .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
+                .ctx(ErrorKind::Source, e("foreign key parent"))?;
+            fk.references.columns = st
+                .query_map([&parent], |r| r.get(0))
+                .and_then(|it| it.collect::<rusqlite::Result<Vec<String>>>())
+                .ctx(ErrorKind::Source, e("foreign key parent"))?;
+        }
+    }
+
+    // Unique constraints and secondary indexes.
+    let mut st = conn
+        .prepare(
+            "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1) ORDER BY name",
+        )
+        .ctx(ErrorKind::Source, e("indexes"))?;
+    let index_rows: Vec<(String, bool, String, bool)> = st
+        .query_map([table], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Source, e("indexes"))?;
+    let mut unique = Vec::new();
+    let mut indexes = Vec::new();
+    for (name, is_unique, origin, partial) in index_rows {
+        let mut st = conn
+            .prepare("SELECT name FROM pragma_index_xinfo(?1) WHERE key = 1 ORDER BY seqno")
+            .ctx(ErrorKind::Source, e("index columns"))?;
+        let cols: Vec<Option<String>> = st
+            .query_map([&name], |r| r.get(0))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Source, e("index columns"))?;
+        let on_expressions = cols.iter().any(Option::is_none);
+        let cols: Vec<String> = cols.into_iter().flatten().collect();
+        match origin.as_str() {
+            "u" => unique.push(Unique {
+                name: None,
+                columns: cols,
+            }),
+            "c" => {
+                let sql: Option<String> = conn
+                    .query_row(
+                        "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                        [&name],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .ctx(ErrorKind::Source, e("index sql"))?
+                    .flatten();
+                let where_sql = if partial {
+                    sql.as_deref().and_then(partial_condition)
+                } else {
+                    None
+                };
+                indexes.push(Index {
+                    name,
+                    columns: if on_expressions { vec![] } else { cols },
+                    unique: is_unique,
+                    where_sql,
+                    sql,
+                });
+            }
+            _ => {} // "pk": the primary key itself
+        }
+    }
+    let sequence: Option<i64> = {
+        let has_seq: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+                [],
+                |r| r.get(0),
+            )
+            .ctx(ErrorKind::Source, e("sequence"))?;
+        if has_seq {
+            conn.query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(ErrorKind::Source, e("sequence"))?
+        } else {
+            None
+        }
+    };
+    let rowid_name = if without_rowid {
+        None
+    } else {
+        ["rowid", "oid", "_rowid_"]
+            .into_iter()
+            .find(|n| !columns.iter().any(|c| c.name.eq_ignore_ascii_case(n)))
+    };
+    Ok(TableInfo {
+        name: table.to_owned(),
+        without_rowid,
+        strict,
+        sql,
+        columns,
+        pk,
+        foreign_keys: fks.into_values().collect(),
+        unique,
+        indexes,
+        sequence,
+        rowid_name,
+    })
+}
+
+fn action(a: &str) -> Option<String> {
+    let a = a.trim().to_ascii_uppercase();
+    (!a.is_empty() && a != "NO ACTION").then_some(a)
+}
+
+/// The condition of a partial index, from its statement: the text after the last top-level WHERE.
+fn partial_condition(sql: &str) -> Option<String> {
+    let upper = sql.to_ascii_uppercase();
+    let mut depth = 0i32;
+    let mut found = None;
+    let bytes = upper.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b'W' if depth == 0 && upper[i..].starts_with("WHERE") => {
+                let before_ok = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+                let after_ok = bytes
+                    .get(i + 5)
+                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_');
+                if before_ok && after_ok {
+                    found = Some(i + 5);
+                }
+            }
+            _ => {}
+        }
+    }
+    found.map(|i| sql[i..].trim().to_owned())
+}
+
+/// Storage classes present in one column, from the pre-scan.
+#[derive(Debug, Clone, Copy, Default)]
+struct Classes {
+    integer: bool,
+    real: bool,
+    text: bool,
+    blob: bool,
+}
+
+/// JSON Schema property for a column, from its declaration and the classes it holds.
+fn column_property(
+    col: &ColumnInfo,
+    classes: Classes,
+    strict: bool,
+    nullable: bool,
+) -> Map<String, Json> {
+    let mut types: Vec<&str> = Vec::new();
+    let mut dynamic = false;
+    let mut base64 = false;
+    let present = [classes.integer, classes.real, classes.text, classes.blob];
+    match present {
+        [false, false, false, false] => {
+            // No values to look at: go by the declaration.
+            let any = strict && col.decl_type.eq_ignore_ascii_case("ANY");
+            match affinity(&col.decl_type) {
+                _ if any => dynamic = true,
+                Affinity::Integer => types.push("integer"),
+                Affinity::Real | Affinity::Numeric => types.push("number"),
+                Affinity::Text => types.push("string"),
+                Affinity::Blob if col.decl_type.trim().is_empty() => dynamic = true,
+                Affinity::Blob => {
+                    types.push("string");
+                    base64 = true;
+                }
+            }
+        }
+        [true, false, false, false] => types.push("integer"),
+        [_, true, false, false] => types.push("number"),
+        [false, false, true, false] => types.push("string"),
+        [false, false, false, true] => {
+            types.push("string");
+            base64 = true;
+        }
+        _ => {
+            dynamic = true;
+            if classes.integer {
+                types.push("integer");
+            }
+            if classes.real {
+                types.push("number");
+            }
+            if classes.text || classes.blob {
+                types.push("string");
+            }
+        }
+    }
+    let mut p = Map::new();
+    if nullable {
+        types.push("null");
+    }
+    if !types.is_empty() {
+        p.insert(
+            "type".into(),
+            if types.len() == 1 {
+                json!(types[0])
+            } else {
+                json!(types)
+            },
+        );
+    }
+    if base64 {
+        p.insert("contentEncoding".into(), json!("base64"));
+    }
+    if !col.decl_type.is_empty() {
+        p.insert("x-sql-type".into(), json!(col.decl_type));
+    }
+    if dynamic {
+        p.insert("x-sqlite-dynamic".into(), json!(true));
+    }
+    if let Some(d) = &col.default {
+        p.insert("x-sqlite-default".into(), json!(d));
+    }
+    p
+}
+
+/// Order tables so that every table comes after the tables it references. Returns the order and
+/// the tables caught in cycles (which keep name order among themselves).
+fn fk_order(tables: &[TableInfo]) -> (Vec<usize>, Vec<String>) {
+    let names: HashMap<&str, usize> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut deps: Vec<BTreeSet<usize>> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.foreign_keys
+                .iter()
+                .filter_map(|fk| names.get(table_name_for(&fk.references.stream)).copied())
+                .filter(|&p| p != i)
+                .collect()
+        })
+        .collect();
+    let mut order = Vec::with_capacity(tables.len());
+    let mut done = vec![false; tables.len()];
+    loop {
+        // Tables are in name order, so picking the first ready one keeps the order stable.
+        let Some(next) = (0..tables.len()).find(|&i| !done[i] && deps[i].is_empty()) else {
+            break;
+        };
+        done[next] = true;
+        order.push(next);
+        for d in deps.iter_mut() {
+            d.remove(&next);
+        }
+    }
+    let cycle: Vec<String> = (0..tables.len())
+        .filter(|&i| !done[i])
+        .map(|i| tables[i].name.clone())
+        .collect();
+    order.extend((0..tables.len()).filter(|&i| !done[i]));
+    (order, cycle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source
+
+pub struct SqliteSource {
+    conn: Connection,
+    address: String,
+    in_snapshot: bool,
+    /// Per stream: the table definition found by discover.
+    tables: HashMap<String, TableInfo>,
+}
+
+impl SqliteSource {
+    pub fn open(path: &Path) -> Result<SqliteSource> {
+        let address = format!("sqlite:{}", path.display());
+        if !path.is_file() {
+            return Err(Error::new(
+                ErrorKind::Source,
+                format!(
+                    "{address}: no such database file (check the path; ferry never creates a source)"
+                ),
+            ));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx(ErrorKind::Source, || format!("{address}: cannot open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .ctx(ErrorKind::Source, || address.clone())?;
+        Ok(SqliteSource {
+            conn,
+            address,
+            in_snapshot: false,
+            tables: HashMap::new(),
+        })
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        if !self.in_snapshot {
+            // A deferred transaction whose first read fixes the snapshot for the whole export.
+            self.conn
+                .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+                .ctx(ErrorKind::Source, || {
+                    format!("{}: starting a read transaction", self.address)
+                })?;
+            self.in_snapshot = true;
+        }
+        Ok(())
+    }
+
+    fn pre_scan(&self, t: &TableInfo, filter: Option<&str>) -> Result<(u64, Vec<Classes>)> {
+        let cols: Vec<&ColumnInfo> = t.stored_columns().collect();
+        let mut sql = String::from("SELECT count(*)");
+        for c in &cols {
+            let q = quote(&c.name);
+            for class in ["integer", "real", "text", "blob"] {
+                sql.push_str(&format!(", coalesce(max(typeof({q}) = '{class}'), 0)"));
+            }
+        }
+        sql.push_str(&format!(" FROM main.{}", quote(&t.name)));
+        if let Some(f) = filter {
+            sql.push_str(&format!(" WHERE ({f})"));
+        }
+        let e = || format!("{}: scanning table {}", self.address, t.name);
+        self.conn
+            .query_row(&sql, [], |r| {
+                let count: i64 = r.get(0)?;
+                let mut classes = Vec::with_capacity(cols.len());
+                for i in 0..cols.len() {
+                    let b = |k: usize| r.get::<_, bool>(1 + i * 4 + k);
+                    classes.push(Classes {
+                        integer: b(0)?,
+                        real: b(1)?,
+                        text: b(2)?,
+                        blob: b(3)?,
+                    });
+                }
+                Ok((count as u64, classes))
+            })
+            .ctx(ErrorKind::Source, e)
+    }
+}
+
+/// The ORDER BY columns of a table's export, and whether the rowid is appended to the key.
+fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {
+    if !t.pk.is_empty() {
+        let tie = if t.pk_nullable() { t.rowid_name } else { None };
+        (t.pk.clone(), tie)
+    } else {
+        (vec![], t.rowid_name)
+    }
+}
+
+struct SqliteRow<'a, 'stmt> {
+    row: &'a rusqlite::Row<'stmt>,
+    offset: usize,
+}
+
+impl RowAccess for SqliteRow<'_, '_> {
+    fn get(&self, i: usize) -> ValueRef<'_> {
+        self.row
+            .get_ref(i + self.offset)
+            .map(from_sql)
+            .unwrap_or(ValueRef::Null)
+    }
+    fn rowid(&self) -> Option<i64> {
+        if self.offset == 1 {
+            self.row.get(0).ok()
+        } else {
+            None
+        }
+    }
+}
+
+impl Source for SqliteSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "sqlite".into(),
+            address: self.address.clone(),
+        }
+    }
+
+    fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
+        self.snapshot()?;
+        let all = list_tables(&self.conn, &self.address)?;
+        let pairs: Vec<(String, String)> = all
+            .iter()
+            .map(|t| (format!("main.{t}"), t.clone()))
+            .collect();
+        let unmatched = selection.unmatched(&pairs);
+        if !unmatched.is_empty() {
+            return Err(Error::usage(format!(
+                "{}: no table named {} (tables: {})",
+                self.address,
+                unmatched.join(", "),
+                all.join(", ")
+            )));
+        }
+        let mut infos = Vec::new();
+        for t in &all {
+            if selection.includes(&format!("main.{t}"), t) {
+                infos.push(describe(&self.conn, t, &self.address)?);
+            }
+        }
+        let (order, cycle) = fk_order(&infos);
+        if !cycle.is_empty() {
+            tracing::warn!(
+                tables = %cycle.join(", "),
+                "foreign keys form a cycle: these tables are exported in name order; targets load them with constraints deferred"
+            );
+        }
+        let mut plans = Vec::with_capacity(infos.len());
+        for i in order {
+            let t = &infos[i];
+            let stream = format!("main.{}", t.name);
+            let filter = selection.filter_for(&stream, &t.name).map(str::to_owned);
+            let (rows, classes) = self.pre_scan(t, filter.as_deref())?;
+            let mut props = Map::new();
+            for (c, cls) in t.stored_columns().zip(classes) {
+                let nullable = !c.notnull && !(c.pk > 0 && (t.without_rowid || t.pk_is_rowid()));
+                props.insert(
+                    c.name.clone(),
+                    Json::Object(column_property(c, cls, t.strict, nullable)),
+                );
+            }
+            let generated: Vec<&str> = t
+                .columns
+                .iter()
+                .filter(|c| c.generated())
+                .map(|c| c.name.as_str())
+                .collect();
+            if !generated.is_empty() {
+                tracing::info!(stream = %stream, columns = %generated.join(", "), "generated columns are not exported (the target computes them)");
+            }
+            let (_, tie) = scan_order(t);
+            let resumable = !t.pk.is_empty() || tie.is_some();
+            let schema = Schema {
+                stream: stream.clone(),
+                schema: ObjectSchema {
+                    properties: props,
+                    ..Default::default()
+                },
+                key_properties: t.pk.clone(),
+                source_stream: None,
+                table: Some(TableRef {
+                    schema: Some("main".into()),
+                    name: t.name.clone(),
+                }),
+                foreign_keys: t.foreign_keys.clone(),
+                unique: t.unique.clone(),
+                indexes: t.indexes.clone(),
+                row_estimate: Some(rows),
+                byte_estimate: None,
+                sqlite: Some(SqliteTable {
+                    sql: t.sql.clone(),
+                    strict: t.strict,
+                    without_rowid: t.without_rowid,
+                    sequence: t.sequence,
+                }),
+                extra: Map::new(),
+            };
+            self.tables.insert(stream, t.clone());
+            plans.push(StreamPlan {
+                schema,
+                filter,
+                resumable,
+            });
+        }
+        Ok(plans)
+    }
+
+    fn scan(
+        &mut self,
+        plan: &StreamPlan,
+        shape: &RowShape,
+        after: Option<&Bookmark>,
+        row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
+    ) -> Result<()> {
+        self.snapshot()?;
+        let stream = &plan.schema.stream;
+        let t = self.tables.get(stream).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Source,
+                format!("{}: stream {stream} was not discovered", self.address),
+            )
+        })?;
+        let (key, tie) = scan_order(t);
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let mut sql = String::from("SELECT ");
+        if let Some(r) = tie {
+            sql.push_str(r);
+            sql.push_str(", ");
+        }
+        sql.push_str(if cols.is_empty() { "NULL" } else { "" });
+        sql.push_str(&cols.join(", "));
+        sql.push_str(&format!(" FROM main.{}", quote(&t.name)));
+        let mut conds = Vec::new();
+        if let Some(f) = &plan.filter {
+            conds.push(format!("({f})"));
+        }
+        let mut binds: Vec<Value> = Vec::new();
+        if let Some(b) = after {
+            let (cond, vals) = after_condition(t, shape, &key, tie, b).map_err(|e| {
+                Error::new(
+                    ErrorKind::Source,
+                    format!(
+                        "stream {stream}: cannot resume: {e}; run without --resume to start over"
+                    ),
+                )
+            })?;
+            conds.push(cond);
+            binds = vals;
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        let mut order: Vec<String> = key.iter().map(|k| quote(k)).collect();
+        order.extend(tie.map(str::to_owned));
+        if order.is_empty() {
+            // Keyless and no rowid to order by: order by every column so repeated runs agree.
+            order = cols.clone();
+        }
+        if !order.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&order.join(", "));
+        }
+        let address = &self.address;
+        let e = || format!("{address}: reading table {}", t.name);
+        let mut st = self.conn.prepare(&sql).ctx(ErrorKind::Source, e)?;
+        let mut rows = st
+            .query(rusqlite::params_from_iter(binds.iter()))
+            .ctx(ErrorKind::Source, e)?;
+        let offset = usize::from(tie.is_some());
+        while let Some(r) = rows.next().ctx(ErrorKind::Source, e)? {
+            row(&SqliteRow { row: r, offset })?;
+        }
+        Ok(())
+    }
+}
+
+/// `WHERE` condition selecting rows strictly after a bookmark, in scan order, NULL-aware.
+fn after_condition(
+    t: &TableInfo,
+    shape: &RowShape,
+    key: &[String],
+    tie: Option<&'static str>,
+    b: &Bookmark,
+) -> Result<(String, Vec<Value>), String> {
+    let mut cols: Vec<(String, Value)> = Vec::new();
+    for k in key {
+        let i = shape
+            .column_index(k)
+            .ok_or_else(|| format!("key column {k} is not exported"))?;
+        let v = b
+            .after
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .ok_or_else(|| format!("the bookmark has no value for key column {k}"))?;
+        cols.push((quote(k), value::decode_json(v, shape.columns[i].codec)?));
+    }
+    if let Some(r) = tie {
+        let id = b.rowid.ok_or("the bookmark has no rowid")?;
+        cols.push((r.to_owned(), Value::Integer(id)));
+    }
+    if cols.is_empty() {
+        return Err(format!("table {} has no key or rowid to resume by", t.name));
+    }
+    // (c1 > v1) OR (c1 = v1 AND c2 > v2) OR ...; NULL sorts first and compares with IS.
+    let mut ors = Vec::new();
+    let mut binds = Vec::new();
+    for i in 0..cols.len() {
+        let mut ands = Vec::new();
+        for (c, v) in &cols[..i] {
+            if *v == Value::Null {
+                ands.push(format!("{c} IS NULL"));
+            } else {
+                ands.push(format!("{c} = ?"));
+                binds.push(v.clone());
+            }
+        }
+        let (c, v) = &cols[i];
+        if *v == Value::Null {
+            ands.push(format!("{c} IS NOT NULL"));
+        } else {
+            ands.push(format!("{c} > ?"));
+            binds.push(v.clone());
+        }
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    Ok((format!("({})", ors.join(" OR ")), binds))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target
+
+struct TargetStream {
+    table: String,
+    /// `INSERT ... VALUES (...)` for `chunk` rows, and for one row.
+    insert_many: String,
+    insert_one: String,
+    chunk: usize,
+    key_lookup: Option<String>,
+}
+
+pub struct SqliteTarget {
+    conn: Connection,
+    address: String,
+    dry_run: bool,
+    in_tx: bool,
+    streams: HashMap<String, TargetStream>,
+}
+
+const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
+    source      TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    position    INTEGER,
+    complete    INTEGER NOT NULL DEFAULT 0,
+    bookmark    TEXT,
+    pending_ddl TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (source, stream)
+)";
+
+impl SqliteTarget {
+    pub fn open(path: &Path, dry_run: bool) -> Result<SqliteTarget> {
+        let address = format!("sqlite:{}", path.display());
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!("{address}: directory {} does not exist", dir.display()),
+            ));
+        }
+        let conn = if dry_run {
+            if path.exists() {
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            } else {
+                Connection::open_in_memory()
+            }
+        } else {
+            Connection::open(path)
+        }
+        .ctx(ErrorKind::Target, || format!("{address}: cannot open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .ctx(ErrorKind::Target, || address.clone())?;
+        if !dry_run {
+            conn.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16384;",
+            )
+            .ctx(ErrorKind::Target, || format!("{address}: configuring (is it a SQLite database?)"))?;
+        }
+        Ok(SqliteTarget {
+            conn,
+            address,
+            dry_run,
+            in_tx: false,
+            streams: HashMap::new(),
+        })
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if !self.in_tx && !self.dry_run {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .ctx(ErrorKind::Target, || {
+                    format!("{}: starting a transaction", self.address)
+                })?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    fn table_exists(&self, table: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .ctx(ErrorKind::Target, || {
+                format!("{}: looking up table {table}", self.address)
+            })
+    }
+
+    fn target_err(&self, stream: &str, what: &str) -> impl FnOnce() -> String {
+        let m = format!("{}: stream {stream}: {what}", self.address);
+        move || m
+    }
+
+    /// Execute one insert; a constraint failure is returned as `Ok(Err(message))`.
+    fn exec_insert(&self, sql: &str, rows: &[Value]) -> Result<Result<usize, (String, bool)>> {
+        let mut st = self.conn.prepare_cached(sql).ctx(ErrorKind::Target, || {
+            format!("{}: preparing {sql}", self.address)
+        })?;
+        for (i, v) in rows.iter().enumerate() {
+            st.raw_bind_parameter(i + 1, v).ctx(ErrorKind::Target, || {
+                format!("{}: binding a value", self.address)
+            })?;
+        }
+        match st.raw_execute() {
+            Ok(n) => Ok(Ok(n)),
+            Err(rusqlite::Error::SqliteFailure(f, msg))
+                if f.code == ErrorCode::ConstraintViolation =>
+            {
+                // 1555 PRIMARYKEY, 2579 ROWID, 2067 UNIQUE: a uniqueness failure (maybe the key).
+                let unique = matches!(f.extended_code, 1555 | 2579 | 2067);
+                Ok(Err((msg.unwrap_or_else(|| f.to_string()), unique)))
+            }
+            Err(e) => Err(
+                Error::new(ErrorKind::Target, format!("{}: writing rows", self.address))
+                    .with_source(e),
+            ),
+        }
+    }
+
+    fn key_exists(&self, lookup: &str, shape: &RowShape, row: &[Value]) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached(lookup)
+            .ctx(ErrorKind::Target, || format!("{}: {lookup}", self.address))?;
+        let keys: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
+        st.exists(rusqlite::params_from_iter(keys))
+            .ctx(ErrorKind::Target, || format!("{}: {lookup}", self.address))
+    }
+}
+
+/// A column's declared type when the SCHEMA gives none from SQLite.
+fn sqlite_type_for(prop: &Json) -> String {
+    if let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
+        return t.to_owned();
+    }
+    match Codec::from_property(prop) {
+        Codec::Integer => "INTEGER",
+        Codec::Number => "REAL",
+        Codec::Text => "TEXT",
+        Codec::Bytes(_) => "BLOB",
+        Codec::Boolean => "BOOLEAN",
+        Codec::Json => "TEXT",
+        Codec::Any => "",
+    }
+    .to_owned()
+}
+
+/// `CREATE TABLE` for a stream, from its SCHEMA.
+pub fn create_table_sql(schema: &Schema, table: &str) -> String {
+    let sq = schema.sqlite.clone().unwrap_or_default();
+    // Same name as at the source and no transform touched it: the source's own statement.
+    if let (Some(sql), Some(t)) = (&sq.sql, &schema.table)
+        && t.name == table
+    {
+        return sql.clone();
+    }
+    let mut parts = Vec::new();
+    for (name, prop) in &schema.schema.properties {
+        let mut col = quote(name);
+        let ty = sqlite_type_for(prop);
+        if !ty.is_empty() {
+            col.push(' ');
+            col.push_str(&ty);
+        }
+        if !value::property_nullable(prop) {
+            col.push_str(" NOT NULL");
+        }
+        if let Some(d) = prop.get("x-sqlite-default").and_then(Json::as_str) {
+            col.push_str(&format!(" DEFAULT ({d})"));
+        }
+        parts.push(col);
+    }
+    let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    if !schema.key_properties.is_empty() {
+        parts.push(format!("PRIMARY KEY ({})", list(&schema.key_properties)));
+    }
+    for u in &schema.unique {
+        parts.push(format!("UNIQUE ({})", list(&u.columns)));
+    }
+    for fk in &schema.foreign_keys {
+        let mut c = format!(
+            "FOREIGN KEY ({}) REFERENCES {} ({})",
+            list(&fk.columns),
+            quote(table_name_for(&fk.references.stream)),
+            list(&fk.references.columns)
+        );
+        if let Some(a) = &fk.on_delete {
+            c.push_str(&format!(" ON DELETE {a}"));
+        }
+        if let Some(a) = &fk.on_update {
+            c.push_str(&format!(" ON UPDATE {a}"));
+        }
+        if fk.deferrable {
+            c.push_str(" DEFERRABLE INITIALLY DEFERRED");
+        }
+        parts.push(c);
+    }
+    let mut sql = format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        quote(table),
+        parts.join(",\n  ")
+    );
+    let mut options = Vec::new();
+    if sq.without_rowid && !schema.key_properties.is_empty() {
+        options.push("WITHOUT ROWID");
+    }
+    let strict_types = ["INT", "INTEGER", "REAL", "TEXT", "BLOB", "ANY"];
+    if sq.strict
+        && schema.schema.properties.values().all(|p| {
+            strict_types
+                .iter()
+                .any(|t| sqlite_type_for(p).eq_ignore_ascii_case(t))
+        })
+    {
+        options.push("STRICT");
+    }
+    if !options.is_empty() {
+        sql.push(' ');
+        sql.push_str(&options.join(", "));
+    }
+    sql
+}
+
+/// `CREATE INDEX IF NOT EXISTS` statements for a stream's secondary indexes.
+pub fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
+    let same_table = schema.table.as_ref().is_some_and(|t| t.name == table)
+        && schema.sqlite.as_ref().is_some_and(|s| s.sql.is_some());
+    let mut out = Vec::new();
+    for ix in &schema.indexes {
+        if same_table && let Some(sql) = &ix.sql {
+            let upper = sql.to_ascii_uppercase();
+            for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
+                if upper.starts_with(prefix)
+                    && !upper[prefix.len()..]
+                        .trim_start()
+                        .starts_with("IF NOT EXISTS")
+                {
+                    out.push(format!(
+                        "{}IF NOT EXISTS {}",
+                        &sql[..prefix.len()],
+                        &sql[prefix.len()..]
+                    ));
+                    break;
+                } else if upper.starts_with(prefix) {
+                    out.push(sql.clone());
+                    break;
+                }
+            }
+            continue;
+        }
+        if ix.columns.is_empty()
+            || ix
+                .columns
+                .iter()
+                .any(|c| !schema.schema.properties.contains_key(c))
+        {
+            tracing::warn!(stream = %schema.stream, index = %ix.name, "index on expressions or on columns the stream no longer has: not created");
+            continue;
+        }
+        let mut s = format!(
+            "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+            if ix.unique { "UNIQUE " } else { "" },
+            quote(&ix.name),
+            quote(table),
+            ix.columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(w) = &ix.where_sql {
+            s.push_str(&format!(" WHERE {w}"));
+        }
+        out.push(s);
+    }
+    out
+}
+
+impl Target for SqliteTarget {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>> {
+        if !self.table_exists(MARKER_TABLE)? {
+            return Ok(HashMap::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT stream, run_id, position, complete, bookmark FROM _ferry_commits WHERE source = ?1")
+            .ctx(ErrorKind::Target, || format!("{}: reading commit markers", self.address))?;
+        let rows = st
+            .query_map([source], |r| {
+                Ok(Marker {
+                    source: source.to_owned(),
+                    stream: r.get(0)?,
+                    run_id: r.get(1)?,
+                    position: r.get::<_, Option<i64>>(2)?.map(|p| p as u64),
+                    complete: r.get(3)?,
+                    bookmark: r.get(4)?,
+                })
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Target, || {
+                format!("{}: reading commit markers", self.address)
+            })?;
+        Ok(rows.into_iter().map(|m| (m.stream.clone(), m)).collect())
+    }
+
+    fn prepare(
+        &mut self,
+        schema: &Schema,
+        shape: &RowShape,
+        opts: &LoadOptions,
+    ) -> Result<Prepared> {
+        let stream = schema.stream.as_str();
+        let table = table_name_for(stream).to_owned();
+        let mut prepared = Prepared {
+            table: table.clone(),
+            ..Default::default()
+        };
+        let exists = self.table_exists(&table)?;
+        prepared.existed = exists;
+        if exists {
+            let have: BTreeSet<String> = {
+                let mut st = self
+                    .conn
+                    .prepare("SELECT name FROM pragma_table_info(?1)")
+                    .ctx(
+                        ErrorKind::Target,
+                        self.target_err(stream, "reading the table's columns"),
+                    )?;
+                st.query_map([&table], |r| r.get(0))
+                    .and_then(|it| it.collect::<rusqlite::Result<_>>())
+                    .ctx(
+                        ErrorKind::Target,
+                        self.target_err(stream, "reading the table's columns"),
+                    )?
+            };
+            let missing: Vec<&str> = shape
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| !have.contains(*c))
+                .collect();
+            if !missing.is_empty() && opts.create && !self.dry_run {
+                // --create makes what is missing: a SCHEMA that gained columns adds them.
+                self.begin()?;
+                for name in &missing {
+                    let prop = &schema.schema.properties[*name];
+                    let ty = sqlite_type_for(prop);
+                    let ddl = format!(
+                        "ALTER TABLE {} ADD COLUMN {} {ty}",
+                        quote(&table),
+                        quote(name)
+                    );
+                    tracing::warn!(stream, table = %table, column = %name, "adding a column the stream has and the table lacks");
+                    self.conn.execute_batch(&ddl).ctx(
+                        ErrorKind::Target,
+                        self.target_err(stream, &format!("adding column {name}")),
+                    )?;
+                    prepared.created.push(ddl);
+                }
+            } else if !missing.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Target,
+                    format!(
+                        "{}: table {table} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
+                        self.address,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        } else if !opts.create {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!(
+                    "{}: there is no table {table} for stream {stream}; pass --create to create it from the stream's SCHEMA",
+                    self.address
+                ),
+            ));
+        } else {
+            let ddl = create_table_sql(schema, &table);
+            if !self.dry_run {
+                self.begin()?;
+                self.conn.execute_batch(&ddl).ctx(
+                    ErrorKind::Target,
+                    self.target_err(stream, &format!("creating table {table} with:\n{ddl}\n")),
+                )?;
+                if let Some(seq) = schema.sqlite.as_ref().and_then(|s| s.sequence)
+                    && self.table_exists("sqlite_sequence")?
+                {
+                    self.conn
+                        .execute(
+                            "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
+                            params![table, seq],
+                        )
+                        .ctx(ErrorKind::Target, self.target_err(stream, "setting the AUTOINCREMENT sequence"))?;
+                }
+            }
+            prepared.created.push(ddl);
+            prepared.deferred = index_sql(schema, &table);
+            if !prepared.deferred.is_empty() {
+                self.set_pending(
+                    &opts.source,
+                    schema.bookmark_name(),
+                    &opts.run_id,
+                    &prepared.deferred,
+                )?;
+            }
+        }
+
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
+        let conflict = match (opts.on_conflict, keys.is_empty()) {
+            (OnConflict::Fail, _) | (_, true) => String::new(),
+            (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")),
+            (OnConflict::Overwrite, false) => {
+                let sets: Vec<String> = shape
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !shape.key.contains(i))
+                    .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
+                    .collect();
+                if sets.is_empty() {
+                    format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+                } else {
+                    format!(
+                        " ON CONFLICT ({}) DO UPDATE SET {}",
+                        keys.join(", "),
+                        sets.join(", ")
+                    )
+                }
+            }
+        };
+        if keys.is_empty() && opts.on_conflict != OnConflict::Fail {
+            tracing::warn!(
+                stream,
+                "the stream has no key: --on-conflict has nothing to match on, rows are appended"
+            );
+        }
+        let ncols = shape.len().max(1);
+        let chunk = (32_000 / ncols).clamp(1, 100);
+        let placeholders = format!("({})", vec!["?"; shape.len()].join(", "));
+        let head = if shape.is_empty() {
+            format!("INSERT INTO {} DEFAULT VALUES", quote(&table))
+        } else {
+            format!(
+                "INSERT INTO {} ({}) VALUES ",
+                quote(&table),
+                cols.join(", ")
+            )
+        };
+        let insert_many = if shape.is_empty() {
+            head.clone()
+        } else {
+            format!(
+                "{head}{}{conflict}",
+                vec![placeholders.as_str(); chunk].join(", ")
+            )
+        };
+        let insert_one = if shape.is_empty() {
+            head.clone()
+        } else {
+            format!("{head}{placeholders}{conflict}")
+        };
+        let key_lookup = (!keys.is_empty()).then(|| {
+            format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote(&table),
+                keys.iter()
+                    .map(|k| format!("{k} IS ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            )
+        });
+        if !self.dry_run && !shape.is_empty() {
+            // Prepare now so that a mismatch (say, ON CONFLICT with no matching key) fails before any row.
+            self.conn.prepare_cached(&insert_one).ctx(ErrorKind::Target, self.target_err(stream, "preparing the insert (does the table's primary key match the stream's key_properties?)"))?;
+        }
+        self.streams.insert(
+            stream.to_owned(),
+            TargetStream {
+                table,
+                insert_many,
+                insert_one,
+                chunk,
+                key_lookup,
+            },
+        );
+        Ok(prepared)
+    }
+
+    fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport> {
+        self.begin()?;
+        let ts = self.streams.get(stream).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Target,
+                format!("stream {stream} was not prepared"),
+            )
+        })?;
+        let n = batch.ncols;
+        let mut report = WriteReport::default();
+        let total = batch.len();
+        let mut start = 0;
+        while start < total {
+            let take = if total - start >= ts.chunk && n > 0 {
+                ts.chunk
+            } else {
+                1
+            };
+            let sql = if take == ts.chunk && take > 1 {
+                &ts.insert_many
+            } else {
+                &ts.insert_one
+            };
+            let values = &batch.values[start * n..(start + take) * n];
+            match self.exec_insert(sql, values)? {
+                Ok(changed) => {
+                    report.written += changed as u64;
+                    report.skipped += (take - changed) as u64;
+                }
+                Err(_) if take > 1 => {
+                    // Find the rows at fault one by one; the failed statement changed nothing.
+                    for r in start..start + take {
+                        self.write_one(ts, shape, batch, r, &mut report)?;
+                    }
+                }
+                Err(_) => self.write_one(ts, shape, batch, start, &mut report)?,
+            }
+            start += take;
+        }
+        Ok(report)
+    }
+
+    fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
+        let mut counts = PlanCounts::default();
+        let Some(ts) = self.streams.get(stream) else {
+            return Ok(counts);
+        };
+        let exists = self.table_exists(&ts.table)?;
+        for r in 0..batch.len() {
+            let found = match (&ts.key_lookup, exists) {
+                (Some(lookup), true) => self.key_exists(lookup, shape, batch.row(r))?,
+                _ => false,
+            };
+            if !found {
+                counts.insert += 1;
+            } else if ts.insert_one.contains("DO NOTHING") {
+                counts.skip += 1;
+            } else if ts.insert_one.contains("DO UPDATE") {
+                counts.overwrite += 1;
+            } else {
+                counts.conflict += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    fn commit(&mut self, markers: &[Marker]) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        self.begin()?;
+        let address = self.address.clone();
+        let e = || format!("{address}: committing");
+        self.conn
+            .execute_batch(MARKER_DDL)
+            .ctx(ErrorKind::Target, e)?;
+        {
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO _ferry_commits (source, stream, run_id, position, complete, bookmark, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
+                         position = max(coalesce(position, 0), coalesce(excluded.position, 0)),
+                         complete = max(complete, excluded.complete),
+                         bookmark = coalesce(excluded.bookmark, bookmark), updated_at = excluded.updated_at",
+                )
+                .ctx(ErrorKind::Target, e)?;
+            let now = now_rfc3339();
+            for m in markers {
+                st.execute(params![
+                    m.source,
+                    m.stream,
+                    m.run_id,
+                    m.position.map(|p| p as i64),
+                    m.complete,
+                    m.bookmark,
+                    now
+                ])
+                .ctx(ErrorKind::Target, e)?;
+            }
+        }
+        self.conn
+            .execute_batch("COMMIT")
+            .ctx(ErrorKind::Target, e)?;
+        self.in_tx = false;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        if self.in_tx {
+            self.in_tx = false;
+            self.conn
+                .execute_batch("ROLLBACK")
+                .ctx(ErrorKind::Target, || {
+                    format!("{}: rolling back", self.address)
+                })?;
+        }
+        Ok(())
+    }
+
+    fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>> {
+        if self.dry_run || !self.table_exists(MARKER_TABLE)? {
+            return Ok(vec![]);
+        }
+        let pending: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT pending_ddl FROM _ferry_commits WHERE source = ?1 AND stream = ?2",
+                [source, bookmark_name],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(ErrorKind::Target, || {
+                format!("{}: reading deferred indexes", self.address)
+            })?
+            .flatten();
+        let Some(pending) = pending else {
+            return Ok(vec![]);
+        };
+        let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
+        self.begin()?;
+        for s in &statements {
+            self.conn.execute_batch(s).ctx(ErrorKind::Target, || {
+                format!(
+                    "{}: stream {bookmark_name}: building an index with:\n{s}\n",
+                    self.address
+                )
+            })?;
+        }
+        self.conn
+            .execute(
+                "UPDATE _ferry_commits SET pending_ddl = NULL WHERE source = ?1 AND stream = ?2",
+                [source, bookmark_name],
+            )
+            .ctx(ErrorKind::Target, || {
+                format!("{}: recording built indexes", self.address)
+            })?;
+        self.conn
+            .execute_batch("COMMIT")
+            .ctx(ErrorKind::Target, || {
+                format!("{}: committing indexes", self.address)
+            })?;
+        self.in_tx = false;
+        Ok(statements)
+    }
+}
+
+impl SqliteTarget {
+    fn write_one(
+        &self,
+        ts: &TargetStream,
+        shape: &RowShape,
+        batch: &RowBatch,
+        r: usize,
+        report: &mut WriteReport,
+    ) -> Result<()> {
+        match self.exec_insert(&ts.insert_one, batch.row(r))? {
+            Ok(changed) => {
+                report.written += changed as u64;
+                report.skipped += (1 - changed.min(1)) as u64;
+            }
+            Err((msg, unique)) => {
+                let is_key = unique
+                    && match &ts.key_lookup {
+                        Some(lookup) => self.key_exists(lookup, shape, batch.row(r))?,
+                        None => false,
+                    };
+                if is_key {
+                    let key = shape.key_json(|i| batch.row(r)[i].as_ref());
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "line {}: key {key} of stream {} is already in table {} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it",
+                            batch.lines[r], shape.stream, ts.table
+                        ),
+                    ));
+                }
+                report.rejects.push(Reject {
+                    row: r,
+                    reason: msg,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Record (in the open transaction) the deferred DDL of a stream, so that it is built even if
+    /// the stream's SCHEMA is never seen again.
+    fn set_pending(
+        &mut self,
+        source: &str,
+        bookmark_name: &str,
+        run_id: &str,
+        ddl: &[String],
+    ) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        self.begin()?;
+        let e = || format!("{}: recording deferred indexes", self.address);
+        self.conn
+            .execute_batch(MARKER_DDL)
+            .ctx(ErrorKind::Target, e)?;
+        let text = serde_json::to_string(ddl).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "INSERT INTO _ferry_commits (source, stream, run_id, position, complete, pending_ddl, updated_at)
+                 VALUES (?1, ?2, ?3, NULL, 0, ?4, ?5)
+                 ON CONFLICT (source, stream) DO UPDATE SET pending_ddl = excluded.pending_ddl",
+                params![source, bookmark_name, run_id, text, now_rfc3339()],
+            )
+            .ctx(ErrorKind::Target, e)?;
+        Ok(())
+    }
+}
+
+/// Open a SQLite database for reading (validate, assess).
+pub fn open_read_only(path: &Path, role: ErrorKind) -> Result<(Connection, String)> {
+    let address = format!("sqlite:{}", path.display());
+    if !path.is_file() {
+        return Err(Error::new(
+            role,
+            format!("{address}: no such database file"),
+        ));
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ctx(role, || format!("{address}: cannot open"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .ctx(role, || address.clone())?;
+    Ok((conn, address))
+}
+
+/// The path of a SQLite address, for helpers outside this module.
+pub fn path_of(address: &crate::address::Address) -> Option<PathBuf> {
+    match address {
+        crate::address::Address::Sqlite(p) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_rules() {
+        assert_eq!(affinity("BIGINT"), Affinity::Integer);
+        assert_eq!(affinity("VARCHAR(20)"), Affinity::Text);
+        assert_eq!(affinity(""), Affinity::Blob);
+        assert_eq!(affinity("DOUBLE PRECISION"), Affinity::Real);
+        assert_eq!(affinity("DECIMAL(10,2)"), Affinity::Numeric);
+        assert_eq!(affinity("DATETIME"), Affinity::Numeric);
+    }
+
+    #[test]
+    fn quoting_doubles_quotes() {
+        assert_eq!(quote("a\"b; DROP TABLE x"), "\"a\"\"b; DROP TABLE x\"");
+    }
+
+    #[test]
+    fn partial_index_condition_is_the_top_level_where() {
+        assert_eq!(
+            partial_condition("CREATE INDEX i ON t(a) WHERE a > 0").as_deref(),
+            Some("a > 0")
+        );
+        assert_eq!(
+            partial_condition("CREATE INDEX i ON t(somewhere) where (x in (select 1 where 1))")
+                .as_deref(),
+            Some("(x in (select 1 where 1))")
+        );
+        assert_eq!(partial_condition("CREATE INDEX i ON t(a)"), None);
+    }
+
+    #[test]
+    fn foreign_key_order_puts_parents_first_and_reports_cycles() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, b_id INT REFERENCES b(id));
+             CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INT REFERENCES a(id));
+             CREATE TABLE a (id INTEGER PRIMARY KEY, parent INT REFERENCES a(id));
+             CREATE TABLE x (id INTEGER PRIMARY KEY, y_id INT REFERENCES y(id));
+             CREATE TABLE y (id INTEGER PRIMARY KEY, x_id INT REFERENCES x(id));",
+        )
+        .unwrap();
+        let tables: Vec<TableInfo> = list_tables(&conn, "t")
+            .unwrap()
+            .iter()
+            .map(|t| describe(&conn, t, "t").unwrap())
+            .collect();
+        let (order, cycle) = fk_order(&tables);
+        let names: Vec<&str> = order.iter().map(|&i| tables[i].name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "x", "y"]);
+        assert_eq!(cycle, ["x", "y"]);
+    }
+
+    #[test]
+    fn after_condition_handles_nulls_and_composite_keys() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT, b INT, v, PRIMARY KEY (a, b))")
+            .unwrap();
+        let t = describe(&conn, "t", "t").unwrap();
+        assert!(t.pk_nullable());
+        let cols = vec![
+            crate::row::Column {
+                name: "a".into(),
+                codec: Codec::Text,
+                nullable: true,
+                sql_type: None,
+            },
+            crate::row::Column {
+                name: "b".into(),
+                codec: Codec::Integer,
+                nullable: true,
+                sql_type: None,
+            },
+            crate::row::Column {
+                name: "v".into(),
+                codec: Codec::Any,
+                nullable: true,
+                sql_type: None,
+            },
+        ];
+        let shape = RowShape::new("main.t", cols, &["a".into(), "b".into()]).unwrap();
+        let b: Bookmark =
+            serde_json::from_value(json!({"after": {"a": null, "b": 3}, "rowid": 7})).unwrap();
+        let (key, tie) = scan_order(&t);
+        let (sql, binds) = after_condition(&t, &shape, &key, tie, &b).unwrap();
+        assert_eq!(
+            sql,
+            "((\"a\" IS NOT NULL) OR (\"a\" IS NULL AND \"b\" > ?) OR (\"a\" IS NULL AND \"b\" = ? AND rowid > ?))"
+        );
+        assert_eq!(
+            binds,
+            vec![Value::Integer(3), Value::Integer(3), Value::Integer(7)]
+        );
+    }
+}

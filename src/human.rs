@@ -1,0 +1,77 @@
+//! Output for people: tables and messages on stderr. The one module (with the protocol writer)
+//! allowed to print.
+#![allow(clippy::print_stderr)]
+
+use std::io::IsTerminal;
+
+/// Print a message for people on stderr.
+pub fn say(text: &str) {
+    eprintln!("{text}");
+}
+
+/// Print an error and its causes on stderr, as `ferry-import: error: ...`.
+pub fn error(program: &str, text: &str) {
+    eprintln!("{program}: error: {text}");
+}
+
+/// Whether stderr is a terminal (progress bars and colour only then).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A plain text table: a header row, then rows; numbers right-aligned.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let n = header.len();
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(n) {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let numeric = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i].saturating_sub(c.chars().count());
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if numeric(c) && i > 0 {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(c);
+            } else {
+                l.push_str(c);
+                if i + 1 < n {
+                    l.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_aligns_numbers_right() {
+        let t = super::table(
+            &["stream", "rows"],
+            &[
+                vec!["main.users".into(), "5".into()],
+                vec!["t".into(), "120".into()],
+            ],
+        );
+        assert_eq!(t, "stream      rows\nmain.users     5\nt            120\n");
+    }
+}

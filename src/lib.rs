@@ -1,0 +1,21 @@
+//! ferry: move data between stores and prove nothing was lost.
+//!
+//! A pipeline of small stages speaking one NDJSON stream ([`protocol`]):
+//! `ferry-export SOURCE | ferry-transform OPS | ferry-import TARGET`, then `ferry-validate`.
+//! Each stage is a plain function over a reader and a writer in [`stage`]; the binaries in
+//! `stages/` parse flags ([`cli`]) and call them. Stores sit behind two traits in [`connect`].
+
+pub mod address;
+pub mod checkpoint;
+pub mod cli;
+pub mod connect;
+pub mod error;
+pub mod human;
+pub mod jq;
+pub mod protocol;
+pub mod row;
+pub mod sample;
+pub mod stage;
+pub mod value;
+
+pub use error::{Error, ErrorKind, ExitStatus, Result};

@@ -1,0 +1,249 @@
+//! Reading the stream: one line at a time, with line numbers, a length limit and clear errors.
+//!
+//! Each line is parsed once into a [`Head`]: the kind, the stream and, for RECORD, the record as raw
+//! JSON (validated but not built), so a stage decides what to do with a line before paying for a
+//! full parse, and passes untouched lines on byte for byte.
+
+use std::borrow::Cow;
+use std::io::{BufRead, Read};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::Kind;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The fields every stage looks at first.
+#[derive(Debug, Deserialize)]
+pub struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub stream: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub record: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub op: Option<Cow<'a, str>>,
+}
+
+/// One line of input.
+#[derive(Debug)]
+pub struct Line<'a> {
+    /// 1-based line number in the input.
+    pub no: u64,
+    /// The line without its terminator.
+    pub text: &'a str,
+    pub kind: Kind,
+    pub head: Head<'a>,
+}
+
+impl<'a> Line<'a> {
+    /// The stream named by the line, or "" when it has none.
+    pub fn stream(&self) -> &str {
+        self.head.stream.as_deref().unwrap_or("")
+    }
+
+    /// Parse the whole line as a typed message body. `type` is taken out first: the body types
+    /// keep unknown fields for passing on, and the kind is written back by the writer.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        let bad = |e: serde_json::Error| {
+            self.error(format!("not a valid {} message: {}", self.kind.as_str(), e))
+        };
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(self.text).map_err(bad)?;
+        fields.remove("type");
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(bad)
+    }
+
+    /// An input error naming this line (and its stream, if any).
+    pub fn error(&self, message: impl AsRef<str>) -> Error {
+        match self.head.stream.as_deref() {
+            Some(s) if !s.is_empty() => Error::input(format!(
+                "line {} (stream {s}): {}",
+                self.no,
+                message.as_ref()
+            )),
+            _ => Error::input(format!("line {}: {}", self.no, message.as_ref())),
+        }
+    }
+
+    /// The `record` object, required on RECORD lines.
+    pub fn record(&self) -> Result<&'a RawValue> {
+        self.head
+            .record
+            .ok_or_else(|| self.error("RECORD has no \"record\" object"))
+    }
+}
+
+/// Reads protocol lines from any `BufRead`.
+pub struct StreamReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    line_no: u64,
+    bytes: u64,
+    max_line: usize,
+}
+
+impl<R: BufRead> StreamReader<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        StreamReader {
+            inner,
+            buf: Vec::with_capacity(64 * 1024),
+            line_no: 0,
+            bytes: 0,
+            max_line,
+        }
+    }
+
+    /// Number of the last line read.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The next non-empty line, or `None` at end of input.
+    pub fn next_line(&mut self) -> Result<Option<Line<'_>>> {
+        let terminated = loop {
+            self.buf.clear();
+            // Read at most the limit plus "\r\n": a longer line is refused without being held.
+            let limit = self.max_line as u64 + 2;
+            let n = (&mut self.inner)
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!("reading input after line {}", self.line_no),
+                    )
+                    .with_source(e)
+                })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            self.bytes += n as u64;
+            let terminated = self.buf.last() == Some(&b'\n');
+            if terminated {
+                self.buf.pop();
+                if self.buf.last() == Some(&b'\r') {
+                    self.buf.pop();
+                }
+            }
+            if self.buf.len() > self.max_line {
+                return Err(Error::input(format!(
+                    "line {} is longer than the limit of {} bytes (raise it with --max-line-bytes)",
+                    self.line_no, self.max_line
+                )));
+            }
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                break terminated;
+            }
+        };
+        let no = self.line_no;
+        let text = std::str::from_utf8(&self.buf).map_err(|e| {
+            Error::input(format!(
+                "line {no} is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))
+        })?;
+        let head: Head<'_> = serde_json::from_str(text).map_err(|e| {
+            let cut = if terminated {
+                ""
+            } else {
+                " (the line has no newline: the stream was cut off)"
+            };
+            let what = if e.to_string().contains("missing field `type`") {
+                "has no \"type\" field".to_string()
+            } else {
+                format!("is not a valid protocol message: {e}")
+            };
+            Error::input(format!("line {no} {what}{cut}"))
+        })?;
+        let kind = Kind::parse(&head.kind);
+        Ok(Some(Line {
+            no,
+            text,
+            kind,
+            head,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(s: &str) -> StreamReader<&[u8]> {
+        StreamReader::new(s.as_bytes(), 100)
+    }
+
+    #[test]
+    fn reads_lines_with_numbers_and_skips_blank_ones() {
+        let mut r = reader(
+            "{\"type\":\"begin\"}\r\n\n{\"type\":\"RECORD\",\"stream\":\"s\",\"record\":{\"a\":1}}\n",
+        );
+        let l = r.next_line().unwrap().unwrap();
+        assert_eq!((l.no, l.kind), (1, Kind::Begin));
+        let l = r.next_line().unwrap().unwrap();
+        assert_eq!((l.no, l.kind, l.stream()), (3, Kind::Record, "s"));
+        assert_eq!(l.record().unwrap().get(), "{\"a\":1}");
+        assert!(r.next_line().unwrap().is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let mut r = reader("{\"type\":\"BEGIN\"}\n{\"type\":\n");
+        r.next_line().unwrap();
+        let e = r.next_line().unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("line 2 is not a valid protocol message"),
+            "{e}"
+        );
+
+        let mut r = reader("{\"stream\":\"x\"}\n");
+        let e = r.next_line().unwrap_err();
+        assert_eq!(e.message(), "line 1 has no \"type\" field");
+
+        let mut r = reader("[1,2]\n");
+        assert!(
+            r.next_line()
+                .unwrap_err()
+                .message()
+                .starts_with("line 1 is not a valid")
+        );
+    }
+
+    #[test]
+    fn over_long_line_is_refused_by_number() {
+        let long = format!("{{\"type\":\"RECORD\",\"x\":\"{}\"}}\n", "a".repeat(200));
+        let mut r = reader(&long);
+        let e = r.next_line().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Input);
+        assert!(
+            e.message()
+                .contains("line 1 is longer than the limit of 100 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cut_off_last_line_says_so() {
+        let mut r = reader("{\"type\":\"RECORD\",\"stream\":\"s\",\"rec");
+        let e = r.next_line().unwrap_err();
+        assert!(e.message().contains("the stream was cut off"), "{e}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_input_error() {
+        let bytes = b"{\"type\":\"RECORD\",\"s\":\"\xff\"}\n";
+        let mut r = StreamReader::new(&bytes[..], 100);
+        let e = r.next_line().unwrap_err();
+        assert!(e.message().contains("not valid UTF-8"), "{e}");
+    }
+}

@@ -1,0 +1,304 @@
+//! ferry-export: a store out as a stream.
+//!
+//! Contract:
+//! - MUST write BEGIN, then a STATE (the resume point: empty bookmarks for a fresh run), then for
+//!   each stream, parents before children: SCHEMA, its RECORDs in key order, a STATE whose bookmark
+//!   is marked complete, STREAM_END with the row count and digest; then END.
+//! - MUST emit a STATE every `state_every` rows or `state_interval`, whichever comes first.
+//! - MUST read the whole export from one snapshot of the source.
+//! - With `resume`, MUST continue the last import run from this source recorded in the state file,
+//!   with the same run id, starting strictly after its last acknowledged STATE.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json};
+use sha2::{Digest as _, Sha256};
+
+use crate::address::Address;
+use crate::checkpoint::Checkpoint;
+use crate::connect::{self, RowAccess, Selection};
+use crate::error::Result;
+use crate::protocol::{
+    Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, State, StateValue,
+    StreamEnd, StreamWriter, new_run_id, now_rfc3339, producer,
+};
+use crate::row::RowShape;
+use crate::value::{self, Value};
+
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub source: Address,
+    pub selection: Selection,
+    pub state_every: u64,
+    pub state_interval: Duration,
+    pub resume: bool,
+    pub state_path: PathBuf,
+    /// Emit only SCHEMA, RECORD and STATE, for Singer targets.
+    pub singer: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOutcome {
+    pub run_id: String,
+    pub streams: u64,
+    pub rows: u64,
+}
+
+/// Progress lines on stderr for long work, at most every few seconds.
+pub(crate) struct Progress {
+    started: Instant,
+    last: Instant,
+    every: Duration,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            last: now,
+            every: Duration::from_secs(5),
+        }
+    }
+
+    /// True when it is time for another line (cheap enough to call every row).
+    pub(crate) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last) >= self.every {
+            self.last = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn rate(&self, n: u64) -> u64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            (n as f64 / secs) as u64
+        } else {
+            0
+        }
+    }
+}
+
+struct Emitter<'w, W: Write> {
+    out: &'w mut StreamWriter<W>,
+    singer: bool,
+    run_id: String,
+    seq: u64,
+    bookmarks: Map<String, Json>,
+    line: Vec<u8>,
+}
+
+impl<W: Write> Emitter<'_, W> {
+    fn message(&mut self, m: &Message) -> Result<()> {
+        if self.singer && !matches!(m.kind(), Kind::Schema | Kind::Record | Kind::State) {
+            tracing::info!(message = %serde_json::to_string(m).unwrap_or_default(), "not sent in Singer mode");
+            return Ok(());
+        }
+        self.out.write_message(m)
+    }
+
+    fn state(&mut self) -> Result<()> {
+        let value = StateValue {
+            run_id: self.run_id.clone(),
+            seq: self.seq,
+            bookmarks: self.bookmarks.clone(),
+            extra: Map::new(),
+        };
+        self.seq += 1;
+        let value = serde_json::to_value(value).unwrap_or(Json::Null);
+        self.message(&Message::State(State { value }))
+    }
+}
+
+pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
+    let mut source = connect::open_source(&cfg.source)?;
+    let info = source.info();
+
+    // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
+    let mut run_id = new_run_id();
+    let mut resumed: Option<StateValue> = None;
+    if cfg.resume {
+        let point = Checkpoint::open_existing(&cfg.state_path)?
+            .map(|cp| cp.resume_point(&info.address))
+            .transpose()?
+            .flatten();
+        match point {
+            None => tracing::warn!(
+                source = %info.address,
+                state = %cfg.state_path.display(),
+                "--resume: no earlier import from this source in the state file; starting from the beginning"
+            ),
+            Some(p) => {
+                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
+                run_id = p.run_id;
+                resumed = p.state;
+            }
+        }
+    }
+
+    let plans = source.discover(&cfg.selection)?;
+    let mut em = Emitter {
+        out,
+        singer: cfg.singer,
+        run_id: run_id.clone(),
+        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
+        bookmarks: resumed
+            .as_ref()
+            .map(|s| s.bookmarks.clone())
+            .unwrap_or_default(),
+        line: Vec::with_capacity(4096),
+    };
+    em.message(&Message::Begin(Begin {
+        protocol: PROTOCOL.into(),
+        run_id: run_id.clone(),
+        producer: Some(producer("ferry-export")),
+        source: Some(info.clone()),
+        started_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    // A table that cannot resume after a cursor starts over, and says so in its bookmark.
+    for plan in &plans {
+        if !plan.resumable && em.bookmarks.contains_key(&plan.schema.stream) {
+            em.bookmarks.remove(&plan.schema.stream);
+        }
+    }
+    em.state()?;
+
+    let mut outcome = ExportOutcome {
+        run_id: run_id.clone(),
+        ..Default::default()
+    };
+    let mut progress = Progress::new();
+    for plan in &plans {
+        let stream = plan.schema.stream.clone();
+        let prior: Option<Bookmark> = em
+            .bookmarks
+            .get(&stream)
+            .and_then(|b| serde_json::from_value(b.clone()).ok());
+        if prior.as_ref().is_some_and(|b| b.complete) {
+            tracing::info!(stream = %stream, "already complete in the resumed run; skipped");
+            continue;
+        }
+        let after = prior
+            .as_ref()
+            .filter(|b| b.after.is_some() || b.rowid.is_some());
+        let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
+        let shape = RowShape::from_schema(&plan.schema)?;
+        em.message(&Message::Schema(plan.schema.clone()))?;
+
+        let mut prefix = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);
+        value::write_str(&stream, &mut prefix);
+        prefix.extend_from_slice(br#","record":"#);
+
+        let mut digest = Sha256::new();
+        let mut rows: u64 = 0;
+        let mut since_state: u64 = 0;
+        let mut last_state = Instant::now();
+        let mut last_key: Vec<Value> = vec![Value::Null; shape.key.len()];
+        let mut last_rowid: Option<i64> = None;
+        let bookmark = |rows: u64, key: &[Value], rowid: Option<i64>, complete: bool| -> Json {
+            let after = (!shape.key.is_empty() && rows > 0).then(|| {
+                match shape.columns_json(&shape.key, |i| {
+                    let j = shape.key.iter().position(|&k| k == i).unwrap_or(0);
+                    key[j].as_ref()
+                }) {
+                    Json::Object(m) => m,
+                    _ => Map::new(),
+                }
+            });
+            let b = Bookmark {
+                after,
+                rowid,
+                rows: Some(base + rows),
+                complete,
+                extra: Map::new(),
+            };
+            serde_json::to_value(b).unwrap_or(Json::Null)
+        };
+        // Keep the cursor of a resumed stream until a row moves it.
+        if let Some(b) = after {
+            last_rowid = b.rowid;
+            if let Some(a) = &b.after {
+                for (j, &i) in shape.key.iter().enumerate() {
+                    if let Some(v) = a.get(&shape.columns[i].name) {
+                        last_key[j] =
+                            value::decode_json(v, shape.columns[i].codec).unwrap_or(Value::Null);
+                    }
+                }
+            }
+        }
+
+        source.scan(plan, &shape, after, &mut |row: &dyn RowAccess| {
+            em.line.clear();
+            em.line.extend_from_slice(&prefix);
+            shape.encode_record(|i| row.get(i), &mut em.line);
+            em.line.push(b'}');
+            em.out.write_line(&em.line, Kind::Record)?;
+            digest.update(shape.row_hash_ref(|i| row.get(i)));
+            for (j, &i) in shape.key.iter().enumerate() {
+                last_key[j] = row.get(i).to_owned();
+            }
+            last_rowid = row.rowid();
+            rows += 1;
+            since_state += 1;
+            if since_state >= cfg.state_every || (rows % 256 == 0 && last_state.elapsed() >= cfg.state_interval) {
+                let b = bookmark(rows, &last_key, last_rowid, false);
+                em.bookmarks.insert(stream.clone(), b);
+                em.state()?;
+                since_state = 0;
+                last_state = Instant::now();
+            }
+            if progress.due() {
+                tracing::info!(stream = %stream, rows = base + rows, rows_per_s = progress.rate(outcome.rows + rows), "exporting");
+            }
+            Ok(())
+        })?;
+
+        let rows_before = if after.is_some() { base } else { 0 };
+        let b = bookmark(rows, &last_key, last_rowid, true);
+        em.bookmarks.insert(stream.clone(), b);
+        em.state()?;
+        em.message(&Message::StreamEnd(StreamEnd {
+            stream: stream.clone(),
+            status: "complete".into(),
+            rows: Some(rows),
+            files: None,
+            bytes: None,
+            errors: None,
+            digest: Some(Digest {
+                algo: DIGEST_ALGO.into(),
+                value: hex::encode(digest.finalize()),
+            }),
+            extra: Map::new(),
+        }))?;
+        tracing::debug!(stream = %stream, rows, resumed_after = rows_before, "stream exported");
+        outcome.streams += 1;
+        outcome.rows += rows;
+    }
+    em.message(&Message::End(End {
+        run_id,
+        status: "ok".into(),
+        streams: Some(outcome.streams),
+        rows: Some(outcome.rows),
+        files: None,
+        bytes: None,
+        errors: None,
+        rejected: None,
+        skipped: None,
+        finished_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    em.out.flush()?;
+    tracing::info!(
+        streams = outcome.streams,
+        rows = outcome.rows,
+        rows_per_s = progress.rate(outcome.rows),
+        "export complete"
+    );
+    Ok(outcome)
+}

@@ -1,0 +1,827 @@
+//! ferry-import: a stream into a store.
+//!
+//! Contract:
+//! - MUST treat STATE as a barrier: commit everything received before it to the target together
+//!   with the commit markers, then record the state in the checkpoint, then echo the STATE line.
+//! - MUST NOT commit anything received after the last STATE when the input ends without END, or on
+//!   any error; the run is recorded as interrupted or failed and the command exits non-zero.
+//! - MUST skip rows whose position the target's commit marker says are already there, so that
+//!   re-running the same pipeline after a crash at any instant loses and duplicates nothing.
+//! - MUST put rows the target refuses (constraint failures) in the reject file with the reason and
+//!   the key, and go on, up to `max_rejects`; a key conflict under `--on-conflict fail` stops it.
+//! - MUST check each STREAM_END's row count and digest against what arrived.
+//! - With `dry_run`, MUST write the plan as NDJSON and change nothing (target or state file).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+
+use serde_json::{Map, Value as Json, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::address::Address;
+use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
+use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, RowBatch, Target};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{
+    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, StateValue,
+    StreamEnd, StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
+};
+use crate::row::RowShape;
+use crate::stage::export::Progress;
+
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    pub target: Address,
+    pub create: bool,
+    pub on_conflict: OnConflict,
+    pub dry_run: bool,
+    pub state_path: PathBuf,
+    /// Default: `rejects-RUN_ID.ndjson` next to the state file.
+    pub reject_path: Option<PathBuf>,
+    pub max_rejects: u64,
+    /// Ignore what the target's commit markers say is already imported.
+    pub fresh: bool,
+    pub verify_stream_end: bool,
+    pub max_line: usize,
+    /// Rows buffered per stream before they are written (inside the open transaction).
+    pub write_rows: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOutcome {
+    pub run_id: String,
+    pub streams: u64,
+    pub received: u64,
+    pub written: u64,
+    pub skipped: u64,
+    pub already: u64,
+    pub rejected: u64,
+    pub reject_path: Option<PathBuf>,
+}
+
+struct InStream {
+    schema: Schema,
+    shape: RowShape,
+    batch: RowBatch,
+    /// Position of the stream's first row after the last STATE (None: positions unknown).
+    base: Option<u64>,
+    since: u64,
+    /// Rows below this position are already in the target (from its commit marker).
+    committed: Option<u64>,
+    received: u64,
+    already: u64,
+    digest: Sha256,
+    ended: bool,
+    /// Counts since the last commit, for the checkpoint's batch rows.
+    pending: BatchRow,
+    touched: bool,
+    plan: PlanCounts,
+    table: String,
+}
+
+struct Rejects {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    count: u64,
+}
+
+impl Rejects {
+    fn write(&mut self, entry: &Json) -> Result<()> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ctx(ErrorKind::Io, || {
+                    format!("opening the reject file {}", self.path.display())
+                })?;
+            self.file = Some(BufWriter::new(f));
+        }
+        if let Some(f) = &mut self.file {
+            serde_json::to_writer(&mut *f, entry)
+                .map_err(std::io::Error::from)
+                .and_then(|_| f.write_all(b"\n"))
+                .ctx(ErrorKind::Io, || {
+                    format!("writing the reject file {}", self.path.display())
+                })?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Make rejects durable before the rows around them are acknowledged.
+    fn sync(&mut self) -> Result<()> {
+        if let Some(f) = &mut self.file {
+            f.flush().ctx(ErrorKind::Io, || {
+                format!("writing the reject file {}", self.path.display())
+            })?;
+            f.get_ref().sync_data().ctx(ErrorKind::Io, || {
+                format!("syncing the reject file {}", self.path.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+struct Importer<'w, W: Write> {
+    cfg: ImportConfig,
+    out: &'w mut StreamWriter<W>,
+    target: Box<dyn Target>,
+    checkpoint: Option<Checkpoint>,
+    run_id: String,
+    attempt: i64,
+    source: String,
+    began: bool,
+    singer: bool,
+    positions: bool,
+    markers: HashMap<String, Marker>,
+    /// `rows` of each bookmark in the last STATE.
+    bookmark_rows: HashMap<String, u64>,
+    streams: HashMap<String, InStream>,
+    order: Vec<String>,
+    last_ack_line: Option<(u64, u64)>,
+    rejects: Rejects,
+    outcome: ImportOutcome,
+    progress: Progress,
+    uncommitted: bool,
+}
+
+pub fn run<R: BufRead, W: Write>(
+    cfg: &ImportConfig,
+    input: R,
+    out: &mut StreamWriter<W>,
+) -> Result<ImportOutcome> {
+    let target = connect::open_target(&cfg.target, cfg.dry_run)?;
+    let checkpoint = if cfg.dry_run {
+        None
+    } else {
+        Some(Checkpoint::open(&cfg.state_path)?)
+    };
+    let mut imp = Importer {
+        cfg: cfg.clone(),
+        out,
+        target,
+        checkpoint,
+        run_id: String::new(),
+        attempt: 1,
+        source: String::new(),
+        began: false,
+        singer: false,
+        positions: false,
+        markers: HashMap::new(),
+        bookmark_rows: HashMap::new(),
+        streams: HashMap::new(),
+        order: Vec::new(),
+        last_ack_line: None,
+        rejects: Rejects {
+            path: PathBuf::new(),
+            file: None,
+            count: 0,
+        },
+        outcome: ImportOutcome::default(),
+        progress: Progress::new(),
+        uncommitted: false,
+    };
+    let mut reader = StreamReader::new(input, cfg.max_line);
+    match imp.consume(&mut reader) {
+        Ok(()) => Ok(imp.outcome),
+        Err(e) => {
+            let status = if e.kind() == ErrorKind::BrokenPipe {
+                RunStatus::Interrupted
+            } else {
+                RunStatus::Failed
+            };
+            imp.abort(status, &e);
+            Err(e)
+        }
+    }
+}
+
+impl<W: Write> Importer<'_, W> {
+    fn consume<R: BufRead>(&mut self, reader: &mut StreamReader<R>) -> Result<()> {
+        let mut ended = false;
+        while let Some(line) = reader.next_line()? {
+            if ended {
+                return Err(line.error("a message after END: the stream must end with END"));
+            }
+            if !self.began && line.kind != Kind::Begin {
+                self.begin_singer(&line)?;
+            }
+            match line.kind {
+                Kind::Begin => self.on_begin(&line)?,
+                Kind::Schema => self.on_schema(&line)?,
+                Kind::Record => self.on_record(&line)?,
+                Kind::State => self.on_state(&line)?,
+                Kind::StreamEnd => self.on_stream_end(&line)?,
+                Kind::End => {
+                    self.on_end(&line)?;
+                    ended = true;
+                }
+                Kind::File => {
+                    return Err(line.error(format!(
+                        "FILE messages go to an object store, not to {} (try a dir: or s3:// target)",
+                        self.target.address()
+                    )));
+                }
+                Kind::Error => self.on_error(&line)?,
+                Kind::Other => {
+                    tracing::debug!(line = line.no, kind = %line.head.kind, "unknown message kind ignored")
+                }
+            }
+        }
+        if ended {
+            return Ok(());
+        }
+        if self.singer {
+            // A Singer stream has no END: end of input ends it.
+            tracing::warn!("input ended without END (a Singer stream): committing what arrived");
+            return self.finish(None);
+        }
+        let since = match self.last_ack_line {
+            Some((line, seq)) => format!("the STATE at line {line} (seq {seq})"),
+            None => "the start (no STATE was acknowledged)".into(),
+        };
+        Err(Error::input(format!(
+            "input ended after line {} without END: the producer stopped early; nothing after {since} was committed; re-run the pipeline to finish",
+            reader.line_no()
+        )))
+    }
+
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            create: self.cfg.create,
+            on_conflict: self.cfg.on_conflict,
+            dry_run: self.cfg.dry_run,
+            source: self.source.clone(),
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    fn start(&mut self, begin: Begin) -> Result<()> {
+        self.began = true;
+        self.run_id = begin.run_id.clone();
+        self.source = begin
+            .source
+            .as_ref()
+            .map(|s| s.address.clone())
+            .unwrap_or_default();
+        self.positions = begin
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.name == "ferry-export");
+        let target = self.target.address();
+        self.rejects.path = self.cfg.reject_path.clone().unwrap_or_else(|| {
+            let dir = self
+                .cfg
+                .state_path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            dir.join(format!("rejects-{}.ndjson", self.run_id))
+        });
+        if let Some(cp) = &mut self.checkpoint {
+            self.attempt = cp.start_run(&NewRun {
+                run_id: &self.run_id,
+                stage: "import",
+                source: Some(&self.source),
+                source_kind: begin.source.as_ref().map(|s| s.kind.as_str()),
+                target: &target,
+            })?;
+        }
+        if !self.cfg.fresh {
+            self.markers = self.target.markers(&self.source)?;
+            // A stream completed by an earlier run whose indexes were not built yet (a crash
+            // right after its last commit): build them now.
+            let done: Vec<String> = self
+                .markers
+                .values()
+                .filter(|m| m.complete)
+                .map(|m| m.stream.clone())
+                .collect();
+            for stream in done {
+                for ddl in self.target.finish_stream(&self.source, &stream)? {
+                    tracing::info!(stream = %stream, sql = %ddl, "built a deferred index");
+                }
+            }
+        }
+        if !self.cfg.dry_run {
+            let mut extra = Map::new();
+            extra.insert(
+                "target".into(),
+                json!({"kind": self.cfg.target.kind(), "address": target}),
+            );
+            self.out.write_message(&Message::Begin(Begin {
+                protocol: PROTOCOL.into(),
+                run_id: self.run_id.clone(),
+                producer: Some(producer("ferry-import")),
+                source: begin.source,
+                started_at: Some(now_rfc3339()),
+                extra,
+            }))?;
+        }
+        Ok(())
+    }
+
+    fn begin_singer(&mut self, line: &Line<'_>) -> Result<()> {
+        tracing::warn!(
+            line = line.no,
+            "the input has no BEGIN: reading it as a Singer stream (end of input ends it)"
+        );
+        self.singer = true;
+        self.start(Begin {
+            protocol: PROTOCOL.into(),
+            run_id: new_run_id(),
+            producer: None,
+            source: None,
+            started_at: None,
+            extra: Map::new(),
+        })
+    }
+
+    fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
+        if self.began {
+            return Err(line.error("a second BEGIN: one stream per input"));
+        }
+        let begin: Begin = line.parse()?;
+        if begin.protocol != PROTOCOL {
+            return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
+        }
+        self.start(begin)
+    }
+
+    fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
+        let schema: Schema = line.parse()?;
+        let shape =
+            RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
+        let name = schema.stream.clone();
+        if let Some(s) = self.streams.get(&name) {
+            if s.schema == schema {
+                return Ok(());
+            }
+            if s.ended {
+                return Err(line.error("a SCHEMA after the stream's STREAM_END"));
+            }
+            // The shape changed: rows already buffered go in under the old one.
+            self.flush_stream(&name)?;
+        }
+        let opts = self.load_options();
+        let prepared = self
+            .target
+            .prepare(&schema, &shape, &opts)
+            .map_err(|e| e.context(format!("line {}", line.no)))?;
+        self.uncommitted |= !prepared.created.is_empty();
+        if self.cfg.dry_run {
+            for sql in &prepared.created {
+                self.plan_line(json!({"type":"PLAN","action":"create_table","stream":name,"table":prepared.table,"sql":sql}))?;
+            }
+            for sql in &prepared.deferred {
+                self.plan_line(json!({"type":"PLAN","action":"create_index","stream":name,"table":prepared.table,"sql":sql}))?;
+            }
+        } else if !prepared.created.is_empty() {
+            tracing::info!(stream = %name, table = %prepared.table, "created table");
+        }
+        let bookmark = schema.bookmark_name().to_owned();
+        let marker = self.markers.get(&bookmark);
+        let committed = match marker {
+            Some(m) if m.complete => Some(u64::MAX),
+            Some(m) => m.position,
+            None => None,
+        };
+        if let Some(m) = marker {
+            let what = if m.complete {
+                "complete".to_string()
+            } else {
+                format!("{} rows", m.position.unwrap_or(0))
+            };
+            if self.positions {
+                tracing::info!(stream = %name, already = %what, run = %m.run_id, "already imported by an earlier run: skipping those rows (--fresh to import them again)");
+            } else {
+                tracing::warn!(stream = %name, "an earlier run imported part of this stream, but the producer gives no positions: rows are written again (by key)");
+            }
+        }
+        let base = self
+            .positions
+            .then(|| self.bookmark_rows.get(&bookmark).copied().unwrap_or(0));
+        let ncols = shape.len();
+        match self.streams.get_mut(&name) {
+            Some(s) => {
+                s.schema = schema;
+                s.shape = shape;
+                s.batch = RowBatch::new(ncols);
+                s.table = prepared.table;
+            }
+            None => {
+                self.order.push(name.clone());
+                self.streams.insert(
+                    name.clone(),
+                    InStream {
+                        schema,
+                        shape,
+                        batch: RowBatch::new(ncols),
+                        base,
+                        since: 0,
+                        committed,
+                        received: 0,
+                        already: 0,
+                        digest: Sha256::new(),
+                        ended: false,
+                        pending: BatchRow {
+                            stream: name,
+                            started_at: now_rfc3339(),
+                            ..Default::default()
+                        },
+                        touched: true,
+                        plan: PlanCounts::default(),
+                        table: prepared.table,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_record(&mut self, line: &Line<'_>) -> Result<()> {
+        let name = line.stream();
+        let record = line.record()?;
+        if let Some(op) = line.head.op.as_deref()
+            && !op.eq_ignore_ascii_case("upsert")
+        {
+            return Err(line.error(format!("op {op:?} is not supported yet (only upsert)")));
+        }
+        let write_rows = self.cfg.write_rows;
+        let Some(s) = self.streams.get_mut(name) else {
+            return Err(line.error("a RECORD before its stream's SCHEMA"));
+        };
+        if s.ended {
+            return Err(line.error("a RECORD after its stream's STREAM_END"));
+        }
+        let position = s.base.map(|b| b + s.since);
+        s.since += 1;
+        s.received += 1;
+        s.touched = true;
+        let slot = s.batch.push_row(line.no);
+        s.shape
+            .decode_into(record, slot)
+            .map_err(|e| line.error(e))?;
+        let n = s.batch.len();
+        let row = s.batch.row(n - 1);
+        s.digest.update(s.shape.row_hash(row));
+        s.pending.rows += 1;
+        s.pending.bytes += line.text.len() as u64 + 1;
+        let already = matches!((position, s.committed), (Some(p), Some(c)) if p < c);
+        if already {
+            s.already += 1;
+            s.pending.skipped += 1;
+            s.batch
+                .values
+                .truncate(s.batch.values.len() - s.batch.ncols);
+            s.batch.lines.pop();
+        } else if let Some(p) = position {
+            s.pending.first_position.get_or_insert(p);
+            s.pending.last_position = Some(p);
+        }
+        self.outcome.received += 1;
+        if s.batch.len() >= write_rows {
+            let name = name.to_owned();
+            self.flush_stream(&name)?;
+        }
+        if self.progress.due() {
+            tracing::info!(
+                rows = self.outcome.received,
+                written = self.outcome.written,
+                rows_per_s = self.progress.rate(self.outcome.received),
+                "importing"
+            );
+        }
+        Ok(())
+    }
+
+    /// Hand a stream's buffered rows to the target (inside the open transaction).
+    fn flush_stream(&mut self, name: &str) -> Result<()> {
+        let Some(s) = self.streams.get_mut(name) else {
+            return Ok(());
+        };
+        if s.batch.is_empty() {
+            return Ok(());
+        }
+        if self.cfg.dry_run {
+            let c = self.target.plan(name, &s.shape, &s.batch)?;
+            s.plan.insert += c.insert;
+            s.plan.skip += c.skip;
+            s.plan.overwrite += c.overwrite;
+            s.plan.conflict += c.conflict;
+            s.batch.clear();
+            return Ok(());
+        }
+        let report = self.target.write(name, &s.shape, &s.batch)?;
+        self.uncommitted = true;
+        s.pending.written += report.written;
+        s.pending.skipped += report.skipped;
+        s.pending.rejected += report.rejects.len() as u64;
+        self.outcome.written += report.written;
+        self.outcome.skipped += report.skipped;
+        for r in &report.rejects {
+            let row = s.batch.row(r.row);
+            let mut rec = Vec::new();
+            s.shape.encode_record(|i| row[i].as_ref(), &mut rec);
+            let entry = json!({
+                "stream": name,
+                "line": s.batch.lines[r.row],
+                "key": s.shape.key_json(|i| row[i].as_ref()),
+                "reason": r.reason,
+                "record": serde_json::from_slice::<Json>(&rec).unwrap_or(Json::Null),
+                "run_id": self.run_id,
+                "at": now_rfc3339(),
+            });
+            self.rejects.write(&entry)?;
+            tracing::warn!(stream = %name, line = s.batch.lines[r.row], reason = %r.reason, "row rejected");
+            if self.rejects.count > self.cfg.max_rejects {
+                return Err(Error::data(format!(
+                    "more than {} rows rejected (--max-rejects); the last: line {} of stream {name}: {}; see {}",
+                    self.cfg.max_rejects,
+                    s.batch.lines[r.row],
+                    r.reason,
+                    self.rejects.path.display()
+                )));
+            }
+        }
+        self.outcome.rejected = self.rejects.count;
+        s.batch.clear();
+        Ok(())
+    }
+
+    /// Commit everything received so far with the markers, then record it in the checkpoint.
+    fn commit(&mut self, state: Option<(&StateValue, &str)>, complete: Option<&str>) -> Result<()> {
+        let names = self.order.clone();
+        for name in &names {
+            self.flush_stream(name)?;
+        }
+        self.rejects.sync()?;
+        let mut markers = Vec::new();
+        let mut batches = Vec::new();
+        for name in &names {
+            let Some(s) = self.streams.get_mut(name) else {
+                continue;
+            };
+            let bookmark = s.schema.bookmark_name().to_owned();
+            let from_state = state.and_then(|(v, _)| v.bookmark(&bookmark));
+            let new_base = match (&from_state, s.base) {
+                (Some(b), _) if b.rows.is_some() => b.rows,
+                (_, Some(base)) => Some(base + s.since),
+                _ => None,
+            };
+            let is_complete = complete == Some(name.as_str());
+            if s.touched || is_complete {
+                markers.push(Marker {
+                    source: self.source.clone(),
+                    stream: bookmark.clone(),
+                    run_id: self.run_id.clone(),
+                    position: if self.positions { new_base } else { None },
+                    complete: is_complete,
+                    bookmark: state
+                        .and_then(|(v, _)| v.bookmarks.get(&bookmark))
+                        .map(|b| b.to_string()),
+                });
+            }
+            if s.pending.rows > 0 || s.pending.written > 0 {
+                let fresh = BatchRow {
+                    stream: name.clone(),
+                    started_at: now_rfc3339(),
+                    ..Default::default()
+                };
+                batches.push(std::mem::replace(&mut s.pending, fresh));
+            }
+            if state.is_some() {
+                s.base = new_base;
+                s.since = 0;
+            }
+            s.touched = false;
+        }
+        if self.cfg.dry_run {
+            return Ok(());
+        }
+        if self.uncommitted || !markers.is_empty() {
+            self.target.commit(&markers)?;
+            self.uncommitted = false;
+        }
+        if let Some(cp) = &mut self.checkpoint
+            && (state.is_some() || !batches.is_empty())
+        {
+            cp.ack(
+                &self.run_id,
+                self.attempt,
+                state.map(|(v, text)| (v.seq, text)),
+                &batches,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn on_state(&mut self, line: &Line<'_>) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct StateLine {
+            value: Json,
+        }
+        let state: StateLine = line.parse()?;
+        let value_text = state.value.to_string();
+        let value: StateValue = serde_json::from_value(state.value).unwrap_or_default();
+        self.commit(Some((&value, &value_text)), None)?;
+        for (name, b) in &value.bookmarks {
+            if let Some(rows) = b.get("rows").and_then(Json::as_u64) {
+                self.bookmark_rows.insert(name.clone(), rows);
+            }
+        }
+        self.last_ack_line = Some((line.no, value.seq));
+        if !self.cfg.dry_run {
+            self.out.write_line(line.text.as_bytes(), Kind::State)?;
+        }
+        Ok(())
+    }
+
+    fn on_stream_end(&mut self, line: &Line<'_>) -> Result<()> {
+        let end: StreamEnd = line.parse()?;
+        let verify = self.cfg.verify_stream_end;
+        let Some(s) = self.streams.get_mut(&end.stream) else {
+            return Err(line.error("STREAM_END for a stream that had no SCHEMA"));
+        };
+        if s.ended {
+            return Err(line.error("a second STREAM_END for the stream"));
+        }
+        let digest = hex::encode(std::mem::take(&mut s.digest).finalize());
+        if verify {
+            if let Some(rows) = end.rows
+                && rows != s.received
+            {
+                return Err(line.error(format!(
+                    "STREAM_END says {rows} rows but {} arrived: rows were lost or added on the way (a stage in between that changes rows must recompute STREAM_END; --no-verify skips this check)",
+                    s.received
+                )));
+            }
+            if let Some(d) = &end.digest
+                && d.algo == DIGEST_ALGO
+                && d.value != digest
+            {
+                return Err(line.error(format!(
+                    "STREAM_END digest {} differs from the {} rows that arrived ({digest}): rows were changed on the way (--no-verify skips this check)",
+                    d.value, s.received
+                )));
+            }
+        }
+        s.ended = true;
+        let name = end.stream.clone();
+        self.commit(None, Some(&name))?;
+        let s = self.streams.get(&name).map(|s| {
+            (
+                s.schema.bookmark_name().to_owned(),
+                s.received,
+                s.already,
+                s.plan,
+                s.table.clone(),
+            )
+        });
+        let Some((bookmark, received, already, plan, table)) = s else {
+            return Ok(());
+        };
+        if self.cfg.dry_run {
+            self.plan_line(json!({
+                "type": "PLAN", "action": "load", "stream": name, "table": table,
+                "rows": received, "already_imported": already, "insert": plan.insert,
+                "skip": plan.skip, "overwrite": plan.overwrite, "conflict": plan.conflict,
+            }))?;
+        } else {
+            for ddl in self.target.finish_stream(&self.source, &bookmark)? {
+                tracing::info!(stream = %name, sql = %ddl, "built index");
+            }
+            self.out.write_message(&Message::StreamEnd(StreamEnd {
+                stream: name.clone(),
+                status: "complete".into(),
+                rows: Some(received),
+                files: None,
+                bytes: None,
+                errors: None,
+                digest: Some(crate::protocol::Digest {
+                    algo: DIGEST_ALGO.into(),
+                    value: digest,
+                }),
+                extra: Map::new(),
+            }))?;
+        }
+        self.outcome.streams += 1;
+        self.outcome.already += already;
+        Ok(())
+    }
+
+    fn on_end(&mut self, line: &Line<'_>) -> Result<()> {
+        let end: End = line.parse()?;
+        if end.status != "ok" {
+            return Err(line.error(format!(
+                "the producer ended with status {:?}: nothing after the last STATE was committed",
+                end.status
+            )));
+        }
+        self.finish(Some(end))
+    }
+
+    fn finish(&mut self, _end: Option<End>) -> Result<()> {
+        self.commit(None, None)?;
+        let open: Vec<&str> = self
+            .order
+            .iter()
+            .filter(|n| self.streams.get(*n).is_some_and(|s| !s.ended))
+            .map(String::as_str)
+            .collect();
+        if !open.is_empty() && !self.singer {
+            tracing::warn!(streams = %open.join(", "), "streams without STREAM_END: their deferred indexes are not built");
+        }
+        let written = self.outcome.written;
+        if let Some(cp) = &mut self.checkpoint {
+            cp.finish_run(&self.run_id, RunStatus::Complete, None)?;
+        }
+        self.outcome.run_id = self.run_id.clone();
+        self.outcome.reject_path = (self.rejects.count > 0).then(|| self.rejects.path.clone());
+        let mut extra = Map::new();
+        extra.insert("written".into(), json!(written));
+        extra.insert("already_imported".into(), json!(self.outcome.already));
+        if self.cfg.dry_run {
+            extra.insert("dry_run".into(), json!(true));
+        }
+        self.out.write_message(&Message::End(End {
+            run_id: self.run_id.clone(),
+            status: "ok".into(),
+            streams: Some(self.outcome.streams),
+            rows: Some(self.outcome.received),
+            files: None,
+            bytes: None,
+            errors: None,
+            rejected: Some(self.outcome.rejected),
+            skipped: Some(self.outcome.skipped),
+            finished_at: Some(now_rfc3339()),
+            extra,
+        }))?;
+        self.out.flush()?;
+        tracing::info!(
+            rows = self.outcome.received,
+            written,
+            skipped = self.outcome.skipped,
+            already_imported = self.outcome.already,
+            rejected = self.outcome.rejected,
+            rows_per_s = self.progress.rate(self.outcome.received),
+            "import complete"
+        );
+        if let Some(p) = &self.outcome.reject_path {
+            tracing::warn!(rejected = self.outcome.rejected, file = %p.display(), "some rows were rejected");
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
+        let e: ErrorMsg = line.parse()?;
+        if e.fatal {
+            return Err(line.error(format!(
+                "the producer failed ({}): {}",
+                e.failure_type, e.message
+            )));
+        }
+        tracing::warn!(stream = ?e.stream, message = %e.message, "the producer reported an error");
+        if let Some(cp) = &mut self.checkpoint {
+            cp.record_error(
+                &self.run_id,
+                e.stream.as_deref(),
+                Some(line.no),
+                None,
+                &e.message,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn plan_line(&mut self, v: Json) -> Result<()> {
+        let text = v.to_string();
+        self.out.write_line(text.as_bytes(), Kind::Other)
+    }
+
+    /// Undo the open transaction and record how the run ended. Errors here are logged: the
+    /// original error is what the user needs to see.
+    fn abort(&mut self, status: RunStatus, e: &Error) {
+        if let Err(re) = self.target.rollback() {
+            tracing::error!(error = %re, "rolling back the target failed");
+        }
+        let _ = self.rejects.sync();
+        if let Some(cp) = &mut self.checkpoint
+            && self.began
+        {
+            let message = e.chain();
+            if let Err(ce) = cp.finish_run(&self.run_id, status, Some(&message)) {
+                tracing::error!(error = %ce, "recording the failure in the state file failed");
+            }
+            let _ = cp.record_error(&self.run_id, None, None, None, &message);
+        }
+        let _ = self.out.flush();
+    }
+}

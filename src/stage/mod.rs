@@ -1,0 +1,7 @@
+//! The stages, each a function over a reader and a writer (see each module's contract).
+
+pub mod export;
+pub mod import;
+pub mod status;
+pub mod transform;
+pub mod validate;

@@ -1,0 +1,1465 @@
+//! ferry-validate: prove that the target holds what the source holds.
+//!
+//! Three forms: `SOURCE TARGET` (two stores), `- TARGET` (the stream on stdin is the source side,
+//! e.g. after a transform), and `STREAM` alone (a stream file checked on its own).
+//!
+//! For each stream it counts rows, checks the target's key (not null, unique), unique constraints
+//! and foreign keys, and runs a full ordered merge of both sides in key order (SQLite's BINARY
+//! order), comparing each row's hash over the columns both sides have: every key is classified as
+//! missing, extra, changed or duplicate (listed up to a cap, counted exactly). A stream's side is
+//! first spilled into a private temporary SQLite file (its keys, constrained columns and row
+//! hashes), so memory stays flat whatever the size and the stream need not be in key order.
+//!
+//! Contract: findings go to stdout as NDJSON (`FINDING` lines, then one `SUMMARY`), a human table
+//! to stderr, a JSON report to `--report`. Exit 0 when equal, 1 when they differ or something could
+//! not be verified (unless `--allow-unverified`), 2 on error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use rusqlite::{Connection, params_from_iter};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::address::Address;
+use crate::connect::sqlite::{self as sq, from_sql, quote};
+use crate::connect::{Selection, table_name_for};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{
+    DIGEST_ALGO, ForeignKey, Kind, Schema, StreamEnd, StreamReader, StreamWriter, now_rfc3339,
+};
+use crate::row::{Column, RowHash, RowShape};
+use crate::value::{Codec, Value, compare_keys};
+
+#[derive(Debug, Clone)]
+pub struct ValidateConfig {
+    /// `None`: the stream on the input is the source side.
+    pub source: Option<Address>,
+    /// `None`: check the stream on its own.
+    pub target: Option<Address>,
+    pub selection: Selection,
+    pub report: Option<PathBuf>,
+    pub max_listed: usize,
+    pub allow_unverified: bool,
+    pub max_line: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    pub stream: String,
+    pub table: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub missing: u64,
+    pub extra: u64,
+    pub changed: u64,
+    pub duplicate: u64,
+    pub key_null: u64,
+    pub unique_violations: u64,
+    pub fk_orphans: u64,
+    pub columns_compared: Vec<String>,
+    pub problems: Vec<String>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub status: String,
+    pub source: String,
+    pub target: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub streams: Vec<StreamReport>,
+    pub findings: BTreeMap<String, u64>,
+    pub unverified: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.status == "pass"
+    }
+}
+
+/// Table metadata as either side describes it.
+#[derive(Debug, Clone)]
+struct Meta {
+    stream: String,
+    columns: Vec<String>,
+    key: Vec<String>,
+    unique: Vec<Vec<String>>,
+    fks: Vec<ForeignKey>,
+}
+
+impl Meta {
+    fn from_table(t: &sq::TableInfo) -> Meta {
+        Meta {
+            stream: format!("main.{}", t.name),
+            columns: t.stored_columns().map(|c| c.name.clone()).collect(),
+            key: t.pk.clone(),
+            unique: t
+                .unique
+                .iter()
+                .map(|u| u.columns.clone())
+                .chain(
+                    t.indexes
+                        .iter()
+                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
+                        .map(|i| i.columns.clone()),
+                )
+                .collect(),
+            fks: t.foreign_keys.clone(),
+        }
+    }
+
+    fn from_schema(s: &Schema) -> Meta {
+        Meta {
+            stream: s.stream.clone(),
+            columns: s.schema.properties.keys().cloned().collect(),
+            key: s.key_properties.clone(),
+            unique: s
+                .unique
+                .iter()
+                .map(|u| u.columns.clone())
+                .chain(
+                    s.indexes
+                        .iter()
+                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
+                        .map(|i| i.columns.clone()),
+                )
+                .collect(),
+            fks: s.foreign_keys.clone(),
+        }
+    }
+
+    /// Columns worth keeping for a stream spilled to disk: key, constrained and referenced ones.
+    fn constrained(&self) -> Vec<String> {
+        let mut cols: Vec<String> = Vec::new();
+        let mut add = |c: &String| {
+            if !cols.contains(c) && self.columns.contains(c) {
+                cols.push(c.clone());
+            }
+        };
+        self.key.iter().for_each(&mut add);
+        self.unique.iter().flatten().for_each(&mut add);
+        self.fks.iter().flat_map(|f| &f.columns).for_each(&mut add);
+        if self.key.is_empty() {
+            self.columns.iter().for_each(&mut add);
+        }
+        cols
+    }
+}
+
+/// Where one side's rows of a stream can be read, ordered.
+#[derive(Debug, Clone)]
+enum Side {
+    /// A table in a database: all columns available.
+    Table { table: String, columns: Vec<String> },
+    /// A spilled stream: some columns, plus the row hash over `hashed` and the input line.
+    Spill {
+        table: String,
+        columns: Vec<String>,
+        hashed: Vec<String>,
+    },
+}
+
+impl Side {
+    fn table(&self) -> &str {
+        match self {
+            Side::Table { table, .. } | Side::Spill { table, .. } => table,
+        }
+    }
+
+    fn has(&self, cols: &[String]) -> bool {
+        let avail = match self {
+            Side::Table { columns, .. } | Side::Spill { columns, .. } => columns,
+        };
+        cols.iter().all(|c| avail.contains(c))
+    }
+}
+
+struct Findings<'w, W: Write> {
+    out: &'w mut StreamWriter<W>,
+    listed: HashMap<(String, String), usize>,
+    max_listed: usize,
+    counts: BTreeMap<String, u64>,
+}
+
+impl<W: Write> Findings<'_, W> {
+    /// Record a finding; it is listed on stdout while under the cap for its stream and kind.
+    fn add(
+        &mut self,
+        stream: &str,
+        kind: &str,
+        severity: &str,
+        mut detail: serde_json::Map<String, Json>,
+    ) -> Result<()> {
+        *self.counts.entry(kind.to_owned()).or_default() += 1;
+        let n = self
+            .listed
+            .entry((stream.to_owned(), kind.to_owned()))
+            .or_default();
+        *n += 1;
+        if *n > self.max_listed {
+            return Ok(());
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("type".into(), json!("FINDING"));
+        line.insert("stream".into(), json!(stream));
+        line.insert("kind".into(), json!(kind));
+        line.insert("severity".into(), json!(severity));
+        line.append(&mut detail);
+        let text = Json::Object(line).to_string();
+        self.out.write_line(text.as_bytes(), Kind::Other)
+    }
+}
+
+fn detail(pairs: &[(&str, Json)]) -> serde_json::Map<String, Json> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The stream side after reading the input: spill tables, schemas and what the stream said.
+struct StreamSide {
+    conn: Connection,
+    metas: Vec<Meta>,
+    sides: HashMap<String, Side>,
+    source_address: String,
+    /// Per stream: rows read, and the problems found while reading.
+    rows: HashMap<String, u64>,
+    problems: Vec<(String, String, serde_json::Map<String, Json>)>,
+}
+
+pub fn run<R: BufRead, W: Write>(
+    cfg: &ValidateConfig,
+    input: R,
+    out: &mut StreamWriter<W>,
+) -> Result<Report> {
+    let started_at = now_rfc3339();
+    let mut findings = Findings {
+        out,
+        listed: HashMap::new(),
+        max_listed: cfg.max_listed,
+        counts: BTreeMap::new(),
+    };
+    let mut report = Report {
+        started_at,
+        ..Default::default()
+    };
+
+    let target = match &cfg.target {
+        Some(a @ Address::Sqlite(p)) => {
+            report.target = a.redacted();
+            Some(sq::open_read_only(p, ErrorKind::Target)?.0)
+        }
+        Some(other) => return Err(other.unsupported("a validation target")),
+        None => None,
+    };
+
+    // The source side: a database, or the stream spilled to a temporary database.
+    let mut stream_side: Option<StreamSide> = None;
+    let source_db: Option<Connection> = match &cfg.source {
+        Some(a @ Address::Sqlite(p)) => {
+            report.source = a.redacted();
+            Some(sq::open_read_only(p, ErrorKind::Source)?.0)
+        }
+        Some(Address::Stream(path)) => {
+            let side = match path {
+                Some(p) => {
+                    let f = std::fs::File::open(p)
+                        .ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
+                    spill(cfg, std::io::BufReader::new(f), target.as_ref())?
+                }
+                None => spill(cfg, input, target.as_ref())?,
+            };
+            report.source = side.source_address.clone();
+            stream_side = Some(side);
+            None
+        }
+        Some(other) => return Err(other.unsupported("a validation source")),
+        None => {
+            let side = spill(cfg, input, target.as_ref())?;
+            report.source = side.source_address.clone();
+            stream_side = Some(side);
+            None
+        }
+    };
+
+    // Which streams, as (meta, source side, source connection).
+    let mut plan: Vec<(Meta, Side)> = Vec::new();
+    let src_conn: &Connection = match (&source_db, &stream_side) {
+        (Some(db), _) => {
+            let tables = sq::list_tables(db, &report.source)?;
+            let pairs: Vec<(String, String)> = tables
+                .iter()
+                .map(|t| (format!("main.{t}"), t.clone()))
+                .collect();
+            let unmatched = cfg.selection.unmatched(&pairs);
+            if !unmatched.is_empty() {
+                return Err(Error::usage(format!(
+                    "{}: no table named {}",
+                    report.source,
+                    unmatched.join(", ")
+                )));
+            }
+            for t in &tables {
+                if cfg.selection.includes(&format!("main.{t}"), t) {
+                    let info = sq::describe(db, t, &report.source)?;
+                    let meta = Meta::from_table(&info);
+                    let side = Side::Table {
+                        table: format!("main.{}", quote(t)),
+                        columns: meta.columns.clone(),
+                    };
+                    plan.push((meta, side));
+                }
+            }
+            if let Some(tc) = &target {
+                for t in sq::list_tables(tc, &report.target)? {
+                    if !tables.contains(&t) && cfg.selection.includes(&format!("main.{t}"), &t) {
+                        report
+                            .notes
+                            .push(format!("table {t} is in the target only"));
+                    }
+                }
+            }
+            db
+        }
+        (None, Some(side)) => {
+            for m in &side.metas {
+                if cfg.selection.includes(&m.stream, table_name_for(&m.stream))
+                    && let Some(s) = side.sides.get(&m.stream)
+                {
+                    plan.push((m.clone(), s.clone()));
+                }
+            }
+            for (stream, kind, d) in &side.problems {
+                let sev = if kind == "unverified" && cfg.allow_unverified {
+                    "warning"
+                } else {
+                    "fail"
+                };
+                findings.add(stream, kind, sev, d.clone())?;
+                if sev == "fail" {
+                    report.unverified.extend((kind == "unverified").then(|| {
+                        format!(
+                            "{stream}: {}",
+                            d.get("message").and_then(Json::as_str).unwrap_or("")
+                        )
+                    }));
+                }
+            }
+            &side.conn
+        }
+        (None, None) => return Err(Error::usage("nothing to validate")),
+    };
+
+    let all_metas: Vec<Meta> = plan.iter().map(|(m, _)| m.clone()).collect();
+    for (meta, side) in &plan {
+        let mut sr = StreamReport {
+            stream: meta.stream.clone(),
+            ..Default::default()
+        };
+        let table = table_name_for(&meta.stream).to_owned();
+        sr.table = table.clone();
+        if let Some(problems) = stream_side.as_ref().map(|s| {
+            s.problems
+                .iter()
+                .filter(|p| p.0 == meta.stream && p.1 != "unverified")
+                .count()
+        }) {
+            sr.problems.extend(
+                (problems > 0).then(|| format!("{problems} problems in the stream itself")),
+            );
+        }
+        match &target {
+            Some(tc) => check_stream(
+                cfg,
+                src_conn,
+                tc,
+                meta,
+                side,
+                &all_metas,
+                &plan,
+                &mut sr,
+                &mut findings,
+                &mut report.unverified,
+            )?,
+            None => check_alone(
+                src_conn,
+                meta,
+                side,
+                &all_metas,
+                &plan,
+                &mut sr,
+                &mut findings,
+                &mut report.unverified,
+            )?,
+        }
+        if let Some(ss) = &stream_side {
+            sr.source_rows = ss.rows.get(&meta.stream).copied().unwrap_or(sr.source_rows);
+        }
+        let bad = sr.missing
+            + sr.extra
+            + sr.changed
+            + sr.duplicate
+            + sr.key_null
+            + sr.unique_violations
+            + sr.fk_orphans;
+        sr.status = if bad == 0 && sr.problems.is_empty() {
+            "pass".into()
+        } else {
+            "fail".into()
+        };
+        report.streams.push(sr);
+    }
+    let failing_kinds = findings
+        .counts
+        .iter()
+        .any(|(k, n)| *n > 0 && k != "unverified" && !WARNING_KINDS.contains(&k.as_str()));
+    let unverified = !report.unverified.is_empty() && !cfg.allow_unverified;
+    let any_stream_failed = report.streams.iter().any(|s| s.status != "pass");
+    report.status = if failing_kinds || unverified || any_stream_failed {
+        "fail".into()
+    } else {
+        "pass".into()
+    };
+    report.findings = findings.counts.clone();
+    report.finished_at = now_rfc3339();
+
+    let summary = json!({
+        "type": "SUMMARY",
+        "status": report.status,
+        "source": report.source,
+        "target": report.target,
+        "streams": report.streams.len(),
+        "rows_source": report.streams.iter().map(|s| s.source_rows).sum::<u64>(),
+        "rows_target": report.streams.iter().map(|s| s.target_rows).sum::<u64>(),
+        "findings": report.findings,
+        "unverified": report.unverified,
+    });
+    findings
+        .out
+        .write_line(summary.to_string().as_bytes(), Kind::End)?;
+    if let Some(path) = &cfg.report {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || {
+            format!("writing the report {}", path.display())
+        })?;
+    }
+    Ok(report)
+}
+
+/// Finding kinds that are reported but do not fail a validation by themselves.
+const WARNING_KINDS: &[&str] = &[
+    "column_extra",
+    "fk_orphans_in_source",
+    "unique_violation_in_source",
+];
+
+/// Read the stream, checking it as it goes, into a temporary database.
+fn spill<R: BufRead>(
+    cfg: &ValidateConfig,
+    input: R,
+    target: Option<&Connection>,
+) -> Result<StreamSide> {
+    // An empty path opens a private on-disk database that SQLite deletes on close.
+    let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; BEGIN;",
+    )
+    .ctx(ErrorKind::Io, || "configuring a temporary database")?;
+    struct Spilling {
+        shape: RowShape,
+        common: Option<RowShape>,
+        /// Indexes (in the stream's shape) of the spilled columns, and of the hashed ones.
+        spilled: Vec<usize>,
+        hashed: Vec<usize>,
+        insert: String,
+        digest: Sha256,
+        rows: u64,
+        ended: bool,
+    }
+    let mut side = StreamSide {
+        conn,
+        metas: vec![],
+        sides: HashMap::new(),
+        source_address: "-".into(),
+        rows: HashMap::new(),
+        problems: vec![],
+    };
+    let mut streams: HashMap<String, Spilling> = HashMap::new();
+    let mut reader = StreamReader::new(input, cfg.max_line);
+    let mut began = false;
+    let mut ended = false;
+    let mut row = Vec::new();
+    while let Some(line) = reader.next_line()? {
+        match line.kind {
+            Kind::Begin => {
+                began = true;
+                let b: crate::protocol::Begin = line.parse()?;
+                if let Some(s) = b.source {
+                    side.source_address = format!("{} (stream)", s.address);
+                }
+            }
+            Kind::Schema => {
+                let schema: Schema = line.parse()?;
+                let shape = RowShape::from_schema(&schema)?;
+                let meta = Meta::from_schema(&schema);
+                let name = schema.stream.clone();
+                if streams.contains_key(&name) {
+                    side.problems.push((name.clone(), "unverified".into(), detail(&[("message", json!("the SCHEMA changed mid-stream: rows are compared under the first one")), ("line", json!(line.no))])));
+                    continue;
+                }
+                // Hash over the columns the target has (all of them when checking alone).
+                let target_cols: Option<Vec<String>> = match target {
+                    Some(tc) => {
+                        let t = table_name_for(&name);
+                        match sq::describe(tc, t, "target") {
+                            Ok(info) => {
+                                Some(info.stored_columns().map(|c| c.name.clone()).collect())
+                            }
+                            Err(_) => Some(vec![]),
+                        }
+                    }
+                    None => None,
+                };
+                let hashed: Vec<usize> = (0..shape.len())
+                    .filter(|&i| {
+                        target_cols
+                            .as_ref()
+                            .is_none_or(|tc| tc.contains(&shape.columns[i].name))
+                    })
+                    .collect();
+                let common = RowShape::new(
+                    &name,
+                    hashed.iter().map(|&i| shape.columns[i].clone()).collect(),
+                    &[],
+                )
+                .ok();
+                let cols = meta.constrained();
+                let spilled: Vec<usize> =
+                    cols.iter().filter_map(|c| shape.column_index(c)).collect();
+                let table = format!("s{}", side.sides.len());
+                let mut ddl = format!("CREATE TABLE {table} (");
+                for c in &cols {
+                    ddl.push_str(&quote(c));
+                    ddl.push_str(", ");
+                }
+                ddl.push_str("_ferry_h BLOB, _ferry_line INTEGER)");
+                side.conn
+                    .execute_batch(&ddl)
+                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
+                let insert = format!(
+                    "INSERT INTO {table} VALUES ({})",
+                    vec!["?"; cols.len() + 2].join(", ")
+                );
+                side.sides.insert(
+                    name.clone(),
+                    Side::Spill {
+                        table,
+                        columns: cols,
+                        hashed: hashed
+                            .iter()
+                            .map(|&i| shape.columns[i].name.clone())
+                            .collect(),
+                    },
+                );
+                side.metas.push(meta);
+                streams.insert(
+                    name,
+                    Spilling {
+                        shape,
+                        common,
+                        spilled,
+                        hashed,
+                        insert,
+                        digest: Sha256::new(),
+                        rows: 0,
+                        ended: false,
+                    },
+                );
+            }
+            Kind::Record => {
+                let name = line.stream().to_owned();
+                let Some(s) = streams.get_mut(&name) else {
+                    side.problems.push((
+                        name,
+                        "invalid_stream".into(),
+                        detail(&[
+                            ("line", json!(line.no)),
+                            ("message", json!("a RECORD before its stream's SCHEMA")),
+                        ]),
+                    ));
+                    continue;
+                };
+                let record = line.record()?;
+                row.clear();
+                row.resize(s.shape.len(), Value::Null);
+                if let Err(e) = s.shape.decode_into(record, &mut row) {
+                    side.problems.push((
+                        name,
+                        "invalid_record".into(),
+                        detail(&[("line", json!(line.no)), ("message", json!(e))]),
+                    ));
+                    continue;
+                }
+                if s.ended {
+                    side.problems.push((
+                        name.clone(),
+                        "invalid_stream".into(),
+                        detail(&[
+                            ("line", json!(line.no)),
+                            ("message", json!("a RECORD after the stream's STREAM_END")),
+                        ]),
+                    ));
+                }
+                s.digest.update(s.shape.row_hash(&row));
+                s.rows += 1;
+                let h: RowHash = match &s.common {
+                    Some(c) => c.row_hash_ref(|i| row[s.hashed[i]].as_ref()),
+                    None => [0; 32],
+                };
+                let mut st = side
+                    .conn
+                    .prepare_cached(&s.insert)
+                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
+                let mut vals: Vec<&dyn rusqlite::ToSql> = s
+                    .spilled
+                    .iter()
+                    .map(|&i| &row[i] as &dyn rusqlite::ToSql)
+                    .collect();
+                let line_no = line.no as i64;
+                vals.push(&h);
+                vals.push(&line_no);
+                st.execute(&vals[..])
+                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
+            }
+            Kind::StreamEnd => {
+                let end: StreamEnd = line.parse()?;
+                let Some(s) = streams.get_mut(&end.stream) else {
+                    continue;
+                };
+                s.ended = true;
+                if let Some(rows) = end.rows
+                    && rows != s.rows
+                {
+                    side.problems.push((
+                        end.stream.clone(),
+                        "stream_end_mismatch".into(),
+                        detail(&[
+                            ("line", json!(line.no)),
+                            (
+                                "message",
+                                json!(format!(
+                                    "STREAM_END says {rows} rows, the stream has {}",
+                                    s.rows
+                                )),
+                            ),
+                        ]),
+                    ));
+                }
+                let digest = hex::encode(std::mem::take(&mut s.digest).finalize());
+                if let Some(d) = &end.digest
+                    && d.algo == DIGEST_ALGO
+                    && d.value != digest
+                {
+                    side.problems.push((
+                        end.stream.clone(),
+                        "stream_end_mismatch".into(),
+                        detail(&[
+                            ("line", json!(line.no)),
+                            (
+                                "message",
+                                json!(format!(
+                                    "STREAM_END digest {} differs from the rows' digest {digest}",
+                                    d.value
+                                )),
+                            ),
+                        ]),
+                    ));
+                }
+            }
+            Kind::End => ended = true,
+            _ => {}
+        }
+    }
+    for (name, s) in &streams {
+        side.rows.insert(name.clone(), s.rows);
+        if !s.ended && began {
+            side.problems.push((
+                name.clone(),
+                "stream_incomplete".into(),
+                detail(&[("message", json!("the stream has no STREAM_END"))]),
+            ));
+        }
+    }
+    if began && !ended {
+        let name = side
+            .metas
+            .last()
+            .map(|m| m.stream.clone())
+            .unwrap_or_default();
+        side.problems.push((
+            name,
+            "stream_incomplete".into(),
+            detail(&[(
+                "message",
+                json!(format!(
+                    "the input ended after line {} without END: the stream is truncated",
+                    reader.line_no()
+                )),
+            )]),
+        ));
+    }
+    side.conn
+        .execute_batch("COMMIT")
+        .ctx(ErrorKind::Io, || "writing a temporary database")?;
+    // Index the spills by key so the ordered reads and foreign-key probes are cheap.
+    for m in &side.metas {
+        if let Some(Side::Spill { table, columns, .. }) = side.sides.get(&m.stream) {
+            let key: Vec<String> = if m.key.is_empty() {
+                columns.clone()
+            } else {
+                m.key.clone()
+            };
+            if !key.is_empty() {
+                let cols = key
+                    .iter()
+                    .map(|c| format!("{} COLLATE BINARY", quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                side.conn
+                    .execute_batch(&format!("CREATE INDEX {table}_k ON {table} ({cols})"))
+                    .ctx(ErrorKind::Io, || "indexing a temporary database")?;
+            }
+        }
+    }
+    Ok(side)
+}
+
+/// Compare one stream of the source side with its table in the target.
+#[allow(clippy::too_many_arguments)]
+fn check_stream<W: Write>(
+    cfg: &ValidateConfig,
+    src: &Connection,
+    tgt: &Connection,
+    meta: &Meta,
+    side: &Side,
+    all: &[Meta],
+    plan: &[(Meta, Side)],
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+    unverified: &mut Vec<String>,
+) -> Result<()> {
+    let stream = meta.stream.as_str();
+    let table = table_name_for(stream);
+    let info = match sq::describe(tgt, table, "target") {
+        Ok(i) => i,
+        Err(_) => {
+            sr.source_rows = count(src, side.table())?;
+            sr.missing = sr.source_rows;
+            f.add(
+                stream,
+                "table_missing",
+                "fail",
+                detail(&[
+                    ("table", json!(table)),
+                    ("message", json!(format!("the target has no table {table}"))),
+                ]),
+            )?;
+            return Ok(());
+        }
+    };
+    let tcols: Vec<String> = info.stored_columns().map(|c| c.name.clone()).collect();
+    let common: Vec<String> = meta
+        .columns
+        .iter()
+        .filter(|c| tcols.contains(c))
+        .cloned()
+        .collect();
+    for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
+        f.add(
+            stream,
+            "column_missing",
+            "fail",
+            detail(&[
+                ("column", json!(c)),
+                (
+                    "message",
+                    json!(format!("the target table {table} has no column {c}")),
+                ),
+            ]),
+        )?;
+        sr.problems.push(format!("column {c} missing in target"));
+    }
+    for c in tcols.iter().filter(|c| !meta.columns.contains(c)) {
+        f.add(
+            stream,
+            "column_extra",
+            "warning",
+            detail(&[
+                ("column", json!(c)),
+                (
+                    "message",
+                    json!(format!(
+                        "the target table {table} has a column {c} the source does not"
+                    )),
+                ),
+            ]),
+        )?;
+    }
+    sr.columns_compared = common.clone();
+    let tside = Side::Table {
+        table: format!("main.{}", quote(table)),
+        columns: tcols,
+    };
+    let key: Vec<String> = if meta.key.is_empty() {
+        common.clone()
+    } else {
+        meta.key.clone()
+    };
+    if !key.iter().all(|k| common.contains(k)) || !side.has(&key) {
+        let msg = format!(
+            "rows not compared: key columns {} are not on both sides",
+            key.join(", ")
+        );
+        f.add(
+            stream,
+            "unverified",
+            if cfg.allow_unverified {
+                "warning"
+            } else {
+                "fail"
+            },
+            detail(&[("message", json!(msg))]),
+        )?;
+        unverified.push(format!("{stream}: {msg}"));
+        sr.source_rows = count(src, side.table())?;
+        sr.target_rows = count(tgt, tside.table())?;
+        return Ok(());
+    }
+    merge(
+        src,
+        side,
+        tgt,
+        &tside,
+        stream,
+        &key,
+        &common,
+        !meta.key.is_empty(),
+        sr,
+        f,
+    )?;
+    constraints(
+        src,
+        side,
+        tgt,
+        &tside,
+        meta,
+        all,
+        plan,
+        &common,
+        sr,
+        f,
+        unverified,
+        cfg.allow_unverified,
+    )?;
+    Ok(())
+}
+
+/// Check a stream on its own: keys unique and not null, unique constraints, references resolvable.
+#[allow(clippy::too_many_arguments)]
+fn check_alone<W: Write>(
+    conn: &Connection,
+    meta: &Meta,
+    side: &Side,
+    all: &[Meta],
+    plan: &[(Meta, Side)],
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+    unverified: &mut Vec<String>,
+) -> Result<()> {
+    let stream = meta.stream.as_str();
+    sr.source_rows = count(conn, side.table())?;
+    if !meta.key.is_empty() {
+        sr.key_null = count_where(
+            conn,
+            side.table(),
+            &meta
+                .key
+                .iter()
+                .map(|k| format!("{} IS NULL", quote(k)))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+        )?;
+        if sr.key_null > 0 {
+            f.add(
+                stream,
+                "key_null",
+                "fail",
+                detail(&[("count", json!(sr.key_null))]),
+            )?;
+        }
+        for (vals, n) in duplicates(conn, side.table(), &meta.key, 20)? {
+            sr.duplicate += n - 1;
+            f.add(
+                stream,
+                "duplicate",
+                "fail",
+                detail(&[("key", key_json(&meta.key, &vals)), ("count", json!(n))]),
+            )?;
+        }
+    }
+    for u in &meta.unique {
+        for (vals, n) in duplicates(conn, side.table(), u, 20)? {
+            sr.unique_violations += 1;
+            f.add(
+                stream,
+                "unique_violation",
+                "fail",
+                detail(&[
+                    ("columns", json!(u)),
+                    ("values", key_json(u, &vals)),
+                    ("count", json!(n)),
+                ]),
+            )?;
+        }
+    }
+    for fk in &meta.fks {
+        match parent_side(all, plan, fk) {
+            Some(ps) if ps.has(&fk.references.columns) && side.has(&fk.columns) => {
+                let n = orphans(
+                    conn,
+                    side.table(),
+                    &fk.columns,
+                    ps.table(),
+                    &fk.references.columns,
+                )?;
+                sr.fk_orphans += n;
+                if n > 0 {
+                    f.add(
+                        stream,
+                        "fk_orphans",
+                        "fail",
+                        detail(&[
+                            ("columns", json!(fk.columns)),
+                            ("references", json!(fk.references.stream)),
+                            ("count", json!(n)),
+                        ]),
+                    )?;
+                }
+            }
+            _ => {
+                let msg = format!(
+                    "references to {} not checked: that stream is not in the input",
+                    fk.references.stream
+                );
+                f.add(
+                    stream,
+                    "unverified",
+                    "fail",
+                    detail(&[("message", json!(msg))]),
+                )?;
+                unverified.push(format!("{stream}: {msg}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parent_side<'a>(all: &[Meta], plan: &'a [(Meta, Side)], fk: &ForeignKey) -> Option<&'a Side> {
+    let _ = all;
+    plan.iter()
+        .find(|(m, _)| {
+            m.stream == fk.references.stream
+                || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
+        })
+        .map(|(_, s)| s)
+}
+
+fn key_json(cols: &[String], vals: &[Value]) -> Json {
+    let shape = RowShape::new(
+        "",
+        cols.iter()
+            .map(|c| Column {
+                name: c.clone(),
+                codec: Codec::Any,
+                nullable: true,
+                sql_type: None,
+            })
+            .collect(),
+        &[],
+    );
+    match shape {
+        Ok(s) => s.columns_json(&(0..cols.len()).collect::<Vec<_>>(), |i| vals[i].as_ref()),
+        Err(_) => Json::Null,
+    }
+}
+
+fn count(conn: &Connection, table: &str) -> Result<u64> {
+    count_where(conn, table, "1")
+}
+
+fn count_where(conn: &Connection, table: &str, cond: &str) -> Result<u64> {
+    let sql = format!("SELECT count(*) FROM {table} WHERE {cond}");
+    conn.query_row(&sql, [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .ctx(ErrorKind::Source, || format!("validating: {sql}"))
+}
+
+/// Groups of rows sharing the same non-null values in `cols`, with their sizes (at most `limit`).
+fn duplicates(
+    conn: &Connection,
+    table: &str,
+    cols: &[String],
+    limit: usize,
+) -> Result<Vec<(Vec<Value>, u64)>> {
+    let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let notnull = cols
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let sql = format!(
+        "SELECT {list}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
+    );
+    let mut st = conn
+        .prepare(&sql)
+        .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+    let rows = st
+        .query_map([], |r| {
+            let vals = (0..cols.len())
+                .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((vals, r.get::<_, i64>(cols.len())? as u64))
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+    Ok(rows)
+}
+
+/// Rows of `child` whose non-null reference finds no row in `parent`.
+fn orphans(
+    conn: &Connection,
+    child: &str,
+    cols: &[String],
+    parent: &str,
+    pcols: &[String],
+) -> Result<u64> {
+    let notnull = cols
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let join = cols
+        .iter()
+        .zip(pcols)
+        .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let sql = format!(
+        "SELECT count(*) FROM {child} AS c WHERE {notnull} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {join})"
+    );
+    conn.query_row(&sql, [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .ctx(ErrorKind::Source, || format!("validating: {sql}"))
+}
+
+/// The ordered merge of both sides of a stream.
+#[allow(clippy::too_many_arguments)]
+fn merge<W: Write>(
+    src: &Connection,
+    sside: &Side,
+    tgt: &Connection,
+    tside: &Side,
+    stream: &str,
+    key: &[String],
+    common: &[String],
+    keyed: bool,
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+) -> Result<()> {
+    let shape = RowShape::new(
+        stream,
+        common
+            .iter()
+            .map(|c| Column {
+                name: c.clone(),
+                codec: Codec::Any,
+                nullable: true,
+                sql_type: None,
+            })
+            .collect(),
+        &[],
+    )
+    .map_err(|e| Error::new(ErrorKind::Source, format!("stream {stream}: {e}")))?;
+    let order = key
+        .iter()
+        .map(|k| format!("{} COLLATE BINARY", quote(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let select = |side: &Side| -> String {
+        let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        match side {
+            Side::Table { table, .. } => {
+                let cols = common
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("SELECT {keys}, {cols}, NULL, NULL FROM {table} ORDER BY {order}")
+            }
+            Side::Spill { table, hashed, .. } => {
+                // The spilled hash covers `hashed`; it matches the target's only over the same columns.
+                let _ = hashed;
+                format!("SELECT {keys}, _ferry_h, _ferry_line FROM {table} ORDER BY {order}")
+            }
+        }
+    };
+    let nk = key.len();
+    let read = |side: &Side,
+                r: &rusqlite::Row<'_>|
+     -> rusqlite::Result<(Vec<Value>, RowHash, Option<i64>)> {
+        let k = (0..nk)
+            .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        match side {
+            Side::Table { .. } => {
+                let vals = (0..common.len())
+                    .map(|i| r.get_ref(nk + i).map(from_sql))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((k, shape.row_hash_ref(|i| vals[i]), None))
+            }
+            Side::Spill { .. } => {
+                let h: Vec<u8> = r.get(nk)?;
+                let mut hash = [0u8; 32];
+                if h.len() == 32 {
+                    hash.copy_from_slice(&h);
+                }
+                Ok((k, hash, r.get(nk + 1)?))
+            }
+        }
+    };
+    let ssql = select(sside);
+    let tsql = select(tside);
+    let mut sst = src
+        .prepare(&ssql)
+        .ctx(ErrorKind::Source, || format!("validating: {ssql}"))?;
+    let mut tst = tgt
+        .prepare(&tsql)
+        .ctx(ErrorKind::Target, || format!("validating: {tsql}"))?;
+    let mut srows = sst
+        .query(params_from_iter(std::iter::empty::<&Value>()))
+        .ctx(ErrorKind::Source, || "validating")?;
+    let mut trows = tst.query([]).ctx(ErrorKind::Target, || "validating")?;
+    let mut next_s = || -> Result<Option<(Vec<Value>, RowHash, Option<i64>)>> {
+        match srows
+            .next()
+            .ctx(ErrorKind::Source, || format!("validating stream {stream}"))?
+        {
+            Some(r) => {
+                Ok(Some(read(sside, r).ctx(ErrorKind::Source, || {
+                    format!("validating stream {stream}")
+                })?))
+            }
+            None => Ok(None),
+        }
+    };
+    let mut next_t = || -> Result<Option<(Vec<Value>, RowHash, Option<i64>)>> {
+        match trows
+            .next()
+            .ctx(ErrorKind::Target, || format!("validating stream {stream}"))?
+        {
+            Some(r) => {
+                Ok(Some(read(tside, r).ctx(ErrorKind::Target, || {
+                    format!("validating stream {stream}")
+                })?))
+            }
+            None => Ok(None),
+        }
+    };
+    let mut a = next_s()?;
+    let mut b = next_t()?;
+    let mut prev_a: Option<Vec<Value>> = None;
+    let mut prev_b: Option<Vec<Value>> = None;
+    let kj = |k: &[Value]| key_json(key, k);
+    loop {
+        // A key seen twice in a row on one side is a duplicate (for keyed streams).
+        if keyed {
+            if let (Some((k, _, line)), Some(p)) = (&a, &prev_a)
+                && compare_keys(k, p).is_eq()
+            {
+                sr.duplicate += 1;
+                sr.source_rows += 1;
+                f.add(
+                    stream,
+                    "duplicate",
+                    "fail",
+                    detail(&[
+                        ("side", json!("source")),
+                        ("key", kj(k)),
+                        ("line", json!(line)),
+                    ]),
+                )?;
+                a = next_s()?;
+                continue;
+            }
+            if let (Some((k, _, _)), Some(p)) = (&b, &prev_b)
+                && compare_keys(k, p).is_eq()
+            {
+                sr.duplicate += 1;
+                sr.target_rows += 1;
+                f.add(
+                    stream,
+                    "duplicate",
+                    "fail",
+                    detail(&[("side", json!("target")), ("key", kj(k))]),
+                )?;
+                b = next_t()?;
+                continue;
+            }
+        }
+        match (&a, &b) {
+            (None, None) => break,
+            (Some((ka, _, line)), None) => {
+                sr.missing += 1;
+                sr.source_rows += 1;
+                f.add(
+                    stream,
+                    "missing",
+                    "fail",
+                    detail(&[("key", kj(ka)), ("line", json!(line))]),
+                )?;
+                prev_a = a.take().map(|x| x.0);
+                a = next_s()?;
+            }
+            (None, Some((kb, _, _))) => {
+                sr.extra += 1;
+                sr.target_rows += 1;
+                f.add(stream, "extra", "fail", detail(&[("key", kj(kb))]))?;
+                prev_b = b.take().map(|x| x.0);
+                b = next_t()?;
+            }
+            (Some((ka, ha, line)), Some((kb, hb, _))) => match compare_keys(ka, kb) {
+                std::cmp::Ordering::Less => {
+                    sr.missing += 1;
+                    sr.source_rows += 1;
+                    f.add(
+                        stream,
+                        "missing",
+                        "fail",
+                        detail(&[("key", kj(ka)), ("line", json!(line))]),
+                    )?;
+                    prev_a = a.take().map(|x| x.0);
+                    a = next_s()?;
+                }
+                std::cmp::Ordering::Greater => {
+                    sr.extra += 1;
+                    sr.target_rows += 1;
+                    f.add(stream, "extra", "fail", detail(&[("key", kj(kb))]))?;
+                    prev_b = b.take().map(|x| x.0);
+                    b = next_t()?;
+                }
+                std::cmp::Ordering::Equal => {
+                    if ha != hb {
+                        if keyed {
+                            sr.changed += 1;
+                            f.add(
+                                stream,
+                                "changed",
+                                "fail",
+                                detail(&[("key", kj(ka)), ("line", json!(line))]),
+                            )?;
+                        } else {
+                            // Keyless: the "key" is the whole row; equal keys with different
+                            // hashes only happen when values differ in class (1 vs 1.0).
+                            sr.missing += 1;
+                            sr.extra += 1;
+                            f.add(
+                                stream,
+                                "changed",
+                                "fail",
+                                detail(&[("row", kj(ka)), ("line", json!(line))]),
+                            )?;
+                        }
+                    }
+                    sr.source_rows += 1;
+                    sr.target_rows += 1;
+                    prev_a = a.take().map(|x| x.0);
+                    prev_b = b.take().map(|x| x.0);
+                    a = next_s()?;
+                    b = next_t()?;
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Target-side constraints: key not null, unique constraints, foreign keys (each compared with
+/// the source side, so a problem the source already had is reported but does not fail).
+#[allow(clippy::too_many_arguments)]
+fn constraints<W: Write>(
+    src: &Connection,
+    sside: &Side,
+    tgt: &Connection,
+    tside: &Side,
+    meta: &Meta,
+    all: &[Meta],
+    plan: &[(Meta, Side)],
+    common: &[String],
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+    unverified: &mut Vec<String>,
+    allow_unverified: bool,
+) -> Result<()> {
+    let stream = meta.stream.as_str();
+    if !meta.key.is_empty() {
+        let cond = meta
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        sr.key_null = count_where(tgt, tside.table(), &cond)?;
+        if sr.key_null > 0 {
+            f.add(
+                stream,
+                "key_null",
+                "fail",
+                detail(&[("count", json!(sr.key_null)), ("columns", json!(meta.key))]),
+            )?;
+        }
+    }
+    for u in meta
+        .unique
+        .iter()
+        .filter(|u| u.iter().all(|c| common.contains(c)))
+    {
+        let in_target = duplicates(tgt, tside.table(), u, 20)?;
+        let in_source = if sside.has(u) {
+            duplicates(src, sside.table(), u, 20)?.len()
+        } else {
+            0
+        };
+        if !in_target.is_empty() && in_target.len() <= in_source {
+            f.add(
+                stream,
+                "unique_violation_in_source",
+                "warning",
+                detail(&[("columns", json!(u)), ("groups", json!(in_target.len()))]),
+            )?;
+            continue;
+        }
+        for (vals, n) in in_target {
+            sr.unique_violations += 1;
+            f.add(
+                stream,
+                "unique_violation",
+                "fail",
+                detail(&[
+                    ("columns", json!(u)),
+                    ("values", key_json(u, &vals)),
+                    ("count", json!(n)),
+                ]),
+            )?;
+        }
+    }
+    for fk in &meta.fks {
+        if !fk.columns.iter().all(|c| common.contains(c)) {
+            continue;
+        }
+        let parent_table = table_name_for(&fk.references.stream);
+        let parent_in_target = sq::describe(tgt, parent_table, "target").ok();
+        let Some(pinfo) = parent_in_target else {
+            let msg = format!(
+                "references to {} not checked: the target has no table {parent_table}",
+                fk.references.stream
+            );
+            f.add(
+                stream,
+                "unverified",
+                if allow_unverified { "warning" } else { "fail" },
+                detail(&[("message", json!(msg))]),
+            )?;
+            unverified.push(format!("{stream}: {msg}"));
+            continue;
+        };
+        if !fk
+            .references
+            .columns
+            .iter()
+            .all(|c| pinfo.columns.iter().any(|pc| pc.name == *c))
+        {
+            let msg = format!(
+                "references to {} not checked: its table lacks {}",
+                fk.references.stream,
+                fk.references.columns.join(", ")
+            );
+            f.add(
+                stream,
+                "unverified",
+                if allow_unverified { "warning" } else { "fail" },
+                detail(&[("message", json!(msg))]),
+            )?;
+            unverified.push(format!("{stream}: {msg}"));
+            continue;
+        }
+        let n = orphans(
+            tgt,
+            tside.table(),
+            &fk.columns,
+            &format!("main.{}", quote(parent_table)),
+            &fk.references.columns,
+        )?;
+        if n == 0 {
+            continue;
+        }
+        // The same orphans at the source are the source's own problem, carried over faithfully.
+        let at_source = match (sside, parent_side(all, plan, fk)) {
+            (Side::Table { .. }, Some(ps)) | (Side::Spill { .. }, Some(ps))
+                if sside.has(&fk.columns) && ps.has(&fk.references.columns) =>
+            {
+                orphans(
+                    src,
+                    sside.table(),
+                    &fk.columns,
+                    ps.table(),
+                    &fk.references.columns,
+                )?
+            }
+            _ => 0,
+        };
+        if n <= at_source {
+            f.add(
+                stream,
+                "fk_orphans_in_source",
+                "warning",
+                detail(&[
+                    ("columns", json!(fk.columns)),
+                    ("references", json!(fk.references.stream)),
+                    ("count", json!(n)),
+                ]),
+            )?;
+        } else {
+            sr.fk_orphans += n;
+            f.add(
+                stream,
+                "fk_orphans",
+                "fail",
+                detail(&[
+                    ("columns", json!(fk.columns)),
+                    ("references", json!(fk.references.stream)),
+                    ("count", json!(n)),
+                    ("at_source", json!(at_source)),
+                ]),
+            )?;
+        }
+    }
+    let _ = all;
+    Ok(())
+}
