@@ -56,10 +56,7 @@ impl Address {
             return Ok(Address::Dir(PathBuf::from(p)));
         }
         let lower = s.to_ascii_lowercase();
-        if [".db", ".sqlite", ".sqlite3"]
-            .iter()
-            .any(|e| lower.ends_with(e))
-        {
+        if [".db", ".sqlite", ".sqlite3"].iter().any(|e| lower.ends_with(e)) {
             return Ok(Address::Sqlite(PathBuf::from(s)));
         }
         if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
@@ -139,17 +136,9 @@ fn redact_url(u: &str) -> String {
             .split('&')
             .filter(|kv| {
                 let k = kv.split('=').next().unwrap_or("").to_ascii_lowercase();
-                ![
-                    "password",
-                    "pass",
-                    "pwd",
-                    "token",
-                    "secret",
-                    "key",
-                    "sslpassword",
-                ]
-                .iter()
-                .any(|s| k.contains(s))
+                !["password", "pass", "pwd", "token", "secret", "key", "sslpassword"]
+                    .iter()
+                    .any(|s| k.contains(s))
             })
             .collect();
         if !kept.is_empty() {
@@ -183,10 +172,7 @@ mod tests {
             Address::parse("x.ndjson").unwrap(),
             Address::Stream(Some("x.ndjson".into()))
         );
-        assert_eq!(
-            Address::parse("postgres://u@h/db").unwrap().kind(),
-            "postgres"
-        );
+        assert_eq!(Address::parse("postgres://u@h/db").unwrap().kind(), "postgres");
         let e = Address::parse("mystery").unwrap_err();
         assert!(e.message().contains("cannot tell what store"), "{e}");
         assert!(Address::parse("sqlite:").is_err());
@@ -194,9 +180,7 @@ mod tests {
 
     #[test]
     fn secrets_never_survive_redaction() {
-        let a =
-            Address::parse("postgres://app:hunter2@db:5432/app?sslmode=require&password=hunter2")
-                .unwrap();
+        let a = Address::parse("postgres://app:hunter2@db:5432/app?sslmode=require&password=hunter2").unwrap();
         let r = a.redacted();
         assert_eq!(r, "postgres://app@db:5432/app?sslmode=require");
         assert!(!r.contains("hunter2"));

@@ -227,19 +227,14 @@ impl Checkpoint {
             .busy_timeout(Duration::from_secs(30))
             .ctx(ErrorKind::Checkpoint, self.err("configuring"))?;
         self.conn
-            .execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-            )
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
             .ctx(ErrorKind::Checkpoint, self.err("configuring"))
     }
 
     fn version(&self) -> Result<i64> {
         self.conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .ctx(
-                ErrorKind::Checkpoint,
-                self.err("reading the schema version"),
-            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the schema version"))
     }
 
     fn too_new(&self, version: i64) -> Error {
@@ -258,9 +253,7 @@ impl Checkpoint {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .ctx(ErrorKind::Checkpoint, || {
-                format!("state file {path}: migrating")
-            })?;
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: migrating"))?;
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .ctx(ErrorKind::Checkpoint, || {
@@ -275,13 +268,10 @@ impl Checkpoint {
                 format!("state file {path}: migrating to version {}", i + 1)
             })?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .ctx(ErrorKind::Checkpoint, || {
-                    format!("state file {path}: migrating")
-                })?;
+                .ctx(ErrorKind::Checkpoint, || format!("state file {path}: migrating"))?;
         }
-        tx.commit().ctx(ErrorKind::Checkpoint, || {
-            format!("state file {path}: migrating")
-        })
+        tx.commit()
+            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: migrating"))
     }
 
     /// Record the start of a run, or of another attempt at an existing one. Returns the attempt.
@@ -299,13 +289,13 @@ impl Checkpoint {
                  updated_at = excluded.updated_at, finished_at = NULL, message = NULL",
             params![run.run_id, run.stage, run.source, run.source_kind, run.target, now],
         )
-        .ctx(ErrorKind::Checkpoint, || format!("state file {path}: recording run {}", run.run_id))?;
+        .ctx(ErrorKind::Checkpoint, || {
+            format!("state file {path}: recording run {}", run.run_id)
+        })?;
         let attempt: i64 = tx
-            .query_row(
-                "SELECT attempts FROM runs WHERE run_id = ?1",
-                [run.run_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT attempts FROM runs WHERE run_id = ?1", [run.run_id], |r| {
+                r.get(0)
+            })
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
         tx.commit()
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
@@ -313,13 +303,7 @@ impl Checkpoint {
     }
 
     /// Record committed batches and, with `state` (its seq and value), acknowledge that STATE, atomically.
-    pub fn ack(
-        &mut self,
-        run_id: &str,
-        attempt: i64,
-        state: Option<(u64, &str)>,
-        batches: &[BatchRow],
-    ) -> Result<()> {
+    pub fn ack(&mut self, run_id: &str, attempt: i64, state: Option<(u64, &str)>, batches: &[BatchRow]) -> Result<()> {
         let seq = state.map(|(s, _)| s);
         let now = now_rfc3339();
         let path = self.path.display().to_string();
@@ -372,12 +356,7 @@ impl Checkpoint {
         tx.commit().ctx(ErrorKind::Checkpoint, e)
     }
 
-    pub fn finish_run(
-        &mut self,
-        run_id: &str,
-        status: RunStatus,
-        message: Option<&str>,
-    ) -> Result<()> {
+    pub fn finish_run(&mut self, run_id: &str, status: RunStatus, message: Option<&str>) -> Result<()> {
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         self.conn
@@ -386,7 +365,9 @@ impl Checkpoint {
                      finished_at = CASE WHEN ?2 = 'running' THEN NULL ELSE ?4 END WHERE run_id = ?1",
                 params![run_id, status.as_str(), message, now],
             )
-            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: finishing run {run_id}"))?;
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: finishing run {run_id}")
+            })?;
         Ok(())
     }
 
@@ -404,7 +385,9 @@ impl Checkpoint {
                 "INSERT INTO errors (run_id, stream, line, key, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run_id, stream, line.map(|l| l as i64), key, message, now_rfc3339()],
             )
-            .ctx(ErrorKind::Checkpoint, || format!("state file {path}: recording an error"))?;
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: recording an error")
+            })?;
         Ok(())
     }
 
@@ -446,11 +429,7 @@ impl Checkpoint {
             })?),
             None => None,
         };
-        Ok(Some(ResumePoint {
-            run_id,
-            status,
-            state,
-        }))
+        Ok(Some(ResumePoint { run_id, status, state }))
     }
 
     pub fn runs(&self) -> Result<Vec<RunRow>> {
@@ -525,10 +504,7 @@ impl Checkpoint {
     }
 
     /// Errors recorded for a run (or all runs).
-    pub fn errors(
-        &self,
-        run_id: Option<&str>,
-    ) -> Result<Vec<(String, Option<String>, Option<i64>, String, String)>> {
+    pub fn errors(&self, run_id: Option<&str>) -> Result<Vec<(String, Option<String>, Option<i64>, String, String)>> {
         let mut st = self
             .conn
             .prepare(
@@ -573,10 +549,7 @@ mod tests {
         cp.ack(
             "r1",
             1,
-            Some((
-                3,
-                r#"{"run_id":"r1","seq":3,"bookmarks":{"main.t":{"rows":10}}}"#,
-            )),
+            Some((3, r#"{"run_id":"r1","seq":3,"bookmarks":{"main.t":{"rows":10}}}"#)),
             &[batch],
         )
         .unwrap();
@@ -597,11 +570,7 @@ mod tests {
         assert_eq!(rp.run_id, "r1");
         assert_eq!(rp.state.unwrap().bookmark("main.t").unwrap().rows, Some(10));
         assert!(cp.resume_point("sqlite:other.db").unwrap().is_none());
-        assert_eq!(
-            cp.start_run(&run).unwrap(),
-            2,
-            "a second attempt at the same run"
-        );
+        assert_eq!(cp.start_run(&run).unwrap(), 2, "a second attempt at the same run");
         cp.finish_run("r1", RunStatus::Complete, None).unwrap();
         let runs = cp.runs().unwrap();
         assert_eq!(runs.len(), 1);

@@ -33,11 +33,9 @@ impl ErrorKind {
         match self {
             ErrorKind::Usage => "config",
             ErrorKind::Input | ErrorKind::Data => "data",
-            ErrorKind::Source
-            | ErrorKind::Target
-            | ErrorKind::Checkpoint
-            | ErrorKind::Io
-            | ErrorKind::BrokenPipe => "system",
+            ErrorKind::Source | ErrorKind::Target | ErrorKind::Checkpoint | ErrorKind::Io | ErrorKind::BrokenPipe => {
+                "system"
+            }
         }
     }
 }
@@ -95,10 +93,8 @@ impl Error {
     /// The message followed by each underlying cause, `: `-separated.
     pub fn chain(&self) -> String {
         let mut out = self.message.clone();
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = self
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static));
+        let mut cause: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(c) = cause {
             let text = c.to_string();
             if !out.contains(&text) {
@@ -125,9 +121,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -205,10 +199,7 @@ mod tests {
         let io = std::io::Error::other("disk on fire");
         let e: Result<()> = Err(io).ctx(ErrorKind::Io, || "writing reject file");
         let e = e.unwrap_err().context("stream main.users");
-        assert_eq!(
-            e.chain(),
-            "stream main.users: writing reject file: disk on fire"
-        );
+        assert_eq!(e.chain(), "stream main.users: writing reject file: disk on fire");
         assert_eq!(e.kind().failure_type(), "system");
     }
 

@@ -28,11 +28,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             width[i] = width[i].max(c.chars().count());
         }
     }
-    let numeric = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_digit() || c == '-' || c == '.')
-    };
+    let numeric = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '.');
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
         let mut l = String::new();
@@ -67,10 +63,7 @@ mod tests {
     fn table_aligns_numbers_right() {
         let t = super::table(
             &["stream", "rows"],
-            &[
-                vec!["main.users".into(), "5".into()],
-                vec!["t".into(), "120".into()],
-            ],
+            &[vec!["main.users".into(), "5".into()], vec!["t".into(), "120".into()]],
         );
         assert_eq!(t, "stream      rows\nmain.users     5\nt            120\n");
     }

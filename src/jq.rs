@@ -23,54 +23,35 @@ impl std::fmt::Debug for JqProgram {
 
 impl JqProgram {
     pub fn compile(code: &str) -> Result<JqProgram> {
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let bad = |detail: String| Error::usage(format!("jq program {code:?}: {detail}"));
-        let modules = loader
-            .load(&arena, File { code, path: () })
-            .map_err(|errs| {
-                let detail: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, e)| match e {
-                        jaq_core::load::Error::Io(v) => v
-                            .into_iter()
-                            .map(|(p, m)| format!("{p}: {m}"))
-                            .collect::<Vec<_>>(),
-                        jaq_core::load::Error::Lex(v) => v
-                            .into_iter()
-                            .map(|(exp, at)| {
-                                format!("expected {} near {:?}", exp.as_str(), clip(at))
-                            })
-                            .collect(),
-                        jaq_core::load::Error::Parse(v) => v
-                            .into_iter()
-                            .map(|(exp, at)| {
-                                format!("syntax error: expected {exp:?} near {:?}", clip(at))
-                            })
-                            .collect(),
-                    })
-                    .collect();
-                bad(detail.join("; "))
-            })?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .compile(modules)
-            .map_err(|errs| {
-                let detail: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, v)| {
-                        v.into_iter()
-                            .map(|(name, what)| format!("undefined {what:?} {name}"))
-                    })
-                    .collect();
-                bad(detail.join("; "))
-            })?;
+        let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
+            let detail: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, e)| match e {
+                    jaq_core::load::Error::Io(v) => v.into_iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>(),
+                    jaq_core::load::Error::Lex(v) => v
+                        .into_iter()
+                        .map(|(exp, at)| format!("expected {} near {:?}", exp.as_str(), clip(at)))
+                        .collect(),
+                    jaq_core::load::Error::Parse(v) => v
+                        .into_iter()
+                        .map(|(exp, at)| format!("syntax error: expected {exp:?} near {:?}", clip(at)))
+                        .collect(),
+                })
+                .collect();
+            bad(detail.join("; "))
+        })?;
+        let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
+            let detail: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, v)| v.into_iter().map(|(name, what)| format!("undefined {what:?} {name}")))
+                .collect();
+            bad(detail.join("; "))
+        })?;
         Ok(JqProgram {
             code: code.to_owned(),
             filter,
@@ -88,8 +69,7 @@ impl JqProgram {
             .iter()
             .map(|v| {
                 let mut out = Vec::new();
-                jaq_json::write::write(&mut out, &Default::default(), 0, v)
-                    .map_err(|e| e.to_string())?;
+                jaq_json::write::write(&mut out, &Default::default(), 0, v).map_err(|e| e.to_string())?;
                 String::from_utf8(out).map_err(|_| "jq produced invalid UTF-8".to_string())
             })
             .collect()
@@ -101,8 +81,8 @@ impl JqProgram {
     }
 
     fn run(&self, input: &str) -> Result<Vec<Val>, String> {
-        let val = jaq_json::read::parse_single(input.as_bytes())
-            .map_err(|e| format!("jq could not read its input: {e}"))?;
+        let val =
+            jaq_json::read::parse_single(input.as_bytes()).map_err(|e| format!("jq could not read its input: {e}"))?;
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         self.filter
             .id
@@ -144,11 +124,7 @@ mod tests {
     #[test]
     fn errors_are_readable() {
         let e = JqProgram::compile(".x |||").unwrap_err();
-        assert!(
-            e.message()
-                .starts_with("jq program \".x |||\": syntax error"),
-            "{e}"
-        );
+        assert!(e.message().starts_with("jq program \".x |||\": syntax error"), "{e}");
         let e = JqProgram::compile("nosuchfn(1)").unwrap_err();
         assert!(e.message().contains("nosuchfn"), "{e}");
         let p = JqProgram::compile("error(\"boom\")").unwrap();

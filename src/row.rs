@@ -45,10 +45,7 @@ impl RowShape {
                 name: name.clone(),
                 codec: Codec::from_property(prop),
                 nullable: value::property_nullable(prop),
-                sql_type: prop
-                    .get("x-sql-type")
-                    .and_then(|t| t.as_str())
-                    .map(str::to_owned),
+                sql_type: prop.get("x-sql-type").and_then(|t| t.as_str()).map(str::to_owned),
             });
         }
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
@@ -62,11 +59,7 @@ impl RowShape {
     }
 
     pub fn new(stream: &str, columns: Vec<Column>, key: &[String]) -> Result<RowShape, String> {
-        let index: HashMap<String, usize> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        let index: HashMap<String, usize> = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
         if index.len() != columns.len() {
             return Err("a column name appears twice".into());
         }
@@ -121,10 +114,7 @@ impl RowShape {
     }
 
     pub fn key_names(&self) -> Vec<&str> {
-        self.key
-            .iter()
-            .map(|&i| self.columns[i].name.as_str())
-            .collect()
+        self.key.iter().map(|&i| self.columns[i].name.as_str()).collect()
     }
 
     /// Decode a record object into `out` (one slot per column, in column order, all NULL on entry).
@@ -183,11 +173,7 @@ impl RowShape {
     }
 
     /// Some columns of a row as a JSON object, each under its codec.
-    pub fn columns_json<'a>(
-        &self,
-        cols: &[usize],
-        get: impl Fn(usize) -> ValueRef<'a>,
-    ) -> serde_json::Value {
+    pub fn columns_json<'a>(&self, cols: &[usize], get: impl Fn(usize) -> ValueRef<'a>) -> serde_json::Value {
         let mut out = Vec::from(&b"{"[..]);
         for (n, &i) in cols.iter().enumerate() {
             if n > 0 {
@@ -290,9 +276,7 @@ mod tests {
     #[test]
     fn decodes_in_column_order_with_missing_as_null() {
         let s = shape();
-        let row = s
-            .decode(&raw(r#"{"score":1.5,"id":7,"avatar":"aGk="}"#))
-            .unwrap();
+        let row = s.decode(&raw(r#"{"score":1.5,"id":7,"avatar":"aGk="}"#)).unwrap();
         assert_eq!(
             row,
             vec![
@@ -308,15 +292,9 @@ mod tests {
     fn names_the_field_that_is_wrong() {
         let s = shape();
         let e = s.decode(&raw(r#"{"id":"seven"}"#)).unwrap_err();
-        assert_eq!(
-            e,
-            "field \"id\": expected integer, found the string \"seven\""
-        );
+        assert_eq!(e, "field \"id\": expected integer, found the string \"seven\"");
         let e = s.decode(&raw(r#"{"id":1,"email":"x"}"#)).unwrap_err();
-        assert!(
-            e.starts_with("field \"email\" is not in the stream's SCHEMA"),
-            "{e}"
-        );
+        assert!(e.starts_with("field \"email\" is not in the stream's SCHEMA"), "{e}");
         let e = s.decode(&raw(r#"{"id":1,"id":2}"#)).unwrap_err();
         assert_eq!(e, "field \"id\" appears twice");
         assert!(s.decode(&raw("[1]")).is_err());
@@ -334,16 +312,11 @@ mod tests {
         let mut out = Vec::new();
         s.encode_record(|i| row[i].as_ref(), &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            r#"{"id":1,"name":"Zoë","avatar":"AP8=","score":-0.0}"#
-        );
+        assert_eq!(text, r#"{"id":1,"name":"Zoë","avatar":"AP8=","score":-0.0}"#);
         let back = s.decode(&raw(&text)).unwrap();
         assert_eq!(s.row_hash(&back), s.row_hash(&row));
         let shuffled = s
-            .decode(&raw(
-                r#"{"score":-0.0,"avatar":"AP8=","name":"Zoë","id":1}"#,
-            ))
+            .decode(&raw(r#"{"score":-0.0,"avatar":"AP8=","name":"Zoë","id":1}"#))
             .unwrap();
         assert_eq!(s.row_hash(&shuffled), s.row_hash(&row));
         let changed = s

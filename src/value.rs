@@ -115,11 +115,7 @@ impl ValueRef<'_> {
                 h.update(i.to_be_bytes());
             }
             ValueRef::Real(f) => {
-                let bits = if f.is_nan() {
-                    0x7ff8_0000_0000_0000
-                } else {
-                    f.to_bits()
-                };
+                let bits = if f.is_nan() { 0x7ff8_0000_0000_0000 } else { f.to_bits() };
                 h.update([2u8]);
                 h.update(bits.to_be_bytes());
             }
@@ -164,9 +160,7 @@ pub fn compare(a: ValueRef<'_>, b: ValueRef<'_>) -> Ordering {
     match (a, b) {
         (ValueRef::Integer(x), ValueRef::Integer(y)) => x.cmp(&y),
         // -0.0 and 0.0 are equal keys, as in SQLite; NaN (which SQLite never stores) sorts last.
-        (ValueRef::Real(x), ValueRef::Real(y)) => {
-            x.partial_cmp(&y).unwrap_or_else(|| x.total_cmp(&y))
-        }
+        (ValueRef::Real(x), ValueRef::Real(y)) => x.partial_cmp(&y).unwrap_or_else(|| x.total_cmp(&y)),
         (ValueRef::Integer(x), ValueRef::Real(y)) => compare_int_real(x, y),
         (ValueRef::Real(x), ValueRef::Integer(y)) => compare_int_real(y, x).reverse(),
         (ValueRef::Text(x), ValueRef::Text(y)) | (ValueRef::Blob(x), ValueRef::Blob(y)) => x.cmp(y),
@@ -226,15 +220,8 @@ pub enum BytesEncoding {
 /// The JSON types a property allows, without "null".
 pub fn property_types(prop: &Json) -> Vec<&str> {
     match prop.get("type") {
-        Some(Json::String(s)) => vec![s.as_str()]
-            .into_iter()
-            .filter(|t| *t != "null")
-            .collect(),
-        Some(Json::Array(a)) => a
-            .iter()
-            .filter_map(Json::as_str)
-            .filter(|t| *t != "null")
-            .collect(),
+        Some(Json::String(s)) => vec![s.as_str()].into_iter().filter(|t| *t != "null").collect(),
+        Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).filter(|t| *t != "null").collect(),
         _ => Vec::new(),
     }
 }
@@ -313,9 +300,7 @@ pub fn encode(v: ValueRef<'_>, codec: Codec, out: &mut Vec<u8>) {
             Ok(s) => write_str(s, out),
             Err(_) => write_tag("text_b64", |o| write_str(&BASE64.encode(t), o), out),
         },
-        (ValueRef::Blob(b), Codec::Bytes(BytesEncoding::Base64)) => {
-            write_str(&BASE64.encode(b), out)
-        }
+        (ValueRef::Blob(b), Codec::Bytes(BytesEncoding::Base64)) => write_str(&BASE64.encode(b), out),
         (ValueRef::Blob(b), Codec::Bytes(BytesEncoding::Base16)) => write_str(&hex::encode(b), out),
         // Everything else is a value whose class the column's schema does not name: tag it.
         (v, _) => write_tagged(v, out),
@@ -414,9 +399,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
         match self.0 {
-            Codec::Boolean | Codec::Any | Codec::Integer | Codec::Number => {
-                Ok(Value::Integer(b as i64))
-            }
+            Codec::Boolean | Codec::Any | Codec::Integer | Codec::Number => Ok(Value::Integer(b as i64)),
             Codec::Json => Ok(Value::text(if b { "true" } else { "false" })),
             _ => Err(self.wrong("a boolean")),
         }
@@ -484,18 +467,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
             return Err(self.wrong("an array"));
         }
         let v: Json = serde::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Value::Text(
-            serde_json::to_vec(&v).map_err(de::Error::custom)?,
-        ))
+        Ok(Value::Text(serde_json::to_vec(&v).map_err(de::Error::custom)?))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         if self.0 == Codec::Json {
-            let v: Json =
-                serde::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-            return Ok(Value::Text(
-                serde_json::to_vec(&v).map_err(de::Error::custom)?,
-            ));
+            let v: Json = serde::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            return Ok(Value::Text(serde_json::to_vec(&v).map_err(de::Error::custom)?));
         }
         let Some(tag) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
             return Err(self.wrong("an empty object"));
@@ -503,22 +481,23 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let value = match tag.as_ref() {
             "b64" => {
                 let s: std::borrow::Cow<'de, str> = map.next_value()?;
-                Value::Blob(BASE64.decode(s.as_bytes()).map_err(|e| {
-                    de::Error::custom(format!("invalid base64 in {{\"b64\"}} ({e})"))
-                })?)
+                Value::Blob(
+                    BASE64
+                        .decode(s.as_bytes())
+                        .map_err(|e| de::Error::custom(format!("invalid base64 in {{\"b64\"}} ({e})")))?,
+                )
             }
             "text_b64" => {
                 let s: std::borrow::Cow<'de, str> = map.next_value()?;
-                Value::Text(BASE64.decode(s.as_bytes()).map_err(|e| {
-                    de::Error::custom(format!("invalid base64 in {{\"text_b64\"}} ({e})"))
-                })?)
+                Value::Text(
+                    BASE64
+                        .decode(s.as_bytes())
+                        .map_err(|e| de::Error::custom(format!("invalid base64 in {{\"text_b64\"}} ({e})")))?,
+                )
             }
             "int" => Value::Integer(map.next_value()?),
             "real" => match map.next_value::<Json>()? {
-                Json::Number(n) => Value::Real(
-                    n.as_f64()
-                        .ok_or_else(|| de::Error::custom("bad {\"real\"} number"))?,
-                ),
+                Json::Number(n) => Value::Real(n.as_f64().ok_or_else(|| de::Error::custom("bad {\"real\"} number"))?),
                 Json::String(s) => match ValueVisitor(Codec::Number).visit_str::<A::Error>(&s)? {
                     Value::Real(f) => Value::Real(f),
                     _ => return Err(de::Error::custom("bad {\"real\"} value")),
@@ -607,21 +586,12 @@ mod tests {
             (Value::Real(f64::INFINITY), Codec::Number),
             (Value::Real(f64::NEG_INFINITY), Codec::Number),
             (Value::Real(1.0), Codec::Number),
-            (
-                Value::text("emoji 🦀 and NUL \0 and \"quotes\"\n"),
-                Codec::Text,
-            ),
+            (Value::text("emoji 🦀 and NUL \0 and \"quotes\"\n"), Codec::Text),
             (Value::text(""), Codec::Text),
             (Value::Text(vec![0xff, 0xfe, b'a']), Codec::Text),
             (Value::Blob(vec![]), Codec::Bytes(BytesEncoding::Base64)),
-            (
-                Value::Blob((0..=255).collect()),
-                Codec::Bytes(BytesEncoding::Base64),
-            ),
-            (
-                Value::Blob(vec![1, 2, 3]),
-                Codec::Bytes(BytesEncoding::Base16),
-            ),
+            (Value::Blob((0..=255).collect()), Codec::Bytes(BytesEncoding::Base64)),
+            (Value::Blob(vec![1, 2, 3]), Codec::Bytes(BytesEncoding::Base16)),
             (Value::Null, Codec::Integer),
         ];
         for (v, c) in values {
@@ -638,25 +608,13 @@ mod tests {
         assert_eq!(enc(&Value::Integer(42), Codec::Integer), "42");
         assert_eq!(enc(&Value::Real(1.0), Codec::Number), "1.0");
         assert_eq!(enc(&Value::Real(1e300), Codec::Number), "1e300");
+        assert_eq!(enc(&Value::Real(f64::INFINITY), Codec::Number), "\"Infinity\"");
         assert_eq!(
-            enc(&Value::Real(f64::INFINITY), Codec::Number),
-            "\"Infinity\""
-        );
-        assert_eq!(
-            enc(
-                &Value::Blob(b"hi".to_vec()),
-                Codec::Bytes(BytesEncoding::Base64)
-            ),
+            enc(&Value::Blob(b"hi".to_vec()), Codec::Bytes(BytesEncoding::Base64)),
             "\"aGk=\""
         );
-        assert_eq!(
-            enc(&Value::Blob(b"hi".to_vec()), Codec::Any),
-            "{\"b64\":\"aGk=\"}"
-        );
-        assert_eq!(
-            enc(&Value::Text(vec![0xff]), Codec::Text),
-            "{\"text_b64\":\"/w==\"}"
-        );
+        assert_eq!(enc(&Value::Blob(b"hi".to_vec()), Codec::Any), "{\"b64\":\"aGk=\"}");
+        assert_eq!(enc(&Value::Text(vec![0xff]), Codec::Text), "{\"text_b64\":\"/w==\"}");
         assert_eq!(enc(&Value::Integer(7), Codec::Text), "{\"int\":7}");
         assert_eq!(enc(&Value::Integer(1), Codec::Boolean), "true");
     }
@@ -668,11 +626,7 @@ mod tests {
                 .unwrap_err()
                 .starts_with("expected integer, found the string \"abc\"")
         );
-        assert!(
-            dec("1.5", Codec::Integer)
-                .unwrap_err()
-                .contains("expected integer")
-        );
+        assert!(dec("1.5", Codec::Integer).unwrap_err().contains("expected integer"));
         assert!(
             dec("12", Codec::Text)
                 .unwrap_err()
@@ -684,11 +638,7 @@ mod tests {
                 .contains("invalid base64")
         );
         assert!(dec("[1]", Codec::Integer).unwrap_err().contains("an array"));
-        assert!(
-            dec("{\"x\":1}", Codec::Text)
-                .unwrap_err()
-                .contains("key \"x\"")
-        );
+        assert!(dec("{\"x\":1}", Codec::Text).unwrap_err().contains("key \"x\""));
         assert!(
             dec("{\"int\":1,\"text\":\"a\"}", Codec::Any)
                 .unwrap_err()
@@ -726,10 +676,7 @@ mod tests {
             }
         }
         assert_eq!(compare(ValueRef::Integer(2), ValueRef::Real(2.0)), Equal);
-        assert_eq!(
-            compare(ValueRef::Integer(i64::MAX), ValueRef::Real(9.3e18)),
-            Less
-        );
+        assert_eq!(compare(ValueRef::Integer(i64::MAX), ValueRef::Real(9.3e18)), Less);
         assert_eq!(compare(ValueRef::Integer(-3), ValueRef::Real(-2.5)), Less);
         assert_eq!(compare(ValueRef::Real(-0.0), ValueRef::Real(0.0)), Equal);
         assert_eq!(compare(ValueRef::Text(b"B"), ValueRef::Text(b"a")), Less);

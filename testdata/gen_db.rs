@@ -1,4 +1,5 @@
-//! Generate a benchmark database: `cargo run --release --example gen-db -- OUT.db ROWS`.
+//! Generate a benchmark database: `cargo run --release --example gen-db -- OUT.db ROWS`,
+//! or rebuild the bundled sample: `cargo run --example gen-db -- --sample testdata/sample.db`.
 //!
 //! `parents` (10,000 rows) and `items` (ROWS rows, 6 columns, a foreign key to `parents`),
 //! deterministic, so runs on different machines compare like with like.
@@ -9,18 +10,26 @@ use rusqlite::{Connection, params};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(path), Some(rows)) = (args.get(1), args.get(2).and_then(|r| r.parse::<u64>().ok()))
-    else {
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"usage: gen-db OUT.db ROWS\n");
+    if let (Some("--sample"), Some(path)) = (args.get(1).map(String::as_str), args.get(2)) {
+        return match ferry::sample::create(std::path::Path::new(path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("gen-db: {e}\n").as_bytes());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let (Some(path), Some(rows)) = (args.get(1), args.get(2).and_then(|r| r.parse::<u64>().ok())) else {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"usage: gen-db OUT.db ROWS | gen-db --sample OUT.db\n",
+        );
         return ExitCode::from(2);
     };
     match generate(path, rows) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("gen-db: {e}\n").as_bytes(),
-            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("gen-db: {e}\n").as_bytes());
             ExitCode::from(2)
         }
     }

@@ -32,11 +32,7 @@ fn stage_binary(name: &str) -> Result<PathBuf> {
 
 /// Run `stages` connected by pipes, the first reading `input` (if any); the last one's stdout
 /// goes to `output` (or is inherited). Returns each stage's exit code.
-fn pipeline(
-    stages: &[(&str, Vec<String>)],
-    input: Option<&Path>,
-    output: Option<&Path>,
-) -> Result<Vec<i32>> {
+fn pipeline(stages: &[(&str, Vec<String>)], input: Option<&Path>, output: Option<&Path>) -> Result<Vec<i32>> {
     let mut shown: Vec<String> = Vec::new();
     let mut children = Vec::new();
     let mut prev: Option<std::process::ChildStdout> = None;
@@ -49,10 +45,7 @@ fn pipeline(
                 cmd.stdin(Stdio::from(out));
             }
             (None, 0, Some(path)) => {
-                cmd.stdin(
-                    std::fs::File::open(path)
-                        .ctx(ErrorKind::Io, || format!("opening {}", path.display()))?,
-                );
+                cmd.stdin(std::fs::File::open(path).ctx(ErrorKind::Io, || format!("opening {}", path.display()))?);
             }
             _ => {
                 cmd.stdin(Stdio::null());
@@ -61,10 +54,7 @@ fn pipeline(
         let last = i + 1 == stages.len();
         match (last, output) {
             (true, Some(path)) => {
-                cmd.stdout(
-                    std::fs::File::create(path)
-                        .ctx(ErrorKind::Io, || format!("creating {}", path.display()))?,
-                );
+                cmd.stdout(std::fs::File::create(path).ctx(ErrorKind::Io, || format!("creating {}", path.display()))?);
             }
             (true, None) => {
                 cmd.stdout(Stdio::inherit());
@@ -73,9 +63,7 @@ fn pipeline(
                 cmd.stdout(Stdio::piped());
             }
         }
-        let mut child = cmd
-            .spawn()
-            .ctx(ErrorKind::Io, || format!("starting {name}"))?;
+        let mut child = cmd.spawn().ctx(ErrorKind::Io, || format!("starting {name}"))?;
         prev = child.stdout.take();
         children.push(child);
     }
@@ -89,9 +77,7 @@ fn pipeline(
     human::say(&line);
     let mut codes = Vec::new();
     for (mut c, (name, _)) in children.into_iter().zip(stages) {
-        let status = c
-            .wait()
-            .ctx(ErrorKind::Io, || format!("waiting for {name}"))?;
+        let status = c.wait().ctx(ErrorKind::Io, || format!("waiting for {name}"))?;
         codes.push(status.code().unwrap_or(-1));
     }
     Ok(codes)
@@ -111,8 +97,7 @@ fn check(codes: &[i32], what: &str) -> Result<()> {
 pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
     let dir = &args.dir;
     if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .ctx(ErrorKind::Io, || format!("clearing {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).ctx(ErrorKind::Io, || format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
     let p = |f: &str| dir.join(f);
@@ -136,19 +121,10 @@ pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
     .map(String::from)
     .to_vec();
 
-    let codes = pipeline(
-        &[("ferry-export", vec![src.clone()])],
-        None,
-        Some(&p("app.ndjson")),
-    )?;
+    let codes = pipeline(&[("ferry-export", vec![src.clone()])], None, Some(&p("app.ndjson")))?;
     check(&codes, "export")?;
 
-    let mut import = vec![
-        dst.clone(),
-        "--create".into(),
-        "--state".into(),
-        state.clone(),
-    ];
+    let mut import = vec![dst.clone(), "--create".into(), "--state".into(), state.clone()];
     import.extend(["--reject-file".to_string(), s(p("rejects.ndjson"))]);
     let codes = pipeline(
         &[("ferry-transform", ops.clone()), ("ferry-import", import)],
@@ -172,11 +148,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
     let validated = codes.last().copied() == Some(0);
     check(&codes[..2], "export | transform")?;
 
-    let codes = pipeline(
-        &[("ferry", vec!["status".into(), "--state".into(), state])],
-        None,
-        None,
-    )?;
+    let codes = pipeline(&[("ferry", vec!["status".into(), "--state".into(), state])], None, None)?;
     check(&codes, "status")?;
 
     human::say(&format!(

@@ -69,9 +69,7 @@ impl ExportArgs {
             return Err(Error::usage("--state-every must be at least 1"));
         }
         if !(self.state_interval.is_finite() && self.state_interval > 0.0) {
-            return Err(Error::usage(
-                "--state-interval must be a positive number of seconds",
-            ));
+            return Err(Error::usage("--state-interval must be a positive number of seconds"));
         }
         Ok(ExportConfig {
             source: Address::parse(&self.source)?,

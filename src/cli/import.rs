@@ -105,10 +105,7 @@ pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
             256 * 1024,
             std::fs::File::open(p).ctx(ErrorKind::Io, || format!("opening {}", p.display()))?,
         )),
-        None => Box::new(std::io::BufReader::with_capacity(
-            256 * 1024,
-            std::io::stdin(),
-        )),
+        None => Box::new(std::io::BufReader::with_capacity(256 * 1024, std::io::stdin())),
     })
 }
 

@@ -48,8 +48,7 @@ pub fn init_logging(log: &LogArgs) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("ferry={level}")));
+    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ferry={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -79,9 +78,7 @@ pub fn selection(tables: &[String], exclude: &[String], filters: &[String]) -> R
     let filters = filters
         .iter()
         .map(|f| match f.split_once('=') {
-            Some((t, c)) if !t.trim().is_empty() && !c.trim().is_empty() => {
-                Ok((t.trim().to_owned(), c.to_owned()))
-            }
+            Some((t, c)) if !t.trim().is_empty() && !c.trim().is_empty() => Ok((t.trim().to_owned(), c.to_owned())),
             _ => Err(Error::usage(format!(
                 "--where {f:?}: expected TABLE=CONDITION, e.g. --where 'users=is_active = 1'"
             ))),
@@ -101,10 +98,7 @@ mod tests {
     #[test]
     fn where_needs_table_and_condition() {
         let s = selection(&[], &[], &["users=is_active = 1".into()]).unwrap();
-        assert_eq!(
-            s.filters,
-            vec![("users".to_string(), "is_active = 1".to_string())]
-        );
+        assert_eq!(s.filters, vec![("users".to_string(), "is_active = 1".to_string())]);
         assert!(selection(&[], &[], &["is_active".into()]).is_err());
     }
 }

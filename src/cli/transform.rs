@@ -79,9 +79,7 @@ pub fn ops_in_order(matches: &ArgMatches) -> Result<Vec<Op>> {
     ];
     let mut ops: Vec<(usize, Op)> = Vec::new();
     for (id, build) in kinds {
-        if let (Some(values), Some(indices)) =
-            (matches.get_many::<String>(id), matches.indices_of(id))
-        {
+        if let (Some(values), Some(indices)) = (matches.get_many::<String>(id), matches.indices_of(id)) {
             for (v, i) in values.zip(indices) {
                 ops.push((i, build(v)?));
             }
@@ -100,8 +98,7 @@ where
     let matches = TransformArgs::command()
         .try_get_matches_from(argv)
         .map_err(|e| Error::usage(e.to_string()))?;
-    let args =
-        TransformArgs::from_arg_matches(&matches).map_err(|e| Error::usage(e.to_string()))?;
+    let args = TransformArgs::from_arg_matches(&matches).map_err(|e| Error::usage(e.to_string()))?;
     let cfg = TransformConfig {
         ops: ops_in_order(&matches)?,
         singer: args.singer,

@@ -70,9 +70,7 @@ impl ValidateArgs {
             _ => return Err(Error::usage("give SOURCE TARGET, TARGET, or a stream file")),
         };
         if matches!(target, Some(Address::Stream(_))) {
-            return Err(Error::usage(
-                "the target of a validation is a store, not a stream",
-            ));
+            return Err(Error::usage("the target of a validation is a store, not a stream"));
         }
         Ok(ValidateConfig {
             source,

@@ -202,12 +202,7 @@ pub trait Target {
     fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>>;
     /// Get ready to receive a stream: create its table when asked (recording the DDL deferred to
     /// the stream's end in the same transaction), check it fits otherwise.
-    fn prepare(
-        &mut self,
-        schema: &Schema,
-        shape: &RowShape,
-        opts: &LoadOptions,
-    ) -> Result<Prepared>;
+    fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared>;
     /// Write rows inside the open transaction. Rows the target refuses come back as rejects;
     /// a key conflict under `--on-conflict fail` is an error.
     fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport>;

@@ -19,13 +19,13 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value as Json, json};
 
 use super::{
-    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, RowAccess, RowBatch, Selection,
-    Source, StreamPlan, Target, WriteReport, table_name_for,
+    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, RowAccess, RowBatch, Selection, Source, StreamPlan,
+    Target, WriteReport, table_name_for,
 };
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
-    Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, SqliteTable,
-    TableRef, Unique, now_rfc3339,
+    Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, SqliteTable, TableRef, Unique,
+    now_rfc3339,
 };
 use crate::row::RowShape;
 use crate::value::{self, Codec, Value, ValueRef};
@@ -140,9 +140,7 @@ impl TableInfo {
 
     /// Key columns that may hold NULL (SQLite allows NULL in a non-integer key of a rowid table).
     fn pk_nullable(&self) -> bool {
-        !self.without_rowid
-            && !self.pk_is_rowid()
-            && self.columns.iter().any(|c| c.pk > 0 && !c.notnull)
+        !self.without_rowid && !self.pk_is_rowid() && self.columns.iter().any(|c| c.pk > 0 && !c.notnull)
     }
 }
 
@@ -156,34 +154,23 @@ fn sql_err(what: impl Into<String>) -> impl FnOnce() -> String {
 pub fn list_tables(conn: &Connection, address: &str) -> Result<Vec<String>> {
     let mut st = conn
         .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' ORDER BY name")
-        .ctx(
-            ErrorKind::Source,
-            sql_err(format!("{address}: listing tables")),
-        )?;
+        .ctx(ErrorKind::Source, sql_err(format!("{address}: listing tables")))?;
     let rows = st
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
         .ctx(
             ErrorKind::Source,
-            sql_err(format!(
-                "{address}: listing tables (is it a SQLite database?)"
-            )),
+            sql_err(format!("{address}: listing tables (is it a SQLite database?)")),
         )?;
     Ok(rows
         .into_iter()
-        .filter(|(name, kind)| {
-            kind == "table" && !name.starts_with("sqlite_") && !name.starts_with("_ferry_")
-        })
+        .filter(|(name, kind)| kind == "table" && !name.starts_with("sqlite_") && !name.starts_with("_ferry_"))
         .map(|(name, _)| name)
         .collect())
 }
 
 pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableInfo> {
-    let e = |what: &str| {
-        sql_err(format!(
-            "{address}: reading the definition of table {table} ({what})"
-        ))
-    };
+    let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
     let (without_rowid, strict): (bool, bool) = conn
         .query_row(
             "SELECT wr, strict FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
@@ -192,12 +179,7 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
         )
         .optional()
         .ctx(ErrorKind::Source, e("table list"))?
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Source,
-                format!("{address}: there is no table {table}"),
-            )
-        })?;
+        .ok_or_else(|| Error::new(ErrorKind::Source, format!("{address}: there is no table {table}")))?;
     let sql: Option<String> = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
@@ -234,14 +216,7 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
     #[allow(clippy::type_complexity)]
     let fk_rows: Vec<(i64, String, String, Option<String>, String, String)> = st
         .query_map([table], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+            Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })
         .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
         .ctx(ErrorKind::Source, e("foreign keys"))?;
@@ -283,14 +258,10 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
 
     // Unique constraints and secondary indexes.
     let mut st = conn
-        .prepare(
-            "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1) ORDER BY name",
-        )
+        .prepare("SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1) ORDER BY name")
         .ctx(ErrorKind::Source, e("indexes"))?;
     let index_rows: Vec<(String, bool, String, bool)> = st
-        .query_map([table], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
         .ctx(ErrorKind::Source, e("indexes"))?;
     let mut unique = Vec::new();
@@ -345,13 +316,9 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
             )
             .ctx(ErrorKind::Source, e("sequence"))?;
         if has_seq {
-            conn.query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx(ErrorKind::Source, e("sequence"))?
+            conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = ?1", [table], |r| r.get(0))
+                .optional()
+                .ctx(ErrorKind::Source, e("sequence"))?
         } else {
             None
         }
@@ -408,6 +375,203 @@ fn partial_condition(sql: &str) -> Option<String> {
     found.map(|i| sql[i..].trim().to_owned())
 }
 
+/// What a `CREATE TABLE` statement says that the PRAGMAs do not: CHECK constraints, AUTOINCREMENT,
+/// and each column's collation.
+#[derive(Debug, Default, PartialEq)]
+pub struct TableSqlParts {
+    pub checks: Vec<String>,
+    pub autoincrement: bool,
+    pub collations: Vec<(String, String)>,
+}
+
+/// Split `sql` into top-level pieces of the column list, skipping strings, quoted names and comments.
+fn column_list_pieces(sql: &str) -> Vec<&str> {
+    let b = sql.as_bytes();
+    let mut pieces = Vec::new();
+    let (mut depth, mut i, mut start) = (0i32, 0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == q {
+                        if b.get(i + 1) == Some(&q) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            b'[' => {
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'(' => {
+                depth += 1;
+                if depth == 1 {
+                    start = i + 1;
+                }
+            }
+            b')' => {
+                if depth == 1 {
+                    pieces.push(&sql[start..i]);
+                }
+                depth -= 1;
+            }
+            b',' if depth == 1 => {
+                pieces.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    pieces
+}
+
+/// The word at the start of `s` (an identifier, possibly quoted), unquoted, and the rest.
+fn first_word(s: &str) -> (String, &str) {
+    let mut s = s.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    let close = match s.as_bytes().first() {
+        Some(b'"') => Some('"'),
+        Some(b'`') => Some('`'),
+        Some(b'[') => Some(']'),
+        _ => None,
+    };
+    if let Some(c) = close {
+        let body = &s[1..];
+        let mut out = String::new();
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, ch)) = chars.next() {
+            if ch == c {
+                if c != ']' && chars.peek().map(|(_, n)| *n) == Some(c) {
+                    out.push(c);
+                    chars.next();
+                    continue;
+                }
+                return (out, &body[i + 1..]);
+            }
+            out.push(ch);
+        }
+        return (out, "");
+    }
+    let end = s
+        .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$'))
+        .unwrap_or(s.len());
+    (s[..end].to_owned(), &s[end..])
+}
+
+/// Positions of a keyword in `s` outside strings and parentheses nested deeper than `depth0`.
+fn keyword_at(s: &str, kw: &str) -> Vec<usize> {
+    let upper = s.to_ascii_uppercase();
+    let b = upper.as_bytes();
+    let mut hits = Vec::new();
+    let (mut i, mut depth) = (0usize, 0i32);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ if depth == 0 && upper[i..].starts_with(kw) => {
+                let before = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+                let after = b
+                    .get(i + kw.len())
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'));
+                if before && after {
+                    hits.push(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    hits
+}
+
+/// The balanced parenthesised text starting at the first `(` of `s`, without the outer parentheses.
+fn parenthesised(s: &str) -> Option<&str> {
+    let open = s.find('(')?;
+    let b = s.as_bytes();
+    let (mut depth, mut i) = (0i32, open);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(s[open + 1..i].trim());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+pub fn table_sql_parts(sql: &str) -> TableSqlParts {
+    let mut parts = TableSqlParts::default();
+    for piece in column_list_pieces(sql) {
+        let (word, rest) = first_word(piece);
+        let table_constraint = ["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"]
+            .iter()
+            .any(|k| word.eq_ignore_ascii_case(k));
+        for at in keyword_at(piece, "CHECK") {
+            if let Some(expr) = parenthesised(&piece[at..]) {
+                parts.checks.push(expr.to_owned());
+            }
+        }
+        if table_constraint {
+            continue;
+        }
+        if !keyword_at(rest, "AUTOINCREMENT").is_empty() {
+            parts.autoincrement = true;
+        }
+        if let Some(&at) = keyword_at(rest, "COLLATE").first() {
+            let (coll, _) = first_word(&rest[at + "COLLATE".len()..]);
+            if !coll.is_empty() && !coll.eq_ignore_ascii_case("BINARY") {
+                parts.collations.push((word.clone(), coll));
+            }
+        }
+    }
+    parts
+}
+
 /// Storage classes present in one column, from the pre-scan.
 #[derive(Debug, Clone, Copy, Default)]
 struct Classes {
@@ -423,6 +587,7 @@ fn column_property(
     classes: Classes,
     strict: bool,
     nullable: bool,
+    collate: Option<&str>,
 ) -> Map<String, Json> {
     let mut types: Vec<&str> = Vec::new();
     let mut dynamic = false;
@@ -490,17 +655,16 @@ fn column_property(
     if let Some(d) = &col.default {
         p.insert("x-sqlite-default".into(), json!(d));
     }
+    if let Some(c) = collate {
+        p.insert("x-sqlite-collate".into(), json!(c));
+    }
     p
 }
 
 /// Order tables so that every table comes after the tables it references. Returns the order and
 /// the tables caught in cycles (which keep name order among themselves).
 fn fk_order(tables: &[TableInfo]) -> (Vec<usize>, Vec<String>) {
-    let names: HashMap<&str, usize> = tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
+    let names: HashMap<&str, usize> = tables.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
     let mut deps: Vec<BTreeSet<usize>> = tables
         .iter()
         .enumerate()
@@ -550,16 +714,12 @@ impl SqliteSource {
         if !path.is_file() {
             return Err(Error::new(
                 ErrorKind::Source,
-                format!(
-                    "{address}: no such database file (check the path; ferry never creates a source)"
-                ),
+                format!("{address}: no such database file (check the path; ferry never creates a source)"),
             ));
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .ctx(ErrorKind::Source, || format!("{address}: cannot open"))?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .ctx(ErrorKind::Source, || format!("{address}: cannot open"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .ctx(ErrorKind::Source, || address.clone())?;
         Ok(SqliteSource {
@@ -639,11 +799,7 @@ impl RowAccess for SqliteRow<'_, '_> {
             .unwrap_or(ValueRef::Null)
     }
     fn rowid(&self) -> Option<i64> {
-        if self.offset == 1 {
-            self.row.get(0).ok()
-        } else {
-            None
-        }
+        if self.offset == 1 { self.row.get(0).ok() } else { None }
     }
 }
 
@@ -658,10 +814,7 @@ impl Source for SqliteSource {
     fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
         self.snapshot()?;
         let all = list_tables(&self.conn, &self.address)?;
-        let pairs: Vec<(String, String)> = all
-            .iter()
-            .map(|t| (format!("main.{t}"), t.clone()))
-            .collect();
+        let pairs: Vec<(String, String)> = all.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
         let unmatched = selection.unmatched(&pairs);
         if !unmatched.is_empty() {
             return Err(Error::usage(format!(
@@ -690,12 +843,18 @@ impl Source for SqliteSource {
             let stream = format!("main.{}", t.name);
             let filter = selection.filter_for(&stream, &t.name).map(str::to_owned);
             let (rows, classes) = self.pre_scan(t, filter.as_deref())?;
+            let parts = t.sql.as_deref().map(table_sql_parts).unwrap_or_default();
             let mut props = Map::new();
             for (c, cls) in t.stored_columns().zip(classes) {
                 let nullable = !c.notnull && !(c.pk > 0 && (t.without_rowid || t.pk_is_rowid()));
+                let collate = parts
+                    .collations
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
+                    .map(|(_, k)| k.as_str());
                 props.insert(
                     c.name.clone(),
-                    Json::Object(column_property(c, cls, t.strict, nullable)),
+                    Json::Object(column_property(c, cls, t.strict, nullable, collate)),
                 );
             }
             let generated: Vec<&str> = t
@@ -730,6 +889,8 @@ impl Source for SqliteSource {
                     sql: t.sql.clone(),
                     strict: t.strict,
                     without_rowid: t.without_rowid,
+                    autoincrement: parts.autoincrement,
+                    checks: parts.checks,
                     sequence: t.sequence,
                 }),
                 extra: Map::new(),
@@ -778,9 +939,7 @@ impl Source for SqliteSource {
             let (cond, vals) = after_condition(t, shape, &key, tie, b).map_err(|e| {
                 Error::new(
                     ErrorKind::Source,
-                    format!(
-                        "stream {stream}: cannot resume: {e}; run without --resume to start over"
-                    ),
+                    format!("stream {stream}: cannot resume: {e}; run without --resume to start over"),
                 )
             })?;
             conds.push(cond);
@@ -901,10 +1060,7 @@ const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
 impl SqliteTarget {
     pub fn open(path: &Path, dry_run: bool) -> Result<SqliteTarget> {
         let address = format!("sqlite:{}", path.display());
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             return Err(Error::new(
                 ErrorKind::Target,
                 format!("{address}: directory {} does not exist", dir.display()),
@@ -939,11 +1095,9 @@ impl SqliteTarget {
 
     fn begin(&mut self) -> Result<()> {
         if !self.in_tx && !self.dry_run {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .ctx(ErrorKind::Target, || {
-                    format!("{}: starting a transaction", self.address)
-                })?;
+            self.conn.execute_batch("BEGIN IMMEDIATE").ctx(ErrorKind::Target, || {
+                format!("{}: starting a transaction", self.address)
+            })?;
             self.in_tx = true;
         }
         Ok(())
@@ -968,27 +1122,22 @@ impl SqliteTarget {
 
     /// Execute one insert; a constraint failure is returned as `Ok(Err(message))`.
     fn exec_insert(&self, sql: &str, rows: &[Value]) -> Result<Result<usize, (String, bool)>> {
-        let mut st = self.conn.prepare_cached(sql).ctx(ErrorKind::Target, || {
-            format!("{}: preparing {sql}", self.address)
-        })?;
+        let mut st = self
+            .conn
+            .prepare_cached(sql)
+            .ctx(ErrorKind::Target, || format!("{}: preparing {sql}", self.address))?;
         for (i, v) in rows.iter().enumerate() {
-            st.raw_bind_parameter(i + 1, v).ctx(ErrorKind::Target, || {
-                format!("{}: binding a value", self.address)
-            })?;
+            st.raw_bind_parameter(i + 1, v)
+                .ctx(ErrorKind::Target, || format!("{}: binding a value", self.address))?;
         }
         match st.raw_execute() {
             Ok(n) => Ok(Ok(n)),
-            Err(rusqlite::Error::SqliteFailure(f, msg))
-                if f.code == ErrorCode::ConstraintViolation =>
-            {
+            Err(rusqlite::Error::SqliteFailure(f, msg)) if f.code == ErrorCode::ConstraintViolation => {
                 // 1555 PRIMARYKEY, 2579 ROWID, 2067 UNIQUE: a uniqueness failure (maybe the key).
                 let unique = matches!(f.extended_code, 1555 | 2579 | 2067);
                 Ok(Err((msg.unwrap_or_else(|| f.to_string()), unique)))
             }
-            Err(e) => Err(
-                Error::new(ErrorKind::Target, format!("{}: writing rows", self.address))
-                    .with_source(e),
-            ),
+            Err(e) => Err(Error::new(ErrorKind::Target, format!("{}: writing rows", self.address)).with_source(e)),
         }
     }
 
@@ -1030,10 +1179,17 @@ pub fn create_table_sql(schema: &Schema, table: &str) -> String {
         return sql.clone();
     }
     let mut parts = Vec::new();
+    // AUTOINCREMENT can only be said inline, on a single INTEGER PRIMARY KEY column.
+    let inline_key = match schema.key_properties.as_slice() {
+        [k] if sq.autoincrement && !sq.without_rowid => Some(k.as_str()),
+        _ => None,
+    };
     for (name, prop) in &schema.schema.properties {
         let mut col = quote(name);
         let ty = sqlite_type_for(prop);
-        if !ty.is_empty() {
+        if inline_key == Some(name.as_str()) {
+            col.push_str(" INTEGER PRIMARY KEY AUTOINCREMENT");
+        } else if !ty.is_empty() {
             col.push(' ');
             col.push_str(&ty);
         }
@@ -1043,10 +1199,13 @@ pub fn create_table_sql(schema: &Schema, table: &str) -> String {
         if let Some(d) = prop.get("x-sqlite-default").and_then(Json::as_str) {
             col.push_str(&format!(" DEFAULT ({d})"));
         }
+        if let Some(c) = prop.get("x-sqlite-collate").and_then(Json::as_str) {
+            col.push_str(&format!(" COLLATE {}", quote(c)));
+        }
         parts.push(col);
     }
     let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    if !schema.key_properties.is_empty() {
+    if !schema.key_properties.is_empty() && inline_key.is_none() {
         parts.push(format!("PRIMARY KEY ({})", list(&schema.key_properties)));
     }
     for u in &schema.unique {
@@ -1070,22 +1229,21 @@ pub fn create_table_sql(schema: &Schema, table: &str) -> String {
         }
         parts.push(c);
     }
-    let mut sql = format!(
-        "CREATE TABLE {} (\n  {}\n)",
-        quote(table),
-        parts.join(",\n  ")
-    );
+    for check in &sq.checks {
+        parts.push(format!("CHECK ({check})"));
+    }
+    let mut sql = format!("CREATE TABLE {} (\n  {}\n)", quote(table), parts.join(",\n  "));
     let mut options = Vec::new();
     if sq.without_rowid && !schema.key_properties.is_empty() {
         options.push("WITHOUT ROWID");
     }
     let strict_types = ["INT", "INTEGER", "REAL", "TEXT", "BLOB", "ANY"];
     if sq.strict
-        && schema.schema.properties.values().all(|p| {
-            strict_types
-                .iter()
-                .any(|t| sqlite_type_for(p).eq_ignore_ascii_case(t))
-        })
+        && schema
+            .schema
+            .properties
+            .values()
+            .all(|p| strict_types.iter().any(|t| sqlite_type_for(p).eq_ignore_ascii_case(t)))
     {
         options.push("STRICT");
     }
@@ -1105,11 +1263,7 @@ pub fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
         if same_table && let Some(sql) = &ix.sql {
             let upper = sql.to_ascii_uppercase();
             for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
-                if upper.starts_with(prefix)
-                    && !upper[prefix.len()..]
-                        .trim_start()
-                        .starts_with("IF NOT EXISTS")
-                {
+                if upper.starts_with(prefix) && !upper[prefix.len()..].trim_start().starts_with("IF NOT EXISTS") {
                     out.push(format!(
                         "{}IF NOT EXISTS {}",
                         &sql[..prefix.len()],
@@ -1123,12 +1277,7 @@ pub fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
             }
             continue;
         }
-        if ix.columns.is_empty()
-            || ix
-                .columns
-                .iter()
-                .any(|c| !schema.schema.properties.contains_key(c))
-        {
+        if ix.columns.is_empty() || ix.columns.iter().any(|c| !schema.schema.properties.contains_key(c)) {
             tracing::warn!(stream = %schema.stream, index = %ix.name, "index on expressions or on columns the stream no longer has: not created");
             continue;
         }
@@ -1137,11 +1286,7 @@ pub fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
             if ix.unique { "UNIQUE " } else { "" },
             quote(&ix.name),
             quote(table),
-            ix.columns
-                .iter()
-                .map(|c| quote(c))
-                .collect::<Vec<_>>()
-                .join(", ")
+            ix.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
         );
         if let Some(w) = &ix.where_sql {
             s.push_str(&format!(" WHERE {w}"));
@@ -1163,7 +1308,9 @@ impl Target for SqliteTarget {
         let mut st = self
             .conn
             .prepare("SELECT stream, run_id, position, complete, bookmark FROM _ferry_commits WHERE source = ?1")
-            .ctx(ErrorKind::Target, || format!("{}: reading commit markers", self.address))?;
+            .ctx(ErrorKind::Target, || {
+                format!("{}: reading commit markers", self.address)
+            })?;
         let rows = st
             .query_map([source], |r| {
                 Ok(Marker {
@@ -1182,12 +1329,7 @@ impl Target for SqliteTarget {
         Ok(rows.into_iter().map(|m| (m.stream.clone(), m)).collect())
     }
 
-    fn prepare(
-        &mut self,
-        schema: &Schema,
-        shape: &RowShape,
-        opts: &LoadOptions,
-    ) -> Result<Prepared> {
+    fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
         let stream = schema.stream.as_str();
         let table = table_name_for(stream).to_owned();
         let mut prepared = Prepared {
@@ -1198,13 +1340,10 @@ impl Target for SqliteTarget {
         prepared.existed = exists;
         if exists {
             let have: BTreeSet<String> = {
-                let mut st = self
-                    .conn
-                    .prepare("SELECT name FROM pragma_table_info(?1)")
-                    .ctx(
-                        ErrorKind::Target,
-                        self.target_err(stream, "reading the table's columns"),
-                    )?;
+                let mut st = self.conn.prepare("SELECT name FROM pragma_table_info(?1)").ctx(
+                    ErrorKind::Target,
+                    self.target_err(stream, "reading the table's columns"),
+                )?;
                 st.query_map([&table], |r| r.get(0))
                     .and_then(|it| it.collect::<rusqlite::Result<_>>())
                     .ctx(
@@ -1224,11 +1363,7 @@ impl Target for SqliteTarget {
                 for name in &missing {
                     let prop = &schema.schema.properties[*name];
                     let ty = sqlite_type_for(prop);
-                    let ddl = format!(
-                        "ALTER TABLE {} ADD COLUMN {} {ty}",
-                        quote(&table),
-                        quote(name)
-                    );
+                    let ddl = format!("ALTER TABLE {} ADD COLUMN {} {ty}", quote(&table), quote(name));
                     tracing::warn!(stream, table = %table, column = %name, "adding a column the stream has and the table lacks");
                     self.conn.execute_batch(&ddl).ctx(
                         ErrorKind::Target,
@@ -1276,12 +1411,7 @@ impl Target for SqliteTarget {
             prepared.created.push(ddl);
             prepared.deferred = index_sql(schema, &table);
             if !prepared.deferred.is_empty() {
-                self.set_pending(
-                    &opts.source,
-                    schema.bookmark_name(),
-                    &opts.run_id,
-                    &prepared.deferred,
-                )?;
+                self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
             }
         }
 
@@ -1301,11 +1431,7 @@ impl Target for SqliteTarget {
                 if sets.is_empty() {
                     format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
                 } else {
-                    format!(
-                        " ON CONFLICT ({}) DO UPDATE SET {}",
-                        keys.join(", "),
-                        sets.join(", ")
-                    )
+                    format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
                 }
             }
         };
@@ -1321,19 +1447,12 @@ impl Target for SqliteTarget {
         let head = if shape.is_empty() {
             format!("INSERT INTO {} DEFAULT VALUES", quote(&table))
         } else {
-            format!(
-                "INSERT INTO {} ({}) VALUES ",
-                quote(&table),
-                cols.join(", ")
-            )
+            format!("INSERT INTO {} ({}) VALUES ", quote(&table), cols.join(", "))
         };
         let insert_many = if shape.is_empty() {
             head.clone()
         } else {
-            format!(
-                "{head}{}{conflict}",
-                vec![placeholders.as_str(); chunk].join(", ")
-            )
+            format!("{head}{}{conflict}", vec![placeholders.as_str(); chunk].join(", "))
         };
         let insert_one = if shape.is_empty() {
             head.clone()
@@ -1352,7 +1471,13 @@ impl Target for SqliteTarget {
         });
         if !self.dry_run && !shape.is_empty() {
             // Prepare now so that a mismatch (say, ON CONFLICT with no matching key) fails before any row.
-            self.conn.prepare_cached(&insert_one).ctx(ErrorKind::Target, self.target_err(stream, "preparing the insert (does the table's primary key match the stream's key_properties?)"))?;
+            self.conn.prepare_cached(&insert_one).ctx(
+                ErrorKind::Target,
+                self.target_err(
+                    stream,
+                    "preparing the insert (does the table's primary key match the stream's key_properties?)",
+                ),
+            )?;
         }
         self.streams.insert(
             stream.to_owned(),
@@ -1369,12 +1494,10 @@ impl Target for SqliteTarget {
 
     fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport> {
         self.begin()?;
-        let ts = self.streams.get(stream).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Target,
-                format!("stream {stream} was not prepared"),
-            )
-        })?;
+        let ts = self
+            .streams
+            .get(stream)
+            .ok_or_else(|| Error::new(ErrorKind::Target, format!("stream {stream} was not prepared")))?;
         let n = batch.ncols;
         let mut report = WriteReport::default();
         let total = batch.len();
@@ -1440,9 +1563,7 @@ impl Target for SqliteTarget {
         self.begin()?;
         let address = self.address.clone();
         let e = || format!("{address}: committing");
-        self.conn
-            .execute_batch(MARKER_DDL)
-            .ctx(ErrorKind::Target, e)?;
+        self.conn.execute_batch(MARKER_DDL).ctx(ErrorKind::Target, e)?;
         {
             let mut st = self
                 .conn
@@ -1469,9 +1590,7 @@ impl Target for SqliteTarget {
                 .ctx(ErrorKind::Target, e)?;
             }
         }
-        self.conn
-            .execute_batch("COMMIT")
-            .ctx(ErrorKind::Target, e)?;
+        self.conn.execute_batch("COMMIT").ctx(ErrorKind::Target, e)?;
         self.in_tx = false;
         Ok(())
     }
@@ -1481,9 +1600,7 @@ impl Target for SqliteTarget {
             self.in_tx = false;
             self.conn
                 .execute_batch("ROLLBACK")
-                .ctx(ErrorKind::Target, || {
-                    format!("{}: rolling back", self.address)
-                })?;
+                .ctx(ErrorKind::Target, || format!("{}: rolling back", self.address))?;
         }
         Ok(())
     }
@@ -1527,9 +1644,7 @@ impl Target for SqliteTarget {
             })?;
         self.conn
             .execute_batch("COMMIT")
-            .ctx(ErrorKind::Target, || {
-                format!("{}: committing indexes", self.address)
-            })?;
+            .ctx(ErrorKind::Target, || format!("{}: committing indexes", self.address))?;
         self.in_tx = false;
         Ok(statements)
     }
@@ -1565,10 +1680,7 @@ impl SqliteTarget {
                         ),
                     ));
                 }
-                report.rejects.push(Reject {
-                    row: r,
-                    reason: msg,
-                });
+                report.rejects.push(Reject { row: r, reason: msg });
             }
         }
         Ok(())
@@ -1576,21 +1688,13 @@ impl SqliteTarget {
 
     /// Record (in the open transaction) the deferred DDL of a stream, so that it is built even if
     /// the stream's SCHEMA is never seen again.
-    fn set_pending(
-        &mut self,
-        source: &str,
-        bookmark_name: &str,
-        run_id: &str,
-        ddl: &[String],
-    ) -> Result<()> {
+    fn set_pending(&mut self, source: &str, bookmark_name: &str, run_id: &str, ddl: &[String]) -> Result<()> {
         if self.dry_run {
             return Ok(());
         }
         self.begin()?;
         let e = || format!("{}: recording deferred indexes", self.address);
-        self.conn
-            .execute_batch(MARKER_DDL)
-            .ctx(ErrorKind::Target, e)?;
+        self.conn.execute_batch(MARKER_DDL).ctx(ErrorKind::Target, e)?;
         let text = serde_json::to_string(ddl).unwrap_or_else(|_| "[]".into());
         self.conn
             .execute(
@@ -1608,10 +1712,7 @@ impl SqliteTarget {
 pub fn open_read_only(path: &Path, role: ErrorKind) -> Result<(Connection, String)> {
     let address = format!("sqlite:{}", path.display());
     if !path.is_file() {
-        return Err(Error::new(
-            role,
-            format!("{address}: no such database file"),
-        ));
+        return Err(Error::new(role, format!("{address}: no such database file")));
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .ctx(role, || format!("{address}: cannot open"))?;
@@ -1648,14 +1749,35 @@ mod tests {
     }
 
     #[test]
+    fn create_table_parts_the_pragmas_do_not_show() {
+        let sql = "CREATE TABLE \"odd, name\" (\n  id INTEGER PRIMARY KEY AUTOINCREMENT, -- a comment, with (parens)\n  \"e,mail\" TEXT COLLATE NOCASE CHECK (length(\"e,mail\") > 3),\n  [n] TEXT collate rtrim default 'x,(y' check (n <> ')'),\n  CONSTRAINT c CHECK (id > 0 AND (id < 10))\n)";
+        let p = table_sql_parts(sql);
+        assert!(p.autoincrement);
+        assert_eq!(
+            p.checks,
+            vec!["length(\"e,mail\") > 3", "n <> ')'", "id > 0 AND (id < 10)"]
+        );
+        assert_eq!(
+            p.collations,
+            vec![
+                ("e,mail".to_string(), "NOCASE".to_string()),
+                ("n".to_string(), "rtrim".to_string())
+            ]
+        );
+        assert_eq!(
+            table_sql_parts("CREATE TABLE t (autoincrement_count INT)"),
+            TableSqlParts::default()
+        );
+    }
+
+    #[test]
     fn partial_index_condition_is_the_top_level_where() {
         assert_eq!(
             partial_condition("CREATE INDEX i ON t(a) WHERE a > 0").as_deref(),
             Some("a > 0")
         );
         assert_eq!(
-            partial_condition("CREATE INDEX i ON t(somewhere) where (x in (select 1 where 1))")
-                .as_deref(),
+            partial_condition("CREATE INDEX i ON t(somewhere) where (x in (select 1 where 1))").as_deref(),
             Some("(x in (select 1 where 1))")
         );
         assert_eq!(partial_condition("CREATE INDEX i ON t(a)"), None);
@@ -1711,17 +1833,13 @@ mod tests {
             },
         ];
         let shape = RowShape::new("main.t", cols, &["a".into(), "b".into()]).unwrap();
-        let b: Bookmark =
-            serde_json::from_value(json!({"after": {"a": null, "b": 3}, "rowid": 7})).unwrap();
+        let b: Bookmark = serde_json::from_value(json!({"after": {"a": null, "b": 3}, "rowid": 7})).unwrap();
         let (key, tie) = scan_order(&t);
         let (sql, binds) = after_condition(&t, &shape, &key, tie, &b).unwrap();
         assert_eq!(
             sql,
             "((\"a\" IS NOT NULL) OR (\"a\" IS NULL AND \"b\" > ?) OR (\"a\" IS NULL AND \"b\" = ? AND rowid > ?))"
         );
-        assert_eq!(
-            binds,
-            vec![Value::Integer(3), Value::Integer(3), Value::Integer(7)]
-        );
+        assert_eq!(binds, vec![Value::Integer(3), Value::Integer(3), Value::Integer(7)]);
     }
 }

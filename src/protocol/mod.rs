@@ -261,6 +261,12 @@ pub struct SqliteTable {
     pub strict: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub without_rowid: bool,
+    /// The key is `INTEGER PRIMARY KEY AUTOINCREMENT`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub autoincrement: bool,
+    /// CHECK constraints (their expressions), which the catalogue does not list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// The table's row in `sqlite_sequence` (AUTOINCREMENT tables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
@@ -498,9 +504,6 @@ mod tests {
             extra: Map::new(),
         });
         let s = serde_json::to_string(&m).unwrap();
-        assert_eq!(
-            s,
-            r#"{"type":"END","run_id":"r","status":"ok","streams":1}"#
-        );
+        assert_eq!(s, r#"{"type":"END","run_id":"r","status":"ok","streams":1}"#);
     }
 }

@@ -47,11 +47,8 @@ impl<'a> Line<'a> {
     /// Parse the whole line as a typed message body. `type` is taken out first: the body types
     /// keep unknown fields for passing on, and the kind is written back by the writer.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
-        let bad = |e: serde_json::Error| {
-            self.error(format!("not a valid {} message: {}", self.kind.as_str(), e))
-        };
-        let mut fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(self.text).map_err(bad)?;
+        let bad = |e: serde_json::Error| self.error(format!("not a valid {} message: {}", self.kind.as_str(), e));
+        let mut fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(self.text).map_err(bad)?;
         fields.remove("type");
         serde_json::from_value(serde_json::Value::Object(fields)).map_err(bad)
     }
@@ -59,11 +56,7 @@ impl<'a> Line<'a> {
     /// An input error naming this line (and its stream, if any).
     pub fn error(&self, message: impl AsRef<str>) -> Error {
         match self.head.stream.as_deref() {
-            Some(s) if !s.is_empty() => Error::input(format!(
-                "line {} (stream {s}): {}",
-                self.no,
-                message.as_ref()
-            )),
+            Some(s) if !s.is_empty() => Error::input(format!("line {} (stream {s}): {}", self.no, message.as_ref())),
             _ => Error::input(format!("line {}: {}", self.no, message.as_ref())),
         }
     }
@@ -116,11 +109,7 @@ impl<R: BufRead> StreamReader<R> {
                 .take(limit)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Io,
-                        format!("reading input after line {}", self.line_no),
-                    )
-                    .with_source(e)
+                    Error::new(ErrorKind::Io, format!("reading input after line {}", self.line_no)).with_source(e)
                 })?;
             if n == 0 {
                 return Ok(None);
@@ -145,12 +134,8 @@ impl<R: BufRead> StreamReader<R> {
             }
         };
         let no = self.line_no;
-        let text = std::str::from_utf8(&self.buf).map_err(|e| {
-            Error::input(format!(
-                "line {no} is not valid UTF-8 (byte {})",
-                e.valid_up_to()
-            ))
-        })?;
+        let text = std::str::from_utf8(&self.buf)
+            .map_err(|e| Error::input(format!("line {no} is not valid UTF-8 (byte {})", e.valid_up_to())))?;
         let head: Head<'_> = serde_json::from_str(text).map_err(|e| {
             let cut = if terminated {
                 ""
@@ -165,12 +150,7 @@ impl<R: BufRead> StreamReader<R> {
             Error::input(format!("line {no} {what}{cut}"))
         })?;
         let kind = Kind::parse(&head.kind);
-        Ok(Some(Line {
-            no,
-            text,
-            kind,
-            head,
-        }))
+        Ok(Some(Line { no, text, kind, head }))
     }
 }
 
@@ -184,9 +164,7 @@ mod tests {
 
     #[test]
     fn reads_lines_with_numbers_and_skips_blank_ones() {
-        let mut r = reader(
-            "{\"type\":\"begin\"}\r\n\n{\"type\":\"RECORD\",\"stream\":\"s\",\"record\":{\"a\":1}}\n",
-        );
+        let mut r = reader("{\"type\":\"begin\"}\r\n\n{\"type\":\"RECORD\",\"stream\":\"s\",\"record\":{\"a\":1}}\n");
         let l = r.next_line().unwrap().unwrap();
         assert_eq!((l.no, l.kind), (1, Kind::Begin));
         let l = r.next_line().unwrap().unwrap();
@@ -200,11 +178,7 @@ mod tests {
         let mut r = reader("{\"type\":\"BEGIN\"}\n{\"type\":\n");
         r.next_line().unwrap();
         let e = r.next_line().unwrap_err();
-        assert!(
-            e.message()
-                .starts_with("line 2 is not a valid protocol message"),
-            "{e}"
-        );
+        assert!(e.message().starts_with("line 2 is not a valid protocol message"), "{e}");
 
         let mut r = reader("{\"stream\":\"x\"}\n");
         let e = r.next_line().unwrap_err();
@@ -226,8 +200,7 @@ mod tests {
         let e = r.next_line().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Input);
         assert!(
-            e.message()
-                .contains("line 1 is longer than the limit of 100 bytes"),
+            e.message().contains("line 1 is longer than the limit of 100 bytes"),
             "{e}"
         );
     }

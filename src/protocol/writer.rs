@@ -49,16 +49,12 @@ impl<W: Write> StreamWriter<W> {
     /// Write one line as it is (no newline in `line`); `kind` decides whether to flush.
     pub fn write_line(&mut self, line: &[u8], kind: Kind) -> Result<()> {
         debug_assert!(!line.contains(&b'\n'));
-        self.out
-            .write_all(line)
-            .ctx(ErrorKind::Io, || "writing the stream")?;
+        self.out.write_all(line).ctx(ErrorKind::Io, || "writing the stream")?;
         self.end_line(kind)
     }
 
     fn end_line(&mut self, kind: Kind) -> Result<()> {
-        self.out
-            .write_all(b"\n")
-            .ctx(ErrorKind::Io, || "writing the stream")?;
+        self.out.write_all(b"\n").ctx(ErrorKind::Io, || "writing the stream")?;
         self.lines += 1;
         if kind.is_flush_point() {
             self.flush()?;
@@ -103,15 +99,9 @@ mod tests {
     fn flushes_at_state_not_at_record() {
         let sink = Sink::default();
         let mut w = StreamWriter::new(sink.clone());
-        w.write_line(
-            br#"{"type":"RECORD","stream":"s","record":{}}"#,
-            Kind::Record,
-        )
-        .unwrap();
-        assert!(
-            sink.0.lock().unwrap().is_empty(),
-            "a RECORD alone stays buffered"
-        );
+        w.write_line(br#"{"type":"RECORD","stream":"s","record":{}}"#, Kind::Record)
+            .unwrap();
+        assert!(sink.0.lock().unwrap().is_empty(), "a RECORD alone stays buffered");
         let state = Message::State(State {
             value: serde_json::to_value(StateValue::default()).unwrap(),
         });

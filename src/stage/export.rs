@@ -21,8 +21,8 @@ use crate::checkpoint::Checkpoint;
 use crate::connect::{self, RowAccess, Selection};
 use crate::error::Result;
 use crate::protocol::{
-    Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, State, StateValue,
-    StreamEnd, StreamWriter, new_run_id, now_rfc3339, producer,
+    Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, State, StateValue, StreamEnd, StreamWriter,
+    new_run_id, now_rfc3339, producer,
 };
 use crate::row::RowShape;
 use crate::value::{self, Value};
@@ -76,11 +76,7 @@ impl Progress {
 
     pub(crate) fn rate(&self, n: u64) -> u64 {
         let secs = self.started.elapsed().as_secs_f64();
-        if secs > 0.0 {
-            (n as f64 / secs) as u64
-        } else {
-            0
-        }
+        if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 }
     }
 }
 
@@ -147,10 +143,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
         singer: cfg.singer,
         run_id: run_id.clone(),
         seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
-        bookmarks: resumed
-            .as_ref()
-            .map(|s| s.bookmarks.clone())
-            .unwrap_or_default(),
+        bookmarks: resumed.as_ref().map(|s| s.bookmarks.clone()).unwrap_or_default(),
         line: Vec::with_capacity(4096),
     };
     em.message(&Message::Begin(Begin {
@@ -184,9 +177,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             tracing::info!(stream = %stream, "already complete in the resumed run; skipped");
             continue;
         }
-        let after = prior
-            .as_ref()
-            .filter(|b| b.after.is_some() || b.rowid.is_some());
+        let after = prior.as_ref().filter(|b| b.after.is_some() || b.rowid.is_some());
         let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
         let shape = RowShape::from_schema(&plan.schema)?;
         em.message(&Message::Schema(plan.schema.clone()))?;
@@ -226,8 +217,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             if let Some(a) = &b.after {
                 for (j, &i) in shape.key.iter().enumerate() {
                     if let Some(v) = a.get(&shape.columns[i].name) {
-                        last_key[j] =
-                            value::decode_json(v, shape.columns[i].codec).unwrap_or(Value::Null);
+                        last_key[j] = value::decode_json(v, shape.columns[i].codec).unwrap_or(Value::Null);
                     }
                 }
             }

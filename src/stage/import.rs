@@ -25,8 +25,8 @@ use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, StateValue,
-    StreamEnd, StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
+    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, StateValue, StreamEnd, StreamReader,
+    StreamWriter, new_run_id, now_rfc3339, producer,
 };
 use crate::row::RowShape;
 use crate::stage::export::Progress;
@@ -91,8 +91,7 @@ impl Rejects {
     fn write(&mut self, entry: &Json) -> Result<()> {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
             }
             let f = OpenOptions::new()
                 .create(true)
@@ -152,11 +151,7 @@ struct Importer<'w, W: Write> {
     uncommitted: bool,
 }
 
-pub fn run<R: BufRead, W: Write>(
-    cfg: &ImportConfig,
-    input: R,
-    out: &mut StreamWriter<W>,
-) -> Result<ImportOutcome> {
+pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
     let target = connect::open_target(&cfg.target, cfg.dry_run)?;
     let checkpoint = if cfg.dry_run {
         None
@@ -266,23 +261,11 @@ impl<W: Write> Importer<'_, W> {
     fn start(&mut self, begin: Begin) -> Result<()> {
         self.began = true;
         self.run_id = begin.run_id.clone();
-        self.source = begin
-            .source
-            .as_ref()
-            .map(|s| s.address.clone())
-            .unwrap_or_default();
-        self.positions = begin
-            .producer
-            .as_ref()
-            .is_some_and(|p| p.name == "ferry-export");
+        self.source = begin.source.as_ref().map(|s| s.address.clone()).unwrap_or_default();
+        self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
         let target = self.target.address();
         self.rejects.path = self.cfg.reject_path.clone().unwrap_or_else(|| {
-            let dir = self
-                .cfg
-                .state_path
-                .parent()
-                .map(PathBuf::from)
-                .unwrap_or_default();
+            let dir = self.cfg.state_path.parent().map(PathBuf::from).unwrap_or_default();
             dir.join(format!("rejects-{}.ndjson", self.run_id))
         });
         if let Some(cp) = &mut self.checkpoint {
@@ -357,8 +340,7 @@ impl<W: Write> Importer<'_, W> {
 
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let schema: Schema = line.parse()?;
-        let shape =
-            RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
+        let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         let name = schema.stream.clone();
         if let Some(s) = self.streams.get(&name) {
             if s.schema == schema {
@@ -378,10 +360,14 @@ impl<W: Write> Importer<'_, W> {
         self.uncommitted |= !prepared.created.is_empty();
         if self.cfg.dry_run {
             for sql in &prepared.created {
-                self.plan_line(json!({"type":"PLAN","action":"create_table","stream":name,"table":prepared.table,"sql":sql}))?;
+                self.plan_line(
+                    json!({"type":"PLAN","action":"create_table","stream":name,"table":prepared.table,"sql":sql}),
+                )?;
             }
             for sql in &prepared.deferred {
-                self.plan_line(json!({"type":"PLAN","action":"create_index","stream":name,"table":prepared.table,"sql":sql}))?;
+                self.plan_line(
+                    json!({"type":"PLAN","action":"create_index","stream":name,"table":prepared.table,"sql":sql}),
+                )?;
             }
         } else if !prepared.created.is_empty() {
             tracing::info!(stream = %name, table = %prepared.table, "created table");
@@ -466,9 +452,7 @@ impl<W: Write> Importer<'_, W> {
         s.received += 1;
         s.touched = true;
         let slot = s.batch.push_row(line.no);
-        s.shape
-            .decode_into(record, slot)
-            .map_err(|e| line.error(e))?;
+        s.shape.decode_into(record, slot).map_err(|e| line.error(e))?;
         let n = s.batch.len();
         let row = s.batch.row(n - 1);
         s.digest.update(s.shape.row_hash(row));
@@ -478,9 +462,7 @@ impl<W: Write> Importer<'_, W> {
         if already {
             s.already += 1;
             s.pending.skipped += 1;
-            s.batch
-                .values
-                .truncate(s.batch.values.len() - s.batch.ncols);
+            s.batch.values.truncate(s.batch.values.len() - s.batch.ncols);
             s.batch.lines.pop();
         } else if let Some(p) = position {
             s.pending.first_position.get_or_insert(p);
@@ -783,20 +765,11 @@ impl<W: Write> Importer<'_, W> {
     fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
         let e: ErrorMsg = line.parse()?;
         if e.fatal {
-            return Err(line.error(format!(
-                "the producer failed ({}): {}",
-                e.failure_type, e.message
-            )));
+            return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
         }
         tracing::warn!(stream = ?e.stream, message = %e.message, "the producer reported an error");
         if let Some(cp) = &mut self.checkpoint {
-            cp.record_error(
-                &self.run_id,
-                e.stream.as_deref(),
-                Some(line.no),
-                None,
-                &e.message,
-            )?;
+            cp.record_error(&self.run_id, e.stream.as_deref(), Some(line.no), None, &e.message)?;
         }
         Ok(())
     }

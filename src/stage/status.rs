@@ -43,10 +43,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
             match hits.as_slice() {
                 [one] => Some(one.to_string()),
                 [] => {
-                    return Err(Error::usage(format!(
-                        "no run {prefix} in {}",
-                        cfg.state_path.display()
-                    )));
+                    return Err(Error::usage(format!("no run {prefix} in {}", cfg.state_path.display())));
                 }
                 _ => {
                     return Err(Error::usage(format!(
@@ -117,7 +114,11 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
             line(out, &json!({"type": "RUN", "run": r}).to_string())?;
         }
         for (run, stream, l, message, at) in cp.errors(None)? {
-            line(out, &json!({"type": "RUN_ERROR", "run_id": run, "stream": stream, "line": l, "message": message, "at": at}).to_string())?;
+            line(
+                out,
+                &json!({"type": "RUN_ERROR", "run_id": run, "stream": stream, "line": l, "message": message, "at": at})
+                    .to_string(),
+            )?;
         }
         return out.flush();
     }
@@ -145,8 +146,8 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         .collect();
     let t = human::table(
         &[
-            "run", "stage", "status", "source", "target", "written", "skipped", "rejected",
-            "batches", "attempts", "updated",
+            "run", "stage", "status", "source", "target", "written", "skipped", "rejected", "batches", "attempts",
+            "updated",
         ],
         &rows,
     );
@@ -156,11 +157,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
     for r in runs.iter().filter(|r| r.message.is_some()) {
         line(
             out,
-            &format!(
-                "run {}: {}",
-                short(&r.run_id),
-                r.message.as_deref().unwrap_or("")
-            ),
+            &format!("run {}: {}", short(&r.run_id), r.message.as_deref().unwrap_or("")),
         )?;
     }
     out.flush()

@@ -20,9 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::jq::JqProgram;
-use crate::protocol::{
-    DIGEST_ALGO, Digest, End, Kind, Line, Message, Schema, StreamEnd, StreamReader, StreamWriter,
-};
+use crate::protocol::{DIGEST_ALGO, Digest, End, Kind, Line, Message, Schema, StreamEnd, StreamReader, StreamWriter};
 use crate::row::RowShape;
 use crate::value;
 
@@ -97,11 +95,7 @@ impl Op {
             Ok(v) => v.to_string(),
             Err(_) => Json::String(value).to_string(),
         };
-        Ok(Op::SetField {
-            stream,
-            field,
-            value,
-        })
+        Ok(Op::SetField { stream, field, value })
     }
 
     /// `STREAM=JQ_CONDITION`
@@ -213,15 +207,11 @@ struct Msg {
 
 impl Msg {
     fn get(&self, key: &str) -> Option<&RawValue> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
     fn get_str(&self, key: &str) -> Option<String> {
-        self.get(key)
-            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        self.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok())
     }
 
     fn set(&mut self, key: &str, value: Box<RawValue>) {
@@ -232,8 +222,7 @@ impl Msg {
     }
 
     fn kind(&self) -> Kind {
-        self.get_str("type")
-            .map_or(Kind::Other, |t| Kind::parse(&t))
+        self.get_str("type").map_or(Kind::Other, |t| Kind::parse(&t))
     }
 
     fn stream(&self) -> String {
@@ -243,9 +232,7 @@ impl Msg {
     fn record_mut(&mut self) -> Result<&mut Vec<(String, Box<RawValue>)>, String> {
         if self.record.is_none() {
             let raw = self.get("record").ok_or("the message has no \"record\"")?;
-            self.record = Some(
-                parse_object(raw.get()).map_err(|e| format!("\"record\" is not an object: {e}"))?,
-            );
+            self.record = Some(parse_object(raw.get()).map_err(|e| format!("\"record\" is not an object: {e}"))?);
         }
         Ok(self.record.get_or_insert_with(Vec::new))
     }
@@ -264,8 +251,7 @@ impl Msg {
 }
 
 fn raw(text: &str) -> Box<RawValue> {
-    RawValue::from_string(text.to_owned())
-        .unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
 }
 
 fn object_text(fields: &[(String, Box<RawValue>)]) -> String {
@@ -375,11 +361,7 @@ pub fn run<R: BufRead, W: Write>(
                 ended = true;
             }
             Kind::Begin | Kind::Error | Kind::Other if t.cfg.singer => {
-                tracing::info!(
-                    line = line.no,
-                    kind = line.kind.as_str(),
-                    "not sent in Singer mode"
-                );
+                tracing::info!(line = line.no, kind = line.kind.as_str(), "not sent in Singer mode");
             }
             kind => t.out.write_line(line.text.as_bytes(), kind)?,
         }
@@ -410,14 +392,10 @@ impl<W: Write> Transformer<'_, W> {
                 Op::RenameField { stream, from, to } if *stream == v.name => {
                     v.fields.push((from.clone(), Some(to.clone())))
                 }
-                Op::DropField { stream, field } if *stream == v.name => {
-                    v.fields.push((field.clone(), None))
+                Op::DropField { stream, field } if *stream == v.name => v.fields.push((field.clone(), None)),
+                Op::SetField { stream, field, value } if *stream == v.name => {
+                    v.sets.push((field.clone(), value.clone()))
                 }
-                Op::SetField {
-                    stream,
-                    field,
-                    value,
-                } if *stream == v.name => v.sets.push((field.clone(), value.clone())),
                 Op::Filter { stream, .. } if *stream == v.name => v.filtered = true,
                 _ => {}
             }
@@ -449,12 +427,9 @@ impl<W: Write> Transformer<'_, W> {
         if view.dropped {
             return Ok(());
         }
-        let schema = self
-            .transform_schema(&input, &view)
-            .map_err(|e| line.error(e))?;
+        let schema = self.transform_schema(&input, &view).map_err(|e| line.error(e))?;
         let changed = schema != input;
-        let shape =
-            RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
+        let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         if changed {
             self.out.write_message(&Message::Schema(schema.clone()))?;
         } else {
@@ -518,9 +493,7 @@ impl<W: Write> Transformer<'_, W> {
                 })?);
             }
             s.key_properties = key;
-            let image = |cols: &[String]| -> Option<Vec<String>> {
-                cols.iter().map(|c| view.field_image(c)).collect()
-            };
+            let image = |cols: &[String]| -> Option<Vec<String>> { cols.iter().map(|c| view.field_image(c)).collect() };
             s.unique = input
                 .unique
                 .iter()
@@ -541,6 +514,14 @@ impl<W: Write> Transformer<'_, W> {
                 })
                 .collect();
             s.foreign_keys.retain(|fk| image(&fk.columns).is_some());
+            // CHECK expressions may name fields that were renamed or dropped: leave them out.
+            if let Some(sq) = &mut s.sqlite
+                && !sq.checks.is_empty()
+                && !view.fields.is_empty()
+            {
+                tracing::warn!(stream = %s.stream, checks = sq.checks.len(), "fields were renamed or dropped: CHECK constraints are not carried");
+                sq.checks.clear();
+            }
             for fk in &mut s.foreign_keys {
                 fk.columns = image(&fk.columns).unwrap_or_default();
             }
@@ -561,12 +542,7 @@ impl<W: Write> Transformer<'_, W> {
                 tracing::warn!(stream = %s.stream, references = %fk.references.stream, "the referenced stream is dropped: foreign key left out");
                 continue;
             }
-            let cols: Option<Vec<String>> = fk
-                .references
-                .columns
-                .iter()
-                .map(|c| parent.field_image(c))
-                .collect();
+            let cols: Option<Vec<String>> = fk.references.columns.iter().map(|c| parent.field_image(c)).collect();
             let Some(cols) = cols else {
                 tracing::warn!(stream = %s.stream, references = %fk.references.stream, "a referenced field is dropped: foreign key left out");
                 continue;
@@ -632,11 +608,9 @@ impl<W: Write> Transformer<'_, W> {
                     record: None,
                 };
                 let mut outputs = Vec::new();
-                self.apply(msg, 0, &mut outputs)
-                    .map_err(|e| line.error(e))?;
+                self.apply(msg, 0, &mut outputs).map_err(|e| line.error(e))?;
                 for mut m in outputs {
-                    self.emit(&mut m)
-                        .map_err(|e| e.context(format!("line {}", line.no)))?;
+                    self.emit(&mut m).map_err(|e| e.context(format!("line {}", line.no)))?;
                 }
                 Ok(())
             }
@@ -657,9 +631,7 @@ impl<W: Write> Transformer<'_, W> {
             let is_record = kind == Kind::Record;
             let on = |s: &str| is_record && msg.stream() == s;
             match op {
-                Op::RenameStream { from, to }
-                    if msg.stream() == *from && matches!(kind, Kind::Record | Kind::File) =>
-                {
+                Op::RenameStream { from, to } if msg.stream() == *from && matches!(kind, Kind::Record | Kind::File) => {
                     msg.set("stream", raw(&Json::String(to.clone()).to_string()));
                 }
                 Op::DropStream { stream } if msg.stream() == *stream => return Ok(()),
@@ -674,14 +646,8 @@ impl<W: Write> Transformer<'_, W> {
                         slot.0 = to.clone();
                     }
                 }
-                Op::DropField { stream, field } if on(stream) => {
-                    msg.record_mut()?.retain(|(k, _)| k != field)
-                }
-                Op::SetField {
-                    stream,
-                    field,
-                    value,
-                } if on(stream) => {
+                Op::DropField { stream, field } if on(stream) => msg.record_mut()?.retain(|(k, _)| k != field),
+                Op::SetField { stream, field, value } if on(stream) => {
                     let rec = msg.record_mut()?;
                     match rec.iter_mut().find(|(k, _)| k == field) {
                         Some(slot) => slot.1 = raw(value),
@@ -696,12 +662,9 @@ impl<W: Write> Transformer<'_, W> {
                 }
                 Op::Jq { program } if matches!(kind, Kind::Record | Kind::File) => {
                     for text in program.run_json(&msg.text())? {
-                        let fields = parse_object(&text)
-                            .map_err(|_| format!("jq output is not a message object: {text}"))?;
-                        let m = Msg {
-                            fields,
-                            record: None,
-                        };
+                        let fields =
+                            parse_object(&text).map_err(|_| format!("jq output is not a message object: {text}"))?;
+                        let m = Msg { fields, record: None };
                         if m.get("type").is_none() {
                             return Err(format!("jq output has no \"type\": {text}"));
                         }
@@ -752,10 +715,7 @@ impl<W: Write> Transformer<'_, W> {
                 },
             };
             for (k, v) in &new_fields {
-                schema
-                    .schema
-                    .properties
-                    .insert(k.clone(), infer_property(v));
+                schema.schema.properties.insert(k.clone(), infer_property(v));
             }
             if let Some(sq) = &mut schema.sqlite {
                 sq.sql = None;
@@ -910,9 +870,7 @@ mod tests {
         assert!(
             matches!(Op::set_field("people.status=active").unwrap(), Op::SetField { value, .. } if value == "\"active\"")
         );
-        assert!(
-            matches!(Op::set_field("people.n=3").unwrap(), Op::SetField { value, .. } if value == "3")
-        );
+        assert!(matches!(Op::set_field("people.n=3").unwrap(), Op::SetField { value, .. } if value == "3"));
         assert!(Op::rename_stream("nope").is_err());
         assert!(Op::drop_field("nodot").is_err());
         assert!(Op::filter("s=.x |||").is_err());
@@ -922,27 +880,14 @@ mod tests {
     fn parse_object_keeps_order_and_raw_values() {
         let f = parse_object(r#"{"b":1.50,"a":{"x":[1, 2]}}"#).unwrap();
         assert_eq!(object_text(&f), r#"{"b":1.50,"a":{"x":[1, 2]}}"#);
-        assert!(
-            parse_object(r#"{"a":1,"a":2}"#)
-                .unwrap_err()
-                .contains("twice")
-        );
+        assert!(parse_object(r#"{"a":1,"a":2}"#).unwrap_err().contains("twice"));
     }
 
     #[test]
     fn inferred_types() {
-        assert_eq!(
-            infer_property(&raw("3")),
-            json!({"type":["integer","null"]})
-        );
-        assert_eq!(
-            infer_property(&raw("3.5")),
-            json!({"type":["number","null"]})
-        );
-        assert_eq!(
-            infer_property(&raw("\"x\"")),
-            json!({"type":["string","null"]})
-        );
+        assert_eq!(infer_property(&raw("3")), json!({"type":["integer","null"]}));
+        assert_eq!(infer_property(&raw("3.5")), json!({"type":["number","null"]}));
+        assert_eq!(infer_property(&raw("\"x\"")), json!({"type":["string","null"]}));
         assert_eq!(infer_property(&raw("null")), json!({}));
     }
 }

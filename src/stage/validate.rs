@@ -27,9 +27,7 @@ use crate::address::Address;
 use crate::connect::sqlite::{self as sq, from_sql, quote};
 use crate::connect::{Selection, table_name_for};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{
-    DIGEST_ALGO, ForeignKey, Kind, Schema, StreamEnd, StreamReader, StreamWriter, now_rfc3339,
-};
+use crate::protocol::{DIGEST_ALGO, ForeignKey, Kind, Schema, StreamEnd, StreamReader, StreamWriter, now_rfc3339};
 use crate::row::{Column, RowHash, RowShape};
 use crate::value::{Codec, Value, compare_keys};
 
@@ -197,10 +195,7 @@ impl<W: Write> Findings<'_, W> {
         mut detail: serde_json::Map<String, Json>,
     ) -> Result<()> {
         *self.counts.entry(kind.to_owned()).or_default() += 1;
-        let n = self
-            .listed
-            .entry((stream.to_owned(), kind.to_owned()))
-            .or_default();
+        let n = self.listed.entry((stream.to_owned(), kind.to_owned())).or_default();
         *n += 1;
         if *n > self.max_listed {
             return Ok(());
@@ -216,9 +211,11 @@ impl<W: Write> Findings<'_, W> {
     }
 }
 
+/// A finding's fields; null ones (a line number the side does not have) are left out.
 fn detail(pairs: &[(&str, Json)]) -> serde_json::Map<String, Json> {
     pairs
         .iter()
+        .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect()
 }
@@ -234,11 +231,7 @@ struct StreamSide {
     problems: Vec<(String, String, serde_json::Map<String, Json>)>,
 }
 
-pub fn run<R: BufRead, W: Write>(
-    cfg: &ValidateConfig,
-    input: R,
-    out: &mut StreamWriter<W>,
-) -> Result<Report> {
+pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
     let started_at = now_rfc3339();
     let mut findings = Findings {
         out,
@@ -270,8 +263,7 @@ pub fn run<R: BufRead, W: Write>(
         Some(Address::Stream(path)) => {
             let side = match path {
                 Some(p) => {
-                    let f = std::fs::File::open(p)
-                        .ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
+                    let f = std::fs::File::open(p).ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
                     spill(cfg, std::io::BufReader::new(f), target.as_ref())?
                 }
                 None => spill(cfg, input, target.as_ref())?,
@@ -294,10 +286,7 @@ pub fn run<R: BufRead, W: Write>(
     let src_conn: &Connection = match (&source_db, &stream_side) {
         (Some(db), _) => {
             let tables = sq::list_tables(db, &report.source)?;
-            let pairs: Vec<(String, String)> = tables
-                .iter()
-                .map(|t| (format!("main.{t}"), t.clone()))
-                .collect();
+            let pairs: Vec<(String, String)> = tables.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
             let unmatched = cfg.selection.unmatched(&pairs);
             if !unmatched.is_empty() {
                 return Err(Error::usage(format!(
@@ -320,9 +309,7 @@ pub fn run<R: BufRead, W: Write>(
             if let Some(tc) = &target {
                 for t in sq::list_tables(tc, &report.target)? {
                     if !tables.contains(&t) && cfg.selection.includes(&format!("main.{t}"), &t) {
-                        report
-                            .notes
-                            .push(format!("table {t} is in the target only"));
+                        report.notes.push(format!("table {t} is in the target only"));
                     }
                 }
             }
@@ -344,12 +331,10 @@ pub fn run<R: BufRead, W: Write>(
                 };
                 findings.add(stream, kind, sev, d.clone())?;
                 if sev == "fail" {
-                    report.unverified.extend((kind == "unverified").then(|| {
-                        format!(
-                            "{stream}: {}",
-                            d.get("message").and_then(Json::as_str).unwrap_or("")
-                        )
-                    }));
+                    report.unverified.extend(
+                        (kind == "unverified")
+                            .then(|| format!("{stream}: {}", d.get("message").and_then(Json::as_str).unwrap_or(""))),
+                    );
                 }
             }
             &side.conn
@@ -371,9 +356,8 @@ pub fn run<R: BufRead, W: Write>(
                 .filter(|p| p.0 == meta.stream && p.1 != "unverified")
                 .count()
         }) {
-            sr.problems.extend(
-                (problems > 0).then(|| format!("{problems} problems in the stream itself")),
-            );
+            sr.problems
+                .extend((problems > 0).then(|| format!("{problems} problems in the stream itself")));
         }
         match &target {
             Some(tc) => check_stream(
@@ -402,13 +386,8 @@ pub fn run<R: BufRead, W: Write>(
         if let Some(ss) = &stream_side {
             sr.source_rows = ss.rows.get(&meta.stream).copied().unwrap_or(sr.source_rows);
         }
-        let bad = sr.missing
-            + sr.extra
-            + sr.changed
-            + sr.duplicate
-            + sr.key_null
-            + sr.unique_violations
-            + sr.fk_orphans;
+        let bad =
+            sr.missing + sr.extra + sr.changed + sr.duplicate + sr.key_null + sr.unique_violations + sr.fk_orphans;
         sr.status = if bad == 0 && sr.problems.is_empty() {
             "pass".into()
         } else {
@@ -441,37 +420,23 @@ pub fn run<R: BufRead, W: Write>(
         "findings": report.findings,
         "unverified": report.unverified,
     });
-    findings
-        .out
-        .write_line(summary.to_string().as_bytes(), Kind::End)?;
+    findings.out.write_line(summary.to_string().as_bytes(), Kind::End)?;
     if let Some(path) = &cfg.report {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || {
-            format!("writing the report {}", path.display())
-        })?;
+        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || format!("writing the report {}", path.display()))?;
     }
     Ok(report)
 }
 
 /// Finding kinds that are reported but do not fail a validation by themselves.
-const WARNING_KINDS: &[&str] = &[
-    "column_extra",
-    "fk_orphans_in_source",
-    "unique_violation_in_source",
-];
+const WARNING_KINDS: &[&str] = &["column_extra", "fk_orphans_in_source", "unique_violation_in_source"];
 
 /// Read the stream, checking it as it goes, into a temporary database.
-fn spill<R: BufRead>(
-    cfg: &ValidateConfig,
-    input: R,
-    target: Option<&Connection>,
-) -> Result<StreamSide> {
+fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>) -> Result<StreamSide> {
     // An empty path opens a private on-disk database that SQLite deletes on close.
     let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
-    conn.execute_batch(
-        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; BEGIN;",
-    )
-    .ctx(ErrorKind::Io, || "configuring a temporary database")?;
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; BEGIN;")
+        .ctx(ErrorKind::Io, || "configuring a temporary database")?;
     struct Spilling {
         shape: RowShape,
         common: Option<RowShape>,
@@ -511,7 +476,17 @@ fn spill<R: BufRead>(
                 let meta = Meta::from_schema(&schema);
                 let name = schema.stream.clone();
                 if streams.contains_key(&name) {
-                    side.problems.push((name.clone(), "unverified".into(), detail(&[("message", json!("the SCHEMA changed mid-stream: rows are compared under the first one")), ("line", json!(line.no))])));
+                    side.problems.push((
+                        name.clone(),
+                        "unverified".into(),
+                        detail(&[
+                            (
+                                "message",
+                                json!("the SCHEMA changed mid-stream: rows are compared under the first one"),
+                            ),
+                            ("line", json!(line.no)),
+                        ]),
+                    ));
                     continue;
                 }
                 // Hash over the columns the target has (all of them when checking alone).
@@ -519,9 +494,7 @@ fn spill<R: BufRead>(
                     Some(tc) => {
                         let t = table_name_for(&name);
                         match sq::describe(tc, t, "target") {
-                            Ok(info) => {
-                                Some(info.stored_columns().map(|c| c.name.clone()).collect())
-                            }
+                            Ok(info) => Some(info.stored_columns().map(|c| c.name.clone()).collect()),
                             Err(_) => Some(vec![]),
                         }
                     }
@@ -534,15 +507,9 @@ fn spill<R: BufRead>(
                             .is_none_or(|tc| tc.contains(&shape.columns[i].name))
                     })
                     .collect();
-                let common = RowShape::new(
-                    &name,
-                    hashed.iter().map(|&i| shape.columns[i].clone()).collect(),
-                    &[],
-                )
-                .ok();
+                let common = RowShape::new(&name, hashed.iter().map(|&i| shape.columns[i].clone()).collect(), &[]).ok();
                 let cols = meta.constrained();
-                let spilled: Vec<usize> =
-                    cols.iter().filter_map(|c| shape.column_index(c)).collect();
+                let spilled: Vec<usize> = cols.iter().filter_map(|c| shape.column_index(c)).collect();
                 let table = format!("s{}", side.sides.len());
                 let mut ddl = format!("CREATE TABLE {table} (");
                 for c in &cols {
@@ -553,19 +520,13 @@ fn spill<R: BufRead>(
                 side.conn
                     .execute_batch(&ddl)
                     .ctx(ErrorKind::Io, || "writing a temporary database")?;
-                let insert = format!(
-                    "INSERT INTO {table} VALUES ({})",
-                    vec!["?"; cols.len() + 2].join(", ")
-                );
+                let insert = format!("INSERT INTO {table} VALUES ({})", vec!["?"; cols.len() + 2].join(", "));
                 side.sides.insert(
                     name.clone(),
                     Side::Spill {
                         table,
                         columns: cols,
-                        hashed: hashed
-                            .iter()
-                            .map(|&i| shape.columns[i].name.clone())
-                            .collect(),
+                        hashed: hashed.iter().map(|&i| shape.columns[i].name.clone()).collect(),
                     },
                 );
                 side.metas.push(meta);
@@ -627,11 +588,8 @@ fn spill<R: BufRead>(
                     .conn
                     .prepare_cached(&s.insert)
                     .ctx(ErrorKind::Io, || "writing a temporary database")?;
-                let mut vals: Vec<&dyn rusqlite::ToSql> = s
-                    .spilled
-                    .iter()
-                    .map(|&i| &row[i] as &dyn rusqlite::ToSql)
-                    .collect();
+                let mut vals: Vec<&dyn rusqlite::ToSql> =
+                    s.spilled.iter().map(|&i| &row[i] as &dyn rusqlite::ToSql).collect();
                 let line_no = line.no as i64;
                 vals.push(&h);
                 vals.push(&line_no);
@@ -654,10 +612,7 @@ fn spill<R: BufRead>(
                             ("line", json!(line.no)),
                             (
                                 "message",
-                                json!(format!(
-                                    "STREAM_END says {rows} rows, the stream has {}",
-                                    s.rows
-                                )),
+                                json!(format!("STREAM_END says {rows} rows, the stream has {}", s.rows)),
                             ),
                         ]),
                     ));
@@ -698,11 +653,7 @@ fn spill<R: BufRead>(
         }
     }
     if began && !ended {
-        let name = side
-            .metas
-            .last()
-            .map(|m| m.stream.clone())
-            .unwrap_or_default();
+        let name = side.metas.last().map(|m| m.stream.clone()).unwrap_or_default();
         side.problems.push((
             name,
             "stream_incomplete".into(),
@@ -775,12 +726,7 @@ fn check_stream<W: Write>(
         }
     };
     let tcols: Vec<String> = info.stored_columns().map(|c| c.name.clone()).collect();
-    let common: Vec<String> = meta
-        .columns
-        .iter()
-        .filter(|c| tcols.contains(c))
-        .cloned()
-        .collect();
+    let common: Vec<String> = meta.columns.iter().filter(|c| tcols.contains(c)).cloned().collect();
     for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
         f.add(
             stream,
@@ -788,10 +734,7 @@ fn check_stream<W: Write>(
             "fail",
             detail(&[
                 ("column", json!(c)),
-                (
-                    "message",
-                    json!(format!("the target table {table} has no column {c}")),
-                ),
+                ("message", json!(format!("the target table {table} has no column {c}"))),
             ]),
         )?;
         sr.problems.push(format!("column {c} missing in target"));
@@ -805,9 +748,7 @@ fn check_stream<W: Write>(
                 ("column", json!(c)),
                 (
                     "message",
-                    json!(format!(
-                        "the target table {table} has a column {c} the source does not"
-                    )),
+                    json!(format!("the target table {table} has a column {c} the source does not")),
                 ),
             ]),
         )?;
@@ -830,11 +771,7 @@ fn check_stream<W: Write>(
         f.add(
             stream,
             "unverified",
-            if cfg.allow_unverified {
-                "warning"
-            } else {
-                "fail"
-            },
+            if cfg.allow_unverified { "warning" } else { "fail" },
             detail(&[("message", json!(msg))]),
         )?;
         unverified.push(format!("{stream}: {msg}"));
@@ -897,12 +834,7 @@ fn check_alone<W: Write>(
                 .join(" OR "),
         )?;
         if sr.key_null > 0 {
-            f.add(
-                stream,
-                "key_null",
-                "fail",
-                detail(&[("count", json!(sr.key_null))]),
-            )?;
+            f.add(stream, "key_null", "fail", detail(&[("count", json!(sr.key_null))]))?;
         }
         for (vals, n) in duplicates(conn, side.table(), &meta.key, 20)? {
             sr.duplicate += n - 1;
@@ -932,13 +864,7 @@ fn check_alone<W: Write>(
     for fk in &meta.fks {
         match parent_side(all, plan, fk) {
             Some(ps) if ps.has(&fk.references.columns) && side.has(&fk.columns) => {
-                let n = orphans(
-                    conn,
-                    side.table(),
-                    &fk.columns,
-                    ps.table(),
-                    &fk.references.columns,
-                )?;
+                let n = orphans(conn, side.table(), &fk.columns, ps.table(), &fk.references.columns)?;
                 sr.fk_orphans += n;
                 if n > 0 {
                     f.add(
@@ -958,12 +884,7 @@ fn check_alone<W: Write>(
                     "references to {} not checked: that stream is not in the input",
                     fk.references.stream
                 );
-                f.add(
-                    stream,
-                    "unverified",
-                    "fail",
-                    detail(&[("message", json!(msg))]),
-                )?;
+                f.add(stream, "unverified", "fail", detail(&[("message", json!(msg))]))?;
                 unverified.push(format!("{stream}: {msg}"));
             }
         }
@@ -975,8 +896,7 @@ fn parent_side<'a>(all: &[Meta], plan: &'a [(Meta, Side)], fk: &ForeignKey) -> O
     let _ = all;
     plan.iter()
         .find(|(m, _)| {
-            m.stream == fk.references.stream
-                || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
+            m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
         })
         .map(|(_, s)| s)
 }
@@ -1012,12 +932,7 @@ fn count_where(conn: &Connection, table: &str, cond: &str) -> Result<u64> {
 }
 
 /// Groups of rows sharing the same non-null values in `cols`, with their sizes (at most `limit`).
-fn duplicates(
-    conn: &Connection,
-    table: &str,
-    cols: &[String],
-    limit: usize,
-) -> Result<Vec<(Vec<Value>, u64)>> {
+fn duplicates(conn: &Connection, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
     let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let notnull = cols
         .iter()
@@ -1043,13 +958,7 @@ fn duplicates(
 }
 
 /// Rows of `child` whose non-null reference finds no row in `parent`.
-fn orphans(
-    conn: &Connection,
-    child: &str,
-    cols: &[String],
-    parent: &str,
-    pcols: &[String],
-) -> Result<u64> {
+fn orphans(conn: &Connection, child: &str, cols: &[String], parent: &str, pcols: &[String]) -> Result<u64> {
     let notnull = cols
         .iter()
         .map(|c| format!("c.{} IS NOT NULL", quote(c)))
@@ -1106,11 +1015,7 @@ fn merge<W: Write>(
         let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
         match side {
             Side::Table { table, .. } => {
-                let cols = common
-                    .iter()
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = common.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
                 format!("SELECT {keys}, {cols}, NULL, NULL FROM {table} ORDER BY {order}")
             }
             Side::Spill { table, hashed, .. } => {
@@ -1121,9 +1026,7 @@ fn merge<W: Write>(
         }
     };
     let nk = key.len();
-    let read = |side: &Side,
-                r: &rusqlite::Row<'_>|
-     -> rusqlite::Result<(Vec<Value>, RowHash, Option<i64>)> {
+    let read = |side: &Side, r: &rusqlite::Row<'_>| -> rusqlite::Result<(Vec<Value>, RowHash, Option<i64>)> {
         let k = (0..nk)
             .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1161,11 +1064,9 @@ fn merge<W: Write>(
             .next()
             .ctx(ErrorKind::Source, || format!("validating stream {stream}"))?
         {
-            Some(r) => {
-                Ok(Some(read(sside, r).ctx(ErrorKind::Source, || {
-                    format!("validating stream {stream}")
-                })?))
-            }
+            Some(r) => Ok(Some(
+                read(sside, r).ctx(ErrorKind::Source, || format!("validating stream {stream}"))?,
+            )),
             None => Ok(None),
         }
     };
@@ -1174,11 +1075,9 @@ fn merge<W: Write>(
             .next()
             .ctx(ErrorKind::Target, || format!("validating stream {stream}"))?
         {
-            Some(r) => {
-                Ok(Some(read(tside, r).ctx(ErrorKind::Target, || {
-                    format!("validating stream {stream}")
-                })?))
-            }
+            Some(r) => Ok(Some(
+                read(tside, r).ctx(ErrorKind::Target, || format!("validating stream {stream}"))?,
+            )),
             None => Ok(None),
         }
     };
@@ -1199,11 +1098,7 @@ fn merge<W: Write>(
                     stream,
                     "duplicate",
                     "fail",
-                    detail(&[
-                        ("side", json!("source")),
-                        ("key", kj(k)),
-                        ("line", json!(line)),
-                    ]),
+                    detail(&[("side", json!("source")), ("key", kj(k)), ("line", json!(line))]),
                 )?;
                 a = next_s()?;
                 continue;
@@ -1335,11 +1230,7 @@ fn constraints<W: Write>(
             )?;
         }
     }
-    for u in meta
-        .unique
-        .iter()
-        .filter(|u| u.iter().all(|c| common.contains(c)))
-    {
+    for u in meta.unique.iter().filter(|u| u.iter().all(|c| common.contains(c))) {
         let in_target = duplicates(tgt, tside.table(), u, 20)?;
         let in_source = if sside.has(u) {
             duplicates(src, sside.table(), u, 20)?.len()
@@ -1424,13 +1315,7 @@ fn constraints<W: Write>(
             (Side::Table { .. }, Some(ps)) | (Side::Spill { .. }, Some(ps))
                 if sside.has(&fk.columns) && ps.has(&fk.references.columns) =>
             {
-                orphans(
-                    src,
-                    sside.table(),
-                    &fk.columns,
-                    ps.table(),
-                    &fk.references.columns,
-                )?
+                orphans(src, sside.table(), &fk.columns, ps.table(), &fk.references.columns)?
             }
             _ => 0,
         };

@@ -1,0 +1,234 @@
+//! Test support: run the real binaries in a private directory, through real pipes.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use rusqlite::Connection;
+
+/// Path of one of this package's binaries (built by cargo for integration tests).
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "ferry-export" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-export")),
+        "ferry-transform" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-transform")),
+        "ferry-import" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-import")),
+        "ferry-validate" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-validate")),
+        "ferry" => PathBuf::from(env!("CARGO_BIN_EXE_ferry")),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// A private working directory for one test.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir {
+            tmp: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `sqlite:<dir>/<name>`
+    pub fn db(&self, name: &str) -> String {
+        format!("sqlite:{}", self.path(name).display())
+    }
+
+    /// The bundled sample database, built into this directory.
+    pub fn sample(&self) -> String {
+        let p = self.path("sample.db");
+        if !p.exists() {
+            ferry::sample::create(&p).expect("sample db");
+        }
+        format!("sqlite:{}", p.display())
+    }
+
+    /// A command for one of our binaries, run in this directory.
+    pub fn cmd(&self, name: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin(name));
+        c.args(args).current_dir(self.root()).env_remove("FERRY_LOG");
+        c
+    }
+
+    /// Run one binary with `stdin` written on its own thread (a pipe stage can never deadlock).
+    pub fn run(&self, name: &str, args: &[&str], stdin: &[u8]) -> Run {
+        let mut c = self.cmd(name, args);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let output = child.wait_with_output().expect("waiting");
+        let _ = writer.join();
+        Run {
+            what: format!("{name} {}", args.join(" ")),
+            cwd: self.root().to_owned(),
+            output,
+        }
+    }
+
+    /// Run stages connected by OS pipes; the first reads `stdin`. Returns each stage's result.
+    pub fn pipe(&self, stages: &[(&str, &[&str])], stdin: &[u8]) -> Vec<Run> {
+        let mut children: Vec<(String, Child)> = Vec::new();
+        let mut prev: Option<std::process::ChildStdout> = None;
+        let mut first_in = None;
+        for (i, (name, args)) in stages.iter().enumerate() {
+            let mut c = self.cmd(name, args);
+            match prev.take() {
+                Some(out) => {
+                    c.stdin(Stdio::from(out));
+                }
+                None => {
+                    c.stdin(Stdio::piped());
+                }
+            }
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+            if i == 0 {
+                first_in = child.stdin.take();
+            }
+            if i + 1 < stages.len() {
+                prev = child.stdout.take();
+            }
+            children.push((format!("{name} {}", args.join(" ")), child));
+        }
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            if let Some(mut w) = first_in {
+                let _ = w.write_all(&data);
+            }
+        });
+        let runs = children
+            .into_iter()
+            .map(|(what, c)| Run {
+                what,
+                cwd: self.root().to_owned(),
+                output: c.wait_with_output().expect("waiting"),
+            })
+            .collect();
+        let _ = writer.join();
+        runs
+    }
+
+    pub fn open(&self, name: &str) -> Connection {
+        Connection::open(self.path(name)).expect("open db")
+    }
+}
+
+/// What a finished command did, printed in full when an expectation fails.
+pub struct Run {
+    pub what: String,
+    pub cwd: PathBuf,
+    pub output: Output,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "\n$ {}\ncwd: {}\nstatus: {:?}\n--- stdout ({} bytes, last 3000 shown) ---\n{}\n--- stderr ---\n{}\n",
+            self.what,
+            self.cwd.display(),
+            self.output.status.code(),
+            self.output.stdout.len(),
+            tail(&self.stdout(), 3000),
+            self.stderr()
+        )
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
+    &s[start..]
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Assert the exit code, showing everything otherwise.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "{self:?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(self.stderr().contains(needle), "stderr lacks {needle:?}:{self:?}");
+        self
+    }
+
+    /// stdout as JSON lines.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON: {e}{self:?}")))
+            .collect()
+    }
+}
+
+/// Every line of a pipeline ran fine.
+#[track_caller]
+pub fn all_ok(runs: &[Run]) {
+    for r in runs {
+        r.ok();
+    }
+}
+
+/// One value per row, in order, for comparing tables exactly (storage class and bytes).
+pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
+    let cols: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|c| format!("typeof(\"{c}\") || ':' || quote(\"{c}\")"))
+        .collect();
+    let sql = format!(
+        "SELECT CAST({} AS BLOB) FROM \"{table}\" ORDER BY {order}",
+        exprs.join(" || ' | ' || ")
+    );
+    conn.prepare(&sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+pub fn count(conn: &Connection, table: &str) -> i64 {
+    conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))
+        .unwrap()
+}

@@ -1,0 +1,608 @@
+//! The stages end to end through real pipes, on the bundled sample database.
+
+mod common;
+
+use common::{Dir, all_ok, count, dump};
+use serde_json::Value;
+
+const RENAME: &[&str] = &[
+    "--rename-stream",
+    "main.users=people",
+    "--drop-field",
+    "people.password_hash",
+];
+
+fn tables(d: &Dir, db: &str) -> Vec<String> {
+    let c = d.open(db);
+    let mut st = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn the_issue_pipeline_copies_transforms_and_proves_equal() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    let export = d.run("ferry-export", &[&src], b"");
+    export.ok();
+    let stream = export.output.stdout.clone();
+
+    let runs = d.pipe(
+        &[("ferry-transform", RENAME), ("ferry-import", &[&dst, "--create"])],
+        &stream,
+    );
+    all_ok(&runs);
+    // The importer echoes its BEGIN, every STATE, each STREAM_END and an END with counts.
+    let acks = runs[1].lines();
+    let end = acks.last().unwrap();
+    assert_eq!(end["type"], "END");
+    assert_eq!(end["status"], "ok");
+    assert_eq!(end["rows"], 680);
+    assert_eq!(end["written"], 680);
+    let states_in = stream
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(br#"{"type":"STATE""#))
+        .count();
+    assert_eq!(
+        acks.iter().filter(|l| l["type"] == "STATE").count(),
+        states_in,
+        "every STATE is acknowledged"
+    );
+
+    assert!(tables(&d, "copy.db").contains(&"people".to_string()));
+    let c = d.open("copy.db");
+    let cols: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('people')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!cols.contains(&"password_hash".to_string()), "{cols:?}");
+
+    // The transformed stream against the target: equal.
+    let v = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-transform", RENAME),
+            ("ferry-validate", &[&dst, "--report", "r.json"]),
+        ],
+        b"",
+    );
+    all_ok(&v);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "pass");
+    assert_eq!(report["streams"].as_array().unwrap().len(), 7);
+    assert!(v[2].stderr().contains("result: EQUAL"), "{:?}", v[2]);
+    // The source's own dangling reference is carried over faithfully: reported, not failed.
+    assert!(
+        v[2].lines()
+            .iter()
+            .any(|f| f["kind"] == "fk_orphans_in_source" && f["severity"] == "warning"),
+        "{:?}",
+        v[2]
+    );
+
+    // The two databases directly: users became people, so they differ (exit 1), and say how.
+    let direct = d.run("ferry-validate", &[&src, &dst], b"");
+    direct.expect_code(1);
+    assert!(
+        direct
+            .lines()
+            .iter()
+            .any(|f| f["kind"] == "table_missing" && f["table"] == "users"),
+        "{direct:?}"
+    );
+
+    // Status reads the runs and batches back.
+    let status = d.run("ferry", &["status"], b"");
+    status.ok();
+    assert!(status.stdout().contains("complete"), "{status:?}");
+    let json = d.run("ferry", &["status", "--json"], b"");
+    let run = &json.lines()[0]["run"];
+    assert_eq!(run["rows_written"], 680);
+    assert_eq!(run["status"], "complete");
+}
+
+#[test]
+fn an_untransformed_copy_is_byte_for_byte_equal() {
+    let d = Dir::new();
+    let src = d.sample();
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, &d.db("copy.db")], b"").ok();
+    let (a, b) = (d.open("sample.db"), d.open("copy.db"));
+    for (table, order) in [
+        ("users", "id"),
+        ("saved_files", "id"),
+        ("notifications", "id"),
+        ("tags", "name"),
+        ("file_tags", "file_id, tag"),
+        ("audit_log", "rowid"),
+        ("app_settings", "key"),
+    ] {
+        assert_eq!(dump(&a, table, order), dump(&b, table, order), "table {table}");
+    }
+    // The schema is the source's own, word for word, for tables no transform touched.
+    let schema = |c: &rusqlite::Connection| -> Vec<(String, String)> {
+        c.prepare("SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' AND name NOT LIKE '_ferry_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let (sa, sb) = (schema(&a), schema(&b));
+    assert_eq!(sa.len(), sb.len());
+    for ((na, qa), (nb, qb)) in sa.iter().zip(&sb) {
+        assert_eq!(na, nb);
+        assert_eq!(
+            qa.replace("IF NOT EXISTS ", ""),
+            qb.replace("IF NOT EXISTS ", ""),
+            "{na}"
+        );
+    }
+    let seq: i64 = b
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'saved_files'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(seq, 500, "AUTOINCREMENT keeps its sequence");
+}
+
+#[test]
+fn validate_names_every_kind_of_difference() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b""));
+    let c = d.open("copy.db");
+    c.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         DELETE FROM users WHERE id = 7;
+         UPDATE users SET name = 'Mallory' WHERE id = 8;
+         UPDATE notifications SET score = 0.30000000000000004 WHERE id = 1005;
+         UPDATE app_settings SET value = '10485760' WHERE key = 'max_upload';
+         INSERT INTO saved_files (id, user_id, path, size) VALUES (9000, 424242, 'orphan', 1);
+         INSERT INTO audit_log VALUES ('2024-01-01 00:00:01', 'admin', 'login', 42);
+         DELETE FROM tags WHERE name = 'Z';",
+    )
+    .unwrap();
+    drop(c);
+    let v = d.run("ferry-validate", &[&src, &dst, "--report", "r.json"], b"");
+    v.expect_code(1);
+    let findings = v.lines();
+    let has = |stream: &str, kind: &str, key: Value| {
+        findings
+            .iter()
+            .any(|f| f["stream"] == stream && f["kind"] == kind && (key.is_null() || f["key"] == key))
+    };
+    assert!(has("main.users", "missing", serde_json::json!({"id": 7})), "{v:?}");
+    assert!(has("main.users", "changed", serde_json::json!({"id": 8})), "{v:?}");
+    assert!(
+        has("main.notifications", "changed", serde_json::json!({"id": 1005})),
+        "{v:?}"
+    );
+    // The same number as text is a different value: a row count would never see it.
+    assert!(
+        has("main.app_settings", "changed", serde_json::json!({"key": "max_upload"})),
+        "{v:?}"
+    );
+    assert!(
+        has("main.saved_files", "extra", serde_json::json!({"id": 9000})),
+        "{v:?}"
+    );
+    assert!(has("main.saved_files", "fk_orphans", Value::Null), "{v:?}");
+    assert!(
+        has("main.audit_log", "extra", Value::Null),
+        "a duplicated row in a keyless table: {v:?}"
+    );
+    assert!(has("main.tags", "missing", serde_json::json!({"name": "Z"})), "{v:?}");
+    // Deleting user 7 orphaned 8 more notifications than the one the source already had.
+    let orphans = findings
+        .iter()
+        .find(|f| f["stream"] == "main.notifications" && f["kind"] == "fk_orphans")
+        .unwrap();
+    assert_eq!(
+        (orphans["count"].as_u64(), orphans["at_source"].as_u64()),
+        (Some(9), Some(1)),
+        "{v:?}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.path("r.json")).unwrap()).unwrap();
+    let users = report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "main.users")
+        .unwrap();
+    assert_eq!(
+        (users["missing"].as_u64(), users["changed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(users["source_rows"], 47);
+    assert_eq!(users["target_rows"], 46);
+    assert!(v.stderr().contains("DIFFERENT"), "{v:?}");
+}
+
+#[test]
+fn validate_fails_on_what_it_cannot_check_unless_allowed() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src, "--table", "notifications"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    ));
+    // The target has no users table: the notifications' references cannot be checked.
+    let v = d.run("ferry-validate", &[&src, &dst, "--table", "notifications"], b"");
+    v.expect_code(1);
+    assert!(v.lines().iter().any(|f| f["kind"] == "unverified"), "{v:?}");
+    d.run(
+        "ferry-validate",
+        &[&src, &dst, "--table", "notifications", "--allow-unverified"],
+        b"",
+    )
+    .ok();
+}
+
+#[test]
+fn validate_checks_a_stream_file_on_its_own() {
+    let d = Dir::new();
+    let src = d.sample();
+    let export = d.run("ferry-export", &[&src], b"");
+    export.ok();
+    std::fs::write(d.path("app.ndjson"), &export.output.stdout).unwrap();
+    // The sample refers to a user that does not exist (on purpose): a stream on its own cannot
+    // resolve that reference, and says so.
+    let v = d.run("ferry-validate", &["app.ndjson"], b"");
+    v.expect_code(1);
+    let kinds: Vec<(String, String)> = v
+        .lines()
+        .iter()
+        .filter(|f| f["type"] == "FINDING")
+        .map(|f| {
+            (
+                f["stream"].as_str().unwrap().to_owned(),
+                f["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("main.notifications".to_string(), "fk_orphans".to_string())],
+        "{v:?}"
+    );
+    d.run("ferry-validate", &["app.ndjson", "--exclude", "notifications"], b"")
+        .ok();
+
+    // A record changed on the way: its STREAM_END digest no longer matches.
+    let text = String::from_utf8(export.output.stdout.clone()).unwrap();
+    let tampered = text.replacen(r#""name":"User 3""#, r#""name":"User Three""#, 1);
+    assert_ne!(tampered, text);
+    std::fs::write(d.path("tampered.ndjson"), tampered).unwrap();
+    let v = d.run("ferry-validate", &["tampered.ndjson"], b"");
+    v.expect_code(1);
+    assert!(
+        v.lines()
+            .iter()
+            .any(|f| f["kind"] == "stream_end_mismatch" && f["stream"] == "main.users"),
+        "{v:?}"
+    );
+
+    // Cut off before END.
+    let cut: String = text.lines().take(300).map(|l| format!("{l}\n")).collect();
+    let v = d.run("ferry-validate", &["-"], cut.as_bytes());
+    v.expect_code(1);
+    assert!(v.lines().iter().any(|f| f["kind"] == "stream_incomplete"), "{v:?}");
+
+    // A duplicated key and a dangling reference, in a stream that is otherwise complete.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let dup = lines
+        .iter()
+        .position(|l| l.contains(r#""stream":"main.tags","record""#))
+        .unwrap();
+    let dup_line = lines[dup].to_string();
+    lines.insert(dup + 1, &dup_line);
+    let joined = lines.join("\n") + "\n";
+    let v = d.run("ferry-validate", &["-", "--max-listed", "5"], joined.as_bytes());
+    v.expect_code(1);
+    assert!(
+        v.lines()
+            .iter()
+            .any(|f| f["kind"] == "duplicate" && f["stream"] == "main.tags"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn validate_errors_exit_2() {
+    let d = Dir::new();
+    let v = d.run("ferry-validate", &["sqlite:nope.db", "sqlite:nope2.db"], b"");
+    v.expect_code(2).stderr_has("no such database file");
+    let v = d.run("ferry-validate", &["mystery-store"], b"");
+    v.expect_code(2).stderr_has("cannot tell what store");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    let export = d.run("ferry-export", &[&src, "--table", "users", "--table", "tags"], b"");
+    let stream = export.output.stdout.clone();
+    let plan = d.run("ferry-import", &[&dst, "--create", "--dry-run"], &stream);
+    plan.ok();
+    assert!(!d.path("copy.db").exists(), "a dry run creates nothing");
+    assert!(!d.path(".ferry/state.db").exists(), "nor a state file");
+    let lines = plan.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "create_table" && l["table"] == "users")
+    );
+    let load = lines
+        .iter()
+        .find(|l| l["action"] == "load" && l["table"] == "users")
+        .unwrap();
+    assert_eq!(load["insert"], 47);
+
+    // Against a target holding some of the rows: which would be skipped or overwritten.
+    d.run("ferry-import", &[&dst, "--create"], &stream).ok();
+    d.open("copy.db")
+        .execute_batch("DELETE FROM users WHERE id > 30")
+        .unwrap();
+    let plan = d.run(
+        "ferry-import",
+        &[&dst, "--on-conflict", "overwrite", "--dry-run", "--fresh"],
+        &stream,
+    );
+    plan.ok();
+    let load = plan
+        .lines()
+        .into_iter()
+        .find(|l| l["action"] == "load" && l["table"] == "users")
+        .unwrap();
+    // Left: ids 1..=30, 0 and the smallest 64-bit id.
+    assert_eq!(
+        (load["insert"].as_u64(), load["overwrite"].as_u64()),
+        (Some(15), Some(32)),
+        "{plan:?}"
+    );
+    assert_eq!(count(&d.open("copy.db"), "users"), 32, "still unchanged");
+}
+
+#[test]
+fn on_conflict_fail_skip_overwrite() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    let stream = d
+        .run("ferry-export", &[&src, "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    d.run("ferry-import", &[&dst, "--create"], &stream).ok();
+    d.open("copy.db")
+        .execute_batch("UPDATE tags SET color = 'changed' WHERE name = 'urgent'")
+        .unwrap();
+
+    // --fresh: a new import of the same rows, not a resume. fail stops at the first key.
+    let fail = d.run("ferry-import", &[&dst, "--fresh"], &stream);
+    fail.expect_code(2)
+        .stderr_has("is already in table tags (--on-conflict fail)");
+    let color = |d: &Dir| -> String {
+        d.open("copy.db")
+            .query_row("SELECT color FROM tags WHERE name = 'urgent'", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(color(&d), "changed");
+
+    d.run("ferry-import", &[&dst, "--fresh", "--on-conflict", "skip"], &stream)
+        .ok();
+    assert_eq!(color(&d), "changed", "skip keeps the row that was there");
+
+    let over = d.run(
+        "ferry-import",
+        &[&dst, "--fresh", "--on-conflict", "overwrite"],
+        &stream,
+    );
+    over.ok();
+    assert_eq!(color(&d), "red", "overwrite replaces it");
+    assert_eq!(count(&d.open("copy.db"), "tags"), 5);
+}
+
+#[test]
+fn a_rerun_of_a_finished_import_changes_nothing() {
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("copy.db");
+    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b""));
+    let again = d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b"");
+    all_ok(&again);
+    let end = again[1].lines().pop().unwrap();
+    assert_eq!(
+        (end["written"].as_u64(), end["already_imported"].as_u64()),
+        (Some(0), Some(680)),
+        "{:?}",
+        again[1]
+    );
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+}
+
+#[test]
+fn rejected_rows_go_to_the_reject_file_and_the_run_goes_on() {
+    let d = Dir::new();
+    let dst = d.db("copy.db");
+    d.open("copy.db")
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INT CHECK (n < 100))")
+        .unwrap();
+    let stream = [
+        r#"{"type":"BEGIN","protocol":"ferry/1","run_id":"rej"}"#,
+        r#"{"type":"SCHEMA","stream":"main.t","schema":{"properties":{"id":{"type":"integer"},"name":{"type":["string","null"]},"n":{"type":["integer","null"]}}},"key_properties":["id"]}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":1,"name":"a","n":1}}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":2,"name":null,"n":2}}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":3,"name":"c","n":300}}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":4,"name":"d","n":4}}"#,
+        r#"{"type":"STREAM_END","stream":"main.t","status":"complete","rows":4}"#,
+        r#"{"type":"END","run_id":"rej","status":"ok"}"#,
+    ]
+    .join("\n");
+    let r = d.run(
+        "ferry-import",
+        &[&dst, "--reject-file", "rejects.ndjson"],
+        stream.as_bytes(),
+    );
+    r.ok();
+    assert_eq!(count(&d.open("copy.db"), "t"), 2);
+    let rejects: Vec<Value> = std::fs::read_to_string(d.path("rejects.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejects.len(), 2);
+    assert_eq!(rejects[0]["key"], serde_json::json!({"id": 2}));
+    assert_eq!(rejects[0]["line"], 4);
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("NOT NULL constraint failed: t.name")
+    );
+    assert_eq!(rejects[0]["record"]["name"], Value::Null);
+    assert_eq!(rejects[1]["key"], serde_json::json!({"id": 3}));
+    assert!(
+        rejects[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("CHECK constraint failed")
+    );
+    let end = r.lines().pop().unwrap();
+    assert_eq!(end["rejected"], 2);
+
+    // Past --max-rejects the import stops, naming the last one, and commits nothing of the batch.
+    let d2 = Dir::new();
+    d2.open("copy.db")
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INT CHECK (n < 100))")
+        .unwrap();
+    let r = d2.run(
+        "ferry-import",
+        &[&d2.db("copy.db"), "--max-rejects", "1"],
+        stream.as_bytes(),
+    );
+    r.expect_code(2)
+        .stderr_has("more than 1 rows rejected (--max-rejects)")
+        .stderr_has("line 5 of stream main.t");
+    assert_eq!(count(&d2.open("copy.db"), "t"), 0);
+}
+
+#[test]
+fn every_binary_has_help_with_examples_and_a_version() {
+    let d = Dir::new();
+    for b in [
+        "ferry-export",
+        "ferry-transform",
+        "ferry-import",
+        "ferry-validate",
+        "ferry",
+    ] {
+        let h = d.run(b, &["--help"], b"");
+        h.ok();
+        assert!(h.stdout().contains("Examples:"), "{h:?}");
+        d.run(b, &["--version"], b"").ok();
+    }
+    let bad = d.run("ferry-import", &["sqlite:x.db", "--on-conflict", "sometimes"], b"");
+    bad.expect_code(2);
+}
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let d = Dir::new();
+    let r = d.run("ferry", &["demo", "--dir", "demo"], b"");
+    r.ok().stderr_has("result: EQUAL").stderr_has("proved equal");
+    assert!(d.path("demo/report.json").exists());
+}
+
+#[test]
+fn export_selects_tables_and_rows() {
+    let d = Dir::new();
+    let src = d.sample();
+    let r = d.run(
+        "ferry-export",
+        &[&src, "--table", "users", "--where", "users=is_active = 0"],
+        b"",
+    );
+    r.ok();
+    let lines = r.lines();
+    let streams: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "SCHEMA")
+        .map(|l| l["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams.into_iter().collect::<Vec<_>>(), ["main.users"]);
+    let records = lines.iter().filter(|l| l["type"] == "RECORD").count();
+    assert_eq!(records, 14);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["type"] == "RECORD")
+            .all(|l| l["record"]["is_active"] == 0)
+    );
+
+    let r = d.run(
+        "ferry-export",
+        &[&src, "--exclude", "audit_log", "--exclude", "main.app_settings"],
+        b"",
+    );
+    r.ok();
+    assert_eq!(r.lines().iter().filter(|l| l["type"] == "SCHEMA").count(), 5);
+
+    d.run("ferry-export", &[&src, "--table", "nosuch"], b"")
+        .expect_code(2)
+        .stderr_has("no table named nosuch");
+    d.run("ferry-export", &["sqlite:missing.db"], b"")
+        .expect_code(2)
+        .stderr_has("no such database file");
+    d.run("ferry-export", &[&src, "--where", "users=no_such_column = 1"], b"")
+        .expect_code(2)
+        .stderr_has("no such column");
+}
+
+#[test]
+fn streams_come_parents_first() {
+    let d = Dir::new();
+    let src = d.sample();
+    let r = d.run("ferry-export", &[&src], b"");
+    let order: Vec<String> = r
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "SCHEMA")
+        .map(|l| l["stream"].as_str().unwrap().to_owned())
+        .collect();
+    let pos = |s: &str| order.iter().position(|o| o == s).unwrap();
+    assert!(pos("main.users") < pos("main.saved_files"));
+    assert!(pos("main.users") < pos("main.notifications"));
+    assert!(pos("main.saved_files") < pos("main.file_tags"));
+    assert!(pos("main.tags") < pos("main.file_tags"));
+}
+
+#[test]
+fn a_closed_downstream_pipe_ends_export_quietly() {
+    let d = Dir::new();
+    let src = d.sample();
+    let runs = d.pipe(&[("ferry-export", &[&src, "-q"]), ("ferry-validate", &["--help"])], b"");
+    runs[0].ok();
+    assert!(!runs[0].stderr().contains("error"), "{:?}", runs[0]);
+}
