@@ -231,12 +231,14 @@ impl<W: Write> Importer<'_, W> {
             }
         }
         if ended {
-            return Ok(());
+            // END committed everything; success is declared only once nothing follows it.
+            return self.finish();
         }
         if self.singer {
             // A Singer stream has no END: end of input ends it.
             tracing::warn!("input ended without END (a Singer stream): committing what arrived");
-            return self.finish(None);
+            self.commit(None, None)?;
+            return self.finish();
         }
         let since = match self.last_ack_line {
             Some((line, seq)) => format!("the STATE at line {line} (seq {seq})"),
@@ -707,11 +709,11 @@ impl<W: Write> Importer<'_, W> {
                 end.status
             )));
         }
-        self.finish(Some(end))
+        // END is the last barrier: everything before it is committed.
+        self.commit(None, None)
     }
 
-    fn finish(&mut self, _end: Option<End>) -> Result<()> {
-        self.commit(None, None)?;
+    fn finish(&mut self) -> Result<()> {
         let open: Vec<&str> = self
             .order
             .iter()

@@ -1,0 +1,312 @@
+//! Interruptions: a stage killed at any instant, then the same pipeline run again, finishes the job
+//! with nothing lost and nothing duplicated; `--resume` continues after the last acknowledged STATE.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Dir, all_ok, count};
+
+/// A database with a parent table, a keyed child table with a blob, and a keyless log with
+/// duplicate rows (the case where a replayed batch would show).
+fn build_source(d: &Dir, items: i64) -> String {
+    let c = d.open("src.db");
+    c.execute_batch(&format!(
+        "CREATE TABLE parents (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE items (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parents (id),
+                             name TEXT NOT NULL, amount REAL, qty INTEGER, blob BLOB);
+         CREATE INDEX items_parent ON items (parent_id);
+         CREATE TABLE events (at TEXT, what TEXT, n);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200)
+           INSERT INTO parents SELECT i, 'parent ' || i FROM s;
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {items})
+           INSERT INTO items SELECT i, 1 + i % 200, 'item ' || i, i / 7.0, i % 13, CASE WHEN i % 3 = 0 THEN zeroblob(i % 50) END FROM s;
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {events})
+           INSERT INTO events SELECT '2024-01-01', CASE i % 4 WHEN 0 THEN 'a' WHEN 1 THEN 'b' ELSE 'c' END, i % 10 FROM s;",
+        events = items / 4
+    ))
+    .unwrap();
+    d.db("src.db")
+}
+
+/// export | import as two processes joined by a pipe.
+fn spawn_pipeline(d: &Dir, src: &str, dst: &str, export_args: &[&str]) -> (Child, Child) {
+    let mut ea = vec![src, "--state-every", "500", "-q"];
+    ea.extend_from_slice(export_args);
+    let mut export = d
+        .cmd("ferry-export", &ea)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let import = d
+        .cmd("ferry-import", &[dst, "--create", "-q"])
+        .stdin(Stdio::from(export.stdout.take().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (export, import)
+}
+
+/// Run the same pipeline to the end; the importer's END line.
+fn finish_pipeline(d: &Dir, src: &str, dst: &str) -> serde_json::Value {
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[src, "--state-every", "500"]),
+            ("ferry-import", &[dst, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    runs[1].lines().pop().unwrap()
+}
+
+/// Rows in the target's tables (0 for a table not created yet).
+fn rows_in(d: &Dir, db: &str) -> i64 {
+    if !d.path(db).exists() {
+        return 0;
+    }
+    let c = d.open(db);
+    ["parents", "items", "events"]
+        .iter()
+        .map(|t| {
+            c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A small deterministic generator, seeded from the clock unless FERRY_TEST_SEED says otherwise.
+struct Rng(u64);
+impl Rng {
+    fn new() -> (Rng, u64) {
+        let seed = std::env::var("FERRY_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        (Rng(seed), seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[test]
+fn sigkill_at_random_instants_then_the_same_pipeline_finishes_equal() {
+    let (mut rng, seed) = Rng::new();
+    let trials = 8;
+    // How long a whole run takes here, to spread the kills over it.
+    let probe = Dir::new();
+    let src = build_source(&probe, 30_000);
+    let t0 = Instant::now();
+    finish_pipeline(&probe, &src, &probe.db("dst.db"));
+    let full = t0.elapsed();
+
+    let mut report = Vec::new();
+    let mut partial = 0;
+    for trial in 0..trials {
+        let d = Dir::new();
+        let src = build_source(&d, 30_000);
+        let dst = d.db("dst.db");
+        // Kill the importer, the exporter, or both stages, once or twice in a row, at instants
+        // spread over the run (one stratum of it per trial, a random point inside).
+        let victim = ["import", "export", "import", "import"][trial % 4];
+        let kills = 1 + (trial % 3 == 2) as usize;
+        let mut at = Vec::new();
+        for _ in 0..kills {
+            let stratum = full.as_micros() as u64 / trials as u64;
+            let delay = Duration::from_micros(stratum * trial as u64 + rng.below(stratum));
+            at.push(delay);
+            let (mut export, mut import) = spawn_pipeline(&d, &src, &dst, &[]);
+            std::thread::sleep(delay);
+            match victim {
+                "export" => {
+                    let _ = export.kill();
+                }
+                _ => {
+                    let _ = import.kill();
+                }
+            }
+            let _ = export.wait();
+            let _ = import.wait();
+        }
+        let before = rows_in(&d, "dst.db");
+        partial += usize::from(before > 0 && before < 30_000 + 200 + 7_500);
+        let end = finish_pipeline(&d, &src, &dst);
+        // Exactly once: every row already in the target is skipped, every other row written.
+        assert_eq!(
+            end["already_imported"].as_i64(),
+            Some(before),
+            "trial {trial} (seed {seed}, {victim} killed at {at:?}): {end}"
+        );
+        assert_eq!(
+            end["written"].as_i64(),
+            Some(30_000 + 200 + 7_500 - before),
+            "trial {trial} (seed {seed}): {end}"
+        );
+        let v = d.run("ferry-validate", &[&src, &dst], b"");
+        assert_eq!(
+            v.code(),
+            Some(0),
+            "trial {trial} (seed {seed}, {victim} killed at {at:?}):{v:?}"
+        );
+        let (a, b) = (d.open("src.db"), d.open("dst.db"));
+        for t in ["parents", "items", "events"] {
+            assert_eq!(count(&a, t), count(&b, t), "trial {trial} (seed {seed}): table {t}");
+        }
+        let indexes: i64 = b
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'items_parent'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 1, "trial {trial} (seed {seed}): the deferred index is built");
+        report.push(format!("{victim} x{kills} at {at:?}: {before} rows in"));
+    }
+    assert!(
+        partial >= 2,
+        "most kills should land mid-import (seed {seed}): {report:?}"
+    );
+    eprintln!("seed {seed}; full run {full:?}; kills: {report:?}");
+}
+
+#[test]
+fn sigkill_of_the_transform_in_the_middle() {
+    let d = Dir::new();
+    let src = build_source(&d, 20_000);
+    let dst = d.db("dst.db");
+    let mut export = d
+        .cmd("ferry-export", &[&src, "--state-every", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut transform = d
+        .cmd("ferry-transform", &["--rename-stream", "main.items=things"])
+        .stdin(Stdio::from(export.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[&dst, "--create"])
+        .stdin(Stdio::from(transform.stdout.take().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = transform.kill();
+    let _ = export.wait();
+    let _ = transform.wait();
+    let status = import.wait().unwrap();
+    // Whether it got far or not, an import that lost its input without END fails.
+    assert_ne!(status.code(), Some(0));
+    let ops: &[&str] = &["--rename-stream", "main.items=things"];
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-transform", ops),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    ));
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-transform", ops),
+            ("ferry-validate", &[&dst]),
+        ],
+        b"",
+    ));
+}
+
+#[test]
+fn export_resume_continues_the_interrupted_run_after_its_last_acknowledged_state() {
+    let d = Dir::new();
+    let src = build_source(&d, 10_000);
+    let dst = d.db("dst.db");
+    let full = d.run("ferry-export", &[&src, "--state-every", "1000"], b"");
+    full.ok();
+    let lines: Vec<&[u8]> = full.output.stdout.split(|b| *b == b'\n').collect();
+    // Feed the import the first 6,000 lines only: it stops without END.
+    let cut: Vec<u8> = lines[..6000]
+        .join(&b'\n')
+        .into_iter()
+        .chain(b"\n".iter().copied())
+        .collect();
+    let first = d.run("ferry-import", &[&dst, "--create"], &cut);
+    first.expect_code(2).stderr_has("without END");
+    let committed = count(&d.open("dst.db"), "items");
+    assert!(committed > 0 && committed < 10_000, "{committed}");
+
+    let resumed = d.run("ferry-export", &[&src, "--resume", "--state-every", "1000"], b"");
+    resumed.ok().stderr_has("resuming run");
+    let rl = resumed.lines();
+    let begin = &rl[0];
+    let full_begin: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+    assert_eq!(begin["run_id"], full_begin["run_id"], "the same run continues");
+    let first_state = &rl[1]["value"];
+    assert!(
+        first_state["seq"].as_u64().unwrap() > 0,
+        "state numbering continues: {first_state}"
+    );
+    let items_records = rl
+        .iter()
+        .filter(|l| l["type"] == "RECORD" && l["stream"] == "main.items")
+        .count() as i64;
+    assert_eq!(
+        items_records,
+        10_000 - committed,
+        "exactly the rows after the acknowledged STATE"
+    );
+    assert!(
+        !rl.iter()
+            .any(|l| l["type"] == "SCHEMA" && l["stream"] == "main.parents"),
+        "completed streams are skipped"
+    );
+
+    let second = d.run("ferry-import", &[&dst, "--create"], &resumed.output.stdout);
+    second.ok();
+    let end = second.lines().pop().unwrap();
+    assert_eq!(end["already_imported"], 0, "{second:?}");
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+
+    // The status shows one run, complete, after two attempts.
+    let s = d.run("ferry", &["status", "--json"], b"");
+    let runs: Vec<_> = s.lines().into_iter().filter(|l| l["type"] == "RUN").collect();
+    assert_eq!(runs.len(), 1, "{s:?}");
+    assert_eq!(runs[0]["run"]["status"], "complete");
+    assert_eq!(runs[0]["run"]["attempts"], 2);
+    // And --resume after completion has nothing left to send.
+    let again = d.run("ferry-export", &[&src, "--resume"], b"");
+    again.ok();
+    assert_eq!(again.lines().iter().filter(|l| l["type"] == "RECORD").count(), 0);
+}
+
+#[test]
+fn resume_without_a_state_file_starts_from_the_beginning() {
+    let d = Dir::new();
+    let src = build_source(&d, 100);
+    let r = d.run("ferry-export", &[&src, "--resume"], b"");
+    r.ok().stderr_has("starting from the beginning");
+    assert_eq!(
+        r.lines().iter().filter(|l| l["type"] == "RECORD").count(),
+        100 + 200 + 25
+    );
+}
