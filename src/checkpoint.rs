@@ -153,6 +153,16 @@ pub struct BatchInfo {
     pub committed_at: String,
 }
 
+/// An error recorded for a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorRow {
+    pub run_id: String,
+    pub stream: Option<String>,
+    pub line: Option<i64>,
+    pub message: String,
+    pub at: String,
+}
+
 /// Where `export --resume` starts.
 #[derive(Debug, Clone)]
 pub struct ResumePoint {
@@ -504,7 +514,7 @@ impl Checkpoint {
     }
 
     /// Errors recorded for a run (or all runs).
-    pub fn errors(&self, run_id: Option<&str>) -> Result<Vec<(String, Option<String>, Option<i64>, String, String)>> {
+    pub fn errors(&self, run_id: Option<&str>) -> Result<Vec<ErrorRow>> {
         let mut st = self
             .conn
             .prepare(
@@ -514,7 +524,13 @@ impl Checkpoint {
             .ctx(ErrorKind::Checkpoint, self.err("listing errors"))?;
         let rows = st
             .query_map(params![run_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok(ErrorRow {
+                    run_id: r.get(0)?,
+                    stream: r.get(1)?,
+                    line: r.get(2)?,
+                    message: r.get(3)?,
+                    at: r.get(4)?,
+                })
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
             .ctx(ErrorKind::Checkpoint, self.err("listing errors"))?;

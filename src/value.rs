@@ -32,8 +32,9 @@
 //! # Canonical encoding (hashing) and order (keys)
 //!
 //! [`Value::hash_into`] feeds a tag byte and the exact payload to a hasher: NULL `00`; INTEGER `01`
-//! + i64 big-endian; REAL `02` + IEEE bits big-endian (every NaN as `7ff8000000000000`); TEXT `03` +
-//! u64 length + bytes; BLOB `04` + u64 length + bytes. [`compare`] is SQLite's order with BINARY
+//! then the i64 big-endian; REAL `02` then the IEEE bits big-endian (every NaN as
+//! `7ff8000000000000`); TEXT `03` then the u64 length and the bytes; BLOB `04` then the u64 length
+//! and the bytes. [`compare`] is SQLite's order with BINARY
 //! collation: NULL < numbers (INTEGER and REAL compared by value) < TEXT (bytewise) < BLOB (bytewise).
 
 use std::cmp::Ordering;

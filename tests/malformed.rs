@@ -1,6 +1,8 @@
 //! The malformed-input corpus (testdata/malformed): each case fails with an error that names the
 //! line (and stream), exits 2, and leaves the target exactly as the last acknowledged STATE left it.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use common::Dir;

@@ -1,5 +1,7 @@
 //! The stages end to end through real pipes, on the bundled sample database.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use common::{Dir, all_ok, count, dump};
@@ -605,4 +607,22 @@ fn a_closed_downstream_pipe_ends_export_quietly() {
     let runs = d.pipe(&[("ferry-export", &[&src, "-q"]), ("ferry-validate", &["--help"])], b"");
     runs[0].ok();
     assert!(!runs[0].stderr().contains("error"), "{:?}", runs[0]);
+}
+
+#[test]
+fn the_committed_sample_database_is_what_the_script_builds() {
+    let d = Dir::new();
+    let fresh = d.sample();
+    let committed = format!("sqlite:{}/testdata/sample.db", env!("CARGO_MANIFEST_DIR"));
+    d.run("ferry-validate", &[&committed, &fresh], b"").ok();
+    let schema = |path: &str| -> Vec<String> {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let mut st = c.prepare("SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(
+        schema(&format!("{}/testdata/sample.db", env!("CARGO_MANIFEST_DIR"))),
+        schema(&d.path("sample.db").display().to_string()),
+        "rebuild it with: cargo run --example gen-db -- --sample testdata/sample.db"
+    );
 }

@@ -1,6 +1,8 @@
 //! Interruptions: a stage killed at any instant, then the same pipeline run again, finishes the job
 //! with nothing lost and nothing duplicated; `--resume` continues after the last acknowledged STATE.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly and report what they did
+
 mod common;
 
 use std::process::{Child, Stdio};

@@ -678,11 +678,8 @@ fn fk_order(tables: &[TableInfo]) -> (Vec<usize>, Vec<String>) {
         .collect();
     let mut order = Vec::with_capacity(tables.len());
     let mut done = vec![false; tables.len()];
-    loop {
-        // Tables are in name order, so picking the first ready one keeps the order stable.
-        let Some(next) = (0..tables.len()).find(|&i| !done[i] && deps[i].is_empty()) else {
-            break;
-        };
+    // Tables are in name order, so picking the first ready one keeps the order stable.
+    while let Some(next) = (0..tables.len()).find(|&i| !done[i] && deps[i].is_empty()) {
         done[next] = true;
         order.push(next);
         for d in deps.iter_mut() {

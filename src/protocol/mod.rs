@@ -145,7 +145,7 @@ impl Kind {
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Message {
     Begin(Begin),
-    Schema(Schema),
+    Schema(Box<Schema>),
     Record(Record),
     State(State),
     StreamEnd(StreamEnd),

@@ -180,7 +180,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
         let after = prior.as_ref().filter(|b| b.after.is_some() || b.rowid.is_some());
         let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
         let shape = RowShape::from_schema(&plan.schema)?;
-        em.message(&Message::Schema(plan.schema.clone()))?;
+        em.message(&Message::Schema(Box::new(plan.schema.clone())))?;
 
         let mut prefix = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);
         value::write_str(&stream, &mut prefix);

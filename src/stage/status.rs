@@ -113,12 +113,8 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         for r in &runs {
             line(out, &json!({"type": "RUN", "run": r}).to_string())?;
         }
-        for (run, stream, l, message, at) in cp.errors(None)? {
-            line(
-                out,
-                &json!({"type": "RUN_ERROR", "run_id": run, "stream": stream, "line": l, "message": message, "at": at})
-                    .to_string(),
-            )?;
+        for e in cp.errors(None)? {
+            line(out, &json!({"type": "RUN_ERROR", "error": e}).to_string())?;
         }
         return out.flush();
     }

@@ -431,7 +431,7 @@ impl<W: Write> Transformer<'_, W> {
         let changed = schema != input;
         let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         if changed {
-            self.out.write_message(&Message::Schema(schema.clone()))?;
+            self.out.write_message(&Message::Schema(Box::new(schema.clone())))?;
         } else {
             self.out.write_line(line.text.as_bytes(), Kind::Schema)?;
         }
@@ -721,7 +721,7 @@ impl<W: Write> Transformer<'_, W> {
                 sq.sql = None;
             }
             let shape = RowShape::from_schema(&schema)?;
-            self.out.write_message(&Message::Schema(schema.clone()))?;
+            self.out.write_message(&Message::Schema(Box::new(schema.clone())))?;
             match self.outs.get_mut(&stream) {
                 Some(o) => {
                     o.schema = schema;

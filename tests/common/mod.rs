@@ -110,14 +110,21 @@ impl Dir {
                 let _ = w.write_all(&data);
             }
         });
-        let runs = children
+        // Drain every stage at once: waiting on them in turn would leave a later stage blocked
+        // on a full stdout pipe while an earlier one waits for it.
+        let cwd = self.root().to_owned();
+        let waiters: Vec<_> = children
             .into_iter()
-            .map(|(what, c)| Run {
-                what,
-                cwd: self.root().to_owned(),
-                output: c.wait_with_output().expect("waiting"),
+            .map(|(what, c)| {
+                let cwd = cwd.clone();
+                std::thread::spawn(move || Run {
+                    what,
+                    cwd,
+                    output: c.wait_with_output().expect("waiting"),
+                })
             })
             .collect();
+        let runs = waiters.into_iter().map(|w| w.join().expect("stage thread")).collect();
         let _ = writer.join();
         runs
     }
@@ -205,8 +212,12 @@ pub fn all_ok(runs: &[Run]) {
 
 /// One value per row, in order, for comparing tables exactly (storage class and bytes).
 pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
+    let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
     let cols: Vec<String> = conn
-        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info('{}')",
+            table.replace('\'', "''")
+        ))
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
@@ -214,11 +225,12 @@ pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
         .unwrap();
     let exprs: Vec<String> = cols
         .iter()
-        .map(|c| format!("typeof(\"{c}\") || ':' || quote(\"{c}\")"))
+        .map(|c| format!("typeof({0}) || ':' || quote({0})", q(c)))
         .collect();
     let sql = format!(
-        "SELECT CAST({} AS BLOB) FROM \"{table}\" ORDER BY {order}",
-        exprs.join(" || ' | ' || ")
+        "SELECT CAST({} AS BLOB) FROM {} ORDER BY {order}",
+        exprs.join(" || ' | ' || "),
+        q(table)
     );
     conn.prepare(&sql)
         .unwrap()
