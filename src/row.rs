@@ -209,15 +209,34 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = vec![false; self.shape.columns.len()];
+        let columns = &self.shape.columns;
+        // Which fields were seen: a bit mask for up to 128 columns, a vector beyond.
+        let mut seen_mask = 0u128;
+        let mut seen_vec = if columns.len() > 128 {
+            vec![false; columns.len()]
+        } else {
+            Vec::new()
+        };
+        // Writers put fields in SCHEMA order: try the next column before looking the name up.
+        let mut expect = 0usize;
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let Some(&i) = self.shape.index.get(name.as_ref()) else {
+            let guess = columns.get(expect).filter(|c| c.name == name.as_ref()).map(|_| expect);
+            let Some(i) = guess.or_else(|| self.shape.index.get(name.as_ref()).copied()) else {
                 *self.problem = Some(format!(
                     "field {name:?} is not in the stream's SCHEMA (add it to the SCHEMA, or drop it with ferry-transform --drop-field)"
                 ));
                 return Err(de::Error::custom("unknown field"));
             };
-            if std::mem::replace(&mut seen[i], true) {
+            expect = i + 1;
+            let twice = if i < 128 {
+                let bit = 1u128 << i;
+                let was = seen_mask & bit != 0;
+                seen_mask |= bit;
+                was
+            } else {
+                std::mem::replace(&mut seen_vec[i], true)
+            };
+            if twice {
                 *self.problem = Some(format!("field {name:?} appears twice"));
                 return Err(de::Error::custom("duplicate field"));
             }

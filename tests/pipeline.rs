@@ -617,8 +617,13 @@ fn the_committed_sample_database_is_what_the_script_builds() {
     d.run("ferry-validate", &[&committed, &fresh], b"").ok();
     let schema = |path: &str| -> Vec<String> {
         let c = rusqlite::Connection::open(path).unwrap();
-        let mut st = c.prepare("SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name").unwrap();
-        st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut st = c
+            .prepare("SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     };
     assert_eq!(
         schema(&format!("{}/testdata/sample.db", env!("CARGO_MANIFEST_DIR"))),

@@ -105,7 +105,8 @@ pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
             256 * 1024,
             std::fs::File::open(p).ctx(ErrorKind::Io, || format!("opening {}", p.display()))?,
         )),
-        None => Box::new(std::io::BufReader::with_capacity(256 * 1024, std::io::stdin())),
+        // Read ahead on a thread (up to 8 MiB) so the stage upstream is not held up.
+        None => Box::new(crate::protocol::reader::ReadAhead::new(std::io::stdin(), 1 << 20, 8)),
     })
 }
 

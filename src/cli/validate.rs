@@ -92,10 +92,12 @@ pub fn main() -> ExitCode {
 
 fn run(args: &ValidateArgs) -> Result<ExitStatus> {
     let cfg = args.config()?;
-    let input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin());
+    let input = crate::protocol::reader::ReadAhead::new(std::io::stdin(), 1 << 20, 8);
     let mut out = StreamWriter::stdout()?;
     let report = validate::run(&cfg, input, &mut out)?;
-    print_summary(&report);
+    if !args.log.quiet {
+        print_summary(&report);
+    }
     Ok(if report.passed() {
         ExitStatus::Ok
     } else {

@@ -740,38 +740,68 @@ impl SqliteSource {
         Ok(())
     }
 
+    /// The table's exact row count, and the storage classes its columns hold in a sample: the
+    /// first and last [`CLASS_SAMPLE`] rows in key order (all of them in a smaller table). The
+    /// sample only decides how the SCHEMA describes each column; a value of a class it did not see
+    /// is still written exactly, in a tagged form (see `value`).
     fn pre_scan(&self, t: &TableInfo, filter: Option<&str>) -> Result<(u64, Vec<Classes>)> {
-        let cols: Vec<&ColumnInfo> = t.stored_columns().collect();
-        let mut sql = String::from("SELECT count(*)");
-        for c in &cols {
-            let q = quote(&c.name);
-            for class in ["integer", "real", "text", "blob"] {
-                sql.push_str(&format!(", coalesce(max(typeof({q}) = '{class}'), 0)"));
+        let e = || format!("{}: scanning table {}", self.address, t.name);
+        let table = format!("main.{}", quote(&t.name));
+        let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+        let count: i64 = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}{filter}"), [], |r| r.get(0))
+            .ctx(ErrorKind::Source, e)?;
+        let cols: Vec<String> = t.stored_columns().map(|c| quote(&c.name)).collect();
+        if cols.is_empty() {
+            return Ok((count as u64, vec![]));
+        }
+        let list = cols.join(", ");
+        let (key, tie) = scan_order(t);
+        let mut order: Vec<String> = key.iter().map(|k| quote(k)).collect();
+        order.extend(tie.map(str::to_owned));
+        let rows = if count as u64 <= 2 * CLASS_SAMPLE || order.is_empty() {
+            format!("SELECT {list} FROM {table}{filter}")
+        } else {
+            let asc = order.join(", ");
+            let desc = order.iter().map(|o| format!("{o} DESC")).collect::<Vec<_>>().join(", ");
+            format!(
+                "SELECT * FROM (SELECT {list} FROM {table}{filter} ORDER BY {asc} LIMIT {CLASS_SAMPLE}) \
+                 UNION ALL SELECT * FROM (SELECT {list} FROM {table}{filter} ORDER BY {desc} LIMIT {CLASS_SAMPLE})"
+            )
+        };
+        let mut sql = String::from("SELECT ");
+        for (i, q) in cols.iter().enumerate() {
+            for (k, class) in ["integer", "real", "text", "blob"].iter().enumerate() {
+                if i + k > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("coalesce(max(typeof({q}) = '{class}'), 0)"));
             }
         }
-        sql.push_str(&format!(" FROM main.{}", quote(&t.name)));
-        if let Some(f) = filter {
-            sql.push_str(&format!(" WHERE ({f})"));
-        }
-        let e = || format!("{}: scanning table {}", self.address, t.name);
-        self.conn
+        sql.push_str(&format!(" FROM ({rows})"));
+        let classes = self
+            .conn
             .query_row(&sql, [], |r| {
-                let count: i64 = r.get(0)?;
-                let mut classes = Vec::with_capacity(cols.len());
-                for i in 0..cols.len() {
-                    let b = |k: usize| r.get::<_, bool>(1 + i * 4 + k);
-                    classes.push(Classes {
-                        integer: b(0)?,
-                        real: b(1)?,
-                        text: b(2)?,
-                        blob: b(3)?,
-                    });
-                }
-                Ok((count as u64, classes))
+                (0..cols.len())
+                    .map(|i| {
+                        let b = |k: usize| r.get::<_, bool>(i * 4 + k);
+                        Ok(Classes {
+                            integer: b(0)?,
+                            real: b(1)?,
+                            text: b(2)?,
+                            blob: b(3)?,
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .ctx(ErrorKind::Source, e)
+            .ctx(ErrorKind::Source, e)?;
+        Ok((count as u64, classes))
     }
 }
+
+/// Rows read at each end of a table to learn the storage classes of its columns.
+const CLASS_SAMPLE: u64 = 50_000;
 
 /// The ORDER BY columns of a table's export, and whether the rowid is appended to the key.
 fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {

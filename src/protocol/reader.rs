@@ -154,9 +154,115 @@ impl<R: BufRead> StreamReader<R> {
     }
 }
 
+/// Input read ahead by a thread, in chunks, into a bounded queue: the stage upstream keeps writing
+/// while this one is busy (committing, say) instead of stalling on a full 64 KiB pipe. At most
+/// `chunks` chunks of `chunk_size` bytes wait in memory.
+pub struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    pub fn new<R: Read + Send + 'static>(mut inner: R, chunk_size: usize, chunks: usize) -> ReadAhead {
+        let (tx, rx) = std::sync::mpsc::sync_channel(chunks);
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; chunk_size];
+                let mut filled = 0;
+                // Fill the chunk unless the input pauses or ends, so chunks stay large.
+                let result = loop {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(filled),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == buf.len() || filled >= chunk_size / 4 {
+                                break Ok(filled);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                match result {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        ReadAhead {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(out.len());
+            out[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos >= self.chunk.len() && !self.done {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(&self.chunk[self.pos.min(self.chunk.len())..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_delivers_every_byte_in_order() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{{\"type\":\"RECORD\",\"n\":{i}}}\n").into_bytes())
+            .collect();
+        let mut r = StreamReader::new(ReadAhead::new(std::io::Cursor::new(data.clone()), 4096, 2), 1 << 20);
+        let mut n = 0u64;
+        while let Some(line) = r.next_line().unwrap() {
+            assert_eq!(line.kind, Kind::Record);
+            n += 1;
+        }
+        assert_eq!(n, 200_000);
+        assert_eq!(r.bytes(), data.len() as u64);
+    }
 
     fn reader(s: &str) -> StreamReader<&[u8]> {
         StreamReader::new(s.as_bytes(), 100)

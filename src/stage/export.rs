@@ -243,7 +243,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
                 since_state = 0;
                 last_state = Instant::now();
             }
-            if progress.due() {
+            if rows % 1024 == 0 && progress.due() {
                 tracing::info!(stream = %stream, rows = base + rows, rows_per_s = progress.rate(outcome.rows + rows), "exporting");
             }
             Ok(())

@@ -475,7 +475,7 @@ impl<W: Write> Importer<'_, W> {
             let name = name.to_owned();
             self.flush_stream(&name)?;
         }
-        if self.progress.due() {
+        if self.outcome.received % 1024 == 0 && self.progress.due() {
             tracing::info!(
                 rows = self.outcome.received,
                 written = self.outcome.written,
