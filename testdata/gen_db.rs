@@ -10,6 +10,10 @@ use rusqlite::{Connection, params};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sqlite-version") {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{}\n", rusqlite::version()).as_bytes());
+        return ExitCode::SUCCESS;
+    }
     if let (Some("--sample"), Some(path)) = (args.get(1).map(String::as_str), args.get(2)) {
         return match ferry::sample::create(std::path::Path::new(path)) {
             Ok(()) => ExitCode::SUCCESS,
