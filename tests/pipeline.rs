@@ -631,3 +631,72 @@ fn the_committed_sample_database_is_what_the_script_builds() {
         "rebuild it with: cargo run --example gen-db -- --sample testdata/sample.db"
     );
 }
+
+#[test]
+fn import_needs_create_for_missing_tables_and_names_missing_columns() {
+    let d = Dir::new();
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    let r = d.run("ferry-import", &[&d.db("copy.db")], &stream);
+    r.expect_code(2)
+        .stderr_has("there is no table tags for stream main.tags; pass --create");
+    d.open("copy.db")
+        .execute_batch("CREATE TABLE tags (name TEXT PRIMARY KEY)")
+        .unwrap();
+    let r = d.run("ferry-import", &[&d.db("copy.db")], &stream);
+    r.expect_code(2)
+        .stderr_has("table tags (stream main.tags) has no column color");
+    // --create adds what is missing.
+    d.run("ferry-import", &[&d.db("copy.db"), "--create"], &stream).ok();
+    assert_eq!(count(&d.open("copy.db"), "tags"), 5);
+}
+
+#[test]
+fn a_singer_stream_without_begin_or_end_is_accepted() {
+    let d = Dir::new();
+    let stream = [
+        r#"{"type":"schema","stream":"users","schema":{"properties":{"id":{"type":"integer"},"balance":{"type":["string","null"],"format":"singer.decimal"},"photo":{"type":["string","null"],"contentEncoding":"base16"}}},"key_properties":["id"]}"#,
+        r#"{"type":"record","stream":"users","record":{"id":1,"balance":"1234.50","photo":"00ff"}}"#,
+        r#"{"type":"record","stream":"users","record":{"id":2,"balance":null,"photo":null}}"#,
+        r#"{"type":"state","value":{"bookmarks":{"users":{"replication_key_value":2}}}}"#,
+    ]
+    .join("\n");
+    let r = d.run("ferry-import", &[&d.db("s.db"), "--create"], stream.as_bytes());
+    r.ok().stderr_has("reading it as a Singer stream");
+    let c = d.open("s.db");
+    let (balance, photo): (String, Vec<u8>) = c
+        .query_row("SELECT balance, photo FROM users WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((balance.as_str(), photo), ("1234.50", vec![0x00, 0xff]));
+    assert!(
+        r.stdout().contains("replication_key_value"),
+        "the STATE is echoed: {r:?}"
+    );
+}
+
+#[test]
+fn huge_rows_are_written_in_batches_bounded_by_bytes() {
+    let d = Dir::new();
+    let c = d.open("big.db");
+    c.execute_batch(
+        "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40)
+         INSERT INTO blobs SELECT i, zeroblob(2000000) FROM s;",
+    )
+    .unwrap();
+    drop(c);
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("big.db"), "-q"]),
+            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&d.db("big.db"), &d.db("copy.db")], b"").ok();
+}

@@ -312,3 +312,21 @@ fn resume_without_a_state_file_starts_from_the_beginning() {
         100 + 200 + 25
     );
 }
+
+#[test]
+fn resume_finds_the_run_however_the_source_path_is_written() {
+    let d = Dir::new();
+    build_source(&d, 2_000);
+    let full = d.run("ferry-export", &["sqlite:src.db", "--state-every", "500"], b"");
+    let text = full.stdout();
+    let cut: String = text.lines().take(900).map(|l| format!("{l}\n")).collect();
+    d.run("ferry-import", &["sqlite:dst.db", "--create"], cut.as_bytes())
+        .expect_code(2);
+    // Absolute this time, with a detour through ".".
+    let abs = format!("sqlite:{}/./src.db", d.root().display());
+    let resumed = d.run("ferry-export", &[&abs, "--resume", "--state-every", "500"], b"");
+    resumed.ok().stderr_has("resuming run");
+    d.run("ferry-import", &["sqlite:dst.db", "--create"], &resumed.output.stdout)
+        .ok();
+    d.run("ferry-validate", &["sqlite:src.db", "sqlite:dst.db"], b"").ok();
+}

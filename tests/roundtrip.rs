@@ -41,6 +41,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         verify_stream_end: true,
         max_line: 64 << 20,
         write_rows: 2,
+        write_bytes: 1 << 20,
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()

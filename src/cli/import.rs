@@ -70,6 +70,9 @@ pub struct ImportArgs {
     /// Rows buffered per stream before they are written into the open transaction
     #[arg(long, value_name = "N", default_value_t = 5000, hide = true)]
     pub write_rows: usize,
+    /// ...or this many bytes of input, whichever comes first
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, hide = true)]
+    pub write_bytes: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -88,6 +91,7 @@ impl ImportArgs {
             verify_stream_end: !self.no_verify,
             max_line: self.max_line_bytes,
             write_rows: self.write_rows.max(1),
+            write_bytes: self.write_bytes.max(1),
         })
     }
 }

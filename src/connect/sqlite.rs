@@ -714,6 +714,12 @@ impl SqliteSource {
                 format!("{address}: no such database file (check the path; ferry never creates a source)"),
             ));
         }
+        // The source is named by its absolute path: `--resume` and the target's commit markers
+        // recognise it however the path was written.
+        let address = match std::fs::canonicalize(path) {
+            Ok(p) => format!("sqlite:{}", p.display()),
+            Err(_) => address,
+        };
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .ctx(ErrorKind::Source, || format!("{address}: cannot open"))?;

@@ -45,8 +45,10 @@ pub struct ImportConfig {
     pub fresh: bool,
     pub verify_stream_end: bool,
     pub max_line: usize,
-    /// Rows buffered per stream before they are written (inside the open transaction).
+    /// Rows buffered per stream before they are written (inside the open transaction)...
     pub write_rows: usize,
+    /// ...or input bytes, whichever comes first: memory stays bounded whatever the row size.
+    pub write_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +67,8 @@ struct InStream {
     schema: Schema,
     shape: RowShape,
     batch: RowBatch,
+    /// Input bytes of the rows in `batch`.
+    batch_bytes: usize,
     /// Position of the stream's first row after the last STATE (None: positions unknown).
     base: Option<u64>,
     since: u64,
@@ -412,6 +416,7 @@ impl<W: Write> Importer<'_, W> {
                         schema,
                         shape,
                         batch: RowBatch::new(ncols),
+                        batch_bytes: 0,
                         base,
                         since: 0,
                         committed,
@@ -442,7 +447,7 @@ impl<W: Write> Importer<'_, W> {
         {
             return Err(line.error(format!("op {op:?} is not supported yet (only upsert)")));
         }
-        let write_rows = self.cfg.write_rows;
+        let (write_rows, write_bytes) = (self.cfg.write_rows, self.cfg.write_bytes);
         let Some(s) = self.streams.get_mut(name) else {
             return Err(line.error("a RECORD before its stream's SCHEMA"));
         };
@@ -466,12 +471,15 @@ impl<W: Write> Importer<'_, W> {
             s.pending.skipped += 1;
             s.batch.values.truncate(s.batch.values.len() - s.batch.ncols);
             s.batch.lines.pop();
-        } else if let Some(p) = position {
-            s.pending.first_position.get_or_insert(p);
-            s.pending.last_position = Some(p);
+        } else {
+            s.batch_bytes += line.text.len();
+            if let Some(p) = position {
+                s.pending.first_position.get_or_insert(p);
+                s.pending.last_position = Some(p);
+            }
         }
         self.outcome.received += 1;
-        if s.batch.len() >= write_rows {
+        if s.batch.len() >= write_rows || s.batch_bytes >= write_bytes {
             let name = name.to_owned();
             self.flush_stream(&name)?;
         }
@@ -501,6 +509,7 @@ impl<W: Write> Importer<'_, W> {
             s.plan.overwrite += c.overwrite;
             s.plan.conflict += c.conflict;
             s.batch.clear();
+            s.batch_bytes = 0;
             return Ok(());
         }
         let report = self.target.write(name, &s.shape, &s.batch)?;
@@ -537,6 +546,7 @@ impl<W: Write> Importer<'_, W> {
         }
         self.outcome.rejected = self.rejects.count;
         s.batch.clear();
+        s.batch_bytes = 0;
         Ok(())
     }
 
