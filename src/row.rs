@@ -258,7 +258,6 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ObjectSchema;
     use serde_json::json;
 
     fn shape() -> RowShape {
@@ -268,23 +267,9 @@ mod tests {
             "avatar": {"type": ["string", "null"], "contentEncoding": "base64"},
             "score": {"type": ["number", "null"]},
         });
-        let schema = Schema {
-            stream: "main.users".into(),
-            schema: ObjectSchema {
-                properties: props.as_object().unwrap().clone(),
-                ..Default::default()
-            },
-            key_properties: vec!["id".into()],
-            source_stream: None,
-            table: None,
-            foreign_keys: vec![],
-            unique: vec![],
-            indexes: vec![],
-            row_estimate: None,
-            byte_estimate: None,
-            sqlite: None,
-            extra: Default::default(),
-        };
+        let mut schema = Schema::new("main.users");
+        schema.schema.properties = props.as_object().unwrap().clone();
+        schema.key_properties = vec!["id".into()];
         RowShape::from_schema(&schema).unwrap()
     }
 

@@ -350,29 +350,109 @@ fn action(a: &str) -> Option<String> {
     (!a.is_empty() && a != "NO ACTION").then_some(a)
 }
 
-/// The condition of a partial index, from its statement: the text after the last top-level WHERE.
-fn partial_condition(sql: &str) -> Option<String> {
-    let upper = sql.to_ascii_uppercase();
-    let mut depth = 0i32;
-    let mut found = None;
-    let bytes = upper.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            b'W' if depth == 0 && upper[i..].starts_with("WHERE") => {
-                let before_ok = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
-                let after_ok = bytes
-                    .get(i + 5)
-                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_');
-                if before_ok && after_ok {
-                    found = Some(i + 5);
+/// The bytes of some SQL text that are outside string literals, quoted names and comments, each
+/// with its index and the parenthesis depth it stands at (a `)` is at the depth of its `(`).
+struct SqlBytes<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: i32,
+}
+
+fn sql_bytes(sql: &str) -> SqlBytes<'_> {
+    SqlBytes {
+        b: sql.as_bytes(),
+        i: 0,
+        depth: 0,
+    }
+}
+
+impl Iterator for SqlBytes<'_> {
+    type Item = (usize, u8, i32);
+
+    fn next(&mut self) -> Option<(usize, u8, i32)> {
+        let b = self.b;
+        while self.i < b.len() {
+            let (i, c) = (self.i, b[self.i]);
+            // Where the quoted or commented span ends (exclusive), if one starts here.
+            let skip_to = match c {
+                b'\'' | b'"' | b'`' => {
+                    let mut j = i + 1;
+                    // A doubled quote is the quote character itself.
+                    while j < b.len() && (b[j] != c || b.get(j + 1) == Some(&c)) {
+                        j += if b[j] == c { 2 } else { 1 };
+                    }
+                    Some(j + 1)
                 }
+                b'[' => Some(b[i..].iter().position(|&x| x == b']').map_or(b.len(), |p| i + p + 1)),
+                b'-' if b.get(i + 1) == Some(&b'-') => {
+                    Some(b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p + 1))
+                }
+                b'/' if b.get(i + 1) == Some(&b'*') => Some(
+                    b[i + 2..]
+                        .windows(2)
+                        .position(|w| w == b"*/")
+                        .map_or(b.len(), |p| i + 2 + p + 2),
+                ),
+                _ => None,
+            };
+            if let Some(j) = skip_to {
+                self.i = j.min(b.len());
+                continue;
             }
+            self.i += 1;
+            let depth = match c {
+                b'(' => {
+                    self.depth += 1;
+                    self.depth - 1
+                }
+                b')' => {
+                    self.depth -= 1;
+                    self.depth
+                }
+                _ => self.depth,
+            };
+            return Some((i, c, depth));
+        }
+        None
+    }
+}
+
+/// Positions in `s` where the keyword `kw` (upper case) stands as a word, outside strings and
+/// parentheses.
+fn keyword_at(s: &str, kw: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
+    sql_bytes(s)
+        .filter(|&(i, c, depth)| {
+            depth == 0
+                && c.eq_ignore_ascii_case(&kw.as_bytes()[0])
+                && b.get(i..i + kw.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(kw.as_bytes()))
+                && (i == 0 || !word(&b[i - 1]))
+                && b.get(i + kw.len()).is_none_or(|c| !word(c))
+        })
+        .map(|(i, _, _)| i)
+        .collect()
+}
+
+/// The balanced parenthesised text starting at the first `(` of `s`, without the parentheses.
+fn parenthesised(s: &str) -> Option<&str> {
+    let mut open = None;
+    for (i, c, depth) in sql_bytes(s) {
+        match (c, depth, open) {
+            (b'(', 0, None) => open = Some(i),
+            (b')', 0, Some(o)) => return Some(s[o + 1..i].trim()),
             _ => {}
         }
     }
-    found.map(|i| sql[i..].trim().to_owned())
+    None
+}
+
+/// The condition of a partial index, from its statement: the text after the last top-level WHERE.
+fn partial_condition(sql: &str) -> Option<String> {
+    keyword_at(sql, "WHERE")
+        .last()
+        .map(|&i| sql[i + "WHERE".len()..].trim().to_owned())
 }
 
 /// What a `CREATE TABLE` statement says that the PRAGMAs do not: CHECK constraints, AUTOINCREMENT,
@@ -384,100 +464,41 @@ pub struct TableSqlParts {
     pub collations: Vec<(String, String)>,
 }
 
-/// Split `sql` into top-level pieces of the column list, skipping strings, quoted names and comments.
+/// The column definitions and table constraints of a `CREATE TABLE` (its top-level list).
 fn column_list_pieces(sql: &str) -> Vec<&str> {
-    let b = sql.as_bytes();
     let mut pieces = Vec::new();
-    let (mut depth, mut i, mut start) = (0i32, 0usize, 0usize);
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() {
-                    if b[i] == q {
-                        if b.get(i + 1) == Some(&q) {
-                            i += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    i += 1;
-                }
+    let mut start = None;
+    for (i, c, depth) in sql_bytes(sql) {
+        match (c, depth, start) {
+            (b'(', 0, None) => start = Some(i + 1),
+            (b',', 1, Some(s)) => {
+                pieces.push(&sql[s..i]);
+                start = Some(i + 1);
             }
-            b'[' => {
-                while i < b.len() && b[i] != b']' {
-                    i += 1;
-                }
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'(' => {
-                depth += 1;
-                if depth == 1 {
-                    start = i + 1;
-                }
-            }
-            b')' => {
-                if depth == 1 {
-                    pieces.push(&sql[start..i]);
-                }
-                depth -= 1;
-            }
-            b',' if depth == 1 => {
-                pieces.push(&sql[start..i]);
-                start = i + 1;
+            (b')', 0, Some(s)) => {
+                pieces.push(&sql[s..i]);
+                break;
             }
             _ => {}
         }
-        i += 1;
     }
     pieces
 }
 
-/// The word at the start of `s` (an identifier, possibly quoted), unquoted, and the rest.
+/// The word at the start of `s` (an identifier, possibly quoted, after any comments), unquoted,
+/// and the rest.
 fn first_word(s: &str) -> (String, &str) {
     let mut s = s.trim_start();
-    loop {
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+    while let Some(rest) = s.strip_prefix("--").or_else(|| s.strip_prefix("/*")) {
+        let end = if s.starts_with("--") {
+            rest.find('\n').map(|p| p + 1)
         } else {
-            break;
-        }
+            rest.find("*/").map(|p| p + 2)
+        };
+        s = rest[end.unwrap_or(rest.len())..].trim_start();
     }
-    let close = match s.as_bytes().first() {
-        Some(b'"') => Some('"'),
-        Some(b'`') => Some('`'),
-        Some(b'[') => Some(']'),
-        _ => None,
-    };
-    if let Some(c) = close {
-        let body = &s[1..];
-        let mut out = String::new();
-        let mut chars = body.char_indices().peekable();
-        while let Some((i, ch)) = chars.next() {
-            if ch == c {
-                if c != ']' && chars.peek().map(|(_, n)| *n) == Some(c) {
-                    out.push(c);
-                    chars.next();
-                    continue;
-                }
-                return (out, &body[i + 1..]);
-            }
-            out.push(ch);
-        }
-        return (out, "");
+    if s.starts_with(['"', '`', '[']) {
+        return quoted_word(s);
     }
     let end = s
         .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$'))
@@ -485,65 +506,32 @@ fn first_word(s: &str) -> (String, &str) {
     (s[..end].to_owned(), &s[end..])
 }
 
-/// Positions of a keyword in `s` outside strings and parentheses nested deeper than `depth0`.
-fn keyword_at(s: &str, kw: &str) -> Vec<usize> {
-    let upper = s.to_ascii_uppercase();
-    let b = upper.as_bytes();
-    let mut hits = Vec::new();
-    let (mut i, mut depth) = (0usize, 0i32);
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
+/// A quoted identifier at the start of `s` ("x", `x`, [x]), unquoted, and the rest.
+fn quoted_word(s: &str) -> (String, &str) {
+    let (open, close) = match s.as_bytes().first() {
+        Some(b'"') => ('"', '"'),
+        Some(b'`') => ('`', '`'),
+        Some(b'[') => ('[', ']'),
+        _ => return (String::new(), s),
+    };
+    let body = &s[open.len_utf8()..];
+    let mut out = String::new();
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, ch)) = chars.next() {
+        if ch == close {
+            if close != ']' && chars.peek().map(|(_, n)| *n) == Some(close) {
+                out.push(close);
+                chars.next();
+                continue;
             }
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            _ if depth == 0 && upper[i..].starts_with(kw) => {
-                let before = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
-                let after = b
-                    .get(i + kw.len())
-                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || *c == b'_'));
-                if before && after {
-                    hits.push(i);
-                }
-            }
-            _ => {}
+            return (out, &body[i + 1..]);
         }
-        i += 1;
+        out.push(ch);
     }
-    hits
+    (out, "")
 }
 
-/// The balanced parenthesised text starting at the first `(` of `s`, without the outer parentheses.
-fn parenthesised(s: &str) -> Option<&str> {
-    let open = s.find('(')?;
-    let b = s.as_bytes();
-    let (mut depth, mut i) = (0i32, open);
-    while i < b.len() {
-        match b[i] {
-            q @ (b'\'' | b'"' | b'`') => {
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += 1;
-                }
-            }
-            b'(' => depth += 1,
-            b')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(s[open + 1..i].trim());
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
+/// The CHECK constraints, AUTOINCREMENT and collations of a `CREATE TABLE` statement.
 pub fn table_sql_parts(sql: &str) -> TableSqlParts {
     let mut parts = TableSqlParts::default();
     for piece in column_list_pieces(sql) {
@@ -1801,6 +1789,9 @@ mod tests {
             table_sql_parts("CREATE TABLE t (autoincrement_count INT)"),
             TableSqlParts::default()
         );
+        let p = table_sql_parts("CREATE TABLE t (a TEXT CHECK (a <> 'it''s (CHECK'), \"b\"\"q\" INT COLLATE NOCASE)");
+        assert_eq!(p.checks, vec!["a <> 'it''s (CHECK'"]);
+        assert_eq!(p.collations, vec![("b\"q".to_string(), "NOCASE".to_string())]);
     }
 
     #[test]

@@ -324,6 +324,24 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// A stream with no columns, no key and nothing else yet.
+    pub fn new(stream: impl Into<String>) -> Schema {
+        Schema {
+            stream: stream.into(),
+            schema: ObjectSchema::default(),
+            key_properties: vec![],
+            source_stream: None,
+            table: None,
+            foreign_keys: vec![],
+            unique: vec![],
+            indexes: vec![],
+            row_estimate: None,
+            byte_estimate: None,
+            sqlite: None,
+            extra: Map::new(),
+        }
+    }
+
     /// The name under which this stream's bookmarks are kept in STATE.
     pub fn bookmark_name(&self) -> &str {
         self.source_stream.as_deref().unwrap_or(&self.stream)

@@ -699,20 +699,7 @@ impl<W: Write> Transformer<'_, W> {
         if !new_fields.is_empty() || !self.outs.contains_key(&stream) {
             let mut schema = match self.outs.get(&stream) {
                 Some(o) => o.schema.clone(),
-                None => Schema {
-                    stream: stream.clone(),
-                    schema: Default::default(),
-                    key_properties: vec![],
-                    source_stream: None,
-                    table: None,
-                    foreign_keys: vec![],
-                    unique: vec![],
-                    indexes: vec![],
-                    row_estimate: None,
-                    byte_estimate: None,
-                    sqlite: None,
-                    extra: Map::new(),
-                },
+                None => Schema::new(stream.clone()),
             };
             for (k, v) in &new_fields {
                 schema.schema.properties.insert(k.clone(), infer_property(v));

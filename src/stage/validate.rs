@@ -368,6 +368,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                 &mut report.unverified,
             )?,
             None => check_alone(
+                cfg,
                 src_conn,
                 meta,
                 side,
@@ -782,25 +783,32 @@ fn check_stream<W: Write>(
         sr,
         f,
     )?;
-    constraints(
-        src,
+    let target = Checked {
+        conn: tgt,
+        side: &tside,
+        parent: &|fk| parent_in_target(tgt, fk),
+    };
+    let source = Checked {
+        conn: src,
         side,
-        tgt,
-        &tside,
+        parent: &|fk| parent_in_plan(plan, fk),
+    };
+    constraints(
         meta,
-        plan,
         &common,
+        &target,
+        Some(&source),
         sr,
         f,
         unverified,
         cfg.allow_unverified,
-    )?;
-    Ok(())
+    )
 }
 
 /// Check a stream on its own: keys unique and not null, unique constraints, references resolvable.
 #[allow(clippy::too_many_arguments)]
 fn check_alone<W: Write>(
+    cfg: &ValidateConfig,
     conn: &Connection,
     meta: &Meta,
     side: &Side,
@@ -809,84 +817,29 @@ fn check_alone<W: Write>(
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,
 ) -> Result<()> {
-    let stream = meta.stream.as_str();
     sr.source_rows = count(conn, side.table())?;
-    if !meta.key.is_empty() {
-        sr.key_null = count_where(
-            conn,
-            side.table(),
-            &meta
-                .key
-                .iter()
-                .map(|k| format!("{} IS NULL", quote(k)))
-                .collect::<Vec<_>>()
-                .join(" OR "),
-        )?;
-        if sr.key_null > 0 {
-            f.add(stream, "key_null", "fail", detail(&[("count", json!(sr.key_null))]))?;
-        }
+    if !meta.key.is_empty() && side.has(&meta.key) {
         for (vals, n) in duplicates(conn, side.table(), &meta.key, 20)? {
             sr.duplicate += n - 1;
-            f.add(
-                stream,
-                "duplicate",
-                "fail",
-                detail(&[("key", key_json(&meta.key, &vals)), ("count", json!(n))]),
-            )?;
+            let d = detail(&[("key", key_json(&meta.key, &vals)), ("count", json!(n))]);
+            f.add(&meta.stream, "duplicate", "fail", d)?;
         }
     }
-    for u in &meta.unique {
-        for (vals, n) in duplicates(conn, side.table(), u, 20)? {
-            sr.unique_violations += 1;
-            f.add(
-                stream,
-                "unique_violation",
-                "fail",
-                detail(&[
-                    ("columns", json!(u)),
-                    ("values", key_json(u, &vals)),
-                    ("count", json!(n)),
-                ]),
-            )?;
-        }
-    }
-    for fk in &meta.fks {
-        match parent_side(plan, fk) {
-            Some(ps) if ps.has(&fk.references.columns) && side.has(&fk.columns) => {
-                let n = orphans(conn, side.table(), &fk.columns, ps.table(), &fk.references.columns)?;
-                sr.fk_orphans += n;
-                if n > 0 {
-                    f.add(
-                        stream,
-                        "fk_orphans",
-                        "fail",
-                        detail(&[
-                            ("columns", json!(fk.columns)),
-                            ("references", json!(fk.references.stream)),
-                            ("count", json!(n)),
-                        ]),
-                    )?;
-                }
-            }
-            _ => {
-                let msg = format!(
-                    "references to {} not checked: that stream is not in the input",
-                    fk.references.stream
-                );
-                f.add(stream, "unverified", "fail", detail(&[("message", json!(msg))]))?;
-                unverified.push(format!("{stream}: {msg}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn parent_side<'a>(plan: &'a [(Meta, Side)], fk: &ForeignKey) -> Option<&'a Side> {
-    plan.iter()
-        .find(|(m, _)| {
-            m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
-        })
-        .map(|(_, s)| s)
+    let checked = Checked {
+        conn,
+        side,
+        parent: &|fk| parent_in_plan(plan, fk),
+    };
+    constraints(
+        meta,
+        &meta.columns,
+        &checked,
+        None,
+        sr,
+        f,
+        unverified,
+        cfg.allow_unverified,
+    )
 }
 
 fn key_json(cols: &[String], vals: &[Value]) -> Json {
@@ -1176,160 +1129,155 @@ fn merge<W: Write>(
     Ok(())
 }
 
-/// Target-side constraints: key not null, unique constraints, foreign keys (each compared with
-/// the source side, so a problem the source already had is reported but does not fail).
+/// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why
+/// it cannot be checked).
+struct Checked<'a> {
+    conn: &'a Connection,
+    side: &'a Side,
+    parent: &'a dyn Fn(&ForeignKey) -> Result<Side, String>,
+}
+
+/// The referenced stream's side, among the streams being validated.
+fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> Result<Side, String> {
+    plan.iter()
+        .find(|(m, _)| {
+            m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
+        })
+        .map(|(_, s)| s.clone())
+        .ok_or_else(|| {
+            format!(
+                "references to {} not checked: that stream is not being validated",
+                fk.references.stream
+            )
+        })
+}
+
+/// The referenced table in a target database.
+fn parent_in_target(tgt: &Connection, fk: &ForeignKey) -> Result<Side, String> {
+    let parent = table_name_for(&fk.references.stream);
+    let info = sq::describe(tgt, parent, "target").map_err(|_| {
+        format!(
+            "references to {} not checked: the target has no table {parent}",
+            fk.references.stream
+        )
+    })?;
+    let columns: Vec<String> = info.stored_columns().map(|c| c.name.clone()).collect();
+    Ok(Side::Table {
+        table: format!("main.{}", quote(parent)),
+        columns,
+    })
+}
+
+/// Key not null, unique constraints and foreign keys of `checked`, over the constraints whose
+/// columns are all in `columns`. With a `baseline` (the source side), a problem the baseline has
+/// at least as often is the source's own, carried over faithfully: reported as a warning
+/// (`..._in_source`), not failed.
 #[allow(clippy::too_many_arguments)]
 fn constraints<W: Write>(
-    src: &Connection,
-    sside: &Side,
-    tgt: &Connection,
-    tside: &Side,
     meta: &Meta,
-    plan: &[(Meta, Side)],
-    common: &[String],
+    columns: &[String],
+    checked: &Checked<'_>,
+    baseline: Option<&Checked<'_>>,
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,
     allow_unverified: bool,
 ) -> Result<()> {
     let stream = meta.stream.as_str();
-    if !meta.key.is_empty() {
+    let present = |cols: &[String]| cols.iter().all(|c| columns.contains(c)) && checked.side.has(cols);
+    let on_baseline = |cols: &[String]| baseline.filter(|b| b.side.has(cols));
+    if !meta.key.is_empty() && present(&meta.key) {
         let cond = meta
             .key
             .iter()
             .map(|k| format!("{} IS NULL", quote(k)))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let in_target = count_where(tgt, tside.table(), &cond)?;
-        let in_source = if sside.has(&meta.key) {
-            count_where(src, sside.table(), &cond)?
-        } else {
-            0
+        let n = count_where(checked.conn, checked.side.table(), &cond)?;
+        let base = match on_baseline(&meta.key) {
+            Some(b) => count_where(b.conn, b.side.table(), &cond)?,
+            None => 0,
         };
         let d = detail(&[
-            ("count", json!(in_target)),
+            ("count", json!(n)),
             ("columns", json!(meta.key)),
-            ("at_source", json!(in_source)),
+            ("at_source", json!(base)),
         ]);
-        if in_target > 0 && in_target <= in_source {
+        if n > 0 && n <= base {
             // SQLite allows NULL in the key of a rowid table; a faithful copy has the same ones.
             f.add(stream, "key_null_in_source", "warning", d)?;
-        } else if in_target > 0 {
-            sr.key_null = in_target;
+        } else if n > 0 {
+            sr.key_null = n;
             f.add(stream, "key_null", "fail", d)?;
         }
     }
-    for u in meta.unique.iter().filter(|u| u.iter().all(|c| common.contains(c))) {
-        let in_target = duplicates(tgt, tside.table(), u, 20)?;
-        let in_source = if sside.has(u) {
-            duplicates(src, sside.table(), u, 20)?.len()
-        } else {
-            0
+    for u in meta.unique.iter().filter(|u| present(u)) {
+        let groups = duplicates(checked.conn, checked.side.table(), u, 20)?;
+        let base = match on_baseline(u) {
+            Some(b) => duplicates(b.conn, b.side.table(), u, 20)?.len(),
+            None => 0,
         };
-        if !in_target.is_empty() && in_target.len() <= in_source {
-            f.add(
-                stream,
-                "unique_violation_in_source",
-                "warning",
-                detail(&[("columns", json!(u)), ("groups", json!(in_target.len()))]),
-            )?;
+        if !groups.is_empty() && groups.len() <= base {
+            let d = detail(&[("columns", json!(u)), ("groups", json!(groups.len()))]);
+            f.add(stream, "unique_violation_in_source", "warning", d)?;
             continue;
         }
-        for (vals, n) in in_target {
+        for (vals, n) in groups {
             sr.unique_violations += 1;
-            f.add(
-                stream,
-                "unique_violation",
-                "fail",
-                detail(&[
-                    ("columns", json!(u)),
-                    ("values", key_json(u, &vals)),
-                    ("count", json!(n)),
-                ]),
-            )?;
+            let d = detail(&[
+                ("columns", json!(u)),
+                ("values", key_json(u, &vals)),
+                ("count", json!(n)),
+            ]);
+            f.add(stream, "unique_violation", "fail", d)?;
         }
     }
-    for fk in &meta.fks {
-        if !fk.columns.iter().all(|c| common.contains(c)) {
-            continue;
-        }
-        let parent_table = table_name_for(&fk.references.stream);
-        let parent_in_target = sq::describe(tgt, parent_table, "target").ok();
-        let Some(pinfo) = parent_in_target else {
-            let msg = format!(
-                "references to {} not checked: the target has no table {parent_table}",
-                fk.references.stream
-            );
-            f.add(
-                stream,
-                "unverified",
-                if allow_unverified { "warning" } else { "fail" },
-                detail(&[("message", json!(msg))]),
-            )?;
-            unverified.push(format!("{stream}: {msg}"));
-            continue;
+    for fk in meta.fks.iter().filter(|fk| present(&fk.columns)) {
+        let parent = (checked.parent)(fk).and_then(|p| {
+            p.has(&fk.references.columns).then_some(p).ok_or_else(|| {
+                format!(
+                    "references to {} not checked: it lacks {}",
+                    fk.references.stream,
+                    fk.references.columns.join(", ")
+                )
+            })
+        });
+        let parent = match parent {
+            Ok(p) => p,
+            Err(msg) => {
+                let severity = if allow_unverified { "warning" } else { "fail" };
+                f.add(stream, "unverified", severity, detail(&[("message", json!(msg))]))?;
+                unverified.push(format!("{stream}: {msg}"));
+                continue;
+            }
         };
-        if !fk
-            .references
-            .columns
-            .iter()
-            .all(|c| pinfo.columns.iter().any(|pc| pc.name == *c))
-        {
-            let msg = format!(
-                "references to {} not checked: its table lacks {}",
-                fk.references.stream,
-                fk.references.columns.join(", ")
-            );
-            f.add(
-                stream,
-                "unverified",
-                if allow_unverified { "warning" } else { "fail" },
-                detail(&[("message", json!(msg))]),
-            )?;
-            unverified.push(format!("{stream}: {msg}"));
-            continue;
-        }
         let n = orphans(
-            tgt,
-            tside.table(),
+            checked.conn,
+            checked.side.table(),
             &fk.columns,
-            &format!("main.{}", quote(parent_table)),
+            parent.table(),
             &fk.references.columns,
         )?;
         if n == 0 {
             continue;
         }
-        // The same orphans at the source are the source's own problem, carried over faithfully.
-        let at_source = match parent_side(plan, fk) {
-            Some(ps) if sside.has(&fk.columns) && ps.has(&fk.references.columns) => {
-                orphans(src, sside.table(), &fk.columns, ps.table(), &fk.references.columns)?
+        let base = match on_baseline(&fk.columns).and_then(|b| Some((b, (b.parent)(fk).ok()?))) {
+            Some((b, p)) if p.has(&fk.references.columns) => {
+                orphans(b.conn, b.side.table(), &fk.columns, p.table(), &fk.references.columns)?
             }
             _ => 0,
         };
-        if n <= at_source {
-            f.add(
-                stream,
-                "fk_orphans_in_source",
-                "warning",
-                detail(&[
-                    ("columns", json!(fk.columns)),
-                    ("references", json!(fk.references.stream)),
-                    ("count", json!(n)),
-                ]),
-            )?;
+        let d = detail(&[
+            ("columns", json!(fk.columns)),
+            ("references", json!(fk.references.stream)),
+            ("count", json!(n)),
+            ("at_source", json!(base)),
+        ]);
+        if n <= base {
+            f.add(stream, "fk_orphans_in_source", "warning", d)?;
         } else {
             sr.fk_orphans += n;
-            f.add(
-                stream,
-                "fk_orphans",
-                "fail",
-                detail(&[
-                    ("columns", json!(fk.columns)),
-                    ("references", json!(fk.references.stream)),
-                    ("count", json!(n)),
-                    ("at_source", json!(at_source)),
-                ]),
-            )?;
+            f.add(stream, "fk_orphans", "fail", d)?;
         }
     }
     Ok(())
