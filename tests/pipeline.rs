@@ -289,6 +289,16 @@ fn validate_checks_a_stream_file_on_its_own() {
     );
     d.run("ferry-validate", &["app.ndjson", "--exclude", "notifications"], b"")
         .ok();
+    // Its parent stream left out, a reference cannot be checked: a failure unless allowed.
+    let v = d.run("ferry-validate", &["app.ndjson", "--table", "notifications"], b"");
+    v.expect_code(1);
+    assert!(v.lines().iter().any(|f| f["kind"] == "unverified"), "{v:?}");
+    d.run(
+        "ferry-validate",
+        &["app.ndjson", "--table", "notifications", "--allow-unverified"],
+        b"",
+    )
+    .ok();
 
     // A record changed on the way: its STREAM_END digest no longer matches.
     let text = String::from_utf8(export.output.stdout.clone()).unwrap();
