@@ -24,6 +24,8 @@ struct Producer {
 struct Store {
     kind: String,
     address: String,
+    #[serde(default)]
+    selection: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

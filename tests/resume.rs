@@ -330,3 +330,42 @@ fn resume_finds_the_run_however_the_source_path_is_written() {
         .ok();
     d.run("ferry-validate", &["sqlite:src.db", "sqlite:dst.db"], b"").ok();
 }
+
+#[test]
+fn exports_of_different_rows_are_different_migrations() {
+    // Active users first, inactive ones later, into the same table: the second import must not
+    // take the first one's commit markers for its own.
+    let d = Dir::new();
+    let src = d.sample();
+    let dst = d.db("dst.db");
+    let active: &[&str] = &[&src, "--table", "users", "--where", "users=is_active = 1"];
+    let inactive: &[&str] = &[&src, "--table", "users", "--where", "users=is_active = 0"];
+    all_ok(&d.pipe(&[("ferry-export", active), ("ferry-import", &[&dst, "--create"])], b""));
+    let second = d.pipe(
+        &[("ferry-export", inactive), ("ferry-import", &[&dst, "--create"])],
+        b"",
+    );
+    all_ok(&second);
+    let end = second[1].lines().pop().unwrap();
+    assert_eq!(
+        (end["written"].as_u64(), end["already_imported"].as_u64()),
+        (Some(14), Some(0)),
+        "{:?}",
+        second[1]
+    );
+    assert_eq!(count(&d.open("dst.db"), "users"), 47);
+    // Each is its own run in the state file, and --resume picks the one with the same selection.
+    let r = d.run(
+        "ferry-export",
+        &[&src, "--table", "users", "--where", "users=is_active = 1", "--resume"],
+        b"",
+    );
+    r.ok();
+    assert_eq!(
+        r.lines().iter().filter(|l| l["type"] == "RECORD").count(),
+        0,
+        "that one is complete"
+    );
+    let other = d.run("ferry-export", &[&src, "--table", "users", "--resume"], b"");
+    other.ok().stderr_has("starting from the beginning");
+}

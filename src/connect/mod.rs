@@ -38,6 +38,20 @@ impl Selection {
             .map(|(_, w)| w.as_str())
     }
 
+    /// The selection in command-line form, or `None` for everything.
+    pub fn describe(&self) -> Option<String> {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.tables.iter().map(|t| format!("--table {}", quote(t))));
+        parts.extend(self.exclude.iter().map(|t| format!("--exclude {}", quote(t))));
+        parts.extend(
+            self.filters
+                .iter()
+                .map(|(t, w)| format!("--where {}", quote(&format!("{t}={w}")))),
+        );
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
     /// Names given to --table/--where that match nothing: almost always a typo.
     pub fn unmatched<'a>(&'a self, streams: &[(String, String)]) -> Vec<&'a str> {
         let known = |n: &str| streams.iter().any(|(s, t)| s == n || t == n);

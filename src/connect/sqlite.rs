@@ -829,6 +829,7 @@ impl Source for SqliteSource {
         SourceInfo {
             kind: "sqlite".into(),
             address: self.address.clone(),
+            selection: None,
         }
     }
 

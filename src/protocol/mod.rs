@@ -182,6 +182,20 @@ pub struct SourceInfo {
     pub kind: String,
     /// Redacted: never holds a password or token.
     pub address: String,
+    /// What of the source was exported, when not everything (`--table users --where '...'`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+}
+
+impl SourceInfo {
+    /// What identifies this export for resuming and for commit markers: the address, and the
+    /// selection when there is one (two exports of different rows are different migrations).
+    pub fn identity(&self) -> String {
+        match &self.selection {
+            Some(sel) => format!("{} {sel}", self.address),
+            None => self.address.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

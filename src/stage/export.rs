@@ -113,14 +113,15 @@ impl<W: Write> Emitter<'_, W> {
 
 pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
     let mut source = connect::open_source(&cfg.source)?;
-    let info = source.info();
+    let mut info = source.info();
+    info.selection = cfg.selection.describe();
 
     // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
     let mut run_id = new_run_id();
     let mut resumed: Option<StateValue> = None;
     if cfg.resume {
         let point = Checkpoint::open_existing(&cfg.state_path)?
-            .map(|cp| cp.resume_point(&info.address))
+            .map(|cp| cp.resume_point(&info.identity()))
             .transpose()?
             .flatten();
         match point {

@@ -25,8 +25,8 @@ use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, StateValue, StreamEnd, StreamReader,
-    StreamWriter, new_run_id, now_rfc3339, producer,
+    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
+    StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
 };
 use crate::row::RowShape;
 use crate::stage::export::Progress;
@@ -267,7 +267,7 @@ impl<W: Write> Importer<'_, W> {
     fn start(&mut self, begin: Begin) -> Result<()> {
         self.began = true;
         self.run_id = begin.run_id.clone();
-        self.source = begin.source.as_ref().map(|s| s.address.clone()).unwrap_or_default();
+        self.source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
         self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
         let target = self.target.address();
         self.rejects.path = self.cfg.reject_path.clone().unwrap_or_else(|| {
