@@ -86,15 +86,6 @@ impl Value {
     pub fn hash_into(&self, h: &mut sha2::Sha256) {
         self.as_ref().hash_into(h)
     }
-
-    /// Bytes in the canonical encoding.
-    pub fn encoded_len(&self) -> usize {
-        match self {
-            Value::Null => 1,
-            Value::Integer(_) | Value::Real(_) => 9,
-            Value::Text(b) | Value::Blob(b) => 9 + b.len(),
-        }
-    }
 }
 
 impl ValueRef<'_> {

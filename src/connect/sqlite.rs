@@ -12,7 +12,7 @@
 //! validator checks them after); secondary indexes are built once a stream is complete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::types::{ToSqlOutput, ValueRef as SqlRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
@@ -1741,14 +1741,6 @@ pub fn open_read_only(path: &Path, role: ErrorKind) -> Result<(Connection, Strin
     conn.busy_timeout(std::time::Duration::from_secs(30))
         .ctx(role, || address.clone())?;
     Ok((conn, address))
-}
-
-/// The path of a SQLite address, for helpers outside this module.
-pub fn path_of(address: &crate::address::Address) -> Option<PathBuf> {
-    match address {
-        crate::address::Address::Sqlite(p) => Some(p.clone()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

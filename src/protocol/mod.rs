@@ -15,7 +15,7 @@
 //!
 //! | type         | required                                             | optional |
 //! |--------------|------------------------------------------------------|----------|
-//! | `BEGIN`      | `protocol` (`"ferry/1"`), `run_id`                   | `producer{name,version}`, `source{kind,address}` (redacted), `started_at` |
+//! | `BEGIN`      | `protocol` (`"ferry/1"`), `run_id`                   | `producer{name,version}`, `source{kind,address,selection}` (redacted), `started_at` |
 //! | `SCHEMA`     | `stream`, `schema` (JSON Schema object), `key_properties` | `source_stream`, `table{schema,name}`, `foreign_keys`, `unique`, `indexes`, `row_estimate`, `byte_estimate`, `x-sqlite` |
 //! | `RECORD`     | `stream`, `record`                                   | `op` (`upsert` default, `delete`), `time_extracted` |
 //! | `FILE`       | `stream`, `path`, `size`, `sha256`, `content`        | `mtime`, `mode`, `content_type`, `path_b64`, `etag`, `key` |
@@ -59,7 +59,9 @@
 //! in the target itself, in the same transaction as the rows, so that a re-run of the same pipeline
 //! skips exactly what is already there. Transforms pass STATE through in order and never move an
 //! item across one. An importer treats STATE as a barrier: it commits everything received before
-//! it, records the state in the checkpoint, then echoes the STATE line on stdout.
+//! it, records the state in the checkpoint, then echoes the STATE line on stdout. Commit markers
+//! and resume points belong to a source's *identity*: its address plus, when an export took only
+//! part of it, `source.selection` (`--table users --where 'users=is_active = 1'`).
 //!
 //! # STREAM_END digest
 //!

@@ -191,18 +191,15 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
         let mut rows: u64 = 0;
         let mut since_state: u64 = 0;
         let mut last_state = Instant::now();
-        let mut last_key: Vec<Value> = vec![Value::Null; shape.key.len()];
+        // The cursor: the last row's key values (at their columns' positions) and rowid.
+        let mut last_row: Vec<Value> = vec![Value::Null; shape.len()];
         let mut last_rowid: Option<i64> = None;
-        let bookmark = |rows: u64, key: &[Value], rowid: Option<i64>, complete: bool| -> Json {
-            let after = (!shape.key.is_empty() && rows > 0).then(|| {
-                match shape.columns_json(&shape.key, |i| {
-                    let j = shape.key.iter().position(|&k| k == i).unwrap_or(0);
-                    key[j].as_ref()
-                }) {
-                    Json::Object(m) => m,
-                    _ => Map::new(),
-                }
-            });
+        let mut has_cursor = false;
+        let bookmark = |rows: u64, last: &[Value], rowid: Option<i64>, has_cursor: bool, complete: bool| -> Json {
+            let after = match shape.key_json(|i| last[i].as_ref()) {
+                Json::Object(m) if has_cursor && !shape.key.is_empty() => Some(m),
+                _ => None,
+            };
             let b = Bookmark {
                 after,
                 rowid,
@@ -212,14 +209,13 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             };
             serde_json::to_value(b).unwrap_or(Json::Null)
         };
-        // Keep the cursor of a resumed stream until a row moves it.
+        // A resumed stream keeps its cursor until a row moves it.
         if let Some(b) = after {
             last_rowid = b.rowid;
-            if let Some(a) = &b.after {
-                for (j, &i) in shape.key.iter().enumerate() {
-                    if let Some(v) = a.get(&shape.columns[i].name) {
-                        last_key[j] = value::decode_json(v, shape.columns[i].codec).unwrap_or(Value::Null);
-                    }
+            for &i in &shape.key {
+                if let Some(v) = b.after.as_ref().and_then(|a| a.get(&shape.columns[i].name)) {
+                    last_row[i] = value::decode_json(v, shape.columns[i].codec).unwrap_or(Value::Null);
+                    has_cursor = true;
                 }
             }
         }
@@ -231,14 +227,15 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             em.line.push(b'}');
             em.out.write_line(&em.line, Kind::Record)?;
             digest.update(shape.row_hash_ref(|i| row.get(i)));
-            for (j, &i) in shape.key.iter().enumerate() {
-                last_key[j] = row.get(i).to_owned();
+            for &i in &shape.key {
+                last_row[i] = row.get(i).to_owned();
             }
             last_rowid = row.rowid();
+            has_cursor = true;
             rows += 1;
             since_state += 1;
             if since_state >= cfg.state_every || (rows % 256 == 0 && last_state.elapsed() >= cfg.state_interval) {
-                let b = bookmark(rows, &last_key, last_rowid, false);
+                let b = bookmark(rows, &last_row, last_rowid, has_cursor, false);
                 em.bookmarks.insert(stream.clone(), b);
                 em.state()?;
                 since_state = 0;
@@ -250,8 +247,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             Ok(())
         })?;
 
-        let rows_before = if after.is_some() { base } else { 0 };
-        let b = bookmark(rows, &last_key, last_rowid, true);
+        let b = bookmark(rows, &last_row, last_rowid, has_cursor, true);
         em.bookmarks.insert(stream.clone(), b);
         em.state()?;
         em.message(&Message::StreamEnd(StreamEnd {
@@ -267,7 +263,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             }),
             extra: Map::new(),
         }))?;
-        tracing::debug!(stream = %stream, rows, resumed_after = rows_before, "stream exported");
+        tracing::debug!(stream = %stream, rows, after = base, "stream exported");
         outcome.streams += 1;
         outcome.rows += rows;
     }
