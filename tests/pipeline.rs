@@ -710,3 +710,27 @@ fn huge_rows_are_written_in_batches_bounded_by_bytes() {
     all_ok(&runs);
     d.run("ferry-validate", &[&d.db("big.db"), &d.db("copy.db")], b"").ok();
 }
+
+#[test]
+fn foreign_key_cycles_are_reported_and_still_load() {
+    let d = Dir::new();
+    d.open("cyc.db")
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE teams (id INTEGER PRIMARY KEY, captain_id INTEGER REFERENCES players (id));
+             CREATE TABLE players (id INTEGER PRIMARY KEY, team_id INTEGER REFERENCES teams (id));
+             INSERT INTO teams VALUES (1, 10), (2, 20);
+             INSERT INTO players VALUES (10, 1), (20, 2), (30, 1);",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("cyc.db")]),
+            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    runs[0].stderr_has("foreign keys form a cycle");
+    d.run("ferry-validate", &[&d.db("cyc.db"), &d.db("copy.db")], b"").ok();
+}
