@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Dir;
+use common::{Dir, column, written_and_already};
 
 /// (case, expected message fragments, ids in the target afterwards, exit code)
 const CASES: &[(&str, &[&str], &[i64], i32)] = &[
@@ -140,12 +140,7 @@ fn ids(d: &Dir) -> Vec<i64> {
     if !exists {
         return vec![];
     }
-    c.prepare("SELECT id FROM t ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    column(&c, "SELECT id FROM t ORDER BY id")
 }
 
 #[test]
@@ -210,12 +205,7 @@ fn a_fixed_stream_resumes_after_a_malformed_one() {
     let r = d.run("ferry-import", &[&d.db("t.db"), "--create"], &corpus("ok"));
     r.ok();
     assert_eq!(ids(&d), [1, 2, 3, 4]);
-    let end = r.lines().pop().unwrap();
-    assert_eq!(
-        (end["already_imported"].as_u64(), end["written"].as_u64()),
-        (Some(2), Some(2)),
-        "{r:?}"
-    );
+    assert_eq!(written_and_already(&r), (2, 2));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Dir, all_ok, count, dump};
+use common::{Dir, all_ok, column, count, dump, written_and_already};
 use serde_json::Value;
 
 const RENAME: &[&str] = &[
@@ -15,14 +15,10 @@ const RENAME: &[&str] = &[
 ];
 
 fn tables(d: &Dir, db: &str) -> Vec<String> {
-    let c = d.open(db);
-    let mut st = c
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-        .unwrap();
-    st.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    column(
+        &d.open(db),
+        "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+    )
 }
 
 #[test]
@@ -58,13 +54,7 @@ fn the_issue_pipeline_copies_transforms_and_proves_equal() {
 
     assert!(tables(&d, "copy.db").contains(&"people".to_string()));
     let c = d.open("copy.db");
-    let cols: Vec<String> = c
-        .prepare("SELECT name FROM pragma_table_info('people')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let cols: Vec<String> = column(&c, "SELECT name FROM pragma_table_info('people')");
     assert!(!cols.contains(&"password_hash".to_string()), "{cols:?}");
 
     // The transformed stream against the target: equal.
@@ -444,13 +434,7 @@ fn a_rerun_of_a_finished_import_changes_nothing() {
     all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b""));
     let again = d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b"");
     all_ok(&again);
-    let end = again[1].lines().pop().unwrap();
-    assert_eq!(
-        (end["written"].as_u64(), end["already_imported"].as_u64()),
-        (Some(0), Some(680)),
-        "{:?}",
-        again[1]
-    );
+    assert_eq!(written_and_already(&again[1]), (0, 680));
     d.run("ferry-validate", &[&src, &dst], b"").ok();
 }
 
@@ -626,14 +610,10 @@ fn the_committed_sample_database_is_what_the_script_builds() {
     let committed = format!("sqlite:{}/testdata/sample.db", env!("CARGO_MANIFEST_DIR"));
     d.run("ferry-validate", &[&committed, &fresh], b"").ok();
     let schema = |path: &str| -> Vec<String> {
-        let c = rusqlite::Connection::open(path).unwrap();
-        let mut st = c
-            .prepare("SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        column(
+            &rusqlite::Connection::open(path).unwrap(),
+            "SELECT coalesce(sql, name) FROM sqlite_schema ORDER BY name",
+        )
     };
     assert_eq!(
         schema(&format!("{}/testdata/sample.db", env!("CARGO_MANIFEST_DIR"))),

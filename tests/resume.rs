@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dir, all_ok, count};
+use common::{Dir, all_ok, count, written_and_already};
 
 /// A database with a parent table, a keyed child table with a blob, and a keyless log with
 /// duplicate rows (the case where a replayed batch would show).
@@ -346,13 +346,7 @@ fn exports_of_different_rows_are_different_migrations() {
         b"",
     );
     all_ok(&second);
-    let end = second[1].lines().pop().unwrap();
-    assert_eq!(
-        (end["written"].as_u64(), end["already_imported"].as_u64()),
-        (Some(14), Some(0)),
-        "{:?}",
-        second[1]
-    );
+    assert_eq!(written_and_already(&second[1]), (14, 0));
     assert_eq!(count(&d.open("dst.db"), "users"), 47);
     // Each is its own run in the state file, and --resume picks the one with the same selection.
     let r = d.run(

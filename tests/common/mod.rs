@@ -232,12 +232,28 @@ pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
         exprs.join(" || ' | ' || "),
         q(table)
     );
-    conn.prepare(&sql)
+    column(conn, &sql)
+}
+
+/// The first column of every row a query returns.
+pub fn column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+    conn.prepare(sql)
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// An import's END line: (rows written, rows found already imported).
+#[track_caller]
+pub fn written_and_already(import: &Run) -> (u64, u64) {
+    let end = import.lines().pop().unwrap_or_default();
+    assert_eq!(end["type"], "END", "{import:?}");
+    (
+        end["written"].as_u64().unwrap_or(u64::MAX),
+        end["already_imported"].as_u64().unwrap_or(u64::MAX),
+    )
 }
 
 pub fn count(conn: &Connection, table: &str) -> i64 {
