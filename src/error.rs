@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Checkpoint,
     /// An I/O error on a local file or pipe.
     Io,
+    /// A fault that went away on retry before, and did not this time (network, server restart).
+    Transient,
     /// The process reading our stdout went away; the stage ends quietly.
     BrokenPipe,
 }
@@ -33,6 +35,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Usage => "config",
             ErrorKind::Input | ErrorKind::Data => "data",
+            ErrorKind::Transient => "transient",
             ErrorKind::Source | ErrorKind::Target | ErrorKind::Checkpoint | ErrorKind::Io | ErrorKind::BrokenPipe => {
                 "system"
             }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod human;
 pub mod jq;
 pub mod protocol;
+pub mod retry;
 pub mod row;
 pub mod sample;
 pub mod stage;

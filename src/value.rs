@@ -490,9 +490,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
             "int" => Value::Integer(map.next_value()?),
             "real" => match map.next_value::<Json>()? {
                 Json::Number(n) => Value::Real(n.as_f64().ok_or_else(|| de::Error::custom("bad {\"real\"} number"))?),
-                Json::String(s) => match ValueVisitor(Codec::Number).visit_str::<A::Error>(&s)? {
-                    Value::Real(f) => Value::Real(f),
-                    _ => return Err(de::Error::custom("bad {\"real\"} value")),
+                // A string: "NaN"/"Infinity"/"-Infinity", or digits kept from rewriting (jsonb).
+                Json::String(s) => match ValueVisitor(Codec::Number).visit_str::<A::Error>(&s) {
+                    Ok(Value::Real(f)) => Value::Real(f),
+                    _ => Value::Real(
+                        s.parse::<f64>()
+                            .map_err(|_| de::Error::custom("bad {\"real\"} value"))?,
+                    ),
                 },
                 _ => return Err(de::Error::custom("bad {\"real\"} value")),
             },

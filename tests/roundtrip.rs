@@ -40,6 +40,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         fresh: false,
         verify_stream_end: true,
         max_line: 64 << 20,
+        schema: None,
         write_rows: 2,
         write_bytes: 1 << 20,
     };

@@ -19,6 +19,9 @@ Examples:
   # Copy a database, creating tables (keys, foreign keys, unique, indexes)
   ferry-export sqlite:app.db | ferry-import sqlite:copy.db --create
 
+  # SQLite into PostgreSQL (binary COPY; password from PGPASSWORD or the URL)
+  ferry-export sqlite:app.db | ferry-import postgres://app@localhost/app --create
+
   # Replay a saved stream, replacing rows whose key is already there
   ferry-import sqlite:copy.db --on-conflict overwrite < app.ndjson
 
@@ -35,7 +38,8 @@ Exit status: 0 done, 2 error (including input that ends without END).";
 #[derive(Debug, Parser)]
 #[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
 pub struct ImportArgs {
-    /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3)
+    /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3), or
+    /// postgres://USER@HOST:PORT/DB
     pub target: String,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -43,6 +47,9 @@ pub struct ImportArgs {
     /// Create missing tables (and columns) from the stream's SCHEMA
     #[arg(long)]
     pub create: bool,
+    /// PostgreSQL: the schema for streams that do not name one (from SQLite, say) [default: public]
+    #[arg(long, value_name = "NAME")]
+    pub schema: Option<String>,
     /// What to do with a row whose key is already in the target
     #[arg(long, value_enum, default_value = "fail")]
     pub on_conflict: OnConflict,
@@ -90,6 +97,7 @@ impl ImportArgs {
             fresh: self.fresh,
             verify_stream_end: !self.no_verify,
             max_line: self.max_line_bytes,
+            schema: self.schema.clone(),
             write_rows: self.write_rows.max(1),
             write_bytes: self.write_bytes.max(1),
         })

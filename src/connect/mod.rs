@@ -2,6 +2,8 @@
 //! key order; a [`Target`] applies batches inside a transaction and commits them together with its
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
+pub mod pgcopy;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -112,9 +114,11 @@ pub struct LoadOptions {
     pub create: bool,
     pub on_conflict: OnConflict,
     pub dry_run: bool,
-    /// The producer's source address (redacted) and run: what commit markers are kept under.
+    /// The producer's source identity (redacted) and run: what commit markers are kept under.
     pub source: String,
     pub run_id: String,
+    /// The producer's kind of store (`sqlite`, `postgres`...), when it said.
+    pub source_kind: Option<String>,
 }
 
 /// Rows of one stream waiting to be written: `ncols` values per row, flat.
@@ -209,6 +213,15 @@ pub struct Prepared {
     pub existed: bool,
 }
 
+/// How often a target wants to commit: at the first STATE past any of these since the last
+/// commit (all zero: at every STATE).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitEvery {
+    pub rows: u64,
+    pub bytes: u64,
+    pub interval: std::time::Duration,
+}
+
 pub trait Target {
     /// The redacted address, for messages and the checkpoint.
     fn address(&self) -> String;
@@ -228,6 +241,14 @@ pub trait Target {
     fn rollback(&mut self) -> Result<()>;
     /// After a stream's last row is committed: build what was deferred. Idempotent.
     fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>>;
+    /// At the end of a run: build what had to wait for every stream (foreign keys). Idempotent.
+    fn finish_run(&mut self, _source: &str) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    /// How often to commit.
+    fn commit_every(&self) -> CommitEvery {
+        CommitEvery::default()
+    }
 }
 
 /// Open a source by address.
@@ -238,10 +259,11 @@ pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     }
 }
 
-/// Open a target by address.
-pub fn open_target(address: &Address, dry_run: bool) -> Result<Box<dyn Target>> {
+/// Open a target by address; `schema` is where streams without one go (PostgreSQL).
+pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Result<Box<dyn Target>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteTarget::open(path, dry_run)?)),
+        Address::Postgres(url) => Ok(Box::new(postgres::PgTarget::open(url, dry_run, schema)?)),
         other => Err(other.unsupported("a target")),
     }
 }

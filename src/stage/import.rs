@@ -45,6 +45,8 @@ pub struct ImportConfig {
     pub fresh: bool,
     pub verify_stream_end: bool,
     pub max_line: usize,
+    /// Where streams without a schema of their own go (PostgreSQL; default `public`).
+    pub schema: Option<String>,
     /// Rows buffered per stream before they are written (inside the open transaction)...
     pub write_rows: usize,
     /// ...or input bytes, whichever comes first: memory stays bounded whatever the row size.
@@ -149,6 +151,12 @@ struct Importer<'w, W: Write> {
     streams: HashMap<String, InStream>,
     order: Vec<String>,
     last_ack_line: Option<(u64, u64)>,
+    source_kind: Option<String>,
+    /// The latest STATE received, and the STATE lines not yet acknowledged (echoed after the
+    /// commit that covers them).
+    last_state: Option<(StateValue, String, u64)>,
+    unacked: Vec<String>,
+    since_commit: (u64, u64, std::time::Instant),
     rejects: Rejects,
     outcome: ImportOutcome,
     progress: Progress,
@@ -156,7 +164,7 @@ struct Importer<'w, W: Write> {
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
-    let target = connect::open_target(&cfg.target, cfg.dry_run)?;
+    let target = connect::open_target(&cfg.target, cfg.dry_run, cfg.schema.as_deref())?;
     let checkpoint = if cfg.dry_run {
         None
     } else {
@@ -178,6 +186,10 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         streams: HashMap::new(),
         order: Vec::new(),
         last_ack_line: None,
+        source_kind: None,
+        last_state: None,
+        unacked: Vec::new(),
+        since_commit: (0, 0, std::time::Instant::now()),
         rejects: Rejects {
             path: PathBuf::new(),
             file: None,
@@ -241,7 +253,7 @@ impl<W: Write> Importer<'_, W> {
         if self.singer {
             // A Singer stream has no END: end of input ends it.
             tracing::warn!("input ended without END (a Singer stream): committing what arrived");
-            self.commit(None, None)?;
+            self.commit(None)?;
             return self.finish();
         }
         let since = match self.last_ack_line {
@@ -261,6 +273,7 @@ impl<W: Write> Importer<'_, W> {
             dry_run: self.cfg.dry_run,
             source: self.source.clone(),
             run_id: self.run_id.clone(),
+            source_kind: self.source_kind.clone(),
         }
     }
 
@@ -269,6 +282,7 @@ impl<W: Write> Importer<'_, W> {
         self.run_id = begin.run_id.clone();
         self.source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
         self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
+        self.source_kind = begin.source.as_ref().map(|s| s.kind.clone());
         let target = self.target.address();
         self.rejects.path = self.cfg.reject_path.clone().unwrap_or_else(|| {
             let dir = self.cfg.state_path.parent().map(PathBuf::from).unwrap_or_default();
@@ -400,6 +414,17 @@ impl<W: Write> Importer<'_, W> {
         let base = self
             .positions
             .then(|| self.bookmark_rows.get(&bookmark).copied().unwrap_or(0));
+        // A stream that starts after rows the target does not have: an `export --resume` from
+        // further than the target got (it lost rows it had committed, or its markers changed).
+        let first_schema = !self.streams.contains_key(&name);
+        if let (Some(b), true, false) = (base, first_schema, self.cfg.fresh) {
+            let has = committed.unwrap_or(0);
+            if b > has {
+                return Err(line.error(format!(
+                    "the stream starts at row {b}, but the target holds only the first {has} rows of it: the target lost rows it had committed, or its _ferry_commits table was changed; re-run the export without --resume (or import with --fresh)"
+                )));
+            }
+        }
         let ncols = shape.len();
         match self.streams.get_mut(&name) {
             Some(s) => {
@@ -479,6 +504,8 @@ impl<W: Write> Importer<'_, W> {
             }
         }
         self.outcome.received += 1;
+        self.since_commit.0 += 1;
+        self.since_commit.1 += line.text.len() as u64;
         if s.batch.len() >= write_rows || s.batch_bytes >= write_bytes {
             let name = name.to_owned();
             self.flush_stream(&name)?;
@@ -550,13 +577,15 @@ impl<W: Write> Importer<'_, W> {
         Ok(())
     }
 
-    /// Commit everything received so far with the markers, then record it in the checkpoint.
-    fn commit(&mut self, state: Option<(&StateValue, &str)>, complete: Option<&str>) -> Result<()> {
+    /// Commit everything received so far with the markers, then record it in the checkpoint and
+    /// acknowledge the STATEs it covers (echoing them).
+    fn commit(&mut self, complete: Option<&str>) -> Result<()> {
         let names = self.order.clone();
         for name in &names {
             self.flush_stream(name)?;
         }
         self.rejects.sync()?;
+        let state = self.last_state.as_ref().map(|(v, text, _)| (v.clone(), text.clone()));
         let mut markers = Vec::new();
         let mut batches = Vec::new();
         for name in &names {
@@ -564,21 +593,20 @@ impl<W: Write> Importer<'_, W> {
                 continue;
             };
             let bookmark = s.schema.bookmark_name().to_owned();
-            let from_state = state.and_then(|(v, _)| v.bookmark(&bookmark));
-            let new_base = match (&from_state, s.base) {
-                (Some(b), _) if b.rows.is_some() => b.rows,
-                (_, Some(base)) => Some(base + s.since),
-                _ => None,
-            };
             let is_complete = complete == Some(name.as_str());
             if s.touched || is_complete {
                 markers.push(Marker {
                     source: self.source.clone(),
                     stream: bookmark.clone(),
                     run_id: self.run_id.clone(),
-                    position: if self.positions { new_base } else { None },
+                    position: if self.positions {
+                        s.base.map(|b| b + s.since)
+                    } else {
+                        None
+                    },
                     complete: is_complete,
                     bookmark: state
+                        .as_ref()
                         .and_then(|(v, _)| v.bookmarks.get(&bookmark))
                         .map(|b| b.to_string()),
                 });
@@ -591,13 +619,11 @@ impl<W: Write> Importer<'_, W> {
                 };
                 batches.push(std::mem::replace(&mut s.pending, fresh));
             }
-            if state.is_some() {
-                s.base = new_base;
-                s.since = 0;
-            }
             s.touched = false;
         }
+        self.since_commit = (0, 0, std::time::Instant::now());
         if self.cfg.dry_run {
+            self.unacked.clear();
             return Ok(());
         }
         if self.uncommitted || !markers.is_empty() {
@@ -605,14 +631,19 @@ impl<W: Write> Importer<'_, W> {
             self.uncommitted = false;
         }
         if let Some(cp) = &mut self.checkpoint
-            && (state.is_some() || !batches.is_empty())
+            && (!self.unacked.is_empty() || !batches.is_empty())
         {
-            cp.ack(
-                &self.run_id,
-                self.attempt,
-                state.map(|(v, text)| (v.seq, text)),
-                &batches,
-            )?;
+            let acked = state
+                .as_ref()
+                .filter(|_| !self.unacked.is_empty())
+                .map(|(v, text)| (v.seq, text.as_str()));
+            cp.ack(&self.run_id, self.attempt, acked, &batches)?;
+        }
+        for line in std::mem::take(&mut self.unacked) {
+            self.out.write_line(line.as_bytes(), Kind::State)?;
+        }
+        if let Some((v, _, line)) = &self.last_state {
+            self.last_ack_line = Some((*line, v.seq));
         }
         Ok(())
     }
@@ -625,15 +656,27 @@ impl<W: Write> Importer<'_, W> {
         let state: StateLine = line.parse()?;
         let value_text = state.value.to_string();
         let value: StateValue = serde_json::from_value(state.value).unwrap_or_default();
-        self.commit(Some((&value, &value_text)), None)?;
+        // Positions move at every STATE, committed or not.
+        for s in self.streams.values_mut() {
+            let from_state = value.bookmark(s.schema.bookmark_name()).and_then(|b| b.rows);
+            s.base = match (from_state, s.base) {
+                (Some(rows), _) => Some(rows),
+                (None, Some(base)) => Some(base + s.since),
+                (None, None) => None,
+            };
+            s.since = 0;
+        }
         for (name, b) in &value.bookmarks {
             if let Some(rows) = b.get("rows").and_then(Json::as_u64) {
                 self.bookmark_rows.insert(name.clone(), rows);
             }
         }
-        self.last_ack_line = Some((line.no, value.seq));
-        if !self.cfg.dry_run {
-            self.out.write_line(line.text.as_bytes(), Kind::State)?;
+        self.last_state = Some((value, value_text, line.no));
+        self.unacked.push(line.text.to_owned());
+        let every = self.target.commit_every();
+        let (rows, bytes, since) = self.since_commit;
+        if rows >= every.rows || bytes >= every.bytes || since.elapsed() >= every.interval {
+            self.commit(None)?;
         }
         Ok(())
     }
@@ -669,7 +712,7 @@ impl<W: Write> Importer<'_, W> {
         }
         s.ended = true;
         let name = end.stream.clone();
-        self.commit(None, Some(&name))?;
+        self.commit(Some(&name))?;
         let s = self.streams.get(&name).map(|s| {
             (
                 s.schema.bookmark_name().to_owned(),
@@ -720,10 +763,14 @@ impl<W: Write> Importer<'_, W> {
             )));
         }
         // END is the last barrier: everything before it is committed.
-        self.commit(None, None)
+        self.commit(None)
     }
 
     fn finish(&mut self) -> Result<()> {
+        // What had to wait for every stream (foreign keys between them).
+        for ddl in self.target.finish_run(&self.source)? {
+            tracing::info!(sql = %ddl, "built a deferred constraint");
+        }
         let open: Vec<&str> = self
             .order
             .iter()

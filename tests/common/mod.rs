@@ -1,6 +1,8 @@
 //! Test support: run the real binaries in a private directory, through real pipes.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,215 @@
+//! A private, throwaway PostgreSQL cluster for one test binary: `initdb` in a temporary directory,
+//! `postgres` on a free loopback port (as the `postgres` user when the tests run as root), password
+//! authentication over TCP, stopped and deleted by a watchdog when the test process exits.
+//! `FERRY_TEST_PG=postgres://user:password@host:port/db` uses an existing server instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "ferry-test-Secret-9";
+
+pub struct Cluster {
+    /// `postgres://user:password@host:port` without a database.
+    pub base: String,
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    /// Where the cluster lives, for tests that stop and start it (None for FERRY_TEST_PG).
+    pub data: Option<PathBuf>,
+    pub bin: Option<PathBuf>,
+}
+
+pub fn cluster() -> &'static Cluster {
+    static C: OnceLock<Cluster> = OnceLock::new();
+    C.get_or_init(|| match std::env::var("FERRY_TEST_PG") {
+        Ok(url) if !url.is_empty() => external(&url),
+        _ => start(),
+    })
+}
+
+fn external(url: &str) -> Cluster {
+    let cfg: postgres::Config = url.parse().expect("FERRY_TEST_PG is not a PostgreSQL URL");
+    let host = match cfg.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or("postgres").to_owned();
+    let password = cfg
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    Cluster {
+        base: format!("postgres://{user}:{password}@{host}:{port}"),
+        user,
+        host,
+        port,
+        data: None,
+        bin: None,
+    }
+}
+
+/// The directory holding initdb, pg_ctl and postgres.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("postgres").is_file()))
+    {
+        return dir;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("initdb").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL server binaries (initdb, postgres) not found on PATH or in /usr/lib/postgresql/*/bin: install the postgresql package (.ci/run does), or set FERRY_TEST_PG")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// A command run as the postgres user when we are root.
+fn as_owner(program: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start() -> Cluster {
+    let bin = bin_dir();
+    let root = is_root();
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let data = dir.join("data");
+    std::fs::write(dir.join("pw"), PASSWORD).expect("pwfile");
+    if root {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown")
+            .success();
+        assert!(ok, "chown of {} to postgres failed", dir.display());
+    }
+    let out = as_owner(&bin.join("initdb"), root)
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
+        .arg(format!("--pwfile={}", dir.join("pw").display()))
+        .env("HOME", &dir)
+        .output()
+        .expect("initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    // The watchdog: while this test process lives, so does the server; then it is stopped and
+    // its directory removed.
+    let me = std::process::id();
+    let postgres = bin.join("postgres");
+    let owner = if root {
+        "setpriv --reuid=postgres --regid=postgres --init-groups --"
+    } else {
+        ""
+    };
+    let script = format!(
+        "{owner} '{pg}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60 > '{dir}/log' 2>&1 &
+         pg=$!
+         while kill -0 {me} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.3; done
+         kill -INT $pg 2>/dev/null; wait $pg 2>/dev/null; rm -rf '{dir}'",
+        pg = postgres.display(),
+        data = data.display(),
+        dir = dir.display()
+    );
+    // Detached on purpose: it outlives the waits of this process and cleans up after it.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .spawn()
+        .expect("start postgres");
+    let c = Cluster {
+        base: format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}"),
+        user: "postgres".into(),
+        host: "127.0.0.1".into(),
+        port,
+        data: Some(data),
+        bin: Some(bin),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match postgres::Client::connect(&format!("{}/postgres", c.base), postgres::NoTls) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!(
+                "the test PostgreSQL did not start: {e}; log: {}",
+                std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+            ),
+        }
+    }
+    c
+}
+
+impl Cluster {
+    /// A new, empty database for one test; its URL.
+    pub fn database(&self, hint: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("t_{}_{}_{}", hint, std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let mut admin = self.admin();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create database");
+        format!("{}/{name}", self.base)
+    }
+
+    pub fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&format!("{}/postgres", self.base), postgres::NoTls).expect("admin connection")
+    }
+}
+
+/// A connection to a test database.
+pub fn connect(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).expect("connect")
+}
