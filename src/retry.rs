@@ -7,12 +7,17 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The policy: 6 retries, from 200 ms doubling to at most 5 s each, jittered.
+/// The policy: 6 retries (`FERRY_RETRIES` sets how many), from 200 ms doubling to at most 5 s
+/// each, jittered.
 pub fn policy() -> ExponentialBuilder {
+    let times = std::env::var("FERRY_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
-        .with_max_times(6)
+        .with_max_times(times)
         .with_jitter()
 }
 

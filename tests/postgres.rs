@@ -111,3 +111,262 @@ fn sqlite_sample_into_postgres_with_types_keys_and_rejects() {
     all_ok(&again);
     assert_eq!(common::written_and_already(&again[1]), (0, 680));
 }
+
+#[test]
+fn a_wrong_password_or_no_server_is_a_clear_error() {
+    let d = Dir::new();
+    let c = pg::cluster();
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    let wrong = format!("postgres://{}:not-the-password@{}:{}/postgres", c.user, c.host, c.port);
+    let r = d.run("ferry-import", &[&wrong, "--create"], &stream);
+    r.expect_code(2).stderr_has("password authentication failed");
+    assert!(!r.stderr().contains("not-the-password"), "{r:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres");
+    let mut cmd = d.cmd("ferry-import", &[&nobody, "--create"]);
+    cmd.env("FERRY_RETRIES", "1");
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect") && stderr.contains("still failing after 2 attempts"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}
+
+#[test]
+fn missing_tables_permissions_and_values_that_do_not_fit() {
+    let d = Dir::new();
+    let url = pg::cluster().database("errors");
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    d.run("ferry-import", &[&url], &stream)
+        .expect_code(2)
+        .stderr_has("there is no table \"public\".\"tags\"")
+        .stderr_has("--create");
+
+    // A role that may connect but not create tables.
+    let mut c = pg::connect(&url);
+    let db: String = c.query_one("SELECT current_database()::text", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry_reader') THEN CREATE ROLE ferry_reader LOGIN PASSWORD 'reader-pw'; END IF; END $$;
+         GRANT CONNECT ON DATABASE \"{db}\" TO ferry_reader; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+    ))
+    .unwrap();
+    let cl = pg::cluster();
+    let reader = format!("postgres://ferry_reader:reader-pw@{}:{}/{db}", cl.host, cl.port);
+    d.run("ferry-import", &[&reader, "--create"], &stream)
+        .expect_code(2)
+        .stderr_has("permission denied for schema public");
+
+    // Declared NUMERIC(5,2): PostgreSQL would round 1.234, so the row is rejected instead.
+    let s = d.open("money.db");
+    s.execute_batch("CREATE TABLE prices (id INTEGER PRIMARY KEY, amount NUMERIC(5,2)); INSERT INTO prices VALUES (1, 1.25), (2, 1.234), (3, 99999.5);").unwrap();
+    drop(s);
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("money.db")]),
+            ("ferry-import", &[&url, "--create", "--reject-file", "r.ndjson"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let rejects = std::fs::read_to_string(d.path("r.ndjson")).unwrap();
+    assert!(
+        rejects.contains("numeric(5,2) would round it") && rejects.contains("too large for numeric(5,2)"),
+        "{rejects}"
+    );
+    let amount: String = c.query_one("SELECT amount::text FROM prices", &[]).unwrap().get(0);
+    assert_eq!(amount, "1.25");
+}
+
+/// A source big enough for an import to take a moment: a keyed table and a keyless one.
+fn build_source(d: &Dir, rows: i64) -> String {
+    d.open("src.db")
+        .execute_batch(&format!(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
+             CREATE TABLE events (at TEXT, n INTEGER);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+               INSERT INTO items SELECT i, 'item ' || i, i / 7.0, CASE WHEN i % 3 = 0 THEN zeroblob(i % 40) END FROM s;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows} / 4)
+               INSERT INTO events SELECT '2024-01-01', i % 10 FROM s;"
+        ))
+        .unwrap();
+    d.db("src.db")
+}
+
+#[test]
+fn a_killed_import_rerun_finishes_exactly_once() {
+    let d = Dir::new();
+    let src = build_source(&d, 40_000);
+    let url = pg::cluster().database("kill");
+    for delay_ms in [150u64, 450] {
+        let mut export = d
+            .cmd("ferry-export", &[&src, "--state-every", "1000", "-q"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut import = d
+            .cmd("ferry-import", &[&url, "--create", "-q"])
+            .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = import.kill();
+        let _ = import.wait();
+        let _ = export.wait();
+    }
+    let mut c = pg::connect(&url);
+    let before: i64 = ["items", "events"]
+        .iter()
+        .map(|t| {
+            c.query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+        })
+        .sum();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--state-every", "1000"]),
+            ("ferry-import", &[&url, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, already) = common::written_and_already(&runs[1]);
+    assert_eq!(already as i64, before, "{:?}", runs[1]);
+    assert_eq!(written as i64 + before, 50_000);
+    assert_eq!(count(&mut c, "items"), 40_000);
+    assert_eq!(count(&mut c, "events"), 10_000, "the keyless table has no duplicate");
+    let pk: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'items'::regclass AND contype = 'p'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(pk, 1);
+}
+
+#[test]
+fn a_dropped_connection_is_retried_and_replayed() {
+    let d = Dir::new();
+    let src = build_source(&d, 60_000);
+    let url = pg::cluster().database("drop");
+    let mut export = d
+        .cmd("ferry-export", &[&src, "--state-every", "1000", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = d
+        .cmd("ferry-import", &[&url, "--create"])
+        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut the importer's connection in the middle of a COPY.
+    let mut admin = pg::cluster().admin();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut cut = 0u64;
+    while cut == 0 && std::time::Instant::now() < deadline {
+        cut = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'ferry-import' AND state = 'active' AND query LIKE 'COPY %'",
+                &[],
+            )
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = import.wait_with_output().unwrap();
+    let _ = export.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(cut > 0, "the connection was never seen busy");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reconnecting and replaying"), "{stderr}");
+    let mut c = pg::connect(&url);
+    assert_eq!(count(&mut c, "items"), 60_000);
+    assert_eq!(count(&mut c, "events"), 15_000);
+}
+
+#[test]
+fn upserts_into_a_table_that_has_rows_go_through_staging() {
+    let d = Dir::new();
+    let url = pg::cluster().database("upsert");
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    d.run("ferry-import", &[&url, "--create"], &stream).ok();
+    let mut c = pg::connect(&url);
+    c.batch_execute("UPDATE tags SET color = 'changed' WHERE name = 'urgent'; DELETE FROM tags WHERE name = 'z'")
+        .unwrap();
+    let color = |c: &mut postgres::Client| -> String {
+        c.query_one("SELECT color FROM tags WHERE name = 'urgent'", &[])
+            .unwrap()
+            .get(0)
+    };
+
+    let r = d.run("ferry-import", &[&url, "--fresh", "--on-conflict", "skip"], &stream);
+    r.ok();
+    assert_eq!(color(&mut c), "changed", "skip keeps what was there");
+    assert_eq!(count(&mut c, "tags"), 5, "and adds what was missing");
+    assert_eq!(common::written_and_already(&r), (1, 0));
+
+    d.run(
+        "ferry-import",
+        &[&url, "--fresh", "--on-conflict", "overwrite"],
+        &stream,
+    )
+    .ok();
+    assert_eq!(color(&mut c), "red", "overwrite replaces it");
+
+    let r = d.run("ferry-import", &[&url, "--fresh"], &stream);
+    r.expect_code(2)
+        .stderr_has("is already in table \"public\".\"tags\" (--on-conflict fail)");
+}
+
+#[test]
+fn a_dry_run_plans_against_postgres_and_changes_nothing() {
+    let d = Dir::new();
+    let url = pg::cluster().database("dry");
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "users"], b"")
+        .output
+        .stdout
+        .clone();
+    let plan = d.run("ferry-import", &[&url, "--create", "--dry-run"], &stream);
+    plan.ok();
+    let lines = plan.lines();
+    assert!(
+        lines.iter().any(|l| l["action"] == "create_table"
+            && l["sql"].as_str().unwrap().contains("GENERATED BY DEFAULT AS IDENTITY")),
+        "{plan:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["action"] == "load" && l["insert"] == 47),
+        "{plan:?}"
+    );
+    let mut c = pg::connect(&url);
+    let tables: i64 = c
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+}

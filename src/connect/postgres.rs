@@ -442,6 +442,28 @@ impl PgTarget {
         }
     }
 
+    /// Run a query, reconnecting (and replaying the open transaction) after a transient fault.
+    fn rows(
+        &mut self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        self.with_retry(what, |t| t.client.query(sql, params).map_err(|e| t.classify(what, e)))
+    }
+
+    /// Whether a table (or view) exists.
+    fn exists(&mut self, qualified: &str) -> Result<bool> {
+        Ok(self
+            .rows(
+                "looking up a table",
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&qualified],
+            )?
+            .first()
+            .is_some_and(|r| r.get(0)))
+    }
+
     fn qualified(schema: &str, table: &str) -> String {
         format!("{}.{}", quote(schema), quote(table))
     }
@@ -455,20 +477,16 @@ impl PgTarget {
     }
 
     fn columns_of(&mut self, qualified: &str) -> Result<Option<Vec<(String, String)>>> {
-        let rows = self
-            .client
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                &[&qualified],
-            )
-            .map_err(|e| self.err(&format!("reading the columns of {qualified}"), e))?;
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-            .map_err(|e| self.err("looking up a table", e))?
-            .get(0);
-        Ok(exists.then(|| rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+        if !self.exists(qualified)? {
+            return Ok(None);
+        }
+        let rows = self.rows(
+            &format!("reading the columns of {qualified}"),
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&qualified],
+        )?;
+        Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
     fn ensure_markers(&mut self) -> Result<()> {
@@ -764,11 +782,8 @@ impl Target for PgTarget {
     }
 
     fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>> {
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.markers_table])
-            .map_err(|e| self.err("looking for commit markers", e))?
-            .get(0);
+        let markers_table = self.markers_table.clone();
+        let exists = self.exists(&markers_table)?;
         if !exists {
             return Ok(HashMap::new());
         }
@@ -776,10 +791,7 @@ impl Target for PgTarget {
             "SELECT stream, run_id, position, complete, bookmark FROM {} WHERE source = $1",
             self.markers_table
         );
-        let rows = self
-            .client
-            .query(sql.as_str(), &[&source])
-            .map_err(|e| self.err("reading commit markers", e))?;
+        let rows = self.rows("reading commit markers", &sql, &[&source])?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -845,10 +857,11 @@ impl Target for PgTarget {
                         *t = have_t.clone();
                     }
                 }
-                let empty: bool = self
-                    .client
-                    .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qualified})") as &str, &[])
-                    .map_err(|e| self.err("looking at the table", e))?
+                let empty: bool = self.rows(
+                    "looking at the table",
+                    &format!("SELECT NOT EXISTS (SELECT 1 FROM {qualified})"),
+                    &[],
+                )?[0]
                     .get(0);
                 if opts.on_conflict != OnConflict::Fail && !empty {
                     if shape.key.is_empty() {
@@ -982,9 +995,8 @@ impl Target for PgTarget {
             Path::Staging { stage, create, .. } => {
                 if !self.dry_run {
                     // Outside the transaction: it lives as long as the session.
-                    self.client
-                        .batch_execute(create)
-                        .map_err(|e| self.err("creating a staging table", e))?;
+                    let create = create.clone();
+                    self.with_retry("creating a staging table", |t| t.sql(&create, false).map(|_| ()))?;
                 }
                 format!("COPY {stage} ({list}, _ferry_n) FROM STDIN (FORMAT binary)")
             }
@@ -1052,11 +1064,7 @@ impl Target for PgTarget {
             return Ok(counts);
         };
         let (qualified, on_conflict) = (ps.qualified.clone(), ps.on_conflict);
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-            .map_err(|e| self.err("looking up a table", e))?
-            .get(0);
+        let exists = self.exists(&qualified)?;
         if !exists || shape.key.is_empty() {
             counts.insert += batch.len() as u64;
             return Ok(counts);
@@ -1074,13 +1082,11 @@ impl Target for PgTarget {
                     }
                 })
                 .collect();
-            let found: bool = self
-                .client
-                .query_one(
-                    &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {})", cond.join(" AND ")) as &str,
-                    &[],
-                )
-                .map_err(|e| self.err("planning", e))?
+            let found: bool = self.rows(
+                "planning",
+                &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {})", cond.join(" AND ")),
+                &[],
+            )?[0]
                 .get(0);
             match (found, on_conflict) {
                 (false, _) => counts.insert += 1,
@@ -1169,11 +1175,8 @@ impl Target for PgTarget {
         if self.dry_run {
             return Ok(vec![]);
         }
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.markers_table])
-            .map_err(|e| self.err("looking for commit markers", e))?
-            .get(0);
+        let markers_table = self.markers_table.clone();
+        let exists = self.exists(&markers_table)?;
         if !exists {
             return Ok(vec![]);
         }
@@ -1182,9 +1185,8 @@ impl Target for PgTarget {
             self.markers_table
         );
         let pending: Option<String> = self
-            .client
-            .query_opt(sql.as_str(), &[&source, &bookmark_name])
-            .map_err(|e| self.err("reading deferred constraints", e))?
+            .rows("reading deferred constraints", &sql, &[&source, &bookmark_name])?
+            .first()
             .and_then(|r| r.get(0));
         let Some(pending) = pending else { return Ok(vec![]) };
         let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
@@ -1208,11 +1210,8 @@ impl Target for PgTarget {
         if self.dry_run {
             return Ok(vec![]);
         }
-        let exists: bool = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.markers_table])
-            .map_err(|e| self.err("looking for commit markers", e))?
-            .get(0);
+        let markers_table = self.markers_table.clone();
+        let exists = self.exists(&markers_table)?;
         if !exists {
             return Ok(vec![]);
         }
@@ -1220,10 +1219,7 @@ impl Target for PgTarget {
             "SELECT stream, pending_fk FROM {} WHERE source = $1 AND complete AND pending_fk IS NOT NULL ORDER BY stream",
             self.markers_table
         );
-        let rows = self
-            .client
-            .query(sql.as_str(), &[&source])
-            .map_err(|e| self.err("reading deferred foreign keys", e))?;
+        let rows = self.rows("reading deferred foreign keys", &sql, &[&source])?;
         let mut done = Vec::new();
         for r in rows {
             let (stream, fks): (String, String) = (r.get(0), r.get(1));
