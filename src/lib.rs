@@ -6,6 +6,7 @@
 //! `stages/` parse flags ([`cli`]) and call them. Stores sit behind two traits in [`connect`].
 
 pub mod address;
+pub mod canon;
 pub mod checkpoint;
 pub mod cli;
 pub mod connect;

@@ -370,3 +370,99 @@ fn a_dry_run_plans_against_postgres_and_changes_nothing() {
         .get(0);
     assert_eq!(tables, 0);
 }
+
+/// The sample without the two users PostgreSQL text cannot hold (and what refers to them).
+fn representable_sample(d: &Dir) -> String {
+    d.sample();
+    std::fs::copy(d.path("sample.db"), d.path("pgsafe.db")).unwrap();
+    d.open("pgsafe.db")
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             DELETE FROM users WHERE id IN (41, 42);
+             DELETE FROM file_tags WHERE file_id IN (SELECT id FROM saved_files WHERE user_id IN (41, 42));
+             DELETE FROM saved_files WHERE user_id IN (41, 42);
+             DELETE FROM notifications WHERE user_id IN (41, 42);",
+        )
+        .unwrap();
+    d.db("pgsafe.db")
+}
+
+#[test]
+fn validate_proves_sqlite_and_postgres_equal_and_names_each_difference() {
+    let d = Dir::new();
+    let src = representable_sample(&d);
+    let url = pg::cluster().database("validate");
+    let runs = d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&url, "--create"])], b"");
+    all_ok(&runs);
+    let s = d.open("pgsafe.db");
+    let rows: i64 = [
+        "users",
+        "saved_files",
+        "notifications",
+        "tags",
+        "file_tags",
+        "audit_log",
+        "app_settings",
+    ]
+    .iter()
+    .map(|t| common::count(&s, t))
+    .sum();
+    assert_eq!(
+        common::written_and_already(&runs[1]),
+        (rows as u64, 0),
+        "no rejects:{:?}",
+        runs[1]
+    );
+    let v = d.run("ferry-validate", &[&src, &url, "--report", "r.json"], b"");
+    v.ok().stderr_has("result: EQUAL");
+    assert!(!v.stdout().contains(PASSWORD) && !v.stderr().contains(PASSWORD));
+    // The stream form too.
+    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-validate", &[&url])], b""));
+
+    let mut c = pg::connect(&url);
+    c.batch_execute(
+        "UPDATE users SET name = 'Mallory' WHERE id = 3;
+         UPDATE notifications SET score = 0.30000000000000004 WHERE id = 7;
+         UPDATE app_settings SET value = '\"10485760\"' WHERE key = 'max_upload';
+         DELETE FROM file_tags WHERE file_id = 4;
+         ALTER TABLE tags DROP CONSTRAINT tags_pkey CASCADE;
+         INSERT INTO tags VALUES ('urgent', 'red');
+         ALTER TABLE saved_files DROP CONSTRAINT saved_files_user_id_fkey;
+         UPDATE saved_files SET user_id = 424242 WHERE id = 10;",
+    )
+    .unwrap();
+    let v = d.run("ferry-validate", &[&src, &url], b"");
+    v.expect_code(1);
+    let findings = v.lines();
+    let has = |stream: &str, kind: &str, key: serde_json::Value| {
+        findings
+            .iter()
+            .any(|f| f["stream"] == stream && f["kind"] == kind && (key.is_null() || f["key"] == key))
+    };
+    assert!(has("main.users", "changed", serde_json::json!({"id": 3})), "{v:?}");
+    assert!(
+        has("main.notifications", "changed", serde_json::json!({"id": 7})),
+        "a float off by one ulp:{v:?}"
+    );
+    assert!(
+        has("main.app_settings", "changed", serde_json::json!({"key": "max_upload"})),
+        "text for an integer:{v:?}"
+    );
+    assert!(
+        has(
+            "main.file_tags",
+            "missing",
+            serde_json::json!({"file_id": 4, "tag": "Ärger"})
+        ),
+        "{v:?}"
+    );
+    assert!(
+        has("main.tags", "duplicate", serde_json::json!({"name": "urgent"})),
+        "{v:?}"
+    );
+    assert!(has("main.saved_files", "fk_orphans", serde_json::Value::Null), "{v:?}");
+    assert!(
+        has("main.saved_files", "changed", serde_json::json!({"id": 10})),
+        "{v:?}"
+    );
+}

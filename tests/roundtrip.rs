@@ -114,6 +114,7 @@ fn edge_values_survive_exactly() {
         max_listed: 5,
         allow_unverified: false,
         max_line: 64 << 20,
+        schema: None,
     };
     let mut w = StreamWriter::new(Vec::new());
     let report = validate::run(&cfg, &b""[..], &mut w).unwrap();

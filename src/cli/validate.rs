@@ -14,8 +14,9 @@ use crate::stage::validate::{self, Report, ValidateConfig};
 
 const EXAMPLES: &str = "\
 Examples:
-  # Two databases
+  # Two databases, or SQLite against PostgreSQL (values compared by the PostgreSQL column's type)
   ferry-validate sqlite:app.db sqlite:copy.db --report report.json
+  ferry-validate sqlite:app.db postgres://app@localhost/app
 
   # The stream (after the same transform the import saw) against the target
   ferry-export sqlite:app.db | ferry-transform --rename-stream main.users=people \\
@@ -52,6 +53,9 @@ pub struct ValidateArgs {
     /// Do not fail because something could not be verified (it is still reported)
     #[arg(long)]
     pub allow_unverified: bool,
+    /// PostgreSQL: the schema holding tables for streams that do not name one [default: public]
+    #[arg(long, value_name = "NAME")]
+    pub schema: Option<String>,
     /// Longest input line accepted, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
@@ -80,6 +84,7 @@ impl ValidateArgs {
             max_listed: self.max_listed,
             allow_unverified: self.allow_unverified,
             max_line: self.max_line_bytes,
+            schema: self.schema.clone(),
         })
     }
 }

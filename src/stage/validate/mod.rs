@@ -10,9 +10,14 @@
 //! first spilled into a private temporary SQLite file (its keys, constrained columns and row
 //! hashes), so memory stays flat whatever the size and the stream need not be in key order.
 //!
+//! When one side is PostgreSQL, each column is compared in the canonical form of its PostgreSQL
+//! type (see `canon`), and PostgreSQL orders text keys with `COLLATE "C"` (SQLite's BINARY order).
+//!
 //! Contract: findings go to stdout as NDJSON (`FINDING` lines, then one `SUMMARY`), a human table
 //! to stderr, a JSON report to `--report`. Exit 0 when equal, 1 when they differ or something could
 //! not be verified (unless `--allow-unverified`), 2 on error.
+
+mod db;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -23,8 +28,10 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest as _, Sha256};
 
+use self::db::{Db, MergeRow};
 use crate::address::Address;
-use crate::connect::sqlite::{self as sq, from_sql, quote};
+use crate::canon::Canon;
+use crate::connect::sqlite::{self as sq, quote};
 use crate::connect::{Selection, table_name_for};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{DIGEST_ALGO, ForeignKey, Kind, Schema, StreamEnd, StreamReader, StreamWriter, now_rfc3339};
@@ -42,6 +49,8 @@ pub struct ValidateConfig {
     pub max_listed: usize,
     pub allow_unverified: bool,
     pub max_line: usize,
+    /// PostgreSQL: the schema of tables for streams that do not name one [default: public].
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,7 +92,7 @@ impl Report {
 
 /// Table metadata as either side describes it.
 #[derive(Debug, Clone)]
-struct Meta {
+pub(crate) struct Meta {
     stream: String,
     columns: Vec<String>,
     key: Vec<String>,
@@ -92,7 +101,7 @@ struct Meta {
 }
 
 impl Meta {
-    fn from_table(t: &sq::TableInfo) -> Meta {
+    pub(crate) fn from_table(t: &sq::TableInfo) -> Meta {
         Meta {
             stream: format!("main.{}", t.name),
             columns: t.stored_columns().map(|c| c.name.clone()).collect(),
@@ -219,7 +228,7 @@ fn detail(pairs: &[(&str, Json)]) -> serde_json::Map<String, Json> {
 
 /// The stream side after reading the input: spill tables, schemas and what the stream said.
 struct StreamSide {
-    conn: Connection,
+    db: Db,
     metas: Vec<Meta>,
     sides: HashMap<String, Side>,
     source_address: String,
@@ -240,23 +249,19 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         started_at,
         ..Default::default()
     };
+    let schema = cfg.schema.as_deref();
 
     let target = match &cfg.target {
-        Some(a @ Address::Sqlite(p)) => {
-            report.target = a.redacted();
-            Some(sq::open_read_only(p, ErrorKind::Target)?.0)
-        }
-        Some(other) => return Err(other.unsupported("a validation target")),
+        Some(a) => Some(Db::open(a, ErrorKind::Target, schema)?),
         None => None,
     };
+    if let Some(t) = &target {
+        report.target = t.address().to_owned();
+    }
 
     // The source side: a database, or the stream spilled to a temporary database.
     let mut stream_side: Option<StreamSide> = None;
-    let source_db: Option<Connection> = match &cfg.source {
-        Some(a @ Address::Sqlite(p)) => {
-            report.source = a.redacted();
-            Some(sq::open_read_only(p, ErrorKind::Source)?.0)
-        }
+    let source_db: Option<Db> = match &cfg.source {
         Some(Address::Stream(path)) => {
             let side = match path {
                 Some(p) => {
@@ -269,7 +274,17 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             stream_side = Some(side);
             None
         }
-        Some(other) => return Err(other.unsupported("a validation source")),
+        Some(a @ Address::Postgres(_)) => {
+            return Err(Error::usage(format!(
+                "{}: PostgreSQL as the source side of a validation comes with PostgreSQL export; meanwhile validate the stream: ferry-export ... | ferry-validate TARGET",
+                a.redacted()
+            )));
+        }
+        Some(a) => {
+            let db = Db::open(a, ErrorKind::Source, None)?;
+            report.source = db.address().to_owned();
+            Some(db)
+        }
         None => {
             let side = spill(cfg, input, target.as_ref())?;
             report.source = side.source_address.clone();
@@ -278,11 +293,11 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         }
     };
 
-    // Which streams, as (meta, source side, source connection).
+    // Which streams, each with where its source side's rows are.
     let mut plan: Vec<(Meta, Side)> = Vec::new();
-    let src_conn: &Connection = match (&source_db, &stream_side) {
+    let src: &Db = match (&source_db, &stream_side) {
         (Some(db), _) => {
-            let tables = sq::list_tables(db, &report.source)?;
+            let tables = db.tables()?;
             let pairs: Vec<(String, String)> = tables.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
             let unmatched = cfg.selection.unmatched(&pairs);
             if !unmatched.is_empty() {
@@ -293,18 +308,19 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                 )));
             }
             for t in &tables {
-                if cfg.selection.includes(&format!("main.{t}"), t) {
-                    let info = sq::describe(db, t, &report.source)?;
-                    let meta = Meta::from_table(&info);
+                if cfg.selection.includes(&format!("main.{t}"), t)
+                    && let Some(d) = db.describe(t)?
+                    && let Some(meta) = d.meta
+                {
                     let side = Side::Table {
-                        table: format!("main.{}", quote(t)),
+                        table: db.table_expr(t),
                         columns: meta.columns.clone(),
                     };
                     plan.push((meta, side));
                 }
             }
             if let Some(tc) = &target {
-                for t in sq::list_tables(tc, &report.target)? {
+                for t in tc.tables()? {
                     if !tables.contains(&t) && cfg.selection.includes(&format!("main.{t}"), &t) {
                         report.notes.push(format!("table {t} is in the target only"));
                     }
@@ -327,14 +343,14 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                     "fail"
                 };
                 findings.add(stream, kind, sev, d.clone())?;
-                if sev == "fail" {
-                    report.unverified.extend(
-                        (kind == "unverified")
-                            .then(|| format!("{stream}: {}", d.get("message").and_then(Json::as_str).unwrap_or(""))),
-                    );
+                if sev == "fail" && kind == "unverified" {
+                    report.unverified.push(format!(
+                        "{stream}: {}",
+                        d.get("message").and_then(Json::as_str).unwrap_or("")
+                    ));
                 }
             }
-            &side.conn
+            &side.db
         }
         (None, None) => return Err(Error::usage("nothing to validate")),
     };
@@ -344,8 +360,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             stream: meta.stream.clone(),
             ..Default::default()
         };
-        let table = table_name_for(&meta.stream).to_owned();
-        sr.table = table.clone();
+        sr.table = table_name_for(&meta.stream).to_owned();
         if let Some(problems) = stream_side.as_ref().map(|s| {
             s.problems
                 .iter()
@@ -356,10 +371,10 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                 .extend((problems > 0).then(|| format!("{problems} problems in the stream itself")));
         }
         match &target {
-            Some(tc) => check_stream(
+            Some(tgt) => check_stream(
                 cfg,
-                src_conn,
-                tc,
+                src,
+                tgt,
                 meta,
                 side,
                 &plan,
@@ -369,7 +384,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             )?,
             None => check_alone(
                 cfg,
-                src_conn,
+                src,
                 meta,
                 side,
                 &plan,
@@ -431,8 +446,21 @@ const WARNING_KINDS: &[&str] = &[
     "key_null_in_source",
 ];
 
-/// Read the stream, checking it as it goes, into a temporary database.
-fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>) -> Result<StreamSide> {
+/// A row hash over canonical values of `columns` (sorted by name, as every row hash is).
+fn hasher(stream: &str, columns: &[String]) -> Result<RowShape> {
+    let cols = columns.iter().map(|c| Column {
+        name: c.clone(),
+        codec: Codec::Any,
+        nullable: true,
+        sql_type: None,
+    });
+    RowShape::new(stream, cols.collect(), &[])
+        .map_err(|e| Error::new(ErrorKind::Source, format!("stream {stream}: {e}")))
+}
+
+/// Read the stream, checking it as it goes, into a temporary database: keys, constrained columns,
+/// and each row's hash over the columns the target has (in their canonical forms).
+fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Result<StreamSide> {
     // An empty path opens a private on-disk database that SQLite deletes on close.
     let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
     conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; BEGIN;")
@@ -440,26 +468,22 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
     struct Spilling {
         shape: RowShape,
         common: Option<RowShape>,
-        /// Indexes (in the stream's shape) of the spilled columns, and of the hashed ones.
+        /// Indexes (in the stream's shape) of the spilled columns, and of the hashed ones with
+        /// their canonical forms.
         spilled: Vec<usize>,
-        hashed: Vec<usize>,
+        hashed: Vec<(usize, Canon)>,
         insert: String,
         digest: Sha256,
         rows: u64,
         ended: bool,
     }
-    let mut side = StreamSide {
-        conn,
-        metas: vec![],
-        sides: HashMap::new(),
-        source_address: "-".into(),
-        rows: HashMap::new(),
-        problems: vec![],
-    };
+    let mut metas = vec![];
+    let mut sides = HashMap::new();
+    let mut source_address = "-".to_owned();
+    let mut problems = vec![];
     let mut streams: HashMap<String, Spilling> = HashMap::new();
     let mut reader = StreamReader::new(input, cfg.max_line);
-    let mut began = false;
-    let mut ended = false;
+    let (mut began, mut ended) = (false, false);
     let mut row = Vec::new();
     while let Some(line) = reader.next_line()? {
         match line.kind {
@@ -467,7 +491,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                 began = true;
                 let b: crate::protocol::Begin = line.parse()?;
                 if let Some(s) = b.source {
-                    side.source_address = format!("{} (stream)", s.address);
+                    source_address = format!("{} (stream)", s.address);
                 }
             }
             Kind::Schema => {
@@ -476,7 +500,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                 let meta = Meta::from_schema(&schema);
                 let name = schema.stream.clone();
                 if streams.contains_key(&name) {
-                    side.problems.push((
+                    problems.push((
                         name.clone(),
                         "unverified".into(),
                         detail(&[
@@ -489,40 +513,44 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                     ));
                     continue;
                 }
-                // Hash over the columns the target has (all of them when checking alone).
-                let target_cols: Option<Vec<String>> = match target {
-                    Some(tc) => {
-                        let t = table_name_for(&name);
-                        match sq::describe(tc, t, "target") {
-                            Ok(info) => Some(info.stored_columns().map(|c| c.name.clone()).collect()),
-                            Err(_) => Some(vec![]),
-                        }
-                    }
+                // Hash over the columns the target has (all of them when checking alone), each
+                // in the canonical form the target's type gives it.
+                let described = match target {
+                    Some(t) => t.describe(table_name_for(&name))?,
                     None => None,
                 };
-                let hashed: Vec<usize> = (0..shape.len())
-                    .filter(|&i| {
-                        target_cols
-                            .as_ref()
-                            .is_none_or(|tc| tc.contains(&shape.columns[i].name))
+                let hashed: Vec<(usize, Canon)> = (0..shape.len())
+                    .filter_map(|i| {
+                        let col = &shape.columns[i].name;
+                        match (&described, target) {
+                            (Some(d), _) if d.columns.iter().any(|(n, _)| n == col) => Some((i, d.canon_of(col))),
+                            (Some(_), _) | (None, Some(_)) => None,
+                            (None, None) => Some((i, Canon::Exact)),
+                        }
                     })
                     .collect();
-                let common = RowShape::new(&name, hashed.iter().map(|&i| shape.columns[i].clone()).collect(), &[]).ok();
+                let common = hasher(
+                    &name,
+                    &hashed
+                        .iter()
+                        .map(|&(i, _)| shape.columns[i].name.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .ok();
                 let cols = meta.constrained();
                 let spilled: Vec<usize> = cols.iter().filter_map(|c| shape.column_index(c)).collect();
-                let table = format!("s{}", side.sides.len());
+                let table = format!("s{}", sides.len());
                 let mut ddl = format!("CREATE TABLE {table} (");
                 for c in &cols {
                     ddl.push_str(&quote(c));
                     ddl.push_str(", ");
                 }
                 ddl.push_str("_ferry_h BLOB, _ferry_line INTEGER)");
-                side.conn
-                    .execute_batch(&ddl)
+                conn.execute_batch(&ddl)
                     .ctx(ErrorKind::Io, || "writing a temporary database")?;
                 let insert = format!("INSERT INTO {table} VALUES ({})", vec!["?"; cols.len() + 2].join(", "));
-                side.sides.insert(name.clone(), Side::Spill { table, columns: cols });
-                side.metas.push(meta);
+                sides.insert(name.clone(), Side::Spill { table, columns: cols });
+                metas.push(meta);
                 streams.insert(
                     name,
                     Spilling {
@@ -540,7 +568,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
             Kind::Record => {
                 let name = line.stream().to_owned();
                 let Some(s) = streams.get_mut(&name) else {
-                    side.problems.push((
+                    problems.push((
                         name,
                         "invalid_stream".into(),
                         detail(&[
@@ -554,7 +582,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                 row.clear();
                 row.resize(s.shape.len(), Value::Null);
                 if let Err(e) = s.shape.decode_into(record, &mut row) {
-                    side.problems.push((
+                    problems.push((
                         name,
                         "invalid_record".into(),
                         detail(&[("line", json!(line.no)), ("message", json!(e))]),
@@ -562,7 +590,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                     continue;
                 }
                 if s.ended {
-                    side.problems.push((
+                    problems.push((
                         name.clone(),
                         "invalid_stream".into(),
                         detail(&[
@@ -574,11 +602,17 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                 s.digest.update(s.shape.row_hash(&row));
                 s.rows += 1;
                 let h: RowHash = match &s.common {
-                    Some(c) => c.row_hash_ref(|i| row[s.hashed[i]].as_ref()),
+                    Some(c) => {
+                        let vals: Vec<Value> = s
+                            .hashed
+                            .iter()
+                            .map(|&(i, canon)| canon.of_value(row[i].clone()))
+                            .collect();
+                        c.row_hash(&vals)
+                    }
                     None => [0; 32],
                 };
-                let mut st = side
-                    .conn
+                let mut st = conn
                     .prepare_cached(&s.insert)
                     .ctx(ErrorKind::Io, || "writing a temporary database")?;
                 let mut vals: Vec<&dyn rusqlite::ToSql> =
@@ -598,7 +632,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                 if let Some(rows) = end.rows
                     && rows != s.rows
                 {
-                    side.problems.push((
+                    problems.push((
                         end.stream.clone(),
                         "stream_end_mismatch".into(),
                         detail(&[
@@ -615,7 +649,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                     && d.algo == DIGEST_ALGO
                     && d.value != digest
                 {
-                    side.problems.push((
+                    problems.push((
                         end.stream.clone(),
                         "stream_end_mismatch".into(),
                         detail(&[
@@ -635,10 +669,11 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
             _ => {}
         }
     }
+    let mut rows = HashMap::new();
     for (name, s) in &streams {
-        side.rows.insert(name.clone(), s.rows);
+        rows.insert(name.clone(), s.rows);
         if !s.ended && began {
-            side.problems.push((
+            problems.push((
                 name.clone(),
                 "stream_incomplete".into(),
                 detail(&[("message", json!("the stream has no STREAM_END"))]),
@@ -646,8 +681,8 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
         }
     }
     if began && !ended {
-        let name = side.metas.last().map(|m| m.stream.clone()).unwrap_or_default();
-        side.problems.push((
+        let name = metas.last().map(|m: &Meta| m.stream.clone()).unwrap_or_default();
+        problems.push((
             name,
             "stream_incomplete".into(),
             detail(&[(
@@ -659,12 +694,11 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
             )]),
         ));
     }
-    side.conn
-        .execute_batch("COMMIT")
+    conn.execute_batch("COMMIT")
         .ctx(ErrorKind::Io, || "writing a temporary database")?;
     // Index the spills by key so the ordered reads and foreign-key probes are cheap.
-    for m in &side.metas {
-        if let Some(Side::Spill { table, columns, .. }) = side.sides.get(&m.stream) {
+    for m in &metas {
+        if let Some(Side::Spill { table, columns }) = sides.get(&m.stream) {
             let key: Vec<String> = if m.key.is_empty() {
                 columns.clone()
             } else {
@@ -676,21 +710,30 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Connection>
                     .map(|c| format!("{} COLLATE BINARY", quote(c)))
                     .collect::<Vec<_>>()
                     .join(", ");
-                side.conn
-                    .execute_batch(&format!("CREATE INDEX {table}_k ON {table} ({cols})"))
+                conn.execute_batch(&format!("CREATE INDEX {table}_k ON {table} ({cols})"))
                     .ctx(ErrorKind::Io, || "indexing a temporary database")?;
             }
         }
     }
-    Ok(side)
+    Ok(StreamSide {
+        db: Db::Sqlite {
+            conn,
+            address: source_address.clone(),
+        },
+        metas,
+        sides,
+        source_address,
+        rows,
+        problems,
+    })
 }
 
 /// Compare one stream of the source side with its table in the target.
 #[allow(clippy::too_many_arguments)]
 fn check_stream<W: Write>(
     cfg: &ValidateConfig,
-    src: &Connection,
-    tgt: &Connection,
+    src: &Db,
+    tgt: &Db,
     meta: &Meta,
     side: &Side,
     plan: &[(Meta, Side)],
@@ -700,24 +743,19 @@ fn check_stream<W: Write>(
 ) -> Result<()> {
     let stream = meta.stream.as_str();
     let table = table_name_for(stream);
-    let info = match sq::describe(tgt, table, "target") {
-        Ok(i) => i,
-        Err(_) => {
-            sr.source_rows = count(src, side.table())?;
-            sr.missing = sr.source_rows;
-            f.add(
-                stream,
-                "table_missing",
-                "fail",
-                detail(&[
-                    ("table", json!(table)),
-                    ("message", json!(format!("the target has no table {table}"))),
-                ]),
-            )?;
-            return Ok(());
-        }
+    let Some(described) = tgt.describe(table)? else {
+        sr.source_rows = src.count(side.table())?;
+        sr.missing = sr.source_rows;
+        let msg = format!("the target has no table {}", tgt.table_expr(table));
+        f.add(
+            stream,
+            "table_missing",
+            "fail",
+            detail(&[("table", json!(table)), ("message", json!(msg))]),
+        )?;
+        return Ok(());
     };
-    let tcols: Vec<String> = info.stored_columns().map(|c| c.name.clone()).collect();
+    let tcols = described.names();
     let common: Vec<String> = meta.columns.iter().filter(|c| tcols.contains(c)).cloned().collect();
     for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
         f.add(
@@ -747,7 +785,7 @@ fn check_stream<W: Write>(
     }
     sr.columns_compared = common.clone();
     let tside = Side::Table {
-        table: format!("main.{}", quote(table)),
+        table: tgt.table_expr(table),
         columns: tcols,
     };
     let key: Vec<String> = if meta.key.is_empty() {
@@ -767,29 +805,27 @@ fn check_stream<W: Write>(
             detail(&[("message", json!(msg))]),
         )?;
         unverified.push(format!("{stream}: {msg}"));
-        sr.source_rows = count(src, side.table())?;
-        sr.target_rows = count(tgt, tside.table())?;
+        sr.source_rows = src.count(side.table())?;
+        sr.target_rows = tgt.count(tside.table())?;
         return Ok(());
     }
-    merge(
-        src,
-        side,
-        tgt,
-        &tside,
-        stream,
-        &key,
-        &common,
-        !meta.key.is_empty(),
-        sr,
-        f,
-    )?;
+    let canons: Vec<Canon> = common.iter().map(|c| described.canon_of(c)).collect();
+    let key_canons: Vec<Canon> = key.iter().map(|c| described.canon_of(c)).collect();
+    let shape = hasher(stream, &common)?;
+    let hash = |vals: &[Value]| shape.row_hash(vals);
+    let spilled = matches!(side, Side::Spill { .. });
+    src.scan(side.table(), &key, &key_canons, &common, &canons, &hash, spilled, |a| {
+        tgt.scan(tside.table(), &key, &key_canons, &common, &canons, &hash, false, |b| {
+            merge(a, b, stream, &key, !meta.key.is_empty(), sr, f)
+        })
+    })?;
     let target = Checked {
-        conn: tgt,
+        db: tgt,
         side: &tside,
         parent: &|fk| parent_in_target(tgt, fk),
     };
     let source = Checked {
-        conn: src,
+        db: src,
         side,
         parent: &|fk| parent_in_plan(plan, fk),
     };
@@ -809,7 +845,7 @@ fn check_stream<W: Write>(
 #[allow(clippy::too_many_arguments)]
 fn check_alone<W: Write>(
     cfg: &ValidateConfig,
-    conn: &Connection,
+    db: &Db,
     meta: &Meta,
     side: &Side,
     plan: &[(Meta, Side)],
@@ -817,16 +853,16 @@ fn check_alone<W: Write>(
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,
 ) -> Result<()> {
-    sr.source_rows = count(conn, side.table())?;
+    sr.source_rows = db.count(side.table())?;
     if !meta.key.is_empty() && side.has(&meta.key) {
-        for (vals, n) in duplicates(conn, side.table(), &meta.key, 20)? {
+        for (vals, n) in db.duplicates(side.table(), &meta.key, 20)? {
             sr.duplicate += n - 1;
             let d = detail(&[("key", key_json(&meta.key, &vals)), ("count", json!(n))]);
             f.add(&meta.stream, "duplicate", "fail", d)?;
         }
     }
     let checked = Checked {
-        conn,
+        db,
         side,
         parent: &|fk| parent_in_plan(plan, fk),
     };
@@ -843,107 +879,28 @@ fn check_alone<W: Write>(
 }
 
 fn key_json(cols: &[String], vals: &[Value]) -> Json {
-    let shape = RowShape::new(
-        "",
-        cols.iter()
-            .map(|c| Column {
-                name: c.clone(),
-                codec: Codec::Any,
-                nullable: true,
-                sql_type: None,
-            })
-            .collect(),
-        &[],
-    );
-    match shape {
+    match hasher("", cols) {
         Ok(s) => s.columns_json(&(0..cols.len()).collect::<Vec<_>>(), |i| vals[i].as_ref()),
         Err(_) => Json::Null,
     }
 }
 
-fn count(conn: &Connection, table: &str) -> Result<u64> {
-    count_where(conn, table, "1")
-}
-
-fn count_where(conn: &Connection, table: &str, cond: &str) -> Result<u64> {
-    let sql = format!("SELECT count(*) FROM {table} WHERE {cond}");
-    conn.query_row(&sql, [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-        .ctx(ErrorKind::Source, || format!("validating: {sql}"))
-}
-
-/// Groups of rows sharing the same non-null values in `cols`, with their sizes (at most `limit`).
-fn duplicates(conn: &Connection, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
-    let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let notnull = cols
-        .iter()
-        .map(|c| format!("{} IS NOT NULL", quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let sql = format!(
-        "SELECT {list}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
-    );
-    let mut st = conn
-        .prepare(&sql)
-        .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
-    let rows = st
-        .query_map([], |r| {
-            let vals = (0..cols.len())
-                .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((vals, r.get::<_, i64>(cols.len())? as u64))
-        })
-        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
-        .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
-    Ok(rows)
-}
-
-/// Rows of `child` whose non-null reference finds no row in `parent`.
-fn orphans(conn: &Connection, child: &str, cols: &[String], parent: &str, pcols: &[String]) -> Result<u64> {
-    let notnull = cols
-        .iter()
-        .map(|c| format!("c.{} IS NOT NULL", quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let join = cols
-        .iter()
-        .zip(pcols)
-        .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let sql = format!(
-        "SELECT count(*) FROM {child} AS c WHERE {notnull} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {join})"
-    );
-    conn.query_row(&sql, [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-        .ctx(ErrorKind::Source, || format!("validating: {sql}"))
-}
-
-/// One row as the merge sees it: its key, its hash, and its input line (stream side only).
-type MergeRow = (Vec<Value>, RowHash, Option<i64>);
-
 /// A key and the rows (hash, input line) that have it.
 type KeyGroup = (Vec<Value>, Vec<(RowHash, Option<i64>)>);
 
 /// Reads one side of a merge in key order, a group of rows sharing a key at a time.
-struct GroupReader<'r, 's> {
-    rows: rusqlite::Rows<'s>,
-    read: &'r dyn Fn(&rusqlite::Row<'_>) -> rusqlite::Result<MergeRow>,
+struct GroupReader<'a> {
+    rows: &'a mut dyn Iterator<Item = Result<MergeRow>>,
     next: Option<MergeRow>,
-    kind: ErrorKind,
 }
 
-impl GroupReader<'_, '_> {
+impl GroupReader<'_> {
     fn advance(&mut self) -> Result<Option<MergeRow>> {
-        let kind = self.kind;
-        let next = match self.rows.next().ctx(kind, || "validating: reading rows")? {
-            Some(r) => Some((self.read)(r).ctx(kind, || "validating: reading rows")?),
-            None => None,
-        };
+        let next = self.rows.next().transpose()?;
         Ok(std::mem::replace(&mut self.next, next))
     }
 
-    /// The next group of rows with equal keys (in SQLite's ordering), or `None` at the end.
+    /// The next group of rows with equal keys, or `None` at the end.
     fn group(&mut self) -> Result<Option<KeyGroup>> {
         let Some((key, h, line)) = self.advance()? else {
             return Ok(None);
@@ -966,86 +923,17 @@ impl GroupReader<'_, '_> {
 /// multisets of row hashes: a unique key gives groups of one (missing, extra or changed); a key
 /// seen twice on one side is a duplicate; NULL keys (SQLite allows them) and keyless tables (the
 /// whole row is the key) compare as multisets without being duplicates.
-#[allow(clippy::too_many_arguments)]
 fn merge<W: Write>(
-    src: &Connection,
-    sside: &Side,
-    tgt: &Connection,
-    tside: &Side,
+    a: &mut dyn Iterator<Item = Result<MergeRow>>,
+    b: &mut dyn Iterator<Item = Result<MergeRow>>,
     stream: &str,
     key: &[String],
-    common: &[String],
     keyed: bool,
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
 ) -> Result<()> {
-    let columns = common.iter().map(|c| Column {
-        name: c.clone(),
-        codec: Codec::Any,
-        nullable: true,
-        sql_type: None,
-    });
-    let shape = RowShape::new(stream, columns.collect(), &[])
-        .map_err(|e| Error::new(ErrorKind::Source, format!("stream {stream}: {e}")))?;
-    let list = |cols: &[String], suffix: &str| {
-        cols.iter()
-            .map(|c| format!("{}{suffix}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (keys, order) = (list(key, ""), list(key, " COLLATE BINARY"));
-    let select = |side: &Side| -> String {
-        match side {
-            Side::Table { table, .. } => format!("SELECT {keys}, {} FROM {table} ORDER BY {order}", list(common, "")),
-            // The spilled hash covers the columns the target has: the same set as `common`.
-            Side::Spill { table, .. } => format!("SELECT {keys}, _ferry_h, _ferry_line FROM {table} ORDER BY {order}"),
-        }
-    };
-    let nk = key.len();
-    let reader = |side: &Side| {
-        let spill = matches!(side, Side::Spill { .. });
-        let shape = &shape;
-        move |r: &rusqlite::Row<'_>| -> rusqlite::Result<MergeRow> {
-            let k = (0..nk)
-                .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            if spill {
-                let h: Vec<u8> = r.get(nk)?;
-                let mut hash = [0u8; 32];
-                if h.len() == 32 {
-                    hash.copy_from_slice(&h);
-                }
-                Ok((k, hash, r.get(nk + 1)?))
-            } else {
-                let vals = (0..common.len())
-                    .map(|i| r.get_ref(nk + i).map(from_sql))
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok((k, shape.row_hash_ref(|i| vals[i]), None))
-            }
-        }
-    };
-    let (sread, tread) = (reader(sside), reader(tside));
-    let (ssql, tsql) = (select(sside), select(tside));
-    let mut sst = src
-        .prepare(&ssql)
-        .ctx(ErrorKind::Source, || format!("validating: {ssql}"))?;
-    let mut tst = tgt
-        .prepare(&tsql)
-        .ctx(ErrorKind::Target, || format!("validating: {tsql}"))?;
-    let srows = sst.query([]).ctx(ErrorKind::Source, || "validating")?;
-    let trows = tst.query([]).ctx(ErrorKind::Target, || "validating")?;
-    let mut a = GroupReader {
-        rows: srows,
-        read: &sread,
-        next: None,
-        kind: ErrorKind::Source,
-    };
-    let mut b = GroupReader {
-        rows: trows,
-        read: &tread,
-        next: None,
-        kind: ErrorKind::Target,
-    };
+    let mut a = GroupReader { rows: a, next: None };
+    let mut b = GroupReader { rows: b, next: None };
     a.advance()?;
     b.advance()?;
     let kj = |k: &[Value]| key_json(key, k);
@@ -1132,13 +1020,13 @@ fn merge<W: Write>(
 /// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why
 /// it cannot be checked).
 struct Checked<'a> {
-    conn: &'a Connection,
+    db: &'a Db,
     side: &'a Side,
-    parent: &'a dyn Fn(&ForeignKey) -> Result<Side, String>,
+    parent: &'a dyn Fn(&ForeignKey) -> std::result::Result<Side, String>,
 }
 
 /// The referenced stream's side, among the streams being validated.
-fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> Result<Side, String> {
+fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> std::result::Result<Side, String> {
     plan.iter()
         .find(|(m, _)| {
             m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
@@ -1153,19 +1041,18 @@ fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> Result<Side, String
 }
 
 /// The referenced table in a target database.
-fn parent_in_target(tgt: &Connection, fk: &ForeignKey) -> Result<Side, String> {
+fn parent_in_target(tgt: &Db, fk: &ForeignKey) -> std::result::Result<Side, String> {
     let parent = table_name_for(&fk.references.stream);
-    let info = sq::describe(tgt, parent, "target").map_err(|_| {
-        format!(
+    match tgt.describe(parent) {
+        Ok(Some(d)) => Ok(Side::Table {
+            table: tgt.table_expr(parent),
+            columns: d.names(),
+        }),
+        _ => Err(format!(
             "references to {} not checked: the target has no table {parent}",
             fk.references.stream
-        )
-    })?;
-    let columns: Vec<String> = info.stored_columns().map(|c| c.name.clone()).collect();
-    Ok(Side::Table {
-        table: format!("main.{}", quote(parent)),
-        columns,
-    })
+        )),
+    }
 }
 
 /// Key not null, unique constraints and foreign keys of `checked`, over the constraints whose
@@ -1193,9 +1080,9 @@ fn constraints<W: Write>(
             .map(|k| format!("{} IS NULL", quote(k)))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let n = count_where(checked.conn, checked.side.table(), &cond)?;
+        let n = checked.db.count_where(checked.side.table(), &cond)?;
         let base = match on_baseline(&meta.key) {
-            Some(b) => count_where(b.conn, b.side.table(), &cond)?,
+            Some(b) => b.db.count_where(b.side.table(), &cond)?,
             None => 0,
         };
         let d = detail(&[
@@ -1212,9 +1099,9 @@ fn constraints<W: Write>(
         }
     }
     for u in meta.unique.iter().filter(|u| present(u)) {
-        let groups = duplicates(checked.conn, checked.side.table(), u, 20)?;
+        let groups = checked.db.duplicates(checked.side.table(), u, 20)?;
         let base = match on_baseline(u) {
-            Some(b) => duplicates(b.conn, b.side.table(), u, 20)?.len(),
+            Some(b) => b.db.duplicates(b.side.table(), u, 20)?.len(),
             None => 0,
         };
         if !groups.is_empty() && groups.len() <= base {
@@ -1251,8 +1138,7 @@ fn constraints<W: Write>(
                 continue;
             }
         };
-        let n = orphans(
-            checked.conn,
+        let n = checked.db.orphans(
             checked.side.table(),
             &fk.columns,
             parent.table(),
@@ -1263,7 +1149,7 @@ fn constraints<W: Write>(
         }
         let base = match on_baseline(&fk.columns).and_then(|b| Some((b, (b.parent)(fk).ok()?))) {
             Some((b, p)) if p.has(&fk.references.columns) => {
-                orphans(b.conn, b.side.table(), &fk.columns, p.table(), &fk.references.columns)?
+                b.db.orphans(b.side.table(), &fk.columns, p.table(), &fk.references.columns)?
             }
             _ => 0,
         };

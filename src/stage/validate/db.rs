@@ -1,0 +1,428 @@
+//! The databases a validation reads, behind one interface: SQLite (including the temporary file a
+//! stream is spilled into) and PostgreSQL. The SQL the checks run is the same on both; what
+//! differs is how it is executed and how rows come back (SQLite values, PostgreSQL text output
+//! read through the column's canonical form).
+
+use std::cell::RefCell;
+
+use rusqlite::Connection;
+
+use super::Meta;
+use crate::address::Address;
+use crate::canon::Canon;
+use crate::connect::postgres::{PgAddress, pg_error};
+use crate::connect::sqlite::{self as sq, from_sql, quote};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::row::RowHash;
+use crate::value::Value;
+
+/// One row as the merge sees it: its canonical key, its hash, and its input line (a stream's).
+pub type MergeRow = (Vec<Value>, RowHash, Option<i64>);
+
+pub enum Db {
+    Sqlite {
+        conn: Connection,
+        address: String,
+    },
+    Pg {
+        client: Box<RefCell<postgres::Client>>,
+        address: String,
+        schema: String,
+    },
+}
+
+/// A table as one side has it.
+pub struct Described {
+    /// Column names and types (declared for SQLite, `format_type()` for PostgreSQL), in order.
+    pub columns: Vec<(String, String)>,
+    /// Columns marked as holding an SQLite dynamic column (PostgreSQL jsonb).
+    pub dynamic: Vec<String>,
+    /// Keys and constraints (SQLite; PostgreSQL reading comes with PostgreSQL export).
+    pub meta: Option<Meta>,
+}
+
+impl Described {
+    /// The canonical form of each named column when this side is the one that decides it.
+    pub fn canon_of(&self, column: &str) -> Canon {
+        match self.columns.iter().find(|(n, _)| n == column) {
+            Some((n, t)) if self.meta.is_none() => Canon::for_pg_type(t, self.dynamic.contains(n)),
+            _ => Canon::Exact,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.columns.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+impl Db {
+    pub fn open(address: &Address, role: ErrorKind, schema: Option<&str>) -> Result<Db> {
+        match address {
+            Address::Sqlite(p) => {
+                let (conn, address) = sq::open_read_only(p, role)?;
+                Ok(Db::Sqlite { conn, address })
+            }
+            Address::Postgres(url) => {
+                let a = PgAddress::parse(url, "ferry-validate")?;
+                let client = a.connect()?;
+                Ok(Db::Pg {
+                    client: Box::new(RefCell::new(client)),
+                    address: a.redacted,
+                    schema: schema.unwrap_or("public").to_owned(),
+                })
+            }
+            other => Err(other.unsupported("a validation side")),
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        match self {
+            Db::Sqlite { address, .. } | Db::Pg { address, .. } => address,
+        }
+    }
+
+    fn pg_err(&self, what: &str, e: postgres::Error) -> Error {
+        pg_error(self.address(), what, e)
+    }
+
+    /// Tables, without SQLite's and ferry's own.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        match self {
+            Db::Sqlite { conn, address } => sq::list_tables(conn, address),
+            Db::Pg { client, schema, .. } => crate::connect::postgres::list_tables(&mut client.borrow_mut(), schema)
+                .map(|s| s.into_iter().collect())
+                .map_err(|e| self.pg_err("listing tables", e)),
+        }
+    }
+
+    /// A table's expression in SQL (`main."t"`, `"public"."t"`).
+    pub fn table_expr(&self, table: &str) -> String {
+        match self {
+            Db::Sqlite { .. } => format!("main.{}", quote(table)),
+            Db::Pg { schema, .. } => format!("{}.{}", quote(schema), quote(table)),
+        }
+    }
+
+    pub fn describe(&self, table: &str) -> Result<Option<Described>> {
+        match self {
+            Db::Sqlite { conn, address } => {
+                if !sq::list_tables(conn, address)?.iter().any(|t| t == table) {
+                    return Ok(None);
+                }
+                let info = sq::describe(conn, table, address)?;
+                let columns = info
+                    .stored_columns()
+                    .map(|c| (c.name.clone(), c.decl_type.clone()))
+                    .collect();
+                Ok(Some(Described {
+                    columns,
+                    dynamic: vec![],
+                    meta: Some(Meta::from_table(&info)),
+                }))
+            }
+            Db::Pg { client, .. } => {
+                let qualified = self.table_expr(table);
+                let mut c = client.borrow_mut();
+                let Some(columns) = crate::connect::postgres::table_columns(&mut c, &qualified)
+                    .map_err(|e| self.pg_err(&format!("describing {qualified}"), e))?
+                else {
+                    return Ok(None);
+                };
+                let rows = c
+                    .query(
+                        "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0
+                         AND col_description(a.attrelid, a.attnum) LIKE 'ferry: x-sqlite-dynamic%'",
+                        &[&qualified],
+                    )
+                    .map_err(|e| self.pg_err(&format!("describing {qualified}"), e))?;
+                let dynamic = rows.iter().map(|r| r.get(0)).collect();
+                Ok(Some(Described {
+                    columns,
+                    dynamic,
+                    meta: None,
+                }))
+            }
+        }
+    }
+
+    pub fn count_where(&self, table: &str, cond: &str) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM {table} WHERE {cond}");
+        match self {
+            Db::Sqlite { conn, .. } => conn
+                .query_row(&sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .ctx(ErrorKind::Source, || format!("validating: {sql}")),
+            Db::Pg { client, .. } => client
+                .borrow_mut()
+                .query_one(sql.as_str(), &[])
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .map_err(|e| self.pg_err(&format!("validating: {sql}"), e)),
+        }
+    }
+
+    pub fn count(&self, table: &str) -> Result<u64> {
+        self.count_where(table, "true")
+    }
+
+    /// Groups of rows sharing the same non-null values in `cols`, with their sizes (at most
+    /// `limit` groups).
+    pub fn duplicates(&self, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
+        let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let notnull = cols
+            .iter()
+            .map(|c| format!("{} IS NOT NULL", quote(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let sql = format!(
+                    "SELECT {list}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
+                );
+                let mut st = conn
+                    .prepare(&sql)
+                    .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+                let rows = st
+                    .query_map([], |r| {
+                        let vals = (0..cols.len())
+                            .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        Ok((vals, r.get::<_, i64>(cols.len())? as u64))
+                    })
+                    .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+                    .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+                Ok(rows)
+            }
+            Db::Pg { client, .. } => {
+                let texts = cols
+                    .iter()
+                    .map(|c| format!("{}::text", quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT {texts}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
+                );
+                let rows = client
+                    .borrow_mut()
+                    .query(sql.as_str(), &[])
+                    .map_err(|e| self.pg_err(&format!("validating: {sql}"), e))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let vals = (0..cols.len())
+                            .map(|i| r.get::<_, Option<String>>(i).map_or(Value::Null, |s| Value::text(&s)))
+                            .collect();
+                        (vals, r.get::<_, i64>(cols.len()) as u64)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Rows of `child` whose non-null reference finds no row in `parent`.
+    pub fn orphans(&self, child: &str, cols: &[String], parent: &str, pcols: &[String]) -> Result<u64> {
+        let notnull = cols
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", quote(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let join = cols
+            .iter()
+            .zip(pcols)
+            .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let cond = format!("{notnull} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {join})");
+        self.count_where(&format!("{child} AS c"), &cond)
+    }
+
+    /// Read `cols` of a table (or the spill's `_ferry_h`/`_ferry_line` when `spilled`) ordered by
+    /// `key`, handing `f` an iterator of rows with canonical keys and row hashes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan<R>(
+        &self,
+        table: &str,
+        key: &[String],
+        key_canon: &[Canon],
+        cols: &[String],
+        canons: &[Canon],
+        hasher: &dyn Fn(&[Value]) -> RowHash,
+        spilled: bool,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
+    ) -> Result<R> {
+        let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let nk = key.len();
+        let canonical_key = |raw: Vec<Value>, from_pg: bool, fields: Option<&[Option<Vec<u8>>]>| -> Vec<Value> {
+            match (from_pg, fields) {
+                (true, Some(f)) => (0..nk)
+                    .map(|i| key_canon[i].key_order(key_canon[i].of_pg_text(f[i].as_deref())))
+                    .collect(),
+                _ => raw
+                    .into_iter()
+                    .zip(key_canon)
+                    .map(|(v, c)| c.key_order(c.of_value(v)))
+                    .collect(),
+            }
+        };
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let order = key
+                    .iter()
+                    .map(|k| format!("{} COLLATE BINARY", quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let what = if spilled {
+                    "_ferry_h, _ferry_line".to_owned()
+                } else {
+                    cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+                };
+                let sql = format!("SELECT {keys}, {what} FROM {table} ORDER BY {order}");
+                let mut st = conn
+                    .prepare(&sql)
+                    .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+                let mut rows = st.query([]).ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+                let mut it = std::iter::from_fn(|| {
+                    let r = match rows.next() {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return None,
+                        Err(e) => {
+                            return Some(Err(
+                                Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)
+                            ));
+                        }
+                    };
+                    let read = || -> rusqlite::Result<MergeRow> {
+                        let k = (0..nk)
+                            .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        let k = canonical_key(k, false, None);
+                        if spilled {
+                            let h: Vec<u8> = r.get(nk)?;
+                            let mut hash = [0u8; 32];
+                            if h.len() == 32 {
+                                hash.copy_from_slice(&h);
+                            }
+                            Ok((k, hash, r.get(nk + 1)?))
+                        } else {
+                            let vals = (0..cols.len())
+                                .map(|i| r.get_ref(nk + i).map(|v| canons[i].of_value(from_sql(v).to_owned())))
+                                .collect::<rusqlite::Result<Vec<_>>>()?;
+                            Ok((k, hasher(&vals), None))
+                        }
+                    };
+                    Some(read().map_err(|e| Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)))
+                })
+                .fuse();
+                f(&mut it)
+            }
+            Db::Pg { client, .. } => {
+                let order = key
+                    .iter()
+                    .zip(key_canon)
+                    .map(|(k, c)| {
+                        if matches!(c, Canon::Text | Canon::Exact) {
+                            format!("{} COLLATE \"C\"", quote(k))
+                        } else {
+                            quote(k)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+                let sql = format!("COPY (SELECT {keys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");
+                let mut c = client.borrow_mut();
+                let reader = c
+                    .copy_out(sql.as_str())
+                    .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;
+                let mut lines = std::io::BufRead::split(std::io::BufReader::with_capacity(256 * 1024, reader), b'\n');
+                let address = self.address().to_owned();
+                let mut it = std::iter::from_fn(|| {
+                    let line = match lines.next()? {
+                        Ok(l) => l,
+                        Err(e) => {
+                            return Some(Err(Error::new(
+                                ErrorKind::Target,
+                                format!("{address}: validating: reading rows"),
+                            )
+                            .with_source(e)));
+                        }
+                    };
+                    let fields = copy_text_fields(&line);
+                    if fields.len() != nk + cols.len() {
+                        return Some(Err(Error::new(
+                            ErrorKind::Target,
+                            format!("{address}: validating: a row with {} fields", fields.len()),
+                        )));
+                    }
+                    let k = canonical_key(vec![], true, Some(&fields));
+                    let vals: Vec<Value> = (0..cols.len())
+                        .map(|i| canons[i].of_pg_text(fields[nk + i].as_deref()))
+                        .collect();
+                    Some(Ok((k, hasher(&vals), None)))
+                })
+                // Once COPY has ended, the connection has moved on: never read past the end.
+                .fuse();
+                f(&mut it)
+            }
+        }
+    }
+}
+
+/// The fields of one line of PostgreSQL's COPY text format (`\N` is NULL; backslash escapes).
+pub fn copy_text_fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    for raw in line.split(|b| *b == b'\t') {
+        if raw == b"\\N" {
+            out.push(None);
+            continue;
+        }
+        let mut v = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\\' && i + 1 < raw.len() {
+                i += 1;
+                let c = raw[i];
+                match c {
+                    b'b' => v.push(8),
+                    b'f' => v.push(12),
+                    b'n' => v.push(b'\n'),
+                    b'r' => v.push(b'\r'),
+                    b't' => v.push(b'\t'),
+                    b'v' => v.push(11),
+                    b'0'..=b'7' => {
+                        let mut n = 0u32;
+                        let mut k = 0;
+                        while k < 3 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
+                            n = n * 8 + (raw[i] - b'0') as u32;
+                            i += 1;
+                            k += 1;
+                        }
+                        v.push(n as u8);
+                        continue;
+                    }
+                    other => v.push(other),
+                }
+                i += 1;
+            } else {
+                v.push(raw[i]);
+                i += 1;
+            }
+        }
+        out.push(Some(v));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_fields_unescape() {
+        let f = copy_text_fields(b"1\t\\N\ta\\tb\\nc\\\\d\t\\\\x00ff\t\\101");
+        assert_eq!(f[0].as_deref(), Some(&b"1"[..]));
+        assert_eq!(f[1], None);
+        assert_eq!(f[2].as_deref(), Some(&b"a\tb\nc\\d"[..]));
+        assert_eq!(f[3].as_deref(), Some(&b"\\x00ff"[..]));
+        assert_eq!(f[4].as_deref(), Some(&b"A"[..]));
+    }
+}
