@@ -380,8 +380,6 @@ impl PgTarget {
             return Err(cause.context("the connection failed in a transaction too large to replay; nothing after the last acknowledged STATE was committed, re-run to resume"));
         }
         tracing::warn!(error = %cause.chain(), "connection lost: reconnecting and replaying the open transaction");
-        self.client = self.address.connect()?;
-        let ops = std::mem::take(&mut self.ops);
         let stages: Vec<String> = self
             .streams
             .values()
@@ -390,29 +388,45 @@ impl PgTarget {
                 Path::Direct => None,
             })
             .collect();
-        let replay = (|| -> std::result::Result<(), postgres::Error> {
-            for create in &stages {
-                self.client.batch_execute(create)?;
-            }
-            if self.in_tx {
-                self.client.batch_execute("BEGIN")?;
-            }
-            for op in &ops {
-                match op {
-                    Op::Sql(s) => {
-                        self.client.batch_execute(s)?;
-                    }
-                    Op::Copy { sql, data } => {
-                        let mut w = self.client.copy_in(sql.as_str())?;
-                        let _ = std::io::Write::write_all(&mut w, data);
-                        w.finish()?;
+        let ops = std::mem::take(&mut self.ops);
+        let mut attempt = 0;
+        let result = loop {
+            // A replay cut short is started again on a new connection, like any other operation.
+            self.client = match self.address.connect() {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            let replay = (|| -> std::result::Result<(), postgres::Error> {
+                for create in &stages {
+                    self.client.batch_execute(create)?;
+                }
+                if self.in_tx {
+                    self.client.batch_execute("BEGIN")?;
+                }
+                for op in &ops {
+                    match op {
+                        Op::Sql(s) => self.client.batch_execute(s)?,
+                        Op::Copy { sql, data } => {
+                            let mut w = self.client.copy_in(sql.as_str())?;
+                            let _ = std::io::Write::write_all(&mut w, data);
+                            w.finish()?;
+                        }
                     }
                 }
+                Ok(())
+            })();
+            match replay {
+                Ok(()) => break Ok(()),
+                Err(e) if is_transient(&e) && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(attempt, "the replay was cut short: reconnecting again");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                Err(e) => break Err(self.err("replaying the open transaction", e)),
             }
-            Ok(())
-        })();
+        };
         self.ops = ops;
-        replay.map_err(|e| self.err("replaying the open transaction", e))
+        result
     }
 
     /// Run `op`, recovering from transient faults with the shared retry policy.
@@ -423,9 +437,14 @@ impl PgTarget {
     ) -> Result<T> {
         let mut faults = 0;
         loop {
+            // An operation is all or nothing in the replay log: if it fails part-way (say, after
+            // a COPY went in but before its savepoint was released), what it logged goes, so the
+            // replay restores the state before it and the retry does it once.
+            let mark = self.ops.len();
             match op(self) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Transient(e)) if faults < 6 => {
+                    self.ops.truncate(mark);
                     faults += 1;
                     std::thread::sleep(Duration::from_millis(200 << faults.min(5)));
                     self.recover(e)?;
@@ -494,7 +513,7 @@ impl PgTarget {
             "CREATE TABLE IF NOT EXISTS {} (
                 source text NOT NULL, stream text NOT NULL, run_id text NOT NULL, position bigint,
                 complete boolean NOT NULL DEFAULT false, bookmark text, pending_ddl text, pending_fk text,
-                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, stream))",
+                commit_token text, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, stream))",
             self.markers_table
         );
         self.with_retry("creating the commit marker table", |t| t.sql(&sql, true).map(|_| ()))
@@ -1099,57 +1118,66 @@ impl Target for PgTarget {
     }
 
     fn commit(&mut self, markers: &[Marker]) -> Result<()> {
-        if self.dry_run {
-            return Ok(());
-        }
-        if !self.in_tx && markers.is_empty() {
+        if self.dry_run || (!self.in_tx && markers.is_empty()) {
             return Ok(());
         }
         self.begin()?;
         self.ensure_markers()?;
-        for m in markers {
-            let sql = format!(
-                "INSERT INTO {} (source, stream, run_id, position, complete, bookmark, updated_at)
-                 VALUES ({}, {}, {}, {}, {}, {}, now())
-                 ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
-                     position = GREATEST(coalesce({0}.position, 0), coalesce(excluded.position, 0)),
-                     complete = {0}.complete OR excluded.complete,
-                     bookmark = coalesce(excluded.bookmark, {0}.bookmark), updated_at = now()",
-                self.markers_table,
-                literal(Some(&m.source)),
-                literal(Some(&m.stream)),
-                literal(Some(&m.run_id)),
-                m.position.map_or("NULL".into(), |p| p.to_string()),
-                m.complete,
-                literal(m.bookmark.as_deref())
-            );
-            self.with_retry("recording commit markers", |t| t.sql(&sql, true).map(|_| ()))?;
+        // Every commit leaves a token in the marker table, in the same transaction: if the
+        // connection drops during COMMIT, the token says whether it landed.
+        let token = uuid::Uuid::now_v7().to_string();
+        let source = markers.first().map_or("", |m| m.source.as_str()).to_owned();
+        let mut rows: Vec<String> = markers
+            .iter()
+            .map(|m| {
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {})",
+                    literal(Some(&m.source)),
+                    literal(Some(&m.stream)),
+                    literal(Some(&m.run_id)),
+                    m.position.map_or("NULL".into(), |p| p.to_string()),
+                    m.complete,
+                    literal(m.bookmark.as_deref()),
+                    literal(Some(&token))
+                )
+            })
+            .collect();
+        if rows.is_empty() {
+            // Nothing to mark (DDL only): the token goes on a row of its own.
+            rows.push(format!(
+                "({}, '', '', NULL, false, NULL, {})",
+                literal(Some(&source)),
+                literal(Some(&token))
+            ));
         }
+        let sql = format!(
+            "INSERT INTO {0} (source, stream, run_id, position, complete, bookmark, commit_token) VALUES {1}
+             ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
+                 position = GREATEST(coalesce({0}.position, 0), coalesce(excluded.position, 0)),
+                 complete = {0}.complete OR excluded.complete,
+                 bookmark = coalesce(excluded.bookmark, {0}.bookmark),
+                 commit_token = excluded.commit_token, updated_at = now()",
+            self.markers_table,
+            rows.join(", ")
+        );
+        self.with_retry("recording commit markers", |t| t.sql(&sql, true).map(|_| ()))?;
         match self.commit_now("committing") {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Transient => {
-                // Did the COMMIT land? The markers, written in the same transaction, say.
                 self.client = self.address.connect()?;
-                let landed = match markers.first() {
-                    Some(m) => {
-                        let sql = format!(
-                            "SELECT position, complete FROM {} WHERE source = $1 AND stream = $2",
-                            self.markers_table
-                        );
-                        let row = self
-                            .client
-                            .query_opt(sql.as_str(), &[&m.source, &m.stream])
-                            .map_err(|e| self.err("checking a commit", e))?;
-                        row.is_some_and(|r| {
-                            r.get::<_, Option<i64>>(0).map(|p| p as u64) >= m.position
-                                && (r.get::<_, bool>(1) || !m.complete)
-                        })
-                    }
-                    None => false,
-                };
+                let check = format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
+                    self.markers_table
+                );
+                let landed: bool = self
+                    .client
+                    .query_one(check.as_str(), &[&token])
+                    .map_err(|e| self.err("checking whether a commit landed", e))?
+                    .get(0);
                 if landed {
                     tracing::warn!("the connection dropped during COMMIT, which had landed");
                     self.ops.clear();
+                    self.ops_bytes = 0;
                     return Ok(());
                 }
                 self.in_tx = true;
