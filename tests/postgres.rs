@@ -285,15 +285,14 @@ fn a_dropped_connection_is_retried_and_replayed() {
     // Three cuts, each in the middle of a COPY, so a replay itself gets cut too at times.
     let mut import = import;
     while cut < 3 && std::time::Instant::now() < deadline && import.try_wait().unwrap().is_none() {
-        cut = admin
+        cut += admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
                  WHERE application_name = 'ferry-import' AND state = 'active' AND query LIKE 'COPY %'",
                 &[],
             )
             .map(|r| r.get::<_, i64>(0) as u64)
-            .unwrap_or(0)
-            + cut;
+            .unwrap_or(0);
         std::thread::sleep(std::time::Duration::from_millis(if cut > 0 { 40 } else { 2 }));
     }
     let out = import.wait_with_output().unwrap();
