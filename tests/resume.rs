@@ -112,17 +112,28 @@ fn sigkill_at_random_instants_then_the_same_pipeline_finishes_equal() {
     let (mut rng, seed) = Rng::new();
     let trials = 8;
     // How long a whole run takes here, to spread the kills over it.
-    let probe = Dir::new();
-    let src = build_source(&probe, 30_000);
-    let t0 = Instant::now();
-    finish_pipeline(&probe, &src, &probe.db("dst.db"));
-    let full = t0.elapsed();
+    // Fast builds finish a small source before the kills can land, so grow it until a run takes
+    // long enough (half a second) to have a middle.
+    let mut items = 30_000;
+    let mut full;
+    loop {
+        let probe = Dir::new();
+        let src = build_source(&probe, items);
+        let t0 = Instant::now();
+        finish_pipeline(&probe, &src, &probe.db("dst.db"));
+        full = t0.elapsed();
+        if full >= Duration::from_millis(500) || items >= 480_000 {
+            break;
+        }
+        items *= 2;
+    }
+    let total = items + 200 + items / 4;
 
     let mut report = Vec::new();
     let mut partial = 0;
     for trial in 0..trials {
         let d = Dir::new();
-        let src = build_source(&d, 30_000);
+        let src = build_source(&d, items);
         let dst = d.db("dst.db");
         // Kill the importer, the exporter, or both stages, once or twice in a row, at instants
         // spread over the run (one stratum of it per trial, a random point inside).
@@ -147,7 +158,7 @@ fn sigkill_at_random_instants_then_the_same_pipeline_finishes_equal() {
             let _ = import.wait();
         }
         let before = rows_in(&d, "dst.db");
-        partial += usize::from(before > 0 && before < 30_000 + 200 + 7_500);
+        partial += usize::from(before > 0 && before < total);
         let end = finish_pipeline(&d, &src, &dst);
         // Exactly once: every row already in the target is skipped, every other row written.
         assert_eq!(
@@ -157,7 +168,7 @@ fn sigkill_at_random_instants_then_the_same_pipeline_finishes_equal() {
         );
         assert_eq!(
             end["written"].as_i64(),
-            Some(30_000 + 200 + 7_500 - before),
+            Some(total - before),
             "trial {trial} (seed {seed}): {end}"
         );
         let v = d.run("ferry-validate", &[&src, &dst], b"");
@@ -207,13 +218,26 @@ fn sigkill_of_the_transform_in_the_middle() {
         .unwrap();
     let mut import = d
         .cmd("ferry-import", &[&dst, "--create"])
-        .stdin(Stdio::from(transform.stdout.take().unwrap()))
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // Relay the transform's output ourselves so the kill lands mid-stream on any machine: pass on
+    // a few thousand lines, kill the transform, then hand the import what was already in flight.
+    let mut from = std::io::BufReader::new(transform.stdout.take().unwrap());
+    let mut to = import.stdin.take().unwrap();
+    let mut line = Vec::new();
+    for _ in 0..3_000 {
+        line.clear();
+        if std::io::BufRead::read_until(&mut from, b'\n', &mut line).unwrap() == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut to, &line).unwrap();
+    }
     let _ = transform.kill();
+    let _ = std::io::copy(&mut from, &mut to);
+    drop(to);
     let _ = export.wait();
     let _ = transform.wait();
     let status = import.wait().unwrap();

@@ -165,15 +165,34 @@ impl RowBatch {
     }
 }
 
-/// A row the target refused, and why.
+/// A row the target refused, with what the reject file says of it.
 #[derive(Debug, Clone)]
 pub struct Reject {
-    pub row: usize,
+    pub line: u64,
+    pub key: serde_json::Value,
+    pub record: serde_json::Value,
     pub reason: String,
 }
 
+impl Reject {
+    /// Row `r` of a batch, refused for `reason`.
+    pub fn of(shape: &RowShape, batch: &RowBatch, r: usize, reason: String) -> Reject {
+        let row = batch.row(r);
+        let mut rec = Vec::new();
+        shape.encode_record(|i| row[i].as_ref(), &mut rec);
+        Reject {
+            line: batch.lines[r],
+            key: shape.key_json(|i| row[i].as_ref()),
+            record: serde_json::from_slice(&rec).unwrap_or(serde_json::Value::Null),
+            reason,
+        }
+    }
+}
+
+/// What a target did with some rows of one stream.
 #[derive(Debug, Default, Clone)]
-pub struct WriteReport {
+pub struct Report {
+    pub stream: String,
     pub written: u64,
     /// Rows left alone because their key was already there (`--on-conflict skip`).
     pub skipped: u64,
@@ -230,9 +249,14 @@ pub trait Target {
     /// Get ready to receive a stream: create its table when asked (recording the DDL deferred to
     /// the stream's end in the same transaction), check it fits otherwise.
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared>;
-    /// Write rows inside the open transaction. Rows the target refuses come back as rejects;
-    /// a key conflict under `--on-conflict fail` is an error.
-    fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport>;
+    /// Write rows inside the open transaction. What comes back may concern rows of earlier calls
+    /// (a target may still be writing them when this returns); rows it refuses come back as
+    /// rejects, and a key conflict under `--on-conflict fail` is an error.
+    fn write(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>>;
+    /// Finish whatever is still being written and say what it did (before markers are written).
+    fn flush(&mut self) -> Result<Vec<Report>> {
+        Ok(vec![])
+    }
     /// Classify rows for a dry run, writing nothing.
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts>;
     /// Make everything written so far durable together with these markers, atomically.

@@ -36,15 +36,16 @@ use postgres::{Client, NoTls};
 use serde_json::Value as Json;
 
 use super::pgcopy::{self, Encoder};
-use super::{
-    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, RowBatch, Target, WriteReport, table_name_for,
-};
+use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
 use crate::connect::sqlite::quote;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Schema;
 use crate::retry;
 use crate::row::RowShape;
 use crate::value::{self, Codec, Value};
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::runtime::Runtime;
 
 /// Operations of the open transaction kept for replay after a transient fault, at most this many
 /// bytes; beyond it a fault in that transaction is reported instead of retried.
@@ -54,7 +55,7 @@ const REPLAY_LIMIT: usize = 32 << 20;
 /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
 #[derive(Clone)]
 pub struct PgAddress {
-    pub config: postgres::Config,
+    pub config: tokio_postgres::Config,
     /// Never holds the password.
     pub redacted: String,
 }
@@ -69,7 +70,7 @@ impl std::fmt::Debug for PgAddress {
 impl PgAddress {
     pub fn parse(url: &str, application: &str) -> Result<PgAddress> {
         let redacted = crate::address::Address::Postgres(url.to_owned()).redacted();
-        let mut config = postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::usage(format!("{redacted}: not a PostgreSQL address ({e})")))?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
@@ -96,7 +97,7 @@ impl PgAddress {
         {
             config.dbname(&d);
         }
-        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
             return Err(Error::usage(format!(
                 "{redacted}: sslmode=require is not supported yet by this build (TLS is planned); use a local or tunnelled connection"
             )));
@@ -106,16 +107,16 @@ impl PgAddress {
         Ok(PgAddress { config, redacted })
     }
 
-    /// Connect, retrying while the server is unreachable or starting up.
+    /// Connect (blocking client), retrying while the server is unreachable or starting up.
     pub fn connect(&self) -> Result<Client> {
+        let config = postgres::Config::from(self.config.clone());
         retry::run(
             &format!("{}: connecting", self.redacted),
             |_| {
-                let mut c = self
-                    .config
+                let mut c = config
                     .connect(NoTls)
                     .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                c.batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; SET client_encoding = 'UTF8'")
+                c.batch_execute(SESSION)
                     .map_err(|e| pg_error(&self.redacted, "setting up the session", e))?;
                 Ok(c)
             },
@@ -123,7 +124,37 @@ impl PgAddress {
             std::thread::sleep,
         )
     }
+
+    /// Connect (asynchronous client, its connection driven by `rt`), retrying the same way.
+    pub fn connect_async(&self, rt: &Runtime) -> Result<tokio_postgres::Client> {
+        retry::run(
+            &format!("{}: connecting", self.redacted),
+            |_| {
+                rt.block_on(async {
+                    let (client, connection) = self
+                        .config
+                        .connect(NoTls)
+                        .await
+                        .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    client
+                        .batch_execute(SESSION)
+                        .await
+                        .map_err(|e| pg_error(&self.redacted, "setting up the session", e))?;
+                    Ok(client)
+                })
+            },
+            |e| e.kind() == ErrorKind::Transient,
+            std::thread::sleep,
+        )
+    }
 }
+
+/// Session settings that make text output exact and unambiguous: UTC, ISO dates, shortest-exact
+/// floats, UTF-8.
+const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; SET client_encoding = 'UTF8'";
 
 /// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
 /// shutting down, or a transaction lost a serialization race.
@@ -247,7 +278,7 @@ struct PgStream {
 /// One operation of the open transaction, kept for replay.
 enum Op {
     Sql(String),
-    Copy { sql: String, data: Vec<u8> },
+    Copy { sql: String, data: Bytes },
 }
 
 /// A failure while talking to the server, sorted by what to do about it.
@@ -259,9 +290,25 @@ enum Fail {
     Fatal(Error),
 }
 
+/// A chunk whose COPY is still running on the server while the importer reads on.
+struct InFlight {
+    stream: String,
+    shape: RowShape,
+    batch: RowBatch,
+    /// Row of the batch, and its tuple's bytes within `data` (after the COPY header).
+    rows: Vec<(usize, std::ops::Range<usize>)>,
+    data: Bytes,
+    savepoint: String,
+    done: tokio::task::JoinHandle<std::result::Result<u64, tokio_postgres::Error>>,
+}
+
 pub struct PgTarget {
     address: PgAddress,
-    client: Client,
+    rt: Runtime,
+    client: tokio_postgres::Client,
+    in_flight: Option<InFlight>,
+    /// What settled chunks did, waiting to be handed to the importer.
+    reports: Vec<Report>,
     dry_run: bool,
     schema: String,
     markers_table: String,
@@ -277,12 +324,21 @@ pub struct PgTarget {
 impl PgTarget {
     pub fn open(url: &str, dry_run: bool, schema: Option<&str>) -> Result<PgTarget> {
         let address = PgAddress::parse(url, "ferry-import")?;
-        let client = address.connect()?;
+        // One worker drives the connection, so a COPY goes on while the importer reads.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Target, "starting the PostgreSQL client").with_source(e))?;
+        let client = address.connect_async(&rt)?;
         let schema = schema.unwrap_or("public").to_owned();
         let markers_table = format!("{}.\"_ferry_commits\"", quote(&schema));
         Ok(PgTarget {
             address,
+            rt,
             client,
+            in_flight: None,
+            reports: Vec::new(),
             dry_run,
             schema,
             markers_table,
@@ -318,7 +374,7 @@ impl PgTarget {
 
     /// Run one statement of the open transaction (logged for replay when `log`).
     fn sql(&mut self, sql: &str, log: bool) -> std::result::Result<u64, Fail> {
-        match self.client.execute(sql, &[]) {
+        match self.rt.block_on(self.client.execute(sql, &[])) {
             Ok(n) => {
                 if log {
                     self.keep(Op::Sql(sql.to_owned()));
@@ -329,13 +385,15 @@ impl PgTarget {
         }
     }
 
-    fn copy(&mut self, sql: &str, data: Vec<u8>) -> std::result::Result<u64, Fail> {
-        let result = (|| -> std::result::Result<u64, postgres::Error> {
-            let mut w = self.client.copy_in(sql)?;
-            // A failed write shows up as the error `finish` returns.
-            let _ = std::io::Write::write_all(&mut w, &data);
-            w.finish()
-        })();
+    /// One COPY, waited for.
+    fn copy(&mut self, sql: &str, data: Bytes) -> std::result::Result<u64, Fail> {
+        let client = &self.client;
+        let result = self.rt.block_on(async {
+            let sink = client.copy_in::<_, Bytes>(sql).await?;
+            let mut sink = Box::pin(sink);
+            sink.send(data.clone()).await?;
+            sink.as_mut().finish().await
+        });
         match result {
             Ok(n) => {
                 self.keep(Op::Copy {
@@ -392,29 +450,31 @@ impl PgTarget {
         let mut attempt = 0;
         let result = loop {
             // A replay cut short is started again on a new connection, like any other operation.
-            self.client = match self.address.connect() {
+            self.client = match self.address.connect_async(&self.rt) {
                 Ok(c) => c,
                 Err(e) => break Err(e),
             };
-            let replay = (|| -> std::result::Result<(), postgres::Error> {
+            let client = &self.client;
+            let in_tx = self.in_tx;
+            let replay = self.rt.block_on(async {
                 for create in &stages {
-                    self.client.batch_execute(create)?;
+                    client.batch_execute(create).await?;
                 }
-                if self.in_tx {
-                    self.client.batch_execute("BEGIN")?;
+                if in_tx {
+                    client.batch_execute("BEGIN").await?;
                 }
                 for op in &ops {
                     match op {
-                        Op::Sql(s) => self.client.batch_execute(s)?,
+                        Op::Sql(s) => client.batch_execute(s).await?,
                         Op::Copy { sql, data } => {
-                            let mut w = self.client.copy_in(sql.as_str())?;
-                            let _ = std::io::Write::write_all(&mut w, data);
-                            w.finish()?;
+                            let mut sink = Box::pin(client.copy_in::<_, Bytes>(sql.as_str()).await?);
+                            sink.send(data.clone()).await?;
+                            sink.as_mut().finish().await?;
                         }
                     }
                 }
-                Ok(())
-            })();
+                Ok::<(), tokio_postgres::Error>(())
+            });
             match replay {
                 Ok(()) => break Ok(()),
                 Err(e) if is_transient(&e) && attempt < 5 => {
@@ -468,7 +528,10 @@ impl PgTarget {
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>> {
-        self.with_retry(what, |t| t.client.query(sql, params).map_err(|e| t.classify(what, e)))
+        self.with_retry(what, |t| {
+            t.rt.block_on(t.client.query(sql, params))
+                .map_err(|e| t.classify(what, e))
+        })
     }
 
     /// Whether a table (or view) exists.
@@ -519,13 +582,16 @@ impl PgTarget {
         self.with_retry("creating the commit marker table", |t| t.sql(&sql, true).map(|_| ()))
     }
 
-    /// Write rows in one COPY (inside a savepoint); if the server refuses them, split until the
-    /// refused rows are isolated. `rows` are (row index in the batch, encoded tuple).
+    /// Write rows in one COPY (inside a savepoint) and wait for it; if the server refuses them,
+    /// split until the refused rows are isolated. `rows` are (row of the batch, its tuple's bytes
+    /// in `tuples`).
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         stream: &str,
-        rows: &[(usize, Vec<u8>)],
-        report: &mut WriteReport,
+        rows: &[(usize, std::ops::Range<usize>)],
+        tuples: &[u8],
+        report: &mut Report,
         shape: &RowShape,
         batch: &RowBatch,
     ) -> Result<()> {
@@ -535,12 +601,7 @@ impl PgTarget {
         let ps = &self.streams[stream];
         let (copy, path, on_conflict, key) = (ps.copy.clone(), ps.path.clone(), ps.on_conflict, ps.key.clone());
         let table = ps.qualified.clone();
-        let mut data = Vec::with_capacity(pgcopy::HEADER.len() + rows.iter().map(|r| r.1.len()).sum::<usize>() + 2);
-        data.extend_from_slice(pgcopy::HEADER);
-        for (_, t) in rows {
-            data.extend_from_slice(t);
-        }
-        data.extend_from_slice(pgcopy::TRAILER);
+        let data = payload(rows.iter().map(|(_, r)| &tuples[r.clone()]));
         self.savepoints += 1;
         let sp = format!("ferry_{}", self.savepoints);
         let attempt = self.with_retry("writing rows", |t| {
@@ -597,17 +658,134 @@ impl PgTarget {
                     report.skipped += 1;
                     return Ok(());
                 }
-                report.rejects.push(Reject {
-                    row: r,
-                    reason: message,
-                });
+                report.rejects.push(Reject::of(shape, batch, r, message));
                 Ok(())
             }
             Err(_) => {
                 let (a, b) = rows.split_at(rows.len() / 2);
-                self.send(stream, a, report, shape, batch)?;
-                self.send(stream, b, report, shape, batch)
+                self.send(stream, a, tuples, report, shape, batch)?;
+                self.send(stream, b, tuples, report, shape, batch)
             }
+        }
+    }
+
+    /// Start a chunk's COPY and let it run on the server while the importer goes on; the next
+    /// call settles it. (Upserts through staging are written the careful way, `send`.)
+    fn launch(
+        &mut self,
+        stream: &str,
+        shape: &RowShape,
+        batch: RowBatch,
+        rows: Vec<(usize, std::ops::Range<usize>)>,
+        tuples: Vec<u8>,
+    ) -> Result<()> {
+        let ps = &self.streams[stream];
+        if !matches!(ps.path, Path::Direct) {
+            let mut report = Report {
+                stream: stream.to_owned(),
+                ..Default::default()
+            };
+            self.send(stream, &rows, &tuples, &mut report, shape, &batch)?;
+            self.reports.push(report);
+            return Ok(());
+        }
+        let sql = ps.copy.clone();
+        self.savepoints += 1;
+        let savepoint = format!("ferry_{}", self.savepoints);
+        self.with_retry("writing rows", |t| {
+            t.sql(&format!("SAVEPOINT {savepoint}"), true).map(|_| ())
+        })?;
+        let data = payload(rows.iter().map(|(_, r)| &tuples[r.clone()]));
+        let started = self.rt.block_on(self.client.copy_in::<_, Bytes>(sql.as_str()));
+        let sink = match started {
+            Ok(sink) => sink,
+            Err(e) => {
+                // Could not even start: undo the savepoint and go the careful way.
+                let fail = self.classify(&sql, e);
+                self.undo_chunk(&savepoint, fail)?;
+                let mut report = Report {
+                    stream: stream.to_owned(),
+                    ..Default::default()
+                };
+                self.send(stream, &rows, &tuples, &mut report, shape, &batch)?;
+                self.reports.push(report);
+                return Ok(());
+            }
+        };
+        let sent = data.clone();
+        let done = self.rt.spawn(async move {
+            let mut sink = Box::pin(sink);
+            sink.send(sent).await?;
+            sink.as_mut().finish().await
+        });
+        // Keep the tuples (not the COPY framing) to split or resend the chunk if need be.
+        self.in_flight = Some(InFlight {
+            stream: stream.to_owned(),
+            shape: shape.clone(),
+            batch,
+            rows: rows.iter().map(|(r, range)| (*r, range.clone())).collect(),
+            data: Bytes::from(tuples),
+            savepoint,
+            done,
+        });
+        let _ = data;
+        Ok(())
+    }
+
+    /// Wait for the chunk in flight; if the server refused it or the connection dropped, write it
+    /// again the careful way. What it did goes to `self.reports`.
+    fn settle(&mut self) -> Result<()> {
+        let Some(f) = self.in_flight.take() else { return Ok(()) };
+        let ps = &self.streams[&f.stream];
+        let sql = ps.copy.clone();
+        let joined = self
+            .rt
+            .block_on(f.done)
+            .map_err(|e| Error::new(ErrorKind::Target, "the COPY task failed").with_source(e))?;
+        let mut report = Report {
+            stream: f.stream.clone(),
+            ..Default::default()
+        };
+        let outcome = match joined {
+            Ok(n) => {
+                self.keep(Op::Copy {
+                    sql: sql.clone(),
+                    data: payload(f.rows.iter().map(|(_, r)| &f.data[r.clone()])),
+                });
+                self.sql(&format!("RELEASE SAVEPOINT {}", f.savepoint), true).map(|_| n)
+            }
+            Err(e) => Err(self.classify(&sql, e)),
+        };
+        match outcome {
+            Ok(n) => report.written += n,
+            Err(fail) => {
+                self.undo_chunk(&f.savepoint, fail)?;
+                self.send(&f.stream, &f.rows, &f.data, &mut report, &f.shape, &f.batch)?;
+            }
+        }
+        self.reports.push(report);
+        Ok(())
+    }
+
+    /// Take back a chunk that went wrong: after a refusal, roll back to its savepoint; after a
+    /// lost connection, reconnect and replay what came before it.
+    fn undo_chunk(&mut self, savepoint: &str, fail: Fail) -> Result<()> {
+        match fail {
+            Fail::Refused(..) => {
+                let back = format!("ROLLBACK TO SAVEPOINT {savepoint}");
+                let release = format!("RELEASE SAVEPOINT {savepoint}");
+                self.with_retry("undoing a chunk", |t| {
+                    t.sql(&back, false)?;
+                    t.sql(&release, false).map(|_| ())
+                })?;
+                self.forget_since(savepoint);
+                Ok(())
+            }
+            Fail::Transient(e) => {
+                self.forget_since(savepoint);
+                self.recover(e)
+            }
+            Fail::Fatal(e) => Err(e),
         }
     }
 
@@ -684,7 +862,7 @@ impl PgTarget {
     }
 
     fn commit_now(&mut self, what: &str) -> Result<()> {
-        match self.client.batch_execute("COMMIT") {
+        match self.rt.block_on(self.client.batch_execute("COMMIT")) {
             Ok(()) => {
                 self.in_tx = false;
                 self.ops.clear();
@@ -698,6 +876,16 @@ impl PgTarget {
             }
         }
     }
+}
+
+/// A binary COPY payload: the header, the tuples, the trailer.
+fn payload<'a>(tuples: impl Iterator<Item = &'a [u8]>) -> Bytes {
+    let mut data = Vec::from(pgcopy::HEADER);
+    for t in tuples {
+        data.extend_from_slice(t);
+    }
+    data.extend_from_slice(pgcopy::TRAILER);
+    Bytes::from(data)
 }
 
 /// A SQL string literal (or NULL).
@@ -828,6 +1016,8 @@ impl Target for PgTarget {
     }
 
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
+        // Nothing else may use the connection while a COPY runs on it.
+        self.settle()?;
         let stream = schema.stream.as_str();
         let from_pg = opts.source_kind.as_deref() == Some("postgres");
         let (pg_schema, table) = self.place(stream, from_pg);
@@ -1034,7 +1224,7 @@ impl Target for PgTarget {
         Ok(prepared)
     }
 
-    fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport> {
+    fn write(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
         let Some(ps) = self.streams.get(stream) else {
             return Err(Error::new(
                 ErrorKind::Target,
@@ -1042,39 +1232,54 @@ impl Target for PgTarget {
             ));
         };
         let staging = matches!(ps.path, Path::Staging { .. });
-        let mut report = WriteReport::default();
+        let mut refused = Report {
+            stream: stream.to_owned(),
+            ..Default::default()
+        };
+        let mut tuples = Vec::with_capacity(batch.values.len() * 16);
         let mut rows = Vec::with_capacity(batch.len());
         let nfields = ps.encoders.len() as i16 + i16::from(staging);
         for r in 0..batch.len() {
-            let mut t = Vec::with_capacity(64);
-            t.extend_from_slice(&nfields.to_be_bytes());
+            let at = tuples.len();
+            tuples.extend_from_slice(&nfields.to_be_bytes());
             let row = batch.row(r);
             let mut failed = None;
             for (i, enc) in ps.encoders.iter().enumerate() {
-                if let Err(reason) = pgcopy::encode(&row[i], enc, &mut t) {
+                if let Err(reason) = pgcopy::encode(&row[i], enc, &mut tuples) {
                     failed = Some(format!("column {}: {reason}", shape.columns[i].name));
                     break;
                 }
             }
             match failed {
-                Some(reason) => report.rejects.push(Reject { row: r, reason }),
+                Some(reason) => {
+                    tuples.truncate(at);
+                    refused.rejects.push(Reject::of(shape, &batch, r, reason));
+                }
                 None => {
                     if staging {
-                        t.extend_from_slice(&8i32.to_be_bytes());
-                        t.extend_from_slice(&(r as i64).to_be_bytes());
+                        tuples.extend_from_slice(&8i32.to_be_bytes());
+                        tuples.extend_from_slice(&(r as i64).to_be_bytes());
                     }
-                    rows.push((r, t));
+                    rows.push((r, at..tuples.len()));
                 }
             }
         }
+        // The chunk before this one has had the time it took to encode this one.
+        self.settle()?;
         self.begin()?;
-        let mut sent = WriteReport::default();
-        self.send(stream, &rows, &mut sent, shape, batch)?;
-        report.written += sent.written;
-        report.skipped += sent.skipped;
-        report.rejects.extend(sent.rejects);
-        report.rejects.sort_by_key(|r| r.row);
-        Ok(report)
+        if !rows.is_empty() {
+            self.launch(stream, shape, batch, rows, tuples)?;
+        }
+        let mut out = std::mem::take(&mut self.reports);
+        if !refused.rejects.is_empty() {
+            out.push(refused);
+        }
+        Ok(out)
+    }
+
+    fn flush(&mut self) -> Result<Vec<Report>> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.reports))
     }
 
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
@@ -1118,6 +1323,7 @@ impl Target for PgTarget {
     }
 
     fn commit(&mut self, markers: &[Marker]) -> Result<()> {
+        self.settle()?;
         if self.dry_run || (!self.in_tx && markers.is_empty()) {
             return Ok(());
         }
@@ -1164,14 +1370,14 @@ impl Target for PgTarget {
         match self.commit_now("committing") {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Transient => {
-                self.client = self.address.connect()?;
+                self.client = self.address.connect_async(&self.rt)?;
                 let check = format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
                     self.markers_table
                 );
                 let landed: bool = self
-                    .client
-                    .query_one(check.as_str(), &[&token])
+                    .rt
+                    .block_on(self.client.query_one(check.as_str(), &[&token]))
                     .map_err(|e| self.err("checking whether a commit landed", e))?
                     .get(0);
                 if landed {
@@ -1189,17 +1395,23 @@ impl Target for PgTarget {
     }
 
     fn rollback(&mut self) -> Result<()> {
+        if let Some(f) = self.in_flight.take() {
+            // Let the COPY end (it is rolled back with the rest) so the connection is usable.
+            let _ = self.rt.block_on(f.done);
+        }
+        self.reports.clear();
         if self.in_tx {
             self.in_tx = false;
             self.ops.clear();
             self.ops_bytes = 0;
             self.replayable = true;
-            let _ = self.client.batch_execute("ROLLBACK");
+            let _ = self.rt.block_on(self.client.batch_execute("ROLLBACK"));
         }
         Ok(())
     }
 
     fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>> {
+        self.settle()?;
         if self.dry_run {
             return Ok(vec![]);
         }
@@ -1235,6 +1447,7 @@ impl Target for PgTarget {
     }
 
     fn finish_run(&mut self, source: &str) -> Result<Vec<String>> {
+        self.settle()?;
         if self.dry_run {
             return Ok(vec![]);
         }

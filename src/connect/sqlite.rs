@@ -19,8 +19,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value as Json, json};
 
 use super::{
-    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, RowAccess, RowBatch, Selection, Source, StreamPlan,
-    Target, WriteReport, table_name_for,
+    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowAccess, RowBatch, Selection, Source,
+    StreamPlan, Target, table_name_for,
 };
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
@@ -1514,14 +1514,18 @@ impl Target for SqliteTarget {
         Ok(prepared)
     }
 
-    fn write(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<WriteReport> {
+    fn write(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
+        let batch = &batch;
         self.begin()?;
         let ts = self
             .streams
             .get(stream)
             .ok_or_else(|| Error::new(ErrorKind::Target, format!("stream {stream} was not prepared")))?;
         let n = batch.ncols;
-        let mut report = WriteReport::default();
+        let mut report = Report {
+            stream: stream.to_owned(),
+            ..Default::default()
+        };
         let total = batch.len();
         let mut start = 0;
         while start < total {
@@ -1551,7 +1555,7 @@ impl Target for SqliteTarget {
             }
             start += take;
         }
-        Ok(report)
+        Ok(vec![report])
     }
 
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
@@ -1679,7 +1683,7 @@ impl SqliteTarget {
         shape: &RowShape,
         batch: &RowBatch,
         r: usize,
-        report: &mut WriteReport,
+        report: &mut Report,
     ) -> Result<()> {
         match self.exec_insert(&ts.insert_one, batch.row(r))? {
             Ok(changed) => {
@@ -1702,7 +1706,7 @@ impl SqliteTarget {
                         ),
                     ));
                 }
-                report.rejects.push(Reject { row: r, reason: msg });
+                report.rejects.push(Reject::of(shape, batch, r, msg));
             }
         }
         Ok(())

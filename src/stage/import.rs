@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
-use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, RowBatch, Target};
+use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Report, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
@@ -539,41 +539,49 @@ impl<W: Write> Importer<'_, W> {
             s.batch_bytes = 0;
             return Ok(());
         }
-        let report = self.target.write(name, &s.shape, &s.batch)?;
-        self.uncommitted = true;
-        s.pending.written += report.written;
-        s.pending.skipped += report.skipped;
-        s.pending.rejected += report.rejects.len() as u64;
-        self.outcome.written += report.written;
-        self.outcome.skipped += report.skipped;
-        for r in &report.rejects {
-            let row = s.batch.row(r.row);
-            let mut rec = Vec::new();
-            s.shape.encode_record(|i| row[i].as_ref(), &mut rec);
-            let entry = json!({
-                "stream": name,
-                "line": s.batch.lines[r.row],
-                "key": s.shape.key_json(|i| row[i].as_ref()),
-                "reason": r.reason,
-                "record": serde_json::from_slice::<Json>(&rec).unwrap_or(Json::Null),
-                "run_id": self.run_id,
-                "at": now_rfc3339(),
-            });
-            self.rejects.write(&entry)?;
-            tracing::warn!(stream = %name, line = s.batch.lines[r.row], reason = %r.reason, "row rejected");
-            if self.rejects.count > self.cfg.max_rejects {
-                return Err(Error::data(format!(
-                    "more than {} rows rejected (--max-rejects); the last: line {} of stream {name}: {}; see {}",
-                    self.cfg.max_rejects,
-                    s.batch.lines[r.row],
-                    r.reason,
-                    self.rejects.path.display()
-                )));
-            }
-        }
-        self.outcome.rejected = self.rejects.count;
-        s.batch.clear();
+        let ncols = s.batch.ncols;
+        let batch = std::mem::replace(&mut s.batch, RowBatch::new(ncols));
         s.batch_bytes = 0;
+        let reports = self.target.write(name, &s.shape, batch)?;
+        self.uncommitted = true;
+        self.apply(reports)
+    }
+
+    /// Count what the target did and put what it refused in the reject file.
+    fn apply(&mut self, reports: Vec<Report>) -> Result<()> {
+        for report in reports {
+            let name = report.stream.as_str();
+            if let Some(s) = self.streams.get_mut(name) {
+                s.pending.written += report.written;
+                s.pending.skipped += report.skipped;
+                s.pending.rejected += report.rejects.len() as u64;
+            }
+            self.outcome.written += report.written;
+            self.outcome.skipped += report.skipped;
+            for r in &report.rejects {
+                let entry = json!({
+                    "stream": name,
+                    "line": r.line,
+                    "key": r.key,
+                    "reason": r.reason,
+                    "record": r.record,
+                    "run_id": self.run_id,
+                    "at": now_rfc3339(),
+                });
+                self.rejects.write(&entry)?;
+                tracing::warn!(stream = %name, line = r.line, reason = %r.reason, "row rejected");
+                if self.rejects.count > self.cfg.max_rejects {
+                    return Err(Error::data(format!(
+                        "more than {} rows rejected (--max-rejects); the last: line {} of stream {name}: {}; see {}",
+                        self.cfg.max_rejects,
+                        r.line,
+                        r.reason,
+                        self.rejects.path.display()
+                    )));
+                }
+            }
+            self.outcome.rejected = self.rejects.count;
+        }
         Ok(())
     }
 
@@ -584,6 +592,9 @@ impl<W: Write> Importer<'_, W> {
         for name in &names {
             self.flush_stream(name)?;
         }
+        // What the target is still writing is settled before the markers say it is there.
+        let late = self.target.flush()?;
+        self.apply(late)?;
         self.rejects.sync()?;
         let state = self.last_state.as_ref().map(|(v, text, _)| (v.clone(), text.clone()));
         let mut markers = Vec::new();
