@@ -7,14 +7,14 @@
 //! | PostgreSQL type | canonical form |
 //! |---|---|
 //! | smallint, integer, bigint | the integer |
-//! | real, double precision | the IEEE double, bit for bit (a `real` widened exactly) |
-//! | numeric | the decimal value, normalised (`1.50` = `1.5`; SQLite's REAL by its shortest round-trip digits, its INTEGER by its digits) |
+//! | real, double precision | the IEEE double, bit for bit (a `real` widened exactly: its text read as a 4-byte float) |
+//! | numeric, money | the decimal value, normalised (`1.50` = `1.5`; SQLite's REAL by its shortest round-trip digits, its INTEGER by its digits; money read as numeric) |
 //! | boolean | 0 or 1 |
 //! | text, varchar | the UTF-8 bytes |
 //! | bytea | the bytes |
 //! | date, timestamp, timestamptz, time | days or microseconds (SQLite's ISO-8601 text read the way the importer writes it) |
 //! | uuid | the 16 bytes (any spelling of the same UUID is equal) |
-//! | json, jsonb | the JSON value with object keys sorted (whitespace and key order do not matter) |
+//! | json, jsonb, arrays | the JSON value with object keys sorted (whitespace and key order do not matter; an array read through `array_to_json`) |
 //! | jsonb holding an SQLite dynamic column | the exact value it stands for (see `pgcopy::dynamic_json`) |
 //!
 //! A value that does not read as its column's type (SQLite text `n/a` in a timestamp column) gets
@@ -31,7 +31,11 @@ pub enum Canon {
     Exact,
     Int,
     Float,
+    /// `real`: text reads as a 4-byte float, widened.
+    Float4,
     Decimal,
+    /// `money`: read as numeric, compared as a decimal.
+    Money,
     Bool,
     Text,
     Bytes,
@@ -40,6 +44,8 @@ pub enum Canon {
     Time,
     Uuid,
     Json,
+    /// A PostgreSQL array, read as JSON.
+    Array,
     /// An SQLite dynamic column kept in jsonb.
     Dynamic,
 }
@@ -52,8 +58,11 @@ impl Canon {
         let base = t.split('(').next().unwrap_or("").trim();
         match base {
             "smallint" | "integer" | "bigint" => Canon::Int,
-            "real" | "double precision" => Canon::Float,
+            _ if base.ends_with("[]") => Canon::Array,
+            "real" => Canon::Float4,
+            "double precision" => Canon::Float,
             "numeric" => Canon::Decimal,
+            "money" => Canon::Money,
             "boolean" => Canon::Bool,
             "bytea" => Canon::Bytes,
             "date" => Canon::Date,
@@ -85,6 +94,13 @@ impl Canon {
                 Value::Integer(i) if i.unsigned_abs() <= 1 << 53 => Some(Value::Real(*i as f64)),
                 _ => text(&v).and_then(|s| parse_float(&s)).map(Value::Real),
             },
+            Canon::Float4 => match &v {
+                Value::Text(_) => text(&v)
+                    .and_then(|s| parse_float(&s))
+                    .map(|f| Value::Real(f as f32 as f64)),
+                _ => return Canon::Float.of_value(v),
+            },
+            Canon::Money => return Canon::Decimal.of_value(v),
             Canon::Decimal => match &v {
                 Value::Integer(i) => decimal(&i.to_string()),
                 Value::Real(f) if f.is_finite() => decimal(ryu::Buffer::new().format_finite(*f)),
@@ -108,9 +124,7 @@ impl Canon {
             Canon::Text => matches!(v, Value::Text(_)).then(|| v.clone()),
             Canon::Bytes => matches!(v, Value::Blob(_)).then(|| v.clone()),
             Canon::Date => text(&v).and_then(|s| date_days(&s)).map(Value::Integer),
-            Canon::Timestamp => text(&v)
-                .and_then(|s| pgcopy::timestamp_micros(&s).ok())
-                .map(Value::Integer),
+            Canon::Timestamp => text(&v).and_then(|s| pgcopy::pg_timestamp(&s).ok()).map(Value::Integer),
             Canon::Time => text(&v).and_then(|s| time_micros(&s)).map(Value::Integer),
             Canon::Uuid => match &v {
                 Value::Blob(b) if b.len() == 16 => Some(v.clone()),
@@ -118,7 +132,7 @@ impl Canon {
                     .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
                     .map(|u| Value::Blob(u.as_bytes().to_vec())),
             },
-            Canon::Json => text(&v).and_then(|s| json_sorted(&s)).map(Value::Text),
+            Canon::Json | Canon::Array => text(&v).and_then(|s| json_sorted(&s)).map(Value::Text),
             Canon::Exact | Canon::Dynamic => Some(v.clone()),
         };
         got.unwrap_or_else(|| unreadable(&v))
@@ -140,10 +154,19 @@ impl Canon {
         got.unwrap_or_else(|| unreadable(&Value::Text(raw.to_vec())))
     }
 
+    /// The expression that reads a PostgreSQL column in this form.
+    pub fn pg_select(self, quoted: &str) -> String {
+        match self {
+            Canon::Array => format!("array_to_json({quoted})"),
+            Canon::Money => format!("{quoted}::numeric"),
+            _ => quoted.to_owned(),
+        }
+    }
+
     /// A canonical key value that sorts the way the key sorts on both sides.
     pub fn key_order(self, v: Value) -> Value {
         let number = match (self, &v) {
-            (Canon::Decimal, Value::Text(t)) => {
+            (Canon::Decimal | Canon::Money, Value::Text(t)) => {
                 let s = String::from_utf8_lossy(t).into_owned();
                 s.parse::<i64>()
                     .map(Value::Integer)
@@ -218,20 +241,16 @@ pub fn canonical_decimal(s: &str) -> Option<String> {
 }
 
 fn date_days(s: &str) -> Option<i64> {
-    let d: jiff::civil::Date = s.trim().get(..10)?.parse().ok()?;
-    // A date with a time part reads as a date only at midnight.
-    if s.trim().len() > 10 && pgcopy::timestamp_micros(s).ok()? % 86_400_000_000 != 0 {
-        return None;
+    if let Ok(d) = pgcopy::pg_date(s) {
+        return Some(d as i64);
     }
-    Some(d.since(jiff::civil::date(2000, 1, 1)).ok()?.get_days() as i64)
+    // A date with a time part reads as a date only at midnight.
+    let micros = pgcopy::pg_timestamp(s).ok()?;
+    (micros % 86_400_000_000 == 0).then(|| micros.div_euclid(86_400_000_000))
 }
 
 fn time_micros(s: &str) -> Option<i64> {
-    let t: jiff::civil::Time = s.trim().parse().ok()?;
-    Some(
-        ((t.hour() as i64 * 60 + t.minute() as i64) * 60 + t.second() as i64) * 1_000_000
-            + t.subsec_nanosecond() as i64 / 1000,
-    )
+    pgcopy::pg_time(s).ok()
 }
 
 /// JSON text with every object's keys sorted, compact.
@@ -275,6 +294,37 @@ mod tests {
         assert_ne!(
             Canon::Decimal.of_value(Value::Real(0.125)),
             Canon::Decimal.of_pg_text(Some(b"0.13"))
+        );
+    }
+
+    #[test]
+    fn postgresql_exports_read_back_equal() {
+        // A real as exported (widened exactly) against PostgreSQL's shortest text.
+        assert_eq!(
+            Canon::Float4.of_value(Value::Real(1.1f32 as f64)),
+            Canon::Float4.of_pg_text(Some(b"1.1"))
+        );
+        assert_ne!(
+            Canon::Float4.of_value(Value::Real(1.1)),
+            Canon::Float4.of_pg_text(Some(b"1.1"))
+        );
+        assert_eq!(
+            Canon::Array.of_value(Value::text("[1,null,3]")),
+            Canon::Array.of_pg_text(Some(b"[1, null, 3]"))
+        );
+        assert_eq!(
+            Canon::Money.of_value(Value::text("1234.5")),
+            Canon::Money.of_pg_text(Some(b"1234.50"))
+        );
+        assert_eq!(Canon::for_pg_type("text[]", false), Canon::Array);
+        assert_eq!(Canon::Array.pg_select("\"a\""), "array_to_json(\"a\")");
+        assert_eq!(
+            Canon::Timestamp.of_value(Value::text("0044-03-15T12:00:00 BC")),
+            Canon::Timestamp.of_pg_text(Some(b"0044-03-15 12:00:00 BC"))
+        );
+        assert_ne!(
+            Canon::Timestamp.of_value(Value::text("0044-03-15T12:00:00")),
+            Canon::Timestamp.of_pg_text(Some(b"0044-03-15 12:00:00 BC"))
         );
     }
 

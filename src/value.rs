@@ -10,10 +10,11 @@
 //! | `Text`    | `type` string                            | string |
 //! | `Bytes`   | `type` string, `contentEncoding` base64 (or base16) | padded standard base64 (or hex) |
 //! | `Boolean` | `type` boolean                           | `true`/`false` (stored as 1/0 in SQLite) |
-//! | `Json`    | `type` object/array, or `x-sql-type` json/jsonb | the JSON value itself (a string is kept as the text) |
+//! | `Json`    | `type` includes object or array, or `x-sql-type` json/jsonb without a `type` | the JSON value itself (a SQL NULL is `null`; a JSON `null`, or an object whose only key is `x-jsonb`, is written `{"x-jsonb": "<its JSON text>"}`) |
 //! | `Any`     | `x-sqlite-dynamic: true`, or no/mixed `type` | self-describing: integer digits, float with `.`/`e`, string, tagged forms below |
 //!
-//! `null` is NULL under every codec.
+//! `null` is NULL under every codec. A column holding JSON as text (a SQLite `JSON` column, a
+//! PostgreSQL `json` column, whose exact text matters) has `type` string and the `Text` codec.
 //!
 //! A value whose storage class is not the codec's plain one is written in a **tagged form**: a JSON
 //! object with exactly one of these keys, accepted under every codec but `Json`:
@@ -237,12 +238,10 @@ impl Codec {
             .get("x-sql-type")
             .and_then(Json::as_str)
             .map(str::to_ascii_lowercase);
-        if matches!(sql_type.as_deref(), Some("json" | "jsonb")) {
-            return Codec::Json;
-        }
         let types = property_types(prop);
         let has = |t: &str| types.contains(&t);
         match types.as_slice() {
+            [] if matches!(sql_type.as_deref(), Some("json" | "jsonb")) => Codec::Json,
             [] => Codec::Any,
             ["integer"] => Codec::Integer,
             ["boolean"] => Codec::Boolean,
@@ -252,7 +251,6 @@ impl Codec {
                 _ => Codec::Text,
             },
             _ if types.iter().all(|t| matches!(*t, "integer" | "number")) => Codec::Number,
-            _ if types.iter().all(|t| matches!(*t, "object" | "array")) => Codec::Json,
             _ if has("object") || has("array") => Codec::Json,
             _ => Codec::Any,
         }
@@ -288,10 +286,9 @@ pub fn encode(v: ValueRef<'_>, codec: Codec, out: &mut Vec<u8>) {
             Ok(s) => write_str(s, out),
             Err(_) => write_tag("text_b64", |o| write_str(&BASE64.encode(t), o), out),
         },
-        (ValueRef::Text(t), Codec::Json) => match std::str::from_utf8(t) {
-            Ok(s) => write_str(s, out),
-            Err(_) => write_tag("text_b64", |o| write_str(&BASE64.encode(t), o), out),
-        },
+        (ValueRef::Text(t), Codec::Json) => write_json(t, out),
+        (ValueRef::Integer(i), Codec::Json) => write_int(i, out),
+        (ValueRef::Real(f), Codec::Json) if f.is_finite() => write_float(f, out),
         (ValueRef::Blob(b), Codec::Bytes(BytesEncoding::Base64)) => write_str(&BASE64.encode(b), out),
         (ValueRef::Blob(b), Codec::Bytes(BytesEncoding::Base16)) => write_str(&hex::encode(b), out),
         // Everything else is a value whose class the column's schema does not name: tag it.
@@ -311,6 +308,49 @@ pub fn write_tagged(v: ValueRef<'_>, out: &mut Vec<u8>) {
             Err(_) => write_tag("text_b64", |o| write_str(&BASE64.encode(t), o), out),
         },
         ValueRef::Blob(b) => write_tag("b64", |o| write_str(&BASE64.encode(b), o), out),
+    }
+}
+
+/// The key of the escape for JSON values that would otherwise be ambiguous (see the module docs).
+const JSON_ESCAPE: &str = "x-jsonb";
+
+/// A JSON value itself, under the `Json` codec. Text that is not JSON (which no source of this
+/// codec produces) is written as a string rather than corrupting the line.
+fn write_json(t: &[u8], out: &mut Vec<u8>) {
+    let Ok(s) = std::str::from_utf8(t) else {
+        return write_tag("text_b64", |o| write_str(&BASE64.encode(t), o), out);
+    };
+    match serde_json::from_str::<&serde_json::value::RawValue>(s) {
+        Ok(raw) if needs_json_escape(raw.get()) => write_tag(JSON_ESCAPE, |o| write_str(raw.get(), o), out),
+        Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
+        Err(_) => write_str(s, out),
+    }
+}
+
+/// JSON `null` (which would read back as SQL NULL) and objects shaped like the escape itself.
+fn needs_json_escape(raw: &str) -> bool {
+    raw == "null" || (raw.starts_with('{') && raw.contains(JSON_ESCAPE) && unescape_json(raw).is_some())
+}
+
+/// The JSON text inside `{"x-jsonb": "<text>"}`, if `raw` is exactly that.
+fn unescape_json(raw: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Map<String, Json>>(raw) {
+        Ok(m) if m.len() == 1 => match m.get(JSON_ESCAPE) {
+            Some(Json::String(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Read a value under the `Json` codec from its raw JSON text.
+fn json_value(raw: &str) -> Value {
+    match raw {
+        "null" => Value::Null,
+        _ if raw.starts_with('{') && raw.contains(JSON_ESCAPE) => {
+            unescape_json(raw).map_or_else(|| Value::text(raw), |s| Value::Text(s.into_bytes()))
+        }
+        _ => Value::text(raw),
     }
 }
 
@@ -357,6 +397,11 @@ pub struct ValueSeed(pub Codec);
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0 == Codec::Json {
+            // Exactly as written: numbers keep every digit.
+            let raw: Box<serde_json::value::RawValue> = serde::Deserialize::deserialize(d)?;
+            return Ok(json_value(raw.get()));
+        }
         d.deserialize_any(ValueVisitor(self.0))
     }
 }
@@ -392,7 +437,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
         match self.0 {
             Codec::Boolean | Codec::Any | Codec::Integer | Codec::Number => Ok(Value::Integer(b as i64)),
-            Codec::Json => Ok(Value::text(if b { "true" } else { "false" })),
             _ => Err(self.wrong("a boolean")),
         }
     }
@@ -400,7 +444,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_i64<E: de::Error>(self, i: i64) -> Result<Value, E> {
         match self.0 {
             Codec::Integer | Codec::Number | Codec::Any | Codec::Boolean => Ok(Value::Integer(i)),
-            Codec::Json => Ok(Value::text(itoa::Buffer::new().format(i))),
             _ => Err(self.wrong(&format!("the number {i}"))),
         }
     }
@@ -408,7 +451,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_u64<E: de::Error>(self, u: u64) -> Result<Value, E> {
         match i64::try_from(u) {
             Ok(i) => self.visit_i64(i),
-            Err(_) if self.0 == Codec::Json => Ok(Value::text(itoa::Buffer::new().format(u))),
             Err(_) => Err(E::custom(format!(
                 "the integer {u} does not fit a 64-bit signed integer (send it as a decimal string)"
             ))),
@@ -420,18 +462,13 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Codec::Number | Codec::Any => Ok(Value::Real(f)),
             // JSON Schema counts 1.0 as an integer; anything with a fraction is not.
             Codec::Integer if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::Integer(f as i64)),
-            Codec::Json => {
-                let mut out = Vec::new();
-                write_float(f, &mut out);
-                Ok(Value::Text(out))
-            }
             _ => Err(self.wrong(&format!("the number {f}"))),
         }
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
         match self.0 {
-            Codec::Text | Codec::Any | Codec::Json => Ok(Value::text(s)),
+            Codec::Text | Codec::Any => Ok(Value::text(s)),
             Codec::Bytes(BytesEncoding::Base64) => BASE64
                 .decode(s)
                 .map(Value::Blob)
@@ -450,23 +487,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 .parse::<i64>()
                 .map(Value::Integer)
                 .map_err(|_| self.wrong(&format!("the string {s:?}"))),
-            Codec::Boolean => Err(self.wrong(&format!("the string {s:?}"))),
+            Codec::Boolean | Codec::Json => Err(self.wrong(&format!("the string {s:?}"))),
         }
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        if self.0 != Codec::Json {
-            return Err(self.wrong("an array"));
-        }
-        let v: Json = serde::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(Value::Text(serde_json::to_vec(&v).map_err(de::Error::custom)?))
+    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Value, A::Error> {
+        Err(self.wrong("an array"))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        if self.0 == Codec::Json {
-            let v: Json = serde::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-            return Ok(Value::Text(serde_json::to_vec(&v).map_err(de::Error::custom)?));
-        }
         let Some(tag) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
             return Err(self.wrong("an empty object"));
         };
@@ -563,7 +592,7 @@ mod tests {
         assert_eq!(Codec::from_property(&json!({})), Codec::Any);
         assert_eq!(
             Codec::from_property(&json!({"type":"string","x-sql-type":"jsonb"})),
-            Codec::Json
+            Codec::Text
         );
         assert!(property_nullable(&json!({"type":["string","null"]})));
         assert!(!property_nullable(&json!({"type":"string"})));
@@ -648,13 +677,45 @@ mod tests {
     }
 
     #[test]
-    fn json_codec_keeps_objects_as_text() {
+    fn json_codec_carries_the_value_itself_exactly() {
         assert_eq!(
             dec("{\"b64\":\"x\"}", Codec::Json).unwrap(),
             Value::text("{\"b64\":\"x\"}")
         );
-        assert_eq!(dec("[1,2]", Codec::Json).unwrap(), Value::text("[1,2]"));
-        assert_eq!(dec("\"{}\"", Codec::Json).unwrap(), Value::text("{}"));
+        assert_eq!(dec("[1, 2]", Codec::Json).unwrap(), Value::text("[1, 2]"));
+        assert_eq!(dec("\"{}\"", Codec::Json).unwrap(), Value::text("\"{}\""));
+        // Digits beyond any float survive.
+        let big = "123456789012345678901234567890.000000000000000000001";
+        assert_eq!(dec(big, Codec::Json).unwrap(), Value::text(big));
+        assert_eq!(dec("null", Codec::Json).unwrap(), Value::Null);
+        assert_eq!(
+            decode_json(&json!({"a": [1]}), Codec::Json).unwrap(),
+            Value::text("{\"a\":[1]}")
+        );
+        for text in [
+            "null",
+            "{\"x-jsonb\": \"null\"}",
+            "{\"x-jsonb\": 1}",
+            "{\"a\": {\"x-jsonb\": \"y\"}}",
+            "\"x-jsonb\"",
+            "[null]",
+            "1e400",
+            "-0",
+        ] {
+            round_trip(Value::text(text), Codec::Json);
+        }
+        assert_eq!(enc(&Value::text("null"), Codec::Json), "{\"x-jsonb\":\"null\"}");
+        assert_eq!(enc(&Value::text("{\"a\": 1}"), Codec::Json), "{\"a\": 1}");
+        // And a column holding JSON as text keeps the text.
+        assert_eq!(
+            Codec::from_property(&json!({"type":["string","null"],"x-sql-type":"json"})),
+            Codec::Text
+        );
+        assert_eq!(Codec::from_property(&json!({"x-sql-type":"jsonb"})), Codec::Json);
+        assert_eq!(
+            Codec::from_property(&json!({"type":["object","array","string","number","boolean","null"]})),
+            Codec::Json
+        );
     }
 
     #[test]

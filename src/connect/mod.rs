@@ -3,6 +3,7 @@
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
 pub mod pgcopy;
+pub mod pgsource;
 pub mod postgres;
 pub mod sqlite;
 
@@ -279,6 +280,7 @@ pub trait Target {
 pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
+        Address::Postgres(url) => Ok(Box::new(pgsource::PgSource::open(url)?)),
         other => Err(other.unsupported("a source")),
     }
 }
@@ -290,6 +292,39 @@ pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Re
         Address::Postgres(url) => Ok(Box::new(postgres::PgTarget::open(url, dry_run, schema)?)),
         other => Err(other.unsupported("a target")),
     }
+}
+
+/// Order tables (given in name order, each with the names it references) so that every table
+/// comes after the tables it references. Returns the order and the tables caught in cycles, which
+/// keep name order among themselves and come last.
+pub fn parents_first(names: &[&str], refs: &[Vec<&str>]) -> (Vec<usize>, Vec<String>) {
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut deps: Vec<std::collections::BTreeSet<usize>> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.iter()
+                .filter_map(|n| index.get(n).copied())
+                .filter(|&p| p != i)
+                .collect()
+        })
+        .collect();
+    let mut order = Vec::with_capacity(names.len());
+    let mut done = vec![false; names.len()];
+    // Picking the first ready one keeps name order wherever the keys allow.
+    while let Some(next) = (0..names.len()).find(|&i| !done[i] && deps[i].is_empty()) {
+        done[next] = true;
+        order.push(next);
+        for d in deps.iter_mut() {
+            d.remove(&next);
+        }
+    }
+    let cycle: Vec<String> = (0..names.len())
+        .filter(|&i| !done[i])
+        .map(|i| names[i].to_owned())
+        .collect();
+    order.extend((0..names.len()).filter(|&i| !done[i]));
+    (order, cycle)
 }
 
 /// The table name a stream lands in: the part after the first `.` (`main.users` -> `users`).

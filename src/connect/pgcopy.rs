@@ -39,11 +39,24 @@ pub enum Encoder {
     /// `jsonb` holding a column whose values are of several kinds (an SQLite dynamic column): each
     /// value is written in its self-describing form, so it comes back exactly.
     Dynamic,
+    /// An array, from a JSON array (text format only); `json` when its elements are json/jsonb.
+    Array {
+        json: bool,
+    },
+    /// Any other type (interval, timetz, inet, enums, money...): the value's text, which the
+    /// type's own input reads (text format only).
+    Textual,
 }
 
 impl Encoder {
+    /// Whether values of this encoder have a binary form (else the table is copied as text).
+    pub fn binary(&self) -> bool {
+        !matches!(self, Encoder::Array { .. } | Encoder::Textual)
+    }
+
     /// The encoder for a type as `format_type()` prints it (`numeric(12,2)`, `timestamp without
-    /// time zone`, `character varying(20)`...), if ferry can write it in binary.
+    /// time zone`, `character varying(20)`, `integer[]`...); `None` for a type ferry has no
+    /// binary form for (its values then go as text: [`Encoder::Textual`]).
     pub fn for_type(formatted: &str) -> Option<Encoder> {
         let t = formatted.trim().to_ascii_lowercase();
         let (base, mods) = match t.split_once('(') {
@@ -66,7 +79,12 @@ impl Encoder {
                 let scale = it.next().flatten().or(precision.map(|_| 0));
                 Encoder::Numeric { precision, scale }
             }
-            "text" | "character varying" | "varchar" | "name" | "citext" => Encoder::Text,
+            _ if base.ends_with("[]") => Encoder::Array {
+                json: base.starts_with("json"),
+            },
+            "text" | "character varying" | "varchar" | "name" | "citext" | "character" | "char" | "bpchar" => {
+                Encoder::Text
+            }
             "bytea" => Encoder::Bytea,
             "date" => Encoder::Date,
             "timestamp without time zone" | "timestamp" => Encoder::Timestamp,
@@ -166,26 +184,15 @@ fn body(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
         (Encoder::Bytea, _) => return Err(wrong("bytea")),
         (Encoder::Date, Value::Text(t)) => {
             let s = std::str::from_utf8(t).map_err(|_| wrong("date"))?;
-            let d: jiff::civil::Date = s.trim().parse().map_err(|e| format!("{s:?} is not a date ({e})"))?;
-            let days = d
-                .since(jiff::civil::date(2000, 1, 1))
-                .map_err(|e| e.to_string())?
-                .get_days();
-            out.extend_from_slice(&days.to_be_bytes());
+            out.extend_from_slice(&pg_date(s)?.to_be_bytes());
         }
         (Encoder::Timestamp | Encoder::TimestampTz, Value::Text(t)) => {
             let s = std::str::from_utf8(t).map_err(|_| wrong("timestamp"))?;
-            out.extend_from_slice(&(timestamp_micros(s)? - PG_EPOCH_MICROS).to_be_bytes());
+            out.extend_from_slice(&pg_timestamp(s)?.to_be_bytes());
         }
         (Encoder::Time, Value::Text(t)) => {
             let s = std::str::from_utf8(t).map_err(|_| wrong("time"))?;
-            let time: jiff::civil::Time = s.trim().parse().map_err(|e| format!("{s:?} is not a time ({e})"))?;
-            if time.subsec_nanosecond() % 1000 != 0 {
-                return Err(format!("{s:?} has more precision than PostgreSQL keeps (microseconds)"));
-            }
-            let micros = ((time.hour() as i64 * 60 + time.minute() as i64) * 60 + time.second() as i64) * 1_000_000
-                + time.subsec_nanosecond() as i64 / 1000;
-            out.extend_from_slice(&micros.to_be_bytes());
+            out.extend_from_slice(&pg_time(s)?.to_be_bytes());
         }
         (Encoder::Date | Encoder::Timestamp | Encoder::TimestampTz | Encoder::Time, _) => {
             return Err(wrong("date/time"));
@@ -210,8 +217,188 @@ fn body(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
             out.push(1);
             dynamic_json(v.as_ref(), out);
         }
+        (Encoder::Array { .. } | Encoder::Textual, _) => return Err("has no binary form".into()),
     }
     Ok(())
+}
+
+/// Append one field in COPY text format, refused for the same reasons as its binary form
+/// (`scratch` holds that check's output).
+pub fn encode_text(v: &Value, enc: &Encoder, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<(), String> {
+    let text_of = |t: &[u8]| -> Result<(), String> {
+        let s = std::str::from_utf8(t).map_err(|_| "the text is not valid UTF-8".to_string())?;
+        if s.contains('\0') {
+            return Err("the text contains a NUL byte, which PostgreSQL cannot hold".into());
+        }
+        Ok(())
+    };
+    match (enc, v) {
+        (_, Value::Null) => out.extend_from_slice(b"\\N"),
+        (Encoder::Array { json }, Value::Text(t)) => {
+            text_of(t)?;
+            let lit = array_literal(std::str::from_utf8(t).unwrap_or(""), *json)?;
+            escape_text(lit.as_bytes(), out);
+        }
+        (Encoder::Array { .. }, _) => return Err(format!("{} is not an array", shown(v))),
+        (Encoder::Textual, Value::Text(t)) => {
+            text_of(t)?;
+            escape_text(t, out);
+        }
+        (Encoder::Textual, Value::Integer(i)) => value::write_int(*i, out),
+        (Encoder::Textual, Value::Real(f)) => write_real(*f, out),
+        (Encoder::Textual, Value::Blob(_)) => return Err(format!("{} is bytes, not text", shown(v))),
+        (Encoder::Dynamic, v) => {
+            scratch.clear();
+            dynamic_json(v.as_ref(), scratch);
+            escape_text(scratch, out);
+        }
+        (enc, v) => {
+            scratch.clear();
+            body(v, enc, scratch)?;
+            match (enc, v) {
+                (Encoder::Bool, Value::Integer(i)) => out.push(if *i == 1 { b't' } else { b'f' }),
+                (_, Value::Integer(i)) => value::write_int(*i, out),
+                (_, Value::Real(f)) => write_real(*f, out),
+                (Encoder::Uuid, Value::Blob(b)) => out.extend_from_slice(
+                    uuid::Uuid::from_slice(b)
+                        .map_err(|e| e.to_string())?
+                        .to_string()
+                        .as_bytes(),
+                ),
+                (_, Value::Blob(b)) => {
+                    out.extend_from_slice(b"\\\\x");
+                    out.extend_from_slice(hex::encode(b).as_bytes());
+                }
+                (_, Value::Text(t)) => escape_text(t, out),
+                (_, Value::Null) => out.extend_from_slice(b"\\N"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_real(f: f64, out: &mut Vec<u8>) {
+    if f.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if f.is_infinite() {
+        out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" });
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    }
+}
+
+/// A PostgreSQL array literal (`{1,NULL,"a b"}`) from a JSON array (`[1,null,"a b"]`), nested
+/// arrays as dimensions. Elements are quoted, so any element type reads them; numbers keep
+/// every digit. With `json`, elements are JSON values themselves (a json/jsonb array).
+pub fn array_literal(text: &str, json: bool) -> Result<String, String> {
+    use serde_json::value::RawValue;
+    fn quote(v: &str, out: &mut String) {
+        out.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    fn walk(raw: &str, json: bool, out: &mut String) -> Result<(), String> {
+        let raw = raw.trim();
+        if raw.starts_with('[') {
+            let items: Vec<&RawValue> = serde_json::from_str(raw).map_err(|e| format!("not a JSON array ({e})"))?;
+            out.push('{');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                walk(it.get(), json, out)?;
+            }
+            out.push('}');
+        } else if raw == "null" {
+            out.push_str("NULL");
+        } else if raw.starts_with('"') && !json {
+            let s: String = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+            quote(&s, out);
+        } else {
+            quote(raw, out);
+        }
+        Ok(())
+    }
+    if !text.trim_start().starts_with('[') {
+        return Err(format!("{text:?} is not a JSON array"));
+    }
+    let mut out = String::new();
+    walk(text, json, &mut out)?;
+    Ok(out)
+}
+
+/// PostgreSQL writes years before 1 as `0044-03-15 BC` (astronomical year -43).
+fn split_bc(s: &str) -> (&str, bool) {
+    match s.strip_suffix(" BC") {
+        Some(t) => (t.trim_end(), true),
+        None => (s, false),
+    }
+}
+
+fn days_since_2000(d: jiff::civil::Date) -> Result<i64, String> {
+    Ok(d.since(jiff::civil::date(2000, 1, 1))
+        .map_err(|e| e.to_string())?
+        .get_days() as i64)
+}
+
+/// Days from the ISO `YYYY-MM-DD` date to its BC reading.
+fn bc_shift_days(iso: &str) -> Result<i64, String> {
+    let d: jiff::civil::Date = iso
+        .get(..10)
+        .ok_or("too short")?
+        .parse()
+        .map_err(|e| format!("{iso:?} is not a date ({e})"))?;
+    let bc = jiff::civil::Date::new(1 - d.year(), d.month(), d.day()).map_err(|e| e.to_string())?;
+    Ok(days_since_2000(bc)? - days_since_2000(d)?)
+}
+
+/// A date as PostgreSQL's binary form: days since 2000-01-01 (`infinity`: i32::MAX).
+pub fn pg_date(s: &str) -> Result<i32, String> {
+    let s = s.trim();
+    match s {
+        "infinity" => return Ok(i32::MAX),
+        "-infinity" => return Ok(i32::MIN),
+        _ => {}
+    }
+    let (t, bc) = split_bc(s);
+    let d: jiff::civil::Date = t.parse().map_err(|e| format!("{s:?} is not a date ({e})"))?;
+    let days = days_since_2000(d)? + if bc { bc_shift_days(t)? } else { 0 };
+    i32::try_from(days).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// A timestamp as PostgreSQL's binary form: microseconds since 2000-01-01 (`infinity`:
+/// i64::MAX). See [`timestamp_micros`] for offsets.
+pub fn pg_timestamp(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    match s {
+        "infinity" => return Ok(i64::MAX),
+        "-infinity" => return Ok(i64::MIN),
+        _ => {}
+    }
+    let (t, bc) = split_bc(s);
+    let shift = if bc { bc_shift_days(t)? * 86_400_000_000 } else { 0 };
+    Ok(timestamp_micros(t)? - PG_EPOCH_MICROS + shift)
+}
+
+/// A time of day as microseconds (PostgreSQL allows `24:00:00`).
+pub fn pg_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s == "24:00:00" || s == "24:00" {
+        return Ok(86_400_000_000);
+    }
+    let time: jiff::civil::Time = s.parse().map_err(|e| format!("{s:?} is not a time ({e})"))?;
+    if time.subsec_nanosecond() % 1000 != 0 {
+        return Err(format!("{s:?} has more precision than PostgreSQL keeps (microseconds)"));
+    }
+    Ok(
+        ((time.hour() as i64 * 60 + time.minute() as i64) * 60 + time.second() as i64) * 1_000_000
+            + time.subsec_nanosecond() as i64 / 1000,
+    )
 }
 
 /// The self-describing JSON of a value, in a form jsonb keeps exactly: integers as numbers
@@ -392,6 +579,76 @@ pub fn numeric(text: &str, precision: Option<u32>, scale: Option<u32>, out: &mut
     Ok(())
 }
 
+/// Split one line of PostgreSQL's COPY text format (without its `\n`) into fields, unescaped into
+/// `buf`: each field is its range in `buf`, or `None` for NULL (`\N`).
+pub fn split_text(line: &[u8], buf: &mut Vec<u8>, fields: &mut Vec<Option<std::ops::Range<usize>>>) {
+    buf.clear();
+    fields.clear();
+    for raw in line.split(|b| *b == b'\t') {
+        if raw == b"\\N" {
+            fields.push(None);
+            continue;
+        }
+        let start = buf.len();
+        if !raw.contains(&b'\\') {
+            buf.extend_from_slice(raw);
+            fields.push(Some(start..buf.len()));
+            continue;
+        }
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] != b'\\' || i + 1 == raw.len() {
+                buf.push(raw[i]);
+                i += 1;
+                continue;
+            }
+            i += 1;
+            match raw[i] {
+                b'b' => buf.push(8),
+                b'f' => buf.push(12),
+                b'n' => buf.push(b'\n'),
+                b'r' => buf.push(b'\r'),
+                b't' => buf.push(b'\t'),
+                b'v' => buf.push(11),
+                b'0'..=b'7' => {
+                    let mut n = 0u32;
+                    let mut k = 0;
+                    while k < 3 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
+                        n = n * 8 + (raw[i] - b'0') as u32;
+                        i += 1;
+                        k += 1;
+                    }
+                    buf.push(n as u8);
+                    continue;
+                }
+                other => buf.push(other),
+            }
+            i += 1;
+        }
+        fields.push(Some(start..buf.len()));
+    }
+}
+
+/// The fields of one line of COPY text format, each owned (see [`split_text`]).
+pub fn copy_text_fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let (mut buf, mut fields) = (Vec::new(), Vec::new());
+    split_text(line, &mut buf, &mut fields);
+    fields.into_iter().map(|f| f.map(|r| buf[r].to_vec())).collect()
+}
+
+/// Append a value to a line of COPY text format, escaped.
+pub fn escape_text(v: &[u8], out: &mut Vec<u8>) {
+    for &b in v {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +785,70 @@ mod tests {
             .unwrap();
             assert_eq!(format!("{back:?}"), format!("{v:?}"));
         }
+    }
+
+    #[test]
+    fn copy_text_fields_unescape_and_escape_back() {
+        let f = copy_text_fields(b"1\t\\N\ta\\tb\\nc\\\\d\t\\\\x00ff\t\\101\t");
+        assert_eq!(f[0].as_deref(), Some(&b"1"[..]));
+        assert_eq!(f[1], None);
+        assert_eq!(f[2].as_deref(), Some(&b"a\tb\nc\\d"[..]));
+        assert_eq!(f[3].as_deref(), Some(&b"\\x00ff"[..]));
+        assert_eq!(f[4].as_deref(), Some(&b"A"[..]));
+        assert_eq!(f[5].as_deref(), Some(&b""[..]));
+        let mut line = Vec::new();
+        escape_text(b"a\tb\nc\\d\re", &mut line);
+        assert_eq!(copy_text_fields(&line)[0].as_deref(), Some(&b"a\tb\nc\\d\re"[..]));
+    }
+
+    #[test]
+    fn dates_beyond_the_ordinary() {
+        assert_eq!(pg_date("infinity"), Ok(i32::MAX));
+        assert_eq!(pg_timestamp("-infinity"), Ok(i64::MIN));
+        // 1 BC is year 0, the day before 0001-01-01.
+        assert_eq!(pg_date("0001-12-31 BC").unwrap() + 1, pg_date("0001-01-01").unwrap());
+        assert_eq!(
+            pg_timestamp("0001-12-31T23:00:00 BC").unwrap() + 3_600_000_000,
+            pg_timestamp("0001-01-01T00:00:00").unwrap()
+        );
+        assert_eq!(pg_time("24:00:00"), Ok(86_400_000_000));
+    }
+
+    #[test]
+    fn text_format_fields() {
+        let t = |v: Value, e: Encoder| {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            encode_text(&v, &e, &mut out, &mut scratch).map(|_| String::from_utf8(out).unwrap())
+        };
+        assert_eq!(t(Value::Integer(1), Encoder::Bool), Ok("t".into()));
+        assert_eq!(t(Value::Null, Encoder::Int8), Ok("\\N".into()));
+        assert_eq!(t(Value::Blob(vec![0, 255]), Encoder::Bytea), Ok("\\\\x00ff".into()));
+        assert_eq!(t(Value::text("a\tb"), Encoder::Textual), Ok("a\\tb".into()));
+        assert_eq!(t(Value::Real(f64::NAN), Encoder::Float8), Ok("NaN".into()));
+        assert!(
+            t(
+                Value::text("1.234"),
+                Encoder::Numeric {
+                    precision: Some(4),
+                    scale: Some(2)
+                }
+            )
+            .is_err()
+        );
+        assert_eq!(
+            t(
+                Value::text("[[1,null],[\"a\\\"b\",\"c,d\"]]"),
+                Encoder::Array { json: false }
+            ),
+            Ok("{{\"1\",NULL},{\"a\\\\\"b\",\"c,d\"}}".into())
+        );
+        assert_eq!(
+            array_literal("[{\"a\": 1}, \"s\"]", true),
+            Ok("{\"{\\\"a\\\": 1}\",\"\\\"s\\\"\"}".into())
+        );
+        assert!(t(Value::text("{1,2}"), Encoder::Array { json: false }).is_err());
+        assert_eq!(Encoder::for_type("integer[]"), Some(Encoder::Array { json: false }));
+        assert_eq!(Encoder::for_type("character(5)"), Some(Encoder::Text));
     }
 
     #[test]

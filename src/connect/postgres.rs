@@ -218,6 +218,15 @@ fn declared(prop: &Json) -> (String, Option<String>) {
     }
 }
 
+/// Whether a stream's `x-sql-type`s are PostgreSQL's: its SCHEMA says so (`x-sql-dialect`), or,
+/// when it does not, its producer read PostgreSQL.
+pub fn postgres_types(schema: &Schema, opts: &LoadOptions) -> bool {
+    match schema.extra.get("x-sql-dialect").and_then(Json::as_str) {
+        Some(d) => d == "postgres",
+        None => opts.source_kind.as_deref() == Some("postgres"),
+    }
+}
+
 /// The PostgreSQL type for a stream column (see the module docs for the table).
 pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
     if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
@@ -269,6 +278,8 @@ enum Path {
 struct PgStream {
     qualified: String,
     encoders: Vec<Encoder>,
+    /// Binary COPY when every column has a binary form; else text format.
+    binary: bool,
     key: Vec<usize>,
     copy: String,
     path: Path,
@@ -601,7 +612,7 @@ impl PgTarget {
         let ps = &self.streams[stream];
         let (copy, path, on_conflict, key) = (ps.copy.clone(), ps.path.clone(), ps.on_conflict, ps.key.clone());
         let table = ps.qualified.clone();
-        let data = payload(rows.iter().map(|(_, r)| &tuples[r.clone()]));
+        let data = payload(ps.binary, rows.iter().map(|(_, r)| &tuples[r.clone()]));
         self.savepoints += 1;
         let sp = format!("ferry_{}", self.savepoints);
         let attempt = self.with_retry("writing rows", |t| {
@@ -689,13 +700,13 @@ impl PgTarget {
             self.reports.push(report);
             return Ok(());
         }
-        let sql = ps.copy.clone();
+        let (sql, binary) = (ps.copy.clone(), ps.binary);
         self.savepoints += 1;
         let savepoint = format!("ferry_{}", self.savepoints);
         self.with_retry("writing rows", |t| {
             t.sql(&format!("SAVEPOINT {savepoint}"), true).map(|_| ())
         })?;
-        let data = payload(rows.iter().map(|(_, r)| &tuples[r.clone()]));
+        let data = payload(binary, rows.iter().map(|(_, r)| &tuples[r.clone()]));
         let started = self.rt.block_on(self.client.copy_in::<_, Bytes>(sql.as_str()));
         let sink = match started {
             Ok(sink) => sink,
@@ -737,7 +748,7 @@ impl PgTarget {
     fn settle(&mut self) -> Result<()> {
         let Some(f) = self.in_flight.take() else { return Ok(()) };
         let ps = &self.streams[&f.stream];
-        let sql = ps.copy.clone();
+        let (sql, binary) = (ps.copy.clone(), ps.binary);
         let joined = self
             .rt
             .block_on(f.done)
@@ -750,7 +761,7 @@ impl PgTarget {
             Ok(n) => {
                 self.keep(Op::Copy {
                     sql: sql.clone(),
-                    data: payload(f.rows.iter().map(|(_, r)| &f.data[r.clone()])),
+                    data: payload(binary, f.rows.iter().map(|(_, r)| &f.data[r.clone()])),
                 });
                 self.sql(&format!("RELEASE SAVEPOINT {}", f.savepoint), true).map(|_| n)
             }
@@ -878,14 +889,50 @@ impl PgTarget {
     }
 }
 
-/// A binary COPY payload: the header, the tuples, the trailer.
-fn payload<'a>(tuples: impl Iterator<Item = &'a [u8]>) -> Bytes {
-    let mut data = Vec::from(pgcopy::HEADER);
+/// A COPY payload: the tuples, between the header and the trailer when binary.
+fn payload<'a>(binary: bool, tuples: impl Iterator<Item = &'a [u8]>) -> Bytes {
+    let mut data = if binary { Vec::from(pgcopy::HEADER) } else { Vec::new() };
     for t in tuples {
         data.extend_from_slice(t);
     }
-    data.extend_from_slice(pgcopy::TRAILER);
+    if binary {
+        data.extend_from_slice(pgcopy::TRAILER);
+    }
     Bytes::from(data)
+}
+
+/// An identifier as PostgreSQL prints it: bare when it can be (an approximation of
+/// `quote_ident`, which also quotes keywords).
+fn ident(s: &str) -> String {
+    let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain { s.to_owned() } else { quote(s) }
+}
+
+/// Statements creating the enum types a PostgreSQL stream's columns use, where they are missing.
+fn enum_types(schema: &Schema) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in schema.schema.properties.values() {
+        let (Some(t), Some(Json::Array(labels))) = (p.get("x-sql-type").and_then(Json::as_str), p.get("enum")) else {
+            continue;
+        };
+        let labels: Vec<String> = labels
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|l| literal(Some(l)))
+            .collect();
+        if let Some((ns, _)) = t.split_once('.')
+            && ns != "public"
+        {
+            out.push(format!("CREATE SCHEMA IF NOT EXISTS {ns}"));
+        }
+        out.push(format!(
+            "DO $ferry$ BEGIN CREATE TYPE {t} AS ENUM ({}); EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$",
+            labels.join(", ")
+        ));
+    }
+    out
 }
 
 /// A SQL string literal (or NULL).
@@ -901,8 +948,9 @@ fn literal(s: Option<&str>) -> String {
 fn deferred_ddl(
     schema: &Schema,
     qualified: &str,
-    table: &str,
-    identity: Option<&str>,
+    (pg_schema, table): (&str, &str),
+    from_pg: bool,
+    identity: &[String],
     place: &dyn Fn(&str) -> String,
 ) -> (Vec<String>, Vec<String>) {
     let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
@@ -919,7 +967,17 @@ fn deferred_ddl(
             ddl.push(format!("ALTER TABLE {qualified} ADD UNIQUE ({})", list(&u.columns)));
         }
     }
+    // PostgreSQL's own definition keeps the method, operator classes and expressions, as long as
+    // the index is on the same table name.
+    let here = format!(" ON {}.{} ", ident(pg_schema), ident(table));
     for ix in &schema.indexes {
+        if let Some(sql) = ix.sql.as_deref().filter(|s| from_pg && s.contains(&here)) {
+            ddl.push(
+                sql.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+                    .replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1),
+            );
+            continue;
+        }
         if ix.columns.is_empty() || !ix.columns.iter().all(|c| schema.schema.properties.contains_key(c)) {
             tracing::warn!(stream = %schema.stream, index = %ix.name, "an index on expressions is not carried to PostgreSQL");
             continue;
@@ -935,7 +993,7 @@ fn deferred_ddl(
         }
         ddl.push(s);
     }
-    if let Some(col) = identity {
+    for col in identity {
         let floor = schema.sqlite.as_ref().and_then(|s| s.sequence).unwrap_or(0);
         ddl.push(format!(
             "SELECT setval(pg_get_serial_sequence({}, {}), m, true) FROM (SELECT GREATEST(coalesce(max({}), 0), {floor}) AS m FROM {qualified}) x WHERE m > 0",
@@ -943,6 +1001,16 @@ fn deferred_ddl(
             literal(Some(col)),
             quote(col)
         ));
+    }
+    if from_pg {
+        for (n, p) in &schema.schema.properties {
+            if let Some(d) = p.get("x-sql-default").and_then(Json::as_str) {
+                ddl.push(format!(
+                    "ALTER TABLE {qualified} ALTER COLUMN {} SET DEFAULT {d}",
+                    quote(n)
+                ));
+            }
+        }
     }
     let mut fks = Vec::new();
     for (n, fk) in schema.foreign_keys.iter().enumerate() {
@@ -1019,7 +1087,7 @@ impl Target for PgTarget {
         // Nothing else may use the connection while a COPY runs on it.
         self.settle()?;
         let stream = schema.stream.as_str();
-        let from_pg = opts.source_kind.as_deref() == Some("postgres");
+        let from_pg = postgres_types(schema, opts);
         let (pg_schema, table) = self.place(stream, from_pg);
         let qualified = Self::qualified(&pg_schema, &table);
         let mut prepared = Prepared {
@@ -1100,7 +1168,7 @@ impl Target for PgTarget {
                             }
                         };
                         let insert = format!(
-                            "INSERT INTO {qualified} ({0}) SELECT {0} FROM {stage} ORDER BY _ferry_n ON CONFLICT ({1}) {action}",
+                            "INSERT INTO {qualified} ({0}) OVERRIDING SYSTEM VALUE SELECT {0} FROM {stage} ORDER BY _ferry_n ON CONFLICT ({1}) {action}",
                             cols.join(", "),
                             keys.join(", ")
                         );
@@ -1122,20 +1190,36 @@ impl Target for PgTarget {
                 ));
             }
             None => {
-                let identity = match (schema.key_properties.as_slice(), &schema.sqlite) {
-                    ([k], Some(sq)) if !from_pg && !sq.without_rowid => schema
+                // Identity columns: an SQLite rowid key, or what PostgreSQL said.
+                let mut identity: Vec<(String, &str)> = Vec::new();
+                if from_pg {
+                    for (n, p) in &schema.schema.properties {
+                        match p.get("x-sql-identity").and_then(Json::as_str) {
+                            Some("always") => identity.push((n.clone(), "ALWAYS")),
+                            Some(_) => identity.push((n.clone(), "BY DEFAULT")),
+                            None => {}
+                        }
+                    }
+                } else if let ([k], Some(sq)) = (schema.key_properties.as_slice(), &schema.sqlite)
+                    && !sq.without_rowid
+                    && schema
                         .schema
                         .properties
                         .get(k)
-                        .and_then(|p| (declared(p).0 == "INTEGER").then_some(k.clone())),
-                    _ => None,
-                };
+                        .is_some_and(|p| declared(p).0 == "INTEGER")
+                {
+                    identity.push((k.clone(), "BY DEFAULT"));
+                }
+                let mut ddl = Vec::new();
+                if from_pg {
+                    ddl.extend(enum_types(schema));
+                }
                 let mut cols = Vec::new();
                 for (n, t) in &types {
                     let prop = &schema.schema.properties[n];
                     let mut c = format!("{} {t}", quote(n));
-                    if identity.as_deref() == Some(n.as_str()) {
-                        c.push_str(" GENERATED BY DEFAULT AS IDENTITY");
+                    if let Some((_, how)) = identity.iter().find(|(c, _)| c == n) {
+                        c.push_str(&format!(" GENERATED {how} AS IDENTITY"));
                     }
                     if !value::property_nullable(prop) {
                         c.push_str(" NOT NULL");
@@ -1149,7 +1233,6 @@ impl Target for PgTarget {
                     }
                     cols.push(c);
                 }
-                let mut ddl = Vec::new();
                 if pg_schema != "public" {
                     ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&pg_schema)));
                 }
@@ -1167,7 +1250,9 @@ impl Target for PgTarget {
                     Some((ps, t)) if from_pg => Self::qualified(ps, t),
                     _ => Self::qualified(&here, table_name_for(s)),
                 };
-                let (deferred, fks) = deferred_ddl(schema, &qualified, &table, identity.as_deref(), &place);
+                let identity: Vec<String> = identity.into_iter().map(|(c, _)| c).collect();
+                let (deferred, fks) =
+                    deferred_ddl(schema, &qualified, (&pg_schema, &table), from_pg, &identity, &place);
                 if !self.dry_run {
                     self.begin()?;
                     self.ensure_markers()?;
@@ -1180,34 +1265,28 @@ impl Target for PgTarget {
                 prepared.deferred = deferred.into_iter().chain(fks).collect();
             }
         }
-        let encoders = types
+        let encoders: Vec<Encoder> = types
             .iter()
             .map(|(n, t)| {
                 if t == "jsonb" && Codec::from_property(&schema.schema.properties[n]) == Codec::Any {
-                    return Ok(Encoder::Dynamic);
+                    return Encoder::Dynamic;
                 }
-                Encoder::for_type(t).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Target,
-                        format!(
-                            "{}: column {n} of {qualified} has type {t}, which ferry cannot write yet",
-                            self.address.redacted
-                        ),
-                    )
-                })
+                Encoder::for_type(t).unwrap_or(Encoder::Textual)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
+        let binary = encoders.iter().all(Encoder::binary);
+        let format = if binary { "binary" } else { "text" };
         let columns: Vec<String> = types.iter().map(|(n, _)| n.clone()).collect();
         let list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         let copy = match &path {
-            Path::Direct => format!("COPY {qualified} ({list}) FROM STDIN (FORMAT binary)"),
+            Path::Direct => format!("COPY {qualified} ({list}) FROM STDIN (FORMAT {format})"),
             Path::Staging { stage, create, .. } => {
                 if !self.dry_run {
                     // Outside the transaction: it lives as long as the session.
                     let create = create.clone();
                     self.with_retry("creating a staging table", |t| t.sql(&create, false).map(|_| ()))?;
                 }
-                format!("COPY {stage} ({list}, _ferry_n) FROM STDIN (FORMAT binary)")
+                format!("COPY {stage} ({list}, _ferry_n) FROM STDIN (FORMAT {format})")
             }
         };
         self.streams.insert(
@@ -1215,6 +1294,7 @@ impl Target for PgTarget {
             PgStream {
                 qualified,
                 encoders,
+                binary,
                 key: shape.key.clone(),
                 copy,
                 path,
@@ -1239,15 +1319,28 @@ impl Target for PgTarget {
         let mut tuples = Vec::with_capacity(batch.values.len() * 16);
         let mut rows = Vec::with_capacity(batch.len());
         let nfields = ps.encoders.len() as i16 + i16::from(staging);
+        let mut scratch = Vec::new();
         for r in 0..batch.len() {
             let at = tuples.len();
-            tuples.extend_from_slice(&nfields.to_be_bytes());
             let row = batch.row(r);
             let mut failed = None;
-            for (i, enc) in ps.encoders.iter().enumerate() {
-                if let Err(reason) = pgcopy::encode(&row[i], enc, &mut tuples) {
-                    failed = Some(format!("column {}: {reason}", shape.columns[i].name));
-                    break;
+            if ps.binary {
+                tuples.extend_from_slice(&nfields.to_be_bytes());
+                for (i, enc) in ps.encoders.iter().enumerate() {
+                    if let Err(reason) = pgcopy::encode(&row[i], enc, &mut tuples) {
+                        failed = Some(format!("column {}: {reason}", shape.columns[i].name));
+                        break;
+                    }
+                }
+            } else {
+                for (i, enc) in ps.encoders.iter().enumerate() {
+                    if i > 0 {
+                        tuples.push(b'\t');
+                    }
+                    if let Err(reason) = pgcopy::encode_text(&row[i], enc, &mut tuples, &mut scratch) {
+                        failed = Some(format!("column {}: {reason}", shape.columns[i].name));
+                        break;
+                    }
                 }
             }
             match failed {
@@ -1256,9 +1349,19 @@ impl Target for PgTarget {
                     refused.rejects.push(Reject::of(shape, &batch, r, reason));
                 }
                 None => {
-                    if staging {
-                        tuples.extend_from_slice(&8i32.to_be_bytes());
-                        tuples.extend_from_slice(&(r as i64).to_be_bytes());
+                    match (staging, ps.binary) {
+                        (true, true) => {
+                            tuples.extend_from_slice(&8i32.to_be_bytes());
+                            tuples.extend_from_slice(&(r as i64).to_be_bytes());
+                        }
+                        (true, false) => {
+                            tuples.push(b'\t');
+                            value::write_int(r as i64, &mut tuples);
+                        }
+                        _ => {}
+                    }
+                    if !ps.binary {
+                        tuples.push(b'\n');
                     }
                     rows.push((r, at..tuples.len()));
                 }

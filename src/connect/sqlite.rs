@@ -652,34 +652,17 @@ fn column_property(
 /// Order tables so that every table comes after the tables it references. Returns the order and
 /// the tables caught in cycles (which keep name order among themselves).
 fn fk_order(tables: &[TableInfo]) -> (Vec<usize>, Vec<String>) {
-    let names: HashMap<&str, usize> = tables.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
-    let mut deps: Vec<BTreeSet<usize>> = tables
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let refs: Vec<Vec<&str>> = tables
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
+        .map(|t| {
             t.foreign_keys
                 .iter()
-                .filter_map(|fk| names.get(table_name_for(&fk.references.stream)).copied())
-                .filter(|&p| p != i)
+                .map(|fk| table_name_for(&fk.references.stream))
                 .collect()
         })
         .collect();
-    let mut order = Vec::with_capacity(tables.len());
-    let mut done = vec![false; tables.len()];
-    // Tables are in name order, so picking the first ready one keeps the order stable.
-    while let Some(next) = (0..tables.len()).find(|&i| !done[i] && deps[i].is_empty()) {
-        done[next] = true;
-        order.push(next);
-        for d in deps.iter_mut() {
-            d.remove(&next);
-        }
-    }
-    let cycle: Vec<String> = (0..tables.len())
-        .filter(|&i| !done[i])
-        .map(|i| tables[i].name.clone())
-        .collect();
-    order.extend((0..tables.len()).filter(|&i| !done[i]));
-    (order, cycle)
+    super::parents_first(&names, &refs)
 }
 
 // ---------------------------------------------------------------------------------------------

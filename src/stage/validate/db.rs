@@ -12,6 +12,7 @@ use crate::address::Address;
 use crate::canon::Canon;
 use crate::connect::postgres::{PgAddress, pg_error};
 use crate::connect::sqlite::{self as sq, from_sql, quote};
+use crate::connect::table_name_for;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::row::RowHash;
 use crate::value::Value;
@@ -28,6 +29,8 @@ pub enum Db {
         client: Box<RefCell<postgres::Client>>,
         address: String,
         schema: String,
+        /// `--schema` named it: every stream is looked for there.
+        explicit: bool,
     },
 }
 
@@ -69,6 +72,7 @@ impl Db {
                     client: Box::new(RefCell::new(client)),
                     address: a.redacted,
                     schema: schema.unwrap_or("public").to_owned(),
+                    explicit: schema.is_some(),
                 })
             }
             other => Err(other.unsupported("a validation side")),
@@ -95,11 +99,23 @@ impl Db {
         }
     }
 
+    /// The table a stream is in: its table name, or for PostgreSQL, `schema.table` when the stream
+    /// came from a PostgreSQL schema (and `--schema` did not say where to look).
+    pub fn table_for(&self, stream: &str) -> String {
+        match (self, stream.split_once('.')) {
+            (Db::Pg { explicit: false, .. }, Some((s, _))) if s != "main" => stream.to_owned(),
+            _ => table_name_for(stream).to_owned(),
+        }
+    }
+
     /// A table's expression in SQL (`main."t"`, `"public"."t"`).
     pub fn table_expr(&self, table: &str) -> String {
         match self {
             Db::Sqlite { .. } => format!("main.{}", quote(table)),
-            Db::Pg { schema, .. } => format!("{}.{}", quote(schema), quote(table)),
+            Db::Pg { schema, .. } => match table.split_once('.') {
+                Some((s, t)) => format!("{}.{}", quote(s), quote(t)),
+                None => format!("{}.{}", quote(schema), quote(table)),
+            },
         }
     }
 
@@ -327,8 +343,19 @@ impl Db {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-                let sql = format!("COPY (SELECT {keys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");
+                let list = cols
+                    .iter()
+                    .zip(canons)
+                    .map(|(c, canon)| canon.pg_select(&quote(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let pkeys = key
+                    .iter()
+                    .zip(key_canon)
+                    .map(|(k, c)| c.pg_select(&quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");
                 let mut c = client.borrow_mut();
                 let reader = c
                     .copy_out(sql.as_str())
@@ -346,7 +373,7 @@ impl Db {
                             .with_source(e)));
                         }
                     };
-                    let fields = copy_text_fields(&line);
+                    let fields = crate::connect::pgcopy::copy_text_fields(&line);
                     if fields.len() != nk + cols.len() {
                         return Some(Err(Error::new(
                             ErrorKind::Target,
@@ -364,65 +391,5 @@ impl Db {
                 f(&mut it)
             }
         }
-    }
-}
-
-/// The fields of one line of PostgreSQL's COPY text format (`\N` is NULL; backslash escapes).
-pub fn copy_text_fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    for raw in line.split(|b| *b == b'\t') {
-        if raw == b"\\N" {
-            out.push(None);
-            continue;
-        }
-        let mut v = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            if raw[i] == b'\\' && i + 1 < raw.len() {
-                i += 1;
-                let c = raw[i];
-                match c {
-                    b'b' => v.push(8),
-                    b'f' => v.push(12),
-                    b'n' => v.push(b'\n'),
-                    b'r' => v.push(b'\r'),
-                    b't' => v.push(b'\t'),
-                    b'v' => v.push(11),
-                    b'0'..=b'7' => {
-                        let mut n = 0u32;
-                        let mut k = 0;
-                        while k < 3 && i < raw.len() && (b'0'..=b'7').contains(&raw[i]) {
-                            n = n * 8 + (raw[i] - b'0') as u32;
-                            i += 1;
-                            k += 1;
-                        }
-                        v.push(n as u8);
-                        continue;
-                    }
-                    other => v.push(other),
-                }
-                i += 1;
-            } else {
-                v.push(raw[i]);
-                i += 1;
-            }
-        }
-        out.push(Some(v));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_fields_unescape() {
-        let f = copy_text_fields(b"1\t\\N\ta\\tb\\nc\\\\d\t\\\\x00ff\t\\101");
-        assert_eq!(f[0].as_deref(), Some(&b"1"[..]));
-        assert_eq!(f[1], None);
-        assert_eq!(f[2].as_deref(), Some(&b"a\tb\nc\\d"[..]));
-        assert_eq!(f[3].as_deref(), Some(&b"\\x00ff"[..]));
-        assert_eq!(f[4].as_deref(), Some(&b"A"[..]));
     }
 }

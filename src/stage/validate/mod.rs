@@ -274,12 +274,6 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             stream_side = Some(side);
             None
         }
-        Some(a @ Address::Postgres(_)) => {
-            return Err(Error::usage(format!(
-                "{}: PostgreSQL as the source side of a validation comes with PostgreSQL export; meanwhile validate the stream: ferry-export ... | ferry-validate TARGET",
-                a.redacted()
-            )));
-        }
         Some(a) => {
             let db = Db::open(a, ErrorKind::Source, None)?;
             report.source = db.address().to_owned();
@@ -296,6 +290,23 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
     // Which streams, each with where its source side's rows are.
     let mut plan: Vec<(Meta, Side)> = Vec::new();
     let src: &Db = match (&source_db, &stream_side) {
+        (Some(db @ Db::Pg { .. }), _) => {
+            // The streams an export would produce, with their keys and constraints.
+            let Some(Address::Postgres(url)) = &cfg.source else {
+                return Err(Error::usage("nothing to validate"));
+            };
+            let plans =
+                crate::connect::Source::discover(&mut crate::connect::pgsource::PgSource::open(url)?, &cfg.selection)?;
+            for p in &plans {
+                let meta = Meta::from_schema(&p.schema);
+                let side = Side::Table {
+                    table: db.table_expr(&p.schema.stream),
+                    columns: meta.columns.clone(),
+                };
+                plan.push((meta, side));
+            }
+            db
+        }
         (Some(db), _) => {
             let tables = db.tables()?;
             let pairs: Vec<(String, String)> = tables.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
@@ -516,7 +527,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
                 // Hash over the columns the target has (all of them when checking alone), each
                 // in the canonical form the target's type gives it.
                 let described = match target {
-                    Some(t) => t.describe(table_name_for(&name))?,
+                    Some(t) => t.describe(&t.table_for(&name))?,
                     None => None,
                 };
                 let hashed: Vec<(usize, Canon)> = (0..shape.len())
@@ -742,7 +753,7 @@ fn check_stream<W: Write>(
     unverified: &mut Vec<String>,
 ) -> Result<()> {
     let stream = meta.stream.as_str();
-    let table = table_name_for(stream);
+    let table = &tgt.table_for(stream);
     let Some(described) = tgt.describe(table)? else {
         sr.source_rows = src.count(side.table())?;
         sr.missing = sr.source_rows;
@@ -809,8 +820,17 @@ fn check_stream<W: Write>(
         sr.target_rows = tgt.count(tside.table())?;
         return Ok(());
     }
-    let canons: Vec<Canon> = common.iter().map(|c| described.canon_of(c)).collect();
-    let key_canons: Vec<Canon> = key.iter().map(|c| described.canon_of(c)).collect();
+    // A PostgreSQL side decides each column's canonical form: the target's, else the source's.
+    let source_described = match src {
+        Db::Pg { .. } if matches!(side, Side::Table { .. }) => src.describe(stream)?,
+        _ => None,
+    };
+    let canon_of = |c: &str| match (described.canon_of(c), &source_described) {
+        (Canon::Exact, Some(s)) => s.canon_of(c),
+        (canon, _) => canon,
+    };
+    let canons: Vec<Canon> = common.iter().map(|c| canon_of(c)).collect();
+    let key_canons: Vec<Canon> = key.iter().map(|c| canon_of(c)).collect();
     let shape = hasher(stream, &common)?;
     let hash = |vals: &[Value]| shape.row_hash(vals);
     let spilled = matches!(side, Side::Spill { .. });
@@ -1042,7 +1062,7 @@ fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> std::result::Result
 
 /// The referenced table in a target database.
 fn parent_in_target(tgt: &Db, fk: &ForeignKey) -> std::result::Result<Side, String> {
-    let parent = table_name_for(&fk.references.stream);
+    let parent = &tgt.table_for(&fk.references.stream);
     match tgt.describe(parent) {
         Ok(Some(d)) => Ok(Side::Table {
             table: tgt.table_expr(parent),

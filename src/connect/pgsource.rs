@@ -1,0 +1,774 @@
+//! PostgreSQL as a source.
+//!
+//! The whole export reads one `REPEATABLE READ READ ONLY` snapshot. Tables come from the catalog
+//! (ordinary and partitioned tables of every schema but the system ones and ferry's own), as
+//! streams named `schema.table`, parents before children. Each table's rows are one
+//! `COPY (SELECT ... ORDER BY key) TO STDOUT` in key order, in the key's own collation (the order
+//! of its index, so no sort); a resumed export starts strictly after the bookmark's key
+//! (`WHERE (k1, k2) > (v1, v2)`). A table without a primary key is read in storage order and
+//! cannot resume in the middle: it starts over.
+//!
+//! # Values (see the protocol's table)
+//!
+//! | PostgreSQL | in the stream | schema |
+//! |---|---|---|
+//! | smallint, integer, bigint | integer digits | `integer` |
+//! | real, double precision | shortest round-trip number (a `real` widened exactly); `"NaN"`, `"Infinity"` | `number` |
+//! | numeric | its exact text (`"1.50"`, `"NaN"`, 1000 digits) | `string`, `format: x-singer.decimal` |
+//! | money | its exact amount as numeric text (never the locale's `$1,234.50`) | `string`, `format: x-singer.decimal` |
+//! | boolean | `true` / `false` | `boolean` |
+//! | text, varchar, char, name, citext | string | `string` |
+//! | bytea | base64 | `string`, `contentEncoding: base64` |
+//! | date | `YYYY-MM-DD` (`infinity`, `-infinity` and `... BC` as PostgreSQL writes them) | `format: date` |
+//! | timestamp | `YYYY-MM-DDTHH:MM:SS[.ffffff]`, no offset | `format: date-time` |
+//! | timestamptz | `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (UTC) | `format: date-time` |
+//! | time, timetz, interval (ISO 8601: `P1Y2M3DT4H5M6S`), uuid, inet, cidr, macaddr, enums, anything else | PostgreSQL's text | `string` (enums list their labels in `enum`) |
+//! | json | the original text, as a string | `string`, `x-sql-type: json` |
+//! | jsonb | the JSON value itself | `x-sql-type: jsonb` |
+//! | arrays | JSON arrays (`array_to_json`) | `array` |
+//! | jsonb that ferry wrote for an SQLite dynamic column | the original values | `x-sqlite-dynamic` |
+//!
+//! Every property carries `x-sql-type` (the type as `format_type()` writes it; a domain as its base
+//! type; an enum schema-qualified), `x-sql-default` when there is a default, and `x-sql-identity`
+//! (`always` / `by default`) for identity columns and for `serial` columns (whose default is the
+//! sequence they own). Generated columns are not exported: the target computes them.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use postgres::Client;
+use serde_json::{Map, Value as Json, json};
+
+use super::pgcopy;
+use super::postgres::{PgAddress, pg_error};
+use super::{RowAccess, Selection, Source, StreamPlan};
+use crate::connect::sqlite::quote;
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, TableRef, Unique};
+use crate::row::RowShape;
+use crate::value::{self, Codec, Value, ValueRef};
+
+/// How a column is read: what to select, and how its COPY text becomes a stream value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Float4,
+    Float8,
+    /// numeric, and money (selected as numeric).
+    Decimal,
+    Money,
+    Bool,
+    Text,
+    Bytea,
+    Date,
+    Timestamp,
+    TimestampTz,
+    /// json: the text exactly.
+    JsonText,
+    Jsonb,
+    Array,
+    /// jsonb holding an SQLite dynamic column (ferry's column comment says so).
+    Dynamic,
+}
+
+#[derive(Debug, Clone)]
+struct PgColumn {
+    name: String,
+    sql_type: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+struct PgTable {
+    schema: String,
+    name: String,
+    columns: Vec<PgColumn>,
+    key: Vec<usize>,
+}
+
+impl PgTable {
+    fn qualified(&self) -> String {
+        format!("{}.{}", quote(&self.schema), quote(&self.name))
+    }
+}
+
+pub struct PgSource {
+    address: PgAddress,
+    client: Client,
+    in_snapshot: bool,
+    tables: HashMap<String, PgTable>,
+}
+
+impl PgSource {
+    pub fn open(url: &str) -> Result<PgSource> {
+        let address = PgAddress::parse(url, "ferry-export")?;
+        let client = address.connect()?;
+        Ok(PgSource {
+            address,
+            client,
+            in_snapshot: false,
+            tables: HashMap::new(),
+        })
+    }
+
+    fn err(&self, what: &str, e: postgres::Error) -> Error {
+        let e = pg_error(&self.address.redacted, what, e);
+        // A source that went away mid-export cannot continue the same snapshot: the export stops,
+        // and `--resume` picks up after what the importer acknowledged.
+        match e.kind() {
+            ErrorKind::Transient => Error::new(
+                ErrorKind::Source,
+                format!(
+                    "{e}; run the same pipeline again with ferry-export --resume to continue after what was imported"
+                ),
+            ),
+            _ => Error::new(ErrorKind::Source, e.to_string()),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        if !self.in_snapshot {
+            self.client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .map_err(|e| self.err("starting a snapshot", e))?;
+            self.in_snapshot = true;
+        }
+        Ok(())
+    }
+
+    fn query(
+        &mut self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        match self.client.query(sql, params) {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.err(what, e)),
+        }
+    }
+
+    /// One table's columns, key and constraints, as a SCHEMA.
+    fn describe(
+        &mut self,
+        oid: u32,
+        schema: &str,
+        name: &str,
+        estimate: f32,
+    ) -> Result<(PgTable, Schema, Vec<String>)> {
+        let stream = format!("{schema}.{name}");
+        let what = format!("reading the definition of {stream}");
+        let cols = self.query(
+            &what,
+            "SELECT a.attnum::int4, a.attname::text,
+                    CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                         WHEN t.typtype = 'e' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+                         ELSE format_type(a.atttypid, a.atttypmod) END,
+                    CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END,
+                    CASE WHEN t.typtype = 'd' THEN bt.typcategory::text ELSE t.typcategory::text END,
+                    a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
+                    coalesce(col_description(a.attrelid, a.attnum), ''),
+                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
+                    EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
+                            WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a')
+             FROM pg_attribute a
+             JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_namespace tn ON tn.oid = t.typnamespace
+             LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&oid],
+        )?;
+        let mut columns = Vec::new();
+        let mut attnames: HashMap<i32, String> = HashMap::new();
+        let mut props = Map::new();
+        let mut generated = Vec::new();
+        for r in &cols {
+            let attnum: i32 = r.get(0);
+            let name: String = r.get(1);
+            attnames.insert(attnum, name.clone());
+            let sql_type: String = r.get(2);
+            let typname: String = r.get(3);
+            let category: String = r.get(4);
+            let notnull: bool = r.get(5);
+            let default: Option<String> = r.get(6);
+            let identity: String = r.get(7);
+            let gen_kind: String = r.get(8);
+            let comment: String = r.get(9);
+            let labels: Option<Vec<String>> = r.get(10);
+            let owns_sequence: bool = r.get(11);
+            if !gen_kind.is_empty() {
+                generated.push(name);
+                continue;
+            }
+            let kind = match (typname.as_str(), category.as_str()) {
+                (_, "A") => Kind::Array,
+                ("int2" | "int4" | "int8", _) => Kind::Int,
+                ("float4", _) => Kind::Float4,
+                ("float8", _) => Kind::Float8,
+                ("numeric", _) => Kind::Decimal,
+                ("money", _) => Kind::Money,
+                ("bool", _) => Kind::Bool,
+                ("bytea", _) => Kind::Bytea,
+                ("date", _) => Kind::Date,
+                ("timestamp", _) => Kind::Timestamp,
+                ("timestamptz", _) => Kind::TimestampTz,
+                ("json", _) => Kind::JsonText,
+                ("jsonb", _) if comment.starts_with("ferry: x-sqlite-dynamic") => Kind::Dynamic,
+                ("jsonb", _) => Kind::Jsonb,
+                _ => Kind::Text,
+            };
+            let mut p = Map::new();
+            let mut types: Vec<&str> = match kind {
+                Kind::Int => vec!["integer"],
+                Kind::Float4 | Kind::Float8 => vec!["number"],
+                Kind::Bool => vec!["boolean"],
+                Kind::Jsonb => vec!["object", "array", "string", "number", "boolean"],
+                Kind::Array => vec!["array"],
+                Kind::Dynamic => vec![],
+                _ => vec!["string"],
+            };
+            if !notnull && !types.is_empty() {
+                types.push("null");
+            }
+            match types.as_slice() {
+                [] => {}
+                [one] => {
+                    p.insert("type".into(), json!(one));
+                }
+                many => {
+                    p.insert("type".into(), json!(many));
+                }
+            }
+            match kind {
+                Kind::Decimal | Kind::Money => {
+                    p.insert("format".into(), json!("x-singer.decimal"));
+                }
+                Kind::Bytea => {
+                    p.insert("contentEncoding".into(), json!("base64"));
+                }
+                Kind::Date => {
+                    p.insert("format".into(), json!("date"));
+                }
+                Kind::Timestamp | Kind::TimestampTz => {
+                    p.insert("format".into(), json!("date-time"));
+                }
+                Kind::Dynamic => {
+                    p.insert("x-sqlite-dynamic".into(), json!(true));
+                }
+                _ if typname == "uuid" => {
+                    p.insert("format".into(), json!("uuid"));
+                }
+                _ if typname == "time" => {
+                    p.insert("format".into(), json!("time"));
+                }
+                _ => {}
+            }
+            if let Some(l) = labels {
+                let mut e: Vec<Json> = l.into_iter().map(Json::String).collect();
+                if !notnull {
+                    e.push(Json::Null);
+                }
+                p.insert("enum".into(), Json::Array(e));
+            }
+            p.insert("x-sql-type".into(), json!(sql_type));
+            let serial = owns_sequence && default.as_deref().is_some_and(|d| d.starts_with("nextval("));
+            match identity.as_str() {
+                "a" => {
+                    p.insert("x-sql-identity".into(), json!("always"));
+                }
+                "d" => {
+                    p.insert("x-sql-identity".into(), json!("by default"));
+                }
+                _ if serial => {
+                    p.insert("x-sql-identity".into(), json!("by default"));
+                }
+                _ => {}
+            }
+            if let Some(d) = default.filter(|_| !serial) {
+                p.insert("x-sql-default".into(), json!(d));
+            }
+            props.insert(name.clone(), Json::Object(p));
+            columns.push(PgColumn { name, sql_type, kind });
+        }
+        if !generated.is_empty() {
+            tracing::info!(stream = %stream, columns = %generated.join(", "), "generated columns are not exported (the target computes them)");
+        }
+        let names = |nums: &[i16]| -> Option<Vec<String>> {
+            nums.iter().map(|n| attnames.get(&(*n as i32)).cloned()).collect()
+        };
+
+        let cons = self.query(
+            &what,
+            "SELECT c.conname::text, c.contype::text, c.conkey, c.confkey,
+                    fn.nspname::text, f.relname::text, c.confdeltype::text, c.confupdtype::text, c.condeferrable
+             FROM pg_constraint c
+             LEFT JOIN pg_class f ON f.oid = c.confrelid
+             LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
+             WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'f')
+             ORDER BY c.contype, c.conname",
+            &[&oid],
+        )?;
+        let mut key_names: Vec<String> = Vec::new();
+        let mut unique = Vec::new();
+        let mut foreign_keys = Vec::new();
+        let mut parents = Vec::new();
+        for r in &cons {
+            let conname: String = r.get(0);
+            let contype: String = r.get(1);
+            let conkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>(2).unwrap_or_default();
+            let Some(cols) = names(&conkey) else { continue };
+            match contype.as_str() {
+                "p" => key_names = cols,
+                "u" => unique.push(Unique {
+                    name: Some(conname),
+                    columns: cols,
+                }),
+                _ => {
+                    let confkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>(3).unwrap_or_default();
+                    let (ps, pt): (String, String) = (r.get(4), r.get(5));
+                    let pcols = self.attribute_names(&ps, &pt, &confkey)?;
+                    let action = |c: &str| match c {
+                        "r" => Some("RESTRICT".to_owned()),
+                        "c" => Some("CASCADE".to_owned()),
+                        "n" => Some("SET NULL".to_owned()),
+                        "d" => Some("SET DEFAULT".to_owned()),
+                        _ => None,
+                    };
+                    let parent = format!("{ps}.{pt}");
+                    parents.push(parent.clone());
+                    foreign_keys.push(ForeignKey {
+                        name: Some(conname),
+                        columns: cols,
+                        references: References {
+                            stream: parent,
+                            columns: pcols,
+                        },
+                        on_delete: action(&r.get::<_, String>(6)),
+                        on_update: action(&r.get::<_, String>(7)),
+                        deferrable: r.get(8),
+                    });
+                }
+            }
+        }
+
+        let idx = self.query(
+            &what,
+            "SELECT i.relname::text, x.indisunique, x.indkey::int2[], x.indnkeyatts::int4,
+                    pg_get_indexdef(x.indexrelid), pg_get_expr(x.indpred, x.indrelid)
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = $1
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid AND c.conrelid = x.indrelid)
+             ORDER BY i.relname",
+            &[&oid],
+        )?;
+        let mut indexes = Vec::new();
+        for r in &idx {
+            let keys: Vec<i16> = r.get(2);
+            let nkey: i32 = r.get(3);
+            let keys = &keys[..(nkey.max(0) as usize).min(keys.len())];
+            let columns = if keys.contains(&0) {
+                vec![]
+            } else {
+                names(keys).unwrap_or_default()
+            };
+            indexes.push(Index {
+                name: r.get(0),
+                columns,
+                unique: r.get(1),
+                where_sql: r.get(5),
+                sql: Some(r.get(4)),
+            });
+        }
+
+        let index_of: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+        let key = key_names
+            .iter()
+            .filter_map(|k| index_of.get(k.as_str()).copied())
+            .collect();
+        let table = PgTable {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+            columns,
+            key,
+        };
+        let mut extra = Map::new();
+        extra.insert("x-sql-dialect".into(), json!("postgres"));
+        let schema = Schema {
+            schema: ObjectSchema {
+                properties: props,
+                ..Default::default()
+            },
+            key_properties: key_names,
+            table: Some(TableRef {
+                schema: Some(schema.to_owned()),
+                name: name.to_owned(),
+            }),
+            foreign_keys,
+            unique,
+            indexes,
+            row_estimate: (estimate >= 0.0).then_some(estimate as u64),
+            extra,
+            ..Schema::new(stream)
+        };
+        Ok((table, schema, parents))
+    }
+
+    fn attribute_names(&mut self, schema: &str, table: &str, nums: &[i16]) -> Result<Vec<String>> {
+        let rows = self.query(
+            "reading a foreign key",
+            "SELECT a.attname::text FROM pg_attribute a JOIN unnest($3::int2[]) WITH ORDINALITY k(n, o) ON a.attnum = k.n
+             WHERE a.attrelid = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                 WHERE n.nspname = $1 AND c.relname = $2)
+             ORDER BY k.o",
+            &[&schema, &table, &nums],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// One row of a COPY, as the exporter reads it.
+struct Row<'a> {
+    values: &'a [Value],
+}
+
+impl RowAccess for Row<'_> {
+    fn get(&self, i: usize) -> ValueRef<'_> {
+        self.values[i].as_ref()
+    }
+
+    fn rowid(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// The stream value of one COPY text field.
+fn read_field(kind: Kind, t: &[u8]) -> std::result::Result<Value, String> {
+    let text = || std::str::from_utf8(t).map_err(|_| "not UTF-8".to_owned());
+    Ok(match kind {
+        Kind::Int => Value::Integer(text()?.parse().map_err(|_| format!("{:?} is not an integer", text()))?),
+        Kind::Float4 => Value::Real(text()?.parse::<f32>().map_err(|e| e.to_string())? as f64),
+        Kind::Float8 => Value::Real(text()?.parse::<f64>().map_err(|e| e.to_string())?),
+        Kind::Bool => Value::Integer(i64::from(t == b"t")),
+        Kind::Bytea => match t.strip_prefix(b"\\x") {
+            Some(h) => Value::Blob(hex::decode(h).map_err(|e| e.to_string())?),
+            None => return Err("bytea not in hex form".into()),
+        },
+        Kind::Timestamp | Kind::TimestampTz => {
+            let mut v = t.to_vec();
+            if v.len() > 10 && v[10] == b' ' {
+                v[10] = b'T';
+            }
+            if kind == Kind::TimestampTz && v.ends_with(b"+00") {
+                v.truncate(v.len() - 3);
+                v.push(b'Z');
+            }
+            Value::Text(v)
+        }
+        Kind::Dynamic => {
+            let mut d = serde_json::Deserializer::from_slice(t);
+            serde::de::DeserializeSeed::deserialize(value::ValueSeed(Codec::Any), &mut d).map_err(|e| e.to_string())?
+        }
+        Kind::Decimal | Kind::Money | Kind::Text | Kind::Date | Kind::JsonText | Kind::Jsonb | Kind::Array => {
+            Value::Text(t.to_vec())
+        }
+    })
+}
+
+/// A key value as an SQL literal of its column's type, for the resume condition.
+fn key_literal(v: &Value, col: &PgColumn) -> String {
+    let text = match (v, col.kind) {
+        (Value::Integer(i), Kind::Bool) => (if *i == 1 { "true" } else { "false" }).to_owned(),
+        (Value::Integer(i), _) => i.to_string(),
+        (Value::Real(f), _) if f.is_nan() => "NaN".into(),
+        (Value::Real(f), _) if f.is_infinite() => (if *f > 0.0 { "Infinity" } else { "-Infinity" }).into(),
+        (Value::Real(f), _) => ryu::Buffer::new().format_finite(*f).to_owned(),
+        (Value::Blob(b), _) => format!("\\x{}", hex::encode(b)),
+        (v, Kind::Dynamic) => {
+            let mut out = Vec::new();
+            pgcopy::dynamic_json(v.as_ref(), &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        (Value::Text(t), _) => String::from_utf8_lossy(t).into_owned(),
+        (Value::Null, _) => return "NULL".into(),
+    };
+    let ty = if col.kind == Kind::Money {
+        "money"
+    } else {
+        col.sql_type.as_str()
+    };
+    format!("'{}'::{ty}", text.replace('\'', "''"))
+}
+
+impl Source for PgSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "postgres".into(),
+            address: self.address.redacted.clone(),
+            selection: None,
+        }
+    }
+
+    fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
+        self.snapshot()?;
+        let rows = self.query(
+            "listing tables",
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_%' AND c.relname NOT LIKE '\\_ferry\\_%'
+             ORDER BY n.nspname, c.relname",
+            &[],
+        )?;
+        let all: Vec<(u32, String, String, f32)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let pairs: Vec<(String, String)> = all.iter().map(|(_, s, t, _)| (format!("{s}.{t}"), t.clone())).collect();
+        let unmatched = selection.unmatched(&pairs);
+        if !unmatched.is_empty() {
+            let known: Vec<&str> = pairs.iter().map(|(s, _)| s.as_str()).collect();
+            return Err(Error::usage(format!(
+                "{}: no table named {} (tables: {})",
+                self.address.redacted,
+                unmatched.join(", "),
+                known.join(", ")
+            )));
+        }
+        let mut found = Vec::new();
+        for (oid, schema, name, estimate) in &all {
+            if selection.includes(&format!("{schema}.{name}"), name) {
+                found.push(self.describe(*oid, schema, name, *estimate)?);
+            }
+        }
+        let names: Vec<&str> = found.iter().map(|(_, s, _)| s.stream.as_str()).collect();
+        let refs: Vec<Vec<&str>> = found
+            .iter()
+            .map(|(_, _, p)| p.iter().map(String::as_str).collect())
+            .collect();
+        let (order, cycle) = super::parents_first(&names, &refs);
+        if !cycle.is_empty() {
+            tracing::warn!(
+                tables = %cycle.join(", "),
+                "foreign keys form a cycle: these tables are exported in name order; targets add foreign keys after all data"
+            );
+        }
+        let mut slots: Vec<Option<(PgTable, Schema, Vec<String>)>> = found.into_iter().map(Some).collect();
+        let mut plans = Vec::with_capacity(slots.len());
+        for i in order {
+            let Some((table, schema, _)) = slots[i].take() else {
+                continue;
+            };
+            let filter = selection.filter_for(&schema.stream, &table.name).map(str::to_owned);
+            let resumable = !table.key.is_empty();
+            self.tables.insert(schema.stream.clone(), table);
+            plans.push(StreamPlan {
+                schema,
+                filter,
+                resumable,
+            });
+        }
+        Ok(plans)
+    }
+
+    fn scan(
+        &mut self,
+        plan: &StreamPlan,
+        shape: &RowShape,
+        after: Option<&Bookmark>,
+        row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
+    ) -> Result<()> {
+        self.snapshot()?;
+        let stream = plan.schema.stream.clone();
+        let t = self.tables.get(&stream).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Source,
+                format!("{}: stream {stream} was not discovered", self.address.redacted),
+            )
+        })?;
+        // The stream's columns, in its order (the shape comes from the SCHEMA discover made).
+        let cols: Vec<&PgColumn> = shape
+            .columns
+            .iter()
+            .map(|c| t.columns.iter().find(|p| p.name == c.name))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::new(ErrorKind::Source, format!("{stream}: the stream's columns changed")))?;
+        let select: Vec<String> = cols
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Money => format!("{}::numeric", quote(&c.name)),
+                Kind::Array => format!("array_to_json({})", quote(&c.name)),
+                _ => quote(&c.name),
+            })
+            .collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            if select.is_empty() {
+                "NULL".to_owned()
+            } else {
+                select.join(", ")
+            },
+            t.qualified()
+        );
+        let mut conds = Vec::new();
+        if let Some(f) = &plan.filter {
+            conds.push(format!("({f})"));
+        }
+        let key_cols: Vec<&PgColumn> = t.key.iter().map(|&i| &t.columns[i]).collect();
+        if let Some(b) = after.and_then(|b| b.after.as_ref())
+            && !key_cols.is_empty()
+        {
+            let mut lits = Vec::new();
+            for c in &key_cols {
+                let Some(j) = b.get(&c.name) else {
+                    return Err(Error::new(
+                        ErrorKind::Input,
+                        format!("{stream}: the resume point has no value for key column {}", c.name),
+                    ));
+                };
+                let codec = shape
+                    .column_index(&c.name)
+                    .map_or(Codec::Any, |i| shape.columns[i].codec);
+                let v = value::decode_json(j, codec).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Input,
+                        format!("{stream}: the resume point's {}: {e}", c.name),
+                    )
+                })?;
+                lits.push(key_literal(&v, c));
+            }
+            let names: Vec<String> = key_cols.iter().map(|c| quote(&c.name)).collect();
+            conds.push(format!("({}) > ({})", names.join(", "), lits.join(", ")));
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        if !key_cols.is_empty() {
+            let names: Vec<String> = key_cols.iter().map(|c| quote(&c.name)).collect();
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&names.join(", "));
+        }
+        let copy = format!("COPY ({sql}) TO STDOUT");
+        let what = format!("reading {stream}");
+        let reader = match self.client.copy_out(copy.as_str()) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = pg_error(&self.address.redacted, &what, e);
+                return Err(Error::new(ErrorKind::Source, e.to_string()));
+            }
+        };
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+        let kinds: Vec<Kind> = cols.iter().map(|c| c.kind).collect();
+        let mut line = Vec::with_capacity(4096);
+        let mut buf = Vec::with_capacity(4096);
+        let mut fields = Vec::with_capacity(kinds.len());
+        let mut values = vec![Value::Null; kinds.len()];
+        let address = self.address.redacted.clone();
+        let mut n: u64 = 0;
+        loop {
+            line.clear();
+            let got = reader.read_until(b'\n', &mut line).map_err(|e| {
+                Error::new(
+                    ErrorKind::Source,
+                    format!(
+                        "{address}: {what}: {e}; run the same pipeline again with ferry-export --resume to continue"
+                    ),
+                )
+            })?;
+            if got == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            pgcopy::split_text(&line, &mut buf, &mut fields);
+            if fields.len() != kinds.len().max(1) {
+                return Err(Error::new(
+                    ErrorKind::Source,
+                    format!(
+                        "{address}: {what}: a row with {} fields, expected {}",
+                        fields.len(),
+                        kinds.len()
+                    ),
+                ));
+            }
+            for (i, kind) in kinds.iter().enumerate() {
+                values[i] = match &fields[i] {
+                    None => Value::Null,
+                    Some(r) => read_field(*kind, &buf[r.clone()]).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Source,
+                            format!("{address}: {what}: column {} of row {}: {e}", cols[i].name, n + 1),
+                        )
+                    })?,
+                };
+            }
+            n += 1;
+            row(&Row { values: &values })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_read_as_the_protocol_says() {
+        assert_eq!(
+            read_field(Kind::Int, b"-9223372036854775808"),
+            Ok(Value::Integer(i64::MIN))
+        );
+        assert_eq!(read_field(Kind::Float4, b"1.1"), Ok(Value::Real(1.1f32 as f64)));
+        assert!(matches!(read_field(Kind::Float8, b"NaN"), Ok(Value::Real(f)) if f.is_nan()));
+        assert_eq!(
+            read_field(Kind::Float8, b"-Infinity"),
+            Ok(Value::Real(f64::NEG_INFINITY))
+        );
+        assert_eq!(read_field(Kind::Bool, b"t"), Ok(Value::Integer(1)));
+        assert_eq!(read_field(Kind::Bytea, b"\\x00ff"), Ok(Value::Blob(vec![0, 255])));
+        assert_eq!(
+            read_field(Kind::Timestamp, b"2024-02-29 23:59:59.999999"),
+            Ok(Value::text("2024-02-29T23:59:59.999999"))
+        );
+        assert_eq!(
+            read_field(Kind::TimestampTz, b"2024-02-29 23:59:59+00"),
+            Ok(Value::text("2024-02-29T23:59:59Z"))
+        );
+        assert_eq!(read_field(Kind::Decimal, b"1.50"), Ok(Value::text("1.50")));
+        assert_eq!(read_field(Kind::Dynamic, b"{\"real\": \"1.5\"}"), Ok(Value::Real(1.5)));
+        assert_eq!(read_field(Kind::Dynamic, b"7"), Ok(Value::Integer(7)));
+    }
+
+    #[test]
+    fn key_literals_are_typed_and_quoted() {
+        let col = |kind, t: &str| PgColumn {
+            name: "k".into(),
+            sql_type: t.into(),
+            kind,
+        };
+        assert_eq!(
+            key_literal(&Value::Integer(5), &col(Kind::Int, "bigint")),
+            "'5'::bigint"
+        );
+        assert_eq!(
+            key_literal(&Value::text("it's"), &col(Kind::Text, "text")),
+            "'it''s'::text"
+        );
+        assert_eq!(
+            key_literal(&Value::Integer(1), &col(Kind::Bool, "boolean")),
+            "'true'::boolean"
+        );
+        assert_eq!(
+            key_literal(&Value::Blob(vec![1]), &col(Kind::Bytea, "bytea")),
+            "'\\x01'::bytea"
+        );
+        assert_eq!(
+            key_literal(&Value::text("1.5"), &col(Kind::Money, "money")),
+            "'1.5'::money"
+        );
+    }
+}
