@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use super::{LogArgs, finish, init_logging};
+use crate::dialect::{Dialect, NumericAs};
 use crate::error::{Error, ExitStatus, Result};
 use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
 use crate::stage::transform::{self, Op, TransformConfig};
@@ -20,6 +21,11 @@ Examples:
 
   # Any jq program over each RECORD (and FILE) message; its outputs replace the message
   ferry-transform --jq 'if .stream == \"main.users\" then .record.email |= ascii_downcase else . end'
+
+  # PostgreSQL to SQLite: types and values recast (timestamps to SQLite datetime text, booleans
+  # to 0/1, numeric to exact TEXT, json/jsonb and arrays to JSON text)
+  ferry-export postgres://app@localhost/app | ferry-transform --dialect sqlite \
+    | ferry-import sqlite:app-copy.db --create
 
 Operations apply in the order given, each to stream names as earlier operations left them.
 A field is written STREAM.FIELD, split at the last dot. Records no operation touches pass through
@@ -52,6 +58,12 @@ pub struct TransformArgs {
     /// Run a jq program on each RECORD and FILE message (the whole message object)
     #[arg(long, value_name = "PROGRAM")]
     pub jq: Vec<String>,
+    /// Recast types and values for another engine, after every other operation
+    #[arg(long, value_name = "ENGINE")]
+    pub dialect: Option<Dialect>,
+    /// With --dialect sqlite/d1: PostgreSQL numeric columns as exact TEXT or as REAL (rounded)
+    #[arg(long, value_name = "AS", default_value = "text")]
+    pub numeric: NumericAs,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -101,6 +113,7 @@ where
     let args = TransformArgs::from_arg_matches(&matches).map_err(|e| Error::usage(e.to_string()))?;
     let cfg = TransformConfig {
         ops: ops_in_order(&matches)?,
+        dialect: args.dialect.map(|d| (d, args.numeric)),
         singer: args.singer,
         max_line: args.max_line_bytes,
     };
@@ -117,6 +130,7 @@ pub fn main() -> ExitCode {
     let result = ops_in_order(&matches).and_then(|ops| {
         let cfg = TransformConfig {
             ops,
+            dialect: args.dialect.map(|d| (d, args.numeric)),
             singer: args.singer,
             max_line: args.max_line_bytes,
         };

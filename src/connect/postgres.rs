@@ -235,24 +235,39 @@ pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
     let (decl, mods) = declared(prop);
     let format = prop.get("format").and_then(Json::as_str).unwrap_or("");
     let is = |names: &[&str]| names.iter().any(|n| decl == *n);
+    // The first word decides for the names ferry's SQLite dialect writes (`NUMERIC TEXT(12,2)`,
+    // `JSONB TEXT`, `INTEGER ARRAY`), which keep TEXT affinity in SQLite.
+    let first = decl.split_whitespace().next().unwrap_or("");
+    let numeric = || match &mods {
+        Some(m) if m.split(',').all(|p| p.parse::<u32>().is_ok()) => format!("numeric({m})"),
+        _ => "numeric".into(),
+    };
+    if let Some(elem) = decl.strip_suffix(" ARRAY") {
+        return format!("{}[]", elem.to_ascii_lowercase());
+    }
     match Codec::from_property(prop) {
         Codec::Any => "jsonb".into(),
         Codec::Json => "jsonb".into(),
         Codec::Boolean => "boolean".into(),
         Codec::Bytes(_) => "bytea".into(),
         Codec::Integer if is(&["BOOL", "BOOLEAN"]) => "boolean".into(),
+        Codec::Integer if first.contains("DEC") || first == "NUMERIC" => numeric(),
         Codec::Integer => "bigint".into(),
-        Codec::Number if decl.contains("DEC") || decl.contains("NUMERIC") => match mods {
-            Some(m) if m.split(',').all(|p| p.parse::<u32>().is_ok()) => format!("numeric({m})"),
-            _ => "numeric".into(),
-        },
+        Codec::Number if first.contains("DEC") || first == "NUMERIC" => numeric(),
         Codec::Number if value::property_types(prop).contains(&"integer") => "numeric".into(),
         Codec::Number => "double precision".into(),
+        Codec::Text if first.contains("DEC") || first == "NUMERIC" || format.ends_with("decimal") => numeric(),
         Codec::Text if format == "date" || is(&["DATE"]) => "date".into(),
+        Codec::Text if is(&["TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"]) => "timestamptz".into(),
         Codec::Text if format == "date-time" || is(&["DATETIME", "TIMESTAMP"]) => "timestamp".into(),
+        Codec::Text if is(&["TIMETZ", "TIME WITH TIME ZONE"]) => "timetz".into(),
         Codec::Text if format == "time" || is(&["TIME"]) => "time".into(),
         Codec::Text if format == "uuid" || is(&["UUID"]) => "uuid".into(),
-        Codec::Text if is(&["JSON", "JSONB"]) => "jsonb".into(),
+        // PostgreSQL's json (exact text) came through the SQLite dialect as `JSON TEXT`; any other
+        // JSON column becomes jsonb.
+        Codec::Text if decl == "JSON TEXT" => "json".into(),
+        Codec::Text if first == "JSON" || first == "JSONB" => "jsonb".into(),
+        Codec::Text if is(&["INTERVAL", "INET", "CIDR", "MACADDR", "MACADDR8"]) => decl.to_ascii_lowercase(),
         Codec::Text if is(&["VARCHAR", "CHARACTER VARYING", "NVARCHAR", "VARYING CHARACTER"]) => match mods {
             Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => format!("varchar({n})"),
             _ => "text".into(),
@@ -564,7 +579,8 @@ impl PgTarget {
     /// (schema, table) for a stream: a PostgreSQL stream keeps its schema; others go to --schema.
     fn place(&self, stream: &str, from_postgres: bool) -> (String, String) {
         match stream.split_once('.') {
-            Some((s, t)) if from_postgres => (s.to_owned(), t.to_owned()),
+            // SQLite's `main` is no PostgreSQL schema: such streams go where SQLite's tables go.
+            Some((s, t)) if from_postgres && s != "main" => (s.to_owned(), t.to_owned()),
             _ => (self.schema.clone(), table_name_for(stream).to_owned()),
         }
     }
@@ -1247,7 +1263,7 @@ impl Target for PgTarget {
                 }
                 let here = self.schema.clone();
                 let place = |s: &str| match s.split_once('.') {
-                    Some((ps, t)) if from_pg => Self::qualified(ps, t),
+                    Some((ps, t)) if from_pg && ps != "main" => Self::qualified(ps, t),
                     _ => Self::qualified(&here, table_name_for(s)),
                 };
                 let identity: Vec<String> = identity.into_iter().map(|(c, _)| c).collect();
@@ -1660,6 +1676,16 @@ mod tests {
             pg_type_for(&json!({"type": "string", "x-sql-type": "interval"}), true),
             "interval"
         );
+        // The names ferry's SQLite dialect writes come back as the types they stood for.
+        assert_eq!(
+            t(json!({"type": "string", "x-sql-type": "NUMERIC TEXT(12,2)"})),
+            "numeric(12,2)"
+        );
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "JSONB TEXT"})), "jsonb");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "JSON TEXT"})), "json");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "INTEGER ARRAY"})), "integer[]");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "TIMESTAMPTZ"})), "timestamptz");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "INTERVAL"})), "interval");
     }
 
     #[test]

@@ -588,6 +588,9 @@ fn column_property(
             match affinity(&col.decl_type) {
                 _ if any => dynamic = true,
                 Affinity::Integer => types.push("integer"),
+                // Names that hold text although their affinity is NUMERIC (dates, UUIDs, JSON...).
+                Affinity::Numeric if textual_name(&col.decl_type) => types.push("string"),
+                Affinity::Numeric if boolean_name(&col.decl_type) => types.push("integer"),
                 Affinity::Real | Affinity::Numeric => types.push("number"),
                 Affinity::Text => types.push("string"),
                 Affinity::Blob if col.decl_type.trim().is_empty() => dynamic = true,
@@ -647,6 +650,33 @@ fn column_property(
         p.insert("x-sqlite-collate".into(), json!(c));
     }
     p
+}
+
+/// Declared types whose values are text though SQLite gives them NUMERIC affinity.
+fn textual_name(decl: &str) -> bool {
+    let d = decl.trim().to_ascii_uppercase();
+    let first = d.split(['(', ' ']).next().unwrap_or("");
+    matches!(
+        first,
+        "DATE"
+            | "DATETIME"
+            | "TIMESTAMP"
+            | "TIMESTAMPTZ"
+            | "TIME"
+            | "TIMETZ"
+            | "UUID"
+            | "INTERVAL"
+            | "INET"
+            | "CIDR"
+            | "MACADDR"
+            | "MACADDR8"
+            | "JSON"
+            | "JSONB"
+    )
+}
+
+fn boolean_name(decl: &str) -> bool {
+    matches!(decl.trim().to_ascii_uppercase().as_str(), "BOOL" | "BOOLEAN")
 }
 
 /// Order tables so that every table comes after the tables it references. Returns the order and
@@ -1336,6 +1366,12 @@ impl Target for SqliteTarget {
 
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
         let stream = schema.stream.as_str();
+        if super::postgres::postgres_types(schema, opts) {
+            return Err(Error::usage(format!(
+                "stream {stream} carries PostgreSQL types and values; recast it for SQLite first: ... | ferry-transform --dialect sqlite | ferry-import {}",
+                self.address
+            )));
+        }
         let table = table_name_for(stream).to_owned();
         let mut prepared = Prepared {
             table: table.clone(),
@@ -1510,6 +1546,9 @@ impl Target for SqliteTarget {
             ..Default::default()
         };
         let total = batch.len();
+        // SQLite stores a NaN as NULL: such rows are refused, never silently changed.
+        let nan_row = |r: usize| batch.row(r).iter().any(|v| matches!(v, Value::Real(f) if f.is_nan()));
+        let has_nan = batch.values.iter().any(|v| matches!(v, Value::Real(f) if f.is_nan()));
         let mut start = 0;
         while start < total {
             let take = if total - start >= ts.chunk && n > 0 {
@@ -1517,6 +1556,18 @@ impl Target for SqliteTarget {
             } else {
                 1
             };
+            if has_nan && (start..start + take).any(nan_row) {
+                for r in start..start + take {
+                    if nan_row(r) {
+                        let msg = "a NaN floating-point value, which SQLite cannot store (it would become NULL)";
+                        report.rejects.push(Reject::of(shape, batch, r, msg.into()));
+                    } else {
+                        self.write_one(ts, shape, batch, r, &mut report)?;
+                    }
+                }
+                start += take;
+                continue;
+            }
             let sql = if take == ts.chunk && take > 1 {
                 &ts.insert_many
             } else {

@@ -8,6 +8,8 @@
 //!   renamed stream in `source_stream` so bookmarks stay readable by `export --resume`.
 //! - MUST recompute STREAM_END (rows and digest) for every stream whose records it may change.
 //! - MUST exit non-zero when its input ends without END (after passing everything through).
+//! - With a dialect, MUST recast every SCHEMA and the records whose JSON form changes after all
+//!   other operations (see [`crate::dialect`]), and recompute STREAM_END where values change.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::dialect::{self, Converted, Dialect, NumericAs};
 use crate::error::{Error, Result};
 use crate::jq::JqProgram;
 use crate::protocol::{DIGEST_ALGO, Digest, End, Kind, Line, Message, Schema, StreamEnd, StreamReader, StreamWriter};
@@ -132,6 +135,8 @@ fn split_field(spec: &str, form: &str) -> Result<(String, String)> {
 #[derive(Debug)]
 pub struct TransformConfig {
     pub ops: Vec<Op>,
+    /// Recast for this engine, after every other operation.
+    pub dialect: Option<(Dialect, NumericAs)>,
     pub singer: bool,
     pub max_line: usize,
 }
@@ -315,9 +320,140 @@ fn record_prefix(stream: &str) -> Vec<u8> {
     p
 }
 
+/// Where the transformer's output goes: to the writer, through the dialect when there is one.
+struct Sink<'w, W: Write> {
+    out: &'w mut StreamWriter<W>,
+    dialect: Option<Recaster>,
+}
+
+/// The dialect's view of each output stream.
+struct Recaster {
+    to: Dialect,
+    numeric: NumericAs,
+    streams: HashMap<String, Recast>,
+}
+
+struct Recast {
+    conv: Converted,
+    from: RowShape,
+    to: RowShape,
+    prefix: Vec<u8>,
+    rows: u64,
+    digest: Sha256,
+}
+
+impl<W: Write> Sink<'_, W> {
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush()
+    }
+
+    fn write_message(&mut self, m: &Message) -> Result<()> {
+        if self.dialect.is_none() {
+            return self.out.write_message(m);
+        }
+        let text = serde_json::to_string(m).map_err(|e| Error::input(e.to_string()))?;
+        self.write_line(text.as_bytes(), m.kind())
+    }
+
+    fn write_line(&mut self, text: &[u8], kind: Kind) -> Result<()> {
+        let Some(d) = &mut self.dialect else {
+            return self.out.write_line(text, kind);
+        };
+        let body = |text: &[u8]| -> Result<Map<String, Json>> {
+            let mut m: Map<String, Json> = serde_json::from_slice(text).map_err(|e| Error::input(e.to_string()))?;
+            m.remove("type");
+            Ok(m)
+        };
+        match kind {
+            Kind::Schema => {
+                let schema: Schema =
+                    serde_json::from_value(Json::Object(body(text)?)).map_err(|e| Error::input(e.to_string()))?;
+                let conv = dialect::convert(&schema, d.to, d.numeric);
+                let from = RowShape::from_schema(&schema)?;
+                let to = RowShape::from_schema(&conv.schema)?;
+                let changed = conv.schema != schema;
+                let out = conv.schema.clone();
+                d.streams.insert(
+                    schema.stream.clone(),
+                    Recast {
+                        prefix: record_prefix(&schema.stream),
+                        conv,
+                        from,
+                        to,
+                        rows: 0,
+                        digest: Sha256::new(),
+                    },
+                );
+                if changed {
+                    self.out.write_message(&Message::Schema(Box::new(out)))
+                } else {
+                    self.out.write_line(text, kind)
+                }
+            }
+            Kind::Record => {
+                let mut hit = d.streams.values_mut().find(|r| text.starts_with(&r.prefix));
+                let mut fields = None;
+                if hit.is_none() {
+                    let f = parse_object(std::str::from_utf8(text).unwrap_or("")).map_err(Error::input)?;
+                    let name = f
+                        .iter()
+                        .find(|(k, _)| k == "stream")
+                        .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok())
+                        .unwrap_or_default();
+                    hit = d.streams.get_mut(&name);
+                    fields = Some(f);
+                }
+                let Some(r) = hit.filter(|r| r.conv.records_change) else {
+                    return self.out.write_line(text, kind);
+                };
+                let mut fields = match fields {
+                    Some(f) => f,
+                    None => parse_object(std::str::from_utf8(text).unwrap_or("")).map_err(Error::input)?,
+                };
+                let stream = r.conv.schema.stream.clone();
+                let Some(slot) = fields.iter_mut().find(|(k, _)| k == "record") else {
+                    return Err(Error::input(format!("stream {stream}: a RECORD without \"record\"")));
+                };
+                let mut row = r
+                    .from
+                    .decode(&slot.1)
+                    .map_err(|e| Error::input(format!("stream {stream}: {e}")))?;
+                r.conv
+                    .convert_row(&mut row)
+                    .map_err(|e| Error::input(format!("stream {stream}, --dialect {:?}: {e}", d.to)))?;
+                let mut rec = Vec::with_capacity(text.len());
+                r.to.encode_record(|i| row[i].as_ref(), &mut rec);
+                slot.1 = raw(std::str::from_utf8(&rec).unwrap_or("null"));
+                if r.conv.values_change {
+                    r.rows += 1;
+                    r.digest.update(r.to.row_hash(&row));
+                }
+                self.out.write_line(object_text(&fields).as_bytes(), kind)
+            }
+            Kind::StreamEnd => {
+                let mut end: StreamEnd =
+                    serde_json::from_value(Json::Object(body(text)?)).map_err(|e| Error::input(e.to_string()))?;
+                match d.streams.get_mut(&end.stream) {
+                    Some(r) if r.conv.values_change => {
+                        end.rows = Some(r.rows);
+                        end.digest = Some(Digest {
+                            algo: DIGEST_ALGO.into(),
+                            value: hex::encode(std::mem::take(&mut r.digest).finalize()),
+                        });
+                        r.rows = 0;
+                        self.out.write_message(&Message::StreamEnd(end))
+                    }
+                    _ => self.out.write_line(text, kind),
+                }
+            }
+            _ => self.out.write_line(text, kind),
+        }
+    }
+}
+
 struct Transformer<'w, W: Write> {
     cfg: TransformConfig,
-    out: &'w mut StreamWriter<W>,
+    out: Sink<'w, W>,
     has_jq: bool,
     ins: HashMap<String, InStream>,
     outs: HashMap<String, OutStream>,
@@ -337,9 +473,14 @@ pub fn run<R: BufRead, W: Write>(
         .iter()
         .any(|o| matches!(o, Op::Jq { .. } | Op::Filter { .. } | Op::DropStream { .. }));
     let max_line = cfg.max_line;
+    let dialect = cfg.dialect.map(|(to, numeric)| Recaster {
+        to,
+        numeric,
+        streams: HashMap::new(),
+    });
     let mut t = Transformer {
         cfg,
-        out,
+        out: Sink { out, dialect },
         has_jq,
         ins: HashMap::new(),
         outs: HashMap::new(),

@@ -53,6 +53,14 @@ impl Described {
         }
     }
 
+    /// The expression that reads a column of this (PostgreSQL) table in its canonical form.
+    pub fn select(&self, column: &str) -> String {
+        match self.columns.iter().find(|(n, _)| n == column) {
+            Some((n, t)) => Canon::for_pg_type(t, self.dynamic.contains(n)).pg_select(&quote(n)),
+            None => quote(column),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.columns.iter().map(|(n, _)| n.clone()).collect()
     }
@@ -263,6 +271,7 @@ impl Db {
         canons: &[Canon],
         hasher: &dyn Fn(&[Value]) -> RowHash,
         spilled: bool,
+        described: Option<&Described>,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
     ) -> Result<R> {
         let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
@@ -343,16 +352,22 @@ impl Db {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Each column read the way its own type needs (an array as JSON, money as numeric),
+                // whatever the other side's type.
+                let select = |c: &String, canon: &Canon| match described {
+                    Some(d) => d.select(c),
+                    None => canon.pg_select(&quote(c)),
+                };
                 let list = cols
                     .iter()
                     .zip(canons)
-                    .map(|(c, canon)| canon.pg_select(&quote(c)))
+                    .map(|(c, canon)| select(c, canon))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let pkeys = key
                     .iter()
                     .zip(key_canon)
-                    .map(|(k, c)| c.pg_select(&quote(k)))
+                    .map(|(k, c)| select(k, c))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");

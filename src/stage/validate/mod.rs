@@ -825,8 +825,10 @@ fn check_stream<W: Write>(
         Db::Pg { .. } if matches!(side, Side::Table { .. }) => src.describe(stream)?,
         _ => None,
     };
-    let canon_of = |c: &str| match (described.canon_of(c), &source_described) {
-        (Canon::Exact, Some(s)) => s.canon_of(c),
+    let canon_of = |c: &str| match (described.canon_of(c), source_described.as_ref().map(|s| s.canon_of(c))) {
+        (Canon::Exact, Some(s)) => s,
+        // Money is compared as the decimal it is, whatever the other side's type.
+        (_, Some(Canon::Money)) => Canon::Money,
         (canon, _) => canon,
     };
     let canons: Vec<Canon> = common.iter().map(|c| canon_of(c)).collect();
@@ -834,11 +836,30 @@ fn check_stream<W: Write>(
     let shape = hasher(stream, &common)?;
     let hash = |vals: &[Value]| shape.row_hash(vals);
     let spilled = matches!(side, Side::Spill { .. });
-    src.scan(side.table(), &key, &key_canons, &common, &canons, &hash, spilled, |a| {
-        tgt.scan(tside.table(), &key, &key_canons, &common, &canons, &hash, false, |b| {
-            merge(a, b, stream, &key, !meta.key.is_empty(), sr, f)
-        })
-    })?;
+    let sd = source_described.as_ref();
+    src.scan(
+        side.table(),
+        &key,
+        &key_canons,
+        &common,
+        &canons,
+        &hash,
+        spilled,
+        sd,
+        |a| {
+            tgt.scan(
+                tside.table(),
+                &key,
+                &key_canons,
+                &common,
+                &canons,
+                &hash,
+                false,
+                Some(&described),
+                |b| merge(a, b, stream, &key, !meta.key.is_empty(), sr, f),
+            )
+        },
+    )?;
     let target = Checked {
         db: tgt,
         side: &tside,

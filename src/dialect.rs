@@ -1,0 +1,516 @@
+//! Dialects: a stream's columns and values recast for another engine (`ferry-transform
+//! --dialect`). A SCHEMA says whose types it carries in `x-sql-dialect` (`postgres`, `sqlite`; a
+//! stream that does not say is taken as SQLite's); converting to the dialect it already has
+//! changes nothing.
+//!
+//! # PostgreSQL to SQLite (and D1)
+//!
+//! | PostgreSQL | SQLite declared type | value |
+//! |---|---|---|
+//! | smallint, integer, bigint | SMALLINT, INTEGER, INTEGER (a one-column bigint key becomes the rowid) | same |
+//! | real, double precision | REAL | same |
+//! | numeric(p,s), money | `NUMERIC TEXT(p,s)` (TEXT affinity: SQLite never rounds it) | the exact digits as text; with `--numeric real`, REAL (rounded: asked for) |
+//! | boolean | BOOLEAN | 0 / 1 |
+//! | text, varchar(n), char(n) | TEXT, VARCHAR(n), CHAR(n) | same |
+//! | bytea | BLOB | same |
+//! | date, time | DATE, TIME | same text |
+//! | timestamp | DATETIME | `YYYY-MM-DD HH:MM:SS[.ffffff]` (SQLite's datetime text) |
+//! | timestamptz | TIMESTAMPTZ | the same, in UTC, without the `Z` |
+//! | timetz, interval, uuid, inet, cidr, macaddr | TIMETZ, INTERVAL, UUID, INET... | same text |
+//! | json, jsonb | `JSON TEXT`, `JSONB TEXT` | the JSON text |
+//! | arrays | `INTEGER ARRAY` (the element type) | the JSON array as text |
+//! | enums, anything else | TEXT | same text |
+//!
+//! Defaults and identity clauses (PostgreSQL expressions) are dropped; PostgreSQL's own index
+//! statements are dropped (the target builds indexes from their columns); indexes on expressions
+//! are left out, with a warning.
+//!
+//! # SQLite to PostgreSQL
+//!
+//! Each column gets the type the PostgreSQL importer would choose (see
+//! [`crate::connect::postgres::pg_type_for`]), and its values the forms PostgreSQL streams use:
+//! 0/1 to booleans where the declared type says BOOLEAN, `YYYY-MM-DD HH:MM:SS` text to ISO
+//! timestamps (`T`; `Z` added for TIMESTAMPTZ), numbers to exact decimal text for NUMERIC/DECIMAL
+//! columns, JSON text to JSON values for JSON columns and arrays. The names the SQLite dialect
+//! writes come back as the types they stood for, so PostgreSQL -> SQLite -> PostgreSQL keeps every
+//! type but enums (which come back as text) and array typmods.
+
+use serde_json::{Value as Json, json};
+
+use crate::connect::postgres::pg_type_for;
+use crate::protocol::Schema;
+use crate::value::{Codec, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    Sqlite,
+    /// Cloudflare D1: SQLite's types.
+    D1,
+    Postgres,
+}
+
+impl Dialect {
+    fn family(self) -> &'static str {
+        match self {
+            Dialect::Sqlite | Dialect::D1 => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// How PostgreSQL numeric columns land in SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NumericAs {
+    /// Exact digits as TEXT
+    #[default]
+    Text,
+    /// REAL (rounded to a double)
+    Real,
+}
+
+/// What happens to one column's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conv {
+    Keep,
+    /// `2024-01-01T12:00:00Z` -> `2024-01-01 12:00:00`.
+    TimestampToSqlite,
+    /// `2024-01-01 12:00:00` -> `2024-01-01T12:00:00`, with `Z` added when `tz` and no offset.
+    TimestampToPg {
+        tz: bool,
+    },
+    DecimalToReal,
+    /// Numbers to exact decimal text.
+    ToDecimalText,
+    /// 0/1 only.
+    Boolean,
+    /// Text that must be JSON.
+    Json,
+}
+
+/// A stream's SCHEMA in the new dialect, and how its records change.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub schema: Schema,
+    convs: Vec<Conv>,
+    /// Some value changes (so the STREAM_END digest does).
+    pub values_change: bool,
+    /// Some column's JSON form changes (so records are rewritten).
+    pub records_change: bool,
+}
+
+/// The dialect a SCHEMA's types are in.
+pub fn dialect_of(schema: &Schema) -> &str {
+    schema
+        .extra
+        .get("x-sql-dialect")
+        .and_then(Json::as_str)
+        .unwrap_or("sqlite")
+}
+
+/// Recast a SCHEMA for `to`.
+pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
+    let mut out = schema.clone();
+    let mut convs = Vec::with_capacity(schema.schema.properties.len());
+    if dialect_of(schema) == to.family() {
+        convs.resize(schema.schema.properties.len(), Conv::Keep);
+        return Converted {
+            schema: out,
+            convs,
+            values_change: false,
+            records_change: false,
+        };
+    }
+    let mut records_change = false;
+    for (name, prop) in out.schema.properties.iter_mut() {
+        let before = Codec::from_property(prop);
+        let conv = match to {
+            Dialect::Sqlite | Dialect::D1 => to_sqlite(prop, numeric),
+            Dialect::Postgres => {
+                let rowid = is_rowid(schema, name, prop);
+                to_postgres(prop, rowid)
+            }
+        };
+        records_change |= Codec::from_property(prop) != before || conv != Conv::Keep;
+        convs.push(conv);
+    }
+    match to {
+        Dialect::Sqlite | Dialect::D1 => {
+            for ix in &out.indexes {
+                if ix.columns.is_empty() {
+                    tracing::warn!(stream = %schema.stream, index = %ix.name, "an index on expressions is not carried to SQLite");
+                }
+            }
+            out.indexes.retain(|ix| !ix.columns.is_empty());
+        }
+        Dialect::Postgres => {}
+    }
+    for ix in &mut out.indexes {
+        ix.sql = None;
+    }
+    out.extra.insert("x-sql-dialect".into(), json!(to.family()));
+    let values_change = convs.iter().any(|c| {
+        matches!(
+            c,
+            Conv::TimestampToSqlite | Conv::TimestampToPg { .. } | Conv::DecimalToReal | Conv::ToDecimalText
+        )
+    });
+    Converted {
+        schema: out,
+        convs,
+        values_change,
+        records_change,
+    }
+}
+
+/// The rowid of an SQLite table: its one-column `INTEGER PRIMARY KEY`.
+fn is_rowid(schema: &Schema, name: &str, prop: &Json) -> bool {
+    let declared = prop.get("x-sql-type").and_then(Json::as_str).unwrap_or("");
+    schema.key_properties.len() == 1
+        && schema.key_properties[0] == name
+        && declared.eq_ignore_ascii_case("INTEGER")
+        && schema.sqlite.as_ref().is_some_and(|s| !s.without_rowid)
+}
+
+/// `type` with or without null, as the property had it.
+fn set_type(p: &mut serde_json::Map<String, Json>, types: &[&str]) {
+    let nullable = crate::value::property_nullable(&Json::Object(p.clone()));
+    let mut t: Vec<&str> = types.to_vec();
+    if nullable {
+        t.push("null");
+    }
+    p.insert("type".into(), if t.len() == 1 { json!(t[0]) } else { json!(t) });
+}
+
+fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
+    let Some(p) = prop.as_object_mut() else {
+        return Conv::Keep;
+    };
+    let pg = p
+        .get("x-sql-type")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let dynamic = p.get("x-sqlite-dynamic").and_then(Json::as_bool) == Some(true);
+    let has_enum = p.contains_key("enum");
+    p.remove("x-sql-default");
+    p.remove("x-sql-identity");
+    if dynamic {
+        p.remove("x-sql-type");
+        return Conv::Keep;
+    }
+    let (base, mods) = match pg.split_once('(') {
+        Some((b, rest)) => (
+            format!("{}{}", b.trim(), rest.split_once(')').map_or("", |(_, tail)| tail)),
+            rest.split(')').next().map(|m| m.replace(' ', "")),
+        ),
+        None => (pg.clone(), None),
+    };
+    let with_mods = |name: &str| match &mods {
+        Some(m) => format!("{name}({m})"),
+        None => name.to_owned(),
+    };
+    let mut conv = Conv::Keep;
+    let declared: String = match base.as_str() {
+        b if b.ends_with("[]") => {
+            set_type(p, &["string"]);
+            format!("{} ARRAY", b.trim_end_matches("[]").to_ascii_uppercase())
+        }
+        "smallint" => "SMALLINT".into(),
+        "integer" | "bigint" => "INTEGER".into(),
+        "real" | "double precision" => "REAL".into(),
+        "numeric" | "money" if numeric == NumericAs::Real => {
+            p.remove("format");
+            set_type(p, &["number"]);
+            conv = Conv::DecimalToReal;
+            "REAL".into()
+        }
+        "numeric" | "money" => with_mods("NUMERIC TEXT"),
+        "boolean" => {
+            set_type(p, &["integer"]);
+            "BOOLEAN".into()
+        }
+        "character varying" => with_mods("VARCHAR"),
+        "character" => with_mods("CHAR"),
+        "text" | "name" | "citext" => "TEXT".into(),
+        "bytea" => "BLOB".into(),
+        "date" => "DATE".into(),
+        "time without time zone" => "TIME".into(),
+        "time with time zone" => "TIMETZ".into(),
+        "timestamp without time zone" | "timestamp with time zone" => {
+            p.remove("format");
+            conv = Conv::TimestampToSqlite;
+            if base.contains("with time zone") {
+                "TIMESTAMPTZ"
+            } else {
+                "DATETIME"
+            }
+            .into()
+        }
+        "interval" | "uuid" | "inet" | "cidr" | "macaddr" | "macaddr8" => base.to_ascii_uppercase(),
+        "json" | "jsonb" => {
+            set_type(p, &["string"]);
+            format!("{} TEXT", base.to_ascii_uppercase())
+        }
+        _ if has_enum => "TEXT".into(),
+        _ => "TEXT".into(),
+    };
+    p.insert("x-sql-type".into(), json!(declared));
+    conv
+}
+
+fn to_postgres(prop: &mut Json, rowid: bool) -> Conv {
+    let pg = pg_type_for(prop, false);
+    let Some(p) = prop.as_object_mut() else {
+        return Conv::Keep;
+    };
+    let codec = Codec::from_property(&Json::Object(p.clone()));
+    p.insert("x-sql-type".into(), json!(pg));
+    if rowid {
+        p.insert("x-sql-identity".into(), json!("by default"));
+    }
+    if codec == Codec::Any {
+        return Conv::Keep;
+    }
+    let base = pg.split('(').next().unwrap_or("").to_owned();
+    match base.as_str() {
+        "boolean" if codec == Codec::Integer => {
+            set_type(p, &["boolean"]);
+            Conv::Boolean
+        }
+        "timestamp" | "timestamptz" if codec == Codec::Text => {
+            p.insert("format".into(), json!("date-time"));
+            Conv::TimestampToPg {
+                tz: base == "timestamptz",
+            }
+        }
+        "numeric" => {
+            set_type(p, &["string"]);
+            p.insert("format".into(), json!("x-singer.decimal"));
+            Conv::ToDecimalText
+        }
+        "jsonb" | "json" if codec == Codec::Text && base == "jsonb" => {
+            set_type(p, &["object", "array", "string", "number", "boolean"]);
+            Conv::Json
+        }
+        b if b.ends_with("[]") && codec == Codec::Text => {
+            set_type(p, &["array"]);
+            Conv::Json
+        }
+        "date" => {
+            p.insert("format".into(), json!("date"));
+            Conv::Keep
+        }
+        "uuid" => {
+            p.insert("format".into(), json!("uuid"));
+            Conv::Keep
+        }
+        _ => Conv::Keep,
+    }
+}
+
+impl Converted {
+    /// Recast one row's values in place; a value the new type cannot take is an error naming it.
+    pub fn convert_row(&self, row: &mut [Value]) -> Result<(), String> {
+        for (i, conv) in self.convs.iter().enumerate() {
+            let v = &mut row[i];
+            if *v == Value::Null {
+                continue;
+            }
+            let name = || self.schema.schema.properties.keys().nth(i).cloned().unwrap_or_default();
+            match conv {
+                Conv::Keep => {}
+                Conv::TimestampToSqlite => {
+                    if let Value::Text(t) = v {
+                        if t.len() > 10 && t[10] == b'T' {
+                            t[10] = b' ';
+                        }
+                        if t.last() == Some(&b'Z') {
+                            t.pop();
+                        }
+                    }
+                }
+                Conv::TimestampToPg { tz } => {
+                    if let Value::Text(t) = v {
+                        if t.len() > 10 && t[10] == b' ' {
+                            t[10] = b'T';
+                        }
+                        let has_offset = t.len() > 19 && t[19..].iter().any(|b| matches!(b, b'Z' | b'+' | b'-'));
+                        if *tz && t.len() > 10 && !has_offset && !t.ends_with(b"infinity") {
+                            t.push(b'Z');
+                        }
+                    }
+                }
+                Conv::DecimalToReal => {
+                    if let Value::Text(t) = v {
+                        let s = String::from_utf8_lossy(t);
+                        let f: f64 = s
+                            .parse()
+                            .map_err(|_| format!("column {}: {s:?} is not a number", name()))?;
+                        *v = Value::Real(f);
+                    }
+                }
+                Conv::ToDecimalText => match v {
+                    Value::Integer(n) => *v = Value::text(&n.to_string()),
+                    Value::Real(f) if f.is_finite() => *v = Value::text(ryu::Buffer::new().format_finite(*f)),
+                    Value::Real(f) => {
+                        *v = Value::text(if f.is_nan() {
+                            "NaN"
+                        } else if *f > 0.0 {
+                            "Infinity"
+                        } else {
+                            "-Infinity"
+                        })
+                    }
+                    Value::Text(_) => {}
+                    Value::Blob(_) => return Err(format!("column {}: bytes are not a decimal number", name())),
+                    Value::Null => {}
+                },
+                Conv::Boolean => match v {
+                    Value::Integer(0 | 1) => {}
+                    other => {
+                        return Err(format!(
+                            "column {}: {} is not a boolean (0 or 1)",
+                            name(),
+                            other.as_ref()
+                        ));
+                    }
+                },
+                Conv::Json => match v {
+                    Value::Text(t) if serde_json::from_slice::<serde::de::IgnoredAny>(t).is_ok() => {}
+                    other => return Err(format!("column {}: {} is not JSON", name(), other.as_ref())),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg_schema() -> Schema {
+        let mut s: Schema = serde_json::from_value(json!({
+            "stream": "public.t",
+            "schema": {"type": "object", "properties": {
+                "id": {"type": "integer", "x-sql-type": "bigint", "x-sql-identity": "always"},
+                "n": {"type": ["string", "null"], "format": "x-singer.decimal", "x-sql-type": "numeric(12,2)"},
+                "b": {"type": ["boolean", "null"], "x-sql-type": "boolean"},
+                "ts": {"type": ["string", "null"], "format": "date-time", "x-sql-type": "timestamp with time zone"},
+                "jb": {"type": ["object", "array", "string", "number", "boolean", "null"], "x-sql-type": "jsonb"},
+                "a": {"type": ["array", "null"], "x-sql-type": "integer[]"},
+                "iv": {"type": ["string", "null"], "x-sql-type": "interval"}
+            }},
+            "key_properties": ["id"],
+            "indexes": [{"name": "e", "columns": [], "sql": "CREATE INDEX e ON public.t (lower(x))"}]
+        }))
+        .unwrap();
+        s.extra.insert("x-sql-dialect".into(), json!("postgres"));
+        s
+    }
+
+    #[test]
+    fn postgres_to_sqlite_and_back_keeps_types_and_values() {
+        let pg = pg_schema();
+        let lite = convert(&pg, Dialect::Sqlite, NumericAs::Text);
+        let types: Vec<&str> = lite
+            .schema
+            .schema
+            .properties
+            .values()
+            .map(|p| p["x-sql-type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "INTEGER",
+                "NUMERIC TEXT(12,2)",
+                "BOOLEAN",
+                "TIMESTAMPTZ",
+                "JSONB TEXT",
+                "INTEGER ARRAY",
+                "INTERVAL"
+            ]
+        );
+        assert!(lite.schema.indexes.is_empty());
+        assert!(lite.values_change && lite.records_change);
+        let mut row = vec![
+            Value::Integer(1),
+            Value::text("1.50"),
+            Value::Integer(1),
+            Value::text("2024-01-01T12:00:00.5Z"),
+            Value::text("{\"a\": 1}"),
+            Value::text("[1,2]"),
+            Value::text("P1D"),
+        ];
+        lite.convert_row(&mut row).unwrap();
+        assert_eq!(row[3], Value::text("2024-01-01 12:00:00.5"));
+
+        // Back: the SQLite export would say these declared types.
+        let mut back_in = lite.schema.clone();
+        back_in.extra.remove("x-sql-dialect");
+        let back = convert(&back_in, Dialect::Postgres, NumericAs::Text);
+        let types: Vec<&str> = back
+            .schema
+            .schema
+            .properties
+            .values()
+            .map(|p| p["x-sql-type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "bigint",
+                "numeric(12,2)",
+                "boolean",
+                "timestamptz",
+                "jsonb",
+                "integer[]",
+                "interval"
+            ]
+        );
+        back.convert_row(&mut row).unwrap();
+        assert_eq!(row[3], Value::text("2024-01-01T12:00:00.5Z"));
+        assert_eq!(row[1], Value::text("1.50"));
+        assert_eq!(
+            Codec::from_property(&back.schema.schema.properties["b"]),
+            Codec::Boolean
+        );
+        assert_eq!(Codec::from_property(&back.schema.schema.properties["jb"]), Codec::Json);
+    }
+
+    #[test]
+    fn same_dialect_changes_nothing_and_bad_values_are_named() {
+        let pg = pg_schema();
+        let same = convert(&pg, Dialect::Postgres, NumericAs::Text);
+        assert_eq!(same.schema, pg);
+        assert!(!same.records_change);
+
+        let lite: Schema = serde_json::from_value(json!({
+            "stream": "main.t",
+            "schema": {"type": "object", "properties": {
+                "flag": {"type": "integer", "x-sql-type": "BOOLEAN"},
+                "doc": {"type": "string", "x-sql-type": "JSON"}
+            }},
+            "key_properties": []
+        }))
+        .unwrap();
+        let c = convert(&lite, Dialect::Postgres, NumericAs::Text);
+        let err = c.convert_row(&mut [Value::Integer(2), Value::text("{}")]).unwrap_err();
+        assert!(err.contains("column flag") && err.contains("not a boolean"), "{err}");
+        let err = c
+            .convert_row(&mut [Value::Integer(1), Value::text("{oops")])
+            .unwrap_err();
+        assert!(err.contains("column doc") && err.contains("not JSON"), "{err}");
+    }
+
+    #[test]
+    fn numeric_as_real_is_asked_for() {
+        let c = convert(&pg_schema(), Dialect::Sqlite, NumericAs::Real);
+        assert_eq!(c.schema.schema.properties["n"]["x-sql-type"], "REAL");
+        let mut row = vec![Value::Null; 7];
+        row[1] = Value::text("1.50");
+        c.convert_row(&mut row).unwrap();
+        assert_eq!(row[1], Value::Real(1.5));
+    }
+}
