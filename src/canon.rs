@@ -159,6 +159,8 @@ impl Canon {
         match self {
             Canon::Array => format!("array_to_json({quoted})"),
             Canon::Money => format!("{quoted}::numeric"),
+            // Widened exactly, so the text is the double's own (whatever the other side holds).
+            Canon::Float4 => format!("{quoted}::float8"),
             _ => quoted.to_owned(),
         }
     }

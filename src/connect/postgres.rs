@@ -159,6 +159,9 @@ const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET Int
 /// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
 /// shutting down, or a transaction lost a serialization race.
 pub fn is_transient(e: &postgres::Error) -> bool {
+    if is_config(e) {
+        return false;
+    }
     if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
         return true;
     }
@@ -168,12 +171,19 @@ pub fn is_transient(e: &postgres::Error) -> bool {
     })
 }
 
+/// A connection the client could not even try: something missing from the address (no password
+/// where the server asks for one), which no retry fixes.
+fn is_config(e: &postgres::Error) -> bool {
+    e.to_string().starts_with("invalid configuration")
+}
+
 /// A PostgreSQL error as a ferry error: transient faults are `Transient`; a refused login is a
 /// usage error; the server's message (and its detail) is kept, never the password.
 pub fn pg_error(address: &str, what: &str, e: postgres::Error) -> Error {
     let kind = if is_transient(&e) {
         ErrorKind::Transient
-    } else if e.code() == Some(&SqlState::INVALID_PASSWORD)
+    } else if is_config(&e)
+        || e.code() == Some(&SqlState::INVALID_PASSWORD)
         || e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
     {
         ErrorKind::Usage
@@ -198,7 +208,12 @@ pub fn pg_error(address: &str, what: &str, e: postgres::Error) -> Error {
             m
         }
     };
-    Error::new(kind, format!("{address}: {what}: {detail}"))
+    let hint = if detail.contains("password missing") {
+        " (give it in the address, postgres://user:PASSWORD@host/db, or in PGPASSWORD)"
+    } else {
+        ""
+    };
+    Error::new(kind, format!("{address}: {what}: {detail}{hint}"))
 }
 
 /// The declared SQLite type, upper case, without its parenthesised part, and that part.
@@ -1627,9 +1642,14 @@ pub fn table_columns(
     if !exists {
         return Ok(None);
     }
+    // A domain reads as its base type; generated columns are computed, never compared.
     let rows = client.query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        "SELECT a.attname::text,
+                CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                     ELSE format_type(a.atttypid, a.atttypmod) END
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+         ORDER BY a.attnum",
         &[&qualified],
     )?;
     Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))

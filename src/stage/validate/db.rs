@@ -17,8 +17,9 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::row::RowHash;
 use crate::value::Value;
 
-/// One row as the merge sees it: its canonical key, its hash, and its input line (a stream's).
-pub type MergeRow = (Vec<Value>, RowHash, Option<i64>);
+/// One row as the merge sees it: its canonical key, its hash, its input line (a stream's), and
+/// its canonical values when the side has them (to name the columns of a changed row).
+pub type MergeRow = (Vec<Value>, RowHash, Option<i64>, Option<Vec<Value>>);
 
 pub enum Db {
     Sqlite {
@@ -326,12 +327,13 @@ impl Db {
                             if h.len() == 32 {
                                 hash.copy_from_slice(&h);
                             }
-                            Ok((k, hash, r.get(nk + 1)?))
+                            Ok((k, hash, r.get(nk + 1)?, None))
                         } else {
                             let vals = (0..cols.len())
                                 .map(|i| r.get_ref(nk + i).map(|v| canons[i].of_value(from_sql(v).to_owned())))
                                 .collect::<rusqlite::Result<Vec<_>>>()?;
-                            Ok((k, hasher(&vals), None))
+                            let h = hasher(&vals);
+                            Ok((k, h, None, Some(vals)))
                         }
                     };
                     Some(read().map_err(|e| Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)))
@@ -399,7 +401,8 @@ impl Db {
                     let vals: Vec<Value> = (0..cols.len())
                         .map(|i| canons[i].of_pg_text(fields[nk + i].as_deref()))
                         .collect();
-                    Some(Ok((k, hasher(&vals), None)))
+                    let h = hasher(&vals);
+                    Some(Ok((k, h, None, Some(vals))))
                 })
                 // Once COPY has ended, the connection has moved on: never read past the end.
                 .fuse();

@@ -856,7 +856,7 @@ fn check_stream<W: Write>(
                 &hash,
                 false,
                 Some(&described),
-                |b| merge(a, b, stream, &key, !meta.key.is_empty(), sr, f),
+                |b| merge(a, b, stream, &key, &common, !meta.key.is_empty(), sr, f),
             )
         },
     )?;
@@ -926,8 +926,11 @@ fn key_json(cols: &[String], vals: &[Value]) -> Json {
     }
 }
 
-/// A key and the rows (hash, input line) that have it.
-type KeyGroup = (Vec<Value>, Vec<(RowHash, Option<i64>)>);
+/// One row of a key group: its hash, input line and canonical values.
+type GroupRow = (RowHash, Option<i64>, Option<Vec<Value>>);
+
+/// A key and the rows that have it.
+type KeyGroup = (Vec<Value>, Vec<GroupRow>);
 
 /// Reads one side of a merge in key order, a group of rows sharing a key at a time.
 struct GroupReader<'a> {
@@ -943,17 +946,13 @@ impl GroupReader<'_> {
 
     /// The next group of rows with equal keys, or `None` at the end.
     fn group(&mut self) -> Result<Option<KeyGroup>> {
-        let Some((key, h, line)) = self.advance()? else {
+        let Some((key, h, line, vals)) = self.advance()? else {
             return Ok(None);
         };
-        let mut rows = vec![(h, line)];
-        while self
-            .next
-            .as_ref()
-            .is_some_and(|(k, _, _)| compare_keys(k, &key).is_eq())
-        {
-            if let Some((_, h, line)) = self.advance()? {
-                rows.push((h, line));
+        let mut rows = vec![(h, line, vals)];
+        while self.next.as_ref().is_some_and(|(k, ..)| compare_keys(k, &key).is_eq()) {
+            if let Some((_, h, line, vals)) = self.advance()? {
+                rows.push((h, line, vals));
             }
         }
         Ok(Some((key, rows)))
@@ -964,11 +963,13 @@ impl GroupReader<'_> {
 /// multisets of row hashes: a unique key gives groups of one (missing, extra or changed); a key
 /// seen twice on one side is a duplicate; NULL keys (SQLite allows them) and keyless tables (the
 /// whole row is the key) compare as multisets without being duplicates.
+#[allow(clippy::too_many_arguments)]
 fn merge<W: Write>(
     a: &mut dyn Iterator<Item = Result<MergeRow>>,
     b: &mut dyn Iterator<Item = Result<MergeRow>>,
     stream: &str,
     key: &[String],
+    columns: &[String],
     keyed: bool,
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
@@ -1009,7 +1010,7 @@ fn merge<W: Write>(
         sr.target_rows += sb.len() as u64;
         if keyed && !k.contains(&Value::Null) {
             for (side, rows) in [("source", &sa), ("target", &sb)] {
-                for (_, line) in rows.iter().skip(1) {
+                for (_, line, _) in rows.iter().skip(1) {
                     sr.duplicate += 1;
                     f.add(
                         stream,
@@ -1023,39 +1024,64 @@ fn merge<W: Write>(
             sb.truncate(1);
         }
         // Take out the rows both sides have; what is left differs.
-        sa.sort_by_key(|(h, _)| *h);
-        sb.sort_by_key(|(h, _)| *h);
+        sa.sort_by_key(|(h, ..)| *h);
+        sb.sort_by_key(|(h, ..)| *h);
         let (mut i, mut j) = (0, 0);
-        let (mut only_a, mut only_b) = (Vec::new(), 0usize);
+        let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
         while i < sa.len() || j < sb.len() {
             match (sa.get(i), sb.get(j)) {
                 (Some(x), Some(y)) if x.0 == y.0 => (i, j) = (i + 1, j + 1),
                 (Some(x), Some(y)) if x.0 < y.0 => {
-                    only_a.push(x.1);
+                    only_a.push(x);
                     i += 1;
                 }
                 (Some(x), None) => {
-                    only_a.push(x.1);
+                    only_a.push(x);
                     i += 1;
                 }
-                _ => {
-                    only_b += 1;
+                (_, y) => {
+                    only_b.extend(y);
                     j += 1;
                 }
             }
         }
-        let changed = only_a.len().min(only_b);
-        for (n, line) in only_a.iter().enumerate() {
+        let changed = only_a.len().min(only_b.len());
+        for (n, (_, line, vals)) in only_a.iter().enumerate() {
             let kind = if n < changed { "changed" } else { "missing" };
             *(if n < changed { &mut sr.changed } else { &mut sr.missing }) += 1;
-            f.add(stream, kind, "fail", detail(&[(what, kj(&k)), ("line", json!(line))]))?;
+            // Which columns differ, when both sides have their values.
+            let differ = match (vals, only_b.get(n).and_then(|r| r.2.as_ref())) {
+                (Some(x), Some(y)) if n < changed && keyed => json!(
+                    columns
+                        .iter()
+                        .zip(x.iter().zip(y))
+                        .filter(|(_, (p, q))| !same(p, q))
+                        .map(|(c, _)| c.as_str())
+                        .collect::<Vec<_>>()
+                ),
+                _ => Json::Null,
+            };
+            f.add(
+                stream,
+                kind,
+                "fail",
+                detail(&[(what, kj(&k)), ("line", json!(line)), ("columns", differ)]),
+            )?;
         }
-        for _ in changed..only_b {
+        for _ in changed..only_b.len() {
             sr.extra += 1;
             f.add(stream, "extra", "fail", detail(&[(what, kj(&k))]))?;
         }
     }
     Ok(())
+}
+
+/// Two canonical values are the same value (a NaN is itself; -0.0 is not 0.0).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        _ => a == b,
+    }
 }
 
 /// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why

@@ -1,0 +1,518 @@
+//! PostgreSQL as a source, against a real server (a private throwaway cluster, or FERRY_TEST_PG):
+//! every type out and back in exactly, across engines through the dialects, resumable, with
+//! clear errors.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly by design
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+
+use common::pg::{self, PASSWORD};
+use common::{Dir, all_ok, written_and_already};
+
+/// A new database holding the type matrix (testdata/pg_matrix.sql); its URL.
+fn matrix_db() -> String {
+    let url = pg::cluster().database("matrix");
+    let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pg_matrix.sql")).unwrap();
+    pg::connect(&url).batch_execute(&sql).unwrap();
+    url
+}
+
+/// Every row of a table in PostgreSQL's own text form, in key order, without the named columns.
+fn rows_text(url: &str, table: &str, without: &[&str]) -> Vec<String> {
+    let mut c = pg::connect(url);
+    let cols: Vec<String> = c
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|n| !without.contains(&n.as_str()))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    let mut out = String::new();
+    c.copy_out(format!("COPY (SELECT {} FROM {table} ORDER BY 1) TO STDOUT", cols.join(", ")).as_str())
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.lines().map(str::to_owned).collect()
+}
+
+/// Each column's type as PostgreSQL prints it.
+fn types(url: &str, table: &str) -> Vec<(String, String)> {
+    pg::connect(url)
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn type_of<'a>(types: &'a [(String, String)], col: &str) -> &'a str {
+    types.iter().find(|(n, _)| n == col).map_or("?", |(_, t)| t.as_str())
+}
+
+#[test]
+fn every_type_goes_from_postgresql_to_postgresql_exactly() {
+    let d = Dir::new();
+    let src = matrix_db();
+    let dst = pg::cluster().database("copy");
+    let runs = d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b"");
+    all_ok(&runs);
+    assert!(!runs[0].stderr().contains(PASSWORD) && !runs[0].stdout().contains(PASSWORD));
+    // The same rows, value for value, in PostgreSQL's own spelling (the generated column is
+    // computed by the source, and not carried).
+    assert_eq!(
+        rows_text(&src, "public.matrix", &["gen"]),
+        rows_text(&dst, "public.matrix", &[])
+    );
+    assert_eq!(
+        rows_text(&src, "public.parent", &[]),
+        rows_text(&dst, "public.parent", &[])
+    );
+    // The same types, the enum created, the identity, keys, indexes (expressions too) and defaults.
+    let (a, b) = (types(&src, "public.matrix"), types(&dst, "public.matrix"));
+    for (col, t) in &b {
+        let expect = if col == "dom" { "integer" } else { type_of(&a, col) };
+        assert_eq!(t, expect, "column {col}");
+    }
+    let mut c = pg::connect(&dst);
+    let identity: String = c
+        .query_one(
+            "SELECT attidentity::text FROM pg_attribute WHERE attrelid = 'public.matrix'::regclass AND attname = 'id'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(identity, "a", "GENERATED ALWAYS stays so");
+    let next: i64 = c
+        .query_one("SELECT nextval(pg_get_serial_sequence('public.parent', 'id'))", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 4, "a serial column's sequence continues after the data");
+    let indexes: Vec<String> = c
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'matrix' ORDER BY indexname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(indexes.iter().any(|i| i.contains("lower(t)")), "{indexes:?}");
+    assert!(
+        indexes.iter().any(|i| i.contains("WHERE (ts IS NOT NULL)")),
+        "{indexes:?}"
+    );
+    let default: String = c
+        .query_one(
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'public.matrix'::regclass
+             AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'public.matrix'::regclass AND attname = 'bo')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(default, "false");
+    let fk: String = c
+        .query_one(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'public.matrix'::regclass AND contype = 'f'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(fk.contains("REFERENCES parent(id) ON DELETE CASCADE"), "{fk}");
+
+    // Proved equal across the two servers; then differences injected are each found by key.
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+    c.batch_execute(
+        "UPDATE public.matrix SET jb = '{\"a\": 1}' WHERE id = 1;
+         UPDATE public.matrix SET tstz = tstz + interval '1 microsecond' WHERE id = 3;
+         DELETE FROM public.matrix WHERE id = 2;
+         INSERT INTO public.parent (id, name) VALUES (99, 'extra');",
+    )
+    .unwrap();
+    let v = d.run("ferry-validate", &[&src, &dst], b"");
+    v.expect_code(1);
+    let findings: Vec<(String, String)> = v
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "FINDING")
+        .map(|l| (l["kind"].as_str().unwrap().to_owned(), l["key"].to_string()))
+        .collect();
+    let columns_of = |id: i64| {
+        v.lines()
+            .iter()
+            .find(|l| l["kind"] == "changed" && l["key"]["id"] == id)
+            .map(|l| l["columns"].clone())
+    };
+    assert_eq!(
+        columns_of(1),
+        Some(serde_json::json!(["jb"])),
+        "the finding names the column"
+    );
+    assert_eq!(columns_of(3), Some(serde_json::json!(["tstz"])));
+    for expected in [
+        ("changed", r#"{"id":1}"#),
+        ("changed", r#"{"id":3}"#),
+        ("missing", r#"{"id":2}"#),
+        ("extra", r#"{"id":99}"#),
+    ] {
+        assert!(
+            findings.iter().any(|(k, key)| k == expected.0 && key == expected.1),
+            "{expected:?} in {findings:?}"
+        );
+    }
+}
+
+#[test]
+fn postgresql_to_sqlite_and_back_keeps_every_value() {
+    let d = Dir::new();
+    let src = matrix_db();
+    let lite = d.db("copy.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&lite, "--create"]),
+        ],
+        b"",
+    ));
+    let conn = d.open("copy.db");
+    let declared: Vec<(String, String)> =
+        common::column::<String>(&conn, "SELECT name || '=' || type FROM pragma_table_info('matrix')")
+            .into_iter()
+            .map(|s| {
+                let (a, b) = s.split_once('=').unwrap();
+                (a.to_owned(), b.to_owned())
+            })
+            .collect();
+    assert_eq!(type_of(&declared, "n2"), "NUMERIC TEXT(12,2)");
+    assert_eq!(type_of(&declared, "tstz"), "TIMESTAMPTZ");
+    assert_eq!(type_of(&declared, "ai"), "INTEGER ARRAY");
+    // SQLite's own forms: datetime text in UTC, 0/1, exact digits as text, JSON as text.
+    let row: (String, i64, String, String, String) = conn
+        .query_row("SELECT tstz, bo, n2, jb, ai FROM matrix WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap();
+    assert_eq!(row.0, "2024-06-30 21:59:59.5");
+    assert_eq!(row.1, 1);
+    assert_eq!(row.2, "1234567890.12");
+    assert!(row.3.contains("123456789012345678901234567890.5"), "{}", row.3);
+    assert_eq!(row.4, "[1,null,3]");
+    // Equal across engines.
+    d.run("ferry-validate", &[&src, &lite], b"").ok();
+
+    // And back into PostgreSQL: the same values, and the types the SQLite names stood for.
+    let back = pg::cluster().database("back");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&lite]),
+            ("ferry-transform", &["--dialect", "postgres"]),
+            ("ferry-import", &[&back, "--create"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, &back], b"").ok();
+    d.run("ferry-validate", &[&lite, &back], b"").ok();
+    let t = types(&back, "public.matrix");
+    for (col, ty) in [
+        ("n2", "numeric(12,2)"),
+        ("bo", "boolean"),
+        ("b", "bytea"),
+        ("d", "date"),
+        ("tm", "time without time zone"),
+        ("ttz", "time with time zone"),
+        ("ts", "timestamp without time zone"),
+        ("tstz", "timestamp with time zone"),
+        ("iv", "interval"),
+        ("u", "uuid"),
+        ("j", "json"),
+        ("jb", "jsonb"),
+        ("ai", "integer[]"),
+        ("at", "text[]"),
+        ("ip", "inet"),
+        ("net", "cidr"),
+        ("f8", "double precision"),
+    ] {
+        assert_eq!(type_of(&t, col), ty, "column {col}");
+    }
+    // Every value in PostgreSQL's spelling, as the source has it (columns whose type widened
+    // or became text compared by value above).
+    let exact = [
+        "id", "n2", "b", "bo", "d", "tm", "ttz", "ts", "tstz", "iv", "u", "j", "jb", "ai", "at", "ip", "net", "f8", "t",
+    ];
+    let pick = |url: &str| {
+        let mut c = pg::connect(url);
+        let mut out = String::new();
+        c.copy_out(
+            format!(
+                "COPY (SELECT {} FROM public.matrix ORDER BY id) TO STDOUT",
+                exact.join(", ")
+            )
+            .as_str(),
+        )
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+        out
+    };
+    assert_eq!(pick(&src), pick(&back));
+}
+
+#[test]
+fn sqlite_to_postgresql_and_back_keeps_every_value() {
+    let d = Dir::new();
+    let c = d.open("src.db");
+    c.execute_batch(
+        "CREATE TABLE things (
+           id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT, b BLOB, flag BOOLEAN, at DATETIME, day DATE,
+           doc JSON, u UUID, anything);
+         INSERT INTO things VALUES
+           (1, 9223372036854775807, -0.0, 'héllo 🦀 \"q\" \\ back', x'00ff', 1, '2024-01-01 12:34:56.123456', '2024-02-29',
+            '{\"a\": [1, 2.5], \"b\": null}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 42),
+           (2, -9223372036854775808, 5e-324, '', x'', 0, '1970-01-01 00:00:00', '0001-01-01', '[]', NULL, 'text'),
+           (3, 0, 1e308, 'x', NULL, NULL, NULL, NULL, 'null', NULL, 1.5),
+           (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, x'01'),
+           (5, 7, 0.1, char(9) || char(10), zeroblob(3), 1, '2000-02-29 23:59:59', '9999-12-31', '\"s\"', NULL, NULL);",
+    )
+    .unwrap();
+    drop(c);
+    let src = d.db("src.db");
+    let url = pg::cluster().database("lite");
+    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&url, "--create"])], b""));
+    d.run("ferry-validate", &[&src, &url], b"").ok();
+    let back = d.db("back.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&back, "--create"]),
+        ],
+        b"",
+    ));
+    // SQLite against SQLite compares storage classes and bytes exactly.
+    d.run("ferry-validate", &[&src, &back], b"").ok();
+    let (a, b) = (d.open("src.db"), d.open("back.db"));
+    assert_eq!(
+        common::dump(&a, "things", "id"),
+        common::dump(&b, "things", "id"),
+        "every value, class and byte"
+    );
+}
+
+#[test]
+fn a_killed_import_resumes_after_the_last_key_and_the_rerun_is_exactly_once() {
+    let d = Dir::new();
+    let url = pg::cluster().database("resume");
+    let mut c = pg::connect(&url);
+    // A composite text key: the cursor compares rows in the key's own order.
+    c.batch_execute(
+        "CREATE TABLE events (region text, n bigint, payload text, PRIMARY KEY (region, n));
+         INSERT INTO events SELECT (ARRAY['north','south','east','west','O''Brien'])[1 + i % 5], i, repeat('x', i % 40)
+           FROM generate_series(1, 60000) i;",
+    )
+    .unwrap();
+    let dst = d.db("dst.db");
+    // export | transform --dialect sqlite | import, the importer killed once it has acknowledged
+    // a few STATEs.
+    let mut export = d
+        .cmd("ferry-export", &[&url, "--state-every", "2000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut transform = d
+        .cmd("ferry-transform", &["--dialect", "sqlite"])
+        .stdin(Stdio::from(export.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[&dst, "--create"])
+        .stdin(Stdio::from(transform.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let acks = BufReader::new(import.stdout.take().unwrap());
+    let mut seen = 0;
+    for line in acks.lines() {
+        if line.unwrap().contains("\"type\":\"STATE\"") {
+            seen += 1;
+            if seen == 6 {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, 6, "the import acknowledged STATEs before the kill");
+    let _ = import.kill();
+    for mut p in [import, transform, export] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let before = common::count(&d.open("dst.db"), "events");
+    assert!(before > 0 && before < 60000, "killed mid-way: {before} rows in");
+
+    // --resume: the export starts after the last acknowledged key; nothing is written twice.
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&url, "--resume", "--state-every", "2000"]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, already) = written_and_already(&runs[2]);
+    assert_eq!(written + before as u64, 60000, "written {written}, already {already}");
+    assert_eq!(common::count(&d.open("dst.db"), "events"), 60000);
+    d.run("ferry-validate", &[&url, &dst], b"").ok();
+
+    // And a plain re-run of the whole pipeline has nothing to do.
+    let again = d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&again);
+    assert_eq!(written_and_already(&again[2]), (0, 60000));
+}
+
+#[test]
+fn export_errors_name_what_to_do() {
+    let d = Dir::new();
+    let url = pg::cluster().database("errors");
+    let mut c = pg::connect(&url);
+    c.batch_execute(
+        "CREATE TABLE open_data (id int PRIMARY KEY);
+         CREATE TABLE secrets (id int PRIMARY KEY);
+         CREATE ROLE reader LOGIN PASSWORD 'readerpw';
+         GRANT SELECT ON open_data TO reader;",
+    )
+    .unwrap();
+    // A table that is not there: named, with the tables that are.
+    d.run("ferry-export", &[&url, "--table", "nope"], b"")
+        .expect_code(2)
+        .stderr_has("no table named nope")
+        .stderr_has("public.open_data");
+    // A table the role may not read: the server's reason, and the way around it.
+    let reader = url.replacen(&format!("{}:{PASSWORD}@", pg::cluster().user), "reader:readerpw@", 1);
+    assert_ne!(reader, url, "the test URL carries user and password");
+    d.run("ferry-export", &[&reader], b"")
+        .expect_code(2)
+        .stderr_has("permission denied")
+        .stderr_has("secrets");
+    d.run("ferry-export", &[&reader, "--exclude", "secrets"], b"").ok();
+    // A wrong password: said, and never printed.
+    let wrong = url.replacen(PASSWORD, "not-the-password", 1);
+    let r = d.run("ferry-export", &[&wrong], b"");
+    r.expect_code(2).stderr_has("password authentication failed");
+    assert!(!r.stderr().contains("not-the-password"));
+    // No server there.
+    let dead = url.replacen(&format!(":{}/", pg::cluster().port), ":1/", 1);
+    let r = d
+        .cmd("ferry-export", &[&dead])
+        .env("FERRY_RETRIES", "1")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn a_connection_lost_mid_export_stops_with_a_resumable_error() {
+    let d = Dir::new();
+    let url = pg::cluster().database("cut");
+    pg::connect(&url)
+        .batch_execute(
+            "CREATE TABLE big (id bigint PRIMARY KEY, body text);
+             INSERT INTO big SELECT i, repeat('y', 100) FROM generate_series(1, 200000) i;",
+        )
+        .unwrap();
+    let mut export = d
+        .cmd("ferry-export", &[&url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(export.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..100 {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+    }
+    // The server drops the export's connection while the stream is paused on a full pipe.
+    let dropped: i64 = pg::cluster()
+        .admin()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'ferry-export' AND datname = $1",
+            &[&url.rsplit('/').next().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dropped, 1);
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let status = export.wait().unwrap();
+    let mut err = String::new();
+    export.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("\"type\":\"END\""), "no END after a failure");
+}
+
+#[test]
+fn a_nan_that_sqlite_cannot_hold_is_rejected_not_nulled() {
+    let d = Dir::new();
+    let url = pg::cluster().database("nan");
+    pg::connect(&url)
+        .batch_execute(
+            "CREATE TABLE m (id int PRIMARY KEY, x double precision);
+             INSERT INTO m VALUES (1, 'NaN'), (2, 'Infinity'), (3, 1.5);",
+        )
+        .unwrap();
+    let lite = d.db("m.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&lite, "--create", "--reject-file", "rejects.ndjson"]),
+        ],
+        b"",
+    ));
+    assert_eq!(
+        common::column::<i64>(&d.open("m.db"), "SELECT id FROM m ORDER BY id"),
+        [2, 3]
+    );
+    let rejects = std::fs::read_to_string(d.path("rejects.ndjson")).unwrap();
+    assert!(rejects.contains("NaN") && rejects.contains("\"id\":1"), "{rejects}");
+    // And validation says so, by key.
+    d.run("ferry-validate", &[&url, &lite], b"")
+        .expect_code(1)
+        .stderr_has("missing");
+    // Without the dialect, the importer says what to do.
+    d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-import", &[&d.db("other.db"), "--create"]),
+        ],
+        b"",
+    )[1]
+    .expect_code(2)
+    .stderr_has("--dialect sqlite");
+}
