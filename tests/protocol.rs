@@ -81,6 +81,14 @@ struct Property {
     default: Option<String>,
     #[serde(rename = "x-sqlite-collate", default)]
     collate: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(rename = "enum", default)]
+    labels: Option<Vec<Value>>,
+    #[serde(rename = "x-sql-identity", default)]
+    identity: Option<String>,
+    #[serde(rename = "x-sql-default", default)]
+    sql_default: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,17 +109,23 @@ struct References {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ForeignKey {
+    #[serde(default)]
+    name: Option<String>,
     columns: Vec<String>,
     references: References,
     #[serde(default)]
     on_delete: Option<String>,
     #[serde(default)]
     on_update: Option<String>,
+    #[serde(default)]
+    deferrable: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Unique {
+    #[serde(default)]
+    name: Option<String>,
     columns: Vec<String>,
 }
 
@@ -167,9 +181,12 @@ struct Schema {
     unique: Vec<Unique>,
     #[serde(default)]
     indexes: Vec<Index>,
-    row_estimate: u64,
-    #[serde(rename = "x-sqlite")]
-    sqlite: SqliteTable,
+    #[serde(default)]
+    row_estimate: Option<u64>,
+    #[serde(rename = "x-sqlite", default)]
+    sqlite: Option<SqliteTable>,
+    #[serde(rename = "x-sql-dialect", default)]
+    dialect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +271,8 @@ fn export_output_matches_the_documented_shapes() {
                     assert!(p.type_.is_some() || p.dynamic == Some(true), "{}.{name}", s.stream);
                 }
                 assert_eq!(s.schema.type_, "object");
-                assert!(s.sqlite.sql.as_deref().unwrap_or("").starts_with("CREATE TABLE"));
+                let sq = s.sqlite.as_ref().unwrap();
+                assert!(sq.sql.as_deref().unwrap_or("").starts_with("CREATE TABLE"));
             }
             Message::StreamEnd(e) => {
                 assert_eq!(e.digest.algo, "rows-sha256");
@@ -308,5 +326,70 @@ fn import_and_transform_output_match_the_documented_shapes() {
     assert!(
         msgs.iter()
             .any(|m| matches!(m, Message::StreamEnd(e) if e.stream == "labels"))
+    );
+}
+
+#[test]
+fn postgres_export_and_dialects_match_the_documented_shapes() {
+    let d = Dir::new();
+    let url = common::pg::cluster().database("shapes");
+    let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pg_matrix.sql")).unwrap();
+    common::pg::connect(&url).batch_execute(&sql).unwrap();
+    let r = d.run("ferry-export", &[&url], b"");
+    r.ok();
+    let msgs = strict(&r.stdout());
+    let matrix = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::Schema(s) if s.stream == "public.matrix" => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(matrix.dialect.as_deref(), Some("postgres"));
+    assert_eq!(matrix.table.schema, "public");
+    for (name, p) in &matrix.schema.properties {
+        let p: Property = serde_json::from_value(p.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(p.sql_type.is_some(), "{name} says its PostgreSQL type");
+    }
+    let prop = |n: &str| -> Property { serde_json::from_value(matrix.schema.properties[n].clone()).unwrap() };
+    assert_eq!(prop("n").format.as_deref(), Some("x-singer.decimal"));
+    assert_eq!(prop("tstz").format.as_deref(), Some("date-time"));
+    assert_eq!(prop("id").identity.as_deref(), Some("always"));
+    assert_eq!(prop("bo").sql_default.as_deref(), Some("false"));
+    assert_eq!(
+        prop("m").labels.as_ref().map(Vec::len),
+        Some(4),
+        "three labels and null"
+    );
+    assert!(
+        !matrix.schema.properties.contains_key("gen"),
+        "generated columns stay behind"
+    );
+    // Records: the forms the protocol gives each type.
+    let rec = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::Record(r) if r.stream == "public.matrix" && r.record["id"] == 1 => Some(&r.record),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(rec["i8"].to_string(), "-9223372036854775808");
+    assert_eq!(rec["n"], "NaN");
+    assert_eq!(rec["b"], "AP8Q");
+    assert_eq!(rec["tstz"], "2024-06-30T21:59:59.5Z");
+    assert_eq!(rec["ts"], "2024-01-01T12:34:56.123456");
+    assert_eq!(rec["iv"], "P1Y2M3DT4H5M6.789S");
+    assert_eq!(rec["j"], "{\"b\": 1,   \"a\": [1, 2.50]}", "json keeps its text");
+    assert!(rec["jb"].is_object(), "jsonb is the value itself");
+    assert_eq!(rec["ai"], serde_json::json!([1, null, 3]));
+    assert_eq!(rec["mo"], "1234.56");
+
+    // Through the SQLite dialect, still the documented shapes.
+    let t = d.run("ferry-transform", &["--dialect", "sqlite"], &r.output.stdout);
+    t.ok();
+    let msgs = strict(&t.stdout());
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, Message::Schema(s) if s.dialect.as_deref() == Some("sqlite")))
     );
 }
