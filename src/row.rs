@@ -35,6 +35,10 @@ pub struct RowShape {
     hash_order: Vec<(usize, Vec<u8>)>,
     /// `"name":` for each column, JSON-escaped, for writing records.
     json_keys: Vec<Vec<u8>>,
+    /// The column names in hash order, each as u32 length and bytes (the digest's header).
+    names_header: Vec<u8>,
+    /// Tells shapes apart cheaply (a digest checks its header only when the shape changes).
+    id: u64,
 }
 
 impl RowShape {
@@ -82,6 +86,7 @@ impl RowShape {
             })
             .collect();
         hash_order.sort_by(|a, b| columns[a.0].name.cmp(&columns[b.0].name));
+        let names_header = hash_order.iter().flat_map(|(_, p)| p.iter().copied()).collect();
         let json_keys = columns
             .iter()
             .map(|c| {
@@ -98,6 +103,11 @@ impl RowShape {
             key,
             hash_order,
             json_keys,
+            names_header,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -120,15 +130,20 @@ impl RowShape {
     /// Decode a record object into `out` (one slot per column, in column order, all NULL on entry).
     /// A field missing from the record stays NULL; a field the SCHEMA does not name is an error.
     pub fn decode_into(&self, record: &RawValue, out: &mut [Value]) -> Result<(), String> {
+        self.decode_text(record.get(), out)
+    }
+
+    /// Decode a record from its JSON text, which must be exactly one object.
+    pub fn decode_text(&self, record: &str, out: &mut [Value]) -> Result<(), String> {
         debug_assert_eq!(out.len(), self.columns.len());
         let mut problem = None;
-        let mut d = serde_json::Deserializer::from_str(record.get());
+        let mut d = serde_json::Deserializer::from_str(record);
         let seed = RowSeed {
             shape: self,
             out,
             problem: &mut problem,
         };
-        match seed.deserialize(&mut d) {
+        match seed.deserialize(&mut d).and_then(|()| d.end()) {
             Ok(()) => Ok(()),
             Err(e) => Err(problem.unwrap_or_else(|| e.to_string())),
         }
@@ -146,12 +161,12 @@ impl RowShape {
     }
 
     pub fn row_hash_ref<'a>(&self, get: impl Fn(usize) -> ValueRef<'a>) -> RowHash {
-        let mut h = Sha256::new();
+        let mut buf = Vec::with_capacity(self.names_header.len() + 16 * self.columns.len());
         for (i, prefix) in &self.hash_order {
-            h.update(prefix);
-            get(*i).hash_into(&mut h);
+            buf.extend_from_slice(prefix);
+            get(*i).canonical_into(&mut buf);
         }
-        h.finalize().into()
+        Sha256::digest(&buf).into()
     }
 
     /// Write the record object (`{"a":1,...}`) for a row.
@@ -184,6 +199,49 @@ impl RowShape {
         }
         out.push(b'}');
         serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The STREAM_END digest, `values-sha256` (see the protocol docs): one SHA-256 over the stream's
+/// rows in order, each row its columns' canonical values in name order, with the column names
+/// (a `ff` byte, then each name as u32 length and bytes) before the first row and again wherever
+/// the columns change. No hash per row: a single pass over the values.
+#[derive(Clone, Default)]
+pub struct StreamDigest {
+    h: Sha256,
+    header: Option<Vec<u8>>,
+    /// The shape whose header was checked last.
+    shape: u64,
+    /// Rows gathered before hashing: one large update costs less than many small ones.
+    buf: Vec<u8>,
+}
+
+impl StreamDigest {
+    pub fn add<'a>(&mut self, shape: &RowShape, get: impl Fn(usize) -> ValueRef<'a>) {
+        if self.shape != shape.id && self.header.as_deref() != Some(shape.names_header.as_slice()) {
+            self.buf.push(0xff);
+            self.buf.extend_from_slice(&shape.names_header);
+            self.header = Some(shape.names_header.clone());
+        }
+        self.shape = shape.id;
+        for (i, _) in &shape.hash_order {
+            get(*i).canonical_into(&mut self.buf);
+        }
+        if self.buf.len() >= 16 * 1024 {
+            self.h.update(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    pub fn add_row(&mut self, shape: &RowShape, row: &[Value]) {
+        self.add(shape, |i| row[i].as_ref())
+    }
+
+    /// The digest so far, in hex; the digest starts over.
+    pub fn take_hex(&mut self) -> String {
+        let mut d = std::mem::take(self);
+        d.h.update(&d.buf);
+        hex::encode(d.h.finalize())
     }
 }
 
@@ -328,5 +386,48 @@ mod tests {
             .unwrap();
         assert_ne!(s.row_hash(&changed), s.row_hash(&row));
         assert_eq!(s.key_json(|i| row[i].as_ref()), json!({"id": 1}));
+    }
+
+    #[test]
+    fn the_stream_digest_depends_on_values_order_and_columns_only() {
+        let s = shape();
+        let digest = |rows: &[Vec<Value>], shape: &RowShape| {
+            let mut d = StreamDigest::default();
+            for r in rows {
+                d.add_row(shape, r);
+            }
+            d.take_hex()
+        };
+        let a = vec![Value::Integer(1), Value::text("a"), Value::Null, Value::Real(0.5)];
+        let b = vec![Value::Integer(2), Value::Null, Value::Blob(vec![1]), Value::Null];
+        let ab = digest(&[a.clone(), b.clone()], &s);
+        assert_eq!(ab, digest(&[a.clone(), b.clone()], &s));
+        assert_ne!(ab, digest(&[b.clone(), a.clone()], &s), "order matters");
+        let mut a2 = a.clone();
+        a2[3] = Value::Real(-0.5);
+        assert_ne!(ab, digest(&[a2, b.clone()], &s), "values matter");
+        // The same values under another column name are another stream.
+        let mut renamed = Schema::new("main.users");
+        renamed.schema.properties = json!({
+            "id": {"type": "integer"}, "label": {"type": ["string", "null"]},
+            "avatar": {"type": ["string", "null"], "contentEncoding": "base64"}, "score": {"type": ["number", "null"]}
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let r = RowShape::from_schema(&renamed).unwrap();
+        assert_ne!(ab, digest(&[a.clone(), b.clone()], &r));
+        // No rows: the digest of nothing.
+        assert_eq!(
+            digest(&[], &s),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // JSON spelling does not matter: the same record written two ways decodes equal.
+        let raw = |t: &str| serde_json::value::RawValue::from_string(t.into()).unwrap();
+        let x = s.decode(&raw(r#"{"id":1,"name":"a","score":0.5}"#)).unwrap();
+        let y = s
+            .decode(&raw(r#"{ "score" : 5e-1, "name":"\u0061", "id":1.0 }"#))
+            .unwrap();
+        assert_eq!(digest(&[x], &s), digest(&[y], &s));
     }
 }

@@ -100,6 +100,32 @@ impl ValueRef<'_> {
         }
     }
 
+    /// Append the canonical encoding (what [`ValueRef::hash_into`] hashes) to a buffer.
+    pub fn canonical_into(self, out: &mut Vec<u8>) {
+        match self {
+            ValueRef::Null => out.push(0),
+            ValueRef::Integer(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            ValueRef::Real(f) => {
+                let bits = if f.is_nan() { 0x7ff8_0000_0000_0000 } else { f.to_bits() };
+                out.push(2);
+                out.extend_from_slice(&bits.to_be_bytes());
+            }
+            ValueRef::Text(t) => {
+                out.push(3);
+                out.extend_from_slice(&(t.len() as u64).to_be_bytes());
+                out.extend_from_slice(t);
+            }
+            ValueRef::Blob(b) => {
+                out.push(4);
+                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
     pub fn hash_into(self, h: &mut sha2::Sha256) {
         match self {
             ValueRef::Null => h.update([0u8]),

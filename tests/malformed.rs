@@ -108,6 +108,19 @@ const CASES: &[(&str, &[&str], &[i64], i32)] = &[
         2,
     ),
     ("second_begin", &["line 8: a second BEGIN"], &[1, 2], 2),
+    // Lines that start like the writer's own RECORDs but hold more after the record.
+    (
+        "op_after_record",
+        &["line 8 (stream main.t): op \"delete\" is not supported yet"],
+        &[1, 2],
+        2,
+    ),
+    (
+        "trailing_brace",
+        &["line 8 is not a valid protocol message"],
+        &[1, 2],
+        2,
+    ),
     (
         "wrong_protocol",
         &["line 1: protocol \"ferry/99\" is not \"ferry/1\""],

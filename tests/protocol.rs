@@ -275,7 +275,7 @@ fn export_output_matches_the_documented_shapes() {
                 assert!(sq.sql.as_deref().unwrap_or("").starts_with("CREATE TABLE"));
             }
             Message::StreamEnd(e) => {
-                assert_eq!(e.digest.algo, "rows-sha256");
+                assert_eq!(e.digest.algo, "values-sha256");
                 assert_eq!(e.digest.value.len(), 64);
             }
             _ => {}

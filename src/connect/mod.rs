@@ -160,6 +160,13 @@ impl RowBatch {
         &mut self.values[start..]
     }
 
+    /// Take back the last row pushed.
+    pub fn pop_row(&mut self) {
+        if self.lines.pop().is_some() {
+            self.values.truncate(self.values.len() - self.ncols);
+        }
+    }
+
     pub fn clear(&mut self) {
         self.values.clear();
         self.lines.clear();

@@ -1,9 +1,11 @@
 //! PostgreSQL as a target.
 //!
 //! Rows are encoded here into binary COPY, so a value the column's type cannot hold exactly is a
-//! reject with its reason before it reaches the server. Each write is one COPY inside a savepoint
-//! of the open transaction; a chunk the server refuses (a constraint) is split until the refused
-//! rows are isolated, and the rest goes in. The commit markers (`_ferry_commits`) are written in the
+//! reject with its reason before it reaches the server. Each write is one COPY in the open
+//! transaction, sent while the importer reads on. The happy path costs no savepoints: if the
+//! server refuses a chunk (a constraint), the transaction is rolled back and replayed from the log
+//! below, and the rest of it is written carefully, each chunk inside a savepoint and a refused
+//! chunk split until the refused rows are isolated; the rest goes in. The commit markers (`_ferry_commits`) are written in the
 //! same transaction as the rows. Every operation of the open transaction is also kept (up to a
 //! bound), so a transient fault (a dropped connection, a server restart) is retried: reconnect with
 //! backoff, replay, go on; a COMMIT whose outcome was lost is settled by reading the markers back.
@@ -46,6 +48,9 @@ use crate::value::{self, Codec, Value};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::runtime::Runtime;
+
+/// Chunks whose COPY may be on its way at once (one being read by the server, one queued).
+const IN_FLIGHT: usize = 2;
 
 /// Operations of the open transaction kept for replay after a transient fault, at most this many
 /// bytes; beyond it a fault in that transaction is reported instead of retried.
@@ -314,6 +319,8 @@ struct PgStream {
     copy: String,
     path: Path,
     on_conflict: OnConflict,
+    /// The name of the table's primary key constraint (a duplicate of it is a key conflict).
+    key_constraint: Option<String>,
 }
 
 /// One operation of the open transaction, kept for replay.
@@ -326,8 +333,9 @@ enum Op {
 enum Fail {
     /// The connection (or server) went away: reconnect and replay.
     Transient(Error),
-    /// The server refused a statement (a constraint, a type): isolate and reject.
-    Refused(String, Option<SqlState>),
+    /// The server refused a statement (a constraint, a type): isolate and reject. With the
+    /// error's code and the constraint it names.
+    Refused(String, Option<SqlState>, Option<String>),
     Fatal(Error),
 }
 
@@ -338,16 +346,20 @@ struct InFlight {
     batch: RowBatch,
     /// Row of the batch, and its tuple's bytes within `data` (after the COPY header).
     rows: Vec<(usize, std::ops::Range<usize>)>,
+    /// The COPY payload as sent; `rows` are ranges in it.
     data: Bytes,
-    savepoint: String,
+    /// The chunk's savepoint, when it was written carefully.
+    savepoint: Option<String>,
     done: tokio::task::JoinHandle<std::result::Result<u64, tokio_postgres::Error>>,
 }
 
 pub struct PgTarget {
     address: PgAddress,
     rt: Runtime,
-    client: tokio_postgres::Client,
-    in_flight: Option<InFlight>,
+    client: std::sync::Arc<tokio_postgres::Client>,
+    /// Chunks whose COPY is on its way, oldest first: the next one's COPY is queued on the
+    /// connection behind the one the server is reading, so the server never waits for the importer.
+    in_flight: std::collections::VecDeque<InFlight>,
     /// What settled chunks did, waiting to be handed to the importer.
     reports: Vec<Report>,
     dry_run: bool,
@@ -359,6 +371,8 @@ pub struct PgTarget {
     ops_bytes: usize,
     replayable: bool,
     savepoints: u64,
+    /// A chunk was refused in the open transaction: write the rest of it inside savepoints.
+    careful: bool,
     warnings: Vec<String>,
 }
 
@@ -377,8 +391,8 @@ impl PgTarget {
         Ok(PgTarget {
             address,
             rt,
-            client,
-            in_flight: None,
+            client: client.into(),
+            in_flight: std::collections::VecDeque::new(),
             reports: Vec::new(),
             dry_run,
             schema,
@@ -389,6 +403,7 @@ impl PgTarget {
             ops_bytes: 0,
             replayable: true,
             savepoints: 0,
+            careful: false,
             warnings: Vec::new(),
         })
     }
@@ -407,7 +422,7 @@ impl PgTarget {
                 if let Some(d) = db.detail() {
                     m.push_str(&format!(" ({d})"));
                 }
-                Fail::Refused(m, e.code().cloned())
+                Fail::Refused(m, e.code().cloned(), db.constraint().map(str::to_owned))
             }
             None => Fail::Fatal(self.err(what, e)),
         }
@@ -479,6 +494,29 @@ impl PgTarget {
             return Err(cause.context("the connection failed in a transaction too large to replay; nothing after the last acknowledged STATE was committed, re-run to resume"));
         }
         tracing::warn!(error = %cause.chain(), "connection lost: reconnecting and replaying the open transaction");
+        self.replay(true)
+    }
+
+    /// After the server refused a chunk written without a savepoint (the transaction is aborted):
+    /// roll back, replay what came before it, and write carefully until the next commit.
+    fn restart_after_refusal(&mut self) -> Result<()> {
+        self.careful = true;
+        if !self.replayable {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!(
+                    "{}: the server refused rows in a transaction too large to replay; nothing after the last acknowledged STATE was committed, re-run to resume",
+                    self.address.redacted
+                ),
+            ));
+        }
+        tracing::debug!("a chunk was refused: replaying the open transaction, then isolating the refused rows");
+        let _ = self.rt.block_on(self.client.batch_execute("ROLLBACK"));
+        self.replay(false)
+    }
+
+    /// Run the open transaction's operations again, on a new connection or on this one.
+    fn replay(&mut self, reconnect: bool) -> Result<()> {
         let stages: Vec<String> = self
             .streams
             .values()
@@ -489,17 +527,24 @@ impl PgTarget {
             .collect();
         let ops = std::mem::take(&mut self.ops);
         let mut attempt = 0;
+        let mut first = true;
         let result = loop {
             // A replay cut short is started again on a new connection, like any other operation.
-            self.client = match self.address.connect_async(&self.rt) {
-                Ok(c) => c,
-                Err(e) => break Err(e),
-            };
+            let fresh = reconnect || !first;
+            first = false;
+            if fresh {
+                self.client = match self.address.connect_async(&self.rt) {
+                    Ok(c) => c.into(),
+                    Err(e) => break Err(e),
+                };
+            }
             let client = &self.client;
             let in_tx = self.in_tx;
             let replay = self.rt.block_on(async {
-                for create in &stages {
-                    client.batch_execute(create).await?;
+                if fresh {
+                    for create in &stages {
+                        client.batch_execute(create).await?;
+                    }
                 }
                 if in_tx {
                     client.batch_execute("BEGIN").await?;
@@ -551,7 +596,7 @@ impl PgTarget {
                     self.recover(e)?;
                 }
                 Err(Fail::Transient(e)) => return Err(e.context(format!("{what}: the server kept failing"))),
-                Err(Fail::Refused(m, _)) => {
+                Err(Fail::Refused(m, ..)) => {
                     return Err(Error::new(
                         ErrorKind::Target,
                         format!("{}: {what}: {m}", self.address.redacted),
@@ -667,12 +712,12 @@ impl PgTarget {
                     t.sql(&format!("RELEASE SAVEPOINT {sp}"), true)?;
                     Ok(Ok(counts))
                 }
-                Err(Fail::Refused(m, code)) => {
+                Err(Fail::Refused(m, code, constraint)) => {
                     // Undo this chunk only; the ops it logged go too.
                     t.sql(&format!("ROLLBACK TO SAVEPOINT {sp}"), false)?;
                     t.sql(&format!("RELEASE SAVEPOINT {sp}"), false)?;
                     t.forget_since(&sp);
-                    Ok(Err((m, code)))
+                    Ok(Err((m, code, constraint)))
                 }
                 Err(other) => Err(other),
             }
@@ -683,9 +728,12 @@ impl PgTarget {
                 report.skipped += skipped;
                 Ok(())
             }
-            Err((message, code)) if rows.len() == 1 => {
+            Err((message, code, constraint)) if rows.len() == 1 => {
                 let r = rows[0].0;
-                let unique = code == Some(SqlState::UNIQUE_VIOLATION);
+                // A duplicate of the key itself (another unique constraint refuses the row).
+                let unique = code == Some(SqlState::UNIQUE_VIOLATION)
+                    && constraint.is_some()
+                    && constraint == self.streams[stream].key_constraint;
                 if unique && on_conflict == OnConflict::Fail && !key.is_empty() {
                     let k = shape.key_json(|i| batch.row(r)[i].as_ref());
                     return Err(Error::new(
@@ -712,7 +760,8 @@ impl PgTarget {
     }
 
     /// Start a chunk's COPY and let it run on the server while the importer goes on; the next
-    /// call settles it. (Upserts through staging are written the careful way, `send`.)
+    /// call settles it. Optimistic: no savepoint unless an earlier chunk of the transaction was
+    /// refused (or it is too large to replay). Upserts through staging go the careful way, `send`.
     fn launch(
         &mut self,
         stream: &str,
@@ -721,8 +770,8 @@ impl PgTarget {
         rows: Vec<(usize, std::ops::Range<usize>)>,
         tuples: Vec<u8>,
     ) -> Result<()> {
-        let ps = &self.streams[stream];
-        if !matches!(ps.path, Path::Direct) {
+        if !matches!(self.streams[stream].path, Path::Direct) {
+            self.settle()?;
             let mut report = Report {
                 stream: stream.to_owned(),
                 ..Default::default()
@@ -731,55 +780,61 @@ impl PgTarget {
             self.reports.push(report);
             return Ok(());
         }
+        let ps = &self.streams[stream];
         let (sql, binary) = (ps.copy.clone(), ps.binary);
-        self.savepoints += 1;
-        let savepoint = format!("ferry_{}", self.savepoints);
-        self.with_retry("writing rows", |t| {
-            t.sql(&format!("SAVEPOINT {savepoint}"), true).map(|_| ())
-        })?;
-        let data = payload(binary, rows.iter().map(|(_, r)| &tuples[r.clone()]));
-        let started = self.rt.block_on(self.client.copy_in::<_, Bytes>(sql.as_str()));
-        let sink = match started {
-            Ok(sink) => sink,
-            Err(e) => {
-                // Could not even start: undo the savepoint and go the careful way.
-                let fail = self.classify(&sql, e);
-                self.undo_chunk(&savepoint, fail)?;
-                let mut report = Report {
-                    stream: stream.to_owned(),
-                    ..Default::default()
-                };
-                self.send(stream, &rows, &tuples, &mut report, shape, &batch)?;
-                self.reports.push(report);
-                return Ok(());
-            }
+        let careful = self.careful || !self.replayable;
+        if careful || self.in_flight.len() >= IN_FLIGHT {
+            self.settle()?;
+        }
+        // Settling may have found a refusal: the rest of the transaction is written carefully.
+        let savepoint = if self.careful || !self.replayable {
+            self.savepoints += 1;
+            let sp = format!("ferry_{}", self.savepoints);
+            self.with_retry("writing rows", |t| t.sql(&format!("SAVEPOINT {sp}"), true).map(|_| ()))?;
+            Some(sp)
+        } else {
+            None
         };
+        let mut tuples = tuples;
+        if binary {
+            tuples.extend_from_slice(pgcopy::TRAILER);
+        }
+        // Sent, kept for replay and kept to split or resend the chunk: one buffer.
+        let data = Bytes::from(tuples);
         let sent = data.clone();
+        // The whole COPY (its start too) runs on the connection's worker: the importer does not
+        // wait for a round trip.
+        let client = std::sync::Arc::clone(&self.client);
         let done = self.rt.spawn(async move {
+            let sink = client.copy_in::<_, Bytes>(sql.as_str()).await?;
             let mut sink = Box::pin(sink);
             sink.send(sent).await?;
             sink.as_mut().finish().await
         });
-        // Keep the tuples (not the COPY framing) to split or resend the chunk if need be.
-        self.in_flight = Some(InFlight {
+        self.in_flight.push_back(InFlight {
             stream: stream.to_owned(),
             shape: shape.clone(),
             batch,
-            rows: rows.iter().map(|(r, range)| (*r, range.clone())).collect(),
-            data: Bytes::from(tuples),
+            rows,
+            data,
             savepoint,
             done,
         });
-        let _ = data;
         Ok(())
     }
 
-    /// Wait for the chunk in flight; if the server refused it or the connection dropped, write it
-    /// again the careful way. What it did goes to `self.reports`.
+    /// Wait for the chunks in flight; one the server refused, or lost with the connection, is
+    /// written again the careful way, and so is every chunk after it. What they did goes to
+    /// `self.reports`.
     fn settle(&mut self) -> Result<()> {
-        let Some(f) = self.in_flight.take() else { return Ok(()) };
-        let ps = &self.streams[&f.stream];
-        let (sql, binary) = (ps.copy.clone(), ps.binary);
+        while let Some(f) = self.in_flight.pop_front() {
+            self.settle_one(f)?;
+        }
+        Ok(())
+    }
+
+    fn settle_one(&mut self, f: InFlight) -> Result<()> {
+        let sql = self.streams[&f.stream].copy.clone();
         let joined = self
             .rt
             .block_on(f.done)
@@ -792,20 +847,47 @@ impl PgTarget {
             Ok(n) => {
                 self.keep(Op::Copy {
                     sql: sql.clone(),
-                    data: payload(binary, f.rows.iter().map(|(_, r)| &f.data[r.clone()])),
+                    data: f.data.clone(),
                 });
-                self.sql(&format!("RELEASE SAVEPOINT {}", f.savepoint), true).map(|_| n)
+                match &f.savepoint {
+                    Some(sp) => self.sql(&format!("RELEASE SAVEPOINT {sp}"), true).map(|_| n),
+                    None => Ok(n),
+                }
             }
             Err(e) => Err(self.classify(&sql, e)),
         };
         match outcome {
-            Ok(n) => report.written += n,
+            Ok(n) => {
+                report.written += n;
+                self.reports.push(report);
+            }
             Err(fail) => {
-                self.undo_chunk(&f.savepoint, fail)?;
+                // The chunks queued behind this one ran in a transaction it broke: wait for them
+                // to end, then write them again too.
+                let later: Vec<InFlight> = self.in_flight.drain(..).collect();
+                let mut redo = Vec::with_capacity(later.len());
+                for l in later {
+                    let _ = self.rt.block_on(l.done);
+                    redo.push((l.stream, l.rows, l.data, l.shape, l.batch));
+                }
+                match (&f.savepoint, fail) {
+                    (Some(sp), fail) => self.undo_chunk(sp, fail)?,
+                    (None, Fail::Refused(..)) => self.restart_after_refusal()?,
+                    (None, Fail::Transient(e)) => self.recover(e)?,
+                    (None, Fail::Fatal(e)) => return Err(e),
+                }
                 self.send(&f.stream, &f.rows, &f.data, &mut report, &f.shape, &f.batch)?;
+                self.reports.push(report);
+                for (stream, rows, data, shape, batch) in redo {
+                    let mut report = Report {
+                        stream: stream.clone(),
+                        ..Default::default()
+                    };
+                    self.send(&stream, &rows, &data, &mut report, &shape, &batch)?;
+                    self.reports.push(report);
+                }
             }
         }
-        self.reports.push(report);
         Ok(())
     }
 
@@ -876,7 +958,7 @@ impl PgTarget {
                         .map_err(|f| self.fail_error(what, f))?;
                     done.push(s.clone());
                 }
-                Err(Fail::Refused(m, _)) => {
+                Err(Fail::Refused(m, ..)) => {
                     self.sql(&format!("ROLLBACK TO SAVEPOINT {sp}"), false)
                         .map_err(|f| self.fail_error(what, f))?;
                     self.forget_since(&sp);
@@ -899,7 +981,7 @@ impl PgTarget {
     fn fail_error(&self, what: &str, f: Fail) -> Error {
         match f {
             Fail::Transient(e) | Fail::Fatal(e) => e,
-            Fail::Refused(m, _) => Error::new(ErrorKind::Target, format!("{}: {what}: {m}", self.address.redacted)),
+            Fail::Refused(m, ..) => Error::new(ErrorKind::Target, format!("{}: {what}: {m}", self.address.redacted)),
         }
     }
 
@@ -910,6 +992,7 @@ impl PgTarget {
                 self.ops.clear();
                 self.ops_bytes = 0;
                 self.replayable = true;
+                self.careful = false;
                 Ok(())
             }
             Err(e) => {
@@ -1320,12 +1403,25 @@ impl Target for PgTarget {
                 format!("COPY {stage} ({list}, _ferry_n) FROM STDIN (FORMAT {format})")
             }
         };
+        let key_constraint = match prepared.existed {
+            true => self
+                .rows(
+                    "reading the table's key",
+                    "SELECT conname::text FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p'",
+                    &[&qualified],
+                )?
+                .first()
+                .map(|r| r.get(0)),
+            // Ferry adds the key when the stream ends, named the way PostgreSQL names it.
+            false => Some(format!("{table}_pkey")),
+        };
         self.streams.insert(
             stream.to_owned(),
             PgStream {
                 qualified,
                 encoders,
                 binary,
+                key_constraint,
                 key: shape.key.clone(),
                 copy,
                 path,
@@ -1347,7 +1443,12 @@ impl Target for PgTarget {
             stream: stream.to_owned(),
             ..Default::default()
         };
+        // The COPY payload is built in place: header, the rows' tuples, and (at launch) trailer;
+        // `rows` hold each tuple's range in it.
         let mut tuples = Vec::with_capacity(batch.values.len() * 16);
+        if ps.binary {
+            tuples.extend_from_slice(pgcopy::HEADER);
+        }
         let mut rows = Vec::with_capacity(batch.len());
         let nfields = ps.encoders.len() as i16 + i16::from(staging);
         let mut scratch = Vec::new();
@@ -1398,8 +1499,8 @@ impl Target for PgTarget {
                 }
             }
         }
-        // The chunk before this one has had the time it took to encode this one.
-        self.settle()?;
+        // Chunks before this one go on while it is encoded; launching settles the oldest when
+        // too many are on their way.
         self.begin()?;
         if !rows.is_empty() {
             self.launch(stream, shape, batch, rows, tuples)?;
@@ -1504,7 +1605,7 @@ impl Target for PgTarget {
         match self.commit_now("committing") {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Transient => {
-                self.client = self.address.connect_async(&self.rt)?;
+                self.client = self.address.connect_async(&self.rt)?.into();
                 let check = format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
                     self.markers_table
@@ -1529,7 +1630,7 @@ impl Target for PgTarget {
     }
 
     fn rollback(&mut self) -> Result<()> {
-        if let Some(f) = self.in_flight.take() {
+        for f in self.in_flight.drain(..).collect::<Vec<_>>() {
             // Let the COPY end (it is rolled back with the rest) so the connection is usable.
             let _ = self.rt.block_on(f.done);
         }
@@ -1539,6 +1640,7 @@ impl Target for PgTarget {
             self.ops.clear();
             self.ops_bytes = 0;
             self.replayable = true;
+            self.careful = false;
             let _ = self.rt.block_on(self.client.batch_execute("ROLLBACK"));
         }
         Ok(())

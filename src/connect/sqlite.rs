@@ -808,7 +808,7 @@ impl SqliteSource {
 }
 
 /// Rows read at each end of a table to learn the storage classes of its columns.
-const CLASS_SAMPLE: u64 = 50_000;
+const CLASS_SAMPLE: u64 = 10_000;
 
 /// The ORDER BY columns of a table's export, and whether the rowid is appended to the key.
 fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {
@@ -820,20 +820,29 @@ fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {
     }
 }
 
-struct SqliteRow<'a, 'stmt> {
-    row: &'a rusqlite::Row<'stmt>,
-    offset: usize,
+/// One row of a scan, each column read from SQLite once (the exporter looks at a value several
+/// times: to write it, to hash it, to remember the key).
+struct SqliteRow<'a> {
+    values: Vec<ValueRef<'a>>,
+    rowid: Option<i64>,
 }
 
-impl RowAccess for SqliteRow<'_, '_> {
+impl<'a> SqliteRow<'a> {
+    fn read(row: &'a rusqlite::Row<'_>, offset: usize, columns: usize) -> SqliteRow<'a> {
+        let values = (0..columns)
+            .map(|i| row.get_ref(i + offset).map(from_sql).unwrap_or(ValueRef::Null))
+            .collect();
+        let rowid = if offset == 1 { row.get(0).ok() } else { None };
+        SqliteRow { values, rowid }
+    }
+}
+
+impl RowAccess for SqliteRow<'_> {
     fn get(&self, i: usize) -> ValueRef<'_> {
-        self.row
-            .get_ref(i + self.offset)
-            .map(from_sql)
-            .unwrap_or(ValueRef::Null)
+        self.values[i]
     }
     fn rowid(&self) -> Option<i64> {
-        if self.offset == 1 { self.row.get(0).ok() } else { None }
+        self.rowid
     }
 }
 
@@ -1001,8 +1010,9 @@ impl Source for SqliteSource {
             .query(rusqlite::params_from_iter(binds.iter()))
             .ctx(ErrorKind::Source, e)?;
         let offset = usize::from(tie.is_some());
+        let columns = shape.len();
         while let Some(r) = rows.next().ctx(ErrorKind::Source, e)? {
-            row(&SqliteRow { row: r, offset })?;
+            row(&SqliteRow::read(r, offset, columns))?;
         }
         Ok(())
     }

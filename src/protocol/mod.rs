@@ -30,7 +30,7 @@
 //! {"type":"SCHEMA","stream":"main.users","schema":{"type":"object","properties":{"id":{"type":"integer","x-sql-type":"INTEGER"}}},"key_properties":["id"]}
 //! {"type":"RECORD","stream":"main.users","record":{"id":1}}
 //! {"type":"STATE","value":{"run_id":"0193...","seq":1,"bookmarks":{"main.users":{"after":{"id":1},"rows":1,"complete":true}}}}
-//! {"type":"STREAM_END","stream":"main.users","status":"complete","rows":1,"digest":{"algo":"rows-sha256","value":"…"}}
+//! {"type":"STREAM_END","stream":"main.users","status":"complete","rows":1,"digest":{"algo":"values-sha256","value":"…"}}
 //! {"type":"END","run_id":"0193...","status":"ok","streams":1,"rows":1}
 //! ```
 //!
@@ -65,10 +65,14 @@
 //!
 //! # STREAM_END digest
 //!
-//! `digest.algo` is `rows-sha256`: SHA-256 over the concatenated 32-byte row hashes of the stream's
-//! RECORDs, in stream order. A row hash is SHA-256 over the row's columns sorted by name, each as
-//! its name and its value's canonical encoding ([`crate::value::Value::hash_into`]). It depends on
-//! values, not on JSON spelling, so any stage can recompute and check it.
+//! `digest.algo` is `values-sha256`: one SHA-256 over the stream's RECORDs in stream order, each
+//! as its columns' canonical encodings ([`crate::value::Value::hash_into`]) in column-name order;
+//! before the first row, and again wherever a repeated SCHEMA changes the columns, a `ff` byte and
+//! the column names in that order (each as a u32 big-endian length and its bytes). Encodings are
+//! self-delimiting and a row has a fixed number of them, so the input is unambiguous. It depends
+//! on values, not on JSON spelling, so any stage can recompute and check it, in a single pass
+//! (no hash per row). (Validation compares rows by a per-row hash, SHA-256 over each column's
+//! name and canonical value: [`crate::row::RowShape::row_hash`].)
 
 pub mod reader;
 pub mod writer;
@@ -83,7 +87,7 @@ pub use writer::StreamWriter;
 pub const PROTOCOL: &str = "ferry/1";
 
 /// The name of the STREAM_END digest algorithm (see the module docs).
-pub const DIGEST_ALGO: &str = "rows-sha256";
+pub const DIGEST_ALGO: &str = "values-sha256";
 
 /// Default longest line accepted on input.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;

@@ -36,12 +36,56 @@ pub struct Line<'a> {
     pub text: &'a str,
     pub kind: Kind,
     pub head: Head<'a>,
+    /// A RECORD line in the writer's own shape (`{"type":"RECORD","stream":"s","record":{...}}`):
+    /// the text that should be its record, read without a JSON pass (see [`Line::record_text`]).
+    fast: Option<&'a str>,
+}
+
+/// The record text of a line in the writer's own shape, and its stream name; `None` for any other
+/// line. The text is not checked: it is the record only if it decodes as exactly one object.
+fn fast_record(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix(r#"{"type":"RECORD","stream":""#)?;
+    let q = rest.find('"')?;
+    let name = &rest[..q];
+    if name.contains('\\') {
+        return None;
+    }
+    let rec = rest[q + 1..].strip_prefix(r#","record":"#)?.strip_suffix('}')?;
+    rec.starts_with('{').then_some((name, rec))
 }
 
 impl<'a> Line<'a> {
     /// The stream named by the line, or "" when it has none.
     pub fn stream(&self) -> &str {
         self.head.stream.as_deref().unwrap_or("")
+    }
+
+    /// Whether the line was read on the fast path: its record text is unchecked, and if it does
+    /// not decode as exactly one object, [`Line::full`] reads the line properly.
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// The record's JSON text (on the fast path, unchecked).
+    pub fn record_text(&self) -> Result<&'a str> {
+        match (self.fast, self.head.record) {
+            (Some(t), _) => Ok(t),
+            (None, Some(r)) => Ok(r.get()),
+            (None, None) => Err(self.error("RECORD has no \"record\" object")),
+        }
+    }
+
+    /// The line parsed in full.
+    pub fn full(&self) -> Result<Line<'a>> {
+        let head: Head<'a> = serde_json::from_str(self.text)
+            .map_err(|e| Error::input(format!("line {} is not a valid protocol message: {e}", self.no)))?;
+        Ok(Line {
+            no: self.no,
+            text: self.text,
+            kind: Kind::parse(&head.kind),
+            head,
+            fast: None,
+        })
     }
 
     /// Parse the whole line as a typed message body. `type` is taken out first: the body types
@@ -63,6 +107,12 @@ impl<'a> Line<'a> {
 
     /// The `record` object, required on RECORD lines.
     pub fn record(&self) -> Result<&'a RawValue> {
+        if let Some(t) = self.fast {
+            return match serde_json::from_str::<&'a RawValue>(t) {
+                Ok(r) => Ok(r),
+                Err(_) => self.full()?.record(),
+            };
+        }
         self.head
             .record
             .ok_or_else(|| self.error("RECORD has no \"record\" object"))
@@ -136,6 +186,21 @@ impl<R: BufRead> StreamReader<R> {
         let no = self.line_no;
         let text = std::str::from_utf8(&self.buf)
             .map_err(|e| Error::input(format!("line {no} is not valid UTF-8 (byte {})", e.valid_up_to())))?;
+        if terminated && let Some((name, rec)) = fast_record(text) {
+            let head = Head {
+                kind: Cow::Borrowed("RECORD"),
+                stream: Some(Cow::Borrowed(name)),
+                record: None,
+                op: None,
+            };
+            return Ok(Some(Line {
+                no,
+                text,
+                kind: Kind::Record,
+                head,
+                fast: Some(rec),
+            }));
+        }
         let head: Head<'_> = serde_json::from_str(text).map_err(|e| {
             let cut = if terminated {
                 ""
@@ -150,7 +215,13 @@ impl<R: BufRead> StreamReader<R> {
             Error::input(format!("line {no} {what}{cut}"))
         })?;
         let kind = Kind::parse(&head.kind);
-        Ok(Some(Line { no, text, kind, head }))
+        Ok(Some(Line {
+            no,
+            text,
+            kind,
+            head,
+            fast: None,
+        }))
     }
 }
 

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json};
-use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
 use crate::checkpoint::Checkpoint;
@@ -24,7 +23,7 @@ use crate::protocol::{
     Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, State, StateValue, StreamEnd, StreamWriter,
     new_run_id, now_rfc3339, producer,
 };
-use crate::row::RowShape;
+use crate::row::{RowShape, StreamDigest};
 use crate::value::{self, Value};
 
 #[derive(Debug, Clone)]
@@ -187,7 +186,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
         value::write_str(&stream, &mut prefix);
         prefix.extend_from_slice(br#","record":"#);
 
-        let mut digest = Sha256::new();
+        let mut digest = StreamDigest::default();
         let mut rows: u64 = 0;
         let mut since_state: u64 = 0;
         let mut last_state = Instant::now();
@@ -226,7 +225,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             shape.encode_record(|i| row.get(i), &mut em.line);
             em.line.push(b'}');
             em.out.write_line(&em.line, Kind::Record)?;
-            digest.update(shape.row_hash_ref(|i| row.get(i)));
+            digest.add(&shape, |i| row.get(i));
             for &i in &shape.key {
                 last_row[i] = row.get(i).to_owned();
             }
@@ -259,7 +258,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
             errors: None,
             digest: Some(Digest {
                 algo: DIGEST_ALGO.into(),
-                value: hex::encode(digest.finalize()),
+                value: digest.take_hex(),
             }),
             extra: Map::new(),
         }))?;

@@ -18,7 +18,6 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
 use serde_json::{Map, Value as Json, json};
-use sha2::{Digest as _, Sha256};
 
 use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
@@ -28,7 +27,7 @@ use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
     StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
 };
-use crate::row::RowShape;
+use crate::row::{RowShape, StreamDigest};
 use crate::stage::export::Progress;
 
 #[derive(Debug, Clone)]
@@ -78,7 +77,7 @@ struct InStream {
     committed: Option<u64>,
     received: u64,
     already: u64,
-    digest: Sha256,
+    digest: StreamDigest,
     ended: bool,
     /// Counts since the last commit, for the checkpoint's batch rows.
     pending: BatchRow,
@@ -447,7 +446,7 @@ impl<W: Write> Importer<'_, W> {
                         committed,
                         received: 0,
                         already: 0,
-                        digest: Sha256::new(),
+                        digest: StreamDigest::default(),
                         ended: false,
                         pending: BatchRow {
                             stream: name,
@@ -466,7 +465,7 @@ impl<W: Write> Importer<'_, W> {
 
     fn on_record(&mut self, line: &Line<'_>) -> Result<()> {
         let name = line.stream();
-        let record = line.record()?;
+        let record = line.record_text()?;
         if let Some(op) = line.head.op.as_deref()
             && !op.eq_ignore_ascii_case("upsert")
         {
@@ -479,15 +478,22 @@ impl<W: Write> Importer<'_, W> {
         if s.ended {
             return Err(line.error("a RECORD after its stream's STREAM_END"));
         }
+        let slot = s.batch.push_row(line.no);
+        if let Err(e) = s.shape.decode_text(record, slot) {
+            s.batch.pop_row();
+            // Read on the fast path, the text may hold more than the record: read it in full.
+            return match line.is_fast() {
+                true => self.on_record(&line.full()?),
+                false => Err(line.error(e)),
+            };
+        }
         let position = s.base.map(|b| b + s.since);
         s.since += 1;
         s.received += 1;
         s.touched = true;
-        let slot = s.batch.push_row(line.no);
-        s.shape.decode_into(record, slot).map_err(|e| line.error(e))?;
         let n = s.batch.len();
         let row = s.batch.row(n - 1);
-        s.digest.update(s.shape.row_hash(row));
+        s.digest.add_row(&s.shape, row);
         s.pending.rows += 1;
         s.pending.bytes += line.text.len() as u64 + 1;
         let already = matches!((position, s.committed), (Some(p), Some(c)) if p < c);
@@ -701,7 +707,7 @@ impl<W: Write> Importer<'_, W> {
         if s.ended {
             return Err(line.error("a second STREAM_END for the stream"));
         }
-        let digest = hex::encode(std::mem::take(&mut s.digest).finalize());
+        let digest = s.digest.take_hex();
         if verify {
             if let Some(rows) = end.rows
                 && rows != s.received

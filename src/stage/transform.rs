@@ -18,13 +18,12 @@ use std::io::{BufRead, Write};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
-use sha2::{Digest as _, Sha256};
 
 use crate::dialect::{self, Converted, Dialect, NumericAs};
 use crate::error::{Error, Result};
 use crate::jq::JqProgram;
 use crate::protocol::{DIGEST_ALGO, Digest, End, Kind, Line, Message, Schema, StreamEnd, StreamReader, StreamWriter};
-use crate::row::RowShape;
+use crate::row::{RowShape, StreamDigest};
 use crate::value;
 
 /// One operation. Stream names are the names as they are at that point of the pipeline (after
@@ -200,7 +199,7 @@ struct OutStream {
     /// Whether this stage computes the stream's STREAM_END (records may differ from the input's).
     recompute: bool,
     rows: u64,
-    digest: Sha256,
+    digest: StreamDigest,
     ended: bool,
 }
 
@@ -339,7 +338,7 @@ struct Recast {
     to: RowShape,
     prefix: Vec<u8>,
     rows: u64,
-    digest: Sha256,
+    digest: StreamDigest,
 }
 
 impl<W: Write> Sink<'_, W> {
@@ -381,7 +380,7 @@ impl<W: Write> Sink<'_, W> {
                         from,
                         to,
                         rows: 0,
-                        digest: Sha256::new(),
+                        digest: StreamDigest::default(),
                     },
                 );
                 if changed {
@@ -426,7 +425,7 @@ impl<W: Write> Sink<'_, W> {
                 slot.1 = raw(std::str::from_utf8(&rec).unwrap_or("null"));
                 if r.conv.values_change {
                     r.rows += 1;
-                    r.digest.update(r.to.row_hash(&row));
+                    r.digest.add_row(&r.to, &row);
                 }
                 self.out.write_line(object_text(&fields).as_bytes(), kind)
             }
@@ -438,7 +437,7 @@ impl<W: Write> Sink<'_, W> {
                         end.rows = Some(r.rows);
                         end.digest = Some(Digest {
                             algo: DIGEST_ALGO.into(),
-                            value: hex::encode(std::mem::take(&mut r.digest).finalize()),
+                            value: r.digest.take_hex(),
                         });
                         r.rows = 0;
                         self.out.write_message(&Message::StreamEnd(end))
@@ -593,7 +592,7 @@ impl<W: Write> Transformer<'_, W> {
                         shape,
                         recompute,
                         rows: 0,
-                        digest: Sha256::new(),
+                        digest: StreamDigest::default(),
                         ended: false,
                     },
                 );
@@ -865,7 +864,7 @@ impl<W: Write> Transformer<'_, W> {
                             shape,
                             recompute: true,
                             rows: 0,
-                            digest: Sha256::new(),
+                            digest: StreamDigest::default(),
                             ended: false,
                         },
                     );
@@ -885,7 +884,7 @@ impl<W: Write> Transformer<'_, W> {
                     "stream {stream}: the transformed record does not fit its SCHEMA: {e}"
                 ))
             })?;
-            o.digest.update(o.shape.row_hash(&row));
+            o.digest.add_row(&o.shape, &row);
             o.rows += 1;
         }
         self.outcome.records_out += 1;
@@ -939,7 +938,7 @@ impl<W: Write> Transformer<'_, W> {
             return Ok(());
         }
         o.ended = true;
-        let digest = hex::encode(std::mem::take(&mut o.digest).finalize());
+        let digest = o.digest.take_hex();
         let mut end = input.unwrap_or(StreamEnd {
             stream: String::new(),
             status: "complete".into(),

@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
-use sha2::{Digest as _, Sha256};
 
 use self::db::{Db, MergeRow};
 use crate::address::Address;
@@ -35,7 +34,7 @@ use crate::connect::sqlite::{self as sq, quote};
 use crate::connect::{Selection, table_name_for};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{DIGEST_ALGO, ForeignKey, Kind, Schema, StreamEnd, StreamReader, StreamWriter, now_rfc3339};
-use crate::row::{Column, RowHash, RowShape};
+use crate::row::{Column, RowHash, RowShape, StreamDigest};
 use crate::value::{Codec, Value, compare_keys};
 
 #[derive(Debug, Clone)]
@@ -484,7 +483,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
         spilled: Vec<usize>,
         hashed: Vec<(usize, Canon)>,
         insert: String,
-        digest: Sha256,
+        digest: StreamDigest,
         rows: u64,
         ended: bool,
     }
@@ -570,7 +569,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
                         spilled,
                         hashed,
                         insert,
-                        digest: Sha256::new(),
+                        digest: StreamDigest::default(),
                         rows: 0,
                         ended: false,
                     },
@@ -610,7 +609,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
                         ]),
                     ));
                 }
-                s.digest.update(s.shape.row_hash(&row));
+                s.digest.add_row(&s.shape, &row);
                 s.rows += 1;
                 let h: RowHash = match &s.common {
                     Some(c) => {
@@ -655,7 +654,7 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
                         ]),
                     ));
                 }
-                let digest = hex::encode(std::mem::take(&mut s.digest).finalize());
+                let digest = s.digest.take_hex();
                 if let Some(d) = &end.digest
                     && d.algo == DIGEST_ALGO
                     && d.value != digest
