@@ -1162,11 +1162,13 @@ impl Target for PgTarget {
     }
 
     fn commit_every(&self) -> super::CommitEvery {
-        // Each commit costs the server a WAL flush: gather several STATEs into one.
+        // Each commit costs the server a WAL flush and the importer a pause (what is on its way
+        // must land before the markers say so): gather STATEs into one, within what the replay
+        // log keeps (REPLAY_LIMIT) and a few seconds of work to redo after a crash.
         super::CommitEvery {
-            rows: 50_000,
-            bytes: 8 << 20,
-            interval: Duration::from_secs(2),
+            rows: 100_000,
+            bytes: 16 << 20,
+            interval: Duration::from_secs(3),
         }
     }
 

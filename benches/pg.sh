@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# SQLite -> PostgreSQL and PostgreSQL -> SQLite, side by side with pgloader and psql \copy.
+#
+#   bash benches/pg.sh              # 1M and 5M rows, a private PostgreSQL cluster
+#   ROWS="100000" bash benches/pg.sh
+#   FERRY_BENCH_PG=postgres://user:pw@host:port bash benches/pg.sh   # an existing server
+#
+# Prints a Markdown report (machine, commit, seconds, rows/s, ratios, peak RSS of each stage) on
+# stdout; copy it into benches/RESULTS.md. Everything it makes goes to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${ROWS:-1000000 5000000}"
+WORK="$PWD/target/bench"
+mkdir -p "$WORK"
+say() { printf '%s\n' "$*" >&2; }
+
+say "building (release)..."
+cargo build --release --locked --bins --example gen-db >&2
+BIN="$PWD/target/release"
+
+# Peers from Debian.
+need() { command -v "$1" > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -q "$2" >&2; } || { say "install $2"; exit 1; }; }
+need pgloader pgloader
+need sqlite3 sqlite3
+need psql postgresql-client
+
+# A private cluster (as the postgres user when root), unless FERRY_BENCH_PG names a server.
+if [ -n "${FERRY_BENCH_PG:-}" ]; then
+  BASE="$FERRY_BENCH_PG"
+else
+  PGBIN=$(dirname "$(command -v initdb 2> /dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+  DATA="$WORK/pg"
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PW="bench-$(date +%s)"
+  as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+  rm -rf "$DATA" && mkdir -p "$DATA" && echo "$PW" > "$WORK/pgpw"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$DATA" "$WORK/pgpw"
+  as_pg "$PGBIN/initdb" -D "$DATA/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$WORK/pgpw" --encoding=UTF8 --no-locale > /dev/null
+  as_pg "$PGBIN/pg_ctl" -D "$DATA/data" -l "$DATA/log" -w \
+    -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start > /dev/null
+  trap 'as_pg "$PGBIN/pg_ctl" -D "$DATA/data" -m fast stop > /dev/null 2>&1 || true' EXIT
+  BASE="postgres://postgres:$PW@127.0.0.1:$PORT"
+fi
+export PGCONNECT_TIMEOUT=10
+sql() { psql -q -v ON_ERROR_STOP=1 "$BASE/${1}" -c "$2" > /dev/null 2>&1; }
+fresh() { sql postgres "DROP DATABASE IF EXISTS $1" && sql postgres "CREATE DATABASE $1" && sql postgres "CHECKPOINT"; }
+
+# Run a command, recording wall seconds and peak RSS (KiB) into the named variables.
+measure() { # measure SECS_VAR RSS_VAR -- command...
+  local sv=$1 rv=$2; shift 3
+  local t="$WORK/time.$$"
+  /usr/bin/time -f "%e %M" -o "$t" "$@"
+  read -r "${sv?}" "${rv?}" < "$t"
+}
+# A pipeline, its wall time and each stage's peak RSS (KiB): pipe SECS_VAR -- "stage" "stage"...
+pipe() {
+  local sv=$1; shift 2
+  local cmd="" i=0
+  for st in "$@"; do
+    [ $i -gt 0 ] && cmd+=" | "
+    cmd+="/usr/bin/time -f %M -o $WORK/rss.$i $st"
+    i=$((i + 1))
+  done
+  local start end
+  start=$(date +%s.%N)
+  bash -o pipefail -c "$cmd > /dev/null"
+  end=$(date +%s.%N)
+  printf -v "$sv" '%s' "$(python3 -c "print(round($end - $start, 2))")"
+}
+rss() { cat "$WORK/rss.$1"; }
+# The median of three runs of a step (a shell function setting the named variable).
+RUNS="${RUNS:-3}"
+median() { # median VAR step-function
+  local var=$1 step=$2 times=()
+  for _ in $(seq "$RUNS"); do
+    "$step"
+    times+=("${!var}")
+  done
+  printf -v "$var" '%s' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+}
+rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
+
+commit=$(git rev-parse --short HEAD 2> /dev/null || echo unknown)
+dirty=$(git status --porcelain 2> /dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+pgv=$(psql -Atq "$BASE/postgres" -c "SHOW server_version")
+echo "## PostgreSQL run of $(date -u +%Y-%m-%dT%H:%MZ), commit $commit$dirty"
+echo
+echo "Each time is the median of $RUNS runs. Machine: $(nproc) cores ($cpu), $mem RAM, $(uname -sr). PostgreSQL $pgv (default settings, fsync on), $(pgloader --version 2>&1 | head -1), $(sqlite3 --version | cut -d' ' -f1-2 | sed 's/^/sqlite3 /')."
+echo
+
+for n in $ROWS; do
+  db="$WORK/src-$n.db"
+  [ -f "$db" ] || { say "generating $n rows..."; "$BIN/examples/gen-db" "$db" "$n"; }
+  total=$((n + 10000)) # items + parents
+  cd "$WORK"
+
+  say "[$n] ferry: export | import, checkpoint on"
+  ferry_run() {
+    fresh ferry_$n
+    rm -rf .ferry
+    pipe f_s -- "$BIN/ferry-export sqlite:$db -q" "$BIN/ferry-import $BASE/ferry_$n --create -q"
+  }
+  median f_s ferry_run
+  f_exp=$(rss 0) f_imp=$(rss 1)
+  measure v_s v_rss -- sh -c "'$BIN/ferry-validate' 'sqlite:$db' '$BASE/ferry_$n' -q --report pg-report-$n.json > /dev/null"
+  grep -q '"status": "pass"' "pg-report-$n.json" || { say "validation failed: see $WORK/pg-report-$n.json"; exit 1; }
+
+  say "[$n] ferry: STATEs only at stream ends (checkpoint cost)"
+  nock_run() {
+    fresh ferry_nock_$n
+    rm -rf .ferry
+    pipe nock_s -- "$BIN/ferry-export sqlite:$db -q --state-every 1000000000 --state-interval 1000000" \
+      "$BIN/ferry-import $BASE/ferry_nock_$n --create -q"
+  }
+  median nock_s nock_run
+
+  say "[$n] pgloader"
+  pgl_run() {
+    fresh pgl_$n
+    measure pgl_s pgl_rss -- sh -c "pgloader --quiet 'sqlite://$db' '$BASE/pgl_$n' > pgloader-$n.log 2>&1"
+  }
+  median pgl_s pgl_run
+
+  say "[$n] psql \\copy from CSV"
+  [ -f "items-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM items" > "items-$n.csv"
+  [ -f "parents-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM parents" > "parents-$n.csv"
+  copy_run() {
+    fresh copy_$n
+    sql "copy_$n" "CREATE TABLE parents (id bigint$pk, name text NOT NULL);
+                   CREATE TABLE items (id bigint$pk, parent_id bigint NOT NULL, name text NOT NULL,
+                                       amount double precision NOT NULL, qty bigint NOT NULL, created_at text NOT NULL)"
+    measure c_s c_rss -- psql -q "$BASE/copy_$n" -c "\\copy parents FROM 'parents-$n.csv' CSV" -c "\\copy items FROM 'items-$n.csv' CSV"
+  }
+  pk=" PRIMARY KEY"
+  median c_s copy_run
+  copy_s=$c_s
+  pk=""
+  median c_s copy_run
+  copy_nokey_s=$c_s
+
+  say "[$n] ferry: PostgreSQL -> SQLite"
+  back_run() {
+    rm -rf "back-$n.db"* .ferry
+    pipe b_s -- "$BIN/ferry-export $BASE/ferry_$n -q" "$BIN/ferry-transform --dialect sqlite -q" "$BIN/ferry-import sqlite:back-$n.db --create -q"
+  }
+  median b_s back_run
+  b_exp=$(rss 0) b_tr=$(rss 1) b_imp=$(rss 2)
+  measure bv_s bv_rss -- sh -c "'$BIN/ferry-validate' '$BASE/ferry_$n' 'sqlite:back-$n.db' -q --report back-report-$n.json > /dev/null"
+  grep -q '"status": "pass"' "back-report-$n.json" || { say "validation failed: see $WORK/back-report-$n.json"; exit 1; }
+
+  say "[$n] psql \\copy to CSV + sqlite3 .import"
+  csvback_run() {
+    rm -f "csvback-$n.db"
+    measure cb_s cb_rss -- sh -c "psql -q '$BASE/ferry_$n' -c \"\\copy items TO 'items-out-$n.csv' CSV\" -c \"\\copy parents TO 'parents-out-$n.csv' CSV\" \
+    && sqlite3 csvback-$n.db 'CREATE TABLE items (id INTEGER PRIMARY KEY, parent_id INTEGER, name TEXT, amount REAL, qty INTEGER, created_at TEXT)' \
+       'CREATE TABLE parents (id INTEGER PRIMARY KEY, name TEXT)' '.import --csv items-out-$n.csv items' '.import --csv parents-out-$n.csv parents'"
+  }
+  median cb_s csvback_run
+
+  cd - > /dev/null
+  echo "### $total rows (items $n with a foreign key to parents 10,000; 6 columns, primary keys)"
+  echo
+  echo "SQLite -> PostgreSQL:"
+  echo
+  echo "| tool | seconds | rows/s | rate relative to ferry | peak RSS |"
+  echo "|---|---:|---:|---:|---|"
+  echo "| **ferry** export \\| import (checkpoint on, then keys, FK validated) | $f_s | $(rate $total "$f_s") | 1.00 | export $(mib "$f_exp") MiB, import $(mib "$f_imp") MiB |"
+  echo "| ferry, STATEs only at stream ends | $nock_s | $(rate $total "$nock_s") | $(ratio "$f_s" "$nock_s") | |"
+  echo "| pgloader $(pgloader --version 2>&1 | head -1 | awk '{print $NF}') (same file, defaults) | $pgl_s | $(rate $total "$pgl_s") | $(ratio "$f_s" "$pgl_s") | $(mib "$pgl_rss") MiB |"
+  echo "| psql \\copy from CSV, tables with primary keys (the limit) | $copy_s | $(rate $total "$copy_s") | $(ratio "$f_s" "$copy_s") | |"
+  echo "| psql \\copy from CSV, no keys | $copy_nokey_s | $(rate $total "$copy_nokey_s") | $(ratio "$f_s" "$copy_nokey_s") | |"
+  echo
+  echo "ferry against pgloader: **$(ratio "$pgl_s" "$f_s")x** its rate; against \\copy with keys: **$(python3 -c "print(f'{100 * $copy_s / $f_s:.0f}')")%** of its rate; checkpointing costs $(python3 -c "print(f'{100 * ($f_s - $nock_s) / $nock_s:.1f}')")%. ferry-validate (SQLite against PostgreSQL, every row): $v_s s, $(mib "$v_rss") MiB."
+  echo
+  echo "PostgreSQL -> SQLite:"
+  echo
+  echo "| tool | seconds | rows/s | rate relative to ferry | peak RSS |"
+  echo "|---|---:|---:|---:|---|"
+  echo "| **ferry** export \\| transform --dialect sqlite \\| import | $b_s | $(rate $total "$b_s") | 1.00 | export $(mib "$b_exp") MiB, transform $(mib "$b_tr") MiB, import $(mib "$b_imp") MiB |"
+  echo "| psql \\copy to CSV + sqlite3 .import (untyped CSV, no checks) | $cb_s | $(rate $total "$cb_s") | $(ratio "$b_s" "$cb_s") | |"
+  echo
+  echo "ferry-validate (PostgreSQL against SQLite): $bv_s s, $(mib "$bv_rss") MiB."
+  echo
+done
