@@ -4,7 +4,7 @@
 //! |-------------|---------|
 //! | SQLite      | `sqlite:path/to/app.db`, or a path ending in `.db`, `.sqlite`, `.sqlite3` |
 //! | NDJSON file | `-` (stdin/stdout) or a path ending in `.ndjson` |
-//! | PostgreSQL  | `postgres://user@host:port/db` (not in this build yet) |
+//! | PostgreSQL  | `postgres://user[:password]@host:port/db` (or `postgresql://`; libpq's `PG*` variables fill gaps) |
 //! | D1          | `d1://ACCOUNT_ID/DATABASE_ID` (not in this build yet) |
 //! | directory   | `dir:/srv/media` (not in this build yet) |
 //! | S3 / R2     | `s3://bucket/prefix` (not in this build yet) |

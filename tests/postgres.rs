@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod common;
+use common::proxy;
 
 use common::pg::{self, PASSWORD};
 use common::{Dir, all_ok};
@@ -523,4 +524,68 @@ fn rows_the_server_refuses_mid_transaction_are_isolated_and_the_rest_lands_once(
         "{rejects}"
     );
     assert_eq!(common::written_and_already(&runs[1]).0, 20000 - 3);
+}
+
+#[test]
+fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
+    let d = Dir::new();
+    let src = build_source(&d, 300_000);
+    let url = pg::cluster().database("down");
+    let proxy = proxy::Proxy::start(pg::cluster().port);
+    let via = proxy.url(&url);
+    // Down for good part way through the rows (after ~12 MB of client traffic: past the first
+    // commit, before the end), so the importer's retries run out.
+    proxy.down_after(12 << 20);
+    let runs = {
+        let mut export = d
+            .cmd("ferry-export", &[&src, "--state-every", "5000", "-q"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = d
+            .cmd("ferry-import", &[&via, "--create"])
+            .env("FERRY_RETRIES", "2")
+            .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = import.wait_with_output().unwrap();
+        let _ = export.wait();
+        out
+    };
+    let stderr = String::from_utf8_lossy(&runs.stderr);
+    assert!(
+        proxy.is_down(),
+        "the import finished before the server went away: {stderr}"
+    );
+    assert_eq!(runs.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("still failing after 3 attempts"), "{stderr}");
+    assert!(
+        stderr.contains("re-run the same command"),
+        "the error says what to do: {stderr}"
+    );
+    assert!(!stderr.contains(pg::PASSWORD), "{stderr}");
+    let mut c = pg::connect(&url);
+    let items = c
+        .query_one("SELECT count(*) FROM items", &[])
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0);
+    assert!(items > 0 && items < 300_000, "committed before the outage: {items}");
+    let before = items + count(&mut c, "events");
+
+    proxy.up();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--state-every", "5000"]),
+            ("ferry-import", &[&via, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, already) = common::written_and_already(&runs[1]);
+    assert_eq!(already as i64, before, "{:?}", runs[1]);
+    assert_eq!(written as i64 + before, 375_000);
+    assert_eq!(count(&mut c, "items"), 300_000);
+    d.run("ferry-validate", &[&src, &url], b"").ok();
 }

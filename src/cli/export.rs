@@ -25,8 +25,13 @@ Examples:
   # After an interrupted import: continue after its last acknowledged STATE
   ferry-export sqlite:app.db --resume | ferry-import sqlite:copy.db --create
 
+  # PostgreSQL to SQLite: two tables (schema public), values recast for SQLite
+  ferry-export postgres://app@localhost/app --table users --table email_subscriptions \\
+    | ferry-transform --dialect sqlite | ferry-import sqlite:app-copy.db --create
+
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
-for a table without a key), all read from one snapshot. Exit status: 0 done, 2 error.";
+for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
+transaction, rows through COPY; streams are named schema.table). Exit status: 0 done, 2 error.";
 
 /// Export a store as a ferry stream (NDJSON) on stdout.
 #[derive(Debug, Parser)]

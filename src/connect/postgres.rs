@@ -54,6 +54,9 @@ const IN_FLIGHT: usize = 2;
 
 /// Operations of the open transaction kept for replay after a transient fault, at most this many
 /// bytes; beyond it a fault in that transaction is reported instead of retried.
+/// What a user is told when the server went away for good in the middle of a run.
+const GONE: &str = "nothing after the last commit is in the target; once the server is back, re-run the same command to continue from there";
+
 const REPLAY_LIMIT: usize = 32 << 20;
 
 /// A parsed `postgres://` address, with defaults from the libpq environment (`PGHOST`, `PGPORT`,
@@ -495,6 +498,7 @@ impl PgTarget {
         }
         tracing::warn!(error = %cause.chain(), "connection lost: reconnecting and replaying the open transaction");
         self.replay(true)
+            .map_err(|e| e.context(format!("the connection was lost and not regained; {GONE}")))
     }
 
     /// After the server refused a chunk written without a savepoint (the transaction is aborted):
@@ -595,7 +599,7 @@ impl PgTarget {
                     std::thread::sleep(Duration::from_millis(200 << faults.min(5)));
                     self.recover(e)?;
                 }
-                Err(Fail::Transient(e)) => return Err(e.context(format!("{what}: the server kept failing"))),
+                Err(Fail::Transient(e)) => return Err(e.context(format!("{what}: the server kept failing; {GONE}"))),
                 Err(Fail::Refused(m, ..)) => {
                     return Err(Error::new(
                         ErrorKind::Target,
