@@ -1,0 +1,252 @@
+//! Hostile names and secrets: table, column, index and constraint names with quotes, semicolons,
+//! spaces, unicode and SQL keywords go through every engine quoted (nothing injected, everything
+//! equal), and a password given in an address appears in no output of a run.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use common::pg::{self, PASSWORD};
+use common::{Dir, all_ok};
+
+/// A source whose every name is an attack or a trap, with values that look like SQL.
+fn hostile_source(d: &Dir) -> String {
+    d.open("src.db")
+        .execute_batch(
+            r#"
+            CREATE TABLE sentinel (id INTEGER PRIMARY KEY);
+            INSERT INTO sentinel VALUES (1);
+            CREATE TABLE "we""ird; DROP TABLE sentinel; --" (
+                "select" INTEGER PRIMARY KEY,
+                "col ""quoted""" TEXT NOT NULL,
+                "semi;colon" REAL,
+                "space name" BLOB,
+                "ünïcødé 名前" TEXT UNIQUE,
+                "MixedCase" INTEGER
+            );
+            CREATE INDEX "idx'); DROP TABLE sentinel; --" ON "we""ird; DROP TABLE sentinel; --" ("MixedCase");
+            CREATE TABLE "order" (
+                "from" INTEGER PRIMARY KEY,
+                "where" INTEGER REFERENCES "we""ird; DROP TABLE sentinel; --" ("select"),
+                "group by" TEXT
+            );
+            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
+              INSERT INTO "we""ird; DROP TABLE sentinel; --"
+              SELECT i, 'x''); DROP TABLE sentinel; -- ' || i, i / 4.0,
+                     CASE WHEN i % 2 = 0 THEN x'00275c22' END, '名前 ' || i || ' "\''', i % 7
+              FROM s;
+            WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200)
+              INSERT INTO "order" SELECT i, i, '$$; DROP TABLE sentinel; $$ \. ' || i FROM s;
+            "#,
+        )
+        .unwrap();
+    d.db("src.db")
+}
+
+fn sentinel_sqlite(d: &Dir, name: &str) -> i64 {
+    common::count(&d.open(name), "sentinel")
+}
+
+#[test]
+fn hostile_names_go_through_sqlite_and_postgresql_quoted_and_equal() {
+    let d = Dir::new();
+    let src = hostile_source(&d);
+
+    // SQLite to SQLite, with an upsert re-run through the same names.
+    let copy = d.db("copy.db");
+    all_ok(&d.pipe(
+        &[("ferry-export", &[&src]), ("ferry-import", &[&copy, "--create"])],
+        b"",
+    ));
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &[&copy, "--fresh", "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, &copy], b"").ok();
+    assert_eq!(sentinel_sqlite(&d, "copy.db"), 1);
+
+    // SQLite to PostgreSQL: created, then upserted through a staging table.
+    let url = pg::cluster().database("hostile");
+    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&url, "--create"])], b""));
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &[&url, "--fresh", "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, &url], b"").ok();
+    let mut c = pg::connect(&url);
+    let tables: Vec<String> = c
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.contains(&"sentinel".to_owned()), "{tables:?}");
+    assert!(
+        tables.contains(&"we\"ird; DROP TABLE sentinel; --".to_owned()),
+        "{tables:?}"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM \"we\"\"ird; DROP TABLE sentinel; --\"", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300);
+    let fk: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = '\"order\"'::regclass AND contype = 'f' AND convalidated",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fk, 1, "the foreign key between hostile names was created and validated");
+
+    // PostgreSQL back to SQLite, and equal to where it started.
+    let back = d.db("back.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&back, "--create"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&url, &back], b"").ok();
+    let n: i64 = d
+        .open("back.db")
+        .query_row("SELECT count(*) FROM \"we\"\"ird; DROP TABLE sentinel; --\"", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 300);
+    assert_eq!(sentinel_sqlite(&d, "back.db"), 1);
+    assert_eq!(sentinel_sqlite(&d, "src.db"), 1);
+}
+
+#[test]
+fn a_password_in_an_address_appears_in_no_output() {
+    let d = Dir::new();
+    let src = hostile_source(&d);
+    // A row PostgreSQL refuses (text cannot hold NUL), so a reject file is written too.
+    d.open("src.db")
+        .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'ok'), (2, 'nul ' || char(0));")
+        .unwrap();
+    let url = pg::cluster().database("secret");
+    assert!(url.contains(PASSWORD));
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut keep = |runs: &[common::Run]| {
+        for r in runs {
+            outputs.push((format!("{} stdout", r.what), r.output.stdout.clone()));
+            outputs.push((format!("{} stderr", r.what), r.output.stderr.clone()));
+        }
+    };
+
+    // Into PostgreSQL, with a row the server refuses (a reject file), debug logging on.
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            (
+                "ferry-import",
+                &[&url, "--create", "-v", "--reject-file", "rejects.ndjson"],
+            ),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    keep(&runs);
+    // Out of PostgreSQL and into it again, upserting.
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&url, "-v"]),
+            ("ferry-import", &[&url, "--on-conflict", "overwrite", "-v"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    keep(&runs);
+    assert!(d.path("rejects.ndjson").exists());
+    // Validate with a report (it finds the rejected row missing), status, a dry run.
+    let r = d.run("ferry-validate", &[&src, &url, "--report", "report.json", "-v"], b"");
+    r.expect_code(1);
+    keep(std::slice::from_ref(&r));
+    for args in [&["status"][..], &["status", "--json"][..]] {
+        let r = d.run("ferry", args, b"");
+        r.ok();
+        keep(std::slice::from_ref(&r));
+    }
+    let stream = d.run("ferry-export", &[&src], b"");
+    let r = d.run("ferry-import", &[&url, "--dry-run", "-v"], &stream.output.stdout);
+    r.ok();
+    keep(std::slice::from_ref(&r));
+    // Errors: a wrong database, a wrong password with the right one elsewhere in the address,
+    // a server that is not there.
+    let wrong_db = format!("{}/no_such_database_here", pg::cluster().base);
+    let dead = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/x");
+    for target in [&wrong_db, &dead] {
+        let r = d
+            .cmd("ferry-import", &[target.as_str(), "--create"])
+            .env("FERRY_RETRIES", "0")
+            .output();
+        let r = r.unwrap();
+        assert_eq!(r.status.code(), Some(2));
+        outputs.push((format!("import {target} stderr"), r.stderr));
+        let r = d
+            .cmd("ferry-export", &[target.as_str()])
+            .env("FERRY_RETRIES", "0")
+            .output()
+            .unwrap();
+        assert_eq!(r.status.code(), Some(2));
+        outputs.push((format!("export {target} stderr"), r.stderr));
+    }
+
+    // Every file the runs left behind (state file, reports, reject files), and every output.
+    for entry in walk(d.root()) {
+        if entry.ends_with("src.db") {
+            continue;
+        }
+        outputs.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
+    }
+    assert!(
+        outputs.iter().any(|(w, _)| w.contains("state.db")),
+        "the state file was checked"
+    );
+    assert!(
+        outputs.iter().any(|(w, _)| w.ends_with("report.json")),
+        "the report was checked"
+    );
+    for (what, bytes) in &outputs {
+        let found = bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes());
+        assert!(
+            !found,
+            "the password appears in {what}: {}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    // And the runs did name the server, redacted, so the check above looked at real output.
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("postgres://postgres@127.0.0.1")),
+        "no output names the server"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
