@@ -589,3 +589,57 @@ fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
     assert_eq!(count(&mut c, "items"), 300_000);
     d.run("ferry-validate", &[&src, &url], b"").ok();
 }
+
+#[test]
+fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
+    let d = Dir::new();
+    let src = build_source(&d, 300_000);
+    let url = pg::cluster().database("commitlost");
+    let proxy = proxy::Proxy::start(pg::cluster().port);
+    let via = proxy.url(&url);
+    // The server goes away as the fourth COMMIT is sent (it never arrives), and stays away.
+    proxy.down_at(b"Q\x00\x00\x00\x0bCOMMIT\x00", 3);
+    let mut export = d
+        .cmd("ferry-export", &[&src, "--state-every", "5000", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = d
+        .cmd("ferry-import", &[&via, "--create"])
+        .env("FERRY_RETRIES", "1")
+        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = import.wait_with_output().unwrap();
+    let _ = export.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(proxy.is_down(), "no fourth COMMIT was sent: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("lost during COMMIT and not regained"), "{stderr}");
+    assert!(stderr.contains("re-run the same command"), "{stderr}");
+    let mut c = pg::connect(&url);
+    let before = ["items", "events"]
+        .iter()
+        .map(|t| {
+            c.query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+        })
+        .sum::<i64>();
+
+    proxy.up();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--state-every", "5000"]),
+            ("ferry-import", &[&via, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, already) = common::written_and_already(&runs[1]);
+    assert_eq!(already as i64, before, "{:?}", runs[1]);
+    assert_eq!(written as i64 + before, 375_000);
+    d.run("ferry-validate", &[&src, &url], b"").ok();
+}

@@ -1611,7 +1611,15 @@ impl Target for PgTarget {
         match self.commit_now("committing") {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Transient => {
-                self.client = self.address.connect_async(&self.rt)?.into();
+                self.client = self
+                    .address
+                    .connect_async(&self.rt)
+                    .map_err(|e| {
+                        e.context(
+                            "the connection was lost during COMMIT and not regained (a re-run reads from the target whether that commit landed); once the server is back, re-run the same command to continue",
+                        )
+                    })?
+                    .into();
                 let check = format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
                     self.markers_table

@@ -18,6 +18,9 @@ struct Shared {
     down: AtomicBool,
     /// Client-to-server bytes left before the proxy goes down by itself (u64::MAX: never).
     budget: AtomicU64,
+    /// Go down instead of forwarding a client chunk holding this pattern, after letting
+    /// `.1` such chunks through.
+    trap: Mutex<Option<(Vec<u8>, u64)>>,
     open: Mutex<Vec<TcpStream>>,
 }
 
@@ -38,6 +41,7 @@ impl Proxy {
             upstream,
             down: AtomicBool::new(false),
             budget: AtomicU64::new(u64::MAX),
+            trap: Mutex::new(None),
             open: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
@@ -69,6 +73,12 @@ impl Proxy {
         self.shared.budget.store(bytes, Ordering::SeqCst);
     }
 
+    /// Go down when a client sends `pattern` for the `(skip + 1)`-th time, before it reaches
+    /// the server (e.g. a COMMIT message: the server never sees it).
+    pub fn down_at(&self, pattern: &[u8], skip: u64) {
+        *self.shared.trap.lock().unwrap() = Some((pattern.to_vec(), skip));
+    }
+
     pub fn down(&self) {
         self.shared.cut();
     }
@@ -79,6 +89,7 @@ impl Proxy {
 
     pub fn up(&self) {
         self.shared.budget.store(u64::MAX, Ordering::SeqCst);
+        *self.shared.trap.lock().unwrap() = None;
         self.shared.down.store(false, Ordering::SeqCst);
     }
 
@@ -99,6 +110,19 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, metered: bool) {
             break;
         }
         if metered {
+            let mut trap = s.trap.lock().unwrap();
+            if let Some((pattern, skip)) = trap.as_mut()
+                && buf[..n].windows(pattern.len()).any(|w| w == &pattern[..])
+            {
+                if *skip == 0 {
+                    *trap = None;
+                    drop(trap);
+                    s.cut();
+                    break;
+                }
+                *skip -= 1;
+            }
+            drop(trap);
             let left = s.budget.load(Ordering::SeqCst);
             if left != u64::MAX {
                 if (n as u64) >= left {
