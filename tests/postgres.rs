@@ -193,6 +193,18 @@ fn missing_tables_permissions_and_values_that_do_not_fit() {
     assert_eq!(amount, "1.25");
 }
 
+/// Rows of build_source's two tables in the target (0 for a table not created yet).
+fn rows_so_far(c: &mut postgres::Client) -> i64 {
+    ["items", "events"]
+        .iter()
+        .map(|t| {
+            c.query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// A source big enough for an import to take a moment: a keyed table and a keyless one.
 fn build_source(d: &Dir, rows: i64) -> String {
     d.open("src.db")
@@ -231,14 +243,7 @@ fn a_killed_import_rerun_finishes_exactly_once() {
         let _ = export.wait();
     }
     let mut c = pg::connect(&url);
-    let before: i64 = ["items", "events"]
-        .iter()
-        .map(|t| {
-            c.query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0)
-        })
-        .sum();
+    let before = rows_so_far(&mut c);
     let runs = d.pipe(
         &[
             ("ferry-export", &[&src, "--state-every", "1000"]),
@@ -620,14 +625,7 @@ fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
     assert!(stderr.contains("lost during COMMIT and not regained"), "{stderr}");
     assert!(stderr.contains("re-run the same command"), "{stderr}");
     let mut c = pg::connect(&url);
-    let before = ["items", "events"]
-        .iter()
-        .map(|t| {
-            c.query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0)
-        })
-        .sum::<i64>();
+    let before = rows_so_far(&mut c);
 
     proxy.up();
     let runs = d.pipe(
