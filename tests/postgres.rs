@@ -531,6 +531,43 @@ fn rows_the_server_refuses_mid_transaction_are_isolated_and_the_rest_lands_once(
     assert_eq!(common::written_and_already(&runs[1]).0, 20000 - 3);
 }
 
+/// `ferry-export SRC | ferry-import VIA --create` with FERRY_RETRIES set: the importer's output.
+fn import_through_proxy(d: &Dir, src: &str, via: &str, retries: &str) -> std::process::Output {
+    let mut export = d
+        .cmd("ferry-export", &[src, "--state-every", "5000", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = d
+        .cmd("ferry-import", &[via, "--create"])
+        .env("FERRY_RETRIES", retries)
+        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = import.wait_with_output().unwrap();
+    let _ = export.wait();
+    out
+}
+
+/// The same pipeline again, once the server is back: it writes exactly what the target lacked
+/// (`before` rows were committed) and validates equal.
+fn rerun_finishes_exactly_once(d: &Dir, src: &str, via: &str, url: &str, before: i64) {
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[src, "--state-every", "5000"]),
+            ("ferry-import", &[via, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, already) = common::written_and_already(&runs[1]);
+    assert_eq!(already as i64, before, "{:?}", runs[1]);
+    assert_eq!(written as i64 + before, 375_000);
+    d.run("ferry-validate", &[src, url], b"").ok();
+}
+
 #[test]
 fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
     let d = Dir::new();
@@ -541,24 +578,7 @@ fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
     // Down for good part way through the rows (after ~12 MB of client traffic: past the first
     // commit, before the end), so the importer's retries run out.
     proxy.down_after(12 << 20);
-    let runs = {
-        let mut export = d
-            .cmd("ferry-export", &[&src, "--state-every", "5000", "-q"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let import = d
-            .cmd("ferry-import", &[&via, "--create"])
-            .env("FERRY_RETRIES", "2")
-            .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = import.wait_with_output().unwrap();
-        let _ = export.wait();
-        out
-    };
+    let runs = import_through_proxy(&d, &src, &via, "2");
     let stderr = String::from_utf8_lossy(&runs.stderr);
     assert!(
         proxy.is_down(),
@@ -580,19 +600,8 @@ fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
     let before = items + count(&mut c, "events");
 
     proxy.up();
-    let runs = d.pipe(
-        &[
-            ("ferry-export", &[&src, "--state-every", "5000"]),
-            ("ferry-import", &[&via, "--create"]),
-        ],
-        b"",
-    );
-    all_ok(&runs);
-    let (written, already) = common::written_and_already(&runs[1]);
-    assert_eq!(already as i64, before, "{:?}", runs[1]);
-    assert_eq!(written as i64 + before, 375_000);
+    rerun_finishes_exactly_once(&d, &src, &via, &url, before);
     assert_eq!(count(&mut c, "items"), 300_000);
-    d.run("ferry-validate", &[&src, &url], b"").ok();
 }
 
 #[test]
@@ -604,21 +613,7 @@ fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
     let via = proxy.url(&url);
     // The server goes away as the fourth COMMIT is sent (it never arrives), and stays away.
     proxy.down_at(b"Q\x00\x00\x00\x0bCOMMIT\x00", 3);
-    let mut export = d
-        .cmd("ferry-export", &[&src, "--state-every", "5000", "-q"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let import = d
-        .cmd("ferry-import", &[&via, "--create"])
-        .env("FERRY_RETRIES", "1")
-        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = import.wait_with_output().unwrap();
-    let _ = export.wait();
+    let out = import_through_proxy(&d, &src, &via, "1");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(proxy.is_down(), "no fourth COMMIT was sent: {stderr}");
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -628,16 +623,5 @@ fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
     let before = rows_so_far(&mut c);
 
     proxy.up();
-    let runs = d.pipe(
-        &[
-            ("ferry-export", &[&src, "--state-every", "5000"]),
-            ("ferry-import", &[&via, "--create"]),
-        ],
-        b"",
-    );
-    all_ok(&runs);
-    let (written, already) = common::written_and_already(&runs[1]);
-    assert_eq!(already as i64, before, "{:?}", runs[1]);
-    assert_eq!(written as i64 + before, 375_000);
-    d.run("ferry-validate", &[&src, &url], b"").ok();
+    rerun_finishes_exactly_once(&d, &src, &via, &url, before);
 }
