@@ -989,6 +989,17 @@ impl PgTarget {
         }
     }
 
+    /// Before finishing deferred work: what is in flight has landed, and there can be work
+    /// recorded (not a dry run, and the markers table exists).
+    fn deferred_work_possible(&mut self) -> Result<bool> {
+        self.settle()?;
+        if self.dry_run {
+            return Ok(false);
+        }
+        let markers_table = self.markers_table.clone();
+        self.exists(&markers_table)
+    }
+
     fn commit_now(&mut self, what: &str) -> Result<()> {
         match self.rt.block_on(self.client.batch_execute("COMMIT")) {
             Ok(()) => {
@@ -1661,13 +1672,7 @@ impl Target for PgTarget {
     }
 
     fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>> {
-        self.settle()?;
-        if self.dry_run {
-            return Ok(vec![]);
-        }
-        let markers_table = self.markers_table.clone();
-        let exists = self.exists(&markers_table)?;
-        if !exists {
+        if !self.deferred_work_possible()? {
             return Ok(vec![]);
         }
         let sql = format!(
@@ -1697,13 +1702,7 @@ impl Target for PgTarget {
     }
 
     fn finish_run(&mut self, source: &str) -> Result<Vec<String>> {
-        self.settle()?;
-        if self.dry_run {
-            return Ok(vec![]);
-        }
-        let markers_table = self.markers_table.clone();
-        let exists = self.exists(&markers_table)?;
-        if !exists {
+        if !self.deferred_work_possible()? {
             return Ok(vec![]);
         }
         let sql = format!(
