@@ -20,7 +20,8 @@ use crate::protocol::{StateValue, now_rfc3339};
 pub const DEFAULT_STATE_PATH: &str = ".ferry/state.db";
 
 /// Schema migrations; entry `i` takes the file from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     run_id         TEXT PRIMARY KEY,
     stage          TEXT NOT NULL,
@@ -70,7 +71,26 @@ CREATE TABLE errors (
     message  TEXT NOT NULL,
     at       TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE files (
+    target      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    etag        TEXT,
+    part_size   INTEGER,
+    run_id      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    reason      TEXT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    PRIMARY KEY (target, key)
+) WITHOUT ROWID;
+CREATE INDEX files_by_run ON files(run_id, status);
+"#,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
@@ -113,6 +133,37 @@ pub struct BatchRow {
     pub first_position: Option<u64>,
     pub last_position: Option<u64>,
     pub started_at: String,
+}
+
+/// One file of the manifest: what an import into an object store did with it. `key` is stored as
+/// text when it is UTF-8 (always, for S3) and as a BLOB otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileRow {
+    pub key: Vec<u8>,
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub etag: Option<String>,
+    pub part_size: Option<u64>,
+    /// `uploading` (started, outcome unknown), `uploaded`, `present` (already there, same bytes),
+    /// `overwritten`, `conflict`, `changed` (the source changed since it was hashed), `failed`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub run_id: String,
+}
+
+impl FileRow {
+    /// Whether the object is at the target with these bytes.
+    pub fn is_done(&self) -> bool {
+        matches!(self.status.as_str(), "uploaded" | "present" | "overwritten")
+    }
+}
+
+fn key_value(key: &[u8]) -> rusqlite::types::Value {
+    match std::str::from_utf8(key) {
+        Ok(s) => rusqlite::types::Value::Text(s.to_owned()),
+        Err(_) => rusqlite::types::Value::Blob(key.to_vec()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,11 +365,25 @@ impl Checkpoint {
 
     /// Record committed batches and, with `state` (its seq and value), acknowledge that STATE, atomically.
     pub fn ack(&mut self, run_id: &str, attempt: i64, state: Option<(u64, &str)>, batches: &[BatchRow]) -> Result<()> {
+        self.ack_files(run_id, attempt, state, batches, "", &[])
+    }
+
+    /// [`Checkpoint::ack`], recording what became of `files` at `target` in the same transaction.
+    pub fn ack_files(
+        &mut self,
+        run_id: &str,
+        attempt: i64,
+        state: Option<(u64, &str)>,
+        batches: &[BatchRow],
+        target: &str,
+        files: &[FileRow],
+    ) -> Result<()> {
         let seq = state.map(|(s, _)| s);
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: acknowledging a STATE of run {run_id}");
         let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        Self::put_files(&tx, target, files, &now).ctx(ErrorKind::Checkpoint, e)?;
         {
             let mut ins = tx
                 .prepare_cached(
@@ -364,6 +429,84 @@ impl Checkpoint {
             .ctx(ErrorKind::Checkpoint, e)?;
         }
         tx.commit().ctx(ErrorKind::Checkpoint, e)
+    }
+
+    fn put_files(tx: &rusqlite::Transaction<'_>, target: &str, files: &[FileRow], now: &str) -> rusqlite::Result<()> {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO files (target, key, path, size, sha256, etag, part_size, run_id, status, reason, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, CASE WHEN ?9 = 'uploading' THEN NULL ELSE ?11 END)
+             ON CONFLICT (target, key) DO UPDATE SET path = excluded.path, size = excluded.size,
+                 sha256 = excluded.sha256, etag = excluded.etag, part_size = excluded.part_size,
+                 run_id = excluded.run_id, status = excluded.status, reason = excluded.reason,
+                 started_at = CASE WHEN excluded.status = 'uploading' THEN excluded.started_at ELSE files.started_at END,
+                 finished_at = excluded.finished_at",
+        )?;
+        for f in files {
+            up.execute(params![
+                target,
+                key_value(&f.key),
+                f.path,
+                f.size as i64,
+                f.sha256,
+                f.etag,
+                f.part_size.map(|p| p as i64),
+                f.run_id,
+                f.status,
+                f.reason,
+                now
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Record that these files are about to be sent (status `uploading`), before any request:
+    /// whatever happens next, the manifest knows this run may have created them.
+    pub fn files_started(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
+        let now = now_rfc3339();
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: recording files about to be sent");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        Self::put_files(&tx, target, files, &now).ctx(ErrorKind::Checkpoint, e)?;
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
+    }
+
+    /// What the manifest says of `key` at `target`.
+    pub fn file(&self, target: &str, key: &[u8]) -> Result<Option<FileRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, size, sha256, etag, part_size, status, reason, run_id FROM files
+                 WHERE target = ?1 AND key = ?2",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
+        st.query_row(params![target, key_value(key)], |r| {
+            Ok(FileRow {
+                key: key.to_vec(),
+                path: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                sha256: r.get(2)?,
+                etag: r.get(3)?,
+                part_size: r.get::<_, Option<i64>>(4)?.map(|p| p as u64),
+                status: r.get(5)?,
+                reason: r.get(6)?,
+                run_id: r.get(7)?,
+            })
+        })
+        .optional()
+        .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))
+    }
+
+    /// How many files of `target` the manifest has, per status.
+    pub fn file_counts(&self, target: &str) -> Result<Vec<(String, u64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT status, count(*) FROM files WHERE target = ?1 GROUP BY status ORDER BY status")
+            .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
+        let rows = st
+            .query_map([target], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
+        Ok(rows)
     }
 
     pub fn finish_run(&mut self, run_id: &str, status: RunStatus, message: Option<&str>) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod retry;
 pub mod row;
 pub mod sample;
 pub mod stage;
+pub mod tree;
 pub mod value;
 
 pub use error::{Error, ErrorKind, ExitStatus, Result};

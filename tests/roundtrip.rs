@@ -15,6 +15,7 @@ use ferry::stage::{export, import, validate};
 
 fn export_bytes(src: &str, state: &std::path::Path) -> Vec<u8> {
     let cfg = export::ExportConfig {
+        files: Default::default(),
         source: Address::parse(src).unwrap(),
         selection: Selection::default(),
         state_every: 3,
@@ -43,6 +44,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         schema: None,
         write_rows: 2,
         write_bytes: 1 << 20,
+        jobs: 1,
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()

@@ -11,7 +11,7 @@ use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{Error, ExitStatus, Result};
 use crate::protocol::StreamWriter;
-use crate::stage::export::{self, ExportConfig};
+use crate::stage::export::{self, ExportConfig, FilesOptions};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -29,15 +29,22 @@ Examples:
   ferry-export postgres://app@localhost/app --table users --table email_subscriptions \\
     | ferry-transform --dialect sqlite | ferry-import sqlite:app-copy.db --create
 
+  # A directory tree: one FILE line per file (path, size, sha256, mtime, mode, content type)
+  ferry-export dir:/srv/media > files.ndjson
+
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
 for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
-transaction, rows through COPY; streams are named schema.table). Exit status: 0 done, 2 error.";
+transaction, rows through COPY; streams are named schema.table). A directory's files come in byte
+order of their paths, each read once and hashed (SHA-256) on --jobs threads; a file that cannot be
+read, or changes while it is read, is an ERROR line naming it and is left out. Exit status: 0 done,
+2 error.";
 
 /// Export a store as a ferry stream (NDJSON) on stdout.
 #[derive(Debug, Parser)]
 #[command(name = "ferry-export", version, about, after_long_help = EXAMPLES)]
 pub struct ExportArgs {
-    /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3)
+    /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
+    /// postgres://USER@HOST:PORT/DB, or dir:PATH (a directory tree of files)
     pub source: String,
     /// Export only this table (repeatable); by table (users) or stream name (main.users)
     #[arg(long = "table", value_name = "TABLE")]
@@ -64,6 +71,15 @@ pub struct ExportArgs {
     /// Emit only SCHEMA, RECORD and STATE, for Singer targets
     #[arg(long)]
     pub singer: bool,
+    /// dir: the name of the file stream
+    #[arg(long, value_name = "NAME", default_value = "files")]
+    pub stream: String,
+    /// dir: follow symbolic links (only those that stay inside the tree)
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// dir: files read and hashed at once
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -84,6 +100,11 @@ impl ExportArgs {
             resume: self.resume,
             state_path: self.state.clone(),
             singer: self.singer,
+            files: FilesOptions {
+                stream: self.stream.clone(),
+                follow_symlinks: self.follow_symlinks,
+                jobs: self.jobs.max(1),
+            },
         })
     }
 }

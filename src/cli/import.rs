@@ -28,18 +28,25 @@ Examples:
   # See what would happen, changing nothing
   ferry-import sqlite:copy.db --create --dry-run < app.ndjson
 
+  # Files into a directory acting as an object store; the upload results (path, key, size, sha256,
+  # status, migrated_at) come out as RECORDs of an `uploads` stream, ready for a table import
+  ferry-export dir:/srv/media | ferry-import dir:/backup/media > uploads.ndjson
+
 Each STATE in the input is a barrier: everything before it is committed (with a commit marker kept
 in the target's _ferry_commits table, in the same transaction), recorded in the state file, then
 echoed on stdout. If the import is killed at any instant, run the same pipeline again: rows already
 committed are skipped, nothing is lost or duplicated. Rows the target refuses go to a reject file.
+Files are create-only: one already at its key with the same size and SHA-256 counts as done, a
+different one is a conflict (--on-conflict overwrite replaces it); every file's outcome is kept in the
+state file's manifest, so a re-run sends nothing for files already done.
 Exit status: 0 done, 2 error (including input that ends without END).";
 
 /// Import a ferry stream (or a Singer stream) from stdin into a store.
 #[derive(Debug, Parser)]
 #[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
 pub struct ImportArgs {
-    /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3), or
-    /// postgres://USER@HOST:PORT/DB
+    /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
+    /// postgres://USER@HOST:PORT/DB, or dir:PATH (files, from ferry-export dir:...)
     pub target: String,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -74,6 +81,9 @@ pub struct ImportArgs {
     /// Longest input line accepted, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
+    /// Object stores: files put at once
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
     /// Rows buffered per stream before they are written into the open transaction
     #[arg(long, value_name = "N", default_value_t = 5000, hide = true)]
     pub write_rows: usize,
@@ -100,6 +110,7 @@ impl ImportArgs {
             schema: self.schema.clone(),
             write_rows: self.write_rows.max(1),
             write_bytes: self.write_bytes.max(1),
+            jobs: self.jobs.max(1),
         })
     }
 }

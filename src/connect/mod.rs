@@ -2,6 +2,7 @@
 //! key order; a [`Target`] applies batches inside a transaction and commits them together with its
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
+pub mod objects;
 pub mod pgcopy;
 pub mod pgsource;
 pub mod postgres;

@@ -153,6 +153,7 @@ pub enum Message {
     Begin(Begin),
     Schema(Box<Schema>),
     Record(Record),
+    File(Box<FileMsg>),
     State(State),
     StreamEnd(StreamEnd),
     Error(ErrorMsg),
@@ -165,6 +166,7 @@ impl Message {
             Message::Begin(_) => Kind::Begin,
             Message::Schema(_) => Kind::Schema,
             Message::Record(_) => Kind::Record,
+            Message::File(_) => Kind::File,
             Message::State(_) => Kind::State,
             Message::StreamEnd(_) => Kind::StreamEnd,
             Message::Error(_) => Kind::Error,
@@ -420,6 +422,57 @@ impl StateValue {
         self.bookmarks
             .get(stream)
             .and_then(|b| serde_json::from_value(b.clone()).ok())
+    }
+}
+
+/// Where a file's bytes are (they never travel inside the stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Content {
+    /// `file:///abs/path` (percent-encoded bytes) or `s3://bucket/key`.
+    pub uri: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Json>,
+}
+
+/// A file or object. `path` is relative and `/`-separated; a name that is not UTF-8 has its exact
+/// bytes in `path_b64` (and a lossy `path` for people).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileMsg {
+    pub stream: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_b64: Option<String>,
+    pub size: u64,
+    /// 64 lowercase hex digits.
+    pub sha256: String,
+    pub content: Content,
+    /// RFC 3339 UTC with the file system's precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<String>,
+    /// Permission bits (`0o644` is 420).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The object key a transform chose (else the target's prefix + `path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Json>,
+}
+
+impl FileMsg {
+    /// The exact bytes of the relative path.
+    pub fn path_bytes(&self) -> std::result::Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        match &self.path_b64 {
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| format!("path_b64 is not base64: {e}")),
+            None => Ok(self.path.as_bytes().to_vec()),
+        }
     }
 }
 

@@ -36,6 +36,27 @@ pub struct ExportConfig {
     pub state_path: PathBuf,
     /// Emit only SCHEMA, RECORD and STATE, for Singer targets.
     pub singer: bool,
+    /// For a directory: how to walk and hash it.
+    pub files: FilesOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilesOptions {
+    /// The stream's name.
+    pub stream: String,
+    pub follow_symlinks: bool,
+    /// Files hashed at once.
+    pub jobs: usize,
+}
+
+impl Default for FilesOptions {
+    fn default() -> Self {
+        FilesOptions {
+            stream: "files".into(),
+            follow_symlinks: false,
+            jobs: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -111,6 +132,9 @@ impl<W: Write> Emitter<'_, W> {
 }
 
 pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
+    if let Address::Dir(root) = &cfg.source {
+        return crate::stage::export_files::run(cfg, root, out);
+    }
     let mut source = connect::open_source(&cfg.source)?;
     let mut info = source.info();
     info.selection = cfg.selection.describe();

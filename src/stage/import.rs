@@ -50,6 +50,8 @@ pub struct ImportConfig {
     pub write_rows: usize,
     /// ...or input bytes, whichever comes first: memory stays bounded whatever the row size.
     pub write_bytes: usize,
+    /// Object stores: files put at once.
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -86,14 +88,27 @@ struct InStream {
     table: String,
 }
 
-struct Rejects {
-    path: PathBuf,
+pub(crate) struct Rejects {
+    pub(crate) path: PathBuf,
     file: Option<BufWriter<File>>,
-    count: u64,
+    pub(crate) count: u64,
 }
 
 impl Rejects {
-    fn write(&mut self, entry: &Json) -> Result<()> {
+    /// The reject file of a run: `path`, or `rejects-RUN_ID.ndjson` next to the state file.
+    pub(crate) fn for_run(cfg: &ImportConfig, run_id: &str) -> Rejects {
+        let path = cfg.reject_path.clone().unwrap_or_else(|| {
+            let dir = cfg.state_path.parent().map(PathBuf::from).unwrap_or_default();
+            dir.join(format!("rejects-{run_id}.ndjson"))
+        });
+        Rejects {
+            path,
+            file: None,
+            count: 0,
+        }
+    }
+
+    pub(crate) fn write(&mut self, entry: &Json) -> Result<()> {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
@@ -120,7 +135,7 @@ impl Rejects {
     }
 
     /// Make rejects durable before the rows around them are acknowledged.
-    fn sync(&mut self) -> Result<()> {
+    pub(crate) fn sync(&mut self) -> Result<()> {
         if let Some(f) = &mut self.file {
             f.flush().ctx(ErrorKind::Io, || {
                 format!("writing the reject file {}", self.path.display())
@@ -163,6 +178,9 @@ struct Importer<'w, W: Write> {
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
+    if matches!(cfg.target, Address::Dir(_) | Address::S3(_)) {
+        return crate::stage::upload::run(cfg, input, out);
+    }
     let target = connect::open_target(&cfg.target, cfg.dry_run, cfg.schema.as_deref())?;
     let checkpoint = if cfg.dry_run {
         None
@@ -283,10 +301,7 @@ impl<W: Write> Importer<'_, W> {
         self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
         self.source_kind = begin.source.as_ref().map(|s| s.kind.clone());
         let target = self.target.address();
-        self.rejects.path = self.cfg.reject_path.clone().unwrap_or_else(|| {
-            let dir = self.cfg.state_path.parent().map(PathBuf::from).unwrap_or_default();
-            dir.join(format!("rejects-{}.ndjson", self.run_id))
-        });
+        self.rejects = Rejects::for_run(&self.cfg, &self.run_id);
         if let Some(cp) = &mut self.checkpoint {
             self.attempt = cp.start_run(&NewRun {
                 run_id: &self.run_id,

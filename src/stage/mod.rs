@@ -1,7 +1,9 @@
 //! The stages, each a function over a reader and a writer (see each module's contract).
 
 pub mod export;
+pub mod export_files;
 pub mod import;
 pub mod status;
 pub mod transform;
+pub mod upload;
 pub mod validate;

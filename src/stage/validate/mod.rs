@@ -18,6 +18,7 @@
 //! not be verified (unless `--allow-unverified`), 2 on error.
 
 mod db;
+mod files;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -237,6 +238,9 @@ struct StreamSide {
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
+    if files::applies(cfg) {
+        return files::run(cfg, input, out);
+    }
     let started_at = now_rfc3339();
     let mut findings = Findings {
         out,

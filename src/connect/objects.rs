@@ -1,0 +1,352 @@
+//! Object stores: where FILE messages land. One small trait, [`ObjectStore`], that the upload
+//! stage drives from several threads; a local directory ([`DirStore`], the embedded default for
+//! trying ferry without a server) implements it here.
+//!
+//! Every put is create-only: an object already at the key with the same size and SHA-256 counts
+//! as done (`present`), a different one is a `conflict` unless overwriting was asked for. A put
+//! hashes the bytes it sends and refuses to record them when they are not the bytes hashed at
+//! export (`changed`).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::tree::{self, PARTIAL_DIR};
+
+/// One file to put.
+#[derive(Debug, Clone)]
+pub struct PutRequest<'a> {
+    pub key: &'a [u8],
+    /// The file's bytes, on local disk.
+    pub src: &'a Path,
+    pub size: u64,
+    /// What export hashed: 64 lowercase hex digits.
+    pub sha256: &'a str,
+    pub content_type: Option<&'a str>,
+    pub mtime: Option<SystemTime>,
+    pub mode: Option<u32>,
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutStatus {
+    Uploaded,
+    /// Already there with the same size and SHA-256: nothing sent.
+    Present,
+    Overwritten,
+    /// A different object is at the key (and overwriting was not asked for).
+    Conflict,
+    /// The local file is not what was hashed at export.
+    Changed,
+    /// This file could not be put (the reason says why); others can.
+    Failed,
+}
+
+impl PutStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PutStatus::Uploaded => "uploaded",
+            PutStatus::Present => "present",
+            PutStatus::Overwritten => "overwritten",
+            PutStatus::Conflict => "conflict",
+            PutStatus::Changed => "changed",
+            PutStatus::Failed => "failed",
+        }
+    }
+
+    /// The object is at the key with the expected bytes.
+    pub fn is_done(self) -> bool {
+        matches!(self, PutStatus::Uploaded | PutStatus::Present | PutStatus::Overwritten)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PutOutcome {
+    pub status: PutStatus,
+    pub etag: Option<String>,
+    /// Multipart part size, when the object went up in parts.
+    pub part_size: Option<u64>,
+    pub reason: Option<String>,
+}
+
+impl PutOutcome {
+    fn done(status: PutStatus) -> Self {
+        PutOutcome {
+            status,
+            etag: None,
+            part_size: None,
+            reason: None,
+        }
+    }
+
+    fn not(status: PutStatus, reason: String) -> Self {
+        PutOutcome {
+            status,
+            etag: None,
+            part_size: None,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// What is at a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// The whole object's SHA-256, when the store knows it (a directory: always, by reading).
+    pub sha256: Option<String>,
+}
+
+pub trait ObjectStore: Send + Sync {
+    /// The redacted address, for messages, the checkpoint and the manifest.
+    fn address(&self) -> String;
+    /// Put one file, create-only unless `overwrite`. An error means the store itself failed
+    /// (full, read-only, unreachable...): the run stops; per-file trouble is a status.
+    fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome>;
+    /// What is at `key`, if anything.
+    fn head(&self, key: &[u8]) -> Result<Option<ObjectInfo>>;
+    /// After the last put of a run: tidy up (best effort).
+    fn finish(&self) {}
+}
+
+/// Open the object store at an address.
+pub fn open_store(address: &crate::address::Address) -> Result<Box<dyn ObjectStore>> {
+    match address {
+        crate::address::Address::Dir(p) => Ok(Box::new(DirStore::open(p)?)),
+        other => Err(other.unsupported("an object store")),
+    }
+}
+
+/// A local directory as an object store: key `a/b.pdf` is the file `ROOT/a/b.pdf`. Files are
+/// written under `ROOT/.ferry-partial/`, synced, then linked into place, so a key never holds a
+/// half-written file, and a kill leaves at most a partial file there (walks skip that directory).
+pub struct DirStore {
+    root: PathBuf,
+    seq: AtomicU64,
+}
+
+/// Errors that mean the whole store is unusable, not just one file.
+fn store_wide(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem | K::PermissionDenied
+    ) || e.raw_os_error() == Some(5) // EIO
+}
+
+impl DirStore {
+    pub fn open(root: &Path) -> Result<DirStore> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::new(ErrorKind::Target, format!("dir:{}: creating it: {e}", root.display())))?;
+        let root = tree::open_root(root).map_err(|e| Error::new(ErrorKind::Target, e.message().to_owned()))?;
+        Ok(DirStore {
+            root,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    fn fatal(&self, what: String, e: std::io::Error) -> Error {
+        Error::new(ErrorKind::Target, format!("{}: {what}: {e}", self.address()))
+    }
+
+    /// The file for a key, refusing keys that could leave the root.
+    fn path_for(&self, key: &[u8]) -> std::result::Result<PathBuf, String> {
+        tree::check_relative(key).map_err(|e| format!("unsafe key: {e}"))?;
+        Ok(self.root.join(std::ffi::OsStr::from_bytes(key)))
+    }
+
+    fn existing(&self, dst: &Path) -> Result<Option<std::fs::Metadata>> {
+        match std::fs::symlink_metadata(dst) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Err(self.fatal(format!("looking at {}", dst.display()), e)),
+        }
+    }
+
+    /// Compare what is at `dst` with what should be there.
+    fn same(&self, dst: &Path, meta: &std::fs::Metadata, req: &PutRequest<'_>) -> Result<bool> {
+        if meta.len() != req.size {
+            return Ok(false);
+        }
+        let (_, sha) = tree::sha256_of(dst).map_err(|e| self.fatal(format!("reading {}", dst.display()), e))?;
+        Ok(sha == req.sha256)
+    }
+
+    fn conflict(meta: &std::fs::Metadata) -> PutOutcome {
+        PutOutcome::not(
+            PutStatus::Conflict,
+            format!(
+                "a different object is already at this key ({} bytes); --on-conflict overwrite replaces it",
+                meta.len()
+            ),
+        )
+    }
+}
+
+impl ObjectStore for DirStore {
+    fn address(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    fn finish(&self) {
+        // Only when empty: another run may be writing into it.
+        let _ = std::fs::remove_dir(self.root.join(PARTIAL_DIR));
+    }
+
+    fn head(&self, key: &[u8]) -> Result<Option<ObjectInfo>> {
+        let Ok(dst) = self.path_for(key) else {
+            return Ok(None);
+        };
+        match self.existing(&dst)? {
+            Some(m) if m.is_file() => {
+                let (size, sha) =
+                    tree::sha256_of(&dst).map_err(|e| self.fatal(format!("reading {}", dst.display()), e))?;
+                Ok(Some(ObjectInfo {
+                    size,
+                    sha256: Some(sha),
+                }))
+            }
+            Some(m) => Ok(Some(ObjectInfo {
+                size: m.len(),
+                sha256: None,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
+        let dst = match self.path_for(req.key) {
+            Ok(p) => p,
+            Err(reason) => return Ok(PutOutcome::not(PutStatus::Failed, reason)),
+        };
+        let before = self.existing(&dst)?;
+        if let Some(m) = &before {
+            if !m.is_file() {
+                return Ok(PutOutcome::not(
+                    PutStatus::Failed,
+                    "something other than a file (a directory or link) is at this key".into(),
+                ));
+            }
+            if self.same(&dst, m, req)? {
+                return Ok(PutOutcome::done(PutStatus::Present));
+            }
+            if !req.overwrite {
+                return Ok(Self::conflict(m));
+            }
+        }
+        let parent = dst.parent().unwrap_or(&self.root);
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            if store_wide(&e) {
+                return Err(self.fatal(format!("creating {}", parent.display()), e));
+            }
+            return Ok(PutOutcome::not(
+                PutStatus::Failed,
+                format!("cannot make the directory for this key: {e}"),
+            ));
+        }
+        // A directory on the way that is a link out of the root would let a key escape it.
+        match std::fs::canonicalize(parent) {
+            Ok(p) if p.starts_with(&self.root) => {}
+            _ => {
+                return Ok(PutOutcome::not(
+                    PutStatus::Failed,
+                    "the key's directory leads outside the target (a symbolic link)".into(),
+                ));
+            }
+        }
+
+        let partial = self.root.join(PARTIAL_DIR);
+        std::fs::create_dir_all(&partial).map_err(|e| self.fatal(format!("creating {}", partial.display()), e))?;
+        let tmp = partial.join(format!(
+            "{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| self.fatal(format!("creating {}", tmp.display()), e))?;
+        let mut write_err: Option<std::io::Error> = None;
+        let read = tree::hash_file_into(req.src, |chunk| {
+            out.write_all(chunk).inspect_err(|e| {
+                write_err = Some(std::io::Error::new(e.kind(), e.to_string()));
+            })
+        });
+        let cleanup = |f: File| {
+            drop(f);
+            let _ = std::fs::remove_file(&tmp);
+        };
+        if let Some(e) = write_err {
+            cleanup(out);
+            return Err(self.fatal(format!("writing {}", dst.display()), e));
+        }
+        let hashed = match read {
+            Ok(h) => h,
+            Err(reason) => {
+                cleanup(out);
+                let status = if reason.starts_with("changed") {
+                    PutStatus::Changed
+                } else {
+                    PutStatus::Failed
+                };
+                return Ok(PutOutcome::not(
+                    status,
+                    format!("reading {}: {reason}", req.src.display()),
+                ));
+            }
+        };
+        if hashed.size != req.size || hashed.sha256_hex() != req.sha256 {
+            cleanup(out);
+            return Ok(PutOutcome::not(
+                PutStatus::Changed,
+                format!(
+                    "{} is not what was hashed at export (now {} bytes, sha256 {}); export it again",
+                    req.src.display(),
+                    hashed.size,
+                    hashed.sha256_hex()
+                ),
+            ));
+        }
+        if let Some(t) = req.mtime {
+            let _ = out.set_modified(t);
+        }
+        if let Some(mode) = req.mode {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = out.set_permissions(std::fs::Permissions::from_mode(mode));
+        }
+        if let Err(e) = out.sync_data() {
+            cleanup(out);
+            return Err(self.fatal(format!("syncing {}", dst.display()), e));
+        }
+        drop(out);
+        if before.is_some() {
+            std::fs::rename(&tmp, &dst).map_err(|e| self.fatal(format!("replacing {}", dst.display()), e))?;
+            return Ok(PutOutcome::done(PutStatus::Overwritten));
+        }
+        // Create-only: a link fails if something appeared at the key meanwhile.
+        let linked = std::fs::hard_link(&tmp, &dst);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(PutOutcome::done(PutStatus::Uploaded)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.existing(&dst)? {
+                Some(m) if m.is_file() && self.same(&dst, &m, req)? => Ok(PutOutcome::done(PutStatus::Present)),
+                Some(m) => Ok(Self::conflict(&m)),
+                None => Ok(PutOutcome::not(
+                    PutStatus::Failed,
+                    "the key kept changing under us".into(),
+                )),
+            },
+            Err(e) if store_wide(&e) => Err(self.fatal(format!("creating {}", dst.display()), e)),
+            Err(e) => Ok(PutOutcome::not(
+                PutStatus::Failed,
+                format!("creating {}: {e}", dst.display()),
+            )),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! ferry-export of a directory tree: one FILE message per regular file.
+//!
+//! Contract (besides the table export's):
+//! - MUST list files in byte order of their relative paths, so the resume cursor is a path.
+//! - MUST read each file once, hashing it on a pool of `jobs` threads (many small files are
+//!   latency-bound: several reads are kept in flight), and emit in path order.
+//! - MUST NOT emit a FILE whose bytes changed while being hashed; unreadable files and such
+//!   changes are non-fatal ERROR messages naming the path.
+//! - MUST NOT follow symbolic links unless asked, and never ones leading out of the tree.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{
+    Begin, Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, PROTOCOL, Record, Schema,
+    SourceInfo, State, StateValue, StreamEnd, StreamWriter, new_run_id, now_rfc3339, producer,
+};
+use crate::stage::export::{ExportConfig, ExportOutcome, Progress};
+use crate::tree::{self, Entry, FileDigest, FileName, Hashed, WalkOptions, Walked};
+
+/// The SCHEMA of a file stream: what a FILE carries, as columns (key: `path`), so that a
+/// transform or a Singer target can treat files as rows.
+pub fn files_schema(stream: &str) -> Schema {
+    let s = |fmt: Option<&str>| {
+        let mut p = json!({"type": ["string", "null"]});
+        if let Some(f) = fmt {
+            p["format"] = json!(f);
+        }
+        p
+    };
+    let mut props = Map::new();
+    props.insert("path".into(), json!({"type": "string"}));
+    props.insert("size".into(), json!({"type": "integer"}));
+    props.insert("sha256".into(), json!({"type": "string"}));
+    props.insert("mtime".into(), s(Some("date-time")));
+    props.insert("mode".into(), json!({"type": ["integer", "null"]}));
+    props.insert("content_type".into(), s(None));
+    props.insert("path_b64".into(), s(None));
+    let mut extra = Map::new();
+    extra.insert("x-ferry-files".into(), json!(true));
+    let mut schema = Schema::new(stream);
+    schema.schema = ObjectSchema {
+        type_: json!("object"),
+        properties: props,
+        extra,
+    };
+    schema.key_properties = vec!["path".into()];
+    schema
+}
+
+struct Out<'w, W: Write> {
+    out: &'w mut StreamWriter<W>,
+    singer: bool,
+    run_id: String,
+    seq: u64,
+    bookmarks: Map<String, Json>,
+}
+
+impl<W: Write> Out<'_, W> {
+    fn message(&mut self, m: &Message) -> Result<()> {
+        use crate::protocol::Kind;
+        if self.singer && !matches!(m.kind(), Kind::Schema | Kind::Record | Kind::State) {
+            tracing::info!(message = %serde_json::to_string(m).unwrap_or_default(), "not sent in Singer mode");
+            return Ok(());
+        }
+        self.out.write_message(m)
+    }
+
+    fn state(&mut self) -> Result<()> {
+        let value = StateValue {
+            run_id: self.run_id.clone(),
+            seq: self.seq,
+            bookmarks: self.bookmarks.clone(),
+            extra: Map::new(),
+        };
+        self.seq += 1;
+        let value = serde_json::to_value(value).unwrap_or(Json::Null);
+        self.message(&Message::State(State { value }))
+    }
+}
+
+/// A file's cursor in a bookmark: `{"path": ...}`, or `{"path_b64": ...}` for a non-UTF-8 name.
+fn cursor(rel: &[u8]) -> Map<String, Json> {
+    let name = FileName::of(rel);
+    let mut m = Map::new();
+    match name.path_b64 {
+        Some(b) => m.insert("path_b64".into(), json!(b)),
+        None => m.insert("path".into(), json!(name.path)),
+    };
+    m
+}
+
+fn cursor_bytes(after: &Map<String, Json>) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    if let Some(b) = after.get("path_b64").and_then(Json::as_str) {
+        return base64::engine::general_purpose::STANDARD.decode(b).ok();
+    }
+    after.get("path").and_then(Json::as_str).map(|s| s.as_bytes().to_vec())
+}
+
+/// Export a directory tree (`cfg.source` is `dir:`).
+pub fn run<W: Write>(cfg: &ExportConfig, root: &std::path::Path, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
+    let root = tree::open_root(root)?;
+    let stream = cfg.files.stream.clone();
+    let info = SourceInfo {
+        kind: "dir".into(),
+        address: format!("dir:{}", root.display()),
+        selection: None,
+    };
+    let mut run_id = new_run_id();
+    let mut resumed: Option<StateValue> = None;
+    if cfg.resume {
+        let point = Checkpoint::open_existing(&cfg.state_path)?
+            .map(|cp| cp.resume_point(&info.identity()))
+            .transpose()?
+            .flatten();
+        match point {
+            None => tracing::warn!(
+                source = %info.address,
+                state = %cfg.state_path.display(),
+                "--resume: no earlier import from this directory in the state file; starting from the beginning"
+            ),
+            Some(p) => {
+                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
+                run_id = p.run_id;
+                resumed = p.state;
+            }
+        }
+    }
+    let mut em = Out {
+        out,
+        singer: cfg.singer,
+        run_id: run_id.clone(),
+        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
+        bookmarks: resumed.as_ref().map(|s| s.bookmarks.clone()).unwrap_or_default(),
+    };
+    em.message(&Message::Begin(Begin {
+        protocol: PROTOCOL.into(),
+        run_id: run_id.clone(),
+        producer: Some(producer("ferry-export")),
+        source: Some(info),
+        started_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    em.state()?;
+
+    let prior: Option<Bookmark> = em
+        .bookmarks
+        .get(&stream)
+        .and_then(|b| serde_json::from_value(b.clone()).ok());
+    let mut outcome = ExportOutcome {
+        run_id: run_id.clone(),
+        ..Default::default()
+    };
+    let mut totals = (0u64, 0u64, 0u64); // files, bytes, errors
+    if prior.as_ref().is_some_and(|b| b.complete) {
+        tracing::info!(stream = %stream, "already complete in the resumed run; nothing to export");
+    } else {
+        let after = prior.as_ref().and_then(|b| b.after.as_ref()).and_then(cursor_bytes);
+        let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
+        em.message(&Message::Schema(Box::new(files_schema(&stream))))?;
+        totals = export_tree(cfg, &root, &stream, after, base, &mut em)?;
+        outcome.streams = 1;
+        outcome.rows = totals.0;
+    }
+    em.message(&Message::End(End {
+        run_id,
+        status: "ok".into(),
+        streams: Some(outcome.streams),
+        rows: None,
+        files: Some(totals.0),
+        bytes: Some(totals.1),
+        errors: (totals.2 > 0).then_some(totals.2),
+        rejected: None,
+        skipped: None,
+        finished_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    em.out.flush()?;
+    Ok(outcome)
+}
+
+type Hashing = (u64, Entry, std::result::Result<Hashed, String>);
+
+fn export_tree<W: Write>(
+    cfg: &ExportConfig,
+    root: &std::path::Path,
+    stream: &str,
+    after: Option<Vec<u8>>,
+    base: u64,
+    em: &mut Out<'_, W>,
+) -> Result<(u64, u64, u64)> {
+    let jobs = cfg.files.jobs.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("ferry-hash-{i}"))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Source, format!("starting {jobs} hashing threads: {e}")))?;
+    let (tx, rx) = mpsc::channel::<Hashing>();
+    // Reads in flight: several per thread, so cold disks always have work queued.
+    let window = (jobs * 4) as u64;
+    let mut sent: u64 = 0;
+    let mut next: u64 = 0;
+    let mut ready: BTreeMap<u64, (Entry, std::result::Result<Hashed, String>)> = BTreeMap::new();
+
+    let mut st = Emit {
+        stream: stream.to_owned(),
+        digest: FileDigest::default(),
+        files: 0,
+        bytes: 0,
+        errors: 0,
+        base,
+        since_state: 0,
+        last_state: Instant::now(),
+        last_rel: after.clone(),
+        progress: Progress::new(),
+    };
+
+    // Emit everything that is ready, in order; wait for results while `until` says so.
+    let drain = |sent: u64,
+                 next: &mut u64,
+                 ready: &mut BTreeMap<u64, (Entry, std::result::Result<Hashed, String>)>,
+                 limit: u64,
+                 st: &mut Emit,
+                 em: &mut Out<'_, W>|
+     -> Result<()> {
+        while sent - *next > limit {
+            while let Some((entry, res)) = ready.remove(next) {
+                st.emit(cfg, em, entry, res)?;
+                *next += 1;
+            }
+            if sent - *next <= limit {
+                break;
+            }
+            let (i, e, r) = rx
+                .recv()
+                .map_err(|_| Error::new(ErrorKind::Source, "a hashing thread stopped unexpectedly"))?;
+            ready.insert(i, (e, r));
+        }
+        while let Some((entry, res)) = ready.remove(next) {
+            st.emit(cfg, em, entry, res)?;
+            *next += 1;
+        }
+        Ok(())
+    };
+
+    tree::walk(
+        root,
+        WalkOptions {
+            follow_symlinks: cfg.files.follow_symlinks,
+        },
+        after.as_deref(),
+        |w| {
+            match w {
+                Walked::File(entry) => {
+                    let tx = tx.clone();
+                    let i = sent;
+                    pool.spawn(move || {
+                        let res = tree::hash_file(&entry.abs);
+                        let _ = tx.send((i, entry, res));
+                    });
+                    sent += 1;
+                    while let Ok((i, e, r)) = rx.try_recv() {
+                        ready.insert(i, (e, r));
+                    }
+                    drain(sent, &mut next, &mut ready, window, &mut st, em)?;
+                }
+                Walked::Skipped { rel, why } => {
+                    tracing::info!(path = %String::from_utf8_lossy(&rel), "skipped: {why}");
+                }
+                Walked::Problem { rel, message } => {
+                    // Keep the stream in path order: what was sent before it goes first.
+                    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+                    st.problem(em, &rel, &message, "system")?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+
+    let mut b = st.bookmark(false);
+    b.complete = true;
+    em.bookmarks
+        .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
+    em.state()?;
+    em.message(&Message::StreamEnd(StreamEnd {
+        stream: stream.to_owned(),
+        status: "complete".into(),
+        rows: None,
+        files: Some(st.files),
+        bytes: Some(st.bytes),
+        errors: (st.errors > 0).then_some(st.errors),
+        digest: Some(Digest {
+            algo: tree::FILES_DIGEST_ALGO.into(),
+            value: st.digest.take_hex(),
+        }),
+        extra: Map::new(),
+    }))?;
+    tracing::info!(
+        stream = %stream,
+        files = st.files,
+        bytes = st.bytes,
+        errors = st.errors,
+        files_per_s = st.progress.rate(st.files),
+        "export complete"
+    );
+    Ok((st.files, st.bytes, st.errors))
+}
+
+struct Emit {
+    stream: String,
+    digest: FileDigest,
+    files: u64,
+    bytes: u64,
+    errors: u64,
+    base: u64,
+    since_state: u64,
+    last_state: Instant,
+    last_rel: Option<Vec<u8>>,
+    progress: Progress,
+}
+
+impl Emit {
+    fn bookmark(&self, complete: bool) -> Bookmark {
+        Bookmark {
+            after: self.last_rel.as_deref().map(cursor),
+            rowid: None,
+            rows: Some(self.base + self.files),
+            complete,
+            extra: Map::new(),
+        }
+    }
+
+    fn emit<W: Write>(
+        &mut self,
+        cfg: &ExportConfig,
+        em: &mut Out<'_, W>,
+        entry: Entry,
+        res: std::result::Result<Hashed, String>,
+    ) -> Result<()> {
+        match res {
+            Ok(h) => {
+                let name = FileName::of(&entry.rel);
+                let sha = h.sha256_hex();
+                self.digest.add(&entry.rel, h.size, &sha);
+                let content_type = mime_guess::from_path(std::path::Path::new(&name.path))
+                    .first_raw()
+                    .map(str::to_owned);
+                let file = FileMsg {
+                    stream: self.stream.clone(),
+                    path: name.path,
+                    path_b64: name.path_b64,
+                    size: h.size,
+                    sha256: sha,
+                    content: Content {
+                        uri: tree::file_uri(&entry.abs),
+                        extra: Map::new(),
+                    },
+                    mtime: h.mtime_rfc3339(),
+                    mode: Some(h.mode),
+                    content_type,
+                    etag: None,
+                    key: None,
+                    extra: Map::new(),
+                };
+                if em.singer {
+                    em.message(&Message::Record(singer_record(&file)))?;
+                } else {
+                    em.message(&Message::File(Box::new(file)))?;
+                }
+                self.files += 1;
+                self.bytes += h.size;
+            }
+            Err(message) => {
+                let kind = if message.starts_with("changed") {
+                    "data"
+                } else {
+                    "system"
+                };
+                self.problem(em, &entry.rel, &message, kind)?;
+            }
+        }
+        self.last_rel = Some(entry.rel);
+        self.since_state += 1;
+        if self.since_state >= cfg.state_every.min(1000) || self.last_state.elapsed() >= cfg.state_interval {
+            let b = self.bookmark(false);
+            em.bookmarks
+                .insert(self.stream.clone(), serde_json::to_value(b).unwrap_or(Json::Null));
+            em.state()?;
+            self.since_state = 0;
+            self.last_state = Instant::now();
+        }
+        if self.progress.due() {
+            tracing::info!(
+                stream = %self.stream,
+                files = self.base + self.files,
+                bytes = self.bytes,
+                files_per_s = self.progress.rate(self.files),
+                mb_per_s = self.progress.rate(self.bytes) / 1_000_000,
+                "hashing"
+            );
+        }
+        Ok(())
+    }
+
+    fn problem<W: Write>(&mut self, em: &mut Out<'_, W>, rel: &[u8], message: &str, kind: &str) -> Result<()> {
+        let path = String::from_utf8_lossy(rel).into_owned();
+        tracing::warn!(path = %path, "{message}");
+        self.errors += 1;
+        em.message(&Message::Error(ErrorMsg {
+            failure_type: kind.into(),
+            message: format!("{path}: {message}"),
+            fatal: false,
+            stream: Some(self.stream.clone()),
+            scope: Some("record".into()),
+            key: None,
+            path: Some(path),
+            stage: Some("export".into()),
+            extra: Map::new(),
+        }))
+    }
+}
+
+/// A FILE as a RECORD of its stream, for Singer targets.
+fn singer_record(f: &FileMsg) -> Record {
+    let record = serde_json::Map::from_iter([
+        ("path".to_owned(), json!(f.path)),
+        ("size".to_owned(), json!(f.size)),
+        ("sha256".to_owned(), json!(f.sha256)),
+        ("mtime".to_owned(), json!(f.mtime)),
+        ("mode".to_owned(), json!(f.mode)),
+        ("content_type".to_owned(), json!(f.content_type)),
+        ("path_b64".to_owned(), json!(f.path_b64)),
+    ]);
+    Record {
+        stream: f.stream.clone(),
+        record,
+        op: None,
+        time_extracted: None,
+        extra: Map::new(),
+    }
+}

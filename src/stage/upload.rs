@@ -1,0 +1,882 @@
+//! ferry-import into an object store: FILE messages become objects, put by `jobs` threads.
+//!
+//! Contract:
+//! - MUST put each file create-only (see [`crate::connect::objects`]) and verify the bytes sent
+//!   are the bytes hashed at export; a file is recorded as done only once the store has it.
+//! - MUST record each file in the state file's manifest as `uploading` before any request for
+//!   it, and its outcome when the STATE after it is acknowledged: a re-run sends nothing for a
+//!   file the manifest has as done with the same size and SHA-256.
+//! - MUST treat STATE as a barrier: acknowledge it (manifest, checkpoint, then echo) only once
+//!   every file before it has its outcome.
+//! - MUST write one RECORD per file to the `uploads` stream on stdout (path, key, size, sha256,
+//!   status, reason, etag, batch, migrated_at), each before the STATE that covers it, so the
+//!   results can be piped into a table import.
+//! - MUST stop at the first store-wide failure (full, read-only, unreachable) with nothing after
+//!   the last acknowledged STATE recorded as done; per-file failures go to the reject file.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
+use crate::connect::OnConflict;
+use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{
+    Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
+    StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
+};
+use crate::row::{Column, RowShape, StreamDigest};
+use crate::stage::export::Progress;
+use crate::stage::import::{ImportConfig, ImportOutcome, Rejects};
+use crate::tree::{self, FileDigest};
+use crate::value::{Codec, ValueRef};
+
+/// The stream of upload results on stdout.
+pub const UPLOADS_STREAM: &str = "uploads";
+
+const UPLOAD_COLUMNS: [(&str, Codec, bool); 9] = [
+    ("path", Codec::Text, false),
+    ("key", Codec::Text, false),
+    ("size", Codec::Integer, false),
+    ("sha256", Codec::Text, false),
+    ("status", Codec::Text, false),
+    ("reason", Codec::Text, true),
+    ("etag", Codec::Text, true),
+    ("batch", Codec::Text, false),
+    ("migrated_at", Codec::Text, true),
+];
+
+fn uploads_schema() -> Schema {
+    let mut props = Map::new();
+    for (name, codec, nullable) in UPLOAD_COLUMNS {
+        let t = if codec == Codec::Integer { "integer" } else { "string" };
+        let mut p = if nullable {
+            json!({"type": [t, "null"]})
+        } else {
+            json!({"type": t})
+        };
+        if name == "migrated_at" {
+            p["format"] = json!("date-time");
+        }
+        props.insert(name.into(), p);
+    }
+    let mut s = Schema::new(UPLOADS_STREAM);
+    s.schema = ObjectSchema {
+        type_: json!("object"),
+        properties: props,
+        extra: Map::new(),
+    };
+    s.key_properties = vec!["path".into()];
+    s
+}
+
+fn uploads_shape() -> RowShape {
+    let columns = UPLOAD_COLUMNS
+        .iter()
+        .map(|(name, codec, nullable)| Column {
+            name: (*name).into(),
+            codec: *codec,
+            nullable: *nullable,
+            sql_type: None,
+        })
+        .collect();
+    RowShape::new(UPLOADS_STREAM, columns, &["path".to_owned()]).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// One file to put, as a worker sees it.
+struct Job {
+    seg: u64,
+    line: u64,
+    stream: String,
+    path: String,
+    key: Vec<u8>,
+    src: PathBuf,
+    size: u64,
+    sha256: String,
+    content_type: Option<String>,
+    mtime: Option<SystemTime>,
+    mode: Option<u32>,
+    overwrite: bool,
+}
+
+struct Done {
+    job: Job,
+    outcome: Result<PutOutcome>,
+}
+
+/// The files between two STATEs, and the STATE that closes them.
+struct Segment {
+    id: u64,
+    pending: usize,
+    /// Results finished while an earlier segment was still open: written once it is acknowledged.
+    held: Vec<Finished>,
+    /// Manifest rows to record with the acknowledgement.
+    files: Vec<FileRow>,
+    batches: HashMap<String, BatchRow>,
+    /// The STATE closing it: its seq, value text, and bookmarks (for the echo).
+    state: Option<(u64, String, Map<String, Json>)>,
+    /// No more files come into it (a STATE or END closed it).
+    closed: bool,
+}
+
+struct Finished {
+    row: FileRow,
+    at: String,
+}
+
+struct InStream {
+    files: u64,
+    digest: FileDigest,
+    ended: bool,
+}
+
+struct Uploader<'w, W: Write> {
+    cfg: ImportConfig,
+    out: &'w mut StreamWriter<W>,
+    store: Arc<dyn ObjectStore>,
+    target: String,
+    checkpoint: Option<Checkpoint>,
+    run_id: String,
+    attempt: i64,
+    began: bool,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    results: mpsc::Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+    in_flight: usize,
+    /// Jobs read but not sent yet: their manifest rows are written in one transaction first.
+    to_send: Vec<Job>,
+    segs: VecDeque<Segment>,
+    streams: HashMap<String, InStream>,
+    shape: RowShape,
+    out_digest: StreamDigest,
+    out_rows: u64,
+    rejects: Rejects,
+    outcome: ImportOutcome,
+    bytes: u64,
+    progress: Progress,
+    plan: HashMap<&'static str, u64>,
+}
+
+pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
+    let store: Arc<dyn ObjectStore> = Arc::from(objects::open_store(&cfg.target)?);
+    let target = store.address();
+    let checkpoint = if cfg.dry_run {
+        None
+    } else {
+        Some(Checkpoint::open(&cfg.state_path)?)
+    };
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(cfg.jobs * 2);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
+    let mut workers = Vec::new();
+    if !cfg.dry_run {
+        for i in 0..cfg.jobs {
+            let rx = Arc::clone(&job_rx);
+            let tx = done_tx.clone();
+            let store = Arc::clone(&store);
+            let h = std::thread::Builder::new()
+                .name(format!("ferry-put-{i}"))
+                .spawn(move || worker(&*store, &rx, &tx))
+                .map_err(|e| Error::new(ErrorKind::Io, format!("starting an upload thread: {e}")))?;
+            workers.push(h);
+        }
+    }
+    drop(done_tx);
+    let mut up = Uploader {
+        cfg: cfg.clone(),
+        out,
+        store,
+        target,
+        checkpoint,
+        run_id: String::new(),
+        attempt: 1,
+        began: false,
+        jobs: Some(job_tx),
+        results: done_rx,
+        workers,
+        in_flight: 0,
+        to_send: Vec::new(),
+        segs: VecDeque::from([Segment::new(0)]),
+        streams: HashMap::new(),
+        shape: uploads_shape(),
+        out_digest: StreamDigest::default(),
+        out_rows: 0,
+        rejects: Rejects::for_run(cfg, "unknown"),
+        outcome: ImportOutcome::default(),
+        bytes: 0,
+        progress: Progress::new(),
+        plan: HashMap::new(),
+    };
+    let mut reader = StreamReader::new(input, cfg.max_line);
+    let result = up.consume(&mut reader);
+    up.stop_workers();
+    match result {
+        Ok(()) => Ok(up.outcome),
+        Err(e) => {
+            let status = if e.kind() == ErrorKind::BrokenPipe {
+                RunStatus::Interrupted
+            } else {
+                RunStatus::Failed
+            };
+            up.abort(status, &e);
+            Err(e)
+        }
+    }
+}
+
+fn worker(store: &dyn ObjectStore, jobs: &std::sync::Mutex<mpsc::Receiver<Job>>, done: &mpsc::Sender<Done>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        let outcome = store.put(&PutRequest {
+            key: &job.key,
+            src: &job.src,
+            size: job.size,
+            sha256: &job.sha256,
+            content_type: job.content_type.as_deref(),
+            mtime: job.mtime,
+            mode: job.mode,
+            overwrite: job.overwrite,
+        });
+        if done.send(Done { job, outcome }).is_err() {
+            return;
+        }
+    }
+}
+
+impl Segment {
+    fn new(id: u64) -> Segment {
+        Segment {
+            id,
+            pending: 0,
+            held: Vec::new(),
+            files: Vec::new(),
+            batches: HashMap::new(),
+            state: None,
+            closed: false,
+        }
+    }
+}
+
+impl<W: Write> Uploader<'_, W> {
+    fn consume<R: BufRead>(&mut self, reader: &mut StreamReader<R>) -> Result<()> {
+        let mut ended = false;
+        while let Some(line) = reader.next_line()? {
+            if ended {
+                return Err(line.error("a message after END: the stream must end with END"));
+            }
+            if !self.began && line.kind != Kind::Begin {
+                return Err(line.error(
+                    "the stream does not start with BEGIN: files come from ferry-export dir:... (or a saved stream of it)",
+                ));
+            }
+            match line.kind {
+                Kind::Begin => self.on_begin(&line)?,
+                Kind::Schema => self.on_schema(&line)?,
+                Kind::File => self.on_file(&line)?,
+                Kind::Record => {
+                    return Err(line.error(format!(
+                        "a RECORD: {} takes FILE lines (from ferry-export dir:...); rows go to a database target",
+                        self.target
+                    )));
+                }
+                Kind::State => self.on_state(&line)?,
+                Kind::StreamEnd => self.on_stream_end(&line)?,
+                Kind::End => {
+                    self.on_end()?;
+                    ended = true;
+                }
+                Kind::Error => self.on_error(&line)?,
+                Kind::Other => tracing::debug!(line = line.no, kind = %line.head.kind, "unknown message kind ignored"),
+            }
+            self.collect(false)?;
+        }
+        if ended {
+            return Ok(());
+        }
+        Err(Error::input(format!(
+            "input ended after line {} without END: the producer stopped early; files after the last acknowledged STATE are not recorded as done (a re-run finds any that arrived); re-run the pipeline to finish",
+            reader.line_no()
+        )))
+    }
+
+    fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
+        if self.began {
+            return Err(line.error("a second BEGIN: one stream per input"));
+        }
+        let begin: Begin = line.parse()?;
+        if begin.protocol != PROTOCOL {
+            return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
+        }
+        self.began = true;
+        self.run_id = begin.run_id.clone();
+        self.rejects = Rejects::for_run(&self.cfg, &self.run_id);
+        let source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
+        if let Some(cp) = &mut self.checkpoint {
+            self.attempt = cp.start_run(&NewRun {
+                run_id: &self.run_id,
+                stage: "import",
+                source: Some(&source),
+                source_kind: begin.source.as_ref().map(|s| s.kind.as_str()),
+                target: &self.target,
+            })?;
+        }
+        if self.cfg.dry_run {
+            return Ok(());
+        }
+        // The results are a stream of their own, from the store: a downstream import keeps its
+        // own run for them.
+        self.out.write_message(&Message::Begin(Begin {
+            protocol: PROTOCOL.into(),
+            run_id: self.uploads_run_id(),
+            producer: Some(producer("ferry-import")),
+            source: Some(SourceInfo {
+                kind: self.cfg.target.kind().into(),
+                address: self.target.clone(),
+                selection: None,
+            }),
+            started_at: Some(now_rfc3339()),
+            extra: Map::new(),
+        }))?;
+        self.out.write_message(&Message::Schema(Box::new(uploads_schema())))
+    }
+
+    fn uploads_run_id(&self) -> String {
+        format!("{}.uploads", self.run_id)
+    }
+
+    fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
+        let schema: Schema = line.parse()?;
+        self.streams.entry(schema.stream.clone()).or_insert_with(|| InStream {
+            files: 0,
+            digest: FileDigest::default(),
+            ended: false,
+        });
+        Ok(())
+    }
+
+    fn on_file(&mut self, line: &Line<'_>) -> Result<()> {
+        let f: FileMsg = line.parse()?;
+        let bad = |m: String| line.error(format!("FILE {:?}: {m}", f.path));
+        if !tree::is_sha256_hex(&f.sha256) {
+            return Err(bad("sha256 must be 64 lowercase hex digits".into()));
+        }
+        let rel = f.path_bytes().map_err(&bad)?;
+        tree::check_relative(&rel).map_err(&bad)?;
+        let key = match &f.key {
+            Some(k) => {
+                tree::check_relative(k.as_bytes()).map_err(|e| bad(format!("key {k:?}: {e}")))?;
+                k.as_bytes().to_vec()
+            }
+            None => rel.clone(),
+        };
+        let src = tree::path_of_uri(&f.content.uri).ok_or_else(|| {
+            bad(format!(
+                "content.uri {:?} is not a file:// URI; only local files can be put in this build",
+                f.content.uri
+            ))
+        })?;
+        let s = self.streams.entry(f.stream.clone()).or_insert_with(|| InStream {
+            files: 0,
+            digest: FileDigest::default(),
+            ended: false,
+        });
+        if s.ended {
+            return Err(line.error("a FILE after its stream's STREAM_END"));
+        }
+        s.files += 1;
+        s.digest.add(&rel, f.size, &f.sha256);
+        self.outcome.received += 1;
+        let mtime = f
+            .mtime
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(SystemTime::from);
+        let job = Job {
+            seg: self.open_seg(),
+            line: line.no,
+            stream: f.stream.clone(),
+            path: f.path.clone(),
+            key,
+            src,
+            size: f.size,
+            sha256: f.sha256.clone(),
+            content_type: f.content_type.clone(),
+            mtime,
+            mode: f.mode,
+            overwrite: self.cfg.on_conflict == OnConflict::Overwrite,
+        };
+        if self.cfg.dry_run {
+            return self.plan_file(&job);
+        }
+        // Done by an earlier run, with these very bytes: no request at all.
+        if !self.cfg.fresh
+            && let Some(cp) = &self.checkpoint
+            && let Some(row) = cp.file(&self.target, &job.key)?
+            && row.is_done()
+            && row.size == job.size
+            && row.sha256 == job.sha256
+        {
+            self.outcome.already += 1;
+            let seg = job.seg;
+            self.seg_mut(seg).pending += 1;
+            let at = now_rfc3339();
+            return self.finished(seg, job.line, job.stream, row, at, true);
+        }
+        self.seg_mut(job.seg).pending += 1;
+        self.to_send.push(job);
+        if self.to_send.len() >= 64 {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn open_seg(&self) -> u64 {
+        self.segs.back().map_or(0, |s| s.id)
+    }
+
+    fn seg_mut(&mut self, id: u64) -> &mut Segment {
+        let front = self.segs.front().map_or(0, |s| s.id);
+        &mut self.segs[(id - front) as usize]
+    }
+
+    /// Record the waiting jobs as `uploading` in the manifest, then hand them to the workers.
+    fn send(&mut self) -> Result<()> {
+        if self.to_send.is_empty() {
+            return Ok(());
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            let rows: Vec<FileRow> = self
+                .to_send
+                .iter()
+                .map(|j| FileRow {
+                    key: j.key.clone(),
+                    path: j.path.clone(),
+                    size: j.size,
+                    sha256: j.sha256.clone(),
+                    etag: None,
+                    part_size: None,
+                    status: "uploading".into(),
+                    reason: None,
+                    run_id: self.run_id.clone(),
+                })
+                .collect();
+            cp.files_started(&self.target, &rows)?;
+        }
+        let stopped = || Error::new(ErrorKind::Target, "the upload threads stopped");
+        for mut job in std::mem::take(&mut self.to_send) {
+            loop {
+                let tx = self.jobs.as_ref().ok_or_else(stopped)?;
+                match tx.try_send(job) {
+                    Ok(()) => {
+                        self.in_flight += 1;
+                        break;
+                    }
+                    // The queue is full: take a result (never block on both ends at once).
+                    Err(mpsc::TrySendError::Full(j)) => {
+                        job = j;
+                        let done = self.results.recv().map_err(|_| stopped())?;
+                        self.on_done(done)?;
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take the results that are in; with `all`, wait for every file sent.
+    fn collect(&mut self, all: bool) -> Result<()> {
+        loop {
+            let next = if all && self.in_flight > 0 {
+                Some(
+                    self.results
+                        .recv()
+                        .map_err(|_| Error::new(ErrorKind::Target, "the upload threads stopped"))?,
+                )
+            } else {
+                self.results.try_recv().ok()
+            };
+            match next {
+                Some(done) => self.on_done(done)?,
+                None => break,
+            }
+        }
+        self.ack_ready()
+    }
+
+    fn on_done(&mut self, done: Done) -> Result<()> {
+        self.in_flight -= 1;
+        let Done { job, outcome } = done;
+        let outcome = outcome.map_err(|e| {
+            e.context(format!(
+                "putting {:?} (line {}); nothing after the last acknowledged STATE is recorded as done: re-run the same command once the store is fixed",
+                job.path, job.line
+            ))
+        })?;
+        let row = FileRow {
+            key: job.key,
+            path: job.path,
+            size: job.size,
+            sha256: job.sha256,
+            etag: outcome.etag,
+            part_size: outcome.part_size,
+            status: outcome.status.as_str().into(),
+            reason: outcome.reason,
+            run_id: self.run_id.clone(),
+        };
+        match outcome.status {
+            PutStatus::Uploaded | PutStatus::Overwritten => {
+                self.outcome.written += 1;
+                self.bytes += row.size;
+            }
+            PutStatus::Present => self.outcome.skipped += 1,
+            _ => {}
+        }
+        if self.progress.due() {
+            tracing::info!(
+                files = self.outcome.written + self.outcome.skipped + self.outcome.already,
+                of = self.outcome.received,
+                files_per_s = self.progress.rate(self.outcome.written + self.outcome.skipped),
+                mb_per_s = self.progress.rate(self.bytes) / 1_000_000,
+                "putting files"
+            );
+        }
+        self.finished(job.seg, job.line, job.stream, row, now_rfc3339(), false)
+    }
+
+    /// A file's outcome is known: write its result now if its segment is the oldest open one,
+    /// else hold it until the segments before are acknowledged.
+    fn finished(&mut self, seg: u64, line: u64, stream: String, row: FileRow, at: String, earlier: bool) -> Result<()> {
+        if !row.is_done() {
+            self.reject(line, &stream, &row)?;
+        }
+        let s = self.seg_mut(seg);
+        s.pending -= 1;
+        let b = s.batches.entry(stream.clone()).or_insert_with(|| BatchRow {
+            stream: stream.clone(),
+            started_at: at.clone(),
+            ..Default::default()
+        });
+        b.rows += 1;
+        match row.status.as_str() {
+            _ if earlier => b.skipped += 1,
+            "uploaded" | "overwritten" => {
+                b.written += 1;
+                b.bytes += row.size;
+            }
+            "present" => b.skipped += 1,
+            _ => b.rejected += 1,
+        }
+        if !earlier {
+            s.files.push(row.clone());
+        }
+        let f = Finished { row, at };
+        if self.segs.front().map(|s| s.id) == Some(seg) {
+            self.write_result(&f)
+        } else {
+            self.seg_mut(seg).held.push(f);
+            Ok(())
+        }
+    }
+
+    fn reject(&mut self, line: u64, stream: &str, row: &FileRow) -> Result<()> {
+        self.outcome.rejected += 1;
+        tracing::warn!(path = %row.path, status = %row.status, reason = ?row.reason, "file not put");
+        self.rejects.write(&json!({
+            "line": line,
+            "stream": stream,
+            "key": {"path": row.path},
+            "object_key": String::from_utf8_lossy(&row.key),
+            "status": row.status,
+            "reason": row.reason,
+        }))?;
+        if self.rejects.count > self.cfg.max_rejects {
+            return Err(Error::data(format!(
+                "more than {} files could not be put (the last: {:?}, {}); they are listed in {}",
+                self.cfg.max_rejects,
+                row.path,
+                row.reason.as_deref().unwrap_or(&row.status),
+                self.rejects.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_result(&mut self, f: &Finished) -> Result<()> {
+        let key = String::from_utf8_lossy(&f.row.key);
+        let size = f.row.size as i64;
+        let run = self.run_id.clone();
+        let values: [ValueRef<'_>; 9] = [
+            ValueRef::Text(f.row.path.as_bytes()),
+            ValueRef::Text(key.as_bytes()),
+            ValueRef::Integer(size),
+            ValueRef::Text(f.row.sha256.as_bytes()),
+            ValueRef::Text(f.row.status.as_bytes()),
+            f.row
+                .reason
+                .as_deref()
+                .map_or(ValueRef::Null, |r| ValueRef::Text(r.as_bytes())),
+            f.row
+                .etag
+                .as_deref()
+                .map_or(ValueRef::Null, |r| ValueRef::Text(r.as_bytes())),
+            ValueRef::Text(run.as_bytes()),
+            if f.row.is_done() {
+                ValueRef::Text(f.at.as_bytes())
+            } else {
+                ValueRef::Null
+            },
+        ];
+        self.out_digest.add(&self.shape, |i| values[i]);
+        self.out_rows += 1;
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(br#"{"type":"RECORD","stream":"uploads","record":"#);
+        self.shape.encode_record(|i| values[i], &mut line);
+        line.push(b'}');
+        self.out.write_line(&line, Kind::Record)
+    }
+
+    fn on_state(&mut self, line: &Line<'_>) -> Result<()> {
+        let state: State = line.parse()?;
+        let value: StateValue = serde_json::from_value(state.value.clone())
+            .map_err(|e| line.error(format!("STATE value is not a ferry state: {e}")))?;
+        if self.cfg.dry_run {
+            return Ok(());
+        }
+        self.send()?;
+        let text = state.value.to_string();
+        let open = self.open_seg();
+        let seg = self.seg_mut(open);
+        seg.state = Some((value.seq, text, value.bookmarks));
+        seg.closed = true;
+        self.segs.push_back(Segment::new(open + 1));
+        self.collect(false)
+    }
+
+    /// Acknowledge every closed segment whose files all have their outcome, oldest first.
+    fn ack_ready(&mut self) -> Result<()> {
+        loop {
+            let ready = self
+                .segs
+                .front()
+                .is_some_and(|s| s.pending == 0 && s.closed && self.segs.len() > 1);
+            if !ready {
+                return Ok(());
+            }
+            let Some(seg) = self.segs.pop_front() else {
+                return Ok(());
+            };
+            self.ack(seg)?;
+            // The next segment's results that finished early go out now, in front of its STATE.
+            let held = self
+                .segs
+                .front_mut()
+                .map(|s| std::mem::take(&mut s.held))
+                .unwrap_or_default();
+            for f in &held {
+                self.write_result(f)?;
+            }
+        }
+    }
+
+    fn ack(&mut self, seg: Segment) -> Result<()> {
+        self.rejects.sync()?;
+        let batches: Vec<BatchRow> = seg.batches.into_values().collect();
+        if let Some(cp) = &mut self.checkpoint {
+            let state = seg.state.as_ref().map(|(seq, text, _)| (*seq, text.as_str()));
+            cp.ack_files(&self.run_id, self.attempt, state, &batches, &self.target, &seg.files)?;
+        }
+        if let Some((seq, _, bookmarks)) = seg.state {
+            let value = StateValue {
+                run_id: self.uploads_run_id(),
+                seq,
+                bookmarks,
+                extra: Map::new(),
+            };
+            self.out.write_message(&Message::State(State {
+                value: serde_json::to_value(value).unwrap_or(Json::Null),
+            }))?;
+        }
+        Ok(())
+    }
+
+    fn on_stream_end(&mut self, line: &Line<'_>) -> Result<()> {
+        let end: StreamEnd = line.parse()?;
+        let Some(s) = self.streams.get_mut(&end.stream) else {
+            return Err(line.error(format!("STREAM_END of {:?}, a stream that never started", end.stream)));
+        };
+        s.ended = true;
+        self.outcome.streams += 1;
+        if !self.cfg.verify_stream_end {
+            return Ok(());
+        }
+        if let Some(n) = end.files.or(end.rows)
+            && n != s.files
+        {
+            return Err(line.error(format!(
+                "stream {} ended saying {n} files, but {} arrived: the stream lost lines on the way",
+                end.stream, s.files
+            )));
+        }
+        if let Some(d) = &end.digest
+            && d.algo == tree::FILES_DIGEST_ALGO
+        {
+            let ours = s.digest.take_hex();
+            if ours != d.value {
+                return Err(line.error(format!(
+                    "stream {}: the files that arrived (paths, sizes, SHA-256) do not match the producer's digest",
+                    end.stream
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
+        let e: ErrorMsg = line.parse()?;
+        if e.fatal {
+            return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
+        }
+        tracing::warn!(stream = ?e.stream, path = ?e.path, message = %e.message, "the producer reported an error");
+        if let Some(cp) = &mut self.checkpoint {
+            cp.record_error(
+                &self.run_id,
+                e.stream.as_deref(),
+                Some(line.no),
+                e.path.as_deref(),
+                &e.message,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self) -> Result<()> {
+        if self.cfg.dry_run {
+            return self.plan_summary();
+        }
+        self.send()?;
+        // Everything sent must have its outcome; what follows the last STATE is acknowledged
+        // without one (a producer that ends without a final STATE).
+        let open = self.open_seg();
+        self.seg_mut(open).closed = true;
+        self.segs.push_back(Segment::new(open + 1));
+        self.collect(true)?;
+        debug_assert_eq!(self.segs.len(), 1);
+        self.store.finish();
+        if let Some(cp) = &mut self.checkpoint {
+            cp.finish_run(&self.run_id, RunStatus::Complete, None)?;
+        }
+        self.outcome.run_id = self.run_id.clone();
+        self.outcome.reject_path = (self.rejects.count > 0).then(|| self.rejects.path.clone());
+        self.out.write_message(&Message::StreamEnd(StreamEnd {
+            stream: UPLOADS_STREAM.into(),
+            status: "complete".into(),
+            rows: Some(self.out_rows),
+            files: None,
+            bytes: None,
+            errors: (self.outcome.rejected > 0).then_some(self.outcome.rejected),
+            digest: Some(Digest {
+                algo: crate::protocol::DIGEST_ALGO.into(),
+                value: self.out_digest.take_hex(),
+            }),
+            extra: Map::new(),
+        }))?;
+        let mut extra = Map::new();
+        extra.insert("uploaded".into(), json!(self.outcome.written));
+        extra.insert("present".into(), json!(self.outcome.skipped));
+        extra.insert("already_done".into(), json!(self.outcome.already));
+        self.out.write_message(&Message::End(End {
+            run_id: self.uploads_run_id(),
+            status: "ok".into(),
+            streams: Some(1),
+            rows: Some(self.out_rows),
+            files: Some(self.outcome.received),
+            bytes: Some(self.bytes),
+            errors: None,
+            rejected: Some(self.outcome.rejected),
+            skipped: Some(self.outcome.skipped + self.outcome.already),
+            finished_at: Some(now_rfc3339()),
+            extra,
+        }))?;
+        self.out.flush()?;
+        tracing::info!(
+            files = self.outcome.received,
+            uploaded = self.outcome.written,
+            present = self.outcome.skipped,
+            already_done = self.outcome.already,
+            not_put = self.outcome.rejected,
+            bytes = self.bytes,
+            files_per_s = self.progress.rate(self.outcome.written + self.outcome.skipped),
+            "import complete"
+        );
+        if self.outcome.rejected > 0 {
+            tracing::warn!(
+                files = self.outcome.rejected,
+                reject_file = %self.rejects.path.display(),
+                "some files were not put"
+            );
+        }
+        Ok(())
+    }
+
+    /// A dry run: what would happen to this file, asking the store but changing nothing.
+    fn plan_file(&mut self, job: &Job) -> Result<()> {
+        let action = match self.store.head(&job.key)? {
+            None => "upload",
+            Some(info) if info.size == job.size && info.sha256.as_deref() == Some(job.sha256.as_str()) => "present",
+            Some(_) if job.overwrite => "overwrite",
+            Some(_) => "conflict",
+        };
+        *self.plan.entry(action).or_default() += 1;
+        if action != "present" {
+            *self.plan.entry("bytes").or_default() += job.size;
+        }
+        let v = json!({"type": "PLAN", "action": action, "path": job.path, "key": String::from_utf8_lossy(&job.key), "size": job.size});
+        self.out.write_line(v.to_string().as_bytes(), Kind::Other)
+    }
+
+    fn plan_summary(&mut self) -> Result<()> {
+        let n = |k: &str| self.plan.get(k).copied().unwrap_or(0);
+        let v = json!({
+            "type": "PLAN", "action": "summary", "target": self.target,
+            "upload": n("upload"), "present": n("present"), "overwrite": n("overwrite"),
+            "conflict": n("conflict"), "bytes_to_send": n("bytes"),
+        });
+        self.out.write_line(v.to_string().as_bytes(), Kind::Other)?;
+        self.out.flush()
+    }
+
+    fn stop_workers(&mut self) {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    fn abort(&mut self, status: RunStatus, e: &Error) {
+        let _ = self.rejects.sync();
+        if let Some(cp) = &mut self.checkpoint
+            && self.began
+        {
+            let message = e.chain();
+            if let Err(ce) = cp.finish_run(&self.run_id, status, Some(&message)) {
+                tracing::error!(error = %ce, "recording the failure in the state file failed");
+            }
+            let _ = cp.record_error(&self.run_id, None, None, None, &message);
+        }
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,551 @@
+//! Files: a directory tree exported as FILE lines, put into a directory acting as an object store,
+//! validated byte for byte; re-runs, kills, conflicts, changed files and unsafe names.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Dir, all_ok};
+
+/// Every regular file under `root` (outside `.ferry-partial`), by relative path bytes.
+fn contents(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap();
+        if rel.starts_with(".ferry-partial") || !e.file_type().is_file() {
+            continue;
+        }
+        out.insert(rel.as_os_str().as_bytes().to_vec(), std::fs::read(e.path()).unwrap());
+    }
+    out
+}
+
+fn write(root: &Path, rel: &[u8], bytes: &[u8]) -> PathBuf {
+    let p = root.join(OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A tree of `n` small files in nested directories, plus an empty file, a 3 MB file, unicode and
+/// non-UTF-8 names and names that sort differently by byte and by component.
+fn make_tree(root: &Path, n: usize) -> usize {
+    for i in 0..n {
+        let rel = format!("uploads/{:02}/{:03}/file-{i}.txt", i % 7, i % 13);
+        write(
+            root,
+            rel.as_bytes(),
+            format!("content of file {i}\n").repeat(i % 50 + 1).as_bytes(),
+        );
+    }
+    write(root, b"empty", b"");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    write(root, b"media/big.bin", &big);
+    write(
+        root,
+        "caf\u{e9}/\u{fc}n\u{ef}c\u{f6}d\u{e9} \u{1f600}.txt".as_bytes(),
+        b"unicode",
+    );
+    write(root, b"raw/\xff\xfe-not-utf8", b"bytes name");
+    write(root, b"a.txt", b"dot sorts before slash");
+    write(root, b"a/b", b"inside a");
+    write(root, b"a-b", b"dash");
+    n + 7
+}
+
+fn end_of(run: &common::Run) -> serde_json::Value {
+    let end = run.lines().pop().unwrap_or_default();
+    assert_eq!(end["type"], "END", "{run:?}");
+    end
+}
+
+fn uploads(run: &common::Run) -> Vec<serde_json::Value> {
+    run.lines()
+        .into_iter()
+        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
+        .map(|l| l["record"].clone())
+        .collect()
+}
+
+fn copy(d: &Dir, src: &Path, dst: &str, import_args: &[&str]) -> Vec<common::Run> {
+    let src = format!("dir:{}", src.display());
+    let mut ia = vec![dst];
+    ia.extend_from_slice(import_args);
+    d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &ia)], b"")
+}
+
+#[test]
+fn a_tree_goes_into_a_directory_validates_equal_and_a_rerun_sends_nothing() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 300);
+    std::fs::set_permissions(src.join("empty"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let dst = format!("dir:{}", d.path("dst").display());
+    let runs = copy(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let end = end_of(&runs[1]);
+    assert_eq!(end["files"], n, "{end}");
+    assert_eq!(end["uploaded"], n, "{end}");
+    assert_eq!(end["rejected"], 0, "{end}");
+    assert_eq!(
+        contents(&src),
+        contents(&d.path("dst")),
+        "every byte and every name arrives"
+    );
+    assert!(!d.path("dst/.ferry-partial").exists(), "nothing half-written is left");
+    // Modes and modification times come along.
+    let (a, b) = (
+        std::fs::metadata(src.join("empty")).unwrap(),
+        std::fs::metadata(d.path("dst/empty")).unwrap(),
+    );
+    assert_eq!(b.mode() & 0o777, 0o600);
+    assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()));
+
+    // One result per file, ready for a table import.
+    let ups = uploads(&runs[1]);
+    assert_eq!(ups.len(), n);
+    let big = ups
+        .iter()
+        .find(|u| u["path"] == "media/big.bin")
+        .expect("big.bin result");
+    assert_eq!(big["status"], "uploaded");
+    assert_eq!(big["size"], 3_000_000);
+    assert_eq!(big["key"], "media/big.bin");
+    assert!(big["migrated_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let expected = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(src.join("media/big.bin")).unwrap()))
+    };
+    assert_eq!(big["sha256"], expected.as_str());
+
+    let v = d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"");
+    v.ok();
+    let summary = v.lines().pop().unwrap();
+    assert_eq!(summary["files_source"], n);
+    assert_eq!(summary["files_target"], n);
+
+    // The same pipeline again: the manifest says every file is done; nothing is written.
+    let ino = std::fs::metadata(d.path("dst/media/big.bin")).unwrap().ino();
+    let again = copy(&d, &src, &dst, &[]);
+    all_ok(&again);
+    let end = end_of(&again[1]);
+    assert_eq!(end["already_done"], n, "{end}");
+    assert_eq!(end["uploaded"], 0, "{end}");
+    assert_eq!(std::fs::metadata(d.path("dst/media/big.bin")).unwrap().ino(), ino);
+    assert_eq!(
+        uploads(&again[1]).len(),
+        n,
+        "results are given again for a downstream import"
+    );
+}
+
+#[test]
+fn the_export_lists_files_in_byte_order_with_exact_names_and_a_digest() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 20);
+    let out = d.run("ferry-export", &[&format!("dir:{}", src.display())], b"");
+    out.ok();
+    let lines = out.lines();
+    let files: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "FILE").collect();
+    assert_eq!(files.len(), n);
+    let names: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| match f["path_b64"].as_str() {
+            Some(b) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b).unwrap()
+            }
+            None => f["path"].as_str().unwrap().as_bytes().to_vec(),
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "byte order of whole paths");
+    assert!(names.contains(&b"raw/\xff\xfe-not-utf8".to_vec()));
+    let txt = files.iter().find(|f| f["path"] == "a.txt").unwrap();
+    assert_eq!(txt["content_type"], "text/plain");
+    assert_eq!(txt["size"], 22);
+    assert!(txt["content"]["uri"].as_str().unwrap().starts_with("file:///"));
+    let end = lines.iter().find(|l| l["type"] == "STREAM_END").unwrap();
+    assert_eq!(end["files"], n);
+    assert_eq!(end["digest"]["algo"], "files-sha256");
+    // A STATE after the last file says the stream is complete, with the last path as cursor.
+    let state = lines.iter().rev().find(|l| l["type"] == "STATE").unwrap();
+    assert_eq!(state["value"]["bookmarks"]["files"]["complete"], true);
+}
+
+#[test]
+fn symlinks_are_skipped_unless_asked_and_never_followed_out_of_the_tree() {
+    let d = Dir::new();
+    let src = d.path("src");
+    write(&src, b"real/data.txt", b"data");
+    write(&d.path("outside"), b"secret.txt", b"not yours");
+    std::os::unix::fs::symlink(src.join("real"), src.join("inside-link")).unwrap();
+    std::os::unix::fs::symlink(d.path("outside"), src.join("outside-link")).unwrap();
+    std::os::unix::fs::symlink(d.path("outside/secret.txt"), src.join("file-link")).unwrap();
+    let addr = format!("dir:{}", src.display());
+
+    let plain = d.run("ferry-export", &[&addr], b"");
+    plain.ok().stderr_has("not followed");
+    let paths: Vec<String> = plain
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "FILE")
+        .map(|l| l["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(paths, ["real/data.txt"]);
+
+    let follow = d.run("ferry-export", &[&addr, "--follow-symlinks"], b"");
+    follow.ok();
+    let lines = follow.lines();
+    let paths: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "FILE")
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["inside-link/data.txt", "real/data.txt"]);
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "ERROR")
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        ["file-link", "outside-link"],
+        "links out of the tree are reported, not followed"
+    );
+    assert!(!follow.stdout().contains("not yours"));
+    assert!(!follow.stdout().contains("secret.txt"));
+}
+
+#[test]
+fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 10);
+    let addr = format!("dir:{}", src.display());
+    let stream = d.run("ferry-export", &[&addr], b"");
+    stream.ok();
+    // Same size, other bytes; and a file that disappeared.
+    std::fs::write(src.join("a-b"), b"DASH").unwrap();
+    std::fs::remove_file(src.join("a/b")).unwrap();
+    let dst = format!("dir:{}", d.path("dst").display());
+    let imp = d.run("ferry-import", &[&dst], &stream.output.stdout);
+    imp.ok();
+    let end = end_of(&imp);
+    assert_eq!(end["uploaded"], n - 2, "{end}");
+    assert_eq!(end["rejected"], 2, "{end}");
+    let ups = uploads(&imp);
+    let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
+    assert_eq!(status("a-b"), "changed");
+    assert_eq!(status("a/b"), "failed");
+    assert!(!d.path("dst/a-b").exists(), "changed bytes are never put");
+    let rejects = std::fs::read_dir(d.path(".ferry"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejects-"))
+        .expect("a reject file");
+    let text = std::fs::read_to_string(rejects).unwrap();
+    assert!(
+        text.contains("\"a-b\"") && text.contains("not what was hashed"),
+        "{text}"
+    );
+
+    // A new export sees the new bytes; the re-run puts exactly that file.
+    let again = copy(&d, &src, &dst, &[]);
+    all_ok(&again);
+    let end = end_of(&again[1]);
+    assert_eq!(end["uploaded"], 1, "{end}");
+    assert_eq!(end["already_done"], n - 2, "{end}");
+    d.run("ferry-validate", &[&addr, &dst], b"").ok();
+}
+
+#[test]
+fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
+    let d = Dir::new();
+    let src = d.path("src");
+    write(&src, b"x/same.txt", b"same");
+    write(&src, b"x/other.txt", b"ours");
+    write(&d.path("dst"), b"x/same.txt", b"same");
+    write(&d.path("dst"), b"x/other.txt", b"theirs!");
+    let dst = format!("dir:{}", d.path("dst").display());
+    let addr = format!("dir:{}", src.display());
+
+    let plan = copy(&d, &src, &dst, &["--dry-run"]);
+    all_ok(&plan);
+    let summary = plan[1].lines().pop().unwrap();
+    assert_eq!(summary["action"], "summary");
+    assert_eq!(
+        (summary["present"].as_u64(), summary["conflict"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(!d.path(".ferry/state.db").exists(), "a dry run records nothing");
+
+    let first = copy(&d, &src, &dst, &[]);
+    all_ok(&first);
+    let ups = uploads(&first[1]);
+    let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
+    assert_eq!(status("x/same.txt"), "present");
+    assert_eq!(status("x/other.txt"), "conflict");
+    assert_eq!(std::fs::read(d.path("dst/x/other.txt")).unwrap(), b"theirs!");
+    d.run("ferry-validate", &[&addr, &dst], b"").expect_code(1);
+
+    let over = copy(&d, &src, &dst, &["--on-conflict", "overwrite"]);
+    all_ok(&over);
+    let ups = uploads(&over[1]);
+    let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
+    assert_eq!(status("x/other.txt"), "overwritten");
+    assert_eq!(std::fs::read(d.path("dst/x/other.txt")).unwrap(), b"ours");
+    d.run("ferry-validate", &[&addr, &dst], b"").ok();
+}
+
+#[test]
+fn unsafe_paths_and_keys_in_a_stream_are_refused_and_nothing_lands_outside() {
+    let d = Dir::new();
+    write(&d.path("src"), b"f", b"payload");
+    let uri = format!("file://{}", d.path("src/f").display());
+    let sha = "239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5";
+    let dst = format!("dir:{}", d.path("dst/inner").display());
+    for (what, extra) in [
+        ("path", r#""path":"../escaped""#.to_owned()),
+        ("path", r#""path":"/tmp/abs""#.to_owned()),
+        ("key", r#""path":"ok","key":"../../escaped""#.to_owned()),
+        ("path", r#""path":"a//b""#.to_owned()),
+    ] {
+        let stream = format!(
+            concat!(
+                r#"{{"type":"BEGIN","protocol":"ferry/1","run_id":"r1"}}"#,
+                "\n",
+                r#"{{"type":"SCHEMA","stream":"files","schema":{{"properties":{{}}}},"key_properties":["path"]}}"#,
+                "\n",
+                r#"{{"type":"FILE","stream":"files",{},"size":7,"sha256":"{}","content":{{"uri":"{}"}}}}"#,
+                "\n",
+                r#"{{"type":"END","run_id":"r1","status":"ok"}}"#,
+                "\n"
+            ),
+            extra, sha, uri
+        );
+        let imp = d.run("ferry-import", &[&dst], stream.as_bytes());
+        imp.expect_code(2).stderr_has("line 3").stderr_has(what);
+    }
+    assert!(!d.path("dst/escaped").exists() && !d.path("escaped").exists());
+    assert!(contents(&d.path("dst")).is_empty(), "nothing was written");
+}
+
+#[test]
+fn uploads_pipe_into_a_table_import() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 30);
+    let dst = format!("dir:{}", d.path("dst").display());
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", src.display())]),
+            ("ferry-import", &[&dst, "--state", "files-state.db"]),
+            (
+                "ferry-import",
+                &[&d.db("app.db"), "--create", "--on-conflict", "overwrite"],
+            ),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let app = d.open("app.db");
+    let (rows, uploaded): (i64, i64) = app
+        .query_row(
+            "SELECT count(*), sum(status = 'uploaded' AND migrated_at IS NOT NULL) FROM uploads",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, uploaded), (n as i64, n as i64));
+}
+
+#[test]
+fn sigkill_of_the_import_at_any_instant_then_the_same_pipeline_finishes_equal() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 3000);
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("dir:{}", d.path("dst").display());
+    let mut partial = 0;
+    for (trial, ms) in [40u64, 120, 250, 400, 5].into_iter().enumerate() {
+        let mut export = d
+            .cmd("ferry-export", &[&addr, "-q"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut import = d
+            .cmd("ferry-import", &[&dst, "-q", "--jobs", "4"])
+            .stdin(Stdio::from(export.stdout.take().unwrap()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = import.kill();
+        let _ = import.wait();
+        let _ = export.kill();
+        let _ = export.wait();
+        let there = contents(&d.path("dst")).len();
+        partial += usize::from(there > 0 && there < n);
+        // Every file at a key is whole: a kill never leaves a torn object in place.
+        for (k, v) in contents(&d.path("dst")) {
+            assert_eq!(
+                v,
+                std::fs::read(src.join(OsStr::from_bytes(&k))).unwrap(),
+                "trial {trial}"
+            );
+        }
+        if trial % 2 == 1 {
+            continue; // two kills in a row before the next finish
+        }
+        let again = copy(&d, &src, &dst, &["--jobs", "4"]);
+        all_ok(&again);
+        let end = end_of(&again[1]);
+        let accounted = end["uploaded"].as_u64().unwrap()
+            + end["present"].as_u64().unwrap()
+            + end["already_done"].as_u64().unwrap();
+        assert_eq!(accounted, n as u64, "trial {trial}: {end}");
+        assert!(
+            end["uploaded"].as_u64().unwrap() <= (n - there) as u64,
+            "trial {trial}: nothing put twice"
+        );
+        d.run("ferry-validate", &[&addr, &dst], b"").ok();
+        std::fs::remove_dir_all(d.path("dst")).unwrap();
+        std::fs::remove_dir_all(d.path(".ferry")).unwrap();
+    }
+    assert!(partial >= 1, "some kill should land mid-import");
+}
+
+#[test]
+fn an_interrupted_export_resumes_after_its_last_acknowledged_path() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 1500);
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("dir:{}", d.path("dst").display());
+    // A stream cut short after some STATE lines: the import acknowledges up to the last one.
+    let full = d.run("ferry-export", &[&addr, "--state-every", "100"], b"");
+    full.ok();
+    let text = full.stdout();
+    let cut: String = text.lines().take(700).map(|l| format!("{l}\n")).collect();
+    let first = d.run("ferry-import", &[&dst], cut.as_bytes());
+    first.expect_code(2).stderr_has("without END");
+    let acked = contents(&d.path("dst")).len();
+    assert!(acked > 0 && acked < n, "{acked}");
+
+    let runs = d.pipe(
+        &[("ferry-export", &[&addr, "--resume"]), ("ferry-import", &[&dst])],
+        b"",
+    );
+    all_ok(&runs);
+    let sent = runs[0].lines().iter().filter(|l| l["type"] == "FILE").count();
+    assert!(
+        sent < n - 500,
+        "the resumed export starts after the acknowledged path ({sent} of {n})"
+    );
+    d.run("ferry-validate", &[&addr, &dst], b"").ok();
+}
+
+#[test]
+fn the_validator_names_missing_extra_and_changed_files() {
+    let d = Dir::new();
+    let (a, b) = (d.path("a"), d.path("b"));
+    write(&a, b"same", b"1");
+    write(&b, b"same", b"1");
+    write(&a, b"gone", b"2");
+    write(&b, b"more", b"3");
+    write(&a, b"diff", b"4");
+    write(&b, b"diff", b"5");
+    let v = d.run(
+        "ferry-validate",
+        &[&format!("dir:{}", a.display()), &format!("dir:{}", b.display())],
+        b"",
+    );
+    v.expect_code(1);
+    let found: Vec<(String, String)> = v
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "FINDING")
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["key"]["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("changed".to_owned(), "diff".to_owned()),
+            ("missing".to_owned(), "gone".to_owned()),
+            ("extra".to_owned(), "more".to_owned())
+        ]
+    );
+    // The stream an export wrote is a side too.
+    let stream = d.run("ferry-export", &[&format!("dir:{}", a.display())], b"");
+    d.run(
+        "ferry-validate",
+        &[&format!("dir:{}", a.display())],
+        &stream.output.stdout,
+    )
+    .ok();
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_naming_it_and_the_rest_goes_on() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = Dir::new();
+    let src = d.path("src");
+    write(&src, b"ok-1", b"one");
+    write(&src, b"locked/secret", b"no");
+    write(&src, b"ok-2", b"two");
+    std::fs::set_permissions(src.join("locked/secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    for p in [d.root(), &src, &src.join("locked")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let addr = format!("dir:{}", src.display());
+    // Root reads everything: run the export as nobody then.
+    let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let out = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::bin("ferry-export"))
+            .arg(&addr)
+            .current_dir(d.root());
+        c.output().unwrap()
+    } else {
+        d.cmd("ferry-export", &[&addr]).output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let files: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "FILE")
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["ok-1", "ok-2"]);
+    let err = lines.iter().find(|l| l["type"] == "ERROR").expect("an ERROR line");
+    assert_eq!(err["path"], "locked/secret");
+    assert_eq!(err["fatal"], false);
+    assert!(err["message"].as_str().unwrap().contains("ermission denied"), "{err}");
+    let end = lines.iter().find(|l| l["type"] == "STREAM_END").unwrap();
+    assert_eq!((end["files"].as_u64(), end["errors"].as_u64()), (Some(2), Some(1)));
+}
