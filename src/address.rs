@@ -111,7 +111,7 @@ impl fmt::Display for Address {
 
 /// `scheme://user:secret@host/...` -> `scheme://user@host/...`; query parameters that look like
 /// secrets are dropped.
-fn redact_url(u: &str) -> String {
+pub fn redact_url(u: &str) -> String {
     let Some((scheme, rest)) = u.split_once("://") else {
         return u.to_owned();
     };

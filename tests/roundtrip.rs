@@ -45,6 +45,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         write_rows: 2,
         write_bytes: 1 << 20,
         jobs: 1,
+        s3: Default::default(),
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()
@@ -117,6 +118,7 @@ fn edge_values_survive_exactly() {
         allow_unverified: false,
         max_line: 64 << 20,
         schema: None,
+        s3: Default::default(),
     };
     let mut w = StreamWriter::new(Vec::new());
     let report = validate::run(&cfg, &b""[..], &mut w).unwrap();

@@ -32,6 +32,10 @@ Examples:
   # status, migrated_at) come out as RECORDs of an `uploads` stream, ready for a table import
   ferry-export dir:/srv/media | ferry-import dir:/backup/media > uploads.ndjson
 
+  # The same into Cloudflare R2 (or any S3 API); keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+  ferry-export dir:/srv/media | ferry-import s3://bucket/media \\
+    --endpoint https://ACCOUNT_ID.r2.cloudflarestorage.com > uploads.ndjson
+
 Each STATE in the input is a barrier: everything before it is committed (with a commit marker kept
 in the target's _ferry_commits table, in the same transaction), recorded in the state file, then
 echoed on stdout. If the import is killed at any instant, run the same pipeline again: rows already
@@ -46,7 +50,8 @@ Exit status: 0 done, 2 error (including input that ends without END).";
 #[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
 pub struct ImportArgs {
     /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB, or dir:PATH (files, from ferry-export dir:...)
+    /// postgres://USER@HOST:PORT/DB; for files (from ferry-export dir:...), dir:PATH or
+    /// s3://BUCKET/PREFIX
     pub target: String,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -82,8 +87,14 @@ pub struct ImportArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
     /// Object stores: files put at once
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub jobs: usize,
+    /// S3: the endpoint URL (R2: https://ACCOUNT_ID.r2.cloudflarestorage.com) [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3: the region [env: AWS_REGION; default: auto]
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
     /// Rows buffered per stream before they are written into the open transaction
     #[arg(long, value_name = "N", default_value_t = 5000, hide = true)]
     pub write_rows: usize,
@@ -111,6 +122,10 @@ impl ImportArgs {
             write_rows: self.write_rows.max(1),
             write_bytes: self.write_bytes.max(1),
             jobs: self.jobs.max(1),
+            s3: crate::connect::s3::S3Settings {
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+            },
         })
     }
 }

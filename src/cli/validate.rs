@@ -25,6 +25,9 @@ Examples:
   # A stream file on its own: complete, keys unique, references resolvable, digests right
   ferry-validate backup.ndjson
 
+  # Files: every file in the bucket (or directory) under its key, same size and SHA-256
+  ferry-validate dir:/srv/media s3://bucket/media --endpoint https://ACCOUNT_ID.r2.cloudflarestorage.com
+
 Compares row counts, primary keys (not null, unique), unique constraints, foreign keys, and every
 row (an ordered merge of row hashes in key order): each key that differs is listed as missing,
 extra, changed or duplicate. Findings go to stdout as NDJSON, a summary table to stderr.
@@ -56,6 +59,12 @@ pub struct ValidateArgs {
     /// PostgreSQL: the schema holding tables for streams that do not name one [default: public]
     #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
+    /// S3: the endpoint URL [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3: the region [env: AWS_REGION; default: auto]
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
     /// Longest input line accepted, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
@@ -85,6 +94,10 @@ impl ValidateArgs {
             allow_unverified: self.allow_unverified,
             max_line: self.max_line_bytes,
             schema: self.schema.clone(),
+            s3: crate::connect::s3::S3Settings {
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+            },
         })
     }
 }

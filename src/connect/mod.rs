@@ -6,6 +6,7 @@ pub mod objects;
 pub mod pgcopy;
 pub mod pgsource;
 pub mod postgres;
+pub mod s3;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -114,9 +114,10 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Open the object store at an address.
-pub fn open_store(address: &crate::address::Address) -> Result<Box<dyn ObjectStore>> {
+pub fn open_store(address: &crate::address::Address, s3: &super::s3::S3Settings) -> Result<Box<dyn ObjectStore>> {
     match address {
         crate::address::Address::Dir(p) => Ok(Box::new(DirStore::open(p)?)),
+        crate::address::Address::S3(url) => Ok(Box::new(super::s3::S3Store::open(url, s3)?)),
         other => Err(other.unsupported("an object store")),
     }
 }

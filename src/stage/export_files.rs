@@ -24,6 +24,10 @@ use crate::protocol::{
 use crate::stage::export::{ExportConfig, ExportOutcome, Progress};
 use crate::tree::{self, Entry, FileDigest, FileName, Hashed, WalkOptions, Walked};
 
+/// At most this many files between two STATEs: an upload acknowledges (and a re-run skips
+/// without a request) in steps this size.
+pub const FILES_PER_STATE: u64 = 250;
+
 /// The SCHEMA of a file stream: what a FILE carries, as columns (key: `path`), so that a
 /// transform or a Singer target can treat files as rows.
 pub fn files_schema(stream: &str) -> Schema {
@@ -389,7 +393,7 @@ impl Emit {
         }
         self.last_rel = Some(entry.rel);
         self.since_state += 1;
-        if self.since_state >= cfg.state_every.min(1000) || self.last_state.elapsed() >= cfg.state_interval {
+        if self.since_state >= cfg.state_every.min(FILES_PER_STATE) || self.last_state.elapsed() >= cfg.state_interval {
             let b = self.bookmark(false);
             em.bookmarks
                 .insert(self.stream.clone(), serde_json::to_value(b).unwrap_or(Json::Null));

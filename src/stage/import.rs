@@ -52,6 +52,8 @@ pub struct ImportConfig {
     pub write_bytes: usize,
     /// Object stores: files put at once.
     pub jobs: usize,
+    /// S3: endpoint and region (the environment gives the rest).
+    pub s3: crate::connect::s3::S3Settings,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -165,7 +165,7 @@ struct Uploader<'w, W: Write> {
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
-    let store: Arc<dyn ObjectStore> = Arc::from(objects::open_store(&cfg.target)?);
+    let store: Arc<dyn ObjectStore> = Arc::from(objects::open_store(&cfg.target, &cfg.s3)?);
     let target = store.address();
     let checkpoint = if cfg.dry_run {
         None

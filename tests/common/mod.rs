@@ -3,6 +3,7 @@
 
 pub mod pg;
 pub mod proxy;
+pub mod s3;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,13 +26,23 @@ pub fn bin(name: &str) -> PathBuf {
 /// A private working directory for one test.
 pub struct Dir {
     pub tmp: tempfile::TempDir,
+    /// Environment every command run here gets (an S3 server's endpoint and keys, say).
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Dir {
     pub fn new() -> Dir {
         Dir {
             tmp: tempfile::tempdir().expect("temp dir"),
+            env: Default::default(),
         }
+    }
+
+    /// Give every command run from here on `name=value`.
+    pub fn set_env(&self, name: &str, value: &str) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(n, _)| n != name);
+        env.push((name.to_owned(), value.to_owned()));
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -60,6 +71,9 @@ impl Dir {
     pub fn cmd(&self, name: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin(name));
         c.args(args).current_dir(self.root()).env_remove("FERRY_LOG");
+        for (n, v) in self.env.borrow().iter() {
+            c.env(n, v);
+        }
         c
     }
 

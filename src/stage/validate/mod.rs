@@ -51,6 +51,8 @@ pub struct ValidateConfig {
     pub max_line: usize,
     /// PostgreSQL: the schema of tables for streams that do not name one [default: public].
     pub schema: Option<String>,
+    /// S3: endpoint and region (the environment gives the rest).
+    pub s3: crate::connect::s3::S3Settings,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,0 +1,636 @@
+//! S3-compatible object storage (Cloudflare R2, AWS S3, any S3 API) through the `object_store`
+//! crate: create-only PUTs (`If-None-Match: *`) carrying `x-amz-checksum-sha256`, so the server
+//! itself checks every byte against the SHA-256 taken at export; multipart above a threshold with
+//! parts in flight and the whole-file hash checked before the upload is completed; the file's
+//! SHA-256 kept in the object's metadata (`x-amz-meta-sha256`) for validation and re-runs.
+//!
+//! Settings come from flags or the standard AWS environment: `AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (default
+//! `auto`, right for R2) and `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint (always allowed on
+//! loopback). Transient faults are retried with capped exponential backoff and jitter
+//! (`FERRY_RETRIES` times, 6 by default).
+
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore as _, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, RetryConfig,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::objects::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The metadata key holding the whole file's SHA-256 (hex).
+pub const SHA256_META: &str = "sha256";
+
+/// How to reach the store, from flags (the environment fills the rest).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Sizes for uploads.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Files this big or bigger go up in parts.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Parts of one file in flight at once.
+    pub part_concurrency: usize,
+    /// Bytes held in memory for requests in flight, across all files.
+    pub max_in_flight: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes {
+            multipart_threshold: 16 << 20,
+            part_size: 16 << 20,
+            part_concurrency: 4,
+            max_in_flight: 256 << 20,
+        }
+    }
+}
+
+pub struct S3Store {
+    rt: tokio::runtime::Runtime,
+    store: Arc<AmazonS3>,
+    /// `""` or `media/`: prepended to every key.
+    prefix: String,
+    address: String,
+    sizes: Sizes,
+    /// Permits are MiB of request bodies held in memory.
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `s3://bucket/prefix` split into bucket and prefix (`""` or ending in `/`).
+pub fn parse_address(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::usage(format!("{url:?} is not an s3:// address")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::usage(format!(
+            "{url:?} names no bucket: write s3://BUCKET/PREFIX"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    if !prefix.is_empty() {
+        crate::tree::check_relative(prefix.as_bytes())
+            .map_err(|e| Error::usage(format!("the prefix of {url:?}: {e}")))?;
+    }
+    Ok((
+        bucket.to_owned(),
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        },
+    ))
+}
+
+impl S3Store {
+    pub fn open(url: &str, settings: &S3Settings) -> Result<S3Store> {
+        let (bucket, prefix) = parse_address(url)?;
+        let endpoint = settings
+            .endpoint
+            .clone()
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"));
+        let region = settings
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "auto".into());
+        let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) else {
+            return Err(Error::usage(format!(
+                "{url}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for R2, an API token's access key id and secret)"
+            )));
+        };
+        let allow_http = env("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || endpoint.as_deref().is_some_and(is_loopback);
+        if let Some(e) = &endpoint
+            && e.starts_with("http://")
+            && !allow_http
+        {
+            return Err(Error::usage(format!(
+                "the endpoint {} is plain HTTP: credentials would cross the network unencrypted; use https:// (or AWS_ALLOW_HTTP=true if you mean it)",
+                crate::address::redact_url(e)
+            )));
+        }
+        let retries = std::env::var("FERRY_RETRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6);
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(&region)
+            .with_access_key_id(key_id)
+            .with_secret_access_key(secret)
+            .with_checksum_algorithm(Checksum::SHA256)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(300)),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(200),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: retries,
+                retry_timeout: Duration::from_secs(120),
+            });
+        if let Some(token) = env("AWS_SESSION_TOKEN") {
+            b = b.with_token(token);
+        }
+        if let Some(e) = &endpoint {
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+        }
+        let store = b.build().map_err(|e| Error::usage(format!("{url}: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferry-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the S3 client: {e}")))?;
+        let address = match &endpoint {
+            Some(e) => format!("{url} at {}", crate::address::redact_url(e)),
+            None => url.to_owned(),
+        };
+        let sizes = Sizes::default();
+        Ok(S3Store {
+            rt,
+            store: Arc::new(store),
+            prefix,
+            address,
+            budget: Arc::new(tokio::sync::Semaphore::new(mib(sizes.max_in_flight) as usize)),
+            sizes,
+        })
+    }
+
+    fn path(&self, key: &[u8]) -> std::result::Result<ObjPath, String> {
+        let key = std::str::from_utf8(key)
+            .map_err(|_| "object keys are UTF-8 and this name is not: give it a key in a transform".to_owned())?;
+        crate::tree::check_relative(key.as_bytes()).map_err(|e| format!("unsafe key: {e}"))?;
+        ObjPath::parse(format!("{}{key}", self.prefix)).map_err(|e| format!("not a valid object key: {e}"))
+    }
+
+    /// A failure of the store as a whole, with what to do about it.
+    fn fatal(&self, what: &str, e: object_store::Error) -> Error {
+        use object_store::Error as E;
+        let (kind, hint) = match &e {
+            E::Unauthenticated { .. } | E::PermissionDenied { .. } => (
+                ErrorKind::Target,
+                "the store refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ),
+            E::NotFound { .. } => (ErrorKind::Target, "does the bucket exist?"),
+            _ => (
+                ErrorKind::Transient,
+                "the store failed or could not be reached, after retries; once it is back, re-run the same command to continue",
+            ),
+        };
+        Error::new(kind, format!("{}: {what}: {hint}", self.address)).with_source(e)
+    }
+
+    async fn head_async(&self, path: &ObjPath) -> Result<Option<ObjectInfo>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(path, opts).await {
+            Ok(r) => Ok(Some(ObjectInfo {
+                size: r.meta.size,
+                sha256: r
+                    .attributes
+                    .get(&Attribute::Metadata(SHA256_META.into()))
+                    .map(|v| v.as_ref().to_owned()),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fatal(&format!("looking at {path}"), e)),
+        }
+    }
+
+    /// [`S3Store::head_async`], reading the object to hash it when its metadata has no SHA-256
+    /// (put by another tool, or by a server that died between the bytes and the metadata).
+    async fn info_async(&self, path: &ObjPath) -> Result<Option<ObjectInfo>> {
+        let Some(mut info) = self.head_async(path).await? else {
+            return Ok(None);
+        };
+        if info.sha256.is_none() {
+            let got = self
+                .store
+                .get_opts(path, GetOptions::default())
+                .await
+                .map_err(|e| self.fatal(&format!("reading {path}"), e))?;
+            let mut body = got.into_stream();
+            let mut h = Sha256::new();
+            let mut n: u64 = 0;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.fatal(&format!("reading {path}"), e))?;
+                n += chunk.len() as u64;
+                h.update(&chunk);
+            }
+            info.size = n;
+            info.sha256 = Some(hex::encode(h.finalize()));
+        }
+        Ok(Some(info))
+    }
+
+    fn attributes(req: &PutRequest<'_>) -> Attributes {
+        let mut a = Attributes::new();
+        a.insert(Attribute::Metadata(SHA256_META.into()), req.sha256.to_owned().into());
+        if let Some(t) = req.mtime.and_then(|t| jiff::Timestamp::try_from(t).ok()) {
+            a.insert(Attribute::Metadata("mtime".into()), t.to_string().into());
+        }
+        if let Some(ct) = req.content_type {
+            a.insert(Attribute::ContentType, ct.to_owned().into());
+        }
+        a
+    }
+
+    /// What to do when something is at the key already: `Some` outcome, or `None` to write.
+    fn settle_existing(info: &ObjectInfo, req: &PutRequest<'_>) -> Option<PutOutcome> {
+        if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) {
+            return Some(outcome(PutStatus::Present, None, None));
+        }
+        if req.overwrite {
+            return None;
+        }
+        let theirs = match &info.sha256 {
+            Some(s) => format!("{} bytes, sha256 {s}", info.size),
+            None => format!("{} bytes, no sha256 recorded", info.size),
+        };
+        Some(outcome(
+            PutStatus::Conflict,
+            None,
+            Some(format!(
+                "a different object is already at this key ({theirs}); --on-conflict overwrite replaces it"
+            )),
+        ))
+    }
+
+    async fn put_async(&self, path: &ObjPath, req: &PutRequest<'_>) -> Result<PutOutcome> {
+        let mut existed = false;
+        if req.overwrite || req.size >= self.sizes.multipart_threshold {
+            // Multipart uploads cannot be made create-only; overwriting wants to know first.
+            if let Some(info) = self.info_async(path).await? {
+                if let Some(o) = Self::settle_existing(&info, req) {
+                    return Ok(o);
+                }
+                existed = true;
+            }
+        }
+        let done = if existed {
+            PutStatus::Overwritten
+        } else {
+            PutStatus::Uploaded
+        };
+        if req.size >= self.sizes.multipart_threshold {
+            return self.multipart(path, req, done).await;
+        }
+        let _permit = self.reserve(req.size).await?;
+        let bytes = match read_whole(req) {
+            Ok(b) => b,
+            Err(o) => return Ok(o),
+        };
+        let opts = PutOptions {
+            mode: if req.overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            },
+            attributes: Self::attributes(req),
+            ..Default::default()
+        };
+        match self.store.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(r) => Ok(outcome(done, r.e_tag, None)),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                match self.info_async(path).await? {
+                    Some(info) => Ok(Self::settle_existing(&info, req).unwrap_or_else(|| {
+                        outcome(
+                            PutStatus::Failed,
+                            None,
+                            Some("the object kept changing under us".into()),
+                        )
+                    })),
+                    None => Ok(outcome(
+                        PutStatus::Failed,
+                        None,
+                        Some("the key kept changing under us".into()),
+                    )),
+                }
+            }
+            Err(e) if bad_digest(&e) => Ok(outcome(
+                PutStatus::Failed,
+                None,
+                Some(format!(
+                    "the store received other bytes than were sent (checksum mismatch): {e}"
+                )),
+            )),
+            Err(e) => Err(self.fatal(&format!("putting {path}"), e)),
+        }
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let n = mib(bytes).clamp(1, mib(self.sizes.max_in_flight)) as u32;
+        self.budget
+            .acquire_many(n)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Io, "the upload budget was closed"))
+    }
+
+    async fn multipart(&self, path: &ObjPath, req: &PutRequest<'_>, done: PutStatus) -> Result<PutOutcome> {
+        let mut file = match std::fs::File::open(req.src) {
+            Ok(f) => f,
+            Err(e) => {
+                return Ok(outcome(
+                    PutStatus::Failed,
+                    None,
+                    Some(format!("reading {}: {e}", req.src.display())),
+                ));
+            }
+        };
+        let before = file.metadata().ok();
+        let opts = PutMultipartOptions {
+            attributes: Self::attributes(req),
+            ..Default::default()
+        };
+        let mut upload = self
+            .store
+            .put_multipart_opts(path, opts)
+            .await
+            .map_err(|e| self.fatal(&format!("starting a multipart upload of {path}"), e))?;
+        let part = self.sizes.part_size;
+        let mut hasher = Sha256::new();
+        let mut sent: u64 = 0;
+        let mut in_flight = FuturesUnordered::new();
+        let result: std::result::Result<(), PartError> = async {
+            loop {
+                let permit = self
+                    .budget
+                    .clone()
+                    .acquire_many_owned(mib(part) as u32)
+                    .await
+                    .map_err(|_| PartError::Store(Error::new(ErrorKind::Io, "the upload budget was closed")))?;
+                let mut buf = Vec::with_capacity(part as usize);
+                (&mut file)
+                    .take(part)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| PartError::File(format!("reading {}: {e}", req.src.display())))?;
+                if buf.is_empty() {
+                    break;
+                }
+                hasher.update(&buf);
+                sent += buf.len() as u64;
+                let fut = upload.put_part(PutPayload::from(buf));
+                in_flight.push(async move {
+                    let r = fut.await;
+                    drop(permit);
+                    r
+                });
+                while in_flight.len() >= self.sizes.part_concurrency {
+                    if let Some(r) = in_flight.next().await {
+                        r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                    }
+                }
+            }
+            while let Some(r) = in_flight.next().await {
+                r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(in_flight);
+        let after = std::fs::metadata(req.src).ok();
+        let moved = match (&before, &after) {
+            (Some(a), Some(b)) => a.len() != b.len() || a.mtime() != b.mtime() || a.mtime_nsec() != b.mtime_nsec(),
+            _ => true,
+        };
+        let sha = hex::encode(hasher.finalize());
+        let problem = match result {
+            Err(PartError::Store(e)) => {
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+            Err(PartError::File(m)) => Some((PutStatus::Failed, m)),
+            Ok(()) if moved => Some((
+                PutStatus::Changed,
+                format!("{} changed while being sent", req.src.display()),
+            )),
+            Ok(()) if sent != req.size || sha != req.sha256 => Some((
+                PutStatus::Changed,
+                format!(
+                    "{} is not what was hashed at export (now {sent} bytes, sha256 {sha}); export it again",
+                    req.src.display()
+                ),
+            )),
+            Ok(()) => None,
+        };
+        if let Some((status, reason)) = problem {
+            // Nothing is left behind: the parts are dropped with the upload.
+            let _ = upload.abort().await;
+            return Ok(outcome(status, None, Some(reason)));
+        }
+        let r = match upload.complete().await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = upload.abort().await;
+                return Err(self.fatal(&format!("completing the multipart upload of {path}"), e));
+            }
+        };
+        // The parts were each checked by the server; the whole is checked here.
+        match self.head_async(path).await? {
+            Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
+                let mut o = outcome(done, r.e_tag, None);
+                o.part_size = Some(part);
+                Ok(o)
+            }
+            other => Ok(outcome(
+                PutStatus::Failed,
+                None,
+                Some(format!(
+                    "after the upload the store reports {other:?}, not the file sent"
+                )),
+            )),
+        }
+    }
+}
+
+/// An object found by listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The key without the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+}
+
+impl S3Store {
+    /// Every object under the prefix, in key order, with the SHA-256 its metadata holds (one
+    /// HEAD per object, `concurrency` at once).
+    pub fn list(&self, concurrency: usize) -> Result<Vec<Listed>> {
+        use futures_util::TryStreamExt as _;
+        self.rt.block_on(async {
+            let prefix = match self.prefix.trim_end_matches('/') {
+                "" => None,
+                p => Some(ObjPath::parse(p).map_err(|e| Error::usage(format!("{}: {e}", self.address)))?),
+            };
+            let metas: Vec<object_store::ObjectMeta> = self
+                .store
+                .list(prefix.as_ref())
+                .try_collect()
+                .await
+                .map_err(|e| self.fatal("listing the objects", e))?;
+            let mut out: Vec<Listed> = futures_util::stream::iter(metas)
+                .map(|m| async move {
+                    let info = self.info_async(&m.location).await?;
+                    let full = m.location.to_string();
+                    let key = full.strip_prefix(&self.prefix).unwrap_or(&full).to_owned();
+                    Ok::<_, Error>(info.map(|i| Listed {
+                        key,
+                        size: i.size,
+                        sha256: i.sha256,
+                    }))
+                })
+                .buffer_unordered(concurrency.max(1))
+                .try_filter_map(|l| async move { Ok(l) })
+                .try_collect()
+                .await?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+}
+
+enum PartError {
+    Store(Error),
+    File(String),
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+fn outcome(status: PutStatus, etag: Option<String>, reason: Option<String>) -> PutOutcome {
+    PutOutcome {
+        status,
+        etag,
+        part_size: None,
+        reason,
+    }
+}
+
+/// A 400 BadDigest: the bytes the server got do not match the checksum sent with them.
+fn bad_digest(e: &object_store::Error) -> bool {
+    let text = e.to_string();
+    text.contains("BadDigest") || text.contains("XAmzContentSHA256Mismatch")
+}
+
+/// Read a whole file, checking it is the one hashed at export.
+fn read_whole(req: &PutRequest<'_>) -> std::result::Result<Vec<u8>, PutOutcome> {
+    let mut buf = Vec::with_capacity(req.size as usize);
+    match crate::tree::hash_file_into(req.src, |chunk| {
+        buf.extend_from_slice(chunk);
+        Ok(())
+    }) {
+        Ok(h) if h.size == req.size && h.sha256_hex() == req.sha256 => Ok(buf),
+        Ok(h) => Err(outcome(
+            PutStatus::Changed,
+            None,
+            Some(format!(
+                "{} is not what was hashed at export (now {} bytes, sha256 {}); export it again",
+                req.src.display(),
+                h.size,
+                h.sha256_hex()
+            )),
+        )),
+        Err(reason) => {
+            let status = if reason.starts_with("changed") {
+                PutStatus::Changed
+            } else {
+                PutStatus::Failed
+            };
+            Err(outcome(
+                status,
+                None,
+                Some(format!("reading {}: {reason}", req.src.display())),
+            ))
+        }
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
+        let path = match self.path(req.key) {
+            Ok(p) => p,
+            Err(reason) => return Ok(outcome(PutStatus::Failed, None, Some(reason))),
+        };
+        self.rt.block_on(self.put_async(&path, req))
+    }
+
+    fn head(&self, key: &[u8]) -> Result<Option<ObjectInfo>> {
+        let Ok(path) = self.path(key) else {
+            return Ok(None);
+        };
+        self.rt.block_on(self.head_async(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_bucket_and_prefix() {
+        assert_eq!(parse_address("s3://b").unwrap(), ("b".into(), "".into()));
+        assert_eq!(parse_address("s3://b/").unwrap(), ("b".into(), "".into()));
+        assert_eq!(
+            parse_address("s3://b/media/x/").unwrap(),
+            ("b".into(), "media/x/".into())
+        );
+        assert!(parse_address("s3:///x").is_err());
+        assert!(parse_address("s3://b/../x").is_err());
+    }
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        assert!(is_loopback("http://127.0.0.1:9000"));
+        assert!(is_loopback("http://localhost:9000/"));
+        assert!(is_loopback("http://[::1]:9000"));
+        assert!(!is_loopback("http://10.0.0.1:9000"));
+        assert!(!is_loopback("https://acct.r2.cloudflarestorage.com"));
+    }
+}

@@ -1,0 +1,257 @@
+//! Files into a real S3-protocol server on 127.0.0.1 (s3s-fs, SigV4 on): uploads verified by the
+//! server against the export's SHA-256, multipart, re-runs that send nothing, conflicts, wrong
+//! credentials, and the server going away mid-run.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::s3::S3Server;
+use common::{Dir, all_ok};
+
+const BUCKET: &str = "media-bucket";
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// `n` small files in nested directories plus an empty file and unicode names.
+fn make_tree(root: &Path, n: usize) -> usize {
+    for i in 0..n {
+        write(
+            root,
+            &format!("uploads/{:02}/file-{i}.txt", i % 9),
+            format!("file {i}\n").repeat(i % 40 + 1).as_bytes(),
+        );
+    }
+    write(root, "empty", b"");
+    write(root, "caf\u{e9}/r\u{e9}sum\u{e9} \u{1f4c4}.pdf", b"%PDF-1.4 unicode");
+    n + 2
+}
+
+fn server(d: &Dir) -> S3Server {
+    let s = S3Server::start(&d.path("s3-root"), BUCKET);
+    for (k, v) in s.env() {
+        d.set_env(k, &v);
+    }
+    d.set_env("FERRY_RETRIES", "2");
+    s
+}
+
+fn end_of(run: &common::Run) -> serde_json::Value {
+    let end = run.lines().pop().unwrap_or_default();
+    assert_eq!(end["type"], "END", "{run:?}");
+    end
+}
+
+fn statuses(run: &common::Run) -> BTreeMap<String, String> {
+    run.lines()
+        .into_iter()
+        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
+        .map(|l| {
+            (
+                l["record"]["path"].as_str().unwrap().to_owned(),
+                l["record"]["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn upload(d: &Dir, src: &Path, dst: &str, extra: &[&str]) -> Vec<common::Run> {
+    let src = format!("dir:{}", src.display());
+    let mut ia = vec![dst];
+    ia.extend_from_slice(extra);
+    d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &ia)], b"")
+}
+
+#[test]
+fn a_tree_goes_into_a_bucket_verified_and_a_rerun_sends_no_request() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    let n = make_tree(&src, 200);
+    let dst = format!("s3://{BUCKET}/media");
+    let runs = upload(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let end = end_of(&runs[1]);
+    assert_eq!(end["uploaded"], n, "{end}");
+    // The objects hold the very bytes, under the prefix.
+    assert_eq!(
+        std::fs::read(s3.object_path(BUCKET, "media/uploads/03/file-3.txt")).unwrap(),
+        std::fs::read(src.join("uploads/03/file-3.txt")).unwrap()
+    );
+    assert!(s3.object_path(BUCKET, "media/empty").exists());
+    let v = d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"");
+    v.ok();
+    assert_eq!(v.lines().pop().unwrap()["files_target"], n);
+
+    let before = s3.requests();
+    let again = upload(&d, &src, &dst, &["-v"]);
+    all_ok(&again);
+    let end = end_of(&again[1]);
+    assert_eq!(end["already_done"], n, "{end}");
+    // The secret key is in no output and no file ferry wrote.
+    let secret = common::s3::SECRET_KEY;
+    for r in runs.iter().chain(&again).chain([&v]) {
+        assert!(!r.stdout().contains(secret) && !r.stderr().contains(secret), "{r:?}");
+    }
+    for e in walkdir::WalkDir::new(d.path(".ferry")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{}", e.path().display());
+        }
+    }
+    assert_eq!(
+        s3.requests(),
+        before,
+        "a re-run with nothing changed sends no request at all"
+    );
+}
+
+#[test]
+fn a_big_sparse_file_goes_up_in_parts_and_is_checked_whole() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 1 GiB, sparse on disk, with a few real bytes so the parts differ.
+    let f = std::fs::File::create(src.join("big.img")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    use std::os::unix::fs::FileExt as _;
+    for (i, off) in [0u64, 300 << 20, (1 << 30) - 5].into_iter().enumerate() {
+        f.write_all_at(format!("mark{i}").as_bytes(), off).unwrap();
+    }
+    drop(f);
+    let dst = format!("s3://{BUCKET}/");
+    let runs = upload(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    assert_eq!(statuses(&runs[1])["big.img"], "uploaded");
+    assert_eq!(
+        std::fs::metadata(s3.object_path(BUCKET, "big.img")).unwrap().len(),
+        1 << 30
+    );
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .ok();
+    let state = rusqlite::Connection::open(d.path(".ferry/state.db")).unwrap();
+    let part: i64 = state
+        .query_row("SELECT part_size FROM files WHERE key = 'big.img'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(part, 16 << 20, "the part size is recorded");
+}
+
+#[test]
+fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
+    let d = Dir::new();
+    let _s3 = server(&d);
+    let src = d.path("src");
+    write(&src, "a.txt", b"ours");
+    write(&src, "b.txt", b"same");
+    let other = d.path("other");
+    write(&other, "a.txt", b"theirs, longer");
+    write(&other, "b.txt", b"same");
+    let dst = format!("s3://{BUCKET}/x");
+    all_ok(&upload(&d, &other, &dst, &["--state", "other.db"]));
+
+    let first = upload(&d, &src, &dst, &[]);
+    all_ok(&first);
+    let st = statuses(&first[1]);
+    assert_eq!((st["a.txt"].as_str(), st["b.txt"].as_str()), ("conflict", "present"));
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .expect_code(1);
+
+    let over = upload(&d, &src, &dst, &["--on-conflict", "overwrite"]);
+    all_ok(&over);
+    assert_eq!(statuses(&over[1])["a.txt"], "overwritten");
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .ok();
+}
+
+#[test]
+fn wrong_credentials_stop_with_a_clear_error_and_nothing_recorded_as_done() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    make_tree(&src, 5);
+    d.set_env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let runs = upload(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
+    runs[1].expect_code(2).stderr_has("credentials");
+    assert!(
+        !runs[1].stderr().contains("not-the-secret"),
+        "the secret is never printed"
+    );
+    assert!(statuses(&runs[1]).is_empty());
+    let state = rusqlite::Connection::open(d.path(".ferry/state.db")).unwrap();
+    let done: i64 = state
+        .query_row("SELECT count(*) FROM files WHERE status <> 'uploading'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(done, 0);
+    assert!(!s3.object_path(BUCKET, "m/empty").exists());
+
+    d.set_env("AWS_ACCESS_KEY_ID", "");
+    let runs = upload(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
+    runs[1].expect_code(2).stderr_has("AWS_ACCESS_KEY_ID");
+}
+
+#[test]
+fn the_server_going_away_mid_run_stops_clearly_and_a_rerun_sends_only_the_rest() {
+    let d = Dir::new();
+    let mut s3 = server(&d);
+    let src = d.path("src");
+    let n = make_tree(&src, 1500);
+    let dst = format!("s3://{BUCKET}/m");
+    let addr = format!("dir:{}", src.display());
+    let mut export = d
+        .cmd("ferry-export", &[&addr, "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = d
+        .cmd("ferry-import", &[&dst, "--jobs", "4"])
+        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain its output all along (a full pipe would stall it), and take the server away once
+    // some objects are in.
+    let import = std::thread::spawn(move || import.wait_with_output().unwrap());
+    let t0 = std::time::Instant::now();
+    while s3.requests() < 700 && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    s3.down();
+    let out = import.join().unwrap();
+    let _ = export.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("re-run the same command"), "{stderr}");
+    let acked = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(r#""stream":"uploads""#) && l.contains(r#""status":"uploaded""#))
+        .count();
+    assert!(acked < n, "the outage landed mid-run ({acked} of {n})");
+
+    s3.up();
+    let before = s3.requests();
+    let again = upload(&d, &src, &dst, &["--jobs", "4"]);
+    all_ok(&again);
+    let end = end_of(&again[1]);
+    let sum = ["uploaded", "present", "already_done"]
+        .iter()
+        .map(|k| end[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(sum, n as u64, "{end}");
+    assert!(end["already_done"].as_u64().unwrap() > 0, "{end}");
+    assert!(
+        s3.requests() - before < 2 * (n as u64 - end["already_done"].as_u64().unwrap()) + 10,
+        "files done before the outage cost no request"
+    );
+    d.run("ferry-validate", &[&addr, &dst], b"").ok();
+}
