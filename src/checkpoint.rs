@@ -140,7 +140,8 @@ pub struct BatchRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileRow {
     pub key: Vec<u8>,
-    pub path: String,
+    /// The source's relative path, exactly (stored like `key`).
+    pub path: Vec<u8>,
     pub size: u64,
     pub sha256: String,
     pub etag: Option<String>,
@@ -156,6 +157,14 @@ impl FileRow {
     /// Whether the object is at the target with these bytes.
     pub fn is_done(&self) -> bool {
         matches!(self.status.as_str(), "uploaded" | "present" | "overwritten")
+    }
+}
+
+fn bytes_of(v: rusqlite::types::Value) -> Vec<u8> {
+    match v {
+        rusqlite::types::Value::Text(t) => t.into_bytes(),
+        rusqlite::types::Value::Blob(b) => b,
+        _ => Vec::new(),
     }
 }
 
@@ -445,7 +454,7 @@ impl Checkpoint {
             up.execute(params![
                 target,
                 key_value(&f.key),
-                f.path,
+                key_value(&f.path),
                 f.size as i64,
                 f.sha256,
                 f.etag,
@@ -482,7 +491,7 @@ impl Checkpoint {
         st.query_row(params![target, key_value(key)], |r| {
             Ok(FileRow {
                 key: key.to_vec(),
-                path: r.get(0)?,
+                path: bytes_of(r.get(0)?),
                 size: r.get::<_, i64>(1)? as u64,
                 sha256: r.get(2)?,
                 etag: r.get(3)?,
@@ -494,6 +503,60 @@ impl Checkpoint {
         })
         .optional()
         .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))
+    }
+
+    /// The manifest rows written by runs whose id starts with `prefix`, with their target.
+    pub fn files_of_run(&self, prefix: &str) -> Result<Vec<(String, FileRow)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT target, key, path, size, sha256, etag, part_size, status, reason, run_id FROM files
+                 WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY target, key",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
+        let rows = st
+            .query_map([prefix], |r| {
+                let key = bytes_of(r.get(1)?);
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FileRow {
+                        key,
+                        path: bytes_of(r.get(2)?),
+                        size: r.get::<_, i64>(3)? as u64,
+                        sha256: r.get(4)?,
+                        etag: r.get(5)?,
+                        part_size: r.get::<_, Option<i64>>(6)?.map(|p| p as u64),
+                        status: r.get(7)?,
+                        reason: r.get(8)?,
+                        run_id: r.get(9)?,
+                    },
+                ))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
+        Ok(rows)
+    }
+
+    /// Record what became of one file of the manifest (a rollback, say).
+    pub fn set_file_status(&mut self, target: &str, key: &[u8], status: &str, reason: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE files SET status = ?3, reason = ?4, finished_at = ?5 WHERE target = ?1 AND key = ?2",
+                params![target, key_value(key), status, reason, now_rfc3339()],
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("updating the file manifest"))?;
+        Ok(())
+    }
+
+    /// The source a run read from (its redacted address).
+    pub fn run_source(&self, run_id: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT source FROM runs WHERE run_id = ?1", [run_id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .ctx(ErrorKind::Checkpoint, self.err("reading runs"))
     }
 
     /// How many files of `target` the manifest has, per status.

@@ -549,3 +549,109 @@ fn an_unreadable_file_is_an_error_naming_it_and_the_rest_goes_on() {
     let end = lines.iter().find(|l| l["type"] == "STREAM_END").unwrap();
     assert_eq!((end["files"].as_u64(), end["errors"].as_u64()), (Some(2), Some(1)));
 }
+
+#[test]
+fn the_savedfile_recipe_updates_the_applications_table_from_the_results() {
+    let d = Dir::new();
+    let app = d.sample();
+    let media = d.path("media");
+    let n = ferry::sample::create_media(&d.path("sample.db"), &media).unwrap();
+    assert!(n > 100);
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", media.display())]),
+            ("ferry-import", &[&format!("dir:{}", d.path("bucket").display())]),
+            ("ferry-transform", &["--rename-stream", "uploads=ferry_uploads"]),
+            ("ferry-import", &[&app, "--create", "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let db = d.open("sample.db");
+    let updated = db
+        .execute(
+            "UPDATE saved_files SET sha256 = u.sha256, status = 'migrated', uploaded_at = u.migrated_at
+             FROM ferry_uploads u WHERE u.path = saved_files.path AND u.status IN ('uploaded', 'present')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(updated, n);
+    // Every migrated row now names the SHA-256 of the bytes at its key in the bucket.
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT path, sha256 FROM saved_files WHERE uploaded_at LIKE '%Z'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), n);
+    for (path, sha) in rows {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(d.path("bucket").join(&path)).unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(bytes)), sha, "{path}");
+    }
+}
+
+#[test]
+fn rollback_deletes_exactly_the_objects_a_run_created_after_checking_the_originals() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 40);
+    let bucket = d.path("bucket");
+    write(&bucket, b"keep/theirs.txt", b"not ours");
+    write(&bucket, b"a.txt", b"dot sorts before slash"); // the same bytes as ours: present
+    let before = contents(&bucket);
+    let dst = format!("dir:{}", bucket.display());
+    let runs = copy(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let ups = uploads(&runs[1]);
+    let batch = ups[0]["batch"].as_str().unwrap().to_owned();
+    assert_eq!(ups.iter().filter(|u| u["status"] == "uploaded").count(), n - 1);
+
+    // A dry run by default: the plan, and nothing changes.
+    let plan = d.run("ferry", &["rollback", "--batch", &batch[..13]], b"");
+    plan.ok();
+    let actions: Vec<(String, String)> = plan
+        .lines()
+        .iter()
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap().to_owned(),
+                l["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(actions.iter().filter(|(_, a)| a == "delete").count(), n - 1);
+    assert!(
+        actions.contains(&("a.txt".to_owned(), "keep".to_owned())),
+        "{actions:?}"
+    );
+    assert_eq!(contents(&bucket).len(), before.len() + n - 1);
+
+    // An original missing from the source: refused as a whole, nothing deleted.
+    let moved = d.path("moved");
+    std::fs::rename(src.join("a-b"), &moved).unwrap();
+    let refused = d.run("ferry", &["rollback", "--batch", &batch, "--confirm"], b"");
+    refused.expect_code(2).stderr_has("--force");
+    assert_eq!(contents(&bucket).len(), before.len() + n - 1);
+    std::fs::rename(&moved, src.join("a-b")).unwrap();
+
+    let done = d.run("ferry", &["rollback", "--batch", &batch, "--confirm"], b"");
+    done.ok();
+    assert_eq!(contents(&bucket), before, "exactly what the run created is gone");
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    assert_eq!(audit.lines().count(), n - 1);
+    // Again: nothing left to do.
+    let again = d.run("ferry", &["rollback", "--batch", &batch, "--confirm"], b"");
+    again.ok();
+    assert!(again.lines().iter().all(|l| l["action"] != "deleted"));
+    // And the files can be put again.
+    let redo = copy(&d, &src, &dst, &[]);
+    all_ok(&redo);
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .expect_code(1)
+        .stdout()
+        .contains("keep/theirs.txt")
+        .then_some(())
+        .expect("the object that was there before is extra, and only it");
+}

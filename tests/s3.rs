@@ -103,7 +103,11 @@ fn a_tree_goes_into_a_bucket_verified_and_a_rerun_sends_no_request() {
         let e = e.unwrap();
         if e.file_type().is_file() {
             let bytes = std::fs::read(e.path()).unwrap();
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{}", e.path().display());
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{}",
+                e.path().display()
+            );
         }
     }
     assert_eq!(
@@ -254,4 +258,28 @@ fn the_server_going_away_mid_run_stops_clearly_and_a_rerun_sends_only_the_rest()
         "files done before the outage cost no request"
     );
     d.run("ferry-validate", &[&addr, &dst], b"").ok();
+}
+
+#[test]
+fn rollback_deletes_the_objects_a_run_put_in_the_bucket() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    let n = make_tree(&src, 20);
+    let dst = format!("s3://{BUCKET}/r");
+    let runs = upload(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let batch = runs[1].lines().into_iter().find(|l| l["type"] == "RECORD").unwrap()["record"]["batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plan = d.run("ferry", &["rollback", "--batch", &batch], b"");
+    plan.ok().stderr_has(&format!("would delete {n} objects"));
+    assert!(s3.object_path(BUCKET, "r/empty").exists());
+    d.run("ferry", &["rollback", "--batch", &batch, "--confirm"], b"").ok();
+    assert!(!s3.object_path(BUCKET, "r/empty").exists());
+    assert!(!s3.object_path(BUCKET, "r/uploads/03/file-3.txt").exists());
+    let v = d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"");
+    v.expect_code(1);
+    assert_eq!(v.lines().pop().unwrap()["files_target"], 0);
 }

@@ -9,6 +9,7 @@ use super::{LogArgs, finish, init_logging};
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{ExitStatus, Result};
 use crate::protocol::StreamWriter;
+use crate::stage::rollback::{self, RollbackConfig};
 use crate::stage::status::{self, StatusConfig};
 
 const EXAMPLES: &str = "\
@@ -17,6 +18,8 @@ Examples:
   ferry status                      # runs in .ferry/state.db
   ferry status --run 0193a5c2-7f1e  # one run's batches
   ferry status --json               # as NDJSON
+  ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
+  ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
 
 The stages themselves are separate programs: ferry-export, ferry-transform, ferry-import,
 ferry-validate (each has --help with examples).";
@@ -37,6 +40,30 @@ pub enum Command {
     Status(StatusArgs),
     /// Run export | transform | import | validate on the bundled sample database
     Demo(super::demo::DemoArgs),
+    /// Delete the objects an import of files created (dry run unless --confirm)
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The run whose objects go (its id, or a unique prefix; the `batch` of its upload results)
+    #[arg(long, value_name = "RUN_ID")]
+    pub batch: String,
+    /// Act; without it, only print what would happen
+    #[arg(long)]
+    pub confirm: bool,
+    /// Delete objects even when their original file is gone from the source directory
+    #[arg(long)]
+    pub force: bool,
+    /// Only what failed or was left unfinished, not what completed
+    #[arg(long)]
+    pub failed_only: bool,
+    /// The state file
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
+    pub state: PathBuf,
+    /// S3: the endpoint URL, when not the one recorded [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +88,7 @@ pub fn main() -> ExitCode {
     let result = match &args.command {
         Command::Status(s) => run_status(s),
         Command::Demo(d) => super::demo::run(d),
+        Command::Rollback(r) => run_rollback(r),
     };
     finish("ferry", result)
 }
@@ -74,5 +102,33 @@ fn run_status(s: &StatusArgs) -> Result<ExitStatus> {
     };
     let mut out = StreamWriter::stdout()?;
     status::run(&cfg, &mut out)?;
+    Ok(ExitStatus::Ok)
+}
+
+fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
+    let cfg = RollbackConfig {
+        state_path: r.state.clone(),
+        batch: r.batch.clone(),
+        confirm: r.confirm,
+        force: r.force,
+        failed_only: r.failed_only,
+        s3: crate::connect::s3::S3Settings {
+            endpoint: r.endpoint.clone(),
+            region: None,
+        },
+    };
+    let mut out = StreamWriter::stdout()?;
+    let o = rollback::run(&cfg, &mut out)?;
+    crate::human::say(&if r.confirm {
+        format!(
+            "ferry rollback: deleted {} objects; left {} (see why on stdout)",
+            o.deleted, o.kept
+        )
+    } else {
+        format!(
+            "ferry rollback (dry run): would delete {} objects, leave {}, refuse {}; --confirm to act",
+            o.would_delete, o.kept, o.refused
+        )
+    });
     Ok(ExitStatus::Ok)
 }

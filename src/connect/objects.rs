@@ -109,6 +109,8 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome>;
     /// What is at `key`, if anything.
     fn head(&self, key: &[u8]) -> Result<Option<ObjectInfo>>;
+    /// Remove the object at `key`; true if there was one.
+    fn delete(&self, key: &[u8]) -> Result<bool>;
     /// After the last put of a run: tidy up (best effort).
     fn finish(&self) {}
 }
@@ -192,6 +194,27 @@ impl DirStore {
 impl ObjectStore for DirStore {
     fn address(&self) -> String {
         format!("dir:{}", self.root.display())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let Ok(dst) = self.path_for(key) else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&dst) {
+            Ok(()) => {
+                // Directories the puts made and that are now empty go too, up to the root.
+                let mut dir = dst.parent();
+                while let Some(d) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+                    if std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.fatal(format!("removing {}", dst.display()), e)),
+        }
     }
 
     fn finish(&self) {

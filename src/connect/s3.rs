@@ -20,8 +20,8 @@ use futures_util::stream::FuturesUnordered;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore as _, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore as _, ObjectStoreExt as _, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -605,7 +605,23 @@ impl ObjectStore for S3Store {
         let Ok(path) = self.path(key) else {
             return Ok(None);
         };
-        self.rt.block_on(self.head_async(&path))
+        self.rt.block_on(self.info_async(&path))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let Ok(path) = self.path(key) else {
+            return Ok(false);
+        };
+        self.rt.block_on(async {
+            if self.head_async(&path).await?.is_none() {
+                return Ok(false);
+            }
+            self.store
+                .delete(&path)
+                .await
+                .map(|()| true)
+                .map_err(|e| self.fatal(&format!("deleting {path}"), e))
+        })
     }
 }
 

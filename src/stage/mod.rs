@@ -3,6 +3,7 @@
 pub mod export;
 pub mod export_files;
 pub mod import;
+pub mod rollback;
 pub mod status;
 pub mod transform;
 pub mod upload;

@@ -95,7 +95,10 @@ struct Job {
     seg: u64,
     line: u64,
     stream: String,
+    /// For people (lossy when the name is not UTF-8)...
     path: String,
+    /// ...and exactly.
+    rel: Vec<u8>,
     key: Vec<u8>,
     src: PathBuf,
     size: u64,
@@ -409,6 +412,7 @@ impl<W: Write> Uploader<'_, W> {
             line: line.no,
             stream: f.stream.clone(),
             path: f.path.clone(),
+            rel: rel.clone(),
             key,
             src,
             size: f.size,
@@ -463,7 +467,7 @@ impl<W: Write> Uploader<'_, W> {
                 .iter()
                 .map(|j| FileRow {
                     key: j.key.clone(),
-                    path: j.path.clone(),
+                    path: j.rel.clone(),
                     size: j.size,
                     sha256: j.sha256.clone(),
                     etag: None,
@@ -528,7 +532,7 @@ impl<W: Write> Uploader<'_, W> {
         })?;
         let row = FileRow {
             key: job.key,
-            path: job.path,
+            path: job.rel,
             size: job.size,
             sha256: job.sha256,
             etag: outcome.etag,
@@ -594,11 +598,12 @@ impl<W: Write> Uploader<'_, W> {
 
     fn reject(&mut self, line: u64, stream: &str, row: &FileRow) -> Result<()> {
         self.outcome.rejected += 1;
-        tracing::warn!(path = %row.path, status = %row.status, reason = ?row.reason, "file not put");
+        let path = String::from_utf8_lossy(&row.path).into_owned();
+        tracing::warn!(path = %path, status = %row.status, reason = ?row.reason, "file not put");
         self.rejects.write(&json!({
             "line": line,
             "stream": stream,
-            "key": {"path": row.path},
+            "key": {"path": path},
             "object_key": String::from_utf8_lossy(&row.key),
             "status": row.status,
             "reason": row.reason,
@@ -607,7 +612,7 @@ impl<W: Write> Uploader<'_, W> {
             return Err(Error::data(format!(
                 "more than {} files could not be put (the last: {:?}, {}); they are listed in {}",
                 self.cfg.max_rejects,
-                row.path,
+                path,
                 row.reason.as_deref().unwrap_or(&row.status),
                 self.rejects.path.display()
             )));
@@ -617,10 +622,11 @@ impl<W: Write> Uploader<'_, W> {
 
     fn write_result(&mut self, f: &Finished) -> Result<()> {
         let key = String::from_utf8_lossy(&f.row.key);
+        let path = String::from_utf8_lossy(&f.row.path);
         let size = f.row.size as i64;
         let run = self.run_id.clone();
         let values: [ValueRef<'_>; 9] = [
-            ValueRef::Text(f.row.path.as_bytes()),
+            ValueRef::Text(path.as_bytes()),
             ValueRef::Text(key.as_bytes()),
             ValueRef::Integer(size),
             ValueRef::Text(f.row.sha256.as_bytes()),

@@ -1,0 +1,219 @@
+//! ferry rollback of files: delete exactly the objects a run created, as its manifest says.
+//!
+//! Contract:
+//! - MUST change nothing without `confirm`: the plan (every object it would delete, and what it
+//!   would leave and why) is printed as NDJSON.
+//! - MUST delete only objects the run created (`uploaded`, or `uploading` when the object at the
+//!   key holds exactly the bytes the run was sending), and only while they still hold those bytes;
+//!   an object the run overwrote is left (its earlier bytes are gone) and reported.
+//! - MUST refuse, unless `force`, while the original file is missing from the source directory:
+//!   deleting the only copy is never the default.
+//! - MUST write every action to the audit log before taking it and mark the file `rolled_back`
+//!   after, so a rollback can be interrupted and run again (idempotent).
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::address::Address;
+use crate::checkpoint::{Checkpoint, FileRow};
+use crate::connect::objects::{self, ObjectStore};
+use crate::connect::s3::S3Settings;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{Kind, StreamWriter, now_rfc3339};
+
+#[derive(Debug, Clone)]
+pub struct RollbackConfig {
+    pub state_path: PathBuf,
+    /// The run (batch) whose objects go: a unique prefix of its id.
+    pub batch: String,
+    pub confirm: bool,
+    /// Delete even when the original file is no longer in the source directory.
+    pub force: bool,
+    /// Only what failed or was left unfinished (`uploading`), not what completed.
+    pub failed_only: bool,
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RollbackOutcome {
+    pub deleted: u64,
+    pub would_delete: u64,
+    pub kept: u64,
+    pub refused: u64,
+}
+
+/// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
+fn open_target(target: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>> {
+    let (addr, endpoint) = match target.split_once(" at ") {
+        Some((a, e)) => (a, Some(e.to_owned())),
+        None => (target, None),
+    };
+    let settings = S3Settings {
+        endpoint: s3.endpoint.clone().or(endpoint),
+        region: s3.region.clone(),
+    };
+    objects::open_store(&Address::parse(addr)?, &settings)
+}
+
+/// What the plan does with one file, and why.
+fn decide(
+    row: &FileRow,
+    cfg: &RollbackConfig,
+    store: &dyn ObjectStore,
+    source_root: Option<&Path>,
+) -> Result<(&'static str, String)> {
+    let ours_if_present = match row.status.as_str() {
+        "uploaded" if cfg.failed_only => return Ok(("keep", "completed (--failed-only)".into())),
+        "uploaded" | "uploading" => true,
+        "overwritten" => {
+            return Ok((
+                "keep",
+                "this run replaced an earlier object, whose bytes are gone: it cannot be put back".into(),
+            ));
+        }
+        "rolled_back" => return Ok(("done", "already rolled back".into())),
+        other => return Ok(("keep", format!("the run did not create it ({other})"))),
+    };
+    debug_assert!(ours_if_present);
+    match store.head(&row.key)? {
+        None => return Ok(("done", "not there".into())),
+        Some(info) if info.size != row.size || info.sha256.as_deref() != Some(row.sha256.as_str()) => {
+            return Ok((
+                "keep",
+                "the object at the key now holds other bytes: someone else's".into(),
+            ));
+        }
+        Some(_) => {}
+    }
+    if !cfg.force {
+        match source_root {
+            Some(root) => {
+                let original = root.join(std::ffi::OsStr::from_bytes(&row.path));
+                if !original.is_file() {
+                    return Ok((
+                        "refuse",
+                        format!(
+                            "the original {} is gone: this object may be the only copy (--force deletes it anyway)",
+                            original.display()
+                        ),
+                    ));
+                }
+            }
+            None => {
+                return Ok((
+                    "refuse",
+                    "the run's source is not a local directory, so the original cannot be checked (--force deletes it anyway)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(("delete", String::new()))
+}
+
+pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
+    let Some(mut cp) = Checkpoint::open_existing(&cfg.state_path)? else {
+        return Err(Error::usage(format!(
+            "no state file at {} (point --state at the one the import used)",
+            cfg.state_path.display()
+        )));
+    };
+    let rows = cp.files_of_run(&cfg.batch)?;
+    let mut runs: Vec<&str> = rows.iter().map(|(_, r)| r.run_id.as_str()).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let run_id = match runs.as_slice() {
+        [one] => (*one).to_owned(),
+        [] => {
+            return Err(Error::usage(format!(
+                "no files were put by a run {}* in {} (`ferry status` lists the runs)",
+                cfg.batch,
+                cfg.state_path.display()
+            )));
+        }
+        many => {
+            return Err(Error::usage(format!(
+                "{} matches several runs: {}",
+                cfg.batch,
+                many.join(", ")
+            )));
+        }
+    };
+    let source_root = cp
+        .run_source(&run_id)?
+        .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
+    let audit_path = cfg
+        .state_path
+        .parent()
+        .map_or_else(|| PathBuf::from("audit.ndjson"), |d| d.join("audit.ndjson"));
+    let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
+    let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
+    for (target, row) in &rows {
+        let at = match stores.iter().position(|(t, _)| t == target) {
+            Some(at) => at,
+            None => {
+                stores.push((target.clone(), open_target(target, &cfg.s3)?));
+                stores.len() - 1
+            }
+        };
+        let (action, why) = decide(row, cfg, stores[at].1.as_ref(), source_root.as_deref())?;
+        plan.push((at, action, why));
+    }
+    let refused = plan.iter().filter(|p| p.1 == "refuse").count();
+    let mut outcome = RollbackOutcome::default();
+    let mut audit: Option<std::fs::File> = None;
+    for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
+        let key = String::from_utf8_lossy(&row.key).into_owned();
+        let act = cfg.confirm && refused == 0;
+        match action {
+            "delete" if act => {
+                let entry = json!({
+                    "at": now_rfc3339(), "action": "delete", "run": run_id, "target": target,
+                    "key": key, "size": row.size, "sha256": row.sha256,
+                });
+                if audit.is_none() {
+                    audit = Some(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&audit_path)
+                            .ctx(ErrorKind::Io, || {
+                                format!("opening the audit log {}", audit_path.display())
+                            })?,
+                    );
+                }
+                if let Some(f) = &mut audit {
+                    writeln!(f, "{entry}")
+                        .and_then(|()| f.sync_data())
+                        .ctx(ErrorKind::Io, || {
+                            format!("writing the audit log {}", audit_path.display())
+                        })?;
+                }
+                stores[at].1.delete(&row.key)?;
+                let note = format!("rolled back at {}", now_rfc3339());
+                cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
+                outcome.deleted += 1;
+            }
+            "delete" => outcome.would_delete += 1,
+            "refuse" => outcome.refused += 1,
+            "keep" => outcome.kept += 1,
+            _ => {}
+        }
+        let shown = if action == "delete" && act { "deleted" } else { action };
+        let line = json!({
+            "type": "PLAN", "action": shown, "target": target, "key": key, "path": String::from_utf8_lossy(&row.path),
+            "size": row.size, "status": row.status, "why": if why.is_empty() { None } else { Some(why) },
+        });
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    out.flush()?;
+    if cfg.confirm && refused > 0 {
+        return Err(Error::usage(format!(
+            "{refused} objects would be deleted while their originals are missing (listed on stdout as \"refuse\"); nothing was deleted; restore the originals, or use --force"
+        )));
+    }
+    Ok(outcome)
+}
