@@ -61,7 +61,12 @@ unset AWS_CA_BUNDLE
 export AWS_ENDPOINT_URL="$EP" AWS_ACCESS_KEY_ID=FERRYTESTACCESSKEY01 AWS_REGION=auto
 AWS_SECRET_ACCESS_KEY=$(sed -n 's/^pub const SECRET_KEY: &str = "\(.*\)";/\1/p' tests/common/s3.rs)
 export AWS_SECRET_ACCESS_KEY
-RCLONE_REMOTE=":s3,provider=Other,endpoint=$EP,access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY,region=auto:bench"
+# rclone's remote, from the environment (no config file).
+export RCLONE_CONFIG_FERRYBENCH_TYPE=s3 RCLONE_CONFIG_FERRYBENCH_PROVIDER=Other \
+  RCLONE_CONFIG_FERRYBENCH_ENDPOINT="$EP" RCLONE_CONFIG_FERRYBENCH_REGION=auto \
+  RCLONE_CONFIG_FERRYBENCH_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+  RCLONE_CONFIG_FERRYBENCH_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+RCLONE_REMOTE="ferrybench:bench"
 
 # Run a command; its wall seconds, CPU seconds (user+sys, children included) and peak RSS (KiB).
 measure() { # measure PREFIX -- command...

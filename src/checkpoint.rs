@@ -548,6 +548,19 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// When a run (its id, or a unique prefix of it) started, and its full id.
+    pub fn run_started(&self, prefix: &str) -> Result<Option<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT run_id, started_at FROM runs WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY started_at")
+            .ctx(ErrorKind::Checkpoint, self.err("reading runs"))?;
+        let rows = st
+            .query_map([prefix], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("reading runs"))?;
+        Ok(rows.into_iter().next())
+    }
+
     /// The source a run read from (its redacted address).
     pub fn run_source(&self, run_id: &str) -> Result<Option<String>> {
         self.conn

@@ -32,6 +32,9 @@ Examples:
   # A directory tree: one FILE line per file (path, size, sha256, mtime, mode, content type)
   ferry-export dir:/srv/media > files.ndjson
 
+  # The catch-up pass before a cutover: only files new or changed since the first run started
+  ferry-export dir:/srv/media --since 0193a5c2-7f1e | ferry-import s3://bucket/media
+
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
 for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
 transaction, rows through COPY; streams are named schema.table). A directory's files come in byte
@@ -80,6 +83,10 @@ pub struct ExportArgs {
     /// dir: files read and hashed at once
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub jobs: usize,
+    /// dir: only files new or changed since WHEN: an RFC 3339 time, or a run id (prefix) in the
+    /// state file, meaning when that run started (the catch-up pass before a cutover)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -104,9 +111,33 @@ impl ExportArgs {
                 stream: self.stream.clone(),
                 follow_symlinks: self.follow_symlinks,
                 jobs: self.jobs.max(1),
+                since: self.since.as_deref().map(|w| since(w, &self.state)).transpose()?,
             },
         })
     }
+}
+
+/// `--since`: a time, or when a run in the state file started.
+fn since(when: &str, state: &std::path::Path) -> Result<std::time::SystemTime> {
+    if let Ok(t) = when.parse::<jiff::Timestamp>() {
+        return Ok(t.into());
+    }
+    let cp = crate::checkpoint::Checkpoint::open_existing(state)?.ok_or_else(|| {
+        Error::usage(format!(
+            "--since {when:?}: not an RFC 3339 time, and there is no state file at {} to look it up as a run",
+            state.display()
+        ))
+    })?;
+    let (run, started) = cp.run_started(when)?.ok_or_else(|| {
+        Error::usage(format!(
+            "--since {when:?}: not an RFC 3339 time (2024-05-01T12:00:00Z) nor a run in {}",
+            state.display()
+        ))
+    })?;
+    let t: jiff::Timestamp = started
+        .parse()
+        .map_err(|e| Error::usage(format!("run {run} has an unreadable start time {started:?}: {e}")))?;
+    Ok(t.into())
 }
 
 pub fn main() -> ExitCode {

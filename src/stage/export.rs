@@ -47,6 +47,9 @@ pub struct FilesOptions {
     pub follow_symlinks: bool,
     /// Files hashed at once.
     pub jobs: usize,
+    /// Only files created, changed or moved in since this instant (their modification or status
+    /// change time): the catch-up pass before a cutover.
+    pub since: Option<std::time::SystemTime>,
 }
 
 impl Default for FilesOptions {
@@ -55,6 +58,7 @@ impl Default for FilesOptions {
             stream: "files".into(),
             follow_symlinks: false,
             jobs: 8,
+            since: None,
         }
     }
 }

@@ -190,6 +190,20 @@ pub fn run<W: Write>(cfg: &ExportConfig, root: &std::path::Path, out: &mut Strea
     Ok(outcome)
 }
 
+/// Whether a file was modified, or changed status (renamed, moved in, permissions), at or after
+/// `since`; always true without it.
+fn changed_since(entry: &Entry, since: Option<std::time::SystemTime>) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(since) = since else { return true };
+    let Ok(m) = std::fs::metadata(&entry.abs) else {
+        return true; // let the read report it
+    };
+    let at = |secs: i64, nanos: i64| {
+        std::time::UNIX_EPOCH + std::time::Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
+    };
+    at(m.mtime(), m.mtime_nsec()) >= since || at(m.ctime(), m.ctime_nsec()) >= since
+}
+
 type Hashing = (u64, Entry, std::result::Result<Hashed, String>);
 
 fn export_tree<W: Write>(
@@ -227,6 +241,7 @@ fn export_tree<W: Write>(
     };
 
     // Emit everything that is ready, in order; wait for results while `until` says so.
+    let mut skipped_old: u64 = 0;
     let drain = |sent: u64,
                  next: &mut u64,
                  ready: &mut BTreeMap<u64, (Entry, std::result::Result<Hashed, String>)>,
@@ -262,6 +277,9 @@ fn export_tree<W: Write>(
         after.as_deref(),
         |w| {
             match w {
+                Walked::File(entry) if !changed_since(&entry, cfg.files.since) => {
+                    skipped_old += 1;
+                }
                 Walked::File(entry) => {
                     let tx = tx.clone();
                     let i = sent;
@@ -288,6 +306,9 @@ fn export_tree<W: Write>(
         },
     )?;
     drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+    if skipped_old > 0 {
+        tracing::info!(files = skipped_old, "unchanged since --since: not read");
+    }
 
     let mut b = st.bookmark(false);
     b.complete = true;
