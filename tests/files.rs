@@ -664,7 +664,11 @@ fn since_a_run_exports_only_what_is_new_or_changed_since_it_started() {
     let dst = format!("dir:{}", d.path("dst").display());
     let first = copy(&d, &src, &dst, &[]);
     all_ok(&first);
-    let run = first[1].lines()[0]["run_id"].as_str().unwrap().trim_end_matches(".uploads").to_owned();
+    let run = first[1].lines()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(".uploads")
+        .to_owned();
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(src.join("a.txt"), b"edited after the first pass").unwrap();
     write(&src, b"new/late.txt", b"arrived late");
@@ -680,9 +684,16 @@ fn since_a_run_exports_only_what_is_new_or_changed_since_it_started() {
         .collect();
     paths.sort();
     assert_eq!(paths, ["a.txt", "new/late.txt", "uploads/moved-in"]);
-    let imp = d.run("ferry-import", &[&dst, "--on-conflict", "overwrite"], &catch_up.output.stdout);
+    let imp = d.run(
+        "ferry-import",
+        &[&dst, "--on-conflict", "overwrite"],
+        &catch_up.output.stdout,
+    );
     imp.ok();
-    assert_eq!(std::fs::read(d.path("dst/a.txt")).unwrap(), b"edited after the first pass");
+    assert_eq!(
+        std::fs::read(d.path("dst/a.txt")).unwrap(),
+        b"edited after the first pass"
+    );
     // What is left to tell: the old name of the moved file.
     let v = d.run("ferry-validate", &[&addr, &dst], b"");
     v.expect_code(1);
