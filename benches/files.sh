@@ -47,11 +47,15 @@ declare -A COUNT=([small]=10000 [medium]=200 [large]=1)
 declare -A SIZE=([small]=65536 [medium]=8388608 [large]=1073741824)
 for s in $SETS; do make_set "$s" "${COUNT[$s]}" "${SIZE[$s]}"; done
 
-# The server, on its own cores' worth of threads, storing under target/bench/files/s3.
-rm -rf "$WORK/s3"
-"$BIN/examples/s3-server" "$WORK/s3" bench > "$WORK/port" &
+# The server stores in memory (tmpfs) when it can: disk writeback would swamp what is compared,
+# the clients. S3_ROOT=DIR puts it elsewhere.
+S3_ROOT="${S3_ROOT:-$([ -d /dev/shm ] && echo /dev/shm/ferry-bench-s3 || echo "$WORK/s3")}"
+rm -rf "$S3_ROOT"
+"$BIN/examples/s3-server" "$S3_ROOT" bench > "$WORK/port" &
 SERVER=$!
-trap 'kill $SERVER 2> /dev/null || true' EXIT
+trap 'kill $SERVER 2> /dev/null || true; rm -rf "$S3_ROOT"' EXIT
+# Drop what a run put (all but the first run of each tool, kept for validation and re-runs).
+drop() { [ "$2" = 1 ] || rm -rf "$S3_ROOT/bench/$1"; }
 for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.05; done
 PORT=$(head -1 "$WORK/port")
 EP="http://127.0.0.1:$PORT"
@@ -101,7 +105,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 echo "## Files run of $(date -u +%Y-%m-%dT%H:%MZ), commit $commit$dirty"
 echo
-echo "Each time is the median of $RUNS runs, against one local s3s-fs server (release build, SigV4 on, objects on the same disk). Machine: $(nproc) cores ($cpu), $mem RAM, $(uname -sr). $(rclone version | head -1), s5cmd $(s5cmd version | cut -d- -f1). CPU is user+sys of the client processes (the server excluded); RSS is the largest client process."
+echo "Each time is the median of $RUNS runs, against one local s3s-fs server (release build, SigV4 on, storing in $S3_ROOT). Machine: $(nproc) cores ($cpu), $mem RAM, $(uname -sr). $(rclone version | head -1), s5cmd $(s5cmd version | cut -d- -f1). CPU is user+sys of the client processes (the server excluded); RSS is the largest client process."
 echo
 echo "| set | tool | seconds | files/s | MB/s | CPU s | CPU ms/file | peak RSS MiB | ferry speed-up |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -120,22 +124,34 @@ for s in $SETS; do
   say "[$s] ferry"
   ferry_step() {
     rm -f "$WORK/state-$s-$1.db"*
+    sync
     measure f -- bash -o pipefail -c "'$BIN/ferry-export' 'dir:$data' -q | '$BIN/ferry-import' 's3://bench/ferry-$s-$1' --state '$WORK/state-$s-$1.db' -q > /dev/null"
+    drop "ferry-$s-$1" "$1"
   }
   median f ferry_step
   "$BIN/ferry-validate" "dir:$data" "s3://bench/ferry-$s-1" --report "$WORK/validate-$s.json" > "$WORK/validate-$s.ndjson" 2>&1 \
     || { say "ferry validation failed: see $WORK/validate-$s.json"; exit 1; }
   # Peak RSS per stage (the pipeline's figure above is the larger of the two).
   /usr/bin/time -f %M -o "$WORK/rss.exp" "$BIN/ferry-export" "dir:$data" -q > "$WORK/stream.ndjson"
+  rm -f "$WORK/state-rss-$s.db"*
   /usr/bin/time -f %M -o "$WORK/rss.imp" "$BIN/ferry-import" "s3://bench/ferry-$s-rss" --state "$WORK/state-rss-$s.db" -q < "$WORK/stream.ndjson" > /dev/null
+  drop "ferry-$s-rss" x
   f_rss=$(sort -n "$WORK/rss.exp" "$WORK/rss.imp" | tail -1)
 
   say "[$s] rclone copy (--transfers 16 --checkers 16)"
-  rclone_step() { measure r -- rclone copy "$data" "$RCLONE_REMOTE/rclone-$s-$1" --transfers 16 --checkers 16 -q; }
+  rclone_step() {
+    sync
+    measure r -- rclone copy "$data" "$RCLONE_REMOTE/rclone-$s-$1" --transfers 16 --checkers 16 -q
+    drop "rclone-$s-$1" "$1"
+  }
   median r rclone_step
 
   say "[$s] s5cmd cp"
-  s5_step() { measure c -- s5cmd --endpoint-url "$EP" cp "$data/*" "s3://bench/s5cmd-$s-$1/" > /dev/null; }
+  s5_step() {
+    sync
+    measure c -- s5cmd --endpoint-url "$EP" cp "$data/*" "s3://bench/s5cmd-$s-$1/" > /dev/null
+    drop "s5cmd-$s-$1" "$1"
+  }
   median c s5_step
 
   row ferry f
@@ -154,6 +170,7 @@ for s in $SETS; do
     echo "| small, nothing changed | rclone copy | $ra_wall | | | $ra_cpu | | $(py "f'{$ra_rss / 1024:.0f}'") | $(py "f'{$ra_wall / $fa_wall:.1f}x'") |"
     echo "| small, nothing changed | s5cmd sync | $ca_wall | | | $ca_cpu | | $(py "f'{$ca_rss / 1024:.0f}'") | $(py "f'{$ca_wall / $fa_wall:.1f}x'") |"
   fi
+  rm -rf "$S3_ROOT/bench/"*"-$s-"*
 done
 echo
 echo "Reproduce: \`bash benches/files.sh\` (SETS=\"small\" RUNS=1 for a quick look)."

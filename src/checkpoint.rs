@@ -90,6 +90,19 @@ CREATE TABLE files (
 ) WITHOUT ROWID;
 CREATE INDEX files_by_run ON files(run_id, status);
 "#,
+    r#"
+CREATE TABLE hashes (
+    root     TEXT NOT NULL,
+    path     BLOB NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    dev      INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,
+    PRIMARY KEY (root, path)
+) WITHOUT ROWID;
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,6 +572,62 @@ impl Checkpoint {
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
             .ctx(ErrorKind::Checkpoint, self.err("reading runs"))?;
         Ok(rows.into_iter().next())
+    }
+
+    /// The SHA-256 recorded for a file of `root` whose version is exactly `stamp`, if any.
+    pub fn cached_hash(&self, root: &str, path: &[u8], stamp: &crate::tree::Stamp) -> Result<Option<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT sha256 FROM hashes WHERE root = ?1 AND path = ?2 AND size = ?3 AND mtime_ns = ?4
+                 AND ctime_ns = ?5 AND ino = ?6 AND dev = ?7",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the hash cache"))?;
+        st.query_row(
+            params![
+                root,
+                path,
+                stamp.size as i64,
+                stamp.mtime_ns,
+                stamp.ctime_ns,
+                stamp.ino as i64,
+                stamp.dev as i64
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(ErrorKind::Checkpoint, self.err("reading the hash cache"))
+    }
+
+    /// Remember the SHA-256 of these file versions, in one transaction.
+    pub fn cache_hashes(&mut self, root: &str, entries: &[(Vec<u8>, crate::tree::Stamp, String)]) -> Result<()> {
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: writing the hash cache");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO hashes (root, path, size, mtime_ns, ctime_ns, ino, dev, sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (root, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+                         ctime_ns = excluded.ctime_ns, ino = excluded.ino, dev = excluded.dev, sha256 = excluded.sha256",
+                )
+                .ctx(ErrorKind::Checkpoint, e)?;
+            for (p, s, sha) in entries {
+                ins.execute(params![
+                    root,
+                    p,
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    s.ino as i64,
+                    s.dev as i64,
+                    sha
+                ])
+                .ctx(ErrorKind::Checkpoint, e)?;
+            }
+        }
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
     }
 
     /// The source a run read from (its redacted address).

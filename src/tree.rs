@@ -174,6 +174,30 @@ pub fn walk(
     Ok(())
 }
 
+/// What identifies one version of a file without reading it: if any of these moved, the
+/// bytes may have (nanosecond times; the status change time moves on every write, rename and
+/// chmod, and cannot be set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Stamp {
+    pub fn of(m: &Metadata) -> Stamp {
+        Stamp {
+            size: m.len(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
 /// What one read of a file found.
 #[derive(Debug, Clone)]
 pub struct Hashed {
@@ -182,6 +206,8 @@ pub struct Hashed {
     pub mtime: Option<SystemTime>,
     /// Permission bits.
     pub mode: u32,
+    /// The version read.
+    pub stamp: Stamp,
 }
 
 impl Hashed {
@@ -254,6 +280,7 @@ pub fn hash_file_into(
         sha256: h.finalize().into(),
         mtime: before.modified().ok(),
         mode: before.mode() & 0o7777,
+        stamp: Stamp::of(&before),
     })
 }
 

@@ -288,7 +288,17 @@ fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
         (summary["present"].as_u64(), summary["conflict"].as_u64()),
         (Some(1), Some(1))
     );
-    assert!(!d.path(".ferry/state.db").exists(), "a dry run records nothing");
+    // A dry run records nothing (the export's hash cache aside).
+    let state = d.open(".ferry/state.db");
+    let recorded: i64 = state
+        .query_row(
+            "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM files)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 0);
+    drop(state);
 
     let first = copy(&d, &src, &dst, &[]);
     all_ok(&first);
@@ -707,4 +717,51 @@ fn since_a_run_exports_only_what_is_new_or_changed_since_it_started() {
     d.run("ferry-export", &[&addr, "--since", "yesterday"], b"")
         .expect_code(2)
         .stderr_has("RFC 3339");
+}
+
+#[test]
+fn a_file_unchanged_since_it_was_hashed_is_not_read_again_and_any_change_is_seen() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 50);
+    let addr = format!("dir:{}", src.display());
+    let first = d.run("ferry-export", &[&addr], b"");
+    first.ok();
+    let again = d.run("ferry-export", &[&addr], b"");
+    again.ok().stderr_has(&format!("files={n}"));
+    assert_eq!(first.lines()[3..].len(), again.lines()[3..].len());
+    let shas = |r: &common::Run| -> BTreeMap<String, String> {
+        r.lines()
+            .iter()
+            .filter(|l| l["type"] == "FILE")
+            .map(|l| {
+                (
+                    l["path"].as_str().unwrap().to_owned(),
+                    l["sha256"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shas(&first), shas(&again), "the cache gives the same hashes");
+
+    // Same size, modification time put back: the status change time still tells.
+    let p = src.join("a.txt");
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    std::fs::write(&p, b"DOT SORTS BEFORE SLASH").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let third = d.run("ferry-export", &[&addr], b"");
+    third.ok().stderr_has(&format!("files={}", n - 1));
+    let (before, after) = (shas(&first), shas(&third));
+    assert_ne!(before["a.txt"], after["a.txt"]);
+    assert_eq!(before.len(), after.len());
+
+    let rehash = d.run("ferry-export", &[&addr, "--rehash"], b"");
+    rehash.ok();
+    assert!(!rehash.stderr().contains("not read"), "{rehash:?}");
+    assert_eq!(shas(&rehash), after);
 }

@@ -62,7 +62,7 @@ pub struct ExportArgs {
     /// acknowledged STATE (streams it completed are skipped)
     #[arg(long)]
     pub resume: bool,
-    /// The state file (checkpoint) to resume from
+    /// The state file (checkpoint) to resume from (and, for dir:, the hash cache)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
     pub state: PathBuf,
     /// Emit a STATE (a resume point) every N rows
@@ -83,6 +83,10 @@ pub struct ExportArgs {
     /// dir: files read and hashed at once
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub jobs: usize,
+    /// dir: read and hash every file, even those whose size, times and inode are exactly as when
+    /// the state file's hash cache last saw them
+    #[arg(long)]
+    pub rehash: bool,
     /// dir: only files new or changed since WHEN: an RFC 3339 time, or a run id (prefix) in the
     /// state file, meaning when that run started (the catch-up pass before a cutover)
     #[arg(long, value_name = "WHEN")]
@@ -112,6 +116,7 @@ impl ExportArgs {
                 follow_symlinks: self.follow_symlinks,
                 jobs: self.jobs.max(1),
                 since: self.since.as_deref().map(|w| since(w, &self.state)).transpose()?,
+                rehash: self.rehash,
             },
         })
     }

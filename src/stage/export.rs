@@ -50,6 +50,8 @@ pub struct FilesOptions {
     /// Only files created, changed or moved in since this instant (their modification or status
     /// change time): the catch-up pass before a cutover.
     pub since: Option<std::time::SystemTime>,
+    /// Read every file, ignoring the hash cache in the state file.
+    pub rehash: bool,
 }
 
 impl Default for FilesOptions {
@@ -59,6 +61,7 @@ impl Default for FilesOptions {
             follow_symlinks: false,
             jobs: 8,
             since: None,
+            rehash: false,
         }
     }
 }

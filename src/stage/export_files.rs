@@ -192,10 +192,10 @@ pub fn run<W: Write>(cfg: &ExportConfig, root: &std::path::Path, out: &mut Strea
 
 /// Whether a file was modified, or changed status (renamed, moved in, permissions), at or after
 /// `since`; always true without it.
-fn changed_since(entry: &Entry, since: Option<std::time::SystemTime>) -> bool {
+fn changed_since(meta: Option<&std::fs::Metadata>, since: Option<std::time::SystemTime>) -> bool {
     use std::os::unix::fs::MetadataExt as _;
     let Some(since) = since else { return true };
-    let Ok(m) = std::fs::metadata(&entry.abs) else {
+    let Some(m) = meta else {
         return true; // let the read report it
     };
     let at = |secs: i64, nanos: i64| {
@@ -204,7 +204,10 @@ fn changed_since(entry: &Entry, since: Option<std::time::SystemTime>) -> bool {
     at(m.mtime(), m.mtime_nsec()) >= since || at(m.ctime(), m.ctime_nsec()) >= since
 }
 
-type Hashing = (u64, Entry, std::result::Result<Hashed, String>);
+type Hashed2 = std::result::Result<Hashed, String>;
+/// A file's place in the stream, the file, what reading it found, and whether that came from the
+/// hash cache (no read).
+type Hashing = (u64, Entry, Hashed2, bool);
 
 fn export_tree<W: Write>(
     cfg: &ExportConfig,
@@ -225,7 +228,21 @@ fn export_tree<W: Write>(
     let window = (jobs * 4) as u64;
     let mut sent: u64 = 0;
     let mut next: u64 = 0;
-    let mut ready: BTreeMap<u64, (Entry, std::result::Result<Hashed, String>)> = BTreeMap::new();
+    let mut ready: BTreeMap<u64, (Entry, Hashed2, bool)> = BTreeMap::new();
+    // The hash cache: a file whose size, times, inode and device are exactly as when it was last
+    // hashed is not read again (`--rehash` reads everything).
+    let root_key = root.display().to_string();
+    let cache = if cfg.files.rehash {
+        None
+    } else {
+        match Checkpoint::open(&cfg.state_path) {
+            Ok(cp) => Some(cp),
+            Err(e) => {
+                tracing::warn!(error = %e, "no hash cache: every file is read");
+                None
+            }
+        }
+    };
 
     let mut st = Emit {
         stream: stream.to_owned(),
@@ -238,32 +255,36 @@ fn export_tree<W: Write>(
         last_state: Instant::now(),
         last_rel: after.clone(),
         progress: Progress::new(),
+        cache,
+        root_key,
+        to_cache: Vec::new(),
+        cached: 0,
     };
 
     // Emit everything that is ready, in order; wait for results while `until` says so.
     let mut skipped_old: u64 = 0;
     let drain = |sent: u64,
                  next: &mut u64,
-                 ready: &mut BTreeMap<u64, (Entry, std::result::Result<Hashed, String>)>,
+                 ready: &mut BTreeMap<u64, (Entry, Hashed2, bool)>,
                  limit: u64,
                  st: &mut Emit,
                  em: &mut Out<'_, W>|
      -> Result<()> {
         while sent - *next > limit {
-            while let Some((entry, res)) = ready.remove(next) {
-                st.emit(cfg, em, entry, res)?;
+            while let Some((entry, res, cached)) = ready.remove(next) {
+                st.emit(cfg, em, entry, res, cached)?;
                 *next += 1;
             }
             if sent - *next <= limit {
                 break;
             }
-            let (i, e, r) = rx
+            let (i, e, r, c) = rx
                 .recv()
                 .map_err(|_| Error::new(ErrorKind::Source, "a hashing thread stopped unexpectedly"))?;
-            ready.insert(i, (e, r));
+            ready.insert(i, (e, r, c));
         }
-        while let Some((entry, res)) = ready.remove(next) {
-            st.emit(cfg, em, entry, res)?;
+        while let Some((entry, res, cached)) = ready.remove(next) {
+            st.emit(cfg, em, entry, res, cached)?;
             *next += 1;
         }
         Ok(())
@@ -277,19 +298,28 @@ fn export_tree<W: Write>(
         after.as_deref(),
         |w| {
             match w {
-                Walked::File(entry) if !changed_since(&entry, cfg.files.since) => {
-                    skipped_old += 1;
-                }
                 Walked::File(entry) => {
-                    let tx = tx.clone();
+                    let meta = std::fs::metadata(&entry.abs).ok();
+                    if !changed_since(meta.as_ref(), cfg.files.since) {
+                        skipped_old += 1;
+                        return Ok(());
+                    }
                     let i = sent;
-                    pool.spawn(move || {
-                        let res = tree::hash_file(&entry.abs);
-                        let _ = tx.send((i, entry, res));
-                    });
                     sent += 1;
-                    while let Ok((i, e, r)) = rx.try_recv() {
-                        ready.insert(i, (e, r));
+                    match st.from_cache(&entry, meta.as_ref())? {
+                        Some(h) => {
+                            ready.insert(i, (entry, Ok(h), true));
+                        }
+                        None => {
+                            let tx = tx.clone();
+                            pool.spawn(move || {
+                                let res = tree::hash_file(&entry.abs);
+                                let _ = tx.send((i, entry, res, false));
+                            });
+                        }
+                    }
+                    while let Ok((i, e, r, c)) = rx.try_recv() {
+                        ready.insert(i, (e, r, c));
                     }
                     drain(sent, &mut next, &mut ready, window, &mut st, em)?;
                 }
@@ -308,6 +338,13 @@ fn export_tree<W: Write>(
     drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
     if skipped_old > 0 {
         tracing::info!(files = skipped_old, "unchanged since --since: not read");
+    }
+    st.flush_cache()?;
+    if st.cached > 0 {
+        tracing::info!(
+            files = st.cached,
+            "unchanged since they were last hashed: not read (--rehash reads them)"
+        );
     }
 
     let mut b = st.bookmark(false);
@@ -350,9 +387,51 @@ struct Emit {
     last_state: Instant,
     last_rel: Option<Vec<u8>>,
     progress: Progress,
+    cache: Option<Checkpoint>,
+    root_key: String,
+    /// Freshly hashed files, to remember.
+    to_cache: Vec<(Vec<u8>, tree::Stamp, String)>,
+    cached: u64,
 }
 
 impl Emit {
+    /// The file as last hashed, when nothing about it moved since.
+    fn from_cache(&mut self, entry: &Entry, meta: Option<&std::fs::Metadata>) -> Result<Option<Hashed>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let (Some(cp), Some(m)) = (&self.cache, meta) else {
+            return Ok(None);
+        };
+        if !m.is_file() {
+            return Ok(None);
+        }
+        let stamp = tree::Stamp::of(m);
+        let Some(sha) = cp.cached_hash(&self.root_key, &entry.rel, &stamp)? else {
+            return Ok(None);
+        };
+        let mut raw = [0u8; 32];
+        if hex::decode_to_slice(&sha, &mut raw).is_err() {
+            return Ok(None);
+        }
+        self.cached += 1;
+        Ok(Some(Hashed {
+            size: stamp.size,
+            sha256: raw,
+            mtime: m.modified().ok(),
+            mode: m.mode() & 0o7777,
+            stamp,
+        }))
+    }
+
+    fn flush_cache(&mut self) -> Result<()> {
+        if let Some(cp) = &mut self.cache
+            && !self.to_cache.is_empty()
+        {
+            cp.cache_hashes(&self.root_key, &self.to_cache)?;
+        }
+        self.to_cache.clear();
+        Ok(())
+    }
+
     fn bookmark(&self, complete: bool) -> Bookmark {
         Bookmark {
             after: self.last_rel.as_deref().map(cursor),
@@ -368,12 +447,19 @@ impl Emit {
         cfg: &ExportConfig,
         em: &mut Out<'_, W>,
         entry: Entry,
-        res: std::result::Result<Hashed, String>,
+        res: Hashed2,
+        cached: bool,
     ) -> Result<()> {
         match res {
             Ok(h) => {
                 let name = FileName::of(&entry.rel);
                 let sha = h.sha256_hex();
+                if !cached && self.cache.is_some() {
+                    self.to_cache.push((entry.rel.clone(), h.stamp, sha.clone()));
+                    if self.to_cache.len() >= 1000 {
+                        self.flush_cache()?;
+                    }
+                }
                 self.digest.add(&entry.rel, h.size, &sha);
                 let content_type = mime_guess::from_path(std::path::Path::new(&name.path))
                     .first_raw()
