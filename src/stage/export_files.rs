@@ -306,7 +306,7 @@ fn export_tree<W: Write>(
                     }
                     let i = sent;
                     sent += 1;
-                    match st.from_cache(&entry, meta.as_ref())? {
+                    match st.cached_version(&entry, meta.as_ref())? {
                         Some(h) => {
                             ready.insert(i, (entry, Ok(h), true));
                         }
@@ -396,7 +396,7 @@ struct Emit {
 
 impl Emit {
     /// The file as last hashed, when nothing about it moved since.
-    fn from_cache(&mut self, entry: &Entry, meta: Option<&std::fs::Metadata>) -> Result<Option<Hashed>> {
+    fn cached_version(&mut self, entry: &Entry, meta: Option<&std::fs::Metadata>) -> Result<Option<Hashed>> {
         use std::os::unix::fs::MetadataExt as _;
         let (Some(cp), Some(m)) = (&self.cache, meta) else {
             return Ok(None);
