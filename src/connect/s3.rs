@@ -56,7 +56,7 @@ impl Default for Sizes {
             multipart_threshold: 16 << 20,
             part_size: 16 << 20,
             part_concurrency: 4,
-            max_in_flight: 256 << 20,
+            max_in_flight: 64 << 20,
         }
     }
 }
@@ -154,6 +154,7 @@ impl S3Store {
             .with_access_key_id(key_id)
             .with_secret_access_key(secret)
             .with_checksum_algorithm(Checksum::SHA256)
+            .with_unsigned_payload(true)
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(allow_http)
