@@ -118,7 +118,7 @@ for s in $SETS; do
     local w="${2}_wall" c="${2}_cpu" r="${2}_rss"
     local speed="—"
     [ "$1" != ferry ] && speed="$(py "f'{${!w} / $f_wall:.2f}x'")"
-    echo "| $s | $1 | ${!w} | $(py "f'{$n / ${!w}:,.0f}'") | $(py "f'{$bytes / ${!w} / 1e6:,.0f}'") | ${!c} | $(py "f'{${!c} * 1000 / $n:.3f}'") | $(py "f'{${!r} / 1024:.0f}'") | $speed |"
+    echo "| $s | $1 | ${!w} | $(py "f'{$n / ${!w}:,.0f}' if $n / ${!w} >= 10 else f'{$n / ${!w}:.2f}'") | $(py "f'{$bytes / ${!w} / 1e6:,.0f}'") | ${!c} | $(py "f'{${!c} * 1000 / $n:.3f}'") | $(py "f'{${!r} / 1024:.0f}'") | $speed |"
   }
 
   say "[$s] ferry"

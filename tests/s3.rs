@@ -283,3 +283,32 @@ fn rollback_deletes_the_objects_a_run_put_in_the_bucket() {
     v.expect_code(1);
     assert_eq!(v.lines().pop().unwrap()["files_target"], 0);
 }
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_by_key_and_a_dry_run_sends_nothing() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    write(&src, "ok.txt", b"fine");
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad-\xff.bin")), b"bytes").unwrap();
+    let dst = format!("s3://{BUCKET}/n");
+
+    let before = s3.requests();
+    let plan = upload(&d, &src, &dst, &["--dry-run"]);
+    all_ok(&plan);
+    let summary = plan[1].lines().pop().unwrap();
+    assert_eq!(summary["upload"], 2, "{summary}");
+    assert!(s3.requests() - before <= 2, "a dry run only looks (one HEAD per file)");
+    assert!(!s3.object_path(BUCKET, "n/ok.txt").exists());
+
+    let runs = upload(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let bad = runs[1]
+        .lines()
+        .into_iter()
+        .find(|l| l["type"] == "RECORD" && l["record"]["status"] == "failed")
+        .expect("the non-UTF-8 name fails");
+    assert!(bad["record"]["reason"].as_str().unwrap().contains("UTF-8"), "{bad}");
+    assert!(s3.object_path(BUCKET, "n/ok.txt").exists());
+}
