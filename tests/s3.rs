@@ -312,3 +312,49 @@ fn a_name_that_is_not_utf8_is_refused_by_key_and_a_dry_run_sends_nothing() {
     assert!(bad["record"]["reason"].as_str().unwrap().contains("UTF-8"), "{bad}");
     assert!(s3.object_path(BUCKET, "n/ok.txt").exists());
 }
+
+#[test]
+fn a_bucket_exports_as_file_lines_that_match_the_tree_it_came_from() {
+    let d = Dir::new();
+    let _s3 = server(&d);
+    let src = d.path("src");
+    let n = make_tree(&src, 60);
+    let dst = format!("s3://{BUCKET}/inv");
+    all_ok(&upload(&d, &src, &dst, &[]));
+    let shas = |r: &common::Run| -> Vec<(String, String, u64)> {
+        r.lines()
+            .iter()
+            .filter(|l| l["type"] == "FILE")
+            .map(|l| {
+                (
+                    l["path"].as_str().unwrap().to_owned(),
+                    l["sha256"].as_str().unwrap().to_owned(),
+                    l["size"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let inventory = d.run("ferry-export", &[&dst], b"");
+    inventory.ok();
+    let tree = d.run("ferry-export", &[&format!("dir:{}", src.display())], b"");
+    assert_eq!(shas(&inventory).len(), n);
+    assert_eq!(
+        shas(&inventory),
+        shas(&tree),
+        "same keys in the same order, same sizes and hashes"
+    );
+    let first = inventory.lines().into_iter().find(|l| l["type"] == "FILE").unwrap();
+    assert!(
+        first["content"]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://media-bucket/inv/")
+    );
+    // The inventory is a side for the validator.
+    d.run(
+        "ferry-validate",
+        &[&format!("dir:{}", src.display())],
+        &inventory.output.stdout,
+    )
+    .ok();
+}

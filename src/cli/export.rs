@@ -32,6 +32,9 @@ Examples:
   # A directory tree: one FILE line per file (path, size, sha256, mtime, mode, content type)
   ferry-export dir:/srv/media > files.ndjson
 
+  # A bucket's inventory: one FILE line per object, SHA-256 from its metadata (or read and hashed)
+  ferry-export s3://bucket/media --endpoint https://ACCOUNT_ID.r2.cloudflarestorage.com > inventory.ndjson
+
   # The catch-up pass before a cutover: only files new or changed since the first run started
   ferry-export dir:/srv/media --since 0193a5c2-7f1e | ferry-import s3://bucket/media
 
@@ -47,7 +50,8 @@ read, or changes while it is read, is an ERROR line naming it and is left out. E
 #[command(name = "ferry-export", version, about, after_long_help = EXAMPLES)]
 pub struct ExportArgs {
     /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB, or dir:PATH (a directory tree of files)
+    /// postgres://USER@HOST:PORT/DB, dir:PATH (a directory tree of files), or s3://BUCKET/PREFIX
+    /// (the objects' listing, with the SHA-256 from their metadata)
     pub source: String,
     /// Export only this table (repeatable); by table (users) or stream name (main.users)
     #[arg(long = "table", value_name = "TABLE")]
@@ -83,6 +87,12 @@ pub struct ExportArgs {
     /// dir: files read and hashed at once
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub jobs: usize,
+    /// S3: the endpoint URL [env: AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3: the region [env: AWS_REGION; default: auto]
+    #[arg(long, value_name = "NAME")]
+    pub region: Option<String>,
     /// dir: read and hash every file, even those whose size, times and inode are exactly as when
     /// the state file's hash cache last saw them
     #[arg(long)]
@@ -117,6 +127,10 @@ impl ExportArgs {
                 jobs: self.jobs.max(1),
                 since: self.since.as_deref().map(|w| since(w, &self.state)).transpose()?,
                 rehash: self.rehash,
+                s3: crate::connect::s3::S3Settings {
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                },
             },
         })
     }

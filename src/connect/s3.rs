@@ -495,6 +495,9 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub sha256: Option<String>,
+    /// Last modified, RFC 3339 UTC.
+    pub modified: Option<String>,
+    pub etag: Option<String>,
 }
 
 impl S3Store {
@@ -518,10 +521,18 @@ impl S3Store {
                     let info = self.info_async(&m.location).await?;
                     let full = m.location.to_string();
                     let key = full.strip_prefix(&self.prefix).unwrap_or(&full).to_owned();
+                    let modified = m
+                        .last_modified
+                        .to_rfc3339()
+                        .parse::<jiff::Timestamp>()
+                        .ok()
+                        .map(|t| t.to_string());
                     Ok::<_, Error>(info.map(|i| Listed {
                         key,
                         size: i.size,
                         sha256: i.sha256,
+                        modified,
+                        etag: m.e_tag.clone(),
                     }))
                 })
                 .buffer_unordered(concurrency.max(1))

@@ -52,6 +52,8 @@ pub struct FilesOptions {
     pub since: Option<std::time::SystemTime>,
     /// Read every file, ignoring the hash cache in the state file.
     pub rehash: bool,
+    /// S3: endpoint and region (the environment gives the rest).
+    pub s3: crate::connect::s3::S3Settings,
 }
 
 impl Default for FilesOptions {
@@ -62,6 +64,7 @@ impl Default for FilesOptions {
             jobs: 8,
             since: None,
             rehash: false,
+            s3: Default::default(),
         }
     }
 }
@@ -139,8 +142,14 @@ impl<W: Write> Emitter<'_, W> {
 }
 
 pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
-    if let Address::Dir(root) = &cfg.source {
-        return crate::stage::export_files::run(cfg, root, out);
+    match &cfg.source {
+        Address::Dir(root) => {
+            return crate::stage::export_files::run(cfg, crate::stage::export_files::Files::Dir(root), out);
+        }
+        Address::S3(url) => {
+            return crate::stage::export_files::run(cfg, crate::stage::export_files::Files::Bucket(url), out);
+        }
+        _ => {}
     }
     let mut source = connect::open_source(&cfg.source)?;
     let mut info = source.info();

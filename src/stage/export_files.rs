@@ -109,13 +109,35 @@ fn cursor_bytes(after: &Map<String, Json>) -> Option<Vec<u8>> {
 }
 
 /// Export a directory tree (`cfg.source` is `dir:`).
-pub fn run<W: Write>(cfg: &ExportConfig, root: &std::path::Path, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
-    let root = tree::open_root(root)?;
+/// Where the files come from.
+pub enum Files<'a> {
+    Dir(&'a std::path::Path),
+    /// `s3://bucket/prefix`: the listing, with each object's SHA-256 from its metadata.
+    Bucket(&'a str),
+}
+
+/// Export a directory tree or a bucket's listing.
+pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
     let stream = cfg.files.stream.clone();
-    let info = SourceInfo {
-        kind: "dir".into(),
-        address: format!("dir:{}", root.display()),
-        selection: None,
+    let (info, root, bucket) = match from {
+        Files::Dir(p) => {
+            let root = tree::open_root(p)?;
+            let info = SourceInfo {
+                kind: "dir".into(),
+                address: format!("dir:{}", root.display()),
+                selection: None,
+            };
+            (info, Some(root), None)
+        }
+        Files::Bucket(url) => {
+            let store = crate::connect::s3::S3Store::open(url, &cfg.files.s3)?;
+            let info = SourceInfo {
+                kind: "s3".into(),
+                address: crate::connect::objects::ObjectStore::address(&store),
+                selection: None,
+            };
+            (info, None, Some((store, url.trim_end_matches('/').to_owned())))
+        }
     };
     let mut run_id = new_run_id();
     let mut resumed: Option<StateValue> = None;
@@ -169,7 +191,11 @@ pub fn run<W: Write>(cfg: &ExportConfig, root: &std::path::Path, out: &mut Strea
         let after = prior.as_ref().and_then(|b| b.after.as_ref()).and_then(cursor_bytes);
         let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
         em.message(&Message::Schema(Box::new(files_schema(&stream))))?;
-        totals = export_tree(cfg, &root, &stream, after, base, &mut em)?;
+        totals = match (&root, &bucket) {
+            (Some(root), _) => export_tree(cfg, root, &stream, after, base, &mut em)?,
+            (None, Some((store, url))) => export_bucket(cfg, store, url, &stream, after, base, &mut em)?,
+            (None, None) => unreachable!("a source is either"),
+        };
         outcome.streams = 1;
         outcome.rows = totals.0;
     }
@@ -374,6 +400,89 @@ fn export_tree<W: Write>(
         "export complete"
     );
     Ok((st.files, st.bytes, st.errors))
+}
+
+/// A bucket's objects as FILE messages, in key order, strictly after `after`.
+fn export_bucket<W: Write>(
+    cfg: &ExportConfig,
+    store: &crate::connect::s3::S3Store,
+    url: &str,
+    stream: &str,
+    after: Option<Vec<u8>>,
+    base: u64,
+    em: &mut Out<'_, W>,
+) -> Result<(u64, u64, u64)> {
+    let mut digest = FileDigest::default();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut since_state = 0u64;
+    let mut last_state = Instant::now();
+    let mut last: Option<Vec<u8>> = after.clone();
+    let bookmark = |files: u64, last: &Option<Vec<u8>>, complete: bool| Bookmark {
+        after: last.as_deref().map(cursor),
+        rowid: None,
+        rows: Some(base + files),
+        complete,
+        extra: Map::new(),
+    };
+    for o in store.list(16)? {
+        if after.as_deref().is_some_and(|a| o.key.as_bytes() <= a) {
+            continue;
+        }
+        let Some(sha) = o.sha256 else { continue };
+        digest.add(o.key.as_bytes(), o.size, &sha);
+        let file = FileMsg {
+            stream: stream.to_owned(),
+            path: o.key.clone(),
+            path_b64: None,
+            size: o.size,
+            sha256: sha,
+            content: Content {
+                uri: format!("{url}/{}", o.key),
+                extra: Map::new(),
+            },
+            mtime: o.modified,
+            mode: None,
+            content_type: mime_guess::from_path(&o.key).first_raw().map(str::to_owned),
+            etag: o.etag,
+            key: None,
+            extra: Map::new(),
+        };
+        if em.singer {
+            em.message(&Message::Record(singer_record(&file)))?;
+        } else {
+            em.message(&Message::File(Box::new(file)))?;
+        }
+        files += 1;
+        bytes += o.size;
+        last = Some(o.key.into_bytes());
+        since_state += 1;
+        if since_state >= cfg.state_every.min(FILES_PER_STATE) || last_state.elapsed() >= cfg.state_interval {
+            let b = bookmark(files, &last, false);
+            em.bookmarks
+                .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
+            em.state()?;
+            since_state = 0;
+            last_state = Instant::now();
+        }
+    }
+    let b = bookmark(files, &last, true);
+    em.bookmarks
+        .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
+    em.state()?;
+    em.message(&Message::StreamEnd(StreamEnd {
+        stream: stream.to_owned(),
+        status: "complete".into(),
+        rows: None,
+        files: Some(files),
+        bytes: Some(bytes),
+        errors: None,
+        digest: Some(Digest {
+            algo: tree::FILES_DIGEST_ALGO.into(),
+            value: digest.take_hex(),
+        }),
+        extra: Map::new(),
+    }))?;
+    Ok((files, bytes, 0))
 }
 
 struct Emit {
