@@ -14,7 +14,7 @@ use crate::stage::status::{self, StatusConfig};
 
 const EXAMPLES: &str = "\
 Examples:
-  ferry demo                        # the whole pipeline on the bundled sample database
+  ferry demo                        # the whole pipeline on the bundled sample data (tables and files)
   ferry status                      # runs in .ferry/state.db
   ferry status --run 0193a5c2-7f1e  # one run's batches
   ferry status --json               # as NDJSON
