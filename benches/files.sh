@@ -4,6 +4,7 @@
 #
 #   bash benches/files.sh                  # 10,000 x 64 KiB, 200 x 8 MiB, 1 x 1 GiB; 3 runs each
 #   SETS="small" RUNS=1 bash benches/files.sh
+#   SETS="million" RUNS=1 bash benches/files.sh  # 1,000,000 x 512 B, ferry alone: peak RSS at scale
 #
 # Prints a Markdown report (machine, commit, seconds, files/s, MB/s, CPU per file, peak RSS,
 # ratios) on stdout; copy it into benches/RESULTS.md. Everything it makes goes to target/bench/files.
@@ -43,8 +44,8 @@ for i in range(n):
 EOF
   touch "$WORK/data/.$1.done"
 }
-declare -A COUNT=([small]=10000 [medium]=200 [large]=1)
-declare -A SIZE=([small]=65536 [medium]=8388608 [large]=1073741824)
+declare -A COUNT=([small]=10000 [medium]=200 [large]=1 [million]=1000000)
+declare -A SIZE=([small]=65536 [medium]=8388608 [large]=1073741824 [million]=512)
 for s in $SETS; do make_set "$s" "${COUNT[$s]}" "${SIZE[$s]}"; done
 
 # The server stores in memory (tmpfs) when it can: disk writeback would swamp what is compared,
@@ -137,6 +138,12 @@ for s in $SETS; do
   /usr/bin/time -f %M -o "$WORK/rss.imp" "$BIN/ferry-import" "s3://bench/ferry-$s-rss" --state "$WORK/state-rss-$s.db" -q < "$WORK/stream.ndjson" > /dev/null
   drop "ferry-$s-rss" x
   f_rss=$(sort -n "$WORK/rss.exp" "$WORK/rss.imp" | tail -1)
+  if [ "$s" = million ]; then
+    row ferry f
+    echo "| million | ferry, per stage | | | | | | export $(py "f'{$(cat "$WORK/rss.exp") / 1024:.0f}'"), import $(py "f'{$(cat "$WORK/rss.imp") / 1024:.0f}'") | |"
+    rm -rf "$S3_ROOT/bench/"*"-$s-"*
+    continue
+  fi
 
   say "[$s] rclone copy (--transfers 16 --checkers 16)"
   rclone_step() {
