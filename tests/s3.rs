@@ -358,3 +358,26 @@ fn a_bucket_exports_as_file_lines_that_match_the_tree_it_came_from() {
     )
     .ok();
 }
+
+#[test]
+fn objects_move_back_from_the_bucket_into_a_directory_verified() {
+    let d = Dir::new();
+    let _s3 = server(&d);
+    let src = d.path("src");
+    make_tree(&src, 40);
+    let bucket = format!("s3://{BUCKET}/out");
+    all_ok(&upload(&d, &src, &bucket, &[]));
+    let back = format!("dir:{}", d.path("back").display());
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&bucket]),
+            ("ferry-import", &[&back, "--state", "back.db"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &back], b"")
+        .ok();
+    let left = std::fs::read_dir(d.path("fetch")).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing downloaded is left behind");
+}

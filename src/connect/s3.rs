@@ -488,6 +488,35 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Download the object at `key` (within the bucket, prefix included) into the file `dest`
+    /// (its directory is created). A missing object or a failing store is an error.
+    pub fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<()> {
+        use std::io::Write as _;
+        let path = ObjPath::parse(format!("{}{key}", self.prefix))
+            .map_err(|e| Error::input(format!("{}: {key:?} is not an object key: {e}", self.address)))?;
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::new(ErrorKind::Io, format!("creating {}: {e}", dir.display())))?;
+        }
+        let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing {}: {e}", dest.display()));
+        self.rt.block_on(async {
+            let got = self
+                .store
+                .get_opts(&path, GetOptions::default())
+                .await
+                .map_err(|e| self.fatal(&format!("reading {path}"), e))?;
+            let mut out = std::fs::File::create(dest).map_err(io)?;
+            let mut body = got.into_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.fatal(&format!("reading {path}"), e))?;
+                out.write_all(&chunk).map_err(io)?;
+            }
+            out.flush().map_err(io)
+        })
+    }
+}
+
 /// An object found by listing.
 #[derive(Debug, Clone)]
 pub struct Listed {

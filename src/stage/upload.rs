@@ -27,6 +27,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
 use crate::connect::OnConflict;
 use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
+use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
     Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
@@ -100,7 +101,9 @@ struct Job {
     /// ...and exactly.
     rel: Vec<u8>,
     key: Vec<u8>,
+    /// Where the bytes are: a local file, or (`fetch`) an object to download into it first.
     src: PathBuf,
+    fetch: Option<(Arc<S3Store>, String)>,
     size: u64,
     sha256: String,
     content_type: Option<String>,
@@ -165,6 +168,9 @@ struct Uploader<'w, W: Write> {
     bytes: u64,
     progress: Progress,
     plan: HashMap<&'static str, u64>,
+    /// Buckets that FILE lines' bytes come from (`content.uri` s3://).
+    sources: HashMap<String, Arc<S3Store>>,
+    fetches: u64,
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
@@ -216,6 +222,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         bytes: 0,
         progress: Progress::new(),
         plan: HashMap::new(),
+        sources: HashMap::new(),
+        fetches: 0,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
     let result = up.consume(&mut reader);
@@ -243,16 +251,27 @@ fn worker(store: &dyn ObjectStore, jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
             },
             Err(_) => return,
         };
-        let outcome = store.put(&PutRequest {
-            key: &job.key,
-            src: &job.src,
-            size: job.size,
-            sha256: &job.sha256,
-            content_type: job.content_type.as_deref(),
-            mtime: job.mtime,
-            mode: job.mode,
-            overwrite: job.overwrite,
+        // An object elsewhere comes down to a local file first; the put checks its bytes against
+        // the SHA-256 the listing gave, like any file's.
+        let fetched = match &job.fetch {
+            Some((from, key)) => from.fetch(key, &job.src).map(Some),
+            None => Ok(None),
+        };
+        let outcome = fetched.and_then(|_| {
+            store.put(&PutRequest {
+                key: &job.key,
+                src: &job.src,
+                size: job.size,
+                sha256: &job.sha256,
+                content_type: job.content_type.as_deref(),
+                mtime: job.mtime,
+                mode: job.mode,
+                overwrite: job.overwrite,
+            })
         });
+        if job.fetch.is_some() {
+            let _ = std::fs::remove_file(&job.src);
+        }
         if done.send(Done { job, outcome }).is_err() {
             return;
         }
@@ -385,12 +404,21 @@ impl<W: Write> Uploader<'_, W> {
             }
             None => rel.clone(),
         };
-        let src = tree::path_of_uri(&f.content.uri).ok_or_else(|| {
-            bad(format!(
-                "content.uri {:?} is not a file:// URI; only local files can be put in this build",
-                f.content.uri
-            ))
-        })?;
+        let (src, fetch) = match tree::path_of_uri(&f.content.uri) {
+            Some(p) => (p, None),
+            None if f.content.uri.starts_with("s3://") => {
+                let (from, key) = self
+                    .source_bucket(&f.content.uri)
+                    .map_err(|e| e.context(format!("line {}", line.no)))?;
+                (self.fetch_path(), Some((from, key)))
+            }
+            None => {
+                return Err(bad(format!(
+                    "content.uri {:?} is neither file:// nor s3://",
+                    f.content.uri
+                )));
+            }
+        };
         let s = self.streams.entry(f.stream.clone()).or_insert_with(|| InStream {
             files: 0,
             digest: FileDigest::default(),
@@ -415,6 +443,7 @@ impl<W: Write> Uploader<'_, W> {
             rel: rel.clone(),
             key,
             src,
+            fetch,
             size: f.size,
             sha256: f.sha256.clone(),
             content_type: f.content_type.clone(),
@@ -445,6 +474,36 @@ impl<W: Write> Uploader<'_, W> {
             self.send()?;
         }
         Ok(())
+    }
+
+    /// The bucket an `s3://bucket/key` URI names (opened once per bucket), and the key in it.
+    fn source_bucket(&mut self, uri: &str) -> Result<(Arc<S3Store>, String)> {
+        let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| Error::input(format!("content.uri {uri:?} names no object")))?;
+        let url = format!("s3://{bucket}");
+        if !self.sources.contains_key(&url) {
+            let store = S3Store::open(&url, &self.cfg.s3)?;
+            self.sources.insert(url.clone(), Arc::new(store));
+        }
+        let store = self
+            .sources
+            .get(&url)
+            .map(Arc::clone)
+            .ok_or_else(|| Error::input("unreachable"))?;
+        Ok((store, key.to_owned()))
+    }
+
+    /// A private file for an object on its way down.
+    fn fetch_path(&mut self) -> PathBuf {
+        self.fetches += 1;
+        let dir = self
+            .cfg
+            .state_path
+            .parent()
+            .map_or_else(|| PathBuf::from("fetch"), |d| d.join("fetch"));
+        dir.join(format!("{}-{}", std::process::id(), self.fetches))
     }
 
     fn open_seg(&self) -> u64 {
