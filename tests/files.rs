@@ -765,3 +765,57 @@ fn a_file_unchanged_since_it_was_hashed_is_not_read_again_and_any_change_is_seen
     assert!(!rehash.stderr().contains("not read"), "{rehash:?}");
     assert_eq!(shas(&rehash), after);
 }
+
+#[test]
+fn rollback_failed_only_cleans_up_what_an_interrupted_run_left_unsettled() {
+    let d = Dir::new();
+    let src = d.path("src");
+    make_tree(&src, 400);
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("dir:{}", d.path("dst").display());
+    let full = d.run("ferry-export", &[&addr], b"");
+    full.ok();
+    // Cut the stream 150 files after its second STATE (one every 250 files): those files are
+    // sent (in batches of 64) but never settled.
+    let text = full.stdout();
+    let mut states = 0;
+    let mut cut = String::new();
+    let mut after = 0;
+    for l in text.lines() {
+        cut.push_str(l);
+        cut.push('\n');
+        states += usize::from(l.contains(r#""type":"STATE""#));
+        after += usize::from(states >= 2 && l.contains(r#""type":"FILE""#));
+        if after == 150 {
+            break;
+        }
+    }
+    let imp = d.run("ferry-import", &[&dst], cut.as_bytes());
+    imp.expect_code(2);
+    let batch = imp.lines()[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(".uploads")
+        .to_owned();
+    let state = d.open(".ferry/state.db");
+    let count = |status: &str| -> i64 {
+        state
+            .query_row("SELECT count(*) FROM files WHERE status = ?1", [status], |r| r.get(0))
+            .unwrap()
+    };
+    let (settled, unsettled) = (count("uploaded"), count("uploading"));
+    assert_eq!((settled, unsettled), (250, 128));
+    let there = contents(&d.path("dst")).len() as i64;
+
+    let done = d.run(
+        "ferry",
+        &["rollback", "--batch", &batch, "--failed-only", "--confirm"],
+        b"",
+    );
+    done.ok();
+    let deleted = done.lines().iter().filter(|l| l["action"] == "deleted").count() as i64;
+    assert!(deleted > 0 && deleted <= unsettled, "{deleted} of {unsettled}");
+    assert_eq!(contents(&d.path("dst")).len() as i64, there - deleted);
+    assert_eq!(count("uploaded"), settled, "what completed stays");
+    assert_eq!(count("rolled_back"), deleted);
+}

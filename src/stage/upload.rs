@@ -328,6 +328,10 @@ impl<W: Write> Uploader<'_, W> {
         if ended {
             return Ok(());
         }
+        // Settle what was sent and acknowledge the STATEs it completes; files after the last
+        // STATE stay unsettled (`uploading`) and are not recorded as done.
+        self.to_send.clear();
+        self.collect(true)?;
         Err(Error::input(format!(
             "input ended after line {} without END: the producer stopped early; files after the last acknowledged STATE are not recorded as done (a re-run finds any that arrived); re-run the pipeline to finish",
             reader.line_no()
