@@ -54,14 +54,14 @@ pub struct WalkOptions {
     pub follow_symlinks: bool,
 }
 
-/// How a directory entry sorts among its siblings so that a depth-first walk visits relative
-/// paths in byte order: a directory sorts as its name followed by `/`.
-fn sort_key(e: &walkdir::DirEntry) -> Vec<u8> {
-    let mut k = e.file_name().as_bytes().to_vec();
-    if e.file_type().is_dir() {
-        k.push(b'/');
+/// How directory entries sort among their siblings so that a depth-first walk visits relative
+/// paths in byte order: a directory sorts as its name followed by `/` (compared without copying).
+fn path_order(a: &walkdir::DirEntry, b: &walkdir::DirEntry) -> std::cmp::Ordering {
+    fn key(e: &walkdir::DirEntry) -> impl Iterator<Item = &u8> {
+        let slash: &'static [u8] = if e.file_type().is_dir() { b"/" } else { b"" };
+        e.file_name().as_bytes().iter().chain(slash)
     }
-    k
+    key(a).cmp(key(b))
 }
 
 fn rel_bytes(root: &Path, path: &Path) -> Vec<u8> {
@@ -96,7 +96,7 @@ pub fn walk(
 ) -> Result<()> {
     let mut it = walkdir::WalkDir::new(root)
         .follow_links(opts.follow_symlinks)
-        .sort_by(|a, b| sort_key(a).cmp(&sort_key(b)))
+        .sort_by(path_order)
         .into_iter();
     while let Some(item) = it.next() {
         let entry = match item {
@@ -232,9 +232,45 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
     a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec() && a.ino() == b.ino()
 }
 
+/// Why a file could not be read as one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// It changed while being read (size, times or inode moved, or fewer bytes came).
+    Changed(String),
+    /// It could not be opened or read (or the sink refused a chunk).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Changed(m) | ReadError::Unreadable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Read `f` to its end in chunks, handing each to `sink`; the bytes read.
+fn read_chunks(f: &mut File, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<u64> {
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(READ_BUF, 0);
+        let mut n: u64 = 0;
+        loop {
+            let k = match f.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            sink(&buf[..k])?;
+            n += k as u64;
+        }
+    })
+}
+
 /// Read a file once, hashing it, and make sure it did not change while being read (its size and
-/// modification time before and after, and the bytes read). The error is a message for people.
-pub fn hash_file(path: &Path) -> std::result::Result<Hashed, String> {
+/// modification time before and after, and the bytes read).
+pub fn hash_file(path: &Path) -> std::result::Result<Hashed, ReadError> {
     hash_file_into(path, |_| Ok(()))
 }
 
@@ -242,38 +278,35 @@ pub fn hash_file(path: &Path) -> std::result::Result<Hashed, String> {
 pub fn hash_file_into(
     path: &Path,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
-) -> std::result::Result<Hashed, String> {
-    let mut f = File::open(path).map_err(|e| e.to_string())?;
-    let before = f.metadata().map_err(|e| e.to_string())?;
+) -> std::result::Result<Hashed, ReadError> {
+    let unreadable = |e: std::io::Error| ReadError::Unreadable(e.to_string());
+    let mut f = File::open(path).map_err(unreadable)?;
+    let before = f.metadata().map_err(unreadable)?;
     if !before.is_file() {
-        return Err("not a regular file any more".into());
+        return Err(ReadError::Unreadable("not a regular file any more".into()));
     }
     let mut h = Sha256::new();
-    let mut n: u64 = 0;
-    BUF.with(|buf| -> std::result::Result<(), String> {
-        let mut buf = buf.borrow_mut();
-        buf.resize(READ_BUF, 0);
-        loop {
-            let k = match f.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.to_string()),
-            };
-            h.update(&buf[..k]);
-            sink(&buf[..k]).map_err(|e| format!("writing: {e}"))?;
-            n += k as u64;
+    let mut sink_failed = false;
+    let n = read_chunks(&mut f, |chunk| {
+        h.update(chunk);
+        sink(chunk).inspect_err(|_| sink_failed = true)
+    })
+    .map_err(|e| {
+        if sink_failed {
+            ReadError::Unreadable(format!("writing: {e}"))
+        } else {
+            unreadable(e)
         }
     })?;
-    let after = std::fs::metadata(path).map_err(|e| format!("gone while being read ({e})"))?;
-    let opened_after = f.metadata().map_err(|e| e.to_string())?;
+    let after = std::fs::metadata(path).map_err(|e| ReadError::Changed(format!("gone while being read ({e})")))?;
+    let opened_after = f.metadata().map_err(unreadable)?;
     if !same_version(&before, &opened_after) || !same_version(&before, &after) || n != before.len() {
-        return Err(format!(
+        return Err(ReadError::Changed(format!(
             "changed while being read (size {} then {}, {} bytes read): not recorded; re-run to pick up the new version",
             before.len(),
             after.len(),
             n
-        ));
+        )));
     }
     Ok(Hashed {
         size: n,
@@ -288,19 +321,10 @@ pub fn hash_file_into(
 pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; READ_BUF];
-    let mut n: u64 = 0;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => {
-                h.update(&buf[..k]);
-                n += k as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = read_chunks(&mut f, |chunk| {
+        h.update(chunk);
+        Ok(())
+    })?;
     Ok((n, hex::encode(h.finalize())))
 }
 

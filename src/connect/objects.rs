@@ -74,7 +74,7 @@ pub struct PutOutcome {
 }
 
 impl PutOutcome {
-    fn done(status: PutStatus) -> Self {
+    pub(crate) fn done(status: PutStatus) -> Self {
         PutOutcome {
             status,
             etag: None,
@@ -83,12 +83,47 @@ impl PutOutcome {
         }
     }
 
-    fn not(status: PutStatus, reason: String) -> Self {
+    pub(crate) fn not(status: PutStatus, reason: String) -> Self {
         PutOutcome {
             status,
             etag: None,
             part_size: None,
             reason: Some(reason),
+        }
+    }
+
+    pub(crate) fn with_etag(mut self, etag: Option<String>) -> Self {
+        self.etag = etag;
+        self
+    }
+
+    /// The file's bytes were not the ones export hashed: nothing of them may be recorded.
+    pub(crate) fn not_as_hashed(src: &Path, size: u64, sha256_hex: &str) -> Self {
+        PutOutcome::not(
+            PutStatus::Changed,
+            format!(
+                "{} is not what was hashed at export (now {size} bytes, sha256 {sha256_hex}); export it again",
+                src.display()
+            ),
+        )
+    }
+}
+
+/// What reading `req.src` found, as a put may use it: the file exactly as export hashed it, or
+/// the outcome that says why not (changed: `changed`; unreadable: `failed`).
+pub(crate) fn as_hashed(
+    req: &PutRequest<'_>,
+    read: std::result::Result<tree::Hashed, tree::ReadError>,
+) -> std::result::Result<tree::Hashed, PutOutcome> {
+    match read {
+        Ok(h) if h.size == req.size && h.sha256_hex() == req.sha256 => Ok(h),
+        Ok(h) => Err(PutOutcome::not_as_hashed(req.src, h.size, &h.sha256_hex())),
+        Err(e) => {
+            let status = match e {
+                tree::ReadError::Changed(_) => PutStatus::Changed,
+                tree::ReadError::Unreadable(_) => PutStatus::Failed,
+            };
+            Err(PutOutcome::not(status, format!("reading {}: {e}", req.src.display())))
         }
     }
 }
@@ -310,32 +345,9 @@ impl ObjectStore for DirStore {
             cleanup(out);
             return Err(self.fatal(format!("writing {}", dst.display()), e));
         }
-        let hashed = match read {
-            Ok(h) => h,
-            Err(reason) => {
-                cleanup(out);
-                let status = if reason.starts_with("changed") {
-                    PutStatus::Changed
-                } else {
-                    PutStatus::Failed
-                };
-                return Ok(PutOutcome::not(
-                    status,
-                    format!("reading {}: {reason}", req.src.display()),
-                ));
-            }
-        };
-        if hashed.size != req.size || hashed.sha256_hex() != req.sha256 {
+        if let Err(o) = as_hashed(req, read) {
             cleanup(out);
-            return Ok(PutOutcome::not(
-                PutStatus::Changed,
-                format!(
-                    "{} is not what was hashed at export (now {} bytes, sha256 {}); export it again",
-                    req.src.display(),
-                    hashed.size,
-                    hashed.sha256_hex()
-                ),
-            ));
+            return Ok(o);
         }
         if let Some(t) = req.mtime {
             let _ = out.set_modified(t);

@@ -25,7 +25,7 @@ use object_store::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::objects::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus};
+use super::objects::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The metadata key holding the whole file's SHA-256 (hex).
@@ -283,7 +283,7 @@ impl S3Store {
     /// What to do when something is at the key already: `Some` outcome, or `None` to write.
     fn settle_existing(info: &ObjectInfo, req: &PutRequest<'_>) -> Option<PutOutcome> {
         if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) {
-            return Some(outcome(PutStatus::Present, None, None));
+            return Some(PutOutcome::done(PutStatus::Present));
         }
         if req.overwrite {
             return None;
@@ -292,12 +292,9 @@ impl S3Store {
             Some(s) => format!("{} bytes, sha256 {s}", info.size),
             None => format!("{} bytes, no sha256 recorded", info.size),
         };
-        Some(outcome(
+        Some(PutOutcome::not(
             PutStatus::Conflict,
-            None,
-            Some(format!(
-                "a different object is already at this key ({theirs}); --on-conflict overwrite replaces it"
-            )),
+            format!("a different object is already at this key ({theirs}); --on-conflict overwrite replaces it"),
         ))
     }
 
@@ -335,29 +332,21 @@ impl S3Store {
             ..Default::default()
         };
         match self.store.put_opts(path, PutPayload::from(bytes), opts).await {
-            Ok(r) => Ok(outcome(done, r.e_tag, None)),
+            Ok(r) => Ok(PutOutcome::done(done).with_etag(r.e_tag)),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 match self.info_async(path).await? {
                     Some(info) => Ok(Self::settle_existing(&info, req).unwrap_or_else(|| {
-                        outcome(
-                            PutStatus::Failed,
-                            None,
-                            Some("the object kept changing under us".into()),
-                        )
+                        PutOutcome::not(PutStatus::Failed, "the object kept changing under us".into())
                     })),
-                    None => Ok(outcome(
+                    None => Ok(PutOutcome::not(
                         PutStatus::Failed,
-                        None,
-                        Some("the key kept changing under us".into()),
+                        "the key kept changing under us".into(),
                     )),
                 }
             }
-            Err(e) if bad_digest(&e) => Ok(outcome(
+            Err(e) if bad_digest(&e) => Ok(PutOutcome::not(
                 PutStatus::Failed,
-                None,
-                Some(format!(
-                    "the store received other bytes than were sent (checksum mismatch): {e}"
-                )),
+                format!("the store received other bytes than were sent (checksum mismatch): {e}"),
             )),
             Err(e) => Err(self.fatal(&format!("putting {path}"), e)),
         }
@@ -375,10 +364,9 @@ impl S3Store {
         let mut file = match std::fs::File::open(req.src) {
             Ok(f) => f,
             Err(e) => {
-                return Ok(outcome(
+                return Ok(PutOutcome::not(
                     PutStatus::Failed,
-                    None,
-                    Some(format!("reading {}: {e}", req.src.display())),
+                    format!("reading {}: {e}", req.src.display()),
                 ));
             }
         };
@@ -444,24 +432,18 @@ impl S3Store {
                 let _ = upload.abort().await;
                 return Err(e);
             }
-            Err(PartError::File(m)) => Some((PutStatus::Failed, m)),
-            Ok(()) if moved => Some((
+            Err(PartError::File(m)) => Some(PutOutcome::not(PutStatus::Failed, m)),
+            Ok(()) if moved => Some(PutOutcome::not(
                 PutStatus::Changed,
                 format!("{} changed while being sent", req.src.display()),
             )),
-            Ok(()) if sent != req.size || sha != req.sha256 => Some((
-                PutStatus::Changed,
-                format!(
-                    "{} is not what was hashed at export (now {sent} bytes, sha256 {sha}); export it again",
-                    req.src.display()
-                ),
-            )),
+            Ok(()) if sent != req.size || sha != req.sha256 => Some(PutOutcome::not_as_hashed(req.src, sent, &sha)),
             Ok(()) => None,
         };
-        if let Some((status, reason)) = problem {
+        if let Some(o) = problem {
             // Nothing is left behind: the parts are dropped with the upload.
             let _ = upload.abort().await;
-            return Ok(outcome(status, None, Some(reason)));
+            return Ok(o);
         }
         let r = match upload.complete().await {
             Ok(r) => r,
@@ -473,16 +455,13 @@ impl S3Store {
         // The parts were each checked by the server; the whole is checked here.
         match self.head_async(path).await? {
             Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
-                let mut o = outcome(done, r.e_tag, None);
+                let mut o = PutOutcome::done(done).with_etag(r.e_tag);
                 o.part_size = Some(part);
                 Ok(o)
             }
-            other => Ok(outcome(
+            other => Ok(PutOutcome::not(
                 PutStatus::Failed,
-                None,
-                Some(format!(
-                    "after the upload the store reports {other:?}, not the file sent"
-                )),
+                format!("after the upload the store reports {other:?}, not the file sent"),
             )),
         }
     }
@@ -583,15 +562,6 @@ fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
 }
 
-fn outcome(status: PutStatus, etag: Option<String>, reason: Option<String>) -> PutOutcome {
-    PutOutcome {
-        status,
-        etag,
-        part_size: None,
-        reason,
-    }
-}
-
 /// A 400 BadDigest: the bytes the server got do not match the checksum sent with them.
 fn bad_digest(e: &object_store::Error) -> bool {
     let text = e.to_string();
@@ -601,34 +571,11 @@ fn bad_digest(e: &object_store::Error) -> bool {
 /// Read a whole file, checking it is the one hashed at export.
 fn read_whole(req: &PutRequest<'_>) -> std::result::Result<Vec<u8>, PutOutcome> {
     let mut buf = Vec::with_capacity(req.size as usize);
-    match crate::tree::hash_file_into(req.src, |chunk| {
+    let read = crate::tree::hash_file_into(req.src, |chunk| {
         buf.extend_from_slice(chunk);
         Ok(())
-    }) {
-        Ok(h) if h.size == req.size && h.sha256_hex() == req.sha256 => Ok(buf),
-        Ok(h) => Err(outcome(
-            PutStatus::Changed,
-            None,
-            Some(format!(
-                "{} is not what was hashed at export (now {} bytes, sha256 {}); export it again",
-                req.src.display(),
-                h.size,
-                h.sha256_hex()
-            )),
-        )),
-        Err(reason) => {
-            let status = if reason.starts_with("changed") {
-                PutStatus::Changed
-            } else {
-                PutStatus::Failed
-            };
-            Err(outcome(
-                status,
-                None,
-                Some(format!("reading {}: {reason}", req.src.display())),
-            ))
-        }
-    }
+    });
+    as_hashed(req, read).map(|_| buf)
 }
 
 impl ObjectStore for S3Store {
@@ -639,7 +586,7 @@ impl ObjectStore for S3Store {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let path = match self.path(req.key) {
             Ok(p) => p,
-            Err(reason) => return Ok(outcome(PutStatus::Failed, None, Some(reason))),
+            Err(reason) => return Ok(PutOutcome::not(PutStatus::Failed, reason)),
         };
         self.rt.block_on(self.put_async(&path, req))
     }

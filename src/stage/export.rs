@@ -20,8 +20,8 @@ use crate::checkpoint::Checkpoint;
 use crate::connect::{self, RowAccess, Selection};
 use crate::error::Result;
 use crate::protocol::{
-    Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, State, StateValue, StreamEnd, StreamWriter,
-    new_run_id, now_rfc3339, producer,
+    Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamEnd,
+    StreamWriter, new_run_id, now_rfc3339, producer,
 };
 use crate::row::{RowShape, StreamDigest};
 use crate::value::{self, Value};
@@ -110,17 +110,64 @@ impl Progress {
     }
 }
 
-struct Emitter<'w, W: Write> {
-    out: &'w mut StreamWriter<W>,
-    singer: bool,
-    run_id: String,
+/// The stream an export writes: messages (filtered for Singer), STATEs with the bookmarks so far.
+pub(crate) struct Emitter<'w, W: Write> {
+    pub(crate) out: &'w mut StreamWriter<W>,
+    pub(crate) singer: bool,
+    pub(crate) run_id: String,
     seq: u64,
-    bookmarks: Map<String, Json>,
+    pub(crate) bookmarks: Map<String, Json>,
     line: Vec<u8>,
 }
 
+/// Start an export's stream: a new run, or with `--resume` the last import run from this source,
+/// continuing after its last acknowledged STATE. Writes BEGIN.
+pub(crate) fn begin<'w, W: Write>(
+    cfg: &ExportConfig,
+    info: &SourceInfo,
+    out: &'w mut StreamWriter<W>,
+) -> Result<Emitter<'w, W>> {
+    let mut run_id = new_run_id();
+    let mut resumed: Option<StateValue> = None;
+    if cfg.resume {
+        let point = Checkpoint::open_existing(&cfg.state_path)?
+            .map(|cp| cp.resume_point(&info.identity()))
+            .transpose()?
+            .flatten();
+        match point {
+            None => tracing::warn!(
+                source = %info.address,
+                state = %cfg.state_path.display(),
+                "--resume: no earlier import from this source in the state file; starting from the beginning"
+            ),
+            Some(p) => {
+                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
+                run_id = p.run_id;
+                resumed = p.state;
+            }
+        }
+    }
+    let mut em = Emitter {
+        out,
+        singer: cfg.singer,
+        run_id: run_id.clone(),
+        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
+        bookmarks: resumed.map(|s| s.bookmarks).unwrap_or_default(),
+        line: Vec::with_capacity(4096),
+    };
+    em.message(&Message::Begin(Begin {
+        protocol: PROTOCOL.into(),
+        run_id,
+        producer: Some(producer("ferry-export")),
+        source: Some(info.clone()),
+        started_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    Ok(em)
+}
+
 impl<W: Write> Emitter<'_, W> {
-    fn message(&mut self, m: &Message) -> Result<()> {
+    pub(crate) fn message(&mut self, m: &Message) -> Result<()> {
         if self.singer && !matches!(m.kind(), Kind::Schema | Kind::Record | Kind::State) {
             tracing::info!(message = %serde_json::to_string(m).unwrap_or_default(), "not sent in Singer mode");
             return Ok(());
@@ -128,7 +175,7 @@ impl<W: Write> Emitter<'_, W> {
         self.out.write_message(m)
     }
 
-    fn state(&mut self) -> Result<()> {
+    pub(crate) fn state(&mut self) -> Result<()> {
         let value = StateValue {
             run_id: self.run_id.clone(),
             seq: self.seq,
@@ -156,44 +203,9 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
     info.selection = cfg.selection.describe();
 
     // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
-    let mut run_id = new_run_id();
-    let mut resumed: Option<StateValue> = None;
-    if cfg.resume {
-        let point = Checkpoint::open_existing(&cfg.state_path)?
-            .map(|cp| cp.resume_point(&info.identity()))
-            .transpose()?
-            .flatten();
-        match point {
-            None => tracing::warn!(
-                source = %info.address,
-                state = %cfg.state_path.display(),
-                "--resume: no earlier import from this source in the state file; starting from the beginning"
-            ),
-            Some(p) => {
-                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
-                run_id = p.run_id;
-                resumed = p.state;
-            }
-        }
-    }
-
     let plans = source.discover(&cfg.selection)?;
-    let mut em = Emitter {
-        out,
-        singer: cfg.singer,
-        run_id: run_id.clone(),
-        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
-        bookmarks: resumed.as_ref().map(|s| s.bookmarks.clone()).unwrap_or_default(),
-        line: Vec::with_capacity(4096),
-    };
-    em.message(&Message::Begin(Begin {
-        protocol: PROTOCOL.into(),
-        run_id: run_id.clone(),
-        producer: Some(producer("ferry-export")),
-        source: Some(info.clone()),
-        started_at: Some(now_rfc3339()),
-        extra: Map::new(),
-    }))?;
+    let mut em = begin(cfg, &info, out)?;
+    let run_id = em.run_id.clone();
     // A table that cannot resume after a cursor starts over, and says so in its bookmark.
     for plan in &plans {
         if !plan.resumable && em.bookmarks.contains_key(&plan.schema.stream) {

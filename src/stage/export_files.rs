@@ -18,10 +18,10 @@ use serde_json::{Map, Value as Json, json};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, PROTOCOL, Record, Schema,
-    SourceInfo, State, StateValue, StreamEnd, StreamWriter, new_run_id, now_rfc3339, producer,
+    Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, Record, Schema, SourceInfo, StreamEnd,
+    StreamWriter, now_rfc3339,
 };
-use crate::stage::export::{ExportConfig, ExportOutcome, Progress};
+use crate::stage::export::{Emitter, ExportConfig, ExportOutcome, Progress, begin};
 use crate::tree::{self, Entry, FileDigest, FileName, Hashed, WalkOptions, Walked};
 
 /// At most this many files between two STATEs: an upload acknowledges (and a re-run skips
@@ -58,37 +58,6 @@ pub fn files_schema(stream: &str) -> Schema {
     schema
 }
 
-struct Out<'w, W: Write> {
-    out: &'w mut StreamWriter<W>,
-    singer: bool,
-    run_id: String,
-    seq: u64,
-    bookmarks: Map<String, Json>,
-}
-
-impl<W: Write> Out<'_, W> {
-    fn message(&mut self, m: &Message) -> Result<()> {
-        use crate::protocol::Kind;
-        if self.singer && !matches!(m.kind(), Kind::Schema | Kind::Record | Kind::State) {
-            tracing::info!(message = %serde_json::to_string(m).unwrap_or_default(), "not sent in Singer mode");
-            return Ok(());
-        }
-        self.out.write_message(m)
-    }
-
-    fn state(&mut self) -> Result<()> {
-        let value = StateValue {
-            run_id: self.run_id.clone(),
-            seq: self.seq,
-            bookmarks: self.bookmarks.clone(),
-            extra: Map::new(),
-        };
-        self.seq += 1;
-        let value = serde_json::to_value(value).unwrap_or(Json::Null);
-        self.message(&Message::State(State { value }))
-    }
-}
-
 /// A file's cursor in a bookmark: `{"path": ...}`, or `{"path_b64": ...}` for a non-UTF-8 name.
 fn cursor(rel: &[u8]) -> Map<String, Json> {
     let name = FileName::of(rel);
@@ -108,7 +77,6 @@ fn cursor_bytes(after: &Map<String, Json>) -> Option<Vec<u8>> {
     after.get("path").and_then(Json::as_str).map(|s| s.as_bytes().to_vec())
 }
 
-/// Export a directory tree (`cfg.source` is `dir:`).
 /// Where the files come from.
 pub enum Files<'a> {
     Dir(&'a std::path::Path),
@@ -139,41 +107,8 @@ pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter
             (info, None, Some((store, url.trim_end_matches('/').to_owned())))
         }
     };
-    let mut run_id = new_run_id();
-    let mut resumed: Option<StateValue> = None;
-    if cfg.resume {
-        let point = Checkpoint::open_existing(&cfg.state_path)?
-            .map(|cp| cp.resume_point(&info.identity()))
-            .transpose()?
-            .flatten();
-        match point {
-            None => tracing::warn!(
-                source = %info.address,
-                state = %cfg.state_path.display(),
-                "--resume: no earlier import from this directory in the state file; starting from the beginning"
-            ),
-            Some(p) => {
-                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
-                run_id = p.run_id;
-                resumed = p.state;
-            }
-        }
-    }
-    let mut em = Out {
-        out,
-        singer: cfg.singer,
-        run_id: run_id.clone(),
-        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
-        bookmarks: resumed.as_ref().map(|s| s.bookmarks.clone()).unwrap_or_default(),
-    };
-    em.message(&Message::Begin(Begin {
-        protocol: PROTOCOL.into(),
-        run_id: run_id.clone(),
-        producer: Some(producer("ferry-export")),
-        source: Some(info),
-        started_at: Some(now_rfc3339()),
-        extra: Map::new(),
-    }))?;
+    let mut em = begin(cfg, &info, out)?;
+    let run_id = em.run_id.clone();
     em.state()?;
 
     let prior: Option<Bookmark> = em
@@ -230,7 +165,7 @@ fn changed_since(meta: Option<&std::fs::Metadata>, since: Option<std::time::Syst
     at(m.mtime(), m.mtime_nsec()) >= since || at(m.ctime(), m.ctime_nsec()) >= since
 }
 
-type Hashed2 = std::result::Result<Hashed, String>;
+type Hashed2 = std::result::Result<Hashed, tree::ReadError>;
 /// A file's place in the stream, the file, what reading it found, and whether that came from the
 /// hash cache (no read).
 type Hashing = (u64, Entry, Hashed2, bool);
@@ -241,7 +176,7 @@ fn export_tree<W: Write>(
     stream: &str,
     after: Option<Vec<u8>>,
     base: u64,
-    em: &mut Out<'_, W>,
+    em: &mut Emitter<'_, W>,
 ) -> Result<(u64, u64, u64)> {
     let jobs = cfg.files.jobs.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -294,7 +229,7 @@ fn export_tree<W: Write>(
                  ready: &mut BTreeMap<u64, (Entry, Hashed2, bool)>,
                  limit: u64,
                  st: &mut Emit,
-                 em: &mut Out<'_, W>|
+                 em: &mut Emitter<'_, W>|
      -> Result<()> {
         while sent - *next > limit {
             while let Some((entry, res, cached)) = ready.remove(next) {
@@ -410,7 +345,7 @@ fn export_bucket<W: Write>(
     stream: &str,
     after: Option<Vec<u8>>,
     base: u64,
-    em: &mut Out<'_, W>,
+    em: &mut Emitter<'_, W>,
 ) -> Result<(u64, u64, u64)> {
     let mut digest = FileDigest::default();
     let (mut files, mut bytes) = (0u64, 0u64);
@@ -554,7 +489,7 @@ impl Emit {
     fn emit<W: Write>(
         &mut self,
         cfg: &ExportConfig,
-        em: &mut Out<'_, W>,
+        em: &mut Emitter<'_, W>,
         entry: Entry,
         res: Hashed2,
         cached: bool,
@@ -598,13 +533,12 @@ impl Emit {
                 self.files += 1;
                 self.bytes += h.size;
             }
-            Err(message) => {
-                let kind = if message.starts_with("changed") {
-                    "data"
-                } else {
-                    "system"
+            Err(e) => {
+                let kind = match e {
+                    tree::ReadError::Changed(_) => "data",
+                    tree::ReadError::Unreadable(_) => "system",
                 };
-                self.problem(em, &entry.rel, &message, kind)?;
+                self.problem(em, &entry.rel, &e.to_string(), kind)?;
             }
         }
         self.last_rel = Some(entry.rel);
@@ -630,7 +564,7 @@ impl Emit {
         Ok(())
     }
 
-    fn problem<W: Write>(&mut self, em: &mut Out<'_, W>, rel: &[u8], message: &str, kind: &str) -> Result<()> {
+    fn problem<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], message: &str, kind: &str) -> Result<()> {
         let path = String::from_utf8_lossy(rel).into_owned();
         tracing::warn!(path = %path, "{message}");
         self.errors += 1;

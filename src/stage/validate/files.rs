@@ -55,7 +55,7 @@ fn list_dir(root: &Path, jobs: usize) -> Result<Listing> {
                 let sha = h.sha256_hex();
                 files.insert(e.rel, (h.size, Some(sha)));
             }
-            Err(m) => problems.push((e.rel, m)),
+            Err(m) => problems.push((e.rel, m.to_string())),
         }
     }
     Ok(Listing {
