@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Dir, all_ok};
+use common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
 
 /// Every regular file under `root` (outside `.ferry-partial`), by relative path bytes.
 fn contents(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -28,58 +28,30 @@ fn contents(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     out
 }
 
-fn write(root: &Path, rel: &[u8], bytes: &[u8]) -> PathBuf {
-    let p = root.join(OsStr::from_bytes(rel));
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
 /// A tree of `n` small files in nested directories, plus an empty file, a 3 MB file, unicode and
 /// non-UTF-8 names and names that sort differently by byte and by component.
 fn make_tree(root: &Path, n: usize) -> usize {
     for i in 0..n {
         let rel = format!("uploads/{:02}/{:03}/file-{i}.txt", i % 7, i % 13);
-        write(
+        write_file(
             root,
             rel.as_bytes(),
             format!("content of file {i}\n").repeat(i % 50 + 1).as_bytes(),
         );
     }
-    write(root, b"empty", b"");
+    write_file(root, b"empty", b"");
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    write(root, b"media/big.bin", &big);
-    write(
+    write_file(root, b"media/big.bin", &big);
+    write_file(
         root,
         "caf\u{e9}/\u{fc}n\u{ef}c\u{f6}d\u{e9} \u{1f600}.txt".as_bytes(),
         b"unicode",
     );
-    write(root, b"raw/\xff\xfe-not-utf8", b"bytes name");
-    write(root, b"a.txt", b"dot sorts before slash");
-    write(root, b"a/b", b"inside a");
-    write(root, b"a-b", b"dash");
+    write_file(root, b"raw/\xff\xfe-not-utf8", b"bytes name");
+    write_file(root, b"a.txt", b"dot sorts before slash");
+    write_file(root, b"a/b", b"inside a");
+    write_file(root, b"a-b", b"dash");
     n + 7
-}
-
-fn end_of(run: &common::Run) -> serde_json::Value {
-    let end = run.lines().pop().unwrap_or_default();
-    assert_eq!(end["type"], "END", "{run:?}");
-    end
-}
-
-fn uploads(run: &common::Run) -> Vec<serde_json::Value> {
-    run.lines()
-        .into_iter()
-        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
-        .map(|l| l["record"].clone())
-        .collect()
-}
-
-fn copy(d: &Dir, src: &Path, dst: &str, import_args: &[&str]) -> Vec<common::Run> {
-    let src = format!("dir:{}", src.display());
-    let mut ia = vec![dst];
-    ia.extend_from_slice(import_args);
-    d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &ia)], b"")
 }
 
 #[test]
@@ -89,7 +61,7 @@ fn a_tree_goes_into_a_directory_validates_equal_and_a_rerun_sends_nothing() {
     let n = make_tree(&src, 300);
     std::fs::set_permissions(src.join("empty"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let dst = format!("dir:{}", d.path("dst").display());
-    let runs = copy(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
     let end = end_of(&runs[1]);
     assert_eq!(end["files"], n, "{end}");
@@ -110,7 +82,7 @@ fn a_tree_goes_into_a_directory_validates_equal_and_a_rerun_sends_nothing() {
     assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()));
 
     // One result per file, ready for a table import.
-    let ups = uploads(&runs[1]);
+    let ups = upload_results(&runs[1]);
     assert_eq!(ups.len(), n);
     let big = ups
         .iter()
@@ -134,14 +106,14 @@ fn a_tree_goes_into_a_directory_validates_equal_and_a_rerun_sends_nothing() {
 
     // The same pipeline again: the manifest says every file is done; nothing is written.
     let ino = std::fs::metadata(d.path("dst/media/big.bin")).unwrap().ino();
-    let again = copy(&d, &src, &dst, &[]);
+    let again = put_tree(&d, &src, &dst, &[]);
     all_ok(&again);
     let end = end_of(&again[1]);
     assert_eq!(end["already_done"], n, "{end}");
     assert_eq!(end["uploaded"], 0, "{end}");
     assert_eq!(std::fs::metadata(d.path("dst/media/big.bin")).unwrap().ino(), ino);
     assert_eq!(
-        uploads(&again[1]).len(),
+        upload_results(&again[1]).len(),
         n,
         "results are given again for a downstream import"
     );
@@ -187,8 +159,8 @@ fn the_export_lists_files_in_byte_order_with_exact_names_and_a_digest() {
 fn symlinks_are_skipped_unless_asked_and_never_followed_out_of_the_tree() {
     let d = Dir::new();
     let src = d.path("src");
-    write(&src, b"real/data.txt", b"data");
-    write(&d.path("outside"), b"secret.txt", b"not yours");
+    write_file(&src, b"real/data.txt", b"data");
+    write_file(&d.path("outside"), b"secret.txt", b"not yours");
     std::os::unix::fs::symlink(src.join("real"), src.join("inside-link")).unwrap();
     std::os::unix::fs::symlink(d.path("outside"), src.join("outside-link")).unwrap();
     std::os::unix::fs::symlink(d.path("outside/secret.txt"), src.join("file-link")).unwrap();
@@ -244,7 +216,7 @@ fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it(
     let end = end_of(&imp);
     assert_eq!(end["uploaded"], n - 2, "{end}");
     assert_eq!(end["rejected"], 2, "{end}");
-    let ups = uploads(&imp);
+    let ups = upload_results(&imp);
     let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
     assert_eq!(status("a-b"), "changed");
     assert_eq!(status("a/b"), "failed");
@@ -261,7 +233,7 @@ fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it(
     );
 
     // A new export sees the new bytes; the re-run puts exactly that file.
-    let again = copy(&d, &src, &dst, &[]);
+    let again = put_tree(&d, &src, &dst, &[]);
     all_ok(&again);
     let end = end_of(&again[1]);
     assert_eq!(end["uploaded"], 1, "{end}");
@@ -273,14 +245,14 @@ fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it(
 fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
     let d = Dir::new();
     let src = d.path("src");
-    write(&src, b"x/same.txt", b"same");
-    write(&src, b"x/other.txt", b"ours");
-    write(&d.path("dst"), b"x/same.txt", b"same");
-    write(&d.path("dst"), b"x/other.txt", b"theirs!");
+    write_file(&src, b"x/same.txt", b"same");
+    write_file(&src, b"x/other.txt", b"ours");
+    write_file(&d.path("dst"), b"x/same.txt", b"same");
+    write_file(&d.path("dst"), b"x/other.txt", b"theirs!");
     let dst = format!("dir:{}", d.path("dst").display());
     let addr = format!("dir:{}", src.display());
 
-    let plan = copy(&d, &src, &dst, &["--dry-run"]);
+    let plan = put_tree(&d, &src, &dst, &["--dry-run"]);
     all_ok(&plan);
     let summary = plan[1].lines().pop().unwrap();
     assert_eq!(summary["action"], "summary");
@@ -300,18 +272,18 @@ fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
     assert_eq!(recorded, 0);
     drop(state);
 
-    let first = copy(&d, &src, &dst, &[]);
+    let first = put_tree(&d, &src, &dst, &[]);
     all_ok(&first);
-    let ups = uploads(&first[1]);
+    let ups = upload_results(&first[1]);
     let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
     assert_eq!(status("x/same.txt"), "present");
     assert_eq!(status("x/other.txt"), "conflict");
     assert_eq!(std::fs::read(d.path("dst/x/other.txt")).unwrap(), b"theirs!");
     d.run("ferry-validate", &[&addr, &dst], b"").expect_code(1);
 
-    let over = copy(&d, &src, &dst, &["--on-conflict", "overwrite"]);
+    let over = put_tree(&d, &src, &dst, &["--on-conflict", "overwrite"]);
     all_ok(&over);
-    let ups = uploads(&over[1]);
+    let ups = upload_results(&over[1]);
     let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
     assert_eq!(status("x/other.txt"), "overwritten");
     assert_eq!(std::fs::read(d.path("dst/x/other.txt")).unwrap(), b"ours");
@@ -321,7 +293,7 @@ fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
 #[test]
 fn unsafe_paths_and_keys_in_a_stream_are_refused_and_nothing_lands_outside() {
     let d = Dir::new();
-    write(&d.path("src"), b"f", b"payload");
+    write_file(&d.path("src"), b"f", b"payload");
     let uri = format!("file://{}", d.path("src/f").display());
     let sha = "239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5";
     let dst = format!("dir:{}", d.path("dst/inner").display());
@@ -420,7 +392,7 @@ fn sigkill_of_the_import_at_any_instant_then_the_same_pipeline_finishes_equal() 
         if trial % 2 == 1 {
             continue; // two kills in a row before the next finish
         }
-        let again = copy(&d, &src, &dst, &["--jobs", "4"]);
+        let again = put_tree(&d, &src, &dst, &["--jobs", "4"]);
         all_ok(&again);
         let end = end_of(&again[1]);
         let accounted = end["uploaded"].as_u64().unwrap()
@@ -472,12 +444,12 @@ fn an_interrupted_export_resumes_after_its_last_acknowledged_path() {
 fn the_validator_names_missing_extra_and_changed_files() {
     let d = Dir::new();
     let (a, b) = (d.path("a"), d.path("b"));
-    write(&a, b"same", b"1");
-    write(&b, b"same", b"1");
-    write(&a, b"gone", b"2");
-    write(&b, b"more", b"3");
-    write(&a, b"diff", b"4");
-    write(&b, b"diff", b"5");
+    write_file(&a, b"same", b"1");
+    write_file(&b, b"same", b"1");
+    write_file(&a, b"gone", b"2");
+    write_file(&b, b"more", b"3");
+    write_file(&a, b"diff", b"4");
+    write_file(&b, b"diff", b"5");
     let v = d.run(
         "ferry-validate",
         &[&format!("dir:{}", a.display()), &format!("dir:{}", b.display())],
@@ -518,9 +490,9 @@ fn an_unreadable_file_is_an_error_naming_it_and_the_rest_goes_on() {
     use std::os::unix::fs::PermissionsExt as _;
     let d = Dir::new();
     let src = d.path("src");
-    write(&src, b"ok-1", b"one");
-    write(&src, b"locked/secret", b"no");
-    write(&src, b"ok-2", b"two");
+    write_file(&src, b"ok-1", b"one");
+    write_file(&src, b"locked/secret", b"no");
+    write_file(&src, b"ok-2", b"two");
     std::fs::set_permissions(src.join("locked/secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
     for p in [d.root(), &src, &src.join("locked")] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -608,13 +580,13 @@ fn rollback_deletes_exactly_the_objects_a_run_created_after_checking_the_origina
     let src = d.path("src");
     let n = make_tree(&src, 40);
     let bucket = d.path("bucket");
-    write(&bucket, b"keep/theirs.txt", b"not ours");
-    write(&bucket, b"a.txt", b"dot sorts before slash"); // the same bytes as ours: present
+    write_file(&bucket, b"keep/theirs.txt", b"not ours");
+    write_file(&bucket, b"a.txt", b"dot sorts before slash"); // the same bytes as ours: present
     let before = contents(&bucket);
     let dst = format!("dir:{}", bucket.display());
-    let runs = copy(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
-    let ups = uploads(&runs[1]);
+    let ups = upload_results(&runs[1]);
     let batch = ups[0]["batch"].as_str().unwrap().to_owned();
     assert_eq!(ups.iter().filter(|u| u["status"] == "uploaded").count(), n - 1);
 
@@ -656,7 +628,7 @@ fn rollback_deletes_exactly_the_objects_a_run_created_after_checking_the_origina
     again.ok();
     assert!(again.lines().iter().all(|l| l["action"] != "deleted"));
     // And the files can be put again.
-    let redo = copy(&d, &src, &dst, &[]);
+    let redo = put_tree(&d, &src, &dst, &[]);
     all_ok(&redo);
     d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
         .expect_code(1)
@@ -672,7 +644,7 @@ fn since_a_run_exports_only_what_is_new_or_changed_since_it_started() {
     let src = d.path("src");
     make_tree(&src, 30);
     let dst = format!("dir:{}", d.path("dst").display());
-    let first = copy(&d, &src, &dst, &[]);
+    let first = put_tree(&d, &src, &dst, &[]);
     all_ok(&first);
     let run = first[1].lines()[0]["run_id"]
         .as_str()
@@ -681,7 +653,7 @@ fn since_a_run_exports_only_what_is_new_or_changed_since_it_started() {
         .to_owned();
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(src.join("a.txt"), b"edited after the first pass").unwrap();
-    write(&src, b"new/late.txt", b"arrived late");
+    write_file(&src, b"new/late.txt", b"arrived late");
     std::fs::rename(src.join("a-b"), src.join("uploads/moved-in")).unwrap();
     let addr = format!("dir:{}", src.display());
     let catch_up = d.run("ferry-export", &[&addr, "--since", &run[..13]], b"");

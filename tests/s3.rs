@@ -9,27 +9,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::s3::S3Server;
-use common::{Dir, all_ok};
+use common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
 
 const BUCKET: &str = "media-bucket";
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, bytes).unwrap();
-}
 
 /// `n` small files in nested directories plus an empty file and unicode names.
 fn make_tree(root: &Path, n: usize) -> usize {
     for i in 0..n {
-        write(
+        write_file(
             root,
-            &format!("uploads/{:02}/file-{i}.txt", i % 9),
+            format!("uploads/{:02}/file-{i}.txt", i % 9),
             format!("file {i}\n").repeat(i % 40 + 1).as_bytes(),
         );
     }
-    write(root, "empty", b"");
-    write(root, "caf\u{e9}/r\u{e9}sum\u{e9} \u{1f4c4}.pdf", b"%PDF-1.4 unicode");
+    write_file(root, "empty", b"");
+    write_file(root, "caf\u{e9}/r\u{e9}sum\u{e9} \u{1f4c4}.pdf", b"%PDF-1.4 unicode");
     n + 2
 }
 
@@ -42,30 +36,16 @@ fn server(d: &Dir) -> S3Server {
     s
 }
 
-fn end_of(run: &common::Run) -> serde_json::Value {
-    let end = run.lines().pop().unwrap_or_default();
-    assert_eq!(end["type"], "END", "{run:?}");
-    end
-}
-
 fn statuses(run: &common::Run) -> BTreeMap<String, String> {
-    run.lines()
+    upload_results(run)
         .into_iter()
-        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
-        .map(|l| {
+        .map(|r| {
             (
-                l["record"]["path"].as_str().unwrap().to_owned(),
-                l["record"]["status"].as_str().unwrap().to_owned(),
+                r["path"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
             )
         })
         .collect()
-}
-
-fn upload(d: &Dir, src: &Path, dst: &str, extra: &[&str]) -> Vec<common::Run> {
-    let src = format!("dir:{}", src.display());
-    let mut ia = vec![dst];
-    ia.extend_from_slice(extra);
-    d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &ia)], b"")
 }
 
 #[test]
@@ -75,7 +55,7 @@ fn a_tree_goes_into_a_bucket_verified_and_a_rerun_sends_no_request() {
     let src = d.path("src");
     let n = make_tree(&src, 200);
     let dst = format!("s3://{BUCKET}/media");
-    let runs = upload(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
     let end = end_of(&runs[1]);
     assert_eq!(end["uploaded"], n, "{end}");
@@ -90,7 +70,7 @@ fn a_tree_goes_into_a_bucket_verified_and_a_rerun_sends_no_request() {
     assert_eq!(v.lines().pop().unwrap()["files_target"], n);
 
     let before = s3.requests();
-    let again = upload(&d, &src, &dst, &["-v"]);
+    let again = put_tree(&d, &src, &dst, &["-v"]);
     all_ok(&again);
     let end = end_of(&again[1]);
     assert_eq!(end["already_done"], n, "{end}");
@@ -132,7 +112,7 @@ fn a_big_sparse_file_goes_up_in_parts_and_is_checked_whole() {
     }
     drop(f);
     let dst = format!("s3://{BUCKET}/");
-    let runs = upload(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
     assert_eq!(statuses(&runs[1])["big.img"], "uploaded");
     assert_eq!(
@@ -153,22 +133,22 @@ fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
     let d = Dir::new();
     let _s3 = server(&d);
     let src = d.path("src");
-    write(&src, "a.txt", b"ours");
-    write(&src, "b.txt", b"same");
+    write_file(&src, "a.txt", b"ours");
+    write_file(&src, "b.txt", b"same");
     let other = d.path("other");
-    write(&other, "a.txt", b"theirs, longer");
-    write(&other, "b.txt", b"same");
+    write_file(&other, "a.txt", b"theirs, longer");
+    write_file(&other, "b.txt", b"same");
     let dst = format!("s3://{BUCKET}/x");
-    all_ok(&upload(&d, &other, &dst, &["--state", "other.db"]));
+    all_ok(&put_tree(&d, &other, &dst, &["--state", "other.db"]));
 
-    let first = upload(&d, &src, &dst, &[]);
+    let first = put_tree(&d, &src, &dst, &[]);
     all_ok(&first);
     let st = statuses(&first[1]);
     assert_eq!((st["a.txt"].as_str(), st["b.txt"].as_str()), ("conflict", "present"));
     d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
         .expect_code(1);
 
-    let over = upload(&d, &src, &dst, &["--on-conflict", "overwrite"]);
+    let over = put_tree(&d, &src, &dst, &["--on-conflict", "overwrite"]);
     all_ok(&over);
     assert_eq!(statuses(&over[1])["a.txt"], "overwritten");
     d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
@@ -182,7 +162,7 @@ fn wrong_credentials_stop_with_a_clear_error_and_nothing_recorded_as_done() {
     let src = d.path("src");
     make_tree(&src, 5);
     d.set_env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
-    let runs = upload(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
+    let runs = put_tree(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
     runs[1].expect_code(2).stderr_has("credentials");
     assert!(
         !runs[1].stderr().contains("not-the-secret"),
@@ -199,7 +179,7 @@ fn wrong_credentials_stop_with_a_clear_error_and_nothing_recorded_as_done() {
     assert!(!s3.object_path(BUCKET, "m/empty").exists());
 
     d.set_env("AWS_ACCESS_KEY_ID", "");
-    let runs = upload(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
+    let runs = put_tree(&d, &src, &format!("s3://{BUCKET}/m"), &[]);
     runs[1].expect_code(2).stderr_has("AWS_ACCESS_KEY_ID");
 }
 
@@ -244,7 +224,7 @@ fn the_server_going_away_mid_run_stops_clearly_and_a_rerun_sends_only_the_rest()
 
     s3.up();
     let before = s3.requests();
-    let again = upload(&d, &src, &dst, &["--jobs", "4"]);
+    let again = put_tree(&d, &src, &dst, &["--jobs", "4"]);
     all_ok(&again);
     let end = end_of(&again[1]);
     let sum = ["uploaded", "present", "already_done"]
@@ -267,7 +247,7 @@ fn rollback_deletes_the_objects_a_run_put_in_the_bucket() {
     let src = d.path("src");
     let n = make_tree(&src, 20);
     let dst = format!("s3://{BUCKET}/r");
-    let runs = upload(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
     let batch = runs[1].lines().into_iter().find(|l| l["type"] == "RECORD").unwrap()["record"]["batch"]
         .as_str()
@@ -290,19 +270,19 @@ fn a_name_that_is_not_utf8_is_refused_by_key_and_a_dry_run_sends_nothing() {
     let d = Dir::new();
     let s3 = server(&d);
     let src = d.path("src");
-    write(&src, "ok.txt", b"fine");
+    write_file(&src, "ok.txt", b"fine");
     std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"bad-\xff.bin")), b"bytes").unwrap();
     let dst = format!("s3://{BUCKET}/n");
 
     let before = s3.requests();
-    let plan = upload(&d, &src, &dst, &["--dry-run"]);
+    let plan = put_tree(&d, &src, &dst, &["--dry-run"]);
     all_ok(&plan);
     let summary = plan[1].lines().pop().unwrap();
     assert_eq!(summary["upload"], 2, "{summary}");
     assert!(s3.requests() - before <= 2, "a dry run only looks (one HEAD per file)");
     assert!(!s3.object_path(BUCKET, "n/ok.txt").exists());
 
-    let runs = upload(&d, &src, &dst, &[]);
+    let runs = put_tree(&d, &src, &dst, &[]);
     all_ok(&runs);
     let bad = runs[1]
         .lines()
@@ -320,7 +300,7 @@ fn a_bucket_exports_as_file_lines_that_match_the_tree_it_came_from() {
     let src = d.path("src");
     let n = make_tree(&src, 60);
     let dst = format!("s3://{BUCKET}/inv");
-    all_ok(&upload(&d, &src, &dst, &[]));
+    all_ok(&put_tree(&d, &src, &dst, &[]));
     let shas = |r: &common::Run| -> Vec<(String, String, u64)> {
         r.lines()
             .iter()
@@ -366,7 +346,7 @@ fn objects_move_back_from_the_bucket_into_a_directory_verified() {
     let src = d.path("src");
     make_tree(&src, 40);
     let bucket = format!("s3://{BUCKET}/out");
-    all_ok(&upload(&d, &src, &bucket, &[]));
+    all_ok(&put_tree(&d, &src, &bucket, &[]));
     let back = format!("dir:{}", d.path("back").display());
     let runs = d.pipe(
         &[

@@ -277,3 +277,37 @@ pub fn count(conn: &Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))
         .unwrap()
 }
+
+/// Write `bytes` to `root/rel` (the exact bytes of the name), making directories on the way.
+pub fn write_file(root: &Path, rel: impl AsRef<[u8]>, bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    let p = root.join(std::ffi::OsStr::from_bytes(rel.as_ref()));
+    std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(&p, bytes).expect("write");
+    p
+}
+
+/// `ferry-export dir:SRC | ferry-import DST IMPORT_ARGS...`.
+pub fn put_tree(d: &Dir, src: &Path, dst: &str, import_args: &[&str]) -> Vec<Run> {
+    let src = format!("dir:{}", src.display());
+    let mut ia = vec![dst];
+    ia.extend_from_slice(import_args);
+    d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &ia)], b"")
+}
+
+/// A stage's END line.
+#[track_caller]
+pub fn end_of(run: &Run) -> serde_json::Value {
+    let end = run.lines().pop().unwrap_or_default();
+    assert_eq!(end["type"], "END", "{run:?}");
+    end
+}
+
+/// The records of the `uploads` stream a file import writes, in order.
+pub fn upload_results(run: &Run) -> Vec<serde_json::Value> {
+    run.lines()
+        .into_iter()
+        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
+        .map(|l| l["record"].clone())
+        .collect()
+}
