@@ -364,13 +364,7 @@ impl<W: Write> Importer<'_, W> {
     }
 
     fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
-        if self.began {
-            return Err(line.error("a second BEGIN: one stream per input"));
-        }
-        let begin: Begin = line.parse()?;
-        if begin.protocol != PROTOCOL {
-            return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
-        }
+        let begin = parse_begin(line, self.began)?;
         self.start(begin)
     }
 
@@ -856,15 +850,7 @@ impl<W: Write> Importer<'_, W> {
     }
 
     fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
-        let e: ErrorMsg = line.parse()?;
-        if e.fatal {
-            return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
-        }
-        tracing::warn!(stream = ?e.stream, message = %e.message, "the producer reported an error");
-        if let Some(cp) = &mut self.checkpoint {
-            cp.record_error(&self.run_id, e.stream.as_deref(), Some(line.no), None, &e.message)?;
-        }
-        Ok(())
+        producer_error(line, self.checkpoint.as_mut(), &self.run_id)
     }
 
     fn plan_line(&mut self, v: Json) -> Result<()> {
@@ -879,15 +865,53 @@ impl<W: Write> Importer<'_, W> {
             tracing::error!(error = %re, "rolling back the target failed");
         }
         let _ = self.rejects.sync();
-        if let Some(cp) = &mut self.checkpoint
-            && self.began
-        {
-            let message = e.chain();
-            if let Err(ce) = cp.finish_run(&self.run_id, status, Some(&message)) {
-                tracing::error!(error = %ce, "recording the failure in the state file failed");
-            }
-            let _ = cp.record_error(&self.run_id, None, None, None, &message);
+        if self.began {
+            record_failure(self.checkpoint.as_mut(), &self.run_id, status, e);
         }
         let _ = self.out.flush();
+    }
+}
+
+/// A BEGIN line, refused when one came already or its protocol is not ours.
+pub(crate) fn parse_begin(line: &Line<'_>, began: bool) -> Result<Begin> {
+    if began {
+        return Err(line.error("a second BEGIN: one stream per input"));
+    }
+    let begin: Begin = line.parse()?;
+    if begin.protocol != PROTOCOL {
+        return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
+    }
+    Ok(begin)
+}
+
+/// An ERROR line from upstream: a fatal one stops the import; another is logged and recorded
+/// (with the path it names, if any).
+pub(crate) fn producer_error(line: &Line<'_>, checkpoint: Option<&mut Checkpoint>, run_id: &str) -> Result<()> {
+    let e: ErrorMsg = line.parse()?;
+    if e.fatal {
+        return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
+    }
+    tracing::warn!(stream = ?e.stream, path = ?e.path, message = %e.message, "the producer reported an error");
+    if let Some(cp) = checkpoint {
+        cp.record_error(
+            run_id,
+            e.stream.as_deref(),
+            Some(line.no),
+            e.path.as_deref(),
+            &e.message,
+        )?;
+    }
+    Ok(())
+}
+
+/// Record how a run ended badly. Errors here are logged: the original error is what the user
+/// needs to see.
+pub(crate) fn record_failure(checkpoint: Option<&mut Checkpoint>, run_id: &str, status: RunStatus, e: &Error) {
+    if let Some(cp) = checkpoint {
+        let message = e.chain();
+        if let Err(ce) = cp.finish_run(run_id, status, Some(&message)) {
+            tracing::error!(error = %ce, "recording the failure in the state file failed");
+        }
+        let _ = cp.record_error(run_id, None, None, None, &message);
     }
 }

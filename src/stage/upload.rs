@@ -30,12 +30,12 @@ use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStat
 use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
-    StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
+    Begin, Digest, End, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State, StateValue,
+    StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
 };
 use crate::row::{Column, RowShape, StreamDigest};
 use crate::stage::export::Progress;
-use crate::stage::import::{ImportConfig, ImportOutcome, Rejects};
+use crate::stage::import::{ImportConfig, ImportOutcome, Rejects, parse_begin, producer_error, record_failure};
 use crate::tree::{self, FileDigest};
 use crate::value::{Codec, ValueRef};
 
@@ -339,13 +339,7 @@ impl<W: Write> Uploader<'_, W> {
     }
 
     fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
-        if self.began {
-            return Err(line.error("a second BEGIN: one stream per input"));
-        }
-        let begin: Begin = line.parse()?;
-        if begin.protocol != PROTOCOL {
-            return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
-        }
+        let begin = parse_begin(line, self.began)?;
         self.began = true;
         self.run_id = begin.run_id.clone();
         self.rejects = Rejects::for_run(&self.cfg, &self.run_id);
@@ -815,21 +809,7 @@ impl<W: Write> Uploader<'_, W> {
     }
 
     fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
-        let e: ErrorMsg = line.parse()?;
-        if e.fatal {
-            return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
-        }
-        tracing::warn!(stream = ?e.stream, path = ?e.path, message = %e.message, "the producer reported an error");
-        if let Some(cp) = &mut self.checkpoint {
-            cp.record_error(
-                &self.run_id,
-                e.stream.as_deref(),
-                Some(line.no),
-                e.path.as_deref(),
-                &e.message,
-            )?;
-        }
-        Ok(())
+        producer_error(line, self.checkpoint.as_mut(), &self.run_id)
     }
 
     fn on_end(&mut self) -> Result<()> {
@@ -937,14 +917,8 @@ impl<W: Write> Uploader<'_, W> {
 
     fn abort(&mut self, status: RunStatus, e: &Error) {
         let _ = self.rejects.sync();
-        if let Some(cp) = &mut self.checkpoint
-            && self.began
-        {
-            let message = e.chain();
-            if let Err(ce) = cp.finish_run(&self.run_id, status, Some(&message)) {
-                tracing::error!(error = %ce, "recording the failure in the state file failed");
-            }
-            let _ = cp.record_error(&self.run_id, None, None, None, &message);
+        if self.began {
+            record_failure(self.checkpoint.as_mut(), &self.run_id, status, e);
         }
         let _ = self.out.flush();
     }
