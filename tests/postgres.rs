@@ -286,6 +286,8 @@ fn a_dropped_connection_is_retried_and_replayed() {
         .unwrap();
     // Cut the importer's connection in the middle of a COPY.
     let mut admin = pg::cluster().admin();
+    // Only this test's importer: other tests run imports on the same cluster at the same time.
+    let db = url.rsplit('/').next().unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut cut = 0u64;
     // Three cuts, each in the middle of a COPY, so a replay itself gets cut too at times.
@@ -294,8 +296,9 @@ fn a_dropped_connection_is_retried_and_replayed() {
         cut += admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = 'ferry-import' AND state = 'active' AND query LIKE 'COPY %'",
-                &[],
+                 WHERE application_name = 'ferry-import' AND state = 'active' AND query LIKE 'COPY %'
+                   AND datname = $1",
+                &[&db],
             )
             .map(|r| r.get::<_, i64>(0) as u64)
             .unwrap_or(0);
