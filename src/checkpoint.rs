@@ -103,6 +103,16 @@ CREATE TABLE hashes (
     PRIMARY KEY (root, path)
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE TABLE multipart (
+    target     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    upload_id  TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    PRIMARY KEY (target, key, upload_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +196,15 @@ fn key_value(key: &[u8]) -> rusqlite::types::Value {
         Ok(s) => rusqlite::types::Value::Text(s.to_owned()),
         Err(_) => rusqlite::types::Value::Blob(key.to_vec()),
     }
+}
+
+/// A multipart upload started and not (known to be) completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub target: String,
+    pub key: Vec<u8>,
+    pub upload_id: String,
+    pub run_id: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -550,6 +569,51 @@ impl Checkpoint {
         Ok(rows)
     }
 
+    /// A multipart upload was started at `key`: until [`Checkpoint::multipart_ended`], it may hold
+    /// parts that only an abort removes.
+    pub fn multipart_started(&mut self, target: &str, key: &[u8], upload_id: &str, run_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO multipart (target, key, upload_id, run_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![target, key_value(key), upload_id, run_id, now_rfc3339()],
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("recording a multipart upload"))?;
+        Ok(())
+    }
+
+    /// The multipart upload was completed or aborted.
+    pub fn multipart_ended(&mut self, target: &str, key: &[u8], upload_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM multipart WHERE target = ?1 AND key = ?2 AND upload_id = ?3",
+                params![target, key_value(key), upload_id],
+            )
+            .ctx(
+                ErrorKind::Checkpoint,
+                self.err("recording the end of a multipart upload"),
+            )?;
+        Ok(())
+    }
+
+    /// Multipart uploads started and never ended (the table is small: an upload leaves it when
+    /// it is completed or aborted).
+    pub fn multipart_open(&self) -> Result<Vec<OpenUpload>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT target, key, upload_id, run_id FROM multipart ORDER BY target, key, upload_id")
+            .ctx(ErrorKind::Checkpoint, self.err("reading the multipart uploads"))?;
+        st.query_map([], |r| {
+            Ok(OpenUpload {
+                target: r.get(0)?,
+                key: bytes_of(r.get(1)?),
+                upload_id: r.get(2)?,
+                run_id: r.get(3)?,
+            })
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Checkpoint, self.err("reading the multipart uploads"))
+    }
+
     /// Record what became of one file of the manifest (a rollback, say).
     pub fn set_file_status(&mut self, target: &str, key: &[u8], status: &str, reason: Option<&str>) -> Result<()> {
         self.conn
@@ -600,6 +664,20 @@ impl Checkpoint {
     }
 
     /// Remember the SHA-256 of these file versions, in one transaction.
+    /// How many files of the tree at `root` the hash cache holds, and their bytes: the tree as it
+    /// was last exported (an estimate for progress).
+    pub fn cached_tree_size(&self, root: &str) -> Result<Option<(u64, u64)>> {
+        let (n, bytes): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM hashes WHERE root = ?1",
+                [root],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the hash cache"))?;
+        Ok((n > 0).then_some((n as u64, bytes as u64)))
+    }
+
     pub fn cache_hashes(&mut self, root: &str, entries: &[(Vec<u8>, crate::tree::Stamp, String)]) -> Result<()> {
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: writing the hash cache");

@@ -57,8 +57,26 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A duration for people: "2h05m", "4m10s", "12s".
+pub fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(super::duration(Duration::from_millis(12_400)), "12s");
+        assert_eq!(super::duration(Duration::from_secs(250)), "4m10s");
+        assert_eq!(super::duration(Duration::from_secs(2 * 3600 + 5 * 60 + 59)), "2h05m");
+    }
+
     #[test]
     fn table_aligns_numbers_right() {
         let t = super::table(

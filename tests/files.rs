@@ -791,3 +791,63 @@ fn rollback_failed_only_cleans_up_what_an_interrupted_run_left_unsettled() {
     assert_eq!(count("uploaded"), settled, "what completed stays");
     assert_eq!(count("rolled_back"), deleted);
 }
+
+/// The progress lines of a stage's stderr with `message`.
+fn progress_lines(stderr: &str, message: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(message))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn progress_lines_tell_the_time_left_from_the_input_totals_or_the_last_export() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 300);
+    d.set_env("FERRY_PROGRESS_MS", "0");
+    let addr = format!("dir:{}", src.display());
+    let export = d.run("ferry-export", &[&addr], b"");
+    export.ok();
+    let hashing = progress_lines(&export.stderr(), "hashing");
+    assert!(!hashing.is_empty(), "{}", export.stderr());
+    assert!(
+        hashing.iter().all(|l| l.contains("eta=unknown")),
+        "a first export cannot know the size of the tree: {:?}",
+        &hashing[..1]
+    );
+    let stream = d.path("files.ndjson");
+    std::fs::write(&stream, export.stdout()).unwrap();
+
+    // `< files.ndjson`: the file's STREAM_END says how much there is.
+    let out = d
+        .cmd("ferry-import", &[&format!("dir:{}", d.path("dst").display())])
+        .stdin(std::fs::File::open(&stream).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let putting = progress_lines(&stderr, "putting files");
+    assert!(!putting.is_empty(), "{stderr}");
+    for l in &putting {
+        assert!(l.contains(&format!("of={n}")), "{l}");
+        assert!(!l.contains("eta=unknown"), "{l}");
+    }
+
+    // Through a pipe: the export's SCHEMA carries the tree as it was last exported, which both
+    // the export and the import use.
+    let runs = put_tree(&d, &src, &format!("dir:{}", d.path("dst2").display()), &[]);
+    all_ok(&runs);
+    let hashing = progress_lines(&runs[0].stderr(), "hashing");
+    assert!(
+        !hashing.is_empty() && hashing.iter().all(|l| !l.contains("eta=unknown")),
+        "{:?}",
+        &hashing[..1]
+    );
+    let putting = progress_lines(&runs[1].stderr(), "putting files");
+    assert!(!putting.is_empty(), "{}", runs[1].stderr());
+    for l in &putting {
+        assert!(l.contains(&format!("of={n}")) && !l.contains("eta=unknown"), "{l}");
+    }
+}

@@ -46,6 +46,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         write_bytes: 1 << 20,
         jobs: 1,
         s3: Default::default(),
+        input_totals: None,
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()

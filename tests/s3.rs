@@ -361,3 +361,99 @@ fn objects_move_back_from_the_bucket_into_a_directory_verified() {
     let left = std::fs::read_dir(d.path("fetch")).map(|r| r.count()).unwrap_or(0);
     assert_eq!(left, 0, "nothing downloaded is left behind");
 }
+
+/// The multipart uploads the server holds open (s3s-fs keeps one `.upload-ID.json` per upload).
+fn open_uploads(s3: &S3Server) -> usize {
+    std::fs::read_dir(&s3.root)
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(".upload-") && n.ends_with(".json")
+        })
+        .count()
+}
+
+/// Start an import of `src` (one big file) and SIGKILL it once parts are arriving.
+fn kill_mid_multipart(d: &Dir, s3: &S3Server, src: &Path, dst: &str) {
+    let export = d.run("ferry-export", &[&format!("dir:{}", src.display()), "-q"], b"");
+    export.ok();
+    let mut import = d
+        .cmd("ferry-import", &[dst])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = import.stdin.take().unwrap();
+        stdin.write_all(export.stdout().as_bytes()).unwrap();
+    }
+    let part_there = || {
+        std::fs::read_dir(&s3.root)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".upload_id-"))
+    };
+    let t0 = std::time::Instant::now();
+    while !part_there() && t0.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    import.kill().unwrap();
+    import.wait().unwrap();
+    assert!(part_there(), "the kill landed mid-upload");
+}
+
+#[test]
+fn multipart_uploads_a_killed_run_left_are_aborted_by_rollback_and_by_the_next_run() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("video.mp4")).unwrap();
+    f.set_len(600 << 20).unwrap();
+    use std::os::unix::fs::FileExt as _;
+    f.write_all_at(b"moov", 7 << 20).unwrap();
+    drop(f);
+    let dst = format!("s3://{BUCKET}/v");
+    let state = || rusqlite::Connection::open(d.path(".ferry/state.db")).unwrap();
+
+    kill_mid_multipart(&d, &s3, &src, &dst);
+    assert_eq!(open_uploads(&s3), 1);
+    let run: String = state()
+        .query_row("SELECT run_id FROM multipart", [], |r| r.get(0))
+        .unwrap();
+    let plan = d.run("ferry", &["rollback", "--batch", &run, "--failed-only"], b"");
+    plan.ok().stderr_has("abort 1 unfinished multipart uploads");
+    assert!(plan.stdout().contains(r#""action":"abort""#), "{}", plan.stdout());
+    assert_eq!(open_uploads(&s3), 1, "a dry run changes nothing");
+    d.run(
+        "ferry",
+        &["rollback", "--batch", &run, "--failed-only", "--confirm"],
+        b"",
+    )
+    .ok()
+    .stderr_has("aborted 1 unfinished multipart uploads");
+    assert_eq!(open_uploads(&s3), 0, "the parts are gone");
+    let left: i64 = state()
+        .query_row("SELECT count(*) FROM multipart", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    assert!(audit.contains(r#""action":"abort-multipart""#), "{audit}");
+
+    // Killed again; this time the next run itself aborts what the killed one left, then puts
+    // the file whole.
+    kill_mid_multipart(&d, &s3, &src, &dst);
+    assert_eq!(open_uploads(&s3), 1);
+    let runs = put_tree(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    assert_eq!(statuses(&runs[1])["video.mp4"], "uploaded");
+    assert_eq!(open_uploads(&s3), 0, "no parts left behind");
+    let left: i64 = state()
+        .query_row("SELECT count(*) FROM multipart", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .ok();
+}

@@ -126,6 +126,7 @@ impl ImportArgs {
                 endpoint: self.endpoint.clone(),
                 region: self.region.clone(),
             },
+            input_totals: input_totals(self.input.as_ref()),
         })
     }
 }
@@ -134,6 +135,16 @@ pub fn main() -> ExitCode {
     let args = ImportArgs::parse();
     init_logging(&args.log);
     finish("ferry-import", run(&args))
+}
+
+/// The totals a regular input file (given, or on stdin) announces at its end.
+fn input_totals(path: Option<&PathBuf>) -> Option<crate::protocol::reader::Totals> {
+    use std::os::fd::AsFd as _;
+    let file = match path {
+        Some(p) => std::fs::File::open(p).ok()?,
+        None => std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?),
+    };
+    crate::protocol::reader::totals_at_end(&file)
 }
 
 /// The input: a file if given, else stdin.

@@ -55,7 +55,8 @@ pub struct RollbackArgs {
     /// Delete objects even when their original file is gone from the source directory
     #[arg(long)]
     pub force: bool,
-    /// Only what failed or was left unfinished, not what completed
+    /// Only what failed or was left unfinished (objects of files not completed, multipart
+    /// uploads a killed run left), not what completed
     #[arg(long)]
     pub failed_only: bool,
     /// The state file
@@ -121,13 +122,13 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
     let o = rollback::run(&cfg, &mut out)?;
     crate::human::say(&if r.confirm {
         format!(
-            "ferry rollback: deleted {} objects; left {} (see why on stdout)",
-            o.deleted, o.kept
+            "ferry rollback: deleted {} objects, aborted {} unfinished multipart uploads; left {} (see why on stdout)",
+            o.deleted, o.aborted, o.kept
         )
     } else {
         format!(
-            "ferry rollback (dry run): would delete {} objects, leave {}, refuse {}; --confirm to act",
-            o.would_delete, o.kept, o.refused
+            "ferry rollback (dry run): would delete {} objects, abort {} unfinished multipart uploads, leave {}, refuse {}; --confirm to act",
+            o.would_delete, o.would_abort, o.kept, o.refused
         )
     });
     Ok(ExitStatus::Ok)

@@ -17,8 +17,18 @@ use std::time::SystemTime;
 use crate::error::{Error, ErrorKind, Result};
 use crate::tree::{self, PARTIAL_DIR};
 
+/// Where a store notes the multipart uploads it starts and ends, so that one a killed run left
+/// behind (its parts stored, and billed, but never completed) can be aborted later.
+pub trait UploadJournal: Sync {
+    /// Called once the store has given the upload an id, before any part is sent; an error stops
+    /// the put (the upload is aborted).
+    fn started(&self, key: &[u8], upload_id: &str) -> Result<()>;
+    /// Called once the upload is completed or aborted.
+    fn ended(&self, key: &[u8], upload_id: &str);
+}
+
 /// One file to put.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PutRequest<'a> {
     pub key: &'a [u8],
     /// The file's bytes, on local disk.
@@ -30,6 +40,7 @@ pub struct PutRequest<'a> {
     pub mtime: Option<SystemTime>,
     pub mode: Option<u32>,
     pub overwrite: bool,
+    pub journal: Option<&'a dyn UploadJournal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +157,12 @@ pub trait ObjectStore: Send + Sync {
     fn head(&self, key: &[u8]) -> Result<Option<ObjectInfo>>;
     /// Remove the object at `key`; true if there was one.
     fn delete(&self, key: &[u8]) -> Result<bool>;
+    /// Abort the multipart upload `upload_id` at `key` (one a journal recorded), dropping its
+    /// parts; aborting one that is already gone is not an error.
+    fn abort_upload(&self, key: &[u8], upload_id: &str) -> Result<()> {
+        let _ = (key, upload_id);
+        Ok(())
+    }
     /// After the last put of a run: tidy up (best effort).
     fn finish(&self) {}
 }

@@ -18,10 +18,11 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::multipart::{MultipartStore as _, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore as _, ObjectStoreExt as _, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, MultipartId, ObjectStore as _,
+    ObjectStoreExt as _, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RetryConfig,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -361,7 +362,7 @@ impl S3Store {
     }
 
     async fn multipart(&self, path: &ObjPath, req: &PutRequest<'_>, done: PutStatus) -> Result<PutOutcome> {
-        let mut file = match std::fs::File::open(req.src) {
+        let file = match std::fs::File::open(req.src) {
             Ok(f) => f,
             Err(e) => {
                 return Ok(PutOutcome::not(
@@ -375,14 +376,60 @@ impl S3Store {
             attributes: Self::attributes(req),
             ..Default::default()
         };
-        let mut upload = self
+        let id = self
             .store
-            .put_multipart_opts(path, opts)
+            .create_multipart_opts(path, opts)
             .await
             .map_err(|e| self.fatal(&format!("starting a multipart upload of {path}"), e))?;
+        // Noted before any part goes, so a kill from here on leaves an upload that can be found.
+        if let Some(j) = req.journal
+            && let Err(e) = j.started(req.key, &id)
+        {
+            let _ = self.store.abort_multipart(path, &id).await;
+            return Err(e);
+        }
+        let sent = self.send_parts(path, &id, req, file, before).await;
+        // Whatever did not complete is aborted, so no parts are left behind; one that cannot be
+        // (the store is gone) stays in the journal for `ferry rollback --failed-only`.
+        let ended = matches!(sent, Ok(Ok(_))) || self.store.abort_multipart(path, &id).await.is_ok();
+        if ended && let Some(j) = req.journal {
+            j.ended(req.key, &id);
+        }
+        let r = match sent? {
+            Ok(r) => r,
+            Err(o) => return Ok(o),
+        };
+        // The parts were each checked by the server; the whole is checked here.
+        match self.head_async(path).await? {
+            Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
+                let mut o = PutOutcome::done(done).with_etag(r.e_tag);
+                o.part_size = Some(self.sizes.part_size);
+                Ok(o)
+            }
+            other => Ok(PutOutcome::not(
+                PutStatus::Failed,
+                format!("after the upload the store reports {other:?}, not the file sent"),
+            )),
+        }
+    }
+}
+
+impl S3Store {
+    /// Send the file's parts (`part_concurrency` at once, within the bytes budget), hashing them
+    /// on the way, and complete the upload only if the bytes sent are the bytes export hashed:
+    /// `Ok(Err(outcome))` says why a file was not completed; the caller aborts the upload.
+    async fn send_parts(
+        &self,
+        path: &ObjPath,
+        id: &MultipartId,
+        req: &PutRequest<'_>,
+        mut file: std::fs::File,
+        before: Option<std::fs::Metadata>,
+    ) -> Result<std::result::Result<PutResult, PutOutcome>> {
         let part = self.sizes.part_size;
         let mut hasher = Sha256::new();
         let mut sent: u64 = 0;
+        let mut parts: Vec<Option<PartId>> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let result: std::result::Result<(), PartError> = async {
             loop {
@@ -402,20 +449,26 @@ impl S3Store {
                 }
                 hasher.update(&buf);
                 sent += buf.len() as u64;
-                let fut = upload.put_part(PutPayload::from(buf));
+                let idx = parts.len();
+                parts.push(None);
+                let store = Arc::clone(&self.store);
+                let (at, id) = (path.clone(), id.clone());
                 in_flight.push(async move {
-                    let r = fut.await;
+                    let r = store.put_part(&at, &id, idx, PutPayload::from(buf)).await;
                     drop(permit);
-                    r
+                    r.map(|p| (idx, p))
                 });
                 while in_flight.len() >= self.sizes.part_concurrency {
                     if let Some(r) = in_flight.next().await {
-                        r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                        let (idx, p) =
+                            r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                        parts[idx] = Some(p);
                     }
                 }
             }
             while let Some(r) = in_flight.next().await {
-                r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                let (idx, p) = r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                parts[idx] = Some(p);
             }
             Ok(())
         }
@@ -427,47 +480,28 @@ impl S3Store {
             _ => true,
         };
         let sha = hex::encode(hasher.finalize());
-        let problem = match result {
-            Err(PartError::Store(e)) => {
-                let _ = upload.abort().await;
-                return Err(e);
+        match result {
+            Err(PartError::Store(e)) => return Err(e),
+            Err(PartError::File(m)) => return Ok(Err(PutOutcome::not(PutStatus::Failed, m))),
+            Ok(()) if moved => {
+                return Ok(Err(PutOutcome::not(
+                    PutStatus::Changed,
+                    format!("{} changed while being sent", req.src.display()),
+                )));
             }
-            Err(PartError::File(m)) => Some(PutOutcome::not(PutStatus::Failed, m)),
-            Ok(()) if moved => Some(PutOutcome::not(
-                PutStatus::Changed,
-                format!("{} changed while being sent", req.src.display()),
-            )),
-            Ok(()) if sent != req.size || sha != req.sha256 => Some(PutOutcome::not_as_hashed(req.src, sent, &sha)),
-            Ok(()) => None,
-        };
-        if let Some(o) = problem {
-            // Nothing is left behind: the parts are dropped with the upload.
-            let _ = upload.abort().await;
-            return Ok(o);
+            Ok(()) if sent != req.size || sha != req.sha256 => {
+                return Ok(Err(PutOutcome::not_as_hashed(req.src, sent, &sha)));
+            }
+            Ok(()) => {}
         }
-        let r = match upload.complete().await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = upload.abort().await;
-                return Err(self.fatal(&format!("completing the multipart upload of {path}"), e));
-            }
-        };
-        // The parts were each checked by the server; the whole is checked here.
-        match self.head_async(path).await? {
-            Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
-                let mut o = PutOutcome::done(done).with_etag(r.e_tag);
-                o.part_size = Some(part);
-                Ok(o)
-            }
-            other => Ok(PutOutcome::not(
-                PutStatus::Failed,
-                format!("after the upload the store reports {other:?}, not the file sent"),
-            )),
-        }
+        let parts: Vec<PartId> = parts.into_iter().flatten().collect();
+        self.store
+            .complete_multipart(path, id, parts)
+            .await
+            .map(Ok)
+            .map_err(|e| self.fatal(&format!("completing the multipart upload of {path}"), e))
     }
-}
 
-impl S3Store {
     /// Download the object at `key` (within the bucket, prefix included) into the file `dest`
     /// (its directory is created). A missing object or a failing store is an error.
     pub fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<()> {
@@ -611,6 +645,19 @@ impl ObjectStore for S3Store {
                 .await
                 .map(|()| true)
                 .map_err(|e| self.fatal(&format!("deleting {path}"), e))
+        })
+    }
+
+    fn abort_upload(&self, key: &[u8], upload_id: &str) -> Result<()> {
+        let Ok(path) = self.path(key) else {
+            return Ok(());
+        };
+        let id: MultipartId = upload_id.to_owned();
+        self.rt.block_on(async {
+            match self.store.abort_multipart(&path, &id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.fatal(&format!("aborting the multipart upload of {path}"), e)),
+            }
         })
     }
 }

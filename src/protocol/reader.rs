@@ -316,6 +316,46 @@ impl BufRead for ReadAhead {
     }
 }
 
+/// What the STREAM_END lines at the end of a stream file say it holds (files, bytes, rows, summed
+/// over streams), read from its last 64 KiB without moving its offset: totals for an ETA when the
+/// input is a regular file (`ferry-import ... < files.ndjson`). `None` for a pipe, or a file
+/// that does not end with them (still being written, or cut short).
+pub fn totals_at_end(file: &std::fs::File) -> Option<Totals> {
+    use std::os::unix::fs::FileExt as _;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let len = meta.len();
+    let from = len.saturating_sub(64 << 10);
+    let mut buf = vec![0u8; (len - from) as usize];
+    file.read_exact_at(&mut buf, from).ok()?;
+    let mut t = Totals::default();
+    let mut found = false;
+    // Whole lines only: the first may be cut by the window.
+    for l in buf.split(|b| *b == b'\n').skip(usize::from(from > 0)) {
+        if !l.windows(12).any(|w| w == b"\"STREAM_END\"") {
+            continue;
+        }
+        let Ok(end) = serde_json::from_slice::<super::StreamEnd>(l) else {
+            continue;
+        };
+        found = true;
+        t.files += end.files.unwrap_or(0);
+        t.bytes += end.bytes.unwrap_or(0);
+        t.rows += end.rows.unwrap_or(0);
+    }
+    found.then_some(t)
+}
+
+/// Sizes of a whole stream, as its producer counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +435,38 @@ mod tests {
         let mut r = StreamReader::new(&bytes[..], 100);
         let e = r.next_line().unwrap_err();
         assert!(e.message().contains("not valid UTF-8"), "{e}");
+    }
+    #[test]
+    fn the_totals_at_the_end_of_a_stream_file_are_read_without_reading_it_all() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.ndjson");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for i in 0..5000 {
+            writeln!(
+                f,
+                r#"{{"type":"FILE","stream":"files","path":"f{i}","size":1,"sha256":"x"}}"#
+            )
+            .unwrap();
+        }
+        writeln!(
+            f,
+            r#"{{"type":"STREAM_END","stream":"files","status":"ok","files":5000,"bytes":5000}}"#
+        )
+        .unwrap();
+        writeln!(
+            f,
+            r#"{{"type":"STREAM_END","stream":"more","status":"ok","files":2,"bytes":7}}"#
+        )
+        .unwrap();
+        writeln!(f, r#"{{"type":"END","run_id":"r","status":"ok"}}"#).unwrap();
+        drop(f);
+        let t = totals_at_end(&std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!((t.files, t.bytes), (5002, 5007));
+        // Cut short: nothing to go by.
+        let cut = dir.path().join("cut.ndjson");
+        let all = std::fs::read(&path).unwrap();
+        std::fs::write(&cut, &all[..all.len() / 2]).unwrap();
+        assert_eq!(totals_at_end(&std::fs::File::open(&cut).unwrap()), None);
     }
 }

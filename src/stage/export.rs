@@ -81,6 +81,10 @@ pub(crate) struct Progress {
     started: Instant,
     last: Instant,
     every: Duration,
+    /// The last [`Progress::eta`] sample (when, how much done) and the pace since (units/s,
+    /// smoothed over samples so a burst of skipped work does not promise too much).
+    sample: Option<(Instant, u64)>,
+    pace: f64,
 }
 
 impl Progress {
@@ -89,7 +93,13 @@ impl Progress {
         Progress {
             started: now,
             last: now,
-            every: Duration::from_secs(5),
+            // `FERRY_PROGRESS_MS`: how often a progress line is logged (5 s by default).
+            every: std::env::var("FERRY_PROGRESS_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_secs(5), Duration::from_millis),
+            sample: None,
+            pace: 0.0,
         }
     }
 
@@ -107,6 +117,30 @@ impl Progress {
     pub(crate) fn rate(&self, n: u64) -> u64 {
         let secs = self.started.elapsed().as_secs_f64();
         if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 }
+    }
+
+    /// Time left, for people ("4m10s"), once `done` of `total` units are done, at the recent
+    /// pace; "unknown" without a total or a pace yet. Call it once per progress line.
+    pub(crate) fn eta(&mut self, done: u64, total: Option<u64>) -> String {
+        let now = Instant::now();
+        let (since, before) = self.sample.unwrap_or((self.started, 0));
+        let dt = now.duration_since(since).as_secs_f64();
+        if dt > 0.0 && done >= before {
+            let r = (done - before) as f64 / dt;
+            self.pace = if self.sample.is_some() {
+                0.5 * self.pace + 0.5 * r
+            } else {
+                r
+            };
+        }
+        self.sample = Some((now, done));
+        match total {
+            Some(t) if t <= done => "soon".into(),
+            Some(t) if self.pace > 0.0 => {
+                crate::human::duration(Duration::from_secs_f64((t - done) as f64 / self.pace))
+            }
+            _ => "unknown".into(),
+        }
     }
 }
 

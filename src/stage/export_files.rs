@@ -125,9 +125,23 @@ pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter
     } else {
         let after = prior.as_ref().and_then(|b| b.after.as_ref()).and_then(cursor_bytes);
         let base = prior.as_ref().and_then(|b| b.rows).unwrap_or(0);
-        em.message(&Message::Schema(Box::new(files_schema(&stream))))?;
+        let mut schema = files_schema(&stream);
+        // The tree as it was last exported, for the time left downstream (not for a catch-up
+        // pass, which sends only what changed).
+        let estimate = match &root {
+            Some(r) if cfg.files.since.is_none() => Checkpoint::open_existing(&cfg.state_path)
+                .ok()
+                .flatten()
+                .and_then(|cp| cp.cached_tree_size(&r.display().to_string()).ok().flatten()),
+            _ => None,
+        };
+        if let Some((n, b)) = estimate {
+            schema.row_estimate = Some(n);
+            schema.byte_estimate = Some(b);
+        }
+        em.message(&Message::Schema(Box::new(schema)))?;
         totals = match (&root, &bucket) {
-            (Some(root), _) => export_tree(cfg, root, &stream, after, base, &mut em)?,
+            (Some(root), _) => export_tree(cfg, root, &stream, (after, base), estimate, &mut em)?,
             (None, Some((store, url))) => export_bucket(cfg, store, url, &stream, after, base, &mut em)?,
             (None, None) => unreachable!("a source is either"),
         };
@@ -174,8 +188,8 @@ fn export_tree<W: Write>(
     cfg: &ExportConfig,
     root: &std::path::Path,
     stream: &str,
-    after: Option<Vec<u8>>,
-    base: u64,
+    (after, base): (Option<Vec<u8>>, u64),
+    estimate: Option<(u64, u64)>,
     em: &mut Emitter<'_, W>,
 ) -> Result<(u64, u64, u64)> {
     let jobs = cfg.files.jobs.max(1);
@@ -216,6 +230,7 @@ fn export_tree<W: Write>(
         last_state: Instant::now(),
         last_rel: after.clone(),
         progress: Progress::new(),
+        estimate,
         cache,
         root_key,
         to_cache: Vec::new(),
@@ -431,6 +446,8 @@ struct Emit {
     last_state: Instant,
     last_rel: Option<Vec<u8>>,
     progress: Progress,
+    /// Files and bytes the tree held when last exported, for the time left.
+    estimate: Option<(u64, u64)>,
     cache: Option<Checkpoint>,
     root_key: String,
     /// Freshly hashed files, to remember.
@@ -552,12 +569,16 @@ impl Emit {
             self.last_state = Instant::now();
         }
         if self.progress.due() {
+            // Files hashed go at the pace of their bytes, cached ones at the pace of the walk:
+            // by files is the fairer measure of what is left.
+            let eta = self.progress.eta(self.base + self.files, self.estimate.map(|(n, _)| n));
             tracing::info!(
                 stream = %self.stream,
                 files = self.base + self.files,
                 bytes = self.bytes,
                 files_per_s = self.progress.rate(self.files),
                 mb_per_s = self.progress.rate(self.bytes) / 1_000_000,
+                eta = %eta,
                 "hashing"
             );
         }

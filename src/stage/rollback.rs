@@ -40,6 +40,9 @@ pub struct RollbackConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RollbackOutcome {
     pub deleted: u64,
+    /// Multipart uploads the run left unfinished, aborted (or, without `confirm`, to abort).
+    pub aborted: u64,
+    pub would_abort: u64,
     pub would_delete: u64,
     pub kept: u64,
     pub refused: u64,
@@ -114,6 +117,33 @@ fn decide(
     Ok(("delete", String::new()))
 }
 
+/// The audit log: one JSON line per action, synced before the action is taken.
+struct Audit {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Audit {
+    fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+        let path = &self.path;
+        if self.file.is_none() {
+            self.file = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ctx(ErrorKind::Io, || format!("opening the audit log {}", path.display()))?,
+            );
+        }
+        match &mut self.file {
+            Some(f) => writeln!(f, "{entry}")
+                .and_then(|()| f.sync_data())
+                .ctx(ErrorKind::Io, || format!("writing the audit log {}", path.display())),
+            None => unreachable!("opened above"),
+        }
+    }
+}
+
 pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
     let Some(mut cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::usage(format!(
@@ -164,7 +194,10 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
     }
     let refused = plan.iter().filter(|p| p.1 == "refuse").count();
     let mut outcome = RollbackOutcome::default();
-    let mut audit: Option<std::fs::File> = None;
+    let mut audit = Audit {
+        path: audit_path,
+        file: None,
+    };
     for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
         let key = String::from_utf8_lossy(&row.key).into_owned();
         let act = cfg.confirm && refused == 0;
@@ -174,24 +207,7 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
                     "at": now_rfc3339(), "action": "delete", "run": run_id, "target": target,
                     "key": key, "size": row.size, "sha256": row.sha256,
                 });
-                if audit.is_none() {
-                    audit = Some(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&audit_path)
-                            .ctx(ErrorKind::Io, || {
-                                format!("opening the audit log {}", audit_path.display())
-                            })?,
-                    );
-                }
-                if let Some(f) = &mut audit {
-                    writeln!(f, "{entry}")
-                        .and_then(|()| f.sync_data())
-                        .ctx(ErrorKind::Io, || {
-                            format!("writing the audit log {}", audit_path.display())
-                        })?;
-                }
+                audit.write(&entry)?;
                 stores[at].1.delete(&row.key)?;
                 let note = format!("rolled back at {}", now_rfc3339());
                 cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
@@ -206,6 +222,37 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
         let line = json!({
             "type": "PLAN", "action": shown, "target": target, "key": key, "path": String::from_utf8_lossy(&row.path),
             "size": row.size, "status": row.status, "why": if why.is_empty() { None } else { Some(why) },
+        });
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    // Multipart uploads the run started and never completed or aborted (killed mid-file, or the
+    // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
+    // object, so this is safe whatever else the plan refuses.
+    for u in cp.multipart_open()?.into_iter().filter(|u| u.run_id == run_id) {
+        let at = match stores.iter().position(|(t, _)| *t == u.target) {
+            Some(at) => at,
+            None => {
+                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
+                stores.len() - 1
+            }
+        };
+        let key = String::from_utf8_lossy(&u.key).into_owned();
+        let shown = if cfg.confirm {
+            audit.write(&json!({
+                "at": now_rfc3339(), "action": "abort-multipart", "run": run_id, "target": u.target,
+                "key": key, "upload_id": u.upload_id,
+            }))?;
+            stores[at].1.abort_upload(&u.key, &u.upload_id)?;
+            cp.multipart_ended(&u.target, &u.key, &u.upload_id)?;
+            outcome.aborted += 1;
+            "aborted"
+        } else {
+            outcome.would_abort += 1;
+            "abort"
+        };
+        let line = json!({
+            "type": "PLAN", "action": shown, "target": u.target, "key": key, "upload_id": u.upload_id,
+            "why": "a multipart upload the run left unfinished",
         });
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }

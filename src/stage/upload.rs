@@ -110,11 +110,52 @@ struct Job {
     mtime: Option<SystemTime>,
     mode: Option<u32>,
     overwrite: bool,
+    /// Multipart uploads an earlier run started at this key and never ended: aborted first.
+    stale: Vec<String>,
 }
 
 struct Done {
     job: Job,
     outcome: Result<PutOutcome>,
+}
+
+/// The workers' record of multipart uploads in the state file, on a connection of its own
+/// (opened at the first one): written before any part is sent, so an upload a kill leaves behind
+/// can be aborted by `ferry rollback --failed-only`.
+struct Journal {
+    state_path: PathBuf,
+    target: String,
+    run_id: std::sync::OnceLock<String>,
+    cp: std::sync::Mutex<Option<Checkpoint>>,
+}
+
+impl Journal {
+    fn with<T>(&self, f: impl FnOnce(&mut Checkpoint, &str) -> Result<T>) -> Result<T> {
+        let mut cp = self
+            .cp
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Checkpoint, "the multipart journal was poisoned"))?;
+        if cp.is_none() {
+            *cp = Some(Checkpoint::open(&self.state_path)?);
+        }
+        let run = self.run_id.get().map_or("", String::as_str);
+        match cp.as_mut() {
+            Some(c) => f(c, run),
+            None => unreachable!("opened above"),
+        }
+    }
+}
+
+impl objects::UploadJournal for Journal {
+    fn started(&self, key: &[u8], upload_id: &str) -> Result<()> {
+        self.with(|cp, run| cp.multipart_started(&self.target, key, upload_id, run))
+    }
+
+    fn ended(&self, key: &[u8], upload_id: &str) {
+        if let Err(e) = self.with(|cp, _| cp.multipart_ended(&self.target, key, upload_id)) {
+            tracing::warn!(error = %e, "could not record the end of a multipart upload; `ferry rollback --failed-only` will try to abort it again");
+        }
+    }
 }
 
 /// The files between two STATEs, and the STATE that closes them.
@@ -153,6 +194,9 @@ struct Uploader<'w, W: Write> {
     attempt: i64,
     began: bool,
     jobs: Option<mpsc::SyncSender<Job>>,
+    journal: Arc<Journal>,
+    /// Multipart uploads at this target that earlier runs left open, by key.
+    stale: HashMap<Vec<u8>, Vec<String>>,
     results: mpsc::Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
     in_flight: usize,
@@ -167,6 +211,10 @@ struct Uploader<'w, W: Write> {
     outcome: ImportOutcome,
     bytes: u64,
     progress: Progress,
+    /// Files (and their bytes) with an outcome, of any kind: the progress made...
+    settled: (u64, u64),
+    /// ...and of how much: from the input's own totals, else the SCHEMA estimates.
+    estimate: (Option<u64>, Option<u64>),
     plan: HashMap<&'static str, u64>,
     /// Buckets that FILE lines' bytes come from (`content.uri` s3://).
     sources: HashMap<String, Arc<S3Store>>,
@@ -185,14 +233,21 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let mut workers = Vec::new();
+    let journal = Arc::new(Journal {
+        state_path: cfg.state_path.clone(),
+        target: target.clone(),
+        run_id: std::sync::OnceLock::new(),
+        cp: std::sync::Mutex::new(None),
+    });
     if !cfg.dry_run {
         for i in 0..cfg.jobs {
             let rx = Arc::clone(&job_rx);
             let tx = done_tx.clone();
             let store = Arc::clone(&store);
+            let journal = Arc::clone(&journal);
             let h = std::thread::Builder::new()
                 .name(format!("ferry-put-{i}"))
-                .spawn(move || worker(&*store, &rx, &tx))
+                .spawn(move || worker(&*store, &journal, &rx, &tx))
                 .map_err(|e| Error::new(ErrorKind::Io, format!("starting an upload thread: {e}")))?;
             workers.push(h);
         }
@@ -208,6 +263,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         attempt: 1,
         began: false,
         jobs: Some(job_tx),
+        journal,
+        stale: HashMap::new(),
         results: done_rx,
         workers,
         in_flight: 0,
@@ -221,6 +278,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         outcome: ImportOutcome::default(),
         bytes: 0,
         progress: Progress::new(),
+        settled: (0, 0),
+        estimate: (None, None),
         plan: HashMap::new(),
         sources: HashMap::new(),
         fetches: 0,
@@ -242,7 +301,12 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
     }
 }
 
-fn worker(store: &dyn ObjectStore, jobs: &std::sync::Mutex<mpsc::Receiver<Job>>, done: &mpsc::Sender<Done>) {
+fn worker(
+    store: &dyn ObjectStore,
+    journal: &Journal,
+    jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
+    done: &mpsc::Sender<Done>,
+) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -257,6 +321,16 @@ fn worker(store: &dyn ObjectStore, jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
             Some((from, key)) => from.fetch(key, &job.src).map(Some),
             None => Ok(None),
         };
+        // Parts a killed run left at this key go before new ones are sent (best effort: what
+        // cannot be aborted now stays recorded for `ferry rollback --failed-only`).
+        for id in &job.stale {
+            match store.abort_upload(&job.key, id) {
+                Ok(()) => objects::UploadJournal::ended(journal, &job.key, id),
+                Err(e) => {
+                    tracing::warn!(path = %job.path, error = %e, "could not abort a multipart upload an earlier run left")
+                }
+            }
+        }
         let outcome = fetched.and_then(|_| {
             store.put(&PutRequest {
                 key: &job.key,
@@ -267,6 +341,7 @@ fn worker(store: &dyn ObjectStore, jobs: &std::sync::Mutex<mpsc::Receiver<Job>>,
                 mtime: job.mtime,
                 mode: job.mode,
                 overwrite: job.overwrite,
+                journal: Some(journal),
             })
         });
         if job.fetch.is_some() {
@@ -342,6 +417,14 @@ impl<W: Write> Uploader<'_, W> {
         let begin = parse_begin(line, self.began)?;
         self.began = true;
         self.run_id = begin.run_id.clone();
+        let _ = self.journal.run_id.set(self.run_id.clone());
+        if let Some(cp) = &self.checkpoint {
+            for u in cp.multipart_open()? {
+                if u.target == self.target && u.run_id != self.run_id {
+                    self.stale.entry(u.key).or_default().push(u.upload_id);
+                }
+            }
+        }
         self.rejects = Rejects::for_run(&self.cfg, &self.run_id);
         let source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
         if let Some(cp) = &mut self.checkpoint {
@@ -379,6 +462,13 @@ impl<W: Write> Uploader<'_, W> {
 
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let schema: Schema = line.parse()?;
+        if !self.streams.contains_key(&schema.stream) {
+            let add = |a: Option<u64>, b: Option<u64>| b.map(|b| a.unwrap_or(0) + b);
+            self.estimate = (
+                add(self.estimate.0, schema.row_estimate),
+                add(self.estimate.1, schema.byte_estimate),
+            );
+        }
         self.streams.entry(schema.stream.clone()).or_insert_with(|| InStream {
             files: 0,
             digest: FileDigest::default(),
@@ -439,7 +529,7 @@ impl<W: Write> Uploader<'_, W> {
             stream: f.stream.clone(),
             path: f.path.clone(),
             rel: rel.clone(),
-            key,
+            key: key.clone(),
             src,
             fetch,
             size: f.size,
@@ -448,6 +538,7 @@ impl<W: Write> Uploader<'_, W> {
             mtime,
             mode: f.mode,
             overwrite: self.cfg.on_conflict == OnConflict::Overwrite,
+            stale: self.stale.remove(&key).unwrap_or_default(),
         };
         if self.cfg.dry_run {
             return self.plan_file(&job);
@@ -606,21 +697,40 @@ impl<W: Write> Uploader<'_, W> {
             PutStatus::Present => self.outcome.skipped += 1,
             _ => {}
         }
+        self.finished(job.seg, job.line, job.stream, row, now_rfc3339(), false)?;
+        self.report();
+        Ok(())
+    }
+
+    /// A progress line, when one is due: files and bytes settled, pace, and time left.
+    fn report(&mut self) {
         if self.progress.due() {
+            // Time left goes by bytes when their total is known (big files take longer), else
+            // by files.
+            let (files, bytes) = match self.cfg.input_totals {
+                Some(t) => (Some(t.files), Some(t.bytes)),
+                None => self.estimate,
+            };
+            let eta = match (bytes, files) {
+                (Some(b), _) => self.progress.eta(self.settled.1, Some(b)),
+                (None, f) => self.progress.eta(self.settled.0, f),
+            };
             tracing::info!(
-                files = self.outcome.written + self.outcome.skipped + self.outcome.already,
-                of = self.outcome.received,
+                files = self.settled.0,
+                of = %files.map_or_else(|| "?".to_owned(), |f| f.to_string()),
                 files_per_s = self.progress.rate(self.outcome.written + self.outcome.skipped),
                 mb_per_s = self.progress.rate(self.bytes) / 1_000_000,
+                eta = %eta,
                 "putting files"
             );
         }
-        self.finished(job.seg, job.line, job.stream, row, now_rfc3339(), false)
     }
 
     /// A file's outcome is known: write its result now if its segment is the oldest open one,
     /// else hold it until the segments before are acknowledged.
     fn finished(&mut self, seg: u64, line: u64, stream: String, row: FileRow, at: String, earlier: bool) -> Result<()> {
+        self.settled.0 += 1;
+        self.settled.1 += row.size;
         if !row.is_done() {
             self.reject(line, &stream, &row)?;
         }
