@@ -163,6 +163,11 @@ pub trait ObjectStore: Send + Sync {
         let _ = (key, upload_id);
         Ok(())
     }
+    /// Make every put so far durable (called before a STATE is acknowledged, so what the
+    /// manifest records as done survives a crash of the machine, not only of ferry).
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// After the last put of a run: tidy up (best effort).
     fn finish(&self) {}
 }
@@ -182,6 +187,9 @@ pub fn open_store(address: &crate::address::Address, s3: &super::s3::S3Settings)
 pub struct DirStore {
     root: PathBuf,
     seq: AtomicU64,
+    /// Directories whose entries changed since the last [`ObjectStore::sync`]: a file's data is
+    /// synced before it is linked, but the link itself is durable only once its directory is.
+    dirty: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Errors that mean the whole store is unusable, not just one file.
@@ -201,6 +209,7 @@ impl DirStore {
         Ok(DirStore {
             root,
             seq: AtomicU64::new(0),
+            dirty: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -269,6 +278,27 @@ impl ObjectStore for DirStore {
         }
     }
 
+    fn sync(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = match self.dirty.lock() {
+            Ok(mut d) => d.drain().collect(),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Target,
+                    "the directory store's state was poisoned",
+                ));
+            }
+        };
+        for d in dirs {
+            // A directory a later rollback removed is nothing to keep.
+            match File::open(&d).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.fatal(format!("syncing the directory {}", d.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
     fn finish(&self) {
         // Only when empty: another run may be writing into it.
         let _ = std::fs::remove_dir(self.root.join(PARTIAL_DIR));
@@ -316,6 +346,15 @@ impl ObjectStore for DirStore {
             }
         }
         let parent = dst.parent().unwrap_or(&self.root);
+        // Directories made for this key are entries in their parents, up to one that was there.
+        let mut made: Vec<PathBuf> = vec![parent.to_owned()];
+        let mut up = parent;
+        while !up.exists()
+            && let Some(p) = up.parent().filter(|p| p.starts_with(&self.root))
+        {
+            made.push(p.to_owned());
+            up = p;
+        }
         if let Err(e) = std::fs::create_dir_all(parent) {
             if store_wide(&e) {
                 return Err(self.fatal(format!("creating {}", parent.display()), e));
@@ -378,15 +417,25 @@ impl ObjectStore for DirStore {
             return Err(self.fatal(format!("syncing {}", dst.display()), e));
         }
         drop(out);
+        // Noted once the entry is in place (a sync for an earlier STATE may run meanwhile).
+        let note = |made: Vec<PathBuf>| {
+            if let Ok(mut d) = self.dirty.lock() {
+                d.extend(made);
+            }
+        };
         if before.is_some() {
             std::fs::rename(&tmp, &dst).map_err(|e| self.fatal(format!("replacing {}", dst.display()), e))?;
+            note(made);
             return Ok(PutOutcome::done(PutStatus::Overwritten));
         }
         // Create-only: a link fails if something appeared at the key meanwhile.
         let linked = std::fs::hard_link(&tmp, &dst);
         let _ = std::fs::remove_file(&tmp);
         match linked {
-            Ok(()) => Ok(PutOutcome::done(PutStatus::Uploaded)),
+            Ok(()) => {
+                note(made);
+                Ok(PutOutcome::done(PutStatus::Uploaded))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.existing(&dst)? {
                 Some(m) if m.is_file() && self.same(&dst, &m, req)? => Ok(PutOutcome::done(PutStatus::Present)),
                 Some(m) => Ok(Self::conflict(&m)),
@@ -401,5 +450,55 @@ impl ObjectStore for DirStore {
                 format!("creating {}: {e}", dst.display()),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_notes_the_directories_whose_entries_it_changed_until_they_are_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("dst/a")).unwrap();
+        let store = DirStore::open(&tmp.path().join("dst")).unwrap();
+        let src = tmp.path().join("f");
+        std::fs::write(&src, b"bytes").unwrap();
+        let sha = tree::sha256_of(&src).unwrap().1;
+        let put = |key: &str| {
+            store
+                .put(&PutRequest {
+                    key: key.as_bytes(),
+                    src: &src,
+                    size: 5,
+                    sha256: &sha,
+                    content_type: None,
+                    mtime: None,
+                    mode: None,
+                    overwrite: false,
+                    journal: None,
+                })
+                .unwrap()
+                .status
+        };
+        assert_eq!(put("a/b/c/one"), PutStatus::Uploaded);
+        let root = store.root.clone();
+        let dirty = |s: &DirStore| {
+            let mut d: Vec<PathBuf> = s.dirty.lock().unwrap().iter().cloned().collect();
+            d.sort();
+            d
+        };
+        // c holds the file, b holds c, a holds b (a was there: its parent's entry is unchanged).
+        assert_eq!(
+            dirty(&store),
+            vec![root.join("a"), root.join("a/b"), root.join("a/b/c")]
+        );
+        store.sync().unwrap();
+        assert!(dirty(&store).is_empty());
+        // Already there with the same bytes: no entry changed.
+        assert_eq!(put("a/b/c/one"), PutStatus::Present);
+        assert!(dirty(&store).is_empty());
+        assert_eq!(put("two"), PutStatus::Uploaded);
+        assert_eq!(dirty(&store), vec![root.clone()]);
     }
 }

@@ -870,6 +870,7 @@ impl<W: Write> Uploader<'_, W> {
         let batches: Vec<BatchRow> = seg.batches.into_values().collect();
         if let Some(cp) = &mut self.checkpoint {
             let state = seg.state.as_ref().map(|(seq, text, _)| (*seq, text.as_str()));
+            self.store.sync()?;
             cp.ack_files(&self.run_id, self.attempt, state, &batches, &self.target, &seg.files)?;
         }
         if let Some((seq, _, bookmarks)) = seg.state {
