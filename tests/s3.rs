@@ -457,3 +457,57 @@ fn multipart_uploads_a_killed_run_left_are_aborted_by_rollback_and_by_the_next_r
     d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
         .ok();
 }
+
+#[test]
+fn a_file_edited_while_its_parts_go_up_is_not_recorded_and_leaves_no_parts() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("db.dump")).unwrap();
+    f.set_len(600 << 20).unwrap();
+    drop(f);
+    let export = d.run("ferry-export", &[&format!("dir:{}", src.display()), "-q"], b"");
+    export.ok();
+    let stream = d.path("files.ndjson");
+    std::fs::write(&stream, export.stdout()).unwrap();
+    let import = d
+        .cmd("ferry-import", &[&format!("s3://{BUCKET}/e")])
+        .stdin(std::fs::File::open(&stream).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = std::thread::spawn(move || import.wait_with_output().unwrap());
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&s3.root)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".upload_id-"))
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no part ever arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Same size, other bytes, mid-upload.
+    use std::os::unix::fs::FileExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("db.dump"))
+        .unwrap()
+        .write_all_at(b"edited", 590 << 20)
+        .unwrap();
+    let out = import.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "RECORD")
+        .collect();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["record"]["status"], "changed", "{}", results[0]);
+    assert!(!s3.object_path(BUCKET, "e/db.dump").exists(), "nothing is at the key");
+    assert_eq!(open_uploads(&s3), 0, "the parts sent were dropped");
+}
