@@ -5,9 +5,9 @@
 //! | SQLite      | `sqlite:path/to/app.db`, or a path ending in `.db`, `.sqlite`, `.sqlite3` |
 //! | NDJSON file | `-` (stdin/stdout) or a path ending in `.ndjson` |
 //! | PostgreSQL  | `postgres://user[:password]@host:port/db` (or `postgresql://`; libpq's `PG*` variables fill gaps) |
-//! | D1          | `d1://ACCOUNT_ID/DATABASE_ID` (not in this build yet) |
-//! | directory   | `dir:/srv/media` (not in this build yet) |
-//! | S3 / R2     | `s3://bucket/prefix` (not in this build yet) |
+//! | D1          | `d1://ACCOUNT_ID/DATABASE_ID` (import; `CLOUDFLARE_API_TOKEN`, `CLOUDFLARE_API_BASE_URL`) |
+//! | directory   | `dir:/srv/media` |
+//! | S3 / R2     | `s3://bucket/prefix` |
 //!
 //! [`Address::redacted`] is the only form ever printed or recorded: passwords and tokens never
 //! appear in it.

@@ -10,6 +10,7 @@ pub mod canon;
 pub mod checkpoint;
 pub mod cli;
 pub mod connect;
+pub mod d1double;
 pub mod dialect;
 pub mod error;
 pub mod human;

@@ -2,6 +2,7 @@
 //! text), worked examples, and the mapping from flags to the stage's config. The binaries in
 //! `stages/` only call `main()` here.
 
+pub mod d1double;
 pub mod demo;
 pub mod export;
 pub mod import;

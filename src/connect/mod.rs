@@ -2,6 +2,7 @@
 //! key order; a [`Target`] applies batches inside a transaction and commits them together with its
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
+pub mod d1;
 pub mod objects;
 pub mod pgcopy;
 pub mod pgsource;
@@ -131,6 +132,9 @@ pub struct RowBatch {
     pub values: Vec<Value>,
     /// Input line of each row, for errors and rejects.
     pub lines: Vec<u64>,
+    /// The stream position of the first row, when the producer gives positions; the rows of a
+    /// batch are consecutive (a target that commits in pieces marks how far each piece got).
+    pub first_position: Option<u64>,
 }
 
 impl RowBatch {
@@ -139,6 +143,7 @@ impl RowBatch {
             ncols,
             values: Vec::new(),
             lines: Vec::new(),
+            first_position: None,
         }
     }
 
@@ -172,6 +177,7 @@ impl RowBatch {
     pub fn clear(&mut self) {
         self.values.clear();
         self.lines.clear();
+        self.first_position = None;
     }
 }
 
@@ -299,6 +305,7 @@ pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Re
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteTarget::open(path, dry_run)?)),
         Address::Postgres(url) => Ok(Box::new(postgres::PgTarget::open(url, dry_run, schema)?)),
+        Address::D1(url) => Ok(Box::new(d1::D1Target::open(url, dry_run)?)),
         other => Err(other.unsupported("a target")),
     }
 }

@@ -518,6 +518,9 @@ impl<W: Write> Importer<'_, W> {
             s.batch.lines.pop();
         } else {
             s.batch_bytes += line.text.len();
+            if s.batch.len() == 1 {
+                s.batch.first_position = position;
+            }
             if let Some(p) = position {
                 s.pending.first_position.get_or_insert(p);
                 s.pending.last_position = Some(p);

@@ -19,6 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
         "ferry-import" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-import")),
         "ferry-validate" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-validate")),
         "ferry" => PathBuf::from(env!("CARGO_BIN_EXE_ferry")),
+        "ferry-d1-double" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-d1-double")),
         other => panic!("no binary {other}"),
     }
 }

@@ -1,0 +1,1030 @@
+//! Cloudflare D1 through its HTTP API: `d1://ACCOUNT_ID/DATABASE_ID`.
+//!
+//! Contract (see `crate::d1double` for the API and its limits):
+//! - MUST stay inside the rate limit: requests are paced evenly at 95% of `FERRY_D1_RATE`
+//!   (`1200/300`: requests per seconds), so the lockout a burst would cause never comes; a 429
+//!   (someone else used the budget) is waited out as its `Retry-After` says, and 5xx and dropped
+//!   connections are retried with the shared backoff policy.
+//! - MUST pack rows densely: multi-row INSERTs with the values inlined as SQL literals (no bound
+//!   parameters, so no 100-parameter limit), each statement under 100,000 bytes, many statements
+//!   per request, each request (about `FERRY_D1_REQUEST_BYTES`, 1 MiB) finishing well inside 30 s.
+//!   A row too big to inline goes alone with its values bound as text and cast back.
+//! - MUST make every request its own transaction that also moves the stream's commit marker to
+//!   the last row it carries, so a kill between requests never leaves rows the marker does not
+//!   count (a re-run skips exactly those).
+//! - MUST isolate rows the server refuses by splitting the request, then the statement, and put
+//!   them in the reject file with the server's message; values D1 cannot hold (over 2,000,000
+//!   bytes, NaN) are refused before any request.
+//! - MUST NOT print or record the token.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use super::sqlite::{create_table_sql, index_sql, quote};
+use super::{
+    CommitEvery, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target,
+    table_name_for,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Schema, now_rfc3339};
+use crate::row::RowShape;
+use crate::value::Value;
+
+const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
+/// D1's limits.
+pub const MAX_STATEMENT_BYTES: usize = 100_000;
+pub const MAX_VALUE_BYTES: usize = 2_000_000;
+/// What we aim under: room for the statement's head and conflict clause.
+const STATEMENT_TARGET: usize = 90_000;
+
+/// One statement of a request.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub sql: String,
+    pub params: Vec<Option<String>>,
+}
+
+impl Stmt {
+    fn plain(sql: impl Into<String>) -> Stmt {
+        Stmt {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.sql.len()
+            + self
+                .params
+                .iter()
+                .map(|p| p.as_ref().map_or(4, String::len) + 3)
+                .sum::<usize>()
+    }
+}
+
+/// Requests spaced evenly inside the rate budget.
+struct Pacer {
+    interval: Duration,
+    last: Option<Instant>,
+    /// Requests this run has sent in the current window (for progress).
+    sent: VecDeque<Instant>,
+    window: Duration,
+    limit: u64,
+}
+
+impl Pacer {
+    fn from_env() -> Result<Pacer> {
+        let spec = std::env::var("FERRY_D1_RATE").unwrap_or_else(|_| "1200/300".into());
+        let parsed = spec
+            .split_once('/')
+            .and_then(|(n, s)| Some((n.trim().parse::<u64>().ok()?, s.trim().parse::<f64>().ok()?)))
+            .filter(|(n, s)| *n > 0 && *s > 0.0);
+        let Some((limit, secs)) = parsed else {
+            return Err(Error::usage(format!(
+                "FERRY_D1_RATE={spec:?}: write REQUESTS/SECONDS, e.g. 1200/300"
+            )));
+        };
+        let window = Duration::from_secs_f64(secs);
+        Ok(Pacer {
+            interval: window.div_f64(limit as f64 * 0.95),
+            last: None,
+            sent: VecDeque::new(),
+            window,
+            limit,
+        })
+    }
+
+    fn wait(&mut self) {
+        if let Some(last) = self.last {
+            let next = last + self.interval;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+        let now = Instant::now();
+        self.last = Some(now);
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(now);
+    }
+}
+
+/// A D1 database's HTTP API.
+pub struct D1Client {
+    http: reqwest::blocking::Client,
+    url: String,
+    token: String,
+    address: String,
+    pacer: Pacer,
+    pub requests: u64,
+}
+
+/// `d1://ACCOUNT_ID/DATABASE_ID` split.
+pub fn parse_address(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("d1://")
+        .ok_or_else(|| Error::usage(format!("{url:?} is not a d1:// address")))?;
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match rest.trim_end_matches('/').split_once('/') {
+        Some((a, d)) if ok(a) && ok(d) => Ok((a.to_owned(), d.to_owned())),
+        _ => Err(Error::usage(format!(
+            "{url:?}: write d1://ACCOUNT_ID/DATABASE_ID (both from the Cloudflare dashboard or `wrangler d1 list`)"
+        ))),
+    }
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How one request went.
+enum Sent {
+    Ok(Vec<Json>),
+    /// The server refused the SQL (HTTP 400): nothing of the request happened.
+    Refused(String),
+}
+
+impl D1Client {
+    pub fn open(url: &str) -> Result<D1Client> {
+        let (account, database) = parse_address(url)?;
+        let address = format!("d1://{account}/{database}");
+        let token = std::env::var("CLOUDFLARE_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{address}: set CLOUDFLARE_API_TOKEN to an API token with D1 edit rights"
+                ))
+            })?;
+        let base = std::env::var("CLOUDFLARE_API_BASE_URL")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE.into());
+        if base.starts_with("http://") && !is_loopback(&base) {
+            return Err(Error::usage(format!(
+                "CLOUDFLARE_API_BASE_URL={base}: plain http is only for a local double (127.0.0.1); the token would travel in the clear"
+            )));
+        }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Target, format!("{address}: starting an HTTP client: {e}")))?;
+        Ok(D1Client {
+            http,
+            url: format!(
+                "{}/accounts/{account}/d1/database/{database}",
+                base.trim_end_matches('/')
+            ),
+            token,
+            address,
+            pacer: Pacer::from_env()?,
+            requests: 0,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Requests sent in the last rate window, and the budget.
+    pub fn budget(&self) -> (usize, u64) {
+        (self.pacer.sent.len(), self.pacer.limit)
+    }
+
+    /// Send statements as one request (one transaction), paced and retried.
+    fn send(&mut self, stmts: &[Stmt]) -> Result<Sent> {
+        let body = if stmts.len() == 1 {
+            json!({"sql": stmts[0].sql, "params": stmts[0].params})
+        } else {
+            json!({"batch": stmts.iter().map(|s| json!({"sql": s.sql, "params": s.params})).collect::<Vec<_>>()})
+        };
+        let body = body.to_string();
+        let address = self.address.clone();
+        let mut limited_for = Duration::ZERO;
+        loop {
+            let attempt = crate::retry::run(
+                &format!("{address}: a request"),
+                |_| {
+                    self.pacer.wait();
+                    self.requests += 1;
+                    let r = self
+                        .http
+                        .post(format!("{}/query", self.url))
+                        .bearer_auth(&self.token)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .map_err(|e| Error::new(ErrorKind::Transient, format!("{address}: the request failed: {e}")))?;
+                    let status = r.status().as_u16();
+                    let retry_after = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok());
+                    let text = r.text().unwrap_or_default();
+                    if status >= 500 {
+                        return Err(Error::new(
+                            ErrorKind::Transient,
+                            format!("{address}: the API answered {status}: {}", first_error(&text)),
+                        ));
+                    }
+                    Ok((status, retry_after, text))
+                },
+                |e| e.kind() == ErrorKind::Transient,
+                std::thread::sleep,
+            )?;
+            let (status, retry_after, text) = attempt;
+            match status {
+                200..=299 => {
+                    let v: Json = serde_json::from_str(&text).map_err(|e| {
+                        Error::new(ErrorKind::Target, format!("{address}: an answer that is not JSON: {e}"))
+                    })?;
+                    let results = v.get("result").and_then(Json::as_array).cloned().unwrap_or_default();
+                    return Ok(Sent::Ok(results));
+                }
+                429 => {
+                    let wait = Duration::from_secs_f64(retry_after.unwrap_or(60.0).clamp(0.05, 900.0));
+                    limited_for += wait;
+                    if limited_for > Duration::from_secs(1800) {
+                        return Err(Error::new(
+                            ErrorKind::Transient,
+                            format!(
+                                "{address}: rate-limited for {} s in all; another client is using this token's budget; re-run the same command later",
+                                limited_for.as_secs()
+                            ),
+                        ));
+                    }
+                    tracing::warn!(target_db = %address, wait_s = wait.as_secs_f64(), "rate-limited (429): waiting as Retry-After says");
+                    std::thread::sleep(wait);
+                    // The wait counts as spacing too.
+                    self.pacer.last = Some(Instant::now());
+                }
+                401 | 403 => {
+                    return Err(Error::new(
+                        ErrorKind::Target,
+                        format!(
+                            "{address}: the API refused the token ({status}: {}); check CLOUDFLARE_API_TOKEN (it needs D1 edit rights on this account)",
+                            first_error(&text)
+                        ),
+                    ));
+                }
+                404 => {
+                    return Err(Error::new(
+                        ErrorKind::Target,
+                        format!(
+                            "{address}: no such database or account ({}); check the ids in the address",
+                            first_error(&text)
+                        ),
+                    ));
+                }
+                _ => return Ok(Sent::Refused(first_error(&text))),
+            }
+        }
+    }
+
+    /// Run statements; an SQL error is an error naming the first statement.
+    pub fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
+        match self.send(stmts)? {
+            Sent::Ok(r) => Ok(r),
+            Sent::Refused(m) => Err(Error::new(
+                ErrorKind::Target,
+                format!(
+                    "{}: the database refused {}: {m}",
+                    self.address,
+                    stmts.first().map_or("", |s| s.sql.as_str())
+                ),
+            )),
+        }
+    }
+
+    /// The rows of one query, as JSON objects.
+    pub fn rows(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Json>> {
+        let stmt = Stmt {
+            sql: sql.into(),
+            params: params.iter().map(|p| Some((*p).to_owned())).collect(),
+        };
+        let r = self.exec(&[stmt])?;
+        Ok(r.first()
+            .and_then(|x| x.get("results"))
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+fn first_error(text: &str) -> String {
+    serde_json::from_str::<Json>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("errors")?
+                .as_array()?
+                .first()
+                .map(|e| format!("{} (code {})", e["message"].as_str().unwrap_or(""), e["code"]))
+        })
+        .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
+/// A value as an SQL literal; `Err` says why it cannot go to D1 at all.
+fn literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
+    use std::fmt::Write as _;
+    match v {
+        Value::Null => out.push_str("NULL"),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Real(f) if f.is_nan() => return Err("a NaN floating-point value, which SQLite cannot store".into()),
+        Value::Real(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "9e999" } else { "-9e999" }),
+        Value::Real(f) => {
+            let _ = write!(out, "{f:e}");
+        }
+        Value::Text(t) => {
+            if t.len() > MAX_VALUE_BYTES {
+                return Err(too_big(t.len()));
+            }
+            match std::str::from_utf8(t) {
+                Ok(s) if !s.contains('\0') => {
+                    out.push('\'');
+                    for c in s.chars() {
+                        if c == '\'' {
+                            out.push('\'');
+                        }
+                        out.push(c);
+                    }
+                    out.push('\'');
+                }
+                _ => {
+                    out.push_str("CAST(X'");
+                    out.push_str(&hex::encode_upper(t));
+                    out.push_str("' AS TEXT)");
+                }
+            }
+        }
+        Value::Blob(b) => {
+            if b.len() > MAX_VALUE_BYTES {
+                return Err(too_big(b.len()));
+            }
+            out.push_str("X'");
+            out.push_str(&hex::encode_upper(b));
+            out.push('\'');
+        }
+    }
+    Ok(())
+}
+
+fn too_big(n: usize) -> String {
+    format!("a value of {n} bytes, over D1's limit of {MAX_VALUE_BYTES} bytes per value")
+}
+
+/// A value bound as text and cast back in SQL (for rows too big to inline): the placeholder.
+fn bound(v: &Value, params: &mut Vec<Option<String>>) -> std::result::Result<String, String> {
+    Ok(match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(i) => {
+            params.push(Some(i.to_string()));
+            "CAST(? AS INTEGER)".into()
+        }
+        Value::Real(f) if f.is_finite() => {
+            params.push(Some(format!("{f:e}")));
+            "CAST(? AS REAL)".into()
+        }
+        Value::Real(_) => {
+            let mut s = String::new();
+            literal(v, &mut s)?;
+            s
+        }
+        Value::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) if !s.contains('\0') => {
+                params.push(Some(s.to_owned()));
+                "?".into()
+            }
+            _ => {
+                if t.len() * 2 > MAX_VALUE_BYTES {
+                    return Err(format!(
+                        "{} bytes of text that is not UTF-8, too big to send through D1's API (as hex, over {MAX_VALUE_BYTES} bytes)",
+                        t.len()
+                    ));
+                }
+                params.push(Some(hex::encode_upper(t)));
+                "CAST(unhex(?) AS TEXT)".into()
+            }
+        },
+        Value::Blob(b) => {
+            if b.len() * 2 > MAX_VALUE_BYTES {
+                return Err(format!(
+                    "a BLOB of {} bytes: too big to send through D1's API (as hex, over {MAX_VALUE_BYTES} bytes)",
+                    b.len()
+                ));
+            }
+            params.push(Some(hex::encode_upper(b)));
+            "unhex(?)".into()
+        }
+    })
+}
+
+struct D1Stream {
+    table: String,
+    /// `INSERT INTO "t" ("a", "b") VALUES `.
+    head: String,
+    conflict: String,
+    /// Key column names (a refused row naming them all is a key conflict).
+    keys: Vec<String>,
+    bookmark: String,
+    source: String,
+    run_id: String,
+    on_conflict: OnConflict,
+}
+
+/// Rows waiting to be sent: one statement's worth.
+struct Piece {
+    stream: Arc<str>,
+    stmt: Stmt,
+    batch: Arc<RowBatch>,
+    rows: std::ops::Range<usize>,
+}
+
+pub struct D1Target {
+    client: D1Client,
+    dry_run: bool,
+    streams: HashMap<String, D1Stream>,
+    pending: Vec<Piece>,
+    pending_bytes: usize,
+    request_bytes: usize,
+    reports: HashMap<String, Report>,
+    marker_table: bool,
+    shapes: HashMap<String, RowShape>,
+}
+
+const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
+    source      TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    position    INTEGER,
+    complete    INTEGER NOT NULL DEFAULT 0,
+    bookmark    TEXT,
+    pending_ddl TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (source, stream)
+)";
+
+fn marker_stmt(m: &Marker) -> Stmt {
+    Stmt {
+        sql: "INSERT INTO _ferry_commits (source, stream, run_id, position, complete, bookmark, updated_at)
+              VALUES (?1, ?2, ?3, CAST(?4 AS INTEGER), CAST(?5 AS INTEGER), ?6, ?7)
+              ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
+                  position = max(coalesce(position, 0), coalesce(excluded.position, 0)),
+                  complete = max(complete, excluded.complete),
+                  bookmark = coalesce(excluded.bookmark, bookmark), updated_at = excluded.updated_at"
+            .into(),
+        params: vec![
+            Some(m.source.clone()),
+            Some(m.stream.clone()),
+            Some(m.run_id.clone()),
+            m.position.map(|p| p.to_string()),
+            Some(u8::from(m.complete).to_string()),
+            m.bookmark.clone(),
+            Some(now_rfc3339()),
+        ],
+    }
+}
+
+/// Whether a refusal is about rows (isolate them) rather than the statement or the table.
+fn about_rows(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "constraint failed",
+        "too big",
+        "datatype mismatch",
+        "sqlite_constraint",
+        "sqlite_toobig",
+        "sqlite_mismatch",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
+}
+
+impl D1Target {
+    pub fn open(url: &str, dry_run: bool) -> Result<D1Target> {
+        let request_bytes = std::env::var("FERRY_D1_REQUEST_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1 << 20);
+        Ok(D1Target {
+            client: D1Client::open(url)?,
+            dry_run,
+            streams: HashMap::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            request_bytes,
+            reports: HashMap::new(),
+            marker_table: false,
+            shapes: HashMap::new(),
+        })
+    }
+
+    fn table_exists(&mut self, table: &str) -> Result<bool> {
+        Ok(!self
+            .client
+            .rows(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                &[table],
+            )?
+            .is_empty())
+    }
+
+    fn report(&mut self, stream: &str) -> &mut Report {
+        self.reports.entry(stream.to_owned()).or_insert_with(|| Report {
+            stream: stream.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// Statements for rows `rows` of a batch, packed under the statement limit; rows D1 cannot
+    /// hold are rejected here.
+    fn pieces(&mut self, stream: &Arc<str>, batch: &Arc<RowBatch>, rows: std::ops::Range<usize>) -> Vec<Piece> {
+        let Some(ts) = self.streams.get(&**stream) else {
+            return vec![];
+        };
+        let (head, conflict) = (ts.head.clone(), ts.conflict.clone());
+        let target = STATEMENT_TARGET.min(self.request_bytes);
+        let mut out: Vec<Piece> = Vec::new();
+        let mut sql = String::new();
+        let mut first = rows.start;
+        let mut rejects = Vec::new();
+        let flush = |sql: &mut String, first: usize, end: usize, out: &mut Vec<Piece>| {
+            if end > first && !sql.is_empty() {
+                sql.push_str(&conflict);
+                out.push(Piece {
+                    stream: Arc::clone(stream),
+                    stmt: Stmt::plain(std::mem::take(sql)),
+                    batch: Arc::clone(batch),
+                    rows: first..end,
+                });
+            }
+            sql.clear();
+        };
+        let shape = self.shapes.get(&**stream);
+        for r in rows.clone() {
+            let mut tuple = String::from("(");
+            let mut why = None;
+            for (i, v) in batch.row(r).iter().enumerate() {
+                if i > 0 {
+                    tuple.push_str(", ");
+                }
+                if let Err(e) = literal(v, &mut tuple) {
+                    why = Some(e);
+                    break;
+                }
+            }
+            tuple.push(')');
+            if let Some(why) = why {
+                flush(&mut sql, first, r, &mut out);
+                first = r + 1;
+                if let Some(shape) = shape {
+                    rejects.push(Reject::of(shape, batch, r, why));
+                }
+                continue;
+            }
+            if head.len() + tuple.len() + conflict.len() > STATEMENT_TARGET {
+                // Too big to inline: alone, with its values bound.
+                flush(&mut sql, first, r, &mut out);
+                first = r + 1;
+                let mut params = Vec::new();
+                let marks: std::result::Result<Vec<String>, String> =
+                    batch.row(r).iter().map(|v| bound(v, &mut params)).collect();
+                match marks {
+                    Ok(marks) => out.push(Piece {
+                        stream: Arc::clone(stream),
+                        stmt: Stmt {
+                            sql: format!("{head}({}){conflict}", marks.join(", ")),
+                            params,
+                        },
+                        batch: Arc::clone(batch),
+                        rows: r..r + 1,
+                    }),
+                    Err(why) => {
+                        if let Some(shape) = shape {
+                            rejects.push(Reject::of(shape, batch, r, why));
+                        }
+                    }
+                }
+                continue;
+            }
+            if !sql.is_empty() && sql.len() + 2 + tuple.len() + conflict.len() > target {
+                flush(&mut sql, first, r, &mut out);
+                first = r;
+            }
+            if sql.is_empty() {
+                sql.push_str(&head);
+            } else {
+                sql.push_str(", ");
+            }
+            sql.push_str(&tuple);
+        }
+        flush(&mut sql, first, rows.end, &mut out);
+        if !rejects.is_empty() {
+            self.report(stream).rejects.extend(rejects);
+        }
+        out
+    }
+
+    /// The marker statements moving each stream's position to the end of what `pieces` carry.
+    fn partial_markers(&self, pieces: &[Piece]) -> Vec<Stmt> {
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for p in pieces {
+            if let Some(first) = p.batch.first_position {
+                let end = first + p.rows.end as u64;
+                let e = last.entry(&*p.stream).or_insert(end);
+                *e = (*e).max(end);
+            }
+        }
+        last.into_iter()
+            .filter_map(|(stream, position)| {
+                let ts = self.streams.get(stream)?;
+                Some(marker_stmt(&Marker {
+                    source: ts.source.clone(),
+                    stream: ts.bookmark.clone(),
+                    run_id: ts.run_id.clone(),
+                    position: Some(position),
+                    complete: false,
+                    bookmark: None,
+                }))
+            })
+            .collect()
+    }
+
+    /// Send pieces as one request with their markers; on a refusal about rows, split until the
+    /// refused rows are alone and reject them.
+    fn send_pieces(&mut self, pieces: Vec<Piece>) -> Result<()> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let mut stmts = vec![Stmt::plain("PRAGMA defer_foreign_keys = on")];
+        if !self.marker_table {
+            stmts.push(Stmt::plain(MARKER_DDL));
+        }
+        let rows_from = stmts.len();
+        stmts.extend(pieces.iter().map(|p| p.stmt.clone()));
+        stmts.extend(self.partial_markers(&pieces));
+        match self.client.send(&stmts)? {
+            Sent::Ok(results) => {
+                self.marker_table = true;
+                for (i, p) in pieces.iter().enumerate() {
+                    let changes = results
+                        .get(rows_from + i)
+                        .and_then(|r| r["meta"]["changes"].as_u64())
+                        .unwrap_or(p.rows.len() as u64)
+                        .min(p.rows.len() as u64);
+                    let r = self.report(&p.stream);
+                    r.written += changes;
+                    r.skipped += p.rows.len() as u64 - changes;
+                }
+                Ok(())
+            }
+            Sent::Refused(m) if !about_rows(&m) => Err(Error::new(
+                ErrorKind::Target,
+                format!(
+                    "{}: stream {}: the database refused the rows: {m}",
+                    self.client.address(),
+                    pieces[0].stream
+                ),
+            )),
+            Sent::Refused(m) => {
+                if pieces.len() > 1 {
+                    let mut a = pieces;
+                    let b = a.split_off(a.len() / 2);
+                    self.send_pieces(a)?;
+                    return self.send_pieces(b);
+                }
+                let Some(p) = pieces.into_iter().next() else {
+                    return Ok(());
+                };
+                if p.rows.len() > 1 {
+                    // One statement per row, then the same halving.
+                    let singles: Vec<Piece> = p
+                        .rows
+                        .clone()
+                        .flat_map(|r| {
+                            let stream = Arc::clone(&p.stream);
+                            let batch = Arc::clone(&p.batch);
+                            self.pieces(&stream, &batch, r..r + 1)
+                        })
+                        .collect();
+                    return self.send_pieces(singles);
+                }
+                let ts = self
+                    .streams
+                    .get(&*p.stream)
+                    .ok_or_else(|| Error::new(ErrorKind::Target, format!("stream {} was not prepared", p.stream)))?;
+                let is_key = ts.on_conflict == OnConflict::Fail
+                    && m.contains("UNIQUE constraint failed")
+                    && !ts.keys.is_empty()
+                    && ts.keys.iter().all(|k| m.contains(&format!("{}.{k}", ts.table)));
+                let Some(shape) = self.shapes.get(&*p.stream) else {
+                    return Ok(());
+                };
+                if is_key {
+                    let key = shape.key_json(|i| p.batch.row(p.rows.start)[i].as_ref());
+                    return Err(Error::new(
+                        ErrorKind::Data,
+                        format!(
+                            "line {}: key {key} of stream {} is already in table {} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it",
+                            p.batch.lines[p.rows.start], p.stream, ts.table
+                        ),
+                    ));
+                }
+                let reject = Reject::of(shape, &p.batch, p.rows.start, m);
+                // Its position is passed: the next request (or the commit) moves the marker on.
+                self.report(&p.stream).rejects.push(reject);
+                Ok(())
+            }
+        }
+    }
+
+    /// Send whole requests while enough is pending (`all`: everything).
+    fn drain(&mut self, all: bool) -> Result<()> {
+        while !self.pending.is_empty() && (all || self.pending_bytes >= self.request_bytes) {
+            let mut take = 0;
+            let mut bytes = 0;
+            while take < self.pending.len()
+                && (take == 0 || bytes + self.pending[take].stmt.bytes() <= self.request_bytes)
+            {
+                bytes += self.pending[take].stmt.bytes();
+                take += 1;
+            }
+            let rest = self.pending.split_off(take);
+            let now = std::mem::replace(&mut self.pending, rest);
+            self.pending_bytes -= bytes;
+            self.send_pieces(now)?;
+            let (used, limit) = self.client.budget();
+            tracing::debug!(
+                requests = self.client.requests,
+                window_used = used,
+                window_limit = limit,
+                "D1 request sent"
+            );
+        }
+        Ok(())
+    }
+
+    fn take_reports(&mut self) -> Vec<Report> {
+        self.reports.drain().map(|(_, r)| r).collect()
+    }
+}
+
+impl Target for D1Target {
+    fn address(&self) -> String {
+        self.client.address().to_owned()
+    }
+
+    fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>> {
+        if !self.table_exists("_ferry_commits")? {
+            return Ok(HashMap::new());
+        }
+        self.marker_table = true;
+        let rows = self.client.rows(
+            "SELECT stream, run_id, CAST(position AS TEXT) AS position, complete, bookmark FROM _ferry_commits WHERE source = ?1",
+            &[source],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let m = Marker {
+                    source: source.to_owned(),
+                    stream: r["stream"].as_str().unwrap_or_default().to_owned(),
+                    run_id: r["run_id"].as_str().unwrap_or_default().to_owned(),
+                    position: r["position"].as_str().and_then(|p| p.parse().ok()),
+                    complete: r["complete"].as_i64().unwrap_or(0) != 0,
+                    bookmark: r["bookmark"].as_str().map(str::to_owned),
+                };
+                (m.stream.clone(), m)
+            })
+            .collect())
+    }
+
+    fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
+        let stream = schema.stream.as_str();
+        if super::postgres::postgres_types(schema, opts) {
+            return Err(Error::usage(format!(
+                "stream {stream} carries PostgreSQL types and values; recast it for D1 first: ... | ferry-transform --dialect d1 | ferry-import {}",
+                self.client.address()
+            )));
+        }
+        let table = table_name_for(stream).to_owned();
+        let mut prepared = Prepared {
+            table: table.clone(),
+            ..Default::default()
+        };
+        prepared.existed = self.table_exists(&table)?;
+        if prepared.existed {
+            let have: Vec<String> = self
+                .client
+                .rows("SELECT name FROM pragma_table_info(?1)", &[&table])?
+                .into_iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect();
+            let missing: Vec<&str> = shape
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| !have.iter().any(|h| h == c))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Target,
+                    format!(
+                        "{}: table {table} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
+                        self.client.address(),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        } else if !opts.create {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!(
+                    "{}: there is no table {table} for stream {stream}; pass --create to create it from the stream's SCHEMA",
+                    self.client.address()
+                ),
+            ));
+        } else {
+            let ddl = create_table_sql(schema, &table);
+            prepared.deferred = index_sql(schema, &table);
+            if !self.dry_run {
+                // The table and the record of its deferred indexes in one request.
+                let mut stmts = vec![Stmt::plain(MARKER_DDL), Stmt::plain(ddl.clone())];
+                if !prepared.deferred.is_empty() {
+                    stmts.push(Stmt {
+                        sql: "INSERT INTO _ferry_commits (source, stream, run_id, position, complete, pending_ddl, updated_at)
+                              VALUES (?1, ?2, ?3, NULL, 0, ?4, ?5)
+                              ON CONFLICT (source, stream) DO UPDATE SET pending_ddl = excluded.pending_ddl"
+                            .into(),
+                        params: vec![
+                            Some(opts.source.clone()),
+                            Some(schema.bookmark_name().to_owned()),
+                            Some(opts.run_id.clone()),
+                            Some(serde_json::to_string(&prepared.deferred).unwrap_or_else(|_| "[]".into())),
+                            Some(now_rfc3339()),
+                        ],
+                    });
+                }
+                self.client.exec(&stmts)?;
+                self.marker_table = true;
+            }
+            prepared.created.push(ddl);
+        }
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let keys: Vec<String> = shape.key_names().into_iter().map(str::to_owned).collect();
+        let quoted: Vec<String> = keys.iter().map(|k| quote(k)).collect();
+        let conflict = match (opts.on_conflict, keys.is_empty()) {
+            (OnConflict::Fail, _) | (_, true) => String::new(),
+            (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", quoted.join(", ")),
+            (OnConflict::Overwrite, false) => {
+                let sets: Vec<String> = shape
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !shape.key.contains(i))
+                    .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
+                    .collect();
+                if sets.is_empty() {
+                    format!(" ON CONFLICT ({}) DO NOTHING", quoted.join(", "))
+                } else {
+                    format!(" ON CONFLICT ({}) DO UPDATE SET {}", quoted.join(", "), sets.join(", "))
+                }
+            }
+        };
+        self.streams.insert(
+            stream.to_owned(),
+            D1Stream {
+                head: format!("INSERT INTO {} ({}) VALUES ", quote(&table), cols.join(", ")),
+                table,
+                conflict,
+                keys,
+                bookmark: schema.bookmark_name().to_owned(),
+                source: opts.source.clone(),
+                run_id: opts.run_id.clone(),
+                on_conflict: opts.on_conflict,
+            },
+        );
+        self.shapes.insert(stream.to_owned(), shape.clone());
+        Ok(prepared)
+    }
+
+    fn write(&mut self, stream: &str, _shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
+        let n = batch.len();
+        let name: Arc<str> = Arc::from(stream);
+        let batch = Arc::new(batch);
+        let pieces = self.pieces(&name, &batch, 0..n);
+        self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
+        self.pending.extend(pieces);
+        self.drain(false)?;
+        Ok(self.take_reports())
+    }
+
+    fn flush(&mut self) -> Result<Vec<Report>> {
+        self.drain(true)?;
+        Ok(self.take_reports())
+    }
+
+    fn plan(&mut self, stream: &str, _shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
+        // Without a round trip per row: every row counts as an insert.
+        let _ = stream;
+        Ok(PlanCounts {
+            insert: batch.len() as u64,
+            ..Default::default()
+        })
+    }
+
+    fn commit(&mut self, markers: &[Marker]) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        self.drain(true)?;
+        if markers.is_empty() {
+            return Ok(());
+        }
+        let mut stmts = Vec::new();
+        if !self.marker_table {
+            stmts.push(Stmt::plain(MARKER_DDL));
+        }
+        stmts.extend(markers.iter().map(marker_stmt));
+        self.client.exec(&stmts)?;
+        self.marker_table = true;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        // What was sent is committed with its markers; what was not is dropped.
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>> {
+        if self.dry_run || !self.marker_table && !self.table_exists("_ferry_commits")? {
+            return Ok(vec![]);
+        }
+        let rows = self.client.rows(
+            "SELECT pending_ddl FROM _ferry_commits WHERE source = ?1 AND stream = ?2 AND pending_ddl IS NOT NULL",
+            &[source, bookmark_name],
+        )?;
+        let Some(text) = rows.first().and_then(|r| r["pending_ddl"].as_str()) else {
+            return Ok(vec![]);
+        };
+        let statements: Vec<String> = serde_json::from_str(text).unwrap_or_default();
+        let mut stmts: Vec<Stmt> = statements.iter().map(|s| Stmt::plain(s.clone())).collect();
+        stmts.push(Stmt {
+            sql: "UPDATE _ferry_commits SET pending_ddl = NULL WHERE source = ?1 AND stream = ?2".into(),
+            params: vec![Some(source.to_owned()), Some(bookmark_name.to_owned())],
+        });
+        self.client.exec(&stmts)?;
+        Ok(statements)
+    }
+
+    fn commit_every(&self) -> CommitEvery {
+        // Each request already commits with its marker; STATEs are acknowledged in groups.
+        CommitEvery {
+            rows: 50_000,
+            bytes: 8 << 20,
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_an_account_and_a_database() {
+        assert_eq!(
+            parse_address("d1://acc123/db-456").unwrap(),
+            ("acc123".into(), "db-456".into())
+        );
+        assert!(parse_address("d1://acc123").is_err());
+        assert!(parse_address("d1://acc/db/x").is_err());
+    }
+
+    #[test]
+    fn literals_are_exact_sql() {
+        let lit = |v: Value| {
+            let mut s = String::new();
+            literal(&v, &mut s).map(|()| s)
+        };
+        assert_eq!(lit(Value::Integer(i64::MAX)).unwrap(), "9223372036854775807");
+        assert_eq!(lit(Value::text("it's")).unwrap(), "'it''s'");
+        assert_eq!(lit(Value::Real(0.1)).unwrap(), "1e-1");
+        assert_eq!(lit(Value::Real(f64::INFINITY)).unwrap(), "9e999");
+        assert_eq!(lit(Value::Blob(vec![0, 255])).unwrap(), "X'00FF'");
+        assert_eq!(lit(Value::Text(vec![0xff])).unwrap(), "CAST(X'FF' AS TEXT)");
+        assert!(lit(Value::Real(f64::NAN)).is_err());
+        assert!(lit(Value::Blob(vec![0; MAX_VALUE_BYTES + 1])).is_err());
+    }
+}
