@@ -211,6 +211,7 @@ fn a_429_storm_is_waited_out_and_the_pacer_never_trips_the_lockout() {
     // 40 requests per 300 s, 100 times faster: 40 per 3 s.
     let dbl = double(&d, 100.0, 40);
     d.set_env("FERRY_D1_REQUEST_BYTES", "8000");
+    d.set_env("FERRY_PROGRESS_MS", "500");
     let src = d.path("src.db");
     wide_table(&src, 4000);
     dbl.stats.inject_429.store(5, Ordering::SeqCst);
@@ -222,7 +223,10 @@ fn a_429_storm_is_waited_out_and_the_pacer_never_trips_the_lockout() {
         ],
         b"",
     );
-    runs[1].ok().stderr_has("rate-limited (429)");
+    runs[1]
+        .ok()
+        .stderr_has("rate-limited (429)")
+        .stderr_has("requests in the rate window");
     let s = &dbl.stats;
     assert!(
         s.requests.load(Ordering::SeqCst) > 60,

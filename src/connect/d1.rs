@@ -459,6 +459,9 @@ pub struct D1Target {
     reports: HashMap<String, Report>,
     marker_table: bool,
     shapes: HashMap<String, RowShape>,
+    /// Rows sent in requests that committed, and the progress line's clock.
+    rows_sent: u64,
+    progress: crate::stage::export::Progress,
 }
 
 const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
@@ -525,6 +528,8 @@ impl D1Target {
             reports: HashMap::new(),
             marker_table: false,
             shapes: HashMap::new(),
+            rows_sent: 0,
+            progress: crate::stage::export::Progress::new(),
         })
     }
 
@@ -684,6 +689,7 @@ impl D1Target {
                     let r = self.report(&p.stream);
                     r.written += changes;
                     r.skipped += p.rows.len() as u64 - changes;
+                    self.rows_sent += p.rows.len() as u64;
                 }
                 Ok(())
             }
@@ -762,13 +768,16 @@ impl D1Target {
             let now = std::mem::replace(&mut self.pending, rest);
             self.pending_bytes -= bytes;
             self.send_pieces(now)?;
-            let (used, limit) = self.client.budget();
-            tracing::debug!(
-                requests = self.client.requests,
-                window_used = used,
-                window_limit = limit,
-                "D1 request sent"
-            );
+            if self.progress.due() {
+                let (used, limit) = self.client.budget();
+                tracing::info!(
+                    requests = self.client.requests,
+                    rows = self.rows_sent,
+                    rows_per_s = self.progress.rate(self.rows_sent),
+                    budget = %format!("{used}/{limit} requests in the rate window"),
+                    "sending to D1"
+                );
+            }
         }
         Ok(())
     }
