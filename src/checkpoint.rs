@@ -124,6 +124,16 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// How a run that stopped with `e` ended: interrupted when its output pipe closed (the stage
+    /// downstream went away), failed otherwise.
+    pub fn after(e: &Error) -> RunStatus {
+        if e.kind() == ErrorKind::BrokenPipe {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Failed
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",

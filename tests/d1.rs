@@ -90,12 +90,7 @@ fn the_sample_goes_into_d1_with_its_keys_and_indexes_and_the_orphan_is_rejected_
     let end = runs[1].lines().pop().unwrap();
     assert_eq!(end["rejected"], 1, "{end}");
     // D1 enforces foreign keys: the sample's orphan is refused, with its key and the reason.
-    let rejects = std::fs::read_dir(d.path(".ferry"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejects-"))
-        .unwrap();
-    let text = std::fs::read_to_string(rejects).unwrap();
+    let text = d.reject_text();
     assert!(
         text.contains("FOREIGN KEY constraint failed") && text.contains(r#""key":{"id":1006}"#),
         "{text}"
@@ -174,12 +169,7 @@ fn values_d1_cannot_hold_are_rejected_by_key_and_big_rows_and_big_integers_land_
     let end = runs[1].lines().pop().unwrap();
     assert_eq!(end["written"], 2999, "{end}");
     assert_eq!(end["rejected"], 1, "{end}");
-    let rejects = std::fs::read_dir(d.path(".ferry"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejects-"))
-        .unwrap();
-    let text = std::fs::read_to_string(rejects).unwrap();
+    let text = d.reject_text();
     assert!(
         text.contains(r#""key":{"id":20}"#) && text.contains("2000000 bytes"),
         "{}",

@@ -221,12 +221,7 @@ fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it(
     assert_eq!(status("a-b"), "changed");
     assert_eq!(status("a/b"), "failed");
     assert!(!d.path("dst/a-b").exists(), "changed bytes are never put");
-    let rejects = std::fs::read_dir(d.path(".ferry"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("rejects-"))
-        .expect("a reject file");
-    let text = std::fs::read_to_string(rejects).unwrap();
+    let text = d.reject_text();
     assert!(
         text.contains("\"a-b\"") && text.contains("not what was hashed"),
         "{text}"

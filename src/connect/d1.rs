@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-use super::sqlite::{create_table_sql, index_sql, quote};
+use super::sqlite::{MARKER_DDL, conflict_clause, create_table_sql, index_sql, quote};
 use super::{
     CommitEvery, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target,
     table_name_for,
@@ -138,12 +138,6 @@ pub fn parse_address(url: &str) -> Result<(String, String)> {
     }
 }
 
-fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split(['/', ':']).next().unwrap_or("");
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// How one request went.
 enum Sent {
     Ok(Vec<Json>),
@@ -167,7 +161,7 @@ impl D1Client {
             .ok()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| DEFAULT_BASE.into());
-        if base.starts_with("http://") && !is_loopback(&base) {
+        if base.starts_with("http://") && !super::s3::is_loopback(&base) {
             return Err(Error::usage(format!(
                 "CLOUDFLARE_API_BASE_URL={base}: plain http is only for a local double (127.0.0.1); the token would travel in the clear"
             )));
@@ -464,18 +458,6 @@ pub struct D1Target {
     progress: crate::stage::export::Progress,
 }
 
-const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
-    source      TEXT NOT NULL,
-    stream      TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    position    INTEGER,
-    complete    INTEGER NOT NULL DEFAULT 0,
-    bookmark    TEXT,
-    pending_ddl TEXT,
-    updated_at  TEXT NOT NULL,
-    PRIMARY KEY (source, stream)
-)";
-
 fn marker_stmt(m: &Marker) -> Stmt {
     Stmt {
         sql: "INSERT INTO _ferry_commits (source, stream, run_id, position, complete, bookmark, updated_at)
@@ -736,14 +718,7 @@ impl D1Target {
                     return Ok(());
                 };
                 if is_key {
-                    let key = shape.key_json(|i| p.batch.row(p.rows.start)[i].as_ref());
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "line {}: key {key} of stream {} is already in table {} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it",
-                            p.batch.lines[p.rows.start], p.stream, ts.table
-                        ),
-                    ));
+                    return Err(super::key_conflict(shape, &p.batch, p.rows.start, &ts.table, None));
                 }
                 let reject = Reject::of(shape, &p.batch, p.rows.start, m);
                 // Its position is passed: the next request (or the commit) moves the marker on.
@@ -845,23 +820,10 @@ impl Target for D1Target {
                 .filter(|c| !have.iter().any(|h| h == c))
                 .collect();
             if !missing.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Target,
-                    format!(
-                        "{}: table {table} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
-                        self.client.address(),
-                        missing.join(", ")
-                    ),
-                ));
+                return Err(super::missing_columns(self.client.address(), &table, stream, &missing));
             }
         } else if !opts.create {
-            return Err(Error::new(
-                ErrorKind::Target,
-                format!(
-                    "{}: there is no table {table} for stream {stream}; pass --create to create it from the stream's SCHEMA",
-                    self.client.address()
-                ),
-            ));
+            return Err(super::no_table(self.client.address(), &table, stream));
         } else {
             let ddl = create_table_sql(schema, &table);
             prepared.deferred = index_sql(schema, &table);
@@ -890,25 +852,7 @@ impl Target for D1Target {
         }
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let keys: Vec<String> = shape.key_names().into_iter().map(str::to_owned).collect();
-        let quoted: Vec<String> = keys.iter().map(|k| quote(k)).collect();
-        let conflict = match (opts.on_conflict, keys.is_empty()) {
-            (OnConflict::Fail, _) | (_, true) => String::new(),
-            (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", quoted.join(", ")),
-            (OnConflict::Overwrite, false) => {
-                let sets: Vec<String> = shape
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !shape.key.contains(i))
-                    .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
-                    .collect();
-                if sets.is_empty() {
-                    format!(" ON CONFLICT ({}) DO NOTHING", quoted.join(", "))
-                } else {
-                    format!(" ON CONFLICT ({}) DO UPDATE SET {}", quoted.join(", "), sets.join(", "))
-                }
-            }
-        };
+        let conflict = conflict_clause(shape, opts.on_conflict);
         self.streams.insert(
             stream.to_owned(),
             D1Stream {
@@ -942,9 +886,8 @@ impl Target for D1Target {
         Ok(self.take_reports())
     }
 
-    fn plan(&mut self, stream: &str, _shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
+    fn plan(&mut self, _stream: &str, _shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
         // Without a round trip per row: every row counts as an insert.
-        let _ = stream;
         Ok(PlanCounts {
             insert: batch.len() as u64,
             ..Default::default()

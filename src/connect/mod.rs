@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::address::Address;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, Schema, SourceInfo};
 use crate::row::RowShape;
 use crate::value::{Value, ValueRef};
@@ -289,6 +289,41 @@ pub trait Target {
     fn commit_every(&self) -> CommitEvery {
         CommitEvery::default()
     }
+}
+
+/// A stream's table is not in the target and `--create` was not given.
+pub fn no_table(address: &str, table: &str, stream: &str) -> Error {
+    Error::new(
+        ErrorKind::Target,
+        format!(
+            "{address}: there is no table {table} for stream {stream}; pass --create to create it from the stream's SCHEMA"
+        ),
+    )
+}
+
+/// A stream has fields its table lacks.
+pub fn missing_columns(address: &str, table: &str, stream: &str, missing: &[&str]) -> Error {
+    Error::new(
+        ErrorKind::Target,
+        format!(
+            "{address}: table {table} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
+            missing.join(", ")
+        ),
+    )
+}
+
+/// Row `r` of a batch has a key already in the table, under `--on-conflict fail`; `detail` is
+/// what the engine said, when worth showing.
+pub fn key_conflict(shape: &RowShape, batch: &RowBatch, r: usize, table: &str, detail: Option<&str>) -> Error {
+    let key = shape.key_json(|i| batch.row(r)[i].as_ref());
+    let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    Error::new(
+        ErrorKind::Data,
+        format!(
+            "line {}: key {key} of stream {} is already in table {table} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it{detail}",
+            batch.lines[r], shape.stream
+        ),
+    )
 }
 
 /// Open a source by address.

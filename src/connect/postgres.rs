@@ -739,14 +739,7 @@ impl PgTarget {
                     && constraint.is_some()
                     && constraint == self.streams[stream].key_constraint;
                 if unique && on_conflict == OnConflict::Fail && !key.is_empty() {
-                    let k = shape.key_json(|i| batch.row(r)[i].as_ref());
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "line {}: key {k} of stream {stream} is already in table {table} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it ({message})",
-                            batch.lines[r]
-                        ),
-                    ));
+                    return Err(super::key_conflict(shape, batch, r, &table, Some(&message)));
                 }
                 if unique && on_conflict == OnConflict::Skip && matches!(path, Path::Direct) {
                     report.skipped += 1;
@@ -1242,13 +1235,11 @@ impl Target for PgTarget {
                     .collect();
                 if !missing.is_empty() && !opts.create {
                     let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(Error::new(
-                        ErrorKind::Target,
-                        format!(
-                            "{}: table {qualified} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
-                            self.address.redacted,
-                            names.join(", ")
-                        ),
+                    return Err(super::missing_columns(
+                        &self.address.redacted,
+                        &qualified,
+                        stream,
+                        &names,
                     ));
                 }
                 for (n, t) in missing.into_iter().cloned().collect::<Vec<_>>() {
@@ -1280,28 +1271,11 @@ impl Target for PgTarget {
                     } else {
                         let stage = quote(&format!("_ferry_stage_{}", self.streams.len()));
                         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
-                        let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
-                        let action = match opts.on_conflict {
-                            OnConflict::Skip => "DO NOTHING".to_owned(),
-                            _ => {
-                                let sets: Vec<String> = shape
-                                    .columns
-                                    .iter()
-                                    .enumerate()
-                                    .filter(|(i, _)| !shape.key.contains(i))
-                                    .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
-                                    .collect();
-                                if sets.is_empty() {
-                                    "DO NOTHING".into()
-                                } else {
-                                    format!("DO UPDATE SET {}", sets.join(", "))
-                                }
-                            }
-                        };
+                        // Not `fail`, and a key: the same clause as SQLite's.
+                        let conflict = crate::connect::sqlite::conflict_clause(shape, opts.on_conflict);
                         let insert = format!(
-                            "INSERT INTO {qualified} ({0}) OVERRIDING SYSTEM VALUE SELECT {0} FROM {stage} ORDER BY _ferry_n ON CONFLICT ({1}) {action}",
-                            cols.join(", "),
-                            keys.join(", ")
+                            "INSERT INTO {qualified} ({0}) OVERRIDING SYSTEM VALUE SELECT {0} FROM {stage} ORDER BY _ferry_n{conflict}",
+                            cols.join(", ")
                         );
                         let create = format!(
                             "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {}, 0::bigint AS _ferry_n FROM {qualified} WITH NO DATA",
@@ -1312,13 +1286,7 @@ impl Target for PgTarget {
                 }
             }
             None if !opts.create => {
-                return Err(Error::new(
-                    ErrorKind::Target,
-                    format!(
-                        "{}: there is no table {qualified} for stream {stream}; pass --create to create it from the stream's SCHEMA",
-                        self.address.redacted
-                    ),
-                ));
+                return Err(super::no_table(&self.address.redacted, &qualified, stream));
             }
             None => {
                 // Identity columns: an SQLite rowid key, or what PostgreSQL said.

@@ -77,7 +77,8 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn is_loopback(endpoint: &str) -> bool {
+/// Whether an endpoint URL names this machine (plain http is allowed there).
+pub(crate) fn is_loopback(endpoint: &str) -> bool {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);

@@ -1090,7 +1090,7 @@ pub struct SqliteTarget {
     streams: HashMap<String, TargetStream>,
 }
 
-const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
+pub(crate) const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
     source      TEXT NOT NULL,
     stream      TEXT NOT NULL,
     run_id      TEXT NOT NULL,
@@ -1212,6 +1212,30 @@ fn sqlite_type_for(prop: &Json) -> String {
         Codec::Any => "",
     }
     .to_owned()
+}
+
+/// The `ON CONFLICT` clause an insert of `shape`'s rows ends with (with a leading space), or
+/// nothing: under `--on-conflict fail`, or without a key to match on.
+pub fn conflict_clause(shape: &RowShape, on_conflict: OnConflict) -> String {
+    let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
+    match (on_conflict, keys.is_empty()) {
+        (OnConflict::Fail, _) | (_, true) => String::new(),
+        (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")),
+        (OnConflict::Overwrite, false) => {
+            let sets: Vec<String> = shape
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !shape.key.contains(i))
+                .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
+                .collect();
+            if sets.is_empty() {
+                format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+            } else {
+                format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
+            }
+        }
+    }
 }
 
 /// `CREATE TABLE` for a stream, from its SCHEMA.
@@ -1423,23 +1447,10 @@ impl Target for SqliteTarget {
                     prepared.created.push(ddl);
                 }
             } else if !missing.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Target,
-                    format!(
-                        "{}: table {table} (stream {stream}) has no column {}; add it, or drop the field with ferry-transform --drop-field {stream}.FIELD",
-                        self.address,
-                        missing.join(", ")
-                    ),
-                ));
+                return Err(super::missing_columns(&self.address, &table, stream, &missing));
             }
         } else if !opts.create {
-            return Err(Error::new(
-                ErrorKind::Target,
-                format!(
-                    "{}: there is no table {table} for stream {stream}; pass --create to create it from the stream's SCHEMA",
-                    self.address
-                ),
-            ));
+            return Err(super::no_table(&self.address, &table, stream));
         } else {
             let ddl = create_table_sql(schema, &table);
             if !self.dry_run {
@@ -1468,24 +1479,7 @@ impl Target for SqliteTarget {
 
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
-        let conflict = match (opts.on_conflict, keys.is_empty()) {
-            (OnConflict::Fail, _) | (_, true) => String::new(),
-            (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")),
-            (OnConflict::Overwrite, false) => {
-                let sets: Vec<String> = shape
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !shape.key.contains(i))
-                    .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
-                    .collect();
-                if sets.is_empty() {
-                    format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
-                } else {
-                    format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
-                }
-            }
-        };
+        let conflict = conflict_clause(shape, opts.on_conflict);
         if keys.is_empty() && opts.on_conflict != OnConflict::Fail {
             tracing::warn!(
                 stream,
@@ -1741,14 +1735,7 @@ impl SqliteTarget {
                         None => false,
                     };
                 if is_key {
-                    let key = shape.key_json(|i| batch.row(r)[i].as_ref());
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "line {}: key {key} of stream {} is already in table {} (--on-conflict fail); use --on-conflict skip to keep it or overwrite to replace it",
-                            batch.lines[r], shape.stream, ts.table
-                        ),
-                    ));
+                    return Err(super::key_conflict(shape, batch, r, &ts.table, None));
                 }
                 report.rejects.push(Reject::of(shape, batch, r, msg));
             }

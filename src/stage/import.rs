@@ -225,12 +225,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
     match imp.consume(&mut reader) {
         Ok(()) => Ok(imp.outcome),
         Err(e) => {
-            let status = if e.kind() == ErrorKind::BrokenPipe {
-                RunStatus::Interrupted
-            } else {
-                RunStatus::Failed
-            };
-            imp.abort(status, &e);
+            imp.abort(RunStatus::after(&e), &e);
             Err(e)
         }
     }

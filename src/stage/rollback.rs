@@ -126,21 +126,19 @@ struct Audit {
 impl Audit {
     fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
         let path = &self.path;
-        if self.file.is_none() {
-            self.file = Some(
+        let f = match self.file.as_mut() {
+            Some(f) => f,
+            None => self.file.insert(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .ctx(ErrorKind::Io, || format!("opening the audit log {}", path.display()))?,
-            );
-        }
-        match &mut self.file {
-            Some(f) => writeln!(f, "{entry}")
-                .and_then(|()| f.sync_data())
-                .ctx(ErrorKind::Io, || format!("writing the audit log {}", path.display())),
-            None => unreachable!("opened above"),
-        }
+            ),
+        };
+        writeln!(f, "{entry}")
+            .and_then(|()| f.sync_data())
+            .ctx(ErrorKind::Io, || format!("writing the audit log {}", path.display()))
     }
 }
 

@@ -135,14 +135,11 @@ impl Journal {
             .cp
             .lock()
             .map_err(|_| Error::new(ErrorKind::Checkpoint, "the multipart journal was poisoned"))?;
-        if cp.is_none() {
-            *cp = Some(Checkpoint::open(&self.state_path)?);
-        }
-        let run = self.run_id.get().map_or("", String::as_str);
-        match cp.as_mut() {
-            Some(c) => f(c, run),
-            None => unreachable!("opened above"),
-        }
+        let cp = match cp.as_mut() {
+            Some(c) => c,
+            None => cp.insert(Checkpoint::open(&self.state_path)?),
+        };
+        f(cp, self.run_id.get().map_or("", String::as_str))
     }
 }
 
@@ -290,12 +287,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
     match result {
         Ok(()) => Ok(up.outcome),
         Err(e) => {
-            let status = if e.kind() == ErrorKind::BrokenPipe {
-                RunStatus::Interrupted
-            } else {
-                RunStatus::Failed
-            };
-            up.abort(status, &e);
+            up.abort(RunStatus::after(&e), &e);
             Err(e)
         }
     }

@@ -50,6 +50,20 @@ impl Dir {
         self.tmp.path().join(name)
     }
 
+    /// The text of the reject file an import wrote next to the default state file.
+    #[track_caller]
+    pub fn reject_text(&self) -> String {
+        let path = std::fs::read_dir(self.path(".ferry"))
+            .expect("the state directory")
+            .map(|e| e.expect("an entry").path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rejects-"))
+            })
+            .expect("a reject file");
+        std::fs::read_to_string(path).expect("the reject file")
+    }
+
     pub fn root(&self) -> &Path {
         self.tmp.path()
     }
