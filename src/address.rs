@@ -5,7 +5,7 @@
 //! | SQLite      | `sqlite:path/to/app.db`, or a path ending in `.db`, `.sqlite`, `.sqlite3` |
 //! | NDJSON file | `-` (stdin/stdout) or a path ending in `.ndjson` |
 //! | PostgreSQL  | `postgres://user[:password]@host:port/db` (or `postgresql://`; libpq's `PG*` variables fill gaps) |
-//! | D1          | `d1://ACCOUNT_ID/DATABASE_ID` (import; `CLOUDFLARE_API_TOKEN`, `CLOUDFLARE_API_BASE_URL`) |
+//! | D1          | `d1://ACCOUNT_ID/DATABASE_ID` (`CLOUDFLARE_API_TOKEN`, `CLOUDFLARE_API_BASE_URL`) |
 //! | directory   | `dir:/srv/media` |
 //! | S3 / R2     | `s3://bucket/prefix` |
 //!

@@ -8,7 +8,8 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::Dir;
+use common::pg;
+use common::{Dir, all_ok};
 use ferry::d1double::{self, Config};
 
 const TOKEN: &str = "d1-test-token-that-must-never-be-printed";
@@ -61,16 +62,9 @@ fn wide_table(path: &std::path::Path, n: usize) {
     c.execute_batch("COMMIT").unwrap();
 }
 
+/// Validate `src` against D1 database `db`, read through the API.
 fn validate_equal(d: &Dir, src: &str, db: &str) {
-    let v = d.run(
-        "ferry-validate",
-        &[
-            src,
-            &format!("sqlite:{}", d.path(&format!("d1/{db}.sqlite3")).display()),
-        ],
-        b"",
-    );
-    v.ok();
+    d.run("ferry-validate", &[src, &format!("d1://acct/{db}")], b"").ok();
 }
 
 #[test]
@@ -104,11 +98,7 @@ fn the_sample_goes_into_d1_with_its_keys_and_indexes_and_the_orphan_is_rejected_
         )
         .unwrap();
     assert_eq!(idx, 1, "secondary indexes are built after the data");
-    let v = d.run(
-        "ferry-validate",
-        &[&src, &format!("sqlite:{}", d.path("d1/app.sqlite3").display())],
-        b"",
-    );
+    let v = d.run("ferry-validate", &[&src, "d1://acct/app"], b"");
     v.expect_code(1);
     let summary = v.lines().pop().unwrap();
     assert_eq!(summary["findings"], serde_json::json!({"missing": 1}), "{summary}");
@@ -360,7 +350,264 @@ fn the_double_killed_mid_load_then_restarted_and_the_same_command_finishes_equal
         "{end}"
     );
     assert!(end["already_imported"].as_i64().unwrap() >= landed - 1, "{end}");
+    validate_equal(&d, &addr, "killed");
     server.kill().unwrap();
     server.wait().unwrap();
-    validate_equal(&d, &addr, "killed");
+}
+
+/// The records, schemas and stream ends of an export (not BEGIN, STATE, END: run ids, addresses,
+/// times).
+fn content(stream: &str) -> Vec<String> {
+    stream
+        .lines()
+        .filter(|l| {
+            !l.contains(r#""type":"BEGIN""#) && !l.contains(r#""type":"STATE""#) && !l.contains(r#""type":"END""#)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn d1_exports_exactly_what_its_sqlite_file_gives_and_validates_on_either_side() {
+    let d = Dir::new();
+    let dbl = double(&d, 60.0, 1200);
+    // Small pages: the 3,000 users come in about 30 requests.
+    d.set_env("FERRY_D1_PAGE_BYTES", "4096");
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    let file = d.path("d1/src.sqlite3");
+    let c = rusqlite::Connection::open(&file).unwrap();
+    c.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            n INTEGER, r REAL, t TEXT, b BLOB, anyv);
+         CREATE INDEX users_n ON users (n);
+         CREATE TABLE pairs (a TEXT, k INT, v, PRIMARY KEY (a, k));
+         CREATE TABLE tags (user_id INTEGER REFERENCES users (id), tag TEXT);
+         CREATE TABLE wr (code TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;
+         BEGIN;",
+    )
+    .unwrap();
+    for i in 1..=3000i64 {
+        let anyv: rusqlite::types::Value = match i % 5 {
+            0 => i.into(),
+            1 => (i as f64).into(),
+            2 => i.to_string().into(),
+            3 => vec![1u8, 0].into(),
+            _ => rusqlite::types::Value::Null,
+        };
+        c.execute(
+            "INSERT INTO users VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![
+                i,
+                format!("u{i}@x"),
+                (i << 50) + 1,
+                i as f64 / 7.0,
+                format!("it's {i} \u{e9}"),
+                vec![(i % 256) as u8, 0],
+                anyv
+            ],
+        )
+        .unwrap();
+    }
+    c.execute_batch(
+        "INSERT INTO pairs VALUES (NULL, 1, 'a'), ('x', NULL, 'b'), ('x', 2, 'c'), (NULL, NULL, 'd');
+         INSERT INTO tags VALUES (1, 'a'), (2, 'b'), (1, 'a');
+         INSERT INTO wr VALUES ('b', 9223372036854775807), ('a', -9223372036854775808);
+         -- Text that is not UTF-8 (the API cannot carry it as text), infinity, NUL, a whole REAL.
+         UPDATE users SET t = CAST(X'FF41' AS TEXT), r = 9e999 WHERE id = 7;
+         UPDATE users SET t = 'nul' || char(0) || 'x', r = -9e999, anyv = 1.0 WHERE id = 8;
+         COMMIT;",
+    )
+    .unwrap();
+    drop(c);
+
+    // Through the API, the same stream as from the file itself.
+    let from_d1 = d.run("ferry-export", &["d1://acct/src"], b"");
+    from_d1.ok();
+    let local = format!("sqlite:{}", file.display());
+    let from_file = d.run("ferry-export", &[&local], b"");
+    from_file.ok();
+    let (a, b) = (content(&from_d1.stdout()), content(&from_file.stdout()));
+    assert_eq!(a.len(), 3000 + 9 + 4 * 2, "records, schemas, stream ends");
+    assert_eq!(a, b);
+    assert!(dbl.stats.requests.load(Ordering::SeqCst) > 30, "read in keyset pages");
+
+    // Into SQLite and back compared, with D1 on either side.
+    let copy = d.db("copy.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &["d1://acct/src"]),
+            ("ferry-import", &[&copy, "--create"]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &["d1://acct/src", &copy], b"").ok();
+    d.run("ferry-validate", &[&copy, "d1://acct/src"], b"").ok();
+    // Differences made on each side are found, with their keys.
+    d.open("copy.db")
+        .execute("UPDATE users SET r = 0.5 WHERE id = 42", [])
+        .unwrap();
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF; DELETE FROM users WHERE id = 2999; INSERT INTO tags VALUES (99999, 'orphan');",
+        )
+        .unwrap();
+    let v = d.run("ferry-validate", &[&copy, "d1://acct/src"], b"");
+    v.expect_code(1);
+    let findings: Vec<serde_json::Value> = v.lines().into_iter().filter(|l| l["type"] == "FINDING").collect();
+    let has = |kind: &str, key: serde_json::Value| findings.iter().any(|f| f["kind"] == kind && f["key"] == key);
+    assert!(has("changed", serde_json::json!({"id": 42})), "{findings:?}");
+    assert!(has("missing", serde_json::json!({"id": 2999})), "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["stream"] == "main.tags" && f["kind"] == "extra"),
+        "{findings:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["stream"] == "main.tags" && f["kind"] == "fk_orphans"),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn a_django_shaped_postgresql_database_goes_to_d1_and_back_out_equal() {
+    let d = Dir::new();
+    let dbl = double(&d, 60.0, 1200);
+    let url = pg::cluster().database("django");
+    pg::connect(&url)
+        .batch_execute(
+            "CREATE TABLE users (id bigserial PRIMARY KEY, email varchar(254) NOT NULL UNIQUE,
+                is_active boolean NOT NULL DEFAULT true, date_joined timestamptz NOT NULL);
+             CREATE TABLE email_subscriptions (id bigserial PRIMARY KEY,
+                user_id bigint NOT NULL REFERENCES users (id), list text NOT NULL, subscribed boolean NOT NULL,
+                created_at timestamp NOT NULL, UNIQUE (user_id, list));
+             CREATE TABLE notification_logs (id bigserial PRIMARY KEY,
+                user_id bigint NOT NULL REFERENCES users (id), payload jsonb NOT NULL, sent boolean NOT NULL,
+                sent_at timestamptz, external_id bigint, amount numeric(12, 2));
+             CREATE INDEX notification_logs_user ON notification_logs (user_id, sent_at);
+             INSERT INTO users (email, is_active, date_joined)
+               SELECT 'user' || i || '@example.com', i % 7 <> 0,
+                      timestamptz '2024-01-01 00:00:00+00' + i * interval '37 minutes 0.25 seconds'
+               FROM generate_series(1, 1500) i;
+             INSERT INTO email_subscriptions (user_id, list, subscribed, created_at)
+               SELECT u, l, (u + length(l)) % 3 <> 0, timestamp '2024-02-01 12:00:00' + u * interval '1 hour'
+               FROM generate_series(1, 1500) u, unnest(ARRAY['news', 'product', 'O''Reilly digest']) l;
+             INSERT INTO notification_logs (user_id, payload, sent, sent_at, external_id, amount)
+               SELECT 1 + i % 1500,
+                      jsonb_build_object('kind', 'welcome', 'n', i, 'tags', jsonb_build_array('a', 'b'),
+                                         'text', 'café \"quoted\"'),
+                      i % 4 <> 0,
+                      CASE WHEN i % 4 <> 0 THEN timestamptz '2024-03-01 08:00:00.123456+02' + i * interval '1 minute' END,
+                      9007199254740993 + i, (i * 1.25)::numeric(12, 2)
+               FROM generate_series(1, 4000) i;",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&url]),
+            ("ferry-transform", &["--dialect", "d1"]),
+            ("ferry-import", &["d1://acct/app", "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let end = runs[2].lines().pop().unwrap();
+    assert_eq!(end["written"], 1500 + 4500 + 4000, "{end}");
+    assert_eq!(dbl.stats.lockouts.load(Ordering::SeqCst), 0);
+    // Equal across engines, read back through the API.
+    d.run("ferry-validate", &[&url, "d1://acct/app"], b"").ok();
+    // D1's own types and values: 0/1, SQLite datetime text, JSON text, integers beyond 2^53 exact.
+    let db = rusqlite::Connection::open(d.path("d1/app.sqlite3")).unwrap();
+    let (sent, at, payload, ext): (i64, String, String, i64) = db
+        .query_row(
+            "SELECT sent, sent_at, payload, external_id FROM notification_logs WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (sent, at.as_str(), ext),
+        (1, "2024-03-01 06:01:00.123456", 9007199254740994)
+    );
+    assert!(payload.contains(r#""kind": "welcome""#), "{payload}");
+    let fks: i64 = db
+        .query_row(
+            "SELECT count(*) FROM pragma_foreign_key_list('email_subscriptions')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(fks, 1);
+
+    // And back out: the backup holds every row, and validates equal to D1 and to PostgreSQL.
+    let backup = d.path("d1-backup.ndjson");
+    let out = d.run("ferry-export", &["d1://acct/app"], b"");
+    out.ok();
+    std::fs::write(&backup, out.stdout()).unwrap();
+    let backup = backup.display().to_string();
+    d.run("ferry-validate", &[&backup, "d1://acct/app"], b"").ok();
+    let lite = d.db("from-backup.db");
+    all_ok(&[d.run("ferry-import", &[&lite, "--create", "--input", &backup], b"")]);
+    d.run("ferry-validate", &[&url, &lite], b"").ok();
+}
+
+#[test]
+fn a_killed_export_from_d1_resumes_after_the_last_acknowledged_key() {
+    let d = Dir::new();
+    let _dbl = double(&d, 60.0, 1200);
+    d.set_env("FERRY_D1_PAGE_BYTES", "20000");
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    wide_table(&d.path("d1/big.sqlite3"), 20_000);
+    let dst = d.db("dst.db");
+    d.pipe_killed_after(
+        &[
+            ("ferry-export", &["d1://acct/big", "--state-every", "1000"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        4,
+    );
+    let before = common::count(&d.open("dst.db"), "events");
+    assert!(before > 0 && before < 20_000, "killed mid-way: {before} rows in");
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &["d1://acct/big", "--resume", "--state-every", "1000"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let (written, _) = common::written_and_already(&runs[1]);
+    assert_eq!(written + before as u64, 20_000, "nothing twice, nothing lost");
+    d.run("ferry-validate", &["d1://acct/big", &dst], b"").ok();
+}
+
+#[test]
+fn reading_d1_fails_clearly_on_a_dead_server_and_an_unknown_table() {
+    let d = Dir::new();
+    let _dbl = double(&d, 60.0, 1200);
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    wide_table(&d.path("d1/small.sqlite3"), 10);
+    d.run("ferry-export", &["d1://acct/small", "--table", "nope"], b"")
+        .expect_code(2)
+        .stderr_has("no table named nope (tables: events)");
+    // Nothing listens on the port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    d.set_env("CLOUDFLARE_API_BASE_URL", &format!("http://127.0.0.1:{port}/client/v4"));
+    d.set_env("FERRY_RETRIES", "1");
+    for args in [
+        &["ferry-export", "d1://acct/small"][..],
+        &["ferry-validate", "d1://acct/small", "d1://acct/small"],
+    ] {
+        let r = d.run(args[0], &args[1..], b"");
+        r.stderr_has("d1://acct/small: a request").stderr_has("failed");
+        assert_eq!(r.code(), Some(2), "{}", r.stderr());
+        assert!(!r.stdout().contains(r#""type":"RECORD""#));
+    }
 }

@@ -322,44 +322,16 @@ fn a_killed_import_resumes_after_the_last_key_and_the_rerun_is_exactly_once() {
     )
     .unwrap();
     let dst = d.db("dst.db");
-    // export | transform --dialect sqlite | import, the importer killed once it has acknowledged
+    // export | transform --dialect sqlite | import, killed once the importer has acknowledged
     // a few STATEs.
-    let mut export = d
-        .cmd("ferry-export", &[&url, "--state-every", "2000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut transform = d
-        .cmd("ferry-transform", &["--dialect", "sqlite"])
-        .stdin(Stdio::from(export.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut import = d
-        .cmd("ferry-import", &[&dst, "--create"])
-        .stdin(Stdio::from(transform.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let acks = BufReader::new(import.stdout.take().unwrap());
-    let mut seen = 0;
-    for line in acks.lines() {
-        if line.unwrap().contains("\"type\":\"STATE\"") {
-            seen += 1;
-            if seen == 6 {
-                break;
-            }
-        }
-    }
-    assert_eq!(seen, 6, "the import acknowledged STATEs before the kill");
-    let _ = import.kill();
-    for mut p in [import, transform, export] {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    d.pipe_killed_after(
+        &[
+            ("ferry-export", &[&url, "--state-every", "2000"]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        6,
+    );
     let before = common::count(&d.open("dst.db"), "events");
     assert!(before > 0 && before < 60000, "killed mid-way: {before} rows in");
 

@@ -29,6 +29,9 @@ Examples:
   ferry-export postgres://app@localhost/app --table users --table email_subscriptions \\
     | ferry-transform --dialect sqlite | ferry-import sqlite:app-copy.db --create
 
+  # A Cloudflare D1 database (CLOUDFLARE_API_TOKEN set), backed up through its HTTP API
+  ferry-export d1://ACCOUNT_ID/DATABASE_ID > d1-backup.ndjson
+
   # A directory tree: one FILE line per file (path, size, sha256, mtime, mode, content type)
   ferry-export dir:/srv/media > files.ndjson
 
@@ -40,7 +43,8 @@ Examples:
 
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
 for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
-transaction, rows through COPY; streams are named schema.table). A directory's files come in byte
+transaction, rows through COPY; streams are named schema.table; D1: keyset pages, one request
+each, paced inside the API's rate limit, not one snapshot). A directory's files come in byte
 order of their paths, each read once and hashed (SHA-256) on --jobs threads; a file that cannot be
 read, or changes while it is read, is an ERROR line naming it and is left out. Exit status: 0 done,
 2 error.";
@@ -50,7 +54,8 @@ read, or changes while it is read, is an ERROR line naming it and is left out. E
 #[command(name = "ferry-export", version, about, after_long_help = EXAMPLES)]
 pub struct ExportArgs {
     /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB, dir:PATH (a directory tree of files), or s3://BUCKET/PREFIX
+    /// postgres://USER@HOST:PORT/DB, d1://ACCOUNT_ID/DATABASE_ID, dir:PATH (a directory tree of
+    /// files), or s3://BUCKET/PREFIX
     /// (the objects' listing, with the SHA-256 from their metadata)
     pub source: String,
     /// Export only this table (repeatable); by table (users) or stream name (main.users)

@@ -17,6 +17,7 @@ Examples:
   # Two databases, or SQLite against PostgreSQL (values compared by the PostgreSQL column's type)
   ferry-validate sqlite:app.db sqlite:copy.db --report report.json
   ferry-validate sqlite:app.db postgres://app@localhost/app
+  ferry-validate postgres://app@localhost/app d1://ACCOUNT_ID/DATABASE_ID   # D1 read once through its API
 
   # The stream (after the same transform the import saw) against the target
   ferry-export sqlite:app.db | ferry-transform --rename-stream main.users=people \\

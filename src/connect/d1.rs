@@ -122,6 +122,8 @@ pub struct D1Client {
     address: String,
     pacer: Pacer,
     pub requests: u64,
+    /// Whose failure an error is: the target's, or the source's when reading.
+    kind: ErrorKind,
 }
 
 /// `d1://ACCOUNT_ID/DATABASE_ID` split.
@@ -146,7 +148,8 @@ enum Sent {
 }
 
 impl D1Client {
-    pub fn open(url: &str) -> Result<D1Client> {
+    /// A client for the database at `url`; its errors are of `kind` (target or source).
+    pub fn open(url: &str, kind: ErrorKind) -> Result<D1Client> {
         let (account, database) = parse_address(url)?;
         let address = format!("d1://{account}/{database}");
         let token = std::env::var("CLOUDFLARE_API_TOKEN")
@@ -169,7 +172,7 @@ impl D1Client {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(90))
             .build()
-            .map_err(|e| Error::new(ErrorKind::Target, format!("{address}: starting an HTTP client: {e}")))?;
+            .map_err(|e| Error::new(kind, format!("{address}: starting an HTTP client: {e}")))?;
         Ok(D1Client {
             http,
             url: format!(
@@ -180,6 +183,7 @@ impl D1Client {
             address,
             pacer: Pacer::from_env()?,
             requests: 0,
+            kind,
         })
     }
 
@@ -192,8 +196,10 @@ impl D1Client {
         (self.pacer.sent.len(), self.pacer.limit)
     }
 
-    /// Send statements as one request (one transaction), paced and retried.
-    fn send(&mut self, stmts: &[Stmt]) -> Result<Sent> {
+    /// Send statements as one request (one transaction) to `/query` (rows as objects) or `/raw`
+    /// (rows as arrays), paced and retried.
+    fn send(&mut self, stmts: &[Stmt], endpoint: &str) -> Result<Sent> {
+        let kind = self.kind;
         let body = if stmts.len() == 1 {
             json!({"sql": stmts[0].sql, "params": stmts[0].params})
         } else {
@@ -210,7 +216,7 @@ impl D1Client {
                     self.requests += 1;
                     let r = self
                         .http
-                        .post(format!("{}/query", self.url))
+                        .post(format!("{}/{endpoint}", self.url))
                         .bearer_auth(&self.token)
                         .header("content-type", "application/json")
                         .body(body.clone())
@@ -237,9 +243,8 @@ impl D1Client {
             let (status, retry_after, text) = attempt;
             match status {
                 200..=299 => {
-                    let v: Json = serde_json::from_str(&text).map_err(|e| {
-                        Error::new(ErrorKind::Target, format!("{address}: an answer that is not JSON: {e}"))
-                    })?;
+                    let v: Json = serde_json::from_str(&text)
+                        .map_err(|e| Error::new(kind, format!("{address}: an answer that is not JSON: {e}")))?;
                     let results = v.get("result").and_then(Json::as_array).cloned().unwrap_or_default();
                     return Ok(Sent::Ok(results));
                 }
@@ -262,7 +267,7 @@ impl D1Client {
                 }
                 401 | 403 => {
                     return Err(Error::new(
-                        ErrorKind::Target,
+                        kind,
                         format!(
                             "{address}: the API refused the token ({status}: {}); check CLOUDFLARE_API_TOKEN (it needs D1 edit rights on this account)",
                             first_error(&text)
@@ -271,7 +276,7 @@ impl D1Client {
                 }
                 404 => {
                     return Err(Error::new(
-                        ErrorKind::Target,
+                        kind,
                         format!(
                             "{address}: no such database or account ({}); check the ids in the address",
                             first_error(&text)
@@ -285,10 +290,10 @@ impl D1Client {
 
     /// Run statements; an SQL error is an error naming the first statement.
     pub fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
-        match self.send(stmts)? {
+        match self.send(stmts, "query")? {
             Sent::Ok(r) => Ok(r),
             Sent::Refused(m) => Err(Error::new(
-                ErrorKind::Target,
+                self.kind,
                 format!(
                     "{}: the database refused {}: {m}",
                     self.address,
@@ -311,6 +316,44 @@ impl D1Client {
             .cloned()
             .unwrap_or_default())
     }
+
+    /// The rows of each query, as arrays in the order of its columns (`/raw`), from one request.
+    pub fn raw(&mut self, sqls: &[String]) -> Result<Vec<Vec<Vec<Json>>>> {
+        match self.try_raw(sqls)? {
+            Ok(rows) => Ok(rows),
+            Err(m) => Err(Error::new(
+                self.kind,
+                format!(
+                    "{}: the database refused {}: {m}",
+                    self.address,
+                    sqls.first().map_or("", String::as_str)
+                ),
+            )),
+        }
+    }
+
+    /// [`D1Client::raw`], with the server's message when it refused the SQL (HTTP 400).
+    #[allow(clippy::type_complexity)]
+    pub fn try_raw(&mut self, sqls: &[String]) -> Result<std::result::Result<Vec<Vec<Vec<Json>>>, String>> {
+        let stmts: Vec<Stmt> = sqls.iter().map(|s| Stmt::plain(s.as_str())).collect();
+        let results = match self.send(&stmts, "raw")? {
+            Sent::Ok(r) => r,
+            Sent::Refused(m) => return Ok(Err(m)),
+        };
+        Ok(Ok(results
+            .iter()
+            .map(|r| {
+                r.pointer("/results/rows")
+                    .and_then(Json::as_array)
+                    .map(|rows| {
+                        rows.iter()
+                            .map(|row| row.as_array().cloned().unwrap_or_default())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()))
+    }
 }
 
 fn first_error(text: &str) -> String {
@@ -326,7 +369,7 @@ fn first_error(text: &str) -> String {
 }
 
 /// A value as an SQL literal; `Err` says why it cannot go to D1 at all.
-fn literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
+pub(super) fn literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
     use std::fmt::Write as _;
     match v {
         Value::Null => out.push_str("NULL"),
@@ -501,7 +544,7 @@ impl D1Target {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1 << 20);
         Ok(D1Target {
-            client: D1Client::open(url)?,
+            client: D1Client::open(url, ErrorKind::Target)?,
             dry_run,
             streams: HashMap::new(),
             pending: Vec::new(),
@@ -659,7 +702,7 @@ impl D1Target {
         let rows_from = stmts.len();
         stmts.extend(pieces.iter().map(|p| p.stmt.clone()));
         stmts.extend(self.partial_markers(&pieces));
-        match self.client.send(&stmts)? {
+        match self.client.send(&stmts, "query")? {
             Sent::Ok(results) => {
                 self.marker_table = true;
                 for (i, p) in pieces.iter().enumerate() {

@@ -3,6 +3,7 @@
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
 pub mod d1;
+pub mod d1source;
 pub mod objects;
 pub mod pgcopy;
 pub mod pgsource;
@@ -331,6 +332,7 @@ pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
         Address::Postgres(url) => Ok(Box::new(pgsource::PgSource::open(url)?)),
+        Address::D1(url) => Ok(Box::new(d1source::D1Source::open(url)?)),
         other => Err(other.unsupported("a source")),
     }
 }

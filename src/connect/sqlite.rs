@@ -562,7 +562,7 @@ pub fn table_sql_parts(sql: &str) -> TableSqlParts {
 
 /// Storage classes present in one column, from the pre-scan.
 #[derive(Debug, Clone, Copy, Default)]
-struct Classes {
+pub(crate) struct Classes {
     integer: bool,
     real: bool,
     text: bool,
@@ -747,27 +747,60 @@ impl SqliteSource {
         Ok(())
     }
 
-    /// The table's exact row count, and the storage classes its columns hold in a sample: the
-    /// first and last [`CLASS_SAMPLE`] rows in key order (all of them in a smaller table). The
-    /// sample only decides how the SCHEMA describes each column; a value of a class it did not see
-    /// is still written exactly, in a tagged form (see `value`).
+    /// The table's exact row count, and the storage classes its columns hold (see [`PreScan`]).
     fn pre_scan(&self, t: &TableInfo, filter: Option<&str>) -> Result<(u64, Vec<Classes>)> {
         let e = || format!("{}: scanning table {}", self.address, t.name);
-        let table = format!("main.{}", quote(&t.name));
-        let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+        let q = PreScan::new(t, filter);
         let count: i64 = self
             .conn
-            .query_row(&format!("SELECT count(*) FROM {table}{filter}"), [], |r| r.get(0))
+            .query_row(&q.count, [], |r| r.get(0))
             .ctx(ErrorKind::Source, e)?;
+        let classes = match &q.classes {
+            None => vec![],
+            Some(sql) => self
+                .conn
+                .query_row(sql, [], |r| {
+                    let flags = (0..q.columns * 4)
+                        .map(|i| r.get::<_, bool>(i))
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok(PreScan::classes(&flags))
+                })
+                .ctx(ErrorKind::Source, e)?,
+        };
+        Ok((count as u64, classes))
+    }
+}
+
+/// The queries that learn a table's exact row count and the storage classes its columns hold in a
+/// sample: the first and last [`CLASS_SAMPLE`] rows in key order (every row of a smaller table).
+/// The sample only decides how the SCHEMA describes each column; a value of a class it did not
+/// see is still written exactly, in a tagged form (see `value`).
+pub(crate) struct PreScan {
+    pub count: String,
+    /// One row of 0/1 flags, four per column (integer, real, text, blob); None without columns.
+    pub classes: Option<String>,
+    pub columns: usize,
+}
+
+impl PreScan {
+    pub(crate) fn new(t: &TableInfo, filter: Option<&str>) -> PreScan {
+        let table = format!("main.{}", quote(&t.name));
+        let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+        let count = format!("SELECT count(*) FROM {table}{filter}");
         let cols: Vec<String> = t.stored_columns().map(|c| quote(&c.name)).collect();
         if cols.is_empty() {
-            return Ok((count as u64, vec![]));
+            return PreScan {
+                count,
+                classes: None,
+                columns: 0,
+            };
         }
         let list = cols.join(", ");
         let (key, tie) = scan_order(t);
         let mut order: Vec<String> = key.iter().map(|k| quote(k)).collect();
         order.extend(tie.map(str::to_owned));
-        let rows = if count as u64 <= 2 * CLASS_SAMPLE || order.is_empty() {
+        // Both ends of the key order; a table of fewer rows is read whole (twice, at most).
+        let rows = if order.is_empty() {
             format!("SELECT {list} FROM {table}{filter}")
         } else {
             let asc = order.join(", ");
@@ -787,23 +820,24 @@ impl SqliteSource {
             }
         }
         sql.push_str(&format!(" FROM ({rows})"));
-        let classes = self
-            .conn
-            .query_row(&sql, [], |r| {
-                (0..cols.len())
-                    .map(|i| {
-                        let b = |k: usize| r.get::<_, bool>(i * 4 + k);
-                        Ok(Classes {
-                            integer: b(0)?,
-                            real: b(1)?,
-                            text: b(2)?,
-                            blob: b(3)?,
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
+        PreScan {
+            count,
+            classes: Some(sql),
+            columns: cols.len(),
+        }
+    }
+
+    /// The classes of each column from the flags the classes query returned.
+    pub(crate) fn classes(flags: &[bool]) -> Vec<Classes> {
+        flags
+            .chunks(4)
+            .map(|f| Classes {
+                integer: f[0],
+                real: f[1],
+                text: f[2],
+                blob: f[3],
             })
-            .ctx(ErrorKind::Source, e)?;
-        Ok((count as u64, classes))
+            .collect()
     }
 }
 
@@ -811,7 +845,7 @@ impl SqliteSource {
 const CLASS_SAMPLE: u64 = 10_000;
 
 /// The ORDER BY columns of a table's export, and whether the rowid is appended to the key.
-fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {
+pub(crate) fn scan_order(t: &TableInfo) -> (Vec<String>, Option<&'static str>) {
     if !t.pk.is_empty() {
         let tie = if t.pk_nullable() { t.rowid_name } else { None };
         (t.pk.clone(), tie)
@@ -857,94 +891,13 @@ impl Source for SqliteSource {
 
     fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
         self.snapshot()?;
-        let all = list_tables(&self.conn, &self.address)?;
-        let pairs: Vec<(String, String)> = all.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
-        let unmatched = selection.unmatched(&pairs);
-        if !unmatched.is_empty() {
-            return Err(Error::usage(format!(
-                "{}: no table named {} (tables: {})",
-                self.address,
-                unmatched.join(", "),
-                all.join(", ")
-            )));
-        }
-        let mut infos = Vec::new();
-        for t in &all {
-            if selection.includes(&format!("main.{t}"), t) {
-                infos.push(describe(&self.conn, t, &self.address)?);
-            }
-        }
-        let (order, cycle) = fk_order(&infos);
-        if !cycle.is_empty() {
-            tracing::warn!(
-                tables = %cycle.join(", "),
-                "foreign keys form a cycle: these tables are exported in name order; targets load them with constraints deferred"
-            );
-        }
-        let mut plans = Vec::with_capacity(infos.len());
-        for i in order {
-            let t = &infos[i];
-            let stream = format!("main.{}", t.name);
-            let filter = selection.filter_for(&stream, &t.name).map(str::to_owned);
-            let (rows, classes) = self.pre_scan(t, filter.as_deref())?;
-            let parts = t.sql.as_deref().map(table_sql_parts).unwrap_or_default();
-            let mut props = Map::new();
-            for (c, cls) in t.stored_columns().zip(classes) {
-                let nullable = !c.notnull && !(c.pk > 0 && (t.without_rowid || t.pk_is_rowid()));
-                let collate = parts
-                    .collations
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
-                    .map(|(_, k)| k.as_str());
-                props.insert(
-                    c.name.clone(),
-                    Json::Object(column_property(c, cls, t.strict, nullable, collate)),
-                );
-            }
-            let generated: Vec<&str> = t
-                .columns
-                .iter()
-                .filter(|c| c.generated())
-                .map(|c| c.name.as_str())
-                .collect();
-            if !generated.is_empty() {
-                tracing::info!(stream = %stream, columns = %generated.join(", "), "generated columns are not exported (the target computes them)");
-            }
-            let (_, tie) = scan_order(t);
-            let resumable = !t.pk.is_empty() || tie.is_some();
-            let schema = Schema {
-                stream: stream.clone(),
-                schema: ObjectSchema {
-                    properties: props,
-                    ..Default::default()
-                },
-                key_properties: t.pk.clone(),
-                source_stream: None,
-                table: Some(TableRef {
-                    schema: Some("main".into()),
-                    name: t.name.clone(),
-                }),
-                foreign_keys: t.foreign_keys.clone(),
-                unique: t.unique.clone(),
-                indexes: t.indexes.clone(),
-                row_estimate: Some(rows),
-                byte_estimate: None,
-                sqlite: Some(SqliteTable {
-                    sql: t.sql.clone(),
-                    strict: t.strict,
-                    without_rowid: t.without_rowid,
-                    autoincrement: parts.autoincrement,
-                    checks: parts.checks,
-                    sequence: t.sequence,
-                }),
-                extra: Map::new(),
-            };
-            self.tables.insert(stream, t.clone());
-            plans.push(StreamPlan {
-                schema,
-                filter,
-                resumable,
-            });
+        let found = discover_tables(&self.conn, &self.address, selection, &mut |t, f| {
+            self.pre_scan(t, f).map(|(n, c)| (Some(n), c))
+        })?;
+        let mut plans = Vec::with_capacity(found.len());
+        for (plan, t) in found {
+            self.tables.insert(plan.schema.stream.clone(), t);
+            plans.push(plan);
         }
         Ok(plans)
     }
@@ -1018,7 +971,112 @@ impl Source for SqliteSource {
     }
 }
 
-/// `WHERE` condition selecting rows strictly after a bookmark, in scan order, NULL-aware.
+/// The streams of a database's tables, parents first, described through `conn`; `pre_scan`
+/// counts each table's rows (None: not known) and samples their classes (see [`PreScan`])
+/// wherever the rows are: in `conn`, or in the D1 database whose schema `conn` mirrors.
+#[allow(clippy::type_complexity)]
+pub(crate) fn discover_tables(
+    conn: &Connection,
+    address: &str,
+    selection: &Selection,
+    pre_scan: &mut dyn FnMut(&TableInfo, Option<&str>) -> Result<(Option<u64>, Vec<Classes>)>,
+) -> Result<Vec<(StreamPlan, TableInfo)>> {
+    let all = list_tables(conn, address)?;
+    let pairs: Vec<(String, String)> = all.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
+    let unmatched = selection.unmatched(&pairs);
+    if !unmatched.is_empty() {
+        return Err(Error::usage(format!(
+            "{}: no table named {} (tables: {})",
+            address,
+            unmatched.join(", "),
+            all.join(", ")
+        )));
+    }
+    let mut infos = Vec::new();
+    for t in &all {
+        if selection.includes(&format!("main.{t}"), t) {
+            infos.push(describe(conn, t, address)?);
+        }
+    }
+    let (order, cycle) = fk_order(&infos);
+    if !cycle.is_empty() {
+        tracing::warn!(
+            tables = %cycle.join(", "),
+            "foreign keys form a cycle: these tables are exported in name order; targets load them with constraints deferred"
+        );
+    }
+    let mut plans = Vec::with_capacity(infos.len());
+    for i in order {
+        let t = &infos[i];
+        let stream = format!("main.{}", t.name);
+        let filter = selection.filter_for(&stream, &t.name).map(str::to_owned);
+        let (rows, classes) = pre_scan(t, filter.as_deref())?;
+        let parts = t.sql.as_deref().map(table_sql_parts).unwrap_or_default();
+        let mut props = Map::new();
+        for (c, cls) in t.stored_columns().zip(classes) {
+            let nullable = !c.notnull && !(c.pk > 0 && (t.without_rowid || t.pk_is_rowid()));
+            let collate = parts
+                .collations
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
+                .map(|(_, k)| k.as_str());
+            props.insert(
+                c.name.clone(),
+                Json::Object(column_property(c, cls, t.strict, nullable, collate)),
+            );
+        }
+        let generated: Vec<&str> = t
+            .columns
+            .iter()
+            .filter(|c| c.generated())
+            .map(|c| c.name.as_str())
+            .collect();
+        if !generated.is_empty() {
+            tracing::info!(stream = %stream, columns = %generated.join(", "), "generated columns are not exported (the target computes them)");
+        }
+        let (_, tie) = scan_order(t);
+        let resumable = !t.pk.is_empty() || tie.is_some();
+        let schema = Schema {
+            stream: stream.clone(),
+            schema: ObjectSchema {
+                properties: props,
+                ..Default::default()
+            },
+            key_properties: t.pk.clone(),
+            source_stream: None,
+            table: Some(TableRef {
+                schema: Some("main".into()),
+                name: t.name.clone(),
+            }),
+            foreign_keys: t.foreign_keys.clone(),
+            unique: t.unique.clone(),
+            indexes: t.indexes.clone(),
+            row_estimate: rows,
+            byte_estimate: None,
+            sqlite: Some(SqliteTable {
+                sql: t.sql.clone(),
+                strict: t.strict,
+                without_rowid: t.without_rowid,
+                autoincrement: parts.autoincrement,
+                checks: parts.checks,
+                sequence: t.sequence,
+            }),
+            extra: Map::new(),
+        };
+        plans.push((
+            StreamPlan {
+                schema,
+                filter,
+                resumable,
+            },
+            t.clone(),
+        ));
+    }
+    Ok(plans)
+}
+
+/// `WHERE` condition selecting rows strictly after a bookmark, in scan order, NULL-aware, with
+/// the values to bind to its `?`s.
 fn after_condition(
     t: &TableInfo,
     shape: &RowShape,
@@ -1026,6 +1084,24 @@ fn after_condition(
     tie: Option<&'static str>,
     b: &Bookmark,
 ) -> Result<(String, Vec<Value>), String> {
+    let position = bookmark_position(t, shape, key, tie, b)?;
+    let mut binds = Vec::new();
+    let cond = after_position(&position, &mut |v| {
+        binds.push(v.clone());
+        "?".to_owned()
+    });
+    Ok((cond, binds))
+}
+
+/// A bookmark as a scan position: each ORDER BY expression (quoted key columns, then the rowid
+/// when it breaks ties) with its value.
+pub(crate) fn bookmark_position(
+    t: &TableInfo,
+    shape: &RowShape,
+    key: &[String],
+    tie: Option<&'static str>,
+    b: &Bookmark,
+) -> Result<Vec<(String, Value)>, String> {
     let mut cols: Vec<(String, Value)> = Vec::new();
     for k in key {
         let i = shape
@@ -1045,29 +1121,32 @@ fn after_condition(
     if cols.is_empty() {
         return Err(format!("table {} has no key or rowid to resume by", t.name));
     }
+    Ok(cols)
+}
+
+/// The condition for rows strictly after `position` in its order; `render` writes a value into
+/// the SQL (a `?` it will bind, or a literal).
+pub(crate) fn after_position(position: &[(String, Value)], render: &mut dyn FnMut(&Value) -> String) -> String {
     // (c1 > v1) OR (c1 = v1 AND c2 > v2) OR ...; NULL sorts first and compares with IS.
     let mut ors = Vec::new();
-    let mut binds = Vec::new();
-    for i in 0..cols.len() {
+    for i in 0..position.len() {
         let mut ands = Vec::new();
-        for (c, v) in &cols[..i] {
+        for (c, v) in &position[..i] {
             if *v == Value::Null {
                 ands.push(format!("{c} IS NULL"));
             } else {
-                ands.push(format!("{c} = ?"));
-                binds.push(v.clone());
+                ands.push(format!("{c} = {}", render(v)));
             }
         }
-        let (c, v) = &cols[i];
+        let (c, v) = &position[i];
         if *v == Value::Null {
             ands.push(format!("{c} IS NOT NULL"));
         } else {
-            ands.push(format!("{c} > ?"));
-            binds.push(v.clone());
+            ands.push(format!("{c} > {}", render(v)));
         }
         ors.push(format!("({})", ands.join(" AND ")));
     }
-    Ok((format!("({})", ors.join(" OR ")), binds))
+    format!("({})", ors.join(" OR "))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -161,6 +161,52 @@ impl Dir {
         runs
     }
 
+    /// Run stages connected by OS pipes (no input) and SIGKILL them all once the last one has
+    /// acknowledged `states` STATEs: a pipeline killed mid-run, with some work committed.
+    pub fn pipe_killed_after(&self, stages: &[(&str, &[&str])], states: usize) {
+        let mut children: Vec<Child> = Vec::new();
+        let mut prev: Option<std::process::ChildStdout> = None;
+        for (name, args) in stages {
+            let mut c = self.cmd(name, args);
+            c.stdin(prev.take().map_or_else(Stdio::null, Stdio::from))
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(self.path(&format!("{name}.stderr"))).unwrap());
+            let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+            prev = child.stdout.take();
+            children.push(child);
+        }
+        let acks = std::io::BufReader::new(prev.expect("a stage"));
+        let mut seen = 0;
+        for line in std::io::BufRead::lines(acks) {
+            if line.expect("reading acknowledgements").contains(r#""type":"STATE""#) {
+                seen += 1;
+                if seen == states {
+                    break;
+                }
+            }
+        }
+        if seen < states {
+            for mut c in children {
+                let _ = c.wait();
+            }
+            let said: Vec<String> = stages
+                .iter()
+                .map(|(name, _)| {
+                    let text = std::fs::read_to_string(self.path(&format!("{name}.stderr"))).unwrap_or_default();
+                    format!("--- {name}:\n{text}")
+                })
+                .collect();
+            panic!(
+                "the pipeline ended after {seen} of {states} STATEs:\n{}",
+                said.join("\n")
+            );
+        }
+        for mut c in children.into_iter().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn open(&self, name: &str) -> Connection {
         Connection::open(self.path(name)).expect("open db")
     }

@@ -84,6 +84,19 @@ impl Db {
                     explicit: schema.is_some(),
                 })
             }
+            Address::D1(url) => {
+                // Read once into a private temporary SQLite file (deleted on close), then checked
+                // as any SQLite database: D1 is SQLite behind an HTTP API.
+                let mut d1 = crate::connect::d1source::D1Source::open(url)?;
+                let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
+                conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+                    .ctx(ErrorKind::Io, || "configuring a temporary database")?;
+                d1.copy_into(&conn)?;
+                Ok(Db::Sqlite {
+                    conn,
+                    address: d1.address().to_owned(),
+                })
+            }
             other => Err(other.unsupported("a validation side")),
         }
     }
