@@ -8,7 +8,7 @@
 # Two runs of the import:
 #   real clock    the rate limit as Cloudflare sets it (1,200 requests per 300 s), default
 #                 request size (about 1 MiB of SQL): what a user's migration does;
-#   over a window small requests (FERRY_D1_REQUEST_BYTES=16384) with the clock 20 times faster,
+#   over a window small requests (FERRY_D1_REQUEST_BYTES=8192) with the clock 20 times faster,
 #                 so the run sends more than a whole window's budget and has to be paced.
 # Then the export back out of D1 and a validation against the source, on the real clock.
 # Prints a Markdown report on stdout; copy it into benches/RESULTS.md. Files go to target/bench/d1.
@@ -33,7 +33,7 @@ WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
 INSERT INTO events SELECT i, i % 97, CASE i % 3 WHEN 0 THEN 'signup' WHEN 1 THEN 'login' ELSE 'it''s "quoted"' END,
   '{"n": ' || i || ', "tags": ["a", "b"]}', i / 7.0, (1 << 60) + i, i % 2,
   printf('2026-11-%02dT10:00:00Z', i % 28 + 1), CASE WHEN i % 5 = 0 THEN NULL ELSE 'note ' || i END,
-  unhex(printf('%02x00ff', i % 256))
+  CAST(char(i % 256 + 1, 0, 255) AS BLOB)
 FROM n;
 SQL
 
@@ -80,7 +80,7 @@ PY
 say "import, real clock..."
 import_run "real clock, 1 MiB requests" 1 real
 say "import, over a window..."
-import_run "16 KiB requests, > 1 window" 20 window FERRY_D1_REQUEST_BYTES=16384
+import_run "8 KiB requests, > 1 window" 20 window FERRY_D1_REQUEST_BYTES=8192
 
 say "export and validate, real clock..."
 start_double 1
