@@ -27,8 +27,10 @@
 //!
 //! Differences (deliberate): a database id never seen before is created empty on first use; there
 //! is no `/import` endpoint; `GET /__double/stats` reports what the double saw (requests, rows
-//! written, 429s, lockouts), and `inject_429` answers the next N requests with 429 and a short
-//! `Retry-After` (another client eating the budget).
+//! written, 429s, lockouts), `inject_429` answers the next N requests with 429 and a short
+//! `Retry-After` (another client eating the budget), and `lose_answers` commits the next N
+//! requests that change the database but answers 502 (an answer lost between the database and the client: a retry must
+//! not apply the request twice).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -95,6 +97,9 @@ pub struct Stats {
     pub rows_written: AtomicU64,
     /// Answer this many coming requests with 429 (not a lockout).
     pub inject_429: AtomicU64,
+    /// Commit this many coming requests that change the database, then answer 502 as if the
+    /// answer was lost on the way back.
+    pub lose_answers: AtomicU64,
 }
 
 impl Stats {
@@ -310,6 +315,20 @@ impl Double {
         let deadline = self.cfg.scaled(self.cfg.request_time);
         let outcome = tokio::task::spawn_blocking(move || me.run(&db, &stmts, raw, deadline)).await;
         match outcome {
+            Ok(Ok(results))
+                if results.iter().any(|r| r["meta"]["changed_db"] == true)
+                    && self
+                        .stats
+                        .lose_answers
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok() =>
+            {
+                envelope(
+                    StatusCode::BAD_GATEWAY,
+                    7502,
+                    "Bad gateway (the answer was lost; the request was applied)",
+                )
+            }
             Ok(Ok(results)) => {
                 self.stats.ok.fetch_add(1, Ordering::SeqCst);
                 respond(
@@ -391,11 +410,11 @@ fn statements_of(body: &Json) -> std::result::Result<Vec<(String, Vec<Json>)>, S
     }
 }
 
-fn meta(conn: &rusqlite::Connection, changes: u64, started: Instant, rows_read: u64) -> Json {
+fn meta(conn: &rusqlite::Connection, changes: u64, started: Instant, rows_read: u64, changed_db: bool) -> Json {
     json!({
         "changes": changes, "duration": started.elapsed().as_secs_f64() * 1000.0,
         "last_row_id": conn.last_insert_rowid(), "rows_read": rows_read, "rows_written": changes,
-        "changed_db": changes > 0,
+        "changed_db": changed_db,
     })
 }
 
@@ -409,6 +428,7 @@ fn collect(
     let names: Vec<String> = st.column_names().map(str::to_owned).collect();
     let before = conn.total_changes();
     let mut rows_json = Vec::new();
+    let readonly = st.readonly();
     let mut rows = st.raw_query();
     let mut n = 0u64;
     while let Some(r) = rows.next()? {
@@ -434,7 +454,8 @@ fn collect(
     } else {
         Json::Array(rows_json)
     };
-    Ok(json!({"success": true, "results": results, "meta": meta(conn, changes, started, n)}))
+    let changed_db = changes > 0 || !readonly;
+    Ok(json!({"success": true, "results": results, "meta": meta(conn, changes, started, n, changed_db)}))
 }
 
 fn run_one(

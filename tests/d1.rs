@@ -611,3 +611,36 @@ fn reading_d1_fails_clearly_on_a_dead_server_and_an_unknown_table() {
         assert!(!r.stdout().contains(r#""type":"RECORD""#));
     }
 }
+
+#[test]
+fn answers_lost_after_the_commit_are_not_applied_twice() {
+    let d = Dir::new();
+    let dbl = double(&d, 60.0, 1200);
+    d.set_env("FERRY_D1_REQUEST_BYTES", "20000");
+    let src = d.path("src.db");
+    wide_table(&src, 2000);
+    // The table's creation and the first rows' requests commit, but their answers never arrive:
+    // sent again blindly, the table would exist already and the keys clash.
+    dbl.stats.lose_answers.store(4, Ordering::SeqCst);
+    let addr = format!("sqlite:{}", src.display());
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&addr]),
+            ("ferry-import", &["d1://acct/lost", "--create"]),
+        ],
+        b"",
+    );
+    runs[1].ok().stderr_has("had been applied before its answer was lost");
+    assert_eq!(
+        dbl.stats.lose_answers.load(Ordering::SeqCst),
+        0,
+        "every lost answer was used"
+    );
+    let end = runs[1].lines().pop().unwrap();
+    assert_eq!(
+        (end["written"].as_u64(), end["rejected"].as_u64()),
+        (Some(2000), Some(0)),
+        "{end}"
+    );
+    validate_equal(&d, &addr, "lost");
+}

@@ -12,6 +12,9 @@
 //! - MUST make every request its own transaction that also moves the stream's commit marker to
 //!   the last row it carries, so a kill between requests never leaves rows the marker does not
 //!   count (a re-run skips exactly those).
+//! - MUST NOT apply a request twice: after an attempt whose outcome is unknown (a dropped
+//!   connection or a 5xx, when the database may have committed and the answer been lost), the
+//!   markers the request moves (or the table it creates) are read back before it is sent again.
 //! - MUST isolate rows the server refuses by splitting the request, then the statement, and put
 //!   them in the reject file with the server's message; values D1 cannot hold (over 2,000,000
 //!   bytes, NaN) are refused before any request.
@@ -199,6 +202,14 @@ impl D1Client {
     /// Send statements as one request (one transaction) to `/query` (rows as objects) or `/raw`
     /// (rows as arrays), paced and retried.
     fn send(&mut self, stmts: &[Stmt], endpoint: &str) -> Result<Sent> {
+        self.send_probed(stmts, endpoint, None)
+    }
+
+    /// [`D1Client::send`] for a request that must not be applied twice: after an attempt whose
+    /// outcome is unknown (a dropped connection, a 5xx: the database may have committed it and
+    /// the answer been lost), `probe` (a query answering 1 when the request's effects are there)
+    /// decides between sending it again and taking it as done.
+    fn send_probed(&mut self, stmts: &[Stmt], endpoint: &str, probe: Option<&str>) -> Result<Sent> {
         let kind = self.kind;
         let body = if stmts.len() == 1 {
             json!({"sql": stmts[0].sql, "params": stmts[0].params})
@@ -211,7 +222,14 @@ impl D1Client {
         loop {
             let attempt = crate::retry::run(
                 &format!("{address}: a request"),
-                |_| {
+                |attempt| {
+                    if attempt > 1
+                        && let Some(p) = probe
+                        && self.applied(p)?
+                    {
+                        tracing::info!(target_db = %address, "the request had been applied before its answer was lost: not sending it again");
+                        return Ok(None);
+                    }
                     self.pacer.wait();
                     self.requests += 1;
                     let r = self
@@ -235,12 +253,14 @@ impl D1Client {
                             format!("{address}: the API answered {status}: {}", first_error(&text)),
                         ));
                     }
-                    Ok((status, retry_after, text))
+                    Ok(Some((status, retry_after, text)))
                 },
                 |e| e.kind() == ErrorKind::Transient,
                 std::thread::sleep,
             )?;
-            let (status, retry_after, text) = attempt;
+            let Some((status, retry_after, text)) = attempt else {
+                return Ok(Sent::Ok(Vec::new()));
+            };
             match status {
                 200..=299 => {
                     let v: Json = serde_json::from_str(&text)
@@ -288,9 +308,28 @@ impl D1Client {
         }
     }
 
+    /// Whether `probe` answers 1 (no table yet: not applied).
+    fn applied(&mut self, probe: &str) -> Result<bool> {
+        Ok(match self.try_raw(&[probe.to_owned()])? {
+            Ok(rows) => {
+                rows.first()
+                    .and_then(|r| r.first())
+                    .and_then(|r| r.first())
+                    .and_then(Json::as_i64)
+                    == Some(1)
+            }
+            Err(_) => false,
+        })
+    }
+
     /// Run statements; an SQL error is an error naming the first statement.
     pub fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
-        match self.send(stmts, "query")? {
+        self.exec_probed(stmts, None)
+    }
+
+    /// [`D1Client::exec`] of a request that must not be applied twice (see `send_probed`).
+    pub fn exec_probed(&mut self, stmts: &[Stmt], probe: Option<&str>) -> Result<Vec<Json>> {
+        match self.send_probed(stmts, "query", probe)? {
             Sent::Ok(r) => Ok(r),
             Sent::Refused(m) => Err(Error::new(
                 self.kind,
@@ -366,6 +405,14 @@ fn first_error(text: &str) -> String {
                 .map(|e| format!("{} (code {})", e["message"].as_str().unwrap_or(""), e["code"]))
         })
         .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
+/// Text as an SQL literal.
+fn sql_text(s: &str) -> String {
+    let mut out = String::new();
+    // Text always has a literal.
+    let _ = literal(&Value::text(s), &mut out);
+    out
 }
 
 /// A value as an SQL literal; `Err` says why it cannot go to D1 at all.
@@ -664,8 +711,8 @@ impl D1Target {
         out
     }
 
-    /// The marker statements moving each stream's position to the end of what `pieces` carry.
-    fn partial_markers(&self, pieces: &[Piece]) -> Vec<Stmt> {
+    /// The markers moving each stream's position to the end of what `pieces` carry.
+    fn partial_markers(&self, pieces: &[Piece]) -> Vec<Marker> {
         let mut last: HashMap<&str, u64> = HashMap::new();
         for p in pieces {
             if let Some(first) = p.batch.first_position {
@@ -677,14 +724,14 @@ impl D1Target {
         last.into_iter()
             .filter_map(|(stream, position)| {
                 let ts = self.streams.get(stream)?;
-                Some(marker_stmt(&Marker {
+                Some(Marker {
                     source: ts.source.clone(),
                     stream: ts.bookmark.clone(),
                     run_id: ts.run_id.clone(),
                     position: Some(position),
                     complete: false,
                     bookmark: None,
-                }))
+                })
             })
             .collect()
     }
@@ -701,8 +748,29 @@ impl D1Target {
         }
         let rows_from = stmts.len();
         stmts.extend(pieces.iter().map(|p| p.stmt.clone()));
-        stmts.extend(self.partial_markers(&pieces));
-        match self.client.send(&stmts, "query")? {
+        let markers = self.partial_markers(&pieces);
+        stmts.extend(markers.iter().map(marker_stmt));
+        // The request is there when every marker it moves has reached its position.
+        let probe = (!markers.is_empty()).then(|| {
+            let each: Vec<String> = markers
+                .iter()
+                .map(|m| {
+                    format!(
+                        "(source = {} AND stream = {} AND run_id = {} AND position >= {})",
+                        sql_text(&m.source),
+                        sql_text(&m.stream),
+                        sql_text(&m.run_id),
+                        m.position.unwrap_or(0)
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT count(*) = {} FROM _ferry_commits WHERE {}",
+                markers.len(),
+                each.join(" OR ")
+            )
+        });
+        match self.client.send_probed(&stmts, "query", probe.as_deref())? {
             Sent::Ok(results) => {
                 self.marker_table = true;
                 for (i, p) in pieces.iter().enumerate() {
@@ -888,7 +956,11 @@ impl Target for D1Target {
                         ],
                     });
                 }
-                self.client.exec(&stmts)?;
+                let probe = format!(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = {}",
+                    sql_text(&table)
+                );
+                self.client.exec_probed(&stmts, Some(&probe))?;
                 self.marker_table = true;
             }
             prepared.created.push(ddl);
