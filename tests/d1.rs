@@ -644,3 +644,47 @@ fn answers_lost_after_the_commit_are_not_applied_twice() {
     );
     validate_equal(&d, &addr, "lost");
 }
+
+#[test]
+fn a_dry_run_against_d1_counts_the_keys_already_there_and_changes_nothing() {
+    let d = Dir::new();
+    let dbl = double(&d, 60.0, 1200);
+    let src = d.path("src.db");
+    wide_table(&src, 3000);
+    let addr = format!("sqlite:{}", src.display());
+    let stream = d.run("ferry-export", &[&addr], b"").output.stdout.clone();
+    let load = |args: &[&str]| {
+        let plan = d.run("ferry-import", args, &stream);
+        plan.ok();
+        plan.lines()
+            .into_iter()
+            .find(|l| l["action"] == "load" && l["table"] == "events")
+            .unwrap()
+    };
+    let fresh = load(&["d1://acct/dry", "--create", "--dry-run"]);
+    assert_eq!(fresh["insert"], 3000, "{fresh}");
+    // (The double creates an empty database on first use, as D1 has one before any table.)
+    let db = rusqlite::Connection::open(d.path("d1/dry.sqlite3")).unwrap();
+    assert_eq!(common::count(&db, "sqlite_master"), 0, "a dry run creates nothing");
+    d.run("ferry-import", &["d1://acct/dry", "--create"], &stream).ok();
+    db.execute("DELETE FROM events WHERE id > 2000", []).unwrap();
+    let written = dbl.stats.rows_written.load(Ordering::SeqCst);
+    let plan = load(&["d1://acct/dry", "--on-conflict", "skip", "--dry-run", "--fresh"]);
+    assert_eq!(
+        (plan["insert"].as_u64(), plan["skip"].as_u64()),
+        (Some(1000), Some(2000)),
+        "{plan}"
+    );
+    let plan = load(&["d1://acct/dry", "--dry-run", "--fresh"]);
+    assert_eq!(
+        (plan["insert"].as_u64(), plan["conflict"].as_u64()),
+        (Some(1000), Some(2000)),
+        "{plan}"
+    );
+    assert_eq!(
+        dbl.stats.rows_written.load(Ordering::SeqCst),
+        written,
+        "a dry run writes nothing"
+    );
+    assert_eq!(common::count(&db, "events"), 2000);
+}

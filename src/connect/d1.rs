@@ -523,6 +523,8 @@ struct D1Stream {
     source: String,
     run_id: String,
     on_conflict: OnConflict,
+    /// The table was there before this run (a dry run of `--create` leaves it absent).
+    existed: bool,
 }
 
 /// Rows waiting to be sent: one statement's worth.
@@ -979,6 +981,7 @@ impl Target for D1Target {
                 source: opts.source.clone(),
                 run_id: opts.run_id.clone(),
                 on_conflict: opts.on_conflict,
+                existed: prepared.existed,
             },
         );
         self.shapes.insert(stream.to_owned(), shape.clone());
@@ -1001,12 +1004,64 @@ impl Target for D1Target {
         Ok(self.take_reports())
     }
 
-    fn plan(&mut self, _stream: &str, _shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
-        // Without a round trip per row: every row counts as an insert.
-        Ok(PlanCounts {
+    fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {
+        let mut counts = PlanCounts {
             insert: batch.len() as u64,
             ..Default::default()
-        })
+        };
+        let Some(ts) = self.streams.get(stream) else {
+            return Ok(counts);
+        };
+        if !ts.existed || ts.keys.is_empty() || batch.is_empty() {
+            return Ok(counts);
+        }
+        // The keys already there, counted a statement of literals at a time, in one request.
+        let key_index: Vec<usize> = ts.keys.iter().filter_map(|k| shape.column_index(k)).collect();
+        let list = ts.keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let head = format!("SELECT count(*) FROM {} WHERE ({list}) IN (VALUES ", quote(&ts.table));
+        let mut sqls = Vec::new();
+        let mut sql = head.clone();
+        let mut tuple = String::new();
+        for r in 0..batch.len() {
+            tuple.clear();
+            tuple.push('(');
+            for (j, &i) in key_index.iter().enumerate() {
+                if j > 0 {
+                    tuple.push_str(", ");
+                }
+                // A key D1 could not hold cannot be there: NULL matches nothing.
+                let v = &batch.row(r)[i];
+                if literal(v, &mut tuple).is_err() {
+                    tuple.push_str("NULL");
+                }
+            }
+            tuple.push(')');
+            if sql.len() > head.len() && sql.len() + tuple.len() + 2 > STATEMENT_TARGET {
+                sql.push(')');
+                sqls.push(std::mem::replace(&mut sql, head.clone()));
+            }
+            if sql.len() > head.len() {
+                sql.push_str(", ");
+            }
+            sql.push_str(&tuple);
+        }
+        sql.push(')');
+        sqls.push(sql);
+        let on_conflict = ts.on_conflict;
+        let found: u64 = self
+            .client
+            .raw(&sqls)?
+            .iter()
+            .filter_map(|rows| rows.first()?.first()?.as_u64())
+            .sum();
+        let found = found.min(counts.insert);
+        counts.insert -= found;
+        match on_conflict {
+            OnConflict::Skip => counts.skip = found,
+            OnConflict::Overwrite => counts.overwrite = found,
+            OnConflict::Fail => counts.conflict = found,
+        }
+        Ok(counts)
     }
 
     fn commit(&mut self, markers: &[Marker]) -> Result<()> {
