@@ -25,23 +25,9 @@ need sqlite3 sqlite3
 need psql postgresql-client
 
 # A private cluster (as the postgres user when root), unless FERRY_BENCH_PG names a server.
-if [ -n "${FERRY_BENCH_PG:-}" ]; then
-  BASE="$FERRY_BENCH_PG"
-else
-  PGBIN=$(dirname "$(command -v initdb 2> /dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
-  DATA="$WORK/pg"
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  PW="bench-$(date +%s)"
-  as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
-  rm -rf "$DATA" && mkdir -p "$DATA" && echo "$PW" > "$WORK/pgpw"
-  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$DATA" "$WORK/pgpw"
-  as_pg "$PGBIN/initdb" -D "$DATA/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --pwfile="$WORK/pgpw" --encoding=UTF8 --no-locale > /dev/null
-  as_pg "$PGBIN/pg_ctl" -D "$DATA/data" -l "$DATA/log" -w \
-    -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start > /dev/null
-  trap 'as_pg "$PGBIN/pg_ctl" -D "$DATA/data" -m fast stop > /dev/null 2>&1 || true' EXIT
-  BASE="postgres://postgres:$PW@127.0.0.1:$PORT"
-fi
+. benches/lib/pg-cluster.sh
+pg_cluster "$WORK"
+trap pg_stop EXIT
 export PGCONNECT_TIMEOUT=10
 sql() { psql -q -v ON_ERROR_STOP=1 "$BASE/${1}" -c "$2" > /dev/null 2>&1; }
 fresh() { sql postgres "DROP DATABASE IF EXISTS $1" && sql postgres "CREATE DATABASE $1" && sql postgres "CHECKPOINT"; }

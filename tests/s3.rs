@@ -511,3 +511,58 @@ fn a_file_edited_while_its_parts_go_up_is_not_recorded_and_leaves_no_parts() {
     assert!(!s3.object_path(BUCKET, "e/db.dump").exists(), "nothing is at the key");
     assert_eq!(open_uploads(&s3), 0, "the parts sent were dropped");
 }
+
+#[test]
+fn several_big_files_go_up_in_parts_at_once_without_waiting_for_each_other() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Six files of 1.5 parts each, hashed and sent at once, with small files around them: their
+    // parts together want more memory than the upload budget (64 MiB) allows in flight.
+    use std::os::unix::fs::FileExt as _;
+    for i in 0..6 {
+        let f = std::fs::File::create(src.join(format!("big{i}.bin"))).unwrap();
+        f.set_len(24 << 20).unwrap();
+        f.write_all_at(format!("big {i}").as_bytes(), 20 << 20).unwrap();
+    }
+    make_tree(&src.join("small"), 40);
+    let mut export = d
+        .cmd("ferry-export", &[&format!("dir:{}", src.display()), "-q"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[&format!("s3://{BUCKET}/"), "-q"])
+        .stdin(std::process::Stdio::from(export.stdout.take().unwrap()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = import.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(180) {
+            let _ = import.kill();
+            panic!("the import made no progress for 3 minutes: the uploads wait for each other");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(export.wait().unwrap().success());
+    for i in 0..6 {
+        assert_eq!(
+            std::fs::metadata(s3.object_path(BUCKET, &format!("big{i}.bin")))
+                .unwrap()
+                .len(),
+            24 << 20
+        );
+    }
+    d.run(
+        "ferry-validate",
+        &[&format!("dir:{}", src.display()), &format!("s3://{BUCKET}/")],
+        b"",
+    )
+    .ok();
+}

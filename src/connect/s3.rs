@@ -362,6 +362,22 @@ impl S3Store {
             .map_err(|_| Error::new(ErrorKind::Io, "the upload budget was closed"))
     }
 
+    /// A part task's outcome.
+    fn part_done(
+        &self,
+        path: &ObjPath,
+        r: std::result::Result<object_store::Result<(usize, PartId)>, tokio::task::JoinError>,
+    ) -> std::result::Result<(usize, PartId), PartError> {
+        match r {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(PartError::Store(self.fatal(&format!("sending a part of {path}"), e))),
+            Err(e) => Err(PartError::Store(Error::new(
+                ErrorKind::Io,
+                format!("sending a part of {path}: the task ended: {e}"),
+            ))),
+        }
+    }
+
     async fn multipart(&self, path: &ObjPath, req: &PutRequest<'_>, done: PutStatus) -> Result<PutOutcome> {
         let file = match std::fs::File::open(req.src) {
             Ok(f) => f,
@@ -432,15 +448,20 @@ impl S3Store {
         let mut sent: u64 = 0;
         let mut parts: Vec<Option<PartId>> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
+        // Each part is its own task, so parts already read go on being sent while this loop waits
+        // for memory: a loop that only polled its parts between waits could hold the budget with
+        // parts it never sends, and two files doing that at once would wait for each other.
         let result: std::result::Result<(), PartError> = async {
             loop {
+                // Memory for what is left of the file, not a whole part past its end.
+                let want = part.min(req.size.saturating_sub(sent)).max(1);
                 let permit = self
                     .budget
                     .clone()
-                    .acquire_many_owned(mib(part) as u32)
+                    .acquire_many_owned(mib(want) as u32)
                     .await
                     .map_err(|_| PartError::Store(Error::new(ErrorKind::Io, "the upload budget was closed")))?;
-                let mut buf = Vec::with_capacity(part as usize);
+                let mut buf = Vec::with_capacity(want as usize);
                 (&mut file)
                     .take(part)
                     .read_to_end(&mut buf)
@@ -454,26 +475,29 @@ impl S3Store {
                 parts.push(None);
                 let store = Arc::clone(&self.store);
                 let (at, id) = (path.clone(), id.clone());
-                in_flight.push(async move {
+                in_flight.push(tokio::spawn(async move {
                     let r = store.put_part(&at, &id, idx, PutPayload::from(buf)).await;
                     drop(permit);
                     r.map(|p| (idx, p))
-                });
+                }));
                 while in_flight.len() >= self.sizes.part_concurrency {
                     if let Some(r) = in_flight.next().await {
-                        let (idx, p) =
-                            r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                        let (idx, p) = self.part_done(path, r)?;
                         parts[idx] = Some(p);
                     }
                 }
             }
             while let Some(r) = in_flight.next().await {
-                let (idx, p) = r.map_err(|e| PartError::Store(self.fatal(&format!("sending a part of {path}"), e)))?;
+                let (idx, p) = self.part_done(path, r)?;
                 parts[idx] = Some(p);
             }
             Ok(())
         }
         .await;
+        // Parts still going after a failure are stopped (the upload is aborted next).
+        for h in in_flight.iter() {
+            h.abort();
+        }
         drop(in_flight);
         let after = std::fs::metadata(req.src).ok();
         let moved = match (&before, &after) {
