@@ -2,9 +2,10 @@
 """Crash-consistency soak: real pipelines SIGKILLed at random instants, re-run, validated.
 
 Run through benches/soak.sh (it builds, starts the servers and sets the environment). For each
-target, TRIALS trials; each trial starts from an empty target, runs the pipeline KILLS times with
-one randomly chosen stage SIGKILLed at a random instant inside the time a clean run takes, then
-runs the same command to completion and validates source against target. Reports per target:
+target, TRIALS trials; each trial starts from an empty target and runs the pipeline with one
+randomly chosen stage SIGKILLed at a random instant inside the time a clean run takes, again and
+again (keeping what each run did) until KILLS kills have landed, then runs the same command to
+completion and validates source against target. Reports per target:
 trials, kill points (per stage), kills that came after the run had already finished, rows or
 files lost and duplicated (from the validator's findings), and validate exit codes.
 """
@@ -19,8 +20,8 @@ import time
 
 BIN = os.environ["FERRY_BIN"]
 WORK = os.environ["SOAK_WORK"]
-TRIALS = int(os.environ.get("TRIALS", "50"))
-KILLS = int(os.environ.get("KILLS", "2"))
+TRIALS = int(os.environ.get("TRIALS", "40"))
+KILLS = int(os.environ.get("KILLS", "3"))
 SEED = int(os.environ.get("SEED", str(int(time.time()))))
 rng = random.Random(SEED)
 
@@ -31,11 +32,14 @@ def b(name):
 
 def run_pipeline(stages, cwd, kill=None):
     """Run stages connected by pipes; kill=(stage index, seconds) SIGKILLs that stage then.
-    Returns (exit codes, whether the kill landed before the stage ended)."""
+    Returns (exit codes, whether the kill landed before the stage ended, seconds taken)."""
+    started = time.monotonic()
     procs = []
     prev = subprocess.DEVNULL
-    for argv in stages:
-        p = subprocess.Popen(argv, cwd=cwd, stdin=prev, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    for i, argv in enumerate(stages):
+        err = open(os.path.join(cwd, f"stage{i}.stderr"), "wb")
+        p = subprocess.Popen(argv, cwd=cwd, stdin=prev, stdout=subprocess.PIPE, stderr=err)
+        err.close()
         if prev is not subprocess.DEVNULL:
             prev.close()
         prev = p.stdout
@@ -54,7 +58,7 @@ def run_pipeline(stages, cwd, kill=None):
             landed = True
     codes = [p.wait() for p in procs]
     reader.join()
-    return codes, landed
+    return codes, landed, time.monotonic() - started
 
 
 def validate(args, cwd):
@@ -71,9 +75,7 @@ def soak(name, fresh, cwd):
     fresh() empties the target for a new trial and returns (stages, validate arguments)."""
     os.makedirs(cwd, exist_ok=True)
     stages, validate_args = fresh()
-    t0 = time.monotonic()
-    codes, _ = run_pipeline(stages, cwd)
-    clean = time.monotonic() - t0
+    codes, _, clean = run_pipeline(stages, cwd)
     assert all(c == 0 for c in codes), f"{name}: a clean run failed: {codes}"
     code, _ = validate(validate_args, cwd)
     assert code == 0, f"{name}: a clean run does not validate"
@@ -92,18 +94,32 @@ def soak(name, fresh, cwd):
     }
     for trial in range(TRIALS):
         stages, validate_args = fresh()
-        for _ in range(KILLS):
+        # KILLS kills that land (a stage that had already ended when its instant came is a miss:
+        # the run finished, and the trial goes on from there).
+        # The instants are drawn inside the time the last whole run took: a re-run has less to do.
+        landed_here, tries, span = 0, 0, clean
+        while landed_here < KILLS and tries < 10 * KILLS:
+            tries += 1
             idx = rng.randrange(len(stages))
-            at = rng.uniform(0.0, clean)
-            _, landed = run_pipeline(stages, cwd, (idx, at))
+            at = rng.uniform(0.0, span)
+            _, landed, took = run_pipeline(stages, cwd, (idx, at))
+            if not landed:
+                span = took
             if landed:
+                landed_here += 1
                 result["kill_points"] += 1
                 result["kills_per_stage"][os.path.basename(stages[idx][0])] += 1
             else:
                 result["kills_after_the_end"] += 1
-        codes, _ = run_pipeline(stages, cwd)
+        codes, _, _ = run_pipeline(stages, cwd)
         if any(c != 0 for c in codes):
             result["rerun_failures"] += 1
+            said = []
+            for i, c in enumerate(codes):
+                if c != 0:
+                    with open(os.path.join(cwd, f"stage{i}.stderr"), errors="replace") as f:
+                        said.append(f"{os.path.basename(stages[i][0])} exit {c}: " + f.read().strip()[-400:])
+            result.setdefault("rerun_errors", []).append(" | ".join(said))
             # A re-run after a failed re-run must still complete.
             run_pipeline(stages, cwd)
         code, summary = validate(validate_args, cwd)

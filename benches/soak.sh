@@ -3,7 +3,7 @@
 # S3 server, each SIGKILLed at random instants (a random stage: export, transform or import, so
 # also the state-file writer mid-commit), re-run with the same command, then validated.
 #
-#   bash benches/soak.sh                       # 50 trials x 2 kills per target (100 kill points)
+#   bash benches/soak.sh                       # 40 trials x 3 kills per target (120 kill points)
 #   TRIALS=5 TARGETS="sqlite d1" bash benches/soak.sh
 #   SEED=42 bash benches/soak.sh               # the same kill points again
 #
@@ -16,7 +16,7 @@ WORK="$PWD/target/soak"
 rm -rf "$WORK" && mkdir -p "$WORK"
 say() { printf '%s\n' "$*" >&2; }
 export TARGETS="${TARGETS:-sqlite d1 postgres s3}"
-export TRIALS="${TRIALS:-50}" KILLS="${KILLS:-2}" SEED="${SEED:-$(date +%s)}"
+export TRIALS="${TRIALS:-40}" KILLS="${KILLS:-3}" SEED="${SEED:-$(date +%s)}"
 
 say "building (release)..."
 cargo build --release --locked --bins --example gen-db --example s3-server >&2

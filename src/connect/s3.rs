@@ -350,6 +350,16 @@ impl S3Store {
                 PutStatus::Failed,
                 format!("the store received other bytes than were sent (checksum mismatch): {e}"),
             )),
+            // A create-only PUT of a key already there can be refused (412) before its body is
+            // read, and the server then closes the connection: the client sees the write fail,
+            // not the answer. What is at the key decides.
+            Err(e) if !req.overwrite => match self.info_async(path).await? {
+                Some(info) => match Self::settle_existing(&info, req) {
+                    Some(o) => Ok(o),
+                    None => Err(self.fatal(&format!("putting {path}"), e)),
+                },
+                None => Err(self.fatal(&format!("putting {path}"), e)),
+            },
             Err(e) => Err(self.fatal(&format!("putting {path}"), e)),
         }
     }
