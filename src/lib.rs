@@ -13,6 +13,8 @@ pub mod connect;
 pub mod d1double;
 pub mod dialect;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod human;
 pub mod jq;
 pub mod protocol;
