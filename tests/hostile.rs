@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::d1::{TOKEN, double};
 use common::pg::{self, PASSWORD};
 use common::{Dir, all_ok};
 
@@ -128,6 +129,44 @@ fn hostile_names_go_through_sqlite_and_postgresql_quoted_and_equal() {
     assert_eq!(n, 300);
     assert_eq!(sentinel_sqlite(&d, "back.db"), 1);
     assert_eq!(sentinel_sqlite(&d, "src.db"), 1);
+}
+
+#[test]
+fn hostile_names_go_through_d1_quoted_and_equal_and_its_token_is_never_shown() {
+    let d = Dir::new();
+    let _dbl = double(&d, 60.0, 1200);
+    let src = hostile_source(&d);
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &["d1://acct/hostile", "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&src, "d1://acct/hostile"], b"").ok();
+    // And back out through the API, equal again.
+    let back = d.db("back.db");
+    let out = d.pipe(
+        &[
+            ("ferry-export", &["d1://acct/hostile"]),
+            ("ferry-import", &[&back, "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&out);
+    d.run("ferry-validate", &[&src, &back], b"").ok();
+    let db = rusqlite::Connection::open(d.path("d1/hostile.sqlite3")).unwrap();
+    assert_eq!(common::count(&db, "sentinel"), 1, "nothing was injected");
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM \"we\"\"ird; DROP TABLE sentinel; --\"", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 300);
+    for r in runs.iter().chain(&out) {
+        assert!(!r.stdout().contains(TOKEN) && !r.stderr().contains(TOKEN));
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Test support: run the real binaries in a private directory, through real pipes.
 #![allow(dead_code)]
 
+pub mod d1;
 pub mod pg;
 pub mod proxy;
 pub mod s3;
