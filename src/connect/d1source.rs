@@ -447,16 +447,14 @@ impl Source for D1Source {
 
     fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
         self.schema()?;
-        let D1Source { client, mirror, .. } = self;
+        let D1Source {
+            client, mirror, tables, ..
+        } = self;
         let conn = mirror.as_ref().expect("read above");
         let address = client.address().to_owned();
-        let found = discover_tables(conn, &address, selection, &mut |t, f| Self::pre_scan(client, t, f))?;
-        let mut plans = Vec::with_capacity(found.len());
-        for (plan, t) in found {
-            self.tables.insert(plan.schema.stream.clone(), t);
-            plans.push(plan);
-        }
-        Ok(plans)
+        discover_tables(conn, &address, selection, tables, &mut |t, f| {
+            Self::pre_scan(client, t, f)
+        })
     }
 
     fn scan(
@@ -467,12 +465,7 @@ impl Source for D1Source {
         row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
     ) -> Result<()> {
         let stream = &plan.schema.stream;
-        let t = self.tables.get(stream).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Source,
-                format!("{}: stream {stream} was not discovered", self.address()),
-            )
-        })?;
+        let t = super::discovered(&self.tables, self.address(), stream)?.clone();
         self.scan_table(&t, shape, plan.filter.as_deref(), after, row)
     }
 }

@@ -327,6 +327,16 @@ pub fn key_conflict(shape: &RowShape, batch: &RowBatch, r: usize, table: &str, d
     )
 }
 
+/// The table `discover` found for a stream, for its scan.
+pub(crate) fn discovered<'a, T>(tables: &'a HashMap<String, T>, address: &str, stream: &str) -> Result<&'a T> {
+    tables.get(stream).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Source,
+            format!("{address}: stream {stream} was not discovered"),
+        )
+    })
+}
+
 /// Open a source by address.
 pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {

@@ -581,12 +581,7 @@ impl Source for PgSource {
     ) -> Result<()> {
         self.snapshot()?;
         let stream = plan.schema.stream.clone();
-        let t = self.tables.get(&stream).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Source,
-                format!("{}: stream {stream} was not discovered", self.address.redacted),
-            )
-        })?;
+        let t = super::discovered(&self.tables, &self.address.redacted, &stream)?.clone();
         // The stream's columns, in its order (the shape comes from the SCHEMA discover made).
         let cols: Vec<&PgColumn> = shape
             .columns

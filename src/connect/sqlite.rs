@@ -746,29 +746,25 @@ impl SqliteSource {
         }
         Ok(())
     }
+}
 
-    /// The table's exact row count, and the storage classes its columns hold (see [`PreScan`]).
-    fn pre_scan(&self, t: &TableInfo, filter: Option<&str>) -> Result<(u64, Vec<Classes>)> {
-        let e = || format!("{}: scanning table {}", self.address, t.name);
-        let q = PreScan::new(t, filter);
-        let count: i64 = self
-            .conn
-            .query_row(&q.count, [], |r| r.get(0))
-            .ctx(ErrorKind::Source, e)?;
-        let classes = match &q.classes {
-            None => vec![],
-            Some(sql) => self
-                .conn
-                .query_row(sql, [], |r| {
-                    let flags = (0..q.columns * 4)
-                        .map(|i| r.get::<_, bool>(i))
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok(PreScan::classes(&flags))
-                })
-                .ctx(ErrorKind::Source, e)?,
-        };
-        Ok((count as u64, classes))
-    }
+/// A table's exact row count, and the storage classes its columns hold (see [`PreScan`]).
+fn pre_scan(conn: &Connection, address: &str, t: &TableInfo, filter: Option<&str>) -> Result<(u64, Vec<Classes>)> {
+    let e = || format!("{address}: scanning table {}", t.name);
+    let q = PreScan::new(t, filter);
+    let count: i64 = conn.query_row(&q.count, [], |r| r.get(0)).ctx(ErrorKind::Source, e)?;
+    let classes = match &q.classes {
+        None => vec![],
+        Some(sql) => conn
+            .query_row(sql, [], |r| {
+                let flags = (0..q.columns * 4)
+                    .map(|i| r.get::<_, bool>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(PreScan::classes(&flags))
+            })
+            .ctx(ErrorKind::Source, e)?,
+    };
+    Ok((count as u64, classes))
 }
 
 /// The queries that learn a table's exact row count and the storage classes its columns hold in a
@@ -891,15 +887,12 @@ impl Source for SqliteSource {
 
     fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
         self.snapshot()?;
-        let found = discover_tables(&self.conn, &self.address, selection, &mut |t, f| {
-            self.pre_scan(t, f).map(|(n, c)| (Some(n), c))
-        })?;
-        let mut plans = Vec::with_capacity(found.len());
-        for (plan, t) in found {
-            self.tables.insert(plan.schema.stream.clone(), t);
-            plans.push(plan);
-        }
-        Ok(plans)
+        let SqliteSource {
+            conn, address, tables, ..
+        } = self;
+        discover_tables(conn, address, selection, tables, &mut |t, f| {
+            pre_scan(conn, address, t, f).map(|(n, c)| (Some(n), c))
+        })
     }
 
     fn scan(
@@ -911,12 +904,7 @@ impl Source for SqliteSource {
     ) -> Result<()> {
         self.snapshot()?;
         let stream = &plan.schema.stream;
-        let t = self.tables.get(stream).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Source,
-                format!("{}: stream {stream} was not discovered", self.address),
-            )
-        })?;
+        let t = super::discovered(&self.tables, &self.address, stream)?;
         let (key, tie) = scan_order(t);
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let mut sql = String::from("SELECT ");
@@ -971,16 +959,18 @@ impl Source for SqliteSource {
     }
 }
 
-/// The streams of a database's tables, parents first, described through `conn`; `pre_scan`
-/// counts each table's rows (None: not known) and samples their classes (see [`PreScan`])
-/// wherever the rows are: in `conn`, or in the D1 database whose schema `conn` mirrors.
+/// The streams of a database's tables, parents first, described through `conn` (each table's
+/// definition kept in `tables` under its stream, for the scans); `pre_scan` counts each table's
+/// rows (None: not known) and samples their classes (see [`PreScan`]) wherever the rows are: in
+/// `conn`, or in the D1 database whose schema `conn` mirrors.
 #[allow(clippy::type_complexity)]
 pub(crate) fn discover_tables(
     conn: &Connection,
     address: &str,
     selection: &Selection,
+    tables: &mut HashMap<String, TableInfo>,
     pre_scan: &mut dyn FnMut(&TableInfo, Option<&str>) -> Result<(Option<u64>, Vec<Classes>)>,
-) -> Result<Vec<(StreamPlan, TableInfo)>> {
+) -> Result<Vec<StreamPlan>> {
     let all = list_tables(conn, address)?;
     let pairs: Vec<(String, String)> = all.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
     let unmatched = selection.unmatched(&pairs);
@@ -1063,14 +1053,12 @@ pub(crate) fn discover_tables(
             }),
             extra: Map::new(),
         };
-        plans.push((
-            StreamPlan {
-                schema,
-                filter,
-                resumable,
-            },
-            t.clone(),
-        ));
+        tables.insert(stream, t.clone());
+        plans.push(StreamPlan {
+            schema,
+            filter,
+            resumable,
+        });
     }
     Ok(plans)
 }
