@@ -331,15 +331,16 @@ impl D1Client {
     pub fn exec_probed(&mut self, stmts: &[Stmt], probe: Option<&str>) -> Result<Vec<Json>> {
         match self.send_probed(stmts, "query", probe)? {
             Sent::Ok(r) => Ok(r),
-            Sent::Refused(m) => Err(Error::new(
-                self.kind,
-                format!(
-                    "{}: the database refused {}: {m}",
-                    self.address,
-                    stmts.first().map_or("", |s| s.sql.as_str())
-                ),
-            )),
+            Sent::Refused(m) => Err(self.refused(stmts.first().map_or("", |s| s.sql.as_str()), &m)),
         }
+    }
+
+    /// The error for SQL the database refused (`sql`: the request's first statement).
+    pub fn refused(&self, sql: &str, message: &str) -> Error {
+        Error::new(
+            self.kind,
+            format!("{}: the database refused {sql}: {message}", self.address),
+        )
     }
 
     /// The rows of one query, as JSON objects.
@@ -360,14 +361,7 @@ impl D1Client {
     pub fn raw(&mut self, sqls: &[String]) -> Result<Vec<Vec<Vec<Json>>>> {
         match self.try_raw(sqls)? {
             Ok(rows) => Ok(rows),
-            Err(m) => Err(Error::new(
-                self.kind,
-                format!(
-                    "{}: the database refused {}: {m}",
-                    self.address,
-                    sqls.first().map_or("", String::as_str)
-                ),
-            )),
+            Err(m) => Err(self.refused(sqls.first().map_or("", String::as_str), &m)),
         }
     }
 
@@ -409,10 +403,15 @@ fn first_error(text: &str) -> String {
 
 /// Text as an SQL literal.
 fn sql_text(s: &str) -> String {
-    let mut out = String::new();
     // Text always has a literal.
-    let _ = literal(&Value::text(s), &mut out);
-    out
+    sql_literal(&Value::text(s)).unwrap_or_default()
+}
+
+/// [`literal`] as a string of its own.
+pub(super) fn sql_literal(v: &Value) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    literal(v, &mut out)?;
+    Ok(out)
 }
 
 /// A value as an SQL literal; `Err` says why it cannot go to D1 at all.

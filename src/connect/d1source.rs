@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension as _};
 use serde_json::Value as Json;
 
-use super::d1::{D1Client, literal};
+use super::d1::{self, D1Client};
 use super::sqlite::{
     Classes, PreScan, TableInfo, after_position, bookmark_position, describe, discover_tables, list_tables, quote,
     scan_order,
@@ -158,12 +158,7 @@ impl D1Source {
                 tracing::warn!(source = %client.address(), table = %t.name, "counting the table took longer than D1 allows a request: reading it without a row estimate");
                 return Ok((None, vec![Classes::default(); q.columns]));
             }
-            Err(m) => {
-                return Err(Error::new(
-                    ErrorKind::Source,
-                    format!("{}: the database refused {}: {m}", client.address(), q.count),
-                ));
-            }
+            Err(m) => return Err(client.refused(&q.count, &m)),
         };
         let count = answers
             .first()
@@ -414,9 +409,7 @@ fn untag(v: &Json) -> std::result::Result<Value, String> {
 }
 
 fn sql_literal(v: &Value) -> Result<String> {
-    let mut out = String::new();
-    literal(v, &mut out).map_err(|e| Error::new(ErrorKind::Source, e))?;
-    Ok(out)
+    d1::sql_literal(v).map_err(|e| Error::new(ErrorKind::Source, e))
 }
 
 /// The condition for rows after `position`, with the values as literals (D1 binds parameters as

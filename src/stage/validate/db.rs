@@ -67,6 +67,15 @@ impl Described {
     }
 }
 
+/// A private on-disk database that SQLite deletes on close (an empty path), set up for bulk
+/// writes nobody needs to survive a crash.
+pub fn temporary_db() -> Result<Connection> {
+    let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;")
+        .ctx(ErrorKind::Io, || "configuring a temporary database")?;
+    Ok(conn)
+}
+
 impl Db {
     pub fn open(address: &Address, role: ErrorKind, schema: Option<&str>) -> Result<Db> {
         match address {
@@ -88,9 +97,7 @@ impl Db {
                 // Read once into a private temporary SQLite file (deleted on close), then checked
                 // as any SQLite database: D1 is SQLite behind an HTTP API.
                 let mut d1 = crate::connect::d1source::D1Source::open(url)?;
-                let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
-                conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-                    .ctx(ErrorKind::Io, || "configuring a temporary database")?;
+                let conn = temporary_db()?;
                 d1.copy_into(&conn)?;
                 Ok(Db::Sqlite {
                     conn,

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
@@ -477,9 +476,8 @@ fn hasher(stream: &str, columns: &[String]) -> Result<RowShape> {
 /// Read the stream, checking it as it goes, into a temporary database: keys, constrained columns,
 /// and each row's hash over the columns the target has (in their canonical forms).
 fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Result<StreamSide> {
-    // An empty path opens a private on-disk database that SQLite deletes on close.
-    let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; BEGIN;")
+    let conn = db::temporary_db()?;
+    conn.execute_batch("BEGIN")
         .ctx(ErrorKind::Io, || "configuring a temporary database")?;
     struct Spilling {
         shape: RowShape,
