@@ -100,6 +100,10 @@ pub struct Stats {
     /// Commit this many coming requests that change the database, then answer 502 as if the
     /// answer was lost on the way back.
     pub lose_answers: AtomicU64,
+    /// Answer this many coming requests, unapplied, with HTTP 400 and code 7500 saying the
+    /// database's storage was reset: the shape of D1's retryable errors, which look like an SQL
+    /// error by status and code and differ only by message.
+    pub inject_resets: AtomicU64,
 }
 
 impl Stats {
@@ -263,6 +267,18 @@ impl Double {
             None => return envelope(StatusCode::UNAUTHORIZED, 10000, "Authentication error"),
             Some(t) if t != self.cfg.token => return envelope(StatusCode::FORBIDDEN, 10000, "Authentication error"),
             Some(_) => {}
+        }
+        if self
+            .stats
+            .inject_resets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                7500,
+                "D1_ERROR: Internal error in D1 DB storage caused object to be reset.",
+            );
         }
         if let Some(wait) = self.admit() {
             self.stats.rate_limited.fetch_add(1, Ordering::SeqCst);

@@ -21,6 +21,18 @@ pub fn policy() -> ExponentialBuilder {
         .with_jitter()
 }
 
+/// How long to wait for any one answer from a server before taking the connection for dead
+/// (and retrying on a new one): `FERRY_TIMEOUT` seconds when set, else `default` (None: no
+/// limit). A hung server or a proxy that swallows traffic then ends in a clear error instead of
+/// a run that never ends.
+pub fn answer_timeout(default: Option<Duration>) -> Option<Duration> {
+    match std::env::var("FERRY_TIMEOUT").ok().and_then(|v| v.parse::<f64>().ok()) {
+        Some(s) if s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(_) => None,
+        None => default,
+    }
+}
+
 /// Run `op` until it succeeds, fails with an error `transient` does not accept, or the policy
 /// runs out; `sleep` waits between attempts (a real sleep, or a recorder in tests).
 pub fn run<T>(

@@ -173,7 +173,7 @@ impl D1Client {
             )));
         }
         let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(90))
+            .timeout(crate::retry::answer_timeout(Some(Duration::from_secs(90))))
             .build()
             .map_err(|e| Error::new(kind, format!("{address}: starting an HTTP client: {e}")))?;
         Ok(D1Client {
@@ -239,7 +239,7 @@ impl D1Client {
                         .header("content-type", "application/json")
                         .body(body.clone())
                         .send()
-                        .map_err(|e| Error::new(ErrorKind::Transient, format!("{address}: the request failed: {e}")))?;
+                        .map_err(|e| Error::new(ErrorKind::Transient, format!("{address}: {}", http_failure(&e))))?;
                     let status = r.status().as_u16();
                     let retry_after = r
                         .headers()
@@ -247,7 +247,7 @@ impl D1Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok());
                     let text = r.text().unwrap_or_default();
-                    if status >= 500 {
+                    if status >= 500 || (!(200..300).contains(&status) && retryable(&first_error(&text))) {
                         return Err(Error::new(
                             ErrorKind::Transient,
                             format!("{address}: the API answered {status}: {}", first_error(&text)),
@@ -257,7 +257,14 @@ impl D1Client {
                 },
                 |e| e.kind() == ErrorKind::Transient,
                 std::thread::sleep,
-            )?;
+            )
+            .map_err(|e| {
+                if e.kind() == ErrorKind::Transient && !e.chain().contains(AGAIN) {
+                    e.context(AGAIN)
+                } else {
+                    e
+                }
+            })?;
             let Some((status, retry_after, text)) = attempt else {
                 return Ok(Sent::Ok(Vec::new()));
             };
@@ -1117,6 +1124,43 @@ impl Target for D1Target {
             interval: Duration::from_secs(10),
         }
     }
+}
+
+/// What to do when D1 stopped answering for longer than the retries wait.
+const AGAIN: &str = "D1 could not be reached or did not answer; nothing after the last acknowledged STATE is recorded as done: once it answers again, re-run the same command to continue";
+
+/// A request that got no answer, in words: a timeout says which setting bounds it, anything
+/// else gives its cause (the client's own message hides it).
+fn http_failure(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        let limit = crate::retry::answer_timeout(Some(Duration::from_secs(90))).unwrap_or_default();
+        return format!(
+            "no answer in {:.0} s (FERRY_TIMEOUT sets how long to wait)",
+            limit.as_secs_f64()
+        );
+    }
+    let mut text = format!("the request failed: {e}");
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    text
+}
+
+/// D1's errors that say the database, not the SQL, failed: they come with any status (often 400
+/// and code 7500, like an SQL error) and differ only by message. Cloudflare's guidance is to
+/// retry them; taken for refusals, they would reject good rows.
+const RETRYABLE: &[&str] = &[
+    "Network connection lost",
+    "storage caused object to be reset",
+    "reset because its code was updated",
+    "D1 DB is overloaded",
+    "Too many requests queued",
+];
+
+fn retryable(answer: &str) -> bool {
+    RETRYABLE.iter().any(|m| answer.contains(m))
 }
 
 #[cfg(test)]

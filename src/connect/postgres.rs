@@ -59,6 +59,110 @@ const GONE: &str = "nothing after the last commit is in the target; once the ser
 
 const REPLAY_LIMIT: usize = 32 << 20;
 
+/// A socket that fails a read with `TimedOut` once the server has left something sent to it
+/// unanswered for `limit` (nothing read since the last write), or has not taken a write for
+/// that long. An idle connection, with nothing asked, never times out.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    limit: Duration,
+    /// When the last write went out with no byte read since.
+    asked: Option<tokio::time::Instant>,
+    /// When a write started waiting for room.
+    blocked: Option<tokio::time::Instant>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Watched {
+    fn new(inner: tokio::net::TcpStream, limit: Duration) -> Watched {
+        Watched {
+            inner,
+            limit,
+            asked: None,
+            blocked: None,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    /// Pending, or the error for a wait that began at `since` and has run out.
+    fn expired(
+        &mut self,
+        since: tokio::time::Instant,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Error> {
+        let deadline = since + self.limit;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from the server in {:.0} s (FERRY_TIMEOUT)",
+                    self.limit.as_secs_f64()
+                ),
+            )),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        match std::pin::Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                me.asked = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => match me.asked {
+                Some(since) => me.expired(since, cx).map(Err),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        match std::pin::Pin::new(&mut me.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                me.blocked = None;
+                me.asked = Some(tokio::time::Instant::now());
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let since = *me.blocked.get_or_insert_with(tokio::time::Instant::now);
+                me.expired(since, cx).map(Err)
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// A parsed `postgres://` address, with defaults from the libpq environment (`PGHOST`, `PGPORT`,
 /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
 #[derive(Clone)]
@@ -112,6 +216,15 @@ impl PgAddress {
         }
         config.application_name(application);
         config.connect_timeout(Duration::from_secs(10));
+        // A host or network that dies under an open connection is noticed in about a minute
+        // (probes after 30 s of silence, then every 10 s; data unacknowledged for 60 s), not
+        // after the system's two hours.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(60));
         Ok(PgAddress { config, redacted })
     }
 
@@ -133,20 +246,64 @@ impl PgAddress {
         )
     }
 
+    /// The single TCP host and port of the address, if that is what it is.
+    fn tcp(&self) -> Option<(String, u16)> {
+        match (self.config.get_hosts(), self.config.get_ports()) {
+            ([tokio_postgres::config::Host::Tcp(h)], ports) => {
+                Some((h.clone(), ports.first().copied().unwrap_or(5432)))
+            }
+            _ => None,
+        }
+    }
+
     /// Connect (asynchronous client, its connection driven by `rt`), retrying the same way.
+    /// With `FERRY_TIMEOUT` set (and one TCP host), the connection is watched: a request the
+    /// server leaves unanswered that long fails as a lost connection, so it is retried on a new
+    /// one (replaying the open transaction) instead of waiting forever. No limit by default:
+    /// building an index on a big table can rightly keep the server silent for a long time.
     pub fn connect_async(&self, rt: &Runtime) -> Result<tokio_postgres::Client> {
         retry::run(
             &format!("{}: connecting", self.redacted),
             |_| {
                 rt.block_on(async {
-                    let (client, connection) = self
-                        .config
-                        .connect(NoTls)
-                        .await
-                        .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
+                    let client = match (retry::answer_timeout(None), self.tcp()) {
+                        (Some(limit), Some((host, port))) => {
+                            let stream = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                tokio::net::TcpStream::connect((host.as_str(), port)),
+                            )
+                            .await
+                            .map_err(|_| {
+                                Error::new(
+                                    ErrorKind::Transient,
+                                    format!("{}: cannot connect: timed out", self.redacted),
+                                )
+                            })?
+                            .map_err(|e| {
+                                Error::new(ErrorKind::Transient, format!("{}: cannot connect: {e}", self.redacted))
+                            })?;
+                            let (client, connection) = self
+                                .config
+                                .connect_raw(Watched::new(stream, limit), NoTls)
+                                .await
+                                .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
+                            tokio::spawn(async move {
+                                let _ = connection.await;
+                            });
+                            client
+                        }
+                        _ => {
+                            let (client, connection) = self
+                                .config
+                                .connect(NoTls)
+                                .await
+                                .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
+                            tokio::spawn(async move {
+                                let _ = connection.await;
+                            });
+                            client
+                        }
+                    };
                     client
                         .batch_execute(SESSION)
                         .await

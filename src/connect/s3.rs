@@ -150,6 +150,13 @@ impl S3Store {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(6);
+        let client_options = ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_connect_timeout(Duration::from_secs(10));
+        let client_options = match crate::retry::answer_timeout(Some(Duration::from_secs(300))) {
+            Some(t) => client_options.with_timeout(t),
+            None => client_options.with_timeout_disabled(),
+        };
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
             .with_region(&region)
@@ -159,12 +166,7 @@ impl S3Store {
             // The checksum header is signed and checked against the body by the server: signing
             // the body's hash too would hash every byte once more on both sides.
             .with_unsigned_payload(true)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(allow_http)
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300)),
-            )
+            .with_client_options(client_options)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(200),
@@ -324,6 +326,7 @@ impl S3Store {
             Ok(b) => b,
             Err(o) => return Ok(o),
         };
+        let bytes = bytes::Bytes::from(bytes);
         let opts = PutOptions {
             mode: if req.overwrite {
                 PutMode::Overwrite
@@ -333,34 +336,53 @@ impl S3Store {
             attributes: Self::attributes(req),
             ..Default::default()
         };
-        match self.store.put_opts(path, PutPayload::from(bytes), opts).await {
-            Ok(r) => Ok(PutOutcome::done(done).with_etag(r.e_tag)),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                match self.info_async(path).await? {
-                    Some(info) => Ok(Self::settle_existing(&info, req).unwrap_or_else(|| {
-                        PutOutcome::not(PutStatus::Failed, "the object kept changing under us".into())
-                    })),
-                    None => Ok(PutOutcome::not(
-                        PutStatus::Failed,
-                        "the key kept changing under us".into(),
-                    )),
+        let mut delays = backon::BackoffBuilder::build(crate::retry::policy());
+        loop {
+            let e = match self
+                .store
+                .put_opts(path, PutPayload::from(bytes.clone()), opts.clone())
+                .await
+            {
+                Ok(r) => return Ok(PutOutcome::done(done).with_etag(r.e_tag)),
+                Err(e) => e,
+            };
+            let outcome = match e {
+                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                    match self.info_async(path).await? {
+                        Some(info) => Self::settle_existing(&info, req).unwrap_or_else(|| {
+                            PutOutcome::not(PutStatus::Failed, "the object kept changing under us".into())
+                        }),
+                        None => PutOutcome::not(PutStatus::Failed, "the key kept changing under us".into()),
+                    }
                 }
-            }
-            Err(e) if bad_digest(&e) => Ok(PutOutcome::not(
-                PutStatus::Failed,
-                format!("the store received other bytes than were sent (checksum mismatch): {e}"),
-            )),
-            // A create-only PUT of a key already there can be refused (412) before its body is
-            // read, and the server then closes the connection: the client sees the write fail,
-            // not the answer. What is at the key decides.
-            Err(e) if !req.overwrite => match self.info_async(path).await? {
-                Some(info) => match Self::settle_existing(&info, req) {
-                    Some(o) => Ok(o),
-                    None => Err(self.fatal(&format!("putting {path}"), e)),
+                e if bad_digest(&e) => PutOutcome::not(
+                    PutStatus::Failed,
+                    format!("the store received other bytes than were sent (checksum mismatch): {e}"),
+                ),
+                // No answer was read (a reset, a cut answer, a timeout; or a create-only PUT
+                // refused with 412 before its body was read, the connection then closed): the
+                // object may have landed or not. What is at the key decides; if nothing is, it
+                // is sent again. The client library does not resend a PUT by itself.
+                e if transport_failure(&e) => match self.info_async(path).await? {
+                    Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
+                        PutOutcome::done(done)
+                    }
+                    Some(info) if !req.overwrite => match Self::settle_existing(&info, req) {
+                        Some(o) => o,
+                        None => return Err(self.fatal(&format!("putting {path}"), e)),
+                    },
+                    _ => match delays.next() {
+                        Some(wait) => {
+                            tracing::warn!(key = %path, retry_in_ms = wait.as_millis() as u64, error = %e, "the PUT got no answer and did not land: sending it again");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        None => return Err(self.fatal(&format!("putting {path}"), e)),
+                    },
                 },
-                None => Err(self.fatal(&format!("putting {path}"), e)),
-            },
-            Err(e) => Err(self.fatal(&format!("putting {path}"), e)),
+                e => return Err(self.fatal(&format!("putting {path}"), e)),
+            };
+            return Ok(outcome);
         }
     }
 
@@ -638,6 +660,19 @@ fn bad_digest(e: &object_store::Error) -> bool {
 }
 
 /// Read a whole file, checking it is the one hashed at export.
+/// Whether a request failed in transport, with no answer from the server read: it may or may
+/// not have been applied.
+fn transport_failure(e: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if x.downcast_ref::<object_store::client::HttpError>().is_some() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
 fn read_whole(req: &PutRequest<'_>) -> std::result::Result<Vec<u8>, PutOutcome> {
     let mut buf = Vec::with_capacity(req.size as usize);
     let read = crate::tree::hash_file_into(req.src, |chunk| {

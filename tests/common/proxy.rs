@@ -1,35 +1,76 @@
-//! A loopback TCP proxy that can take a server away: in front of a real server, it forwards
-//! bytes both ways until told (or until a byte budget runs out) to go down, when it cuts every
-//! open connection and closes new ones at once, as a crashed or unreachable server would look to
-//! a client. `up` brings it back.
+//! A loopback TCP proxy that injects network faults in front of a real server. It forwards bytes
+//! both ways until told otherwise:
+//!
+//! - **down** (`down`, `down_after`, `down_at`): every open connection is cut and new ones are
+//!   closed at once, as a crashed or unreachable server looks to a client; `up` brings it back;
+//! - **reset** (`reset_after`): one connection is aborted with a TCP RST part way through a
+//!   request (the proxy stays up: a retry reaches the server);
+//! - **delay** (`delay`): every chunk, either way, waits before it is forwarded (a slow link);
+//! - **truncate** (`truncate_after`): the server's answer is cut off after some bytes and that
+//!   connection closed (the request may well have been applied);
+//! - **blackhole** (`blackhole`): connections are accepted and read, but nothing is forwarded
+//!   and nothing comes back, as a hung server or a partitioned network looks; `up` ends it,
+//!   cutting the connections that fell in.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct Proxy {
     pub port: u16,
     shared: Arc<Shared>,
 }
 
+/// u64::MAX in a byte budget: never.
+const NEVER: u64 = u64::MAX;
+
 struct Shared {
     upstream: u16,
     down: AtomicBool,
-    /// Client-to-server bytes left before the proxy goes down by itself (u64::MAX: never).
+    blackhole: AtomicBool,
+    /// Client-to-server bytes left before the proxy goes down by itself.
     budget: AtomicU64,
+    /// Client-to-server bytes left before the connection carrying them is reset.
+    reset_budget: AtomicU64,
+    /// Client-to-server bytes left before the proxy turns into a blackhole.
+    hole_budget: AtomicU64,
+    /// Server-to-client bytes left before the answer carrying them is cut off.
+    truncate_budget: AtomicU64,
+    delay_ms: AtomicU64,
     /// Go down instead of forwarding a client chunk holding this pattern, after letting
     /// `.1` such chunks through.
     trap: Mutex<Option<(Vec<u8>, u64)>>,
     open: Mutex<Vec<TcpStream>>,
+    /// Faults injected so far (resets, truncations, connections swallowed by the blackhole).
+    faults: AtomicU64,
 }
 
 impl Shared {
     fn cut(&self) {
         self.down.store(true, Ordering::SeqCst);
+        self.cut_open();
+    }
+
+    fn cut_open(&self) {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Take `n` from `budget`; true when it runs out (and it is then disarmed).
+    fn spend(budget: &AtomicU64, n: u64) -> bool {
+        let left = budget.load(Ordering::SeqCst);
+        if left == NEVER {
+            return false;
+        }
+        if n >= left {
+            budget.store(NEVER, Ordering::SeqCst);
+            return true;
+        }
+        budget.fetch_sub(n, Ordering::SeqCst);
+        false
     }
 }
 
@@ -40,15 +81,27 @@ impl Proxy {
         let shared = Arc::new(Shared {
             upstream,
             down: AtomicBool::new(false),
-            budget: AtomicU64::new(u64::MAX),
+            blackhole: AtomicBool::new(false),
+            budget: AtomicU64::new(NEVER),
+            reset_budget: AtomicU64::new(NEVER),
+            hole_budget: AtomicU64::new(NEVER),
+            truncate_budget: AtomicU64::new(NEVER),
+            delay_ms: AtomicU64::new(0),
             trap: Mutex::new(None),
             open: Mutex::new(Vec::new()),
+            faults: AtomicU64::new(0),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if s.down.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if s.blackhole.load(Ordering::SeqCst) {
+                    s.faults.fetch_add(1, Ordering::SeqCst);
+                    s.open.lock().unwrap().push(client.try_clone().expect("clone"));
+                    std::thread::spawn(move || swallow(client));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", s.upstream)) else {
@@ -61,8 +114,10 @@ impl Proxy {
                 }
                 let (s1, s2) = (s.clone(), s.clone());
                 let (c2, sv2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
-                std::thread::spawn(move || pump(client, server, &s1, true));
-                std::thread::spawn(move || pump(sv2, c2, &s2, false));
+                let reset = Arc::new(AtomicBool::new(false));
+                let r2 = reset.clone();
+                std::thread::spawn(move || pump(client, server, &s1, true, &reset));
+                std::thread::spawn(move || pump(sv2, c2, &s2, false, &r2));
             }
         });
         Proxy { port, shared }
@@ -87,10 +142,49 @@ impl Proxy {
         self.shared.down.load(Ordering::SeqCst)
     }
 
+    /// Reset (RST) the connection carrying the client's byte this many bytes from now; the
+    /// bytes of that chunk never reach the server. Once.
+    pub fn reset_after(&self, bytes: u64) {
+        self.shared.reset_budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Cut off the server's answer this many bytes from now, closing that connection. Once.
+    pub fn truncate_after(&self, bytes: u64) {
+        self.shared.truncate_budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Hold every chunk, either way, this long before forwarding it.
+    pub fn delay(&self, by: Duration) {
+        self.shared.delay_ms.store(by.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Swallow everything from now on: nothing forwarded, nothing answered, nothing closed.
+    pub fn blackhole(&self) {
+        self.shared.blackhole.store(true, Ordering::SeqCst);
+    }
+
+    /// Turn into a blackhole this many client bytes from now (that chunk is swallowed).
+    pub fn blackhole_after(&self, bytes: u64) {
+        self.shared.hole_budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Resets, truncations and swallowed connections so far.
+    pub fn faults(&self) -> u64 {
+        self.shared.faults.load(Ordering::SeqCst)
+    }
+
+    /// Back to forwarding everything at once; connections a blackhole swallowed are cut.
     pub fn up(&self) {
-        self.shared.budget.store(u64::MAX, Ordering::SeqCst);
-        *self.shared.trap.lock().unwrap() = None;
-        self.shared.down.store(false, Ordering::SeqCst);
+        let s = &self.shared;
+        for b in [&s.budget, &s.reset_budget, &s.hole_budget, &s.truncate_budget] {
+            b.store(NEVER, Ordering::SeqCst);
+        }
+        s.delay_ms.store(0, Ordering::SeqCst);
+        *s.trap.lock().unwrap() = None;
+        if s.blackhole.swap(false, Ordering::SeqCst) {
+            s.cut_open();
+        }
+        s.down.store(false, Ordering::SeqCst);
     }
 
     /// `url` with its port replaced by the proxy's.
@@ -99,7 +193,32 @@ impl Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, metered: bool) {
+/// Read and drop whatever arrives until the connection is cut.
+fn swallow(mut from: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Abort `client`'s connection with a RST: with a zero linger, closing it discards what is
+/// unsent and resets. Waking the pumps with a read-side shutdown keeps them from sending a FIN
+/// first; the last descriptor closing sends the RST.
+fn reset(client: &TcpStream, server: &TcpStream, s: &Shared) {
+    let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
+    let _ = client.shutdown(Shutdown::Read);
+    let _ = server.shutdown(Shutdown::Both);
+    let mut open = s.open.lock().unwrap();
+    let fd = |t: &TcpStream| t.local_addr().ok().zip(t.peer_addr().ok());
+    let mine = fd(client);
+    open.retain(|t| fd(t) != mine);
+}
+
+/// Forward `from` to `to`; `was_reset` is shared by a connection's two pumps, so the one that
+/// did not reset it does not close it politely either.
+fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, was_reset: &AtomicBool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -109,7 +228,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, metered: bool) {
         if s.down.load(Ordering::SeqCst) {
             break;
         }
-        if metered {
+        if s.blackhole.load(Ordering::SeqCst) {
+            s.faults.fetch_add(1, Ordering::SeqCst);
+            swallow(from);
+            return;
+        }
+        let delay = s.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        if from_client {
             let mut trap = s.trap.lock().unwrap();
             if let Some((pattern, skip)) = trap.as_mut()
                 && buf[..n].windows(pattern.len()).any(|w| w == &pattern[..])
@@ -123,18 +251,36 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, metered: bool) {
                 *skip -= 1;
             }
             drop(trap);
-            let left = s.budget.load(Ordering::SeqCst);
-            if left != u64::MAX {
-                if (n as u64) >= left {
-                    s.cut();
-                    break;
-                }
-                s.budget.fetch_sub(n as u64, Ordering::SeqCst);
+            if Shared::spend(&s.budget, n as u64) {
+                s.cut();
+                break;
+            }
+            if Shared::spend(&s.hole_budget, n as u64) {
+                s.blackhole.store(true, Ordering::SeqCst);
+                s.faults.fetch_add(1, Ordering::SeqCst);
+                swallow(from);
+                return;
+            }
+            if Shared::spend(&s.reset_budget, n as u64) {
+                s.faults.fetch_add(1, Ordering::SeqCst);
+                was_reset.store(true, Ordering::SeqCst);
+                reset(&from, &to, s);
+                return;
+            }
+        } else {
+            let left = s.truncate_budget.load(Ordering::SeqCst);
+            if Shared::spend(&s.truncate_budget, n as u64) {
+                s.faults.fetch_add(1, Ordering::SeqCst);
+                let _ = to.write_all(&buf[..(left as usize).min(n)]);
+                break;
             }
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+    }
+    if was_reset.load(Ordering::SeqCst) {
+        return;
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);

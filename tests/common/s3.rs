@@ -3,9 +3,10 @@
 //! dropped, the port refusing) and started again on the same port, and it counts the requests it
 //! answers so a test can prove a re-run sent none.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -13,10 +14,14 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 pub const ACCESS_KEY: &str = "FERRYTESTACCESSKEY01";
 pub const SECRET_KEY: &str = "ferry-test-secret-key-that-must-never-be-printed";
 
+/// Answers the server gives instead of serving a request: status and S3 error code.
+pub type Faults = Arc<Mutex<VecDeque<(u16, &'static str)>>>;
+
 #[derive(Clone)]
 struct Counted {
     inner: s3s::service::S3Service,
     requests: Arc<AtomicU64>,
+    faults: Faults,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Counted {
@@ -27,7 +32,21 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Counted 
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        hyper::service::Service::call(&self.inner, req)
+        let Some((status, code)) = self.faults.lock().expect("faults").pop_front() else {
+            return hyper::service::Service::call(&self.inner, req);
+        };
+        Box::pin(async move {
+            // The request is read to its end first, as a server does before it answers.
+            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test</Message></Error>"
+            );
+            Ok(hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(s3s::Body::from(xml))
+                .expect("response"))
+        })
     }
 }
 
@@ -35,6 +54,8 @@ pub struct S3Server {
     pub port: u16,
     pub root: PathBuf,
     requests: Arc<AtomicU64>,
+    /// Queue answers here (`(503, "SlowDown")`) to have the next requests refused with them.
+    pub faults: Faults,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -50,6 +71,7 @@ impl S3Server {
             port,
             root: root.to_owned(),
             requests: Arc::new(AtomicU64::new(0)),
+            faults: Faults::default(),
             rt: None,
         };
         s.up();
@@ -70,6 +92,7 @@ impl S3Server {
         let service = Counted {
             inner: b.build(),
             requests: Arc::clone(&self.requests),
+            faults: Arc::clone(&self.faults),
         };
         let port = self.port;
         let listener = rt.block_on(async {
