@@ -139,6 +139,27 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// What a user is told when a disk filled up under a write.
+const FULL: &str = " (the disk is full: free space on it, then re-run the same command to continue; nothing after the last acknowledged STATE is recorded as done)";
+
+/// Whether `e` says a disk is full: ENOSPC, or SQLite's SQLITE_FULL.
+fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+            || matches!(
+                c.downcast_ref::<rusqlite::Error>(),
+                Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull
+            )
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Attach a kind and a message to any error, lazily.
 pub trait Context<T> {
     fn ctx<M: Into<String>>(self, kind: ErrorKind, message: impl FnOnce() -> M) -> Result<T>;
@@ -152,7 +173,11 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
             let kind = if is_pipe { ErrorKind::BrokenPipe } else { kind };
-            Error::new(kind, message()).with_source(e)
+            let mut message = message().into();
+            if disk_full(&e) {
+                message.push_str(FULL);
+            }
+            Error::new(kind, message).with_source(e)
         })
     }
 }
@@ -204,6 +229,23 @@ mod tests {
         let e = e.unwrap_err().context("stream main.users");
         assert_eq!(e.chain(), "stream main.users: writing reject file: disk on fire");
         assert_eq!(e.kind().failure_type(), "system");
+    }
+
+    #[test]
+    fn a_full_disk_says_what_to_do() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e: Result<()> = Err(io).ctx(ErrorKind::Io, || "writing a.bin");
+        assert!(
+            e.unwrap_err()
+                .chain()
+                .starts_with("writing a.bin (the disk is full: free space on it, then re-run")
+        );
+        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let e: Result<()> = Err(full).ctx(ErrorKind::Checkpoint, || "state file");
+        assert!(e.unwrap_err().chain().contains("the disk is full"));
+        let other = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e: Result<()> = Err(other).ctx(ErrorKind::Io, || "reading");
+        assert!(!e.unwrap_err().chain().contains("full"));
     }
 
     #[test]

@@ -1729,6 +1729,10 @@ impl Target for SqliteTarget {
     fn rollback(&mut self) -> Result<()> {
         if self.in_tx {
             self.in_tx = false;
+            // A COMMIT that failed for a full disk (or I/O) was rolled back by SQLite already.
+            if self.conn.is_autocommit() {
+                return Ok(());
+            }
             self.conn
                 .execute_batch("ROLLBACK")
                 .ctx(ErrorKind::Target, || format!("{}: rolling back", self.address))?;
