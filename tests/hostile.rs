@@ -1,6 +1,8 @@
 //! Hostile names and secrets: table, column, index and constraint names with quotes, semicolons,
 //! spaces, unicode and SQL keywords go through every engine quoted (nothing injected, everything
-//! equal), and a password given in an address appears in no output of a run.
+//! equal); object keys that differ only in case or normalisation land apart, keys that could
+//! escape or that S3 cannot take are refused; and a password in an address, a D1 token or an S3
+//! secret key appears in no output of a run.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -288,4 +290,223 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+const BUCKET: &str = "hostile-bucket";
+
+/// An S3 server with the environment pointing every command at it.
+fn s3(d: &Dir) -> common::s3::S3Server {
+    let s = common::s3::S3Server::start(&d.path("s3-root"), BUCKET);
+    for (k, v) in s.env() {
+        d.set_env(k, &v);
+    }
+    d.set_env("FERRY_RETRIES", "1");
+    s
+}
+
+/// Every file under `root`, by its path relative to it, with its bytes.
+fn files_under(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walk(root)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn names_that_differ_only_in_case_or_normalisation_or_look_dangerous_land_as_distinct_keys() {
+    let d = Dir::new();
+    let _s3 = s3(&d);
+    let src = d.path("tree");
+    let names = [
+        "README",
+        "Readme",
+        "readme",
+        "caf\u{e9}.txt",       // NFC
+        "cafe\u{301}.txt",     // NFD: the same to a person, another key
+        r"back\slash\..\name", // backslashes are bytes of one segment, not separators
+        "quote'\"; DROP TABLE x;--",
+        "%2e%2e/percent",
+        "sp ace/ trailing space ",
+        "-leading-dash",
+        "q?uery#frag&amp=1",
+        "\u{202e}rtl-override.txt",
+        "emoji \u{1f4c4}/\u{1f600}",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        common::write_file(&src, n, format!("content {i} of {n}").as_bytes());
+    }
+    // A control character: a valid file name, refused as an object key by its name, with why.
+    common::write_file(&d.path("ctl"), "tab\there", b"tab");
+    let runs = common::put_tree(&d, &d.path("ctl"), &format!("s3://{BUCKET}/c"), &[]);
+    all_ok(&runs);
+    let r = common::upload_results(&runs[1]).pop().unwrap();
+    assert_eq!(
+        (r["path"].as_str(), r["status"].as_str()),
+        (Some("tab\there"), Some("failed")),
+        "{r}"
+    );
+    assert!(r["reason"].as_str().unwrap().contains("illegal character"), "{r}");
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("s3://{BUCKET}/h");
+    let runs = common::put_tree(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let failed: Vec<_> = common::upload_results(&runs[1])
+        .into_iter()
+        .filter(|r| r["status"] != "uploaded")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let end = common::end_of(&runs[1]);
+    assert_eq!(end["uploaded"], names.len(), "{end}");
+    d.run("ferry-validate", &[&addr, &dst], b"").ok();
+    // Back out of the bucket into a directory: the same names, byte for byte, the same bytes.
+    let back = format!("dir:{}", d.path("back").display());
+    all_ok(&d.pipe(&[("ferry-export", &[&dst]), ("ferry-import", &[&back])], b""));
+    assert_eq!(files_under(&d.path("back")), files_under(&src));
+    // Nothing outside the bucket's prefix.
+    let stored = files_under(&d.path("s3-root"));
+    assert!(
+        stored.keys().all(|k| k.starts_with(&format!("{BUCKET}/h/"))
+            || k.starts_with(&format!("{BUCKET}/."))
+            || k.starts_with('.')),
+        "{:?}",
+        stored.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn unsafe_and_over_long_keys_are_refused_and_nothing_lands_outside_the_prefix() {
+    let d = Dir::new();
+    let s3 = s3(&d);
+    common::write_file(&d.path("src"), "f", b"payload");
+    let uri = format!("file://{}", d.path("src/f").display());
+    let sha = "239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5";
+    let stream = |extra: &str| {
+        format!(
+            concat!(
+                r#"{{"type":"BEGIN","protocol":"ferry/1","run_id":"r1"}}"#,
+                "\n",
+                r#"{{"type":"SCHEMA","stream":"files","schema":{{"properties":{{}}}},"key_properties":["path"]}}"#,
+                "\n",
+                r#"{{"type":"FILE","stream":"files",{},"size":7,"sha256":"{}","content":{{"uri":"{}"}}}}"#,
+                "\n",
+                r#"{{"type":"END","run_id":"r1","status":"ok"}}"#,
+                "\n"
+            ),
+            extra, sha, uri
+        )
+    };
+    let dst = format!("s3://{BUCKET}/inner");
+    let before = s3.requests();
+    // A path or key that could escape stops the import at its line, before anything is sent.
+    for (why, extra) in [
+        ("`..`", r#""path":"../escaped""#),
+        ("absolute", r#""path":"/etc/passwd""#),
+        ("`..`", r#""path":"ok","key":"../../escaped""#),
+        ("NUL", r#""path":"nul\u0000byte""#),
+        ("empty segment", r#""path":"a//b""#),
+    ] {
+        let imp = d.run("ferry-import", &[&dst], stream(extra).as_bytes());
+        imp.expect_code(2).stderr_has("line 3").stderr_has(why);
+    }
+    assert_eq!(s3.requests(), before, "no unsafe key was sent");
+    // A key longer than S3 and R2 take is refused by its name, before it is sent.
+    let long = format!(r#""path":"{}x""#, "k/".repeat(520));
+    let imp = d.run("ferry-import", &[&dst], stream(&long).as_bytes());
+    imp.ok();
+    let r = common::upload_results(&imp).pop().unwrap();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("at most 1024"), "{r}");
+    assert_eq!(s3.requests(), before, "the long key was not sent");
+    let stored = files_under(&d.path("s3-root"));
+    assert!(
+        stored.keys().all(|k| !k.contains("escaped") && !k.contains("passwd")),
+        "{:?}",
+        stored.keys().collect::<Vec<_>>()
+    );
+    assert!(!d.path("escaped").exists());
+}
+
+#[test]
+fn s3_keys_appear_in_no_output_of_uploads_exports_validation_status_or_errors() {
+    let d = Dir::new();
+    let _s3 = s3(&d);
+    let secret = common::s3::SECRET_KEY;
+    let wrong = "ferry-wrong-secret-that-must-never-be-printed";
+    let src = d.path("tree");
+    for i in 0..20 {
+        common::write_file(&src, format!("d/{i}.txt"), format!("file {i}").as_bytes());
+    }
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("s3://{BUCKET}/s");
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut keep = |runs: &[common::Run]| {
+        for r in runs {
+            outputs.push((format!("{} stdout", r.what), r.output.stdout.clone()));
+            outputs.push((format!("{} stderr", r.what), r.output.stderr.clone()));
+        }
+    };
+    // Up (most verbose logging), again (nothing to send), back out, validated with a report.
+    d.set_env("FERRY_LOG", "trace");
+    let runs = d.pipe(&[("ferry-export", &[&addr]), ("ferry-import", &[&dst, "-v"])], b"");
+    all_ok(&runs);
+    keep(&runs);
+    let runs = common::put_tree(&d, &src, &dst, &["-v"]);
+    all_ok(&runs);
+    keep(&runs);
+    let back = format!("dir:{}", d.path("back").display());
+    let runs = d.pipe(&[("ferry-export", &[&dst, "-v"]), ("ferry-import", &[&back])], b"");
+    all_ok(&runs);
+    keep(&runs);
+    let r = d.run("ferry-validate", &[&addr, &dst, "--report", "report.json", "-v"], b"");
+    r.ok();
+    keep(std::slice::from_ref(&r));
+    for args in [&["status"][..], &["status", "--json"][..], &["rollback", "--last"][..]] {
+        let r = d.run("ferry", args, b"");
+        keep(std::slice::from_ref(&r));
+    }
+    // A secret the server refuses.
+    d.set_env("AWS_SECRET_ACCESS_KEY", wrong);
+    let runs = common::put_tree(&d, &src, &format!("s3://{BUCKET}/w"), &["-v"]);
+    runs[1].expect_code(2);
+    keep(&runs);
+    let r = d.run("ferry-validate", &[&addr, &dst], b"");
+    r.expect_code(2);
+    keep(std::slice::from_ref(&r));
+
+    for entry in walk(d.root()) {
+        if entry.starts_with(d.path("tree"))
+            || entry.starts_with(d.path("back"))
+            || entry.starts_with(d.path("s3-root"))
+        {
+            continue;
+        }
+        outputs.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
+    }
+    assert!(
+        outputs.iter().any(|(w, _)| w.contains("state.db")),
+        "the state file was checked"
+    );
+    assert!(
+        outputs.iter().any(|(w, _)| w.ends_with("report.json")),
+        "the report was checked"
+    );
+    for (what, bytes) in &outputs {
+        for s in [secret, wrong] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "a secret key appears in {what}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    // The runs did log requests and name the store, so the check looked at real output.
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("127.0.0.1")),
+        "no output names the store"
+    );
 }

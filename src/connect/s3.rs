@@ -29,6 +29,9 @@ use sha2::{Digest as _, Sha256};
 use super::objects::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 
+/// The longest object key S3 and R2 accept, in bytes of UTF-8.
+const MAX_KEY: usize = 1024;
+
 /// The metadata key holding the whole file's SHA-256 (hex).
 pub const SHA256_META: &str = "sha256";
 
@@ -208,6 +211,12 @@ impl S3Store {
         let key = std::str::from_utf8(key)
             .map_err(|_| "object keys are UTF-8 and this name is not: give it a key in a transform".to_owned())?;
         crate::tree::check_relative(key.as_bytes()).map_err(|e| format!("unsafe key: {e}"))?;
+        let len = self.prefix.len() + key.len();
+        if len > MAX_KEY {
+            return Err(format!(
+                "the object key would be {len} bytes; S3 and R2 keys are at most {MAX_KEY}: give it a shorter key in a transform"
+            ));
+        }
         ObjPath::parse(format!("{}{key}", self.prefix)).map_err(|e| format!("not a valid object key: {e}"))
     }
 
