@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::s3::S3Server;
+use common::s3::{Fault, S3Server};
 use common::{Dir, all_ok, end_of, pg, put_tree, write_file};
 
 /// Wait for a stage (draining its output all along), failing the test and killing it if it has
@@ -207,10 +207,9 @@ fn s3_behind_server_errors_resets_and_cut_answers_gets_every_file_verified() {
     let src = tree(&d, 400);
     let dst = format!("s3://{BUCKET}/t");
     d.set_env("FERRY_RETRIES", "4");
-    s3.faults
-        .lock()
-        .unwrap()
-        .extend([(503, "SlowDown"), (500, "InternalError"), (503, "ServiceUnavailable")]);
+    s3.faults.lock().unwrap().extend(
+        [(503, "SlowDown"), (500, "InternalError"), (503, "ServiceUnavailable")].map(|(s, c)| Fault::new(s, c)),
+    );
     proxy.reset_after(300 << 10);
     let addr = format!("dir:{}", src.display());
     let (mut export, mut import) = start_pipeline(&d, &addr, &dst, &["--jobs", "4"]);
@@ -332,4 +331,33 @@ fn d1_swallowing_everything_stops_within_the_timeout_and_a_rerun_finishes() {
     assert!(already > 0, "what landed before is not sent again");
     assert_eq!(w + already, 5000);
     d.run("ferry-validate", &[&src, "d1://acct/hole"], b"").ok();
+}
+
+#[test]
+fn a_create_only_put_whose_connection_closes_unanswered_is_settled_by_what_is_at_the_key() {
+    let d = Dir::new();
+    let (s3, _proxy) = s3_behind_proxy(&d);
+    let src = d.path("big");
+    // Big enough that the client is still sending when the server answers and hangs up.
+    write_file(&src, "a.bin", &vec![42u8; 6 << 20]);
+    let dst = format!("s3://{BUCKET}/r");
+    all_ok(&put_tree(&d, &src, &dst, &[]));
+    // Another state file: this run does not know the object is there, and sends it
+    // create-only; the server refuses it by its headers and closes the connection before the
+    // answer is read (the client library does not resend a PUT).
+    s3.faults.lock().unwrap().push_back(Fault {
+        status: 412,
+        code: "PreconditionFailed",
+        hang_up: true,
+    });
+    let runs = put_tree(&d, &src, &dst, &["--state", "other.db"]);
+    all_ok(&runs);
+    assert!(
+        s3.faults.lock().unwrap().is_empty(),
+        "the connection was closed on the PUT"
+    );
+    let r = common::upload_results(&runs[1]).pop().unwrap();
+    assert_eq!(r["status"], "present", "{r}");
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"")
+        .ok();
 }

@@ -14,8 +14,30 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 pub const ACCESS_KEY: &str = "FERRYTESTACCESSKEY01";
 pub const SECRET_KEY: &str = "ferry-test-secret-key-that-must-never-be-printed";
 
-/// Answers the server gives instead of serving a request: status and S3 error code.
-pub type Faults = Arc<Mutex<VecDeque<(u16, &'static str)>>>;
+/// An answer the server gives instead of serving a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    pub status: u16,
+    /// The S3 error code (`SlowDown`, `PreconditionFailed`...).
+    pub code: &'static str,
+    /// Hang up at once instead, the body unread and no answer sent: what a client sees when a
+    /// server refuses a request by its headers (a create-only PUT of a key already there) and
+    /// closes the connection before the answer is read.
+    pub hang_up: bool,
+}
+
+impl Fault {
+    pub fn new(status: u16, code: &'static str) -> Fault {
+        Fault {
+            status,
+            code,
+            hang_up: false,
+        }
+    }
+}
+
+/// Queue answers here to have the next requests refused with them.
+pub type Faults = Arc<Mutex<VecDeque<Fault>>>;
 
 #[derive(Clone)]
 struct Counted {
@@ -32,10 +54,13 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Counted 
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        let Some((status, code)) = self.faults.lock().expect("faults").pop_front() else {
+        let Some(Fault { status, code, hang_up }) = self.faults.lock().expect("faults").pop_front() else {
             return hyper::service::Service::call(&self.inner, req);
         };
         Box::pin(async move {
+            if hang_up {
+                return Err(s3s::HttpError::new("hung up by the test".into()));
+            }
             // The request is read to its end first, as a server does before it answers.
             let _ = http_body_util::BodyExt::collect(req.into_body()).await;
             let xml = format!(
@@ -54,7 +79,7 @@ pub struct S3Server {
     pub port: u16,
     pub root: PathBuf,
     requests: Arc<AtomicU64>,
-    /// Queue answers here (`(503, "SlowDown")`) to have the next requests refused with them.
+    /// Queue answers here (`Fault::new(503, "SlowDown")`) to have the next requests refused.
     pub faults: Faults,
     rt: Option<tokio::runtime::Runtime>,
 }
