@@ -452,6 +452,10 @@ fn s3_keys_appear_in_no_output_of_uploads_exports_validation_status_or_errors() 
     d.set_env("FERRY_LOG", "trace");
     let runs = d.pipe(&[("ferry-export", &[&addr]), ("ferry-import", &[&dst, "-v"])], b"");
     all_ok(&runs);
+    let batch = common::upload_results(&runs[1])[0]["batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     keep(&runs);
     let runs = common::put_tree(&d, &src, &dst, &["-v"]);
     all_ok(&runs);
@@ -463,8 +467,13 @@ fn s3_keys_appear_in_no_output_of_uploads_exports_validation_status_or_errors() 
     let r = d.run("ferry-validate", &[&addr, &dst, "--report", "report.json", "-v"], b"");
     r.ok();
     keep(std::slice::from_ref(&r));
-    for args in [&["status"][..], &["status", "--json"][..], &["rollback", "--last"][..]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["rollback", "--batch", &batch, "-v"][..],
+    ] {
         let r = d.run("ferry", args, b"");
+        r.ok();
         keep(std::slice::from_ref(&r));
     }
     // A secret the server refuses.

@@ -524,6 +524,102 @@ fn every_binary_has_help_with_examples_and_a_version() {
 }
 
 #[test]
+fn completions_and_man_pages_come_from_the_command_lines() {
+    let d = Dir::new();
+    let programs = [
+        "ferry",
+        "ferry-export",
+        "ferry-transform",
+        "ferry-import",
+        "ferry-validate",
+    ];
+    // bash: one script for every program, which completes their flags.
+    let c = d.run("ferry", &["completions", "bash"], b"");
+    c.ok();
+    std::fs::write(d.path("ferry.bash"), c.output.stdout.clone()).unwrap();
+    let probe = r#"source ferry.bash
+        for p in ferry ferry-export ferry-transform ferry-import ferry-validate; do complete -p $p; done
+        COMP_WORDS=(ferry-import --on-con); COMP_CWORD=1; COMP_LINE='ferry-import --on-con'; COMP_POINT=${#COMP_LINE}
+        $(complete -p ferry-import | sed 's/.* -F \([^ ]*\) .*/\1/') ferry-import --on-con ferry-import
+        printf 'offered %s\n' "${COMPREPLY[@]}""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", probe])
+        .current_dir(d.root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    for p in programs {
+        assert!(text.contains(&format!(" {p}\n")), "no completion for {p}: {text}");
+    }
+    assert!(text.contains("offered --on-conflict"), "{text}");
+    // zsh: one file per program, so a directory is required.
+    d.run("ferry", &["completions", "zsh"], b"")
+        .expect_code(2)
+        .stderr_has("--dir");
+    d.run("ferry", &["completions", "zsh", "--dir", "zsh"], b"").ok();
+    for p in programs {
+        assert!(d.path(&format!("zsh/_{p}")).exists(), "_{p}");
+    }
+    // Man pages: one per program and per `ferry` subcommand, with their flags.
+    d.run("ferry", &["man", "man"], b"").ok();
+    let page = std::fs::read_to_string(d.path("man/ferry-import.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH ferry-import 1"), "{page}");
+    assert!(page.contains("on\\-conflict"), "{page}");
+    for p in [
+        "ferry.1",
+        "ferry-status.1",
+        "ferry-rollback.1",
+        "ferry-export.1",
+        "ferry-validate.1",
+    ] {
+        assert!(d.path(&format!("man/{p}")).exists(), "{p}");
+    }
+}
+
+#[test]
+fn a_log_file_records_each_stage_and_how_it_ended() {
+    let d = Dir::new();
+    let src = d.sample();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--log-file", "run.log"]),
+            ("ferry-import", &["sqlite:copy.db", "--create", "--log-file", "run.log"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let failed = d.run("ferry-import", &["sqlite:nowhere/x.db", "--log-file", "run.log"], b"");
+    failed.expect_code(2);
+    let log = std::fs::read_to_string(d.path("run.log")).unwrap();
+    assert!(log.contains("created table"), "the import's log lines: {log}");
+    assert!(log.contains(r#"finished program="ferry-export" exit=0"#), "{log}");
+    assert!(log.contains(r#"finished program="ferry-import" exit=0"#), "{log}");
+    assert!(
+        log.contains("stopped program=\"ferry-import\" exit=2 error=sqlite:nowhere/x.db"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colour codes in a file");
+    // The error is said once on stderr, for people; the log line is for the file.
+    assert_eq!(
+        failed.stderr().matches("nowhere/x.db").count(),
+        1,
+        "{}",
+        failed.stderr()
+    );
+    // As JSON, one object per line.
+    let r = d.run(
+        "ferry-export",
+        &[&src, "--log-file", "json.log", "--log-format", "json"],
+        b"",
+    );
+    r.ok();
+    let lines = std::fs::read_to_string(d.path("json.log")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["fields"]["message"], "finished", "{last}");
+}
+
+#[test]
 fn the_demo_runs_end_to_end() {
     let d = Dir::new();
     let r = d.run("ferry", &["demo", "--dir", "demo"], b"");

@@ -36,37 +36,74 @@ pub struct LogArgs {
     /// Only warnings and errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Log format on stderr
+    /// Log format on stderr (and in --log-file)
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
+    /// Also append the log to this file (at the same level, without colours): a record of a run
+    /// made by a script at 3 a.m.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
-/// Set up logging on stderr. `FERRY_LOG` (an `EnvFilter` directive) overrides the level.
+/// The log target of the line recording how a stage ended (in the log file only).
+const END_TARGET: &str = "ferry_end";
+
+/// Set up logging on stderr (and in `--log-file`). `FERRY_LOG` (an `EnvFilter` directive)
+/// overrides the level. A log file that cannot be opened is said on stderr, and the run goes on.
 pub fn init_logging(log: &LogArgs) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
     let level = match (log.quiet, log.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ferry={level}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match log.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_ansi(human::stderr_is_terminal()).try_init(),
+    let filter = || EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ferry={level}")));
+    let layer = |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, ansi: bool, filter: EnvFilter| -> Boxed {
+        let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_target(false);
+        match log.log_format {
+            LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+            LogFormat::Text => fmt.with_ansi(ansi).with_filter(filter).boxed(),
+        }
     };
+    // The error that ends a stage is printed on stderr for people by `finish`, and logged for
+    // the log file only (`END_TARGET`).
+    let stderr_filter = filter().add_directive(format!("{END_TARGET}=off").parse().expect("a directive"));
+    let mut layers = vec![layer(
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        human::stderr_is_terminal(),
+        stderr_filter,
+    )];
+    if let Some(path) = &log.log_file {
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(file) => layers.push(layer(
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file)),
+                false,
+                filter().add_directive(format!("{END_TARGET}=info").parse().expect("a directive")),
+            )),
+            Err(e) => human::say(&format!(
+                "warning: cannot open the log file {}: {e}; logging on stderr only",
+                path.display()
+            )),
+        }
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
 }
 
 /// Map a stage's result to an exit code, printing the error (with its causes) for people.
 pub fn finish(program: &str, result: Result<ExitStatus>) -> ExitCode {
     match result {
-        Ok(status) => ExitCode::from(status.code()),
+        Ok(status) => {
+            tracing::info!(target: END_TARGET, program, exit = status.code(), "finished");
+            ExitCode::from(status.code())
+        }
         Err(e) => {
             let status = ExitStatus::for_error(&e);
             if status != ExitStatus::Ok {
+                tracing::error!(target: END_TARGET, program, exit = status.code(), error = %e.chain(), "stopped");
                 human::error(program, &e.chain());
             }
             ExitCode::from(status.code())

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use super::{LogArgs, finish, init_logging};
 use crate::checkpoint::DEFAULT_STATE_PATH;
-use crate::error::{ExitStatus, Result};
+use crate::error::{Error, ErrorKind, ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::rollback::{self, RollbackConfig};
 use crate::stage::status::{self, StatusConfig};
@@ -20,6 +20,9 @@ Examples:
   ferry status --json               # as NDJSON
   ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
   ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
+  ferry completions bash > ~/.local/share/bash-completion/completions/ferry
+  ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
+  ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
 
 The stages themselves are separate programs: ferry-export, ferry-transform, ferry-import,
 ferry-validate (each has --help with examples).";
@@ -42,6 +45,28 @@ pub enum Command {
     Demo(super::demo::DemoArgs),
     /// Delete the objects an import of files created (dry run unless --confirm)
     Rollback(RollbackArgs),
+    /// Shell completions for every ferry program
+    Completions(CompletionsArgs),
+    /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+    /// Write one file per program into this directory (named as the shell looks for them)
+    /// instead of all of them to stdout; zsh needs it
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Where the pages go (created if missing)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +115,8 @@ pub fn main() -> ExitCode {
         Command::Status(s) => run_status(s),
         Command::Demo(d) => super::demo::run(d),
         Command::Rollback(r) => run_rollback(r),
+        Command::Completions(c) => run_completions(c),
+        Command::Man(m) => run_man(m),
     };
     finish("ferry", result)
 }
@@ -131,5 +158,82 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
             o.would_delete, o.would_abort, o.kept, o.refused
         )
     });
+    Ok(ExitStatus::Ok)
+}
+
+/// The command line of every program a user runs, from their definitions.
+fn programs() -> Vec<clap::Command> {
+    use clap::CommandFactory as _;
+    vec![
+        FerryArgs::command(),
+        super::export::ExportArgs::command(),
+        super::transform::TransformArgs::command(),
+        super::import::ImportArgs::command(),
+        super::validate::ValidateArgs::command(),
+    ]
+}
+
+fn run_completions(c: &CompletionsArgs) -> Result<ExitStatus> {
+    use clap_complete::Generator as _;
+    let io = |what: String| move |e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
+    match &c.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            for mut cmd in programs() {
+                let name = cmd.get_name().to_owned();
+                let path = dir.join(c.shell.file_name(&name));
+                let mut buf = Vec::new();
+                clap_complete::generate(c.shell, &mut cmd, name, &mut buf);
+                std::fs::write(&path, buf).map_err(io(format!("writing {}", path.display())))?;
+                crate::human::say(&format!("ferry completions: wrote {}", path.display()));
+            }
+        }
+        None if c.shell == clap_complete::Shell::Zsh => {
+            return Err(Error::usage(
+                "zsh loads one completion file per program: give --dir (a directory on $fpath, e.g. ~/.zfunc)",
+            ));
+        }
+        None => {
+            let mut out = StreamWriter::stdout()?;
+            for mut cmd in programs() {
+                let name = cmd.get_name().to_owned();
+                let mut buf = Vec::new();
+                clap_complete::generate(c.shell, &mut cmd, name, &mut buf);
+                for line in buf.trim_ascii_end().split(|&b| b == b'\n') {
+                    out.write_line(line, crate::protocol::Kind::Other)?;
+                }
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitStatus::Ok)
+}
+
+fn run_man(m: &ManArgs) -> Result<ExitStatus> {
+    let io = |what: String| move |e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
+    std::fs::create_dir_all(&m.dir).map_err(io(format!("creating {}", m.dir.display())))?;
+    let mut written = 0;
+    let mut pages: Vec<(String, clap::Command)> = Vec::new();
+    for cmd in programs() {
+        let cmd = cmd.version(env!("CARGO_PKG_VERSION"));
+        let name = cmd.get_name().to_owned();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages.push((
+                format!("{name}-{}", sub.get_name()),
+                sub.clone().name(format!("{name}-{}", sub.get_name())),
+            ));
+        }
+        pages.push((name, cmd));
+    }
+    for (name, cmd) in pages {
+        let path = m.dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut buf)
+            .map_err(io(format!("rendering {name}.1")))?;
+        std::fs::write(&path, buf).map_err(io(format!("writing {}", path.display())))?;
+        written += 1;
+    }
+    crate::human::say(&format!("ferry man: wrote {written} pages into {}", m.dir.display()));
     Ok(ExitStatus::Ok)
 }
