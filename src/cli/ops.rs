@@ -20,6 +20,8 @@ Examples:
   ferry status --json               # as NDJSON
   ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
   ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
+  ferry assess sqlite:app.db --to d1     # rows, bytes, value kinds, what D1 will refuse, time
+  ferry assess dir:/srv/media --json     # sizes, types, duplicates, unreadable files, as JSON
   ferry completions bash > ~/.local/share/bash-completion/completions/ferry
   ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
   ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
@@ -45,10 +47,33 @@ pub enum Command {
     Demo(super::demo::DemoArgs),
     /// Delete the objects an import of files created (dry run unless --confirm)
     Rollback(RollbackArgs),
+    /// What a migration is getting into: sizes, value kinds, duplicates, what the target will
+    /// refuse, and a time estimate
+    Assess(AssessArgs),
     /// Shell completions for every ferry program
     Completions(CompletionsArgs),
     /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
     Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AssessArgs {
+    /// What to assess: sqlite:PATH, postgres://..., d1://ACCOUNT/DB or dir:PATH
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// Where it is going, which decides what counts as a problem [default: s3 for a directory,
+    /// sqlite otherwise]
+    #[arg(long, value_enum)]
+    pub to: Option<crate::stage::assess::Destination>,
+    /// One JSON document instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Rows or files named as examples of each problem
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub examples: usize,
+    /// The state file whose last import gives the time estimate its rate
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
+    pub state: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Status(s) => run_status(s),
         Command::Demo(d) => super::demo::run(d),
         Command::Rollback(r) => run_rollback(r),
+        Command::Assess(a) => run_assess(a),
         Command::Completions(c) => run_completions(c),
         Command::Man(m) => run_man(m),
     };
@@ -158,6 +184,29 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
             o.would_delete, o.would_abort, o.kept, o.refused
         )
     });
+    Ok(ExitStatus::Ok)
+}
+
+fn run_assess(a: &AssessArgs) -> Result<ExitStatus> {
+    use crate::stage::assess::{self, AssessConfig, Destination};
+    let source = crate::address::Address::parse(&a.source)?;
+    let to = a.to.unwrap_or(match source {
+        crate::address::Address::Dir(_) => Destination::S3,
+        _ => Destination::Sqlite,
+    });
+    let cfg = AssessConfig {
+        source,
+        to,
+        state_path: a.state.clone(),
+        examples: a.examples,
+    };
+    let mut buf = Vec::new();
+    assess::run(&cfg, a.json, &mut buf)?;
+    let mut out = StreamWriter::stdout()?;
+    for line in buf.trim_ascii_end().split(|&b| b == b'\n') {
+        out.write_line(line, crate::protocol::Kind::Other)?;
+    }
+    out.flush()?;
     Ok(ExitStatus::Ok)
 }
 

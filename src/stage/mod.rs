@@ -1,5 +1,6 @@
 //! The stages, each a function over a reader and a writer (see each module's contract).
 
+pub mod assess;
 pub mod export;
 pub mod export_files;
 pub mod import;
