@@ -23,6 +23,8 @@ fn export_bytes(src: &str, state: &std::path::Path) -> Vec<u8> {
         resume: false,
         state_path: state.to_owned(),
         singer: false,
+        roots: Vec::new(),
+        follow_fks: false,
     };
     let mut w = StreamWriter::new(Vec::new());
     export::run(&cfg, &mut w).unwrap();

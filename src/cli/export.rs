@@ -29,6 +29,9 @@ Examples:
   ferry-export postgres://app@localhost/app --table users --table email_subscriptions \\
     | ferry-transform --dialect sqlite | ferry-import sqlite:app-copy.db --create
 
+  # One user's data: their row and every row that references it, transitively, parents first
+  ferry-export sqlite:app.db --root users:id=42 --follow-fks > user-42.ndjson
+
   # A Cloudflare D1 database (CLOUDFLARE_API_TOKEN set), backed up through its HTTP API
   ferry-export d1://ACCOUNT_ID/DATABASE_ID > d1-backup.ndjson
 
@@ -67,6 +70,14 @@ pub struct ExportArgs {
     /// Only the rows of TABLE matching a SQL condition (repeatable)
     #[arg(long = "where", value_name = "TABLE=CONDITION")]
     pub filters: Vec<String>,
+    /// An entity export: only the rows of TABLE whose COLUMN is VALUE (repeatable), e.g.
+    /// users:id=42
+    #[arg(long = "root", value_name = "TABLE:COLUMN=VALUE", conflicts_with_all = ["tables", "filters"])]
+    pub roots: Vec<String>,
+    /// With --root: also every row that references those rows, transitively, parents first (one
+    /// user and everything that is theirs)
+    #[arg(long, requires = "roots")]
+    pub follow_fks: bool,
     /// Continue the last import from this source recorded in the state file, after its last
     /// acknowledged STATE (streams it completed are skipped)
     #[arg(long)]
@@ -126,6 +137,12 @@ impl ExportArgs {
             resume: self.resume,
             state_path: self.state.clone(),
             singer: self.singer,
+            roots: self
+                .roots
+                .iter()
+                .map(|r| crate::stage::entity::Root::parse(r))
+                .collect::<Result<_>>()?,
+            follow_fks: self.follow_fks,
             files: FilesOptions {
                 stream: self.stream.clone(),
                 follow_symlinks: self.follow_symlinks,

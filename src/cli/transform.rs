@@ -24,10 +24,16 @@ Examples:
 
   # PostgreSQL to SQLite: types and values recast (timestamps to SQLite datetime text, booleans
   # to 0/1, numeric to exact TEXT, json/jsonb and arrays to JSON text)
-  ferry-export postgres://app@localhost/app | ferry-transform --dialect sqlite \
+  ferry-export postgres://app@localhost/app | ferry-transform --dialect sqlite \\
     | ferry-import sqlite:app-copy.db --create
 
-Operations apply in the order given, each to stream names as earlier operations left them.
+  # That user's export into another database where id 42 is taken: the user becomes 1077, and
+  # every column whose foreign key references users.id follows
+  ferry-transform --remap main.users.id:42=1077 < user-42.ndjson \\
+    | ferry-import sqlite:other.db --on-conflict fail
+
+Operations apply in the order given, each to stream names as earlier operations left them
+(--remap first, to the streams and foreign keys as they come in).
 A field is written STREAM.FIELD, split at the last dot. Records no operation touches pass through
 byte for byte; SCHEMA and STREAM_END (row count and digest) are rewritten where the stream changes.
 STATE lines pass through in order, bookmarks under the producer's stream names.
@@ -58,6 +64,10 @@ pub struct TransformArgs {
     /// Run a jq program on each RECORD and FILE message (the whole message object)
     #[arg(long, value_name = "PROGRAM")]
     pub jq: Vec<String>,
+    /// Change a key value in its stream and in every column whose foreign key references it
+    /// (e.g. main.users.id:42=1077); applied first, to the streams as they come in
+    #[arg(long, value_name = "STREAM.COLUMN:OLD=NEW")]
+    pub remap: Vec<String>,
     /// Recast types and values for another engine, after every other operation
     #[arg(long, value_name = "ENGINE")]
     pub dialect: Option<Dialect>,
@@ -80,7 +90,7 @@ pub struct TransformArgs {
 /// The operations in command-line order (clap keeps each flag's values apart).
 pub fn ops_in_order(matches: &ArgMatches) -> Result<Vec<Op>> {
     type Build = fn(&str) -> Result<Op>;
-    let kinds: [(&str, Build); 7] = [
+    let kinds: [(&str, Build); 8] = [
         ("rename_stream", Op::rename_stream),
         ("drop_stream", Op::drop_stream),
         ("rename_field", Op::rename_field),
@@ -88,6 +98,7 @@ pub fn ops_in_order(matches: &ArgMatches) -> Result<Vec<Op>> {
         ("set_field", Op::set_field),
         ("filter", Op::filter),
         ("jq", Op::jq),
+        ("remap", Op::remap),
     ];
     let mut ops: Vec<(usize, Op)> = Vec::new();
     for (id, build) in kinds {

@@ -38,6 +38,10 @@ pub struct ExportConfig {
     pub singer: bool,
     /// For a directory: how to walk and hash it.
     pub files: FilesOptions,
+    /// An entity export: the rows these pick out (and, with `follow_fks`, every row that
+    /// references them, transitively) instead of `selection`.
+    pub roots: Vec<crate::stage::entity::Root>,
+    pub follow_fks: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -234,10 +238,25 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
     }
     let mut source = connect::open_source(&cfg.source)?;
     let mut info = source.info();
-    info.selection = cfg.selection.describe();
+    let selection = if cfg.roots.is_empty() {
+        cfg.selection.clone()
+    } else {
+        let all = source.discover(&Selection {
+            exclude: cfg.selection.exclude.clone(),
+            ..Default::default()
+        })?;
+        let subset = crate::stage::entity::selection(&all, &cfg.roots, cfg.follow_fks)?;
+        tracing::info!(
+            tables = subset.tables.len(),
+            "entity export: {}",
+            subset.tables.join(", ")
+        );
+        subset
+    };
+    info.selection = selection.describe();
 
     // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
-    let plans = source.discover(&cfg.selection)?;
+    let plans = source.discover(&selection)?;
     let mut em = begin(cfg, &info, out)?;
     let run_id = em.run_id.clone();
     // A table that cannot resume after a cursor starts over, and says so in its bookmark.

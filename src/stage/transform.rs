@@ -61,6 +61,14 @@ pub enum Op {
     Jq {
         program: JqProgram,
     },
+    /// Change one key value (`users.id` 42 -> 1077) in its stream and in every column whose
+    /// foreign key references it, so references stay whole. Applied first, to the input's names.
+    Remap {
+        stream: String,
+        column: String,
+        from: Json,
+        to: Json,
+    },
 }
 
 impl Op {
@@ -109,6 +117,29 @@ impl Op {
         })
     }
 
+    /// `STREAM.COLUMN:OLD=NEW` (values as JSON, anything else a string)
+    pub fn remap(spec: &str) -> Result<Op> {
+        let form = "--remap STREAM.COLUMN:OLD=NEW (main.users.id:42=1077)";
+        let (path, values) = spec
+            .split_once(':')
+            .ok_or_else(|| Error::usage(format!("{spec:?}: expected {form}")))?;
+        let (stream, column) = split_field(path, form)?;
+        let (from, to) = split_eq(values, form)?;
+        let json = |v: String| serde_json::from_str::<Json>(&v).unwrap_or(Json::String(v));
+        let (from, to) = (json(from), json(to));
+        if from == to {
+            return Err(Error::usage(format!(
+                "--remap {spec}: the old and new values are the same"
+            )));
+        }
+        Ok(Op::Remap {
+            stream,
+            column,
+            from,
+            to,
+        })
+    }
+
     pub fn jq(code: &str) -> Result<Op> {
         Ok(Op::Jq {
             program: JqProgram::compile(code)?,
@@ -144,6 +175,8 @@ pub struct TransformConfig {
 pub struct TransformOutcome {
     pub records_in: u64,
     pub records_out: u64,
+    /// Values changed by `--remap`.
+    pub remapped: u64,
 }
 
 /// What the static operations (everything but jq and filters) do to one input stream.
@@ -187,6 +220,8 @@ enum Mode {
 
 struct InStream {
     mode: Mode,
+    /// Key values to change in this stream's records: (field, old, new as JSON text).
+    remaps: Vec<(String, Json, String)>,
     out_name: String,
     /// `{"type":"RECORD","stream":"<in>","record":` and the same with the output name.
     in_prefix: Vec<u8>,
@@ -507,6 +542,12 @@ pub fn run<R: BufRead, W: Write>(
         }
     }
     t.out.flush()?;
+    if t.outcome.remapped > 0 {
+        tracing::info!(
+            values = t.outcome.remapped,
+            "remapped key values and the references to them"
+        );
+    }
     if began && !ended {
         return Err(Error::input(format!(
             "input ended after line {} without END: the producer stopped early (everything received was passed on)",
@@ -517,6 +558,36 @@ pub fn run<R: BufRead, W: Write>(
 }
 
 impl<W: Write> Transformer<'_, W> {
+    /// The `--remap`s that touch a stream: its own key column, and its columns whose one-column
+    /// foreign keys reference a remapped column.
+    fn remaps_for(&self, input: &Schema) -> Vec<(String, Json, String)> {
+        let mut out = Vec::new();
+        for op in &self.cfg.ops {
+            let Op::Remap {
+                stream,
+                column,
+                from,
+                to,
+            } = op
+            else {
+                continue;
+            };
+            let is = |s: &str| s == stream || s.rsplit_once('.').is_some_and(|(_, t)| t == stream);
+            if is(&input.stream) {
+                out.push((column.clone(), from.clone(), to.to_string()));
+            }
+            for fk in &input.foreign_keys {
+                if let ([c], [r]) = (fk.columns.as_slice(), fk.references.columns.as_slice())
+                    && is(&fk.references.stream)
+                    && r == column
+                {
+                    out.push((c.clone(), from.clone(), to.to_string()));
+                }
+            }
+        }
+        out
+    }
+
     fn static_view(&self, input: &str) -> StaticView {
         let mut v = StaticView {
             name: input.to_owned(),
@@ -546,9 +617,10 @@ impl<W: Write> Transformer<'_, W> {
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let input: Schema = line.parse()?;
         let view = self.static_view(&input.stream);
+        let remaps = self.remaps_for(&input);
         let mode = if view.dropped && !self.has_jq {
             Mode::Dropped
-        } else if self.has_jq || view.changes_records() {
+        } else if self.has_jq || view.changes_records() || !remaps.is_empty() {
             Mode::Full
         } else if view.renamed {
             Mode::Rename
@@ -559,6 +631,7 @@ impl<W: Write> Transformer<'_, W> {
             input.stream.clone(),
             InStream {
                 mode,
+                remaps,
                 out_name: view.name.clone(),
                 in_prefix: record_prefix(&input.stream),
                 out_prefix: record_prefix(&view.name),
@@ -743,10 +816,22 @@ impl<W: Write> Transformer<'_, W> {
                 Ok(())
             }
             Mode::Full => {
-                let msg = Msg {
+                let mut msg = Msg {
                     fields: parse_object(line.text).map_err(|e| line.error(e))?,
                     record: None,
                 };
+                let remaps = self.ins.get(name).map(|s| s.remaps.as_slice()).unwrap_or_default();
+                if line.kind == Kind::Record && !remaps.is_empty() {
+                    let rec = msg.record_mut().map_err(|e| line.error(e))?;
+                    for (field, from, to) in remaps {
+                        if let Some(slot) = rec.iter_mut().find(|(k, _)| k == field)
+                            && serde_json::from_str::<Json>(slot.1.get()).is_ok_and(|v| v == *from)
+                        {
+                            slot.1 = raw(to);
+                            self.outcome.remapped += 1;
+                        }
+                    }
+                }
                 let mut outputs = Vec::new();
                 self.apply(msg, 0, &mut outputs).map_err(|e| line.error(e))?;
                 for mut m in outputs {
