@@ -1,6 +1,7 @@
 //! The stages, each a function over a reader and a writer (see each module's contract).
 
 pub mod assess;
+pub mod backup;
 pub mod entity;
 pub mod export;
 pub mod export_files;
