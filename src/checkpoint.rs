@@ -113,6 +113,9 @@ CREATE TABLE multipart (
     PRIMARY KEY (target, key, upload_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN rows_expected INTEGER;
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +237,8 @@ pub struct RunRow {
     pub batches: i64,
     pub last_seq: Option<i64>,
     pub message: Option<String>,
+    /// Rows the run's input said it would bring (the streams' estimates), when it said.
+    pub rows_expected: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -412,6 +417,18 @@ impl Checkpoint {
         tx.commit()
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
         Ok(attempt)
+    }
+
+    /// Add to the rows a run expects (a stream's estimate, as its SCHEMA arrives), for the time
+    /// left that `ferry status` gives.
+    pub fn expect_rows(&mut self, run_id: &str, rows: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET rows_expected = coalesce(rows_expected, 0) + ?2 WHERE run_id = ?1",
+                params![run_id, rows as i64],
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("recording the rows expected"))?;
+        Ok(())
     }
 
     /// Record committed batches and, with `state` (its seq and value), acknowledge that STATE, atomically.
@@ -824,7 +841,8 @@ impl Checkpoint {
             .prepare(
                 "SELECT r.run_id, r.stage, r.source, r.target, r.status, r.attempts, r.started_at, r.updated_at,
                         r.finished_at, r.rows_written, r.rows_skipped, r.rows_rejected,
-                        (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message
+                        (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message,
+                        r.rows_expected
                  FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid",
             )
             .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
@@ -846,6 +864,7 @@ impl Checkpoint {
                     batches: r.get(12)?,
                     last_seq: r.get(13)?,
                     message: r.get(14)?,
+                    rows_expected: r.get(15)?,
                 })
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())

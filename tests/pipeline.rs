@@ -620,6 +620,63 @@ fn a_log_file_records_each_stage_and_how_it_ended() {
 }
 
 #[test]
+fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_it() {
+    use std::io::Write as _;
+    let d = Dir::new();
+    d.open("big.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40000)
+               INSERT INTO items SELECT i, 'item ' || i FROM s;",
+        )
+        .unwrap();
+    let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
+    stream.ok();
+    let text = stream.stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    // Everything up to the middle of the rows goes in now; the rest later.
+    let half = lines.iter().position(|l| l.contains(r#""id":20000,"#)).unwrap();
+    let mut import = d
+        .cmd("ferry-import", &["sqlite:copy.db", "--create", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = import.stdin.take().unwrap();
+    input.write_all((lines[..half].join("\n") + "\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let st = d.run("ferry", &["status", "--json"], b"");
+        if let Some(r) = st.lines().into_iter().find(|l| l["type"] == "RUN") {
+            if r["run"]["rows_written"].as_u64().unwrap_or(0) >= 10_000 {
+                break r;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(run["run"]["status"], "running", "{run}");
+    assert_eq!(run["run"]["rows_expected"], 40_000, "{run}");
+    assert!(run["rows_per_s"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(run["seconds_left"].as_f64().unwrap() > 0.0, "{run}");
+    let table = d.run("ferry", &["status"], b"");
+    table.ok();
+    assert!(table.stdout().contains("running"), "{}", table.stdout());
+    // The rest: the import was never blocked by the readings.
+    input.write_all((lines[half..].join("\n") + "\n").as_bytes()).unwrap();
+    drop(input);
+    assert!(import.wait().unwrap().success());
+    let done = d.run("ferry", &["status", "--json"], b"");
+    let r = done.lines().into_iter().find(|l| l["type"] == "RUN").unwrap();
+    assert_eq!(
+        (r["run"]["status"].as_str(), r["run"]["rows_written"].as_u64()),
+        (Some("complete"), Some(40_000))
+    );
+    assert!(r["seconds_left"].is_null(), "{r}");
+}
+
+#[test]
 fn the_demo_runs_end_to_end() {
     let d = Dir::new();
     let r = d.run("ferry", &["demo", "--dir", "demo"], b"");

@@ -380,6 +380,11 @@ impl<W: Write> Importer<'_, W> {
             // The shape changed: rows already buffered go in under the old one.
             self.flush_stream(&name)?;
         }
+        if !self.streams.contains_key(&name)
+            && let (Some(cp), Some(rows)) = (self.checkpoint.as_mut(), schema.row_estimate)
+        {
+            cp.expect_rows(&self.run_id, rows)?;
+        }
         let opts = self.load_options();
         let prepared = self
             .target

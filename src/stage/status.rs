@@ -109,9 +109,15 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         return out.flush();
     }
 
+    let now = jiff::Timestamp::now();
     if cfg.json {
         for r in &runs {
-            line(out, &json!({"type": "RUN", "run": r}).to_string())?;
+            let p = pace(r, now);
+            line(
+                out,
+                &json!({"type": "RUN", "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle})
+                    .to_string(),
+            )?;
         }
         for e in cp.errors(None)? {
             line(out, &json!({"type": "RUN_ERROR", "error": e}).to_string())?;
@@ -136,6 +142,8 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
                 r.rows_rejected.to_string(),
                 r.batches.to_string(),
                 r.attempts.to_string(),
+                pace(r, now).rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
+                pace(r, now).left_text(),
                 r.updated_at.clone(),
             ]
         })
@@ -143,7 +151,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
     let t = human::table(
         &[
             "run", "stage", "status", "source", "target", "written", "skipped", "rejected", "batches", "attempts",
-            "updated",
+            "rows/s", "left", "updated",
         ],
         &rows,
     );
@@ -157,6 +165,52 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         )?;
     }
     out.flush()
+}
+
+/// How fast a run went, and for one still running, how long it has left.
+struct Pace {
+    /// Rows per second over the run so far.
+    rate: Option<f64>,
+    /// Seconds left at that rate, for a running run whose input said how many rows to expect.
+    left: Option<f64>,
+    /// Seconds since the run last recorded progress (running runs): a large value means it
+    /// stopped without saying (killed).
+    idle: Option<f64>,
+}
+
+impl Pace {
+    fn left_text(&self) -> String {
+        match (self.left, self.idle) {
+            (_, Some(idle)) if idle > 300.0 => {
+                format!("stalled {}", human::duration(std::time::Duration::from_secs_f64(idle)))
+            }
+            (Some(l), _) => human::duration(std::time::Duration::from_secs_f64(l)),
+            _ => String::new(),
+        }
+    }
+}
+
+fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
+    let t = |s: &str| s.parse::<jiff::Timestamp>().ok();
+    let started = t(&r.started_at);
+    let last = t(r.finished_at.as_deref().unwrap_or(&r.updated_at));
+    let done = (r.rows_written + r.rows_skipped) as f64;
+    let rate = started
+        .zip(last)
+        .map(|(a, b)| b.duration_since(a).as_secs_f64())
+        .filter(|secs| *secs > 0.0 && done > 0.0)
+        .map(|secs| done / secs);
+    let running = r.status == "running";
+    let idle = if running {
+        last.map(|l| now.duration_since(l).as_secs_f64().max(0.0))
+    } else {
+        None
+    };
+    let left = match (running, rate, r.rows_expected) {
+        (true, Some(rate), Some(expected)) => Some(((expected as f64 - done).max(0.0)) / rate),
+        _ => None,
+    };
+    Pace { rate, left, idle }
 }
 
 /// The first part of a run id: enough to tell runs apart and to pass back to --run.
