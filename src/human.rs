@@ -19,6 +19,37 @@ pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
+static PLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// No progress bars whatever the terminal (`-q`, `--log-format json`).
+pub fn set_plain() {
+    PLAIN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How a stage shows progress on long work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressDisplay {
+    /// Log lines every few seconds (stderr is not a terminal: a log file, CI, a script).
+    Lines,
+    /// A bar on the terminal: the stage at the end of a pipeline (its stdout is not a pipe).
+    Bar,
+    /// Nothing periodic: a stage feeding a pipe on a terminal, where the last stage's bar is.
+    Quiet,
+}
+
+pub fn progress_display() -> ProgressDisplay {
+    if !stderr_is_terminal() || PLAIN.load(std::sync::atomic::Ordering::Relaxed) {
+        return ProgressDisplay::Lines;
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    let stdout_is_pipe = std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| m.file_type().is_fifo());
+    if stdout_is_pipe {
+        ProgressDisplay::Quiet
+    } else {
+        ProgressDisplay::Bar
+    }
+}
+
 /// A plain text table: a header row, then rows; numbers right-aligned.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let n = header.len();

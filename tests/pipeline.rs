@@ -677,6 +677,43 @@ fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_
 }
 
 #[test]
+fn on_a_terminal_the_last_stage_draws_a_progress_bar_and_the_stages_feeding_it_stay_quiet() {
+    let d = Dir::new();
+    d.open("big.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000)
+               INSERT INTO items SELECT i, 'item ' || i FROM s;",
+        )
+        .unwrap();
+    // `script` gives the pipeline a terminal, as a person at a shell has; the progress lines,
+    // were they on, would come every millisecond.
+    let line = format!(
+        "{} sqlite:big.db | {} sqlite:copy.db --create > /dev/null",
+        common::bin("ferry-export").display(),
+        common::bin("ferry-import").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(d.root())
+        .env("FERRY_PROGRESS_MS", "1")
+        .env_remove("FERRY_LOG")
+        .output()
+        .expect("script (util-linux) runs a command on a terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("importing ["), "the import draws a bar: {screen}");
+    assert!(screen.contains("/100,000 rows ("), "{screen}");
+    assert!(screen.contains(" left)"), "{screen}");
+    assert!(
+        !screen.contains("exporting"),
+        "the export feeding a pipe says nothing periodic: {screen}"
+    );
+    assert!(screen.contains("import complete"), "{screen}");
+    assert_eq!(common::count(&d.open("copy.db"), "items"), 100_000);
+}
+
+#[test]
 fn the_demo_runs_end_to_end() {
     let d = Dir::new();
     let r = d.run("ferry", &["demo", "--dir", "demo"], b"");

@@ -55,6 +55,9 @@ pub fn init_logging(log: &LogArgs) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    if log.quiet || log.log_format == LogFormat::Json {
+        human::set_plain();
+    }
     let level = match (log.quiet, log.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",

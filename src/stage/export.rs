@@ -89,6 +89,16 @@ pub(crate) struct Progress {
     /// smoothed over samples so a burst of skipped work does not promise too much).
     sample: Option<(Instant, u64)>,
     pace: f64,
+    display: crate::human::ProgressDisplay,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
 }
 
 impl Progress {
@@ -104,6 +114,61 @@ impl Progress {
                 .map_or(Duration::from_secs(5), Duration::from_millis),
             sample: None,
             pace: 0.0,
+            display: crate::human::progress_display(),
+            bar: None,
+        }
+    }
+
+    /// On a terminal at the end of a pipeline: show `done` of `total` on the progress bar and
+    /// say so (true), so no log line is wanted. `unit` is "rows", "files", or "bytes".
+    pub(crate) fn bar(&mut self, what: &str, done: u64, total: Option<u64>, unit: &str) -> bool {
+        use crate::human::ProgressDisplay as D;
+        match self.display {
+            D::Lines => false,
+            D::Quiet => true,
+            D::Bar => {
+                let total = total.filter(|t| *t > 0).map(|t| t.max(done));
+                let bar = self.bar.get_or_insert_with(|| {
+                    indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(8))
+                });
+                if bar.length() != total || bar.message() != what {
+                    bar.set_message(what.to_owned());
+                    let amount = if unit == "bytes" {
+                        "{binary_bytes}".to_owned()
+                    } else {
+                        format!("{{human_pos}} {unit}")
+                    };
+                    let tpl = match total {
+                        Some(_) if unit == "bytes" => {
+                            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({rate}, {eta} left)".to_owned()
+                        }
+                        Some(_) => {
+                            format!("{{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{rate}}, {{eta}} left)")
+                        }
+                        None => format!("{{spinner}} {{msg}} {amount} ({{rate}})"),
+                    };
+                    let bytes = unit == "bytes";
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(&tpl) {
+                        bar.set_style(style.progress_chars("=> ").with_key(
+                            "rate",
+                            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let r = s.per_sec();
+                                let _ = if bytes {
+                                    write!(w, "{}/s", indicatif::BinaryBytes(r as u64))
+                                } else {
+                                    write!(w, "{}/s", indicatif::HumanCount(r as u64))
+                                };
+                            },
+                        ));
+                    }
+                    match total {
+                        Some(t) => bar.set_length(t),
+                        None => bar.unset_length(),
+                    }
+                }
+                bar.set_position(done);
+                true
+            }
         }
     }
 
@@ -272,6 +337,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
         ..Default::default()
     };
     let mut progress = Progress::new();
+    let expected: Option<u64> = plans.iter().map(|p| p.schema.row_estimate).sum();
     for plan in &plans {
         let stream = plan.schema.stream.clone();
         let prior: Option<Bookmark> = em
@@ -345,7 +411,10 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
                 since_state = 0;
                 last_state = Instant::now();
             }
-            if rows % 1024 == 0 && progress.due() {
+            if rows % 1024 == 0
+                && !progress.bar("exporting", outcome.rows + rows, expected, "rows")
+                && progress.due()
+            {
                 tracing::info!(stream = %stream, rows = base + rows, rows_per_s = progress.rate(outcome.rows + rows), "exporting");
             }
             Ok(())

@@ -568,7 +568,8 @@ impl Emit {
             self.since_state = 0;
             self.last_state = Instant::now();
         }
-        if self.progress.due() {
+        let total = self.estimate.map(|(n, _)| n);
+        if !self.progress.bar("hashing", self.base + self.files, total, "files") && self.progress.due() {
             // Files hashed go at the pace of their bytes, cached ones at the pace of the walk:
             // by files is the fairer measure of what is left.
             let eta = self.progress.eta(self.base + self.files, self.estimate.map(|(n, _)| n));

@@ -179,6 +179,8 @@ struct Importer<'w, W: Write> {
     rejects: Rejects,
     outcome: ImportOutcome,
     progress: Progress,
+    /// Rows the streams' SCHEMAs said to expect, for the progress bar.
+    expected: Option<u64>,
     uncommitted: bool,
 }
 
@@ -219,6 +221,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         },
         outcome: ImportOutcome::default(),
         progress: Progress::new(),
+        expected: None,
         uncommitted: false,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
@@ -381,9 +384,12 @@ impl<W: Write> Importer<'_, W> {
             self.flush_stream(&name)?;
         }
         if !self.streams.contains_key(&name)
-            && let (Some(cp), Some(rows)) = (self.checkpoint.as_mut(), schema.row_estimate)
+            && let Some(rows) = schema.row_estimate
         {
-            cp.expect_rows(&self.run_id, rows)?;
+            self.expected = Some(self.expected.unwrap_or(0) + rows);
+            if let Some(cp) = self.checkpoint.as_mut() {
+                cp.expect_rows(&self.run_id, rows)?;
+            }
         }
         let opts = self.load_options();
         let prepared = self
@@ -533,7 +539,19 @@ impl<W: Write> Importer<'_, W> {
             let name = name.to_owned();
             self.flush_stream(&name)?;
         }
-        if self.outcome.received % 1024 == 0 && self.progress.due() {
+        if self.outcome.received % 1024 == 0
+            && !self.progress.bar(
+                "importing",
+                self.outcome.received,
+                self.cfg
+                    .input_totals
+                    .map(|t| t.rows)
+                    .filter(|r| *r > 0)
+                    .or(self.expected),
+                "rows",
+            )
+            && self.progress.due()
+        {
             tracing::info!(
                 rows = self.outcome.received,
                 written = self.outcome.written,

@@ -696,7 +696,15 @@ impl<W: Write> Uploader<'_, W> {
 
     /// A progress line, when one is due: files and bytes settled, pace, and time left.
     fn report(&mut self) {
-        if self.progress.due() {
+        let (files, bytes) = match self.cfg.input_totals {
+            Some(t) => (Some(t.files), Some(t.bytes)),
+            None => self.estimate,
+        };
+        let shown = match bytes {
+            Some(b) => self.progress.bar("putting files", self.settled.1, Some(b), "bytes"),
+            None => self.progress.bar("putting files", self.settled.0, files, "files"),
+        };
+        if !shown && self.progress.due() {
             // Time left goes by bytes when their total is known (big files take longer), else
             // by files.
             let (files, bytes) = match self.cfg.input_totals {
