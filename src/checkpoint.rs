@@ -327,6 +327,11 @@ impl Checkpoint {
         if version == 0 {
             return Ok(None);
         }
+        let mut cp = cp;
+        if (version as usize) < MIGRATIONS.len() && !cp.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            // A state file an older ferry wrote: brought up to date (the changes only add).
+            cp.migrate()?;
+        }
         Ok(Some(cp))
     }
 
@@ -836,15 +841,21 @@ impl Checkpoint {
     }
 
     pub fn runs(&self) -> Result<Vec<RunRow>> {
+        // A read-only state file of an older ferry has no rows_expected.
+        let expected = if self.version()? >= 5 {
+            "r.rows_expected"
+        } else {
+            "NULL"
+        };
         let mut st = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT r.run_id, r.stage, r.source, r.target, r.status, r.attempts, r.started_at, r.updated_at,
                         r.finished_at, r.rows_written, r.rows_skipped, r.rows_rejected,
                         (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message,
-                        r.rows_expected
-                 FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid",
-            )
+                        {expected}
+                 FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid"
+            ))
             .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
         let rows = st
             .query_map([], |r| {
@@ -1010,5 +1021,35 @@ mod tests {
         drop(conn);
         let e = Checkpoint::open(&path).err().unwrap();
         assert!(e.message().contains("newer than this ferry knows"), "{e}");
+    }
+
+    #[test]
+    fn a_state_file_an_older_ferry_wrote_is_read_and_brought_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // What the version before rows_expected left: every migration but the last.
+        let conn = Connection::open(&path).unwrap();
+        for (i, sql) in MIGRATIONS[..MIGRATIONS.len() - 1].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO runs (run_id, stage, status, attempts, started_at, updated_at) VALUES ('r1', 'import', 'complete', 1, 'x', 'x')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        // Read only (a copy that cannot be written): listed without the new column.
+        let ro = Checkpoint {
+            conn: Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap(),
+            path: path.clone(),
+        };
+        let runs = ro.runs().unwrap();
+        assert_eq!((runs.len(), runs[0].rows_expected), (1, None));
+        drop(ro);
+        // Writable: migrated on open.
+        let cp = Checkpoint::open_existing(&path).unwrap().unwrap();
+        assert_eq!(cp.version().unwrap() as usize, MIGRATIONS.len());
+        assert_eq!(cp.runs().unwrap()[0].run_id, "r1");
     }
 }
