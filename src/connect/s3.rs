@@ -372,9 +372,11 @@ impl S3Store {
                 // refused with 412 before its body was read, the connection then closed): the
                 // object may have landed or not. What is at the key decides; if nothing is, it
                 // is sent again. The client library does not resend a PUT by itself.
+                // Our bytes at the key count as present, not uploaded: they may have been there
+                // before, and only what a run surely created is ever rolled back.
                 e if transport_failure(&e) => match self.info_async(path).await? {
                     Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
-                        PutOutcome::done(done)
+                        PutOutcome::done(PutStatus::Present)
                     }
                     Some(info) if !req.overwrite => match Self::settle_existing(&info, req) {
                         Some(o) => o,
