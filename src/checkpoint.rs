@@ -116,6 +116,22 @@ CREATE TABLE multipart (
     r#"
 ALTER TABLE runs ADD COLUMN rows_expected INTEGER;
 "#,
+    r#"
+CREATE TABLE journal (
+    id         INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    stream     TEXT NOT NULL,
+    tbl        TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    key        TEXT,
+    before     TEXT,
+    schema     TEXT,
+    undone_at  TEXT
+);
+CREATE INDEX journal_by_run ON journal(run_id, id);
+CREATE INDEX journal_by_table ON journal(target, tbl);
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +171,36 @@ pub struct NewRun<'a> {
     pub source: Option<&'a str>,
     pub source_kind: Option<&'a str>,
     pub target: &'a str,
+}
+
+/// One entry of the rollback journal: what an import did to a table, written before the target
+/// commits it (so a kill between the two leaves an entry whose undo finds nothing to undo).
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEntry {
+    pub stream: String,
+    pub table: String,
+    /// `create` (the run created the table; `schema` holds the stream's SCHEMA), `stream` (it
+    /// wrote into an existing one; `schema` too), `insert` (`key` was not there), `update` (`key`
+    /// held `before`, a record in the stream's encoding).
+    pub action: &'static str,
+    pub key: Option<String>,
+    pub before: Option<String>,
+    pub schema: Option<String>,
+}
+
+/// A journal entry as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalRow {
+    pub id: i64,
+    pub run_id: String,
+    pub target: String,
+    pub stream: String,
+    pub table: String,
+    pub action: String,
+    pub key: Option<String>,
+    pub before: Option<String>,
+    pub schema: Option<String>,
+    pub undone_at: Option<String>,
 }
 
 /// One committed batch of one stream.
@@ -422,6 +468,84 @@ impl Checkpoint {
         tx.commit()
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
         Ok(attempt)
+    }
+
+    /// Record journal entries of a run into `target`, in their own transaction.
+    pub fn journal_add(&mut self, run_id: &str, target: &str, entries: &[JournalEntry]) -> Result<()> {
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: writing the rollback journal");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO journal (run_id, target, stream, tbl, action, key, before, schema)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .ctx(ErrorKind::Checkpoint, e)?;
+            for j in entries {
+                st.execute(params![
+                    run_id, target, j.stream, j.table, j.action, j.key, j.before, j.schema
+                ])
+                .ctx(ErrorKind::Checkpoint, e)?;
+            }
+        }
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
+    }
+
+    /// A run's journal, oldest first (a run id prefix is enough).
+    pub fn journal_of(&self, run_prefix: &str) -> Result<Vec<JournalRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, run_id, target, stream, tbl, action, key, before, schema, undone_at FROM journal
+                 WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY id",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))?;
+        st.query_map([run_prefix], |r| {
+            Ok(JournalRow {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                target: r.get(2)?,
+                stream: r.get(3)?,
+                table: r.get(4)?,
+                action: r.get(5)?,
+                key: r.get(6)?,
+                before: r.get(7)?,
+                schema: r.get(8)?,
+                undone_at: r.get(9)?,
+            })
+        })
+        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+        .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))
+    }
+
+    /// Runs other than `run_id` that wrote into `table` of `target` after it did.
+    pub fn journal_later_runs(&self, target: &str, table: &str, run_id: &str, after_id: i64) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT run_id FROM journal
+                 WHERE target = ?1 AND tbl = ?2 AND run_id <> ?3 AND id > ?4 AND undone_at IS NULL",
+            )
+            .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))?;
+        st.query_map(params![target, table, run_id, after_id], |r| r.get(0))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<String>>>())
+            .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))
+    }
+
+    /// Mark journal entries as undone.
+    pub fn journal_undone(&mut self, ids: &[i64]) -> Result<()> {
+        let now = now_rfc3339();
+        let tx = self
+            .conn
+            .transaction()
+            .ctx(ErrorKind::Checkpoint, || "marking the journal".to_owned())?;
+        for id in ids {
+            tx.execute("UPDATE journal SET undone_at = ?2 WHERE id = ?1", params![id, now])
+                .ctx(ErrorKind::Checkpoint, || "marking the journal".to_owned())?;
+        }
+        tx.commit()
+            .ctx(ErrorKind::Checkpoint, || "marking the journal".to_owned())
     }
 
     /// Add to the rows a run expects (a stream's estimate, as its SCHEMA arrives), for the time

@@ -20,6 +20,7 @@ Examples:
   ferry status --json               # as NDJSON
   ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
   ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
+  ferry rollback --last                           # what undoing the last import would do
   ferry assess sqlite:app.db --to d1     # rows, bytes, value kinds, what D1 will refuse, time
   ferry assess dir:/srv/media --json     # sizes, types, duplicates, unreadable files, as JSON
   ferry backup sqlite:app.db --name before-upgrade   # .ferry/backups/before-upgrade/
@@ -49,7 +50,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Run export | transform | import | validate on the bundled sample database
     Demo(super::demo::DemoArgs),
-    /// Delete the objects an import of files created (dry run unless --confirm)
+    /// Undo an import run: the objects it created, or the rows it inserted and overwrote and
+    /// the tables it created (dry run unless --confirm)
     Rollback(RollbackArgs),
     /// What a migration is getting into: sizes, value kinds, duplicates, what the target will
     /// refuse, and a time estimate
@@ -175,9 +177,17 @@ pub struct ManArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
-    /// The run whose objects go (its id, or a unique prefix; the `batch` of its upload results)
-    #[arg(long, value_name = "RUN_ID")]
-    pub batch: String,
+    /// The run to undo (its id, or a unique prefix; the `batch` of its upload results)
+    #[arg(
+        long,
+        value_name = "RUN_ID",
+        required_unless_present = "last",
+        conflicts_with = "last"
+    )]
+    pub batch: Option<String>,
+    /// The most recent import run
+    #[arg(long)]
+    pub last: bool,
     /// Act; without it, only print what would happen
     #[arg(long)]
     pub confirm: bool,
@@ -243,7 +253,8 @@ fn run_status(s: &StatusArgs) -> Result<ExitStatus> {
 fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
     let cfg = RollbackConfig {
         state_path: r.state.clone(),
-        batch: r.batch.clone(),
+        batch: r.batch.clone().unwrap_or_default(),
+        last: r.last,
         confirm: r.confirm,
         force: r.force,
         failed_only: r.failed_only,
@@ -254,7 +265,18 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
     };
     let mut out = StreamWriter::stdout()?;
     let o = rollback::run(&cfg, &mut out)?;
-    crate::human::say(&if r.confirm {
+    let tables = o.tables;
+    crate::human::say(&if tables && r.confirm {
+        format!(
+            "ferry rollback: deleted {} rows, restored {}, dropped {} tables; what changed was saved first (rollback-*.ndjson next to the state file)",
+            o.deleted, o.restored, o.dropped
+        )
+    } else if tables {
+        format!(
+            "ferry rollback (dry run): would delete {} rows, restore {}, drop {} tables, refuse {}; --confirm to act",
+            o.would_delete, o.would_restore, o.would_drop, o.refused
+        )
+    } else if r.confirm {
         format!(
             "ferry rollback: deleted {} objects, aborted {} unfinished multipart uploads; left {} (see why on stdout)",
             o.deleted, o.aborted, o.kept

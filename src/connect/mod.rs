@@ -274,6 +274,17 @@ pub trait Target {
     fn flush(&mut self) -> Result<Vec<Report>> {
         Ok(vec![])
     }
+    /// For the rollback journal: the row now in the target under each row's key of `batch`
+    /// (`None`: no row there), read before the batch is written. `Ok(None)`: this target keeps
+    /// no journal.
+    fn current_rows(
+        &mut self,
+        _stream: &str,
+        _shape: &RowShape,
+        _batch: &RowBatch,
+    ) -> Result<Option<Vec<Option<Vec<crate::value::Value>>>>> {
+        Ok(None)
+    }
     /// Classify rows for a dry run, writing nothing.
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts>;
     /// Make everything written so far durable together with these markers, atomically.

@@ -1147,6 +1147,8 @@ struct TargetStream {
     insert_one: String,
     chunk: usize,
     key_lookup: Option<String>,
+    /// `SELECT <every column> FROM table WHERE <key> IS ...`: a row's before-image.
+    row_lookup: Option<String>,
 }
 
 pub struct SqliteTarget {
@@ -1571,6 +1573,17 @@ impl Target for SqliteTarget {
         } else {
             format!("{head}{placeholders}{conflict}")
         };
+        let row_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
+            format!(
+                "SELECT {} FROM {} WHERE {}",
+                cols.join(", "),
+                quote(&table),
+                keys.iter()
+                    .map(|k| format!("{k} IS ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            )
+        });
         let key_lookup = (!keys.is_empty()).then(|| {
             format!(
                 "SELECT 1 FROM {} WHERE {}",
@@ -1599,6 +1612,7 @@ impl Target for SqliteTarget {
                 insert_one,
                 chunk,
                 key_lookup,
+                row_lookup,
             },
         );
         Ok(prepared)
@@ -1661,6 +1675,45 @@ impl Target for SqliteTarget {
             start += take;
         }
         Ok(vec![report])
+    }
+
+    fn current_rows(
+        &mut self,
+        stream: &str,
+        shape: &RowShape,
+        batch: &RowBatch,
+    ) -> Result<Option<Vec<Option<Vec<Value>>>>> {
+        let Some(lookup) = self.streams.get(stream).and_then(|t| t.row_lookup.clone()) else {
+            return Ok(None);
+        };
+        let address = self.address.clone();
+        let mut st = self
+            .conn
+            .prepare_cached(&lookup)
+            .ctx(ErrorKind::Target, || format!("{address}: {lookup}"))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for r in 0..batch.len() {
+            let row = batch.row(r);
+            let keys: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
+            let found = st
+                .query_row(rusqlite::params_from_iter(keys), |got| {
+                    (0..shape.len())
+                        .map(|i| {
+                            Ok(match got.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => Value::Null,
+                                rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
+                                rusqlite::types::ValueRef::Real(v) => Value::Real(v),
+                                rusqlite::types::ValueRef::Text(t) => Value::Text(t.to_vec()),
+                                rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<Value>>>()
+                })
+                .optional()
+                .ctx(ErrorKind::Target, || format!("{address}: reading a row's before-image"))?;
+            out.push(found);
+        }
+        Ok(Some(out))
     }
 
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts> {

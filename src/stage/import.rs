@@ -182,6 +182,21 @@ struct Importer<'w, W: Write> {
     /// Rows the streams' SCHEMAs said to expect, for the progress bar.
     expected: Option<u64>,
     uncommitted: bool,
+    /// Rollback journal entries of the open transaction, written before it commits.
+    journal: Vec<crate::checkpoint::JournalEntry>,
+    /// How each stream's writes are journaled, and its table.
+    journaling: HashMap<String, (Journaling, String)>,
+}
+
+/// What the rollback journal keeps for a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Journaling {
+    /// The run created the table: undoing it drops the table.
+    Created,
+    /// Each row's key, and the row it replaced.
+    Keys,
+    /// Nothing more (no key to find rows by, or a target that keeps no journal).
+    Off,
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
@@ -222,6 +237,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         outcome: ImportOutcome::default(),
         progress: Progress::new(),
         expected: None,
+        journal: Vec::new(),
+        journaling: HashMap::new(),
         uncommitted: false,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
@@ -397,6 +414,26 @@ impl<W: Write> Importer<'_, W> {
             .prepare(&schema, &shape, &opts)
             .map_err(|e| e.context(format!("line {}", line.no)))?;
         self.uncommitted |= !prepared.created.is_empty();
+        if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
+            let created = !prepared.created.is_empty();
+            let mode = if created {
+                Journaling::Created
+            } else if shape.key.is_empty() {
+                tracing::warn!(stream = %name, "the stream has no key: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
+                Journaling::Off
+            } else {
+                Journaling::Keys
+            };
+            self.journaling.insert(name.clone(), (mode, prepared.table.clone()));
+            self.journal.push(crate::checkpoint::JournalEntry {
+                stream: name.clone(),
+                table: prepared.table.clone(),
+                action: if created { "create" } else { "stream" },
+                key: None,
+                before: None,
+                schema: Some(line.text.to_owned()),
+            });
+        }
         if self.cfg.dry_run {
             for sql in &prepared.created {
                 self.plan_line(
@@ -583,6 +620,38 @@ impl<W: Write> Importer<'_, W> {
         let ncols = s.batch.ncols;
         let batch = std::mem::replace(&mut s.batch, RowBatch::new(ncols));
         s.batch_bytes = 0;
+        if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
+            match self.target.current_rows(name, &s.shape, &batch)? {
+                Some(current) => {
+                    let all: Vec<usize> = (0..s.shape.len()).collect();
+                    for (r, before) in current.into_iter().enumerate() {
+                        let row = batch.row(r);
+                        let key = s.shape.key_json(|i| row[i].as_ref()).to_string();
+                        let (action, before) = match before {
+                            None => ("insert", None),
+                            Some(b) if self.cfg.on_conflict == OnConflict::Overwrite => (
+                                "update",
+                                Some(s.shape.columns_json(&all, |i| b[i].as_ref()).to_string()),
+                            ),
+                            // Skipped, or refused under --on-conflict fail: nothing changes.
+                            Some(_) => continue,
+                        };
+                        self.journal.push(crate::checkpoint::JournalEntry {
+                            stream: name.to_owned(),
+                            table: table.clone(),
+                            action,
+                            key: Some(key),
+                            before,
+                            schema: None,
+                        });
+                    }
+                }
+                None => {
+                    tracing::warn!(stream = %name, "this target keeps no rollback journal: a rollback of this run cannot undo its rows");
+                    self.journaling.insert(name.to_owned(), (Journaling::Off, table));
+                }
+            }
+        }
         let reports = self.target.write(name, &s.shape, batch)?;
         self.uncommitted = true;
         self.apply(reports)
@@ -677,6 +746,13 @@ impl<W: Write> Importer<'_, W> {
         if self.cfg.dry_run {
             self.unacked.clear();
             return Ok(());
+        }
+        if !self.journal.is_empty()
+            && let Some(cp) = self.checkpoint.as_mut()
+        {
+            // Written ahead: an entry whose commit never lands has nothing to undo.
+            cp.journal_add(&self.run_id, &self.target.address(), &self.journal)?;
+            self.journal.clear();
         }
         if self.uncommitted || !markers.is_empty() {
             self.target.commit(&markers)?;

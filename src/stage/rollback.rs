@@ -1,4 +1,5 @@
-//! ferry rollback of files: delete exactly the objects a run created, as its manifest says.
+//! ferry rollback of files: delete exactly the objects a run created, as its manifest says. (A
+//! run into a table store is undone from its journal: `rollback_tables`.)
 //!
 //! Contract:
 //! - MUST change nothing without `confirm`: the plan (every object it would delete, and what it
@@ -29,6 +30,8 @@ pub struct RollbackConfig {
     pub state_path: PathBuf,
     /// The run (batch) whose objects go: a unique prefix of its id.
     pub batch: String,
+    /// Instead of `batch`: the most recent import run.
+    pub last: bool,
     pub confirm: bool,
     /// Delete even when the original file is no longer in the source directory.
     pub force: bool,
@@ -46,6 +49,13 @@ pub struct RollbackOutcome {
     pub would_delete: u64,
     pub kept: u64,
     pub refused: u64,
+    /// Tables: rows put back as they were, tables dropped (or, without `confirm`, to be).
+    pub restored: u64,
+    pub dropped: u64,
+    pub would_restore: u64,
+    pub would_drop: u64,
+    /// The run was undone from its table journal (not a manifest of objects).
+    pub tables: bool,
 }
 
 /// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
@@ -118,13 +128,13 @@ fn decide(
 }
 
 /// The audit log: one JSON line per action, synced before the action is taken.
-struct Audit {
+pub(crate) struct Audit {
     path: PathBuf,
     file: Option<std::fs::File>,
 }
 
 impl Audit {
-    fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+    pub(crate) fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
         let path = &self.path;
         let f = match self.file.as_mut() {
             Some(f) => f,
@@ -149,6 +159,48 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
             cfg.state_path.display()
         )));
     };
+    let batch = if cfg.last {
+        let runs = cp.runs()?;
+        let last = runs
+            .iter()
+            .rev()
+            .find(|r| r.stage == "import")
+            .ok_or_else(|| Error::usage(format!("no import run in {}", cfg.state_path.display())))?;
+        last.run_id.trim_end_matches(".uploads").to_owned()
+    } else {
+        cfg.batch.clone()
+    };
+    let audit_path = cfg
+        .state_path
+        .parent()
+        .map_or_else(|| PathBuf::from("audit.ndjson"), |d| d.join("audit.ndjson"));
+    // A run into a table store: undone from its journal.
+    let journal = cp.journal_of(&batch)?;
+    if !journal.is_empty() {
+        let mut ids: Vec<&str> = journal.iter().map(|r| r.run_id.as_str()).collect();
+        ids.dedup();
+        if ids.len() > 1 {
+            return Err(Error::usage(format!(
+                "{batch} matches several runs: {}",
+                ids.join(", ")
+            )));
+        }
+        let run_id = ids[0].to_owned();
+        let mut audit = Audit {
+            path: audit_path,
+            file: None,
+        };
+        return super::rollback_tables::run(
+            &mut cp,
+            &run_id,
+            &journal,
+            cfg.confirm,
+            &cfg.state_path,
+            &mut audit,
+            out,
+        );
+    }
+    let cfg = &RollbackConfig { batch, ..cfg.clone() };
     let rows = cp.files_of_run(&cfg.batch)?;
     let mut runs: Vec<&str> = rows.iter().map(|(_, r)| r.run_id.as_str()).collect();
     runs.sort_unstable();
@@ -173,10 +225,6 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
     let source_root = cp
         .run_source(&run_id)?
         .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
-    let audit_path = cfg
-        .state_path
-        .parent()
-        .map_or_else(|| PathBuf::from("audit.ndjson"), |d| d.join("audit.ndjson"));
     let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
     let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
     for (target, row) in &rows {

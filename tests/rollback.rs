@@ -1,0 +1,186 @@
+//! Rolling back an import into SQLite from its journal: the rows it inserted deleted, the rows
+//! it overwrote put back, the tables it created dropped; byte for byte what was there before.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Dir, all_ok};
+
+const TABLES: [(&str, &str); 7] = [
+    ("users", "id"),
+    ("saved_files", "id"),
+    ("notifications", "id"),
+    ("tags", "name"),
+    ("file_tags", "file_id, tag"),
+    ("app_settings", "key"),
+    ("audit_log", "rowid"),
+];
+
+/// Every table of a database, row by row, as exact bytes.
+fn snapshot(d: &Dir, db: &str) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
+    let c = d.open(db);
+    TABLES
+        .iter()
+        .map(|(t, order)| (*t, common::dump(&c, t, order)))
+        .collect()
+}
+
+fn import(d: &Dir, src: &str, args: &[&str]) -> Vec<common::Run> {
+    let mut ia = vec!["sqlite:copy.db"];
+    ia.extend_from_slice(args);
+    d.pipe(
+        &[
+            ("ferry-export", &[src, "--exclude", "audit_log"][..]),
+            ("ferry-import", &ia[..]),
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn an_import_that_overwrote_and_added_rows_is_undone_byte_for_byte() {
+    let d = Dir::new();
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let src = d.db("src.db");
+    // Run A creates the copy (with the keyless audit log too).
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    ));
+    let before = snapshot(&d, "copy.db");
+
+    // The source changes, and run B overwrites the copy with it and adds rows.
+    d.open("src.db")
+        .execute_batch(
+            "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
+             INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x'), (1001, 'new2@example.com', 'y');
+             INSERT INTO tags VALUES ('brand-new', 'pink');
+             UPDATE app_settings SET value = 42 WHERE key = (SELECT min(key) FROM app_settings);",
+        )
+        .unwrap();
+    all_ok(&import(&d, &src, &["--on-conflict", "overwrite", "--fresh"]));
+    assert_ne!(snapshot(&d, "copy.db"), before, "run B changed the copy");
+
+    // A dry run says what it would do, and does nothing.
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok().stderr_has("(dry run)");
+    let actions: Vec<String> = plan
+        .lines()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "delete").count(),
+        3,
+        "two users and a tag were added"
+    );
+    assert!(
+        actions.iter().filter(|a| *a == "restore").count() > 600,
+        "every overwritten row"
+    );
+    assert!(!actions.iter().any(|a| a == "drop_table"), "run B created no table");
+    assert_ne!(snapshot(&d, "copy.db"), before);
+
+    let done = d.run("ferry", &["rollback", "--last", "--confirm"], b"");
+    done.ok().stderr_has("deleted 3 rows");
+    assert_eq!(snapshot(&d, "copy.db"), before, "the copy is as it was before run B");
+    // What it changed was saved first: the rows run B left under the keys it touched.
+    let backup = std::fs::read_dir(d.path(".ferry"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("rollback-"))
+        .expect("a backup stream")
+        .path();
+    let text = std::fs::read_to_string(backup).unwrap();
+    assert!(
+        text.contains("new1@example.com") && text.contains("renamed 3"),
+        "{}",
+        &text[..300.min(text.len())]
+    );
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    assert!(audit.lines().count() > 600);
+    // Again: nothing left to do.
+    let again = d.run("ferry", &["rollback", "--last", "--confirm"], b"");
+    again.ok();
+    assert!(again.lines().is_empty(), "{:?}", again.lines());
+
+    // Run B forgotten by the copy's markers: the same import writes its rows again.
+    let redo = import(&d, &src, &["--on-conflict", "overwrite", "--fresh"]);
+    all_ok(&redo);
+    d.run(
+        "ferry-validate",
+        &[&src, "sqlite:copy.db", "--exclude", "audit_log"],
+        b"",
+    )
+    .ok();
+
+    // Run A created the tables; it cannot be undone while the redo's rows sit on top of it.
+    let runs = d.run("ferry", &["status", "--json"], b"");
+    let first = runs.lines()[0]["run"]["run_id"].as_str().unwrap().to_owned();
+    d.run("ferry", &["rollback", "--batch", &first, "--confirm"], b"")
+        .expect_code(2)
+        .stderr_has("roll those back first");
+    assert_eq!(common::count(&d.open("copy.db"), "users"), 49);
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    d.run("ferry", &["rollback", "--batch", &first, "--confirm"], b"")
+        .ok()
+        .stderr_has("dropped 7 tables");
+    let left: i64 = d
+        .open("copy.db")
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_ferry%' ESCAPE '\\' AND name <> 'sqlite_sequence'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "the tables run A created are gone");
+}
+
+#[test]
+fn an_import_killed_part_way_is_undone_to_exactly_what_was_there_before() {
+    let d = Dir::new();
+    d.open("src.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
+               INSERT INTO items SELECT i, 'item ' || i, i % 7 FROM s;",
+        )
+        .unwrap();
+    let src = d.db("src.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    ));
+    let before = common::dump(&d.open("copy.db"), "items", "id");
+    d.open("src.db")
+        .execute_batch(
+            "UPDATE items SET qty = qty + 100;
+             WITH RECURSIVE s(i) AS (SELECT 20001 UNION ALL SELECT i + 1 FROM s WHERE i < 30000)
+               INSERT INTO items SELECT i, 'new ' || i, 0 FROM s;",
+        )
+        .unwrap();
+    // Killed after a few commits: part of the overwrite and none of the new rows landed, and
+    // the journal holds entries written ahead of a commit that never came.
+    d.pipe_killed_after(
+        &[
+            ("ferry-export", &[src.as_str(), "--state-every", "2000"][..]),
+            (
+                "ferry-import",
+                &["sqlite:copy.db", "--on-conflict", "overwrite", "--fresh"][..],
+            ),
+        ],
+        3,
+    );
+    let c = d.open("copy.db");
+    let changed: i64 = c
+        .query_row("SELECT count(*) FROM items WHERE qty >= 100", [], |r| r.get(0))
+        .unwrap();
+    assert!(changed > 0 && changed < 20_000, "the kill landed part way: {changed}");
+    drop(c);
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    assert_eq!(common::dump(&d.open("copy.db"), "items", "id"), before);
+}
