@@ -184,3 +184,67 @@ fn an_import_killed_part_way_is_undone_to_exactly_what_was_there_before() {
     d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
     assert_eq!(common::dump(&d.open("copy.db"), "items", "id"), before);
 }
+
+#[test]
+fn a_whole_migration_is_undone_newest_first_databases_and_objects_apart() {
+    let d = Dir::new();
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let src = d.db("src.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    ));
+    d.open("src.db")
+        .execute_batch("UPDATE users SET name = 'changed' WHERE id = 1")
+        .unwrap();
+    all_ok(&import(&d, &src, &["--on-conflict", "overwrite", "--fresh"]));
+    let media = d.path("media");
+    for i in 0..5 {
+        common::write_file(&media, format!("f{i}.txt"), format!("file {i}").as_bytes());
+    }
+    all_ok(&common::put_tree(
+        &d,
+        &media,
+        &format!("dir:{}", d.path("bucket").display()),
+        &[],
+    ));
+    let objects = || {
+        std::fs::read_dir(d.path("bucket"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .count()
+    };
+    assert_eq!(objects(), 5);
+
+    // Databases only: the overwrite undone, then the tables the first run created dropped.
+    let plan = d.run("ferry", &["rollback", "--full", "--db-only"], b"");
+    plan.ok();
+    let actions: Vec<String> = plan
+        .lines()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    let first_drop = actions.iter().position(|a| a == "drop_table").unwrap();
+    let last_restore = actions.iter().rposition(|a| a == "restore").unwrap();
+    assert!(last_restore < first_drop, "newest run first");
+    d.run("ferry", &["rollback", "--full", "--db-only", "--confirm"], b"")
+        .ok();
+    let users: i64 = d
+        .open("copy.db")
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'users'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(users, 0, "the tables are gone");
+    assert_eq!(objects(), 5, "objects untouched");
+    // Then the objects.
+    d.run("ferry", &["rollback", "--full", "--objects-only", "--confirm"], b"")
+        .ok();
+    assert_eq!(objects(), 0);
+    d.run("ferry", &["rollback", "--full", "--db-only", "--objects-only"], b"")
+        .expect_code(2);
+}

@@ -21,6 +21,7 @@ Examples:
   ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
   ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
   ferry rollback --last                           # what undoing the last import would do
+  ferry rollback --full --db-only --confirm       # undo every import into databases, newest first
   ferry assess sqlite:app.db --to d1     # rows, bytes, value kinds, what D1 will refuse, time
   ferry assess dir:/srv/media --json     # sizes, types, duplicates, unreadable files, as JSON
   ferry backup sqlite:app.db --name before-upgrade   # .ferry/backups/before-upgrade/
@@ -178,16 +179,20 @@ pub struct ManArgs {
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// The run to undo (its id, or a unique prefix; the `batch` of its upload results)
-    #[arg(
-        long,
-        value_name = "RUN_ID",
-        required_unless_present = "last",
-        conflicts_with = "last"
-    )]
+    #[arg(long, value_name = "RUN_ID", required_unless_present_any = ["last", "full"], conflicts_with_all = ["last", "full"])]
     pub batch: Option<String>,
     /// The most recent import run
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     pub last: bool,
+    /// Every import run in the state file, newest first: the whole migration
+    #[arg(long)]
+    pub full: bool,
+    /// With --full: only runs into databases
+    #[arg(long, requires = "full", conflicts_with = "objects_only")]
+    pub db_only: bool,
+    /// With --full: only runs into object stores
+    #[arg(long, requires = "full")]
+    pub objects_only: bool,
     /// Act; without it, only print what would happen
     #[arg(long)]
     pub confirm: bool,
@@ -255,6 +260,9 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
         state_path: r.state.clone(),
         batch: r.batch.clone().unwrap_or_default(),
         last: r.last,
+        full: r.full,
+        db_only: r.db_only,
+        objects_only: r.objects_only,
         confirm: r.confirm,
         force: r.force,
         failed_only: r.failed_only,

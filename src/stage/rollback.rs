@@ -32,6 +32,11 @@ pub struct RollbackConfig {
     pub batch: String,
     /// Instead of `batch`: the most recent import run.
     pub last: bool,
+    /// Instead of `batch`: every import run in the state file, newest first.
+    pub full: bool,
+    /// With `full`: only runs into tables, or only runs into object stores.
+    pub db_only: bool,
+    pub objects_only: bool,
     pub confirm: bool,
     /// Delete even when the original file is no longer in the source directory.
     pub force: bool,
@@ -153,6 +158,54 @@ impl Audit {
 }
 
 pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
+    if !cfg.full {
+        return run_one(cfg, out);
+    }
+    let Some(cp) = Checkpoint::open_existing(&cfg.state_path)? else {
+        return Err(Error::usage(format!(
+            "no state file at {} (point --state at the one the import used)",
+            cfg.state_path.display()
+        )));
+    };
+    // Every import run, newest first, each undone before the one before it.
+    let mut runs: Vec<String> = cp
+        .runs()?
+        .into_iter()
+        .filter(|r| r.stage == "import")
+        .map(|r| r.run_id.trim_end_matches(".uploads").to_owned())
+        .collect();
+    runs.dedup();
+    runs.reverse();
+    let mut total = RollbackOutcome::default();
+    for run in runs {
+        let tables = !cp.journal_of(&run)?.is_empty();
+        if (cfg.db_only && !tables) || (cfg.objects_only && tables) {
+            continue;
+        }
+        let one = RollbackConfig {
+            batch: run,
+            last: false,
+            full: false,
+            ..cfg.clone()
+        };
+        let o = run_one(&one, out)?;
+        total.deleted += o.deleted;
+        total.aborted += o.aborted;
+        total.would_abort += o.would_abort;
+        total.would_delete += o.would_delete;
+        total.kept += o.kept;
+        total.refused += o.refused;
+        total.restored += o.restored;
+        total.dropped += o.dropped;
+        total.would_restore += o.would_restore;
+        total.would_drop += o.would_drop;
+        total.tables |= o.tables;
+    }
+    Ok(total)
+}
+
+/// Undo one run (`batch`, or the last with `last`).
+fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
     let Some(mut cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::usage(format!(
             "no state file at {} (point --state at the one the import used)",
