@@ -65,21 +65,6 @@ fn pipeline(d: &Dir, src: &str, dst: &str, args: &[&str], secs: u64) -> Output {
     out
 }
 
-/// A keyed table and a keyless one, enough rows for a load to take many requests.
-fn source(d: &Dir, rows: i64) -> String {
-    d.open("src.db")
-        .execute_batch(&format!(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
-             CREATE TABLE events (at TEXT, n INTEGER);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
-               INSERT INTO items SELECT i, 'item ' || i, i / 7.0, CASE WHEN i % 3 = 0 THEN zeroblob(i % 40) END FROM s;
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows} / 4)
-               INSERT INTO events SELECT '2024-01-01', i % 10 FROM s;"
-        ))
-        .unwrap();
-    d.db("src.db")
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -111,7 +96,7 @@ fn await_faults(proxy: &Proxy, n: u64, import: &mut Child) {
 #[test]
 fn postgresql_behind_resets_cut_answers_and_a_slow_link_gets_every_row_once() {
     let d = Dir::new();
-    let src = source(&d, 60_000);
+    let src = common::items_and_events(&d, 60_000);
     let url = pg::cluster().database("faults");
     let proxy = Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);
@@ -137,7 +122,7 @@ fn postgresql_behind_resets_cut_answers_and_a_slow_link_gets_every_row_once() {
 #[test]
 fn postgresql_swallowing_everything_stops_within_the_timeout_and_a_rerun_finishes() {
     let d = Dir::new();
-    let src = source(&d, 60_000);
+    let src = common::items_and_events(&d, 60_000);
     let url = pg::cluster().database("blackhole");
     let proxy = Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);
@@ -277,7 +262,7 @@ fn d1_behind_resets_cut_answers_and_storage_resets_gets_every_row_once() {
     d.set_env("CLOUDFLARE_API_BASE_URL", &proxy.url(&dbl.base_url()));
     d.set_env("FERRY_D1_REQUEST_BYTES", "20000");
     d.set_env("FERRY_RETRIES", "4");
-    let src = source(&d, 4000);
+    let src = common::items_and_events(&d, 4000);
     dbl.stats.inject_resets.store(2, Ordering::SeqCst);
     proxy.reset_after(60_000);
     let (mut export, mut import) = start_pipeline(&d, &src, "d1://acct/faults", &["--create"]);
@@ -314,7 +299,7 @@ fn d1_swallowing_everything_stops_within_the_timeout_and_a_rerun_finishes() {
     d.set_env("FERRY_D1_REQUEST_BYTES", "20000");
     d.set_env("FERRY_TIMEOUT", "1");
     d.set_env("FERRY_RETRIES", "1");
-    let src = source(&d, 4000);
+    let src = common::items_and_events(&d, 4000);
     proxy.blackhole_after(100_000);
     let out = pipeline(&d, &src, "d1://acct/hole", &["--create"], 120);
     let err = stderr(&out);

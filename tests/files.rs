@@ -298,19 +298,7 @@ fn unsafe_paths_and_keys_in_a_stream_are_refused_and_nothing_lands_outside() {
         ("key", r#""path":"ok","key":"../../escaped""#.to_owned()),
         ("path", r#""path":"a//b""#.to_owned()),
     ] {
-        let stream = format!(
-            concat!(
-                r#"{{"type":"BEGIN","protocol":"ferry/1","run_id":"r1"}}"#,
-                "\n",
-                r#"{{"type":"SCHEMA","stream":"files","schema":{{"properties":{{}}}},"key_properties":["path"]}}"#,
-                "\n",
-                r#"{{"type":"FILE","stream":"files",{},"size":7,"sha256":"{}","content":{{"uri":"{}"}}}}"#,
-                "\n",
-                r#"{{"type":"END","run_id":"r1","status":"ok"}}"#,
-                "\n"
-            ),
-            extra, sha, uri
-        );
+        let stream = common::one_file_stream(&extra, sha, &uri);
         let imp = d.run("ferry-import", &[&dst], stream.as_bytes());
         imp.expect_code(2).stderr_has("line 3").stderr_has(what);
     }

@@ -248,11 +248,28 @@ fn a_password_in_an_address_appears_in_no_output() {
     }
 
     // Every file the runs left behind (state file, reports, reject files), and every output.
+    assert_nowhere(&d, &mut outputs, &[PASSWORD], |p| p.ends_with("src.db"));
+    // And the runs did name the server, redacted, so the check above looked at real output.
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("postgres://postgres@127.0.0.1")),
+        "no output names the server"
+    );
+}
+
+/// Add every file the runs left in `d` (but those `skip` says are data) to `outputs`, check the
+/// state file and a report are among them, and that no secret appears in any.
+fn assert_nowhere(
+    d: &Dir,
+    outputs: &mut Vec<(String, Vec<u8>)>,
+    secrets: &[&str],
+    skip: impl Fn(&std::path::Path) -> bool,
+) {
     for entry in walk(d.root()) {
-        if entry.ends_with("src.db") {
-            continue;
+        if !skip(&entry) {
+            outputs.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
         }
-        outputs.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
     }
     assert!(
         outputs.iter().any(|(w, _)| w.contains("state.db")),
@@ -262,21 +279,15 @@ fn a_password_in_an_address_appears_in_no_output() {
         outputs.iter().any(|(w, _)| w.ends_with("report.json")),
         "the report was checked"
     );
-    for (what, bytes) in &outputs {
-        let found = bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes());
-        assert!(
-            !found,
-            "the password appears in {what}: {}",
-            String::from_utf8_lossy(bytes)
-        );
+    for (what, bytes) in outputs.iter() {
+        for s in secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "a secret appears in {what}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
-    // And the runs did name the server, redacted, so the check above looked at real output.
-    assert!(
-        outputs
-            .iter()
-            .any(|(_, b)| String::from_utf8_lossy(b).contains("postgres://postgres@127.0.0.1")),
-        "no output names the server"
-    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -383,21 +394,7 @@ fn unsafe_and_over_long_keys_are_refused_and_nothing_lands_outside_the_prefix() 
     common::write_file(&d.path("src"), "f", b"payload");
     let uri = format!("file://{}", d.path("src/f").display());
     let sha = "239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5";
-    let stream = |extra: &str| {
-        format!(
-            concat!(
-                r#"{{"type":"BEGIN","protocol":"ferry/1","run_id":"r1"}}"#,
-                "\n",
-                r#"{{"type":"SCHEMA","stream":"files","schema":{{"properties":{{}}}},"key_properties":["path"]}}"#,
-                "\n",
-                r#"{{"type":"FILE","stream":"files",{},"size":7,"sha256":"{}","content":{{"uri":"{}"}}}}"#,
-                "\n",
-                r#"{{"type":"END","run_id":"r1","status":"ok"}}"#,
-                "\n"
-            ),
-            extra, sha, uri
-        )
-    };
+    let stream = |extra: &str| common::one_file_stream(extra, sha, &uri);
     let dst = format!("s3://{BUCKET}/inner");
     let before = s3.requests();
     // A path or key that could escape stops the import at its line, before anything is sent.
@@ -485,32 +482,10 @@ fn s3_keys_appear_in_no_output_of_uploads_exports_validation_status_or_errors() 
     r.expect_code(2);
     keep(std::slice::from_ref(&r));
 
-    for entry in walk(d.root()) {
-        if entry.starts_with(d.path("tree"))
-            || entry.starts_with(d.path("back"))
-            || entry.starts_with(d.path("s3-root"))
-        {
-            continue;
-        }
-        outputs.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
-    }
-    assert!(
-        outputs.iter().any(|(w, _)| w.contains("state.db")),
-        "the state file was checked"
-    );
-    assert!(
-        outputs.iter().any(|(w, _)| w.ends_with("report.json")),
-        "the report was checked"
-    );
-    for (what, bytes) in &outputs {
-        for s in [secret, wrong] {
-            assert!(
-                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
-                "a secret key appears in {what}: {}",
-                String::from_utf8_lossy(bytes)
-            );
-        }
-    }
+    let data = [d.path("tree"), d.path("back"), d.path("s3-root")];
+    assert_nowhere(&d, &mut outputs, &[secret, wrong], |p| {
+        data.iter().any(|r| p.starts_with(r))
+    });
     // The runs did log requests and name the store, so the check looked at real output.
     assert!(
         outputs

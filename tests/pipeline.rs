@@ -619,17 +619,22 @@ fn a_log_file_records_each_stage_and_how_it_ended() {
     assert_eq!(last["fields"]["message"], "finished", "{last}");
 }
 
+/// `big.db` with `n` rows in `items`.
+fn items_db(d: &Dir, n: u32) {
+    d.open("big.db")
+        .execute_batch(&format!(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
+               INSERT INTO items SELECT i, 'item ' || i FROM s;"
+        ))
+        .unwrap();
+}
+
 #[test]
 fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_it() {
     use std::io::Write as _;
     let d = Dir::new();
-    d.open("big.db")
-        .execute_batch(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 40000)
-               INSERT INTO items SELECT i, 'item ' || i FROM s;",
-        )
-        .unwrap();
+    items_db(&d, 40_000);
     let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
     stream.ok();
     let text = stream.stdout();
@@ -679,13 +684,7 @@ fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_
 #[test]
 fn on_a_terminal_the_last_stage_draws_a_progress_bar_and_the_stages_feeding_it_stay_quiet() {
     let d = Dir::new();
-    d.open("big.db")
-        .execute_batch(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000)
-               INSERT INTO items SELECT i, 'item ' || i FROM s;",
-        )
-        .unwrap();
+    items_db(&d, 100_000);
     // `script` gives the pipeline a terminal, as a person at a shell has; the progress lines,
     // were they on, would come every millisecond.
     let line = format!(

@@ -205,25 +205,10 @@ fn rows_so_far(c: &mut postgres::Client) -> i64 {
         .sum()
 }
 
-/// A source big enough for an import to take a moment: a keyed table and a keyless one.
-fn build_source(d: &Dir, rows: i64) -> String {
-    d.open("src.db")
-        .execute_batch(&format!(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
-             CREATE TABLE events (at TEXT, n INTEGER);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
-               INSERT INTO items SELECT i, 'item ' || i, i / 7.0, CASE WHEN i % 3 = 0 THEN zeroblob(i % 40) END FROM s;
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows} / 4)
-               INSERT INTO events SELECT '2024-01-01', i % 10 FROM s;"
-        ))
-        .unwrap();
-    d.db("src.db")
-}
-
 #[test]
 fn a_killed_import_rerun_finishes_exactly_once() {
     let d = Dir::new();
-    let src = build_source(&d, 40_000);
+    let src = common::items_and_events(&d, 40_000);
     let url = pg::cluster().database("kill");
     for delay_ms in [150u64, 450] {
         let mut export = d
@@ -270,7 +255,7 @@ fn a_killed_import_rerun_finishes_exactly_once() {
 #[test]
 fn a_dropped_connection_is_retried_and_replayed() {
     let d = Dir::new();
-    let src = build_source(&d, 60_000);
+    let src = common::items_and_events(&d, 60_000);
     let url = pg::cluster().database("drop");
     let mut export = d
         .cmd("ferry-export", &[&src, "--state-every", "1000", "-q"])
@@ -574,7 +559,7 @@ fn rerun_finishes_exactly_once(d: &Dir, src: &str, via: &str, url: &str, before:
 #[test]
 fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
     let d = Dir::new();
-    let src = build_source(&d, 300_000);
+    let src = common::items_and_events(&d, 300_000);
     let url = pg::cluster().database("down");
     let proxy = proxy::Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);
@@ -610,7 +595,7 @@ fn a_server_that_stays_down_stops_the_import_clearly_and_a_rerun_finishes() {
 #[test]
 fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
     let d = Dir::new();
-    let src = build_source(&d, 300_000);
+    let src = common::items_and_events(&d, 300_000);
     let url = pg::cluster().database("commitlost");
     let proxy = proxy::Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);

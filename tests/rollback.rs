@@ -27,6 +27,20 @@ fn snapshot(d: &Dir, db: &str) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         .collect()
 }
 
+/// A copy of the sample as `src.db`, imported whole into `copy.db` (creating it). The source.
+fn first_run(d: &Dir) -> String {
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let src = d.db("src.db");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    ));
+    src
+}
+
 fn import(d: &Dir, src: &str, args: &[&str]) -> Vec<common::Run> {
     let mut ia = vec!["sqlite:copy.db"];
     ia.extend_from_slice(args);
@@ -42,16 +56,8 @@ fn import(d: &Dir, src: &str, args: &[&str]) -> Vec<common::Run> {
 #[test]
 fn an_import_that_overwrote_and_added_rows_is_undone_byte_for_byte() {
     let d = Dir::new();
-    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
-    let src = d.db("src.db");
     // Run A creates the copy (with the keyless audit log too).
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[src.as_str()][..]),
-            ("ferry-import", &["sqlite:copy.db", "--create"]),
-        ],
-        b"",
-    ));
+    let src = first_run(&d);
     let before = snapshot(&d, "copy.db");
 
     // The source changes, and run B overwrites the copy with it and adds rows.
@@ -188,15 +194,7 @@ fn an_import_killed_part_way_is_undone_to_exactly_what_was_there_before() {
 #[test]
 fn a_whole_migration_is_undone_newest_first_databases_and_objects_apart() {
     let d = Dir::new();
-    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
-    let src = d.db("src.db");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[src.as_str()][..]),
-            ("ferry-import", &["sqlite:copy.db", "--create"]),
-        ],
-        b"",
-    ));
+    let src = first_run(&d);
     d.open("src.db")
         .execute_batch("UPDATE users SET name = 'changed' WHERE id = 1")
         .unwrap();

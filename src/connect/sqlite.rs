@@ -60,6 +60,20 @@ pub fn from_sql(v: SqlRef<'_>) -> ValueRef<'_> {
     }
 }
 
+/// The first `n` columns of a result row, owned.
+pub(crate) fn row_values(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Vec<Value>> {
+    (0..n).map(|i| Ok(from_sql(r.get_ref(i)?).to_owned())).collect()
+}
+
+/// `"k1" IS ? AND "k2" IS ?` over quoted column names: a row found by its key, NULLs included.
+pub(crate) fn key_condition(quoted: &[String]) -> String {
+    quoted
+        .iter()
+        .map(|k| format!("{k} IS ?"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Introspection
 
@@ -1578,22 +1592,11 @@ impl Target for SqliteTarget {
                 "SELECT {} FROM {} WHERE {}",
                 cols.join(", "),
                 quote(&table),
-                keys.iter()
-                    .map(|k| format!("{k} IS ?"))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
+                key_condition(&keys)
             )
         });
-        let key_lookup = (!keys.is_empty()).then(|| {
-            format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote(&table),
-                keys.iter()
-                    .map(|k| format!("{k} IS ?"))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            )
-        });
+        let key_lookup =
+            (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
         if !self.dry_run && !shape.is_empty() {
             // Prepare now so that a mismatch (say, ON CONFLICT with no matching key) fails before any row.
             self.conn.prepare_cached(&insert_one).ctx(
@@ -1696,19 +1699,7 @@ impl Target for SqliteTarget {
             let row = batch.row(r);
             let keys: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
             let found = st
-                .query_row(rusqlite::params_from_iter(keys), |got| {
-                    (0..shape.len())
-                        .map(|i| {
-                            Ok(match got.get_ref(i)? {
-                                rusqlite::types::ValueRef::Null => Value::Null,
-                                rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
-                                rusqlite::types::ValueRef::Real(v) => Value::Real(v),
-                                rusqlite::types::ValueRef::Text(t) => Value::Text(t.to_vec()),
-                                rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-                            })
-                        })
-                        .collect::<rusqlite::Result<Vec<Value>>>()
-                })
+                .query_row(rusqlite::params_from_iter(keys), |got| row_values(got, shape.len()))
                 .optional()
                 .ctx(ErrorKind::Target, || format!("{address}: reading a row's before-image"))?;
             out.push(found);

@@ -423,28 +423,18 @@ fn key_problems(to: Destination, rel: &[u8], p: &mut Problems, keep: usize) {
     if to != Destination::S3 {
         return;
     }
-    let name = || Json::from(String::from_utf8_lossy(rel).into_owned());
-    match std::str::from_utf8(rel) {
-        Err(_) => p.add(
-            "refused",
-            "names that are not UTF-8: object keys are UTF-8 (give them keys in a transform)",
-            name,
-            keep,
-        ),
-        Ok(s) if s.chars().any(char::is_control) => p.add(
-            "refused",
-            "names with control characters, which object keys here cannot hold",
-            name,
-            keep,
-        ),
-        Ok(_) if rel.len() > MAX_KEY => p.add(
-            "refused",
-            "names longer than S3's 1,024-byte keys (before any prefix)",
-            name,
-            keep,
-        ),
-        Ok(_) => {}
-    }
+    let why = match std::str::from_utf8(rel) {
+        Err(_) => "names that are not UTF-8: object keys are UTF-8 (give them keys in a transform)",
+        Ok(s) if s.chars().any(char::is_control) => "names with control characters, which object keys here cannot hold",
+        Ok(_) if rel.len() > MAX_KEY => "names longer than S3's 1,024-byte keys (before any prefix)",
+        Ok(_) => return,
+    };
+    p.add(
+        "refused",
+        why,
+        || Json::from(String::from_utf8_lossy(rel).into_owned()),
+        keep,
+    );
 }
 
 /// How long the migration should take: from the last finished import in the state file, else

@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
 use crate::checkpoint::{Checkpoint, JournalRow};
-use crate::connect::sqlite::quote;
+use crate::connect::sqlite::{key_condition, quote, row_values};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
@@ -39,6 +39,24 @@ struct Stream {
     shape: RowShape,
     schema_text: String,
     table: String,
+}
+
+impl Stream {
+    /// The quoted names of every column.
+    fn columns(&self) -> Vec<String> {
+        self.shape.columns.iter().map(|c| quote(&c.name)).collect()
+    }
+
+    /// `WHERE` condition finding a row by its key.
+    fn by_key(&self) -> String {
+        let keys: Vec<String> = self
+            .shape
+            .key
+            .iter()
+            .map(|&i| quote(&self.shape.columns[i].name))
+            .collect();
+        key_condition(&keys)
+    }
 }
 
 /// Values of `cols` (indexes of `shape`) read from a JSON object in the stream's encoding.
@@ -167,7 +185,7 @@ pub(crate) fn run<W: Write>(
                 continue;
             }
             writeln!(w, "{}", s.schema_text).map_err(io)?;
-            let cols: Vec<String> = s.shape.columns.iter().map(|c| quote(&c.name)).collect();
+            let cols = s.columns();
             let keyed: Vec<&Vec<Value>> = steps
                 .iter()
                 .filter_map(|st| match st {
@@ -196,15 +214,7 @@ pub(crate) fn run<W: Write>(
                     .query(rusqlite::params_from_iter(params))
                     .ctx(ErrorKind::Target, || format!("{target}: {sql}"))?;
                 while let Some(r) = rows.next().ctx(ErrorKind::Target, || format!("{target}: reading"))? {
-                    let vals: Vec<Value> = (0..s.shape.len())
-                        .map(|i| match r.get_ref(i) {
-                            Ok(rusqlite::types::ValueRef::Integer(v)) => Value::Integer(v),
-                            Ok(rusqlite::types::ValueRef::Real(v)) => Value::Real(v),
-                            Ok(rusqlite::types::ValueRef::Text(t)) => Value::Text(t.to_vec()),
-                            Ok(rusqlite::types::ValueRef::Blob(b)) => Value::Blob(b.to_vec()),
-                            _ => Value::Null,
-                        })
-                        .collect();
+                    let vals = row_values(r, s.shape.len()).ctx(ErrorKind::Target, || format!("{target}: reading"))?;
                     let all: Vec<usize> = (0..s.shape.len()).collect();
                     let record = s.shape.columns_json(&all, |i| vals[i].as_ref());
                     writeln!(w, "{}", json!({"type": "RECORD", "stream": name, "record": record})).map_err(io)?;
@@ -214,13 +224,7 @@ pub(crate) fn run<W: Write>(
             if dropping {
                 emit("", &[])?;
             } else {
-                let cond = s
-                    .shape
-                    .key
-                    .iter()
-                    .map(|&i| format!("{} IS ?", quote(&s.shape.columns[i].name)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+                let cond = s.by_key();
                 for key in keyed.iter().copied().chain(restoring.iter()) {
                     let params: Vec<&Value> = key.iter().collect();
                     emit(&format!(" WHERE {cond}"), &params)?;
@@ -263,15 +267,8 @@ pub(crate) fn run<W: Write>(
                         if !table_exists(conn, &s.table) {
                             continue;
                         }
-                        let cond = s
-                            .shape
-                            .key
-                            .iter()
-                            .map(|&i| format!("{} IS ?", quote(&s.shape.columns[i].name)))
-                            .collect::<Vec<_>>()
-                            .join(" AND ");
                         conn.execute(
-                            &format!("DELETE FROM {} WHERE {cond}", quote(&s.table)),
+                            &format!("DELETE FROM {} WHERE {}", quote(&s.table), s.by_key()),
                             rusqlite::params_from_iter(key),
                         )
                         .ctx(ErrorKind::Target, e)?;
@@ -281,14 +278,8 @@ pub(crate) fn run<W: Write>(
                         // An UPDATE in place, never REPLACE: replacing deletes the row first,
                         // which cascades to the rows that reference it.
                         let s = &streams[row.stream.as_str()];
-                        let cols: Vec<String> = s.shape.columns.iter().map(|c| quote(&c.name)).collect();
-                        let cond = s
-                            .shape
-                            .key
-                            .iter()
-                            .map(|&i| format!("{} IS ?", quote(&s.shape.columns[i].name)))
-                            .collect::<Vec<_>>()
-                            .join(" AND ");
+                        let cols = s.columns();
+                        let cond = s.by_key();
                         let params: Vec<&Value> =
                             values.iter().chain(s.shape.key.iter().map(|&i| &values[i])).collect();
                         let changed = conn

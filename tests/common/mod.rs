@@ -340,6 +340,40 @@ pub fn count(conn: &Connection, table: &str) -> i64 {
         .unwrap()
 }
 
+/// `src.db` with a keyed table (`items`, `rows` rows) and a keyless one (`events`, a quarter as
+/// many): big enough for an import to take a moment. Its address.
+pub fn items_and_events(d: &Dir, rows: i64) -> String {
+    d.open("src.db")
+        .execute_batch(&format!(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
+             CREATE TABLE events (at TEXT, n INTEGER);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows})
+               INSERT INTO items SELECT i, 'item ' || i, i / 7.0, CASE WHEN i % 3 = 0 THEN zeroblob(i % 40) END FROM s;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows} / 4)
+               INSERT INTO events SELECT '2024-01-01', i % 10 FROM s;"
+        ))
+        .expect("the source database");
+    d.db("src.db")
+}
+
+/// A stream of one FILE line (`fields` spliced in: its path and key) for the file at `uri` with
+/// that SHA-256 and 7 bytes, between BEGIN, SCHEMA and END.
+pub fn one_file_stream(fields: &str, sha: &str, uri: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"type":"BEGIN","protocol":"ferry/1","run_id":"r1"}}"#,
+            "\n",
+            r#"{{"type":"SCHEMA","stream":"files","schema":{{"properties":{{}}}},"key_properties":["path"]}}"#,
+            "\n",
+            r#"{{"type":"FILE","stream":"files",{},"size":7,"sha256":"{}","content":{{"uri":"{}"}}}}"#,
+            "\n",
+            r#"{{"type":"END","run_id":"r1","status":"ok"}}"#,
+            "\n"
+        ),
+        fields, sha, uri
+    )
+}
+
 /// Write `bytes` to `root/rel` (the exact bytes of the name), making directories on the way.
 pub fn write_file(root: &Path, rel: impl AsRef<[u8]>, bytes: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt as _;
