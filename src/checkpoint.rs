@@ -180,8 +180,9 @@ pub struct JournalEntry {
     pub stream: String,
     pub table: String,
     /// `create` (the run created the table; `schema` holds the stream's SCHEMA), `stream` (it
-    /// wrote into an existing one; `schema` too), `insert` (`key` was not there), `update` (`key`
-    /// held `before`, a record in the stream's encoding).
+    /// wrote into an existing one; `schema` too), `rows` (one batch: `key` the JSON array of the
+    /// keys it inserted, `before` the JSON array of the rows it overwrote, as they were, in the
+    /// stream's encoding).
     pub action: &'static str,
     pub key: Option<String>,
     pub before: Option<String>,

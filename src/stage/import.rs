@@ -623,25 +623,38 @@ impl<W: Write> Importer<'_, W> {
         if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
             match self.target.current_rows(name, &s.shape, &batch)? {
                 Some(current) => {
+                    // One entry per batch: the keys it inserts and the rows it overwrites, as
+                    // JSON arrays written straight from the stream encoding.
                     let all: Vec<usize> = (0..s.shape.len()).collect();
+                    let (mut inserted, mut replaced) = (String::from("["), String::from("["));
                     for (r, before) in current.into_iter().enumerate() {
-                        let row = batch.row(r);
-                        let key = s.shape.key_json(|i| row[i].as_ref()).to_string();
-                        let (action, before) = match before {
-                            None => ("insert", None),
-                            Some(b) if self.cfg.on_conflict == OnConflict::Overwrite => (
-                                "update",
-                                Some(s.shape.columns_json(&all, |i| b[i].as_ref()).to_string()),
-                            ),
+                        match before {
+                            None => {
+                                let row = batch.row(r);
+                                if inserted.len() > 1 {
+                                    inserted.push(',');
+                                }
+                                inserted.push_str(&s.shape.key_json(|i| row[i].as_ref()).to_string());
+                            }
+                            Some(b) if self.cfg.on_conflict == OnConflict::Overwrite => {
+                                if replaced.len() > 1 {
+                                    replaced.push(',');
+                                }
+                                replaced.push_str(&s.shape.columns_json(&all, |i| b[i].as_ref()).to_string());
+                            }
                             // Skipped, or refused under --on-conflict fail: nothing changes.
-                            Some(_) => continue,
-                        };
+                            Some(_) => {}
+                        }
+                    }
+                    inserted.push(']');
+                    replaced.push(']');
+                    if inserted.len() > 2 || replaced.len() > 2 {
                         self.journal.push(crate::checkpoint::JournalEntry {
                             stream: name.to_owned(),
                             table: table.clone(),
-                            action,
-                            key: Some(key),
-                            before,
+                            action: "rows",
+                            key: Some(inserted),
+                            before: Some(replaced),
                             schema: None,
                         });
                     }

@@ -35,6 +35,27 @@ enum Step<'a> {
     Drop { row: &'a JournalRow },
 }
 
+impl Step<'_> {
+    /// The action's name, its journal entry, and the key it concerns (as JSON).
+    fn describe(&self, streams: &HashMap<&str, Stream>) -> (&'static str, &JournalRow, Option<Json>) {
+        let shape = |row: &JournalRow| streams.get(row.stream.as_str()).map(|s| &s.shape);
+        match self {
+            Step::Delete { row, key } => {
+                let json = shape(row).map(|sh| {
+                    let mut full = vec![Value::Null; sh.len()];
+                    for (&i, v) in sh.key.iter().zip(key) {
+                        full[i] = v.clone();
+                    }
+                    sh.key_json(|i| full[i].as_ref())
+                });
+                ("delete", row, json)
+            }
+            Step::Restore { row, values } => ("restore", row, shape(row).map(|sh| sh.key_json(|i| values[i].as_ref()))),
+            Step::Drop { row } => ("drop_table", row, None),
+        }
+    }
+}
+
 struct Stream {
     shape: RowShape,
     schema_text: String,
@@ -117,14 +138,26 @@ pub(crate) fn run<W: Write>(
             continue;
         };
         match r.action.as_str() {
-            "insert" => {
-                let key = decode(&s.shape, &s.shape.key, r.key.as_deref().unwrap_or("{}"), "key")?;
-                steps.push(Step::Delete { row: r, key });
-            }
-            "update" => {
+            "rows" => {
                 let all: Vec<usize> = (0..s.shape.len()).collect();
-                let values = decode(&s.shape, &all, r.before.as_deref().unwrap_or("{}"), "before-image")?;
-                steps.push(Step::Restore { row: r, values });
+                let list = |text: Option<&str>, what: &str| -> Result<Vec<String>> {
+                    let items: Vec<Json> = serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Checkpoint,
+                            format!("the journal's {what} is not a JSON array: {e}"),
+                        )
+                    })?;
+                    Ok(items.iter().map(Json::to_string).collect())
+                };
+                // Newest first within the batch too.
+                for before in list(r.before.as_deref(), "before-images")?.iter().rev() {
+                    let values = decode(&s.shape, &all, before, "before-image")?;
+                    steps.push(Step::Restore { row: r, values });
+                }
+                for key in list(r.key.as_deref(), "keys")?.iter().rev() {
+                    let key = decode(&s.shape, &s.shape.key, key, "key")?;
+                    steps.push(Step::Delete { row: r, key });
+                }
             }
             "create" => {
                 let later = cp.journal_later_runs(&target, &r.table, run_id, r.id)?;
@@ -244,14 +277,10 @@ pub(crate) fn run<W: Write>(
             ));
         };
         for st in &steps {
-            let (action, r) = match st {
-                Step::Delete { row, .. } => ("delete", row),
-                Step::Restore { row, .. } => ("restore", row),
-                Step::Drop { row } => ("drop_table", row),
-            };
+            let (action, r, key) = st.describe(&streams);
             audit.write(&json!({
                 "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
-                "table": streams.get(r.stream.as_str()).map(|s| s.table.clone()), "key": r.key,
+                "table": streams.get(r.stream.as_str()).map(|s| s.table.clone()), "key": key,
             }))?;
         }
         let e = || format!("{target}: rolling back run {run_id}");
@@ -332,11 +361,7 @@ pub(crate) fn run<W: Write>(
     }
 
     for st in &steps {
-        let (action, r) = match st {
-            Step::Delete { row, .. } => ("delete", row),
-            Step::Restore { row, .. } => ("restore", row),
-            Step::Drop { row } => ("drop_table", row),
-        };
+        let (action, r, key) = st.describe(&streams);
         if !act {
             match action {
                 "delete" => outcome.would_delete += 1,
@@ -351,7 +376,6 @@ pub(crate) fn run<W: Write>(
             (true, _) => "dropped",
         };
         let table = streams.get(r.stream.as_str()).map(|s| s.table.clone());
-        let key: Option<Json> = r.key.as_deref().and_then(|k| serde_json::from_str(k).ok());
         let line =
             json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
