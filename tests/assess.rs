@@ -193,3 +193,27 @@ fn a_directory_is_counted_by_size_and_type_with_duplicates_and_names_s3_cannot_t
         "{r}"
     );
 }
+
+#[test]
+fn a_d1_database_is_assessed_through_its_api() {
+    let d = Dir::new();
+    let _dbl = common::d1::double(&d, 60.0, 1200);
+    let src = d.sample();
+    let load = d.pipe(
+        &[
+            (
+                "ferry-export",
+                &[src.as_str(), "--table", "users", "--table", "tags"][..],
+            ),
+            ("ferry-import", &["d1://acct/assessed", "--create"][..]),
+        ],
+        b"",
+    );
+    common::all_ok(&load);
+    let r = assess(&d, &["d1://acct/assessed", "--to", "postgres"]);
+    assert_eq!(table(&r, "main.users")["rows"], 47);
+    assert_eq!(table(&r, "main.tags")["rows"], 5);
+    // The NUL and non-UTF-8 names survived into D1, and are named for PostgreSQL.
+    assert!(problem(table(&r, "main.users"), "NUL").is_some(), "{r}");
+    assert!(!r.to_string().contains(common::d1::TOKEN));
+}
