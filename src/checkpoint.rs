@@ -288,6 +288,19 @@ pub struct RunRow {
     pub rows_expected: Option<i64>,
 }
 
+impl RunRow {
+    /// When the run last recorded anything: its end, or its last update while it runs.
+    pub fn last_seen(&self) -> Option<jiff::Timestamp> {
+        self.finished_at.as_deref().unwrap_or(&self.updated_at).parse().ok()
+    }
+
+    /// Seconds from its start to [`RunRow::last_seen`].
+    pub fn seconds(&self) -> Option<f64> {
+        let started: jiff::Timestamp = self.started_at.parse().ok()?;
+        Some(self.last_seen()?.duration_since(started).as_secs_f64())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchInfo {
     pub batch_id: i64,

@@ -96,18 +96,23 @@ impl Error {
     /// The message followed by each underlying cause, `: `-separated.
     pub fn chain(&self) -> String {
         let mut out = self.message.clone();
-        let mut cause: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
-        while let Some(c) = cause {
+        let first = self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
+        for c in first.into_iter().flat_map(causes) {
             let text = c.to_string();
             if !out.contains(&text) {
                 out.push_str(": ");
                 out.push_str(&text);
             }
-            cause = c.source();
         }
         out
     }
+}
+
+/// `e` and the errors beneath it, outermost first.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
 }
 
 impl fmt::Debug for Error {
@@ -144,20 +149,14 @@ const FULL: &str = " (the disk is full: free space on it, then re-run the same c
 
 /// Whether `e` says a disk is full: ENOSPC, or SQLite's SQLITE_FULL.
 fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if c.downcast_ref::<std::io::Error>()
+    causes(e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
             || matches!(
                 c.downcast_ref::<rusqlite::Error>(),
                 Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull
             )
-        {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
+    })
 }
 
 /// Attach a kind and a message to any error, lazily.

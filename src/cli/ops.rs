@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use super::{LogArgs, finish, init_logging};
 use crate::checkpoint::DEFAULT_STATE_PATH;
-use crate::error::{Error, ErrorKind, ExitStatus, Result};
+use crate::error::{Context as _, Error, ErrorKind, ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::rollback::{self, RollbackConfig};
 use crate::stage::status::{self, StatusConfig};
@@ -314,11 +314,17 @@ fn run_assess(a: &AssessArgs) -> Result<ExitStatus> {
     let mut buf = Vec::new();
     assess::run(&cfg, a.json, &mut buf)?;
     let mut out = StreamWriter::stdout()?;
-    for line in buf.trim_ascii_end().split(|&b| b == b'\n') {
-        out.write_line(line, crate::protocol::Kind::Other)?;
-    }
+    print_lines(&mut out, &buf)?;
     out.flush()?;
     Ok(ExitStatus::Ok)
+}
+
+/// Text for people on stdout, through the stream writer, a line at a time.
+fn print_lines<W: std::io::Write>(out: &mut StreamWriter<W>, text: &[u8]) -> Result<()> {
+    for line in text.trim_ascii_end().split(|&b| b == b'\n') {
+        out.write_line(line, crate::protocol::Kind::Other)?;
+    }
+    Ok(())
 }
 
 /// `30d`, `12h`, `90m`, `3600s`, `2w`.
@@ -471,17 +477,7 @@ fn run_restore(r: &RestoreArgs) -> Result<ExitStatus> {
     if r.no_validate {
         return Ok(ExitStatus::Ok);
     }
-    let vcfg = crate::stage::validate::ValidateConfig {
-        source: None,
-        target: Some(cfg.target.clone()),
-        selection: Default::default(),
-        report: None,
-        max_listed: 20,
-        allow_unverified: false,
-        max_line: crate::protocol::DEFAULT_MAX_LINE_BYTES,
-        schema: None,
-        s3: Default::default(),
-    };
+    let vcfg = crate::stage::validate::ValidateConfig::for_stream(Some(cfg.target.clone()));
     let mut out = StreamWriter::stdout()?;
     let report = crate::stage::validate::run(&vcfg, backup::open_stream(&path)?, &mut out)?;
     out.flush()?;
@@ -516,16 +512,15 @@ fn programs() -> Vec<clap::Command> {
 
 fn run_completions(c: &CompletionsArgs) -> Result<ExitStatus> {
     use clap_complete::Generator as _;
-    let io = |what: String| move |e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
     match &c.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
             for mut cmd in programs() {
                 let name = cmd.get_name().to_owned();
                 let path = dir.join(c.shell.file_name(&name));
                 let mut buf = Vec::new();
                 clap_complete::generate(c.shell, &mut cmd, name, &mut buf);
-                std::fs::write(&path, buf).map_err(io(format!("writing {}", path.display())))?;
+                std::fs::write(&path, buf).ctx(ErrorKind::Io, || format!("writing {}", path.display()))?;
                 crate::human::say(&format!("ferry completions: wrote {}", path.display()));
             }
         }
@@ -540,9 +535,7 @@ fn run_completions(c: &CompletionsArgs) -> Result<ExitStatus> {
                 let name = cmd.get_name().to_owned();
                 let mut buf = Vec::new();
                 clap_complete::generate(c.shell, &mut cmd, name, &mut buf);
-                for line in buf.trim_ascii_end().split(|&b| b == b'\n') {
-                    out.write_line(line, crate::protocol::Kind::Other)?;
-                }
+                print_lines(&mut out, &buf)?;
             }
             out.flush()?;
         }
@@ -551,9 +544,7 @@ fn run_completions(c: &CompletionsArgs) -> Result<ExitStatus> {
 }
 
 fn run_man(m: &ManArgs) -> Result<ExitStatus> {
-    let io = |what: String| move |e: std::io::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
-    std::fs::create_dir_all(&m.dir).map_err(io(format!("creating {}", m.dir.display())))?;
-    let mut written = 0;
+    std::fs::create_dir_all(&m.dir).ctx(ErrorKind::Io, || format!("creating {}", m.dir.display()))?;
     let mut pages: Vec<(String, clap::Command)> = Vec::new();
     for cmd in programs() {
         let cmd = cmd.version(env!("CARGO_PKG_VERSION"));
@@ -566,14 +557,14 @@ fn run_man(m: &ManArgs) -> Result<ExitStatus> {
         }
         pages.push((name, cmd));
     }
+    let written = pages.len();
     for (name, cmd) in pages {
         let path = m.dir.join(format!("{name}.1"));
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd)
             .render(&mut buf)
-            .map_err(io(format!("rendering {name}.1")))?;
-        std::fs::write(&path, buf).map_err(io(format!("writing {}", path.display())))?;
-        written += 1;
+            .ctx(ErrorKind::Io, || format!("rendering {name}.1"))?;
+        std::fs::write(&path, buf).ctx(ErrorKind::Io, || format!("writing {}", path.display()))?;
     }
     crate::human::say(&format!("ferry man: wrote {written} pages into {}", m.dir.display()));
     Ok(ExitStatus::Ok)

@@ -173,7 +173,7 @@ impl D1Client {
             )));
         }
         let http = reqwest::blocking::Client::builder()
-            .timeout(crate::retry::answer_timeout(Some(Duration::from_secs(90))))
+            .timeout(crate::retry::answer_timeout(Some(ANSWER_TIMEOUT)))
             .build()
             .map_err(|e| Error::new(kind, format!("{address}: starting an HTTP client: {e}")))?;
         Ok(D1Client {
@@ -1126,6 +1126,10 @@ impl Target for D1Target {
     }
 }
 
+/// How long a request waits for its answer unless `FERRY_TIMEOUT` says otherwise (D1 itself
+/// gives up on a query after 30 s).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// What to do when D1 stopped answering for longer than the retries wait.
 const AGAIN: &str = "D1 could not be reached or did not answer; nothing after the last acknowledged STATE is recorded as done: once it answers again, re-run the same command to continue";
 
@@ -1133,17 +1137,15 @@ const AGAIN: &str = "D1 could not be reached or did not answer; nothing after th
 /// else gives its cause (the client's own message hides it).
 fn http_failure(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        let limit = crate::retry::answer_timeout(Some(Duration::from_secs(90))).unwrap_or_default();
+        let limit = crate::retry::answer_timeout(Some(ANSWER_TIMEOUT)).unwrap_or_default();
         return format!(
             "no answer in {:.0} s (FERRY_TIMEOUT sets how long to wait)",
             limit.as_secs_f64()
         );
     }
-    let mut text = format!("the request failed: {e}");
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
+    let mut text = String::from("the request failed");
+    for c in crate::error::causes(e) {
         text.push_str(&format!(": {c}"));
-        cur = c.source();
     }
     text
 }

@@ -268,8 +268,13 @@ impl PgAddress {
                 rt.block_on(async {
                     let client = match (retry::answer_timeout(None), self.tcp()) {
                         (Some(limit), Some((host, port))) => {
+                            let connect_timeout = self
+                                .config
+                                .get_connect_timeout()
+                                .copied()
+                                .unwrap_or(Duration::from_secs(10));
                             let stream = tokio::time::timeout(
-                                Duration::from_secs(10),
+                                connect_timeout,
                                 tokio::net::TcpStream::connect((host.as_str(), port)),
                             )
                             .await
@@ -287,9 +292,7 @@ impl PgAddress {
                                 .connect_raw(Watched::new(stream, limit), NoTls)
                                 .await
                                 .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                            tokio::spawn(async move {
-                                let _ = connection.await;
-                            });
+                            drive(connection);
                             client
                         }
                         _ => {
@@ -298,9 +301,7 @@ impl PgAddress {
                                 .connect(NoTls)
                                 .await
                                 .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                            tokio::spawn(async move {
-                                let _ = connection.await;
-                            });
+                            drive(connection);
                             client
                         }
                     };
@@ -315,6 +316,13 @@ impl PgAddress {
             std::thread::sleep,
         )
     }
+}
+
+/// Drive a connection's I/O on the runtime until it closes (its client reports the errors).
+fn drive(connection: impl std::future::Future + Send + 'static) {
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
 }
 
 /// Session settings that make text output exact and unambiguous: UTC, ISO dates, shortest-exact

@@ -370,19 +370,18 @@ impl S3Store {
                 ),
                 // No answer was read (a reset, a cut answer, a timeout; or a create-only PUT
                 // refused with 412 before its body was read, the connection then closed): the
-                // object may have landed or not. What is at the key decides; if nothing is, it
-                // is sent again. The client library does not resend a PUT by itself.
-                // Our bytes at the key count as present, not uploaded: they may have been there
-                // before, and only what a run surely created is ever rolled back.
-                e if transport_failure(&e) => match self.info_async(path).await? {
-                    Some(info) if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) => {
-                        PutOutcome::done(PutStatus::Present)
-                    }
-                    Some(info) if !req.overwrite => match Self::settle_existing(&info, req) {
-                        Some(o) => o,
-                        None => return Err(self.fatal(&format!("putting {path}"), e)),
-                    },
-                    _ => match delays.next() {
+                // object may have landed or not. What is at the key decides, as for any object
+                // already there: our bytes count as present, not uploaded (they may have been
+                // there before, and only what a run surely created is ever rolled back), other
+                // bytes are a conflict; if nothing is there (or, overwriting, other bytes are),
+                // it is sent again. The client library does not resend a PUT by itself.
+                e if transport_failure(&e) => match self
+                    .info_async(path)
+                    .await?
+                    .and_then(|info| Self::settle_existing(&info, req))
+                {
+                    Some(o) => o,
+                    None => match delays.next() {
                         Some(wait) => {
                             tracing::warn!(key = %path, retry_in_ms = wait.as_millis() as u64, error = %e, "the PUT got no answer and did not land: sending it again");
                             tokio::time::sleep(wait).await;
@@ -674,14 +673,7 @@ fn bad_digest(e: &object_store::Error) -> bool {
 /// Whether a request failed in transport, with no answer from the server read: it may or may
 /// not have been applied.
 fn transport_failure(e: &object_store::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(x) = cur {
-        if x.downcast_ref::<object_store::client::HttpError>().is_some() {
-            return true;
-        }
-        cur = x.source();
-    }
-    false
+    crate::error::causes(e).any(|x| x.downcast_ref::<object_store::client::HttpError>().is_some())
 }
 
 fn read_whole(req: &PutRequest<'_>) -> std::result::Result<Vec<u8>, PutOutcome> {

@@ -65,6 +65,15 @@ pub(crate) fn row_values(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Ve
     (0..n).map(|i| Ok(from_sql(r.get_ref(i)?).to_owned())).collect()
 }
 
+/// Whether the database has a table of that name.
+pub(crate) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+}
+
 /// `"k1" IS ? AND "k2" IS ?` over quoted column names: a row found by its key, NULLs included.
 pub(crate) fn key_condition(quoted: &[String]) -> String {
     quoted
@@ -1232,15 +1241,9 @@ impl SqliteTarget {
     }
 
     fn table_exists(&self, table: &str) -> Result<bool> {
-        self.conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .ctx(ErrorKind::Target, || {
-                format!("{}: looking up table {table}", self.address)
-            })
+        table_exists(&self.conn, table).ctx(ErrorKind::Target, || {
+            format!("{}: looking up table {table}", self.address)
+        })
     }
 
     fn target_err(&self, stream: &str, what: &str) -> impl FnOnce() -> String {

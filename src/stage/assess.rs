@@ -175,14 +175,14 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
             Ok(())
         })?;
         for col in &cols {
-            let kinds = col.kinds.keys().filter(|k| **k != "null").count();
-            if kinds > 1 && cfg.to == Destination::Postgres {
+            let kinds: Vec<&str> = col.kinds.keys().copied().filter(|k| *k != "null").collect();
+            if kinds.len() > 1 && cfg.to == Destination::Postgres {
                 problems.list.push(Problem {
                     severity: "changed",
                     what: format!(
                         "column {} holds values of several kinds ({}): PostgreSQL stores it as jsonb, each value in its self-describing form",
                         col.name,
-                        col.kinds.keys().filter(|k| **k != "null").cloned().collect::<Vec<_>>().join(", ")
+                        kinds.join(", ")
                     ),
                     count: 1,
                     examples: Vec::new(),
@@ -226,51 +226,39 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
 
 /// What `to` will do with value `v` of column `col`.
 fn value_problems(to: Destination, col: &str, v: ValueRef<'_>, p: &mut Problems, key: &dyn Fn() -> Json, keep: usize) {
-    let example = || json!({"key": key(), "column": col});
-    match (to, v) {
-        (Destination::D1, ValueRef::Text(t) | ValueRef::Blob(t)) if t.len() > D1_VALUE_LIMIT => {
-            p.add("refused", &format!("a value over D1's {D1_VALUE_LIMIT}-byte limit"), example, keep);
-        }
-        (Destination::D1, ValueRef::Blob(b)) if b.len() * 2 + 3 > D1_VALUE_LIMIT => p.add(
+    use std::borrow::Cow;
+    let not_utf8 = |t: &[u8]| std::str::from_utf8(t).is_err();
+    let (severity, what): (&'static str, Cow<'static, str>) = match (to, v) {
+        (Destination::D1, ValueRef::Text(t) | ValueRef::Blob(t)) if t.len() > D1_VALUE_LIMIT => (
             "refused",
-            "a BLOB over about 1 MB: it travels to D1 as hex, which passes the 2,000,000-byte limit",
-            example,
-            keep,
+            format!("a value over D1's {D1_VALUE_LIMIT}-byte limit").into(),
         ),
-        (Destination::D1, ValueRef::Text(t)) if std::str::from_utf8(t).is_err() && t.len() * 2 + 3 > D1_VALUE_LIMIT => {
-            p.add(
-                "refused",
-                "text that is not UTF-8 and over about 1 MB: it travels to D1 as hex, which passes the 2,000,000-byte limit",
-                example,
-                keep,
-            )
-        }
-        (Destination::D1, ValueRef::Integer(i)) if !(-JS_SAFE..=JS_SAFE).contains(&i) => p.add(
+        (Destination::D1, ValueRef::Blob(b)) if b.len() * 2 + 3 > D1_VALUE_LIMIT => (
+            "refused",
+            "a BLOB over about 1 MB: it travels to D1 as hex, which passes the 2,000,000-byte limit".into(),
+        ),
+        (Destination::D1, ValueRef::Text(t)) if not_utf8(t) && t.len() * 2 + 3 > D1_VALUE_LIMIT => (
+            "refused",
+            "text that is not UTF-8 and over about 1 MB: it travels to D1 as hex, which passes the 2,000,000-byte limit".into(),
+        ),
+        (Destination::D1, ValueRef::Integer(i)) if !(-JS_SAFE..=JS_SAFE).contains(&i) => (
             "warning",
-            "integers beyond 2^53: exact in D1 and through ferry, but rounded by JavaScript clients (Workers) that read them as numbers",
-            example,
-            keep,
+            "integers beyond 2^53: exact in D1 and through ferry, but rounded by JavaScript clients (Workers) that read them as numbers".into(),
         ),
-        (Destination::Postgres, ValueRef::Text(t)) if std::str::from_utf8(t).is_err() => p.add(
+        (Destination::Postgres, ValueRef::Text(t)) if not_utf8(t) => (
             "refused",
-            "text that is not UTF-8, which PostgreSQL text cannot hold (make the column bytes in a transform)",
-            example,
-            keep,
+            "text that is not UTF-8, which PostgreSQL text cannot hold (make the column bytes in a transform)".into(),
         ),
-        (Destination::Postgres, ValueRef::Text(t)) if t.contains(&0) => p.add(
+        (Destination::Postgres, ValueRef::Text(t)) if t.contains(&0) => (
             "refused",
-            "text containing a NUL character, which PostgreSQL text cannot hold",
-            example,
-            keep,
+            "text containing a NUL character, which PostgreSQL text cannot hold".into(),
         ),
-        (Destination::Postgres | Destination::Sqlite | Destination::D1, ValueRef::Real(f)) if f.is_nan() => p.add(
-            "changed",
-            "a NaN float: SQLite and D1 store NULL instead",
-            example,
-            keep,
-        ),
-        _ => {}
-    }
+        (Destination::Postgres | Destination::Sqlite | Destination::D1, ValueRef::Real(f)) if f.is_nan() => {
+            ("changed", "a NaN float: SQLite and D1 store NULL instead".into())
+        }
+        _ => return,
+    };
+    p.add(severity, &what, || json!({"key": key(), "column": col}), keep);
 }
 
 /// Size classes for the distribution of file sizes.
@@ -298,7 +286,8 @@ fn assess_dir(cfg: &AssessConfig, root: &std::path::Path) -> Result<Json> {
     crate::tree::walk(&root, Default::default(), None, |w| {
         match w {
             crate::tree::Walked::File(e) => {
-                let size = match std::fs::metadata(&e.abs) {
+                // Opened, to find the files that cannot be read.
+                let size = match std::fs::File::open(&e.abs).and_then(|f| f.metadata()) {
                     Ok(m) => m.len(),
                     Err(err) => {
                         problems.add(
@@ -310,32 +299,24 @@ fn assess_dir(cfg: &AssessConfig, root: &std::path::Path) -> Result<Json> {
                         return Ok(());
                     }
                 };
-                if let Err(err) = std::fs::File::open(&e.abs) {
-                    problems.add(
-                        "refused",
-                        "unreadable files",
-                        || json!({"path": name(&e.rel), "error": err.to_string()}),
-                        keep,
-                    );
-                    return Ok(());
-                }
                 files += 1;
                 bytes += size;
                 largest = largest.max(size);
                 let class = SIZE_CLASSES.iter().position(|(max, _)| size <= *max).unwrap_or(0);
                 classes[class] += 1;
-                let mime = match std::str::from_utf8(&e.rel) {
-                    Ok(s) => mime_guess::from_path(s)
+                let text = std::str::from_utf8(&e.rel).ok();
+                let mime = match text {
+                    Some(s) => mime_guess::from_path(s)
                         .first_or_octet_stream()
                         .essence_str()
                         .to_owned(),
-                    Err(_) => "application/octet-stream".to_owned(),
+                    None => "application/octet-stream".to_owned(),
                 };
                 let t = types.entry(mime).or_default();
                 t.0 += 1;
                 t.1 += size;
                 key_problems(cfg.to, &e.rel, &mut problems, keep);
-                if let Ok(s) = std::str::from_utf8(&e.rel) {
+                if let Some(s) = text {
                     let folded = s.to_lowercase();
                     if let Some(other) = lower.insert(folded, e.rel.clone())
                         && other != e.rel
@@ -450,10 +431,8 @@ fn estimate(cfg: &AssessConfig, items: u64, bytes: u64, files: Option<u64>) -> J
                 // Only a run into the same kind of store says how fast this one will go.
                 .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with(cfg.to.scheme())))
                 .filter_map(|r| {
-                    let t0 = r.started_at.parse::<jiff::Timestamp>().ok()?;
-                    let t1 = r.finished_at.as_deref()?.parse::<jiff::Timestamp>().ok()?;
-                    let secs = t1.duration_since(t0).as_secs_f64();
-                    (secs > 0.0).then(|| (r.rows_written as f64 / secs, r.run_id))
+                    let secs = r.seconds().filter(|s| *s > 0.0)?;
+                    Some((r.rows_written as f64 / secs, r.run_id))
                 })
                 .next_back()
         });

@@ -62,10 +62,6 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-fn io(what: String) -> impl FnOnce() -> String {
-    move || what
-}
-
 /// Write backup `name` under `dir` from an export (`export` writes the stream to the writer it
 /// is given). Returns its manifest.
 pub fn create(
@@ -82,7 +78,7 @@ pub fn create(
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).ctx(ErrorKind::Io, io(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
     // What a killed backup of this name left behind goes first.
     if let Ok(entries) = std::fs::read_dir(dir) {
         let stale = format!(".{name}.partial-");
@@ -93,31 +89,30 @@ pub fn create(
         }
     }
     let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    std::fs::create_dir(&tmp).ctx(ErrorKind::Io, io(format!("creating {}", tmp.display())))?;
+    std::fs::create_dir(&tmp).ctx(ErrorKind::Io, || format!("creating {}", tmp.display()))?;
     let result = (|| {
         let path = tmp.join(STREAM_FILE);
-        let file = std::fs::File::create(&path).ctx(ErrorKind::Io, io(format!("creating {}", path.display())))?;
-        let encoder = zstd::Encoder::new(file, 3).ctx(ErrorKind::Io, io("starting compression".into()))?;
+        let file = std::fs::File::create(&path).ctx(ErrorKind::Io, || format!("creating {}", path.display()))?;
+        let encoder = zstd::Encoder::new(file, 3).ctx(ErrorKind::Io, || "starting compression")?;
         let mut out = StreamWriter::new(encoder);
         export(&mut out)?;
         let encoder = out.into_inner()?;
         let file = encoder
             .finish()
-            .ctx(ErrorKind::Io, io(format!("finishing {}", path.display())))?;
+            .ctx(ErrorKind::Io, || format!("finishing {}", path.display()))?;
         file.sync_all()
-            .ctx(ErrorKind::Io, io(format!("syncing {}", path.display())))?;
+            .ctx(ErrorKind::Io, || format!("syncing {}", path.display()))?;
         drop(file);
         let manifest = read_back(&path, name, source)?;
         let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
         let mpath = tmp.join(MANIFEST_FILE);
-        let mut m = std::fs::File::create(&mpath).ctx(ErrorKind::Io, io(format!("creating {}", mpath.display())))?;
+        let mut m = std::fs::File::create(&mpath).ctx(ErrorKind::Io, || format!("creating {}", mpath.display()))?;
         m.write_all(text.as_bytes())
             .and_then(|()| m.sync_all())
-            .ctx(ErrorKind::Io, io(format!("writing {}", mpath.display())))?;
-        std::fs::rename(&tmp, &final_dir).ctx(
-            ErrorKind::Io,
-            io(format!("moving the backup into {}", final_dir.display())),
-        )?;
+            .ctx(ErrorKind::Io, || format!("writing {}", mpath.display()))?;
+        std::fs::rename(&tmp, &final_dir).ctx(ErrorKind::Io, || {
+            format!("moving the backup into {}", final_dir.display())
+        })?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -132,7 +127,7 @@ pub fn create(
 /// Read a written backup back whole: every STREAM_END checked against its records, the file's
 /// SHA-256 taken. The manifest that describes it.
 fn read_back(path: &Path, name: &str, source: &str) -> Result<Manifest> {
-    let (bytes, sha256) = crate::tree::sha256_of(path).ctx(ErrorKind::Io, io(format!("reading {}", path.display())))?;
+    let (bytes, sha256) = crate::tree::sha256_of(path).ctx(ErrorKind::Io, || format!("reading {}", path.display()))?;
     let streams = check_stream(path)?;
     Ok(Manifest {
         name: name.to_owned(),
@@ -150,15 +145,9 @@ fn read_back(path: &Path, name: &str, source: &str) -> Result<Manifest> {
 /// Validate a compressed stream on its own; its streams as STREAM_END says, once checked.
 fn check_stream(path: &Path) -> Result<Vec<StreamEntry>> {
     let cfg = crate::stage::validate::ValidateConfig {
-        source: None,
-        target: None,
-        selection: Default::default(),
-        report: None,
         max_listed: 5,
         allow_unverified: true,
-        max_line: crate::protocol::DEFAULT_MAX_LINE_BYTES,
-        schema: None,
-        s3: Default::default(),
+        ..crate::stage::validate::ValidateConfig::for_stream(None)
     };
     let mut sink = StreamWriter::new(std::io::sink());
     let report = crate::stage::validate::run(&cfg, open_stream(path)?, &mut sink)?;
@@ -193,8 +182,8 @@ fn check_stream(path: &Path) -> Result<Vec<StreamEntry>> {
 
 /// The decompressed stream of a backup file.
 pub fn open_stream(path: &Path) -> Result<BufReader<zstd::Decoder<'static, BufReader<std::fs::File>>>> {
-    let f = std::fs::File::open(path).ctx(ErrorKind::Io, io(format!("opening {}", path.display())))?;
-    let d = zstd::Decoder::new(f).ctx(ErrorKind::Io, io(format!("reading {}", path.display())))?;
+    let f = std::fs::File::open(path).ctx(ErrorKind::Io, || format!("opening {}", path.display()))?;
+    let d = zstd::Decoder::new(f).ctx(ErrorKind::Io, || format!("reading {}", path.display()))?;
     Ok(BufReader::with_capacity(1 << 20, d))
 }
 
@@ -239,7 +228,7 @@ pub fn open(dir: &Path, name: &str) -> Result<(Manifest, PathBuf)> {
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| Error::new(ErrorKind::Io, format!("{}: an unreadable manifest: {e}", at.display())))?;
     let path = at.join(&m.file);
-    let (n, got) = crate::tree::sha256_of(&path).ctx(ErrorKind::Io, io(format!("reading {}", path.display())))?;
+    let (n, got) = crate::tree::sha256_of(&path).ctx(ErrorKind::Io, || format!("reading {}", path.display()))?;
     if n != m.bytes || got != m.sha256 {
         return Err(Error::new(
             ErrorKind::Io,
@@ -277,7 +266,7 @@ pub fn prune(
         if (keep.is_some() || older_than.is_some()) && beyond_keep && old_enough {
             if confirm {
                 std::fs::remove_dir_all(dir.join(&m.name))
-                    .ctx(ErrorKind::Io, io(format!("removing backup {}", m.name)))?;
+                    .ctx(ErrorKind::Io, || format!("removing backup {}", m.name))?;
             }
             gone.push(m);
         }

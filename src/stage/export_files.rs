@@ -572,7 +572,7 @@ impl Emit {
         if !self.progress.bar("hashing", self.base + self.files, total, "files") && self.progress.due() {
             // Files hashed go at the pace of their bytes, cached ones at the pace of the walk:
             // by files is the fairer measure of what is left.
-            let eta = self.progress.eta(self.base + self.files, self.estimate.map(|(n, _)| n));
+            let eta = self.progress.eta(self.base + self.files, total);
             tracing::info!(
                 stream = %self.stream,
                 files = self.base + self.files,

@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
 use crate::checkpoint::{Checkpoint, JournalRow};
-use crate::connect::sqlite::{key_condition, quote, row_values};
+use crate::connect::sqlite::{key_condition, quote, row_values, table_exists};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
@@ -28,30 +28,32 @@ use crate::value::{self, Value};
 
 use super::rollback::{Audit, RollbackOutcome};
 
-/// One step of the undo.
+/// One step of the undo. `values` is a row of the stream's shape: a whole before-image to
+/// restore, or (to delete) the key's columns, the others null.
 enum Step<'a> {
-    Delete { row: &'a JournalRow, key: Vec<Value> },
+    Delete { row: &'a JournalRow, values: Vec<Value> },
     Restore { row: &'a JournalRow, values: Vec<Value> },
     Drop { row: &'a JournalRow },
 }
 
 impl Step<'_> {
-    /// The action's name, its journal entry, and the key it concerns (as JSON).
-    fn describe(&self, streams: &HashMap<&str, Stream>) -> (&'static str, &JournalRow, Option<Json>) {
-        let shape = |row: &JournalRow| streams.get(row.stream.as_str()).map(|s| &s.shape);
+    fn row(&self) -> &JournalRow {
         match self {
-            Step::Delete { row, key } => {
-                let json = shape(row).map(|sh| {
-                    let mut full = vec![Value::Null; sh.len()];
-                    for (&i, v) in sh.key.iter().zip(key) {
-                        full[i] = v.clone();
-                    }
-                    sh.key_json(|i| full[i].as_ref())
-                });
-                ("delete", row, json)
-            }
-            Step::Restore { row, values } => ("restore", row, shape(row).map(|sh| sh.key_json(|i| values[i].as_ref()))),
-            Step::Drop { row } => ("drop_table", row, None),
+            Step::Delete { row, .. } | Step::Restore { row, .. } | Step::Drop { row } => row,
+        }
+    }
+
+    /// The action's name, and the row's key (as JSON) for a delete or a restore.
+    fn describe(&self, streams: &HashMap<&str, Stream>) -> (&'static str, Option<Json>) {
+        let key = |values: &[Value]| {
+            streams
+                .get(self.row().stream.as_str())
+                .map(|s| s.shape.key_json(|i| values[i].as_ref()))
+        };
+        match self {
+            Step::Delete { values, .. } => ("delete", key(values)),
+            Step::Restore { values, .. } => ("restore", key(values)),
+            Step::Drop { .. } => ("drop_table", None),
         }
     }
 }
@@ -68,6 +70,11 @@ impl Stream {
         self.shape.columns.iter().map(|c| quote(&c.name)).collect()
     }
 
+    /// The key's values of a row of this stream, in key order.
+    fn key_of<'v>(&self, values: &'v [Value]) -> Vec<&'v Value> {
+        self.shape.key.iter().map(|&i| &values[i]).collect()
+    }
+
     /// `WHERE` condition finding a row by its key.
     fn by_key(&self) -> String {
         let keys: Vec<String> = self
@@ -80,21 +87,75 @@ impl Stream {
     }
 }
 
-/// Values of `cols` (indexes of `shape`) read from a JSON object in the stream's encoding.
-fn decode(shape: &RowShape, cols: &[usize], text: &str, what: &str) -> Result<Vec<Value>> {
-    let obj: Json = serde_json::from_str(text)
-        .map_err(|e| Error::new(ErrorKind::Checkpoint, format!("the journal's {what} is not JSON: {e}")))?;
-    cols.iter()
-        .map(|&i| {
-            let c = &shape.columns[i];
-            value::decode_json(obj.get(&c.name).unwrap_or(&Json::Null), c.codec).map_err(|e| {
-                Error::new(
-                    ErrorKind::Checkpoint,
-                    format!("the journal's {what}, column {}: {e}", c.name),
-                )
-            })
-        })
-        .collect()
+/// A row of `shape` whose columns `cols` are read from a JSON object in the stream's encoding
+/// (the others null).
+fn decode(shape: &RowShape, cols: &[usize], obj: &Json, what: &str) -> Result<Vec<Value>> {
+    let mut row = vec![Value::Null; shape.len()];
+    for &i in cols {
+        let c = &shape.columns[i];
+        row[i] = value::decode_json(obj.get(&c.name).unwrap_or(&Json::Null), c.codec).map_err(|e| {
+            Error::new(
+                ErrorKind::Checkpoint,
+                format!("the journal's {what}, column {}: {e}", c.name),
+            )
+        })?;
+    }
+    Ok(row)
+}
+
+/// The rows now under the keys the steps touch (every row of a table they drop), saved as a
+/// stream before anything changes. Its path.
+fn write_backup(
+    conn: &Connection,
+    streams: &HashMap<&str, Stream>,
+    steps: &[Step<'_>],
+    run_id: &str,
+    state_path: &Path,
+) -> Result<PathBuf> {
+    let dir = state_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let backup = dir.join(format!(
+        "rollback-{run_id}-{}.ndjson",
+        now_rfc3339().replace([':', '.'], "")
+    ));
+    let e = || format!("writing the backup {}", backup.display());
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&backup).ctx(ErrorKind::Io, e)?);
+    for (name, s) in streams {
+        if !table_exists(conn, &s.table).ctx(ErrorKind::Target, e)? {
+            continue;
+        }
+        writeln!(w, "{}", s.schema_text).ctx(ErrorKind::Io, e)?;
+        let all: Vec<usize> = (0..s.shape.len()).collect();
+        let mut emit = |where_sql: &str, params: &[&Value]| -> Result<()> {
+            let sql = format!("SELECT {} FROM {}{where_sql}", s.columns().join(", "), quote(&s.table));
+            let mut st = conn.prepare_cached(&sql).ctx(ErrorKind::Target, || sql.clone())?;
+            let mut rows = st
+                .query(rusqlite::params_from_iter(params))
+                .ctx(ErrorKind::Target, || sql.clone())?;
+            while let Some(r) = rows.next().ctx(ErrorKind::Target, e)? {
+                let vals = row_values(r, s.shape.len()).ctx(ErrorKind::Target, e)?;
+                let record = s.shape.columns_json(&all, |i| vals[i].as_ref());
+                writeln!(w, "{}", json!({"type": "RECORD", "stream": name, "record": record})).ctx(ErrorKind::Io, e)?;
+            }
+            Ok(())
+        };
+        let mine = steps.iter().filter(|st| st.row().stream == *name);
+        if mine.clone().any(|st| matches!(st, Step::Drop { .. })) {
+            emit("", &[])?;
+            continue;
+        }
+        let cond = format!(" WHERE {}", s.by_key());
+        for st in mine {
+            if let Step::Delete { values, .. } | Step::Restore { values, .. } = st {
+                emit(&cond, &s.key_of(values))?;
+            }
+        }
+    }
+    w.flush().ctx(ErrorKind::Io, e)?;
+    w.get_ref().sync_all().ctx(ErrorKind::Io, e)?;
+    Ok(backup)
 }
 
 pub(crate) fn run<W: Write>(
@@ -140,14 +201,13 @@ pub(crate) fn run<W: Write>(
         match r.action.as_str() {
             "rows" => {
                 let all: Vec<usize> = (0..s.shape.len()).collect();
-                let list = |text: Option<&str>, what: &str| -> Result<Vec<String>> {
-                    let items: Vec<Json> = serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
+                let list = |text: Option<&str>, what: &str| -> Result<Vec<Json>> {
+                    serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
                         Error::new(
                             ErrorKind::Checkpoint,
                             format!("the journal's {what} is not a JSON array: {e}"),
                         )
-                    })?;
-                    Ok(items.iter().map(Json::to_string).collect())
+                    })
                 };
                 // Newest first within the batch too.
                 for before in list(r.before.as_deref(), "before-images")?.iter().rev() {
@@ -155,8 +215,8 @@ pub(crate) fn run<W: Write>(
                     steps.push(Step::Restore { row: r, values });
                 }
                 for key in list(r.key.as_deref(), "keys")?.iter().rev() {
-                    let key = decode(&s.shape, &s.shape.key, key, "key")?;
-                    steps.push(Step::Delete { row: r, key });
+                    let values = decode(&s.shape, &s.shape.key, key, "key")?;
+                    steps.push(Step::Delete { row: r, values });
                 }
             }
             "create" => {
@@ -179,108 +239,21 @@ pub(crate) fn run<W: Write>(
         ..Default::default()
     };
     let act = confirm && refused.is_empty();
-    let conn = if path.exists() {
-        Some(Connection::open(&path).ctx(ErrorKind::Target, || format!("{target}: opening"))?)
-    } else {
-        None
-    };
-    let table_exists = |conn: &Connection, t: &str| -> bool {
-        conn.query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [t],
-            |_| Ok(()),
-        )
-        .is_ok()
-    };
-    // The backup stream of everything the undo changes, written before any change.
     if act && !steps.is_empty() {
-        let Some(conn) = conn.as_ref() else {
+        if !path.exists() {
             return Err(Error::new(
                 ErrorKind::Target,
                 format!("{target}: the database is not there"),
             ));
-        };
-        let dir = state_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let backup = dir.join(format!(
-            "rollback-{run_id}-{}.ndjson",
-            now_rfc3339().replace([':', '.'], "")
-        ));
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&backup)
-                .ctx(ErrorKind::Io, || format!("creating the backup {}", backup.display()))?,
-        );
-        let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing the backup: {e}"));
-        for (name, s) in &streams {
-            if !table_exists(conn, &s.table) {
-                continue;
-            }
-            writeln!(w, "{}", s.schema_text).map_err(io)?;
-            let cols = s.columns();
-            let keyed: Vec<&Vec<Value>> = steps
-                .iter()
-                .filter_map(|st| match st {
-                    Step::Delete { row, key } if row.stream == *name => Some(key),
-                    _ => None,
-                })
-                .collect();
-            let dropping = steps
-                .iter()
-                .any(|st| matches!(st, Step::Drop { row } if row.stream == *name));
-            let restoring: Vec<Vec<Value>> = steps
-                .iter()
-                .filter_map(|st| match st {
-                    Step::Restore { row, values } if row.stream == *name => {
-                        Some(s.shape.key.iter().map(|&i| values[i].clone()).collect())
-                    }
-                    _ => None,
-                })
-                .collect();
-            let mut emit = |where_sql: &str, params: &[&Value]| -> Result<()> {
-                let sql = format!("SELECT {} FROM {}{where_sql}", cols.join(", "), quote(&s.table));
-                let mut st = conn
-                    .prepare(&sql)
-                    .ctx(ErrorKind::Target, || format!("{target}: {sql}"))?;
-                let mut rows = st
-                    .query(rusqlite::params_from_iter(params))
-                    .ctx(ErrorKind::Target, || format!("{target}: {sql}"))?;
-                while let Some(r) = rows.next().ctx(ErrorKind::Target, || format!("{target}: reading"))? {
-                    let vals = row_values(r, s.shape.len()).ctx(ErrorKind::Target, || format!("{target}: reading"))?;
-                    let all: Vec<usize> = (0..s.shape.len()).collect();
-                    let record = s.shape.columns_json(&all, |i| vals[i].as_ref());
-                    writeln!(w, "{}", json!({"type": "RECORD", "stream": name, "record": record})).map_err(io)?;
-                }
-                Ok(())
-            };
-            if dropping {
-                emit("", &[])?;
-            } else {
-                let cond = s.by_key();
-                for key in keyed.iter().copied().chain(restoring.iter()) {
-                    let params: Vec<&Value> = key.iter().collect();
-                    emit(&format!(" WHERE {cond}"), &params)?;
-                }
-            }
         }
-        w.flush().map_err(io)?;
-        w.get_ref().sync_all().map_err(io)?;
+        let conn = Connection::open(&path).ctx(ErrorKind::Target, || format!("{target}: opening"))?;
+        let backup = write_backup(&conn, &streams, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
-    }
-
-    if act && !steps.is_empty() {
-        let Some(conn) = conn.as_ref() else {
-            return Err(Error::new(
-                ErrorKind::Target,
-                format!("{target}: the database is not there"),
-            ));
-        };
         for st in &steps {
-            let (action, r, key) = st.describe(&streams);
+            let (action, key) = st.describe(&streams);
             audit.write(&json!({
                 "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
-                "table": streams.get(r.stream.as_str()).map(|s| s.table.clone()), "key": key,
+                "table": streams.get(st.row().stream.as_str()).map(|s| s.table.clone()), "key": key,
             }))?;
         }
         let e = || format!("{target}: rolling back run {run_id}");
@@ -290,33 +263,31 @@ pub(crate) fn run<W: Write>(
             .ctx(ErrorKind::Target, e)?;
         let applied = (|| -> Result<()> {
             for st in &steps {
+                let s = &streams[st.row().stream.as_str()];
                 match st {
-                    Step::Delete { row, key } => {
-                        let s = &streams[row.stream.as_str()];
-                        if !table_exists(conn, &s.table) {
+                    Step::Delete { values, .. } => {
+                        if !table_exists(&conn, &s.table).ctx(ErrorKind::Target, e)? {
                             continue;
                         }
                         conn.execute(
                             &format!("DELETE FROM {} WHERE {}", quote(&s.table), s.by_key()),
-                            rusqlite::params_from_iter(key),
+                            rusqlite::params_from_iter(s.key_of(values)),
                         )
                         .ctx(ErrorKind::Target, e)?;
                         outcome.deleted += 1;
                     }
-                    Step::Restore { row, values } => {
+                    Step::Restore { values, .. } => {
                         // An UPDATE in place, never REPLACE: replacing deletes the row first,
                         // which cascades to the rows that reference it.
-                        let s = &streams[row.stream.as_str()];
                         let cols = s.columns();
-                        let cond = s.by_key();
-                        let params: Vec<&Value> =
-                            values.iter().chain(s.shape.key.iter().map(|&i| &values[i])).collect();
+                        let params: Vec<&Value> = values.iter().chain(s.key_of(values)).collect();
                         let changed = conn
                             .execute(
                                 &format!(
-                                    "UPDATE {} SET {} WHERE {cond}",
+                                    "UPDATE {} SET {} WHERE {}",
                                     quote(&s.table),
-                                    cols.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", ")
+                                    cols.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", "),
+                                    s.by_key()
                                 ),
                                 rusqlite::params_from_iter(params),
                             )
@@ -335,15 +306,14 @@ pub(crate) fn run<W: Write>(
                         }
                         outcome.restored += 1;
                     }
-                    Step::Drop { row } => {
-                        let s = &streams[row.stream.as_str()];
+                    Step::Drop { .. } => {
                         conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&s.table)))
                             .ctx(ErrorKind::Target, e)?;
                         outcome.dropped += 1;
                     }
                 }
             }
-            if table_exists(conn, "_ferry_commits") {
+            if table_exists(&conn, "_ferry_commits").ctx(ErrorKind::Target, e)? {
                 conn.execute("DELETE FROM _ferry_commits WHERE run_id = ?1", [run_id])
                     .ctx(ErrorKind::Target, e)?;
             }
@@ -361,7 +331,8 @@ pub(crate) fn run<W: Write>(
     }
 
     for st in &steps {
-        let (action, r, key) = st.describe(&streams);
+        let (action, key) = st.describe(&streams);
+        let r = st.row();
         if !act {
             match action {
                 "delete" => outcome.would_delete += 1,

@@ -131,6 +131,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
+            let p = pace(r, now);
             vec![
                 short(&r.run_id),
                 r.stage.clone(),
@@ -142,8 +143,8 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
                 r.rows_rejected.to_string(),
                 r.batches.to_string(),
                 r.attempts.to_string(),
-                pace(r, now).rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
-                pace(r, now).left_text(),
+                p.rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
+                p.left_text(),
                 r.updated_at.clone(),
             ]
         })
@@ -191,18 +192,14 @@ impl Pace {
 }
 
 fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
-    let t = |s: &str| s.parse::<jiff::Timestamp>().ok();
-    let started = t(&r.started_at);
-    let last = t(r.finished_at.as_deref().unwrap_or(&r.updated_at));
     let done = (r.rows_written + r.rows_skipped) as f64;
-    let rate = started
-        .zip(last)
-        .map(|(a, b)| b.duration_since(a).as_secs_f64())
+    let rate = r
+        .seconds()
         .filter(|secs| *secs > 0.0 && done > 0.0)
         .map(|secs| done / secs);
     let running = r.status == "running";
     let idle = if running {
-        last.map(|l| now.duration_since(l).as_secs_f64().max(0.0))
+        r.last_seen().map(|l| now.duration_since(l).as_secs_f64().max(0.0))
     } else {
         None
     };

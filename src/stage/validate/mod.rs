@@ -54,6 +54,24 @@ pub struct ValidateConfig {
     pub s3: crate::connect::s3::S3Settings,
 }
 
+impl ValidateConfig {
+    /// The stream on the input checked against `target` (`None`: on its own), with the command
+    /// line's defaults.
+    pub fn for_stream(target: Option<Address>) -> ValidateConfig {
+        ValidateConfig {
+            source: None,
+            target,
+            selection: Selection::default(),
+            report: None,
+            max_listed: 20,
+            allow_unverified: false,
+            max_line: crate::protocol::DEFAULT_MAX_LINE_BYTES,
+            schema: None,
+            s3: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamReport {
     pub stream: String,
