@@ -179,10 +179,12 @@ pub struct NewRun<'a> {
 pub struct JournalEntry {
     pub stream: String,
     pub table: String,
-    /// `create` (the run created the table; `schema` holds the stream's SCHEMA), `stream` (it
-    /// wrote into an existing one; `schema` too), `rows` (one batch: `key` the JSON array of the
-    /// keys it inserted, `before` the JSON array of the rows it overwrote, as they were, in the
-    /// stream's encoding).
+    /// `create` (the run created the table; `schema` holds the stream's SCHEMA), `empty` (it
+    /// wrote into an existing, empty one: undone by emptying it), `stream` (it wrote into an
+    /// existing one; `schema` too), `rows` (one batch: `key` the JSON array of the keys it
+    /// inserted, `before` the JSON array of the rows it overwrote, as they were, in the stream's
+    /// encoding), `undo` (the target keeps the keys and before-images itself, in the undo table
+    /// `key` names). `key` of the others: the table's SQL name, when the target gives one.
     pub action: &'static str,
     pub key: Option<String>,
     pub before: Option<String>,

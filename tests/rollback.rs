@@ -246,3 +246,258 @@ fn a_whole_migration_is_undone_newest_first_databases_and_objects_apart() {
     d.run("ferry", &["rollback", "--full", "--db-only", "--objects-only"], b"")
         .expect_code(2);
 }
+
+/// Every row of every table ferry made in a PostgreSQL database, in its own text form (exact:
+/// `row::text` spells each value out in full), table by table.
+fn pg_snapshot(url: &str) -> BTreeMap<String, Vec<String>> {
+    let mut c = common::pg::connect(url);
+    let tables: Vec<String> = c
+        .query(
+            "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname NOT LIKE '\\_ferry\\_%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let rows = c
+                .query(&format!("SELECT x::text FROM public.\"{t}\" x ORDER BY 1") as &str, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (t, rows)
+        })
+        .collect()
+}
+
+fn pg_undo_tables(url: &str) -> i64 {
+    common::pg::connect(url)
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_ferry\\_undo\\_%' AND relkind = 'r'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn an_import_into_postgres_is_undone_from_the_journal_it_kept_in_the_database() {
+    let d = Dir::new();
+    let url = common::pg::cluster().database("rollback");
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let src = d.db("src.db");
+    // Run A creates the tables (rows PostgreSQL text cannot hold are rejected, as always).
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &[url.as_str(), "--create", "--reject-file", "a.ndjson"]),
+        ],
+        b"",
+    ));
+    let before = pg_snapshot(&url);
+    assert!(before["users"].len() > 40);
+    assert_eq!(
+        pg_undo_tables(&url),
+        0,
+        "a run that created its tables journals nothing there"
+    );
+
+    d.open("src.db")
+        .execute_batch(
+            "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
+             INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x'), (1001, 'new2@example.com', 'y');
+             INSERT INTO tags VALUES ('brand-new', 'pink');
+             UPDATE app_settings SET value = 42 WHERE key = (SELECT min(key) FROM app_settings);",
+        )
+        .unwrap();
+    let run_b = || {
+        d.pipe(
+            &[
+                ("ferry-export", &[src.as_str(), "--exclude", "audit_log"][..]),
+                (
+                    "ferry-import",
+                    &[
+                        url.as_str(),
+                        "--on-conflict",
+                        "overwrite",
+                        "--fresh",
+                        "--reject-file",
+                        "b.ndjson",
+                    ][..],
+                ),
+            ],
+            b"",
+        )
+    };
+    all_ok(&run_b());
+    assert_ne!(pg_snapshot(&url), before, "run B changed the database");
+    assert!(pg_undo_tables(&url) > 0, "run B journaled into the database");
+
+    // The state file keeps the address without its password: PGPASSWORD, or --target.
+    let plan = d.run("ferry", &["rollback", "--last", "--target", &url], b"");
+    plan.ok().stderr_has("(dry run)");
+    let actions: Vec<String> = plan
+        .lines()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| *a == "delete").count(), 3, "{actions:?}");
+    assert!(actions.iter().filter(|a| *a == "restore").count() > 300);
+    assert_ne!(pg_snapshot(&url), before, "a dry run changes nothing");
+    // Another database's address is refused.
+    let other = common::pg::cluster().database("other");
+    d.run("ferry", &["rollback", "--last", "--target", &other, "--confirm"], b"")
+        .expect_code(2)
+        .stderr_has("is not the database run");
+
+    let done = d.run("ferry", &["rollback", "--last", "--target", &url, "--confirm"], b"");
+    done.ok().stderr_has("deleted 3 rows");
+    assert_eq!(pg_snapshot(&url), before, "the database is as it was before run B");
+    assert_eq!(pg_undo_tables(&url), 0, "the undo tables went with the rollback");
+    let backup = std::fs::read_dir(d.path(".ferry"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("rollback-"))
+        .expect("a backup stream")
+        .path();
+    let text = std::fs::read_to_string(backup).unwrap();
+    assert!(text.contains("new1@example.com") && text.contains("renamed 3"));
+    assert!(!text.contains(common::pg::PASSWORD), "no password in the backup");
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    assert!(audit.lines().count() > 300);
+    let again = d.run("ferry", &["rollback", "--last", "--target", &url, "--confirm"], b"");
+    again.ok();
+    assert!(again.lines().is_empty(), "{:?}", again.lines());
+
+    // The markers forgot run B: it writes its rows again, and the result validates.
+    all_ok(&run_b());
+    d.run(
+        "ferry-validate",
+        &[&src, &url, "--table", "tags", "--table", "app_settings"],
+        b"",
+    )
+    .ok();
+    assert_eq!(pg_snapshot(&url)["users"].len(), before["users"].len() + 2);
+    // Run A's tables go only after the redo is undone.
+    let runs = d.run("ferry", &["status", "--json"], b"");
+    let first = runs.lines()[0]["run"]["run_id"].as_str().unwrap().to_owned();
+    d.run(
+        "ferry",
+        &["rollback", "--batch", &first, "--target", &url, "--confirm"],
+        b"",
+    )
+    .expect_code(2)
+    .stderr_has("roll those back first");
+    d.run("ferry", &["rollback", "--last", "--target", &url, "--confirm"], b"")
+        .ok();
+    d.run(
+        "ferry",
+        &["rollback", "--batch", &first, "--target", &url, "--confirm"],
+        b"",
+    )
+    .ok()
+    .stderr_has("dropped 7 tables");
+    assert!(pg_snapshot(&url).is_empty(), "the tables run A created are gone");
+    assert_eq!(pg_undo_tables(&url), 0);
+}
+
+/// Into tables that were there and empty (the schema made beforehand, as in many production
+/// migrations): run A fills them, run B overwrites part of `items` and is killed; undoing B puts
+/// A's rows back exactly, and undoing A empties the tables again, the keyless one too, and
+/// leaves them in place.
+fn into_existing_empty_tables<S: PartialEq + std::fmt::Debug>(
+    d: &Dir,
+    target: &str,
+    snapshot: impl Fn() -> S,
+    counts: impl Fn() -> (i64, i64),
+    rollback_args: &[&str],
+) {
+    let src = common::items_and_events(d, 20_000);
+    all_ok(&d.pipe(
+        &[("ferry-export", &[src.as_str()][..]), ("ferry-import", &[target][..])],
+        b"",
+    ));
+    assert_eq!(counts(), (20_000, 5_000));
+    let after_a = snapshot();
+    d.open("src.db")
+        .execute_batch(
+            "UPDATE items SET amount = amount + 100, name = 'changed';
+             WITH RECURSIVE s(i) AS (SELECT 20001 UNION ALL SELECT i + 1 FROM s WHERE i < 30000)
+               INSERT INTO items SELECT i, 'new ' || i, 0, NULL FROM s;",
+        )
+        .unwrap();
+    d.pipe_killed_after(
+        &[
+            (
+                "ferry-export",
+                &[src.as_str(), "--table", "items", "--state-every", "2000"][..],
+            ),
+            ("ferry-import", &[target, "--on-conflict", "overwrite", "--fresh"][..]),
+        ],
+        3,
+    );
+    assert_ne!(snapshot(), after_a, "the kill landed after some commits");
+    let mut args = vec!["rollback", "--last", "--confirm"];
+    args.extend_from_slice(rollback_args);
+    d.run("ferry", &args, b"").ok();
+    assert_eq!(snapshot(), after_a, "run B undone");
+
+    let runs = d.run("ferry", &["status", "--json"], b"");
+    let first = runs.lines()[0]["run"]["run_id"].as_str().unwrap().to_owned();
+    let mut args = vec!["rollback", "--batch", first.as_str()];
+    args.extend_from_slice(rollback_args);
+    let plan = d.run("ferry", &args, b"");
+    plan.ok().stderr_has("empty 2 tables");
+    args.push("--confirm");
+    d.run("ferry", &args, b"").ok().stderr_has("deleted 25000 rows");
+    assert_eq!(counts(), (0, 0), "both tables empty again, and still there");
+}
+
+#[test]
+fn an_import_into_existing_empty_sqlite_tables_is_undone_and_they_are_empty_again() {
+    let d = Dir::new();
+    d.open("copy.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
+             CREATE TABLE events (at TEXT, n INTEGER);",
+        )
+        .unwrap();
+    let count = |t: &str| common::count(&d.open("copy.db"), t);
+    into_existing_empty_tables(
+        &d,
+        "sqlite:copy.db",
+        || common::dump(&d.open("copy.db"), "items", "id"),
+        || (count("items"), count("events")),
+        &[],
+    );
+}
+
+#[test]
+fn an_import_into_existing_postgres_tables_killed_part_way_is_undone() {
+    let d = Dir::new();
+    let url = common::pg::cluster().database("rollback_existing");
+    common::pg::connect(&url)
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, amount double precision, data bytea);
+             CREATE TABLE events (at text, n bigint);",
+        )
+        .unwrap();
+    let count = |t: &str| -> i64 {
+        common::pg::connect(&url)
+            .query_one(&format!("SELECT count(*) FROM {t}") as &str, &[])
+            .unwrap()
+            .get(0)
+    };
+    into_existing_empty_tables(
+        &d,
+        &url,
+        || pg_snapshot(&url),
+        || (count("items"), count("events")),
+        &["--target", &url],
+    );
+    assert_eq!(pg_undo_tables(&url), 0);
+}

@@ -209,6 +209,10 @@ pub struct RollbackArgs {
     /// S3: the endpoint URL, when not the one recorded [env: AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// PostgreSQL: the database's full address with its password, when PGPASSWORD does not
+    /// give it (the state file keeps addresses without passwords)
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -270,6 +274,7 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
             endpoint: r.endpoint.clone(),
             region: None,
         },
+        target: r.target.clone(),
     };
     let mut out = StreamWriter::stdout()?;
     let o = rollback::run(&cfg, &mut out)?;
@@ -281,8 +286,8 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
         )
     } else if tables {
         format!(
-            "ferry rollback (dry run): would delete {} rows, restore {}, drop {} tables, refuse {}; --confirm to act",
-            o.would_delete, o.would_restore, o.would_drop, o.refused
+            "ferry rollback (dry run): would delete {} rows, restore {}, drop {} tables, empty {} tables, refuse {}; --confirm to act",
+            o.would_delete, o.would_restore, o.would_drop, o.would_empty, o.refused
         )
     } else if r.confirm {
         format!(

@@ -124,6 +124,8 @@ pub struct LoadOptions {
     pub run_id: String,
     /// The producer's kind of store (`sqlite`, `postgres`...), when it said.
     pub source_kind: Option<String>,
+    /// Keep what a rollback needs (a target that journals in itself: its undo table).
+    pub journal: bool,
 }
 
 /// Rows of one stream waiting to be written: `ncols` values per row, flat.
@@ -247,6 +249,14 @@ pub struct Prepared {
     /// DDL deferred until the stream is complete (secondary indexes).
     pub deferred: Vec<String>,
     pub existed: bool,
+    /// It existed and held no rows: undoing the run empties it again.
+    pub empty: bool,
+    /// The table's name as the target's SQL spells it (quoted, schema-qualified), when the
+    /// target's rollback needs it.
+    pub sql_name: Option<String>,
+    /// The target keeps this stream's rollback journal itself, in this table (its SQL name):
+    /// the key of every row the run inserts, the before-image of every row it overwrites.
+    pub undo: Option<String>,
 }
 
 /// How often a target wants to commit: at the first STATE past any of these since the last

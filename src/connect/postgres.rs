@@ -489,6 +489,25 @@ struct PgStream {
     on_conflict: OnConflict,
     /// The name of the table's primary key constraint (a duplicate of it is a key conflict).
     key_constraint: Option<String>,
+    /// The rollback journal of an existing table, kept in the target (staging path only).
+    undo: Option<Undo>,
+}
+
+/// Statements that journal a staged chunk before it goes into its table: the keys it inserts
+/// and (overwriting) the rows it replaces, into the run's undo table. `{seq}` numbers the chunk.
+#[derive(Clone)]
+struct Undo {
+    inserted: String,
+    before: Option<String>,
+    seq: u64,
+}
+
+/// The undo table of `run_id`'s writes into the table `qualified`, in the table's schema.
+pub fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("{run_id}\0{qualified}").as_bytes());
+    let tag: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}.{}", quote(pg_schema), quote(&format!("_ferry_undo_{tag}")))
 }
 
 /// One operation of the open transaction, kept for replay.
@@ -827,6 +846,57 @@ impl PgTarget {
         Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
+    /// Create (in the open transaction) the run's undo table for an existing table, and the
+    /// statements that journal a staged chunk into it.
+    fn undo_for(
+        &mut self,
+        shape: &RowShape,
+        opts: &LoadOptions,
+        pg_schema: &str,
+        qualified: &str,
+        stage: &str,
+    ) -> Result<Undo> {
+        let undo = undo_table(&opts.run_id, pg_schema, qualified);
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let keys: Vec<String> = shape.key.iter().map(|&i| quote(&shape.columns[i].name)).collect();
+        let (cols, keys) = (cols.join(", "), keys.join(", "));
+        // No constraint of the table comes along: a key's row holds nulls elsewhere.
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {undo} AS SELECT 0::bigint AS _ferry_seq, false AS _ferry_inserted, {cols} FROM {qualified} WITH NO DATA"
+        );
+        self.begin()?;
+        self.with_retry("creating the rollback journal", |t| t.sql(&create, true).map(|_| ()))?;
+        // A resumed run goes on numbering where its last attempt stopped.
+        let seq: i64 = self.rows(
+            "reading the rollback journal",
+            &format!("SELECT coalesce(max(_ferry_seq), 0) FROM {undo}"),
+            &[],
+        )?[0]
+            .get(0);
+        let by_key: Vec<String> = shape
+            .key
+            .iter()
+            .map(|&i| format!("t.{0} = s.{0}", quote(&shape.columns[i].name)))
+            .collect();
+        let inserted = format!(
+            "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {keys}) SELECT DISTINCT {{seq}}, true, {keys} FROM {stage} s \
+             WHERE NOT EXISTS (SELECT 1 FROM {qualified} t WHERE {})",
+            by_key.join(" AND ")
+        );
+        // Skipping or failing on a conflict replaces nothing.
+        let before = (opts.on_conflict == OnConflict::Overwrite).then(|| {
+            format!(
+                "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {cols}) SELECT {{seq}}, false, {cols} FROM {qualified} \
+                 WHERE ({keys}) IN (SELECT {keys} FROM {stage})"
+            )
+        });
+        Ok(Undo {
+            inserted,
+            before,
+            seq: seq as u64,
+        })
+    }
+
     fn ensure_markers(&mut self) -> Result<()> {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (
@@ -854,7 +924,19 @@ impl PgTarget {
         if rows.is_empty() {
             return Ok(());
         }
-        let ps = &self.streams[stream];
+        let ps = self.streams.get_mut(stream).expect("prepared");
+        // The chunk's journal statements, numbered after every earlier chunk of the run.
+        let journal: Vec<String> = match ps.undo.as_mut() {
+            Some(u) => {
+                u.seq += 1;
+                let seq = u.seq.to_string();
+                std::iter::once(&u.inserted)
+                    .chain(u.before.as_ref())
+                    .map(|sql| sql.replace("{seq}", &seq))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let (copy, path, on_conflict, key) = (ps.copy.clone(), ps.path.clone(), ps.on_conflict, ps.key.clone());
         let table = ps.qualified.clone();
         let data = payload(ps.binary, rows.iter().map(|(_, r)| &tuples[r.clone()]));
@@ -870,6 +952,9 @@ impl PgTarget {
                     }
                     Path::Staging { insert, stage, .. } => {
                         t.copy(&copy, data.clone())?;
+                        for sql in &journal {
+                            t.sql(sql, true)?;
+                        }
                         let n = t.sql(insert, true)?;
                         t.sql(&format!("TRUNCATE {stage}"), true)?;
                         Ok((n, rows.len() as u64 - n))
@@ -1223,7 +1308,7 @@ fn enum_types(schema: &Schema) -> Vec<String> {
 }
 
 /// A SQL string literal (or NULL).
-fn literal(s: Option<&str>) -> String {
+pub(crate) fn literal(s: Option<&str>) -> String {
     match s {
         Some(s) => format!("'{}'", s.replace('\'', "''")),
         None => "NULL".into(),
@@ -1391,7 +1476,9 @@ impl Target for PgTarget {
             .collect();
         let existing = self.columns_of(&qualified)?;
         prepared.existed = existing.is_some();
+        prepared.sql_name = Some(qualified.clone());
         let mut path = Path::Direct;
+        let mut undo = None;
         match &existing {
             Some(have) => {
                 let missing: Vec<&(String, String)> = types
@@ -1427,7 +1514,12 @@ impl Target for PgTarget {
                     &[],
                 )?[0]
                     .get(0);
-                if opts.on_conflict != OnConflict::Fail && !empty {
+                // A journaled run goes through staging, where its chunks are journaled on the
+                // server before they go in.
+                // (An empty table needs no journal: undoing the run empties it.)
+                prepared.empty = empty;
+                let journal = opts.journal && !self.dry_run && !shape.key.is_empty() && !empty;
+                if journal || (opts.on_conflict != OnConflict::Fail && !empty) {
                     if shape.key.is_empty() {
                         tracing::warn!(
                             stream,
@@ -1446,6 +1538,10 @@ impl Target for PgTarget {
                             "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {}, 0::bigint AS _ferry_n FROM {qualified} WITH NO DATA",
                             cols.join(", ")
                         );
+                        if journal {
+                            undo = Some(self.undo_for(shape, opts, &pg_schema, &qualified, &stage)?);
+                            prepared.undo = undo.as_ref().map(|_| undo_table(&opts.run_id, &pg_schema, &qualified));
+                        }
                         path = Path::Staging { insert, stage, create };
                     }
                 }
@@ -1576,6 +1672,7 @@ impl Target for PgTarget {
                 copy,
                 path,
                 on_conflict: opts.on_conflict,
+                undo,
             },
         );
         Ok(prepared)

@@ -1500,6 +1500,12 @@ impl Target for SqliteTarget {
         let exists = self.table_exists(&table)?;
         prepared.existed = exists;
         if exists {
+            prepared.empty = !self
+                .conn
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(&table)), [], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .ctx(ErrorKind::Target, self.target_err(stream, "looking at the table"))?;
             let have: BTreeSet<String> = {
                 let mut st = self.conn.prepare("SELECT name FROM pragma_table_info(?1)").ctx(
                     ErrorKind::Target,

@@ -44,6 +44,24 @@ pub struct ExportConfig {
     pub follow_fks: bool,
 }
 
+impl ExportConfig {
+    /// An export of `selection` from `source` with every other setting at its default.
+    pub fn of(source: Address, selection: Selection, state_path: PathBuf) -> ExportConfig {
+        ExportConfig {
+            source,
+            selection,
+            state_every: 10_000,
+            state_interval: Duration::from_secs(1),
+            resume: false,
+            state_path,
+            singer: false,
+            files: FilesOptions::default(),
+            roots: Vec::new(),
+            follow_fks: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FilesOptions {
     /// The stream's name.

@@ -193,8 +193,12 @@ struct Importer<'w, W: Write> {
 enum Journaling {
     /// The run created the table: undoing it drops the table.
     Created,
+    /// The table was there and empty: undoing the run empties it.
+    Emptied,
     /// Each row's key, and the row it replaced.
     Keys,
+    /// The same, kept by the target itself (in its undo table, committed with the rows).
+    InTarget,
     /// Nothing more (no key to find rows by, or a target that keeps no journal).
     Off,
 }
@@ -311,6 +315,7 @@ impl<W: Write> Importer<'_, W> {
             source: self.source.clone(),
             run_id: self.run_id.clone(),
             source_kind: self.source_kind.clone(),
+            journal: !self.cfg.dry_run && self.checkpoint.is_some(),
         }
     }
 
@@ -418,6 +423,10 @@ impl<W: Write> Importer<'_, W> {
             let created = !prepared.created.is_empty();
             let mode = if created {
                 Journaling::Created
+            } else if prepared.empty {
+                Journaling::Emptied
+            } else if prepared.undo.is_some() {
+                Journaling::InTarget
             } else if shape.key.is_empty() {
                 tracing::warn!(stream = %name, "the stream has no key: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
                 Journaling::Off
@@ -428,8 +437,17 @@ impl<W: Write> Importer<'_, W> {
             self.journal.push(crate::checkpoint::JournalEntry {
                 stream: name.clone(),
                 table: prepared.table.clone(),
-                action: if created { "create" } else { "stream" },
-                key: None,
+                action: match mode {
+                    Journaling::Created => "create",
+                    Journaling::Emptied => "empty",
+                    Journaling::InTarget => "undo",
+                    _ => "stream",
+                },
+                // Where the target keeps the table (and its undo journal), in its own SQL.
+                key: prepared
+                    .sql_name
+                    .as_ref()
+                    .map(|sql| json!({"sql": sql, "undo": prepared.undo}).to_string()),
                 before: None,
                 schema: Some(line.text.to_owned()),
             });

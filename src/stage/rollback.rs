@@ -43,6 +43,9 @@ pub struct RollbackConfig {
     /// Only what failed or was left unfinished (`uploading`), not what completed.
     pub failed_only: bool,
     pub s3: S3Settings,
+    /// A database's full address (with its password), when the recorded one (redacted) is not
+    /// enough to connect.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,8 @@ pub struct RollbackOutcome {
     pub restored: u64,
     pub dropped: u64,
     pub would_restore: u64,
+    /// Tables found empty by the run, emptied again (or, without `confirm`, to be).
+    pub would_empty: u64,
     pub would_drop: u64,
     /// The run was undone from its table journal (not a manifest of objects).
     pub tables: bool,
@@ -199,6 +204,7 @@ pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
         total.dropped += o.dropped;
         total.would_restore += o.would_restore;
         total.would_drop += o.would_drop;
+        total.would_empty += o.would_empty;
         total.tables |= o.tables;
     }
     Ok(total)
@@ -249,6 +255,7 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
             &journal,
             cfg.confirm,
             &cfg.state_path,
+            cfg.target.as_deref(),
             &mut audit,
             out,
         );

@@ -31,15 +31,27 @@ use super::rollback::{Audit, RollbackOutcome};
 /// One step of the undo. `values` is a row of the stream's shape: a whole before-image to
 /// restore, or (to delete) the key's columns, the others null.
 enum Step<'a> {
-    Delete { row: &'a JournalRow, values: Vec<Value> },
-    Restore { row: &'a JournalRow, values: Vec<Value> },
-    Drop { row: &'a JournalRow },
+    Delete {
+        row: &'a JournalRow,
+        values: Vec<Value>,
+    },
+    Restore {
+        row: &'a JournalRow,
+        values: Vec<Value>,
+    },
+    Drop {
+        row: &'a JournalRow,
+    },
+    /// Delete every row of a table that was empty before the run.
+    Empty {
+        row: &'a JournalRow,
+    },
 }
 
 impl Step<'_> {
     fn row(&self) -> &JournalRow {
         match self {
-            Step::Delete { row, .. } | Step::Restore { row, .. } | Step::Drop { row } => row,
+            Step::Delete { row, .. } | Step::Restore { row, .. } | Step::Drop { row } | Step::Empty { row } => row,
         }
     }
 
@@ -54,6 +66,7 @@ impl Step<'_> {
             Step::Delete { values, .. } => ("delete", key(values)),
             Step::Restore { values, .. } => ("restore", key(values)),
             Step::Drop { .. } => ("drop_table", None),
+            Step::Empty { .. } => ("empty_table", None),
         }
     }
 }
@@ -103,6 +116,39 @@ fn decode(shape: &RowShape, cols: &[usize], obj: &Json, what: &str) -> Result<Ve
     Ok(row)
 }
 
+/// Why a table the run created (or found empty) cannot be put back: later runs wrote into it.
+pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
+    let how = if r.action == "create" { "created" } else { "found empty" };
+    format!(
+        "table {} was {how} by this run and written by later runs ({}): roll those back first",
+        r.table,
+        later.join(", ")
+    )
+}
+
+/// How the plan shows an action, before (`act` false) and after it is taken.
+pub(crate) fn shown(act: bool, action: &'static str) -> &'static str {
+    match (act, action) {
+        (false, a) => a,
+        (true, "delete") => "deleted",
+        (true, "restore") => "restored",
+        (true, "empty_table") => "emptied",
+        (true, _) => "dropped",
+    }
+}
+
+/// Where a rollback of `run_id` saves what it changes: next to the state file.
+pub(crate) fn backup_path(state_path: &Path, run_id: &str) -> PathBuf {
+    let dir = state_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.join(format!(
+        "rollback-{run_id}-{}.ndjson",
+        now_rfc3339().replace([':', '.'], "")
+    ))
+}
+
 /// The rows now under the keys the steps touch (every row of a table they drop), saved as a
 /// stream before anything changes. Its path.
 fn write_backup(
@@ -112,14 +158,7 @@ fn write_backup(
     run_id: &str,
     state_path: &Path,
 ) -> Result<PathBuf> {
-    let dir = state_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let backup = dir.join(format!(
-        "rollback-{run_id}-{}.ndjson",
-        now_rfc3339().replace([':', '.'], "")
-    ));
+    let backup = backup_path(state_path, run_id);
     let e = || format!("writing the backup {}", backup.display());
     let mut w = std::io::BufWriter::new(std::fs::File::create(&backup).ctx(ErrorKind::Io, e)?);
     for (name, s) in streams {
@@ -142,7 +181,10 @@ fn write_backup(
             Ok(())
         };
         let mine = steps.iter().filter(|st| st.row().stream == *name);
-        if mine.clone().any(|st| matches!(st, Step::Drop { .. })) {
+        if mine
+            .clone()
+            .any(|st| matches!(st, Step::Drop { .. } | Step::Empty { .. }))
+        {
             emit("", &[])?;
             continue;
         }
@@ -158,23 +200,28 @@ fn write_backup(
     Ok(backup)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
     journal: &[JournalRow],
     confirm: bool,
     state_path: &Path,
+    address: Option<&str>,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
     let target = journal[0].target.clone();
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        return super::rollback_pg::run(cp, run_id, journal, confirm, state_path, address, audit, out);
+    }
     let Some(path) = target.strip_prefix("sqlite:").map(PathBuf::from) else {
         return Err(Error::usage(format!(
-            "run {run_id} imported into {target}: rolling back tables is done for SQLite targets so far (PostgreSQL and D1 keep no journal yet)"
+            "run {run_id} imported into {target}: rolling back tables is done for SQLite and PostgreSQL targets so far (D1 keeps no journal yet)"
         )));
     };
     let mut streams: HashMap<&str, Stream> = HashMap::new();
-    for r in journal.iter().filter(|r| r.action == "create" || r.action == "stream") {
+    for r in journal.iter().filter(|r| r.action != "rows") {
         let text = r.schema.clone().unwrap_or_default();
         let schema: Schema = serde_json::from_str(&text).map_err(|e| {
             Error::new(
@@ -219,16 +266,14 @@ pub(crate) fn run<W: Write>(
                     steps.push(Step::Delete { row: r, values });
                 }
             }
-            "create" => {
+            "create" | "empty" => {
                 let later = cp.journal_later_runs(&target, &r.table, run_id, r.id)?;
-                if later.is_empty() {
+                if !later.is_empty() {
+                    refused.push(later_runs(r, &later));
+                } else if r.action == "create" {
                     steps.push(Step::Drop { row: r });
                 } else {
-                    refused.push(format!(
-                        "table {} was created by this run and written by later runs ({}): roll those back first",
-                        r.table,
-                        later.join(", ")
-                    ));
+                    steps.push(Step::Empty { row: r });
                 }
             }
             _ => {}
@@ -311,6 +356,13 @@ pub(crate) fn run<W: Write>(
                             .ctx(ErrorKind::Target, e)?;
                         outcome.dropped += 1;
                     }
+                    Step::Empty { .. } => {
+                        if table_exists(&conn, &s.table).ctx(ErrorKind::Target, e)? {
+                            outcome.deleted += conn
+                                .execute(&format!("DELETE FROM {}", quote(&s.table)), [])
+                                .ctx(ErrorKind::Target, e)? as u64;
+                        }
+                    }
                 }
             }
             if table_exists(&conn, "_ferry_commits").ctx(ErrorKind::Target, e)? {
@@ -337,15 +389,11 @@ pub(crate) fn run<W: Write>(
             match action {
                 "delete" => outcome.would_delete += 1,
                 "restore" => outcome.would_restore += 1,
+                "empty_table" => outcome.would_empty += 1,
                 _ => outcome.would_drop += 1,
             }
         }
-        let shown = match (act, action) {
-            (false, a) => a,
-            (true, "delete") => "deleted",
-            (true, "restore") => "restored",
-            (true, _) => "dropped",
-        };
+        let shown = shown(act, action);
         let table = streams.get(r.stream.as_str()).map(|s| s.table.clone());
         let line =
             json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
