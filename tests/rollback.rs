@@ -23,6 +23,13 @@ fn snapshot(d: &Dir, db: &str) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let c = d.open(db);
     TABLES
         .iter()
+        .filter(|(t, _)| {
+            c.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [t], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+                > 0
+        })
         .map(|(t, order)| (*t, common::dump(&c, t, order)))
         .collect()
 }
@@ -500,4 +507,77 @@ fn an_import_into_existing_postgres_tables_killed_part_way_is_undone() {
         &["--target", &url],
     );
     assert_eq!(pg_undo_tables(&url), 0);
+}
+
+#[test]
+fn an_import_into_d1_is_undone_from_the_journal_it_kept_in_the_database() {
+    let d = Dir::new();
+    let _dbl = common::d1::double(&d, 60.0, 1200);
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let src = d.db("src.db");
+    let import = |args: &[&str]| {
+        let mut ia = vec!["d1://acct/app"];
+        ia.extend_from_slice(args);
+        all_ok(&d.pipe(
+            &[
+                ("ferry-export", &[src.as_str(), "--exclude", "audit_log"][..]),
+                ("ferry-import", &ia[..]),
+            ],
+            b"",
+        ));
+    };
+    // D1's file is the double's SQLite database: compared byte for byte.
+    let snap = || snapshot(&d, "d1/app.sqlite3");
+    import(&["--create"]);
+    let before = snap();
+    d.open("src.db")
+        .execute_batch(
+            "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
+             INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x');
+             INSERT INTO tags VALUES ('brand-new', 'pink');",
+        )
+        .unwrap();
+    import(&["--on-conflict", "overwrite", "--fresh"]);
+    assert_ne!(snap(), before);
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok();
+    let deletes = plan.lines().iter().filter(|l| l["action"] == "delete").count();
+    assert_eq!(deletes, 2, "a user and a tag were added");
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"")
+        .ok()
+        .stderr_has("deleted 2 rows");
+    assert_eq!(snap(), before, "D1 is as it was before the overwrite");
+    let undo: i64 = d
+        .open("d1/app.sqlite3")
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '\\_ferry\\_undo%' ESCAPE '\\'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(undo, 0, "the undo tables went with the rollback");
+    // Forgotten by the markers: the overwrite runs again.
+    import(&["--on-conflict", "overwrite", "--fresh"]);
+    assert_eq!(snap()["users"].len(), before["users"].len() + 1);
+}
+
+#[test]
+fn an_import_into_existing_d1_tables_killed_part_way_is_undone() {
+    let d = Dir::new();
+    let _dbl = common::d1::double(&d, 60.0, 1200);
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    d.open("d1/pre.sqlite3")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
+             CREATE TABLE events (at TEXT, n INTEGER);",
+        )
+        .unwrap();
+    let count = |t: &str| common::count(&d.open("d1/pre.sqlite3"), t);
+    into_existing_empty_tables(
+        &d,
+        "d1://acct/pre",
+        || common::dump(&d.open("d1/pre.sqlite3"), "items", "id"),
+        || (count("items"), count("events")),
+        &[],
+    );
 }

@@ -51,7 +51,7 @@ pub struct Stmt {
 }
 
 impl Stmt {
-    fn plain(sql: impl Into<String>) -> Stmt {
+    pub fn plain(sql: impl Into<String>) -> Stmt {
         Stmt {
             sql: sql.into(),
             params: Vec::new(),
@@ -531,6 +531,23 @@ struct D1Stream {
     on_conflict: OnConflict,
     /// The table was there before this run (a dry run of `--create` leaves it absent).
     existed: bool,
+    /// The run's rollback journal of an existing table, kept in the database.
+    undo: Option<Undo>,
+}
+
+/// What journals a request's rows of one stream, in the same request, before they are written:
+/// the keys they insert and (overwriting) the rows they replace, into the run's undo table.
+struct Undo {
+    /// The undo table, quoted.
+    table: String,
+    /// Positions of the key columns in the stream's rows, and their quoted names.
+    key_at: Vec<usize>,
+    keys: Vec<String>,
+    /// Every column, quoted and joined.
+    cols: String,
+    before: bool,
+    /// The last request's number in this run (a resumed run goes on from the table's largest).
+    seq: u64,
 }
 
 /// Rows waiting to be sent: one statement's worth.
@@ -610,6 +627,32 @@ impl D1Target {
             shapes: HashMap::new(),
             rows_sent: 0,
             progress: crate::stage::export::Progress::new(),
+        })
+    }
+
+    /// Create the run's undo table for an existing table (its columns, no constraint: a key's
+    /// row holds nulls elsewhere).
+    fn undo_for(&mut self, shape: &RowShape, opts: &LoadOptions, table: &str) -> Result<Undo> {
+        let name = quote(&super::undo_table_name(&opts.run_id, &quote(table)));
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let cols = cols.join(", ");
+        self.client.exec(&[Stmt::plain(format!(
+            "CREATE TABLE IF NOT EXISTS {name} AS SELECT 0 AS _ferry_seq, 0 AS _ferry_inserted, {cols} FROM {} WHERE 0",
+            quote(table)
+        ))])?;
+        let seq = self
+            .client
+            .rows(&format!("SELECT coalesce(max(_ferry_seq), 0) AS s FROM {name}"), &[])?
+            .first()
+            .and_then(|r| r["s"].as_u64())
+            .unwrap_or(0);
+        Ok(Undo {
+            table: name,
+            key_at: shape.key.clone(),
+            keys: shape.key.iter().map(|&i| quote(&shape.columns[i].name)).collect(),
+            cols,
+            before: opts.on_conflict == OnConflict::Overwrite,
+            seq,
         })
     }
 
@@ -744,6 +787,65 @@ impl D1Target {
             .collect()
     }
 
+    /// The statements journaling the pieces' rows of the streams that keep an undo table.
+    fn journal_stmts(&mut self, pieces: &[Piece]) -> Vec<Stmt> {
+        let mut out = Vec::new();
+        let mut numbered: Vec<&str> = Vec::new();
+        for p in pieces {
+            let Some(ts) = self.streams.get_mut(&*p.stream) else {
+                continue;
+            };
+            let Some(u) = ts.undo.as_mut() else { continue };
+            if !numbered.contains(&&*p.stream) {
+                numbered.push(&p.stream);
+                u.seq += 1;
+            }
+            let mut values = String::new();
+            for r in p.rows.clone() {
+                let row = p.batch.row(r);
+                let mut tuple = String::from("(");
+                let ok = u.key_at.iter().enumerate().all(|(j, &i)| {
+                    if j > 0 {
+                        tuple.push_str(", ");
+                    }
+                    literal(&row[i], &mut tuple).is_ok()
+                });
+                if ok {
+                    if !values.is_empty() {
+                        values.push_str(", ");
+                    }
+                    values.push_str(&tuple);
+                    values.push(')');
+                }
+            }
+            if values.is_empty() {
+                continue;
+            }
+            let (undo, table, keys, seq) = (&u.table, quote(&ts.table), u.keys.join(", "), u.seq);
+            let picked: Vec<String> = (1..=u.keys.len()).map(|n| format!("v.column{n}")).collect();
+            let matched: Vec<String> = u
+                .keys
+                .iter()
+                .zip(&picked)
+                .map(|(k, v)| format!("t.{k} = {v}"))
+                .collect();
+            out.push(Stmt::plain(format!(
+                "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {keys}) SELECT {seq}, 1, {} FROM (VALUES {values}) AS v \
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {})",
+                picked.join(", "),
+                matched.join(" AND ")
+            )));
+            if u.before {
+                out.push(Stmt::plain(format!(
+                    "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {cols}) SELECT {seq}, 0, {cols} FROM {table} \
+                     WHERE ({keys}) IN (VALUES {values})",
+                    cols = u.cols
+                )));
+            }
+        }
+        out
+    }
+
     /// Send pieces as one request with their markers; on a refusal about rows, split until the
     /// refused rows are alone and reject them.
     fn send_pieces(&mut self, pieces: Vec<Piece>) -> Result<()> {
@@ -754,6 +856,8 @@ impl D1Target {
         if !self.marker_table {
             stmts.push(Stmt::plain(MARKER_DDL));
         }
+        // The journal reads the tables as they are before any row of the request is written.
+        stmts.extend(self.journal_stmts(&pieces));
         let rows_from = stmts.len();
         stmts.extend(pieces.iter().map(|p| p.stmt.clone()));
         let markers = self.partial_markers(&pieces);
@@ -925,6 +1029,8 @@ impl Target for D1Target {
             ..Default::default()
         };
         prepared.existed = self.table_exists(&table)?;
+        prepared.sql_name = Some(quote(&table));
+        let mut undo = None;
         if prepared.existed {
             let have: Vec<String> = self
                 .client
@@ -940,6 +1046,18 @@ impl Target for D1Target {
                 .collect();
             if !missing.is_empty() {
                 return Err(super::missing_columns(self.client.address(), &table, stream, &missing));
+            }
+            prepared.empty = self
+                .client
+                .rows(
+                    &format!("SELECT NOT EXISTS (SELECT 1 FROM {}) AS e", quote(&table)),
+                    &[],
+                )?
+                .first()
+                .is_some_and(|r| r["e"].as_i64() == Some(1));
+            if opts.journal && !self.dry_run && !prepared.empty && !shape.key.is_empty() {
+                undo = Some(self.undo_for(shape, opts, &table)?);
+                prepared.undo = undo.as_ref().map(|u| u.table.clone());
             }
         } else if !opts.create {
             return Err(super::no_table(self.client.address(), &table, stream));
@@ -988,6 +1106,7 @@ impl Target for D1Target {
                 run_id: opts.run_id.clone(),
                 on_conflict: opts.on_conflict,
                 existed: prepared.existed,
+                undo,
             },
         );
         self.shapes.insert(stream.to_owned(), shape.clone());

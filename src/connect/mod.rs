@@ -313,6 +313,16 @@ pub trait Target {
     }
 }
 
+/// The name of the table where a target that journals in itself keeps `run_id`'s undo journal
+/// for `table` (its name as the target spells it): one per run and table, found again by a
+/// resumed run.
+pub fn undo_table_name(run_id: &str, table: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("{run_id}\0{table}").as_bytes());
+    let tag: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("_ferry_undo_{tag}")
+}
+
 /// A stream's table is not in the target and `--create` was not given.
 pub fn no_table(address: &str, table: &str, stream: &str) -> Error {
     Error::new(

@@ -503,11 +503,12 @@ struct Undo {
 }
 
 /// The undo table of `run_id`'s writes into the table `qualified`, in the table's schema.
-pub fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
-    use sha2::Digest as _;
-    let h = sha2::Sha256::digest(format!("{run_id}\0{qualified}").as_bytes());
-    let tag: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}.{}", quote(pg_schema), quote(&format!("_ferry_undo_{tag}")))
+fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
+    format!(
+        "{}.{}",
+        quote(pg_schema),
+        quote(&super::undo_table_name(run_id, qualified))
+    )
 }
 
 /// One operation of the open transaction, kept for replay.

@@ -7,7 +7,7 @@ pub mod export;
 pub mod export_files;
 pub mod import;
 pub mod rollback;
-pub mod rollback_pg;
+pub mod rollback_sql;
 pub mod rollback_tables;
 pub mod status;
 pub mod transform;

@@ -212,13 +212,9 @@ pub(crate) fn run<W: Write>(
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
     let target = journal[0].target.clone();
-    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-        return super::rollback_pg::run(cp, run_id, journal, confirm, state_path, address, audit, out);
-    }
     let Some(path) = target.strip_prefix("sqlite:").map(PathBuf::from) else {
-        return Err(Error::usage(format!(
-            "run {run_id} imported into {target}: rolling back tables is done for SQLite and PostgreSQL targets so far (D1 keeps no journal yet)"
-        )));
+        // PostgreSQL and D1 keep the journal themselves.
+        return super::rollback_sql::run(cp, run_id, journal, confirm, state_path, address, audit, out);
     };
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != "rows") {

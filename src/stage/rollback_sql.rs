@@ -1,0 +1,503 @@
+//! ferry rollback of a database that journals into itself, PostgreSQL and D1: put its tables
+//! back as they were before an import run. For each existing table the run wrote into, the
+//! import kept an undo table in the database (see `Undo` in `connect::postgres` and
+//! `connect::d1`), written in the same transaction as the rows: the key of every row it inserted
+//! and the before-image of every row it overwrote. The state file says which tables the run
+//! created or found empty, and where each undo table is.
+//!
+//! Contract (the same as for SQLite, `rollback_tables`):
+//! - MUST change nothing without `confirm`: the plan is printed as NDJSON, a line per row to
+//!   delete or restore and per table to drop or empty.
+//! - MUST, before acting, write a backup stream of everything it will change (an export of the
+//!   rows under the journaled keys, and of every table it will drop or empty), and an audit line
+//!   per action.
+//! - MUST undo in one transaction, newest entry first; for each key, the oldest entry of the run
+//!   decides (the row it first replaced, or a delete when the run inserted it). Restores are
+//!   UPDATEs in place: a delete-and-insert would cascade.
+//! - MUST forget the run's commit markers, refuse to drop or empty a table a later run wrote
+//!   into, and be idempotent: the undo tables go in the same transaction, and entries are marked
+//!   undone after.
+
+use std::io::Write;
+use std::path::Path;
+
+use postgres::Client;
+use serde_json::{Value as Json, json};
+
+use crate::address::Address;
+use crate::checkpoint::{Checkpoint, JournalRow};
+use crate::connect::Selection;
+use crate::connect::d1::{D1Client, Stmt};
+use crate::connect::postgres::{PgAddress, pg_error};
+use crate::connect::sqlite::quote;
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
+use crate::row::RowShape;
+
+use super::rollback::{Audit, RollbackOutcome};
+use super::rollback_tables::shown;
+
+/// What one journal entry asks for, newest first.
+enum Step<'a> {
+    /// Put back what the run changed in an existing table, from its undo table.
+    Undo {
+        row: &'a JournalRow,
+        table: String,
+        undo: String,
+        shape: Box<RowShape>,
+    },
+    /// Drop a table the run created.
+    Drop { row: &'a JournalRow, table: String },
+    /// Delete every row of a table that was empty before the run.
+    Empty { row: &'a JournalRow, table: String },
+}
+
+/// A key the undo will delete (`inserted`) or restore, for the plan and the audit log.
+struct KeyAction {
+    step: usize,
+    inserted: bool,
+    key: Json,
+}
+
+/// The table's SQL name and its undo table's, as the import recorded them.
+fn names(r: &JournalRow) -> Result<(String, Option<String>)> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Checkpoint,
+            format!("the journal's entry for {} does not say where the table is", r.table),
+        )
+    };
+    let v: Json = serde_json::from_str(r.key.as_deref().ok_or_else(bad)?).map_err(|_| bad())?;
+    let sql = v.get("sql").and_then(Json::as_str).ok_or_else(bad)?.to_owned();
+    Ok((sql, v.get("undo").and_then(Json::as_str).map(str::to_owned)))
+}
+
+fn shape_of(r: &JournalRow) -> Result<RowShape> {
+    let schema: Schema = serde_json::from_str(r.schema.as_deref().unwrap_or_default()).map_err(|e| {
+        Error::new(
+            ErrorKind::Checkpoint,
+            format!("the journal's SCHEMA of {}: {e}", r.stream),
+        )
+    })?;
+    RowShape::from_schema(&schema)
+}
+
+/// The database: the statements of a rollback differ little between the two.
+enum Db {
+    Pg(Client),
+    D1(D1Client),
+}
+
+impl Db {
+    fn pg(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+
+    fn exists(&mut self, address: &str, name: &str) -> Result<bool> {
+        match self {
+            Db::Pg(c) => c
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .map(|r| r.get(0))
+                .map_err(|e| pg_error(address, "looking up a table", e)),
+            Db::D1(c) => match c.try_raw(&[format!("SELECT 1 FROM {name} LIMIT 0")])? {
+                Ok(_) => Ok(true),
+                Err(m) if m.contains("no such table") => Ok(false),
+                Err(m) => Err(c.refused(name, &m)),
+            },
+        }
+    }
+
+    /// Each key an undo table holds, newest first: whether the run inserted it, and its columns
+    /// as a JSON object.
+    fn keys(&mut self, address: &str, shape: &RowShape, undo: &str) -> Result<Vec<(bool, Json)>> {
+        let pairs: Vec<String> = shape
+            .key
+            .iter()
+            .map(|&i| {
+                let name = &shape.columns[i].name;
+                format!("{}, b.{}", crate::connect::postgres::literal(Some(name)), quote(name))
+            })
+            .collect();
+        let object = match self {
+            Db::Pg(_) => format!("json_build_object({})::text", pairs.join(", ")),
+            Db::D1(_) => format!("json_object({})", pairs.join(", ")),
+        };
+        let sql = format!(
+            "SELECT b._ferry_inserted, {object} FROM {} ORDER BY b._ferry_seq DESC",
+            first_entries(shape, undo)
+        );
+        let decode = |text: String| serde_json::from_str(&text).unwrap_or(Json::String(text));
+        match self {
+            Db::Pg(c) => Ok(c
+                .query(&sql, &[])
+                .map_err(|e| pg_error(address, "reading the rollback journal", e))?
+                .into_iter()
+                .map(|r| (r.get(0), decode(r.get(1))))
+                .collect()),
+            Db::D1(c) => Ok(c
+                .raw(&[sql])?
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| {
+                    let inserted = r.first().and_then(Json::as_i64) == Some(1);
+                    (
+                        inserted,
+                        decode(r.get(1).and_then(Json::as_str).unwrap_or("").to_owned()),
+                    )
+                })
+                .collect()),
+        }
+    }
+
+    /// The run's commit markers, wherever the import kept them.
+    fn forget_markers(&mut self, address: &str, run_id: &str) -> Result<Vec<String>> {
+        let literal = crate::connect::postgres::literal(Some(run_id));
+        match self {
+            Db::Pg(c) => Ok(c
+                .query(
+                    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.relname = '_ferry_commits' AND c.relkind = 'r'",
+                    &[],
+                )
+                .map_err(|e| pg_error(address, "looking up the commit markers", e))?
+                .iter()
+                .map(|r| format!("DELETE FROM {} WHERE run_id = {literal}", r.get::<_, String>(0)))
+                .collect()),
+            Db::D1(_) => Ok(if self.exists(address, "_ferry_commits")? {
+                vec![format!("DELETE FROM _ferry_commits WHERE run_id = {literal}")]
+            } else {
+                vec![]
+            }),
+        }
+    }
+
+    /// Run statements in one transaction; the rows each changed.
+    fn apply(&mut self, address: &str, what: &str, stmts: &[String]) -> Result<Vec<u64>> {
+        match self {
+            Db::Pg(c) => {
+                let e = |err| pg_error(address, what, err);
+                // Replica mode fires no foreign-key triggers: no cascade, no order between
+                // tables. Only a superuser may set it; otherwise the keys hold, and undoing
+                // newest first keeps them.
+                if c.batch_execute("SET session_replication_role = replica").is_err() {
+                    tracing::info!(
+                        "not allowed to set session_replication_role: foreign keys stay checked during the rollback"
+                    );
+                }
+                let mut tx = c.transaction().map_err(e)?;
+                let mut changed = Vec::new();
+                for sql in stmts {
+                    changed.push(tx.execute(sql.as_str(), &[]).map_err(e)?);
+                }
+                tx.commit().map_err(e)?;
+                let _ = c.batch_execute("RESET session_replication_role");
+                Ok(changed)
+            }
+            Db::D1(c) => {
+                // One request is one transaction; the keys are checked at its end.
+                let mut all = vec![Stmt::plain("PRAGMA defer_foreign_keys = on")];
+                all.extend(stmts.iter().map(|s| Stmt::plain(s.as_str())));
+                let results = c.exec(&all)?;
+                Ok(results
+                    .iter()
+                    .skip(1)
+                    .map(|r| r["meta"]["changes"].as_u64().unwrap_or(0))
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The subquery (`b`) giving each key's oldest entry in an undo table.
+fn first_entries(shape: &RowShape, undo: &str) -> String {
+    let keys = key_columns(shape).join(", ");
+    format!(
+        "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY _ferry_seq) AS _ferry_rn FROM {undo}) AS f \
+         WHERE _ferry_rn = 1) AS b"
+    )
+}
+
+fn key_columns(shape: &RowShape) -> Vec<String> {
+    shape.key.iter().map(|&i| quote(&shape.columns[i].name)).collect()
+}
+
+/// The statements undoing one step, and which of them count restored, deleted and dropped rows.
+fn statements(db: &Db, st: &Step<'_>) -> Vec<(String, Count)> {
+    match st {
+        Step::Undo { table, undo, shape, .. } => {
+            let sub = first_entries(shape, undo);
+            let keys = key_columns(shape);
+            let matched: Vec<String> = keys.iter().map(|k| format!("t.{k} = b.{k}")).collect();
+            let matched = matched.join(" AND ");
+            let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+            let others: Vec<&String> = cols.iter().filter(|c| !keys.contains(c)).collect();
+            let mut out = Vec::new();
+            if !others.is_empty() {
+                let sets: Vec<String> = others.iter().map(|c| format!("{c} = b.{c}")).collect();
+                out.push((
+                    format!(
+                        "UPDATE {table} AS t SET {} FROM {sub} WHERE NOT b._ferry_inserted AND {matched}",
+                        sets.join(", ")
+                    ),
+                    Count::Restored,
+                ));
+            }
+            // A replaced row deleted since: put back.
+            let from_b: Vec<String> = cols.iter().map(|c| format!("b.{c}")).collect();
+            out.push((
+                format!(
+                    "INSERT INTO {table} ({}){} SELECT {} FROM {sub} \
+                     WHERE NOT b._ferry_inserted AND NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {matched})",
+                    cols.join(", "),
+                    if db.pg() { " OVERRIDING SYSTEM VALUE" } else { "" },
+                    from_b.join(", ")
+                ),
+                if others.is_empty() {
+                    Count::Restored
+                } else {
+                    Count::None
+                },
+            ));
+            let from_b: Vec<String> = keys.iter().map(|k| format!("b.{k}")).collect();
+            out.push((
+                format!(
+                    "DELETE FROM {table} WHERE ({}) IN (SELECT {} FROM {sub} WHERE b._ferry_inserted)",
+                    keys.join(", "),
+                    from_b.join(", ")
+                ),
+                Count::Deleted,
+            ));
+            out.push((format!("DROP TABLE {undo}"), Count::None));
+            out
+        }
+        Step::Drop { table, .. } => vec![(format!("DROP TABLE IF EXISTS {table}"), Count::Dropped)],
+        Step::Empty { table, .. } => vec![(format!("DELETE FROM {table}"), Count::Deleted)],
+    }
+}
+
+/// What a statement's changed rows count as.
+#[derive(Clone, Copy, PartialEq)]
+enum Count {
+    Restored,
+    Deleted,
+    Dropped,
+    None,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<W: Write>(
+    cp: &mut Checkpoint,
+    run_id: &str,
+    journal: &[JournalRow],
+    confirm: bool,
+    state_path: &Path,
+    address: Option<&str>,
+    audit: &mut Audit,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    let target = journal[0].target.clone();
+    // The recorded address has no password: PGPASSWORD, or --target with the full address.
+    let url = match address {
+        Some(a) => {
+            let given = Address::parse(a)?.redacted();
+            if given != target {
+                return Err(Error::usage(format!(
+                    "--target {given} is not the database run {run_id} imported into ({target})"
+                )));
+            }
+            a.to_owned()
+        }
+        None => target.clone(),
+    };
+    let source = Address::parse(&url)?;
+    let mut db = match &source {
+        Address::Postgres(u) => Db::Pg(PgAddress::parse(u, "ferry-rollback")?.connect()?),
+        Address::D1(u) => Db::D1(D1Client::open(u, ErrorKind::Target)?),
+        _ => {
+            return Err(Error::usage(format!(
+                "run {run_id} imported into {target}, which keeps no rollback journal of its own"
+            )));
+        }
+    };
+
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    let mut refused = Vec::new();
+    for r in journal.iter().rev().filter(|r| r.undone_at.is_none()) {
+        match r.action.as_str() {
+            "undo" => {
+                let (table, undo) = names(r)?;
+                let Some(undo) = undo else { continue };
+                // Gone: undone already (the state file was not told), nothing to do.
+                if db.exists(&target, &undo)? {
+                    steps.push(Step::Undo {
+                        row: r,
+                        table,
+                        undo,
+                        shape: Box::new(shape_of(r)?),
+                    });
+                }
+            }
+            "create" | "empty" => {
+                let (table, _) = names(r)?;
+                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id)?;
+                if !later.is_empty() {
+                    refused.push(super::rollback_tables::later_runs(r, &later));
+                } else if r.action == "create" {
+                    steps.push(Step::Drop { row: r, table });
+                } else {
+                    steps.push(Step::Empty { row: r, table });
+                }
+            }
+            // `stream`: a table the run wrote into with no key to journal by (warned at import).
+            _ => {}
+        }
+    }
+
+    // Every key the undo touches, newest first.
+    let mut keys: Vec<KeyAction> = Vec::new();
+    for (at, st) in steps.iter().enumerate() {
+        let Step::Undo { undo, shape, .. } = st else { continue };
+        for (inserted, key) in db.keys(&target, shape, undo)? {
+            keys.push(KeyAction {
+                step: at,
+                inserted,
+                key,
+            });
+        }
+    }
+
+    let mut outcome = RollbackOutcome {
+        tables: true,
+        ..Default::default()
+    };
+    let act = confirm && refused.is_empty();
+    if act && !steps.is_empty() {
+        let backup = write_backup(source, &steps, run_id, state_path)?;
+        tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
+        for k in &keys {
+            audit.write(&json!({
+                "at": now_rfc3339(), "action": if k.inserted { "delete" } else { "restore" }, "run": run_id,
+                "target": target, "table": table_of(&steps[k.step]).0, "key": k.key,
+            }))?;
+        }
+        for st in &steps {
+            if let Some(action) = table_action(st) {
+                audit.write(&json!({
+                    "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
+                    "table": table_of(st).0,
+                }))?;
+            }
+        }
+        undo_all(&mut db, &target, run_id, &steps, &mut outcome)?;
+        let ids: Vec<i64> = journal.iter().filter(|r| r.undone_at.is_none()).map(|r| r.id).collect();
+        cp.journal_undone(&ids)?;
+    }
+
+    for k in &keys {
+        let action = if k.inserted { "delete" } else { "restore" };
+        if !act {
+            if k.inserted {
+                outcome.would_delete += 1;
+            } else {
+                outcome.would_restore += 1;
+            }
+        }
+        let (table, stream) = table_of(&steps[k.step]);
+        let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "key": k.key});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    for st in &steps {
+        let Some(action) = table_action(st) else { continue };
+        if !act && action == "drop_table" {
+            outcome.would_drop += 1;
+        } else if !act {
+            outcome.would_empty += 1;
+        }
+        let (table, stream) = table_of(st);
+        let line =
+            json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    for why in &refused {
+        let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    out.flush()?;
+    outcome.refused = refused.len() as u64;
+    if confirm && !refused.is_empty() {
+        return Err(Error::usage(format!(
+            "run {run_id} cannot be rolled back as it stands: {}; nothing was changed",
+            refused.join("; ")
+        )));
+    }
+    Ok(outcome)
+}
+
+/// The table's name as the journal shows it, and its stream.
+fn table_of<'a>(st: &'a Step<'_>) -> (&'a str, &'a str) {
+    let r = match st {
+        Step::Undo { row, .. } | Step::Drop { row, .. } | Step::Empty { row, .. } => row,
+    };
+    (&r.table, &r.stream)
+}
+
+/// What a step does to a whole table, if that is what it does.
+fn table_action(st: &Step<'_>) -> Option<&'static str> {
+    match st {
+        Step::Undo { .. } => None,
+        Step::Drop { .. } => Some("drop_table"),
+        Step::Empty { .. } => Some("empty_table"),
+    }
+}
+
+/// Save, as a ferry stream, every row the steps will change: an export of the rows under the
+/// undo tables' keys, and of every table to be dropped. Its path.
+fn write_backup(source: Address, steps: &[Step<'_>], run_id: &str, state_path: &Path) -> Result<std::path::PathBuf> {
+    let mut selection = Selection::default();
+    for st in steps {
+        match st {
+            Step::Undo { row, undo, shape, .. } => {
+                let keys = key_columns(shape).join(", ");
+                selection.tables.push(row.table.clone());
+                selection
+                    .filters
+                    .push((row.table.clone(), format!("({keys}) IN (SELECT {keys} FROM {undo})")));
+            }
+            Step::Drop { row, .. } | Step::Empty { row, .. } => selection.tables.push(row.table.clone()),
+        }
+    }
+    let path = super::rollback_tables::backup_path(state_path, run_id);
+    let e = || format!("writing the backup {}", path.display());
+    let file = std::fs::File::create(&path).ctx(ErrorKind::Io, e)?;
+    let mut w = StreamWriter::new(std::io::BufWriter::new(file));
+    let cfg = super::export::ExportConfig::of(source, selection, state_path.to_path_buf());
+    super::export::run(&cfg, &mut w)?;
+    let file = w
+        .into_inner()?
+        .into_inner()
+        .map_err(|err| Error::new(ErrorKind::Io, e()).with_source(err.into_error()))?;
+    file.sync_all().ctx(ErrorKind::Io, e)?;
+    Ok(path)
+}
+
+/// Every step in one transaction, and the run's commit markers forgotten (the same import
+/// may run again).
+fn undo_all(db: &mut Db, target: &str, run_id: &str, steps: &[Step<'_>], outcome: &mut RollbackOutcome) -> Result<()> {
+    let mut stmts: Vec<(String, Count)> = steps.iter().flat_map(|st| statements(db, st)).collect();
+    for sql in db.forget_markers(target, run_id)? {
+        stmts.push((sql, Count::None));
+    }
+    let sqls: Vec<String> = stmts.iter().map(|(s, _)| s.clone()).collect();
+    let changed = db.apply(target, &format!("rolling back run {run_id}"), &sqls)?;
+    for ((_, count), n) in stmts.iter().zip(changed) {
+        match count {
+            Count::Restored => outcome.restored += n,
+            Count::Deleted => outcome.deleted += n,
+            Count::Dropped => outcome.dropped += 1,
+            Count::None => {}
+        }
+    }
+    Ok(())
+}
