@@ -448,7 +448,8 @@ fn into_existing_empty_tables<S: PartialEq + std::fmt::Debug>(
         3,
     );
     assert_ne!(snapshot(), after_a, "the kill landed after some commits");
-    let mut args = vec!["rollback", "--last", "--confirm"];
+    // Run B never completed: it is what --failed-only undoes.
+    let mut args = vec!["rollback", "--last", "--failed-only", "--confirm"];
     args.extend_from_slice(rollback_args);
     d.run("ferry", &args, b"").ok();
     assert_eq!(snapshot(), after_a, "run B undone");
@@ -457,6 +458,13 @@ fn into_existing_empty_tables<S: PartialEq + std::fmt::Debug>(
     let first = runs.lines()[0]["run"]["run_id"].as_str().unwrap().to_owned();
     let mut args = vec!["rollback", "--batch", first.as_str()];
     args.extend_from_slice(rollback_args);
+    // Run A completed: --failed-only leaves it.
+    let mut kept = args.clone();
+    kept.extend(["--failed-only", "--confirm"]);
+    let keep = d.run("ferry", &kept, b"");
+    keep.ok();
+    assert_eq!(keep.lines()[0]["action"], "keep", "{:?}", keep.lines());
+    assert_eq!(counts(), (20_000, 5_000));
     let plan = d.run("ferry", &args, b"");
     plan.ok().stderr_has("empty 2 tables");
     args.push("--confirm");
@@ -579,5 +587,38 @@ fn an_import_into_existing_d1_tables_killed_part_way_is_undone() {
         || common::dump(&d.open("d1/pre.sqlite3"), "items", "id"),
         || (count("items"), count("events")),
         &[],
+    );
+}
+
+#[test]
+fn without_the_journal_a_run_into_full_tables_is_left_as_it_is_and_says_so() {
+    let d = Dir::new();
+    let src = first_run(&d);
+    d.open("src.db")
+        .execute_batch("UPDATE users SET name = 'renamed' WHERE id = 1")
+        .unwrap();
+    let runs = import(
+        &d,
+        &src,
+        &["--on-conflict", "overwrite", "--fresh", "--no-rollback-journal"],
+    );
+    all_ok(&runs);
+    runs[1].stderr_has("--no-rollback-journal: a rollback of this run cannot undo its rows");
+    let after = snapshot(&d, "copy.db");
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok();
+    assert!(
+        !plan
+            .lines()
+            .iter()
+            .any(|l| l["action"] == "restore" || l["action"] == "delete"),
+        "{:?}",
+        plan.lines()
+    );
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    assert_eq!(
+        snapshot(&d, "copy.db"),
+        after,
+        "nothing was journaled, nothing is undone"
     );
 }

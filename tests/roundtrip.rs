@@ -49,6 +49,7 @@ fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::Im
         jobs: 1,
         s3: Default::default(),
         input_totals: None,
+        journal_rows: true,
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()

@@ -68,6 +68,10 @@ pub struct ImportArgs {
     /// Print the plan (tables to create, rows to insert/skip/overwrite) as NDJSON; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep no rollback journal of the rows written into existing, non-empty tables: faster
+    /// upserts, but `ferry rollback` cannot undo them (tables created or found empty still can be)
+    #[arg(long)]
+    pub no_rollback_journal: bool,
     /// The state file (checkpoint)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
     pub state: PathBuf,
@@ -127,6 +131,7 @@ impl ImportArgs {
                 region: self.region.clone(),
             },
             input_totals: input_totals(self.input.as_ref()),
+            journal_rows: !self.no_rollback_journal,
         })
     }
 }

@@ -22,6 +22,7 @@ Examples:
   ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
   ferry rollback --last                           # what undoing the last import would do
   ferry rollback --full --db-only --confirm       # undo every import into databases, newest first
+  ferry rollback --last --target postgres://app:PASSWORD@db/app --confirm   # PostgreSQL: give the password
   ferry assess sqlite:app.db --to d1     # rows, bytes, value kinds, what D1 will refuse, time
   ferry assess dir:/srv/media --json     # sizes, types, duplicates, unreadable files, as JSON
   ferry backup sqlite:app.db --name before-upgrade   # .ferry/backups/before-upgrade/
@@ -200,7 +201,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub force: bool,
     /// Only what failed or was left unfinished (objects of files not completed, multipart
-    /// uploads a killed run left), not what completed
+    /// uploads a killed run left; a run into tables that did not complete), not what completed
     #[arg(long)]
     pub failed_only: bool,
     /// The state file

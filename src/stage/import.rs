@@ -57,6 +57,9 @@ pub struct ImportConfig {
     /// What the input holds in all, when it can be told before reading it (a file ending in
     /// STREAM_ENDs): for the time left in progress lines.
     pub input_totals: Option<crate::protocol::reader::Totals>,
+    /// Journal the rows written into existing, non-empty tables, so a rollback can undo them
+    /// (`--no-rollback-journal` turns it off; created and empty tables are recorded either way).
+    pub journal_rows: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -315,7 +318,7 @@ impl<W: Write> Importer<'_, W> {
             source: self.source.clone(),
             run_id: self.run_id.clone(),
             source_kind: self.source_kind.clone(),
-            journal: !self.cfg.dry_run && self.checkpoint.is_some(),
+            journal: !self.cfg.dry_run && self.checkpoint.is_some() && self.cfg.journal_rows,
         }
     }
 
@@ -427,6 +430,9 @@ impl<W: Write> Importer<'_, W> {
                 Journaling::Emptied
             } else if prepared.undo.is_some() {
                 Journaling::InTarget
+            } else if !self.cfg.journal_rows {
+                tracing::warn!(stream = %name, "--no-rollback-journal: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
+                Journaling::Off
             } else if shape.key.is_empty() {
                 tracing::warn!(stream = %name, "the stream has no key: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
                 Journaling::Off

@@ -245,6 +245,23 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
             )));
         }
         let run_id = ids[0].to_owned();
+        if cfg.failed_only {
+            // A run into tables fails or stops as a whole: kept when it completed.
+            let completed = cp
+                .runs()?
+                .iter()
+                .any(|r| r.run_id == run_id && r.stage == "import" && r.status == "complete");
+            if completed {
+                let line = json!({"type": "PLAN", "action": "keep", "run": run_id, "why": "completed (--failed-only)"});
+                out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+                out.flush()?;
+                return Ok(RollbackOutcome {
+                    tables: true,
+                    kept: 1,
+                    ..Default::default()
+                });
+            }
+        }
         let mut audit = Audit {
             path: audit_path,
             file: None,
