@@ -189,16 +189,22 @@ impl RowShape {
 
     /// Some columns of a row as a JSON object, each under its codec.
     pub fn columns_json<'a>(&self, cols: &[usize], get: impl Fn(usize) -> ValueRef<'a>) -> serde_json::Value {
-        let mut out = Vec::from(&b"{"[..]);
+        let mut out = Vec::new();
+        self.write_columns(cols, get, &mut out);
+        serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// [`RowShape::columns_json`] written as JSON text onto `out`.
+    pub fn write_columns<'a>(&self, cols: &[usize], get: impl Fn(usize) -> ValueRef<'a>, out: &mut Vec<u8>) {
+        out.push(b'{');
         for (n, &i) in cols.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(&self.json_keys[i]);
-            value::encode(get(i), self.columns[i].codec, &mut out);
+            value::encode(get(i), self.columns[i].codec, out);
         }
         out.push(b'}');
-        serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
     }
 }
 

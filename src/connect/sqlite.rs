@@ -1172,6 +1172,8 @@ struct TargetStream {
     key_lookup: Option<String>,
     /// `SELECT <every column> FROM table WHERE <key> IS ...`: a row's before-image.
     row_lookup: Option<String>,
+    /// `SELECT <every column> FROM table WHERE (<key>) IN (VALUES `: many rows' before-images.
+    rows_lookup: Option<String>,
 }
 
 pub struct SqliteTarget {
@@ -1604,6 +1606,14 @@ impl Target for SqliteTarget {
                 key_condition(&keys)
             )
         });
+        let rows_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
+            format!(
+                "SELECT {} FROM {} WHERE ({}) IN (VALUES ",
+                cols.join(", "),
+                quote(&table),
+                keys.join(", ")
+            )
+        });
         let key_lookup =
             (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
         if !self.dry_run && !shape.is_empty() {
@@ -1625,6 +1635,7 @@ impl Target for SqliteTarget {
                 chunk,
                 key_lookup,
                 row_lookup,
+                rows_lookup,
             },
         );
         Ok(prepared)
@@ -1695,23 +1706,58 @@ impl Target for SqliteTarget {
         shape: &RowShape,
         batch: &RowBatch,
     ) -> Result<Option<Vec<Option<Vec<Value>>>>> {
-        let Some(lookup) = self.streams.get(stream).and_then(|t| t.row_lookup.clone()) else {
+        let Some((lookup, head)) = self
+            .streams
+            .get(stream)
+            .and_then(|t| t.row_lookup.clone().zip(t.rows_lookup.clone()))
+        else {
             return Ok(None);
         };
         let address = self.address.clone();
-        let mut st = self
-            .conn
-            .prepare_cached(&lookup)
-            .ctx(ErrorKind::Target, || format!("{address}: {lookup}"))?;
-        let mut out = Vec::with_capacity(batch.len());
-        for r in 0..batch.len() {
-            let row = batch.row(r);
-            let keys: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
-            let found = st
-                .query_row(rusqlite::params_from_iter(keys), |got| row_values(got, shape.len()))
-                .optional()
-                .ctx(ErrorKind::Target, || format!("{address}: reading a row's before-image"))?;
-            out.push(found);
+        let e = || format!("{address}: reading a row's before-image");
+        let print = |vals: &mut dyn Iterator<Item = &Value>| format!("{:?}", vals.collect::<Vec<_>>());
+        let per = (500 / shape.key.len().max(1)).max(1);
+        let tuple = format!("({})", vec!["?"; shape.key.len()].join(", "));
+        let mut out: Vec<Option<Vec<Value>>> = Vec::with_capacity(batch.len());
+        for start in (0..batch.len()).step_by(per) {
+            let end = (start + per).min(batch.len());
+            let sql = format!("{head}{})", vec![tuple.as_str(); end - start].join(", "));
+            let params: Vec<&Value> = (start..end)
+                .flat_map(|r| shape.key.iter().map(move |&i| &batch.row(r)[i]))
+                .collect();
+            let mut found: HashMap<String, Vec<Value>> = HashMap::new();
+            {
+                let mut st = self.conn.prepare_cached(&sql).ctx(ErrorKind::Target, e)?;
+                let mut rows = st.query(rusqlite::params_from_iter(params)).ctx(ErrorKind::Target, e)?;
+                while let Some(got) = rows.next().ctx(ErrorKind::Target, e)? {
+                    let vals = row_values(got, shape.len()).ctx(ErrorKind::Target, e)?;
+                    found.insert(print(&mut shape.key.iter().map(|&i| &vals[i])), vals);
+                }
+            }
+            let printed: Vec<String> = (start..end)
+                .map(|r| print(&mut shape.key.iter().map(|&i| &batch.row(r)[i])))
+                .collect();
+            // A row found under a key spelled otherwise (by the column's affinity or collation),
+            // or a null in a key (which IN never matches): those rows are looked up one by one.
+            let asked: std::collections::HashSet<&String> = printed.iter().collect();
+            let odd = found.keys().any(|k| !asked.contains(k));
+            for (r, key) in (start..end).zip(&printed) {
+                let row = batch.row(r);
+                let has_null = shape.key.iter().any(|&i| matches!(row[i], Value::Null));
+                match found.get(key) {
+                    Some(v) => out.push(Some(v.clone())),
+                    None if odd || has_null => {
+                        let mut st = self.conn.prepare_cached(&lookup).ctx(ErrorKind::Target, e)?;
+                        let keys: Vec<&Value> = shape.key.iter().map(|&i| &row[i]).collect();
+                        out.push(
+                            st.query_row(rusqlite::params_from_iter(keys), |got| row_values(got, shape.len()))
+                                .optional()
+                                .ctx(ErrorKind::Target, e)?,
+                        );
+                    }
+                    None => out.push(None),
+                }
+            }
         }
         Ok(Some(out))
     }
@@ -1914,6 +1960,67 @@ mod tests {
         assert_eq!(affinity("DOUBLE PRECISION"), Affinity::Real);
         assert_eq!(affinity("DECIMAL(10,2)"), Affinity::Numeric);
         assert_eq!(affinity("DATETIME"), Affinity::Numeric);
+    }
+
+    #[test]
+    fn before_images_are_found_by_key_as_sqlite_compares_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (k TEXT PRIMARY KEY COLLATE NOCASE, v INTEGER);
+                 INSERT INTO t VALUES ('A', 1), ('B', 2);
+                 CREATE TABLE p (a INTEGER, b TEXT, v INTEGER, PRIMARY KEY (a, b));
+                 INSERT INTO p VALUES (1, 'x', 10), (2, 'y', 20);",
+            )
+            .unwrap();
+        let mut target = SqliteTarget::open(&path, false).unwrap();
+        let opts = LoadOptions {
+            create: false,
+            on_conflict: OnConflict::Overwrite,
+            dry_run: false,
+            source: "s".into(),
+            run_id: "r".into(),
+            source_kind: None,
+            journal: true,
+        };
+        let lookup = |target: &mut SqliteTarget, schema: &str, keys: &[&[Value]]| {
+            let schema: Schema = serde_json::from_str(schema).unwrap();
+            let shape = RowShape::from_schema(&schema).unwrap();
+            target.prepare(&schema, &shape, &opts).unwrap();
+            let mut batch = RowBatch::new(shape.len());
+            for (n, k) in keys.iter().enumerate() {
+                let row = batch.push_row(n as u64 + 1);
+                for (j, &i) in shape.key.iter().enumerate() {
+                    row[i] = k[j].clone();
+                }
+            }
+            let got = target.current_rows(&schema.stream, &shape, &batch).unwrap().unwrap();
+            got.into_iter()
+                .map(|r| r.map(|v| v.last().cloned().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let t = r#"{"type":"SCHEMA","stream":"t","key_properties":["k"],"schema":{"properties":{"k":{"type":["string"]},"v":{"type":["integer","null"]}}}}"#;
+        // 'a' finds 'A' (the key's collation), which the lookup by many keys cannot tell.
+        assert_eq!(
+            lookup(
+                &mut target,
+                t,
+                &[&[Value::text("a")], &[Value::text("B")], &[Value::text("c")]]
+            ),
+            vec![Some(Value::Integer(1)), Some(Value::Integer(2)), None]
+        );
+        let p = r#"{"type":"SCHEMA","stream":"p","key_properties":["a","b"],"schema":{"properties":{"a":{"type":["integer"]},"b":{"type":["string"]},"v":{"type":["integer","null"]}}}}"#;
+        let many: Vec<Vec<Value>> = (0..1200)
+            .map(|i| vec![Value::Integer(i % 3), Value::text("y")])
+            .collect();
+        let keys: Vec<&[Value]> = many.iter().map(Vec::as_slice).collect();
+        let got = lookup(&mut target, p, &keys);
+        assert_eq!(got.len(), 1200);
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v, &(i % 3 == 2).then_some(Value::Integer(20)), "row {i}");
+        }
     }
 
     #[test]

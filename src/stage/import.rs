@@ -650,28 +650,33 @@ impl<W: Write> Importer<'_, W> {
                     // One entry per batch: the keys it inserts and the rows it overwrites, as
                     // JSON arrays written straight from the stream encoding.
                     let all: Vec<usize> = (0..s.shape.len()).collect();
-                    let (mut inserted, mut replaced) = (String::from("["), String::from("["));
+                    let (mut inserted, mut replaced) = (vec![b'['], vec![b'[']);
                     for (r, before) in current.into_iter().enumerate() {
                         match before {
                             None => {
                                 let row = batch.row(r);
                                 if inserted.len() > 1 {
-                                    inserted.push(',');
+                                    inserted.push(b',');
                                 }
-                                inserted.push_str(&s.shape.key_json(|i| row[i].as_ref()).to_string());
+                                s.shape.write_columns(&s.shape.key, |i| row[i].as_ref(), &mut inserted);
                             }
                             Some(b) if self.cfg.on_conflict == OnConflict::Overwrite => {
                                 if replaced.len() > 1 {
-                                    replaced.push(',');
+                                    replaced.push(b',');
                                 }
-                                replaced.push_str(&s.shape.columns_json(&all, |i| b[i].as_ref()).to_string());
+                                s.shape.write_columns(&all, |i| b[i].as_ref(), &mut replaced);
                             }
                             // Skipped, or refused under --on-conflict fail: nothing changes.
                             Some(_) => {}
                         }
                     }
-                    inserted.push(']');
-                    replaced.push(']');
+                    inserted.push(b']');
+                    replaced.push(b']');
+                    // The stream's encoding is JSON text, UTF-8 throughout.
+                    let text = |v: Vec<u8>| {
+                        String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                    };
+                    let (inserted, replaced) = (text(inserted), text(replaced));
                     if inserted.len() > 2 || replaced.len() > 2 {
                         self.journal.push(crate::checkpoint::JournalEntry {
                             stream: name.to_owned(),
