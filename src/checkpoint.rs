@@ -410,9 +410,22 @@ impl Checkpoint {
         self.conn
             .busy_timeout(Duration::from_secs(30))
             .ctx(ErrorKind::Checkpoint, self.err("configuring"))?;
-        self.conn
-            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .ctx(ErrorKind::Checkpoint, self.err("configuring"))
+        // Two stages of one pipeline may open a new state file at the same instant; switching it
+        // to WAL can then be refused as busy without the busy handler being asked: tried again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .conn
+                .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other.ctx(ErrorKind::Checkpoint, self.err("configuring")),
+            }
+        }
     }
 
     fn version(&self) -> Result<i64> {
@@ -1087,6 +1100,27 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_opening_a_new_state_file_at_once_both_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..100 {
+            let path = dir.path().join(format!("state-{n}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+            let opened: Vec<_> = (0..3)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Checkpoint::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in opened {
+                t.join().unwrap().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn runs_acks_and_resume_point() {
