@@ -815,7 +815,7 @@ fn progress_lines_tell_the_time_left_from_the_input_totals_or_the_last_export() 
     assert!(!putting.is_empty(), "{stderr}");
     for l in &putting {
         assert!(l.contains(&format!("of={n}")), "{l}");
-        assert!(!l.contains("eta=unknown"), "{l}");
+        assert!(l.contains("files=0 ") || !l.contains("eta=unknown"), "{l}");
     }
 
     // Through a pipe: the export's SCHEMA carries the tree as it was last exported, which both
@@ -831,6 +831,12 @@ fn progress_lines_tell_the_time_left_from_the_input_totals_or_the_last_export() 
     let putting = progress_lines(&runs[1].stderr(), "putting files");
     assert!(!putting.is_empty(), "{}", runs[1].stderr());
     for l in &putting {
-        assert!(l.contains(&format!("of={n}")) && !l.contains("eta=unknown"), "{l}");
+        // Before the first file settles there is no pace to tell the time by (a loaded machine).
+        let started = !l.contains("files=0 ");
+        assert!(
+            l.contains(&format!("of={n}")) && (!started || !l.contains("eta=unknown")),
+            "{l}"
+        );
     }
+    assert!(putting.iter().any(|l| !l.contains("eta=unknown")), "{putting:?}");
 }
