@@ -18,6 +18,24 @@ const TABLES: [(&str, &str); 7] = [
     ("audit_log", "rowid"),
 ];
 
+/// What changes in the source before run B: rows overwritten (renamed users, a setting) and
+/// rows added (two users, a tag).
+const RUN_B_CHANGES: &str = "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
+     INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x'), (1001, 'new2@example.com', 'y');
+     INSERT INTO tags VALUES ('brand-new', 'pink');
+     UPDATE app_settings SET value = 42 WHERE key = (SELECT min(key) FROM app_settings);";
+
+/// The text of the backup stream a rollback saved next to the state file.
+fn rollback_backup(d: &Dir) -> String {
+    let backup = std::fs::read_dir(d.path(".ferry"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("rollback-"))
+        .expect("a backup stream")
+        .path();
+    std::fs::read_to_string(backup).unwrap()
+}
+
 /// Every table of a database, row by row, as exact bytes.
 fn snapshot(d: &Dir, db: &str) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let c = d.open(db);
@@ -68,14 +86,7 @@ fn an_import_that_overwrote_and_added_rows_is_undone_byte_for_byte() {
     let before = snapshot(&d, "copy.db");
 
     // The source changes, and run B overwrites the copy with it and adds rows.
-    d.open("src.db")
-        .execute_batch(
-            "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
-             INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x'), (1001, 'new2@example.com', 'y');
-             INSERT INTO tags VALUES ('brand-new', 'pink');
-             UPDATE app_settings SET value = 42 WHERE key = (SELECT min(key) FROM app_settings);",
-        )
-        .unwrap();
+    d.open("src.db").execute_batch(RUN_B_CHANGES).unwrap();
     all_ok(&import(&d, &src, &["--on-conflict", "overwrite", "--fresh"]));
     assert_ne!(snapshot(&d, "copy.db"), before, "run B changed the copy");
 
@@ -103,13 +114,7 @@ fn an_import_that_overwrote_and_added_rows_is_undone_byte_for_byte() {
     done.ok().stderr_has("deleted 3 rows");
     assert_eq!(snapshot(&d, "copy.db"), before, "the copy is as it was before run B");
     // What it changed was saved first: the rows run B left under the keys it touched.
-    let backup = std::fs::read_dir(d.path(".ferry"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("rollback-"))
-        .expect("a backup stream")
-        .path();
-    let text = std::fs::read_to_string(backup).unwrap();
+    let text = rollback_backup(&d);
     assert!(
         text.contains("new1@example.com") && text.contains("renamed 3"),
         "{}",
@@ -313,14 +318,7 @@ fn an_import_into_postgres_is_undone_from_the_journal_it_kept_in_the_database() 
         "a run that created its tables journals nothing there"
     );
 
-    d.open("src.db")
-        .execute_batch(
-            "UPDATE users SET name = 'renamed ' || id WHERE id <= 5;
-             INSERT INTO users (id, email, password_hash) VALUES (1000, 'new1@example.com', 'x'), (1001, 'new2@example.com', 'y');
-             INSERT INTO tags VALUES ('brand-new', 'pink');
-             UPDATE app_settings SET value = 42 WHERE key = (SELECT min(key) FROM app_settings);",
-        )
-        .unwrap();
+    d.open("src.db").execute_batch(RUN_B_CHANGES).unwrap();
     let run_b = || {
         d.pipe(
             &[
@@ -365,13 +363,7 @@ fn an_import_into_postgres_is_undone_from_the_journal_it_kept_in_the_database() 
     done.ok().stderr_has("deleted 3 rows");
     assert_eq!(pg_snapshot(&url), before, "the database is as it was before run B");
     assert_eq!(pg_undo_tables(&url), 0, "the undo tables went with the rollback");
-    let backup = std::fs::read_dir(d.path(".ferry"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("rollback-"))
-        .expect("a backup stream")
-        .path();
-    let text = std::fs::read_to_string(backup).unwrap();
+    let text = rollback_backup(&d);
     assert!(text.contains("new1@example.com") && text.contains("renamed 3"));
     assert!(!text.contains(common::pg::PASSWORD), "no password in the backup");
     let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
@@ -472,23 +464,29 @@ fn into_existing_empty_tables<S: PartialEq + std::fmt::Debug>(
     assert_eq!(counts(), (0, 0), "both tables empty again, and still there");
 }
 
-#[test]
-fn an_import_into_existing_empty_sqlite_tables_is_undone_and_they_are_empty_again() {
-    let d = Dir::new();
-    d.open("copy.db")
+/// [`into_existing_empty_tables`] into the SQLite file `file` (reached at `target`), its tables
+/// made first.
+fn into_existing_empty_sqlite_tables(d: &Dir, file: &str, target: &str) {
+    d.open(file)
         .execute_batch(
             "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
              CREATE TABLE events (at TEXT, n INTEGER);",
         )
         .unwrap();
-    let count = |t: &str| common::count(&d.open("copy.db"), t);
+    let count = |t: &str| common::count(&d.open(file), t);
     into_existing_empty_tables(
-        &d,
-        "sqlite:copy.db",
-        || common::dump(&d.open("copy.db"), "items", "id"),
+        d,
+        target,
+        || common::dump(&d.open(file), "items", "id"),
         || (count("items"), count("events")),
         &[],
     );
+}
+
+#[test]
+fn an_import_into_existing_empty_sqlite_tables_is_undone_and_they_are_empty_again() {
+    let d = Dir::new();
+    into_existing_empty_sqlite_tables(&d, "copy.db", "sqlite:copy.db");
 }
 
 #[test]
@@ -573,21 +571,9 @@ fn an_import_into_d1_is_undone_from_the_journal_it_kept_in_the_database() {
 fn an_import_into_existing_d1_tables_killed_part_way_is_undone() {
     let d = Dir::new();
     let _dbl = common::d1::double(&d, 60.0, 1200);
+    // The double keeps database `pre` in d1/pre.sqlite3.
     std::fs::create_dir_all(d.path("d1")).unwrap();
-    d.open("d1/pre.sqlite3")
-        .execute_batch(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, amount REAL, data BLOB);
-             CREATE TABLE events (at TEXT, n INTEGER);",
-        )
-        .unwrap();
-    let count = |t: &str| common::count(&d.open("d1/pre.sqlite3"), t);
-    into_existing_empty_tables(
-        &d,
-        "d1://acct/pre",
-        || common::dump(&d.open("d1/pre.sqlite3"), "items", "id"),
-        || (count("items"), count("events")),
-        &[],
-    );
+    into_existing_empty_sqlite_tables(&d, "d1/pre.sqlite3", "d1://acct/pre");
 }
 
 #[test]

@@ -266,16 +266,7 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
             path: audit_path,
             file: None,
         };
-        return super::rollback_tables::run(
-            &mut cp,
-            &run_id,
-            &journal,
-            cfg.confirm,
-            &cfg.state_path,
-            cfg.target.as_deref(),
-            &mut audit,
-            out,
-        );
+        return super::rollback_tables::run(&mut cp, &run_id, &journal, cfg, &mut audit, out);
     }
     let cfg = &RollbackConfig { batch, ..cfg.clone() };
     let rows = cp.files_of_run(&cfg.batch)?;

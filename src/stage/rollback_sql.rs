@@ -34,7 +34,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
 
-use super::rollback::{Audit, RollbackOutcome};
+use super::rollback::{Audit, RollbackConfig, RollbackOutcome};
 use super::rollback_tables::shown;
 
 /// What one journal entry asks for, newest first.
@@ -286,20 +286,19 @@ enum Count {
     None,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Undo run `run_id` (its journal entries `journal`) as `cfg` says.
 pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
     journal: &[JournalRow],
-    confirm: bool,
-    state_path: &Path,
-    address: Option<&str>,
+    cfg: &RollbackConfig,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
+    let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
     // The recorded address has no password: PGPASSWORD, or --target with the full address.
-    let url = match address {
+    let url = match cfg.target.as_deref() {
         Some(a) => {
             let given = Address::parse(a)?.redacted();
             if given != target {
@@ -420,19 +419,7 @@ pub(crate) fn run<W: Write>(
             json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    for why in &refused {
-        let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-    }
-    out.flush()?;
-    outcome.refused = refused.len() as u64;
-    if confirm && !refused.is_empty() {
-        return Err(Error::usage(format!(
-            "run {run_id} cannot be rolled back as it stands: {}; nothing was changed",
-            refused.join("; ")
-        )));
-    }
-    Ok(outcome)
+    super::rollback_tables::refusals(&refused, &target, run_id, confirm, outcome, out)
 }
 
 /// The table's name as the journal shows it, and its stream.

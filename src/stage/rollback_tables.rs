@@ -26,7 +26,7 @@ use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
 use crate::value::{self, Value};
 
-use super::rollback::{Audit, RollbackOutcome};
+use super::rollback::{Audit, RollbackConfig, RollbackOutcome};
 
 /// One step of the undo. `values` is a row of the stream's shape: a whole before-image to
 /// restore, or (to delete) the key's columns, the others null.
@@ -200,21 +200,20 @@ fn write_backup(
     Ok(backup)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Undo run `run_id` (its journal entries `journal`) as `cfg` says.
 pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
     journal: &[JournalRow],
-    confirm: bool,
-    state_path: &Path,
-    address: Option<&str>,
+    cfg: &RollbackConfig,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
+    let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
     let Some(path) = target.strip_prefix("sqlite:").map(PathBuf::from) else {
         // PostgreSQL and D1 keep the journal themselves.
-        return super::rollback_sql::run(cp, run_id, journal, confirm, state_path, address, audit, out);
+        return super::rollback_sql::run(cp, run_id, journal, cfg, audit, out);
     };
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != "rows") {
@@ -395,7 +394,19 @@ pub(crate) fn run<W: Write>(
             json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    for why in &refused {
+    refusals(&refused, &target, run_id, confirm, outcome, out)
+}
+
+/// The plan's last lines, what the rollback refused; an error when it was to act.
+pub(crate) fn refusals<W: Write>(
+    refused: &[String],
+    target: &str,
+    run_id: &str,
+    confirm: bool,
+    mut outcome: RollbackOutcome,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    for why in refused {
         let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
