@@ -608,3 +608,39 @@ fn without_the_journal_a_run_into_full_tables_is_left_as_it_is_and_says_so() {
         "nothing was journaled, nothing is undone"
     );
 }
+
+#[test]
+fn a_d1_table_too_wide_for_an_undo_table_is_still_written_and_the_import_says_it_cannot_be_undone() {
+    let d = Dir::new();
+    let _dbl = common::d1::double(&d, 60.0, 1200);
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    // 98 columns: D1 holds the table (100 at most), not an undo table with three more.
+    let cols: Vec<String> = (1..98).map(|i| format!("c{i} INTEGER")).collect();
+    let ddl = format!("CREATE TABLE wide (id INTEGER PRIMARY KEY, {})", cols.join(", "));
+    let values = |id: i64, v: i64| {
+        format!(
+            "INSERT INTO wide VALUES ({id}{})",
+            ", ".to_owned() + &vec![v.to_string(); 97].join(", ")
+        )
+    };
+    d.open("d1/w.sqlite3")
+        .execute_batch(&format!("{ddl}; {};", values(1, 0)))
+        .unwrap();
+    d.open("src.db")
+        .execute_batch(&format!("{ddl}; {}; {};", values(1, 5), values(2, 5)))
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[d.db("src.db").as_str()][..]),
+            ("ferry-import", &["d1://acct/w", "--on-conflict", "overwrite"][..]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    runs[1].stderr_has("too wide for D1 to keep its rollback journal");
+    let sum: i64 = d
+        .open("d1/w.sqlite3")
+        .query_row("SELECT sum(c97) FROM wide", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sum, 10, "both rows written, the first overwritten");
+}

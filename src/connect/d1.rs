@@ -40,6 +40,7 @@ const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
 /// D1's limits.
 pub const MAX_STATEMENT_BYTES: usize = 100_000;
 pub const MAX_VALUE_BYTES: usize = 2_000_000;
+pub const MAX_COLUMNS: usize = 100;
 /// What we aim under: room for the statement's head and conflict clause.
 const STATEMENT_TARGET: usize = 90_000;
 
@@ -1056,8 +1057,13 @@ impl Target for D1Target {
                 .first()
                 .is_some_and(|r| r["e"].as_i64() == Some(1));
             if opts.journal && !self.dry_run && !prepared.empty && !shape.key.is_empty() {
-                undo = Some(self.undo_for(shape, opts, &table)?);
-                prepared.undo = undo.as_ref().map(|u| u.table.clone());
+                // The undo table has two columns more, and undoing reads it with a third.
+                if shape.len() + 3 > MAX_COLUMNS {
+                    tracing::warn!(stream, table = %table, "the table is too wide for D1 to keep its rollback journal ({MAX_COLUMNS} columns at most): a rollback of this run cannot undo its rows");
+                } else {
+                    undo = Some(self.undo_for(shape, opts, &table)?);
+                    prepared.undo = undo.as_ref().map(|u| u.table.clone());
+                }
             }
         } else if !opts.create {
             return Err(super::no_table(self.client.address(), &table, stream));
