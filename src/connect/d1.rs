@@ -469,6 +469,20 @@ pub(super) fn literal(v: &Value, out: &mut String) -> std::result::Result<(), St
     Ok(())
 }
 
+/// `(v1, v2, ...)` of the values as SQL literals onto `out`; the first value that has none says
+/// why (and what was written is then of no use).
+fn literal_tuple<'a>(values: impl Iterator<Item = &'a Value>, out: &mut String) -> std::result::Result<(), String> {
+    out.push('(');
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        literal(v, out)?;
+    }
+    out.push(')');
+    Ok(())
+}
+
 fn too_big(n: usize) -> String {
     format!("a value of {n} bytes, over D1's limit of {MAX_VALUE_BYTES} bytes per value")
 }
@@ -700,19 +714,8 @@ impl D1Target {
         };
         let shape = self.shapes.get(&**stream);
         for r in rows.clone() {
-            let mut tuple = String::from("(");
-            let mut why = None;
-            for (i, v) in batch.row(r).iter().enumerate() {
-                if i > 0 {
-                    tuple.push_str(", ");
-                }
-                if let Err(e) = literal(v, &mut tuple) {
-                    why = Some(e);
-                    break;
-                }
-            }
-            tuple.push(')');
-            if let Some(why) = why {
+            let mut tuple = String::new();
+            if let Err(why) = literal_tuple(batch.row(r).iter(), &mut tuple) {
                 flush(&mut sql, first, r, &mut out);
                 first = r + 1;
                 if let Some(shape) = shape {
@@ -804,19 +807,12 @@ impl D1Target {
             let mut values = String::new();
             for r in p.rows.clone() {
                 let row = p.batch.row(r);
-                let mut tuple = String::from("(");
-                let ok = u.key_at.iter().enumerate().all(|(j, &i)| {
-                    if j > 0 {
-                        tuple.push_str(", ");
-                    }
-                    literal(&row[i], &mut tuple).is_ok()
-                });
-                if ok {
+                let mut tuple = String::new();
+                if literal_tuple(u.key_at.iter().map(|&i| &row[i]), &mut tuple).is_ok() {
                     if !values.is_empty() {
                         values.push_str(", ");
                     }
                     values.push_str(&tuple);
-                    values.push(')');
                 }
             }
             if values.is_empty() {

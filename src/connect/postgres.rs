@@ -497,6 +497,8 @@ struct PgStream {
 /// and (overwriting) the rows it replaces, into the run's undo table. `{seq}` numbers the chunk.
 #[derive(Clone)]
 struct Undo {
+    /// The undo table (quoted, qualified).
+    table: String,
     inserted: String,
     before: Option<String>,
     seq: u64,
@@ -892,6 +894,7 @@ impl PgTarget {
             )
         });
         Ok(Undo {
+            table: undo,
             inserted,
             before,
             seq: seq as u64,
@@ -1541,7 +1544,7 @@ impl Target for PgTarget {
                         );
                         if journal {
                             undo = Some(self.undo_for(shape, opts, &pg_schema, &qualified, &stage)?);
-                            prepared.undo = undo.as_ref().map(|_| undo_table(&opts.run_id, &pg_schema, &qualified));
+                            prepared.undo = undo.as_ref().map(|u| u.table.clone());
                         }
                         path = Path::Staging { insert, stage, create };
                     }

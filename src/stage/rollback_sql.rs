@@ -31,11 +31,11 @@ use crate::connect::d1::{D1Client, Stmt};
 use crate::connect::postgres::{PgAddress, pg_error};
 use crate::connect::sqlite::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
+use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
 
 use super::rollback::{Audit, RollbackConfig, RollbackOutcome};
-use super::rollback_tables::shown;
+use super::rollback_tables::{shape_of, shown};
 
 /// What one journal entry asks for, newest first.
 enum Step<'a> {
@@ -70,16 +70,6 @@ fn names(r: &JournalRow) -> Result<(String, Option<String>)> {
     let v: Json = serde_json::from_str(r.key.as_deref().ok_or_else(bad)?).map_err(|_| bad())?;
     let sql = v.get("sql").and_then(Json::as_str).ok_or_else(bad)?.to_owned();
     Ok((sql, v.get("undo").and_then(Json::as_str).map(str::to_owned)))
-}
-
-fn shape_of(r: &JournalRow) -> Result<RowShape> {
-    let schema: Schema = serde_json::from_str(r.schema.as_deref().unwrap_or_default()).map_err(|e| {
-        Error::new(
-            ErrorKind::Checkpoint,
-            format!("the journal's SCHEMA of {}: {e}", r.stream),
-        )
-    })?;
-    RowShape::from_schema(&schema)
 }
 
 /// The database: the statements of a rollback differ little between the two.

@@ -116,6 +116,18 @@ fn decode(shape: &RowShape, cols: &[usize], obj: &Json, what: &str) -> Result<Ve
     Ok(row)
 }
 
+/// The row shape of the stream a journal entry (`create`, `empty`, `stream`, `undo`) records
+/// the SCHEMA of.
+pub(crate) fn shape_of(r: &JournalRow) -> Result<RowShape> {
+    let schema: Schema = serde_json::from_str(r.schema.as_deref().unwrap_or_default()).map_err(|e| {
+        Error::new(
+            ErrorKind::Checkpoint,
+            format!("the journal's SCHEMA of {}: {e}", r.stream),
+        )
+    })?;
+    RowShape::from_schema(&schema)
+}
+
 /// Why a table the run created (or found empty) cannot be put back: later runs wrote into it.
 pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
     let how = if r.action == "create" { "created" } else { "found empty" };
@@ -217,18 +229,11 @@ pub(crate) fn run<W: Write>(
     };
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != "rows") {
-        let text = r.schema.clone().unwrap_or_default();
-        let schema: Schema = serde_json::from_str(&text).map_err(|e| {
-            Error::new(
-                ErrorKind::Checkpoint,
-                format!("the journal's SCHEMA of {}: {e}", r.stream),
-            )
-        })?;
         streams.insert(
             r.stream.as_str(),
             Stream {
-                shape: RowShape::from_schema(&schema)?,
-                schema_text: text,
+                shape: shape_of(r)?,
+                schema_text: r.schema.clone().unwrap_or_default(),
                 table: r.table.clone(),
             },
         );
