@@ -599,11 +599,12 @@ fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
     let url = pg::cluster().database("commitlost");
     let proxy = proxy::Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);
-    // The server goes away as the fourth COMMIT is sent (it never arrives), and stays away.
-    proxy.down_at(b"Q\x00\x00\x00\x0bCOMMIT\x00", 3);
+    // The server goes away as the second COMMIT during the rows is sent (it never arrives), and
+    // stays away. Those COMMITs go without waiting, with the next transaction's BEGIN.
+    proxy.down_at(b"COMMIT;\nBEGIN", 1);
     let out = import_through_proxy(&d, &src, &via, "1");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(proxy.is_down(), "no fourth COMMIT was sent: {stderr}");
+    assert!(proxy.is_down(), "no second COMMIT was sent: {stderr}");
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("lost during COMMIT and not regained"), "{stderr}");
     assert!(stderr.contains("re-run the same command"), "{stderr}");
@@ -612,4 +613,58 @@ fn a_commit_lost_with_the_server_is_settled_by_the_rerun() {
 
     proxy.up();
     rerun_finishes_exactly_once(&d, &src, &via, &url, before);
+}
+
+/// The importer does not wait for a COMMIT during the rows: it reads on, and the next
+/// transaction's COPYs queue behind the COMMIT on the connection. A connection lost with such a
+/// COMMIT on its way is settled within the run: a COMMIT that never reached the server is replayed
+/// and committed on a new connection; one that landed but whose answer was lost is found by its
+/// token and not written again. Either way every row is there once, the COPYs that were queued
+/// behind it are written again, and a re-run finds nothing left to do.
+#[test]
+fn a_commit_lost_on_its_way_or_after_landing_is_settled_within_the_run() {
+    for delivered in [false, true] {
+        let d = Dir::new();
+        let src = common::items_and_events(&d, 300_000);
+        let url = pg::cluster().database(if delivered { "landedlost" } else { "commitreplayed" });
+        let proxy = proxy::Proxy::start(pg::cluster().port);
+        let via = proxy.url(&url);
+        proxy.reset_at(b"COMMIT;\nBEGIN", 1, delivered);
+        let out = import_through_proxy(&d, &src, &via, "3");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(proxy.faults(), 1, "the second COMMIT was cut: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let said = if delivered {
+            "the connection dropped during COMMIT, which had landed"
+        } else {
+            "reconnecting and replaying"
+        };
+        assert!(stderr.contains(said), "{stderr}");
+        let mut c = pg::connect(&url);
+        assert_eq!(count(&mut c, "items"), 300_000);
+        assert_eq!(count(&mut c, "events"), 75_000, "the keyless table has no duplicate");
+        rerun_finishes_exactly_once(&d, &src, &via, &url, 375_000);
+        if delivered {
+            // Upserts go through a staging table, which belongs to the session: the new
+            // session after a lost answer has it again, so no row is refused for want of it.
+            proxy.reset_at(b"COMMIT;\nBEGIN", 0, true);
+            let runs = d.pipe(
+                &[
+                    (
+                        "ferry-export",
+                        &[&src, "--table", "main.items", "--state-every", "5000"],
+                    ),
+                    ("ferry-import", &[&via, "--fresh", "--on-conflict", "overwrite"]),
+                ],
+                b"",
+            );
+            all_ok(&runs);
+            assert_eq!(proxy.faults(), 2, "{:?}", runs[1]);
+            assert!(runs[1].stderr().contains("which had landed"), "{:?}", runs[1]);
+            let end = runs[1].lines().pop().unwrap_or_default();
+            assert_eq!(end["rejected"], 0, "{end}");
+            assert_eq!(end["written"], 300_000, "{end}");
+            assert_eq!(count(&mut c, "items"), 300_000);
+        }
+    }
 }

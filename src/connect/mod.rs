@@ -299,6 +299,18 @@ pub trait Target {
     fn plan(&mut self, stream: &str, shape: &RowShape, batch: &RowBatch) -> Result<PlanCounts>;
     /// Make everything written so far durable together with these markers, atomically.
     fn commit(&mut self, markers: &[Marker]) -> Result<()>;
+    /// [`Target::commit`], where the target can without waiting for the server to confirm: the
+    /// next transaction's writes queue behind the commit. [`Target::landed`] says when it is
+    /// durable; until then nothing of it may be acknowledged. At most one is on its way: every
+    /// other call settles it first.
+    fn commit_pipelined(&mut self, markers: &[Marker]) -> Result<()> {
+        self.commit(markers)
+    }
+    /// Whether the last [`Target::commit_pipelined`] has landed (waiting for it when `wait`). An
+    /// error when it failed for good: the importer stops, and it is not acknowledged.
+    fn landed(&mut self, _wait: bool) -> Result<bool> {
+        Ok(true)
+    }
     /// Forget everything written since the last commit.
     fn rollback(&mut self) -> Result<()>;
     /// After a stream's last row is committed: build what was deferred. Idempotent.

@@ -543,6 +543,16 @@ struct InFlight {
     done: tokio::task::JoinHandle<std::result::Result<u64, tokio_postgres::Error>>,
 }
 
+/// A COMMIT sent without waiting for its answer (`Target::commit_pipelined`). The transaction's
+/// operations are kept until it has landed: if the connection goes first, they are replayed.
+struct Committing {
+    /// The token its marker rows carry: on a new connection, it says whether the COMMIT landed.
+    token: String,
+    ops: Vec<Op>,
+    replayable: bool,
+    done: tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>,
+}
+
 pub struct PgTarget {
     address: PgAddress,
     rt: Runtime,
@@ -563,6 +573,10 @@ pub struct PgTarget {
     savepoints: u64,
     /// A chunk was refused in the open transaction: write the rest of it inside savepoints.
     careful: bool,
+    /// The COMMIT on its way, if any; COPYs of the next transaction may be queued behind it.
+    committing: Option<Committing>,
+    /// A pipelined COMMIT failed for good: nothing of it may be acknowledged.
+    commit_failed: bool,
     warnings: Vec<String>,
 }
 
@@ -594,6 +608,8 @@ impl PgTarget {
             replayable: true,
             savepoints: 0,
             careful: false,
+            committing: None,
+            commit_failed: false,
             warnings: Vec::new(),
         })
     }
@@ -708,14 +724,7 @@ impl PgTarget {
 
     /// Run the open transaction's operations again, on a new connection or on this one.
     fn replay(&mut self, reconnect: bool) -> Result<()> {
-        let stages: Vec<String> = self
-            .streams
-            .values()
-            .filter_map(|s| match &s.path {
-                Path::Staging { create, .. } => Some(create.clone()),
-                Path::Direct => None,
-            })
-            .collect();
+        let stages = self.stage_creates();
         let ops = std::mem::take(&mut self.ops);
         let mut attempt = 0;
         let mut first = true;
@@ -766,12 +775,26 @@ impl PgTarget {
         result
     }
 
+    /// What makes a new session ready for the streams: their staging tables (temporary tables
+    /// belong to a session).
+    fn stage_creates(&self) -> Vec<String> {
+        self.streams
+            .values()
+            .filter_map(|s| match &s.path {
+                Path::Staging { create, .. } => Some(create.clone()),
+                Path::Direct => None,
+            })
+            .collect()
+    }
+
     /// Run `op`, recovering from transient faults with the shared retry policy.
     fn with_retry<T>(
         &mut self,
         what: &str,
         mut op: impl FnMut(&mut Self) -> std::result::Result<T, Fail>,
     ) -> Result<T> {
+        // Whatever runs now waits for its answer: the COMMIT ahead of it is settled first.
+        self.land()?;
         let mut faults = 0;
         loop {
             // An operation is all or nothing in the replay log: if it fails part-way (say, after
@@ -901,15 +924,131 @@ impl PgTarget {
         })
     }
 
-    fn ensure_markers(&mut self) -> Result<()> {
-        let sql = format!(
+    fn ensure_markers_sql(&self) -> String {
+        format!(
             "CREATE TABLE IF NOT EXISTS {} (
                 source text NOT NULL, stream text NOT NULL, run_id text NOT NULL, position bigint,
                 complete boolean NOT NULL DEFAULT false, bookmark text, pending_ddl text, pending_fk text,
                 commit_token text, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, stream))",
             self.markers_table
-        );
+        )
+    }
+
+    fn ensure_markers(&mut self) -> Result<()> {
+        let sql = self.ensure_markers_sql();
         self.with_retry("creating the commit marker table", |t| t.sql(&sql, true).map(|_| ()))
+    }
+
+    /// The statement that records `markers` with a fresh commit token (and the token): if the
+    /// connection drops during COMMIT, the token says whether it landed.
+    fn marker_rows(&self, markers: &[Marker]) -> (String, String) {
+        let token = uuid::Uuid::now_v7().to_string();
+        let source = markers.first().map_or("", |m| m.source.as_str()).to_owned();
+        let mut rows: Vec<String> = markers
+            .iter()
+            .map(|m| {
+                format!(
+                    "({}, {}, {}, {}, {}, {}, {})",
+                    literal(Some(&m.source)),
+                    literal(Some(&m.stream)),
+                    literal(Some(&m.run_id)),
+                    m.position.map_or("NULL".into(), |p| p.to_string()),
+                    m.complete,
+                    literal(m.bookmark.as_deref()),
+                    literal(Some(&token))
+                )
+            })
+            .collect();
+        if rows.is_empty() {
+            // Nothing to mark (DDL only): the token goes on a row of its own.
+            rows.push(format!(
+                "({}, '', '', NULL, false, NULL, {})",
+                literal(Some(&source)),
+                literal(Some(&token))
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO {0} (source, stream, run_id, position, complete, bookmark, commit_token) VALUES {1}
+             ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
+                 position = GREATEST(coalesce({0}.position, 0), coalesce(excluded.position, 0)),
+                 complete = {0}.complete OR excluded.complete,
+                 bookmark = coalesce(excluded.bookmark, {0}.bookmark),
+                 commit_token = excluded.commit_token, updated_at = now()",
+            self.markers_table,
+            rows.join(", ")
+        );
+        (token, sql)
+    }
+
+    /// The connection went while a COMMIT was on its way (`self.ops` hold its transaction): on a
+    /// new connection, find out from its token whether it landed; if not, replay the transaction
+    /// and commit it again. Either way the new session is ready (staging tables), outside any
+    /// transaction.
+    fn settle_lost_commit(&mut self, token: &str, cause: Error) -> Result<()> {
+        self.client = self
+            .address
+            .connect_async(&self.rt)
+            .map_err(|e| {
+                e.context(
+                    "the connection was lost during COMMIT and not regained (a re-run reads from the target whether that commit landed); once the server is back, re-run the same command to continue",
+                )
+            })?
+            .into();
+        let check = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
+            self.markers_table
+        );
+        let landed: bool = self
+            .rt
+            .block_on(self.client.query_one(check.as_str(), &[&token]))
+            .map_err(|e| self.err("checking whether a commit landed", e))?
+            .get(0);
+        if landed {
+            tracing::warn!("the connection dropped during COMMIT, which had landed");
+            self.ops.clear();
+            self.ops_bytes = 0;
+            self.in_tx = false;
+            for create in self.stage_creates() {
+                self.rt
+                    .block_on(self.client.batch_execute(&create))
+                    .map_err(|e| self.err("creating a staging table again", e))?;
+            }
+            return Ok(());
+        }
+        self.in_tx = true;
+        self.recover(cause)?;
+        self.commit_now("committing again")
+    }
+
+    /// Wait for the COMMIT on its way, if any. When the connection went before it landed, it is
+    /// settled on a new one (`settle_lost_commit`), and the next transaction begun again there:
+    /// the COPYs queued behind the COMMIT failed with the old connection, and settle as lost.
+    fn land(&mut self) -> Result<()> {
+        let Some(c) = self.committing.take() else {
+            return Ok(());
+        };
+        let outcome = match self.rt.block_on(c.done) {
+            Err(e) => Err(Error::new(ErrorKind::Target, "the COMMIT task failed").with_source(e)),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if is_transient(&e) => {
+                // Nothing of the next transaction is logged yet: its chunks are still in flight.
+                debug_assert!(self.ops.is_empty());
+                self.ops = c.ops;
+                self.replayable = c.replayable;
+                self.in_tx = false;
+                let cause = self.err("committing", e);
+                self.settle_lost_commit(&c.token, cause).and_then(|()| {
+                    self.with_retry("starting a transaction", |t| t.sql("BEGIN", false).map(|_| ()))?;
+                    self.in_tx = true;
+                    Ok(())
+                })
+            }
+            Ok(Err(e)) => Err(self.err("committing", e)),
+        };
+        if outcome.is_err() {
+            self.commit_failed = true;
+        }
+        outcome
     }
 
     /// Write rows in one COPY (inside a savepoint) and wait for it; if the server refuses them,
@@ -1078,6 +1217,8 @@ impl PgTarget {
     /// written again the careful way, and so is every chunk after it. What they did goes to
     /// `self.reports`.
     fn settle(&mut self) -> Result<()> {
+        // A COMMIT is ahead of every chunk in flight on the connection.
+        self.land()?;
         while let Some(f) = self.in_flight.pop_front() {
             self.settle_one(f)?;
         }
@@ -1815,80 +1956,61 @@ impl Target for PgTarget {
         }
         self.begin()?;
         self.ensure_markers()?;
-        // Every commit leaves a token in the marker table, in the same transaction: if the
-        // connection drops during COMMIT, the token says whether it landed.
-        let token = uuid::Uuid::now_v7().to_string();
-        let source = markers.first().map_or("", |m| m.source.as_str()).to_owned();
-        let mut rows: Vec<String> = markers
-            .iter()
-            .map(|m| {
-                format!(
-                    "({}, {}, {}, {}, {}, {}, {})",
-                    literal(Some(&m.source)),
-                    literal(Some(&m.stream)),
-                    literal(Some(&m.run_id)),
-                    m.position.map_or("NULL".into(), |p| p.to_string()),
-                    m.complete,
-                    literal(m.bookmark.as_deref()),
-                    literal(Some(&token))
-                )
-            })
-            .collect();
-        if rows.is_empty() {
-            // Nothing to mark (DDL only): the token goes on a row of its own.
-            rows.push(format!(
-                "({}, '', '', NULL, false, NULL, {})",
-                literal(Some(&source)),
-                literal(Some(&token))
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO {0} (source, stream, run_id, position, complete, bookmark, commit_token) VALUES {1}
-             ON CONFLICT (source, stream) DO UPDATE SET run_id = excluded.run_id,
-                 position = GREATEST(coalesce({0}.position, 0), coalesce(excluded.position, 0)),
-                 complete = {0}.complete OR excluded.complete,
-                 bookmark = coalesce(excluded.bookmark, {0}.bookmark),
-                 commit_token = excluded.commit_token, updated_at = now()",
-            self.markers_table,
-            rows.join(", ")
-        );
+        let (token, sql) = self.marker_rows(markers);
         self.with_retry("recording commit markers", |t| t.sql(&sql, true).map(|_| ()))?;
         match self.commit_now("committing") {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::Transient => {
-                self.client = self
-                    .address
-                    .connect_async(&self.rt)
-                    .map_err(|e| {
-                        e.context(
-                            "the connection was lost during COMMIT and not regained (a re-run reads from the target whether that commit landed); once the server is back, re-run the same command to continue",
-                        )
-                    })?
-                    .into();
-                let check = format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
-                    self.markers_table
-                );
-                let landed: bool = self
-                    .rt
-                    .block_on(self.client.query_one(check.as_str(), &[&token]))
-                    .map_err(|e| self.err("checking whether a commit landed", e))?
-                    .get(0);
-                if landed {
-                    tracing::warn!("the connection dropped during COMMIT, which had landed");
-                    self.ops.clear();
-                    self.ops_bytes = 0;
-                    return Ok(());
-                }
-                self.in_tx = true;
-                self.recover(e)?;
-                self.commit_now("committing again")
-            }
+            Err(e) if e.kind() == ErrorKind::Transient => self.settle_lost_commit(&token, e),
             Err(e) => Err(e),
         }
     }
 
+    fn commit_pipelined(&mut self, markers: &[Marker]) -> Result<()> {
+        self.settle()?;
+        if self.dry_run || (!self.in_tx && markers.is_empty()) {
+            return Ok(());
+        }
+        self.begin()?;
+        let ensure = self.ensure_markers_sql();
+        let (token, sql) = self.marker_rows(markers);
+        self.keep(Op::Sql(ensure.clone()));
+        self.keep(Op::Sql(sql.clone()));
+        // One message: the markers, COMMIT, and BEGIN of the next transaction, whose COPYs queue
+        // behind it on the connection while the server flushes its WAL.
+        let message = format!("{ensure};\n{sql};\nCOMMIT;\nBEGIN");
+        let client = std::sync::Arc::clone(&self.client);
+        let done = self
+            .rt
+            .spawn(async move { client.batch_execute(message.as_str()).await });
+        self.committing = Some(Committing {
+            token,
+            ops: std::mem::take(&mut self.ops),
+            replayable: self.replayable,
+            done,
+        });
+        self.ops_bytes = 0;
+        self.replayable = true;
+        self.careful = false;
+        Ok(())
+    }
+
+    fn landed(&mut self, wait: bool) -> Result<bool> {
+        if self.commit_failed {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!("{}: the last COMMIT did not land", self.address.redacted),
+            ));
+        }
+        match &self.committing {
+            None => Ok(true),
+            Some(c) if !wait && !c.done.is_finished() => Ok(false),
+            Some(_) => self.land().map(|()| true),
+        }
+    }
+
     fn rollback(&mut self) -> Result<()> {
+        // A COMMIT on its way lands or not; what it did is what `landed` reports.
+        let _ = self.land();
         for f in self.in_flight.drain(..).collect::<Vec<_>>() {
             // Let the COPY end (it is rolled back with the rest) so the connection is usable.
             let _ = self.rt.block_on(f.done);

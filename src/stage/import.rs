@@ -189,6 +189,18 @@ struct Importer<'w, W: Write> {
     journal: Vec<crate::checkpoint::JournalEntry>,
     /// How each stream's writes are journaled, and its table.
     journaling: HashMap<String, (Journaling, String)>,
+    /// A commit on its way to the target (`Target::commit_pipelined`): what to acknowledge once
+    /// it has landed.
+    pending_ack: Option<Ack>,
+}
+
+/// What a commit acknowledges: the STATE it covers (seq and text) in the checkpoint with the
+/// batches it finished, the STATE lines to echo, and the line of the last of them.
+struct Ack {
+    state: Option<(u64, String)>,
+    batches: Vec<BatchRow>,
+    lines: Vec<String>,
+    line: Option<(u64, u64)>,
 }
 
 /// What the rollback journal keeps for a stream.
@@ -246,6 +258,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         expected: None,
         journal: Vec::new(),
         journaling: HashMap::new(),
+        pending_ack: None,
         uncommitted: false,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
@@ -300,6 +313,9 @@ impl<W: Write> Importer<'_, W> {
             self.commit(None)?;
             return self.finish();
         }
+        // A commit still on its way is acknowledged first, so the message names the last STATE
+        // that is really in the target (if it fails, the one before is still true).
+        let _ = self.acknowledge(true);
         let since = match self.last_ack_line {
             Some((line, seq)) => format!("the STATE at line {line} (seq {seq})"),
             None => "the start (no STATE was acknowledged)".into(),
@@ -696,7 +712,8 @@ impl<W: Write> Importer<'_, W> {
         }
         let reports = self.target.write(name, &s.shape, batch)?;
         self.uncommitted = true;
-        self.apply(reports)
+        self.apply(reports)?;
+        self.acknowledge(false)
     }
 
     /// Count what the target did and put what it refused in the reject file.
@@ -740,6 +757,14 @@ impl<W: Write> Importer<'_, W> {
     /// Commit everything received so far with the markers, then record it in the checkpoint and
     /// acknowledge the STATEs it covers (echoing them).
     fn commit(&mut self, complete: Option<&str>) -> Result<()> {
+        self.commit_with(complete, false)
+    }
+
+    /// Commit what was written, then acknowledge it. `pipelined`: the target may confirm the
+    /// commit later (the importer reads on meanwhile) and the acknowledgement waits for it.
+    fn commit_with(&mut self, complete: Option<&str>, pipelined: bool) -> Result<()> {
+        // One commit on its way at a time, acknowledged in order.
+        self.acknowledge(true)?;
         let names = self.order.clone();
         for name in &names {
             self.flush_stream(name)?;
@@ -796,24 +821,50 @@ impl<W: Write> Importer<'_, W> {
             cp.journal_add(&self.run_id, &self.target.address(), &self.journal)?;
             self.journal.clear();
         }
-        if self.uncommitted || !markers.is_empty() {
-            self.target.commit(&markers)?;
-            self.uncommitted = false;
-        }
-        if let Some(cp) = &mut self.checkpoint
-            && (!self.unacked.is_empty() || !batches.is_empty())
-        {
-            let acked = state
-                .as_ref()
+        let ack = Ack {
+            state: state
                 .filter(|_| !self.unacked.is_empty())
-                .map(|(v, text)| (v.seq, text.as_str()));
-            cp.ack(&self.run_id, self.attempt, acked, &batches)?;
+                .map(|(v, text)| (v.seq, text)),
+            batches,
+            lines: std::mem::take(&mut self.unacked),
+            line: self.last_state.as_ref().map(|(v, _, line)| (*line, v.seq)),
+        };
+        if self.uncommitted || !markers.is_empty() {
+            self.uncommitted = false;
+            if pipelined {
+                self.target.commit_pipelined(&markers)?;
+                self.pending_ack = Some(ack);
+                return self.acknowledge(false);
+            }
+            self.target.commit(&markers)?;
         }
-        for line in std::mem::take(&mut self.unacked) {
+        self.ack(ack)
+    }
+
+    /// Acknowledge the commit on its way once the target says it landed (waiting when `wait`).
+    fn acknowledge(&mut self, wait: bool) -> Result<()> {
+        if self.pending_ack.is_none() || !self.target.landed(wait)? {
+            return Ok(());
+        }
+        match self.pending_ack.take() {
+            Some(ack) => self.ack(ack),
+            None => Ok(()),
+        }
+    }
+
+    /// Record a landed commit in the checkpoint and echo the STATEs it covers.
+    fn ack(&mut self, ack: Ack) -> Result<()> {
+        if let Some(cp) = &mut self.checkpoint
+            && (ack.state.is_some() || !ack.batches.is_empty())
+        {
+            let state = ack.state.as_ref().map(|(seq, text)| (*seq, text.as_str()));
+            cp.ack(&self.run_id, self.attempt, state, &ack.batches)?;
+        }
+        for line in ack.lines {
             self.out.write_line(line.as_bytes(), Kind::State)?;
         }
-        if let Some((v, _, line)) = &self.last_state {
-            self.last_ack_line = Some((*line, v.seq));
+        if ack.line.is_some() {
+            self.last_ack_line = ack.line;
         }
         Ok(())
     }
@@ -846,7 +897,7 @@ impl<W: Write> Importer<'_, W> {
         let every = self.target.commit_every();
         let (rows, bytes, since) = self.since_commit;
         if rows >= every.rows || bytes >= every.bytes || since.elapsed() >= every.interval {
-            self.commit(None)?;
+            self.commit_with(None, true)?;
         }
         Ok(())
     }
@@ -1003,6 +1054,8 @@ impl<W: Write> Importer<'_, W> {
     /// Undo the open transaction and record how the run ended. Errors here are logged: the
     /// original error is what the user needs to see.
     fn abort(&mut self, status: RunStatus, e: &Error) {
+        // A commit that landed is acknowledged, so a re-run starts after it.
+        let _ = self.acknowledge(true);
         if let Err(re) = self.target.rollback() {
             tracing::error!(error = %re, "rolling back the target failed");
         }

@@ -39,12 +39,28 @@ struct Shared {
     /// Server-to-client bytes left before the answer carrying them is cut off.
     truncate_budget: AtomicU64,
     delay_ms: AtomicU64,
-    /// Go down instead of forwarding a client chunk holding this pattern, after letting
-    /// `.1` such chunks through.
-    trap: Mutex<Option<(Vec<u8>, u64)>>,
+    /// What to do at a client chunk holding a pattern (after letting some such chunks through).
+    trap: Mutex<Option<Trap>>,
     open: Mutex<Vec<TcpStream>>,
     /// Faults injected so far (resets, truncations, connections swallowed by the blackhole).
     faults: AtomicU64,
+}
+
+struct Trap {
+    pattern: Vec<u8>,
+    /// Chunks holding the pattern to let through first.
+    skip: u64,
+    action: Sprung,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sprung {
+    /// Go down (for good, until `up`) instead of forwarding the chunk.
+    Down,
+    /// Reset the connection instead of forwarding the chunk.
+    Reset,
+    /// Forward the chunk, then reset the connection: the request lands, its answer is lost.
+    ResetAfter,
 }
 
 impl Shared {
@@ -131,7 +147,26 @@ impl Proxy {
     /// Go down when a client sends `pattern` for the `(skip + 1)`-th time, before it reaches
     /// the server (e.g. a COMMIT message: the server never sees it).
     pub fn down_at(&self, pattern: &[u8], skip: u64) {
-        *self.shared.trap.lock().unwrap() = Some((pattern.to_vec(), skip));
+        self.trap(pattern, skip, Sprung::Down);
+    }
+
+    /// Reset the connection carrying the next client chunk that holds `pattern` (after letting
+    /// `skip` such chunks through), before that chunk reaches the server or, when `delivered`,
+    /// just after. Once; the proxy stays up.
+    pub fn reset_at(&self, pattern: &[u8], skip: u64, delivered: bool) {
+        self.trap(
+            pattern,
+            skip,
+            if delivered { Sprung::ResetAfter } else { Sprung::Reset },
+        );
+    }
+
+    fn trap(&self, pattern: &[u8], skip: u64, action: Sprung) {
+        *self.shared.trap.lock().unwrap() = Some(Trap {
+            pattern: pattern.to_vec(),
+            skip,
+            action,
+        });
     }
 
     pub fn down(&self) {
@@ -239,16 +274,34 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
         }
         if from_client {
             let mut trap = s.trap.lock().unwrap();
-            if let Some((pattern, skip)) = trap.as_mut()
-                && buf[..n].windows(pattern.len()).any(|w| w == &pattern[..])
+            if let Some(t) = trap.as_mut()
+                && buf[..n].windows(t.pattern.len()).any(|w| w == &t.pattern[..])
             {
-                if *skip == 0 {
+                if t.skip == 0 {
+                    let action = t.action;
                     *trap = None;
                     drop(trap);
-                    s.cut();
-                    break;
+                    match action {
+                        Sprung::Down => {
+                            s.cut();
+                            break;
+                        }
+                        Sprung::Reset | Sprung::ResetAfter => {
+                            // From here on the server's answers are dropped (see below).
+                            was_reset.store(true, Ordering::SeqCst);
+                            if action == Sprung::ResetAfter {
+                                let _ = to.write_all(&buf[..n]);
+                                let _ = to.flush();
+                                // Let the server read it before the connection goes.
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            s.faults.fetch_add(1, Ordering::SeqCst);
+                            reset(&from, &to, s);
+                            return;
+                        }
+                    }
                 }
-                *skip -= 1;
+                t.skip -= 1;
             }
             drop(trap);
             if Shared::spend(&s.budget, n as u64) {
@@ -268,6 +321,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
                 return;
             }
         } else {
+            if was_reset.load(Ordering::SeqCst) {
+                // The connection is being reset: no answer gets through any more.
+                return;
+            }
             let left = s.truncate_budget.load(Ordering::SeqCst);
             if Shared::spend(&s.truncate_budget, n as u64) {
                 s.faults.fetch_add(1, Ordering::SeqCst);
