@@ -65,6 +65,24 @@ median() { # median VAR step-function
   done
   printf -v "$var" '%s' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
 }
+# Steps taken in turn, RUNS rounds of all of them, so a machine whose speed drifts over the minutes
+# weighs on every tool alike; each named variable ends as its step's median.
+rounds() { # rounds VAR:step-function ...
+  local -A all=()
+  local vs var
+  for _ in $(seq "$RUNS"); do
+    for vs in "$@"; do
+      var=${vs%%:*}
+      "${vs#*:}"
+      all[$var]+="${!var} "
+    done
+  done
+  for vs in "$@"; do
+    var=${vs%%:*}
+    # shellcheck disable=SC2086
+    printf -v "$var" '%s' "$(printf '%s\n' ${all[$var]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+  done
+}
 rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 mib() { python3 -c "print(f'{$1 / 1024:.1f}')"; }
@@ -76,7 +94,7 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 pgv=$(psql -Atq "$BASE/postgres" -c "SHOW server_version")
 echo "## PostgreSQL run of $(date -u +%Y-%m-%dT%H:%MZ), commit $commit$dirty"
 echo
-echo "Each time is the median of $RUNS runs. Machine: $(nproc) cores ($cpu), $mem RAM, $(uname -sr). PostgreSQL $pgv (default settings, fsync on), $(pgloader --version 2>&1 | head -1), $(sqlite3 --version | cut -d' ' -f1-2 | sed 's/^/sqlite3 /')."
+echo "Each time is the median of $RUNS rounds, each round running every SQLite -> PostgreSQL tool in turn. Machine: $(nproc) cores ($cpu), $mem RAM, $(uname -sr). PostgreSQL $pgv (default settings, fsync on), $(pgloader --version 2>&1 | head -1), $(sqlite3 --version | cut -d' ' -f1-2 | sed 's/^/sqlite3 /')."
 echo
 
 for n in $ROWS; do
@@ -85,49 +103,39 @@ for n in $ROWS; do
   total=$((n + 10000)) # items + parents
   cd "$WORK"
 
-  say "[$n] ferry: export | import, checkpoint on"
+  [ -f "items-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM items" > "items-$n.csv"
+  [ -f "parents-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM parents" > "parents-$n.csv"
   ferry_run() {
+    say "[$n] ferry: export | import, checkpoint on"
     fresh ferry_$n
     rm -rf .ferry
     pipe f_s -- "$BIN/ferry-export sqlite:$db -q" "$BIN/ferry-import $BASE/ferry_$n --create -q"
+    f_exp=$(rss 0) f_imp=$(rss 1)
   }
-  median f_s ferry_run
-  f_exp=$(rss 0) f_imp=$(rss 1)
-  measure v_s v_rss -- sh -c "'$BIN/ferry-validate' 'sqlite:$db' '$BASE/ferry_$n' -q --report pg-report-$n.json > /dev/null"
-  grep -q '"status": "pass"' "pg-report-$n.json" || { say "validation failed: see $WORK/pg-report-$n.json"; exit 1; }
-
-  say "[$n] ferry: STATEs only at stream ends (checkpoint cost)"
   nock_run() {
+    say "[$n] ferry: STATEs only at stream ends (checkpoint cost)"
     fresh ferry_nock_$n
     rm -rf .ferry
     pipe nock_s -- "$BIN/ferry-export sqlite:$db -q --state-every 1000000000 --state-interval 1000000" \
       "$BIN/ferry-import $BASE/ferry_nock_$n --create -q"
   }
-  median nock_s nock_run
-
-  say "[$n] pgloader"
   pgl_run() {
+    say "[$n] pgloader"
     fresh pgl_$n
     measure pgl_s pgl_rss -- sh -c "pgloader --quiet 'sqlite://$db' '$BASE/pgl_$n' > pgloader-$n.log 2>&1"
   }
-  median pgl_s pgl_run
-
-  say "[$n] psql \\copy from CSV"
-  [ -f "items-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM items" > "items-$n.csv"
-  [ -f "parents-$n.csv" ] || sqlite3 -csv "$db" "SELECT * FROM parents" > "parents-$n.csv"
-  copy_run() {
+  copy_into() { # copy_into VAR " PRIMARY KEY" or ""
     fresh copy_$n
-    sql "copy_$n" "CREATE TABLE parents (id bigint$pk, name text NOT NULL);
-                   CREATE TABLE items (id bigint$pk, parent_id bigint NOT NULL, name text NOT NULL,
+    sql "copy_$n" "CREATE TABLE parents (id bigint$2, name text NOT NULL);
+                   CREATE TABLE items (id bigint$2, parent_id bigint NOT NULL, name text NOT NULL,
                                        amount double precision NOT NULL, qty bigint NOT NULL, created_at text NOT NULL)"
-    measure c_s c_rss -- psql -q "$BASE/copy_$n" -c "\\copy parents FROM 'parents-$n.csv' CSV" -c "\\copy items FROM 'items-$n.csv' CSV"
+    measure "$1" c_rss -- psql -q "$BASE/copy_$n" -c "\\copy parents FROM 'parents-$n.csv' CSV" -c "\\copy items FROM 'items-$n.csv' CSV"
   }
-  pk=" PRIMARY KEY"
-  median c_s copy_run
-  copy_s=$c_s
-  pk=""
-  median c_s copy_run
-  copy_nokey_s=$c_s
+  copy_run() { say "[$n] psql \\copy from CSV, keys"; copy_into copy_s " PRIMARY KEY"; }
+  copy_nokey_run() { say "[$n] psql \\copy from CSV, no keys"; copy_into copy_nokey_s ""; }
+  rounds f_s:ferry_run nock_s:nock_run pgl_s:pgl_run copy_s:copy_run copy_nokey_s:copy_nokey_run
+  measure v_s v_rss -- sh -c "'$BIN/ferry-validate' 'sqlite:$db' '$BASE/ferry_$n' -q --report pg-report-$n.json > /dev/null"
+  grep -q '"status": "pass"' "pg-report-$n.json" || { say "validation failed: see $WORK/pg-report-$n.json"; exit 1; }
 
   say "[$n] ferry: PostgreSQL -> SQLite"
   back_run() {
