@@ -55,18 +55,9 @@ pipe() {
   printf -v "$sv" '%s' "$(python3 -c "print(round($end - $start, 2))")"
 }
 rss() { cat "$WORK/rss.$1"; }
-# The median of three runs of a step (a shell function setting the named variable).
+# Steps taken in turn, RUNS rounds of all of them (3 unless set), so a machine whose speed drifts
+# over the minutes weighs on every tool alike; each named variable ends as its step's median.
 RUNS="${RUNS:-3}"
-median() { # median VAR step-function
-  local var=$1 step=$2 times=()
-  for _ in $(seq "$RUNS"); do
-    "$step"
-    times+=("${!var}")
-  done
-  printf -v "$var" '%s' "$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
-}
-# Steps taken in turn, RUNS rounds of all of them, so a machine whose speed drifts over the minutes
-# weighs on every tool alike; each named variable ends as its step's median.
 rounds() { # rounds VAR:step-function ...
   local -A all=()
   local vs var
@@ -142,7 +133,7 @@ for n in $ROWS; do
     rm -rf "back-$n.db"* .ferry
     pipe b_s -- "$BIN/ferry-export $BASE/ferry_$n -q" "$BIN/ferry-transform --dialect sqlite -q" "$BIN/ferry-import sqlite:back-$n.db --create -q"
   }
-  median b_s back_run
+  rounds b_s:back_run
   b_exp=$(rss 0) b_tr=$(rss 1) b_imp=$(rss 2)
   measure bv_s bv_rss -- sh -c "'$BIN/ferry-validate' '$BASE/ferry_$n' 'sqlite:back-$n.db' -q --report back-report-$n.json > /dev/null"
   grep -q '"status": "pass"' "back-report-$n.json" || { say "validation failed: see $WORK/back-report-$n.json"; exit 1; }
@@ -154,7 +145,7 @@ for n in $ROWS; do
     && sqlite3 csvback-$n.db 'CREATE TABLE items (id INTEGER PRIMARY KEY, parent_id INTEGER, name TEXT, amount REAL, qty INTEGER, created_at TEXT)' \
        'CREATE TABLE parents (id INTEGER PRIMARY KEY, name TEXT)' '.import --csv items-out-$n.csv items' '.import --csv parents-out-$n.csv parents'"
   }
-  median cb_s csvback_run
+  rounds cb_s:csvback_run
 
   cd - > /dev/null
   echo "### $total rows (items $n with a foreign key to parents 10,000; 6 columns, primary keys)"

@@ -843,13 +843,13 @@ impl<W: Write> Importer<'_, W> {
 
     /// Acknowledge the commit on its way once the target says it landed (waiting when `wait`).
     fn acknowledge(&mut self, wait: bool) -> Result<()> {
-        if self.pending_ack.is_none() || !self.target.landed(wait)? {
-            return Ok(());
+        if self.pending_ack.is_some()
+            && self.target.landed(wait)?
+            && let Some(ack) = self.pending_ack.take()
+        {
+            self.ack(ack)?;
         }
-        match self.pending_ack.take() {
-            Some(ack) => self.ack(ack),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Record a landed commit in the checkpoint and echo the STATEs it covers.
