@@ -193,6 +193,64 @@ fn missing_tables_permissions_and_values_that_do_not_fit() {
     assert_eq!(amount, "1.25");
 }
 
+#[test]
+fn a_table_the_role_may_not_write_ends_the_run_with_the_servers_reason_and_no_rejects() {
+    let d = Dir::new();
+    let url = pg::cluster().database("denied");
+    let mut c = pg::connect(&url);
+    let db: String = c.query_one("SELECT current_database()::text", &[]).unwrap().get(0);
+    // The role may create ferry's own tables and read `tags`, but not write it.
+    c.batch_execute(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry_writer') THEN CREATE ROLE ferry_writer LOGIN PASSWORD 'writer-pw'; END IF; END $$;
+         GRANT CONNECT ON DATABASE \"{db}\" TO ferry_writer; GRANT USAGE, CREATE ON SCHEMA public TO ferry_writer;
+         CREATE TABLE tags (name text PRIMARY KEY, color text NOT NULL); GRANT SELECT ON tags TO ferry_writer;"
+    ))
+    .unwrap();
+    let cl = pg::cluster();
+    let writer = format!("postgres://ferry_writer:writer-pw@{}:{}/{db}", cl.host, cl.port);
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    let refused = |args: &[&str]| {
+        let mut all = vec![writer.as_str(), "--reject-file", "r.ndjson"];
+        all.extend_from_slice(args);
+        let run = d.run("ferry-import", &all, &stream);
+        run.expect_code(2)
+            .stderr_has("permission denied for table tags")
+            .stderr_has("no row was rejected")
+            .stderr_has("re-run the same command");
+        // One refusal, said once: not taken for a lost connection and retried, nor split per row.
+        let stderr = run.stderr();
+        assert!(
+            !stderr.contains("reconnect") && !stderr.contains("kept failing"),
+            "{stderr}"
+        );
+        let rejects = std::fs::read_to_string(d.path("r.ndjson")).unwrap_or_default();
+        assert_eq!(rejects.lines().count(), 0, "{rejects}");
+    };
+    // Into the empty table: one COPY straight into it, refused before it reads a row.
+    refused(&[]);
+    assert_eq!(count(&mut c, "tags"), 0);
+    // Into a table with rows, overwriting: the COPY into the session's staging table goes in,
+    // and the INSERT from it is refused.
+    c.batch_execute("INSERT INTO tags VALUES ('urgent', 'old')").unwrap();
+    refused(&["--on-conflict", "overwrite"]);
+    let color: String = c.query_one("SELECT color FROM tags", &[]).unwrap().get(0);
+    assert_eq!((count(&mut c, "tags"), color.as_str()), (1, "old"));
+
+    // Once the privilege is granted, the same command does the work.
+    c.batch_execute("GRANT INSERT, UPDATE ON tags TO ferry_writer").unwrap();
+    d.run("ferry-import", &[&writer, "--on-conflict", "overwrite"], &stream)
+        .ok();
+    let color: String = c
+        .query_one("SELECT color FROM tags WHERE name = 'urgent'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((count(&mut c, "tags"), color.as_str()), (5, "red"));
+}
+
 /// Rows of build_source's two tables in the target (0 for a table not created yet).
 fn rows_so_far(c: &mut postgres::Client) -> i64 {
     ["items", "events"]

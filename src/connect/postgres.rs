@@ -54,10 +54,34 @@ const IN_FLIGHT: usize = 2;
 
 /// Operations of the open transaction kept for replay after a transient fault, at most this many
 /// bytes; beyond it a fault in that transaction is reported instead of retried.
+const REPLAY_LIMIT: usize = 32 << 20;
+
 /// What a user is told when the server went away for good in the middle of a run.
 const GONE: &str = "nothing after the last commit is in the target; once the server is back, re-run the same command to continue from there";
 
-const REPLAY_LIMIT: usize = 32 << 20;
+/// Why a COPY did not go in.
+enum CopyFailure {
+    /// Refused before it read a row: the table, a column or a privilege, so no row is at fault.
+    /// tokio-postgres cannot use the connection after this (it sent two Syncs, and the second
+    /// answer arrives with nothing waiting for it), so it is never retried on it.
+    Start(tokio_postgres::Error),
+    /// While the rows went in: a value or a constraint, or the connection.
+    Rows(tokio_postgres::Error),
+}
+
+/// Whether a refusal is about the statement rather than its rows: SQLSTATE class 42 (a missing
+/// privilege, table or column, a type mismatch), which isolating rows would only repeat per row.
+fn refuses_every_row(code: Option<&SqlState>) -> bool {
+    code.is_some_and(|c| c.code().starts_with("42"))
+}
+
+/// One `COPY ... FROM STDIN` with `data` as its whole input.
+async fn copy_in(client: &tokio_postgres::Client, sql: &str, data: Bytes) -> std::result::Result<u64, CopyFailure> {
+    let sink = client.copy_in::<_, Bytes>(sql).await.map_err(CopyFailure::Start)?;
+    let mut sink = Box::pin(sink);
+    sink.send(data).await.map_err(CopyFailure::Rows)?;
+    sink.as_mut().finish().await.map_err(CopyFailure::Rows)
+}
 
 /// A socket that fails a read with `TimedOut` once the server has left something sent to it
 /// unanswered for `limit` (nothing read since the last write), or has not taken a write for
@@ -540,7 +564,7 @@ struct InFlight {
     data: Bytes,
     /// The chunk's savepoint, when it was written carefully.
     savepoint: Option<String>,
-    done: tokio::task::JoinHandle<std::result::Result<u64, tokio_postgres::Error>>,
+    done: tokio::task::JoinHandle<std::result::Result<u64, CopyFailure>>,
 }
 
 /// A COMMIT sent without waiting for its answer (`Target::commit_pipelined`). The transaction's
@@ -647,16 +671,9 @@ impl PgTarget {
         }
     }
 
-    /// One COPY, waited for.
-    fn copy(&mut self, sql: &str, data: Bytes) -> std::result::Result<u64, Fail> {
-        let client = &self.client;
-        let result = self.rt.block_on(async {
-            let sink = client.copy_in::<_, Bytes>(sql).await?;
-            let mut sink = Box::pin(sink);
-            sink.send(data.clone()).await?;
-            sink.as_mut().finish().await
-        });
-        match result {
+    /// One COPY of `stream`'s rows, waited for.
+    fn copy(&mut self, stream: &str, sql: &str, data: Bytes) -> std::result::Result<u64, Fail> {
+        match self.rt.block_on(copy_in(&self.client, sql, data.clone())) {
             Ok(n) => {
                 self.keep(Op::Copy {
                     sql: sql.to_owned(),
@@ -664,8 +681,33 @@ impl PgTarget {
                 });
                 Ok(n)
             }
-            Err(e) => Err(self.classify(sql, e)),
+            Err(e) => Err(self.copy_fail(stream, sql, e)),
         }
+    }
+
+    /// A COPY that failed, as a `Fail`. One the server refused before reading a row is not the
+    /// rows' fault, so splitting the chunk would only reject every row: it ends the run.
+    fn copy_fail(&self, stream: &str, sql: &str, f: CopyFailure) -> Fail {
+        match f {
+            CopyFailure::Start(e) => match self.classify(sql, e) {
+                Fail::Refused(m, ..) => Fail::Fatal(self.refused_outright(stream, &m)),
+                other => other,
+            },
+            CopyFailure::Rows(e) => self.classify(sql, e),
+        }
+    }
+
+    /// The error for a statement of `stream` the server refused whatever its rows held (a missing
+    /// privilege, table or column): its reason, and what to do.
+    fn refused_outright(&self, stream: &str, message: &str) -> Error {
+        let table = self.streams.get(stream).map_or(stream, |s| s.qualified.as_str());
+        Error::new(
+            ErrorKind::Target,
+            format!(
+                "{}: writing the rows of stream \"{stream}\" into {table}: {message}; the server refused the statement itself, not a row, so no row was rejected; nothing after the last commit is in the target; once that is put right, re-run the same command to continue from there",
+                self.address.redacted
+            ),
+        )
     }
 
     fn keep(&mut self, op: Op) {
@@ -753,9 +795,9 @@ impl PgTarget {
                     match op {
                         Op::Sql(s) => client.batch_execute(s).await?,
                         Op::Copy { sql, data } => {
-                            let mut sink = Box::pin(client.copy_in::<_, Bytes>(sql.as_str()).await?);
-                            sink.send(data.clone()).await?;
-                            sink.as_mut().finish().await?;
+                            copy_in(client, sql, data.clone())
+                                .await
+                                .map_err(|(CopyFailure::Start(e) | CopyFailure::Rows(e))| e)?;
                         }
                     }
                 }
@@ -1090,11 +1132,11 @@ impl PgTarget {
             let result = (|| -> std::result::Result<(u64, u64), Fail> {
                 match &path {
                     Path::Direct => {
-                        let n = t.copy(&copy, data.clone())?;
+                        let n = t.copy(stream, &copy, data.clone())?;
                         Ok((n, 0))
                     }
                     Path::Staging { insert, stage, .. } => {
-                        t.copy(&copy, data.clone())?;
+                        t.copy(stream, &copy, data.clone())?;
                         for sql in &journal {
                             t.sql(sql, true)?;
                         }
@@ -1108,6 +1150,9 @@ impl PgTarget {
                 Ok(counts) => {
                     t.sql(&format!("RELEASE SAVEPOINT {sp}"), true)?;
                     Ok(Ok(counts))
+                }
+                Err(Fail::Refused(m, code, _)) if refuses_every_row(code.as_ref()) => {
+                    Err(Fail::Fatal(t.refused_outright(stream, &m)))
                 }
                 Err(Fail::Refused(m, code, constraint)) => {
                     // Undo this chunk only; the ops it logged go too.
@@ -1195,12 +1240,7 @@ impl PgTarget {
         // The whole COPY (its start too) runs on the connection's worker: the importer does not
         // wait for a round trip.
         let client = std::sync::Arc::clone(&self.client);
-        let done = self.rt.spawn(async move {
-            let sink = client.copy_in::<_, Bytes>(sql.as_str()).await?;
-            let mut sink = Box::pin(sink);
-            sink.send(sent).await?;
-            sink.as_mut().finish().await
-        });
+        let done = self.rt.spawn(async move { copy_in(&client, &sql, sent).await });
         self.in_flight.push_back(InFlight {
             stream: stream.to_owned(),
             shape: shape.clone(),
@@ -1246,7 +1286,7 @@ impl PgTarget {
                     None => Ok(n),
                 }
             }
-            Err(e) => Err(self.classify(&sql, e)),
+            Err(e) => Err(self.copy_fail(&f.stream, &sql, e)),
         };
         match outcome {
             Ok(n) => {
