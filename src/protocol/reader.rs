@@ -149,18 +149,43 @@ impl<R: BufRead> StreamReader<R> {
         self.bytes
     }
 
+    /// Append the next line (with its newline, if it has one) to `buf`, reading at most `limit`
+    /// bytes: `BufRead::read_until` with the `memchr` crate's vectorised search, which the import
+    /// of every row goes through.
+    fn read_line(&mut self, limit: usize) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < limit {
+            let available = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                break;
+            }
+            let window = &available[..available.len().min(limit - n)];
+            let (take, done) = match memchr::memchr(b'\n', window) {
+                Some(i) => (i + 1, true),
+                None => (window.len(), false),
+            };
+            self.buf.extend_from_slice(&window[..take]);
+            self.inner.consume(take);
+            n += take;
+            if done {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// The next non-empty line, or `None` at end of input.
     pub fn next_line(&mut self) -> Result<Option<Line<'_>>> {
         let terminated = loop {
             self.buf.clear();
             // Read at most the limit plus "\r\n": a longer line is refused without being held.
-            let limit = self.max_line as u64 + 2;
-            let n = (&mut self.inner)
-                .take(limit)
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| {
-                    Error::new(ErrorKind::Io, format!("reading input after line {}", self.line_no)).with_source(e)
-                })?;
+            let n = self.read_line(self.max_line + 2).map_err(|e| {
+                Error::new(ErrorKind::Io, format!("reading input after line {}", self.line_no)).with_source(e)
+            })?;
             if n == 0 {
                 return Ok(None);
             }
@@ -388,6 +413,25 @@ mod tests {
         assert_eq!((l.no, l.kind, l.stream()), (3, Kind::Record, "s"));
         assert_eq!(l.record().unwrap().get(), "{\"a\":1}");
         assert!(r.next_line().unwrap().is_none());
+    }
+
+    #[test]
+    fn lines_split_across_reads_come_out_whole() {
+        // A 7-byte buffer: every line spans several reads, and a newline falls at each offset.
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("{{\"type\":\"STATE\",\"value\":\"{}\"}}", "x".repeat(i)))
+            .collect();
+        let mut text = lines.join("\n");
+        text.push_str("\r\n\n  \n");
+        text.push_str(&lines[3]);
+        let mut r = StreamReader::new(std::io::BufReader::with_capacity(7, text.as_bytes()), 100);
+        for (i, want) in lines.iter().chain(std::iter::once(&lines[3])).enumerate() {
+            let l = r.next_line().unwrap().unwrap();
+            assert_eq!(l.text, want.as_str(), "line {i}");
+        }
+        assert_eq!(r.line_no(), 43);
+        assert!(r.next_line().unwrap().is_none());
+        assert_eq!(r.bytes(), text.len() as u64);
     }
 
     #[test]
