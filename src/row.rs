@@ -283,7 +283,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         };
         // Writers put fields in SCHEMA order: try the next column before looking the name up.
         let mut expect = 0usize;
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(value::Str(name)) = map.next_key::<value::Str<'de>>()? {
             let guess = columns.get(expect).filter(|c| c.name == name.as_ref()).map(|_| expect);
             let Some(i) = guess.or_else(|| self.shape.index.get(name.as_ref()).copied()) else {
                 *self.problem = Some(format!(
@@ -339,6 +339,20 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn field_names_written_with_escapes_find_their_column() {
+        let s = shape();
+        // "name" with an escaped letter, "id" in \u form, and a tagged value whose tag is escaped.
+        let row = s
+            .decode(&raw(r#"{"\u0069d":7,"n\u0061me":"x","score":{"re\u0061l":"NaN"}}"#))
+            .unwrap();
+        assert_eq!(row[0], Value::Integer(7));
+        assert_eq!(row[1], Value::Text(b"x".to_vec()));
+        assert!(matches!(row[3], Value::Real(f) if f.is_nan()), "{:?}", row[3]);
+        let e = s.decode(&raw(r#"{"id":1,"n\u0061mes":"x"}"#)).unwrap_err();
+        assert!(e.contains("\"names\" is not in the stream's SCHEMA"), "{e}");
     }
 
     #[test]

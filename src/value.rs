@@ -416,6 +416,29 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
 // ---------------------------------------------------------------------------------------------
 // Decoding: JSON -> value
 
+/// A JSON string borrowed from the input when it has no escapes, copied only when it has.
+/// (serde's own `Cow<str>` always copies: every field name of every row was an allocation.)
+pub(crate) struct Str<'de>(pub std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// Deserialize one value under a codec, straight from the parser (no intermediate JSON tree).
 #[derive(Clone, Copy)]
 pub struct ValueSeed(pub Codec);
@@ -522,12 +545,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let Some(tag) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+        let Some(tag) = map.next_key::<Str<'de>>()?.map(|s| s.0) else {
             return Err(self.wrong("an empty object"));
         };
         let value = match tag.as_ref() {
             "b64" => {
-                let s: std::borrow::Cow<'de, str> = map.next_value()?;
+                let s = map.next_value::<Str<'de>>()?.0;
                 Value::Blob(
                     BASE64
                         .decode(s.as_bytes())
@@ -535,7 +558,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 )
             }
             "text_b64" => {
-                let s: std::borrow::Cow<'de, str> = map.next_value()?;
+                let s = map.next_value::<Str<'de>>()?.0;
                 Value::Text(
                     BASE64
                         .decode(s.as_bytes())
