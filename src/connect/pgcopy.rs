@@ -629,13 +629,6 @@ pub fn split_text(line: &[u8], buf: &mut Vec<u8>, fields: &mut Vec<Option<std::o
     }
 }
 
-/// The fields of one line of COPY text format, each owned (see [`split_text`]).
-pub fn copy_text_fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
-    let (mut buf, mut fields) = (Vec::new(), Vec::new());
-    split_text(line, &mut buf, &mut fields);
-    fields.into_iter().map(|f| f.map(|r| buf[r].to_vec())).collect()
-}
-
 /// Append a value to a line of COPY text format, escaped.
 pub fn escape_text(v: &[u8], out: &mut Vec<u8>) {
     for &b in v {
@@ -652,6 +645,13 @@ pub fn escape_text(v: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields of a line of COPY text format, unescaped (`None` for `\\N`).
+    fn copy_text_fields(line: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let (mut buf, mut fields) = (Vec::new(), Vec::new());
+        split_text(line, &mut buf, &mut fields);
+        fields.into_iter().map(|f| f.map(|r| buf[r].to_vec())).collect()
+    }
 
     fn num(t: &str) -> Vec<u16> {
         let mut out = Vec::new();

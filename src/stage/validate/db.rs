@@ -297,17 +297,11 @@ impl Db {
     ) -> Result<R> {
         let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
         let nk = key.len();
-        let canonical_key = |raw: Vec<Value>, from_pg: bool, fields: Option<&[Option<Vec<u8>>]>| -> Vec<Value> {
-            match (from_pg, fields) {
-                (true, Some(f)) => (0..nk)
-                    .map(|i| key_canon[i].key_order(key_canon[i].of_pg_text(f[i].as_deref())))
-                    .collect(),
-                _ => raw
-                    .into_iter()
-                    .zip(key_canon)
-                    .map(|(v, c)| c.key_order(c.of_value(v)))
-                    .collect(),
-            }
+        let canonical_key = |raw: Vec<Value>| -> Vec<Value> {
+            raw.into_iter()
+                .zip(key_canon)
+                .map(|(v, c)| c.key_order(c.of_value(v)))
+                .collect()
         };
         match self {
             Db::Sqlite { conn, .. } => {
@@ -340,7 +334,7 @@ impl Db {
                         let k = (0..nk)
                             .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
                             .collect::<rusqlite::Result<Vec<_>>>()?;
-                        let k = canonical_key(k, false, None);
+                        let k = canonical_key(k);
                         if spilled {
                             let h: Vec<u8> = r.get(nk)?;
                             let mut hash = [0u8; 32];
@@ -397,11 +391,19 @@ impl Db {
                 let reader = c
                     .copy_out(sql.as_str())
                     .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;
-                let mut lines = std::io::BufRead::split(std::io::BufReader::with_capacity(256 * 1024, reader), b'\n');
+                let mut lines = std::io::BufReader::with_capacity(256 * 1024, reader);
                 let address = self.address().to_owned();
+                // One line, its unescaped fields and their places, reused for every row.
+                let (mut line, mut buf, mut fields) = (Vec::new(), Vec::new(), Vec::new());
                 let mut it = std::iter::from_fn(|| {
-                    let line = match lines.next()? {
-                        Ok(l) => l,
+                    line.clear();
+                    match std::io::BufRead::read_until(&mut lines, b'\n', &mut line) {
+                        Ok(0) => return None,
+                        Ok(_) => {
+                            if line.last() == Some(&b'\n') {
+                                line.pop();
+                            }
+                        }
                         Err(e) => {
                             return Some(Err(Error::new(
                                 ErrorKind::Target,
@@ -409,18 +411,19 @@ impl Db {
                             )
                             .with_source(e)));
                         }
-                    };
-                    let fields = crate::connect::pgcopy::copy_text_fields(&line);
+                    }
+                    crate::connect::pgcopy::split_text(&line, &mut buf, &mut fields);
                     if fields.len() != nk + cols.len() {
                         return Some(Err(Error::new(
                             ErrorKind::Target,
                             format!("{address}: validating: a row with {} fields", fields.len()),
                         )));
                     }
-                    let k = canonical_key(vec![], true, Some(&fields));
-                    let vals: Vec<Value> = (0..cols.len())
-                        .map(|i| canons[i].of_pg_text(fields[nk + i].as_deref()))
+                    let field = |i: usize| fields[i].clone().map(|r| &buf[r]);
+                    let k = (0..nk)
+                        .map(|i| key_canon[i].key_order(key_canon[i].of_pg_text(field(i))))
                         .collect();
+                    let vals: Vec<Value> = (0..cols.len()).map(|i| canons[i].of_pg_text(field(nk + i))).collect();
                     let h = hasher(&vals);
                     Some(Ok((k, h, None, Some(vals))))
                 })
