@@ -162,7 +162,13 @@ impl tokio::io::AsyncWrite for Watched {
         match std::pin::Pin::new(&mut me.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 me.blocked = None;
-                me.asked = Some(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                me.asked = Some(now);
+                // Arm the timer now: tokio-postgres polls its read before its write, so the read
+                // that would arm it may already have come back Pending, and a server that never
+                // answers never wakes the connection to read again.
+                // (Ready only with a zero limit: the next read reports it.)
+                let _ = me.expired(now, cx);
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -2180,6 +2186,48 @@ pub fn list_tables(client: &mut Client, schema: &str) -> std::result::Result<BTr
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A server that takes every byte and never answers. The connection reads before it writes
+    /// (as tokio-postgres does) and then waits to be woken: the write must arm the timer, or
+    /// nothing ever wakes it.
+    #[test]
+    fn a_request_into_silence_times_out_though_the_read_was_polled_first() {
+        use std::task::Poll;
+        use tokio::io::{AsyncRead, AsyncWrite};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = hole.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = hole.accept().await.unwrap();
+                let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+            });
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut w = Watched::new(stream, Duration::from_millis(200));
+            let mut wrote = false;
+            // A task of its own, woken only by what the socket registered.
+            let waited = tokio::spawn(std::future::poll_fn(move |cx| {
+                let mut space = [0u8; 64];
+                let mut buf = tokio::io::ReadBuf::new(&mut space);
+                let read = std::pin::Pin::new(&mut w).poll_read(cx, &mut buf);
+                if !wrote {
+                    assert!(read.is_pending(), "nothing asked yet");
+                    let sent = std::pin::Pin::new(&mut w).poll_write(cx, b"a request");
+                    assert!(matches!(sent, Poll::Ready(Ok(9))), "{sent:?}");
+                    wrote = true;
+                    return Poll::Pending;
+                }
+                read
+            }));
+            let out = tokio::time::timeout(Duration::from_secs(5), waited).await;
+            let e = out.expect("woken by the timer, not left waiting").unwrap().unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+            assert!(e.to_string().contains("no answer from the server in 0 s"), "{e}");
+        });
+    }
 
     #[test]
     fn sqlite_columns_map_to_types_that_hold_them_exactly() {
