@@ -75,18 +75,23 @@ impl Shared {
         }
     }
 
-    /// Take `n` from `budget`; true when it runs out (and it is then disarmed).
-    fn spend(budget: &AtomicU64, n: u64) -> bool {
-        let left = budget.load(Ordering::SeqCst);
-        if left == NEVER {
-            return false;
-        }
-        if n >= left {
-            budget.store(NEVER, Ordering::SeqCst);
-            return true;
-        }
-        budget.fetch_sub(n, Ordering::SeqCst);
-        false
+    /// Take `n` from `budget`; when that runs it out, it is disarmed and the bytes it had left
+    /// are returned. One atomic step: the pumps of several connections spend the same budget, and
+    /// exactly one of them sees it run out.
+    fn spend(budget: &AtomicU64, n: u64) -> Option<u64> {
+        let mut ran_out = None;
+        let _ = budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            ran_out = None;
+            if left == NEVER {
+                None
+            } else if n >= left {
+                ran_out = Some(left);
+                Some(NEVER)
+            } else {
+                Some(left - n)
+            }
+        });
+        ran_out
     }
 }
 
@@ -304,17 +309,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
                 t.skip -= 1;
             }
             drop(trap);
-            if Shared::spend(&s.budget, n as u64) {
+            if Shared::spend(&s.budget, n as u64).is_some() {
                 s.cut();
                 break;
             }
-            if Shared::spend(&s.hole_budget, n as u64) {
+            if Shared::spend(&s.hole_budget, n as u64).is_some() {
                 s.blackhole.store(true, Ordering::SeqCst);
                 s.faults.fetch_add(1, Ordering::SeqCst);
                 swallow(from);
                 return;
             }
-            if Shared::spend(&s.reset_budget, n as u64) {
+            if Shared::spend(&s.reset_budget, n as u64).is_some() {
                 s.faults.fetch_add(1, Ordering::SeqCst);
                 was_reset.store(true, Ordering::SeqCst);
                 reset(&from, &to, s);
@@ -325,8 +330,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
                 // The connection is being reset: no answer gets through any more.
                 return;
             }
-            let left = s.truncate_budget.load(Ordering::SeqCst);
-            if Shared::spend(&s.truncate_budget, n as u64) {
+            if let Some(left) = Shared::spend(&s.truncate_budget, n as u64) {
                 s.faults.fetch_add(1, Ordering::SeqCst);
                 let _ = to.write_all(&buf[..(left as usize).min(n)]);
                 break;
