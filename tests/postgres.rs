@@ -144,6 +144,19 @@ fn a_wrong_password_or_no_server_is_a_clear_error() {
     assert!(!stderr.contains(PASSWORD), "{stderr}");
 }
 
+/// A login role `name` (password `name-pw`) that may connect to `c`'s database, after `grants`
+/// run there; its address.
+fn login_role(c: &mut postgres::Client, name: &str, grants: &str) -> String {
+    let db: String = c.query_one("SELECT current_database()::text", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN CREATE ROLE {name}; END IF; END $$;
+         ALTER ROLE {name} LOGIN PASSWORD '{name}-pw'; GRANT CONNECT ON DATABASE \"{db}\" TO {name}; {grants};"
+    ))
+    .unwrap();
+    let cl = pg::cluster();
+    format!("postgres://{name}:{name}-pw@{}:{}/{db}", cl.host, cl.port)
+}
+
 #[test]
 fn missing_tables_permissions_and_values_that_do_not_fit() {
     let d = Dir::new();
@@ -160,14 +173,7 @@ fn missing_tables_permissions_and_values_that_do_not_fit() {
 
     // A role that may connect but not create tables.
     let mut c = pg::connect(&url);
-    let db: String = c.query_one("SELECT current_database()::text", &[]).unwrap().get(0);
-    c.batch_execute(&format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry_reader') THEN CREATE ROLE ferry_reader LOGIN PASSWORD 'reader-pw'; END IF; END $$;
-         GRANT CONNECT ON DATABASE \"{db}\" TO ferry_reader; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
-    ))
-    .unwrap();
-    let cl = pg::cluster();
-    let reader = format!("postgres://ferry_reader:reader-pw@{}:{}/{db}", cl.host, cl.port);
+    let reader = login_role(&mut c, "ferry_reader", "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
     d.run("ferry-import", &[&reader, "--create"], &stream)
         .expect_code(2)
         .stderr_has("permission denied for schema public");
@@ -198,16 +204,13 @@ fn a_table_the_role_may_not_write_ends_the_run_with_the_servers_reason_and_no_re
     let d = Dir::new();
     let url = pg::cluster().database("denied");
     let mut c = pg::connect(&url);
-    let db: String = c.query_one("SELECT current_database()::text", &[]).unwrap().get(0);
     // The role may create ferry's own tables and read `tags`, but not write it.
-    c.batch_execute(&format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry_writer') THEN CREATE ROLE ferry_writer LOGIN PASSWORD 'writer-pw'; END IF; END $$;
-         GRANT CONNECT ON DATABASE \"{db}\" TO ferry_writer; GRANT USAGE, CREATE ON SCHEMA public TO ferry_writer;
-         CREATE TABLE tags (name text PRIMARY KEY, color text NOT NULL); GRANT SELECT ON tags TO ferry_writer;"
-    ))
-    .unwrap();
-    let cl = pg::cluster();
-    let writer = format!("postgres://ferry_writer:writer-pw@{}:{}/{db}", cl.host, cl.port);
+    let writer = login_role(
+        &mut c,
+        "ferry_writer",
+        "GRANT USAGE, CREATE ON SCHEMA public TO ferry_writer;
+         CREATE TABLE tags (name text PRIMARY KEY, color text NOT NULL); GRANT SELECT ON tags TO ferry_writer",
+    );
     let stream = d
         .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
         .output

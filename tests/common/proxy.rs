@@ -246,7 +246,10 @@ fn swallow(mut from: TcpStream) {
 /// Abort `client`'s connection with a RST: with a zero linger, closing it discards what is
 /// unsent and resets. Waking the pumps with a read-side shutdown keeps them from sending a FIN
 /// first; the last descriptor closing sends the RST.
-fn reset(client: &TcpStream, server: &TcpStream, s: &Shared) {
+/// Counted as a fault; `was_reset` tells the other pump of the connection.
+fn reset(client: &TcpStream, server: &TcpStream, s: &Shared, was_reset: &AtomicBool) {
+    was_reset.store(true, Ordering::SeqCst);
+    s.faults.fetch_add(1, Ordering::SeqCst);
     let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
     let _ = client.shutdown(Shutdown::Read);
     let _ = server.shutdown(Shutdown::Both);
@@ -300,8 +303,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
                                 // Let the server read it before the connection goes.
                                 std::thread::sleep(Duration::from_millis(50));
                             }
-                            s.faults.fetch_add(1, Ordering::SeqCst);
-                            reset(&from, &to, s);
+                            reset(&from, &to, s, was_reset);
                             return;
                         }
                     }
@@ -320,9 +322,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, from_client: bool, w
                 return;
             }
             if Shared::spend(&s.reset_budget, n as u64).is_some() {
-                s.faults.fetch_add(1, Ordering::SeqCst);
-                was_reset.store(true, Ordering::SeqCst);
-                reset(&from, &to, s);
+                reset(&from, &to, s, was_reset);
                 return;
             }
         } else {
