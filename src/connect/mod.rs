@@ -6,6 +6,7 @@ pub mod d1;
 pub mod d1source;
 pub mod objects;
 pub mod pgcopy;
+pub mod pgread;
 pub mod pgsource;
 pub mod postgres;
 pub mod s3;

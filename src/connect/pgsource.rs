@@ -36,10 +36,10 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use postgres::Client;
 use serde_json::{Map, Value as Json, json};
 
 use super::pgcopy;
+use super::pgread::PgConn;
 use super::postgres::{PgAddress, pg_error};
 use super::{RowAccess, Selection, Source, StreamPlan};
 use crate::connect::sqlite::quote;
@@ -94,7 +94,7 @@ impl PgTable {
 
 pub struct PgSource {
     address: PgAddress,
-    client: Client,
+    client: PgConn,
     in_snapshot: bool,
     tables: HashMap<String, PgTable>,
 }
@@ -102,7 +102,7 @@ pub struct PgSource {
 impl PgSource {
     pub fn open(url: &str) -> Result<PgSource> {
         let address = PgAddress::parse(url, "ferry-export")?;
-        let client = address.connect()?;
+        let client = PgConn::open(&address)?;
         Ok(PgSource {
             address,
             client,
@@ -647,14 +647,13 @@ impl Source for PgSource {
         }
         let copy = format!("COPY ({sql}) TO STDOUT");
         let what = format!("reading {stream}");
-        let reader = match self.client.copy_out(copy.as_str()) {
+        let mut reader = match self.client.copy_out(copy.as_str()) {
             Ok(r) => r,
             Err(e) => {
                 let e = pg_error(&self.address.redacted, &what, e);
                 return Err(Error::new(ErrorKind::Source, e.to_string()));
             }
         };
-        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
         let kinds: Vec<Kind> = cols.iter().map(|c| c.kind).collect();
         let mut line = Vec::with_capacity(4096);
         let mut buf = Vec::with_capacity(4096);

@@ -2150,7 +2150,7 @@ fn portable_default(d: &str, pg_type: &str) -> Option<String> {
 
 /// Columns of a table and whether each is nullable, for reading (validate).
 pub fn table_columns(
-    client: &mut Client,
+    client: &super::pgread::PgConn,
     qualified: &str,
 ) -> std::result::Result<Option<Vec<(String, String)>>, postgres::Error> {
     let exists: bool = client
@@ -2173,7 +2173,10 @@ pub fn table_columns(
 }
 
 /// Names of the tables in a schema (without ferry's own).
-pub fn list_tables(client: &mut Client, schema: &str) -> std::result::Result<BTreeSet<String>, postgres::Error> {
+pub fn list_tables(
+    client: &super::pgread::PgConn,
+    schema: &str,
+) -> std::result::Result<BTreeSet<String>, postgres::Error> {
     let rows = client.query(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_ferry\\_%'",

@@ -3,13 +3,12 @@
 //! differs is how it is executed and how rows come back (SQLite values, PostgreSQL text output
 //! read through the column's canonical form).
 
-use std::cell::RefCell;
-
 use rusqlite::Connection;
 
 use super::Meta;
 use crate::address::Address;
 use crate::canon::Canon;
+use crate::connect::pgread::PgConn;
 use crate::connect::postgres::{PgAddress, pg_error};
 use crate::connect::sqlite::{self as sq, from_sql, quote};
 use crate::connect::table_name_for;
@@ -27,7 +26,7 @@ pub enum Db {
         address: String,
     },
     Pg {
-        client: Box<RefCell<postgres::Client>>,
+        client: Box<PgConn>,
         address: String,
         schema: String,
         /// `--schema` named it: every stream is looked for there.
@@ -85,9 +84,9 @@ impl Db {
             }
             Address::Postgres(url) => {
                 let a = PgAddress::parse(url, "ferry-validate")?;
-                let client = a.connect()?;
+                let client = PgConn::open(&a)?;
                 Ok(Db::Pg {
-                    client: Box::new(RefCell::new(client)),
+                    client: Box::new(client),
                     address: a.redacted,
                     schema: schema.unwrap_or("public").to_owned(),
                     explicit: schema.is_some(),
@@ -122,7 +121,7 @@ impl Db {
     pub fn tables(&self) -> Result<Vec<String>> {
         match self {
             Db::Sqlite { conn, address } => sq::list_tables(conn, address),
-            Db::Pg { client, schema, .. } => crate::connect::postgres::list_tables(&mut client.borrow_mut(), schema)
+            Db::Pg { client, schema, .. } => crate::connect::postgres::list_tables(client, schema)
                 .map(|s| s.into_iter().collect())
                 .map_err(|e| self.pg_err("listing tables", e)),
         }
@@ -167,13 +166,12 @@ impl Db {
             }
             Db::Pg { client, .. } => {
                 let qualified = self.table_expr(table);
-                let mut c = client.borrow_mut();
-                let Some(columns) = crate::connect::postgres::table_columns(&mut c, &qualified)
+                let Some(columns) = crate::connect::postgres::table_columns(client, &qualified)
                     .map_err(|e| self.pg_err(&format!("describing {qualified}"), e))?
                 else {
                     return Ok(None);
                 };
-                let rows = c
+                let rows = client
                     .query(
                         "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0
                          AND col_description(a.attrelid, a.attnum) LIKE 'ferry: x-sqlite-dynamic%'",
@@ -198,7 +196,6 @@ impl Db {
                 .map(|n| n as u64)
                 .ctx(ErrorKind::Source, || format!("validating: {sql}")),
             Db::Pg { client, .. } => client
-                .borrow_mut()
                 .query_one(sql.as_str(), &[])
                 .map(|r| r.get::<_, i64>(0) as u64)
                 .map_err(|e| self.pg_err(&format!("validating: {sql}"), e)),
@@ -247,7 +244,6 @@ impl Db {
                     "SELECT {texts}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
                 );
                 let rows = client
-                    .borrow_mut()
                     .query(sql.as_str(), &[])
                     .map_err(|e| self.pg_err(&format!("validating: {sql}"), e))?;
                 Ok(rows
@@ -387,11 +383,9 @@ impl Db {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");
-                let mut c = client.borrow_mut();
-                let reader = c
+                let mut lines = client
                     .copy_out(sql.as_str())
                     .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;
-                let mut lines = std::io::BufReader::with_capacity(256 * 1024, reader);
                 let address = self.address().to_owned();
                 // One line, its unescaped fields and their places, reused for every row.
                 let (mut line, mut buf, mut fields) = (Vec::new(), Vec::new(), Vec::new());

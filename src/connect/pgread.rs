@@ -1,0 +1,161 @@
+//! A blocking handle on one PostgreSQL connection, for the stages that read (export, validate).
+//!
+//! The statements run on the asynchronous client over a private single-thread runtime, so a
+//! reader gets what the importer has: `FERRY_TIMEOUT` on every request (the watched socket of
+//! [`PgAddress::connect_async`]), and rows of a `COPY ... TO STDOUT` in batches. The batches
+//! matter twice:
+//! - speed: the blocking `postgres` client enters its runtime once per COPY message, that is once
+//!   per row; here it is once per batch of whatever the connection has already received;
+//! - a stall in the middle of a COPY: the server has answered, so the socket has nothing asked
+//!   and no limit; the reader holds its own, `FERRY_TIMEOUT` for each wait for more rows.
+
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{CopyOutStream, Row};
+
+use super::postgres::PgAddress;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry;
+
+/// The batch a COPY reader takes at once at most (it takes less when less has arrived).
+const BATCH: usize = 256 * 1024;
+
+pub struct PgConn {
+    rt: Runtime,
+    client: tokio_postgres::Client,
+    limit: Option<Duration>,
+}
+
+impl PgConn {
+    /// Connect, retrying while the server is unreachable or starting (see `connect_async`).
+    pub fn open(address: &PgAddress) -> Result<PgConn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, "starting the PostgreSQL client").with_source(e))?;
+        let client = address.connect_async(&rt)?;
+        Ok(PgConn {
+            rt,
+            client,
+            limit: retry::answer_timeout(None),
+        })
+    }
+
+    pub fn batch_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        self.rt.block_on(self.client.batch_execute(sql))
+    }
+
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        self.rt.block_on(self.client.query(sql, params))
+    }
+
+    pub fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Row, tokio_postgres::Error> {
+        self.rt.block_on(self.client.query_one(sql, params))
+    }
+
+    /// Start `COPY (...) TO STDOUT`; its rows are read through [`std::io::BufRead`].
+    pub fn copy_out(&self, sql: &str) -> std::result::Result<CopyLines<'_>, tokio_postgres::Error> {
+        let stream = self.rt.block_on(self.client.copy_out(sql))?;
+        Ok(CopyLines {
+            rt: &self.rt,
+            stream: Box::pin(stream),
+            limit: self.limit,
+            buf: Vec::with_capacity(BATCH),
+            pos: 0,
+            done: false,
+        })
+    }
+}
+
+/// The text of a COPY's rows, read a batch at a time. Once the COPY has ended it reads nothing
+/// more (the connection has moved on).
+pub struct CopyLines<'a> {
+    rt: &'a Runtime,
+    stream: Pin<Box<CopyOutStream>>,
+    limit: Option<Duration>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl CopyLines<'_> {
+    /// Wait for at least one message, then take every one already received, up to [`BATCH`].
+    fn fetch(&mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        self.pos = 0;
+        let (stream, buf, done) = (&mut self.stream, &mut self.buf, &mut self.done);
+        let take = std::future::poll_fn(|cx| {
+            loop {
+                match stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(b))) => {
+                        let b: Bytes = b;
+                        buf.extend_from_slice(&b);
+                        if buf.len() >= BATCH {
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(None) => {
+                        *done = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Pending if buf.is_empty() => return Poll::Pending,
+                    Poll::Pending => return Poll::Ready(Ok(())),
+                }
+            }
+        });
+        match self.limit {
+            None => self.rt.block_on(take).map_err(std::io::Error::other),
+            Some(limit) => match self.rt.block_on(async { tokio::time::timeout(limit, take).await }) {
+                Ok(got) => got.map_err(std::io::Error::other),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no more rows from the server in {:.0} s (FERRY_TIMEOUT)",
+                        limit.as_secs_f64()
+                    ),
+                )),
+            },
+        }
+    }
+}
+
+impl std::io::Read for CopyLines<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let have = std::io::BufRead::fill_buf(self)?;
+            let n = have.len().min(out.len());
+            out[..n].copy_from_slice(&have[..n]);
+            n
+        };
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for CopyLines<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.buf.len() && !self.done {
+            self.fetch()?;
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
