@@ -1,4 +1,5 @@
-//! A blocking handle on one PostgreSQL connection, for the stages that read (export, validate).
+//! A blocking handle on one PostgreSQL connection, for the stages that read (export, validate)
+//! and for rollback.
 //!
 //! The statements run on the asynchronous client over a private single-thread runtime, so a
 //! reader gets what the importer has: `FERRY_TIMEOUT` on every request (the watched socket of
@@ -65,6 +66,19 @@ impl PgConn {
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Row, tokio_postgres::Error> {
         self.rt.block_on(self.client.query_one(sql, params))
+    }
+
+    /// Run `stmts` in one transaction; the rows each changed. Rolled back on the first error.
+    pub fn execute_in_transaction(&mut self, stmts: &[String]) -> std::result::Result<Vec<u64>, tokio_postgres::Error> {
+        self.rt.block_on(async {
+            let tx = self.client.transaction().await?;
+            let mut changed = Vec::with_capacity(stmts.len());
+            for sql in stmts {
+                changed.push(tx.execute(sql.as_str(), &[]).await?);
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
     }
 
     /// Start `COPY (...) TO STDOUT`; its rows are read through [`std::io::BufRead`].

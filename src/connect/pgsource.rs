@@ -111,7 +111,7 @@ impl PgSource {
         })
     }
 
-    fn err(&self, what: &str, e: postgres::Error) -> Error {
+    fn err(&self, what: &str, e: tokio_postgres::Error) -> Error {
         let e = pg_error(&self.address.redacted, what, e);
         // A source that went away mid-export cannot continue the same snapshot: the export stops,
         // and `--resume` picks up after what the importer acknowledged.
@@ -140,8 +140,8 @@ impl PgSource {
         &mut self,
         what: &str,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>> {
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
         match self.client.query(sql, params) {
             Ok(r) => Ok(r),
             Err(e) => Err(self.err(what, e)),

@@ -33,9 +33,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::{Client, NoTls};
 use serde_json::Value as Json;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
 
 use super::pgcopy::{self, Encoder};
 use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
@@ -258,24 +258,6 @@ impl PgAddress {
         Ok(PgAddress { config, redacted })
     }
 
-    /// Connect (blocking client), retrying while the server is unreachable or starting up.
-    pub fn connect(&self) -> Result<Client> {
-        let config = postgres::Config::from(self.config.clone());
-        retry::run(
-            &format!("{}: connecting", self.redacted),
-            |_| {
-                let mut c = config
-                    .connect(NoTls)
-                    .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                c.batch_execute(SESSION)
-                    .map_err(|e| pg_error(&self.redacted, "setting up the session", e))?;
-                Ok(c)
-            },
-            |e| e.kind() == ErrorKind::Transient,
-            std::thread::sleep,
-        )
-    }
-
     /// The single TCP host and port of the address, if that is what it is.
     fn tcp(&self) -> Option<(String, u16)> {
         match (self.config.get_hosts(), self.config.get_ports()) {
@@ -361,7 +343,7 @@ const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET Int
 
 /// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
 /// shutting down, or a transaction lost a serialization race.
-pub fn is_transient(e: &postgres::Error) -> bool {
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     if is_config(e) {
         return false;
     }
@@ -376,13 +358,13 @@ pub fn is_transient(e: &postgres::Error) -> bool {
 
 /// A connection the client could not even try: something missing from the address (no password
 /// where the server asks for one), which no retry fixes.
-fn is_config(e: &postgres::Error) -> bool {
+fn is_config(e: &tokio_postgres::Error) -> bool {
     e.to_string().starts_with("invalid configuration")
 }
 
 /// A PostgreSQL error as a ferry error: transient faults are `Transient`; a refused login is a
 /// usage error; the server's message (and its detail) is kept, never the password.
-pub fn pg_error(address: &str, what: &str, e: postgres::Error) -> Error {
+pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
     let kind = if is_transient(&e) {
         ErrorKind::Transient
     } else if is_config(&e)
@@ -644,11 +626,11 @@ impl PgTarget {
         })
     }
 
-    fn err(&self, what: &str, e: postgres::Error) -> Error {
+    fn err(&self, what: &str, e: tokio_postgres::Error) -> Error {
         pg_error(&self.address.redacted, what, e)
     }
 
-    fn classify(&self, what: &str, e: postgres::Error) -> Fail {
+    fn classify(&self, what: &str, e: tokio_postgres::Error) -> Fail {
         if is_transient(&e) {
             return Fail::Transient(self.err(what, e));
         }
@@ -874,8 +856,8 @@ impl PgTarget {
         &mut self,
         what: &str,
         sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>> {
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
         self.with_retry(what, |t| {
             t.rt.block_on(t.client.query(sql, params))
                 .map_err(|e| t.classify(what, e))
@@ -2152,7 +2134,7 @@ fn portable_default(d: &str, pg_type: &str) -> Option<String> {
 pub fn table_columns(
     client: &super::pgread::PgConn,
     qualified: &str,
-) -> std::result::Result<Option<Vec<(String, String)>>, postgres::Error> {
+) -> std::result::Result<Option<Vec<(String, String)>>, tokio_postgres::Error> {
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])?
         .get(0);
@@ -2176,7 +2158,7 @@ pub fn table_columns(
 pub fn list_tables(
     client: &super::pgread::PgConn,
     schema: &str,
-) -> std::result::Result<BTreeSet<String>, postgres::Error> {
+) -> std::result::Result<BTreeSet<String>, tokio_postgres::Error> {
     let rows = client.query(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_ferry\\_%'",

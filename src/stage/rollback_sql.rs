@@ -21,13 +21,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use postgres::Client;
 use serde_json::{Value as Json, json};
 
 use crate::address::Address;
 use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::Selection;
 use crate::connect::d1::{D1Client, Stmt};
+use crate::connect::pgread::PgConn;
 use crate::connect::postgres::{PgAddress, pg_error};
 use crate::connect::sqlite::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -74,7 +74,7 @@ fn names(r: &JournalRow) -> Result<(String, Option<String>)> {
 
 /// The database: the statements of a rollback differ little between the two.
 enum Db {
-    Pg(Client),
+    Pg(PgConn),
     D1(D1Client),
 }
 
@@ -176,12 +176,7 @@ impl Db {
                         "not allowed to set session_replication_role: foreign keys stay checked during the rollback"
                     );
                 }
-                let mut tx = c.transaction().map_err(e)?;
-                let mut changed = Vec::new();
-                for sql in stmts {
-                    changed.push(tx.execute(sql.as_str(), &[]).map_err(e)?);
-                }
-                tx.commit().map_err(e)?;
+                let changed = c.execute_in_transaction(stmts).map_err(e)?;
                 let _ = c.batch_execute("RESET session_replication_role");
                 Ok(changed)
             }
@@ -302,7 +297,7 @@ pub(crate) fn run<W: Write>(
     };
     let source = Address::parse(&url)?;
     let mut db = match &source {
-        Address::Postgres(u) => Db::Pg(PgAddress::parse(u, "ferry-rollback")?.connect()?),
+        Address::Postgres(u) => Db::Pg(PgConn::open(&PgAddress::parse(u, "ferry-rollback")?)?),
         Address::D1(u) => Db::D1(D1Client::open(u, ErrorKind::Target)?),
         _ => {
             return Err(Error::usage(format!(

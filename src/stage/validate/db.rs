@@ -113,7 +113,7 @@ impl Db {
         }
     }
 
-    fn pg_err(&self, what: &str, e: postgres::Error) -> Error {
+    fn pg_err(&self, what: &str, e: tokio_postgres::Error) -> Error {
         pg_error(self.address(), what, e)
     }
 
