@@ -72,7 +72,12 @@ rounds() { # rounds VAR:step-function ...
     var=${vs%%:*}
     # shellcheck disable=SC2086
     printf -v "$var" '%s' "$(printf '%s\n' ${all[$var]} | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    # Every round's value too, in round order (VAR_all), for per-round ratios.
+    printf -v "${var}_all" '%s' "${all[$var]}"
   done
+}
+per_round() { # per_round "A1 A2 .." "B1 B2 .." FORMAT [SUBTRACT]: each round's A/B (minus SUBTRACT)
+  python3 -c "import sys; a, b, f, d = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], float(sys.argv[4]); print(', '.join(f.format(float(x) / float(y) - d) for x, y in zip(a, b)))" "$1" "$2" "$3" "${4:-0}"
 }
 rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
@@ -161,6 +166,10 @@ for n in $ROWS; do
   echo "| psql \\copy from CSV, no keys | $copy_nokey_s | $(rate $total "$copy_nokey_s") | $(ratio "$f_s" "$copy_nokey_s") | |"
   echo
   echo "ferry against pgloader: **$(ratio "$pgl_s" "$f_s")x** its rate; against \\copy with keys: **$(python3 -c "print(f'{100 * $copy_s / $f_s:.0f}')")%** of its rate; checkpointing costs $(python3 -c "print(f'{100 * ($f_s - $nock_s) / $nock_s:.1f}')")%. ferry-validate (SQLite against PostgreSQL, every row): $v_s s, $(mib "$v_rss") MiB."
+  echo
+  # The same ratios within each round (the tools of a round run back to back, so a machine whose
+  # speed drifts shows as spread here rather than skewing one tool's median).
+  echo "Per round, in order: ferry against pgloader $(per_round "$pgl_s_all" "$f_s_all" '{:.2f}x'); against \\copy with keys $(per_round "$copy_s_all" "$f_s_all" '{:.0%}'); checkpoint cost $(per_round "$f_s_all" "$nock_s_all" '{:+.1%}' 1)."
   echo
   echo "PostgreSQL -> SQLite:"
   echo

@@ -2,11 +2,11 @@
 //! and for rollback.
 //!
 //! The statements run on the asynchronous client over a private single-thread runtime, so a
-//! reader gets what the importer has: `FERRY_TIMEOUT` on every request (the watched socket of
-//! [`PgAddress::connect_async`]), and rows of a `COPY ... TO STDOUT` in batches. The batches
-//! matter twice:
-//! - speed: the blocking `postgres` client enters its runtime once per COPY message, that is once
-//!   per row; here it is once per batch of whatever the connection has already received;
+//! reader gets what the importer has: with `FERRY_TIMEOUT` set, a request left unanswered that
+//! long fails (the watched socket of [`PgAddress::connect_async`], for a single TCP host), and the
+//! rows of a `COPY ... TO STDOUT` come in batches. The batches matter twice:
+//! - speed: the blocking `postgres` client entered its runtime once per COPY message, that is
+//!   once per row; this enters it once per batch of whatever the connection has received;
 //! - a stall in the middle of a COPY: the server has answered, so the socket has nothing asked
 //!   and no limit; the reader holds its own, `FERRY_TIMEOUT` for each wait for more rows.
 
@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::Stream;
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
@@ -91,6 +90,8 @@ impl PgConn {
             buf: Vec::with_capacity(BATCH),
             pos: 0,
             done: false,
+            failed: None,
+            broken: None,
         })
     }
 }
@@ -104,6 +105,10 @@ pub struct CopyLines<'a> {
     buf: Vec<u8>,
     pos: usize,
     done: bool,
+    /// An error that came after rows of the last batch: reported once those are read.
+    failed: Option<tokio_postgres::Error>,
+    /// The error the COPY ended with, repeated to every later read (never taken for its end).
+    broken: Option<(std::io::ErrorKind, String)>,
 }
 
 impl CopyLines<'_> {
@@ -111,18 +116,32 @@ impl CopyLines<'_> {
     fn fetch(&mut self) -> std::io::Result<()> {
         self.buf.clear();
         self.pos = 0;
-        let (stream, buf, done) = (&mut self.stream, &mut self.buf, &mut self.done);
+        let got = match self.failed.take() {
+            Some(e) => Err(std::io::Error::other(e)),
+            None => self.take(),
+        };
+        if let Err(e) = &got {
+            self.broken = Some((e.kind(), e.to_string()));
+        }
+        got
+    }
+
+    fn take(&mut self) -> std::io::Result<()> {
+        let (stream, buf, done, failed) = (&mut self.stream, &mut self.buf, &mut self.done, &mut self.failed);
         let take = std::future::poll_fn(|cx| {
             loop {
                 match stream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(b))) => {
-                        let b: Bytes = b;
                         buf.extend_from_slice(&b);
                         if buf.len() >= BATCH {
                             return Poll::Ready(Ok(()));
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Some(Err(e))) if buf.is_empty() => return Poll::Ready(Err(e)),
+                    Poll::Ready(Some(Err(e))) => {
+                        *failed = Some(e);
+                        return Poll::Ready(Ok(()));
+                    }
                     Poll::Ready(None) => {
                         *done = true;
                         return Poll::Ready(Ok(()));
@@ -163,8 +182,13 @@ impl std::io::Read for CopyLines<'_> {
 
 impl std::io::BufRead for CopyLines<'_> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.pos == self.buf.len() && !self.done {
-            self.fetch()?;
+        if self.pos == self.buf.len() {
+            if let Some((kind, message)) = &self.broken {
+                return Err(std::io::Error::new(*kind, message.clone()));
+            }
+            if !self.done {
+                self.fetch()?;
+            }
         }
         Ok(&self.buf[self.pos..])
     }
