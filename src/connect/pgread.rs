@@ -10,6 +10,7 @@
 //! - a stall in the middle of a COPY: the server has answered, so the socket has nothing asked
 //!   and no limit; the reader holds its own, `FERRY_TIMEOUT` for each wait for more rows.
 
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CopyOutStream, Row};
 
+use super::pgcopy;
 use super::postgres::PgAddress;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry;
@@ -89,6 +91,7 @@ impl PgConn {
             limit: self.limit,
             buf: Vec::with_capacity(BATCH),
             pos: 0,
+            line: Vec::new(),
             done: false,
             failed: None,
             broken: None,
@@ -104,6 +107,8 @@ pub struct CopyLines<'a> {
     limit: Option<Duration>,
     buf: Vec<u8>,
     pos: usize,
+    /// The row being read, reused for every row.
+    line: Vec<u8>,
     done: bool,
     /// An error that came after rows of the last batch: reported once those are read.
     failed: Option<tokio_postgres::Error>,
@@ -112,6 +117,23 @@ pub struct CopyLines<'a> {
 }
 
 impl CopyLines<'_> {
+    /// The next row: its fields unescaped into `buf`, each field's place in it (`None` for NULL).
+    /// False at the end of the COPY.
+    pub fn next_row(&mut self, buf: &mut Vec<u8>, fields: &mut Vec<Option<Range<usize>>>) -> std::io::Result<bool> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let got = std::io::BufRead::read_until(self, b'\n', &mut line);
+        let more = matches!(got, Ok(n) if n > 0);
+        if more {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            pgcopy::split_text(&line, buf, fields);
+        }
+        self.line = line;
+        got.map(|_| more)
+    }
+
     /// Wait for at least one message, then take every one already received, up to [`BATCH`].
     fn fetch(&mut self) -> std::io::Result<()> {
         self.buf.clear();
@@ -128,7 +150,7 @@ impl CopyLines<'_> {
 
     fn take(&mut self) -> std::io::Result<()> {
         let (stream, buf, done, failed) = (&mut self.stream, &mut self.buf, &mut self.done, &mut self.failed);
-        let take = std::future::poll_fn(|cx| {
+        let batch = std::future::poll_fn(|cx| {
             loop {
                 match stream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(b))) => {
@@ -152,8 +174,8 @@ impl CopyLines<'_> {
             }
         });
         match self.limit {
-            None => self.rt.block_on(take).map_err(std::io::Error::other),
-            Some(limit) => match self.rt.block_on(async { tokio::time::timeout(limit, take).await }) {
+            None => self.rt.block_on(batch).map_err(std::io::Error::other),
+            Some(limit) => match self.rt.block_on(async { tokio::time::timeout(limit, batch).await }) {
                 Ok(got) => got.map_err(std::io::Error::other),
                 Err(_) => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,

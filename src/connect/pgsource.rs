@@ -34,7 +34,6 @@
 //! sequence they own). Generated columns are not exported: the target computes them.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 
 use serde_json::{Map, Value as Json, json};
 
@@ -655,15 +654,13 @@ impl Source for PgSource {
             }
         };
         let kinds: Vec<Kind> = cols.iter().map(|c| c.kind).collect();
-        let mut line = Vec::with_capacity(4096);
         let mut buf = Vec::with_capacity(4096);
         let mut fields = Vec::with_capacity(kinds.len());
         let mut values = vec![Value::Null; kinds.len()];
         let address = self.address.redacted.clone();
         let mut n: u64 = 0;
         loop {
-            line.clear();
-            let got = reader.read_until(b'\n', &mut line).map_err(|e| {
+            let more = reader.next_row(&mut buf, &mut fields).map_err(|e| {
                 Error::new(
                     ErrorKind::Source,
                     format!(
@@ -671,13 +668,9 @@ impl Source for PgSource {
                     ),
                 )
             })?;
-            if got == 0 {
+            if !more {
                 break;
             }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            pgcopy::split_text(&line, &mut buf, &mut fields);
             if fields.len() != kinds.len().max(1) {
                 return Err(Error::new(
                     ErrorKind::Source,

@@ -387,17 +387,12 @@ impl Db {
                     .copy_out(sql.as_str())
                     .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;
                 let address = self.address().to_owned();
-                // One line, its unescaped fields and their places, reused for every row.
-                let (mut line, mut buf, mut fields) = (Vec::new(), Vec::new(), Vec::new());
+                // One row's unescaped fields and their places, reused for every row.
+                let (mut buf, mut fields) = (Vec::new(), Vec::new());
                 let mut it = std::iter::from_fn(|| {
-                    line.clear();
-                    match std::io::BufRead::read_until(&mut lines, b'\n', &mut line) {
-                        Ok(0) => return None,
-                        Ok(_) => {
-                            if line.last() == Some(&b'\n') {
-                                line.pop();
-                            }
-                        }
+                    match lines.next_row(&mut buf, &mut fields) {
+                        Ok(false) => return None,
+                        Ok(true) => {}
                         Err(e) => {
                             return Some(Err(Error::new(
                                 ErrorKind::Target,
@@ -406,7 +401,6 @@ impl Db {
                             .with_source(e)));
                         }
                     }
-                    crate::connect::pgcopy::split_text(&line, &mut buf, &mut fields);
                     if fields.len() != nk + cols.len() {
                         return Some(Err(Error::new(
                             ErrorKind::Target,
