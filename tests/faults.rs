@@ -165,48 +165,18 @@ fn postgresql_swallowing_everything_stops_within_the_timeout_and_a_rerun_finishe
 /// FERRY_TIMEOUT, says how to resume, and writes no END.
 #[test]
 fn postgresql_source_stalling_mid_copy_stops_within_the_timeout() {
-    use std::io::{BufRead, BufReader, Read};
     let d = Dir::new();
-    let url = pg::cluster().database("stall");
-    pg::connect(&url)
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, body text);
-             INSERT INTO big SELECT i, repeat('y', 200) FROM generate_series(1, 300000) i;",
-        )
-        .unwrap();
+    let url = pg::big_table("stall", 300_000, 200);
     let proxy = Proxy::start(pg::cluster().port);
     let via = proxy.url(&url);
     d.set_env("FERRY_TIMEOUT", "1");
-    let mut export = d
-        .cmd("ferry-export", &[&via, "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(export.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..1000 {
-        line.clear();
-        out.read_line(&mut line).unwrap();
-    }
+    let (export, line) = pg::MidExport::start(&d, &[&via, "-q"], 1000);
     assert!(line.contains("\"RECORD\""), "the rows are flowing: {line}");
     // The rest of the table is on its way when the link goes silent.
     proxy.blackhole();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut rest = Vec::new();
-        let _ = out.read_to_end(&mut rest);
-        tx.send(rest).unwrap();
-    });
-    let Ok(rest) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = export.kill();
-        panic!("the export was still waiting for rows 60 s after the server went silent");
-    };
-    let status = export.wait().unwrap();
-    let mut err = String::new();
-    export.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let (code, err, text) = export.finish(60);
     assert!(proxy.faults() > 0, "the blackhole caught the COPY: {err}");
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("no more rows from the server in 1 s (FERRY_TIMEOUT)"),
         "{err}"
@@ -214,7 +184,6 @@ fn postgresql_source_stalling_mid_copy_stops_within_the_timeout() {
     assert!(err.contains("reading public.big"), "{err}");
     assert!(err.contains("--resume"), "{err}");
     assert!(!err.contains(pg::PASSWORD), "{err}");
-    let text = String::from_utf8_lossy(&rest);
     assert!(text.lines().count() < 300_000, "stopped part way");
     assert!(!text.contains("\"type\":\"END\""), "no END after a failure");
 }

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
+use std::io::Read;
 
 use common::pg::{self, PASSWORD};
 use common::{Dir, all_ok, written_and_already};
@@ -407,25 +406,8 @@ fn export_errors_name_what_to_do() {
 #[test]
 fn a_connection_lost_mid_export_stops_with_a_resumable_error() {
     let d = Dir::new();
-    let url = pg::cluster().database("cut");
-    pg::connect(&url)
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, body text);
-             INSERT INTO big SELECT i, repeat('y', 100) FROM generate_series(1, 200000) i;",
-        )
-        .unwrap();
-    let mut export = d
-        .cmd("ferry-export", &[&url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(export.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        out.read_line(&mut line).unwrap();
-    }
+    let url = pg::big_table("cut", 200_000, 100);
+    let (export, _) = pg::MidExport::start(&d, &[&url], 100);
     // The server drops the export's connection while the stream is paused on a full pipe.
     let dropped: i64 = pg::cluster()
         .admin()
@@ -437,14 +419,9 @@ fn a_connection_lost_mid_export_stops_with_a_resumable_error() {
         .unwrap()
         .get(0);
     assert_eq!(dropped, 1);
-    let mut rest = Vec::new();
-    out.read_to_end(&mut rest).unwrap();
-    let status = export.wait().unwrap();
-    let mut err = String::new();
-    export.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
+    let (code, err, text) = export.finish(60);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--resume"), "{err}");
-    let text = String::from_utf8_lossy(&rest);
     assert!(!text.contains("\"type\":\"END\""), "no END after a failure");
 }
 

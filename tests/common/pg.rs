@@ -3,8 +3,9 @@
 //! authentication over TCP, stopped and deleted by a watchdog when the test process exits.
 //! `FERRY_TEST_PG=postgres://user:password@host:port/db` uses an existing server instead.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -212,4 +213,64 @@ impl Cluster {
 /// A connection to a test database.
 pub fn connect(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("connect")
+}
+
+/// A new database holding `big (id bigint PRIMARY KEY, body text)` with `rows` rows, each body
+/// `width` bytes; its URL.
+pub fn big_table(hint: &str, rows: u32, width: u32) -> String {
+    let url = cluster().database(hint);
+    connect(&url)
+        .batch_execute(&format!(
+            "CREATE TABLE big (id bigint PRIMARY KEY, body text);
+             INSERT INTO big SELECT i, repeat('y', {width}) FROM generate_series(1, {rows}) i;"
+        ))
+        .unwrap();
+    url
+}
+
+/// A `ferry-export` caught in the middle of a table: its COPY is underway and it waits on a full
+/// pipe, for a test to break something under it.
+pub struct MidExport {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl MidExport {
+    /// Start `ferry-export ARGS` (stdout and stderr piped) and read `lines` lines of its stream;
+    /// the last of them is returned.
+    pub fn start(d: &super::Dir, args: &[&str], lines: usize) -> (MidExport, String) {
+        let mut child = d
+            .cmd("ferry-export", args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        for _ in 0..lines {
+            line.clear();
+            out.read_line(&mut line).unwrap();
+        }
+        (MidExport { child, out }, line)
+    }
+
+    /// Read the rest of the stream and wait for the export to end, failing the test (and killing
+    /// it) if it has not ended within `secs`: its exit code, its stderr and the rest of the stream.
+    pub fn finish(mut self, secs: u64) -> (Option<i32>, String, String) {
+        let mut out = self.out;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = out.read_to_end(&mut rest);
+            tx.send(rest).unwrap();
+        });
+        let Ok(rest) = rx.recv_timeout(Duration::from_secs(secs)) else {
+            let _ = self.child.kill();
+            panic!("the export was still running {secs} s after the fault");
+        };
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status.code(), err, String::from_utf8_lossy(&rest).into_owned())
+    }
 }
