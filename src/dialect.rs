@@ -147,6 +147,10 @@ pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     for ix in &mut out.indexes {
         ix.sql = None;
     }
+    // Type, generated-column and CHECK definitions are written in the source's SQL.
+    out.extra.remove("x-sql-types");
+    out.extra.remove("x-sql-generated");
+    out.extra.remove("x-sql-checks");
     out.extra.insert("x-sql-dialect".into(), json!(to.family()));
     let values_change = convs.iter().any(|c| {
         matches!(

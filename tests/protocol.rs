@@ -187,6 +187,48 @@ struct Schema {
     sqlite: Option<SqliteTable>,
     #[serde(rename = "x-sql-dialect", default)]
     dialect: Option<String>,
+    #[serde(rename = "x-sql-types", default)]
+    sql_types: Vec<SqlType>,
+    #[serde(rename = "x-sql-generated", default)]
+    generated: Vec<Generated>,
+    #[serde(rename = "x-sql-checks", default)]
+    checks: Vec<Check>,
+}
+
+/// An enum (labels) or a composite (attributes) a PostgreSQL table's columns use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlType {
+    name: String,
+    #[serde(rename = "enum", default)]
+    labels: Option<Vec<String>>,
+    #[serde(default)]
+    attributes: Option<Vec<Attribute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attribute {
+    name: String,
+    #[serde(rename = "type")]
+    sql_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generated {
+    name: String,
+    #[serde(rename = "type")]
+    sql_type: String,
+    expression: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Check {
+    name: String,
+    definition: String,
+    valid: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -335,6 +377,9 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
     let url = common::pg::cluster().database("shapes");
     let sql = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pg_matrix.sql")).unwrap();
     common::pg::connect(&url).batch_execute(&sql).unwrap();
+    common::pg::connect(&url)
+        .batch_execute("ALTER TABLE matrix ADD CONSTRAINT i2_small CHECK (i2 < 1000) NOT VALID")
+        .unwrap();
     let r = d.run("ferry-export", &[&url], b"");
     r.ok();
     let msgs = strict(&r.stdout());
@@ -365,6 +410,32 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
         !matrix.schema.properties.contains_key("gen"),
         "generated columns stay behind"
     );
+    // What the target needs to recreate the table: the enum, the generated column's definition.
+    let types: Vec<(&str, Option<usize>, bool)> = matrix
+        .sql_types
+        .iter()
+        .map(|t| (t.name.as_str(), t.labels.as_ref().map(Vec::len), t.attributes.is_some()))
+        .collect();
+    assert_eq!(types, [("public.mood", Some(3), false)]);
+    assert!(
+        matrix.sql_types[0]
+            .attributes
+            .iter()
+            .flatten()
+            .all(|a| !a.name.is_empty() && !a.sql_type.is_empty())
+    );
+    let generated: Vec<(&str, &str, &str)> = matrix
+        .generated
+        .iter()
+        .map(|g| (g.name.as_str(), g.sql_type.as_str(), g.expression.as_str()))
+        .collect();
+    assert_eq!(generated, [("gen", "bigint", "((i4)::bigint * 2)")]);
+    let checks: Vec<(&str, &str, bool)> = matrix
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.definition.as_str(), c.valid))
+        .collect();
+    assert_eq!(checks, [("i2_small", "CHECK ((i2 < 1000)) NOT VALID", false)]);
     // Records: the forms the protocol gives each type.
     let rec = msgs
         .iter()

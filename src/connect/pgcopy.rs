@@ -39,7 +39,8 @@ pub enum Encoder {
     /// `jsonb` holding a column whose values are of several kinds (an SQLite dynamic column): each
     /// value is written in its self-describing form, so it comes back exactly.
     Dynamic,
-    /// An array, from a JSON array (text format only); `json` when its elements are json/jsonb.
+    /// An array, from a JSON array or PostgreSQL's array text (text format only); `json` when its
+    /// elements are json/jsonb.
     Array {
         json: bool,
     },
@@ -234,6 +235,11 @@ pub fn encode_text(v: &Value, enc: &Encoder, out: &mut Vec<u8>, scratch: &mut Ve
     };
     match (enc, v) {
         (_, Value::Null) => out.extend_from_slice(b"\\N"),
+        // PostgreSQL's own array text (`{...}`, how an array of composites travels) goes as it is.
+        (Encoder::Array { .. }, Value::Text(t)) if t.trim_ascii_start().starts_with(b"{") => {
+            text_of(t)?;
+            escape_text(t, out);
+        }
         (Encoder::Array { json }, Value::Text(t)) => {
             text_of(t)?;
             let lit = array_literal(std::str::from_utf8(t).unwrap_or(""), *json)?;
@@ -846,7 +852,12 @@ mod tests {
             array_literal("[{\"a\": 1}, \"s\"]", true),
             Ok("{\"{\\\"a\\\": 1}\",\"\\\"s\\\"\"}".into())
         );
-        assert!(t(Value::text("{1,2}"), Encoder::Array { json: false }).is_err());
+        assert_eq!(
+            t(Value::text("{\"(1,\\\"x\\\")\",NULL}"), Encoder::Array { json: false }),
+            Ok("{\"(1,\\\\\"x\\\\\")\",NULL}".into()),
+            "PostgreSQL's array text as it is (COPY-escaped)"
+        );
+        assert!(t(Value::text("1,2"), Encoder::Array { json: false }).is_err());
         assert_eq!(Encoder::for_type("integer[]"), Some(Encoder::Array { json: false }));
         assert_eq!(Encoder::for_type("character(5)"), Some(Encoder::Text));
     }

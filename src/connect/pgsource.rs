@@ -25,13 +25,21 @@
 //! | time, timetz, interval (ISO 8601: `P1Y2M3DT4H5M6S`), uuid, inet, cidr, macaddr, enums, anything else | PostgreSQL's text | `string` (enums list their labels in `enum`) |
 //! | json | the original text, as a string | `string`, `x-sql-type: json` |
 //! | jsonb | the JSON value itself | `x-sql-type: jsonb` |
-//! | arrays | JSON arrays (`array_to_json`) | `array` |
+//! | arrays | JSON arrays (`array_to_json`); an array of composites as PostgreSQL's text | `array` (`string`) |
 //! | jsonb that ferry wrote for an SQLite dynamic column | the original values | `x-sqlite-dynamic` |
 //!
 //! Every property carries `x-sql-type` (the type as `format_type()` writes it; a domain as its base
 //! type; an enum schema-qualified), `x-sql-default` when there is a default, and `x-sql-identity`
 //! (`always` / `by default`) for identity columns and for `serial` columns (whose default is the
 //! sequence they own). Generated columns are not exported: the target computes them.
+//!
+//! What a PostgreSQL target needs to recreate the table goes with the SCHEMA: `x-sql-types`, the
+//! enum and composite types its columns use (directly, in arrays, through domains or inside other
+//! composites), each `{"name": "public.mood", "enum": [labels]}` or `{"name": "public.pair",
+//! "attributes": [{"name": "a", "type": "integer"}]}`, the ones others use first; and
+//! `x-sql-generated`, its generated columns as `{"name", "type", "expression"}`; and
+//! `x-sql-checks`, its CHECK constraints as `{"name", "definition", "valid"}` (`definition` as
+//! `pg_get_constraintdef` writes it; `valid` false for one added `NOT VALID`).
 
 use std::collections::HashMap;
 
@@ -170,7 +178,10 @@ impl PgSource {
                     CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
                     EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
-                            WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a')
+                            WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a'),
+                    coalesce((SELECT et.typtype::text FROM pg_type et WHERE et.oid = t.typelem), ''),
+                    EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
+                            AND x.typnamespace <> 'pg_catalog'::regnamespace)
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_namespace tn ON tn.oid = t.typnamespace
@@ -184,6 +195,8 @@ impl PgSource {
         let mut attnames: HashMap<i32, String> = HashMap::new();
         let mut props = Map::new();
         let mut generated = Vec::new();
+        // Whether a column's type, element type or base type is not built in.
+        let mut own_types = false;
         for r in &cols {
             let attnum: i32 = r.get(0);
             let name: String = r.get(1);
@@ -198,11 +211,17 @@ impl PgSource {
             let comment: String = r.get(9);
             let labels: Option<Vec<String>> = r.get(10);
             let owns_sequence: bool = r.get(11);
+            let element_kind: String = r.get(12);
+            own_types |= r.get::<_, bool>(13);
             if !gen_kind.is_empty() {
-                generated.push(name);
+                // Not a value of the row: its definition goes with the SCHEMA, for `--create`.
+                generated.push(json!({"name": name, "type": sql_type, "expression": default}));
                 continue;
             }
             let kind = match (typname.as_str(), category.as_str()) {
+                // An array of composites stays in PostgreSQL's text: as JSON its elements would
+                // be objects, which no array literal takes back.
+                (_, "A") if element_kind == "c" => Kind::Text,
                 (_, "A") => Kind::Array,
                 ("int2" | "int4" | "int8", _) => Kind::Int,
                 ("float4", _) => Kind::Float4,
@@ -293,8 +312,14 @@ impl PgSource {
             columns.push(PgColumn { name, sql_type, kind });
         }
         if !generated.is_empty() {
-            tracing::info!(stream = %stream, columns = %generated.join(", "), "generated columns are not exported (the target computes them)");
+            let names: Vec<&str> = generated.iter().filter_map(|g| g["name"].as_str()).collect();
+            tracing::info!(stream = %stream, columns = %names.join(", "), "generated columns are not exported (the target computes them)");
         }
+        let user_types = if own_types {
+            self.user_types(oid, &what)?
+        } else {
+            Vec::new()
+        };
         let names = |nums: &[i16]| -> Option<Vec<String>> {
             nums.iter().map(|n| attnames.get(&(*n as i32)).cloned()).collect()
         };
@@ -353,6 +378,22 @@ impl PgSource {
             }
         }
 
+        // CHECK constraints of the table itself (a partition's inherited ones come with its parent).
+        let checks: Vec<Json> = self
+            .query(
+                &what,
+                "SELECT c.conname::text, pg_get_constraintdef(c.oid), c.convalidated
+                 FROM pg_constraint c
+                 WHERE c.conrelid = $1 AND c.contype = 'c' AND c.conislocal
+                 ORDER BY c.conname",
+                &[&oid],
+            )?
+            .iter()
+            .map(|r| {
+                json!({"name": r.get::<_, String>(0), "definition": r.get::<_, String>(1), "valid": r.get::<_, bool>(2)})
+            })
+            .collect();
+
         let idx = self.query(
             &what,
             "SELECT i.relname::text, x.indisunique, x.indkey::int2[], x.indnkeyatts::int4,
@@ -395,6 +436,15 @@ impl PgSource {
         };
         let mut extra = Map::new();
         extra.insert("x-sql-dialect".into(), json!("postgres"));
+        if !user_types.is_empty() {
+            extra.insert("x-sql-types".into(), Json::Array(user_types));
+        }
+        if !generated.is_empty() {
+            extra.insert("x-sql-generated".into(), Json::Array(generated));
+        }
+        if !checks.is_empty() {
+            extra.insert("x-sql-checks".into(), Json::Array(checks));
+        }
         let schema = Schema {
             schema: ObjectSchema {
                 properties: props,
@@ -413,6 +463,66 @@ impl PgSource {
             ..Schema::new(stream)
         };
         Ok((table, schema, parents))
+    }
+
+    /// The enum and composite types a table's columns use, directly or through arrays, domains
+    /// and other composites, each with its definition, the ones others use first: what a target
+    /// needs before it can create the table (`x-sql-types`). Attribute types are written
+    /// schema-qualified wherever they are not built in.
+    fn user_types(&mut self, oid: u32, what: &str) -> Result<Vec<Json>> {
+        self.client
+            .batch_execute("SET LOCAL search_path = pg_catalog")
+            .map_err(|e| self.err(what, e))?;
+        let rows = self.query(
+            what,
+            "WITH RECURSIVE uses(oid, depth) AS (
+                 SELECT a.atttypid, 0 FROM pg_attribute a
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+               UNION
+                 SELECT x.oid, u.depth + 1
+                   FROM uses u JOIN pg_type t ON t.oid = u.oid,
+                        LATERAL (SELECT t.typelem WHERE t.typcategory = 'A' AND t.typelem <> 0
+                                 UNION ALL SELECT t.typbasetype WHERE t.typtype = 'd'
+                                 UNION ALL SELECT ca.atttypid FROM pg_attribute ca
+                                  WHERE t.typtype = 'c' AND ca.attrelid = t.typrelid
+                                    AND ca.attnum > 0 AND NOT ca.attisdropped) x(oid)
+                  WHERE u.depth < 32)
+             SELECT quote_ident(n.nspname) || '.' || quote_ident(t.typname), t.typtype::text,
+                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
+                    CASE WHEN t.typtype = 'c' THEN ARRAY(SELECT json_build_object('name', ca.attname::text,
+                              'type', format_type(ca.atttypid, ca.atttypmod))::text
+                         FROM pg_attribute ca WHERE ca.attrelid = t.typrelid AND ca.attnum > 0
+                          AND NOT ca.attisdropped ORDER BY ca.attnum) END
+               FROM (SELECT oid, max(depth) AS depth FROM uses GROUP BY oid) u
+               JOIN pg_type t ON t.oid = u.oid
+               JOIN pg_namespace n ON n.oid = t.typnamespace
+               LEFT JOIN pg_class c ON c.oid = t.typrelid
+              WHERE t.typtype = 'e' OR (t.typtype = 'c' AND c.relkind = 'c')
+              ORDER BY u.depth DESC, 1",
+            &[&oid],
+        );
+        let reset = self.client.batch_execute("SET LOCAL search_path TO DEFAULT");
+        let rows = rows?;
+        reset.map_err(|e| self.err(what, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let kind: String = r.get(1);
+                if kind == "e" {
+                    json!({"name": name, "enum": r.get::<_, Option<Vec<String>>>(2).unwrap_or_default()})
+                } else {
+                    let attributes: Vec<Json> = r
+                        .get::<_, Option<Vec<String>>>(3)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|a| serde_json::from_str(a).ok())
+                        .collect();
+                    json!({"name": name, "attributes": attributes})
+                }
+            })
+            .collect())
     }
 
     fn attribute_names(&mut self, schema: &str, table: &str, nums: &[i16]) -> Result<Vec<String>> {

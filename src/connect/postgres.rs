@@ -1455,29 +1455,122 @@ fn ident(s: &str) -> String {
     if plain { s.to_owned() } else { quote(s) }
 }
 
-/// Statements creating the enum types a PostgreSQL stream's columns use, where they are missing.
-fn enum_types(schema: &Schema) -> Vec<String> {
-    let mut out = Vec::new();
+/// Statements creating the types a PostgreSQL stream's columns use, where they are missing: the
+/// enums and composites its SCHEMA defines (`x-sql-types`, the ones others use first), and the
+/// enums its columns list labels for (a stream from an older producer).
+fn user_types(schema: &Schema) -> Vec<String> {
+    let mut defs: Vec<(String, String)> = Vec::new();
+    let listed = schema.extra.get("x-sql-types").and_then(Json::as_array);
+    for t in listed.into_iter().flatten() {
+        let Some(name) = t.get("name").and_then(Json::as_str) else {
+            continue;
+        };
+        let body = if let Some(labels) = t.get("enum").and_then(Json::as_array) {
+            let labels: Vec<String> = labels
+                .iter()
+                .filter_map(Json::as_str)
+                .map(|l| literal(Some(l)))
+                .collect();
+            format!("ENUM ({})", labels.join(", "))
+        } else {
+            let attributes: Vec<String> = t
+                .get("attributes")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|a| {
+                    Some(format!(
+                        "{} {}",
+                        quote(a.get("name")?.as_str()?),
+                        a.get("type")?.as_str()?
+                    ))
+                })
+                .collect();
+            format!("({})", attributes.join(", "))
+        };
+        defs.push((name.to_owned(), body));
+    }
     for p in schema.schema.properties.values() {
         let (Some(t), Some(Json::Array(labels))) = (p.get("x-sql-type").and_then(Json::as_str), p.get("enum")) else {
             continue;
         };
+        if defs.iter().any(|(n, _)| n == t) {
+            continue;
+        }
         let labels: Vec<String> = labels
             .iter()
             .filter_map(Json::as_str)
             .map(|l| literal(Some(l)))
             .collect();
-        if let Some((ns, _)) = t.split_once('.')
+        defs.push((t.to_owned(), format!("ENUM ({})", labels.join(", "))));
+    }
+    let mut out = Vec::new();
+    for (name, body) in defs {
+        if let Some((ns, _)) = name.split_once('.')
             && ns != "public"
         {
-            out.push(format!("CREATE SCHEMA IF NOT EXISTS {ns}"));
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
+            if !out.contains(&create) {
+                out.push(create);
+            }
         }
         out.push(format!(
-            "DO $ferry$ BEGIN CREATE TYPE {t} AS ENUM ({}); EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$",
-            labels.join(", ")
+            "DO $ferry$ BEGIN CREATE TYPE {name} AS {body}; EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$"
         ));
     }
     out
+}
+
+/// A table that cannot be created for a type the target lacks (an extension's, or one defined
+/// elsewhere): which columns have it, and what to do.
+fn missing_type_hint(e: Error, types: &[(String, String)]) -> Error {
+    let missing = e
+        .message()
+        .split_once("type \"")
+        .and_then(|(_, rest)| rest.split_once("\" does not exist"))
+        .map(|(t, _)| t.to_owned());
+    let Some(missing) = missing else { return e };
+    let base = |t: &str| {
+        let t = t.trim_end_matches("[]");
+        let t = t.split_once('(').map_or(t, |(b, _)| b);
+        t.rsplit('.').next().unwrap_or(t).trim_matches('"').to_owned()
+    };
+    let unqualified = base(&missing);
+    let columns: Vec<String> = types
+        .iter()
+        .filter(|(_, t)| base(t) == unqualified)
+        .map(|(n, t)| format!("{} ({t})", quote(n)))
+        .collect();
+    if columns.is_empty() {
+        return e;
+    }
+    let kind = e.kind();
+    Error::new(
+        kind,
+        format!(
+            "{}; the target has no type {missing}, used by column {}: create it there first (CREATE EXTENSION for an extension's type, or CREATE TYPE), or create the table yourself and import without --create; then run the same pipeline again",
+            e.message(),
+            columns.join(", ")
+        ),
+    )
+}
+
+/// The generated columns a PostgreSQL stream's table has (`x-sql-generated`), as column
+/// definitions: computed by the target, never carried as values.
+fn generated_columns(schema: &Schema) -> Vec<String> {
+    let listed = schema.extra.get("x-sql-generated").and_then(Json::as_array);
+    listed
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let (name, ty, expr) = (
+                g.get("name")?.as_str()?,
+                g.get("type")?.as_str()?,
+                g.get("expression")?.as_str()?,
+            );
+            Some(format!("{} {ty} GENERATED ALWAYS AS ({expr}) STORED", quote(name)))
+        })
+        .collect()
 }
 
 /// A SQL string literal (or NULL).
@@ -1548,6 +1641,24 @@ fn deferred_ddl(
         ));
     }
     if from_pg {
+        // CHECK constraints after the data, as the source has them (one it never validated stays
+        // NOT VALID); one the rows break is left out with a warning, like an index.
+        let checks = schema.extra.get("x-sql-checks").and_then(Json::as_array);
+        for c in checks.into_iter().flatten() {
+            let (Some(name), Some(def)) = (
+                c.get("name").and_then(Json::as_str),
+                c.get("definition").and_then(Json::as_str),
+            ) else {
+                continue;
+            };
+            // (`pg_get_constraintdef` writes NOT VALID itself.)
+            let add_not_valid = c.get("valid").and_then(Json::as_bool) == Some(false) && !def.ends_with(" NOT VALID");
+            ddl.push(format!(
+                "ALTER TABLE {qualified} ADD CONSTRAINT {} {def}{}",
+                quote(name),
+                if add_not_valid { " NOT VALID" } else { "" }
+            ));
+        }
         for (n, p) in &schema.schema.properties {
             if let Some(d) = p.get("x-sql-default").and_then(Json::as_str) {
                 ddl.push(format!(
@@ -1745,7 +1856,7 @@ impl Target for PgTarget {
                 }
                 let mut ddl = Vec::new();
                 if from_pg {
-                    ddl.extend(enum_types(schema));
+                    ddl.extend(user_types(schema));
                 }
                 let mut cols = Vec::new();
                 for (n, t) in &types {
@@ -1765,6 +1876,9 @@ impl Target for PgTarget {
                         c.push_str(&format!(" DEFAULT {d}"));
                     }
                     cols.push(c);
+                }
+                if from_pg {
+                    cols.extend(generated_columns(schema));
                 }
                 if pg_schema != "public" {
                     ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&pg_schema)));
@@ -1790,7 +1904,8 @@ impl Target for PgTarget {
                     self.begin()?;
                     self.ensure_markers()?;
                     for s in &ddl {
-                        self.with_retry("creating a table", |t| t.sql(s, true).map(|_| ()))?;
+                        self.with_retry(&format!("creating {qualified}"), |t| t.sql(s, true).map(|_| ()))
+                            .map_err(|e| missing_type_hint(e, &types))?;
                     }
                     self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &deferred, &fks)?;
                 }
@@ -2141,12 +2256,15 @@ pub fn table_columns(
     if !exists {
         return Ok(None);
     }
-    // A domain reads as its base type; generated columns are computed, never compared.
+    // A domain reads as its base type; an array of composites as text, as the export reads it;
+    // generated columns are computed, never compared.
     let rows = client.query(
         "SELECT a.attname::text,
                 CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                     WHEN et.typtype = 'c' THEN 'text'
                      ELSE format_type(a.atttypid, a.atttypmod) END
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
          ORDER BY a.attnum",
         &[&qualified],

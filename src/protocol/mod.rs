@@ -41,7 +41,10 @@
 //! order; each property is a JSON Schema with ferry's extensions: `x-sql-type` (the source's
 //! declared type, so a target of the same engine recreates it exactly), `x-sql-default`,
 //! `x-sqlite-dynamic` (the column holds values of several storage classes). How each value is
-//! written is decided by its column's schema: see [`crate::value`] for the table.
+//! written is decided by its column's schema: see [`crate::value`] for the table. A SCHEMA from
+//! PostgreSQL also carries `x-sql-types` (the enum and composite types its columns use) and
+//! `x-sql-generated` (its generated columns, which are not in the records): see
+//! [`crate::connect::pgsource`].
 //! `key_properties` is the primary key; RECORDs of a stream exported by ferry arrive in ascending
 //! key order (the source's own ordering for that key), or in rowid order for a keyless SQLite table.
 //! `source_stream` is the name the producer gave the stream (set by a transform that renamed it):
