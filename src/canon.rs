@@ -57,8 +57,9 @@ impl Canon {
         let t = formatted.to_ascii_lowercase();
         let base = t.split('(').next().unwrap_or("").trim();
         match base {
+            // `numeric(10,2)[]`: the typmod comes before the brackets.
+            _ if t.trim_end().ends_with("[]") => Canon::Array,
             "smallint" | "integer" | "bigint" => Canon::Int,
-            _ if base.ends_with("[]") => Canon::Array,
             "real" => Canon::Float4,
             "double precision" => Canon::Float,
             "numeric" => Canon::Decimal,
@@ -319,6 +320,8 @@ mod tests {
             Canon::Money.of_pg_text(Some(b"1234.50"))
         );
         assert_eq!(Canon::for_pg_type("text[]", false), Canon::Array);
+        assert_eq!(Canon::for_pg_type("numeric(10,2)[]", false), Canon::Array);
+        assert_eq!(Canon::for_pg_type("character varying(20)[]", false), Canon::Array);
         assert_eq!(Canon::Array.pg_select("\"a\""), "array_to_json(\"a\")");
         assert_eq!(
             Canon::Timestamp.of_value(Value::text("0044-03-15T12:00:00 BC")),

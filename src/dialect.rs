@@ -18,7 +18,8 @@
 //! | timestamptz | TIMESTAMPTZ | the same, in UTC, without the `Z` |
 //! | timetz, interval, uuid, inet, cidr, macaddr | TIMETZ, INTERVAL, UUID, INET... | same text |
 //! | json, jsonb | `JSON TEXT`, `JSONB TEXT` | the JSON text |
-//! | arrays | `INTEGER ARRAY` (the element type) | the JSON array as text |
+//! | arrays | `INTEGER ARRAY` (the element type; `TEXT ARRAY` for an enum's or another type of the source's own) | the JSON array as text |
+//! | arrays of composites | TEXT | PostgreSQL's array text |
 //! | enums, anything else | TEXT | same text |
 //!
 //! Defaults and identity clauses (PostgreSQL expressions) are dropped; PostgreSQL's own index
@@ -186,6 +187,7 @@ fn set_type(p: &mut serde_json::Map<String, Json>, types: &[&str]) {
 }
 
 fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
+    let json_array = crate::value::property_types(prop).contains(&"array");
     let Some(p) = prop.as_object_mut() else {
         return Conv::Keep;
     };
@@ -215,9 +217,14 @@ fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
     };
     let mut conv = Conv::Keep;
     let declared: String = match base.as_str() {
+        // PostgreSQL's array text (an array of composites) is text to SQLite.
+        b if b.ends_with("[]") && !json_array => "TEXT".into(),
         b if b.ends_with("[]") => {
             set_type(p, &["string"]);
-            format!("{} ARRAY", b.trim_end_matches("[]").to_ascii_uppercase())
+            let element = b.trim_end_matches("[]");
+            // An enum's (or any type of the source's own) comes back as text, as the enum does.
+            let element = if builtin(element) { element } else { "text" };
+            format!("{} ARRAY", element.to_ascii_uppercase())
         }
         "smallint" => "SMALLINT".into(),
         "integer" | "bigint" => "INTEGER".into(),
@@ -260,6 +267,62 @@ fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
     };
     p.insert("x-sql-type".into(), json!(declared));
     conv
+}
+
+/// Whether a PostgreSQL type name (as `format_type` writes it, without typmod) is built in, so
+/// that any PostgreSQL target has it.
+fn builtin(name: &str) -> bool {
+    matches!(
+        name,
+        "smallint"
+            | "integer"
+            | "bigint"
+            | "real"
+            | "double precision"
+            | "numeric"
+            | "money"
+            | "boolean"
+            | "character varying"
+            | "character"
+            | "text"
+            | "name"
+            | "\"char\""
+            | "bytea"
+            | "date"
+            | "time without time zone"
+            | "time with time zone"
+            | "timestamp without time zone"
+            | "timestamp with time zone"
+            | "interval"
+            | "uuid"
+            | "inet"
+            | "cidr"
+            | "macaddr"
+            | "macaddr8"
+            | "json"
+            | "jsonb"
+            | "jsonpath"
+            | "xml"
+            | "bit"
+            | "bit varying"
+            | "oid"
+            | "pg_lsn"
+            | "point"
+            | "line"
+            | "lseg"
+            | "box"
+            | "path"
+            | "polygon"
+            | "circle"
+            | "tsvector"
+            | "tsquery"
+            | "int4range"
+            | "int8range"
+            | "numrange"
+            | "daterange"
+            | "tsrange"
+            | "tstzrange"
+    )
 }
 
 fn to_postgres(prop: &mut Json, rowid: bool) -> Conv {
@@ -411,6 +474,35 @@ mod tests {
         .unwrap();
         s.extra.insert("x-sql-dialect".into(), json!("postgres"));
         s
+    }
+
+    #[test]
+    fn arrays_of_the_sources_own_types_become_text() {
+        let mut pg: Schema = serde_json::from_value(json!({
+            "stream": "public.t",
+            "schema": {"type": "object", "properties": {
+                "moods": {"type": ["array", "null"], "x-sql-type": "mood[]"},
+                "colors": {"type": ["array", "null"], "x-sql-type": "extra.color[]"},
+                "tags": {"type": ["string", "null"], "x-sql-type": "tagged[]"},
+                "amounts": {"type": ["array", "null"], "x-sql-type": "numeric(10,2)[]"}
+            }},
+            "x-sql-types": [{"name": "public.mood", "enum": ["sad"]}],
+            "x-sql-generated": [{"name": "g", "type": "integer", "expression": "1"}],
+            "x-sql-checks": [{"name": "c", "definition": "CHECK (true)", "valid": true}]
+        }))
+        .unwrap();
+        pg.extra.insert("x-sql-dialect".into(), json!("postgres"));
+        let lite = convert(&pg, Dialect::Sqlite, NumericAs::Text).schema;
+        let types: Vec<&str> = lite
+            .schema
+            .properties
+            .values()
+            .map(|p| p["x-sql-type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY"]);
+        for k in ["x-sql-types", "x-sql-generated", "x-sql-checks"] {
+            assert!(!lite.extra.contains_key(k), "{k} is PostgreSQL's SQL");
+        }
     }
 
     #[test]

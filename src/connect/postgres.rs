@@ -1528,7 +1528,7 @@ fn missing_type_hint(e: Error, types: &[(String, String)]) -> Error {
         .message()
         .split_once("type \"")
         .and_then(|(_, rest)| rest.split_once("\" does not exist"))
-        .map(|(t, _)| t.to_owned());
+        .map(|(t, _)| t.trim_end_matches("[]").to_owned());
     let Some(missing) = missing else { return e };
     let base = |t: &str| {
         let t = t.trim_end_matches("[]");
