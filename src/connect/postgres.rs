@@ -1459,6 +1459,14 @@ fn ident(s: &str) -> String {
 /// enums and composites its SCHEMA defines (`x-sql-types`, the ones others use first), and the
 /// enums its columns list labels for (a stream from an older producer).
 fn user_types(schema: &Schema) -> Vec<String> {
+    let enum_body = |labels: &[Json]| {
+        let labels: Vec<String> = labels
+            .iter()
+            .filter_map(Json::as_str)
+            .map(|l| literal(Some(l)))
+            .collect();
+        format!("ENUM ({})", labels.join(", "))
+    };
     let mut defs: Vec<(String, String)> = Vec::new();
     let listed = schema.extra.get("x-sql-types").and_then(Json::as_array);
     for t in listed.into_iter().flatten() {
@@ -1466,12 +1474,7 @@ fn user_types(schema: &Schema) -> Vec<String> {
             continue;
         };
         let body = if let Some(labels) = t.get("enum").and_then(Json::as_array) {
-            let labels: Vec<String> = labels
-                .iter()
-                .filter_map(Json::as_str)
-                .map(|l| literal(Some(l)))
-                .collect();
-            format!("ENUM ({})", labels.join(", "))
+            enum_body(labels)
         } else {
             let attributes: Vec<String> = t
                 .get("attributes")
@@ -1497,12 +1500,7 @@ fn user_types(schema: &Schema) -> Vec<String> {
         if defs.iter().any(|(n, _)| n == t) {
             continue;
         }
-        let labels: Vec<String> = labels
-            .iter()
-            .filter_map(Json::as_str)
-            .map(|l| literal(Some(l)))
-            .collect();
-        defs.push((t.to_owned(), format!("ENUM ({})", labels.join(", "))));
+        defs.push((t.to_owned(), enum_body(labels)));
     }
     let mut out = Vec::new();
     for (name, body) in defs {
