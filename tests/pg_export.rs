@@ -59,6 +59,19 @@ fn type_of<'a>(types: &'a [(String, String)], col: &str) -> &'a str {
     types.iter().find(|(n, _)| n == col).map_or("?", |(_, t)| t.as_str())
 }
 
+/// `ferry-export FROM... [| ferry-transform --dialect D] | ferry-import TO --create`, every stage
+/// ok.
+fn copy_create(d: &Dir, from: &[&str], dialect: Option<&str>, to: &str) {
+    let transform = dialect.map(|dl| ["--dialect", dl]);
+    let mut stages: Vec<(&str, &[&str])> = vec![("ferry-export", from)];
+    if let Some(args) = &transform {
+        stages.push(("ferry-transform", args));
+    }
+    let import = [to, "--create"];
+    stages.push(("ferry-import", &import));
+    all_ok(&d.pipe(&stages, b""));
+}
+
 #[test]
 fn every_type_goes_from_postgresql_to_postgresql_exactly() {
     let d = Dir::new();
@@ -207,7 +220,7 @@ fn user_defined_types_and_generated_columns_are_recreated_in_postgresql() {
         )
         .unwrap();
     let dst = pg::cluster().database("udt_copy");
-    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&dst, "--create"])], b""));
+    copy_create(&d, &[&src], None, &dst);
     // Every type created (enums, composites, one inside another, arrays of both, another
     // schema's), every value the same, and the generated column computed by the target.
     assert_eq!(types(&src, "public.things"), types(&dst, "public.things"));
@@ -273,23 +286,13 @@ fn user_defined_types_and_generated_columns_are_recreated_in_postgresql() {
     pg::connect(&again)
         .batch_execute("CREATE TYPE pair AS (a integer, b text)")
         .unwrap();
-    all_ok(&d.pipe(
-        &[("ferry-export", &[&src]), ("ferry-import", &[&again, "--create"])],
-        b"",
-    ));
+    copy_create(&d, &[&src], None, &again);
     d.run("ferry-validate", &[&src, &again], b"").ok();
 
     // Into SQLite they become text (composites in PostgreSQL's spelling, arrays as JSON), proved
     // equal across engines.
     let lite = d.db("udt.db");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&src]),
-            ("ferry-transform", &["--dialect", "sqlite"]),
-            ("ferry-import", &[&lite, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&src], Some("sqlite"), &lite);
     d.run("ferry-validate", &[&src, &lite], b"").ok();
     let p: String = d
         .open("udt.db")
@@ -299,14 +302,7 @@ fn user_defined_types_and_generated_columns_are_recreated_in_postgresql() {
     // And on into a new PostgreSQL database: the source's own types come back as text (an enum
     // array as text[]), the built-in ones as themselves, every value equal.
     let back = pg::cluster().database("udt_back");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&lite]),
-            ("ferry-transform", &["--dialect", "postgres"]),
-            ("ferry-import", &[&back, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&lite], Some("postgres"), &back);
     d.run("ferry-validate", &[&src, &back], b"").ok();
     let t = types(&back, "public.things");
     for (col, ty) in [
@@ -354,13 +350,7 @@ fn a_type_the_target_lacks_is_named_with_its_column_and_what_to_do() {
     pg::connect(&dst)
         .batch_execute("CREATE TYPE address AS (street text)")
         .unwrap();
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&src, "--table", "public.people"]),
-            ("ferry-import", &[&dst, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&src, "--table", "public.people"], None, &dst);
     d.run("ferry-validate", &[&src, &dst, "--table", "public.people"], b"")
         .ok();
 }
@@ -370,14 +360,7 @@ fn postgresql_to_sqlite_and_back_keeps_every_value() {
     let d = Dir::new();
     let src = matrix_db();
     let lite = d.db("copy.db");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&src]),
-            ("ferry-transform", &["--dialect", "sqlite"]),
-            ("ferry-import", &[&lite, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&src], Some("sqlite"), &lite);
     let conn = d.open("copy.db");
     let declared: Vec<(String, String)> =
         common::column::<String>(&conn, "SELECT name || '=' || type FROM pragma_table_info('matrix')")
@@ -406,14 +389,7 @@ fn postgresql_to_sqlite_and_back_keeps_every_value() {
 
     // And back into PostgreSQL: the same values, and the types the SQLite names stood for.
     let back = pg::cluster().database("back");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&lite]),
-            ("ferry-transform", &["--dialect", "postgres"]),
-            ("ferry-import", &[&back, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&lite], Some("postgres"), &back);
     d.run("ferry-validate", &[&src, &back], b"").ok();
     d.run("ferry-validate", &[&lite, &back], b"").ok();
     let t = types(&back, "public.matrix");
@@ -481,17 +457,10 @@ fn sqlite_to_postgresql_and_back_keeps_every_value() {
     drop(c);
     let src = d.db("src.db");
     let url = pg::cluster().database("lite");
-    all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&url, "--create"])], b""));
+    copy_create(&d, &[&src], None, &url);
     d.run("ferry-validate", &[&src, &url], b"").ok();
     let back = d.db("back.db");
-    all_ok(&d.pipe(
-        &[
-            ("ferry-export", &[&url]),
-            ("ferry-transform", &["--dialect", "sqlite"]),
-            ("ferry-import", &[&back, "--create"]),
-        ],
-        b"",
-    ));
+    copy_create(&d, &[&url], Some("sqlite"), &back);
     // SQLite against SQLite compares storage classes and bytes exactly.
     d.run("ferry-validate", &[&src, &back], b"").ok();
     let (a, b) = (d.open("src.db"), d.open("back.db"));
