@@ -47,7 +47,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::pgcopy;
 use super::pgread::PgConn;
-use super::postgres::{PgAddress, pg_error};
+use super::postgres::{COMPOSITE_ARRAY, PgAddress, pg_error};
 use super::{RowAccess, Selection, Source, StreamPlan};
 use crate::connect::sqlite::quote;
 use crate::error::{Error, ErrorKind, Result};
@@ -165,8 +165,7 @@ impl PgSource {
     ) -> Result<(PgTable, Schema, Vec<String>)> {
         let stream = format!("{schema}.{name}");
         let what = format!("reading the definition of {stream}");
-        let cols = self.query(
-            &what,
+        let sql = format!(
             "SELECT a.attnum::int4, a.attname::text,
                     CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
                          WHEN t.typtype = 'e' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
@@ -179,7 +178,7 @@ impl PgSource {
                          WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
                     EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
                             WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a'),
-                    coalesce((SELECT et.typtype::text FROM pg_type et WHERE et.oid = t.typelem), ''),
+                    {COMPOSITE_ARRAY},
                     EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
                             AND x.typnamespace <> 'pg_catalog'::regnamespace)
              FROM pg_attribute a
@@ -188,9 +187,9 @@ impl PgSource {
              LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum",
-            &[&oid],
-        )?;
+             ORDER BY a.attnum"
+        );
+        let cols = self.query(&what, &sql, &[&oid])?;
         let mut columns = Vec::new();
         let mut attnames: HashMap<i32, String> = HashMap::new();
         let mut props = Map::new();
@@ -211,7 +210,7 @@ impl PgSource {
             let comment: String = r.get(9);
             let labels: Option<Vec<String>> = r.get(10);
             let owns_sequence: bool = r.get(11);
-            let element_kind: String = r.get(12);
+            let composite_array: bool = r.get(12);
             own_types |= r.get::<_, bool>(13);
             if !gen_kind.is_empty() {
                 // Not a value of the row: its definition goes with the SCHEMA, for `--create`.
@@ -221,7 +220,7 @@ impl PgSource {
             let kind = match (typname.as_str(), category.as_str()) {
                 // An array of composites stays in PostgreSQL's text: as JSON its elements would
                 // be objects, which no array literal takes back.
-                (_, "A") if element_kind == "c" => Kind::Text,
+                (_, "A") if composite_array => Kind::Text,
                 (_, "A") => Kind::Array,
                 ("int2" | "int4" | "int8", _) => Kind::Int,
                 ("float4", _) => Kind::Float4,

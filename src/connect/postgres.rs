@@ -2243,6 +2243,12 @@ fn portable_default(d: &str, pg_type: &str) -> Option<String> {
     }
 }
 
+/// SQL: whether the type `t` (a `pg_type` row) is an array of composites. Such a column travels
+/// as PostgreSQL's array text, not as JSON (whose objects no array literal reads back): the export
+/// and validate read it so alike.
+pub(crate) const COMPOSITE_ARRAY: &str =
+    "(t.typcategory = 'A' AND EXISTS (SELECT 1 FROM pg_type et WHERE et.oid = t.typelem AND et.typtype = 'c'))";
+
 /// Columns of a table and whether each is nullable, for reading (validate).
 pub fn table_columns(
     client: &super::pgread::PgConn,
@@ -2256,17 +2262,16 @@ pub fn table_columns(
     }
     // A domain reads as its base type; an array of composites as text, as the export reads it;
     // generated columns are computed, never compared.
-    let rows = client.query(
+    let sql = format!(
         "SELECT a.attname::text,
                 CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                     WHEN et.typtype = 'c' THEN 'text'
+                     WHEN {COMPOSITE_ARRAY} THEN 'text'
                      ELSE format_type(a.atttypid, a.atttypmod) END
          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-         LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-         ORDER BY a.attnum",
-        &[&qualified],
-    )?;
+         ORDER BY a.attnum"
+    );
+    let rows = client.query(sql.as_str(), &[&qualified])?;
     Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
