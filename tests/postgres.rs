@@ -729,3 +729,122 @@ fn a_commit_lost_on_its_way_or_after_landing_is_settled_within_the_run() {
         }
     }
 }
+
+/// TLS the way libpq does it (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), against a server
+/// that takes TCP connections over TLS only, with a certificate for `localhost` alone: every mode
+/// connects or refuses as it should, and a refusal says why and what to do, at once (no retries).
+#[test]
+fn tls_encrypts_checks_the_server_and_says_what_to_do_when_it_cannot() {
+    let (c, pki) = pg::tls_cluster();
+    let d = Dir::new();
+    // No ~/.postgresql/root.crt of whoever runs the tests.
+    d.set_env("HOME", d.root().to_str().unwrap());
+    let sample = representable_sample(&d);
+    let url = c.database("tls");
+    let ca = pki.ca.display().to_string();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let at = |host: &str, query: &str| format!("postgres://postgres:{PASSWORD}@{host}:{}/{db}?{query}", c.port);
+    let refused = |r: &common::Run, why: &str| {
+        r.expect_code(2).stderr_has(why);
+        let e = r.stderr();
+        assert!(!e.contains(PASSWORD), "{e}");
+        assert!(
+            !e.contains("still failing after") && !e.contains("retrying"),
+            "retried: {e}"
+        );
+    };
+
+    // verify-full, by the name the certificate carries (connecting to 127.0.0.1 all the same):
+    // the whole pipeline and validate go through.
+    let full = at(
+        "localhost",
+        &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
+    );
+    all_ok(&d.pipe(
+        &[("ferry-export", &[&sample]), ("ferry-import", &[&full, "--create"])],
+        b"",
+    ));
+    d.run("ferry-validate", &[&sample, &full], b"").ok();
+    let tags: i64 = d
+        .open("pgsafe.db")
+        .query_row("SELECT count(*) FROM tags", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count(&mut c.client(&url), "tags"), tags);
+
+    // Encrypted without checking the server (the default, prefer, and require), or checking its
+    // chain only (verify-ca): the server takes nothing but TLS, so these went over TLS.
+    for query in ["", "sslmode=require", &format!("sslmode=verify-ca&sslrootcert={ca}")] {
+        let r = d.run(
+            "ferry-export",
+            &[&at("127.0.0.1", query), "--table", "public.tags"],
+            b"",
+        );
+        r.ok();
+        assert_eq!(r.lines().iter().filter(|l| l["type"] == "RECORD").count() as i64, tags);
+    }
+
+    // Other TLS settings, the same database: a copy out of it is recognised as done.
+    let copy = d.db("copy.db");
+    for query in ["sslmode=require", &format!("sslmode=verify-ca&sslrootcert={ca}")] {
+        let runs = d.pipe(
+            &[
+                ("ferry-export", &[&at("127.0.0.1", query), "--table", "public.tags"]),
+                ("ferry-transform", &["--dialect", "sqlite"]),
+                ("ferry-import", &[&copy, "--create"]),
+            ],
+            b"",
+        );
+        all_ok(&runs);
+        let end = runs[2].lines().into_iter().find(|l| l["type"] == "END").unwrap();
+        let first = query == "sslmode=require";
+        assert_eq!(end[if first { "written" } else { "already_imported" }], tags, "{end}");
+    }
+
+    // The same check by name at 127.0.0.1, which the certificate does not carry.
+    let r = d.run(
+        "ferry-export",
+        &[&at("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}"))],
+        b"",
+    );
+    refused(&r, "not for the host in the address");
+    // A CA that did not sign the server's certificate.
+    let other = format!("sslmode=verify-ca&sslrootcert={}", pki.other_ca.display());
+    refused(
+        &d.run("ferry-export", &[&at("127.0.0.1", &other)], b""),
+        "name the CA that signed it",
+    );
+    // Nothing to check against.
+    let r = d.run("ferry-export", &[&at("127.0.0.1", "sslmode=verify-full")], b"");
+    refused(&r, ".postgresql/root.crt does not exist");
+    r.stderr_has("sslrootcert=PATH");
+    // No TLS: the server's own refusal.
+    let r = d.run("ferry-export", &[&at("127.0.0.1", "sslmode=disable")], b"");
+    refused(&r, "no encryption (the server takes this login over TLS only");
+    // A mode libpq does not know.
+    refused(
+        &d.run("ferry-export", &[&at("127.0.0.1", "sslmode=verify")], b""),
+        "is not one of disable, allow, prefer, require, verify-ca, verify-full",
+    );
+
+    // A role that logs in by client certificate: with it, and without it.
+    let cert = format!(
+        "postgres://certuser@127.0.0.1:{}/{db}?sslmode=verify-ca&sslrootcert={ca}&sslcert={}&sslkey={}",
+        c.port,
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    c.client(&url)
+        .batch_execute("GRANT SELECT ON tags TO certuser")
+        .unwrap();
+    d.run("ferry-export", &[&cert, "--table", "public.tags"], b"").ok();
+    let bare = format!("postgres://certuser@127.0.0.1:{}/{db}?sslmode=require", c.port);
+    refused(
+        &d.run("ferry-export", &[&bare], b""),
+        "client certificate (name the certificate",
+    );
+
+    // And asking for TLS from a server that has none.
+    let plain = pg::cluster().database("notls");
+    let r = d.run("ferry-export", &[&format!("{plain}?sslmode=require")], b"");
+    refused(&r, "the server does not offer TLS");
+}

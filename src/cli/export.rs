@@ -57,7 +57,7 @@ read, or changes while it is read, is an ERROR line naming it and is left out. E
 #[command(name = "ferry-export", version, about, after_long_help = EXAMPLES)]
 pub struct ExportArgs {
     /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB, d1://ACCOUNT_ID/DATABASE_ID, dir:PATH (a directory tree of
+    /// postgres://USER@HOST:PORT/DB[?sslmode=...], d1://ACCOUNT_ID/DATABASE_ID, dir:PATH (a directory tree of
     /// files), or s3://BUCKET/PREFIX
     /// (the objects' listing, with the SHA-256 from their metadata)
     pub source: String,

@@ -22,6 +22,11 @@ Examples:
   # SQLite into PostgreSQL (binary COPY; password from PGPASSWORD or the URL)
   ferry-export sqlite:app.db | ferry-import postgres://app@localhost/app --create
 
+  # Into a managed PostgreSQL over TLS, its certificate checked against its CA (libpq's sslmode,
+  # sslrootcert, sslcert, sslkey; sslrootcert=system for a publicly trusted one)
+  ferry-export sqlite:app.db | ferry-import --create \\
+    'postgres://app@db.example.com/app?sslmode=verify-full&sslrootcert=ca.pem'
+
   # Replay a saved stream, replacing rows whose key is already there
   ferry-import sqlite:copy.db --on-conflict overwrite < app.ndjson
 
@@ -50,7 +55,7 @@ Exit status: 0 done, 2 error (including input that ends without END).";
 #[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
 pub struct ImportArgs {
     /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB; for files (from ferry-export dir:...), dir:PATH or
+    /// postgres://USER@HOST:PORT/DB[?sslmode=...]; for files (from ferry-export dir:...), dir:PATH or
     /// s3://BUCKET/PREFIX
     pub target: String,
     /// Read the stream from FILE instead of stdin

@@ -8,6 +8,7 @@ pub mod objects;
 pub mod pgcopy;
 pub mod pgread;
 pub mod pgsource;
+pub mod pgtls;
 pub mod postgres;
 pub mod s3;
 pub mod sqlite;

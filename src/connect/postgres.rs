@@ -34,8 +34,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::MakeTlsConnect;
 
 use super::pgcopy::{self, Encoder};
 use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
@@ -200,6 +200,8 @@ pub struct PgAddress {
     pub config: tokio_postgres::Config,
     /// Never holds the password.
     pub redacted: String,
+    /// How the connection is encrypted and the server checked (`sslmode` and friends).
+    tls: super::pgtls::Tls,
 }
 
 /// Shows the redacted address only: the configuration holds the password.
@@ -212,7 +214,8 @@ impl std::fmt::Debug for PgAddress {
 impl PgAddress {
     pub fn parse(url: &str, application: &str) -> Result<PgAddress> {
         let redacted = crate::address::Address::Postgres(url.to_owned()).redacted();
-        let mut config = tokio_postgres::Config::from_str(url)
+        let (url, tls) = super::pgtls::split(url);
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| Error::usage(format!("{redacted}: not a PostgreSQL address ({e})")))?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
@@ -239,11 +242,8 @@ impl PgAddress {
         {
             config.dbname(&d);
         }
-        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-            return Err(Error::usage(format!(
-                "{redacted}: sslmode=require is not supported yet by this build (TLS is planned); use a local or tunnelled connection"
-            )));
-        }
+        let tls = super::pgtls::Tls::new(tls, &redacted)?;
+        config.ssl_mode(tls.mode.ssl_mode());
         config.application_name(application);
         config.connect_timeout(Duration::from_secs(10));
         // A host or network that dies under an open connection is noticed in about a minute
@@ -255,14 +255,19 @@ impl PgAddress {
             .keepalives_interval(Duration::from_secs(10))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(60));
-        Ok(PgAddress { config, redacted })
+        Ok(PgAddress { config, redacted, tls })
     }
 
-    /// The single TCP host and port of the address, if that is what it is.
-    fn tcp(&self) -> Option<(String, u16)> {
+    /// The single TCP host of the address (its name, for TLS), where to connect (`hostaddr` if
+    /// given, else the host) and the port, if that is what the address names.
+    fn tcp(&self) -> Option<(String, String, u16)> {
         match (self.config.get_hosts(), self.config.get_ports()) {
             ([tokio_postgres::config::Host::Tcp(h)], ports) => {
-                Some((h.clone(), ports.first().copied().unwrap_or(5432)))
+                let at = match self.config.get_hostaddrs() {
+                    [a] => a.to_string(),
+                    _ => h.clone(),
+                };
+                Some((h.clone(), at, ports.first().copied().unwrap_or(5432)))
             }
             _ => None,
         }
@@ -279,7 +284,7 @@ impl PgAddress {
             |_| {
                 rt.block_on(async {
                     let client = match (retry::answer_timeout(None), self.tcp()) {
-                        (Some(limit), Some((host, port))) => {
+                        (Some(limit), Some((host, at, port))) => {
                             let connect_timeout = self
                                 .config
                                 .get_connect_timeout()
@@ -287,7 +292,7 @@ impl PgAddress {
                                 .unwrap_or(Duration::from_secs(10));
                             let stream = tokio::time::timeout(
                                 connect_timeout,
-                                tokio::net::TcpStream::connect((host.as_str(), port)),
+                                tokio::net::TcpStream::connect((at.as_str(), port)),
                             )
                             .await
                             .map_err(|_| {
@@ -299,9 +304,12 @@ impl PgAddress {
                             .map_err(|e| {
                                 Error::new(ErrorKind::Transient, format!("{}: cannot connect: {e}", self.redacted))
                             })?;
+                            let tls =
+                                MakeTlsConnect::<Watched>::make_tls_connect(&mut self.tls.connector.clone(), &host)
+                                    .map_err(|e| Error::usage(format!("{}: TLS: {e}", self.redacted)))?;
                             let (client, connection) = self
                                 .config
-                                .connect_raw(Watched::new(stream, limit), NoTls)
+                                .connect_raw(Watched::new(stream, limit), tls)
                                 .await
                                 .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
                             drive(connection);
@@ -310,7 +318,7 @@ impl PgAddress {
                         _ => {
                             let (client, connection) = self
                                 .config
-                                .connect(NoTls)
+                                .connect(self.tls.connector.clone())
                                 .await
                                 .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
                             drive(connection);
@@ -344,7 +352,7 @@ const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET Int
 /// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
 /// shutting down, or a transaction lost a serialization race.
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if is_config(e) {
+    if is_config(e) || super::pgtls::refusal(e).is_some() {
         return false;
     }
     if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
@@ -365,6 +373,9 @@ fn is_config(e: &tokio_postgres::Error) -> bool {
 /// A PostgreSQL error as a ferry error: transient faults are `Transient`; a refused login is a
 /// usage error; the server's message (and its detail) is kept, never the password.
 pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
+    if let Some(why) = super::pgtls::refusal(&e) {
+        return Error::usage(format!("{address}: {what}: {why}"));
+    }
     let kind = if is_transient(&e) {
         ErrorKind::Transient
     } else if is_config(&e)
@@ -395,6 +406,10 @@ pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
     };
     let hint = if detail.contains("password missing") {
         " (give it in the address, postgres://user:PASSWORD@host/db, or in PGPASSWORD)"
+    } else if detail.contains("requires a valid client certificate") {
+        " (name the certificate and its key in the address, sslcert=PATH&sslkey=PATH, or in PGSSLCERT and PGSSLKEY)"
+    } else if detail.contains("no pg_hba.conf entry") && detail.ends_with("no encryption") {
+        " (the server takes this login over TLS only: connect without sslmode=disable)"
     } else {
         ""
     };
@@ -2375,14 +2390,24 @@ mod tests {
 
     #[test]
     fn addresses_take_libpq_defaults_and_never_show_the_password() {
-        let a = PgAddress::parse("postgres://app:s3cret@db.example:6543/app?sslmode=disable", "t").unwrap();
-        assert_eq!(a.redacted, "postgres://app@db.example:6543/app?sslmode=disable");
+        let a = PgAddress::parse(
+            "postgres://app:s3cret@db.example:6543/app?sslmode=require&connect_timeout=5",
+            "t",
+        )
+        .unwrap();
+        // How to connect is not part of what the database is: the same address with other TLS
+        // settings still finds the commit markers and checkpoints of earlier runs.
+        assert_eq!(a.redacted, "postgres://app@db.example:6543/app?connect_timeout=5");
         assert_eq!(a.config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(a.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let full = PgAddress::parse(
+            "postgres://app@db/app?sslmode=verify-full&sslrootcert=/no/such/ca.pem",
+            "t",
+        );
+        let e = full.unwrap_err();
         assert!(
-            PgAddress::parse("postgres://app@db/app?sslmode=require", "t")
-                .unwrap_err()
-                .message()
-                .contains("not supported yet")
+            e.message().contains("sslrootcert /no/such/ca.pem: cannot read it"),
+            "{e}"
         );
     }
 

@@ -21,14 +21,86 @@ pub struct Cluster {
     /// Where the cluster lives, for tests that stop and start it (None for FERRY_TEST_PG).
     pub data: Option<PathBuf>,
     pub bin: Option<PathBuf>,
+    /// The set-up connection (`postgres` database, no TLS): over TCP, or over the Unix socket for
+    /// the TLS cluster, whose TCP side takes TLS only.
+    admin_url: String,
+}
+
+/// The certificates of the TLS cluster ([`tls_cluster`]), as PEM files.
+pub struct Pki {
+    /// The CA that signed the server's and the client's certificates.
+    pub ca: PathBuf,
+    /// A CA that signed neither.
+    pub other_ca: PathBuf,
+    /// A client certificate for the role `certuser` (which logs in by certificate), and its key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 pub fn cluster() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     C.get_or_init(|| match std::env::var("FERRY_TEST_PG") {
         Ok(url) if !url.is_empty() => external(&url),
-        _ => start(),
+        _ => start(None),
     })
+}
+
+/// A second private cluster that takes TCP connections over TLS only (`hostssl`), with a server
+/// certificate for the name `localhost` alone (so checking the host name at 127.0.0.1 fails) and
+/// client certificates signed by the same CA. Always started here, `FERRY_TEST_PG` or not: it
+/// needs a server set up this way.
+pub fn tls_cluster() -> &'static (Cluster, Pki) {
+    static C: OnceLock<(Cluster, Pki)> = OnceLock::new();
+    C.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-pki-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let pki = make_pki(&dir);
+        let cluster = start(Some(&dir));
+        let mut admin = cluster.admin();
+        admin
+            .batch_execute("CREATE ROLE certuser LOGIN")
+            .expect("create certuser");
+        (cluster, pki)
+    })
+}
+
+/// Write the CA, server and client certificates into `dir`.
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA certificate")
+    };
+    let issuer = ca("ferry test CA");
+    let other = ca("some other CA");
+    let leaf = |names: Vec<String>, cn: &str, file: &str| {
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        let crt = dir.join(format!("{file}.crt"));
+        let pem = dir.join(format!("{file}.key"));
+        std::fs::write(&crt, cert.pem()).expect("write certificate");
+        std::fs::write(&pem, key.serialize_pem()).expect("write key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        (crt, pem)
+    };
+    leaf(vec!["localhost".into()], "localhost", "server");
+    let (client_cert, client_key) = leaf(vec![], "certuser", "client");
+    std::fs::write(dir.join("ca.crt"), issuer.pem()).expect("write CA");
+    std::fs::write(dir.join("other-ca.crt"), other.pem()).expect("write CA");
+    Pki {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+        client_cert,
+        client_key,
+    }
 }
 
 fn external(url: &str) -> Cluster {
@@ -43,6 +115,7 @@ fn external(url: &str) -> Cluster {
         .get_password()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
+    let admin_url = format!("postgres://{user}:{password}@{host}:{port}/postgres");
     Cluster {
         base: format!("postgres://{user}:{password}@{host}:{port}"),
         user,
@@ -50,6 +123,7 @@ fn external(url: &str) -> Cluster {
         port,
         data: None,
         bin: None,
+        admin_url,
     }
 }
 
@@ -102,7 +176,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start() -> Cluster {
+/// Start a cluster; with `pki` (a directory holding `server.crt`, `server.key` and `ca.crt`), one
+/// that takes TCP connections over TLS only and checks client certificates against that CA.
+fn start(pki: Option<&Path>) -> Cluster {
     let bin = bin_dir();
     let root = is_root();
     let dir = tempfile::Builder::new()
@@ -112,6 +188,21 @@ fn start() -> Cluster {
         .keep();
     let data = dir.join("data");
     std::fs::write(dir.join("pw"), PASSWORD).expect("pwfile");
+    let mut settings = String::new();
+    if let Some(pki) = pki {
+        for f in ["server.crt", "server.key", "ca.crt"] {
+            std::fs::copy(pki.join(f), dir.join(f)).expect("copy a certificate");
+        }
+        std::fs::write(
+            dir.join("hba.conf"),
+            "local all all trust\nhostssl all certuser 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("hba.conf");
+        let d = dir.display();
+        settings = format!(
+            "-c ssl=on -c ssl_cert_file='{d}/server.crt' -c ssl_key_file='{d}/server.key' -c ssl_ca_file='{d}/ca.crt' -c hba_file='{d}/hba.conf'"
+        );
+    }
     if root {
         let ok = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -153,7 +244,7 @@ fn start() -> Cluster {
         ""
     };
     let script = format!(
-        "{owner} '{pg}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60 > '{dir}/log' 2>&1 &
+        "{owner} '{pg}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60 {settings} > '{dir}/log' 2>&1 &
          pg=$!
          while kill -0 {me} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.3; done
          kill -INT $pg 2>/dev/null; wait $pg 2>/dev/null; rm -rf '{dir}'",
@@ -168,7 +259,12 @@ fn start() -> Cluster {
         .arg(script)
         .spawn()
         .expect("start postgres");
+    let admin_url = match pki {
+        Some(_) => format!("host={} port={port} user=postgres dbname=postgres", dir.display()),
+        None => format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"),
+    };
     let c = Cluster {
+        admin_url,
         base: format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}"),
         user: "postgres".into(),
         host: "127.0.0.1".into(),
@@ -178,7 +274,7 @@ fn start() -> Cluster {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match postgres::Client::connect(&format!("{}/postgres", c.base), postgres::NoTls) {
+        match postgres::Client::connect(&c.admin_url, postgres::NoTls) {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -205,8 +301,18 @@ impl Cluster {
         format!("{}/{name}", self.base)
     }
 
+    /// A set-up connection (no TLS) to the database `url` names, one of this cluster's.
+    pub fn client(&self, url: &str) -> postgres::Client {
+        let db = url.rsplit('/').next().expect("a database name");
+        let url = match self.admin_url.strip_suffix("dbname=postgres") {
+            Some(socket) => format!("{socket}dbname={db}"),
+            None => format!("{}/{db}", self.base),
+        };
+        postgres::Client::connect(&url, postgres::NoTls).expect("connect")
+    }
+
     pub fn admin(&self) -> postgres::Client {
-        postgres::Client::connect(&format!("{}/postgres", self.base), postgres::NoTls).expect("admin connection")
+        postgres::Client::connect(&self.admin_url, postgres::NoTls).expect("admin connection")
     }
 }
 
