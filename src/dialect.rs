@@ -123,6 +123,10 @@ pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     }
     let mut records_change = false;
     for (name, prop) in out.schema.properties.iter_mut() {
+        // The domain is the source's own type, defined in `x-sql-types` (dropped below).
+        if let Some(p) = prop.as_object_mut() {
+            p.remove("x-sql-domain");
+        }
         let before = Codec::from_property(prop);
         let conv = match to {
             Dialect::Sqlite | Dialect::D1 => to_sqlite(prop, numeric),
@@ -484,7 +488,8 @@ mod tests {
                 "moods": {"type": ["array", "null"], "x-sql-type": "mood[]"},
                 "colors": {"type": ["array", "null"], "x-sql-type": "extra.color[]"},
                 "tags": {"type": ["string", "null"], "x-sql-type": "tagged[]"},
-                "amounts": {"type": ["array", "null"], "x-sql-type": "numeric(10,2)[]"}
+                "amounts": {"type": ["array", "null"], "x-sql-type": "numeric(10,2)[]"},
+                "n": {"type": "integer", "x-sql-type": "integer", "x-sql-domain": "public.posint"}
             }},
             "x-sql-types": [{"name": "public.mood", "enum": ["sad"]}],
             "x-sql-generated": [{"name": "g", "type": "integer", "expression": "1"}],
@@ -499,10 +504,14 @@ mod tests {
             .values()
             .map(|p| p["x-sql-type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY"]);
+        assert_eq!(types, ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY", "INTEGER"]);
         for k in ["x-sql-types", "x-sql-generated", "x-sql-checks"] {
             assert!(!lite.extra.contains_key(k), "{k} is PostgreSQL's SQL");
         }
+        assert!(
+            lite.schema.properties.values().all(|p| p.get("x-sql-domain").is_none()),
+            "the domain goes with the types that define it"
+        );
     }
 
     #[test]

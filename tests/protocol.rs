@@ -89,6 +89,8 @@ struct Property {
     identity: Option<String>,
     #[serde(rename = "x-sql-default", default)]
     sql_default: Option<String>,
+    #[serde(rename = "x-sql-domain", default)]
+    domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +197,7 @@ struct Schema {
     checks: Vec<Check>,
 }
 
-/// An enum (labels) or a composite (attributes) a PostgreSQL table's columns use.
+/// An enum (labels), a composite (attributes) or a domain a PostgreSQL table's columns use.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SqlType {
@@ -204,6 +206,25 @@ struct SqlType {
     labels: Option<Vec<String>>,
     #[serde(default)]
     attributes: Option<Vec<Attribute>>,
+    #[serde(default)]
+    domain: Option<Domain>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Domain {
+    base: String,
+    not_null: bool,
+    default: Option<String>,
+    collation: Option<String>,
+    checks: Vec<DomainCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainCheck {
+    name: String,
+    definition: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,13 +431,42 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
         !matrix.schema.properties.contains_key("gen"),
         "generated columns stay behind"
     );
-    // What the target needs to recreate the table: the enum, the generated column's definition.
-    let types: Vec<(&str, Option<usize>, bool)> = matrix
+    // What the target needs to recreate the table: the enum, the domain, the generated column's
+    // definition.
+    let types: Vec<(&str, Option<usize>, bool, bool)> = matrix
         .sql_types
         .iter()
-        .map(|t| (t.name.as_str(), t.labels.as_ref().map(Vec::len), t.attributes.is_some()))
+        .map(|t| {
+            let parts = (
+                t.labels.as_ref().map(Vec::len),
+                t.attributes.is_some(),
+                t.domain.is_some(),
+            );
+            (t.name.as_str(), parts.0, parts.1, parts.2)
+        })
         .collect();
-    assert_eq!(types, [("public.mood", Some(3), false)]);
+    assert_eq!(
+        types,
+        [
+            ("public.mood", Some(3), false, false),
+            ("public.posint", None, false, true)
+        ]
+    );
+    let posint = matrix.sql_types[1].domain.as_ref().unwrap();
+    assert_eq!((posint.base.as_str(), posint.not_null), ("integer", false));
+    assert_eq!((posint.default.as_deref(), posint.collation.as_deref()), (None, None));
+    let checks: Vec<(&str, &str)> = posint
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.definition.as_str()))
+        .collect();
+    assert_eq!(checks, [("posint_check", "CHECK ((VALUE > 0))")]);
+    assert_eq!(prop("dom").domain.as_deref(), Some("public.posint"));
+    assert_eq!(
+        prop("dom").sql_type.as_deref(),
+        Some("integer"),
+        "values travel as the base type"
+    );
     assert!(
         matrix.sql_types[0]
             .attributes

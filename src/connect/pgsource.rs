@@ -29,14 +29,18 @@
 //! | jsonb that ferry wrote for an SQLite dynamic column | the original values | `x-sqlite-dynamic` |
 //!
 //! Every property carries `x-sql-type` (the type as `format_type()` writes it; a domain as its base
-//! type; an enum schema-qualified), `x-sql-default` when there is a default, and `x-sql-identity`
+//! type, with the domain in `x-sql-domain`; an enum schema-qualified), `x-sql-default` when there
+//! is a default, and `x-sql-identity`
 //! (`always` / `by default`) for identity columns and for `serial` columns (whose default is the
 //! sequence they own). Generated columns are not exported: the target computes them.
 //!
 //! What a PostgreSQL target needs to recreate the table goes with the SCHEMA: `x-sql-types`, the
-//! enum and composite types its columns use (directly, in arrays, through domains or inside other
-//! composites), each `{"name": "public.mood", "enum": [labels]}` or `{"name": "public.pair",
-//! "attributes": [{"name": "a", "type": "integer"}]}`, the ones others use first; and
+//! enum, composite and domain types its columns use (directly, in arrays, through domains or
+//! inside other composites), each `{"name": "public.mood", "enum": [labels]}`, `{"name":
+//! "public.pair", "attributes": [{"name": "a", "type": "integer"}]}` or `{"name":
+//! "public.posint", "domain": {"base": "integer", "not_null": false, "default": null,
+//! "collation": null, "checks": [{"name": "posint_check", "definition": "CHECK ((VALUE > 0))"}]}}`,
+//! the ones others use first; and
 //! `x-sql-generated`, its generated columns as `{"name", "type", "expression"}`; and
 //! `x-sql-checks`, its CHECK constraints as `{"name", "definition", "valid"}` (`definition` as
 //! `pg_get_constraintdef` writes it; `valid` false for one added `NOT VALID`).
@@ -180,7 +184,8 @@ impl PgSource {
                             WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a'),
                     {COMPOSITE_ARRAY},
                     EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
-                            AND x.typnamespace <> 'pg_catalog'::regnamespace)
+                            AND x.typnamespace <> 'pg_catalog'::regnamespace),
+                    CASE WHEN t.typtype = 'd' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_namespace tn ON tn.oid = t.typnamespace
@@ -212,6 +217,7 @@ impl PgSource {
             let owns_sequence: bool = r.get(11);
             let composite_array: bool = r.get(12);
             own_types |= r.get::<_, bool>(13);
+            let domain: Option<String> = r.get(14);
             if !gen_kind.is_empty() {
                 // Not a value of the row: its definition goes with the SCHEMA, for `--create`.
                 generated.push(json!({"name": name, "type": sql_type, "expression": default}));
@@ -291,6 +297,11 @@ impl PgSource {
                 p.insert("enum".into(), Json::Array(e));
             }
             p.insert("x-sql-type".into(), json!(sql_type));
+            if let Some(d) = domain {
+                // The column's declared type; `x-sql-type` stays its base type, which decides
+                // how values are read and compared. The domain itself is in `x-sql-types`.
+                p.insert("x-sql-domain".into(), json!(d));
+            }
             let serial = owns_sequence && default.as_deref().is_some_and(|d| d.starts_with("nextval("));
             match identity.as_str() {
                 "a" => {
@@ -464,10 +475,10 @@ impl PgSource {
         Ok((table, schema, parents))
     }
 
-    /// The enum and composite types a table's columns use, directly or through arrays, domains
-    /// and other composites, each with its definition, the ones others use first: what a target
-    /// needs before it can create the table (`x-sql-types`). Attribute types are written
-    /// schema-qualified wherever they are not built in.
+    /// The enum, composite and domain types a table's columns use, directly or through arrays,
+    /// domains and other composites, each with its definition, the ones others use first: what a
+    /// target needs before it can create the table (`x-sql-types`). Attribute and base types are
+    /// written schema-qualified wherever they are not built in.
     fn user_types(&mut self, oid: u32, what: &str) -> Result<Vec<Json>> {
         self.client
             .batch_execute("SET LOCAL search_path = pg_catalog")
@@ -492,12 +503,24 @@ impl PgSource {
                     CASE WHEN t.typtype = 'c' THEN ARRAY(SELECT json_build_object('name', ca.attname::text,
                               'type', format_type(ca.atttypid, ca.atttypmod))::text
                          FROM pg_attribute ca WHERE ca.attrelid = t.typrelid AND ca.attnum > 0
-                          AND NOT ca.attisdropped ORDER BY ca.attnum) END
+                          AND NOT ca.attisdropped ORDER BY ca.attnum) END,
+                    CASE WHEN t.typtype = 'd' THEN json_build_object(
+                         'base', format_type(t.typbasetype, t.typtypmod),
+                         'not_null', t.typnotnull,
+                         'default', pg_get_expr(t.typdefaultbin, 0),
+                         'collation', (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                                         FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                                        WHERE co.oid = t.typcollation AND t.typcollation <> bt.typcollation),
+                         'checks', coalesce((SELECT json_agg(json_build_object('name', k.conname::text,
+                                         'definition', pg_get_constraintdef(k.oid)) ORDER BY k.conname)
+                                       FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'),
+                                     '[]'::json))::text END
                FROM (SELECT oid, max(depth) AS depth FROM uses GROUP BY oid) u
                JOIN pg_type t ON t.oid = u.oid
                JOIN pg_namespace n ON n.oid = t.typnamespace
                LEFT JOIN pg_class c ON c.oid = t.typrelid
-              WHERE t.typtype = 'e' OR (t.typtype = 'c' AND c.relkind = 'c')
+               LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+              WHERE t.typtype IN ('e', 'd') OR (t.typtype = 'c' AND c.relkind = 'c')
               ORDER BY u.depth DESC, 1",
             &[&oid],
         );
@@ -511,6 +534,9 @@ impl PgSource {
                 let kind: String = r.get(1);
                 if kind == "e" {
                     json!({"name": name, "enum": r.get::<_, Option<Vec<String>>>(2).unwrap_or_default()})
+                } else if kind == "d" {
+                    let domain = r.get::<_, Option<String>>(4).unwrap_or_default();
+                    json!({"name": name, "domain": serde_json::from_str::<Json>(&domain).unwrap_or(Json::Null)})
                 } else {
                     let attributes: Vec<Json> = r
                         .get::<_, Option<Vec<String>>>(3)

@@ -1471,8 +1471,8 @@ fn ident(s: &str) -> String {
 }
 
 /// Statements creating the types a PostgreSQL stream's columns use, where they are missing: the
-/// enums and composites its SCHEMA defines (`x-sql-types`, the ones others use first), and the
-/// enums its columns list labels for (a stream from an older producer).
+/// enums, composites and domains its SCHEMA defines (`x-sql-types`, the ones others use first),
+/// and the enums its columns list labels for (a stream from an older producer).
 fn user_types(schema: &Schema) -> Vec<String> {
     let enum_body = |labels: &[Json]| {
         let labels: Vec<String> = labels
@@ -1482,12 +1482,38 @@ fn user_types(schema: &Schema) -> Vec<String> {
             .collect();
         format!("ENUM ({})", labels.join(", "))
     };
+    // Each type's name and the statement creating it.
     let mut defs: Vec<(String, String)> = Vec::new();
     let listed = schema.extra.get("x-sql-types").and_then(Json::as_array);
     for t in listed.into_iter().flatten() {
         let Some(name) = t.get("name").and_then(Json::as_str) else {
             continue;
         };
+        if let Some(d) = t.get("domain") {
+            let Some(base) = d.get("base").and_then(Json::as_str) else {
+                continue;
+            };
+            let mut create = format!("CREATE DOMAIN {name} AS {base}");
+            if let Some(c) = d.get("collation").and_then(Json::as_str) {
+                create.push_str(&format!(" COLLATE {c}"));
+            }
+            if let Some(e) = d.get("default").and_then(Json::as_str) {
+                create.push_str(&format!(" DEFAULT {e}"));
+            }
+            if d.get("not_null").and_then(Json::as_bool) == Some(true) {
+                create.push_str(" NOT NULL");
+            }
+            for c in d.get("checks").and_then(Json::as_array).into_iter().flatten() {
+                if let (Some(n), Some(def)) = (
+                    c.get("name").and_then(Json::as_str),
+                    c.get("definition").and_then(Json::as_str),
+                ) {
+                    create.push_str(&format!(" CONSTRAINT {} {def}", quote(n)));
+                }
+            }
+            defs.push((name.to_owned(), create));
+            continue;
+        }
         let body = if let Some(labels) = t.get("enum").and_then(Json::as_array) {
             enum_body(labels)
         } else {
@@ -1506,7 +1532,7 @@ fn user_types(schema: &Schema) -> Vec<String> {
                 .collect();
             format!("({})", attributes.join(", "))
         };
-        defs.push((name.to_owned(), body));
+        defs.push((name.to_owned(), format!("CREATE TYPE {name} AS {body}")));
     }
     for p in schema.schema.properties.values() {
         let (Some(t), Some(Json::Array(labels))) = (p.get("x-sql-type").and_then(Json::as_str), p.get("enum")) else {
@@ -1515,10 +1541,10 @@ fn user_types(schema: &Schema) -> Vec<String> {
         if defs.iter().any(|(n, _)| n == t) {
             continue;
         }
-        defs.push((t.to_owned(), enum_body(labels)));
+        defs.push((t.to_owned(), format!("CREATE TYPE {t} AS {}", enum_body(labels))));
     }
     let mut out = Vec::new();
-    for (name, body) in defs {
+    for (name, create) in defs {
         if let Some((ns, _)) = name.split_once('.')
             && ns != "public"
         {
@@ -1528,7 +1554,7 @@ fn user_types(schema: &Schema) -> Vec<String> {
             }
         }
         out.push(format!(
-            "DO $ferry$ BEGIN CREATE TYPE {name} AS {body}; EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$"
+            "DO $ferry$ BEGIN {create}; EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$"
         ));
     }
     out
@@ -1874,7 +1900,13 @@ impl Target for PgTarget {
                 let mut cols = Vec::new();
                 for (n, t) in &types {
                     let prop = &schema.schema.properties[n];
-                    let mut c = format!("{} {t}", quote(n));
+                    // A domain column is declared with its domain; its values travel as the base
+                    // type (`t`), which binary COPY into the domain takes, checking it.
+                    let declared = match prop.get("x-sql-domain").and_then(Json::as_str) {
+                        Some(d) if from_pg => d,
+                        _ => t.as_str(),
+                    };
+                    let mut c = format!("{} {declared}", quote(n));
                     if let Some((_, how)) = identity.iter().find(|(c, _)| c == n) {
                         c.push_str(&format!(" GENERATED {how} AS IDENTITY"));
                     }
