@@ -123,9 +123,11 @@ pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     }
     let mut records_change = false;
     for (name, prop) in out.schema.properties.iter_mut() {
-        // The domain is the source's own type, defined in `x-sql-types` (dropped below).
+        // The domain is the source's own type, defined in `x-sql-types` (dropped below); a
+        // collation is named in the source's terms.
         if let Some(p) = prop.as_object_mut() {
             p.remove("x-sql-domain");
+            p.remove("x-sql-collation");
         }
         let before = Codec::from_property(prop);
         let conv = match to {
@@ -489,7 +491,8 @@ mod tests {
                 "colors": {"type": ["array", "null"], "x-sql-type": "extra.color[]"},
                 "tags": {"type": ["string", "null"], "x-sql-type": "tagged[]"},
                 "amounts": {"type": ["array", "null"], "x-sql-type": "numeric(10,2)[]"},
-                "n": {"type": "integer", "x-sql-type": "integer", "x-sql-domain": "public.posint"}
+                "n": {"type": "integer", "x-sql-type": "integer", "x-sql-domain": "public.posint"},
+                "s": {"type": "string", "x-sql-type": "text", "x-sql-collation": "pg_catalog.\"C\""}
             }},
             "x-sql-types": [{"name": "public.mood", "enum": ["sad"]}],
             "x-sql-generated": [{"name": "g", "type": "integer", "expression": "1"}],
@@ -504,14 +507,20 @@ mod tests {
             .values()
             .map(|p| p["x-sql-type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY", "INTEGER"]);
+        assert_eq!(
+            types,
+            ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY", "INTEGER", "TEXT"]
+        );
         for k in ["x-sql-types", "x-sql-generated", "x-sql-checks"] {
             assert!(!lite.extra.contains_key(k), "{k} is PostgreSQL's SQL");
         }
-        assert!(
-            lite.schema.properties.values().all(|p| p.get("x-sql-domain").is_none()),
-            "the domain goes with the types that define it"
-        );
+        for p in lite.schema.properties.values() {
+            assert!(
+                p.get("x-sql-domain").is_none(),
+                "the domain goes with the types that define it"
+            );
+            assert!(p.get("x-sql-collation").is_none(), "PostgreSQL's collation names");
+        }
     }
 
     #[test]

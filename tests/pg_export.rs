@@ -201,6 +201,7 @@ fn user_defined_types_and_generated_columns_are_recreated_in_postgresql() {
                id integer PRIMARY KEY,
                code extra.code,
                ch cheerful,
+               label text COLLATE \"C\",
                moods mood[],
                p pair,
                tg tagged,
@@ -305,6 +306,22 @@ fn user_defined_types_and_generated_columns_are_recreated_in_postgresql() {
     };
     assert_eq!(domains(&src).len(), 2);
     assert_eq!(domains(&src), domains(&dst));
+    // A column's own collation.
+    let collations = |url: &str| -> Vec<(String, String)> {
+        pg::connect(url)
+            .query(
+                "SELECT a.attname::text, co.collname::text FROM pg_attribute a
+                   JOIN pg_collation co ON co.oid = a.attcollation
+                  WHERE a.attrelid = 'public.things'::regclass AND a.attnum > 0 ORDER BY a.attnum",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert!(collations(&src).contains(&("label".into(), "C".into())));
+    assert_eq!(collations(&src), collations(&dst));
     let refused = c
         .batch_execute("UPDATE things SET code = 'NOT' WHERE id = 3")
         .unwrap_err();
@@ -358,8 +375,9 @@ fn a_type_the_target_lacks_is_named_with_its_column_and_what_to_do() {
     pg::connect(&src)
         .batch_execute(
             "CREATE TABLE address (street text);
-             CREATE TABLE people (id integer PRIMARY KEY, home address);
-             INSERT INTO people VALUES (1, ROW('Main St'));",
+             CREATE COLLATION mine (provider = libc, locale = 'C');
+             CREATE TABLE people (id integer PRIMARY KEY, home address, name text COLLATE mine);
+             INSERT INTO people VALUES (1, ROW('Main St'), 'Ann');",
         )
         .unwrap();
     // Only `people`: its column's type is the row type of a table left behind.
@@ -382,9 +400,24 @@ fn a_type_the_target_lacks_is_named_with_its_column_and_what_to_do() {
         .unwrap()
         .get(0);
     assert_eq!(tables, 0, "nothing half-created");
-    // Created there first, the same pipeline goes through.
+    // Created there first, the same pipeline goes as far as the next thing missing: the
+    // collation of another column, named the same way.
     pg::connect(&dst)
         .batch_execute("CREATE TYPE address AS (street text)")
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--table", "public.people"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    );
+    runs[1]
+        .expect_code(2)
+        .stderr_has("the target has no collation public.mine, used by column \"name\"")
+        .stderr_has("CREATE COLLATION");
+    pg::connect(&dst)
+        .batch_execute("CREATE COLLATION mine (provider = libc, locale = 'C')")
         .unwrap();
     copy_create(&d, &[&src, "--table", "public.people"], None, &dst);
     d.run("ferry-validate", &[&src, &dst, "--table", "public.people"], b"")

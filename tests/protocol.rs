@@ -91,6 +91,8 @@ struct Property {
     sql_default: Option<String>,
     #[serde(rename = "x-sql-domain", default)]
     domain: Option<String>,
+    #[serde(rename = "x-sql-collation", default)]
+    collation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

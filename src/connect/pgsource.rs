@@ -29,8 +29,9 @@
 //! | jsonb that ferry wrote for an SQLite dynamic column | the original values | `x-sqlite-dynamic` |
 //!
 //! Every property carries `x-sql-type` (the type as `format_type()` writes it; a domain as its base
-//! type, with the domain in `x-sql-domain`; an enum schema-qualified), `x-sql-default` when there
-//! is a default, and `x-sql-identity`
+//! type, with the domain in `x-sql-domain`; an enum schema-qualified), `x-sql-collation` when the
+//! column's collation is not its type's, `x-sql-default` when there is a default, and
+//! `x-sql-identity`
 //! (`always` / `by default`) for identity columns and for `serial` columns (whose default is the
 //! sequence they own). Generated columns are not exported: the target computes them.
 //!
@@ -185,7 +186,10 @@ impl PgSource {
                     {COMPOSITE_ARRAY},
                     EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
                             AND x.typnamespace <> 'pg_catalog'::regnamespace),
-                    CASE WHEN t.typtype = 'd' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END
+                    CASE WHEN t.typtype = 'd' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END,
+                    (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                      WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation)
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              JOIN pg_namespace tn ON tn.oid = t.typnamespace
@@ -218,6 +222,7 @@ impl PgSource {
             let composite_array: bool = r.get(12);
             own_types |= r.get::<_, bool>(13);
             let domain: Option<String> = r.get(14);
+            let collation: Option<String> = r.get(15);
             if !gen_kind.is_empty() {
                 // Not a value of the row: its definition goes with the SCHEMA, for `--create`.
                 generated.push(json!({"name": name, "type": sql_type, "expression": default}));
@@ -301,6 +306,10 @@ impl PgSource {
                 // The column's declared type; `x-sql-type` stays its base type, which decides
                 // how values are read and compared. The domain itself is in `x-sql-types`.
                 p.insert("x-sql-domain".into(), json!(d));
+            }
+            if let Some(c) = collation {
+                // Only where the column's differs from its type's.
+                p.insert("x-sql-collation".into(), json!(c));
             }
             let serial = owns_sequence && default.as_deref().is_some_and(|d| d.starts_with("nextval("));
             match identity.as_str() {

@@ -1594,6 +1594,41 @@ fn missing_type_hint(e: Error, types: &[(String, String)]) -> Error {
     )
 }
 
+/// A table that cannot be created for a collation the target lacks (one the source defined with
+/// CREATE COLLATION, or a locale this server does not have): which columns use it, and what to do.
+fn missing_collation_hint(e: Error, schema: &Schema) -> Error {
+    let missing = e
+        .message()
+        .split_once("collation \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(c, _)| c.to_owned())
+        .filter(|_| e.message().contains("does not exist"));
+    let Some(missing) = missing else { return e };
+    let columns: Vec<String> = schema
+        .schema
+        .properties
+        .iter()
+        .filter(|(_, p)| {
+            p.get("x-sql-collation")
+                .and_then(Json::as_str)
+                .is_some_and(|c| c.replace('"', "").ends_with(&missing))
+        })
+        .map(|(n, _)| quote(n))
+        .collect();
+    if columns.is_empty() {
+        return e;
+    }
+    let kind = e.kind();
+    Error::new(
+        kind,
+        format!(
+            "{}; the target has no collation {missing}, used by column {}: create it there first (CREATE COLLATION), or create the table yourself and import without --create; then run the same pipeline again",
+            e.message(),
+            columns.join(", ")
+        ),
+    )
+}
+
 /// The generated columns a PostgreSQL stream's table has (`x-sql-generated`), as column
 /// definitions: computed by the target, never carried as values.
 fn generated_columns(schema: &Schema) -> Vec<String> {
@@ -1907,6 +1942,9 @@ impl Target for PgTarget {
                         _ => t.as_str(),
                     };
                     let mut c = format!("{} {declared}", quote(n));
+                    if from_pg && let Some(coll) = prop.get("x-sql-collation").and_then(Json::as_str) {
+                        c.push_str(&format!(" COLLATE {coll}"));
+                    }
                     if let Some((_, how)) = identity.iter().find(|(c, _)| c == n) {
                         c.push_str(&format!(" GENERATED {how} AS IDENTITY"));
                     }
@@ -1950,7 +1988,7 @@ impl Target for PgTarget {
                     self.ensure_markers()?;
                     for s in &ddl {
                         self.with_retry(&format!("creating {qualified}"), |t| t.sql(s, true).map(|_| ()))
-                            .map_err(|e| missing_type_hint(e, &types))?;
+                            .map_err(|e| missing_collation_hint(missing_type_hint(e, &types), schema))?;
                     }
                     self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &deferred, &fks)?;
                 }
