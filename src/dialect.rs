@@ -158,6 +158,7 @@ pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     out.extra.remove("x-sql-types");
     out.extra.remove("x-sql-generated");
     out.extra.remove("x-sql-checks");
+    out.extra.remove("x-sql-partition");
     out.extra.insert("x-sql-dialect".into(), json!(to.family()));
     let values_change = convs.iter().any(|c| {
         matches!(
@@ -496,7 +497,8 @@ mod tests {
             }},
             "x-sql-types": [{"name": "public.mood", "enum": ["sad"]}],
             "x-sql-generated": [{"name": "g", "type": "integer", "expression": "1"}],
-            "x-sql-checks": [{"name": "c", "definition": "CHECK (true)", "valid": true}]
+            "x-sql-checks": [{"name": "c", "definition": "CHECK (true)", "valid": true}],
+            "x-sql-partition": {"by": "LIST (n)", "partitions": []}
         }))
         .unwrap();
         pg.extra.insert("x-sql-dialect".into(), json!("postgres"));
@@ -511,7 +513,7 @@ mod tests {
             types,
             ["TEXT ARRAY", "TEXT ARRAY", "TEXT", "NUMERIC ARRAY", "INTEGER", "TEXT"]
         );
-        for k in ["x-sql-types", "x-sql-generated", "x-sql-checks"] {
+        for k in ["x-sql-types", "x-sql-generated", "x-sql-checks", "x-sql-partition"] {
             assert!(!lite.extra.contains_key(k), "{k} is PostgreSQL's SQL");
         }
         for p in lite.schema.properties.values() {

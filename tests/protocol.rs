@@ -197,6 +197,27 @@ struct Schema {
     generated: Vec<Generated>,
     #[serde(rename = "x-sql-checks", default)]
     checks: Vec<Check>,
+    #[serde(rename = "x-sql-partition", default)]
+    partition: Option<Partitioning>,
+}
+
+/// How a partitioned table is partitioned, and its partitions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Partitioning {
+    by: String,
+    partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Partition {
+    name: String,
+    of: Option<String>,
+    bound: String,
+    by: Option<String>,
 }
 
 /// An enum (labels), a composite (attributes) or a domain a PostgreSQL table's columns use.

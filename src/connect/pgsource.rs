@@ -44,7 +44,11 @@
 //! the ones others use first; and
 //! `x-sql-generated`, its generated columns as `{"name", "type", "expression"}`; and
 //! `x-sql-checks`, its CHECK constraints as `{"name", "definition", "valid"}` (`definition` as
-//! `pg_get_constraintdef` writes it; `valid` false for one added `NOT VALID`).
+//! `pg_get_constraintdef` writes it; `valid` false for one added `NOT VALID`); and, for a
+//! partitioned table, `x-sql-partition`: `{"by": "RANGE (at)", "partitions": [{"name":
+//! "public.ev_2024", "of": null, "bound": "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+//! "by": null}]}`, parents first (`of` null: a partition of this table; `by` set: partitioned in
+//! turn). A partitioned table's rows go as one stream, read through the table.
 
 use std::collections::HashMap;
 
@@ -351,6 +355,8 @@ impl PgSource {
              LEFT JOIN pg_class f ON f.oid = c.confrelid
              LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
              WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'f')
+               -- not the copies a foreign key to a partitioned table keeps for each partition
+               AND c.conparentid = 0
              ORDER BY c.contype, c.conname",
             &[&oid],
         )?;
@@ -464,6 +470,9 @@ impl PgSource {
         if !checks.is_empty() {
             extra.insert("x-sql-checks".into(), Json::Array(checks));
         }
+        if let Some(p) = self.partitioning(oid, &what)? {
+            extra.insert("x-sql-partition".into(), p);
+        }
         let schema = Schema {
             schema: ObjectSchema {
                 properties: props,
@@ -557,6 +566,53 @@ impl PgSource {
                 }
             })
             .collect())
+    }
+
+    /// How a partitioned table is partitioned (`x-sql-partition`): its partition key, and its
+    /// partitions, parents before their own partitions, each with its bound and, when it is
+    /// partitioned in turn, its key; `of` names the partition's parent, null for this table.
+    /// None for a table that is not partitioned. Its rows are exported through the table itself,
+    /// as one stream.
+    fn partitioning(&mut self, oid: u32, what: &str) -> Result<Option<Json>> {
+        let by: Option<String> = self
+            .query(
+                what,
+                "SELECT pg_get_partkeydef(c.oid) FROM pg_class c WHERE c.oid = $1 AND c.relkind = 'p'",
+                &[&oid],
+            )?
+            .first()
+            .and_then(|r| r.get(0));
+        let Some(by) = by else { return Ok(None) };
+        let rows = self.query(
+            what,
+            "WITH RECURSIVE tree(relid, parent, depth) AS (
+                 SELECT i.inhrelid, i.inhparent, 1 FROM pg_inherits i WHERE i.inhparent = $1
+               UNION ALL
+                 SELECT i.inhrelid, i.inhparent, t.depth + 1
+                   FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid WHERE t.depth < 32)
+             SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                    CASE WHEN t.parent <> $1 THEN quote_ident(pn.nspname) || '.' || quote_ident(p.relname) END,
+                    pg_get_expr(c.relpartbound, c.oid),
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END
+               FROM tree t
+               JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_class p ON p.oid = t.parent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+              WHERE c.relispartition
+              ORDER BY t.depth, 1",
+            &[&oid],
+        )?;
+        let partitions: Vec<Json> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.get::<_, String>(0),
+                    "of": r.get::<_, Option<String>>(1),
+                    "bound": r.get::<_, Option<String>>(2),
+                    "by": r.get::<_, Option<String>>(3),
+                })
+            })
+            .collect();
+        Ok(Some(json!({"by": by, "partitions": partitions})))
     }
 
     fn attribute_names(&mut self, schema: &str, table: &str, nums: &[i16]) -> Result<Vec<String>> {

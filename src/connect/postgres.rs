@@ -1647,6 +1647,38 @@ fn generated_columns(schema: &Schema) -> Vec<String> {
         .collect()
 }
 
+/// A partitioned PostgreSQL table's partition key (`x-sql-partition`), and the statements creating
+/// its partitions (and theirs), each in its own schema, after the table `qualified`.
+fn partitions(schema: &Schema, qualified: &str) -> (Option<String>, Vec<String>) {
+    let Some(p) = schema.extra.get("x-sql-partition") else {
+        return (None, Vec::new());
+    };
+    let mut out = Vec::new();
+    for part in p.get("partitions").and_then(Json::as_array).into_iter().flatten() {
+        let (Some(name), Some(bound)) = (
+            part.get("name").and_then(Json::as_str),
+            part.get("bound").and_then(Json::as_str),
+        ) else {
+            continue;
+        };
+        if let Some((ns, _)) = name.split_once('.')
+            && ns != "public"
+        {
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
+            if !out.contains(&create) {
+                out.push(create);
+            }
+        }
+        let of = part.get("of").and_then(Json::as_str).unwrap_or(qualified);
+        let mut create = format!("CREATE TABLE {name} PARTITION OF {of} {bound}");
+        if let Some(by) = part.get("by").and_then(Json::as_str) {
+            create.push_str(&format!(" PARTITION BY {by}"));
+        }
+        out.push(create);
+    }
+    (p.get("by").and_then(Json::as_str).map(str::to_owned), out)
+}
+
 /// A SQL string literal (or NULL).
 pub(crate) fn literal(s: Option<&str>) -> String {
     match s {
@@ -1683,7 +1715,10 @@ fn deferred_ddl(
     // the index is on the same table name.
     let here = format!(" ON {}.{} ", ident(pg_schema), ident(table));
     for ix in &schema.indexes {
-        if let Some(sql) = ix.sql.as_deref().filter(|s| from_pg && s.contains(&here)) {
+        // A partitioned table's index reads `ON ONLY`: on the table itself it covers every
+        // partition.
+        let sql = ix.sql.as_deref().map(|s| s.replacen(" ON ONLY ", " ON ", 1));
+        if let Some(sql) = sql.filter(|s| from_pg && s.contains(&here)) {
             ddl.push(
                 sql.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
                     .replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX IF NOT EXISTS ", 1),
@@ -1966,7 +2001,17 @@ impl Target for PgTarget {
                 if pg_schema != "public" {
                     ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&pg_schema)));
                 }
-                ddl.push(format!("CREATE TABLE {qualified} (\n  {}\n)", cols.join(",\n  ")));
+                let mut create = format!("CREATE TABLE {qualified} (\n  {}\n)", cols.join(",\n  "));
+                if from_pg {
+                    let (by, partitions) = partitions(schema, &qualified);
+                    if let Some(by) = by {
+                        create.push_str(&format!(" PARTITION BY {by}"));
+                    }
+                    ddl.push(create);
+                    ddl.extend(partitions);
+                } else {
+                    ddl.push(create);
+                }
                 for (n, t) in &types {
                     if t == "jsonb" && Codec::from_property(&schema.schema.properties[n]) == Codec::Any {
                         ddl.push(format!(
