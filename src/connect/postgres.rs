@@ -1545,19 +1545,25 @@ fn user_types(schema: &Schema) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (name, create) in defs {
-        if let Some((ns, _)) = name.split_once('.')
-            && ns != "public"
-        {
-            let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
-            if !out.contains(&create) {
-                out.push(create);
-            }
-        }
+        schema_for(&name, &mut out);
         out.push(format!(
             "DO $ferry$ BEGIN {create}; EXCEPTION WHEN duplicate_object THEN NULL; END $ferry$"
         ));
     }
     out
+}
+
+/// Add to `ddl`, once, the statement creating the schema of `name` (schema-qualified as
+/// `quote_ident` writes it) when it is not `public`.
+fn schema_for(name: &str, ddl: &mut Vec<String>) {
+    if let Some((ns, _)) = name.split_once('.')
+        && ns != "public"
+    {
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
+        if !ddl.contains(&create) {
+            ddl.push(create);
+        }
+    }
 }
 
 /// A table that cannot be created for a type the target lacks (an extension's, or one defined
@@ -1661,14 +1667,7 @@ fn partitions(schema: &Schema, qualified: &str) -> (Option<String>, Vec<String>)
         ) else {
             continue;
         };
-        if let Some((ns, _)) = name.split_once('.')
-            && ns != "public"
-        {
-            let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
-            if !out.contains(&create) {
-                out.push(create);
-            }
-        }
+        schema_for(name, &mut out);
         let of = part.get("of").and_then(Json::as_str).unwrap_or(qualified);
         let mut create = format!("CREATE TABLE {name} PARTITION OF {of} {bound}");
         if let Some(by) = part.get("by").and_then(Json::as_str) {
