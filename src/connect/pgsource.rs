@@ -164,13 +164,15 @@ impl PgSource {
         }
     }
 
-    /// One table's columns, key and constraints, as a SCHEMA.
+    /// One table's columns, key and constraints, as a SCHEMA; `partition_by` is the partition key
+    /// of a partitioned table.
     fn describe(
         &mut self,
         oid: u32,
         schema: &str,
         name: &str,
         estimate: f32,
+        partition_by: Option<&str>,
     ) -> Result<(PgTable, Schema, Vec<String>)> {
         let stream = format!("{schema}.{name}");
         let what = format!("reading the definition of {stream}");
@@ -470,8 +472,8 @@ impl PgSource {
         if !checks.is_empty() {
             extra.insert("x-sql-checks".into(), Json::Array(checks));
         }
-        if let Some(p) = self.partitioning(oid, &what)? {
-            extra.insert("x-sql-partition".into(), p);
+        if let Some(by) = partition_by {
+            extra.insert("x-sql-partition".into(), self.partitioning(oid, by, &what)?);
         }
         let schema = Schema {
             schema: ObjectSchema {
@@ -568,21 +570,11 @@ impl PgSource {
             .collect())
     }
 
-    /// How a partitioned table is partitioned (`x-sql-partition`): its partition key, and its
+    /// How a partitioned table is partitioned (`x-sql-partition`): its partition key `by`, and its
     /// partitions, parents before their own partitions, each with its bound and, when it is
-    /// partitioned in turn, its key; `of` names the partition's parent, null for this table.
-    /// None for a table that is not partitioned. Its rows are exported through the table itself,
-    /// as one stream.
-    fn partitioning(&mut self, oid: u32, what: &str) -> Result<Option<Json>> {
-        let by: Option<String> = self
-            .query(
-                what,
-                "SELECT pg_get_partkeydef(c.oid) FROM pg_class c WHERE c.oid = $1 AND c.relkind = 'p'",
-                &[&oid],
-            )?
-            .first()
-            .and_then(|r| r.get(0));
-        let Some(by) = by else { return Ok(None) };
+    /// partitioned in turn, its key; `of` names the partition's parent, null for this table. Its
+    /// rows are exported through the table itself, as one stream.
+    fn partitioning(&mut self, oid: u32, by: &str, what: &str) -> Result<Json> {
         let rows = self.query(
             what,
             "WITH RECURSIVE tree(relid, parent, depth) AS (
@@ -612,7 +604,7 @@ impl PgSource {
                 })
             })
             .collect();
-        Ok(Some(json!({"by": by, "partitions": partitions})))
+        Ok(json!({"by": by, "partitions": partitions}))
     }
 
     fn attribute_names(&mut self, schema: &str, table: &str, nums: &[i16]) -> Result<Vec<String>> {
@@ -714,7 +706,8 @@ impl Source for PgSource {
         self.snapshot()?;
         let rows = self.query(
             "listing tables",
-            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples,
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -722,9 +715,14 @@ impl Source for PgSource {
              ORDER BY n.nspname, c.relname",
             &[],
         )?;
-        let all: Vec<(u32, String, String, f32)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
-        let pairs: Vec<(String, String)> = all.iter().map(|(_, s, t, _)| (format!("{s}.{t}"), t.clone())).collect();
+        let all: Vec<(u32, String, String, f32, Option<String>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect();
+        let pairs: Vec<(String, String)> = all
+            .iter()
+            .map(|(_, s, t, _, _)| (format!("{s}.{t}"), t.clone()))
+            .collect();
         let unmatched = selection.unmatched(&pairs);
         if !unmatched.is_empty() {
             let known: Vec<&str> = pairs.iter().map(|(s, _)| s.as_str()).collect();
@@ -736,9 +734,9 @@ impl Source for PgSource {
             )));
         }
         let mut found = Vec::new();
-        for (oid, schema, name, estimate) in &all {
+        for (oid, schema, name, estimate, partition_by) in &all {
             if selection.includes(&format!("{schema}.{name}"), name) {
-                found.push(self.describe(*oid, schema, name, *estimate)?);
+                found.push(self.describe(*oid, schema, name, *estimate, partition_by.as_deref())?);
             }
         }
         let names: Vec<&str> = found.iter().map(|(_, s, _)| s.stream.as_str()).collect();
