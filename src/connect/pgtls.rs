@@ -137,8 +137,8 @@ impl Tls {
             .map(PathBuf::from)
             .or_else(|| default_file("root.crt"));
         let verify = matches!(mode, Mode::VerifyCa | Mode::VerifyFull);
-        let verifier: Arc<dyn ServerCertVerifier> = if mode == Mode::Disable {
-            Arc::new(Unchecked(provider.clone()))
+        let verifier = if mode == Mode::Disable {
+            Verifier::unchecked(&provider)
         } else if system {
             let mut roots = RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
@@ -148,10 +148,10 @@ impl Tls {
                     "{redacted}: sslrootcert=system, but this machine has no trusted root certificates (install ca-certificates, or name a file with sslrootcert=PATH)"
                 )));
             }
-            Arc::new(Checked::new(roots, &provider, true, redacted)?)
+            Verifier::checked(roots, &provider, true, redacted)?
         } else if let Some(file) = root_file {
             let roots = load_roots(&file, redacted)?;
-            Arc::new(Checked::new(roots, &provider, mode == Mode::VerifyFull, redacted)?)
+            Verifier::checked(roots, &provider, mode == Mode::VerifyFull, redacted)?
         } else if verify {
             let wanted = home
                 .map(|h| h.join(".postgresql/root.crt").display().to_string())
@@ -165,13 +165,13 @@ impl Tls {
                 }
             )));
         } else {
-            Arc::new(Unchecked(provider.clone()))
+            Verifier::unchecked(&provider)
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::usage(format!("{redacted}: TLS: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier);
+            .with_custom_certificate_verifier(Arc::new(verifier));
         let cert = params.cert.or_else(|| env("PGSSLCERT")).map(PathBuf::from);
         let key = params.key.or_else(|| env("PGSSLKEY")).map(PathBuf::from);
         let cert = cert.or_else(|| default_file("postgresql.crt"));
@@ -234,72 +234,55 @@ fn load_roots(file: &Path, redacted: &str) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Encryption without checking who answers (`prefer`, `require` without a root certificate, as
-/// libpq does): the handshake's signatures are still verified against the certificate offered.
+/// What is checked of the server's certificate. The handshake's signatures are verified against
+/// the certificate offered in every case.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+enum Check {
+    /// Nothing (`prefer`, `require` without a root certificate, as libpq does).
+    Nothing,
+    /// Its chain, against these roots (`verify-ca`).
+    Chain(RootCertStore),
+    /// Its chain and the host name (`verify-full`).
+    Full(Arc<WebPkiServerVerifier>),
 }
 
-/// The chain checked against the roots; the host name too when `full` (`verify-full`), not for
-/// `verify-ca`.
 #[derive(Debug)]
-struct Checked {
-    full: Arc<WebPkiServerVerifier>,
-    roots: Arc<RootCertStore>,
+struct Verifier {
+    check: Check,
     algorithms: WebPkiSupportedAlgorithms,
-    check_name: bool,
 }
 
-impl Checked {
-    fn new(roots: RootCertStore, provider: &Arc<CryptoProvider>, check_name: bool, redacted: &str) -> Result<Checked> {
-        let roots = Arc::new(roots);
-        let full = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| Error::usage(format!("{redacted}: TLS roots: {e}")))?;
-        Ok(Checked {
-            full,
-            roots,
+impl Verifier {
+    fn unchecked(provider: &CryptoProvider) -> Verifier {
+        Verifier {
+            check: Check::Nothing,
             algorithms: provider.signature_verification_algorithms,
-            check_name,
+        }
+    }
+
+    /// The chain checked against `roots`; the host name too when `check_name` (`verify-full`).
+    fn checked(
+        roots: RootCertStore,
+        provider: &Arc<CryptoProvider>,
+        check_name: bool,
+        redacted: &str,
+    ) -> Result<Verifier> {
+        let check = if check_name {
+            let full = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| Error::usage(format!("{redacted}: TLS roots: {e}")))?;
+            Check::Full(full)
+        } else {
+            Check::Chain(roots)
+        };
+        Ok(Verifier {
+            check,
+            algorithms: provider.signature_verification_algorithms,
         })
     }
 }
 
-impl ServerCertVerifier for Checked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -308,13 +291,16 @@ impl ServerCertVerifier for Checked {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if self.check_name {
-            return self
-                .full
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match &self.check {
+            Check::Nothing => {}
+            Check::Chain(roots) => {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, self.algorithms.all)?;
+            }
+            Check::Full(full) => {
+                full.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+            }
         }
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algorithms.all)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -324,7 +310,7 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.full.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -333,11 +319,11 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.full.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.full.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
