@@ -458,14 +458,17 @@ fn a_type_the_target_lacks_is_named_with_its_column_and_what_to_do() {
         .unwrap();
     // Only `people`: its column's type is the row type of a table left behind.
     let dst = pg::cluster().database("rowtype_copy");
-    let runs = d.pipe(
-        &[
-            ("ferry-export", &[&src, "--table", "public.people"]),
-            ("ferry-import", &[&dst, "--create"]),
-        ],
-        b"",
-    );
-    runs[1]
+    let import = || {
+        let runs = d.pipe(
+            &[
+                ("ferry-export", &[&src, "--table", "public.people"]),
+                ("ferry-import", &[&dst, "--create"]),
+            ],
+            b"",
+        );
+        runs.into_iter().nth(1).unwrap()
+    };
+    import()
         .expect_code(2)
         .stderr_has("creating \"public\".\"people\"")
         .stderr_has("type \"address\" does not exist")
@@ -481,14 +484,7 @@ fn a_type_the_target_lacks_is_named_with_its_column_and_what_to_do() {
     pg::connect(&dst)
         .batch_execute("CREATE TYPE address AS (street text)")
         .unwrap();
-    let runs = d.pipe(
-        &[
-            ("ferry-export", &[&src, "--table", "public.people"]),
-            ("ferry-import", &[&dst, "--create"]),
-        ],
-        b"",
-    );
-    runs[1]
+    import()
         .expect_code(2)
         .stderr_has("the target has no collation public.mine, used by column \"name\"")
         .stderr_has("CREATE COLLATION");

@@ -1586,14 +1586,24 @@ fn missing_type_hint(e: Error, types: &[(String, String)]) -> Error {
         .filter(|(_, t)| base(t) == unqualified)
         .map(|(n, t)| format!("{} ({t})", quote(n)))
         .collect();
+    lacking(
+        e,
+        &format!("type {missing}"),
+        &columns,
+        "CREATE EXTENSION for an extension's type, or CREATE TYPE",
+    )
+}
+
+/// `e`, a table the target could not create for want of `what`, with the `columns` that use it
+/// and what to do (`create`: how to make it there); `e` as it is if no column is known to.
+fn lacking(e: Error, what: &str, columns: &[String], create: &str) -> Error {
     if columns.is_empty() {
         return e;
     }
-    let kind = e.kind();
     Error::new(
-        kind,
+        e.kind(),
         format!(
-            "{}; the target has no type {missing}, used by column {}: create it there first (CREATE EXTENSION for an extension's type, or CREATE TYPE), or create the table yourself and import without --create; then run the same pipeline again",
+            "{}; the target has no {what}, used by column {}: create it there first ({create}), or create the table yourself and import without --create; then run the same pipeline again",
             e.message(),
             columns.join(", ")
         ),
@@ -1621,18 +1631,7 @@ fn missing_collation_hint(e: Error, schema: &Schema) -> Error {
         })
         .map(|(n, _)| quote(n))
         .collect();
-    if columns.is_empty() {
-        return e;
-    }
-    let kind = e.kind();
-    Error::new(
-        kind,
-        format!(
-            "{}; the target has no collation {missing}, used by column {}: create it there first (CREATE COLLATION), or create the table yourself and import without --create; then run the same pipeline again",
-            e.message(),
-            columns.join(", ")
-        ),
-    )
+    lacking(e, &format!("collation {missing}"), &columns, "CREATE COLLATION")
 }
 
 /// The generated columns a PostgreSQL stream's table has (`x-sql-generated`), as column
@@ -2001,16 +2000,16 @@ impl Target for PgTarget {
                     ddl.push(format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&pg_schema)));
                 }
                 let mut create = format!("CREATE TABLE {qualified} (\n  {}\n)", cols.join(",\n  "));
-                if from_pg {
-                    let (by, partitions) = partitions(schema, &qualified);
-                    if let Some(by) = by {
-                        create.push_str(&format!(" PARTITION BY {by}"));
-                    }
-                    ddl.push(create);
-                    ddl.extend(partitions);
+                let (by, partitions) = if from_pg {
+                    partitions(schema, &qualified)
                 } else {
-                    ddl.push(create);
+                    (None, Vec::new())
+                };
+                if let Some(by) = by {
+                    create.push_str(&format!(" PARTITION BY {by}"));
                 }
+                ddl.push(create);
+                ddl.extend(partitions);
                 for (n, t) in &types {
                     if t == "jsonb" && Codec::from_property(&schema.schema.properties[n]) == Codec::Any {
                         ddl.push(format!(
