@@ -65,6 +65,16 @@ impl Address {
         if Path::new(s).is_dir() {
             return Ok(Address::Dir(PathBuf::from(s)));
         }
+        // Whatever it is, it may hold a password: only its redacted form is ever shown.
+        if let Some((scheme, _)) = s.split_once("://") {
+            let known = ["sqlite", "postgres", "postgresql", "d1", "s3", "dir"];
+            let close = known.iter().find(|k| near(&scheme.to_ascii_lowercase(), k));
+            let hint = close.map(|k| format!(" (did you mean {k}://?)")).unwrap_or_default();
+            return Err(Error::usage(format!(
+                "cannot tell what store {:?} is: unknown scheme {scheme:?}{hint}; stores are sqlite:PATH, postgres://, d1://, s3://, dir:PATH, a .ndjson file or -",
+                redact_url(s)
+            )));
+        }
         Err(Error::usage(format!(
             "cannot tell what store {s:?} is: write sqlite:PATH, a .db/.sqlite path, a .ndjson file or -"
         )))
@@ -109,6 +119,23 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
+}
+
+/// Whether `a` is `b` misspelt: at most two letters added, dropped or changed.
+fn near(a: &str, b: &str) -> bool {
+    // Levenshtein distance, one row at a time.
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    !a.is_empty() && row[b.len()] <= 2 && row[b.len()] < b.len()
 }
 
 /// `scheme://user:secret@host/...` -> `scheme://user@host/...`; query parameters that look like
@@ -187,5 +214,15 @@ mod tests {
         assert_eq!(r, "postgres://app@db:5432/app?application_name=x");
         assert!(!r.contains("hunter2"));
         assert!(!a.unsupported("target").message().contains("hunter2"));
+        // A misspelt scheme is not recognised, and its password is not shown either.
+        let e = Address::parse("postgress://app:hunter2@db/app").unwrap_err();
+        assert!(!e.chain().contains("hunter2"), "{e}");
+        assert!(e.chain().contains("postgress://app@db/app"), "{e}");
+        assert!(e.chain().contains("did you mean postgres://"), "{e}");
+        let e = Address::parse("mysql://root:hunter2@db/app").unwrap_err();
+        assert!(
+            !e.chain().contains("hunter2") && !e.chain().contains("did you mean"),
+            "{e}"
+        );
     }
 }

@@ -521,16 +521,16 @@ impl Checkpoint {
         tx.commit().ctx(ErrorKind::Checkpoint, e)
     }
 
-    /// A run's journal, oldest first (a run id prefix is enough).
-    pub fn journal_of(&self, run_prefix: &str) -> Result<Vec<JournalRow>> {
+    /// A run's journal, oldest first.
+    pub fn journal_of(&self, run_id: &str) -> Result<Vec<JournalRow>> {
         let mut st = self
             .conn
             .prepare(
                 "SELECT id, run_id, target, stream, tbl, action, key, before, schema, undone_at FROM journal
-                 WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY id",
+                 WHERE run_id = ?1 ORDER BY id",
             )
             .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))?;
-        st.query_map([run_prefix], |r| {
+        st.query_map([run_id], |r| {
             Ok(JournalRow {
                 id: r.get(0)?,
                 run_id: r.get(1)?,
@@ -548,8 +548,16 @@ impl Checkpoint {
         .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))
     }
 
-    /// Runs other than `run_id` that wrote into `table` of `target` after it did.
-    pub fn journal_later_runs(&self, target: &str, table: &str, run_id: &str, after_id: i64) -> Result<Vec<String>> {
+    /// Runs other than `run_id` (and than those in `undone`) that wrote into `table` of `target`
+    /// after it did.
+    pub fn journal_later_runs(
+        &self,
+        target: &str,
+        table: &str,
+        run_id: &str,
+        after_id: i64,
+        undone: &[String],
+    ) -> Result<Vec<String>> {
         let mut st = self
             .conn
             .prepare(
@@ -557,9 +565,11 @@ impl Checkpoint {
                  WHERE target = ?1 AND tbl = ?2 AND run_id <> ?3 AND id > ?4 AND undone_at IS NULL",
             )
             .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))?;
-        st.query_map(params![target, table, run_id, after_id], |r| r.get(0))
+        let later = st
+            .query_map(params![target, table, run_id, after_id], |r| r.get(0))
             .and_then(|it| it.collect::<rusqlite::Result<Vec<String>>>())
-            .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))
+            .ctx(ErrorKind::Checkpoint, self.err("reading the rollback journal"))?;
+        Ok(later.into_iter().filter(|r| !undone.contains(r)).collect())
     }
 
     /// Mark journal entries as undone.
@@ -722,17 +732,17 @@ impl Checkpoint {
         .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))
     }
 
-    /// The manifest rows written by runs whose id starts with `prefix`, with their target.
-    pub fn files_of_run(&self, prefix: &str) -> Result<Vec<(String, FileRow)>> {
+    /// The manifest rows written by run `run_id`, with their target.
+    pub fn files_of_run(&self, run_id: &str) -> Result<Vec<(String, FileRow)>> {
         let mut st = self
             .conn
             .prepare(
                 "SELECT target, key, path, size, sha256, etag, part_size, status, reason, run_id FROM files
-                 WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY target, key",
+                 WHERE run_id = ?1 ORDER BY target, key",
             )
             .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
         let rows = st
-            .query_map([prefix], |r| {
+            .query_map([run_id], |r| {
                 let key = bytes_of(r.get(1)?);
                 Ok((
                     r.get::<_, String>(0)?,

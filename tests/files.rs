@@ -400,6 +400,24 @@ fn sigkill_of_the_import_at_any_instant_then_the_same_pipeline_finishes_equal() 
 }
 
 #[test]
+fn after_a_kill_and_a_finishing_rerun_failed_only_has_nothing_to_undo_and_says_so() {
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 1500);
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("dir:{}", d.path("dst").display());
+    d.pipe_killed_after(&[("ferry-export", &[&addr, "-q"]), ("ferry-import", &[&dst, "-q"])], 1);
+    all_ok(&put_tree(&d, &src, &dst, &[]));
+    assert_eq!(contents(&d.path("dst")).len(), n);
+    // The killed run's files were finished by the re-run: nothing failed is left to undo.
+    let plan = d.run("ferry", &["rollback", "--full", "--failed-only"], b"");
+    assert!(plan.ok().lines().iter().all(|l| l["action"] != "delete"), "{plan:?}");
+    d.run("ferry", &["rollback", "--full", "--failed-only", "--confirm"], b"")
+        .ok();
+    assert_eq!(contents(&d.path("dst")).len(), n, "what completed stays");
+}
+
+#[test]
 fn an_interrupted_export_resumes_after_its_last_acknowledged_path() {
     let d = Dir::new();
     let src = d.path("src");
@@ -561,6 +579,53 @@ fn the_savedfile_recipe_updates_the_applications_table_from_the_results() {
         let bytes = std::fs::read(d.path("bucket").join(&path)).unwrap();
         assert_eq!(hex::encode(sha2::Sha256::digest(bytes)), sha, "{path}");
     }
+
+    // Undoing it: the files run and the run that loaded its results into a table are two runs,
+    // and each plan names the objects and the rows.
+    let objects = || contents(&d.path("bucket")).len();
+    assert_eq!(objects(), n);
+    let actions = |run: &common::Run| -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for l in run.lines() {
+            *counts.entry(l["action"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+        counts
+    };
+    let status = d.run("ferry", &["status", "--json"], b"");
+    let files_run = status
+        .ok()
+        .lines()
+        .into_iter()
+        .find(|l| l["type"] == "RUN" && l["run"]["target"].as_str().unwrap().starts_with("dir:"))
+        .map(|l| l["run"]["run_id"].as_str().unwrap().to_owned())
+        .unwrap();
+    for plan in [
+        d.run("ferry", &["rollback", "--last"], b""),
+        d.run("ferry", &["rollback", "--batch", &files_run[..13]], b""),
+        d.run("ferry", &["rollback", "--full"], b""),
+    ] {
+        let a = actions(plan.ok());
+        assert_eq!((a.get("delete"), a.get("drop_table")), (Some(&n), Some(&1)), "{plan:?}");
+        plan.stderr_has(&format!("would delete {n} objects"));
+    }
+    let a = actions(d.run("ferry", &["rollback", "--full", "--objects-only"], b"").ok());
+    assert_eq!((a.get("delete"), a.get("drop_table")), (Some(&n), None));
+    let a = actions(d.run("ferry", &["rollback", "--full", "--db-only"], b"").ok());
+    assert_eq!((a.get("delete"), a.get("drop_table")), (None, Some(&1)));
+    d.run("ferry", &["rollback", "--full", "--confirm"], b"")
+        .ok()
+        .stderr_has(&format!("deleted {n} objects"));
+    assert_eq!(objects(), 0, "every object the run put is gone");
+    let left: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'ferry_uploads'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the results table ferry created is gone");
+    // Run again: nothing left to do, and it says so.
+    d.run("ferry", &["rollback", "--full", "--confirm"], b"").ok();
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Dir, all_ok, column, count, dump, written_and_already};
-use serde_json::Value;
+use common::{Dir, Run, all_ok, column, count, dump, written_and_already};
+use serde_json::{Value, json};
 
 const RENAME: &[&str] = &[
     "--rename-stream",
@@ -281,8 +281,10 @@ fn validate_checks_a_stream_file_on_its_own() {
         .ok();
     // Its parent stream left out, a reference cannot be checked: a failure unless allowed.
     let v = d.run("ferry-validate", &["app.ndjson", "--table", "notifications"], b"");
-    v.expect_code(1);
+    v.expect_code(1).stderr_has("result: NOT VERIFIED");
+    assert!(!v.stderr().contains("DIFFERENT"), "{v:?}");
     assert!(v.lines().iter().any(|f| f["kind"] == "unverified"), "{v:?}");
+    assert_eq!(v.lines().last().unwrap()["status"], "unverified", "{v:?}");
     d.run(
         "ferry-validate",
         &["app.ndjson", "--table", "notifications", "--allow-unverified"],
@@ -304,11 +306,11 @@ fn validate_checks_a_stream_file_on_its_own() {
         "{v:?}"
     );
 
-    // Cut off before END.
+    // Cut off before END: a truncated stream proves nothing.
     let cut: String = text.lines().take(300).map(|l| format!("{l}\n")).collect();
     let v = d.run("ferry-validate", &["-"], cut.as_bytes());
-    v.expect_code(1);
-    assert!(v.lines().iter().any(|f| f["kind"] == "stream_incomplete"), "{v:?}");
+    v.expect_code(2).stderr_has("without END");
+    assert_eq!(v.lines().last().unwrap()["status"], "error", "{v:?}");
 
     // A duplicated key and a dangling reference, in a stream that is otherwise complete.
     let mut lines: Vec<&str> = text.lines().collect();
@@ -336,6 +338,71 @@ fn validate_errors_exit_2() {
     v.expect_code(2).stderr_has("no such database file");
     let v = d.run("ferry-validate", &["mystery-store"], b"");
     v.expect_code(2).stderr_has("cannot tell what store");
+}
+
+#[test]
+fn a_validation_that_compared_nothing_is_an_error_never_equal() {
+    let d = Dir::new();
+    let app = d.sample();
+    let refused = |v: &Run, why: &str| {
+        v.expect_code(2).stderr_has(why).stderr_has("nothing was compared");
+        assert!(!v.stderr().contains("EQUAL"), "{v:?}");
+        let summary = v.lines().pop().expect("a SUMMARY line");
+        assert_eq!(
+            (&summary["type"], &summary["status"]),
+            (&json!("SUMMARY"), &json!("error")),
+            "{v:?}"
+        );
+    };
+    // A producer that failed sent nothing.
+    let runs = d.pipe(
+        &[("ferry-export", &["sqlite:typo.db"]), ("ferry-validate", &[&app])],
+        b"",
+    );
+    runs[0].expect_code(2);
+    refused(&runs[1], "the input is empty");
+    refused(&d.run("ferry-validate", &[&app], b""), "the input is empty");
+
+    let export = d.run("ferry-export", &[&app], b"");
+    export.ok();
+    let text = export.stdout();
+    // A Singer-style stream (no BEGIN, no END) cannot say it is whole.
+    let singer: String = text
+        .lines()
+        .filter(|l| !l.contains(r#""type":"BEGIN""#) && !l.contains(r#""type":"END""#))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    refused(&d.run("ferry-validate", &[&app], singer.as_bytes()), "no BEGIN");
+    // A producer that said it failed, at its END or in a fatal ERROR.
+    let failed = text.replace(r#""type":"END","run_id""#, r#""type":"END","status":"failed","run_id""#);
+    let failed = failed.replacen(r#","status":"ok""#, "", 1);
+    assert_ne!(failed, text);
+    refused(
+        &d.run("ferry-validate", &[&app], failed.as_bytes()),
+        "the producer failed",
+    );
+    let fatal = text.replace(
+        r#"{"type":"END""#,
+        "{\"type\":\"ERROR\",\"failure_type\":\"system\",\"message\":\"disk on fire\",\"fatal\":true}\n{\"type\":\"END\"",
+    );
+    refused(&d.run("ferry-validate", &[&app], fatal.as_bytes()), "disk on fire");
+
+    // Whole streams and databases that hold nothing to compare.
+    rusqlite::Connection::open(d.path("empty.db"))
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 1")
+        .unwrap();
+    let empty = d.db("empty.db");
+    refused(&d.run("ferry-validate", &[&empty, &app], b""), "has no tables");
+    let nothing = d.run("ferry-export", &[&empty], b"");
+    nothing.ok();
+    refused(
+        &d.run("ferry-validate", &[&app], &nothing.output.stdout),
+        "the stream has no SCHEMA",
+    );
+    std::fs::create_dir_all(d.path("a")).unwrap();
+    std::fs::create_dir_all(d.path("b")).unwrap();
+    refused(&d.run("ferry-validate", &["dir:a", "dir:b"], b""), "hold no files");
 }
 
 #[test]

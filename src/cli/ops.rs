@@ -279,29 +279,61 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
     };
     let mut out = StreamWriter::stdout()?;
     let o = rollback::run(&cfg, &mut out)?;
-    let tables = o.tables;
-    crate::human::say(&if tables && r.confirm {
-        format!(
-            "ferry rollback: deleted {} rows, restored {}, dropped {} tables; what changed was saved first (rollback-*.ndjson next to the state file)",
-            o.deleted, o.restored, o.dropped
-        )
-    } else if tables {
-        format!(
-            "ferry rollback (dry run): would delete {} rows, restore {}, drop {} tables, empty {} tables, refuse {}; --confirm to act",
-            o.would_delete, o.would_restore, o.would_drop, o.would_empty, o.refused
-        )
-    } else if r.confirm {
-        format!(
-            "ferry rollback: deleted {} objects, aborted {} unfinished multipart uploads; left {} (see why on stdout)",
-            o.deleted, o.aborted, o.kept
-        )
-    } else {
-        format!(
-            "ferry rollback (dry run): would delete {} objects, abort {} unfinished multipart uploads, leave {}, refuse {}; --confirm to act",
-            o.would_delete, o.would_abort, o.kept, o.refused
-        )
-    });
+    crate::human::say(&rollback_summary(&o, r.confirm));
     Ok(ExitStatus::Ok)
+}
+
+/// The closing line of a rollback: what it did (or, as a dry run, would do) to rows and objects.
+fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
+    let objects = o.deleted + o.would_delete + o.aborted + o.would_abort + o.kept + o.refused > 0;
+    let mut parts = Vec::new();
+    if confirm {
+        if o.tables {
+            parts.push(format!(
+                "deleted {} rows, restored {}, dropped {} tables",
+                o.rows_deleted, o.restored, o.dropped
+            ));
+        }
+        if objects || !o.tables {
+            parts.push(format!(
+                "deleted {} objects, aborted {} unfinished multipart uploads, left {} (see why on stdout)",
+                o.deleted, o.aborted, o.kept
+            ));
+        }
+    } else {
+        if o.tables {
+            parts.push(format!(
+                "would delete {} rows, restore {}, drop {} tables, empty {} tables",
+                o.would_delete_rows, o.would_restore, o.would_drop, o.would_empty
+            ));
+        }
+        if objects || !o.tables {
+            parts.push(format!(
+                "would delete {} objects, abort {} unfinished multipart uploads, leave {}",
+                o.would_delete, o.would_abort, o.kept
+            ));
+        }
+    }
+    let head = if confirm {
+        "ferry rollback"
+    } else {
+        "ferry rollback (dry run)"
+    };
+    let tail = if confirm {
+        if o.tables {
+            "; what changed was saved first (rollback-*.ndjson next to the state file)"
+        } else {
+            ""
+        }
+    } else {
+        "; --confirm to act"
+    };
+    let refused = if o.refused > 0 {
+        format!("; refused {}", o.refused)
+    } else {
+        String::new()
+    };
+    format!("{head}: {}{refused}{tail}", parts.join("; "))
 }
 
 fn run_assess(a: &AssessArgs) -> Result<ExitStatus> {

@@ -32,6 +32,8 @@ Examples:
 Compares row counts, primary keys (not null, unique), unique constraints, foreign keys, and every
 row (an ordered merge of row hashes in key order): each key that differs is listed as missing,
 extra, changed or duplicate. Findings go to stdout as NDJSON, a summary table to stderr.
+Passes only on positive proof: an empty input, a stream without BEGIN or END, one whose producer
+failed, or a validation that compared nothing is an error (exit 2), never \"equal\".
 Exit status: 0 equal, 1 different (or not everything could be verified), 2 error.";
 
 /// Validate a target against its source: counts, keys, constraints and every row.
@@ -179,10 +181,12 @@ pub fn print_summary(r: &Report) {
     for (kind, n) in &r.findings {
         text.push_str(&format!("{kind}: {n}\n"));
     }
-    text.push_str(if r.passed() {
-        "result: EQUAL\n"
-    } else {
-        "result: DIFFERENT (details on stdout)\n"
+    text.push_str(match r.status.as_str() {
+        "pass" => "result: EQUAL\n",
+        "unverified" => {
+            "result: NOT VERIFIED: nothing compared differs, but what is listed as not verified could not be checked (--allow-unverified accepts that)\n"
+        }
+        _ => "result: DIFFERENT (details on stdout)\n",
     });
     human::say(text.trim_end());
 }

@@ -50,6 +50,7 @@ pub struct RollbackConfig {
 
 #[derive(Debug, Clone, Default)]
 pub struct RollbackOutcome {
+    /// Objects deleted.
     pub deleted: u64,
     /// Multipart uploads the run left unfinished, aborted (or, without `confirm`, to abort).
     pub aborted: u64,
@@ -59,6 +60,9 @@ pub struct RollbackOutcome {
     pub refused: u64,
     /// Tables: rows put back as they were, tables dropped (or, without `confirm`, to be).
     pub restored: u64,
+    /// Tables: rows deleted (or, without `confirm`, to be).
+    pub rows_deleted: u64,
+    pub would_delete_rows: u64,
     pub dropped: u64,
     pub would_restore: u64,
     /// Tables found empty by the run, emptied again (or, without `confirm`, to be).
@@ -66,6 +70,25 @@ pub struct RollbackOutcome {
     pub would_drop: u64,
     /// The run was undone from its table journal (not a manifest of objects).
     pub tables: bool,
+}
+
+impl RollbackOutcome {
+    fn add(&mut self, o: &RollbackOutcome) {
+        self.deleted += o.deleted;
+        self.aborted += o.aborted;
+        self.would_abort += o.would_abort;
+        self.would_delete += o.would_delete;
+        self.kept += o.kept;
+        self.refused += o.refused;
+        self.restored += o.restored;
+        self.rows_deleted += o.rows_deleted;
+        self.would_delete_rows += o.would_delete_rows;
+        self.dropped += o.dropped;
+        self.would_restore += o.would_restore;
+        self.would_drop += o.would_drop;
+        self.would_empty += o.would_empty;
+        self.tables |= o.tables;
+    }
 }
 
 /// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
@@ -163,88 +186,119 @@ impl Audit {
 }
 
 pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
-    if !cfg.full {
-        return run_one(cfg, out);
-    }
-    let Some(cp) = Checkpoint::open_existing(&cfg.state_path)? else {
-        return Err(Error::usage(format!(
-            "no state file at {} (point --state at the one the import used)",
-            cfg.state_path.display()
-        )));
-    };
-    // Every import run, newest first, each undone before the one before it.
-    let mut runs: Vec<String> = cp
-        .runs()?
-        .into_iter()
-        .filter(|r| r.stage == "import")
-        .map(|r| r.run_id.trim_end_matches(".uploads").to_owned())
-        .collect();
-    runs.dedup();
-    runs.reverse();
-    let mut total = RollbackOutcome::default();
-    for run in runs {
-        let tables = !cp.journal_of(&run)?.is_empty();
-        if (cfg.db_only && !tables) || (cfg.objects_only && tables) {
-            continue;
-        }
-        let one = RollbackConfig {
-            batch: run,
-            last: false,
-            full: false,
-            ..cfg.clone()
-        };
-        let o = run_one(&one, out)?;
-        total.deleted += o.deleted;
-        total.aborted += o.aborted;
-        total.would_abort += o.would_abort;
-        total.would_delete += o.would_delete;
-        total.kept += o.kept;
-        total.refused += o.refused;
-        total.restored += o.restored;
-        total.dropped += o.dropped;
-        total.would_restore += o.would_restore;
-        total.would_drop += o.would_drop;
-        total.would_empty += o.would_empty;
-        total.tables |= o.tables;
-    }
-    Ok(total)
-}
-
-/// Undo one run (`batch`, or the last with `last`).
-fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
     let Some(mut cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::usage(format!(
             "no state file at {} (point --state at the one the import used)",
             cfg.state_path.display()
         )));
     };
-    let batch = if cfg.last {
-        let runs = cp.runs()?;
-        let last = runs
-            .iter()
-            .rev()
-            .find(|r| r.stage == "import")
-            .ok_or_else(|| Error::usage(format!("no import run in {}", cfg.state_path.display())))?;
-        last.run_id.trim_end_matches(".uploads").to_owned()
-    } else {
-        cfg.batch.clone()
+    let runs = runs_to_undo(&cp, cfg)?;
+    let mut total = RollbackOutcome::default();
+    // The runs this plan undoes before the one at hand: a dry run counts them as undone, as
+    // `--confirm` will have by then, so the plan shown is the plan carried out.
+    let mut before: Vec<String> = Vec::new();
+    for run in runs {
+        let o = run_one(&mut cp, cfg, &run, &before, out)?;
+        before.push(run);
+        total.add(&o);
+    }
+    out.flush()?;
+    Ok(total)
+}
+
+/// The import runs to undo, newest first, by their exact ids. A run of files into an object store
+/// and the run that loaded its upload results into a table (`RUN.uploads`) are two runs: `--batch
+/// RUN` and `--last` take both (objects first), `--full` takes every run, and `--db-only` /
+/// `--objects-only` pick among them by what each left.
+fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
+    let imports: Vec<String> = cp
+        .runs()?
+        .into_iter()
+        .filter(|r| r.stage == "import")
+        .map(|r| r.run_id)
+        .collect();
+    let state = cfg.state_path.display();
+    // A run and its results' run, objects first.
+    let with_results = |run: &str| -> Vec<String> {
+        let base = run.strip_suffix(UPLOADS).unwrap_or(run);
+        [base.to_owned(), format!("{base}{UPLOADS}")]
+            .into_iter()
+            .filter(|r| imports.contains(r))
+            .collect()
     };
+    let chosen: Vec<String> = if cfg.full {
+        imports.iter().rev().cloned().collect()
+    } else if cfg.last {
+        let last = imports
+            .last()
+            .ok_or_else(|| Error::usage(format!("no import run in {state}")))?;
+        with_results(last)
+    } else {
+        let prefix = cfg.batch.as_str();
+        let matching: Vec<&String> = imports.iter().filter(|r| r.starts_with(prefix)).collect();
+        let named = match matching.as_slice() {
+            _ if imports.iter().any(|r| r == prefix) => prefix.to_owned(),
+            [] => {
+                return Err(Error::usage(format!(
+                    "no import run {prefix}* in {state} (`ferry status` lists the runs)"
+                )));
+            }
+            [one] => (*one).clone(),
+            // A files run and its results' run share the prefix: both are meant.
+            [a, b] if b.strip_suffix(UPLOADS) == Some(a.as_str()) || a.strip_suffix(UPLOADS) == Some(b.as_str()) => {
+                a.strip_suffix(UPLOADS).unwrap_or(a).to_owned()
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().map(|r| r.as_str()).collect();
+                return Err(Error::usage(format!(
+                    "{prefix} matches several runs: {}",
+                    ids.join(", ")
+                )));
+            }
+        };
+        if named.ends_with(UPLOADS) {
+            vec![named]
+        } else {
+            with_results(&named)
+        }
+    };
+    let mut runs = Vec::new();
+    for run in chosen {
+        let tables = !cp.journal_of(&run)?.is_empty();
+        let objects = !cp.files_of_run(&run)?.is_empty() || cp.multipart_open()?.iter().any(|u| u.run_id == run);
+        if (cfg.db_only && objects && !tables) || (cfg.objects_only && tables && !objects) {
+            continue;
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The suffix of the run that loads a files run's upload results into a table.
+const UPLOADS: &str = ".uploads";
+
+/// Undo one run, by its exact id; `before`: the runs this plan undoes first.
+fn run_one<W: Write>(
+    cp: &mut Checkpoint,
+    cfg: &RollbackConfig,
+    run_id: &str,
+    before: &[String],
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
     let audit_path = cfg
         .state_path
         .parent()
         .map_or_else(|| PathBuf::from("audit.ndjson"), |d| d.join("audit.ndjson"));
+    let mut audit = Audit {
+        path: audit_path,
+        file: None,
+    };
     // A run into a table store: undone from its journal.
-    let journal = cp.journal_of(&batch)?;
+    let journal = cp.journal_of(run_id)?;
     if !journal.is_empty() {
-        let mut ids: Vec<&str> = journal.iter().map(|r| r.run_id.as_str()).collect();
-        ids.dedup();
-        if ids.len() > 1 {
-            return Err(Error::usage(format!(
-                "{batch} matches several runs: {}",
-                ids.join(", ")
-            )));
+        if cfg.objects_only {
+            return Ok(RollbackOutcome::default());
         }
-        let run_id = ids[0].to_owned();
         if cfg.failed_only {
             // A run into tables fails or stops as a whole: kept when it completed.
             let completed = cp
@@ -254,7 +308,6 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
             if completed {
                 let line = json!({"type": "PLAN", "action": "keep", "run": run_id, "why": "completed (--failed-only)"});
                 out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-                out.flush()?;
                 return Ok(RollbackOutcome {
                     tables: true,
                     kept: 1,
@@ -262,36 +315,27 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
                 });
             }
         }
-        let mut audit = Audit {
-            path: audit_path,
-            file: None,
-        };
-        return super::rollback_tables::run(&mut cp, &run_id, &journal, cfg, &mut audit, out);
+        return super::rollback_tables::run(cp, run_id, &journal, before, cfg, &mut audit, out);
     }
-    let cfg = &RollbackConfig { batch, ..cfg.clone() };
-    let rows = cp.files_of_run(&cfg.batch)?;
-    let mut runs: Vec<&str> = rows.iter().map(|(_, r)| r.run_id.as_str()).collect();
-    runs.sort_unstable();
-    runs.dedup();
-    let run_id = match runs.as_slice() {
-        [one] => (*one).to_owned(),
-        [] => {
-            return Err(Error::usage(format!(
-                "no files were put by a run {}* in {} (`ferry status` lists the runs)",
-                cfg.batch,
-                cfg.state_path.display()
-            )));
-        }
-        many => {
-            return Err(Error::usage(format!(
-                "{} matches several runs: {}",
-                cfg.batch,
-                many.join(", ")
-            )));
-        }
-    };
+    if cfg.db_only {
+        return Ok(RollbackOutcome::default());
+    }
+    let rows = cp.files_of_run(run_id)?;
+    let uploads: Vec<_> = cp
+        .multipart_open()?
+        .into_iter()
+        .filter(|u| u.run_id == run_id)
+        .collect();
+    if rows.is_empty() && uploads.is_empty() {
+        // Killed before it put anything, or every file it put was put again by a later run
+        // (which now owns it): nothing of this run's own to undo.
+        let line = json!({"type": "PLAN", "action": "nothing", "run": run_id,
+            "why": "the run left nothing of its own: no table journal, no file recorded as its, no unfinished upload"});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        return Ok(RollbackOutcome::default());
+    }
     let source_root = cp
-        .run_source(&run_id)?
+        .run_source(run_id)?
         .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
     let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
     let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
@@ -308,10 +352,6 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
     }
     let refused = plan.iter().filter(|p| p.1 == "refuse").count();
     let mut outcome = RollbackOutcome::default();
-    let mut audit = Audit {
-        path: audit_path,
-        file: None,
-    };
     for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
         let key = String::from_utf8_lossy(&row.key).into_owned();
         let act = cfg.confirm && refused == 0;
@@ -342,7 +382,7 @@ fn run_one<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<
     // Multipart uploads the run started and never completed or aborted (killed mid-file, or the
     // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
     // object, so this is safe whatever else the plan refuses.
-    for u in cp.multipart_open()?.into_iter().filter(|u| u.run_id == run_id) {
+    for u in uploads {
         let at = match stores.iter().position(|(t, _)| *t == u.target) {
             Some(at) => at,
             None => {

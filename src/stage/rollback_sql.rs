@@ -276,6 +276,7 @@ pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
     journal: &[JournalRow],
+    before: &[String],
     cfg: &RollbackConfig,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
@@ -325,7 +326,7 @@ pub(crate) fn run<W: Write>(
             }
             "create" | "empty" => {
                 let (table, _) = names(r)?;
-                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id)?;
+                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id, before)?;
                 if !later.is_empty() {
                     refused.push(super::rollback_tables::later_runs(r, &later));
                 } else if r.action == "create" {
@@ -383,7 +384,7 @@ pub(crate) fn run<W: Write>(
         let action = if k.inserted { "delete" } else { "restore" };
         if !act {
             if k.inserted {
-                outcome.would_delete += 1;
+                outcome.would_delete_rows += 1;
             } else {
                 outcome.would_restore += 1;
             }
@@ -466,7 +467,7 @@ fn undo_all(db: &mut Db, target: &str, run_id: &str, steps: &[Step<'_>], outcome
     for ((_, count), n) in stmts.iter().zip(changed) {
         match count {
             Count::Restored => outcome.restored += n,
-            Count::Deleted => outcome.deleted += n,
+            Count::Deleted => outcome.rows_deleted += n,
             Count::Dropped => outcome.dropped += 1,
             Count::None => {}
         }

@@ -212,11 +212,13 @@ fn write_backup(
     Ok(backup)
 }
 
-/// Undo run `run_id` (its journal entries `journal`) as `cfg` says.
+/// Undo run `run_id` (its journal entries `journal`) as `cfg` says; `before`: runs the same
+/// plan undoes first.
 pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
     journal: &[JournalRow],
+    before: &[String],
     cfg: &RollbackConfig,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
@@ -225,7 +227,7 @@ pub(crate) fn run<W: Write>(
     let target = journal[0].target.clone();
     let Some(path) = target.strip_prefix("sqlite:").map(PathBuf::from) else {
         // PostgreSQL and D1 keep the journal themselves.
-        return super::rollback_sql::run(cp, run_id, journal, cfg, audit, out);
+        return super::rollback_sql::run(cp, run_id, journal, before, cfg, audit, out);
     };
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != "rows") {
@@ -267,7 +269,7 @@ pub(crate) fn run<W: Write>(
                 }
             }
             "create" | "empty" => {
-                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id)?;
+                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id, before)?;
                 if !later.is_empty() {
                     refused.push(later_runs(r, &later));
                 } else if r.action == "create" {
@@ -319,7 +321,7 @@ pub(crate) fn run<W: Write>(
                             rusqlite::params_from_iter(s.key_of(values)),
                         )
                         .ctx(ErrorKind::Target, e)?;
-                        outcome.deleted += 1;
+                        outcome.rows_deleted += 1;
                     }
                     Step::Restore { values, .. } => {
                         // An UPDATE in place, never REPLACE: replacing deletes the row first,
@@ -358,7 +360,7 @@ pub(crate) fn run<W: Write>(
                     }
                     Step::Empty { .. } => {
                         if table_exists(&conn, &s.table).ctx(ErrorKind::Target, e)? {
-                            outcome.deleted += conn
+                            outcome.rows_deleted += conn
                                 .execute(&format!("DELETE FROM {}", quote(&s.table)), [])
                                 .ctx(ErrorKind::Target, e)? as u64;
                         }
@@ -387,7 +389,7 @@ pub(crate) fn run<W: Write>(
         let r = st.row();
         if !act {
             match action {
-                "delete" => outcome.would_delete += 1,
+                "delete" => outcome.would_delete_rows += 1,
                 "restore" => outcome.would_restore += 1,
                 "empty_table" => outcome.would_empty += 1,
                 _ => outcome.would_drop += 1,

@@ -70,8 +70,9 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
     let mut files = BTreeMap::new();
     let mut address = "the stream".to_owned();
     let mut problems = Vec::new();
-    let mut ended = false;
+    let mut whole = super::Whole::default();
     while let Some(line) = reader.next_line()? {
+        whole.see(&line)?;
         match line.kind {
             Kind::Begin => {
                 let b: crate::protocol::Begin = line.parse()?;
@@ -98,16 +99,10 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
                     problems.push((p.into_bytes(), e.message));
                 }
             }
-            Kind::End => ended = true,
             _ => {}
         }
     }
-    if !ended {
-        return Err(Error::input(format!(
-            "the stream ended after line {} without END: it is not a whole listing",
-            reader.line_no()
-        )));
-    }
+    whole.check(reader.line_no())?;
     Ok(Listing {
         address,
         files,
@@ -156,6 +151,12 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         return Err(Error::usage("validating files needs a target (a dir:)"));
     };
     let dst = side(Some(target), &mut input, cfg)?;
+    if src.files.is_empty() && dst.files.is_empty() && src.problems.is_empty() && dst.problems.is_empty() {
+        return Err(Error::input(format!(
+            "nothing was compared: {} and {} hold no files; a validation passes only on something proved equal",
+            src.address, dst.address
+        )));
+    }
     let mut findings = Findings {
         out,
         listed: Default::default(),
@@ -237,9 +238,15 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
     }
     let bad = sr.missing + sr.extra + sr.changed;
     sr.status = if bad == 0 { "pass" } else { "fail" }.into();
-    let passed = bad == 0 && (unverified.is_empty() || cfg.allow_unverified);
+    let status = if bad > 0 {
+        "fail"
+    } else if unverified.is_empty() || cfg.allow_unverified {
+        "pass"
+    } else {
+        "unverified"
+    };
     let report = Report {
-        status: if passed { "pass" } else { "fail" }.into(),
+        status: status.into(),
         source: src.address,
         target: dst.address,
         started_at,

@@ -245,6 +245,59 @@ fn detail(pairs: &[(&str, Json)]) -> serde_json::Map<String, Json> {
         .collect()
 }
 
+/// What a validation must see of a stream before it can prove anything from it: a BEGIN, an END
+/// with status ok, and no fatal ERROR. A stream without them (empty input from a producer that
+/// failed, a Singer tap's output, a truncated file) cannot say it is whole, so comparing it would
+/// prove nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Whole {
+    began: bool,
+    ended: bool,
+    failed: Option<String>,
+}
+
+impl Whole {
+    /// Note what a line says of the stream's wholeness.
+    pub(crate) fn see(&mut self, line: &crate::protocol::Line<'_>) -> Result<()> {
+        match line.kind {
+            Kind::Begin => self.began = true,
+            Kind::End => {
+                let end: crate::protocol::End = line.parse()?;
+                self.ended = true;
+                if end.status != "ok" && self.failed.is_none() {
+                    self.failed = Some(format!("its END (line {}) says status {:?}", line.no, end.status));
+                }
+            }
+            Kind::Error => {
+                let e: crate::protocol::ErrorMsg = line.parse()?;
+                if e.fatal && self.failed.is_none() {
+                    self.failed = Some(format!("line {}: {}", line.no, e.message));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// An error unless the stream was whole; `lines` is how many lines the input had.
+    pub(crate) fn check(&self, lines: u64) -> Result<()> {
+        let problem = if lines == 0 {
+            "the input is empty: the command that should have produced the stream sent nothing (its error is above, or it was not run)".to_owned()
+        } else if !self.began {
+            "the input has no BEGIN: it is not a whole ferry stream (a Singer tap's output cannot say it is complete); validate the output of ferry-export".to_owned()
+        } else if let Some(why) = &self.failed {
+            format!("the producer failed ({why}): a stream from a failed run proves nothing")
+        } else if !self.ended {
+            format!(
+                "the input ended after line {lines} without END: the producer stopped early (its error is above); a truncated stream proves nothing"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::input(format!("{problem}; nothing was compared")))
+    }
+}
+
 /// The stream side after reading the input: spill tables, schemas and what the stream said.
 struct StreamSide {
     db: Db,
@@ -256,10 +309,25 @@ struct StreamSide {
     problems: Vec<(String, String, serde_json::Map<String, Json>)>,
 }
 
+/// Validate as `cfg` says. A validation that could not finish still ends its output with a
+/// SUMMARY, of status `error`, saying why.
 pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
-    if files::applies(cfg) {
-        return files::run(cfg, input, out);
+    let result = if files::applies(cfg) {
+        files::run(cfg, input, out)
+    } else {
+        run_tables(cfg, input, out)
+    };
+    if let Err(e) = &result
+        && e.kind() != ErrorKind::BrokenPipe
+    {
+        let summary = json!({"type": "SUMMARY", "status": "error", "message": e.chain()});
+        let _ = out.write_line(summary.to_string().as_bytes(), Kind::End);
+        let _ = out.flush();
     }
+    result
+}
+
+fn run_tables<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
     let started_at = now_rfc3339();
     let mut findings = Findings {
         out,
@@ -387,6 +455,20 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         }
         (None, None) => return Err(Error::usage("nothing to validate")),
     };
+    if plan.is_empty() {
+        let what = match &stream_side {
+            Some(_) => "the stream has no SCHEMA".to_owned(),
+            None => format!("{} has no tables", report.source),
+        };
+        let selected = if cfg.selection.tables.is_empty() && cfg.selection.exclude.is_empty() {
+            ""
+        } else {
+            " that --table/--exclude select"
+        };
+        return Err(Error::input(format!(
+            "nothing was compared: {what}{selected}; a validation passes only on something proved equal"
+        )));
+    }
 
     for (meta, side) in &plan {
         let mut sr = StreamReport {
@@ -444,8 +526,10 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         .any(|(k, n)| *n > 0 && k != "unverified" && !WARNING_KINDS.contains(&k.as_str()));
     let unverified = !report.unverified.is_empty() && !cfg.allow_unverified;
     let any_stream_failed = report.streams.iter().any(|s| s.status != "pass");
-    report.status = if failing_kinds || unverified || any_stream_failed {
+    report.status = if failing_kinds || any_stream_failed {
         "fail".into()
+    } else if unverified {
+        "unverified".into()
     } else {
         "pass".into()
     };
@@ -515,12 +599,12 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
     let mut problems = vec![];
     let mut streams: HashMap<String, Spilling> = HashMap::new();
     let mut reader = StreamReader::new(input, cfg.max_line);
-    let (mut began, mut ended) = (false, false);
+    let mut whole = Whole::default();
     let mut row = Vec::new();
     while let Some(line) = reader.next_line()? {
+        whole.see(&line)?;
         match line.kind {
             Kind::Begin => {
-                began = true;
                 let b: crate::protocol::Begin = line.parse()?;
                 if let Some(s) = b.source {
                     source_address = format!("{} (stream)", s.address);
@@ -697,34 +781,20 @@ fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Res
                     ));
                 }
             }
-            Kind::End => ended = true,
             _ => {}
         }
     }
+    whole.check(reader.line_no())?;
     let mut rows = HashMap::new();
     for (name, s) in &streams {
         rows.insert(name.clone(), s.rows);
-        if !s.ended && began {
+        if !s.ended {
             problems.push((
                 name.clone(),
                 "stream_incomplete".into(),
                 detail(&[("message", json!("the stream has no STREAM_END"))]),
             ));
         }
-    }
-    if began && !ended {
-        let name = metas.last().map(|m: &Meta| m.stream.clone()).unwrap_or_default();
-        problems.push((
-            name,
-            "stream_incomplete".into(),
-            detail(&[(
-                "message",
-                json!(format!(
-                    "the input ended after line {} without END: the stream is truncated",
-                    reader.line_no()
-                )),
-            )]),
-        ));
     }
     conn.execute_batch("COMMIT")
         .ctx(ErrorKind::Io, || "writing a temporary database")?;
