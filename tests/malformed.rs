@@ -18,6 +18,24 @@ const CASES: &[(&str, &[&str], &[i64], i32)] = &[
         2,
     ),
     (
+        "wrong_type_boolean",
+        &["line 8 (stream main.t): field \"id\": expected integer, found the boolean true"],
+        &[1, 2],
+        2,
+    ),
+    (
+        "schema_key_changed",
+        &["line 8 (stream main.t): a SCHEMA that changes the stream's key from (id) to (name)"],
+        &[1, 2],
+        2,
+    ),
+    (
+        "reserved_stream_name",
+        &["line 3 (stream main._ferry_commits): tables named _ferry_* are ferry's own"],
+        &[],
+        2,
+    ),
+    (
         "wrong_type_bytes",
         &["line 8 (stream main.t): field \"data\": invalid base64"],
         &[1, 2],

@@ -926,6 +926,40 @@ fn a_singer_stream_without_begin_or_end_is_accepted() {
 }
 
 #[test]
+fn a_row_with_a_null_key_is_rejected_with_its_line_never_given_an_invented_key() {
+    let d = Dir::new();
+    let schema = r#"{"type":"SCHEMA","stream":"main.t","schema":{"type":"object","properties":{"id":{"type":["integer","null"]},"name":{"type":["string","null"]}}},"key_properties":["id"]}"#;
+    let stream = [
+        r#"{"type":"BEGIN","protocol":"ferry/1","run_id":"nullkey"}"#,
+        schema,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":1,"name":"a"}}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":null,"name":"no key"}}"#,
+        r#"{"type":"RECORD","stream":"main.t","record":{"id":3,"name":"c"}}"#,
+        r#"{"type":"STREAM_END","stream":"main.t","status":"complete","rows":3}"#,
+        r#"{"type":"END","run_id":"nullkey","status":"ok"}"#,
+    ]
+    .join("\n");
+    // Into an INTEGER PRIMARY KEY, SQLite would make up a rowid for it.
+    let r = d.run("ferry-import", &[&d.db("t.db"), "--create"], stream.as_bytes());
+    assert_ne!(r.code(), Some(2), "{r:?}");
+    let rows: Vec<String> = column(&d.open("t.db"), "SELECT id || ':' || name FROM t ORDER BY id");
+    assert_eq!(rows, ["1:a", "3:c"]);
+    let rejects = d.reject_text();
+    assert!(
+        rejects.contains(r#""line":4"#) && rejects.contains("holds a NULL"),
+        "{rejects}"
+    );
+    // A dry run counts it as a reject too.
+    let r = d.run(
+        "ferry-import",
+        &[&d.db("dry.db"), "--create", "--dry-run"],
+        stream.as_bytes(),
+    );
+    let load = r.lines().into_iter().find(|l| l["action"] == "load").unwrap();
+    assert_eq!((&load["insert"], &load["reject"]), (&json!(2), &json!(1)), "{r:?}");
+}
+
+#[test]
 fn huge_rows_are_written_in_batches_bounded_by_bytes() {
     let d = Dir::new();
     let c = d.open("big.db");

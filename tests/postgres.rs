@@ -428,6 +428,40 @@ fn a_dry_run_plans_against_postgres_and_changes_nothing() {
     assert_eq!(tables, 0);
 }
 
+#[test]
+fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_duplicates_nothing() {
+    let d = Dir::new();
+    let url = pg::cluster().database("singer");
+    // A Singer tap's output: no BEGIN, no STREAM_END, no END; a unique column besides the key.
+    let stream = [
+        r#"{"type":"SCHEMA","stream":"users","schema":{"properties":{"id":{"type":"integer"},"email":{"type":["string","null"]}}},"key_properties":["id"],"unique":[{"columns":["email"]}]}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":1,"email":"a@x"}}"#,
+        r#"{"type":"RECORD","stream":"users","record":{"id":2,"email":"b@x"}}"#,
+        r#"{"type":"STATE","value":{"bookmarks":{"users":{"replication_key_value":2}}}}"#,
+    ]
+    .join("\n");
+    d.run("ferry-import", &[&url, "--create"], stream.as_bytes()).ok();
+    let mut c = pg::connect(&url);
+    let constraints: Vec<String> = c
+        .query(
+            "SELECT contype::text FROM pg_constraint WHERE conrelid = 'public.users'::regclass ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(constraints, ["p", "u"], "the key and the unique constraint are there");
+    // The same stream again: the key is there to say the rows are, not a silent second copy.
+    d.run("ferry-import", &[&url], stream.as_bytes())
+        .expect_code(2)
+        .stderr_has("is already in table");
+    assert_eq!(count(&mut c, "users"), 2);
+    d.run("ferry-import", &[&url, "--on-conflict", "skip"], stream.as_bytes())
+        .ok();
+    assert_eq!(count(&mut c, "users"), 2);
+}
+
 /// The sample without the two users PostgreSQL text cannot hold (and what refers to them).
 fn representable_sample(d: &Dir) -> String {
     d.sample();

@@ -227,6 +227,8 @@ pub struct PlanCounts {
     pub skip: u64,
     pub overwrite: u64,
     pub conflict: u64,
+    /// Rows refused before they reach the target (a NULL in the key).
+    pub reject: u64,
 }
 
 /// What a target knows it committed for one stream of one source, kept in the target itself.
@@ -259,6 +261,10 @@ pub struct Prepared {
     /// The target keeps this stream's rollback journal itself, in this table (its SQL name):
     /// the key of every row the run inserts, the before-image of every row it overwrites.
     pub undo: Option<String>,
+    /// The table keeps a NULL in the stream's key as the NULL it is (SQLite's rowid tables
+    /// whose key is not the rowid). Elsewhere such a row is rejected: the target would invent a
+    /// key for it (an INTEGER PRIMARY KEY's rowid) or refuse the key only when it is built.
+    pub null_key: bool,
 }
 
 /// How often a target wants to commit: at the first STATE past any of these since the last

@@ -162,7 +162,7 @@ impl TableInfo {
     }
 
     /// Key columns that may hold NULL (SQLite allows NULL in a non-integer key of a rowid table).
-    fn pk_nullable(&self) -> bool {
+    pub(crate) fn pk_nullable(&self) -> bool {
         !self.without_rowid && !self.pk_is_rowid() && self.columns.iter().any(|c| c.pk > 0 && !c.notnull)
     }
 }
@@ -1571,6 +1571,10 @@ impl Target for SqliteTarget {
             }
         }
 
+        if !self.dry_run || exists {
+            let t = describe(&self.conn, &table, &self.address)?;
+            prepared.null_key = t.pk_nullable() && t.pk == shape.key_names();
+        }
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
         let conflict = conflict_clause(shape, opts.on_conflict);

@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
-use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Report, RowBatch, Target};
+use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Reject, Report, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
@@ -29,6 +29,7 @@ use crate::protocol::{
 };
 use crate::row::{RowShape, StreamDigest};
 use crate::stage::export::Progress;
+use crate::value::Value;
 
 #[derive(Debug, Clone)]
 pub struct ImportConfig {
@@ -94,6 +95,8 @@ struct InStream {
     touched: bool,
     plan: PlanCounts,
     table: String,
+    /// The table keeps a NULL in the key as NULL (else such a row is rejected).
+    null_key: bool,
 }
 
 pub(crate) struct Rejects {
@@ -310,7 +313,6 @@ impl<W: Write> Importer<'_, W> {
         if self.singer {
             // A Singer stream has no END: end of input ends it.
             tracing::warn!("input ended without END (a Singer stream): committing what arrived");
-            self.commit(None)?;
             return self.finish();
         }
         // A commit still on its way is acknowledged first, so the message names the last STATE
@@ -414,12 +416,20 @@ impl<W: Write> Importer<'_, W> {
         let schema: Schema = line.parse()?;
         let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         let name = schema.stream.clone();
+        reserved(&name).map_err(|e| line.error(e))?;
         if let Some(s) = self.streams.get(&name) {
             if s.schema == schema {
                 return Ok(());
             }
             if s.ended {
                 return Err(line.error("a SCHEMA after the stream's STREAM_END"));
+            }
+            if s.schema.key_properties != schema.key_properties {
+                return Err(line.error(format!(
+                    "a SCHEMA that changes the stream's key from ({}) to ({}): rows already read were keyed by the first; a key cannot change mid-stream (send the rows under the new key as a stream of their own)",
+                    s.schema.key_properties.join(", "),
+                    schema.key_properties.join(", ")
+                )));
             }
             // The shape changed: rows already buffered go in under the old one.
             self.flush_stream(&name)?;
@@ -528,6 +538,7 @@ impl<W: Write> Importer<'_, W> {
                 s.shape = shape;
                 s.batch = RowBatch::new(ncols);
                 s.table = prepared.table;
+                s.null_key = prepared.null_key;
             }
             None => {
                 self.order.push(name.clone());
@@ -553,6 +564,7 @@ impl<W: Write> Importer<'_, W> {
                         touched: true,
                         plan: PlanCounts::default(),
                         table: prepared.table,
+                        null_key: prepared.null_key,
                     },
                 );
             }
@@ -594,11 +606,38 @@ impl<W: Write> Importer<'_, W> {
         s.pending.rows += 1;
         s.pending.bytes += line.text.len() as u64 + 1;
         let already = matches!((position, s.committed), (Some(p), Some(c)) if p < c);
+        let null_key = !s.null_key && s.shape.key.iter().any(|&i| row[i] == Value::Null);
         if already {
             s.already += 1;
             s.pending.skipped += 1;
-            s.batch.values.truncate(s.batch.values.len() - s.batch.ncols);
-            s.batch.lines.pop();
+            s.batch.pop_row();
+        } else if null_key {
+            // The target would invent a key for it (SQLite's rowid) or refuse the key only once
+            // it is built, after every row: refused here, with its line.
+            let reason = format!(
+                "the key ({}) holds a NULL: a row needs its whole key (the target would invent one, or refuse the key when it is built)",
+                s.shape.key_names().join(", ")
+            );
+            let reject = Reject::of(&s.shape, &s.batch, n - 1, reason);
+            s.batch.pop_row();
+            self.outcome.received += 1;
+            if self.cfg.dry_run {
+                s.plan.reject += 1;
+                return Ok(());
+            }
+            if let Some(p) = position {
+                s.pending.first_position.get_or_insert(p);
+                s.pending.last_position = Some(p);
+            }
+            // A batch's rows are consecutive in the stream: the rows before this one go first.
+            let name = name.to_owned();
+            self.flush_stream(&name)?;
+            self.apply(vec![Report {
+                stream: name,
+                rejects: vec![reject],
+                ..Default::default()
+            }])?;
+            return Ok(());
         } else {
             s.batch_bytes += line.text.len();
             if s.batch.len() == 1 {
@@ -653,6 +692,7 @@ impl<W: Write> Importer<'_, W> {
             s.plan.skip += c.skip;
             s.plan.overwrite += c.overwrite;
             s.plan.conflict += c.conflict;
+            s.plan.reject += c.reject;
             s.batch.clear();
             s.batch_bytes = 0;
             return Ok(());
@@ -931,8 +971,17 @@ impl<W: Write> Importer<'_, W> {
                 )));
             }
         }
+        self.complete_stream(&end.stream, digest)
+    }
+
+    /// A stream's last row has arrived: commit it as complete, build what waited for its end
+    /// (keys, indexes) and say so downstream.
+    fn complete_stream(&mut self, name: &str, digest: String) -> Result<()> {
+        let Some(s) = self.streams.get_mut(name) else {
+            return Ok(());
+        };
         s.ended = true;
-        let name = end.stream.clone();
+        let name = name.to_owned();
         self.commit(Some(&name))?;
         let s = self.streams.get(&name).map(|s| {
             (
@@ -950,7 +999,7 @@ impl<W: Write> Importer<'_, W> {
             self.plan_line(json!({
                 "type": "PLAN", "action": "load", "stream": name, "table": table,
                 "rows": received, "already_imported": already, "insert": plan.insert,
-                "skip": plan.skip, "overwrite": plan.overwrite, "conflict": plan.conflict,
+                "skip": plan.skip, "overwrite": plan.overwrite, "conflict": plan.conflict, "reject": plan.reject,
             }))?;
         } else {
             for ddl in self.target.finish_stream(&self.source, &bookmark)? {
@@ -988,18 +1037,28 @@ impl<W: Write> Importer<'_, W> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        // What had to wait for every stream (foreign keys between them).
-        for ddl in self.target.finish_run(&self.source)? {
-            tracing::info!(sql = %ddl, "built a deferred constraint");
-        }
-        let open: Vec<&str> = self
+        // The producer is done (END, or a Singer stream's end of input): a stream that had no
+        // STREAM_END is complete all the same, and what waited for its end is built now.
+        let open: Vec<String> = self
             .order
             .iter()
             .filter(|n| self.streams.get(*n).is_some_and(|s| !s.ended))
-            .map(String::as_str)
+            .cloned()
             .collect();
         if !open.is_empty() && !self.singer {
-            tracing::warn!(streams = %open.join(", "), "streams without STREAM_END: their deferred indexes are not built");
+            tracing::warn!(streams = %open.join(", "), "streams without STREAM_END: complete at END");
+        }
+        for name in open {
+            let digest = self
+                .streams
+                .get_mut(&name)
+                .map(|s| s.digest.take_hex())
+                .unwrap_or_default();
+            self.complete_stream(&name, digest)?;
+        }
+        // What had to wait for every stream (foreign keys between them).
+        for ddl in self.target.finish_run(&self.source)? {
+            tracing::info!(sql = %ddl, "built a deferred constraint");
         }
         let written = self.outcome.written;
         if let Some(cp) = &mut self.checkpoint {
@@ -1065,6 +1124,22 @@ impl<W: Write> Importer<'_, W> {
         }
         let _ = self.out.flush();
     }
+}
+
+/// The prefix of the tables ferry keeps in a target for itself (commit markers, undo journals,
+/// staging tables).
+pub(crate) const RESERVED_PREFIX: &str = "_ferry_";
+
+/// Refuse a stream whose table would be one of ferry's own: writing into `_ferry_commits` would
+/// corrupt the markers every resume relies on.
+pub(crate) fn reserved(stream: &str) -> std::result::Result<(), String> {
+    let table = connect::table_name_for(stream);
+    if table.to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
+        return Err(format!(
+            "tables named {RESERVED_PREFIX}* are ferry's own (commit markers, undo journals, staging), in every target; rename the stream on the way: ferry-transform --rename-stream {stream}=NEW_NAME"
+        ));
+    }
+    Ok(())
 }
 
 /// A BEGIN line, refused when one came already or its protocol is not ours.
