@@ -144,9 +144,9 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// How a run that stopped with `e` ended: interrupted when its output pipe closed (the stage
-    /// downstream went away), failed otherwise.
+    /// downstream went away) or a signal stopped it, failed otherwise.
     pub fn after(e: &Error) -> RunStatus {
-        if e.kind() == ErrorKind::BrokenPipe {
+        if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted) {
             RunStatus::Interrupted
         } else {
             RunStatus::Failed

@@ -25,8 +25,12 @@ pub enum ErrorKind {
     Io,
     /// A fault that went away on retry before, and did not this time (network, server restart).
     Transient,
-    /// The process reading our stdout went away; the stage ends quietly.
+    /// The process reading our stdout went away before the stage was done.
     BrokenPipe,
+    /// The input ended without END: the producer stopped early.
+    Truncated,
+    /// A signal (Ctrl-C, SIGTERM) asked the stage to stop.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -34,11 +38,14 @@ impl ErrorKind {
     pub fn failure_type(self) -> &'static str {
         match self {
             ErrorKind::Usage => "config",
-            ErrorKind::Input | ErrorKind::Data => "data",
+            ErrorKind::Input | ErrorKind::Data | ErrorKind::Truncated => "data",
             ErrorKind::Transient => "transient",
-            ErrorKind::Source | ErrorKind::Target | ErrorKind::Checkpoint | ErrorKind::Io | ErrorKind::BrokenPipe => {
-                "system"
-            }
+            ErrorKind::Source
+            | ErrorKind::Target
+            | ErrorKind::Checkpoint
+            | ErrorKind::Io
+            | ErrorKind::BrokenPipe
+            | ErrorKind::Interrupted => "system",
         }
     }
 }
@@ -181,24 +188,31 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
     }
 }
 
-/// Exit statuses shared by every binary.
+/// Exit statuses shared by every binary (the README lists them, as `--help` does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
-    /// Done; for validate: the two sides are equal.
+    /// Done: everything asked was done; for validate, the two sides proved equal.
     Ok = 0,
     /// validate only: the sides differ (or something could not be verified).
     Differences = 1,
-    /// An error stopped the stage.
+    /// An error stopped the stage; what was acknowledged before it stays.
     Error = 2,
+    /// import: everything else was done, but rows or files were rejected (see the reject file).
+    Rejected = 3,
+    /// Stopped before the end, and can be continued: the input ended without END (the producer
+    /// stopped early), or the reader of stdout went away before the results were delivered.
+    Incomplete = 4,
+    /// A signal (Ctrl-C, SIGTERM) stopped it at the next line; run the same command to continue.
+    Interrupted = 130,
 }
 
 impl ExitStatus {
-    /// The status an error ends a stage with: quiet success when the reader went away.
+    /// The status an error ends a stage with.
     pub fn for_error(e: &Error) -> ExitStatus {
-        if e.kind() == ErrorKind::BrokenPipe {
-            ExitStatus::Ok
-        } else {
-            ExitStatus::Error
+        match e.kind() {
+            ErrorKind::BrokenPipe | ErrorKind::Truncated => ExitStatus::Incomplete,
+            ErrorKind::Interrupted => ExitStatus::Interrupted,
+            _ => ExitStatus::Error,
         }
     }
 
@@ -216,8 +230,13 @@ mod tests {
         assert_eq!(ExitStatus::Ok.code(), 0);
         assert_eq!(ExitStatus::Differences.code(), 1);
         assert_eq!(ExitStatus::Error.code(), 2);
+        assert_eq!(ExitStatus::Rejected.code(), 3);
+        assert_eq!(ExitStatus::Incomplete.code(), 4);
+        assert_eq!(ExitStatus::Interrupted.code(), 130);
         let pipe = Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        assert_eq!(ExitStatus::for_error(&pipe), ExitStatus::Ok);
+        assert_eq!(ExitStatus::for_error(&pipe), ExitStatus::Incomplete);
+        let cut = Error::new(ErrorKind::Truncated, "no END");
+        assert_eq!(ExitStatus::for_error(&cut), ExitStatus::Incomplete);
         assert_eq!(ExitStatus::for_error(&Error::input("x")), ExitStatus::Error);
     }
 

@@ -16,6 +16,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod human;
+pub mod interrupt;
 pub mod jq;
 pub mod protocol;
 pub mod retry;

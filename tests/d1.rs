@@ -64,7 +64,7 @@ fn the_sample_goes_into_d1_with_its_keys_and_indexes_and_the_orphan_is_rejected_
         b"",
     );
     runs[0].ok();
-    runs[1].ok();
+    runs[1].expect_code(3).stderr_has("1 rejected");
     let end = runs[1].lines().pop().unwrap();
     assert_eq!(end["rejected"], 1, "{end}");
     // D1 enforces foreign keys: the sample's orphan is refused, with its key and the reason.
@@ -139,7 +139,7 @@ fn values_d1_cannot_hold_are_rejected_by_key_and_big_rows_and_big_integers_land_
         ],
         b"",
     );
-    runs[1].ok();
+    runs[1].expect_code(3);
     let end = runs[1].lines().pop().unwrap();
     assert_eq!(end["written"], 2999, "{end}");
     assert_eq!(end["rejected"], 1, "{end}");

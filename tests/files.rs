@@ -212,7 +212,7 @@ fn a_file_changed_after_export_is_not_recorded_as_done_and_a_new_export_puts_it(
     std::fs::remove_file(src.join("a/b")).unwrap();
     let dst = format!("dir:{}", d.path("dst").display());
     let imp = d.run("ferry-import", &[&dst], &stream.output.stdout);
-    imp.ok();
+    imp.expect_code(3);
     let end = end_of(&imp);
     assert_eq!(end["uploaded"], n - 2, "{end}");
     assert_eq!(end["rejected"], 2, "{end}");
@@ -268,7 +268,8 @@ fn an_object_already_there_with_other_bytes_is_a_conflict_unless_overwriting() {
     drop(state);
 
     let first = put_tree(&d, &src, &dst, &[]);
-    all_ok(&first);
+    first[0].ok();
+    first[1].expect_code(3).stderr_has("1 not put");
     let ups = upload_results(&first[1]);
     let status = |p: &str| ups.iter().find(|u| u["path"] == p).unwrap()["status"].clone();
     assert_eq!(status("x/same.txt"), "present");
@@ -430,7 +431,7 @@ fn an_interrupted_export_resumes_after_its_last_acknowledged_path() {
     let text = full.stdout();
     let cut: String = text.lines().take(700).map(|l| format!("{l}\n")).collect();
     let first = d.run("ferry-import", &[&dst], cut.as_bytes());
-    first.expect_code(2).stderr_has("without END");
+    first.expect_code(4).stderr_has("without END");
     let acked = contents(&d.path("dst")).len();
     assert!(acked > 0 && acked < n, "{acked}");
 
@@ -817,7 +818,7 @@ fn rollback_failed_only_cleans_up_what_an_interrupted_run_left_unsettled() {
         }
     }
     let imp = d.run("ferry-import", &[&dst], cut.as_bytes());
-    imp.expect_code(2);
+    imp.expect_code(4);
     let batch = imp.lines()[0]["run_id"]
         .as_str()
         .unwrap()

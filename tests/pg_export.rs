@@ -740,14 +740,16 @@ fn a_nan_that_sqlite_cannot_hold_is_rejected_not_nulled() {
         )
         .unwrap();
     let lite = d.db("m.db");
-    all_ok(&d.pipe(
+    let runs = d.pipe(
         &[
             ("ferry-export", &[&url]),
             ("ferry-transform", &["--dialect", "sqlite"]),
             ("ferry-import", &[&lite, "--create", "--reject-file", "rejects.ndjson"]),
         ],
         b"",
-    ));
+    );
+    all_ok(&runs[..2]);
+    runs[2].expect_code(3);
     assert_eq!(
         common::column::<i64>(&d.open("m.db"), "SELECT id FROM m ORDER BY id"),
         [2, 3]

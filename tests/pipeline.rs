@@ -528,7 +528,12 @@ fn rejected_rows_go_to_the_reject_file_and_the_run_goes_on() {
         &[&dst, "--reject-file", "rejects.ndjson"],
         stream.as_bytes(),
     );
-    r.ok();
+    // Everything else done, but not everything: rejects have their own exit status, and the
+    // closing line counts them and names the file.
+    r.expect_code(3)
+        .stderr_has("ferry-import: done, with rejects: 1 streams, 4 rows read, 2 written")
+        .stderr_has("2 rejected")
+        .stderr_has("rejects in rejects.ndjson");
     assert_eq!(count(&d.open("copy.db"), "t"), 2);
     let rejects: Vec<Value> = std::fs::read_to_string(d.path("rejects.ndjson"))
         .unwrap()
@@ -569,6 +574,118 @@ fn rejected_rows_go_to_the_reject_file_and_the_run_goes_on() {
         .stderr_has("more than 1 rows rejected (--max-rejects)")
         .stderr_has("line 5 of stream main.t");
     assert_eq!(count(&d2.open("copy.db"), "t"), 0);
+}
+
+/// Run a shell pipeline of our binaries (named `$EXPORT`, `$IMPORT`...) in `d`, giving back
+/// each stage's exit status (bash's PIPESTATUS) and the whole stderr.
+fn shell(d: &Dir, script: &str) -> (Vec<i32>, String) {
+    let mut c = std::process::Command::new("bash");
+    c.arg("-c")
+        .arg(format!("{script}; echo \"status: ${{PIPESTATUS[*]}}\" >&2"))
+        .current_dir(d.root())
+        .env_remove("FERRY_LOG");
+    for (var, bin) in [
+        ("EXPORT", "ferry-export"),
+        ("TRANSFORM", "ferry-transform"),
+        ("IMPORT", "ferry-import"),
+        ("VALIDATE", "ferry-validate"),
+    ] {
+        c.env(var, common::bin(bin));
+    }
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let status = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("status: "))
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (status, stderr)
+}
+
+#[test]
+fn an_import_whose_output_reader_goes_away_is_not_a_success() {
+    let d = Dir::new();
+    let src = d.sample();
+    // `head` takes the first 100 bytes of the acknowledgements and leaves: the import cannot
+    // deliver the rest, so it stops, says how far it got, and exits 4; re-run, it finishes.
+    let (status, stderr) = shell(
+        &d,
+        &format!("\"$EXPORT\" {src} | \"$IMPORT\" sqlite:copy.db --create | head -c 100 >/dev/null"),
+    );
+    assert_eq!(status[1], 4, "{stderr}");
+    assert!(
+        stderr.contains("ferry-import: stopped early: the reader of its output went away"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run the same pipeline again"), "{stderr}");
+    let (status, stderr) = shell(
+        &d,
+        &format!("\"$EXPORT\" {src} | \"$IMPORT\" sqlite:copy2.db --create | true"),
+    );
+    assert_eq!(status[1], 4, "{stderr}");
+    assert!(stderr.contains("ferry-import: stopped early"), "{stderr}");
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&src, &d.db("copy.db")], b"").ok();
+}
+
+#[test]
+fn every_stage_ends_with_a_summary_line_and_json_with_log_format_json() {
+    let d = Dir::new();
+    let src = d.sample();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-transform", &["--rename-stream", "main.users=people"]),
+            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    runs[0].stderr_has("ferry-export: done: 7 streams, ");
+    runs[1].stderr_has("ferry-transform: done: ");
+    runs[2]
+        .stderr_has("ferry-import: done: 7 streams, ")
+        .stderr_has(" rows read, ")
+        .stderr_has(" 0 rejected in ");
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&src, "--log-format", "json"]),
+            ("ferry-import", &[&d.db("copy2.db"), "--create", "--log-format", "json"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    for (r, program) in runs.iter().zip(["ferry-export", "ferry-import"]) {
+        let last: Value = serde_json::from_str(r.stderr().lines().last().unwrap()).unwrap();
+        let f = &last["fields"];
+        assert_eq!(
+            (&f["message"], &f["program"], &f["exit"]),
+            (&json!("summary"), &json!(program), &json!(0)),
+            "{r:?}"
+        );
+        assert_eq!(f["streams"], 7, "{r:?}");
+        assert!(f["seconds"].as_f64().is_some(), "{r:?}");
+    }
+    let f = &serde_json::from_str::<Value>(runs[1].stderr().lines().last().unwrap()).unwrap()["fields"];
+    let read = f["rows_read"].as_u64().unwrap();
+    assert!(
+        read > 0 && f["written"].as_u64().unwrap() == read && f["rejected"] == 0,
+        "{f}"
+    );
+    // Validation ends with its verdict.
+    d.run("ferry-validate", &[&src, &d.db("copy2.db")], b"")
+        .ok()
+        .stderr_has("ferry-validate: done: EQUAL: 7 streams");
 }
 
 #[test]
@@ -695,6 +812,58 @@ fn items_db(d: &Dir, n: u32) {
                INSERT INTO items SELECT i, 'item ' || i FROM s;"
         ))
         .unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_an_import_at_the_next_line_says_how_to_continue_and_status_agrees() {
+    use std::io::Write as _;
+    let d = Dir::new();
+    items_db(&d, 40_000);
+    let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
+    let text = stream.ok().stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.iter().position(|l| l.contains(r#""id":20000,"#)).unwrap();
+    let mut import = d
+        .cmd("ferry-import", &["sqlite:copy.db", "--create"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Half the stream, then a producer that goes quiet without ending (a stalled upstream).
+    let mut input = import.stdin.take().unwrap();
+    input.write_all((lines[..half].join("\n") + "\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d
+        .run("ferry", &["status", "--json"], b"")
+        .lines()
+        .iter()
+        .all(|l| l["type"] != "RUN" || l["run"]["rows_written"].as_u64().unwrap_or(0) < 10_000)
+    {
+        assert!(std::time::Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &import.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = import.wait_with_output().unwrap();
+    drop(input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("ferry-import: interrupted: "), "{stderr}");
+    assert!(stderr.contains("run the same pipeline again"), "{stderr}");
+    // The state file says so; no "running" with a time left.
+    let st = d.run("ferry", &["status", "--json"], b"");
+    let run = st.lines().into_iter().find(|l| l["type"] == "RUN").unwrap();
+    assert_eq!(run["run"]["status"], "interrupted", "{run}");
+    assert!(run["seconds_left"].is_null(), "{run}");
+    // And the same command finishes the job, exactly.
+    d.run("ferry-import", &["sqlite:copy.db", "--create"], text.as_bytes())
+        .ok();
+    d.run("ferry-validate", &["sqlite:big.db", "sqlite:copy.db"], b"").ok();
 }
 
 #[test]
@@ -851,12 +1020,16 @@ fn streams_come_parents_first() {
 }
 
 #[test]
-fn a_closed_downstream_pipe_ends_export_quietly() {
+fn a_closed_downstream_pipe_stops_export_with_one_line_and_exit_4() {
     let d = Dir::new();
     let src = d.sample();
     let runs = d.pipe(&[("ferry-export", &[&src, "-q"]), ("ferry-validate", &["--help"])], b"");
-    runs[0].ok();
+    // Not everything was exported: not a success, but no error either, just how it ended.
+    runs[0]
+        .expect_code(4)
+        .stderr_has("ferry-export: stopped early: the reader of its output went away");
     assert!(!runs[0].stderr().contains("error"), "{:?}", runs[0]);
+    assert_eq!(runs[0].stderr().lines().count(), 1, "{:?}", runs[0]);
 }
 
 #[test]

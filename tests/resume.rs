@@ -277,7 +277,7 @@ fn export_resume_continues_the_interrupted_run_after_its_last_acknowledged_state
         .chain(b"\n".iter().copied())
         .collect();
     let first = d.run("ferry-import", &[&dst, "--create"], &cut);
-    first.expect_code(2).stderr_has("without END");
+    first.expect_code(4).stderr_has("without END");
     let committed = count(&d.open("dst.db"), "items");
     assert!(committed > 0 && committed < 10_000, "{committed}");
 
@@ -345,7 +345,7 @@ fn resume_finds_the_run_however_the_source_path_is_written() {
     let text = full.stdout();
     let cut: String = text.lines().take(900).map(|l| format!("{l}\n")).collect();
     d.run("ferry-import", &["sqlite:dst.db", "--create"], cut.as_bytes())
-        .expect_code(2);
+        .expect_code(4);
     // Absolute this time, with a detour through ".".
     let abs = format!("sqlite:{}/./src.db", d.root().display());
     let resumed = d.run("ferry-export", &[&abs, "--resume", "--state-every", "500"], b"");

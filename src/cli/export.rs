@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::{LogArgs, finish, init_logging, selection};
+use super::{Closing, LogArgs, finish_stage, init_logging, selection};
 use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{Error, ExitStatus, Result};
@@ -184,12 +184,28 @@ fn since(when: &str, state: &std::path::Path) -> Result<std::time::SystemTime> {
 pub fn main() -> ExitCode {
     let args = ExportArgs::parse();
     init_logging(&args.log);
-    finish("ferry-export", run(&args))
+    crate::interrupt::install();
+    let mut closing = Closing::new("ferry-export");
+    let result = run(&args, &mut closing);
+    finish_stage(&args.log, &closing, result)
 }
 
-fn run(args: &ExportArgs) -> Result<ExitStatus> {
+fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let cfg = args.config()?;
     let mut out = StreamWriter::stdout()?;
-    export::run(&cfg, &mut out)?;
-    Ok(ExitStatus::Ok)
+    let result = export::run(&cfg, &mut out);
+    let sent = out.counts();
+    closing.count("streams", sent.stream_ends);
+    if sent.files > 0 || matches!(cfg.source, Address::Dir(_) | Address::S3(_)) {
+        closing.count("files", sent.files);
+    } else {
+        closing.count("rows", sent.records);
+    }
+    if result.is_err() && sent.states > 0 {
+        closing.note(format!(
+            "{} STATEs sent: `--resume` continues after the last one the import acknowledged",
+            sent.states
+        ));
+    }
+    result.map(|_| ExitStatus::Ok)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::{LogArgs, finish, init_logging};
+use super::{Closing, LogArgs, finish_stage, init_logging};
 use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::connect::OnConflict;
@@ -48,7 +48,10 @@ committed are skipped, nothing is lost or duplicated. Rows the target refuses go
 Files are create-only: one already at its key with the same size and SHA-256 counts as done, a
 different one is a conflict (--on-conflict overwrite replaces it); every file's outcome is kept in the
 state file's manifest, so a re-run sends nothing for files already done.
-Exit status: 0 done, 2 error (including input that ends without END).";
+Exit status: 0 done; 2 error; 3 done, but rows or files were rejected (the reject file says which
+and why); 4 stopped early: the input ended without END, or the reader of stdout went away before
+the acknowledgements and results were delivered (re-run to finish); 130 interrupted (Ctrl-C).
+A closing line on stderr says what was read, written, skipped and rejected.";
 
 /// Import a ferry stream (or a Singer stream) from stdin into a store.
 #[derive(Debug, Parser)]
@@ -144,7 +147,10 @@ impl ImportArgs {
 pub fn main() -> ExitCode {
     let args = ImportArgs::parse();
     init_logging(&args.log);
-    finish("ferry-import", run(&args))
+    crate::interrupt::install();
+    let mut closing = Closing::new("ferry-import");
+    let result = run(&args, &mut closing);
+    finish_stage(&args.log, &closing, result)
 }
 
 /// The totals a regular input file (given, or on stdin) announces at its end.
@@ -169,10 +175,45 @@ pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
     })
 }
 
-fn run(args: &ImportArgs) -> Result<ExitStatus> {
+fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let cfg = args.config()?;
     let input = open_input(args.input.as_ref())?;
     let mut out = StreamWriter::stdout()?;
-    import::run(&cfg, input, &mut out)?;
-    Ok(ExitStatus::Ok)
+    let mut o = import::ImportOutcome::default();
+    let result = import::run_counted(&cfg, input, &mut out, &mut o);
+    if o.files {
+        closing
+            .count("files_read", o.received)
+            .count("uploaded", o.written)
+            .count("present", o.skipped)
+            .count("already_done", o.already)
+            .count("not_put", o.rejected);
+    } else {
+        closing
+            .count("streams", o.streams)
+            .count("rows_read", o.received)
+            .count("written", o.written)
+            .count("skipped", o.skipped)
+            .count("already_imported", o.already)
+            .count("rejected", o.rejected);
+    }
+    if let Some(path) = &o.reject_path {
+        closing.note(format!("rejects in {}", path.display()));
+    }
+    if result.is_err() && !cfg.dry_run && o.files {
+        closing.note("every file settled before the last acknowledged STATE is recorded in the manifest; run the same pipeline again to finish (it sends nothing for those)");
+    } else if result.is_err() && !cfg.dry_run {
+        closing.note(match o.acknowledged {
+            Some((line, seq)) => format!(
+                "committed up to the STATE at line {line} (seq {seq}), nothing after it; run the same pipeline again to finish"
+            ),
+            None => "no STATE was acknowledged: nothing was committed; run the same pipeline again".into(),
+        });
+    }
+    result?;
+    Ok(if o.rejected > 0 && !cfg.dry_run {
+        ExitStatus::Rejected
+    } else {
+        ExitStatus::Ok
+    })
 }

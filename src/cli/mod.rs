@@ -96,6 +96,141 @@ pub fn init_logging(log: &LogArgs) {
     let _ = tracing_subscriber::registry().with(layers).try_init();
 }
 
+/// The closing line of a stage, printed whatever the outcome: how it ended, what it did and
+/// how long it took. Text on stderr (`-q` keeps only a closing line that is not "done"); one JSON
+/// object in the log's envelope with `--log-format json`; and in the `--log-file`.
+#[derive(Debug)]
+pub struct Closing {
+    program: &'static str,
+    started: std::time::Instant,
+    /// (key, count) in the order shown.
+    counts: Vec<(&'static str, u64)>,
+    notes: Vec<String>,
+    /// What a successful end is called (validate: EQUAL).
+    verdict: Option<String>,
+}
+
+impl Closing {
+    pub fn new(program: &'static str) -> Closing {
+        Closing {
+            program,
+            started: std::time::Instant::now(),
+            counts: Vec::new(),
+            notes: Vec::new(),
+            verdict: None,
+        }
+    }
+
+    /// A count, shown as `N key` (underscores as spaces) and kept as `key` in JSON.
+    pub fn count(&mut self, key: &'static str, n: u64) -> &mut Self {
+        self.counts.push((key, n));
+        self
+    }
+
+    /// More to say: where the rejects are, how far it was acknowledged.
+    pub fn note(&mut self, text: impl Into<String>) -> &mut Self {
+        self.notes.push(text.into());
+        self
+    }
+
+    pub fn verdict(&mut self, text: impl Into<String>) -> &mut Self {
+        self.verdict = Some(text.into());
+        self
+    }
+
+    /// How the stage ended, in words.
+    fn how(&self, status: ExitStatus, error: Option<&Error>) -> String {
+        let how = match (status, error.map(Error::kind)) {
+            (ExitStatus::Ok, _) => "done",
+            (ExitStatus::Rejected, _) => "done, with rejects",
+            (ExitStatus::Differences, _) => "done",
+            (ExitStatus::Incomplete, Some(crate::ErrorKind::BrokenPipe)) => {
+                "stopped early: the reader of its output went away before everything was delivered"
+            }
+            (ExitStatus::Incomplete, _) => "stopped early: the input ended without END",
+            (ExitStatus::Interrupted, _) => "interrupted",
+            (ExitStatus::Error, _) => "failed",
+        };
+        match &self.verdict {
+            Some(v) => format!("{how}: {v}"),
+            None => how.to_owned(),
+        }
+    }
+
+    /// The line for people.
+    fn text(&self, status: ExitStatus, error: Option<&Error>) -> String {
+        let counts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+            .collect();
+        let mut line = format!("{}: {}", self.program, self.how(status, error));
+        if !counts.is_empty() {
+            line.push_str(": ");
+            line.push_str(&counts.join(", "));
+        }
+        line.push_str(&format!(" in {:.1} s", self.started.elapsed().as_secs_f64()));
+        for n in &self.notes {
+            line.push_str("; ");
+            line.push_str(n);
+        }
+        line
+    }
+
+    /// The line for machines: the log's JSON envelope with the counts as fields.
+    fn json(&self, status: ExitStatus, error: Option<&Error>) -> String {
+        let mut fields = serde_json::Map::new();
+        fields.insert("message".into(), "summary".into());
+        fields.insert("program".into(), self.program.into());
+        fields.insert("status".into(), self.how(status, error).into());
+        fields.insert("exit".into(), status.code().into());
+        fields.insert(
+            "seconds".into(),
+            serde_json::json!((self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
+        );
+        for (k, n) in &self.counts {
+            fields.insert((*k).into(), (*n).into());
+        }
+        if !self.notes.is_empty() {
+            fields.insert("notes".into(), self.notes.clone().into());
+        }
+        if let Some(e) = error {
+            fields.insert("error".into(), e.chain().into());
+        }
+        let level = match status {
+            ExitStatus::Ok => "INFO",
+            ExitStatus::Rejected | ExitStatus::Differences | ExitStatus::Incomplete | ExitStatus::Interrupted => "WARN",
+            ExitStatus::Error => "ERROR",
+        };
+        serde_json::json!({"timestamp": crate::protocol::now_rfc3339(), "level": level, "fields": fields}).to_string()
+    }
+}
+
+/// End a stage: its error (if any) for people, then its closing line; the exit code.
+pub fn finish_stage(log: &LogArgs, closing: &Closing, result: Result<ExitStatus>) -> ExitCode {
+    let (status, error) = match &result {
+        Ok(s) => (*s, None),
+        Err(e) => (ExitStatus::for_error(e), Some(e)),
+    };
+    if let Some(e) = error
+        && e.kind() != crate::ErrorKind::BrokenPipe
+    {
+        human::error(closing.program, &e.chain());
+    }
+    let text = closing.text(status, error);
+    let (program, exit) = (closing.program, status.code());
+    match error {
+        None => tracing::info!(target: END_TARGET, program, exit, summary = %text, "finished"),
+        Some(e) => tracing::error!(target: END_TARGET, program, exit, error = %e.chain(), summary = %text, "stopped"),
+    }
+    match log.log_format {
+        LogFormat::Json if !(log.quiet && status == ExitStatus::Ok) => human::say(&closing.json(status, error)),
+        LogFormat::Text if !(log.quiet && status == ExitStatus::Ok) => human::say(&text),
+        _ => {}
+    }
+    ExitCode::from(status.code())
+}
+
 /// Map a stage's result to an exit code, printing the error (with its causes) for people.
 pub fn finish(program: &str, result: Result<ExitStatus>) -> ExitCode {
     match result {
@@ -105,10 +240,8 @@ pub fn finish(program: &str, result: Result<ExitStatus>) -> ExitCode {
         }
         Err(e) => {
             let status = ExitStatus::for_error(&e);
-            if status != ExitStatus::Ok {
-                tracing::error!(target: END_TARGET, program, exit = status.code(), error = %e.chain(), "stopped");
-                human::error(program, &e.chain());
-            }
+            tracing::error!(target: END_TARGET, program, exit = status.code(), error = %e.chain(), "stopped");
+            human::error(program, &e.chain());
             ExitCode::from(status.code())
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use super::{LogArgs, finish, init_logging};
+use super::{Closing, LogArgs, finish_stage, init_logging};
 use crate::dialect::{Dialect, NumericAs};
 use crate::error::{Error, ExitStatus, Result};
 use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
@@ -138,6 +138,9 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(&args.log);
+    crate::interrupt::install();
+    let mut closing = Closing::new("ferry-transform");
+    let mut outcome = transform::TransformOutcome::default();
     let result = ops_in_order(&matches).and_then(|ops| {
         let cfg = TransformConfig {
             ops,
@@ -147,10 +150,13 @@ pub fn main() -> ExitCode {
         };
         let input = super::import::open_input(args.input.as_ref())?;
         let mut out = StreamWriter::stdout()?;
-        transform::run(cfg, input, &mut out)?;
+        transform::run_counted(cfg, input, &mut out, &mut outcome)?;
         Ok(ExitStatus::Ok)
     });
-    finish("ferry-transform", result)
+    closing
+        .count("records_read", outcome.records_in)
+        .count("records_sent", outcome.records_out);
+    finish_stage(&args.log, &closing, result)
 }
 
 #[cfg(test)]

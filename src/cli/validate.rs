@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::{LogArgs, finish, init_logging, selection};
+use super::{Closing, LogArgs, finish_stage, init_logging, selection};
 use crate::address::Address;
 use crate::error::{Error, ExitStatus, Result};
 use crate::human;
@@ -108,17 +108,30 @@ impl ValidateArgs {
 pub fn main() -> ExitCode {
     let args = ValidateArgs::parse();
     init_logging(&args.log);
-    finish("ferry-validate", run(&args))
+    crate::interrupt::install();
+    let mut closing = Closing::new("ferry-validate");
+    let result = run(&args, &mut closing);
+    finish_stage(&args.log, &closing, result)
 }
 
-fn run(args: &ValidateArgs) -> Result<ExitStatus> {
+fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let cfg = args.config()?;
     let input = crate::protocol::reader::ReadAhead::new(std::io::stdin(), 1 << 20, 8);
     let mut out = StreamWriter::stdout()?;
     let report = validate::run(&cfg, input, &mut out)?;
-    if !args.log.quiet {
+    if !args.log.quiet && args.log.log_format == super::LogFormat::Text {
         print_summary(&report);
     }
+    closing
+        .count("streams", report.streams.len() as u64)
+        .count("source_rows", report.streams.iter().map(|s| s.source_rows).sum())
+        .count("target_rows", report.streams.iter().map(|s| s.target_rows).sum())
+        .count("findings", report.findings.values().sum());
+    closing.verdict(match report.status.as_str() {
+        "pass" => "EQUAL",
+        "unverified" => "NOT VERIFIED",
+        _ => "DIFFERENT",
+    });
     Ok(if report.passed() {
         ExitStatus::Ok
     } else {

@@ -180,6 +180,9 @@ impl<R: BufRead> StreamReader<R> {
 
     /// The next non-empty line, or `None` at end of input.
     pub fn next_line(&mut self) -> Result<Option<Line<'_>>> {
+        // A stage asked to stop (Ctrl-C) stops here, between lines: at a line it has not
+        // started, or at an end of input that came only because the producer was stopped too.
+        crate::interrupt::check()?;
         let terminated = loop {
             self.buf.clear();
             // Read at most the limit plus "\r\n": a longer line is refused without being held.
@@ -187,6 +190,7 @@ impl<R: BufRead> StreamReader<R> {
                 Error::new(ErrorKind::Io, format!("reading input after line {}", self.line_no)).with_source(e)
             })?;
             if n == 0 {
+                crate::interrupt::check()?;
                 return Ok(None);
             }
             self.line_no += 1;
@@ -320,8 +324,11 @@ impl Read for ReadAhead {
 
 impl BufRead for ReadAhead {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        use std::sync::mpsc::RecvTimeoutError;
         while self.pos >= self.chunk.len() && !self.done {
-            match self.rx.recv() {
+            // Waiting on a producer that may never send again, a stage asked to stop (Ctrl-C)
+            // takes the input as ended; the reader then says it was interrupted.
+            match self.rx.recv_timeout(std::time::Duration::from_millis(200)) {
                 Ok(Ok(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
@@ -330,7 +337,8 @@ impl BufRead for ReadAhead {
                     self.done = true;
                     return Err(e);
                 }
-                Err(_) => self.done = true,
+                Err(RecvTimeoutError::Timeout) => self.done = crate::interrupt::requested(),
+                Err(RecvTimeoutError::Disconnected) => self.done = true,
             }
         }
         Ok(&self.chunk[self.pos.min(self.chunk.len())..])

@@ -10,6 +10,28 @@ use crate::error::{Context, ErrorKind, Result};
 pub struct StreamWriter<W: Write> {
     out: BufWriter<W>,
     lines: u64,
+    counts: Written,
+}
+
+/// Lines written, by kind: what a stage's closing line says it sent on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub records: u64,
+    pub files: u64,
+    pub states: u64,
+    pub stream_ends: u64,
+}
+
+impl Written {
+    fn add(&mut self, kind: Kind) {
+        match kind {
+            Kind::Record => self.records += 1,
+            Kind::File => self.files += 1,
+            Kind::State => self.states += 1,
+            Kind::StreamEnd => self.stream_ends += 1,
+            _ => {}
+        }
+    }
 }
 
 impl StreamWriter<File> {
@@ -30,6 +52,7 @@ impl<W: Write> StreamWriter<W> {
         StreamWriter {
             out: BufWriter::with_capacity(256 * 1024, inner),
             lines: 0,
+            counts: Written::default(),
         }
     }
 
@@ -56,10 +79,19 @@ impl<W: Write> StreamWriter<W> {
     fn end_line(&mut self, kind: Kind) -> Result<()> {
         self.out.write_all(b"\n").ctx(ErrorKind::Io, || "writing the stream")?;
         self.lines += 1;
+        self.counts.add(kind);
         if kind.is_flush_point() {
             self.flush()?;
+            // A stage that only writes (an export) stops here when asked to, with everything
+            // up to this barrier delivered.
+            crate::interrupt::check()?;
         }
         Ok(())
+    }
+
+    /// How many lines of each kind were written so far.
+    pub fn counts(&self) -> Written {
+        self.counts
     }
 
     pub fn flush(&mut self) -> Result<()> {

@@ -63,16 +63,27 @@ pub struct ImportConfig {
     pub journal_rows: bool,
 }
 
+/// What an import did, whether it finished or not.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOutcome {
     pub run_id: String,
+    /// Streams completed.
     pub streams: u64,
+    /// Rows (files) read from the input.
     pub received: u64,
+    /// Rows written (files uploaded).
     pub written: u64,
+    /// Rows left as they were under `--on-conflict skip` (files already present at their key).
     pub skipped: u64,
+    /// Rows (files) an earlier run already committed.
     pub already: u64,
+    /// Rows (files) refused, in the reject file.
     pub rejected: u64,
     pub reject_path: Option<PathBuf>,
+    /// The line and seq of the last STATE acknowledged.
+    pub acknowledged: Option<(u64, u64)>,
+    /// Files into an object store, not rows.
+    pub files: bool,
 }
 
 struct InStream {
@@ -222,8 +233,19 @@ enum Journaling {
 }
 
 pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
+    let mut outcome = ImportOutcome::default();
+    run_counted(cfg, input, out, &mut outcome).map(|()| outcome)
+}
+
+/// [`run`], counting into `outcome` whether it finishes or not.
+pub fn run_counted<R: BufRead, W: Write>(
+    cfg: &ImportConfig,
+    input: R,
+    out: &mut StreamWriter<W>,
+    outcome: &mut ImportOutcome,
+) -> Result<()> {
     if matches!(cfg.target, Address::Dir(_) | Address::S3(_)) {
-        return crate::stage::upload::run(cfg, input, out);
+        return crate::stage::upload::run_counted(cfg, input, out, outcome);
     }
     let target = connect::open_target(&cfg.target, cfg.dry_run, cfg.schema.as_deref())?;
     let checkpoint = if cfg.dry_run {
@@ -265,13 +287,15 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
         uncommitted: false,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
-    match imp.consume(&mut reader) {
-        Ok(()) => Ok(imp.outcome),
-        Err(e) => {
-            imp.abort(RunStatus::after(&e), &e);
-            Err(e)
-        }
+    let result = imp.consume(&mut reader);
+    if let Err(e) = &result {
+        imp.abort(RunStatus::after(e), e);
     }
+    imp.outcome.run_id = imp.run_id.clone();
+    imp.outcome.reject_path = (imp.rejects.count > 0).then(|| imp.rejects.path.clone());
+    imp.outcome.acknowledged = imp.last_ack_line;
+    *outcome = std::mem::take(&mut imp.outcome);
+    result
 }
 
 impl<W: Write> Importer<'_, W> {
@@ -322,10 +346,13 @@ impl<W: Write> Importer<'_, W> {
             Some((line, seq)) => format!("the STATE at line {line} (seq {seq})"),
             None => "the start (no STATE was acknowledged)".into(),
         };
-        Err(Error::input(format!(
-            "input ended after line {} without END: the producer stopped early; nothing after {since} was committed; re-run the pipeline to finish",
-            reader.line_no()
-        )))
+        Err(Error::new(
+            ErrorKind::Truncated,
+            format!(
+                "input ended after line {} without END: the producer stopped early; nothing after {since} was committed; re-run the pipeline to finish",
+                reader.line_no()
+            ),
+        ))
     }
 
     fn load_options(&self) -> LoadOptions {

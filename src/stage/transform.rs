@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 
 use crate::dialect::{self, Converted, Dialect, NumericAs};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::jq::JqProgram;
 use crate::protocol::{DIGEST_ALGO, Digest, End, Kind, Line, Message, Schema, StreamEnd, StreamReader, StreamWriter};
 use crate::row::{RowShape, StreamDigest};
@@ -501,6 +501,17 @@ pub fn run<R: BufRead, W: Write>(
     input: R,
     out: &mut StreamWriter<W>,
 ) -> Result<TransformOutcome> {
+    let mut outcome = TransformOutcome::default();
+    run_counted(cfg, input, out, &mut outcome).map(|()| outcome)
+}
+
+/// [`run`], counting into `outcome` whether it finishes or not.
+pub fn run_counted<R: BufRead, W: Write>(
+    cfg: TransformConfig,
+    input: R,
+    out: &mut StreamWriter<W>,
+    outcome: &mut TransformOutcome,
+) -> Result<()> {
     let has_jq = cfg.ops.iter().any(|o| matches!(o, Op::Jq { .. }));
     let rows_changed = cfg
         .ops
@@ -523,38 +534,50 @@ pub fn run<R: BufRead, W: Write>(
         rows_changed,
     };
     let mut reader = StreamReader::new(input, max_line);
-    let mut began = false;
-    let mut ended = false;
-    while let Some(line) = reader.next_line()? {
-        began |= line.kind == Kind::Begin;
-        match line.kind {
-            Kind::Schema => t.on_schema(&line)?,
-            Kind::Record | Kind::File => t.on_item(&line)?,
-            Kind::StreamEnd => t.on_stream_end(&line)?,
-            Kind::End => {
-                t.on_end(&line)?;
-                ended = true;
+    let result = t.consume(&mut reader);
+    *outcome = std::mem::take(&mut t.outcome);
+    result
+}
+
+impl<W: Write> Transformer<'_, W> {
+    fn consume<R: BufRead>(&mut self, reader: &mut StreamReader<R>) -> Result<()> {
+        let t = self;
+        let mut began = false;
+        let mut ended = false;
+        while let Some(line) = reader.next_line()? {
+            began |= line.kind == Kind::Begin;
+            match line.kind {
+                Kind::Schema => t.on_schema(&line)?,
+                Kind::Record | Kind::File => t.on_item(&line)?,
+                Kind::StreamEnd => t.on_stream_end(&line)?,
+                Kind::End => {
+                    t.on_end(&line)?;
+                    ended = true;
+                }
+                Kind::Begin | Kind::Error | Kind::Other if t.cfg.singer => {
+                    tracing::info!(line = line.no, kind = line.kind.as_str(), "not sent in Singer mode");
+                }
+                kind => t.out.write_line(line.text.as_bytes(), kind)?,
             }
-            Kind::Begin | Kind::Error | Kind::Other if t.cfg.singer => {
-                tracing::info!(line = line.no, kind = line.kind.as_str(), "not sent in Singer mode");
-            }
-            kind => t.out.write_line(line.text.as_bytes(), kind)?,
         }
+        t.out.flush()?;
+        if t.outcome.remapped > 0 {
+            tracing::info!(
+                values = t.outcome.remapped,
+                "remapped key values and the references to them"
+            );
+        }
+        if began && !ended {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!(
+                    "input ended after line {} without END: the producer stopped early (everything received was passed on)",
+                    reader.line_no()
+                ),
+            ));
+        }
+        Ok(())
     }
-    t.out.flush()?;
-    if t.outcome.remapped > 0 {
-        tracing::info!(
-            values = t.outcome.remapped,
-            "remapped key values and the references to them"
-        );
-    }
-    if began && !ended {
-        return Err(Error::input(format!(
-            "input ended after line {} without END: the producer stopped early (everything received was passed on)",
-            reader.line_no()
-        )));
-    }
-    Ok(t.outcome)
 }
 
 impl<W: Write> Transformer<'_, W> {

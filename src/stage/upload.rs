@@ -218,7 +218,13 @@ struct Uploader<'w, W: Write> {
     fetches: u64,
 }
 
-pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
+/// The import of files, counting into `outcome` whether it finishes or not.
+pub fn run_counted<R: BufRead, W: Write>(
+    cfg: &ImportConfig,
+    input: R,
+    out: &mut StreamWriter<W>,
+    outcome: &mut ImportOutcome,
+) -> Result<()> {
     let store: Arc<dyn ObjectStore> = Arc::from(objects::open_store(&cfg.target, &cfg.s3)?);
     let target = store.address();
     let checkpoint = if cfg.dry_run {
@@ -284,13 +290,14 @@ pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamW
     let mut reader = StreamReader::new(input, cfg.max_line);
     let result = up.consume(&mut reader);
     up.stop_workers();
-    match result {
-        Ok(()) => Ok(up.outcome),
-        Err(e) => {
-            up.abort(RunStatus::after(&e), &e);
-            Err(e)
-        }
+    if let Err(e) = &result {
+        up.abort(RunStatus::after(e), e);
     }
+    up.outcome.run_id = up.run_id.clone();
+    up.outcome.reject_path = (up.rejects.count > 0).then(|| up.rejects.path.clone());
+    up.outcome.files = true;
+    *outcome = std::mem::take(&mut up.outcome);
+    result
 }
 
 fn worker(
@@ -399,10 +406,13 @@ impl<W: Write> Uploader<'_, W> {
         // STATE stay unsettled (`uploading`) and are not recorded as done.
         self.to_send.clear();
         self.collect(true)?;
-        Err(Error::input(format!(
-            "input ended after line {} without END: the producer stopped early; files after the last acknowledged STATE are not recorded as done (a re-run finds any that arrived); re-run the pipeline to finish",
-            reader.line_no()
-        )))
+        Err(Error::new(
+            ErrorKind::Truncated,
+            format!(
+                "input ended after line {} without END: the producer stopped early; files after the last acknowledged STATE are not recorded as done (a re-run finds any that arrived); re-run the pipeline to finish",
+                reader.line_no()
+            ),
+        ))
     }
 
     fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {

@@ -293,6 +293,15 @@ pub fn all_ok(runs: &[Run]) {
     }
 }
 
+/// A pipeline ending in an import that rejected rows or files: every other stage ran fine, and
+/// the import did everything else (exit 3).
+#[track_caller]
+pub fn ok_but_rejects(runs: &[Run]) {
+    let (last, rest) = runs.split_last().expect("a stage");
+    all_ok(rest);
+    last.expect_code(3);
+}
+
 /// One value per row, in order, for comparing tables exactly (storage class and bytes).
 pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
     let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
