@@ -132,6 +132,10 @@ CREATE TABLE journal (
 CREATE INDEX journal_by_run ON journal(run_id, id);
 CREATE INDEX journal_by_table ON journal(target, tbl);
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN host TEXT;
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,9 +292,22 @@ pub struct RunRow {
     pub message: Option<String>,
     /// Rows the run's input said it would bring (the streams' estimates), when it said.
     pub rows_expected: Option<i64>,
+    /// The process that ran it (its last attempt), and on which host.
+    pub pid: Option<u32>,
+    pub host: Option<String>,
 }
 
 impl RunRow {
+    /// Whether the run is really going on: recorded as running, and its process is still there
+    /// (on another host it cannot be told, and counts as going on).
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+            && match (self.pid, &self.host) {
+                (Some(pid), Some(host)) if *host == crate::lock::hostname() => crate::lock::alive(pid),
+                _ => true,
+            }
+    }
+
     /// When the run last recorded anything: its end, or its last update while it runs.
     pub fn last_seen(&self) -> Option<jiff::Timestamp> {
         self.finished_at.as_deref().unwrap_or(&self.updated_at).parse().ok()
@@ -480,11 +497,21 @@ impl Checkpoint {
             .transaction()
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
         tx.execute(
-            "INSERT INTO runs (run_id, stage, source, source_kind, target, status, attempts, started_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?6)
+            "INSERT INTO runs (run_id, stage, source, source_kind, target, status, attempts, started_at, updated_at, pid, host)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?6, ?7, ?8)
              ON CONFLICT (run_id) DO UPDATE SET status = 'running', attempts = attempts + 1,
-                 updated_at = excluded.updated_at, finished_at = NULL, message = NULL",
-            params![run.run_id, run.stage, run.source, run.source_kind, run.target, now],
+                 updated_at = excluded.updated_at, finished_at = NULL, message = NULL,
+                 pid = excluded.pid, host = excluded.host",
+            params![
+                run.run_id,
+                run.stage,
+                run.source,
+                run.source_kind,
+                run.target,
+                now,
+                std::process::id(),
+                crate::lock::hostname()
+            ],
         )
         .ctx(ErrorKind::Checkpoint, || {
             format!("state file {path}: recording run {}", run.run_id)
@@ -1004,19 +1031,17 @@ impl Checkpoint {
     }
 
     pub fn runs(&self) -> Result<Vec<RunRow>> {
-        // A read-only state file of an older ferry has no rows_expected.
-        let expected = if self.version()? >= 5 {
-            "r.rows_expected"
-        } else {
-            "NULL"
-        };
+        // A read-only state file of an older ferry has no rows_expected, pid or host.
+        let version = self.version()?;
+        let expected = if version >= 5 { "r.rows_expected" } else { "NULL" };
+        let process = if version >= 7 { "r.pid, r.host" } else { "NULL, NULL" };
         let mut st = self
             .conn
             .prepare(&format!(
                 "SELECT r.run_id, r.stage, r.source, r.target, r.status, r.attempts, r.started_at, r.updated_at,
                         r.finished_at, r.rows_written, r.rows_skipped, r.rows_rejected,
                         (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message,
-                        {expected}
+                        {expected}, {process}
                  FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid"
             ))
             .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
@@ -1039,6 +1064,8 @@ impl Checkpoint {
                     last_seq: r.get(13)?,
                     message: r.get(14)?,
                     rows_expected: r.get(15)?,
+                    pid: r.get(16)?,
+                    host: r.get(17)?,
                 })
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())

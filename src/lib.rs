@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod human;
 pub mod interrupt;
 pub mod jq;
+pub mod lock;
 pub mod protocol;
 pub mod retry;
 pub mod row;

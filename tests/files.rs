@@ -305,6 +305,24 @@ fn unsafe_paths_and_keys_in_a_stream_are_refused_and_nothing_lands_outside() {
     }
     assert!(!d.path("dst/escaped").exists() && !d.path("escaped").exists());
     assert!(contents(&d.path("dst")).is_empty(), "nothing was written");
+
+    // A directory in the target that is a link out of it: the key is refused before anything
+    // is made or read through the link.
+    std::fs::create_dir_all(d.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(d.path("elsewhere"), d.path("dst/inner/uploads")).unwrap();
+    let stream = common::one_file_stream(r#""path":"uploads/new/deeper/f""#, sha, &uri);
+    let imp = d.run("ferry-import", &[&dst], stream.as_bytes());
+    imp.expect_code(3);
+    let result = common::upload_results(&imp).pop().unwrap();
+    assert!(
+        result["reason"].as_str().unwrap().contains("is a symbolic link"),
+        "{result}"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.path("elsewhere")).unwrap().count(),
+        0,
+        "no directory was made through the link"
+    );
 }
 
 #[test]

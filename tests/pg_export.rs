@@ -717,7 +717,7 @@ fn a_connection_lost_mid_export_stops_with_a_resumable_error() {
         .admin()
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = 'ferry-export' AND datname = $1",
+             WHERE application_name LIKE 'ferry-export %' AND datname = $1",
             &[&url.rsplit('/').next().unwrap()],
         )
         .unwrap()

@@ -866,6 +866,101 @@ fn ctrl_c_stops_an_import_at_the_next_line_says_how_to_continue_and_status_agree
     d.run("ferry-validate", &["sqlite:big.db", "sqlite:copy.db"], b"").ok();
 }
 
+/// An import of half of `stream` into `target` that then waits for more input (a slow
+/// producer), once it has recorded `rows` rows as written; its stdin, to finish or drop.
+fn import_half_way(d: &Dir, stream: &str, target: &str, rows: u64) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write as _;
+    let lines: Vec<&str> = stream.lines().collect();
+    let half = lines.iter().position(|l| l.contains(r#""id":20000,"#)).unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[target, "--create"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = import.stdin.take().unwrap();
+    input.write_all((lines[..half].join("\n") + "\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.run("ferry", &["status", "--json"], b"").lines().iter().all(|l| {
+        l["type"] != "RUN" || l["run"]["target"] != target || l["run"]["rows_written"].as_u64().unwrap_or(0) < rows
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (import, input)
+}
+
+#[test]
+fn a_second_import_or_a_rollback_of_a_target_being_written_stops_and_names_who_writes_it() {
+    let d = Dir::new();
+    items_db(&d, 40_000);
+    // An earlier run into the same database, done.
+    let sample = d.run("ferry-export", &[&d.sample()], b"").stdout();
+    d.run("ferry-import", &["sqlite:copy.db", "--create"], sample.as_bytes())
+        .ok();
+    let text = d
+        .run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"")
+        .stdout();
+    let (import, input) = import_half_way(&d, &text, "sqlite:copy.db", 10_000);
+    let me = format!("ferry-import (pid {} on ", import.id());
+    // A second import into the same database: refused at once, naming the one at work.
+    d.run("ferry-import", &["sqlite:copy.db", "--create"], sample.as_bytes())
+        .expect_code(2)
+        .stderr_has("another ferry process is writing sqlite:copy.db: ")
+        .stderr_has(&me);
+    // Undoing the running import, or every import, while it writes: refused, nothing dropped.
+    for how in ["--last", "--full"] {
+        d.run("ferry", &["rollback", how, "--confirm"], b"")
+            .expect_code(2)
+            .stderr_has(&me);
+    }
+    let items = count(&d.open("copy.db"), "items");
+    assert!(items >= 10_000, "{items}");
+    assert_eq!(count(&d.open("copy.db"), "users"), count(&d.open("sample.db"), "users"));
+    // Once it has stopped, the next one goes ahead and finishes the job.
+    drop(input);
+    let out = import.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    d.run("ferry-import", &["sqlite:copy.db", "--create"], text.as_bytes())
+        .ok();
+    d.run(
+        "ferry-validate",
+        &["sqlite:big.db", "sqlite:copy.db", "--table", "items"],
+        b"",
+    )
+    .ok();
+}
+
+#[test]
+fn a_killed_import_shows_as_stopped_in_status_not_running_with_time_left() {
+    let d = Dir::new();
+    items_db(&d, 40_000);
+    let text = d
+        .run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"")
+        .stdout();
+    let (mut import, input) = import_half_way(&d, &text, "sqlite:copy.db", 10_000);
+    import.kill().unwrap();
+    import.wait().unwrap();
+    drop(input);
+    let st = d.run("ferry", &["status", "--json"], b"");
+    let run = st.lines().into_iter().find(|l| l["type"] == "RUN").unwrap();
+    assert_eq!(run["run"]["status"], "stopped", "{run}");
+    assert!(run["seconds_left"].is_null(), "{run}");
+    assert!(
+        run["run"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("run the same command again"),
+        "{run}"
+    );
+    // The kill released its lock with it: the same command finishes the job.
+    d.run("ferry-import", &["sqlite:copy.db", "--create"], text.as_bytes())
+        .ok();
+    d.run("ferry-validate", &["sqlite:big.db", "sqlite:copy.db"], b"").ok();
+}
+
 #[test]
 fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_it() {
     use std::io::Write as _;
@@ -953,6 +1048,20 @@ fn the_demo_runs_end_to_end() {
     let d = Dir::new();
     let r = d.run("ferry", &["demo", "--dir", "demo"], b"");
     r.ok().stderr_has("result: EQUAL").stderr_has("proved equal");
+    assert!(d.path("demo/report.json").exists());
+    // Run again in the same directory: what the demo made is replaced, nothing else is touched.
+    std::fs::write(d.path("demo/notes.txt"), "mine").unwrap();
+    d.run("ferry", &["demo", "--dir", "demo"], b"").ok();
+    assert_eq!(std::fs::read_to_string(d.path("demo/notes.txt")).unwrap(), "mine");
+    // A directory it did not make, the current one included, is refused and left alone.
+    std::fs::create_dir_all(d.path("mine")).unwrap();
+    std::fs::write(d.path("mine/notes.txt"), "mine").unwrap();
+    for dir in ["mine", "."] {
+        d.run("ferry", &["demo", "--dir", dir], b"")
+            .expect_code(2)
+            .stderr_has("no ferry demo made it");
+    }
+    assert_eq!(std::fs::read_to_string(d.path("mine/notes.txt")).unwrap(), "mine");
     assert!(d.path("demo/report.json").exists());
 }
 

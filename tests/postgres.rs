@@ -342,7 +342,7 @@ fn a_dropped_connection_is_retried_and_replayed() {
         cut += admin
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE application_name = 'ferry-import' AND state = 'active' AND query LIKE 'COPY %'
+                 WHERE application_name LIKE 'ferry-import %' AND state = 'active' AND query LIKE 'COPY %'
                    AND datname = $1",
                 &[&db],
             )
@@ -460,6 +460,78 @@ fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_duplica
     d.run("ferry-import", &[&url, "--on-conflict", "skip"], stream.as_bytes())
         .ok();
     assert_eq!(count(&mut c, "users"), 2);
+}
+
+#[test]
+fn two_imports_into_one_table_and_a_rollback_meanwhile_are_refused_naming_who_writes_it() {
+    use std::io::Write as _;
+    let d = Dir::new();
+    let url = pg::cluster().database("locks");
+    d.open("big.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
+               INSERT INTO items SELECT i, 'item ' || i FROM s;",
+        )
+        .unwrap();
+    let text = d
+        .run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"")
+        .stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    // The first import takes half the stream, then waits for more (a slow producer).
+    let mut first = d
+        .cmd("ferry-import", &[&url, "--create"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = first.stdin.take().unwrap();
+    let half = lines.len() / 2;
+    input.write_all((lines[..half].join("\n") + "\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    // A STATE after the 3 s the importer gathers STATEs over: a commit.
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let state = half
+        + lines[half..]
+            .iter()
+            .position(|l| l.contains(r#""type":"STATE""#))
+            .unwrap();
+    input
+        .write_all((lines[half..=state].join("\n") + "\n").as_bytes())
+        .unwrap();
+    input.flush().unwrap();
+    let mut c = pg::connect(&url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Its first commit made the table (and journaled it in the state file).
+    while !c
+        .query_one("SELECT to_regclass('public.items') IS NOT NULL", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        if std::time::Instant::now() > deadline || first.try_wait().unwrap().is_some() {
+            drop(input);
+            let out = first.wait_with_output().unwrap();
+            panic!(
+                "the first import never committed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let me = format!("ferry-import pid {} on ", first.id());
+    d.run("ferry-import", &[&url, "--create"], text.as_bytes())
+        .expect_code(2)
+        .stderr_has("another ferry process is writing table \"public\".\"items\" of ")
+        .stderr_has(&me);
+    d.run("ferry", &["rollback", "--last", "--confirm", "--target", &url], b"")
+        .expect_code(2)
+        .stderr_has(&me);
+    drop(input);
+    assert_eq!(first.wait().unwrap().code(), Some(4));
+    // The lock went with the first import's session: the same command now finishes the job.
+    d.run("ferry-import", &[&url, "--create"], text.as_bytes()).ok();
+    assert_eq!(count(&mut c, "items"), 20000);
 }
 
 /// The sample without the two users PostgreSQL text cannot hold (and what refers to them).

@@ -342,7 +342,7 @@ fn a_bucket_exports_as_file_lines_that_match_the_tree_it_came_from() {
 #[test]
 fn objects_move_back_from_the_bucket_into_a_directory_verified() {
     let d = Dir::new();
-    let _s3 = server(&d);
+    let s3 = server(&d);
     let src = d.path("src");
     make_tree(&src, 40);
     let bucket = format!("s3://{BUCKET}/out");
@@ -360,6 +360,21 @@ fn objects_move_back_from_the_bucket_into_a_directory_verified() {
         .ok();
     let left = std::fs::read_dir(d.path("fetch")).map(|r| r.count()).unwrap_or(0);
     assert_eq!(left, 0, "nothing downloaded is left behind");
+
+    // The endpoint given to the export only: the stream carries it, and the import fetches
+    // from there (not from AWS's public endpoint).
+    d.set_env("AWS_ENDPOINT_URL", "");
+    let back2 = format!("dir:{}", d.path("back2").display());
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&bucket, "--endpoint", &s3.endpoint()]),
+            ("ferry-import", &[&back2, "--state", "back2.db"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&format!("dir:{}", src.display()), &back2], b"")
+        .ok();
 }
 
 /// The multipart uploads the server holds open (s3s-fs keeps one `.upload-ID.json` per upload).

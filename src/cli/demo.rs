@@ -11,7 +11,8 @@ use crate::sample;
 /// Where to run the demo.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Directory for the demo's files (created; its previous contents are replaced)
+    /// Directory for the demo's files: created, or an empty one; a directory an earlier demo
+    /// used has what that demo made replaced (and nothing else touched)
     #[arg(long, value_name = "DIR", default_value = "ferry-demo")]
     pub dir: PathBuf,
 }
@@ -94,12 +95,78 @@ fn check(codes: &[i32], what: &str) -> Result<()> {
     }
 }
 
-pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
-    let dir = &args.dir;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).ctx(ErrorKind::Io, || format!("clearing {}", dir.display()))?;
+/// The file in which a demo lists what it made in its directory, so the next one removes
+/// exactly that.
+const MADE: &str = ".ferry-demo";
+
+/// The names in `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Result<std::collections::BTreeSet<std::ffi::OsString>> {
+    if !dir.exists() {
+        return Ok(Default::default());
+    }
+    std::fs::read_dir(dir)
+        .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect())
+        .ctx(ErrorKind::Io, || format!("reading {}", dir.display()))
+}
+
+/// Make the demo's directory ready: remove what an earlier demo made there (as its list says),
+/// and nothing else. A directory with other things in it and no list is not ours: refused.
+fn clear(dir: &Path) -> Result<std::collections::BTreeSet<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let list = dir.join(MADE);
+    if let Ok(text) = std::fs::read(&list) {
+        for name in text.split(|b| *b == b'\n').filter(|n| !n.is_empty()) {
+            let name = std::ffi::OsStr::from_bytes(name);
+            if name.as_bytes().contains(&b'/') || name == ".." || name == "." {
+                continue;
+            }
+            let path = dir.join(name);
+            let removed = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            removed.ctx(ErrorKind::Io, || format!("removing {}", path.display()))?;
+        }
+        std::fs::remove_file(&list).ctx(ErrorKind::Io, || format!("removing {}", list.display()))?;
+    } else if !entries(dir)?.is_empty() {
+        return Err(Error::usage(format!(
+            "{} is not empty and no ferry demo made it: the demo never deletes what it did not make; give an empty or new directory with --dir",
+            dir.display()
+        )));
     }
     std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
+    entries(dir)
+}
+
+/// Lists, when the demo ends however it ends, what it made in its directory.
+struct Made<'a> {
+    dir: &'a Path,
+    before: std::collections::BTreeSet<std::ffi::OsString>,
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Ok(now) = entries(self.dir) else { return };
+        let mut text = Vec::new();
+        for name in now.difference(&self.before) {
+            text.extend_from_slice(name.as_bytes());
+            text.push(b'\n');
+        }
+        if let Err(e) = std::fs::write(self.dir.join(MADE), text) {
+            human::say(&format!(
+                "ferry demo: could not list what it made in {}: {e}",
+                self.dir.display()
+            ));
+        }
+    }
+}
+
+pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
+    let dir = &args.dir;
+    let before = clear(dir)?;
+    let _made = Made { dir, before };
     let p = |f: &str| dir.join(f);
     let s = |path: PathBuf| path.display().to_string();
     let sample_db = p("sample.db");

@@ -171,7 +171,7 @@ pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
             std::fs::File::open(p).ctx(ErrorKind::Io, || format!("opening {}", p.display()))?,
         )),
         // Read ahead on a thread (up to 8 MiB) so the stage upstream is not held up.
-        None => Box::new(crate::protocol::reader::ReadAhead::new(std::io::stdin(), 1 << 20, 8)),
+        None => Box::new(crate::protocol::reader::ReadAhead::stdin(1 << 20, 8)),
     })
 }
 

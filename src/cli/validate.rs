@@ -116,7 +116,7 @@ pub fn main() -> ExitCode {
 
 fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let cfg = args.config()?;
-    let input = crate::protocol::reader::ReadAhead::new(std::io::stdin(), 1 << 20, 8);
+    let input = crate::protocol::reader::ReadAhead::stdin(1 << 20, 8);
     let mut out = StreamWriter::stdout()?;
     let report = validate::run(&cfg, input, &mut out)?;
     if !args.log.quiet && args.log.log_format == super::LogFormat::Text {

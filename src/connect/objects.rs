@@ -217,10 +217,31 @@ impl DirStore {
         Error::new(ErrorKind::Target, format!("{}: {what}: {e}", self.address()))
     }
 
-    /// The file for a key, refusing keys that could leave the root.
+    /// The file for a key, refusing keys that could leave the root: by their name, or through a
+    /// directory on the way that is a symbolic link (checked before anything is made or read
+    /// through it).
     fn path_for(&self, key: &[u8]) -> std::result::Result<PathBuf, String> {
         tree::check_relative(key).map_err(|e| format!("unsafe key: {e}"))?;
-        Ok(self.root.join(std::ffi::OsStr::from_bytes(key)))
+        let path = self.root.join(std::ffi::OsStr::from_bytes(key));
+        let mut dir = self.root.clone();
+        for part in key
+            .split(|b| *b == b'/')
+            .take(key.split(|b| *b == b'/').count().saturating_sub(1))
+        {
+            dir.push(std::ffi::OsStr::from_bytes(part));
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(format!(
+                        "the key's directory {} is a symbolic link: it could lead outside the target",
+                        dir.display()
+                    ));
+                }
+                Ok(_) => {}
+                // Nothing there yet: what follows is made fresh, as directories.
+                Err(_) => break,
+            }
+        }
+        Ok(path)
     }
 
     fn existing(&self, dst: &Path) -> Result<Option<std::fs::Metadata>> {

@@ -244,7 +244,12 @@ impl PgAddress {
         }
         let tls = super::pgtls::Tls::new(tls, &redacted)?;
         config.ssl_mode(tls.mode.ssl_mode());
-        config.application_name(application);
+        // Who this is, for pg_stat_activity and for an import that finds a table locked.
+        config.application_name(format!(
+            "{application} pid {} on {}",
+            std::process::id(),
+            crate::lock::hostname()
+        ));
         config.connect_timeout(Duration::from_secs(10));
         // A host or network that dies under an open connection is noticed in about a minute
         // (probes after 30 s of silence, then every 10 s; data unacknowledged for 60 s), not
@@ -532,6 +537,26 @@ struct Undo {
 }
 
 /// The undo table of `run_id`'s writes into the table `qualified`, in the table's schema.
+/// The expression that takes ferry's lock on a table (by its qualified SQL name) for the session,
+/// true when it did: a session advisory lock, so a process that dies lets go of it.
+pub(crate) fn try_lock_sql(qualified: &str) -> String {
+    format!(
+        "pg_try_advisory_lock(hashtext('ferry'), hashtext({}))",
+        literal(Some(qualified))
+    )
+}
+
+/// Who holds ferry's lock on the table `$1`: its application name (ferry's say which program,
+/// process and host), server pid, and since when.
+pub(crate) const LOCK_HOLDER_SQL: &str = "SELECT format('%s (server pid %s, connected from %s since %s)',
+        coalesce(nullif(a.application_name, ''), 'a session'), a.pid,
+        coalesce(host(a.client_addr), 'a local socket'), date_trunc('second', a.backend_start))
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = (hashtext('ferry')::bigint & 4294967295)::oid
+      AND l.objid = (hashtext($1)::bigint & 4294967295)::oid
+    LIMIT 1";
+
 fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
     format!(
         "{}.{}",
@@ -582,6 +607,8 @@ struct Committing {
 
 pub struct PgTarget {
     address: PgAddress,
+    /// The tables this session holds ferry's lock on (`lock_table`).
+    locked: Vec<String>,
     rt: Runtime,
     client: std::sync::Arc<tokio_postgres::Client>,
     /// Chunks whose COPY is on its way, oldest first: the next one's COPY is queued on the
@@ -621,6 +648,7 @@ impl PgTarget {
         let markers_table = format!("{}.\"_ferry_commits\"", quote(&schema));
         Ok(PgTarget {
             address,
+            locked: Vec::new(),
             rt,
             client: client.into(),
             in_flight: std::collections::VecDeque::new(),
@@ -730,6 +758,36 @@ impl PgTarget {
         }
     }
 
+    /// Take ferry's lock on a table (held by the session) before anything is done to it, or say
+    /// who holds it.
+    fn lock_table(&mut self, qualified: &str) -> Result<()> {
+        if self.dry_run || self.locked.iter().any(|q| q == qualified) {
+            return Ok(());
+        }
+        let got: bool = self
+            .rt
+            .block_on(
+                self.client
+                    .query_one(&format!("SELECT {}", try_lock_sql(qualified)), &[]),
+            )
+            .map_err(|e| self.err("locking the table", e))?
+            .get(0);
+        if !got {
+            let who = self
+                .rt
+                .block_on(self.client.query_opt(LOCK_HOLDER_SQL, &[&qualified]))
+                .ok()
+                .flatten()
+                .map_or_else(|| "another session".to_owned(), |r| r.get(0));
+            return Err(crate::lock::busy(
+                &format!("table {qualified} of {}", self.address.redacted),
+                &who,
+            ));
+        }
+        self.locked.push(qualified.to_owned());
+        Ok(())
+    }
+
     fn begin(&mut self) -> Result<()> {
         if self.in_tx || self.dry_run {
             return Ok(());
@@ -823,13 +881,40 @@ impl PgTarget {
     /// What makes a new session ready for the streams: their staging tables (temporary tables
     /// belong to a session).
     fn stage_creates(&self) -> Vec<String> {
-        self.streams
-            .values()
-            .filter_map(|s| match &s.path {
-                Path::Staging { create, .. } => Some(create.clone()),
-                Path::Direct => None,
-            })
-            .collect()
+        // The tables' locks first: a session's locks go with it.
+        let stages = self.streams.values().filter_map(|s| match &s.path {
+            Path::Staging { create, .. } => Some(create.clone()),
+            Path::Direct => None,
+        });
+        self.relock_sql().into_iter().chain(stages).collect()
+    }
+
+    /// On a new session, take the tables' locks again. The session that held them may still be
+    /// alive on the server (it notices a cut connection late): it is this process's own (same
+    /// application name), so it is ended, which also settles anything it was still doing.
+    fn relock_sql(&self) -> Option<String> {
+        if self.locked.is_empty() {
+            return None;
+        }
+        let tables: Vec<String> = self.locked.iter().map(|q| literal(Some(q))).collect();
+        Some(format!(
+            "DO $ferry$
+            DECLARE t text; tries int := 0;
+            BEGIN
+              FOREACH t IN ARRAY ARRAY[{}]::text[] LOOP
+                WHILE NOT pg_try_advisory_lock(hashtext('ferry'), hashtext(t)) LOOP
+                  PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                    WHERE a.application_name = current_setting('application_name') AND a.pid <> pg_backend_pid();
+                  tries := tries + 1;
+                  IF tries > 300 THEN
+                    RAISE EXCEPTION 'another ferry process took the lock on table % while the connection was down', t;
+                  END IF;
+                  PERFORM pg_sleep(0.1);
+                END LOOP;
+              END LOOP;
+            END$ferry$",
+            tables.join(", ")
+        ))
     }
 
     /// Run `op`, recovering from transient faults with the shared retry policy.
@@ -1039,6 +1124,13 @@ impl PgTarget {
                 )
             })?
             .into();
+        // The session the COMMIT went on is ended first (taking the locks back does it), so
+        // whatever the check below finds stays true.
+        if let Some(relock) = self.relock_sql() {
+            self.rt
+                .block_on(self.client.batch_execute(&relock))
+                .map_err(|e| self.err("taking the tables' locks again", e))?;
+        }
         let check = format!(
             "SELECT EXISTS (SELECT 1 FROM {} WHERE commit_token = $1)",
             self.markers_table
@@ -1855,6 +1947,8 @@ impl Target for PgTarget {
         let from_pg = postgres_types(schema, opts);
         let (pg_schema, table) = self.place(stream, from_pg);
         let qualified = Self::qualified(&pg_schema, &table);
+        // Before it is looked at: two imports must not both find it missing and create it.
+        self.lock_table(&qualified)?;
         let mut prepared = Prepared {
             table: format!("{pg_schema}.{table}"),
             ..Default::default()

@@ -1178,6 +1178,8 @@ struct TargetStream {
 
 pub struct SqliteTarget {
     conn: Connection,
+    /// One writer at a time (none for a dry run): held until the target is dropped.
+    _lock: Option<crate::lock::FileLock>,
     address: String,
     dry_run: bool,
     in_tx: bool,
@@ -1205,6 +1207,10 @@ impl SqliteTarget {
                 format!("{address}: directory {} does not exist", dir.display()),
             ));
         }
+        let lock = match dry_run {
+            true => None,
+            false => Some(lock_database(path, &address)?),
+        };
         let conn = if dry_run {
             if path.exists() {
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -1225,6 +1231,7 @@ impl SqliteTarget {
         }
         Ok(SqliteTarget {
             conn,
+            _lock: lock,
             address,
             dry_run,
             in_tx: false,
@@ -1283,6 +1290,16 @@ impl SqliteTarget {
         st.exists(rusqlite::params_from_iter(keys))
             .ctx(ErrorKind::Target, || format!("{}: {lookup}", self.address))
     }
+}
+
+/// Take the lock that lets one ferry process at a time write the database at `path` (`what`:
+/// its address, for the message the second comer gets).
+pub(crate) fn lock_database(path: &Path, what: &str) -> Result<crate::lock::FileLock> {
+    crate::lock::FileLock::acquire(
+        &crate::lock::sqlite_lock_path(path),
+        what,
+        &crate::lock::Holder::this_process(),
+    )
 }
 
 /// A column's declared type when the SCHEMA gives none from SQLite.

@@ -264,8 +264,34 @@ pub struct ReadAhead {
     done: bool,
 }
 
+/// Whether stdin has input waiting right now (a zero-timeout poll).
+fn stdin_waiting() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    poll(&mut fds, Some(&now)).is_ok_and(|n| n > 0)
+}
+
 impl ReadAhead {
-    pub fn new<R: Read + Send + 'static>(mut inner: R, chunk_size: usize, chunks: usize) -> ReadAhead {
+    /// Read ahead on `inner`, in chunks filled to a quarter of `chunk_size` at least.
+    pub fn new<R: Read + Send + 'static>(inner: R, chunk_size: usize, chunks: usize) -> ReadAhead {
+        Self::spawn(inner, chunk_size, chunks, None)
+    }
+
+    /// Read ahead on this process's stdin. A chunk is handed over as soon as the producer
+    /// pauses: a STATE it sent is acknowledged now, not once more input has filled the chunk.
+    pub fn stdin(chunk_size: usize, chunks: usize) -> ReadAhead {
+        Self::spawn(std::io::stdin(), chunk_size, chunks, Some(stdin_waiting))
+    }
+
+    /// `waiting`: whether more input is there right now; when it is not, a chunk goes as it is.
+    fn spawn<R: Read + Send + 'static>(
+        mut inner: R,
+        chunk_size: usize,
+        chunks: usize,
+        waiting: Option<fn() -> bool>,
+    ) -> ReadAhead {
         let (tx, rx) = std::sync::mpsc::sync_channel(chunks);
         std::thread::spawn(move || {
             loop {
@@ -277,7 +303,8 @@ impl ReadAhead {
                         Ok(0) => break Ok(filled),
                         Ok(n) => {
                             filled += n;
-                            if filled == buf.len() || filled >= chunk_size / 4 {
+                            let paused = waiting.is_some_and(|w| !w());
+                            if filled == buf.len() || filled >= chunk_size / 4 || paused {
                                 break Ok(filled);
                             }
                         }

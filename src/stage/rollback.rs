@@ -351,6 +351,13 @@ fn run_one<W: Write>(
         plan.push((at, action, why));
     }
     let refused = plan.iter().filter(|p| p.1 == "refuse").count();
+    // Not while an import puts objects there.
+    let mut locks = Vec::new();
+    if cfg.confirm {
+        for (target, _) in &stores {
+            locks.push(super::upload::lock_store(&cfg.state_path, target)?);
+        }
+    }
     let mut outcome = RollbackOutcome::default();
     for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
         let key = String::from_utf8_lossy(&row.key).into_owned();

@@ -359,6 +359,13 @@ pub(crate) fn run<W: Write>(
     };
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
+        // Not while an import writes into them: PostgreSQL's tables are locked as the import
+        // locks them (D1 has no session to hold a lock).
+        if let Db::Pg(c) = &mut db {
+            for st in &steps {
+                lock_table(c, &target, &table_sql(st))?;
+            }
+        }
         let backup = write_backup(source, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
         for k in &keys {
@@ -406,6 +413,29 @@ pub(crate) fn run<W: Write>(
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     super::rollback_tables::refusals(&refused, &target, run_id, confirm, outcome, out)
+}
+
+/// Take ferry's lock on a PostgreSQL table for this session, or say who holds it.
+fn lock_table(c: &mut PgConn, target: &str, qualified: &str) -> Result<()> {
+    let sql = format!("SELECT {}", crate::connect::postgres::try_lock_sql(qualified));
+    let got: bool = c
+        .query_one(&sql, &[])
+        .map(|r| r.get(0))
+        .map_err(|e| pg_error(target, "locking a table", e))?;
+    if got {
+        return Ok(());
+    }
+    let who = c
+        .query_one(crate::connect::postgres::LOCK_HOLDER_SQL, &[&qualified])
+        .map_or_else(|_| "another session".to_owned(), |r| r.get(0));
+    Err(crate::lock::busy(&format!("table {qualified} of {target}"), &who))
+}
+
+/// The SQL name of the table a step works on.
+fn table_sql(st: &Step<'_>) -> String {
+    match st {
+        Step::Undo { table, .. } | Step::Drop { table, .. } | Step::Empty { table, .. } => table.clone(),
+    }
 }
 
 /// The table's name as the journal shows it, and its stream.

@@ -31,7 +31,22 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
             ),
         ));
     };
-    let runs = cp.runs()?;
+    // A run recorded as running whose process is gone (killed) is not running: it stopped
+    // without saying so, and shows no time left.
+    let runs: Vec<crate::checkpoint::RunRow> = cp
+        .runs()?
+        .into_iter()
+        .map(|mut r| {
+            if r.status == "running" && !r.is_running() {
+                r.status = "stopped".into();
+                r.message = Some(format!(
+                    "its process (pid {}) is gone without saying how it ended (killed?): run the same command again to continue",
+                    r.pid.unwrap_or_default()
+                ));
+            }
+            r
+        })
+        .collect();
     let run_id = match &cfg.run {
         None => None,
         Some(prefix) => {

@@ -215,6 +215,9 @@ struct Uploader<'w, W: Write> {
     plan: HashMap<&'static str, u64>,
     /// Buckets that FILE lines' bytes come from (`content.uri` s3://).
     sources: HashMap<String, Arc<S3Store>>,
+    /// The endpoint of the store the stream was exported from, as its BEGIN says
+    /// (`s3://bucket/prefix at ENDPOINT`): where those bytes are fetched.
+    source_endpoint: Option<String>,
     fetches: u64,
 }
 
@@ -231,6 +234,12 @@ pub fn run_counted<R: BufRead, W: Write>(
         None
     } else {
         Some(Checkpoint::open(&cfg.state_path)?)
+    };
+    // One import (or rollback) of this store per state file at a time: an object store has no
+    // lock of its own, so the state file's directory keeps it.
+    let _lock = match cfg.dry_run {
+        true => None,
+        false => Some(lock_store(&cfg.state_path, &target)?),
     };
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(cfg.jobs * 2);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
@@ -285,6 +294,7 @@ pub fn run_counted<R: BufRead, W: Write>(
         estimate: (None, None),
         plan: HashMap::new(),
         sources: HashMap::new(),
+        source_endpoint: None,
         fetches: 0,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
@@ -298,6 +308,16 @@ pub fn run_counted<R: BufRead, W: Write>(
     up.outcome.files = true;
     *outcome = std::mem::take(&mut up.outcome);
     result
+}
+
+/// Take the lock that lets one ferry process at a time write the object store `target` with the
+/// state file at `state_path`.
+pub(crate) fn lock_store(state_path: &std::path::Path, target: &str) -> Result<crate::lock::FileLock> {
+    crate::lock::FileLock::acquire(
+        &crate::lock::target_lock_path(state_path, target),
+        target,
+        &crate::lock::Holder::this_process(),
+    )
 }
 
 fn worker(
@@ -428,6 +448,12 @@ impl<W: Write> Uploader<'_, W> {
             }
         }
         self.rejects = Rejects::for_run(&self.cfg, &self.run_id);
+        self.source_endpoint = begin
+            .source
+            .as_ref()
+            .filter(|s| s.kind == "s3")
+            .and_then(|s| s.address.split_once(" at "))
+            .map(|(_, endpoint)| endpoint.to_owned());
         let source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
         if let Some(cp) = &mut self.checkpoint {
             self.attempt = cp.start_run(&NewRun {
@@ -575,7 +601,12 @@ impl<W: Write> Uploader<'_, W> {
             .ok_or_else(|| Error::input(format!("content.uri {uri:?} names no object")))?;
         let url = format!("s3://{bucket}");
         if !self.sources.contains_key(&url) {
-            let store = S3Store::open(&url, &self.cfg.s3)?;
+            // The bytes are where the export read them: its endpoint, not this import's.
+            let settings = crate::connect::s3::S3Settings {
+                endpoint: self.source_endpoint.clone().or_else(|| self.cfg.s3.endpoint.clone()),
+                region: self.cfg.s3.region.clone(),
+            };
+            let store = S3Store::open(&url, &settings)?;
             self.sources.insert(url.clone(), Arc::new(store));
         }
         let store = self
