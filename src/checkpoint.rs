@@ -694,6 +694,17 @@ impl Checkpoint {
         tx.commit().ctx(ErrorKind::Checkpoint, e)
     }
 
+    /// Record what became of `files` at `target`, ahead of the STATE that will acknowledge
+    /// them: the store has them (or refused them) whatever happens to this run.
+    pub fn files_settled(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
+        let now = now_rfc3339();
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: recording settled files in the manifest");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        Self::put_files(&tx, target, files, &now).ctx(ErrorKind::Checkpoint, e)?;
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
+    }
+
     fn put_files(tx: &rusqlite::Transaction<'_>, target: &str, files: &[FileRow], now: &str) -> rusqlite::Result<()> {
         let mut up = tx.prepare_cached(
             "INSERT INTO files (target, key, path, size, sha256, etag, part_size, run_id, status, reason, started_at, finished_at)

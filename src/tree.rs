@@ -36,16 +36,37 @@ pub struct Entry {
 #[derive(Debug)]
 pub enum Walked {
     File(Entry),
-    /// Left out on purpose (a symbolic link not followed, a socket...): worth a log line.
+    /// Left out on purpose (a symbolic link not followed, a socket...): worth a log line, and
+    /// a result saying so.
     Skipped {
         rel: Vec<u8>,
         why: String,
+        what: LeftOut,
     },
     /// Could not be looked at (permission denied, a link loop...): a non-fatal error.
     Problem {
         rel: Vec<u8>,
         message: String,
     },
+}
+
+/// What a walk leaves out on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftOut {
+    /// A symbolic link, not followed.
+    Symlink,
+    /// Not a regular file: a socket, pipe or device.
+    Special,
+}
+
+impl LeftOut {
+    /// The status its upload result says.
+    pub fn status(self) -> &'static str {
+        match self {
+            LeftOut::Symlink => "skipped-symlink",
+            LeftOut::Special => "skipped-special",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -138,6 +159,7 @@ pub fn walk(
                     rel,
                     why: "a symbolic link, not followed (--follow-symlinks follows links that stay inside the tree)"
                         .into(),
+                    what: LeftOut::Symlink,
                 })?;
                 continue;
             }
@@ -163,6 +185,7 @@ pub fn walk(
             each(Walked::Skipped {
                 rel,
                 why: "not a regular file (a socket, pipe or device)".into(),
+                what: LeftOut::Special,
             })?;
             continue;
         }

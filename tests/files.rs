@@ -175,6 +175,35 @@ fn symlinks_are_skipped_unless_asked_and_never_followed_out_of_the_tree() {
         .map(|l| l["path"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(paths, ["real/data.txt"]);
+    // Each link left out has a result saying so: the application's row for it is not left
+    // pending with nothing saying why. Leaving a link out is what was asked: not a failure.
+    let dst = format!("dir:{}", d.path("dst").display());
+    let imp = d.run("ferry-import", &[&dst], &plain.output.stdout);
+    imp.ok();
+    let mut results: Vec<(String, String)> = common::upload_results(&imp)
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    results.sort();
+    let status = |s: &str| s.to_owned();
+    assert_eq!(
+        results,
+        [
+            ("file-link".into(), status("skipped-symlink")),
+            ("inside-link".into(), status("skipped-symlink")),
+            ("outside-link".into(), status("skipped-symlink")),
+            ("real/data.txt".into(), status("uploaded")),
+        ]
+    );
+    assert_eq!(end_of(&imp)["left_out"], 3, "{imp:?}");
+    imp.stderr_has("3 left out");
+    // The validator leaves them out as the walk does.
+    d.run("ferry-validate", &[&dst], &plain.output.stdout).ok();
 
     let follow = d.run("ferry-export", &[&addr, "--follow-symlinks"], b"");
     follow.ok();
@@ -437,6 +466,64 @@ fn after_a_kill_and_a_finishing_rerun_failed_only_has_nothing_to_undo_and_says_s
 }
 
 #[test]
+fn files_put_between_states_are_recorded_so_a_run_killed_before_the_next_state_still_gains() {
+    use std::io::Write as _;
+    let d = Dir::new();
+    let src = d.path("src");
+    let n = make_tree(&src, 400);
+    let addr = format!("dir:{}", src.display());
+    let dst = format!("dir:{}", d.path("dst").display());
+    // A STATE every 250 files (and no sooner): the 157 after the one at 250 are put (but for a
+    // last partial batch of 64) with no STATE after them.
+    let full = d.run("ferry-export", &[&addr, "--state-interval", "3600"], b"");
+    let text = full.ok().stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    let last_file = lines.iter().rposition(|l| l.contains(r#""type":"FILE""#)).unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[&dst, "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = import.stdin.take().unwrap();
+    input
+        .write_all((lines[..=last_file].join("\n") + "\n").as_bytes())
+        .unwrap();
+    input.flush().unwrap();
+    // Files go in batches of 64: all but the last partial one are put, then it waits.
+    let landed = || {
+        if d.path("dst").exists() {
+            contents(&d.path("dst")).len()
+        } else {
+            0
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while landed() < 250 + (n - 250) / 64 * 64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the files never landed: {} of {n}",
+            landed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let put = landed();
+    assert!(put > 250, "{put}");
+    // Killed before the STATE that would acknowledge them.
+    import.kill().unwrap();
+    import.wait().unwrap();
+    drop(input);
+    // The same command: every file put is known done, and no request is sent for it.
+    let again = d.run("ferry-import", &[&dst], text.as_bytes());
+    again.ok();
+    let end = end_of(&again);
+    assert_eq!(end["already_done"], put as u64, "{end}");
+    assert_eq!(end["uploaded"], (n - put) as u64, "{end}");
+}
+
+#[test]
 fn an_interrupted_export_resumes_after_its_last_acknowledged_path() {
     let d = Dir::new();
     let src = d.path("src");
@@ -556,6 +643,21 @@ fn an_unreadable_file_is_an_error_naming_it_and_the_rest_goes_on() {
     assert!(err["message"].as_str().unwrap().contains("ermission denied"), "{err}");
     let end = lines.iter().find(|l| l["type"] == "STREAM_END").unwrap();
     assert_eq!((end["files"].as_u64(), end["errors"].as_u64()), (Some(2), Some(1)));
+    // Into the store: the two files are put, and the unreadable one has a result saying so
+    // (no size or hash: it was never read), counted as not put.
+    let dst = format!("dir:{}", d.path("dst").display());
+    let imp = d.run("ferry-import", &[&dst], text.as_bytes());
+    imp.expect_code(3).stderr_has("1 not put");
+    let results = common::upload_results(&imp);
+    let secret = results.iter().find(|r| r["path"] == "locked/secret").unwrap();
+    assert_eq!(secret["status"], "unreadable", "{secret}");
+    assert!(
+        secret["reason"].as_str().unwrap().contains("ermission denied"),
+        "{secret}"
+    );
+    assert!(secret["size"].is_null() && secret["sha256"].is_null(), "{secret}");
+    assert_eq!(results.iter().filter(|r| r["status"] == "uploaded").count(), 2);
+    assert_eq!(end_of(&imp)["rejected"], 1);
 }
 
 #[test]
@@ -848,6 +950,16 @@ fn rollback_failed_only_cleans_up_what_an_interrupted_run_left_unsettled() {
             .query_row("SELECT count(*) FROM files WHERE status = ?1", [status], |r| r.get(0))
             .unwrap()
     };
+    // Every file sent was put and recorded as such (within a second of the store having it,
+    // not only at the next STATE).
+    assert_eq!((count("uploaded"), count("uploading")), (378, 0));
+    // A kill between a put and its record leaves the file `uploading`: as for the last 128.
+    state
+        .execute_batch(
+            "UPDATE files SET status = 'uploading', finished_at = NULL
+             WHERE key IN (SELECT key FROM files ORDER BY key DESC LIMIT 128)",
+        )
+        .unwrap();
     let (settled, unsettled) = (count("uploaded"), count("uploading"));
     assert_eq!((settled, unsettled), (250, 128));
     let there = contents(&d.path("dst")).len() as i64;

@@ -358,7 +358,7 @@ fn names_that_differ_only_in_case_or_normalisation_or_look_dangerous_land_as_dis
     let r = common::upload_results(&runs[1]).pop().unwrap();
     assert_eq!(
         (r["path"].as_str(), r["status"].as_str()),
-        (Some("tab\there"), Some("failed")),
+        (Some("tab\there"), Some("refused")),
         "{r}"
     );
     assert!(r["reason"].as_str().unwrap().contains("illegal character"), "{r}");
@@ -416,7 +416,7 @@ fn unsafe_and_over_long_keys_are_refused_and_nothing_lands_outside_the_prefix() 
     let imp = d.run("ferry-import", &[&dst], stream(&long).as_bytes());
     imp.expect_code(3);
     let r = common::upload_results(&imp).pop().unwrap();
-    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["status"], "refused", "{r}");
     assert!(r["reason"].as_str().unwrap().contains("at most 1024"), "{r}");
     assert_eq!(s3.requests(), before, "the long key was not sent");
     let stored = files_under(&d.path("s3-root"));

@@ -287,8 +287,8 @@ fn a_name_that_is_not_utf8_is_refused_by_key_and_a_dry_run_sends_nothing() {
     let bad = runs[1]
         .lines()
         .into_iter()
-        .find(|l| l["type"] == "RECORD" && l["record"]["status"] == "failed")
-        .expect("the non-UTF-8 name fails");
+        .find(|l| l["type"] == "RECORD" && l["record"]["status"] == "refused")
+        .expect("the non-UTF-8 name is refused");
     assert!(bad["record"]["reason"].as_str().unwrap().contains("UTF-8"), "{bad}");
     assert!(s3.object_path(BUCKET, "n/ok.txt").exists());
 }

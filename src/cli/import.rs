@@ -187,7 +187,8 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             .count("uploaded", o.written)
             .count("present", o.skipped)
             .count("already_done", o.already)
-            .count("not_put", o.rejected);
+            .count("not_put", o.rejected)
+            .count("left_out", o.left_out);
     } else {
         closing
             .count("streams", o.streams)

@@ -55,6 +55,8 @@ pub enum PutStatus {
     Changed,
     /// This file could not be put (the reason says why); others can.
     Failed,
+    /// The store does not take this key (the reason says why): nothing was sent.
+    Refused,
 }
 
 impl PutStatus {
@@ -66,6 +68,7 @@ impl PutStatus {
             PutStatus::Conflict => "conflict",
             PutStatus::Changed => "changed",
             PutStatus::Failed => "failed",
+            PutStatus::Refused => "refused",
         }
     }
 
@@ -349,7 +352,7 @@ impl ObjectStore for DirStore {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let dst = match self.path_for(req.key) {
             Ok(p) => p,
-            Err(reason) => return Ok(PutOutcome::not(PutStatus::Failed, reason)),
+            Err(reason) => return Ok(PutOutcome::not(PutStatus::Refused, reason)),
         };
         let before = self.existing(&dst)?;
         if let Some(m) = &before {

@@ -693,7 +693,7 @@ impl ObjectStore for S3Store {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let path = match self.path(req.key) {
             Ok(p) => p,
-            Err(reason) => return Ok(PutOutcome::not(PutStatus::Failed, reason)),
+            Err(reason) => return Ok(PutOutcome::not(PutStatus::Refused, reason)),
         };
         self.rt.block_on(self.put_async(&path, req))
     }

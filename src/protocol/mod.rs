@@ -6,7 +6,8 @@
 //! are ignored on input and never written). Every line has `"type"`: UPPERCASE on output, matched
 //! case-insensitively on input. stdout carries protocol lines only. A line longer than the limit
 //! (default 64 MiB, `--max-line-bytes`) is a fatal error naming the line number. Writers buffer and
-//! flush at every `STATE`, `STREAM_END` and `END`; a closed downstream pipe ends a stage quietly.
+//! flush at every `STATE`, `STREAM_END` and `END`; a closed downstream pipe stops a stage, which
+//! says so in one line and exits 4 (it did not deliver everything).
 //! A stream is complete only if it ends with `END`: a stage reading input that stops without `END`
 //! commits nothing after the last acknowledged `STATE` and exits non-zero. Stages that pass data
 //! through forward unknown kinds and unknown fields unchanged.
@@ -21,7 +22,7 @@
 //! | `FILE`       | `stream`, `path`, `size`, `sha256`, `content`        | `mtime`, `mode`, `content_type`, `path_b64`, `etag`, `key` |
 //! | `STATE`      | `value` (`run_id`, `seq`, `bookmarks{stream: cursor}`) | — |
 //! | `STREAM_END` | `stream`, `status`, `rows` or `files`                | `bytes`, `errors`, `digest{algo,value}` |
-//! | `ERROR`      | `failure_type`, `message`, `fatal`                   | `stream`, `scope`, `key`, `path`, `stage` |
+//! | `ERROR`      | `failure_type`, `message`, `fatal`                   | `stream`, `scope`, `key`, `path`, `stage`, `file_status` |
 //! | `END`        | `run_id`, `status` (`ok`/`failed`)                   | `streams`, `rows`, `files`, `bytes`, `errors`, `rejected`, `skipped`, `finished_at` |
 //!
 //! ```text
@@ -508,6 +509,11 @@ pub struct StreamEnd {
     pub extra: Map<String, Json>,
 }
 
+/// The ERROR field that marks a file the export left out on purpose, not one that failed:
+/// `skipped-symlink` (a link not followed) or `skipped-special` (a socket, pipe or device). The
+/// import gives it an upload result with that status; nothing counts it as a failure.
+pub const FILE_STATUS: &str = "file_status";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorMsg {
     pub failure_type: String,
@@ -525,6 +531,16 @@ pub struct ErrorMsg {
     pub stage: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Json>,
+}
+
+impl ErrorMsg {
+    /// What the file was, when this ERROR is about a file the export left out on purpose.
+    pub fn left_out(&self) -> Option<&str> {
+        self.extra
+            .get(FILE_STATUS)
+            .and_then(Json::as_str)
+            .filter(|s| s.starts_with("skipped-"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -331,7 +331,7 @@ fn assess_dir(cfg: &AssessConfig, root: &std::path::Path) -> Result<Json> {
                 }
                 by_size.entry(size).or_default().push(e);
             }
-            crate::tree::Walked::Skipped { rel, why } => {
+            crate::tree::Walked::Skipped { rel, why, .. } => {
                 problems.add(
                     "warning",
                     "left out by the walk",

@@ -22,7 +22,7 @@ use crate::protocol::{
     StreamWriter, now_rfc3339,
 };
 use crate::stage::export::{Emitter, ExportConfig, ExportOutcome, Progress, begin};
-use crate::tree::{self, Entry, FileDigest, FileName, Hashed, WalkOptions, Walked};
+use crate::tree::{self, Entry, FileDigest, FileName, Hashed, LeftOut, WalkOptions, Walked};
 
 /// At most this many files between two STATEs: an upload acknowledges (and a re-run skips
 /// without a request) in steps this size.
@@ -299,8 +299,9 @@ fn export_tree<W: Write>(
                     }
                     drain(sent, &mut next, &mut ready, window, &mut st, em)?;
                 }
-                Walked::Skipped { rel, why } => {
-                    tracing::info!(path = %String::from_utf8_lossy(&rel), "skipped: {why}");
+                Walked::Skipped { rel, why, what } => {
+                    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+                    st.left_out(em, &rel, &why, what)?;
                 }
                 Walked::Problem { rel, message } => {
                     // Keep the stream in path order: what was sent before it goes first.
@@ -561,6 +562,9 @@ impl Emit {
         self.last_rel = Some(entry.rel);
         self.since_state += 1;
         if self.since_state >= cfg.state_every.min(FILES_PER_STATE) || self.last_state.elapsed() >= cfg.state_interval {
+            // The hashes read so far are kept at every STATE: an export killed next does not
+            // read those files again.
+            self.flush_cache()?;
             let b = self.bookmark(false);
             em.bookmarks
                 .insert(self.stream.clone(), serde_json::to_value(b).unwrap_or(Json::Null));
@@ -584,6 +588,26 @@ impl Emit {
             );
         }
         Ok(())
+    }
+
+    /// A file left out on purpose: an ERROR that is not an error, so the import can say so in
+    /// its results (`file_status`), and nothing counts it as a failure.
+    fn left_out<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], why: &str, what: LeftOut) -> Result<()> {
+        let path = String::from_utf8_lossy(rel).into_owned();
+        tracing::info!(path = %path, "skipped: {why}");
+        let mut extra = Map::new();
+        extra.insert(crate::protocol::FILE_STATUS.into(), json!(what.status()));
+        em.message(&Message::Error(ErrorMsg {
+            failure_type: "data".into(),
+            message: format!("{path}: {why}"),
+            fatal: false,
+            stream: Some(self.stream.clone()),
+            scope: Some("record".into()),
+            key: None,
+            path: Some(path),
+            stage: Some("export".into()),
+            extra,
+        }))
     }
 
     fn problem<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], message: &str, kind: &str) -> Result<()> {

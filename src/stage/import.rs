@@ -84,6 +84,8 @@ pub struct ImportOutcome {
     pub acknowledged: Option<(u64, u64)>,
     /// Files into an object store, not rows.
     pub files: bool,
+    /// Files the export left out on purpose (links not followed, sockets): a result says so.
+    pub left_out: u64,
 }
 
 struct InStream {

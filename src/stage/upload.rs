@@ -30,8 +30,8 @@ use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStat
 use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, Digest, End, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State, StateValue,
-    StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
+    Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
+    StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
 };
 use crate::row::{Column, RowShape, StreamDigest};
 use crate::stage::export::Progress;
@@ -42,11 +42,15 @@ use crate::value::{Codec, ValueRef};
 /// The stream of upload results on stdout.
 pub const UPLOADS_STREAM: &str = "uploads";
 
+/// The result of a file the export could not read: it never reached the import.
+const UNREADABLE: &str = "unreadable";
+
 const UPLOAD_COLUMNS: [(&str, Codec, bool); 9] = [
     ("path", Codec::Text, false),
     ("key", Codec::Text, false),
-    ("size", Codec::Integer, false),
-    ("sha256", Codec::Text, false),
+    // Unknown (null) for a file the export could not read or left out.
+    ("size", Codec::Integer, true),
+    ("sha256", Codec::Text, true),
     ("status", Codec::Text, false),
     ("reason", Codec::Text, true),
     ("etag", Codec::Text, true),
@@ -114,6 +118,23 @@ struct Job {
     stale: Vec<String>,
 }
 
+impl Job {
+    /// The manifest row of this file once the store answered.
+    fn row(&self, o: &PutOutcome, run_id: &str) -> FileRow {
+        FileRow {
+            key: self.key.clone(),
+            path: self.rel.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            etag: o.etag.clone(),
+            part_size: o.part_size,
+            status: o.status.as_str().into(),
+            reason: o.reason.clone(),
+            run_id: run_id.to_owned(),
+        }
+    }
+}
+
 struct Done {
     job: Job,
     outcome: Result<PutOutcome>,
@@ -127,9 +148,45 @@ struct Journal {
     target: String,
     run_id: std::sync::OnceLock<String>,
     cp: std::sync::Mutex<Option<Checkpoint>>,
+    /// Files the store now has (or refused) that the manifest does not say yet, and since when.
+    settled: std::sync::Mutex<(Vec<FileRow>, Option<std::time::Instant>)>,
 }
 
 impl Journal {
+    /// A put is done: its row goes into the manifest within a second (sooner once 64 wait, or
+    /// when the workers run out of work), whatever the importer is waiting for, so a run killed
+    /// before the next STATE leaves it recorded and the next one sends nothing for it. The
+    /// STATE's acknowledgement records it again, with its batch.
+    fn settled(&self, row: FileRow) {
+        let due = match self.settled.lock() {
+            Ok(mut s) => {
+                s.0.push(row);
+                let since = *s.1.get_or_insert_with(std::time::Instant::now);
+                s.0.len() >= 64 || since.elapsed() >= std::time::Duration::from_secs(1)
+            }
+            Err(_) => false,
+        };
+        if due {
+            self.flush_settled();
+        }
+    }
+
+    fn flush_settled(&self) {
+        let rows = match self.settled.lock() {
+            Ok(mut s) => {
+                s.1 = None;
+                std::mem::take(&mut s.0)
+            }
+            Err(_) => return,
+        };
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.with(|cp, _| cp.files_settled(&self.target, &rows)) {
+            tracing::warn!(error = %e, "could not record settled files yet; they are recorded at the next STATE");
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Checkpoint, &str) -> Result<T>) -> Result<T> {
         let mut cp = self
             .cp
@@ -250,6 +307,7 @@ pub fn run_counted<R: BufRead, W: Write>(
         target: target.clone(),
         run_id: std::sync::OnceLock::new(),
         cp: std::sync::Mutex::new(None),
+        settled: std::sync::Mutex::new((Vec::new(), None)),
     });
     if !cfg.dry_run {
         for i in 0..cfg.jobs {
@@ -327,12 +385,26 @@ fn worker(
     done: &mpsc::Sender<Done>,
 ) {
     loop {
-        let job = match jobs.lock() {
-            Ok(rx) => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-            Err(_) => return,
+        // A worker waiting for work holds the queue: then there is none queued either.
+        let next = match jobs.try_lock() {
+            Ok(rx) => rx.try_recv(),
+            Err(std::sync::TryLockError::WouldBlock) => Err(mpsc::TryRecvError::Empty),
+            Err(std::sync::TryLockError::Poisoned(_)) => return,
+        };
+        let job = match next {
+            Ok(j) => j,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                journal.flush_settled();
+                return;
+            }
+            // Nothing to do for now: what is done goes into the manifest before waiting.
+            Err(mpsc::TryRecvError::Empty) => {
+                journal.flush_settled();
+                match jobs.lock().map(|rx| rx.recv()) {
+                    Ok(Ok(j)) => j,
+                    _ => return,
+                }
+            }
         };
         // An object elsewhere comes down to a local file first; the put checks its bytes against
         // the SHA-256 the listing gave, like any file's.
@@ -365,6 +437,9 @@ fn worker(
         });
         if job.fetch.is_some() {
             let _ = std::fs::remove_file(&job.src);
+        }
+        if let (Ok(o), Some(run)) = (&outcome, journal.run_id.get()) {
+            journal.settled(job.row(o, run));
         }
         if done.send(Done { job, outcome }).is_err() {
             return;
@@ -711,17 +786,7 @@ impl<W: Write> Uploader<'_, W> {
                 job.path, job.line
             ))
         })?;
-        let row = FileRow {
-            key: job.key,
-            path: job.rel,
-            size: job.size,
-            sha256: job.sha256,
-            etag: outcome.etag,
-            part_size: outcome.part_size,
-            status: outcome.status.as_str().into(),
-            reason: outcome.reason,
-            run_id: self.run_id.clone(),
-        };
+        let row = job.row(&outcome, &self.run_id);
         match outcome.status {
             PutStatus::Uploaded | PutStatus::Overwritten => {
                 self.outcome.written += 1;
@@ -772,7 +837,10 @@ impl<W: Write> Uploader<'_, W> {
     fn finished(&mut self, seg: u64, line: u64, stream: String, row: FileRow, at: String, earlier: bool) -> Result<()> {
         self.settled.0 += 1;
         self.settled.1 += row.size;
-        if !row.is_done() {
+        let left_out = row.status.starts_with("skipped-");
+        if left_out {
+            self.outcome.left_out += 1;
+        } else if !row.is_done() {
             self.reject(line, &stream, &row)?;
         }
         let s = self.seg_mut(seg);
@@ -784,7 +852,7 @@ impl<W: Write> Uploader<'_, W> {
         });
         b.rows += 1;
         match row.status.as_str() {
-            _ if earlier => b.skipped += 1,
+            _ if earlier || left_out => b.skipped += 1,
             "uploaded" | "overwritten" => {
                 b.written += 1;
                 b.bytes += row.size;
@@ -792,7 +860,9 @@ impl<W: Write> Uploader<'_, W> {
             "present" => b.skipped += 1,
             _ => b.rejected += 1,
         }
-        if !earlier {
+        // What never reached the store (unreadable at export, left out) is a result, not a
+        // manifest entry: a key's entry says what is at the key.
+        if !earlier && row.status != UNREADABLE && !left_out {
             s.files.push(row.clone());
         }
         let f = Finished { row, at };
@@ -833,11 +903,21 @@ impl<W: Write> Uploader<'_, W> {
         let path = String::from_utf8_lossy(&f.row.path);
         let size = f.row.size as i64;
         let run = self.run_id.clone();
+        // A file that never came to be read has no size or hash to say.
+        let unread = f.row.status == UNREADABLE || f.row.status.starts_with("skipped-");
         let values: [ValueRef<'_>; 9] = [
             ValueRef::Text(path.as_bytes()),
             ValueRef::Text(key.as_bytes()),
-            ValueRef::Integer(size),
-            ValueRef::Text(f.row.sha256.as_bytes()),
+            if unread {
+                ValueRef::Null
+            } else {
+                ValueRef::Integer(size)
+            },
+            if unread {
+                ValueRef::Null
+            } else {
+                ValueRef::Text(f.row.sha256.as_bytes())
+            },
             ValueRef::Text(f.row.status.as_bytes()),
             f.row
                 .reason
@@ -960,8 +1040,31 @@ impl<W: Write> Uploader<'_, W> {
         Ok(())
     }
 
+    /// An ERROR from the export: fatal, it stops the import; about one file (unreadable, or left
+    /// out on purpose), that file gets a result saying so, so the application's table can be
+    /// marked rather than left pending with nothing saying why.
     fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
-        producer_error(line, self.checkpoint.as_mut(), &self.run_id)
+        producer_error(line, self.checkpoint.as_mut(), &self.run_id)?;
+        let e: ErrorMsg = line.parse()?;
+        let Some(path) = e.path.clone() else {
+            return Ok(());
+        };
+        let status = e.left_out().unwrap_or(UNREADABLE).to_owned();
+        let seg = self.open_seg();
+        self.seg_mut(seg).pending += 1;
+        let row = FileRow {
+            key: path.clone().into_bytes(),
+            path: path.into_bytes(),
+            size: 0,
+            sha256: String::new(),
+            etag: None,
+            part_size: None,
+            status,
+            reason: Some(e.message),
+            run_id: self.run_id.clone(),
+        };
+        let stream = e.stream.unwrap_or_else(|| "files".into());
+        self.finished(seg, line.no, stream, row, now_rfc3339(), false)
     }
 
     fn on_end(&mut self) -> Result<()> {
@@ -999,6 +1102,7 @@ impl<W: Write> Uploader<'_, W> {
         extra.insert("uploaded".into(), json!(self.outcome.written));
         extra.insert("present".into(), json!(self.outcome.skipped));
         extra.insert("already_done".into(), json!(self.outcome.already));
+        extra.insert("left_out".into(), json!(self.outcome.left_out));
         self.out.write_message(&Message::End(End {
             run_id: self.uploads_run_id(),
             status: "ok".into(),

@@ -37,7 +37,7 @@ fn list_dir(root: &Path, jobs: usize) -> Result<Listing> {
         match w {
             Walked::File(e) => entries.push(e),
             Walked::Problem { rel, message } => problems.push((rel, message)),
-            Walked::Skipped { rel, why } => {
+            Walked::Skipped { rel, why, .. } => {
                 tracing::info!(path = %String::from_utf8_lossy(&rel), "skipped: {why}");
             }
         }
@@ -95,7 +95,9 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
             }
             Kind::Error => {
                 let e: crate::protocol::ErrorMsg = line.parse()?;
-                if let Some(p) = e.path {
+                // What the export left out on purpose (a link not followed) a walk leaves out too.
+                let left_out = e.left_out().is_some();
+                if let Some(p) = e.path.filter(|_| !left_out) {
                     problems.push((p.into_bytes(), e.message));
                 }
             }
