@@ -311,7 +311,12 @@ impl Db {
                 } else {
                     cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
                 };
-                let sql = format!("SELECT {keys}, {what} FROM {table} ORDER BY {order}");
+                // No key: the rows in any order (the caller sorts them by their hash).
+                let sql = if nk == 0 {
+                    format!("SELECT {what} FROM {table}")
+                } else {
+                    format!("SELECT {keys}, {what} FROM {table} ORDER BY {order}")
+                };
                 let mut st = conn
                     .prepare(&sql)
                     .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
@@ -356,10 +361,11 @@ impl Db {
                     .iter()
                     .zip(key_canon)
                     .map(|(k, c)| {
+                        // SQLite's order: bytes for text, NULL first.
                         if matches!(c, Canon::Text | Canon::Exact) {
-                            format!("{} COLLATE \"C\"", quote(k))
+                            format!("{} COLLATE \"C\" NULLS FIRST", quote(k))
                         } else {
-                            quote(k)
+                            format!("{} NULLS FIRST", quote(k))
                         }
                     })
                     .collect::<Vec<_>>()
@@ -382,7 +388,11 @@ impl Db {
                     .map(|(k, c)| select(k, c))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let sql = format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT");
+                let sql = if nk == 0 {
+                    format!("COPY (SELECT {list} FROM {table}) TO STDOUT")
+                } else {
+                    format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT")
+                };
                 let mut lines = client
                     .copy_out(sql.as_str())
                     .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;

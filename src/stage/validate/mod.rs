@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
-use self::db::{Db, MergeRow};
+use self::db::{Db, Described, MergeRow};
 use crate::address::Address;
 use crate::canon::Canon;
 use crate::connect::sqlite::{self as sq, quote};
@@ -928,29 +928,48 @@ fn check_stream<W: Write>(
     let hash = |vals: &[Value]| shape.row_hash(vals);
     let spilled = matches!(side, Side::Spill { .. });
     let sd = source_described.as_ref();
-    src.scan(
-        side.table(),
-        &key,
-        &key_canons,
-        &common,
-        &canons,
-        &hash,
-        spilled,
-        sd,
-        |a| {
-            tgt.scan(
-                tside.table(),
-                &key,
-                &key_canons,
-                &common,
-                &canons,
-                &hash,
-                false,
-                Some(&described),
-                |b| merge(a, b, stream, &key, &common, !meta.key.is_empty(), sr, f),
-            )
-        },
-    )?;
+    if meta.key.is_empty() {
+        // No key: the rows are compared as multisets, each side sorted by its rows' hashes.
+        // Sorting by the values instead needs both engines to order every type (and NULL)
+        // alike, which they do not.
+        let sorted = db::temporary_db()?;
+        let read = |name: &str, db: &Db, table: &str, spilled: bool, d: Option<&Described>| {
+            db.scan(table, &[], &[], &common, &canons, &hash, spilled, d, |rows| {
+                sort_by_hash(&sorted, name, common.len(), rows)
+            })
+        };
+        read("a", src, side.table(), spilled, sd)?;
+        read("b", tgt, tside.table(), false, Some(&described))?;
+        by_hash(&sorted, "a", common.len(), |a| {
+            by_hash(&sorted, "b", common.len(), |b| {
+                merge(a, b, stream, &key, &common, false, sr, f)
+            })
+        })?;
+    } else {
+        src.scan(
+            side.table(),
+            &key,
+            &key_canons,
+            &common,
+            &canons,
+            &hash,
+            spilled,
+            sd,
+            |a| {
+                tgt.scan(
+                    tside.table(),
+                    &key,
+                    &key_canons,
+                    &common,
+                    &canons,
+                    &hash,
+                    false,
+                    Some(&described),
+                    |b| merge(a, b, stream, &key, &common, true, sr, f),
+                )
+            },
+        )?;
+    }
     let target = Checked {
         db: tgt,
         side: &tside,
@@ -1071,6 +1090,13 @@ fn merge<W: Write>(
     b.advance()?;
     let kj = |k: &[Value]| key_json(key, k);
     let what = if keyed { "key" } else { "row" };
+    // A keyed row is named by its key; a keyless one (grouped by its hash) by its values, when
+    // this side has them.
+    let named = |k: &[Value], vals: Option<&Vec<Value>>| match (keyed, vals) {
+        (true, _) => kj(k),
+        (false, Some(v)) => key_json(columns, v),
+        (false, None) => Json::Null,
+    };
     let (mut ga, mut gb) = (a.group()?, b.group()?);
     loop {
         let order = match (&ga, &gb) {
@@ -1156,15 +1182,95 @@ fn merge<W: Write>(
                 stream,
                 kind,
                 "fail",
-                detail(&[(what, kj(&k)), ("line", json!(line)), ("columns", differ)]),
+                detail(&[
+                    (what, named(&k, vals.as_ref())),
+                    ("line", json!(line)),
+                    ("columns", differ),
+                ]),
             )?;
         }
-        for _ in changed..only_b.len() {
+        for (_, line, vals) in &only_b[changed..] {
             sr.extra += 1;
-            f.add(stream, "extra", "fail", detail(&[(what, kj(&k))]))?;
+            f.add(
+                stream,
+                "extra",
+                "fail",
+                detail(&[(what, named(&k, vals.as_ref())), ("line", json!(line))]),
+            )?;
         }
     }
     Ok(())
+}
+
+/// Keep one side's rows (hash, input line, canonical values when it has them) in table `name` of
+/// `sorted`, to read back in hash order.
+fn sort_by_hash(
+    sorted: &rusqlite::Connection,
+    name: &str,
+    ncols: usize,
+    rows: &mut dyn Iterator<Item = Result<MergeRow>>,
+) -> Result<()> {
+    let e = || "sorting rows by hash in a temporary database";
+    let cols: String = (0..ncols).map(|i| format!(", c{i}")).collect();
+    sorted
+        .execute_batch(&format!(
+            "CREATE TABLE {name} (h BLOB, line INTEGER, has_vals INTEGER{cols}); BEGIN"
+        ))
+        .ctx(ErrorKind::Io, e)?;
+    {
+        let insert = format!("INSERT INTO {name} VALUES (?, ?, ?{})", ", ?".repeat(ncols));
+        let mut st = sorted.prepare(&insert).ctx(ErrorKind::Io, e)?;
+        let none = vec![Value::Null; ncols];
+        for row in rows {
+            let (_, h, line, vals) = row?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&h, &line];
+            let has = vals.is_some();
+            params.push(&has);
+            params.extend(vals.as_ref().unwrap_or(&none).iter().map(|v| v as &dyn rusqlite::ToSql));
+            st.execute(&params[..]).ctx(ErrorKind::Io, e)?;
+        }
+    }
+    sorted
+        .execute_batch(&format!("COMMIT; CREATE INDEX {name}_h ON {name} (h)"))
+        .ctx(ErrorKind::Io, e)
+}
+
+/// Read back a side kept by [`sort_by_hash`], in hash order: each row's key is its hash.
+fn by_hash<R>(
+    sorted: &rusqlite::Connection,
+    name: &str,
+    ncols: usize,
+    f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
+) -> Result<R> {
+    let e = || "reading rows by hash from a temporary database";
+    let mut st = sorted
+        .prepare(&format!("SELECT * FROM {name} ORDER BY h"))
+        .ctx(ErrorKind::Io, e)?;
+    let mut rows = st.query([]).ctx(ErrorKind::Io, e)?;
+    let mut it = std::iter::from_fn(|| {
+        let r = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(err) => return Some(Err(Error::new(ErrorKind::Io, e()).with_source(err))),
+        };
+        let read = || -> rusqlite::Result<MergeRow> {
+            let bytes: Vec<u8> = r.get(0)?;
+            let mut h: RowHash = [0; 32];
+            if bytes.len() == 32 {
+                h.copy_from_slice(&bytes);
+            }
+            let vals = if r.get::<_, bool>(2)? {
+                let v = (3..3 + ncols).map(|i| Ok(sq::from_sql(r.get_ref(i)?).to_owned()));
+                Some(v.collect::<rusqlite::Result<Vec<Value>>>()?)
+            } else {
+                None
+            };
+            Ok((vec![Value::Blob(bytes)], h, r.get(1)?, vals))
+        };
+        Some(read().map_err(|err| Error::new(ErrorKind::Io, e()).with_source(err)))
+    })
+    .fuse();
+    f(&mut it)
 }
 
 /// Two canonical values are the same value (a NaN is itself; -0.0 is not 0.0).
