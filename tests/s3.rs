@@ -581,3 +581,40 @@ fn several_big_files_go_up_in_parts_at_once_without_waiting_for_each_other() {
     )
     .ok();
 }
+
+#[test]
+fn an_object_rewritten_under_its_old_metadata_is_caught_by_its_etag_or_by_deep() {
+    let d = Dir::new();
+    let s3 = server(&d);
+    let src = d.path("src");
+    for i in 0..5 {
+        write_file(&src, format!("f{i}.txt"), format!("the bytes of file {i}").as_bytes());
+    }
+    let bucket = format!("s3://{BUCKET}/rw");
+    all_ok(&put_tree(&d, &src, &bucket, &[]));
+    let tree = format!("dir:{}", src.display());
+    d.run("ferry-validate", &[&tree, &bucket], b"").ok();
+    // Another program rewrites one object: other bytes, same size, the old SHA-256 metadata.
+    let old = d.run("ferry-export", &[&tree], b"");
+    let sha = old.lines().into_iter().find(|l| l["path"] == "f2.txt").unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s3.put_raw(BUCKET, "rw/f2.txt", b"THE BYTES OF FILE 2", &[("sha256", &sha)]);
+    // Against the directory: its single-part ETag is the MD5 of the bytes, checked for free.
+    let v = d.run("ferry-validate", &[&tree, &bucket], b"");
+    v.expect_code(1);
+    let changed: Vec<serde_json::Value> = v.lines().into_iter().filter(|l| l["kind"] == "changed").collect();
+    assert_eq!(changed.len(), 1, "{v:?}");
+    assert_eq!(changed[0]["key"]["path"], "f2.txt");
+    assert!(changed[0]["message"].as_str().unwrap().contains("ETag"), "{v:?}");
+    // Against the export's stream there is no MD5 to compare: it passes on the metadata, and
+    // says that it did; --deep reads the objects and finds it.
+    let v = d.run("ferry-validate", &[&bucket], &old.output.stdout);
+    v.ok().stderr_has("taken from their metadata").stderr_has("--deep");
+    assert_eq!(v.lines().pop().unwrap()["trusted_metadata"], 5, "{v:?}");
+    let v = d.run("ferry-validate", &[&bucket, "--deep"], &old.output.stdout);
+    v.expect_code(1);
+    assert_eq!(v.lines().pop().unwrap()["findings"]["changed"], 1, "{v:?}");
+    d.run("ferry-validate", &[&tree, &bucket, "--deep"], b"").expect_code(1);
+}

@@ -68,6 +68,11 @@ pub struct ValidateArgs {
     /// S3: the region [env: AWS_REGION; default: auto]
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
+    /// Objects: read and hash every object in the bucket. Without it an object's SHA-256 comes
+    /// from its metadata, checked against its bytes only where its ETag is their MD5 (single-part
+    /// uploads) and the other side is a directory; the report says how many were taken on trust
+    #[arg(long)]
+    pub deep: bool,
     /// Longest input line accepted, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
@@ -101,6 +106,7 @@ impl ValidateArgs {
                 endpoint: self.endpoint.clone(),
                 region: self.region.clone(),
             },
+            deep: self.deep,
         })
     }
 }

@@ -148,6 +148,8 @@ pub struct ObjectInfo {
     pub size: u64,
     /// The whole object's SHA-256, when the store knows it (a directory: always, by reading).
     pub sha256: Option<String>,
+    /// The store's ETag (S3: a single-part upload's is the MD5 of its bytes).
+    pub etag: Option<String>,
 }
 
 pub trait ObjectStore: Send + Sync {
@@ -339,11 +341,13 @@ impl ObjectStore for DirStore {
                 Ok(Some(ObjectInfo {
                     size,
                     sha256: Some(sha),
+                    etag: None,
                 }))
             }
             Some(m) => Ok(Some(ObjectInfo {
                 size: m.len(),
                 sha256: None,
+                etag: None,
             })),
             None => Ok(None),
         }

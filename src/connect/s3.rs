@@ -249,6 +249,7 @@ impl S3Store {
                     .attributes
                     .get(&Attribute::Metadata(SHA256_META.into()))
                     .map(|v| v.as_ref().to_owned()),
+                etag: r.meta.e_tag.clone(),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.fatal(&format!("looking at {path}"), e)),
@@ -258,10 +259,17 @@ impl S3Store {
     /// [`S3Store::head_async`], reading the object to hash it when its metadata has no SHA-256
     /// (put by another tool, or by a server that died between the bytes and the metadata).
     async fn info_async(&self, path: &ObjPath) -> Result<Option<ObjectInfo>> {
+        self.info_read(path, false).await.map(|i| i.map(|(info, _)| info))
+    }
+
+    /// The object's size and SHA-256: from its metadata, or (`read`, or when the metadata has
+    /// none) from its bytes, read and hashed; whether they were read.
+    async fn info_read(&self, path: &ObjPath, read: bool) -> Result<Option<(ObjectInfo, bool)>> {
         let Some(mut info) = self.head_async(path).await? else {
             return Ok(None);
         };
-        if info.sha256.is_none() {
+        let read = read || info.sha256.is_none();
+        if read {
             let got = self
                 .store
                 .get_opts(path, GetOptions::default())
@@ -278,7 +286,7 @@ impl S3Store {
             info.size = n;
             info.sha256 = Some(hex::encode(h.finalize()));
         }
-        Ok(Some(info))
+        Ok(Some((info, read)))
     }
 
     fn attributes(req: &PutRequest<'_>) -> Attributes {
@@ -604,6 +612,8 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub sha256: Option<String>,
+    /// The SHA-256 was computed from the object's bytes, not taken from its metadata.
+    pub read: bool,
     /// Last modified, RFC 3339 UTC.
     pub modified: Option<String>,
     pub etag: Option<String>,
@@ -611,8 +621,8 @@ pub struct Listed {
 
 impl S3Store {
     /// Every object under the prefix, in key order, with the SHA-256 its metadata holds (one
-    /// HEAD per object, `concurrency` at once).
-    pub fn list(&self, concurrency: usize) -> Result<Vec<Listed>> {
+    /// HEAD per object, `concurrency` at once), or with `deep`, read from its bytes.
+    pub fn list(&self, concurrency: usize, deep: bool) -> Result<Vec<Listed>> {
         use futures_util::TryStreamExt as _;
         self.rt.block_on(async {
             let prefix = match self.prefix.trim_end_matches('/') {
@@ -627,7 +637,7 @@ impl S3Store {
                 .map_err(|e| self.fatal("listing the objects", e))?;
             let mut out: Vec<Listed> = futures_util::stream::iter(metas)
                 .map(|m| async move {
-                    let info = self.info_async(&m.location).await?;
+                    let info = self.info_read(&m.location, deep).await?;
                     let full = m.location.to_string();
                     let key = full.strip_prefix(&self.prefix).unwrap_or(&full).to_owned();
                     let modified = m
@@ -636,12 +646,13 @@ impl S3Store {
                         .parse::<jiff::Timestamp>()
                         .ok()
                         .map(|t| t.to_string());
-                    Ok::<_, Error>(info.map(|i| Listed {
+                    Ok::<_, Error>(info.map(|(i, read)| Listed {
                         key,
                         size: i.size,
                         sha256: i.sha256,
+                        read,
                         modified,
-                        etag: m.e_tag.clone(),
+                        etag: i.etag.or_else(|| m.e_tag.clone()),
                     }))
                 })
                 .buffer_unordered(concurrency.max(1))

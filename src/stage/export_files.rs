@@ -375,7 +375,7 @@ fn export_bucket<W: Write>(
         complete,
         extra: Map::new(),
     };
-    for o in store.list(16)? {
+    for o in store.list(16, false)? {
         if after.as_deref().is_some_and(|a| o.key.as_bytes() <= a) {
             continue;
         }

@@ -173,6 +173,35 @@ impl S3Server {
         ]
     }
 
+    /// Put `bytes` at `key` through the S3 API, with these `x-amz-meta-*` values: another
+    /// program writing to the bucket.
+    pub fn put_raw(&self, bucket: &str, key: &str, bytes: &[u8], metadata: &[(&str, &str)]) {
+        use object_store::{Attribute, Attributes, ObjectStore as _, PutOptions, PutPayload};
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("auto")
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("an S3 client");
+        let mut attributes = Attributes::new();
+        for (k, v) in metadata {
+            attributes.insert(Attribute::Metadata((*k).to_owned().into()), (*v).to_owned().into());
+        }
+        let opts = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(store.put_opts(&key.into(), PutPayload::from(bytes.to_vec()), opts))
+            .expect("a put");
+    }
+
     /// Where s3s-fs keeps an object's bytes.
     pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)

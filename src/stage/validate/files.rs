@@ -1,6 +1,13 @@
 //! Validating files: every file of the source side at its key on the target side, with the same
 //! size and SHA-256, and nothing else there. A side is a directory (walked and hashed, every
-//! byte read) or a stream of FILE messages (stdin or a .ndjson file: what an export saw).
+//! byte read), a bucket, or a stream of FILE messages (stdin or a .ndjson file: what an export
+//! saw).
+//!
+//! A bucket's objects say their SHA-256 in their metadata; an object rewritten with other bytes
+//! under the old metadata would pass on that alone. So where the store gives a content hash for
+//! free (a single-part ETag is the MD5 of the bytes) and the other side is a directory, the files'
+//! MD5 is computed in the same read and checked against it; `--deep` reads and hashes every
+//! object. What was taken from metadata only is said in the report.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -15,10 +22,23 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{FileMsg, Kind, StreamReader, StreamWriter, now_rfc3339};
 use crate::tree::{self, WalkOptions, Walked};
 
-/// One side: relative path (or key) bytes to size and SHA-256 (when known), in byte order.
+/// What one side says of a file.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    size: u64,
+    /// When known.
+    sha256: Option<String>,
+    /// The MD5 of the bytes: a directory's files, when the other side is a bucket; a bucket's
+    /// object whose ETag is that (a single-part upload's).
+    md5: Option<String>,
+    /// The SHA-256 came from the object's metadata, not from its bytes.
+    trusted: bool,
+}
+
+/// One side: relative path (or key) bytes to what it says of each, in byte order.
 struct Listing {
     address: String,
-    files: BTreeMap<Vec<u8>, (u64, Option<String>)>,
+    files: BTreeMap<Vec<u8>, Seen>,
     /// Files that could not be read, with why.
     problems: Vec<(Vec<u8>, String)>,
 }
@@ -29,7 +49,8 @@ pub fn applies(cfg: &ValidateConfig) -> bool {
         || matches!(cfg.target, Some(Address::Dir(_)) | Some(Address::S3(_)))
 }
 
-fn list_dir(root: &Path, jobs: usize) -> Result<Listing> {
+/// `md5`: compute each file's MD5 in the same read, for a bucket's ETags.
+fn list_dir(root: &Path, jobs: usize, md5: bool) -> Result<Listing> {
     let root = tree::open_root(root)?;
     let mut entries = Vec::new();
     let mut problems = Vec::new();
@@ -47,13 +68,29 @@ fn list_dir(root: &Path, jobs: usize) -> Result<Listing> {
         .num_threads(jobs.max(1))
         .build()
         .map_err(|e| Error::new(ErrorKind::Source, format!("starting hashing threads: {e}")))?;
-    let hashed: Vec<_> = pool.install(|| entries.par_iter().map(|e| tree::hash_file(&e.abs)).collect());
+    let hash = |path: &Path| {
+        use md5::Digest as _;
+        let mut m = md5.then(md5::Md5::new);
+        tree::hash_file_into(path, |chunk| {
+            if let Some(m) = m.as_mut() {
+                m.update(chunk);
+            }
+            Ok(())
+        })
+        .map(|h| (h, m.map(|m| hex::encode(m.finalize()))))
+    };
+    let hashed: Vec<_> = pool.install(|| entries.par_iter().map(|e| hash(&e.abs)).collect());
     let mut files = BTreeMap::new();
     for (e, h) in entries.into_iter().zip(hashed) {
         match h {
-            Ok(h) => {
-                let sha = h.sha256_hex();
-                files.insert(e.rel, (h.size, Some(sha)));
+            Ok((h, md5)) => {
+                let seen = Seen {
+                    size: h.size,
+                    sha256: Some(h.sha256_hex()),
+                    md5,
+                    trusted: false,
+                };
+                files.insert(e.rel, seen);
             }
             Err(m) => problems.push((e.rel, m.to_string())),
         }
@@ -86,7 +123,12 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
                     Some(k) => k.as_bytes().to_vec(),
                     None => f.path_bytes().map_err(|e| line.error(e))?,
                 };
-                if files.insert(key, (f.size, Some(f.sha256.clone()))).is_some() {
+                let seen = Seen {
+                    size: f.size,
+                    sha256: Some(f.sha256.clone()),
+                    ..Default::default()
+                };
+                if files.insert(key, seen).is_some() {
                     problems.push((
                         f.path.into_bytes(),
                         format!("listed twice in the stream (line {})", line.no),
@@ -112,9 +154,15 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
     })
 }
 
-fn side<R: BufRead>(addr: Option<&Address>, input: &mut Option<R>, cfg: &ValidateConfig) -> Result<Listing> {
+/// One side's listing; `other`: the other side's address.
+fn side<R: BufRead>(
+    addr: Option<&Address>,
+    other: Option<&Address>,
+    input: &mut Option<R>,
+    cfg: &ValidateConfig,
+) -> Result<Listing> {
     match addr {
-        Some(Address::Dir(p)) => list_dir(p, 8),
+        Some(Address::Dir(p)) => list_dir(p, 8, matches!(other, Some(Address::S3(_))) && !cfg.deep),
         Some(Address::Stream(Some(p))) => {
             let f = std::fs::File::open(p).ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
             list_stream(std::io::BufReader::new(f), cfg.max_line)
@@ -127,9 +175,16 @@ fn side<R: BufRead>(addr: Option<&Address>, input: &mut Option<R>, cfg: &Validat
             let store = crate::connect::s3::S3Store::open(url, &cfg.s3)?;
             let address = crate::connect::objects::ObjectStore::address(&store);
             let mut files = BTreeMap::new();
-            // Objects without the SHA-256 in their metadata are read and hashed.
-            for o in store.list(16)? {
-                files.insert(o.key.into_bytes(), (o.size, o.sha256));
+            // Objects without the SHA-256 in their metadata are read and hashed (all, when deep).
+            for o in store.list(16, cfg.deep)? {
+                let md5 = o.etag.as_deref().and_then(etag_md5);
+                let seen = Seen {
+                    size: o.size,
+                    trusted: !o.read,
+                    sha256: o.sha256,
+                    md5,
+                };
+                files.insert(o.key.into_bytes(), seen);
             }
             let problems = Vec::new();
             Ok(Listing {
@@ -145,14 +200,21 @@ fn side<R: BufRead>(addr: Option<&Address>, input: &mut Option<R>, cfg: &Validat
     }
 }
 
+/// The MD5 a single-part upload's ETag is (`"<32 hex>"`); a multipart one's (`"<hex>-N"`) is
+/// not the MD5 of the bytes.
+fn etag_md5(etag: &str) -> Option<String> {
+    let t = etag.trim_matches('"').to_ascii_lowercase();
+    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(t)
+}
+
 pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
     let started_at = now_rfc3339();
     let mut input = Some(input);
-    let src = side(cfg.source.as_ref(), &mut input, cfg)?;
     let Some(target) = cfg.target.as_ref() else {
         return Err(Error::usage("validating files needs a target (a dir:)"));
     };
-    let dst = side(Some(target), &mut input, cfg)?;
+    let src = side(cfg.source.as_ref(), Some(target), &mut input, cfg)?;
+    let dst = side(Some(target), cfg.source.as_ref(), &mut input, cfg)?;
     if src.files.is_empty() && dst.files.is_empty() && src.problems.is_empty() && dst.problems.is_empty() {
         return Err(Error::input(format!(
             "nothing was compared: {} and {} hold no files; a validation passes only on something proved equal",
@@ -176,22 +238,33 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
     let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
     let mut a = src.files.iter().peekable();
     let mut b = dst.files.iter().peekable();
+    // Objects whose SHA-256 was taken from their metadata alone, with nothing of their bytes
+    // checked (no single-part ETag to compare, no --deep).
+    let mut trusted = 0u64;
     loop {
         match (a.peek(), b.peek()) {
             (None, None) => break,
             (Some((ka, va)), Some((kb, vb))) if ka == kb => {
                 // A side that does not know the SHA-256 is listed as unverified, not changed.
-                let differ = va.0 != vb.0 || matches!((&va.1, &vb.1), (Some(x), Some(y)) if x != y);
-                if differ {
+                let sha_differs = matches!((&va.sha256, &vb.sha256), (Some(x), Some(y)) if x != y);
+                // The bytes the store has are not the file's, whatever the metadata says.
+                let md5_differs = matches!((&va.md5, &vb.md5), (Some(x), Some(y)) if x != y);
+                let checked = |s: &Seen, o: &Seen| !s.trusted || (s.md5.is_some() && o.md5.is_some());
+                trusted += u64::from(!checked(va, vb)) + u64::from(!checked(vb, va));
+                if va.size != vb.size || sha_differs || md5_differs {
                     sr.changed += 1;
+                    let why = (md5_differs && !sha_differs).then_some(
+                        "the object's bytes are not the file's (its ETag is not their MD5), though its metadata says the same SHA-256",
+                    );
                     findings.add(
                         stream,
                         "changed",
                         "error",
                         detail(&[
                             ("key", json!({"path": name(ka)})),
-                            ("source", json!({"size": va.0, "sha256": va.1})),
-                            ("target", json!({"size": vb.0, "sha256": vb.1})),
+                            ("source", json!({"size": va.size, "sha256": va.sha256})),
+                            ("target", json!({"size": vb.size, "sha256": vb.sha256})),
+                            ("message", json!(why)),
                         ]),
                     )?;
                 }
@@ -204,7 +277,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                     stream,
                     "missing",
                     "error",
-                    detail(&[("key", json!({"path": name(ka)})), ("size", json!(va.0))]),
+                    detail(&[("key", json!({"path": name(ka)})), ("size", json!(va.size))]),
                 )?;
                 a.next();
             }
@@ -214,7 +287,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                     stream,
                     "extra",
                     "error",
-                    detail(&[("key", json!({"path": name(kb)})), ("size", json!(vb.0))]),
+                    detail(&[("key", json!({"path": name(kb)})), ("size", json!(vb.size))]),
                 )?;
                 b.next();
             }
@@ -256,7 +329,12 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         streams: vec![sr],
         findings: findings.counts.clone(),
         unverified,
-        notes: Vec::new(),
+        notes: (trusted > 0)
+            .then(|| format!(
+                "{trusted} objects' SHA-256 was taken from their metadata without their bytes being checked (a multipart upload's ETag is not an MD5, and a stream side has none to compare): --deep reads and hashes every object"
+            ))
+            .into_iter()
+            .collect(),
     };
     let summary = json!({
         "type": "SUMMARY",
@@ -268,6 +346,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         "files_target": report.streams[0].target_rows,
         "findings": report.findings,
         "unverified": report.unverified,
+        "trusted_metadata": trusted,
     });
     findings.out.write_line(summary.to_string().as_bytes(), Kind::End)?;
     if let Some(path) = &cfg.report {

@@ -52,6 +52,8 @@ pub struct ValidateConfig {
     pub schema: Option<String>,
     /// S3: endpoint and region (the environment gives the rest).
     pub s3: crate::connect::s3::S3Settings,
+    /// Objects: read and hash every object, rather than trust its metadata's SHA-256.
+    pub deep: bool,
 }
 
 impl ValidateConfig {
@@ -68,6 +70,7 @@ impl ValidateConfig {
             max_line: crate::protocol::DEFAULT_MAX_LINE_BYTES,
             schema: None,
             s3: Default::default(),
+            deep: false,
         }
     }
 }
