@@ -123,6 +123,7 @@ fn edge_values_survive_exactly() {
         max_line: 64 << 20,
         schema: None,
         s3: Default::default(),
+        deep: false,
     };
     let mut w = StreamWriter::new(Vec::new());
     let report = validate::run(&cfg, &b""[..], &mut w).unwrap();
