@@ -197,7 +197,7 @@ impl S3Server {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .expect("a runtime");
         rt.block_on(store.put_opts(&key.into(), PutPayload::from(bytes.to_vec()), opts))
             .expect("a put");
     }
