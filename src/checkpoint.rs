@@ -136,6 +136,9 @@ CREATE INDEX journal_by_table ON journal(target, tbl);
 ALTER TABLE runs ADD COLUMN pid INTEGER;
 ALTER TABLE runs ADD COLUMN host TEXT;
 "#,
+    r#"
+ALTER TABLE batches ADD COLUMN prefix_digest TEXT;
+"#,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +225,9 @@ pub struct BatchRow {
     pub first_position: Option<u64>,
     pub last_position: Option<u64>,
     pub started_at: String,
+    /// The digest of the stream's rows from its first to `last_position`, when this run read
+    /// them all: what a later run that skips them by position checks they still are.
+    pub prefix_digest: Option<String>,
 }
 
 /// One file of the manifest: what an import into an object store did with it. `key` is stored as
@@ -599,6 +605,25 @@ impl Checkpoint {
         Ok(later.into_iter().filter(|r| !undone.contains(r)).collect())
     }
 
+    /// The longest prefix of `stream`, at most `rows` long, whose digest a run from `source` into
+    /// `target` recorded: its length and digest.
+    pub fn prefix_digest(&self, source: &str, target: &str, stream: &str, rows: u64) -> Result<Option<(u64, String)>> {
+        if self.version()? < 8 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT b.last_position + 1, b.prefix_digest FROM batches b JOIN runs r USING (run_id)
+                 WHERE r.source = ?1 AND r.target = ?2 AND b.stream = ?3 AND b.prefix_digest IS NOT NULL
+                   AND b.last_position + 1 <= ?4
+                 ORDER BY b.last_position DESC, b.batch_id DESC LIMIT 1",
+                params![source, target, stream, rows as i64],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()
+            .ctx(ErrorKind::Checkpoint, self.err("reading the digests of committed rows"))
+    }
+
     /// Mark journal entries as undone.
     pub fn journal_undone(&mut self, ids: &[i64]) -> Result<()> {
         let now = now_rfc3339();
@@ -651,8 +676,8 @@ impl Checkpoint {
             let mut ins = tx
                 .prepare_cached(
                     "INSERT INTO batches (run_id, attempt, stream, state_seq, rows, written, skipped, rejected,
-                         bytes, first_position, last_position, status, started_at, committed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'committed', ?12, ?13)",
+                         bytes, first_position, last_position, status, started_at, committed_at, prefix_digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'committed', ?12, ?13, ?14)",
                 )
                 .ctx(ErrorKind::Checkpoint, e)?;
             for b in batches {
@@ -669,7 +694,8 @@ impl Checkpoint {
                     b.first_position.map(|p| p as i64),
                     b.last_position.map(|p| p as i64),
                     b.started_at,
-                    now
+                    now,
+                    b.prefix_digest
                 ])
                 .ctx(ErrorKind::Checkpoint, e)?;
             }

@@ -243,6 +243,13 @@ impl StreamDigest {
         self.add(shape, |i| row[i].as_ref())
     }
 
+    /// The digest so far, in hex; it goes on.
+    pub fn peek_hex(&self) -> String {
+        let mut h = self.h.clone();
+        h.update(&self.buf);
+        hex::encode(h.finalize())
+    }
+
     /// The digest so far, in hex; the digest starts over.
     pub fn take_hex(&mut self) -> String {
         let mut d = std::mem::take(self);

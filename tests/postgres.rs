@@ -311,6 +311,30 @@ fn a_killed_import_rerun_finishes_exactly_once() {
         .unwrap()
         .get(0);
     assert_eq!(pk, 1);
+    // The re-runs went on with the load the first run began (its key was still to be built):
+    // straight COPY, not through staging and an undo journal that scans the keyless table for
+    // every chunk; undoing the runs drops the tables, as undoing the first alone would.
+    let undo: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_ferry\\_undo\\_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(undo, 0);
+    let plan = d.run("ferry", &["rollback", "--full", "--target", &url], b"");
+    let drops = plan.ok().lines().iter().filter(|l| l["action"] == "drop_table").count();
+    assert!(drops >= 2, "{plan:?}");
+    d.run("ferry", &["rollback", "--full", "--confirm", "--target", &url], b"")
+        .ok();
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename IN ('items', 'events')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }
 
 #[test]

@@ -387,3 +387,84 @@ fn exports_of_different_rows_are_different_migrations() {
     let other = d.run("ferry-export", &[&src, "--table", "users", "--resume"], b"");
     other.ok().stderr_has("starting from the beginning");
 }
+
+#[test]
+fn a_rerun_after_the_source_changed_under_the_rows_it_would_skip_refuses_and_says_what_to_do() {
+    let d = Dir::new();
+    let src = build_source(&d, 6_000);
+    let dst = d.db("dst.db");
+    // A first run, killed after it committed part of the items.
+    d.pipe_killed_after(
+        &[
+            ("ferry-export", &[src.as_str(), "--state-every", "500"][..]),
+            ("ferry-import", &[dst.as_str(), "--create"][..]),
+        ],
+        12,
+    );
+    let committed = rows_in(&d, "dst.db");
+    let done: i64 = d
+        .open("dst.db")
+        .query_row("SELECT coalesce(max(id), 0) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert!(done > 10 && done < 6_000, "{done}");
+    // Rows change before where that run got to in the items.
+    let c = d.open("src.db");
+    let before = done / 2;
+    c.execute("DELETE FROM items WHERE id = ?1", [before + 3]).unwrap();
+    c.execute(
+        "INSERT INTO items VALUES (?1, 1, 'inserted meanwhile', 0, 0, NULL)",
+        [before + 3],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE items SET name = 'changed meanwhile' WHERE id = ?1",
+        [before + 1],
+    )
+    .unwrap();
+    drop(c);
+    // The same pipeline would skip the first rows by position, and lose that one: refused.
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &[dst.as_str(), "--create", "--on-conflict", "skip"][..]),
+        ],
+        b"",
+    );
+    runs[1]
+        .expect_code(2)
+        .stderr_has("the source changed since run ")
+        .stderr_has("ferry rollback --batch");
+    assert_eq!(rows_in(&d, "dst.db"), committed, "nothing written");
+    // As it says: that run rolled back, then the same command.
+    d.run("ferry", &["rollback", "--full", "--confirm"], b"").ok();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &[dst.as_str(), "--create"][..]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+    // Unchanged since: the same command again skips everything, as before.
+    let again = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &[dst.as_str(), "--create"][..]),
+        ],
+        b"",
+    );
+    all_ok(&again);
+    // And a source that grew after a complete import is not taken as done.
+    d.open("src.db")
+        .execute("INSERT INTO events VALUES ('2025-01-01', 'late', 1)", [])
+        .unwrap();
+    let grown = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &[dst.as_str(), "--create"][..]),
+        ],
+        b"",
+    );
+    grown[1].expect_code(2).stderr_has("the source changed since run ");
+}

@@ -261,6 +261,9 @@ pub struct Prepared {
     /// The target keeps this stream's rollback journal itself, in this table (its SQL name):
     /// the key of every row the run inserts, the before-image of every row it overwrites.
     pub undo: Option<String>,
+    /// The table was made by an unfinished run of the same source, whose load this run goes on
+    /// with: undoing this run drops it, as undoing that one would.
+    pub continued: bool,
     /// The table keeps a NULL in the stream's key as the NULL it is (SQLite's rowid tables
     /// whose key is not the rowid). Elsewhere such a row is rejected: the target would invent a
     /// key for it (an INTEGER PRIMARY KEY's rowid) or refuse the key only when it is built.

@@ -1448,6 +1448,25 @@ impl PgTarget {
         }
     }
 
+    /// Whether an unfinished run of `source` made the stream's table: its marker has deferred
+    /// keys and indexes still to build, and the stream is not complete.
+    fn unfinished_by(&mut self, source: &str, bookmark: &str) -> Result<bool> {
+        let exists: bool = self.rows(
+            "looking for commit markers",
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&self.markers_table.clone()],
+        )?[0]
+            .get(0);
+        if !exists {
+            return Ok(false);
+        }
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE source = $1 AND stream = $2 AND pending_ddl IS NOT NULL AND NOT complete)",
+            self.markers_table
+        );
+        Ok(self.rows("reading commit markers", &sql, &[&source, &bookmark])?[0].get(0))
+    }
+
     fn set_pending(
         &mut self,
         source: &str,
@@ -2003,8 +2022,14 @@ impl Target for PgTarget {
                 // server before they go in.
                 // (An empty table needs no journal: undoing the run empties it.)
                 prepared.empty = empty;
-                let journal = opts.journal && !self.dry_run && !shape.key.is_empty() && !empty;
-                if journal || (opts.on_conflict != OnConflict::Fail && !empty) {
+                // A table an unfinished run of the same source made (its keys still pending):
+                // this run goes on with that load, the fast way, and undoing it drops the table
+                // as undoing that run would. Through staging, without the key's index, every
+                // chunk's journal would scan the table.
+                prepared.continued =
+                    !empty && !self.dry_run && self.unfinished_by(&opts.source, schema.bookmark_name())?;
+                let journal = opts.journal && !self.dry_run && !shape.key.is_empty() && !empty && !prepared.continued;
+                if !prepared.continued && (journal || (opts.on_conflict != OnConflict::Fail && !empty)) {
                     if shape.key.is_empty() {
                         tracing::warn!(
                             stream,

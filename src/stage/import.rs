@@ -110,6 +110,28 @@ struct InStream {
     table: String,
     /// The table keeps a NULL in the key as NULL (else such a row is rejected).
     null_key: bool,
+    /// Positions count from the stream's first row in this run (not an `export --resume`): the
+    /// digest of the rows so far is the digest of a prefix of the stream.
+    from_start: bool,
+    /// The digest of every row, once the stream has ended (`digest` starts over then).
+    final_digest: Option<String>,
+    /// A row went to the target (or the reject file) in this run, not skipped as already there.
+    wrote: bool,
+    /// The rows an earlier run committed and this one skips by position: how many, the digest
+    /// the earlier run recorded for the first `.1` of them, and that run. They must be the same
+    /// rows, or skipping them loses or doubles rows.
+    skipping: Option<Skipping>,
+}
+
+/// What an earlier run committed of a stream, checked as this run skips it.
+#[derive(Debug, Clone)]
+struct Skipping {
+    run_id: String,
+    /// Rows committed (`u64::MAX`: the stream is complete; `total` says how many it had).
+    committed: u64,
+    total: Option<u64>,
+    /// The longest prefix whose digest was recorded, and that digest.
+    check: Option<(u64, String)>,
 }
 
 pub(crate) struct Rejects {
@@ -478,7 +500,7 @@ impl<W: Write> Importer<'_, W> {
             .map_err(|e| e.context(format!("line {}", line.no)))?;
         self.uncommitted |= !prepared.created.is_empty();
         if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
-            let created = !prepared.created.is_empty();
+            let created = !prepared.created.is_empty() || prepared.continued;
             let mode = if created {
                 Journaling::Created
             } else if prepared.empty {
@@ -549,6 +571,24 @@ impl<W: Write> Importer<'_, W> {
         let base = self
             .positions
             .then(|| self.bookmark_rows.get(&bookmark).copied().unwrap_or(0));
+        // What this run skips must be what the earlier run committed: checked by its digest.
+        let skipping = match (marker, committed, base) {
+            (Some(m), Some(c), Some(0)) if !self.cfg.fresh => {
+                let total = m.complete.then_some(m.position).flatten();
+                let rows = if m.complete { total.unwrap_or(0) } else { c };
+                let check = match &self.checkpoint {
+                    Some(cp) => cp.prefix_digest(&self.source, &self.target.address(), &name, rows)?,
+                    None => None,
+                };
+                Some(Skipping {
+                    run_id: m.run_id.clone(),
+                    committed: c,
+                    total,
+                    check,
+                })
+            }
+            _ => None,
+        };
         // A stream that starts after rows the target does not have: an `export --resume` from
         // further than the target got (it lost rows it had committed, or its markers changed).
         let first_schema = !self.streams.contains_key(&name);
@@ -594,6 +634,10 @@ impl<W: Write> Importer<'_, W> {
                         plan: PlanCounts::default(),
                         table: prepared.table,
                         null_key: prepared.null_key,
+                        from_start: base == Some(0),
+                        final_digest: None,
+                        wrote: false,
+                        skipping,
                     },
                 );
             }
@@ -632,10 +676,20 @@ impl<W: Write> Importer<'_, W> {
         let n = s.batch.len();
         let row = s.batch.row(n - 1);
         s.digest.add_row(&s.shape, row);
+        if let (Some(k), Some(p)) = (&s.skipping, position)
+            && let Some((rows, digest)) = &k.check
+            && p + 1 == *rows
+        {
+            if s.digest.peek_hex() != *digest {
+                return Err(line.error(source_changed(&k.run_id, *rows)));
+            }
+            tracing::debug!(stream = %name, rows, "the rows an earlier run committed are the same rows");
+        }
         s.pending.rows += 1;
         s.pending.bytes += line.text.len() as u64 + 1;
         let already = matches!((position, s.committed), (Some(p), Some(c)) if p < c);
         let null_key = !s.null_key && s.shape.key.iter().any(|&i| row[i] == Value::Null);
+        s.wrote |= !already;
         if already {
             s.already += 1;
             s.pending.skipped += 1;
@@ -851,7 +905,10 @@ impl<W: Write> Importer<'_, W> {
             };
             let bookmark = s.schema.bookmark_name().to_owned();
             let is_complete = complete == Some(name.as_str());
-            if s.touched || is_complete {
+            // A stream whose rows so far were all an earlier run's keeps that run's marker: it
+            // says as much, and a rollback of this run must not forget rows it did not write.
+            let nothing_new = s.committed.is_some() && !s.wrote && !(is_complete && s.committed != Some(u64::MAX));
+            if (s.touched || is_complete) && !nothing_new {
                 markers.push(Marker {
                     source: self.source.clone(),
                     stream: bookmark.clone(),
@@ -869,6 +926,12 @@ impl<W: Write> Importer<'_, W> {
                 });
             }
             if s.pending.rows > 0 || s.pending.written > 0 {
+                // The digest of every row up to the batch's last, for a later run that skips
+                // them by position (only when it ends at the last row received).
+                let received = s.base.map(|b| b + s.since);
+                if s.from_start && received.is_some() && s.pending.last_position.map(|p| p + 1) == received {
+                    s.pending.prefix_digest = Some(s.final_digest.clone().unwrap_or_else(|| s.digest.peek_hex()));
+                }
                 let fresh = BatchRow {
                     stream: name.clone(),
                     started_at: now_rfc3339(),
@@ -1000,6 +1063,21 @@ impl<W: Write> Importer<'_, W> {
                 )));
             }
         }
+        // Fewer rows than an earlier run committed, or (the stream was complete) not as many as
+        // it had: the source changed under the positions this run skipped by.
+        if let Some(k) = &s.skipping {
+            let short = s.received < k.committed.min(k.total.unwrap_or(u64::MAX));
+            let other_total = k.total.is_some_and(|t| t != s.received);
+            let unchecked = k.check.as_ref().is_some_and(|(rows, _)| s.received < *rows);
+            if short || other_total || unchecked {
+                let had = k.total.unwrap_or(k.committed);
+                return Err(line.error(format!(
+                    "{} (it had {had} rows where this run has {})",
+                    source_changed(&k.run_id, had),
+                    s.received
+                )));
+            }
+        }
         self.complete_stream(&end.stream, digest)
     }
 
@@ -1010,6 +1088,7 @@ impl<W: Write> Importer<'_, W> {
             return Ok(());
         };
         s.ended = true;
+        s.final_digest = Some(digest.clone());
         let name = name.to_owned();
         self.commit(Some(&name))?;
         let s = self.streams.get(&name).map(|s| {
@@ -1153,6 +1232,14 @@ impl<W: Write> Importer<'_, W> {
         }
         let _ = self.out.flush();
     }
+}
+
+/// Why a re-run stops when the rows it would skip by position are not the ones an earlier run
+/// committed.
+fn source_changed(run_id: &str, rows: u64) -> String {
+    format!(
+        "the source changed since run {run_id} imported the first {rows} rows of this stream: they are not the same rows any more (rows were added, removed or changed before where that run got to), so skipping them by position would lose rows or write some twice; nothing of the stream was written by this run; roll that run back (ferry rollback --batch {run_id} --confirm), then run the same command again (or, for a stream with a key, import it again from its start with --fresh --on-conflict overwrite)"
+    )
 }
 
 /// The prefix of the tables ferry keeps in a target for itself (commit markers, undo journals,
