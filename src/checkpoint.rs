@@ -831,13 +831,23 @@ impl Checkpoint {
     /// A multipart upload was started at `key`: until [`Checkpoint::multipart_ended`], it may hold
     /// parts that only an abort removes.
     pub fn multipart_started(&mut self, target: &str, key: &[u8], upload_id: &str, run_id: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO multipart (target, key, upload_id, run_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![target, key_value(key), upload_id, run_id, now_rfc3339()],
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: recording a multipart upload");
+        let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO multipart (target, key, upload_id, run_id, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![target, key_value(key), upload_id, run_id, now_rfc3339()],
+        )
+        .ctx(ErrorKind::Checkpoint, e)?;
+        // The id settles the intent recorded before it was asked for.
+        if !upload_id.is_empty() {
+            tx.execute(
+                "DELETE FROM multipart WHERE target = ?1 AND key = ?2 AND upload_id = ''",
+                params![target, key_value(key)],
             )
-            .ctx(ErrorKind::Checkpoint, self.err("recording a multipart upload"))?;
-        Ok(())
+            .ctx(ErrorKind::Checkpoint, e)?;
+        }
+        tx.commit().ctx(ErrorKind::Checkpoint, e)
     }
 
     /// The multipart upload was completed or aborted.

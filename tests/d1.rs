@@ -604,8 +604,18 @@ fn answers_lost_after_the_commit_are_not_applied_twice() {
     let src = d.path("src.db");
     wide_table(&src, 2000);
     // The table's creation and the first rows' requests commit, but their answers never arrive:
-    // sent again blindly, the table would exist already and the keys clash.
-    dbl.stats.lose_answers.store(4, Ordering::SeqCst);
+    // sent again blindly, the table would exist already and the keys clash. (The lock's table is
+    // there already, so taking the lock changes the database once: one more lost answer, and
+    // that request is sent again too.)
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    rusqlite::Connection::open(d.path("d1/lost.sqlite3"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE _ferry_lock (name TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL,
+             host TEXT NOT NULL, pid INTEGER NOT NULL, expires INTEGER NOT NULL)",
+        )
+        .unwrap();
+    dbl.stats.lose_answers.store(5, Ordering::SeqCst);
     let addr = format!("sqlite:{}", src.display());
     let runs = d.pipe(
         &[
@@ -671,4 +681,75 @@ fn a_dry_run_against_d1_counts_the_keys_already_there_and_changes_nothing() {
         "a dry run writes nothing"
     );
     assert_eq!(common::count(&db, "events"), 2000);
+}
+
+#[test]
+fn one_writer_at_a_time_holds_a_d1_database_and_a_killed_one_lets_go() {
+    use std::io::Write as _;
+    let d = Dir::new();
+    let _dbl = double(&d, 60.0, 1200);
+    wide_table(&d.path("src.db"), 4_000);
+    let src = format!("sqlite:{}", d.path("src.db").display());
+    let text = d
+        .run("ferry-export", &[&src, "--state-every", "500"], b"")
+        .ok()
+        .stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    // An import that took half the stream and waits for more, once it holds database `db`.
+    let start = |d: &Dir, db: &str| {
+        let mut import = d
+            .cmd("ferry-import", &[&format!("d1://acct/{db}"), "--create"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut input = import.stdin.take().unwrap();
+        input
+            .write_all((lines[..lines.len() / 2].join("\n") + "\n").as_bytes())
+            .unwrap();
+        input.flush().unwrap();
+        let file = d.path(&format!("d1/{db}.sqlite3"));
+        let mine = format!("pid {} on ", import.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !rusqlite::Connection::open(&file)
+            .and_then(|c| c.query_row("SELECT holder FROM _ferry_lock", [], |r| r.get::<_, String>(0)))
+            .is_ok_and(|h| h.contains(&mine))
+        {
+            assert!(std::time::Instant::now() < deadline, "the import never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (import, input)
+    };
+    // A first import, done; then one that holds the database while it waits for more.
+    d.run("ferry-import", &["d1://acct/locked", "--create"], text.as_bytes())
+        .ok();
+    let done = d.run("ferry", &["status", "--json"], b"").lines()[0]["run"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut first, input) = start(&d, "locked");
+    let me = format!("ferry-import (pid {} on ", first.id());
+    // Another import, or a rollback of the first, meanwhile: refused, naming the one at work.
+    d.run("ferry-import", &["d1://acct/locked", "--create"], text.as_bytes())
+        .expect_code(2)
+        .stderr_has("another ferry process is writing d1://acct/locked: ")
+        .stderr_has(&me);
+    d.run("ferry", &["rollback", "--batch", &done, "--confirm"], b"")
+        .expect_code(2)
+        .stderr_has(&me);
+    // It ends (its producer stopped): it lets go, and the next one goes ahead.
+    drop(input);
+    assert_eq!(first.wait().unwrap().code(), Some(4));
+    d.run("ferry-import", &["d1://acct/locked", "--create"], text.as_bytes())
+        .ok();
+    validate_equal(&d, &src, "locked");
+    // A holder killed where it stood: this machine's process is gone, so it is taken over.
+    let (mut second, input) = start(&d, "other");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    drop(input);
+    d.run("ferry-import", &["d1://acct/other", "--create"], text.as_bytes())
+        .ok();
+    validate_equal(&d, &src, "other");
 }

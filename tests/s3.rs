@@ -618,3 +618,62 @@ fn an_object_rewritten_under_its_old_metadata_is_caught_by_its_etag_or_by_deep()
     assert_eq!(v.lines().pop().unwrap()["findings"]["changed"], 1, "{v:?}");
     d.run("ferry-validate", &[&tree, &bucket, "--deep"], b"").expect_code(1);
 }
+
+#[test]
+fn a_multipart_upload_a_run_was_killed_starting_is_said_not_left_unseen() {
+    let d = Dir::new();
+    let _s3 = server(&d);
+    let src = d.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("big.bin")).unwrap();
+    f.set_len(20 << 20).unwrap();
+    drop(f);
+    let dst = format!("s3://{BUCKET}/m");
+    let runs = put_tree(&d, &src, &dst, &[]);
+    all_ok(&runs);
+    let state = || rusqlite::Connection::open(d.path(".ferry/state.db")).unwrap();
+    // The intent recorded before the upload was asked for went with its id, and the id with
+    // the upload's end: nothing is left in the journal of a run that finished.
+    let left: i64 = state()
+        .query_row("SELECT count(*) FROM multipart", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    // A kill between the store's answer and the record of its id leaves the intent alone.
+    let (target, run): (String, String) = state()
+        .query_row("SELECT target, run_id FROM files WHERE path = 'big.bin'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    state()
+        .execute(
+            "INSERT INTO multipart (target, key, upload_id, run_id, started_at) VALUES (?1, 'big.bin', '', ?2, '2026-01-01T00:00:00Z')",
+            [&target, &run],
+        )
+        .unwrap();
+    // The rollback of that run says so, and what to do, rather than finding nothing.
+    let plan = d.run("ferry", &["rollback", "--batch", &run, "--failed-only"], b"");
+    let unknown = plan
+        .ok()
+        .lines()
+        .into_iter()
+        .find(|l| l["action"] == "unknown_upload")
+        .unwrap_or_else(|| panic!("{plan:?}"));
+    assert_eq!(unknown["key"], "big.bin");
+    assert!(
+        unknown["why"]
+            .as_str()
+            .unwrap()
+            .contains("AbortIncompleteMultipartUpload"),
+        "{unknown}"
+    );
+    // So does the next import of the same target; once it put the file again, the intent is
+    // settled.
+    std::fs::write(src.join("big.bin"), vec![7u8; 20 << 20]).unwrap();
+    let again = put_tree(&d, &src, &dst, &["--on-conflict", "overwrite"]);
+    all_ok(&again);
+    again[1].stderr_has("ferry cannot name it");
+    let left: i64 = state()
+        .query_row("SELECT count(*) FROM multipart", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -575,6 +575,8 @@ struct Piece {
 
 pub struct D1Target {
     client: D1Client,
+    /// This process's hold on the database (none for a dry run): released when dropped.
+    lock: Option<String>,
     dry_run: bool,
     streams: HashMap<String, D1Stream>,
     pending: Vec<Piece>,
@@ -586,6 +588,112 @@ pub struct D1Target {
     /// Rows sent in requests that committed, and the progress line's clock.
     rows_sent: u64,
     progress: crate::stage::export::Progress,
+}
+
+/// How long a hold on a D1 database lasts unless renewed (every request renews it). D1 keeps no
+/// session to end with a process: a holder killed on another machine is let go after this.
+const LOCK_SECONDS: u32 = 900;
+
+/// Take this process's hold on a D1 database (one writer at a time: an import or a rollback),
+/// in a row of `_ferry_lock`; its token. Refused, naming the holder, while another process holds
+/// it; taken over when the holder is gone (its time is up, or it was a process of this machine
+/// that is no more).
+pub(crate) fn take_lock(client: &mut D1Client) -> Result<String> {
+    let me = crate::lock::Holder::this_process();
+    let token = format!("{} {} {}", me.host, me.pid, me.since);
+    let read = "SELECT token, holder, host, pid, expires, unixepoch() AS now FROM _ferry_lock WHERE name = 'writer'";
+    // Read first, writing only what must be written: a request that changes nothing can be
+    // sent again freely.
+    let there = client.rows(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_ferry_lock'",
+        &[],
+    )?;
+    if there.is_empty() {
+        client.exec(&[Stmt::plain(
+            "CREATE TABLE IF NOT EXISTS _ferry_lock (name TEXT PRIMARY KEY, token TEXT NOT NULL, holder TEXT NOT NULL,
+             host TEXT NOT NULL, pid INTEGER NOT NULL, expires INTEGER NOT NULL)",
+        )])?;
+    }
+    let held = client.exec(&[Stmt::plain(read)])?;
+    let row = |results: &[Json], at: usize| results.get(at).and_then(|r| r.pointer("/results/0")).cloned();
+    let was = row(&held, 0);
+    if let Some(w) = &was {
+        let (host, pid) = (w["host"].as_str().unwrap_or(""), w["pid"].as_u64().unwrap_or(0) as u32);
+        let expired = w["expires"].as_i64() < w["now"].as_i64();
+        let gone = host == me.host && !crate::lock::alive(pid);
+        if !expired && !gone {
+            return Err(crate::lock::busy(
+                &client.address,
+                &format!(
+                    "{} (held until it ends, or {} s after its last request)",
+                    w["holder"].as_str().unwrap_or("?"),
+                    LOCK_SECONDS
+                ),
+            ));
+        }
+    }
+    // Taken only if it is still as it was read: of two takers, one wins.
+    let was_token = was.as_ref().and_then(|w| w["token"].as_str()).map(str::to_owned);
+    let take = Stmt {
+        sql: format!(
+            "INSERT INTO _ferry_lock (name, token, holder, host, pid, expires)
+             VALUES ('writer', ?1, ?2, ?3, CAST(?4 AS INTEGER), unixepoch() + {LOCK_SECONDS})
+             ON CONFLICT (name) DO UPDATE SET token = excluded.token, holder = excluded.holder,
+                 host = excluded.host, pid = excluded.pid, expires = excluded.expires
+             WHERE _ferry_lock.token IS ?5"
+        ),
+        params: vec![
+            Some(token.clone()),
+            Some(me.describe()),
+            Some(me.host.clone()),
+            Some(me.pid.to_string()),
+            was_token,
+        ],
+    };
+    // An answer lost on the way back: whether it was taken says whether to send it again.
+    let probe = format!(
+        "SELECT 1 FROM _ferry_lock WHERE name = 'writer' AND token = {}",
+        sql_text(&token)
+    );
+    client.exec_probed(&[take], Some(&probe))?;
+    let now = client.exec(&[Stmt::plain(read)])?;
+    match row(&now, 0) {
+        Some(r) if r["token"].as_str() == Some(token.as_str()) => Ok(token),
+        Some(r) => Err(crate::lock::busy(&client.address, r["holder"].as_str().unwrap_or("?"))),
+        None => Err(Error::new(
+            ErrorKind::Target,
+            format!("{}: the lock row went away as it was taken", client.address),
+        )),
+    }
+}
+
+/// Keep this process's hold (its token) for another while: a statement in every request.
+pub(crate) fn renew_lock(token: &str) -> Stmt {
+    Stmt {
+        sql: format!(
+            "UPDATE _ferry_lock SET expires = unixepoch() + {LOCK_SECONDS} WHERE name = 'writer' AND token = ?1"
+        ),
+        params: vec![Some(token.to_owned())],
+    }
+}
+
+/// Let go of this process's hold (best effort: it expires anyway).
+pub(crate) fn release_lock(client: &mut D1Client, token: &str) {
+    let stmt = Stmt {
+        sql: "DELETE FROM _ferry_lock WHERE name = 'writer' AND token = ?1".into(),
+        params: vec![Some(token.to_owned())],
+    };
+    if let Err(e) = client.exec(&[stmt]) {
+        tracing::debug!(error = %e, "could not release the lock on the D1 database; it expires by itself");
+    }
+}
+
+impl Drop for D1Target {
+    fn drop(&mut self) {
+        if let Some(token) = self.lock.take() {
+            release_lock(&mut self.client, &token);
+        }
+    }
 }
 
 fn marker_stmt(m: &Marker) -> Stmt {
@@ -630,8 +738,14 @@ impl D1Target {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1 << 20);
+        let mut client = D1Client::open(url, ErrorKind::Target)?;
+        let lock = match dry_run {
+            true => None,
+            false => Some(take_lock(&mut client)?),
+        };
         Ok(D1Target {
-            client: D1Client::open(url, ErrorKind::Target)?,
+            client,
+            lock,
             dry_run,
             streams: HashMap::new(),
             pending: Vec::new(),
@@ -850,6 +964,7 @@ impl D1Target {
             return Ok(());
         }
         let mut stmts = vec![Stmt::plain("PRAGMA defer_foreign_keys = on")];
+        stmts.extend(self.lock.as_deref().map(renew_lock));
         if !self.marker_table {
             stmts.push(Stmt::plain(MARKER_DDL));
         }
@@ -1204,6 +1319,7 @@ impl Target for D1Target {
             stmts.push(Stmt::plain(MARKER_DDL));
         }
         stmts.extend(markers.iter().map(marker_stmt));
+        stmts.extend(self.lock.as_deref().map(renew_lock));
         self.client.exec(&stmts)?;
         self.marker_table = true;
         Ok(())

@@ -20,12 +20,20 @@ use crate::tree::{self, PARTIAL_DIR};
 /// Where a store notes the multipart uploads it starts and ends, so that one a killed run left
 /// behind (its parts stored, and billed, but never completed) can be aborted later.
 pub trait UploadJournal: Sync {
-    /// Called once the store has given the upload an id, before any part is sent; an error stops
-    /// the put (the upload is aborted).
+    /// Called before the store is asked for an upload id: the intent. A kill between the
+    /// store's answer and [`UploadJournal::started`] leaves an upload no id of which was kept;
+    /// the intent says it may be there. An error stops the put.
+    fn starting(&self, key: &[u8]) -> Result<()>;
+    /// Called once the store has given the upload an id, before any part is sent (the intent
+    /// is settled by it); an error stops the put (the upload is aborted).
     fn started(&self, key: &[u8], upload_id: &str) -> Result<()>;
-    /// Called once the upload is completed or aborted.
+    /// Called once the upload is completed or aborted (or, with an empty id, once the intent
+    /// came to nothing: the store gave no id).
     fn ended(&self, key: &[u8], upload_id: &str);
 }
+
+/// The upload id an intent is recorded under until the store gives the real one.
+pub const INTENT: &str = "";
 
 /// One file to put.
 #[derive(Clone)]

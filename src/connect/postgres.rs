@@ -2429,6 +2429,13 @@ impl Target for PgTarget {
             .and_then(|r| r.get(0));
         let Some(pending) = pending else { return Ok(vec![]) };
         let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
+        if !statements.is_empty() {
+            tracing::info!(
+                stream = bookmark_name,
+                statements = statements.len(),
+                "building keys and indexes"
+            );
+        }
         self.begin()?;
         let done = self.run_deferred(
             &format!("stream {bookmark_name}: building keys and indexes"),

@@ -443,11 +443,18 @@ impl S3Store {
             attributes: Self::attributes(req),
             ..Default::default()
         };
-        let id = self
-            .store
-            .create_multipart_opts(path, opts)
-            .await
-            .map_err(|e| self.fatal(&format!("starting a multipart upload of {path}"), e))?;
+        if let Some(j) = req.journal {
+            j.starting(req.key)?;
+        }
+        let id = match self.store.create_multipart_opts(path, opts).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(j) = req.journal {
+                    j.ended(req.key, super::objects::INTENT);
+                }
+                return Err(self.fatal(&format!("starting a multipart upload of {path}"), e));
+            }
+        };
         // Noted before any part goes, so a kill from here on leaves an upload that can be found.
         if let Some(j) = req.journal
             && let Err(e) = j.started(req.key, &id)

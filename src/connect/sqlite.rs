@@ -1525,6 +1525,10 @@ impl Target for SqliteTarget {
                     r.get::<_, bool>(0)
                 })
                 .ctx(ErrorKind::Target, self.target_err(stream, "looking at the table"))?;
+            // A table an unfinished run of the same source made: this run goes on with that
+            // load, undone with it, with no row-by-row journal.
+            prepared.continued =
+                !prepared.empty && !self.dry_run && self.unfinished_by(&opts.source, schema.bookmark_name())?;
             let have: BTreeSet<String> = {
                 let mut st = self.conn.prepare("SELECT name FROM pragma_table_info(?1)").ctx(
                     ErrorKind::Target,
@@ -1583,9 +1587,9 @@ impl Target for SqliteTarget {
             }
             prepared.created.push(ddl);
             prepared.deferred = index_sql(schema, &table);
-            if !prepared.deferred.is_empty() {
-                self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
-            }
+            // Recorded even when there is no index to build: a marker with work pending also
+            // says that an unfinished run made the table.
+            self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
         }
 
         if !self.dry_run || exists {
@@ -1880,6 +1884,13 @@ impl Target for SqliteTarget {
             return Ok(vec![]);
         };
         let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
+        if !statements.is_empty() {
+            tracing::info!(
+                stream = bookmark_name,
+                statements = statements.len(),
+                "building keys and indexes"
+            );
+        }
         self.begin()?;
         for s in &statements {
             self.conn.execute_batch(s).ctx(ErrorKind::Target, || {
@@ -1936,6 +1947,24 @@ impl SqliteTarget {
 
     /// Record (in the open transaction) the deferred DDL of a stream, so that it is built even if
     /// the stream's SCHEMA is never seen again.
+    /// Whether an unfinished run of `source` made the stream's table: its marker still has work
+    /// pending (set when the table is made) and the stream is not complete.
+    fn unfinished_by(&self, source: &str, bookmark_name: &str) -> Result<bool> {
+        if !self.table_exists(MARKER_TABLE)? {
+            return Ok(false);
+        }
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _ferry_commits WHERE source = ?1 AND stream = ?2
+                     AND pending_ddl IS NOT NULL AND NOT complete)",
+                [source, bookmark_name],
+                |r| r.get(0),
+            )
+            .ctx(ErrorKind::Target, || {
+                format!("{}: reading commit markers", self.address)
+            })
+    }
+
     fn set_pending(&mut self, source: &str, bookmark_name: &str, run_id: &str, ddl: &[String]) -> Result<()> {
         if self.dry_run {
             return Ok(());

@@ -54,6 +54,8 @@ pub struct RollbackOutcome {
     pub deleted: u64,
     /// Multipart uploads the run left unfinished, aborted (or, without `confirm`, to abort).
     pub aborted: u64,
+    /// Multipart uploads a killed run may have started with no id recorded: said, not aborted.
+    pub unknown_uploads: u64,
     pub would_abort: u64,
     pub would_delete: u64,
     pub kept: u64,
@@ -76,6 +78,7 @@ impl RollbackOutcome {
     fn add(&mut self, o: &RollbackOutcome) {
         self.deleted += o.deleted;
         self.aborted += o.aborted;
+        self.unknown_uploads += o.unknown_uploads;
         self.would_abort += o.would_abort;
         self.would_delete += o.would_delete;
         self.kept += o.kept;
@@ -390,6 +393,17 @@ fn run_one<W: Write>(
     // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
     // object, so this is safe whatever else the plan refuses.
     for u in uploads {
+        let key = String::from_utf8_lossy(&u.key).into_owned();
+        if u.upload_id == objects::INTENT {
+            // No id to abort by: said, not acted on.
+            let line = json!({
+                "type": "PLAN", "action": "unknown_upload", "target": u.target, "key": key,
+                "why": super::upload::UNKNOWN_UPLOAD,
+            });
+            out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+            outcome.unknown_uploads += 1;
+            continue;
+        }
         let at = match stores.iter().position(|(t, _)| *t == u.target) {
             Some(at) => at,
             None => {
@@ -397,7 +411,6 @@ fn run_one<W: Write>(
                 stores.len() - 1
             }
         };
-        let key = String::from_utf8_lossy(&u.key).into_owned();
         let shown = if cfg.confirm {
             audit.write(&json!({
                 "at": now_rfc3339(), "action": "abort-multipart", "run": run_id, "target": u.target,

@@ -360,11 +360,15 @@ pub(crate) fn run<W: Write>(
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
         // Not while an import writes into them: PostgreSQL's tables are locked as the import
-        // locks them (D1 has no session to hold a lock).
-        if let Db::Pg(c) = &mut db {
-            for st in &steps {
-                lock_table(c, &target, &table_sql(st))?;
+        // locks them, a D1 database by its lock row.
+        let mut d1_lock = None;
+        match &mut db {
+            Db::Pg(c) => {
+                for st in &steps {
+                    lock_table(c, &target, &table_sql(st))?;
+                }
             }
+            Db::D1(c) => d1_lock = Some(crate::connect::d1::take_lock(c)?),
         }
         let backup = write_backup(source, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
@@ -382,7 +386,11 @@ pub(crate) fn run<W: Write>(
                 }))?;
             }
         }
-        undo_all(&mut db, &target, run_id, &steps, &mut outcome)?;
+        let undone = undo_all(&mut db, &target, run_id, &steps, &mut outcome);
+        if let (Db::D1(c), Some(token)) = (&mut db, d1_lock) {
+            crate::connect::d1::release_lock(c, &token);
+        }
+        undone?;
         let ids: Vec<i64> = journal.iter().filter(|r| r.undone_at.is_none()).map(|r| r.id).collect();
         cp.journal_undone(&ids)?;
     }

@@ -42,6 +42,9 @@ use crate::value::{Codec, ValueRef};
 /// The stream of upload results on stdout.
 pub const UPLOADS_STREAM: &str = "uploads";
 
+/// What to say of a multipart upload a killed run may have left with no id recorded.
+pub(crate) const UNKNOWN_UPLOAD: &str = "a run was killed as it started a multipart upload of this key, before the store's upload id was recorded: if the store had started it, its parts are stored (and billed) until aborted, and ferry cannot name it; let the bucket abort it (an AbortIncompleteMultipartUpload lifecycle rule) or abort it with the store's own tools";
+
 /// The result of a file the export could not read: it never reached the import.
 const UNREADABLE: &str = "unreadable";
 
@@ -201,6 +204,10 @@ impl Journal {
 }
 
 impl objects::UploadJournal for Journal {
+    fn starting(&self, key: &[u8]) -> Result<()> {
+        self.with(|cp, run| cp.multipart_started(&self.target, key, objects::INTENT, run))
+    }
+
     fn started(&self, key: &[u8], upload_id: &str) -> Result<()> {
         self.with(|cp, run| cp.multipart_started(&self.target, key, upload_id, run))
     }
@@ -517,7 +524,16 @@ impl<W: Write> Uploader<'_, W> {
         let _ = self.journal.run_id.set(self.run_id.clone());
         if let Some(cp) = &self.checkpoint {
             for u in cp.multipart_open()? {
-                if u.target == self.target && u.run_id != self.run_id {
+                if u.target != self.target || u.run_id == self.run_id {
+                    continue;
+                }
+                if u.upload_id == objects::INTENT {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(&u.key),
+                        run = %u.run_id,
+                        "{UNKNOWN_UPLOAD}"
+                    );
+                } else {
                     self.stale.entry(u.key).or_default().push(u.upload_id);
                 }
             }
