@@ -241,8 +241,25 @@ fn a_whole_migration_is_undone_newest_first_databases_and_objects_apart() {
     let first_drop = actions.iter().position(|a| a == "drop_table").unwrap();
     let last_restore = actions.iter().rposition(|a| a == "restore").unwrap();
     assert!(last_restore < first_drop, "newest run first");
-    d.run("ferry", &["rollback", "--full", "--db-only", "--confirm"], b"")
-        .ok();
+    // The plan shown is the plan carried out: the later run is undone first, so the tables the
+    // first one made are dropped, not refused as written by a later run.
+    assert!(!actions.iter().any(|a| a == "refuse"), "{actions:?}");
+    let done = d.run("ferry", &["rollback", "--full", "--db-only", "--confirm"], b"");
+    let shown: Vec<String> = done
+        .ok()
+        .lines()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    let past = |a: &str| match a {
+        "delete" => "deleted",
+        "restore" => "restored",
+        "drop_table" => "dropped",
+        "empty_table" => "emptied",
+        other => other,
+    };
+    let planned: Vec<&str> = actions.iter().map(|a| past(a)).collect();
+    assert_eq!(shown, planned, "the dry run and --confirm agree, action for action");
     let users: i64 = d
         .open("copy.db")
         .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'users'", [], |r| {
