@@ -251,13 +251,15 @@ fn a_whole_migration_is_undone_newest_first_databases_and_objects_apart() {
         .iter()
         .map(|l| l["action"].as_str().unwrap().to_owned())
         .collect();
-    let past = |a: &str| match a {
-        "delete" => "deleted",
-        "restore" => "restored",
-        "drop_table" => "dropped",
-        "empty_table" => "emptied",
-        other => other,
-    };
+    fn past(a: &str) -> &str {
+        match a {
+            "delete" => "deleted",
+            "restore" => "restored",
+            "drop_table" => "dropped",
+            "empty_table" => "emptied",
+            other => other,
+        }
+    }
     let planned: Vec<&str> = actions.iter().map(|a| past(a)).collect();
     assert_eq!(shown, planned, "the dry run and --confirm agree, action for action");
     let users: i64 = d

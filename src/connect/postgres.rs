@@ -773,12 +773,23 @@ impl PgTarget {
             .map_err(|e| self.err("locking the table", e))?
             .get(0);
         if !got {
-            let who = self
-                .rt
-                .block_on(self.client.query_opt(LOCK_HOLDER_SQL, &[&qualified]))
-                .ok()
-                .flatten()
-                .map_or_else(|| "another session".to_owned(), |r| r.get(0));
+            // Asked twice: a holder that was just ending may have let go in between, and the
+            // message should name the one there is.
+            let mut who = None;
+            for _ in 0..2 {
+                who = self
+                    .rt
+                    .block_on(self.client.query_opt(LOCK_HOLDER_SQL, &[&qualified]))
+                    .map_err(|e| tracing::debug!(error = %e, "asking who holds the lock"))
+                    .ok()
+                    .flatten()
+                    .map(|r| r.get::<_, String>(0));
+                if who.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let who = who.unwrap_or_else(|| "another session".to_owned());
             return Err(crate::lock::busy(
                 &format!("table {qualified} of {}", self.address.redacted),
                 &who,

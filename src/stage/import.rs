@@ -476,11 +476,7 @@ impl<W: Write> Importer<'_, W> {
                 return Err(line.error("a SCHEMA after the stream's STREAM_END"));
             }
             if s.schema.key_properties != schema.key_properties {
-                return Err(line.error(format!(
-                    "a SCHEMA that changes the stream's key from ({}) to ({}): rows already read were keyed by the first; a key cannot change mid-stream (send the rows under the new key as a stream of their own)",
-                    s.schema.key_properties.join(", "),
-                    schema.key_properties.join(", ")
-                )));
+                return Err(line.error(key_changed(&s.schema, &schema)));
             }
             // The shape changed: rows already buffered go in under the old one.
             self.flush_stream(&name)?;
@@ -571,22 +567,8 @@ impl<W: Write> Importer<'_, W> {
         let base = self
             .positions
             .then(|| self.bookmark_rows.get(&bookmark).copied().unwrap_or(0));
-        // What this run skips must be what the earlier run committed: checked by its digest.
         let skipping = match (marker, committed, base) {
-            (Some(m), Some(c), Some(0)) if !self.cfg.fresh => {
-                let total = m.complete.then_some(m.position).flatten();
-                let rows = if m.complete { total.unwrap_or(0) } else { c };
-                let check = match &self.checkpoint {
-                    Some(cp) => cp.prefix_digest(&self.source, &self.target.address(), &name, rows)?,
-                    None => None,
-                };
-                Some(Skipping {
-                    run_id: m.run_id.clone(),
-                    committed: c,
-                    total,
-                    check,
-                })
-            }
+            (Some(m), Some(c), Some(0)) if !self.cfg.fresh => Some(self.skipping(m, c, &name)?),
             _ => None,
         };
         // A stream that starts after rows the target does not have: an `export --resume` from
@@ -643,6 +625,23 @@ impl<W: Write> Importer<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// What this run will skip of a stream an earlier run committed `committed` rows of (as
+    /// its marker `m` says), with the digest to check them by: they must be the same rows.
+    fn skipping(&self, m: &Marker, committed: u64, stream: &str) -> Result<Skipping> {
+        let total = m.complete.then_some(m.position).flatten();
+        let rows = if m.complete { total.unwrap_or(0) } else { committed };
+        let check = match &self.checkpoint {
+            Some(cp) => cp.prefix_digest(&self.source, &self.target.address(), stream, rows)?,
+            None => None,
+        };
+        Ok(Skipping {
+            run_id: m.run_id.clone(),
+            committed,
+            total,
+            check,
+        })
     }
 
     fn on_record(&mut self, line: &Line<'_>) -> Result<()> {
@@ -1232,6 +1231,15 @@ impl<W: Write> Importer<'_, W> {
         }
         let _ = self.out.flush();
     }
+}
+
+/// Why a SCHEMA that changes its stream's key is refused.
+fn key_changed(was: &Schema, now: &Schema) -> String {
+    format!(
+        "a SCHEMA that changes the stream's key from ({}) to ({}): rows already read were keyed by the first; a key cannot change mid-stream (send the rows under the new key as a stream of their own)",
+        was.key_properties.join(", "),
+        now.key_properties.join(", ")
+    )
 }
 
 /// Why a re-run stops when the rows it would skip by position are not the ones an earlier run

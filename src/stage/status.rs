@@ -31,22 +31,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
             ),
         ));
     };
-    // A run recorded as running whose process is gone (killed) is not running: it stopped
-    // without saying so, and shows no time left.
-    let runs: Vec<crate::checkpoint::RunRow> = cp
-        .runs()?
-        .into_iter()
-        .map(|mut r| {
-            if r.status == "running" && !r.is_running() {
-                r.status = "stopped".into();
-                r.message = Some(format!(
-                    "its process (pid {}) is gone without saying how it ended (killed?): run the same command again to continue",
-                    r.pid.unwrap_or_default()
-                ));
-            }
-            r
-        })
-        .collect();
+    let runs: Vec<crate::checkpoint::RunRow> = cp.runs()?.into_iter().map(as_it_is).collect();
     let run_id = match &cfg.run {
         None => None,
         Some(prefix) => {
@@ -181,6 +166,19 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         )?;
     }
     out.flush()
+}
+
+/// A run as it is: one recorded as running whose process is gone (killed) is not running; it
+/// stopped without saying so, and shows no time left.
+fn as_it_is(mut r: crate::checkpoint::RunRow) -> crate::checkpoint::RunRow {
+    if r.status == "running" && !r.is_running() {
+        r.status = "stopped".into();
+        r.message = Some(format!(
+            "its process (pid {}) is gone without saying how it ended (killed?): run the same command again to continue",
+            r.pid.unwrap_or_default()
+        ));
+    }
+    r
 }
 
 /// How fast a run went, and for one still running, how long it has left.
