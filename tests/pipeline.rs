@@ -816,34 +816,12 @@ fn items_db(d: &Dir, n: u32) {
 
 #[test]
 fn ctrl_c_stops_an_import_at_the_next_line_says_how_to_continue_and_status_agrees() {
-    use std::io::Write as _;
     let d = Dir::new();
     items_db(&d, 40_000);
     let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
     let text = stream.ok().stdout();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.iter().position(|l| l.contains(r#""id":20000,"#)).unwrap();
-    let mut import = d
-        .cmd("ferry-import", &["sqlite:copy.db", "--create"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Half the stream, then a producer that goes quiet without ending (a stalled upstream).
-    let mut input = import.stdin.take().unwrap();
-    input.write_all((lines[..half].join("\n") + "\n").as_bytes()).unwrap();
-    input.flush().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while d
-        .run("ferry", &["status", "--json"], b"")
-        .lines()
-        .iter()
-        .all(|l| l["type"] != "RUN" || l["run"]["rows_written"].as_u64().unwrap_or(0) < 10_000)
-    {
-        assert!(std::time::Instant::now() < deadline, "no progress recorded");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (import, input) = import_half_way(&d, &text, "sqlite:copy.db", 10_000);
     let kill = std::process::Command::new("kill")
         .args(["-INT", &import.id().to_string()])
         .status()

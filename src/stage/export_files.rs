@@ -593,29 +593,30 @@ impl Emit {
     /// A file left out on purpose: an ERROR that is not an error, so the import can say so in
     /// its results (`file_status`), and nothing counts it as a failure.
     fn left_out<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], why: &str, what: LeftOut) -> Result<()> {
-        let path = String::from_utf8_lossy(rel).into_owned();
-        tracing::info!(path = %path, "skipped: {why}");
+        tracing::info!(path = %String::from_utf8_lossy(rel), "skipped: {why}");
         let mut extra = Map::new();
         extra.insert(crate::protocol::FILE_STATUS.into(), json!(what.status()));
-        em.message(&Message::Error(ErrorMsg {
-            failure_type: "data".into(),
-            message: format!("{path}: {why}"),
-            fatal: false,
-            stream: Some(self.stream.clone()),
-            scope: Some("record".into()),
-            key: None,
-            path: Some(path),
-            stage: Some("export".into()),
-            extra,
-        }))
+        self.file_error(em, rel, why, "data", extra)
     }
 
     fn problem<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], message: &str, kind: &str) -> Result<()> {
-        let path = String::from_utf8_lossy(rel).into_owned();
-        tracing::warn!(path = %path, "{message}");
+        tracing::warn!(path = %String::from_utf8_lossy(rel), "{message}");
         self.errors += 1;
+        self.file_error(em, rel, message, kind, Map::new())
+    }
+
+    /// A non-fatal ERROR about one file, naming it.
+    fn file_error<W: Write>(
+        &self,
+        em: &mut Emitter<'_, W>,
+        rel: &[u8],
+        message: &str,
+        failure_type: &str,
+        extra: Map<String, Json>,
+    ) -> Result<()> {
+        let path = String::from_utf8_lossy(rel).into_owned();
         em.message(&Message::Error(ErrorMsg {
-            failure_type: kind.into(),
+            failure_type: failure_type.into(),
             message: format!("{path}: {message}"),
             fatal: false,
             stream: Some(self.stream.clone()),
@@ -623,7 +624,7 @@ impl Emit {
             key: None,
             path: Some(path),
             stage: Some("export".into()),
-            extra: Map::new(),
+            extra,
         }))
     }
 }
