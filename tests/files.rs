@@ -624,11 +624,11 @@ fn an_unreadable_file_is_an_error_naming_it_and_the_rest_goes_on() {
         d.cmd("ferry-export", &[&addr]).output().unwrap()
     };
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{stderr}");
+    assert!(
+        stderr.contains("ferry-export: done: ") && stderr.contains(", 1 errors in "),
+        "the closing line counts what was left out: {stderr}"
     );
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let files: Vec<&str> = lines

@@ -487,6 +487,71 @@ fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_duplica
 }
 
 #[test]
+fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applications_table() {
+    let d = Dir::new();
+    let url = pg::cluster().database("savedfile");
+    let media = d.path("media");
+    d.sample();
+    let n = ferry::sample::create_media(&d.path("sample.db"), &media).unwrap();
+    let mut c = pg::connect(&url);
+    // The application's table, made by its framework: one row per file, not migrated yet.
+    c.batch_execute(
+        "CREATE TABLE savedfile (id bigserial PRIMARY KEY, file text NOT NULL, r2_key text,
+           migration_status text, checksum text, migrated_at timestamptz, migration_batch text)",
+    )
+    .unwrap();
+    for entry in walkdir(&media) {
+        c.execute("INSERT INTO savedfile (file) VALUES ($1)", &[&entry])
+            .unwrap();
+    }
+    // The README's recipe, with a directory as the bucket.
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", media.display())]),
+            ("ferry-import", &[&format!("dir:{}", d.path("bucket").display())]),
+            ("ferry-transform", &["--rename-stream", "uploads=ferry_uploads"]),
+            ("ferry-import", &[&url, "--create", "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let updated = c
+        .execute(
+            "UPDATE savedfile s SET r2_key = u.key, migration_status = u.status,
+               checksum = u.sha256, migrated_at = u.migrated_at::timestamptz, migration_batch = u.batch
+             FROM ferry_uploads u WHERE u.path = s.file",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(updated as usize, n);
+    let done: i64 = c
+        .query_one(
+            "SELECT count(*) FROM savedfile WHERE migration_status = 'uploaded' AND migrated_at IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(done as usize, n);
+}
+
+/// The paths of the files under `root`, relative to it.
+fn walkdir(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
 fn two_imports_into_one_table_and_a_rollback_meanwhile_are_refused_naming_who_writes_it() {
     use std::io::Write as _;
     let d = Dir::new();

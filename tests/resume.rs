@@ -435,8 +435,20 @@ fn a_rerun_after_the_source_changed_under_the_rows_it_would_skip_refuses_and_say
         .stderr_has("the source changed since run ")
         .stderr_has("ferry rollback --batch");
     assert_eq!(rows_in(&d, "dst.db"), committed, "nothing written");
-    // As it says: that run rolled back, then the same command.
-    d.run("ferry", &["rollback", "--full", "--confirm"], b"").ok();
+    // As it says: that run rolled back (the refused run, which wrote nothing, does not stand in
+    // its way), then the same command.
+    let stderr = runs[1].stderr();
+    let advice = stderr.split("(ferry rollback ").nth(1).unwrap();
+    let advice: Vec<&str> = advice.split(')').next().unwrap().split(' ').collect();
+    assert_eq!((advice[0], advice[2]), ("--batch", "--confirm"), "{stderr}");
+    d.run("ferry", &["rollback", advice[0], advice[1], advice[2]], b"").ok();
+    let items: i64 = d
+        .open("dst.db")
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'items'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(items, 0, "the run's table is dropped");
     let runs = d.pipe(
         &[
             ("ferry-export", &[src.as_str()][..]),

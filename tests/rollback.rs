@@ -623,7 +623,18 @@ fn without_the_journal_a_run_into_full_tables_is_left_as_it_is_and_says_so() {
         "{:?}",
         plan.lines()
     );
-    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    // The plan says which tables keep the run's rows, and the closing line says it too.
+    assert!(
+        plan.lines()
+            .iter()
+            .any(|l| l["action"] == "cannot_undo" && l["table"] == "users"),
+        "{:?}",
+        plan.lines()
+    );
+    plan.stderr_has("existing tables without a journal stay");
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"")
+        .ok()
+        .stderr_has("existing tables without a journal stay");
     assert_eq!(
         snapshot(&d, "copy.db"),
         after,
@@ -665,4 +676,66 @@ fn a_d1_table_too_wide_for_an_undo_table_is_still_written_and_the_import_says_it
         .query_row("SELECT sum(c97) FROM wide", [], |r| r.get(0))
         .unwrap();
     assert_eq!(sum, 10, "both rows written, the first overwritten");
+}
+
+#[test]
+fn a_commit_marker_of_rows_a_table_no_longer_holds_skips_nothing() {
+    let d = Dir::new();
+    let src = first_run(&d);
+    let tags = common::count(&d.open("src.db"), "tags");
+    assert!(tags > 0);
+    // The stream now goes to a table of another name: a new table, where no earlier run wrote.
+    let renamed = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-transform", &["--rename-stream", "main.tags=labels"]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&renamed);
+    renamed[2].stderr_has("importing the stream from its start");
+    assert_eq!(common::count(&d.open("copy.db"), "labels"), tags);
+    // A table dropped by hand since: the same pipeline loads it again rather than skipping it.
+    d.open("copy.db")
+        .execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE tags")
+        .unwrap();
+    let again = d.pipe(
+        &[
+            ("ferry-export", &[src.as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    );
+    all_ok(&again);
+    again[1].stderr_has("importing the stream from its start");
+    assert_eq!(common::count(&d.open("copy.db"), "tags"), tags);
+}
+
+#[test]
+fn a_rollback_run_from_another_directory_undoes_the_database_the_import_wrote() {
+    let d = Dir::new();
+    first_run(&d);
+    // A database of the same name in the directory the rollback runs from: not the import's.
+    std::fs::create_dir(d.path("elsewhere")).unwrap();
+    std::fs::copy(d.path("copy.db"), d.path("elsewhere/copy.db")).unwrap();
+    let state = d.path(".ferry/state.db");
+    let out = d
+        .cmd(
+            "ferry",
+            &["rollback", "--last", "--confirm", "--state", &state.to_string_lossy()],
+        )
+        .current_dir(d.path("elsewhere"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tables = |db: &str| -> i64 {
+        d.open(db)
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'users'", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    assert_eq!(tables("copy.db"), 0, "the import's database is undone");
+    assert_eq!(tables("elsewhere/copy.db"), 1, "the other one is untouched");
 }

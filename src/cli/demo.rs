@@ -11,8 +11,9 @@ use crate::sample;
 /// Where to run the demo.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Directory for the demo's files: created, or an empty one; a directory an earlier demo
-    /// used has what that demo made replaced (and nothing else touched)
+    /// Directory for the demo's files: created, or an empty one. In a directory an earlier demo
+    /// used, the files and directories that demo made (listed in its .ferry-demo) are removed
+    /// first, each directory whole with whatever was put in it since; nothing else is touched
     #[arg(long, value_name = "DIR", default_value = "ferry-demo")]
     pub dir: PathBuf,
 }

@@ -195,23 +195,37 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             .count("rows_read", o.received)
             .count("written", o.written)
             .count("skipped", o.skipped)
-            .count("already_imported", o.already)
+            .count("already_done", o.already)
             .count("rejected", o.rejected);
     }
     if let Some(path) = &o.reject_path {
         closing.note(format!("rejects in {}", path.display()));
     }
-    if result.is_err() && !cfg.dry_run && o.files {
-        closing.note("every file settled before the last acknowledged STATE is recorded in the manifest; run the same pipeline again to finish (it sends nothing for those)");
-    } else if result.is_err() && !cfg.dry_run {
-        closing.note(match o.acknowledged {
-            Some((line, seq)) => format!(
-                "committed up to the STATE at line {line} (seq {seq}), nothing after it; run the same pipeline again to finish"
+    if let Err(e) = &result
+        && !cfg.dry_run
+    {
+        // A stop from outside (a signal, a reader or producer gone, a fault that outlasted the
+        // retries) is finished by running again; anything else needs its cause fixed first.
+        let again = match e.kind() {
+            ErrorKind::Truncated | ErrorKind::BrokenPipe | ErrorKind::Interrupted | ErrorKind::Transient => {
+                "run the same pipeline again to finish"
+            }
+            _ => "fix what the error says, then run the same pipeline again to finish",
+        };
+        closing.note(match (o.files, o.acknowledged) {
+            (true, _) => format!(
+                "every file settled before the last acknowledged STATE is recorded in the manifest (the next run sends nothing for those); {again}"
             ),
-            None => "no STATE was acknowledged: nothing was committed; run the same pipeline again".into(),
+            (false, Some((line, seq))) => {
+                format!("committed up to the STATE at line {line} (seq {seq}), nothing after it; {again}")
+            }
+            (false, None) => format!("no STATE was acknowledged: nothing was committed; {again}"),
         });
     }
     result?;
+    if cfg.dry_run {
+        closing.verdict("dry run, nothing changed");
+    }
     Ok(if o.rejected > 0 && !cfg.dry_run {
         ExitStatus::Rejected
     } else {

@@ -328,6 +328,12 @@ fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     } else {
         "; --confirm to act"
     };
+    if o.unjournaled > 0 {
+        parts.push(format!(
+            "the rows the run wrote into {} existing tables without a journal stay (cannot_undo on stdout)",
+            o.unjournaled
+        ));
+    }
     let refused = if o.refused > 0 {
         format!("; refused {}", o.refused)
     } else {

@@ -37,7 +37,8 @@ Operations apply in the order given, each to stream names as earlier operations 
 A field is written STREAM.FIELD, split at the last dot. Records no operation touches pass through
 byte for byte; SCHEMA and STREAM_END (row count and digest) are rewritten where the stream changes.
 STATE lines pass through in order, bookmarks under the producer's stream names.
-Exit status: 0 done, 2 error (including input that ends without END).";
+Exit status: 0 done; 2 error; 4 stopped early (the input ended without END, or the reader of
+stdout went away); 130 interrupted (Ctrl-C, SIGTERM). A closing line on stderr says which.";
 
 /// Transform a ferry stream: rename, drop, set, filter, or any jq program.
 #[derive(Debug, Parser)]

@@ -1200,6 +1200,9 @@ pub(crate) const MARKER_DDL: &str = "CREATE TABLE IF NOT EXISTS _ferry_commits (
 
 impl SqliteTarget {
     pub fn open(path: &Path, dry_run: bool) -> Result<SqliteTarget> {
+        // Named by its absolute path, as sources are: the state file records it, and a rollback
+        // run from another directory must find this database, not one of the same name there.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let address = format!("sqlite:{}", path.display());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             return Err(Error::new(

@@ -567,9 +567,13 @@ pub struct End {
     pub extra: Map<String, Json>,
 }
 
-/// The current time as RFC 3339 in UTC.
+/// The current time as RFC 3339 in UTC, to the microsecond: the finest PostgreSQL keeps, so the
+/// times ferry writes (the upload results' `migrated_at`) load into a timestamptz column as they are.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().to_string()
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_microsecond(now.as_microsecond())
+        .unwrap_or(now)
+        .to_string()
 }
 
 /// A new run id: a UUIDv7 (time-ordered), as text.
@@ -596,6 +600,16 @@ mod tests {
         assert_eq!(Kind::parse("ACTIVATE_VERSION"), Kind::Other);
         assert!(Kind::State.is_flush_point());
         assert!(!Kind::Record.is_flush_point());
+    }
+
+    #[test]
+    fn times_written_keep_at_most_microseconds() {
+        for _ in 0..20 {
+            let t = now_rfc3339();
+            let fraction = t.trim_end_matches('Z').rsplit_once('.').map_or("", |(_, f)| f);
+            assert!(fraction.len() <= 6, "{t}");
+            assert!(t.parse::<jiff::Timestamp>().is_ok(), "{t}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct Written {
     pub files: u64,
     pub states: u64,
     pub stream_ends: u64,
+    pub errors: u64,
 }
 
 impl Written {
@@ -29,6 +30,7 @@ impl Written {
             Kind::File => self.files += 1,
             Kind::State => self.states += 1,
             Kind::StreamEnd => self.stream_ends += 1,
+            Kind::Error => self.errors += 1,
             _ => {}
         }
     }

@@ -227,6 +227,11 @@ struct Importer<'w, W: Write> {
     journal: Vec<crate::checkpoint::JournalEntry>,
     /// How each stream's writes are journaled, and its table.
     journaling: HashMap<String, (Journaling, String)>,
+    /// The journal entry of a stream into a table this run did not make, held back until the
+    /// stream writes its first row there: a run that writes nothing into a table (it only
+    /// skipped rows done before, or was refused because the source changed) has nothing there
+    /// to undo, and must not stand in the way of undoing the run that wrote it.
+    held_journal: HashMap<String, crate::checkpoint::JournalEntry>,
     /// A commit on its way to the target (`Target::commit_pipelined`): what to acknowledge once
     /// it has landed.
     pending_ack: Option<Ack>,
@@ -307,6 +312,7 @@ pub fn run_counted<R: BufRead, W: Write>(
         expected: None,
         journal: Vec::new(),
         journaling: HashMap::new(),
+        held_journal: HashMap::new(),
         pending_ack: None,
         uncommitted: false,
     };
@@ -513,14 +519,17 @@ impl<W: Write> Importer<'_, W> {
                 Journaling::Keys
             };
             self.journaling.insert(name.clone(), (mode, prepared.table.clone()));
-            self.journal.push(crate::checkpoint::JournalEntry {
+            let entry = crate::checkpoint::JournalEntry {
                 stream: name.clone(),
                 table: prepared.table.clone(),
                 action: match mode {
                     Journaling::Created => "create",
                     Journaling::Emptied => "empty",
                     Journaling::InTarget => "undo",
-                    _ => "stream",
+                    // Its rows stay when the run is undone, and the rollback plan says so.
+                    Journaling::Off => "unjournaled",
+                    // The stream's shape, for the rows entries that follow.
+                    Journaling::Keys => "stream",
                 },
                 // Where the target keeps the table (and its undo journal), in its own SQL.
                 key: prepared
@@ -529,7 +538,13 @@ impl<W: Write> Importer<'_, W> {
                     .map(|sql| json!({"sql": sql, "undo": prepared.undo}).to_string()),
                 before: None,
                 schema: Some(line.text.to_owned()),
-            });
+            };
+            // The target's own undo table is made now, whatever the stream writes.
+            if prepared.created.is_empty() && mode != Journaling::InTarget {
+                self.held_journal.insert(name.clone(), entry);
+            } else {
+                self.journal.push(entry);
+            }
         }
         if self.cfg.dry_run {
             for sql in &prepared.created {
@@ -546,7 +561,17 @@ impl<W: Write> Importer<'_, W> {
             tracing::info!(stream = %name, table = %prepared.table, "created table");
         }
         let bookmark = schema.bookmark_name().to_owned();
-        let marker = self.markers.get(&bookmark);
+        let mut marker = self.markers.get(&bookmark);
+        // A marker says rows are in the table; a table that is new or empty holds none of them
+        // (it was dropped or emptied since, or the stream now goes to another table): the marker
+        // no longer describes anything, and skipping by it would lose rows.
+        if let Some(m) = marker
+            && (!prepared.existed || prepared.empty)
+            && (m.complete || m.position.unwrap_or(0) > 0)
+        {
+            tracing::warn!(stream = %name, table = %prepared.table, run = %m.run_id, "an earlier run's commit marker counts rows this table does not hold (it is new or empty): importing the stream from its start");
+            marker = None;
+        }
         let committed = match marker {
             Some(m) if m.complete => Some(u64::MAX),
             Some(m) => m.position,
@@ -782,6 +807,9 @@ impl<W: Write> Importer<'_, W> {
         let ncols = s.batch.ncols;
         let batch = std::mem::replace(&mut s.batch, RowBatch::new(ncols));
         s.batch_bytes = 0;
+        if let Some(entry) = self.held_journal.remove(name) {
+            self.journal.push(entry);
+        }
         if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
             match self.target.current_rows(name, &s.shape, &batch)? {
                 Some(current) => {
@@ -985,6 +1013,11 @@ impl<W: Write> Importer<'_, W> {
 
     /// Record a landed commit in the checkpoint and echo the STATEs it covers.
     fn ack(&mut self, ack: Ack) -> Result<()> {
+        // The rows are in the target from here on, whatever happens to the echo below (a reader
+        // gone, an interrupt): the closing line counts them.
+        if ack.line.is_some() {
+            self.last_ack_line = ack.line;
+        }
         if let Some(cp) = &mut self.checkpoint
             && (ack.state.is_some() || !ack.batches.is_empty())
         {
@@ -993,9 +1026,6 @@ impl<W: Write> Importer<'_, W> {
         }
         for line in ack.lines {
             self.out.write_line(line.as_bytes(), Kind::State)?;
-        }
-        if ack.line.is_some() {
-            self.last_ack_line = ack.line;
         }
         Ok(())
     }

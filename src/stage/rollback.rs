@@ -70,6 +70,9 @@ pub struct RollbackOutcome {
     /// Tables found empty by the run, emptied again (or, without `confirm`, to be).
     pub would_empty: u64,
     pub would_drop: u64,
+    /// Tables the run wrote into without a journal (existing, keyless, or
+    /// `--no-rollback-journal`): their rows stay.
+    pub unjournaled: u64,
     /// The run was undone from its table journal (not a manifest of objects).
     pub tables: bool,
 }
@@ -90,6 +93,7 @@ impl RollbackOutcome {
         self.would_restore += o.would_restore;
         self.would_drop += o.would_drop;
         self.would_empty += o.would_empty;
+        self.unjournaled += o.unjournaled;
         self.tables |= o.tables;
     }
 }

@@ -420,7 +420,7 @@ pub(crate) fn run<W: Write>(
             json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    super::rollback_tables::refusals(&refused, &target, run_id, confirm, outcome, out)
+    super::rollback_tables::refusals(journal, &refused, run_id, confirm, outcome, out)
 }
 
 /// Take ferry's lock on a PostgreSQL table for this session, or say who holds it.

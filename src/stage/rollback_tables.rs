@@ -403,18 +403,29 @@ pub(crate) fn run<W: Write>(
             json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    refusals(&refused, &target, run_id, confirm, outcome, out)
+    refusals(journal, &refused, run_id, confirm, outcome, out)
 }
 
-/// The plan's last lines, what the rollback refused; an error when it was to act.
+/// The plan's last lines: the tables whose rows stay (the run wrote into them with no journal),
+/// and what the rollback refused; an error when it was to act.
 pub(crate) fn refusals<W: Write>(
+    journal: &[JournalRow],
     refused: &[String],
-    target: &str,
     run_id: &str,
     confirm: bool,
     mut outcome: RollbackOutcome,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
+    let target = journal[0].target.as_str();
+    for r in journal
+        .iter()
+        .filter(|r| r.action == "unjournaled" && r.undone_at.is_none())
+    {
+        let line = json!({"type": "PLAN", "action": "cannot_undo", "target": target, "stream": r.stream, "table": r.table,
+            "why": "the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay"});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        outcome.unjournaled += 1;
+    }
     for why in refused {
         let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
