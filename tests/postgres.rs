@@ -552,6 +552,36 @@ fn walkdir(root: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+fn the_holder_named_is_the_one_in_the_same_database_not_another_databases() {
+    let d = Dir::new();
+    // Sessions holding ferry's lock on a table of the same name: in three other databases of the
+    // cluster first, then in the target database.
+    let hold = |url: &str, who: &str| {
+        let mut c = pg::connect(url);
+        c.batch_execute(&format!(
+            "SET application_name = '{who}';
+             SELECT pg_advisory_lock(hashtext('ferry'), hashtext('\"public\".\"items\"'))"
+        ))
+        .unwrap();
+        c
+    };
+    let _others: Vec<_> = (0..3)
+        .map(|i| hold(&pg::cluster().database("lockother"), &format!("elsewhere {i}")))
+        .collect();
+    let url = pg::cluster().database("lockhere");
+    let _here = hold(&url, "the one here");
+    let stream = [
+        r#"{"type":"SCHEMA","stream":"items","schema":{"properties":{"id":{"type":"integer"}}},"key_properties":["id"]}"#,
+        r#"{"type":"RECORD","stream":"items","record":{"id":1}}"#,
+    ]
+    .join("\n");
+    d.run("ferry-import", &[&url, "--create"], stream.as_bytes())
+        .expect_code(2)
+        .stderr_has("another ferry process is writing table \"public\".\"items\" of ")
+        .stderr_has("the one here (server pid");
+}
+
+#[test]
 fn two_imports_into_one_table_and_a_rollback_meanwhile_are_refused_naming_who_writes_it() {
     use std::io::Write as _;
     let d = Dir::new();

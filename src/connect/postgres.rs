@@ -553,6 +553,7 @@ pub(crate) const LOCK_HOLDER_SQL: &str = "SELECT format('%s (server pid %s, conn
         coalesce(host(a.client_addr), 'a local socket'), date_trunc('second', a.backend_start))
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND l.classid = (hashtext('ferry')::bigint & 4294967295)::oid
       AND l.objid = (hashtext($1)::bigint & 4294967295)::oid
     LIMIT 1";
@@ -915,7 +916,8 @@ impl PgTarget {
               FOREACH t IN ARRAY ARRAY[{}]::text[] LOOP
                 WHILE NOT pg_try_advisory_lock(hashtext('ferry'), hashtext(t)) LOOP
                   PERFORM pg_terminate_backend(a.pid) FROM pg_stat_activity a
-                    WHERE a.application_name = current_setting('application_name') AND a.pid <> pg_backend_pid();
+                    WHERE a.application_name = current_setting('application_name') AND a.pid <> pg_backend_pid()
+                      AND a.datname = current_database();
                   tries := tries + 1;
                   IF tries > 300 THEN
                     RAISE EXCEPTION 'another ferry process took the lock on table % while the connection was down', t;
