@@ -216,9 +216,9 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             (true, _) => format!(
                 "every file settled before the last acknowledged STATE is recorded in the manifest (the next run sends nothing for those); {again}"
             ),
-            (false, Some((line, seq))) => {
-                format!("committed up to the STATE at line {line} (seq {seq}), nothing after it; {again}")
-            }
+            (false, Some((line, seq))) => format!(
+                "committed up to the STATE at line {line} (seq {seq}), nothing after it; {again} (ferry-export --resume starts after those rows instead of reading them again)"
+            ),
             (false, None) => format!("no STATE was acknowledged: nothing was committed; {again}"),
         });
     }
