@@ -92,7 +92,7 @@ const CASES: &[(&str, &[&str], &[i64], i32)] = &[
         "truncated_mid_line",
         &["line 8 is not a valid protocol message", "the stream was cut off"],
         &[1, 2],
-        2,
+        4,
     ),
     ("invalid_utf8", &["line 8 is not valid UTF-8"], &[1, 2], 2),
     (

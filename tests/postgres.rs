@@ -517,7 +517,8 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
     all_ok(&runs);
     let updated = c
         .execute(
-            "UPDATE savedfile s SET r2_key = u.key, migration_status = u.status,
+            "UPDATE savedfile s SET migration_status = u.status,
+               r2_key = CASE WHEN u.status IN ('uploaded', 'present', 'overwritten') THEN u.key END,
                checksum = u.sha256, migrated_at = u.migrated_at::timestamptz, migration_batch = u.batch
              FROM ferry_uploads u WHERE u.path = s.file",
             &[],
@@ -526,7 +527,7 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
     assert_eq!(updated as usize, n);
     let done: i64 = c
         .query_one(
-            "SELECT count(*) FROM savedfile WHERE migration_status = 'uploaded' AND migrated_at IS NOT NULL",
+            "SELECT count(*) FROM savedfile WHERE migration_status = 'uploaded' AND migrated_at IS NOT NULL AND r2_key = file",
             &[],
         )
         .unwrap()

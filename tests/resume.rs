@@ -480,3 +480,37 @@ fn a_rerun_after_the_source_changed_under_the_rows_it_would_skip_refuses_and_say
     );
     grown[1].expect_code(2).stderr_has("the source changed since run ");
 }
+
+#[test]
+fn export_resume_of_a_run_the_target_does_not_hold_is_refused_never_done() {
+    let d = Dir::new();
+    let src = build_source(&d, 2_000);
+    let load = |target: &str, resume: bool| {
+        let mut ea = vec![src.as_str()];
+        if resume {
+            ea.push("--resume");
+        }
+        d.pipe(
+            &[("ferry-export", &ea[..]), ("ferry-import", &[target, "--create"][..])],
+            b"",
+        )
+    };
+    all_ok(&load(&d.db("b.db"), false));
+    // The last import from this source went into b.db: resumed into a.db, the export would send
+    // nothing of the streams that run completed.
+    let into_a = load(&d.db("a.db"), true);
+    into_a[1]
+        .expect_code(2)
+        .stderr_has("does not hold them complete")
+        .stderr_has("run the export without --resume");
+    // That run rolled back, then resumed into its own target: nothing of it is there any more.
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    load(&d.db("b.db"), true)[1]
+        .expect_code(2)
+        .stderr_has("or was rolled back since");
+    // As it says: without --resume, everything goes in.
+    for db in ["a.db", "b.db"] {
+        all_ok(&load(&d.db(db), false));
+        d.run("ferry-validate", &[&src, &d.db(db)], b"").ok();
+    }
+}

@@ -739,3 +739,70 @@ fn a_rollback_run_from_another_directory_undoes_the_database_the_import_wrote() 
     assert_eq!(tables("copy.db"), 0, "the import's database is undone");
     assert_eq!(tables("elsewhere/copy.db"), 1, "the other one is untouched");
 }
+
+#[test]
+fn one_stream_file_imported_into_two_targets_is_undone_in_each() {
+    let d = Dir::new();
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    let stream = d.run("ferry-export", &[&d.db("src.db")], b"").stdout();
+    for db in ["a.db", "b.db"] {
+        all_ok(&[d.run("ferry-import", &[&d.db(db), "--create"], stream.as_bytes())]);
+    }
+    let tables = |db: &str| -> i64 {
+        d.open(db)
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_ferry%' ESCAPE '\\'
+                   AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let made = tables("a.db");
+    assert!(made > 3 && tables("b.db") == made);
+    // One run (the stream's), two targets: the plan names each target's own tables.
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok();
+    for db in ["a.db", "b.db"] {
+        let drops = plan
+            .lines()
+            .iter()
+            .filter(|l| l["action"] == "drop_table" && l["target"].as_str().unwrap().ends_with(db))
+            .count();
+        assert_eq!(drops as i64, made, "{db}: {:?}", plan.lines());
+    }
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"")
+        .ok()
+        .stderr_has(&format!("dropped {} tables", 2 * made));
+    assert_eq!((tables("a.db"), tables("b.db")), (0, 0));
+    // Each target's markers went with its rows: the same file loads into each again, once.
+    for db in ["a.db", "b.db"] {
+        all_ok(&[d.run("ferry-import", &[&d.db(db), "--create"], stream.as_bytes())]);
+        d.run("ferry-validate", &[&d.db("src.db"), &d.db(db)], b"").ok();
+    }
+}
+
+#[test]
+fn a_rollback_the_target_refuses_says_so_in_the_audit_log_and_changes_nothing() {
+    let d = Dir::new();
+    let url = common::pg::cluster().database("rbaudit");
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[d.sample().as_str(), "--table", "tags"][..]),
+            ("ferry-import", &[url.as_str(), "--create"]),
+        ],
+        b"",
+    ));
+    // The application put a view on the table ferry made: PostgreSQL will not drop it.
+    let mut c = common::pg::connect(&url);
+    c.batch_execute("CREATE VIEW tag_names AS SELECT name FROM tags")
+        .unwrap();
+    d.run("ferry", &["rollback", "--last", "--confirm", "--target", &url], b"")
+        .expect_code(2)
+        .stderr_has("depend");
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "failed", "{audit}");
+    let tags: i64 = c.query_one("SELECT count(*) FROM tags", &[]).unwrap().get(0);
+    assert!(tags > 0, "the table and its rows are still there");
+}

@@ -49,7 +49,7 @@ for a table without a key), all read from one snapshot (PostgreSQL: one REPEATAB
 transaction, rows through COPY; streams are named schema.table; D1: keyset pages, one request
 each, paced inside the API's rate limit, not one snapshot). A directory's files come in byte
 order of their paths, each read once and hashed (SHA-256) on --jobs threads; a file that cannot be
-read, or changes while it is read, is an ERROR line naming it and is left out (the closing line counts them, the import reports each).
+read, or changes while it is read, is an ERROR line naming it and is left out (the closing line counts them as left out, the import reports each).
 Exit status: 0 done; 2 error; 4 the reader of stdout went away before the end; 130 interrupted
 (Ctrl-C, SIGTERM: everything up to the last STATE was delivered). A closing line on stderr says which.";
 
@@ -203,8 +203,8 @@ fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
         closing.count("rows", sent.records);
     }
     if sent.errors > 0 {
-        closing.count("errors", sent.errors);
-        closing.note("the ERROR lines in the stream say what was not read, and the import reports each");
+        closing.count("left_out", sent.errors);
+        closing.note("an ERROR line in the stream names each thing left out (unreadable, or a link or special file not followed), and the import reports each");
     }
     if result.is_err() && sent.states > 0 {
         closing.note(format!(

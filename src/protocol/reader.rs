@@ -241,7 +241,13 @@ impl<R: BufRead> StreamReader<R> {
             } else {
                 format!("is not a valid protocol message: {e}")
             };
-            Error::input(format!("line {no} {what}{cut}"))
+            let message = format!("line {no} {what}{cut}");
+            // A last line cut short is a stream that stopped early (exit 4), not a malformed one.
+            if terminated {
+                Error::input(message)
+            } else {
+                Error::new(ErrorKind::Truncated, message)
+            }
         })?;
         let kind = Kind::parse(&head.kind);
         Ok(Some(Line {
@@ -506,6 +512,7 @@ mod tests {
         let mut r = reader("{\"type\":\"RECORD\",\"stream\":\"s\",\"rec");
         let e = r.next_line().unwrap_err();
         assert!(e.message().contains("the stream was cut off"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Truncated);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
-use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Reject, Report, RowBatch, Target};
+use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
@@ -469,6 +469,54 @@ impl<W: Write> Importer<'_, W> {
         self.start(begin)
     }
 
+    /// The rollback journal's entry for a stream: how its writes will be undone (the table
+    /// dropped or emptied, the rows by key, the target's own undo table, or not at all).
+    fn journal_stream(&mut self, name: &str, prepared: &Prepared, shape: &RowShape, schema_text: &str) {
+        let created = !prepared.created.is_empty() || prepared.continued;
+        let mode = if created {
+            Journaling::Created
+        } else if prepared.empty {
+            Journaling::Emptied
+        } else if prepared.undo.is_some() {
+            Journaling::InTarget
+        } else if !self.cfg.journal_rows {
+            tracing::warn!(stream = %name, "--no-rollback-journal: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
+            Journaling::Off
+        } else if shape.key.is_empty() {
+            tracing::warn!(stream = %name, "the stream has no key: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
+            Journaling::Off
+        } else {
+            Journaling::Keys
+        };
+        self.journaling.insert(name.to_owned(), (mode, prepared.table.clone()));
+        let entry = crate::checkpoint::JournalEntry {
+            stream: name.to_owned(),
+            table: prepared.table.clone(),
+            action: match mode {
+                Journaling::Created => "create",
+                Journaling::Emptied => "empty",
+                Journaling::InTarget => "undo",
+                // Its rows stay when the run is undone, and the rollback plan says so.
+                Journaling::Off => "unjournaled",
+                // The stream's shape, for the rows entries that follow.
+                Journaling::Keys => "stream",
+            },
+            // Where the target keeps the table (and its undo journal), in its own SQL.
+            key: prepared
+                .sql_name
+                .as_ref()
+                .map(|sql| json!({"sql": sql, "undo": prepared.undo}).to_string()),
+            before: None,
+            schema: Some(schema_text.to_owned()),
+        };
+        // The target's own undo table is made now, whatever the stream writes.
+        if prepared.created.is_empty() && mode != Journaling::InTarget {
+            self.held_journal.insert(name.to_owned(), entry);
+        } else {
+            self.journal.push(entry);
+        }
+    }
+
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let schema: Schema = line.parse()?;
         let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
@@ -502,49 +550,7 @@ impl<W: Write> Importer<'_, W> {
             .map_err(|e| e.context(format!("line {}", line.no)))?;
         self.uncommitted |= !prepared.created.is_empty();
         if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
-            let created = !prepared.created.is_empty() || prepared.continued;
-            let mode = if created {
-                Journaling::Created
-            } else if prepared.empty {
-                Journaling::Emptied
-            } else if prepared.undo.is_some() {
-                Journaling::InTarget
-            } else if !self.cfg.journal_rows {
-                tracing::warn!(stream = %name, "--no-rollback-journal: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
-                Journaling::Off
-            } else if shape.key.is_empty() {
-                tracing::warn!(stream = %name, "the stream has no key: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
-                Journaling::Off
-            } else {
-                Journaling::Keys
-            };
-            self.journaling.insert(name.clone(), (mode, prepared.table.clone()));
-            let entry = crate::checkpoint::JournalEntry {
-                stream: name.clone(),
-                table: prepared.table.clone(),
-                action: match mode {
-                    Journaling::Created => "create",
-                    Journaling::Emptied => "empty",
-                    Journaling::InTarget => "undo",
-                    // Its rows stay when the run is undone, and the rollback plan says so.
-                    Journaling::Off => "unjournaled",
-                    // The stream's shape, for the rows entries that follow.
-                    Journaling::Keys => "stream",
-                },
-                // Where the target keeps the table (and its undo journal), in its own SQL.
-                key: prepared
-                    .sql_name
-                    .as_ref()
-                    .map(|sql| json!({"sql": sql, "undo": prepared.undo}).to_string()),
-                before: None,
-                schema: Some(line.text.to_owned()),
-            };
-            // The target's own undo table is made now, whatever the stream writes.
-            if prepared.created.is_empty() && mode != Journaling::InTarget {
-                self.held_journal.insert(name.clone(), entry);
-            } else {
-                self.journal.push(entry);
-            }
+            self.journal_stream(&name, &prepared, &shape, line.text);
         }
         if self.cfg.dry_run {
             for sql in &prepared.created {
@@ -705,7 +711,7 @@ impl<W: Write> Importer<'_, W> {
             && p + 1 == *rows
         {
             if s.digest.peek_hex() != *digest {
-                return Err(line.error(source_changed(&k.run_id, *rows)));
+                return Err(line.error(source_changed(&k.run_id, *rows, !s.shape.key.is_empty())));
             }
             tracing::debug!(stream = %name, rows, "the rows an earlier run committed are the same rows");
         }
@@ -1030,6 +1036,30 @@ impl<W: Write> Importer<'_, W> {
         Ok(())
     }
 
+    /// The first STATE of an `export --resume` is the resumed run's last acknowledged one: the
+    /// streams it has complete, the export sends nothing of. The target must hold each of them
+    /// complete (this source's commit markers say so), or their rows would be missing with
+    /// nothing said: the run resumed imported into another target, or was rolled back since.
+    fn check_resume_point(&self, value: &StateValue, line: &Line<'_>) -> Result<()> {
+        let missing: Vec<&str> = value
+            .bookmarks
+            .keys()
+            .filter(|name| value.bookmark(name).is_some_and(|b| b.complete))
+            .filter(|name| !self.markers.get(*name).is_some_and(|m| m.complete))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(line.error(format!(
+            "this stream resumes run {}, which had {} complete, so the export sends none of their rows; but {} does not hold them complete (that run imported into another target, or was rolled back since{}): nothing was written; run the export without --resume",
+            value.run_id,
+            missing.join(", "),
+            self.target.address(),
+            if self.cfg.fresh { ", or --fresh ignores what it holds" } else { "" }
+        )))
+    }
+
     fn on_state(&mut self, line: &Line<'_>) -> Result<()> {
         #[derive(serde::Deserialize)]
         struct StateLine {
@@ -1038,6 +1068,9 @@ impl<W: Write> Importer<'_, W> {
         let state: StateLine = line.parse()?;
         let value_text = state.value.to_string();
         let value: StateValue = serde_json::from_value(state.value).unwrap_or_default();
+        if self.positions && self.last_state.is_none() && self.streams.is_empty() {
+            self.check_resume_point(&value, line)?;
+        }
         // Positions move at every STATE, committed or not.
         for s in self.streams.values_mut() {
             let from_state = value.bookmark(s.schema.bookmark_name()).and_then(|b| b.rows);
@@ -1102,7 +1135,7 @@ impl<W: Write> Importer<'_, W> {
                 let had = k.total.unwrap_or(k.committed);
                 return Err(line.error(format!(
                     "{} (it had {had} rows where this run has {})",
-                    source_changed(&k.run_id, had),
+                    source_changed(&k.run_id, had, !s.shape.key.is_empty()),
                     s.received
                 )));
             }
@@ -1274,9 +1307,16 @@ fn key_changed(was: &Schema, now: &Schema) -> String {
 
 /// Why a re-run stops when the rows it would skip by position are not the ones an earlier run
 /// committed.
-fn source_changed(run_id: &str, rows: u64) -> String {
+fn source_changed(run_id: &str, rows: u64, keyed: bool) -> String {
+    // Only a stream with a key can be loaded again over its own rows: a keyless one would get
+    // them twice.
+    let or_again = if keyed {
+        " (or import this stream again from its start with --fresh --on-conflict overwrite: it has a key)"
+    } else {
+        ""
+    };
     format!(
-        "the source changed since run {run_id} imported the first {rows} rows of this stream: they are not the same rows any more (rows were added, removed or changed before where that run got to), so skipping them by position would lose rows or write some twice; nothing of the stream was written by this run; roll that run back (ferry rollback --batch {run_id} --confirm), then run the same command again (or, for a stream with a key, import it again from its start with --fresh --on-conflict overwrite)"
+        "the source changed since run {run_id} imported the first {rows} rows of this stream: they are not the same rows any more (rows were added, removed or changed before where that run got to), so skipping them by position would lose rows or write some twice; nothing of the stream was written by this run; roll that run back (ferry rollback --batch {run_id} --confirm), then run the same command again{or_again}"
     )
 }
 

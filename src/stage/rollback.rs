@@ -174,6 +174,15 @@ pub(crate) struct Audit {
 }
 
 impl Audit {
+    /// The actions written ahead did not happen: the undo failed and its transaction was rolled
+    /// back, the target left as it was.
+    pub(crate) fn failed(&mut self, run_id: &str, target: &str, error: &Error) -> Result<()> {
+        self.write(&json!({
+            "at": now_rfc3339(), "action": "failed", "run": run_id, "target": target,
+            "why": format!("{error}; the actions above for this run were not carried out: the target was left as it was"),
+        }))
+    }
+
     pub(crate) fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
         let path = &self.path;
         let f = match self.file.as_mut() {
@@ -284,6 +293,51 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
 /// The suffix of the run that loads a files run's upload results into a table.
 const UPLOADS: &str = ".uploads";
 
+/// Undo a run's tables from its journal, target by target: one stream file imported into
+/// several targets is one run in each, and each target's part is undone in that target. With
+/// `confirm`, no part is touched unless every part can be undone.
+fn undo_tables<W: Write>(
+    cp: &mut Checkpoint,
+    run_id: &str,
+    journal: &[crate::checkpoint::JournalRow],
+    before: &[String],
+    cfg: &RollbackConfig,
+    audit: &mut Audit,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    let mut parts: Vec<Vec<crate::checkpoint::JournalRow>> = Vec::new();
+    for r in journal {
+        match parts.iter_mut().find(|p| p[0].target == r.target) {
+            Some(part) => part.push(r.clone()),
+            None => parts.push(vec![r.clone()]),
+        }
+    }
+    let dry = RollbackConfig {
+        confirm: false,
+        ..cfg.clone()
+    };
+    let mut blocked = false;
+    if cfg.confirm && parts.len() > 1 {
+        let mut sink = StreamWriter::new(std::io::sink());
+        for part in &parts {
+            blocked |= super::rollback_tables::run(cp, run_id, part, before, &dry, audit, &mut sink)?.refused > 0;
+        }
+    }
+    let acting = if blocked { &dry } else { cfg };
+    let mut total = RollbackOutcome::default();
+    for part in &parts {
+        total.add(&super::rollback_tables::run(
+            cp, run_id, part, before, acting, audit, out,
+        )?);
+    }
+    if blocked {
+        return Err(Error::usage(format!(
+            "run {run_id} cannot be rolled back as it stands in every target it imported into (the refusals above say why); nothing was changed"
+        )));
+    }
+    Ok(total)
+}
+
 /// Undo one run, by its exact id; `before`: the runs this plan undoes first.
 fn run_one<W: Write>(
     cp: &mut Checkpoint,
@@ -322,7 +376,7 @@ fn run_one<W: Write>(
                 });
             }
         }
-        return super::rollback_tables::run(cp, run_id, &journal, before, cfg, &mut audit, out);
+        return undo_tables(cp, run_id, &journal, before, cfg, &mut audit, out);
     }
     if cfg.db_only {
         return Ok(RollbackOutcome::default());

@@ -390,6 +390,9 @@ pub(crate) fn run<W: Write>(
         if let (Db::D1(c), Some(token)) = (&mut db, d1_lock) {
             crate::connect::d1::release_lock(c, &token);
         }
+        if let Err(e) = &undone {
+            audit.failed(run_id, &target, e)?;
+        }
         undone?;
         let ids: Vec<i64> = journal.iter().filter(|r| r.undone_at.is_none()).map(|r| r.id).collect();
         cp.journal_undone(&ids)?;

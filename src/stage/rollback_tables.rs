@@ -379,6 +379,7 @@ pub(crate) fn run<W: Write>(
             Ok(()) => conn.execute_batch("COMMIT").ctx(ErrorKind::Target, e)?,
             Err(err) => {
                 let _ = conn.execute_batch("ROLLBACK");
+                audit.failed(run_id, &target, &err)?;
                 return Err(err);
             }
         }
