@@ -836,6 +836,12 @@ fn ctrl_c_stops_an_import_at_the_next_line_says_how_to_continue_and_status_agree
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("ferry-import: interrupted: "), "{stderr}");
     assert!(stderr.contains("run the same pipeline again"), "{stderr}");
+    // What it says it wrote is what the target holds: the open transaction was rolled back.
+    let held = common::count(&d.open("copy.db"), "items");
+    assert!(
+        stderr.contains(&format!(" rows read, {held} written, ")),
+        "{held} rows held: {stderr}"
+    );
     // The state file says so; no "running" with a time left.
     let st = d.run("ferry", &["status", "--json"], b"");
     let run = st.lines().into_iter().find(|l| l["type"] == "RUN").unwrap();

@@ -760,9 +760,21 @@ fn one_stream_file_imported_into_two_targets_is_undone_in_each() {
     };
     let made = tables("a.db");
     assert!(made > 3 && tables("b.db") == made);
+    // A row the application added since, in a table the run made: it goes with the table, and
+    // the plan counts it among the rows the tables hold.
+    d.open("a.db")
+        .execute("INSERT INTO tags (name, color) VALUES ('added-later', 'red')", [])
+        .unwrap();
+    let tags = common::count(&d.open("a.db"), "tags");
     // One run (the stream's), two targets: the plan names each target's own tables.
     let plan = d.run("ferry", &["rollback", "--last"], b"");
-    plan.ok();
+    plan.ok().stderr_has("the tables dropped or emptied held ");
+    let tags_plan = plan
+        .lines()
+        .into_iter()
+        .find(|l| l["table"] == "tags" && l["target"].as_str().unwrap().ends_with("a.db"))
+        .unwrap();
+    assert_eq!(tags_plan["rows"].as_i64(), Some(tags), "{tags_plan}");
     for db in ["a.db", "b.db"] {
         let drops = plan
             .lines()

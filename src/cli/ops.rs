@@ -284,14 +284,26 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
 }
 
 /// The closing line of a rollback: what it did (or, as a dry run, would do) to rows and objects.
+/// What the tables a rollback drops or empties held, when they held anything.
+fn tables_holding(rows: u64) -> String {
+    if rows == 0 {
+        String::new()
+    } else {
+        format!(" (the tables dropped or emptied held {rows} rows, whoever wrote them; the backup keeps them)")
+    }
+}
+
 fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     let objects = o.deleted + o.would_delete + o.aborted + o.would_abort + o.kept + o.refused > 0;
     let mut parts = Vec::new();
     if confirm {
         if o.tables {
             parts.push(format!(
-                "deleted {} rows, restored {}, dropped {} tables",
-                o.rows_deleted, o.restored, o.dropped
+                "deleted {} rows, restored {}, dropped {} tables{}",
+                o.rows_deleted,
+                o.restored,
+                o.dropped,
+                tables_holding(o.table_rows)
             ));
         }
         if objects || !o.tables {
@@ -303,8 +315,12 @@ fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     } else {
         if o.tables {
             parts.push(format!(
-                "would delete {} rows, restore {}, drop {} tables, empty {} tables",
-                o.would_delete_rows, o.would_restore, o.would_drop, o.would_empty
+                "would delete {} rows, restore {}, drop {} tables, empty {} tables{}",
+                o.would_delete_rows,
+                o.would_restore,
+                o.would_drop,
+                o.would_empty,
+                tables_holding(o.table_rows)
             ));
         }
         if objects || !o.tables {

@@ -211,6 +211,8 @@ struct Importer<'w, W: Write> {
     streams: HashMap<String, InStream>,
     order: Vec<String>,
     last_ack_line: Option<(u64, u64)>,
+    /// Rows written by the commits acknowledged so far.
+    written_committed: u64,
     source_kind: Option<String>,
     /// The latest STATE received, and the STATE lines not yet acknowledged (echoed after the
     /// commit that covers them).
@@ -244,6 +246,8 @@ struct Ack {
     batches: Vec<BatchRow>,
     lines: Vec<String>,
     line: Option<(u64, u64)>,
+    /// Rows written by the run up to and including this commit.
+    written: u64,
 }
 
 /// What the rollback journal keeps for a stream.
@@ -298,6 +302,7 @@ pub fn run_counted<R: BufRead, W: Write>(
         streams: HashMap::new(),
         order: Vec::new(),
         last_ack_line: None,
+        written_committed: 0,
         source_kind: None,
         last_state: None,
         unacked: Vec::new(),
@@ -993,6 +998,7 @@ impl<W: Write> Importer<'_, W> {
             batches,
             lines: std::mem::take(&mut self.unacked),
             line: self.last_state.as_ref().map(|(v, _, line)| (*line, v.seq)),
+            written: self.outcome.written,
         };
         if self.uncommitted || !markers.is_empty() {
             self.uncommitted = false;
@@ -1024,6 +1030,7 @@ impl<W: Write> Importer<'_, W> {
         if ack.line.is_some() {
             self.last_ack_line = ack.line;
         }
+        self.written_committed = ack.written;
         if let Some(cp) = &mut self.checkpoint
             && (ack.state.is_some() || !ack.batches.is_empty())
         {
@@ -1288,6 +1295,8 @@ impl<W: Write> Importer<'_, W> {
         if let Err(re) = self.target.rollback() {
             tracing::error!(error = %re, "rolling back the target failed");
         }
+        // The rows of the transaction rolled back are not in the target: not written.
+        self.outcome.written = self.written_committed;
         let _ = self.rejects.sync();
         if self.began {
             record_failure(self.checkpoint.as_mut(), &self.run_id, status, e);

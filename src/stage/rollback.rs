@@ -73,6 +73,8 @@ pub struct RollbackOutcome {
     /// Tables the run wrote into without a journal (existing, keyless, or
     /// `--no-rollback-journal`): their rows stay.
     pub unjournaled: u64,
+    /// Rows in the tables to drop or empty, as they stand when the plan is made.
+    pub table_rows: u64,
     /// The run was undone from its table journal (not a manifest of objects).
     pub tables: bool,
 }
@@ -94,6 +96,7 @@ impl RollbackOutcome {
         self.would_drop += o.would_drop;
         self.would_empty += o.would_empty;
         self.unjournaled += o.unjournaled;
+        self.table_rows += o.table_rows;
         self.tables |= o.tables;
     }
 }

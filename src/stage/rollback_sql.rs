@@ -97,6 +97,32 @@ impl Db {
         }
     }
 
+    /// The rows a table holds now (none when it is gone).
+    fn count(&mut self, address: &str, name: &str) -> Result<u64> {
+        if !self.exists(address, name)? {
+            return Ok(0);
+        }
+        let sql = format!("SELECT count(*) FROM {name}");
+        match self {
+            Db::Pg(c) => c
+                .query_one(&sql as &str, &[])
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .map_err(|e| pg_error(address, "counting a table's rows", e)),
+            Db::D1(c) => {
+                let results = c.exec(&[Stmt::plain(sql.as_str())])?;
+                let row = results
+                    .first()
+                    .and_then(|r| r["results"].get(0).cloned())
+                    .unwrap_or_default();
+                Ok(row
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(Json::as_u64)
+                    .unwrap_or(0))
+            }
+        }
+    }
+
     /// Each key an undo table holds, newest first: whether the run inserted it, and its columns
     /// as a JSON object.
     fn keys(&mut self, address: &str, shape: &RowShape, undo: &str) -> Result<Vec<(bool, Json)>> {
@@ -357,6 +383,17 @@ pub(crate) fn run<W: Write>(
         tables: true,
         ..Default::default()
     };
+    // What the tables to drop or empty hold now: rows put in since by others go with them (the
+    // backup keeps them), and the plan says how many.
+    let mut held = Vec::new();
+    for st in &steps {
+        let rows = match table_action(st) {
+            Some(_) => db.count(&target, &table_sql(st))?,
+            None => 0,
+        };
+        held.push(rows);
+        outcome.table_rows += rows;
+    }
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
         // Not while an import writes into them: PostgreSQL's tables are locked as the import
@@ -411,7 +448,7 @@ pub(crate) fn run<W: Write>(
         let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "key": k.key});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    for st in &steps {
+    for (st, rows) in steps.iter().zip(&held) {
         let Some(action) = table_action(st) else { continue };
         if !act && action == "drop_table" {
             outcome.would_drop += 1;
@@ -419,8 +456,7 @@ pub(crate) fn run<W: Write>(
             outcome.would_empty += 1;
         }
         let (table, stream) = table_of(st);
-        let line =
-            json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table});
+        let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "rows": rows});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     super::rollback_tables::refusals(journal, &refused, run_id, confirm, outcome, out)

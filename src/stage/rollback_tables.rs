@@ -285,6 +285,10 @@ pub(crate) fn run<W: Write>(
         tables: true,
         ..Default::default()
     };
+    // What the tables to drop or empty hold now: rows put in since by others go with them (the
+    // backup keeps them), and the plan says how many.
+    let held = table_rows(&path, &target, &streams, &steps)?;
+    outcome.table_rows = held.values().sum();
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
         if !path.exists() {
@@ -400,11 +404,44 @@ pub(crate) fn run<W: Write>(
         }
         let shown = shown(act, action);
         let table = streams.get(r.stream.as_str()).map(|s| s.table.clone());
-        let line =
+        let mut line =
             json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
+        if matches!(st, Step::Drop { .. } | Step::Empty { .. }) {
+            line["rows"] = json!(table.as_ref().and_then(|t| held.get(t)).copied().unwrap_or(0));
+        }
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     refusals(journal, &refused, run_id, confirm, outcome, out)
+}
+
+/// The rows each table to drop or empty holds now, by table name.
+fn table_rows(
+    path: &Path,
+    target: &str,
+    streams: &HashMap<&str, Stream>,
+    steps: &[Step<'_>],
+) -> Result<HashMap<String, u64>> {
+    let mut held = HashMap::new();
+    let tables: Vec<&str> = steps
+        .iter()
+        .filter(|st| matches!(st, Step::Drop { .. } | Step::Empty { .. }))
+        .filter_map(|st| streams.get(st.row().stream.as_str()).map(|s| s.table.as_str()))
+        .collect();
+    if tables.is_empty() || !path.exists() {
+        return Ok(held);
+    }
+    let e = || format!("{target}: counting the rows of the tables to undo");
+    let conn =
+        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(ErrorKind::Target, e)?;
+    for table in tables {
+        if table_exists(&conn, table).ctx(ErrorKind::Target, e)? {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {}", quote(table)), [], |r| r.get(0))
+                .ctx(ErrorKind::Target, e)?;
+            held.insert(table.to_owned(), n as u64);
+        }
+    }
+    Ok(held)
 }
 
 /// The plan's last lines: the tables whose rows stay (the run wrote into them with no journal),
