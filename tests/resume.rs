@@ -505,6 +505,15 @@ fn export_resume_of_a_run_the_target_does_not_hold_is_refused_never_done() {
         .stderr_has("run the export without --resume");
     // That run rolled back, then resumed into its own target: nothing of it is there any more.
     d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    let status = d.run("ferry", &["status", "--json"], b"");
+    assert!(
+        status
+            .lines()
+            .iter()
+            .any(|l| l["type"] == "RUN" && l["run"]["status"] == "rolled_back"),
+        "ferry status says the run was rolled back: {:?}",
+        status.lines()
+    );
     load(&d.db("b.db"), true)[1]
         .expect_code(2)
         .stderr_has("or was rolled back since");

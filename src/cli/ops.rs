@@ -336,7 +336,7 @@ fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
         "ferry rollback (dry run)"
     };
     let tail = if confirm {
-        if o.tables {
+        if o.tables && o.rows_deleted + o.restored + o.dropped > 0 {
             "; what changed was saved first (rollback-*.ndjson next to the state file)"
         } else {
             ""

@@ -31,7 +31,11 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
             ),
         ));
     };
-    let runs: Vec<crate::checkpoint::RunRow> = cp.runs()?.into_iter().map(as_it_is).collect();
+    let runs: Vec<crate::checkpoint::RunRow> = cp
+        .runs()?
+        .into_iter()
+        .map(|r| as_it_is(&cp, r))
+        .collect::<Result<_>>()?;
     let run_id = match &cfg.run {
         None => None,
         Some(prefix) => {
@@ -169,16 +173,23 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
 }
 
 /// A run as it is: one recorded as running whose process is gone (killed) is not running; it
-/// stopped without saying so, and shows no time left.
-fn as_it_is(mut r: crate::checkpoint::RunRow) -> crate::checkpoint::RunRow {
+/// stopped without saying so, and shows no time left. An import into tables whose every journal
+/// entry was undone is rolled back, however it had ended.
+fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::checkpoint::RunRow> {
     if r.status == "running" && !r.is_running() {
         r.status = "stopped".into();
         r.message = Some(format!(
             "its process (pid {}) is gone without saying how it ended (killed?): run the same command again to continue",
             r.pid.unwrap_or_default()
         ));
+    } else if r.stage == "import" && r.status != "running" {
+        let journal = cp.journal_of(&r.run_id)?;
+        if !journal.is_empty() && journal.iter().all(|j| j.undone_at.is_some()) {
+            r.message = Some(format!("was {}; undone by ferry rollback", r.status));
+            r.status = "rolled_back".into();
+        }
     }
-    r
+    Ok(r)
 }
 
 /// How fast a run went, and for one still running, how long it has left.
