@@ -381,6 +381,30 @@ fn uploads_pipe_into_a_table_import() {
         )
         .unwrap();
     assert_eq!((rows, uploaded), (n as i64, n as i64));
+    // Run again, the files it finds done keep the batch of the run that put them: the one whose
+    // rollback deletes them.
+    let first: String = app
+        .query_row("SELECT DISTINCT batch FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    let again = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", src.display())]),
+            ("ferry-import", &[&dst, "--state", "files-state.db"]),
+        ],
+        b"",
+    );
+    all_ok(&again);
+    let results: Vec<serde_json::Value> = again[1]
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "RECORD" && l["stream"] == "uploads")
+        .collect();
+    assert_eq!(results.len(), n);
+    assert!(
+        results.iter().all(|r| r["record"]["batch"] == first.as_str()),
+        "{:?}",
+        results[0]
+    );
 }
 
 #[test]

@@ -553,6 +553,53 @@ fn walkdir(root: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+fn fresh_into_a_table_an_unfinished_run_is_still_loading_is_refused_not_doubled() {
+    let d = Dir::new();
+    let url = pg::cluster().database("freshcont");
+    d.open("big.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300000)
+               INSERT INTO items SELECT i, 'item ' || i FROM s;",
+        )
+        .unwrap();
+    // A first run killed once it committed part of the table (its key still to be built).
+    d.pipe_killed_after(
+        &[
+            ("ferry-export", &["sqlite:big.db", "--state-every", "1000"][..]),
+            ("ferry-import", &[url.as_str(), "--create"][..]),
+        ],
+        2,
+    );
+    let mut c = pg::connect(&url);
+    let before = count(&mut c, "items");
+    assert!(before > 0 && before < 300000, "{before}");
+    let fresh = d.pipe(
+        &[
+            ("ferry-export", &["sqlite:big.db"][..]),
+            (
+                "ferry-import",
+                &[url.as_str(), "--create", "--fresh", "--on-conflict", "overwrite"][..],
+            ),
+        ],
+        b"",
+    );
+    fresh[1]
+        .expect_code(2)
+        .stderr_has("--fresh would load those rows a second time");
+    assert_eq!(count(&mut c, "items"), before, "nothing written");
+    // As it says: the same command without --fresh finishes the load, once.
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &["sqlite:big.db"][..]),
+            ("ferry-import", &[url.as_str(), "--create"][..]),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &["sqlite:big.db", &url], b"").ok();
+}
+
+#[test]
 fn the_holder_named_is_the_one_in_the_same_database_not_another_databases() {
     let d = Dir::new();
     // Sessions holding ferry's lock on a table of the same name: in three other databases of the

@@ -818,3 +818,35 @@ fn a_rollback_the_target_refuses_says_so_in_the_audit_log_and_changes_nothing() 
     let tags: i64 = c.query_one("SELECT count(*) FROM tags", &[]).unwrap().get(0);
     assert!(tags > 0, "the table and its rows are still there");
 }
+
+#[test]
+fn a_run_that_wrote_nothing_is_nothing_to_undo_and_says_so() {
+    let d = Dir::new();
+    std::fs::copy(d.sample().strip_prefix("sqlite:").unwrap(), d.path("src.db")).unwrap();
+    // A selection of no rows: the run writes nothing into the table it finds there.
+    all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[d.db("src.db").as_str()][..]),
+            ("ferry-import", &["sqlite:copy.db", "--create"]),
+        ],
+        b"",
+    ));
+    let none = d.pipe(
+        &[
+            (
+                "ferry-export",
+                &[d.db("src.db").as_str(), "--table", "tags", "--where", "tags=0"][..],
+            ),
+            ("ferry-import", &["sqlite:copy.db"]),
+        ],
+        b"",
+    );
+    all_ok(&none);
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok().stderr_has("nothing to undo");
+    assert!(
+        plan.lines().iter().any(|l| l["action"] == "nothing"),
+        "{:?}",
+        plan.lines()
+    );
+}

@@ -206,18 +206,28 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
     {
         // A stop from outside (a signal, a reader or producer gone, a fault that outlasted the
         // retries) is finished by running again; anything else needs its cause fixed first.
-        let again = match e.kind() {
-            ErrorKind::Truncated | ErrorKind::BrokenPipe | ErrorKind::Interrupted | ErrorKind::Transient => {
-                "run the same pipeline again to finish"
-            }
-            _ => "fix what the error says, then run the same pipeline again to finish",
+        let outside = matches!(
+            e.kind(),
+            ErrorKind::Truncated | ErrorKind::BrokenPipe | ErrorKind::Interrupted | ErrorKind::Transient
+        );
+        let again = if outside {
+            "run the same pipeline again to finish"
+        } else {
+            "fix what the error says, then run the same pipeline again to finish"
+        };
+        // Resuming after the last committed row is right only when nothing but the stop itself
+        // went wrong (it trusts the rows before that point to be unchanged).
+        let resume = if outside {
+            " (ferry-export --resume starts after those rows instead of reading them again)"
+        } else {
+            ""
         };
         closing.note(match (o.files, o.acknowledged) {
             (true, _) => format!(
                 "every file settled before the last acknowledged STATE is recorded in the manifest (the next run sends nothing for those); {again}"
             ),
             (false, Some((line, seq))) => format!(
-                "committed up to the STATE at line {line} (seq {seq}), nothing after it; {again} (ferry-export --resume starts after those rows instead of reading them again)"
+                "committed up to the STATE at line {line} (seq {seq}), nothing after it; {again}{resume}"
             ),
             (false, None) => format!("no STATE was acknowledged: nothing was committed; {again}"),
         });

@@ -295,6 +295,9 @@ fn tables_holding(rows: u64) -> String {
 
 fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     let objects = o.deleted + o.would_delete + o.aborted + o.would_abort + o.kept + o.refused > 0;
+    if !o.tables && !objects && o.unknown_uploads == 0 {
+        return "ferry rollback: nothing to undo (the plan on stdout says why)".into();
+    }
     let mut parts = Vec::new();
     if confirm {
         if o.tables {

@@ -110,6 +110,8 @@ struct InStream {
     table: String,
     /// The table keeps a NULL in the key as NULL (else such a row is rejected).
     null_key: bool,
+    /// The table is one an unfinished run of the same source made (`Prepared::continued`).
+    continued: bool,
     /// Positions count from the stream's first row in this run (not an `export --resume`): the
     /// digest of the rows so far is the digest of a prefix of the stream.
     from_start: bool,
@@ -554,6 +556,15 @@ impl<W: Write> Importer<'_, W> {
             .prepare(&schema, &shape, &opts)
             .map_err(|e| e.context(format!("line {}", line.no)))?;
         self.uncommitted |= !prepared.created.is_empty();
+        // Such a table is loaded on after the rows that run committed, with no check of keys
+        // (PostgreSQL builds them at the end): loaded again from its start, its rows would go in
+        // twice.
+        if self.cfg.fresh && prepared.continued {
+            return Err(line.error(format!(
+                "table {} was made by an unfinished run of this source, and its load goes on after the rows that run committed, keys unchecked until the end: --fresh would load those rows a second time; run the same command without --fresh to finish that load, or roll that run back first (ferry status names it; ferry rollback --batch RUN --confirm)",
+                prepared.table
+            )));
+        }
         if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
             self.journal_stream(&name, &prepared, &shape, line.text);
         }
@@ -626,6 +637,7 @@ impl<W: Write> Importer<'_, W> {
                 s.batch = RowBatch::new(ncols);
                 s.table = prepared.table;
                 s.null_key = prepared.null_key;
+                s.continued = prepared.continued;
             }
             None => {
                 self.order.push(name.clone());
@@ -652,6 +664,7 @@ impl<W: Write> Importer<'_, W> {
                         plan: PlanCounts::default(),
                         table: prepared.table,
                         null_key: prepared.null_key,
+                        continued: prepared.continued,
                         from_start: base == Some(0),
                         final_digest: None,
                         wrote: false,
@@ -716,7 +729,11 @@ impl<W: Write> Importer<'_, W> {
             && p + 1 == *rows
         {
             if s.digest.peek_hex() != *digest {
-                return Err(line.error(source_changed(&k.run_id, *rows, !s.shape.key.is_empty())));
+                return Err(line.error(source_changed(
+                    &k.run_id,
+                    *rows,
+                    !s.shape.key.is_empty() && !s.continued,
+                )));
             }
             tracing::debug!(stream = %name, rows, "the rows an earlier run committed are the same rows");
         }
@@ -1142,7 +1159,7 @@ impl<W: Write> Importer<'_, W> {
                 let had = k.total.unwrap_or(k.committed);
                 return Err(line.error(format!(
                     "{} (it had {had} rows where this run has {})",
-                    source_changed(&k.run_id, had, !s.shape.key.is_empty()),
+                    source_changed(&k.run_id, had, !s.shape.key.is_empty() && !s.continued),
                     s.received
                 )));
             }

@@ -918,7 +918,13 @@ impl<W: Write> Uploader<'_, W> {
         let key = String::from_utf8_lossy(&f.row.key);
         let path = String::from_utf8_lossy(&f.row.path);
         let size = f.row.size as i64;
-        let run = self.run_id.clone();
+        // The run that put the file (an earlier one, for a file it left done): the batch whose
+        // rollback deletes it.
+        let run = if f.row.run_id.is_empty() {
+            self.run_id.clone()
+        } else {
+            f.row.run_id.clone()
+        };
         // A file that never came to be read has no size or hash to say.
         let unread = f.row.status == UNREADABLE || f.row.status.starts_with("skipped-");
         let values: [ValueRef<'_>; 9] = [
