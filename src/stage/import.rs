@@ -556,14 +556,8 @@ impl<W: Write> Importer<'_, W> {
             .prepare(&schema, &shape, &opts)
             .map_err(|e| e.context(format!("line {}", line.no)))?;
         self.uncommitted |= !prepared.created.is_empty();
-        // Such a table is loaded on after the rows that run committed, with no check of keys
-        // (PostgreSQL builds them at the end): loaded again from its start, its rows would go in
-        // twice.
         if self.cfg.fresh && prepared.continued {
-            return Err(line.error(format!(
-                "table {} was made by an unfinished run of this source, and its load goes on after the rows that run committed, keys unchecked until the end: --fresh would load those rows a second time; run the same command without --fresh to finish that load, or roll that run back first (ferry status names it; ferry rollback --batch RUN --confirm)",
-                prepared.table
-            )));
+            return Err(line.error(fresh_over_continued(&prepared.table)));
         }
         if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
             self.journal_stream(&name, &prepared, &shape, line.text);
@@ -1320,6 +1314,15 @@ impl<W: Write> Importer<'_, W> {
         }
         let _ = self.out.flush();
     }
+}
+
+/// Why `--fresh` is refused into a table an unfinished run of the same source made: it is loaded
+/// on after the rows that run committed, with no check of keys (PostgreSQL builds them at the
+/// end), so loaded again from its start, its rows would go in twice.
+fn fresh_over_continued(table: &str) -> String {
+    format!(
+        "table {table} was made by an unfinished run of this source, and its load goes on after the rows that run committed, keys unchecked until the end: --fresh would load those rows a second time; run the same command without --fresh to finish that load, or roll that run back first (ferry status names it; ferry rollback --batch RUN --confirm)"
+    )
 }
 
 /// Why a SCHEMA that changes its stream's key is refused.

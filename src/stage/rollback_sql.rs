@@ -387,13 +387,12 @@ pub(crate) fn run<W: Write>(
     // backup keeps them), and the plan says how many.
     let mut held = Vec::new();
     for st in &steps {
-        let rows = match table_action(st) {
+        held.push(match table_action(st) {
             Some(_) => db.count(&target, &table_sql(st))?,
             None => 0,
-        };
-        held.push(rows);
-        outcome.table_rows += rows;
+        });
     }
+    outcome.table_rows = held.iter().sum();
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
         // Not while an import writes into them: PostgreSQL's tables are locked as the import
@@ -409,20 +408,7 @@ pub(crate) fn run<W: Write>(
         }
         let backup = write_backup(source, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
-        for k in &keys {
-            audit.write(&json!({
-                "at": now_rfc3339(), "action": if k.inserted { "delete" } else { "restore" }, "run": run_id,
-                "target": target, "table": table_of(&steps[k.step]).0, "key": k.key,
-            }))?;
-        }
-        for st in &steps {
-            if let Some(action) = table_action(st) {
-                audit.write(&json!({
-                    "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
-                    "table": table_of(st).0,
-                }))?;
-            }
-        }
+        audit_ahead(audit, run_id, &target, &keys, &steps)?;
         let undone = undo_all(&mut db, &target, run_id, &steps, &mut outcome);
         if let (Db::D1(c), Some(token)) = (&mut db, d1_lock) {
             crate::connect::d1::release_lock(c, &token);
@@ -460,6 +446,25 @@ pub(crate) fn run<W: Write>(
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     super::rollback_tables::refusals(journal, &refused, run_id, confirm, outcome, out)
+}
+
+/// An audit line for every action of the undo, written before any is carried out.
+fn audit_ahead(audit: &mut Audit, run_id: &str, target: &str, keys: &[KeyAction], steps: &[Step<'_>]) -> Result<()> {
+    for k in keys {
+        audit.write(&json!({
+            "at": now_rfc3339(), "action": if k.inserted { "delete" } else { "restore" }, "run": run_id,
+            "target": target, "table": table_of(&steps[k.step]).0, "key": k.key,
+        }))?;
+    }
+    for st in steps {
+        if let Some(action) = table_action(st) {
+            audit.write(&json!({
+                "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
+                "table": table_of(st).0,
+            }))?;
+        }
+    }
+    Ok(())
 }
 
 /// Take ferry's lock on a PostgreSQL table for this session, or say who holds it.

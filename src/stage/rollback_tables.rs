@@ -240,47 +240,7 @@ pub(crate) fn run<W: Write>(
             },
         );
     }
-    // The steps, newest first.
-    let mut steps: Vec<Step<'_>> = Vec::new();
-    let mut refused = Vec::new();
-    for r in journal.iter().rev().filter(|r| r.undone_at.is_none()) {
-        let Some(s) = streams.get(r.stream.as_str()) else {
-            continue;
-        };
-        match r.action.as_str() {
-            "rows" => {
-                let all: Vec<usize> = (0..s.shape.len()).collect();
-                let list = |text: Option<&str>, what: &str| -> Result<Vec<Json>> {
-                    serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
-                        Error::new(
-                            ErrorKind::Checkpoint,
-                            format!("the journal's {what} is not a JSON array: {e}"),
-                        )
-                    })
-                };
-                // Newest first within the batch too.
-                for before in list(r.before.as_deref(), "before-images")?.iter().rev() {
-                    let values = decode(&s.shape, &all, before, "before-image")?;
-                    steps.push(Step::Restore { row: r, values });
-                }
-                for key in list(r.key.as_deref(), "keys")?.iter().rev() {
-                    let values = decode(&s.shape, &s.shape.key, key, "key")?;
-                    steps.push(Step::Delete { row: r, values });
-                }
-            }
-            "create" | "empty" => {
-                let later = cp.journal_later_runs(&target, &r.table, run_id, r.id, before)?;
-                if !later.is_empty() {
-                    refused.push(later_runs(r, &later));
-                } else if r.action == "create" {
-                    steps.push(Step::Drop { row: r });
-                } else {
-                    steps.push(Step::Empty { row: r });
-                }
-            }
-            _ => {}
-        }
-    }
+    let (steps, refused) = steps_of(cp, &target, run_id, journal, before, &streams)?;
     let mut outcome = RollbackOutcome {
         tables: true,
         ..Default::default()
@@ -412,6 +372,59 @@ pub(crate) fn run<W: Write>(
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     refusals(journal, &refused, run_id, confirm, outcome, out)
+}
+
+/// What undoing the journal's entries takes, newest first, and why any of it is refused (a table
+/// the run made that a later run wrote into).
+fn steps_of<'a>(
+    cp: &Checkpoint,
+    target: &str,
+    run_id: &str,
+    journal: &'a [JournalRow],
+    before: &[String],
+    streams: &HashMap<&str, Stream>,
+) -> Result<(Vec<Step<'a>>, Vec<String>)> {
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    let mut refused = Vec::new();
+    for r in journal.iter().rev().filter(|r| r.undone_at.is_none()) {
+        let Some(s) = streams.get(r.stream.as_str()) else {
+            continue;
+        };
+        match r.action.as_str() {
+            "rows" => {
+                let all: Vec<usize> = (0..s.shape.len()).collect();
+                let list = |text: Option<&str>, what: &str| -> Result<Vec<Json>> {
+                    serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Checkpoint,
+                            format!("the journal's {what} is not a JSON array: {e}"),
+                        )
+                    })
+                };
+                // Newest first within the batch too.
+                for before in list(r.before.as_deref(), "before-images")?.iter().rev() {
+                    let values = decode(&s.shape, &all, before, "before-image")?;
+                    steps.push(Step::Restore { row: r, values });
+                }
+                for key in list(r.key.as_deref(), "keys")?.iter().rev() {
+                    let values = decode(&s.shape, &s.shape.key, key, "key")?;
+                    steps.push(Step::Delete { row: r, values });
+                }
+            }
+            "create" | "empty" => {
+                let later = cp.journal_later_runs(target, &r.table, run_id, r.id, before)?;
+                if !later.is_empty() {
+                    refused.push(later_runs(r, &later));
+                } else if r.action == "create" {
+                    steps.push(Step::Drop { row: r });
+                } else {
+                    steps.push(Step::Empty { row: r });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((steps, refused))
 }
 
 /// The rows each table to drop or empty holds now, by table name.
