@@ -587,7 +587,7 @@ pub struct D1Target {
     shapes: HashMap<String, RowShape>,
     /// Rows sent in requests that committed, and the progress line's clock.
     rows_sent: u64,
-    progress: crate::stage::export::Progress,
+    progress: crate::human::Progress,
 }
 
 /// How long a hold on a D1 database lasts unless renewed (every request renews it). D1 keeps no
@@ -755,7 +755,7 @@ impl D1Target {
             marker_table: false,
             shapes: HashMap::new(),
             rows_sent: 0,
-            progress: crate::stage::export::Progress::new(),
+            progress: crate::human::Progress::new(),
         })
     }
 

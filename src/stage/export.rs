@@ -19,6 +19,7 @@ use crate::address::Address;
 use crate::checkpoint::Checkpoint;
 use crate::connect::{self, RowAccess, Selection};
 use crate::error::Result;
+use crate::human::Progress;
 use crate::protocol::{
     Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamEnd,
     StreamWriter, new_run_id, now_rfc3339, producer,
@@ -96,139 +97,6 @@ pub struct ExportOutcome {
     pub run_id: String,
     pub streams: u64,
     pub rows: u64,
-}
-
-/// Progress lines on stderr for long work, at most every few seconds.
-pub(crate) struct Progress {
-    started: Instant,
-    last: Instant,
-    every: Duration,
-    /// The last [`Progress::eta`] sample (when, how much done) and the pace since (units/s,
-    /// smoothed over samples so a burst of skipped work does not promise too much).
-    sample: Option<(Instant, u64)>,
-    pace: f64,
-    display: crate::human::ProgressDisplay,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-impl Progress {
-    pub(crate) fn new() -> Self {
-        let now = Instant::now();
-        Progress {
-            started: now,
-            last: now,
-            // `FERRY_PROGRESS_MS`: how often a progress line is logged (5 s by default).
-            every: std::env::var("FERRY_PROGRESS_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(Duration::from_secs(5), Duration::from_millis),
-            sample: None,
-            pace: 0.0,
-            display: crate::human::progress_display(),
-            bar: None,
-        }
-    }
-
-    /// On a terminal at the end of a pipeline: show `done` of `total` on the progress bar and
-    /// say so (true), so no log line is wanted. `unit` is "rows", "files", or "bytes".
-    pub(crate) fn bar(&mut self, what: &str, done: u64, total: Option<u64>, unit: &str) -> bool {
-        use crate::human::ProgressDisplay as D;
-        match self.display {
-            D::Lines => false,
-            D::Quiet => true,
-            D::Bar => {
-                let total = total.filter(|t| *t > 0).map(|t| t.max(done));
-                let bar = self.bar.get_or_insert_with(|| {
-                    indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(8))
-                });
-                if bar.length() != total || bar.message() != what {
-                    bar.set_message(what.to_owned());
-                    let amount = if unit == "bytes" {
-                        "{binary_bytes}".to_owned()
-                    } else {
-                        format!("{{human_pos}} {unit}")
-                    };
-                    let tpl = match total {
-                        Some(_) if unit == "bytes" => {
-                            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({rate}, {eta} left)".to_owned()
-                        }
-                        Some(_) => {
-                            format!("{{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{rate}}, {{eta}} left)")
-                        }
-                        None => format!("{{spinner}} {{msg}} {amount} ({{rate}})"),
-                    };
-                    let bytes = unit == "bytes";
-                    if let Ok(style) = indicatif::ProgressStyle::with_template(&tpl) {
-                        bar.set_style(style.progress_chars("=> ").with_key(
-                            "rate",
-                            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                                let r = s.per_sec();
-                                let _ = if bytes {
-                                    write!(w, "{}/s", indicatif::BinaryBytes(r as u64))
-                                } else {
-                                    write!(w, "{}/s", indicatif::HumanCount(r as u64))
-                                };
-                            },
-                        ));
-                    }
-                    match total {
-                        Some(t) => bar.set_length(t),
-                        None => bar.unset_length(),
-                    }
-                }
-                bar.set_position(done);
-                true
-            }
-        }
-    }
-
-    /// True when it is time for another line (cheap enough to call every row).
-    pub(crate) fn due(&mut self) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.last) >= self.every {
-            self.last = now;
-            true
-        } else {
-            false
-        }
-    }
-
-    pub(crate) fn rate(&self, n: u64) -> u64 {
-        let secs = self.started.elapsed().as_secs_f64();
-        if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 }
-    }
-
-    /// Time left, for people ("4m10s"), once `done` of `total` units are done, at the recent
-    /// pace; "unknown" without a total or a pace yet. Call it once per progress line.
-    pub(crate) fn eta(&mut self, done: u64, total: Option<u64>) -> String {
-        let now = Instant::now();
-        let (since, before) = self.sample.unwrap_or((self.started, 0));
-        let dt = now.duration_since(since).as_secs_f64();
-        if dt > 0.0 && done >= before {
-            let r = (done - before) as f64 / dt;
-            self.pace = if self.sample.is_some() {
-                0.5 * self.pace + 0.5 * r
-            } else {
-                r
-            };
-        }
-        self.sample = Some((now, done));
-        match total {
-            Some(t) if t <= done => "soon".into(),
-            Some(t) if self.pace > 0.0 => {
-                crate::human::duration(Duration::from_secs_f64((t - done) as f64 / self.pace))
-            }
-            _ => "unknown".into(),
-        }
-    }
 }
 
 /// The stream an export writes: messages (filtered for Singer), STATEs with the bookmarks so far.

@@ -17,11 +17,12 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::human::Progress;
 use crate::protocol::{
     Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, Record, Schema, SourceInfo, StreamEnd,
     StreamWriter, now_rfc3339,
 };
-use crate::stage::export::{Emitter, ExportConfig, ExportOutcome, Progress, begin};
+use crate::stage::export::{Emitter, ExportConfig, ExportOutcome, begin};
 use crate::tree::{self, Entry, FileDigest, FileName, Hashed, LeftOut, WalkOptions, Walked};
 
 /// At most this many files between two STATEs: an upload acknowledges (and a re-run skips

@@ -23,12 +23,12 @@ use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::human::Progress;
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
     StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
 };
 use crate::row::{RowShape, StreamDigest};
-use crate::stage::export::Progress;
 use crate::value::Value;
 
 #[derive(Debug, Clone)]

@@ -29,12 +29,12 @@ use crate::connect::OnConflict;
 use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
 use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
+use crate::human::Progress;
 use crate::protocol::{
     Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
     StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
 };
 use crate::row::{Column, RowShape, StreamDigest};
-use crate::stage::export::Progress;
 use crate::stage::import::{ImportConfig, ImportOutcome, Rejects, parse_begin, producer_error, record_failure};
 use crate::tree::{self, FileDigest};
 use crate::value::{Codec, ValueRef};
