@@ -99,7 +99,7 @@ impl Address {
             Address::Stream(None) => "-".into(),
             Address::Stream(Some(p)) => p.display().to_string(),
             // How to connect (TLS) is not part of which database it is.
-            Address::Postgres(u) => redact_url(&crate::connect::pgtls::split(u).0),
+            Address::Postgres(u) => redact_url(&split_tls(u).0),
             Address::D1(u) | Address::S3(u) => redact_url(u),
             Address::Dir(p) => format!("dir:{}", p.display()),
         }
@@ -176,6 +176,42 @@ pub fn redact_url(u: &str) -> String {
         }
     }
     out
+}
+
+/// The TLS parameters of one PostgreSQL address (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    pub mode: Option<String>,
+    pub root_cert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+/// The address without its TLS parameters (which tokio-postgres would refuse), and those
+/// parameters. Values are percent-decoded.
+pub fn split_tls(url: &str) -> (String, TlsParams) {
+    let mut params = TlsParams::default();
+    let Some((head, query)) = url.split_once('?') else {
+        return (url.to_owned(), params);
+    };
+    let mut kept = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let value = || percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+        match k {
+            "sslmode" => params.mode = Some(value()),
+            "sslrootcert" => params.root_cert = Some(value()),
+            "sslcert" => params.cert = Some(value()),
+            "sslkey" => params.key = Some(value()),
+            _ => kept.push(kv),
+        }
+    }
+    let url = if kept.is_empty() {
+        head.to_owned()
+    } else {
+        format!("{head}?{}", kept.join("&"))
+    };
+    (url, params)
 }
 
 #[cfg(test)]

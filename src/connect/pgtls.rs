@@ -60,41 +60,9 @@ impl Mode {
     }
 }
 
-/// The TLS parameters of one address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Params {
-    pub mode: Option<String>,
-    pub root_cert: Option<String>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-}
-
-/// The address without its TLS parameters (which tokio-postgres would refuse), and those
-/// parameters. Values are percent-decoded.
-pub fn split(url: &str) -> (String, Params) {
-    let mut params = Params::default();
-    let Some((head, query)) = url.split_once('?') else {
-        return (url.to_owned(), params);
-    };
-    let mut kept = Vec::new();
-    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        let value = || percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
-        match k {
-            "sslmode" => params.mode = Some(value()),
-            "sslrootcert" => params.root_cert = Some(value()),
-            "sslcert" => params.cert = Some(value()),
-            "sslkey" => params.key = Some(value()),
-            _ => kept.push(kv),
-        }
-    }
-    let url = if kept.is_empty() {
-        head.to_owned()
-    } else {
-        format!("{head}?{}", kept.join("&"))
-    };
-    (url, params)
-}
+// The parameters are taken off the address where addresses are read (address.rs), which also
+// needs them gone to show an address redacted.
+pub use crate::address::{TlsParams as Params, split_tls as split};
 
 /// How one address connects: its mode and the connector that carries it out.
 #[derive(Clone)]
