@@ -806,21 +806,10 @@ fn a_log_file_records_each_stage_and_how_it_ended() {
     assert_eq!(last["fields"]["message"], "finished", "{last}");
 }
 
-/// `big.db` with `n` rows in `items`.
-fn items_db(d: &Dir, n: u32) {
-    d.open("big.db")
-        .execute_batch(&format!(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
-               INSERT INTO items SELECT i, 'item ' || i FROM s;"
-        ))
-        .unwrap();
-}
-
 #[test]
 fn ctrl_c_stops_an_import_at_the_next_line_says_how_to_continue_and_status_agrees() {
     let d = Dir::new();
-    items_db(&d, 40_000);
+    d.items_db(40_000);
     let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
     let text = stream.ok().stdout();
     // Half the stream, then a producer that goes quiet without ending (a stalled upstream).
@@ -886,7 +875,7 @@ fn import_half_way(d: &Dir, stream: &str, target: &str, rows: u64) -> (std::proc
 #[test]
 fn a_second_import_or_a_rollback_of_a_target_being_written_stops_and_names_who_writes_it() {
     let d = Dir::new();
-    items_db(&d, 40_000);
+    d.items_db(40_000);
     // An earlier run into the same database, done.
     let sample = d.run("ferry-export", &[&d.sample()], b"").stdout();
     d.run("ferry-import", &["sqlite:copy.db", "--create"], sample.as_bytes())
@@ -928,7 +917,7 @@ fn a_second_import_or_a_rollback_of_a_target_being_written_stops_and_names_who_w
 #[test]
 fn a_killed_import_shows_as_stopped_in_status_not_running_with_time_left() {
     let d = Dir::new();
-    items_db(&d, 40_000);
+    d.items_db(40_000);
     let text = d
         .run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"")
         .stdout();
@@ -957,7 +946,7 @@ fn a_killed_import_shows_as_stopped_in_status_not_running_with_time_left() {
 fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_it() {
     use std::io::Write as _;
     let d = Dir::new();
-    items_db(&d, 40_000);
+    d.items_db(40_000);
     let stream = d.run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"");
     stream.ok();
     let text = stream.stdout();
@@ -1007,7 +996,7 @@ fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_
 #[test]
 fn on_a_terminal_the_last_stage_draws_a_progress_bar_and_the_stages_feeding_it_stay_quiet() {
     let d = Dir::new();
-    items_db(&d, 100_000);
+    d.items_db(100_000);
     // `script` gives the pipeline a terminal, as a person at a shell has; the progress lines,
     // were they on, would come every millisecond.
     let line = format!(

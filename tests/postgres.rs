@@ -500,9 +500,11 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
            migration_status text, checksum text, migrated_at timestamptz, migration_batch text)",
     )
     .unwrap();
-    for entry in walkdir(&media) {
-        c.execute("INSERT INTO savedfile (file) VALUES ($1)", &[&entry])
-            .unwrap();
+    for e in walkdir::WalkDir::new(&media).into_iter().map(Result::unwrap) {
+        if e.file_type().is_file() {
+            let path = e.path().strip_prefix(&media).unwrap().to_string_lossy().into_owned();
+            c.execute("INSERT INTO savedfile (file) VALUES ($1)", &[&path]).unwrap();
+        }
     }
     // The README's recipe, with a directory as the bucket.
     let runs = d.pipe(
@@ -535,34 +537,11 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
     assert_eq!(done as usize, n);
 }
 
-/// The paths of the files under `root`, relative to it.
-fn walkdir(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(dir) = todo.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn fresh_into_a_table_an_unfinished_run_is_still_loading_is_refused_not_doubled() {
     let d = Dir::new();
     let url = pg::cluster().database("freshcont");
-    d.open("big.db")
-        .execute_batch(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300000)
-               INSERT INTO items SELECT i, 'item ' || i FROM s;",
-        )
-        .unwrap();
+    d.items_db(300_000);
     // A first run killed once it committed part of the table (its key still to be built).
     d.pipe_killed_after(
         &[
@@ -634,13 +613,7 @@ fn two_imports_into_one_table_and_a_rollback_meanwhile_are_refused_naming_who_wr
     use std::io::Write as _;
     let d = Dir::new();
     let url = pg::cluster().database("locks");
-    d.open("big.db")
-        .execute_batch(
-            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000)
-               INSERT INTO items SELECT i, 'item ' || i FROM s;",
-        )
-        .unwrap();
+    d.items_db(20_000);
     let text = d
         .run("ferry-export", &["sqlite:big.db", "--state-every", "1000"], b"")
         .stdout();

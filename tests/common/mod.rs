@@ -74,6 +74,17 @@ impl Dir {
         format!("sqlite:{}", self.path(name).display())
     }
 
+    /// `big.db` with `n` rows in `items (id INTEGER PRIMARY KEY, name TEXT)`.
+    pub fn items_db(&self, n: u32) {
+        self.open("big.db")
+            .execute_batch(&format!(
+                "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT);
+                 WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
+                   INSERT INTO items SELECT i, 'item ' || i FROM s;"
+            ))
+            .unwrap();
+    }
+
     /// The bundled sample database, built into this directory.
     pub fn sample(&self) -> String {
         let p = self.path("sample.db");
