@@ -283,7 +283,6 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
     Ok(ExitStatus::Ok)
 }
 
-/// The closing line of a rollback: what it did (or, as a dry run, would do) to rows and objects.
 /// What the tables a rollback drops or empties held, when they held anything.
 fn tables_holding(rows: u64) -> String {
     if rows == 0 {
@@ -293,6 +292,7 @@ fn tables_holding(rows: u64) -> String {
     }
 }
 
+/// The closing line of a rollback: what it did (or, as a dry run, would do) to rows and objects.
 fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     let objects = o.deleted + o.would_delete + o.aborted + o.would_abort + o.kept + o.refused > 0;
     if !o.tables && !objects && o.unknown_uploads == 0 {
