@@ -99,6 +99,24 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// What a progress bar counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    Rows,
+    Files,
+    Bytes,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Rows => "rows",
+            Unit::Files => "files",
+            Unit::Bytes => "bytes",
+        }
+    }
+}
+
 /// Progress lines on stderr for long work, at most every few seconds.
 pub(crate) struct Progress {
     started: Instant,
@@ -139,8 +157,8 @@ impl Progress {
     }
 
     /// On a terminal at the end of a pipeline: show `done` of `total` on the progress bar and
-    /// say so (true), so no log line is wanted. `unit` is "rows", "files", or "bytes".
-    pub(crate) fn bar(&mut self, what: &str, done: u64, total: Option<u64>, unit: &str) -> bool {
+    /// say so (true), so no log line is wanted.
+    pub(crate) fn bar(&mut self, what: &str, done: u64, total: Option<u64>, unit: Unit) -> bool {
         use ProgressDisplay as D;
         match self.display {
             D::Lines => false,
@@ -152,13 +170,15 @@ impl Progress {
                 });
                 if bar.length() != total || bar.message() != what {
                     bar.set_message(what.to_owned());
-                    let amount = if unit == "bytes" {
+                    let bytes = unit == Unit::Bytes;
+                    let unit = unit.name();
+                    let amount = if bytes {
                         "{binary_bytes}".to_owned()
                     } else {
                         format!("{{human_pos}} {unit}")
                     };
                     let tpl = match total {
-                        Some(_) if unit == "bytes" => {
+                        Some(_) if bytes => {
                             "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({rate}, {eta} left)".to_owned()
                         }
                         Some(_) => {
@@ -166,7 +186,6 @@ impl Progress {
                         }
                         None => format!("{{spinner}} {{msg}} {amount} ({{rate}})"),
                     };
-                    let bytes = unit == "bytes";
                     if let Ok(style) = indicatif::ProgressStyle::with_template(&tpl) {
                         bar.set_style(style.progress_chars("=> ").with_key(
                             "rate",

@@ -19,7 +19,7 @@ use crate::address::Address;
 use crate::checkpoint::Checkpoint;
 use crate::connect::{self, RowAccess, Selection};
 use crate::error::Result;
-use crate::human::Progress;
+use crate::human::{Progress, Unit};
 use crate::protocol::{
     Begin, Bookmark, DIGEST_ALGO, Digest, End, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamEnd,
     StreamWriter, new_run_id, now_rfc3339, producer,
@@ -298,7 +298,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
                 last_state = Instant::now();
             }
             if rows % 1024 == 0
-                && !progress.bar("exporting", outcome.rows + rows, expected, "rows")
+                && !progress.bar("exporting", outcome.rows + rows, expected, Unit::Rows)
                 && progress.due()
             {
                 tracing::info!(stream = %stream, rows = base + rows, rows_per_s = progress.rate(outcome.rows + rows), "exporting");

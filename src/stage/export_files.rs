@@ -17,7 +17,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::human::Progress;
+use crate::human::{Progress, Unit};
 use crate::protocol::{
     Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, Record, Schema, SourceInfo, StreamEnd,
     StreamWriter, now_rfc3339,
@@ -574,7 +574,7 @@ impl Emit {
             self.last_state = Instant::now();
         }
         let total = self.estimate.map(|(n, _)| n);
-        if !self.progress.bar("hashing", self.base + self.files, total, "files") && self.progress.due() {
+        if !self.progress.bar("hashing", self.base + self.files, total, Unit::Files) && self.progress.due() {
             // Files hashed go at the pace of their bytes, cached ones at the pace of the walk:
             // by files is the fairer measure of what is left.
             let eta = self.progress.eta(self.base + self.files, total);

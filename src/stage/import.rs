@@ -23,7 +23,7 @@ use crate::address::Address;
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::human::Progress;
+use crate::human::{Progress, Unit};
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
     StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
@@ -793,7 +793,7 @@ impl<W: Write> Importer<'_, W> {
                     .map(|t| t.rows)
                     .filter(|r| *r > 0)
                     .or(self.expected),
-                "rows",
+                Unit::Rows,
             )
             && self.progress.due()
         {

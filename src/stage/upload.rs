@@ -29,7 +29,7 @@ use crate::connect::OnConflict;
 use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
 use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
-use crate::human::Progress;
+use crate::human::{Progress, Unit};
 use crate::protocol::{
     Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
     StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
@@ -823,8 +823,8 @@ impl<W: Write> Uploader<'_, W> {
             None => self.estimate,
         };
         let shown = match bytes {
-            Some(b) => self.progress.bar("putting files", self.settled.1, Some(b), "bytes"),
-            None => self.progress.bar("putting files", self.settled.0, files, "files"),
+            Some(b) => self.progress.bar("putting files", self.settled.1, Some(b), Unit::Bytes),
+            None => self.progress.bar("putting files", self.settled.0, files, Unit::Files),
         };
         if !shown && self.progress.due() {
             // Time left goes by bytes when their total is known (big files take longer), else
