@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-use super::sqlite::{MARKER_DDL, conflict_clause, create_table_sql, index_sql, quote};
+use super::sql::{conflict_clause, quote};
+use super::sqlite::{MARKER_DDL, create_table_sql, index_sql};
 use super::{
     CommitEvery, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target,
     table_name_for,

@@ -21,9 +21,9 @@ use rusqlite::{Connection, OptionalExtension as _};
 use serde_json::Value as Json;
 
 use super::d1::{self, D1Client};
+use super::sql::quote;
 use super::sqlite::{
-    Classes, PreScan, TableInfo, after_position, bookmark_position, describe, discover_tables, list_tables, quote,
-    scan_order,
+    Classes, PreScan, TableInfo, after_position, bookmark_position, describe, discover_tables, list_tables, scan_order,
 };
 use super::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Context, Error, ErrorKind, Result};

@@ -11,6 +11,7 @@ pub mod pgsource;
 pub mod pgtls;
 pub mod postgres;
 pub mod s3;
+pub mod sql;
 pub mod sqlite;
 
 use std::collections::HashMap;

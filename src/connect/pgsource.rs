@@ -58,7 +58,7 @@ use super::pgcopy;
 use super::pgread::PgConn;
 use super::postgres::{COMPOSITE_ARRAY, PgAddress, pg_error};
 use super::{RowAccess, Selection, Source, StreamPlan};
-use crate::connect::sqlite::quote;
+use crate::connect::sql::quote;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, TableRef, Unique};
 use crate::row::RowShape;

@@ -39,7 +39,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 
 use super::pgcopy::{self, Encoder};
 use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
-use crate::connect::sqlite::quote;
+use crate::connect::sql::{conflict_clause, literal, quote};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Schema;
 use crate::retry;
@@ -1801,14 +1801,6 @@ fn partitions(schema: &Schema, qualified: &str) -> (Option<String>, Vec<String>)
     (p.get("by").and_then(Json::as_str).map(str::to_owned), out)
 }
 
-/// A SQL string literal (or NULL).
-pub(crate) fn literal(s: Option<&str>) -> String {
-    match s {
-        Some(s) => format!("'{}'", s.replace('\'', "''")),
-        None => "NULL".into(),
-    }
-}
-
 /// The deferred statements for a table ferry created: keys, unique constraints, indexes, the
 /// identity's sequence; and, separately, its foreign keys.
 fn deferred_ddl(
@@ -2052,7 +2044,7 @@ impl Target for PgTarget {
                         let stage = quote(&format!("_ferry_stage_{}", self.streams.len()));
                         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
                         // Not `fail`, and a key: the same clause as SQLite's.
-                        let conflict = crate::connect::sqlite::conflict_clause(shape, opts.on_conflict);
+                        let conflict = conflict_clause(shape, opts.on_conflict);
                         let insert = format!(
                             "INSERT INTO {qualified} ({0}) OVERRIDING SYSTEM VALUE SELECT {0} FROM {stage} ORDER BY _ferry_n{conflict}",
                             cols.join(", ")

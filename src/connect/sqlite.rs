@@ -22,6 +22,7 @@ use super::{
     LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowAccess, RowBatch, Selection, Source,
     StreamPlan, Target, table_name_for,
 };
+use crate::connect::sql::{conflict_clause, key_condition, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
     Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, SqliteTable, TableRef, Unique,
@@ -32,11 +33,6 @@ use crate::value::{self, Codec, Value, ValueRef};
 
 /// The table in a target that holds ferry's commit markers.
 pub const MARKER_TABLE: &str = "_ferry_commits";
-
-/// Quote an identifier for SQLite.
-pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -72,15 +68,6 @@ pub(crate) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<b
         [table],
         |r| r.get(0),
     )
-}
-
-/// `"k1" IS ? AND "k2" IS ?` over quoted column names: a row found by its key, NULLs included.
-pub(crate) fn key_condition(quoted: &[String]) -> String {
-    quoted
-        .iter()
-        .map(|k| format!("{k} IS ?"))
-        .collect::<Vec<_>>()
-        .join(" AND ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1320,30 +1307,6 @@ fn sqlite_type_for(prop: &Json) -> String {
         Codec::Any => "",
     }
     .to_owned()
-}
-
-/// The `ON CONFLICT` clause an insert of `shape`'s rows ends with (with a leading space), or
-/// nothing: under `--on-conflict fail`, or without a key to match on.
-pub fn conflict_clause(shape: &RowShape, on_conflict: OnConflict) -> String {
-    let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
-    match (on_conflict, keys.is_empty()) {
-        (OnConflict::Fail, _) | (_, true) => String::new(),
-        (OnConflict::Skip, false) => format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")),
-        (OnConflict::Overwrite, false) => {
-            let sets: Vec<String> = shape
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !shape.key.contains(i))
-                .map(|(_, c)| format!("{0} = excluded.{0}", quote(&c.name)))
-                .collect();
-            if sets.is_empty() {
-                format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "))
-            } else {
-                format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), sets.join(", "))
-            }
-        }
-    }
 }
 
 /// `CREATE TABLE` for a stream, from its SCHEMA.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::connect::sqlite::quote;
+use crate::connect::sql::quote;
 use crate::connect::{Selection, StreamPlan};
 use crate::error::{Error, Result};
 

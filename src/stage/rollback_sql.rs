@@ -29,7 +29,7 @@ use crate::connect::Selection;
 use crate::connect::d1::{D1Client, Stmt};
 use crate::connect::pgread::PgConn;
 use crate::connect::postgres::{PgAddress, pg_error};
-use crate::connect::sqlite::quote;
+use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
@@ -131,7 +131,7 @@ impl Db {
             .iter()
             .map(|&i| {
                 let name = &shape.columns[i].name;
-                format!("{}, b.{}", crate::connect::postgres::literal(Some(name)), quote(name))
+                format!("{}, b.{}", literal(Some(name)), quote(name))
             })
             .collect();
         let object = match self {
@@ -169,7 +169,7 @@ impl Db {
 
     /// The run's commit markers, wherever the import kept them.
     fn forget_markers(&mut self, address: &str, run_id: &str) -> Result<Vec<String>> {
-        let literal = crate::connect::postgres::literal(Some(run_id));
+        let literal = literal(Some(run_id));
         match self {
             Db::Pg(c) => Ok(c
                 .query(

@@ -20,7 +20,8 @@ use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
 use crate::checkpoint::{Checkpoint, JournalRow};
-use crate::connect::sqlite::{key_condition, quote, row_values, table_exists};
+use crate::connect::sql::{key_condition, quote};
+use crate::connect::sqlite::{row_values, table_exists};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
