@@ -29,7 +29,7 @@
 //! # SQLite to PostgreSQL
 //!
 //! Each column gets the type the PostgreSQL importer would choose (see
-//! [`crate::connect::postgres::pg_type_for`]), and its values the forms PostgreSQL streams use:
+//! [`pg_type_for`]), and its values the forms PostgreSQL streams use:
 //! 0/1 to booleans where the declared type says BOOLEAN, `YYYY-MM-DD HH:MM:SS` text to ISO
 //! timestamps (`T`; `Z` added for TIMESTAMPTZ), numbers to exact decimal text for NUMERIC/DECIMAL
 //! columns, JSON text to JSON values for JSON columns and arrays. The names the SQLite dialect
@@ -38,9 +38,8 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::connect::postgres::pg_type_for;
 use crate::protocol::Schema;
-use crate::value::{Codec, Value};
+use crate::value::{self, Codec, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dialect {
@@ -456,6 +455,73 @@ impl Converted {
             }
         }
         Ok(())
+    }
+}
+
+/// The declared SQLite type, upper case, without its parenthesised part, and that part.
+pub(crate) fn declared(prop: &Json) -> (String, Option<String>) {
+    let t = prop
+        .get("x-sql-type")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    match t.split_once('(') {
+        Some((base, rest)) => (
+            base.trim().to_owned(),
+            Some(rest.trim_end_matches(')').replace(' ', "")),
+        ),
+        None => (t, None),
+    }
+}
+
+/// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres`]'s docs); the
+/// SQLite-to-PostgreSQL dialect and the PostgreSQL importer both use it, so they agree.
+pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
+    if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
+        return t.to_owned();
+    }
+    let (decl, mods) = declared(prop);
+    let format = prop.get("format").and_then(Json::as_str).unwrap_or("");
+    let is = |names: &[&str]| names.iter().any(|n| decl == *n);
+    // The first word decides for the names ferry's SQLite dialect writes (`NUMERIC TEXT(12,2)`,
+    // `JSONB TEXT`, `INTEGER ARRAY`), which keep TEXT affinity in SQLite.
+    let first = decl.split_whitespace().next().unwrap_or("");
+    let numeric = || match &mods {
+        Some(m) if m.split(',').all(|p| p.parse::<u32>().is_ok()) => format!("numeric({m})"),
+        _ => "numeric".into(),
+    };
+    if let Some(elem) = decl.strip_suffix(" ARRAY") {
+        return format!("{}[]", elem.to_ascii_lowercase());
+    }
+    match Codec::from_property(prop) {
+        Codec::Any => "jsonb".into(),
+        Codec::Json => "jsonb".into(),
+        Codec::Boolean => "boolean".into(),
+        Codec::Bytes(_) => "bytea".into(),
+        Codec::Integer if is(&["BOOL", "BOOLEAN"]) => "boolean".into(),
+        Codec::Integer if first.contains("DEC") || first == "NUMERIC" => numeric(),
+        Codec::Integer => "bigint".into(),
+        Codec::Number if first.contains("DEC") || first == "NUMERIC" => numeric(),
+        Codec::Number if value::property_types(prop).contains(&"integer") => "numeric".into(),
+        Codec::Number => "double precision".into(),
+        Codec::Text if first.contains("DEC") || first == "NUMERIC" || format.ends_with("decimal") => numeric(),
+        Codec::Text if format == "date" || is(&["DATE"]) => "date".into(),
+        Codec::Text if is(&["TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"]) => "timestamptz".into(),
+        Codec::Text if format == "date-time" || is(&["DATETIME", "TIMESTAMP"]) => "timestamp".into(),
+        Codec::Text if is(&["TIMETZ", "TIME WITH TIME ZONE"]) => "timetz".into(),
+        Codec::Text if format == "time" || is(&["TIME"]) => "time".into(),
+        Codec::Text if format == "uuid" || is(&["UUID"]) => "uuid".into(),
+        // PostgreSQL's json (exact text) came through the SQLite dialect as `JSON TEXT`; any other
+        // JSON column becomes jsonb.
+        Codec::Text if decl == "JSON TEXT" => "json".into(),
+        Codec::Text if first == "JSON" || first == "JSONB" => "jsonb".into(),
+        Codec::Text if is(&["INTERVAL", "INET", "CIDR", "MACADDR", "MACADDR8"]) => decl.to_ascii_lowercase(),
+        Codec::Text if is(&["VARCHAR", "CHARACTER VARYING", "NVARCHAR", "VARYING CHARACTER"]) => match mods {
+            Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => format!("varchar({n})"),
+            _ => "text".into(),
+        },
+        Codec::Text => "text".into(),
     }
 }
 

@@ -1130,7 +1130,7 @@ impl Target for D1Target {
 
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
         let stream = schema.stream.as_str();
-        if super::postgres::postgres_types(schema, opts) {
+        if super::postgres_types(schema, opts) {
             return Err(Error::usage(format!(
                 "stream {stream} carries PostgreSQL types and values; recast it for D1 first: ... | ferry-transform --dialect d1 | ferry-import {}",
                 self.client.address()

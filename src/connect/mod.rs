@@ -449,3 +449,12 @@ pub fn parents_first(names: &[&str], refs: &[Vec<&str>]) -> (Vec<usize>, Vec<Str
 pub fn table_name_for(stream: &str) -> &str {
     stream.split_once('.').map_or(stream, |(_, t)| t)
 }
+
+/// Whether a stream's `x-sql-type`s are PostgreSQL's: its SCHEMA says so (`x-sql-dialect`), or,
+/// when it does not, its producer read PostgreSQL.
+pub(crate) fn postgres_types(schema: &Schema, opts: &LoadOptions) -> bool {
+    match schema.extra.get("x-sql-dialect").and_then(serde_json::Value::as_str) {
+        Some(d) => d == "postgres",
+        None => opts.source_kind.as_deref() == Some("postgres"),
+    }
+}

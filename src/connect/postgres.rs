@@ -40,6 +40,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use super::pgcopy::{self, Encoder};
 use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
 use crate::connect::sql::{conflict_clause, literal, quote};
+use crate::dialect::{declared, pg_type_for};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Schema;
 use crate::retry;
@@ -421,81 +422,6 @@ pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
     Error::new(kind, format!("{address}: {what}: {detail}{hint}"))
 }
 
-/// The declared SQLite type, upper case, without its parenthesised part, and that part.
-fn declared(prop: &Json) -> (String, Option<String>) {
-    let t = prop
-        .get("x-sql-type")
-        .and_then(Json::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_ascii_uppercase();
-    match t.split_once('(') {
-        Some((base, rest)) => (
-            base.trim().to_owned(),
-            Some(rest.trim_end_matches(')').replace(' ', "")),
-        ),
-        None => (t, None),
-    }
-}
-
-/// Whether a stream's `x-sql-type`s are PostgreSQL's: its SCHEMA says so (`x-sql-dialect`), or,
-/// when it does not, its producer read PostgreSQL.
-pub fn postgres_types(schema: &Schema, opts: &LoadOptions) -> bool {
-    match schema.extra.get("x-sql-dialect").and_then(Json::as_str) {
-        Some(d) => d == "postgres",
-        None => opts.source_kind.as_deref() == Some("postgres"),
-    }
-}
-
-/// The PostgreSQL type for a stream column (see the module docs for the table).
-pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
-    if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
-        return t.to_owned();
-    }
-    let (decl, mods) = declared(prop);
-    let format = prop.get("format").and_then(Json::as_str).unwrap_or("");
-    let is = |names: &[&str]| names.iter().any(|n| decl == *n);
-    // The first word decides for the names ferry's SQLite dialect writes (`NUMERIC TEXT(12,2)`,
-    // `JSONB TEXT`, `INTEGER ARRAY`), which keep TEXT affinity in SQLite.
-    let first = decl.split_whitespace().next().unwrap_or("");
-    let numeric = || match &mods {
-        Some(m) if m.split(',').all(|p| p.parse::<u32>().is_ok()) => format!("numeric({m})"),
-        _ => "numeric".into(),
-    };
-    if let Some(elem) = decl.strip_suffix(" ARRAY") {
-        return format!("{}[]", elem.to_ascii_lowercase());
-    }
-    match Codec::from_property(prop) {
-        Codec::Any => "jsonb".into(),
-        Codec::Json => "jsonb".into(),
-        Codec::Boolean => "boolean".into(),
-        Codec::Bytes(_) => "bytea".into(),
-        Codec::Integer if is(&["BOOL", "BOOLEAN"]) => "boolean".into(),
-        Codec::Integer if first.contains("DEC") || first == "NUMERIC" => numeric(),
-        Codec::Integer => "bigint".into(),
-        Codec::Number if first.contains("DEC") || first == "NUMERIC" => numeric(),
-        Codec::Number if value::property_types(prop).contains(&"integer") => "numeric".into(),
-        Codec::Number => "double precision".into(),
-        Codec::Text if first.contains("DEC") || first == "NUMERIC" || format.ends_with("decimal") => numeric(),
-        Codec::Text if format == "date" || is(&["DATE"]) => "date".into(),
-        Codec::Text if is(&["TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"]) => "timestamptz".into(),
-        Codec::Text if format == "date-time" || is(&["DATETIME", "TIMESTAMP"]) => "timestamp".into(),
-        Codec::Text if is(&["TIMETZ", "TIME WITH TIME ZONE"]) => "timetz".into(),
-        Codec::Text if format == "time" || is(&["TIME"]) => "time".into(),
-        Codec::Text if format == "uuid" || is(&["UUID"]) => "uuid".into(),
-        // PostgreSQL's json (exact text) came through the SQLite dialect as `JSON TEXT`; any other
-        // JSON column becomes jsonb.
-        Codec::Text if decl == "JSON TEXT" => "json".into(),
-        Codec::Text if first == "JSON" || first == "JSONB" => "jsonb".into(),
-        Codec::Text if is(&["INTERVAL", "INET", "CIDR", "MACADDR", "MACADDR8"]) => decl.to_ascii_lowercase(),
-        Codec::Text if is(&["VARCHAR", "CHARACTER VARYING", "NVARCHAR", "VARYING CHARACTER"]) => match mods {
-            Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => format!("varchar({n})"),
-            _ => "text".into(),
-        },
-        Codec::Text => "text".into(),
-    }
-}
-
 /// Where a stream's rows go.
 #[derive(Debug, Clone)]
 enum Path {
@@ -536,7 +462,6 @@ struct Undo {
     seq: u64,
 }
 
-/// The undo table of `run_id`'s writes into the table `qualified`, in the table's schema.
 /// The expression that takes ferry's lock on a table (by its qualified SQL name) for the session,
 /// true when it did: a session advisory lock, so a process that dies lets go of it.
 pub(crate) fn try_lock_sql(qualified: &str) -> String {
@@ -1968,7 +1893,7 @@ impl Target for PgTarget {
         // Nothing else may use the connection while a COPY runs on it.
         self.settle()?;
         let stream = schema.stream.as_str();
-        let from_pg = postgres_types(schema, opts);
+        let from_pg = super::postgres_types(schema, opts);
         let (pg_schema, table) = self.place(stream, from_pg);
         let qualified = Self::qualified(&pg_schema, &table);
         // Before it is looked at: two imports must not both find it missing and create it.

@@ -1471,7 +1471,7 @@ impl Target for SqliteTarget {
 
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
         let stream = schema.stream.as_str();
-        if super::postgres::postgres_types(schema, opts) {
+        if super::postgres_types(schema, opts) {
             return Err(Error::usage(format!(
                 "stream {stream} carries PostgreSQL types and values; recast it for SQLite first: ... | ferry-transform --dialect sqlite | ferry-import {}",
                 self.address
