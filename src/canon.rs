@@ -15,14 +15,14 @@
 //! | date, timestamp, timestamptz, time | days or microseconds (SQLite's ISO-8601 text read the way the importer writes it) |
 //! | uuid | the 16 bytes (any spelling of the same UUID is equal) |
 //! | json, jsonb, arrays | the JSON value with object keys sorted (whitespace and key order do not matter; an array read through `array_to_json`) |
-//! | jsonb holding an SQLite dynamic column | the exact value it stands for (see `pgcopy::dynamic_json`) |
+//! | jsonb holding an SQLite dynamic column | the exact value it stands for (see `connect::pgcopy::dynamic_json`) |
 //!
 //! A value that does not read as its column's type (SQLite text `n/a` in a timestamp column) gets
 //! a form of its own that equals nothing else.
 
 use serde_json::Value as Json;
 
-use crate::connect::pgcopy;
+use crate::value::time;
 use crate::value::{self, Codec, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Canon {
             Canon::Text => matches!(v, Value::Text(_)).then(|| v.clone()),
             Canon::Bytes => matches!(v, Value::Blob(_)).then(|| v.clone()),
             Canon::Date => text(&v).and_then(|s| date_days(&s)).map(Value::Integer),
-            Canon::Timestamp => text(&v).and_then(|s| pgcopy::pg_timestamp(&s).ok()).map(Value::Integer),
+            Canon::Timestamp => text(&v).and_then(|s| time::pg_timestamp(&s).ok()).map(Value::Integer),
             Canon::Time => text(&v).and_then(|s| time_micros(&s)).map(Value::Integer),
             Canon::Uuid => match &v {
                 Value::Blob(b) if b.len() == 16 => Some(v.clone()),
@@ -244,16 +244,16 @@ pub fn canonical_decimal(s: &str) -> Option<String> {
 }
 
 fn date_days(s: &str) -> Option<i64> {
-    if let Ok(d) = pgcopy::pg_date(s) {
+    if let Ok(d) = time::pg_date(s) {
         return Some(d as i64);
     }
     // A date with a time part reads as a date only at midnight.
-    let micros = pgcopy::pg_timestamp(s).ok()?;
+    let micros = time::pg_timestamp(s).ok()?;
     (micros % 86_400_000_000 == 0).then(|| micros.div_euclid(86_400_000_000))
 }
 
 fn time_micros(s: &str) -> Option<i64> {
-    pgcopy::pg_time(s).ok()
+    time::pg_time(s).ok()
 }
 
 /// JSON text with every object's keys sorted, compact.

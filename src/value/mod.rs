@@ -38,6 +38,8 @@
 //! and the bytes. [`compare`] is SQLite's order with BINARY
 //! collation: NULL < numbers (INTEGER and REAL compared by value) < TEXT (bytewise) < BLOB (bytewise).
 
+pub mod time;
+
 use std::cmp::Ordering;
 use std::fmt;
 
