@@ -15,7 +15,7 @@
 //! | date, timestamp, timestamptz, time | days or microseconds (SQLite's ISO-8601 text read the way the importer writes it) |
 //! | uuid | the 16 bytes (any spelling of the same UUID is equal) |
 //! | json, jsonb, arrays | the JSON value with object keys sorted (whitespace and key order do not matter; an array read through `array_to_json`) |
-//! | jsonb holding an SQLite dynamic column | the exact value it stands for (see `connect::pgcopy::dynamic_json`) |
+//! | jsonb holding an SQLite dynamic column | the exact value it stands for (see `connect::postgres::copy::dynamic_json`) |
 //!
 //! A value that does not read as its column's type (SQLite text `n/a` in a timestamp column) gets
 //! a form of its own that equals nothing else.

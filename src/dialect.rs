@@ -475,7 +475,7 @@ pub(crate) fn declared(prop: &Json) -> (String, Option<String>) {
     }
 }
 
-/// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres`]'s docs); the
+/// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres::target`]'s docs); the
 /// SQLite-to-PostgreSQL dialect and the PostgreSQL importer both use it, so they agree.
 pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
     if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {

@@ -5,10 +5,6 @@
 pub mod d1;
 pub mod d1source;
 pub mod objects;
-pub mod pgcopy;
-pub mod pgread;
-pub mod pgsource;
-pub mod pgtls;
 pub mod postgres;
 pub mod s3;
 pub mod sql;
@@ -396,7 +392,7 @@ pub(crate) fn discovered<'a, T>(tables: &'a HashMap<String, T>, address: &str, s
 pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
-        Address::Postgres(url) => Ok(Box::new(pgsource::PgSource::open(url)?)),
+        Address::Postgres(url) => Ok(Box::new(postgres::source::PgSource::open(url)?)),
         Address::D1(url) => Ok(Box::new(d1source::D1Source::open(url)?)),
         other => Err(other.unsupported("a source")),
     }
@@ -406,7 +402,7 @@ pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
 pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Result<Box<dyn Target>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteTarget::open(path, dry_run)?)),
-        Address::Postgres(url) => Ok(Box::new(postgres::PgTarget::open(url, dry_run, schema)?)),
+        Address::Postgres(url) => Ok(Box::new(postgres::target::PgTarget::open(url, dry_run, schema)?)),
         Address::D1(url) => Ok(Box::new(d1::D1Target::open(url, dry_run)?)),
         other => Err(other.unsupported("a target")),
     }

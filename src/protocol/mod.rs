@@ -45,7 +45,7 @@
 //! written is decided by its column's schema: see [`crate::value`] for the table. A SCHEMA from
 //! PostgreSQL also carries `x-sql-types` (the enum and composite types its columns use) and
 //! `x-sql-generated` (its generated columns, which are not in the records): see
-//! [`crate::connect::pgsource`].
+//! [`crate::connect::postgres::source`].
 //! `key_properties` is the primary key; RECORDs of a stream exported by ferry arrive in ascending
 //! key order (the source's own ordering for that key), or in rowid order for a keyless SQLite table.
 //! `source_stream` is the name the producer gave the stream (set by a transform that renamed it):

@@ -27,8 +27,8 @@ use crate::address::Address;
 use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::Selection;
 use crate::connect::d1::{D1Client, Stmt};
-use crate::connect::pgread::PgConn;
-use crate::connect::postgres::{PgAddress, pg_error};
+use crate::connect::postgres::conn::{PgAddress, pg_error};
+use crate::connect::postgres::read::PgConn;
 use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
@@ -469,7 +469,7 @@ fn audit_ahead(audit: &mut Audit, run_id: &str, target: &str, keys: &[KeyAction]
 
 /// Take ferry's lock on a PostgreSQL table for this session, or say who holds it.
 fn lock_table(c: &mut PgConn, target: &str, qualified: &str) -> Result<()> {
-    let sql = format!("SELECT {}", crate::connect::postgres::try_lock_sql(qualified));
+    let sql = format!("SELECT {}", crate::connect::postgres::catalog::try_lock_sql(qualified));
     let got: bool = c
         .query_one(&sql, &[])
         .map(|r| r.get(0))
@@ -478,7 +478,7 @@ fn lock_table(c: &mut PgConn, target: &str, qualified: &str) -> Result<()> {
         return Ok(());
     }
     let who = c
-        .query_one(crate::connect::postgres::LOCK_HOLDER_SQL, &[&qualified])
+        .query_one(crate::connect::postgres::catalog::LOCK_HOLDER_SQL, &[&qualified])
         .map_or_else(|_| "another session".to_owned(), |r| r.get(0));
     Err(crate::lock::busy(&format!("table {qualified} of {target}"), &who))
 }

@@ -8,8 +8,8 @@ use rusqlite::Connection;
 use super::Meta;
 use crate::address::Address;
 use crate::canon::Canon;
-use crate::connect::pgread::PgConn;
-use crate::connect::postgres::{PgAddress, pg_error};
+use crate::connect::postgres::conn::{PgAddress, pg_error};
+use crate::connect::postgres::read::PgConn;
 use crate::connect::sql::quote;
 use crate::connect::sqlite::{self as sq, from_sql};
 use crate::connect::table_name_for;
@@ -122,7 +122,7 @@ impl Db {
     pub fn tables(&self) -> Result<Vec<String>> {
         match self {
             Db::Sqlite { conn, address } => sq::list_tables(conn, address),
-            Db::Pg { client, schema, .. } => crate::connect::postgres::list_tables(client, schema)
+            Db::Pg { client, schema, .. } => crate::connect::postgres::catalog::list_tables(client, schema)
                 .map(|s| s.into_iter().collect())
                 .map_err(|e| self.pg_err("listing tables", e)),
         }
@@ -167,7 +167,7 @@ impl Db {
             }
             Db::Pg { client, .. } => {
                 let qualified = self.table_expr(table);
-                let Some(columns) = crate::connect::postgres::table_columns(client, &qualified)
+                let Some(columns) = crate::connect::postgres::catalog::table_columns(client, &qualified)
                     .map_err(|e| self.pg_err(&format!("describing {qualified}"), e))?
                 else {
                     return Ok(None);

@@ -389,8 +389,10 @@ fn run_tables<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut St
             let Some(Address::Postgres(url)) = &cfg.source else {
                 return Err(Error::usage("nothing to validate"));
             };
-            let plans =
-                crate::connect::Source::discover(&mut crate::connect::pgsource::PgSource::open(url)?, &cfg.selection)?;
+            let plans = crate::connect::Source::discover(
+                &mut crate::connect::postgres::source::PgSource::open(url)?,
+                &cfg.selection,
+            )?;
             for p in &plans {
                 let meta = Meta::from_schema(&p.schema);
                 let side = Side::Table {

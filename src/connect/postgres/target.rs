@@ -29,21 +29,22 @@
 //!
 //! A stream that came from PostgreSQL keeps its declared types (`x-sql-type`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::str::FromStr;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::MakeTlsConnect;
 
-use super::pgcopy::{self, Encoder};
-use super::{LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for};
+use super::catalog::{LOCK_HOLDER_SQL, try_lock_sql};
+use super::conn::{PgAddress, is_transient, pg_error};
+use super::copy::{self as pgcopy, Encoder};
 use crate::connect::sql::{conflict_clause, literal, quote};
+use crate::connect::{
+    LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for,
+};
 use crate::dialect::{declared, pg_type_for};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Schema;
-use crate::retry;
 use crate::row::RowShape;
 use crate::value::{self, Codec, Value};
 use bytes::Bytes;
@@ -82,344 +83,6 @@ async fn copy_in(client: &tokio_postgres::Client, sql: &str, data: Bytes) -> std
     let mut sink = Box::pin(sink);
     sink.send(data).await.map_err(CopyFailure::Rows)?;
     sink.as_mut().finish().await.map_err(CopyFailure::Rows)
-}
-
-/// A socket that fails a read with `TimedOut` once the server has left something sent to it
-/// unanswered for `limit` (nothing read since the last write), or has not taken a write for
-/// that long. An idle connection, with nothing asked, never times out.
-struct Watched {
-    inner: tokio::net::TcpStream,
-    limit: Duration,
-    /// When the last write went out with no byte read since.
-    asked: Option<tokio::time::Instant>,
-    /// When a write started waiting for room.
-    blocked: Option<tokio::time::Instant>,
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Watched {
-    fn new(inner: tokio::net::TcpStream, limit: Duration) -> Watched {
-        Watched {
-            inner,
-            limit,
-            asked: None,
-            blocked: None,
-            timer: Box::pin(tokio::time::sleep(limit)),
-        }
-    }
-
-    /// Pending, or the error for a wait that began at `since` and has run out.
-    fn expired(
-        &mut self,
-        since: tokio::time::Instant,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Error> {
-        let deadline = since + self.limit;
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
-        }
-        match self.timer.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no answer from the server in {:.0} s (FERRY_TIMEOUT)",
-                    self.limit.as_secs_f64()
-                ),
-            )),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Watched {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let me = self.get_mut();
-        match std::pin::Pin::new(&mut me.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                me.asked = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => match me.asked {
-                Some(since) => me.expired(since, cx).map(Err),
-                None => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Watched {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        let me = self.get_mut();
-        match std::pin::Pin::new(&mut me.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                me.blocked = None;
-                let now = tokio::time::Instant::now();
-                me.asked = Some(now);
-                // Arm the timer now: tokio-postgres polls its read before its write, so the read
-                // that would arm it may already have come back Pending, and a server that never
-                // answers never wakes the connection to read again.
-                // (Ready only with a zero limit: the next read reports it.)
-                let _ = me.expired(now, cx);
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let since = *me.blocked.get_or_insert_with(tokio::time::Instant::now);
-                me.expired(since, cx).map(Err)
-            }
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A parsed `postgres://` address, with defaults from the libpq environment (`PGHOST`, `PGPORT`,
-/// `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
-#[derive(Clone)]
-pub struct PgAddress {
-    pub config: tokio_postgres::Config,
-    /// Never holds the password.
-    pub redacted: String,
-    /// How the connection is encrypted and the server checked (`sslmode` and friends).
-    tls: super::pgtls::Tls,
-}
-
-/// Shows the redacted address only: the configuration holds the password.
-impl std::fmt::Debug for PgAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PgAddress({})", self.redacted)
-    }
-}
-
-impl PgAddress {
-    pub fn parse(url: &str, application: &str) -> Result<PgAddress> {
-        let redacted = crate::address::Address::Postgres(url.to_owned()).redacted();
-        let (url, tls) = super::pgtls::split(url);
-        let mut config = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| Error::usage(format!("{redacted}: not a PostgreSQL address ({e})")))?;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if config.get_hosts().is_empty() {
-            config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
-        }
-        if config.get_ports().is_empty()
-            && let Some(p) = env("PGPORT").and_then(|p| p.parse().ok())
-        {
-            config.port(p);
-        }
-        if config.get_user().is_none() {
-            let user = env("PGUSER")
-                .or_else(|| env("USER"))
-                .unwrap_or_else(|| "postgres".into());
-            config.user(&user);
-        }
-        if config.get_password().is_none()
-            && let Some(p) = env("PGPASSWORD")
-        {
-            config.password(p);
-        }
-        if config.get_dbname().is_none()
-            && let Some(d) = env("PGDATABASE")
-        {
-            config.dbname(&d);
-        }
-        let tls = super::pgtls::Tls::new(tls, &redacted)?;
-        config.ssl_mode(tls.mode.ssl_mode());
-        // Who this is, for pg_stat_activity and for an import that finds a table locked.
-        config.application_name(format!(
-            "{application} pid {} on {}",
-            std::process::id(),
-            crate::lock::hostname()
-        ));
-        config.connect_timeout(Duration::from_secs(10));
-        // A host or network that dies under an open connection is noticed in about a minute
-        // (probes after 30 s of silence, then every 10 s; data unacknowledged for 60 s), not
-        // after the system's two hours.
-        config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(60));
-        Ok(PgAddress { config, redacted, tls })
-    }
-
-    /// The single TCP host of the address (its name, for TLS), where to connect (`hostaddr` if
-    /// given, else the host) and the port, if that is what the address names.
-    fn tcp(&self) -> Option<(String, String, u16)> {
-        match (self.config.get_hosts(), self.config.get_ports()) {
-            ([tokio_postgres::config::Host::Tcp(h)], ports) => {
-                let at = match self.config.get_hostaddrs() {
-                    [a] => a.to_string(),
-                    _ => h.clone(),
-                };
-                Some((h.clone(), at, ports.first().copied().unwrap_or(5432)))
-            }
-            _ => None,
-        }
-    }
-
-    /// Connect (asynchronous client, its connection driven by `rt`), retrying the same way.
-    /// With `FERRY_TIMEOUT` set (and one TCP host), the connection is watched: a request the
-    /// server leaves unanswered that long fails as a lost connection, so it is retried on a new
-    /// one (replaying the open transaction) instead of waiting forever. No limit by default:
-    /// building an index on a big table can rightly keep the server silent for a long time.
-    pub fn connect_async(&self, rt: &Runtime) -> Result<tokio_postgres::Client> {
-        retry::run(
-            &format!("{}: connecting", self.redacted),
-            |_| {
-                rt.block_on(async {
-                    let client = match (retry::answer_timeout(None), self.tcp()) {
-                        (Some(limit), Some((host, at, port))) => {
-                            let connect_timeout = self
-                                .config
-                                .get_connect_timeout()
-                                .copied()
-                                .unwrap_or(Duration::from_secs(10));
-                            let stream = tokio::time::timeout(
-                                connect_timeout,
-                                tokio::net::TcpStream::connect((at.as_str(), port)),
-                            )
-                            .await
-                            .map_err(|_| {
-                                Error::new(
-                                    ErrorKind::Transient,
-                                    format!("{}: cannot connect: timed out", self.redacted),
-                                )
-                            })?
-                            .map_err(|e| {
-                                Error::new(ErrorKind::Transient, format!("{}: cannot connect: {e}", self.redacted))
-                            })?;
-                            let tls =
-                                MakeTlsConnect::<Watched>::make_tls_connect(&mut self.tls.connector.clone(), &host)
-                                    .map_err(|e| Error::usage(format!("{}: TLS: {e}", self.redacted)))?;
-                            let (client, connection) = self
-                                .config
-                                .connect_raw(Watched::new(stream, limit), tls)
-                                .await
-                                .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                            drive(connection);
-                            client
-                        }
-                        _ => {
-                            let (client, connection) = self
-                                .config
-                                .connect(self.tls.connector.clone())
-                                .await
-                                .map_err(|e| pg_error(&self.redacted, "cannot connect", e))?;
-                            drive(connection);
-                            client
-                        }
-                    };
-                    client
-                        .batch_execute(SESSION)
-                        .await
-                        .map_err(|e| pg_error(&self.redacted, "setting up the session", e))?;
-                    Ok(client)
-                })
-            },
-            |e| e.kind() == ErrorKind::Transient,
-            std::thread::sleep,
-        )
-    }
-}
-
-/// Drive a connection's I/O on the runtime until it closes (its client reports the errors).
-fn drive(connection: impl std::future::Future + Send + 'static) {
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-}
-
-/// Session settings that make text output exact and unambiguous: UTC, ISO dates, shortest-exact
-/// floats, UTF-8.
-const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; SET client_encoding = 'UTF8'";
-
-/// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
-/// shutting down, or a transaction lost a serialization race.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if is_config(e) || super::pgtls::refusal(e).is_some() {
-        return false;
-    }
-    if e.is_closed() || (e.as_db_error().is_none() && e.code().is_none()) {
-        return true;
-    }
-    e.code().is_some_and(|c| {
-        let c = c.code();
-        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
-    })
-}
-
-/// A connection the client could not even try: something missing from the address (no password
-/// where the server asks for one), which no retry fixes.
-fn is_config(e: &tokio_postgres::Error) -> bool {
-    e.to_string().starts_with("invalid configuration")
-}
-
-/// A PostgreSQL error as a ferry error: transient faults are `Transient`; a refused login is a
-/// usage error; the server's message (and its detail) is kept, never the password.
-pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
-    if let Some(why) = super::pgtls::refusal(&e) {
-        return Error::usage(format!("{address}: {what}: {why}"));
-    }
-    let kind = if is_transient(&e) {
-        ErrorKind::Transient
-    } else if is_config(&e)
-        || e.code() == Some(&SqlState::INVALID_PASSWORD)
-        || e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
-    {
-        ErrorKind::Usage
-    } else {
-        ErrorKind::Target
-    };
-    let detail = match e.as_db_error() {
-        Some(db) => {
-            let mut m = db.message().to_owned();
-            if let Some(d) = db.detail() {
-                m.push_str(&format!(" ({d})"));
-            }
-            m
-        }
-        None => {
-            let mut m = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                m.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            m
-        }
-    };
-    let hint = if detail.contains("password missing") {
-        " (give it in the address, postgres://user:PASSWORD@host/db, or in PGPASSWORD)"
-    } else if detail.contains("requires a valid client certificate") {
-        " (name the certificate and its key in the address, sslcert=PATH&sslkey=PATH, or in PGSSLCERT and PGSSLKEY)"
-    } else if detail.contains("no pg_hba.conf entry") && detail.ends_with("no encryption") {
-        " (the server takes this login over TLS only: connect without sslmode=disable)"
-    } else {
-        ""
-    };
-    Error::new(kind, format!("{address}: {what}: {detail}{hint}"))
 }
 
 /// Where a stream's rows go.
@@ -462,32 +125,11 @@ struct Undo {
     seq: u64,
 }
 
-/// The expression that takes ferry's lock on a table (by its qualified SQL name) for the session,
-/// true when it did: a session advisory lock, so a process that dies lets go of it.
-pub(crate) fn try_lock_sql(qualified: &str) -> String {
-    format!(
-        "pg_try_advisory_lock(hashtext('ferry'), hashtext({}))",
-        literal(Some(qualified))
-    )
-}
-
-/// Who holds ferry's lock on the table `$1`: its application name (ferry's say which program,
-/// process and host), server pid, and since when.
-pub(crate) const LOCK_HOLDER_SQL: &str = "SELECT format('%s (server pid %s, connected from %s since %s)',
-        coalesce(nullif(a.application_name, ''), 'a session'), a.pid,
-        coalesce(host(a.client_addr), 'a local socket'), date_trunc('second', a.backend_start))
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.classid = (hashtext('ferry')::bigint & 4294967295)::oid
-      AND l.objid = (hashtext($1)::bigint & 4294967295)::oid
-    LIMIT 1";
-
 fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
     format!(
         "{}.{}",
         quote(pg_schema),
-        quote(&super::undo_table_name(run_id, qualified))
+        quote(&crate::connect::undo_table_name(run_id, qualified))
     )
 }
 
@@ -1210,7 +852,7 @@ impl PgTarget {
                     && constraint.is_some()
                     && constraint == self.streams[stream].key_constraint;
                 if unique && on_conflict == OnConflict::Fail && !key.is_empty() {
-                    return Err(super::key_conflict(shape, batch, r, &table, Some(&message)));
+                    return Err(crate::connect::key_conflict(shape, batch, r, &table, Some(&message)));
                 }
                 if unique && on_conflict == OnConflict::Skip && matches!(path, Path::Direct) {
                     report.skipped += 1;
@@ -1851,11 +1493,11 @@ impl Target for PgTarget {
         self.address.redacted.clone()
     }
 
-    fn commit_every(&self) -> super::CommitEvery {
+    fn commit_every(&self) -> crate::connect::CommitEvery {
         // Each commit costs the server a WAL flush and the importer a pause (what is on its way
         // must land before the markers say so): gather STATEs into one, within what the replay
         // log keeps (REPLAY_LIMIT) and a few seconds of work to redo after a crash.
-        super::CommitEvery {
+        crate::connect::CommitEvery {
             rows: 100_000,
             bytes: 16 << 20,
             interval: Duration::from_secs(3),
@@ -1893,7 +1535,7 @@ impl Target for PgTarget {
         // Nothing else may use the connection while a COPY runs on it.
         self.settle()?;
         let stream = schema.stream.as_str();
-        let from_pg = super::postgres_types(schema, opts);
+        let from_pg = crate::connect::postgres_types(schema, opts);
         let (pg_schema, table) = self.place(stream, from_pg);
         let qualified = Self::qualified(&pg_schema, &table);
         // Before it is looked at: two imports must not both find it missing and create it.
@@ -1921,7 +1563,7 @@ impl Target for PgTarget {
                     .collect();
                 if !missing.is_empty() && !opts.create {
                     let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(super::missing_columns(
+                    return Err(crate::connect::missing_columns(
                         &self.address.redacted,
                         &qualified,
                         stream,
@@ -1987,7 +1629,7 @@ impl Target for PgTarget {
                 }
             }
             None if !opts.create => {
-                return Err(super::no_table(&self.address.redacted, &qualified, stream));
+                return Err(crate::connect::no_table(&self.address.redacted, &qualified, stream));
             }
             None => {
                 // Identity columns: an SQLite rowid key, or what PostgreSQL said.
@@ -2427,97 +2069,10 @@ fn portable_default(d: &str, pg_type: &str) -> Option<String> {
     }
 }
 
-/// SQL: whether the type `t` (a `pg_type` row) is an array of composites. Such a column travels
-/// as PostgreSQL's array text, not as JSON (whose objects no array literal reads back): the export
-/// and validate read it so alike.
-pub(crate) const COMPOSITE_ARRAY: &str =
-    "(t.typcategory = 'A' AND EXISTS (SELECT 1 FROM pg_type et WHERE et.oid = t.typelem AND et.typtype = 'c'))";
-
-/// Columns of a table and whether each is nullable, for reading (validate).
-pub fn table_columns(
-    client: &super::pgread::PgConn,
-    qualified: &str,
-) -> std::result::Result<Option<Vec<(String, String)>>, tokio_postgres::Error> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    // A domain reads as its base type; an array of composites as text, as the export reads it;
-    // generated columns are computed, never compared.
-    let sql = format!(
-        "SELECT a.attname::text,
-                CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                     WHEN {COMPOSITE_ARRAY} THEN 'text'
-                     ELSE format_type(a.atttypid, a.atttypmod) END
-         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-         ORDER BY a.attnum"
-    );
-    let rows = client.query(sql.as_str(), &[&qualified])?;
-    Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
-}
-
-/// Names of the tables in a schema (without ferry's own).
-pub fn list_tables(
-    client: &super::pgread::PgConn,
-    schema: &str,
-) -> std::result::Result<BTreeSet<String>, tokio_postgres::Error> {
-    let rows = client.query(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_ferry\\_%'",
-        &[&schema],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    /// A server that takes every byte and never answers. The connection reads before it writes
-    /// (as tokio-postgres does) and then waits to be woken: the write must arm the timer, or
-    /// nothing ever wakes it.
-    #[test]
-    fn a_request_into_silence_times_out_though_the_read_was_polled_first() {
-        use std::task::Poll;
-        use tokio::io::{AsyncRead, AsyncWrite};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = hole.local_addr().unwrap();
-            tokio::spawn(async move {
-                let (mut s, _) = hole.accept().await.unwrap();
-                let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
-            });
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let mut w = Watched::new(stream, Duration::from_millis(200));
-            let mut wrote = false;
-            // A task of its own, woken only by what the socket registered.
-            let waited = tokio::spawn(std::future::poll_fn(move |cx| {
-                let mut space = [0u8; 64];
-                let mut buf = tokio::io::ReadBuf::new(&mut space);
-                let read = std::pin::Pin::new(&mut w).poll_read(cx, &mut buf);
-                if !wrote {
-                    assert!(read.is_pending(), "nothing asked yet");
-                    let sent = std::pin::Pin::new(&mut w).poll_write(cx, b"a request");
-                    assert!(matches!(sent, Poll::Ready(Ok(9))), "{sent:?}");
-                    wrote = true;
-                    return Poll::Pending;
-                }
-                read
-            }));
-            let out = tokio::time::timeout(Duration::from_secs(5), waited).await;
-            let e = out.expect("woken by the timer, not left waiting").unwrap().unwrap_err();
-            assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
-            assert!(e.to_string().contains("no answer from the server in 0 s"), "{e}");
-        });
-    }
 
     #[test]
     fn sqlite_columns_map_to_types_that_hold_them_exactly() {

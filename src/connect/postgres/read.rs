@@ -20,8 +20,8 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CopyOutStream, Row};
 
-use super::pgcopy;
-use super::postgres::PgAddress;
+use super::conn::PgAddress;
+use super::copy as pgcopy;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry;
 

@@ -54,11 +54,12 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json, json};
 
-use super::pgcopy;
-use super::pgread::PgConn;
-use super::postgres::{COMPOSITE_ARRAY, PgAddress, pg_error};
-use super::{RowAccess, Selection, Source, StreamPlan};
+use super::catalog::COMPOSITE_ARRAY;
+use super::conn::{PgAddress, pg_error};
+use super::copy as pgcopy;
+use super::read::PgConn;
 use crate::connect::sql::quote;
+use crate::connect::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, TableRef, Unique};
 use crate::row::RowShape;
@@ -744,7 +745,7 @@ impl Source for PgSource {
             .iter()
             .map(|(_, _, p)| p.iter().map(String::as_str).collect())
             .collect();
-        let (order, cycle) = super::parents_first(&names, &refs);
+        let (order, cycle) = crate::connect::parents_first(&names, &refs);
         if !cycle.is_empty() {
             tracing::warn!(
                 tables = %cycle.join(", "),
@@ -778,7 +779,7 @@ impl Source for PgSource {
     ) -> Result<()> {
         self.snapshot()?;
         let stream = plan.schema.stream.clone();
-        let t = super::discovered(&self.tables, &self.address.redacted, &stream)?.clone();
+        let t = crate::connect::discovered(&self.tables, &self.address.redacted, &stream)?.clone();
         // The stream's columns, in its order (the shape comes from the SCHEMA discover made).
         let cols: Vec<&PgColumn> = shape
             .columns

@@ -1,0 +1,17 @@
+//! PostgreSQL, as a source and as a target.
+//!
+//! - [`conn`]: the address, the connection and its errors;
+//! - [`tls`]: `sslmode` and the server's certificate;
+//! - [`catalog`]: tables, columns and ferry's table locks;
+//! - [`copy`]: binary and text COPY, value by value;
+//! - [`read`]: a blocking client for readers (export, validate, rollback);
+//! - [`source`]: `ferry-export postgres://...`;
+//! - [`target`]: `ferry-import postgres://...` (types, the pipelined commit, replay).
+
+pub mod catalog;
+pub mod conn;
+pub mod copy;
+pub mod read;
+pub mod source;
+pub mod target;
+pub mod tls;
