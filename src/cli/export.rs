@@ -150,7 +150,7 @@ impl ExportArgs {
                 jobs: self.jobs.max(1),
                 since: self.since.as_deref().map(|w| since(w, &self.state)).transpose()?,
                 rehash: self.rehash,
-                s3: crate::connect::s3::S3Settings {
+                s3: crate::connect::objects::s3::S3Settings {
                     endpoint: self.endpoint.clone(),
                     region: self.region.clone(),
                 },

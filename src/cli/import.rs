@@ -134,7 +134,7 @@ impl ImportArgs {
             write_rows: self.write_rows.max(1),
             write_bytes: self.write_bytes.max(1),
             jobs: self.jobs.max(1),
-            s3: crate::connect::s3::S3Settings {
+            s3: crate::connect::objects::s3::S3Settings {
                 endpoint: self.endpoint.clone(),
                 region: self.region.clone(),
             },

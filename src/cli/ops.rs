@@ -271,7 +271,7 @@ fn run_rollback(r: &RollbackArgs) -> Result<ExitStatus> {
         confirm: r.confirm,
         force: r.force,
         failed_only: r.failed_only,
-        s3: crate::connect::s3::S3Settings {
+        s3: crate::connect::objects::s3::S3Settings {
             endpoint: r.endpoint.clone(),
             region: None,
         },

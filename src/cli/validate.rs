@@ -102,7 +102,7 @@ impl ValidateArgs {
             allow_unverified: self.allow_unverified,
             max_line: self.max_line_bytes,
             schema: self.schema.clone(),
-            s3: crate::connect::s3::S3Settings {
+            s3: crate::connect::objects::s3::S3Settings {
                 endpoint: self.endpoint.clone(),
                 region: self.region.clone(),
             },

@@ -169,7 +169,7 @@ impl D1Client {
             .ok()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| DEFAULT_BASE.into());
-        if base.starts_with("http://") && !super::s3::is_loopback(&base) {
+        if base.starts_with("http://") && !super::objects::s3::is_loopback(&base) {
             return Err(Error::usage(format!(
                 "CLOUDFLARE_API_BASE_URL={base}: plain http is only for a local double (127.0.0.1); the token would travel in the clear"
             )));

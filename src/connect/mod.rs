@@ -6,7 +6,6 @@ pub mod d1;
 pub mod d1source;
 pub mod objects;
 pub mod postgres;
-pub mod s3;
 pub mod sql;
 pub mod sqlite;
 
@@ -444,6 +443,15 @@ pub fn parents_first(names: &[&str], refs: &[Vec<&str>]) -> (Vec<usize>, Vec<Str
 /// The table name a stream lands in: the part after the first `.` (`main.users` -> `users`).
 pub fn table_name_for(stream: &str) -> &str {
     stream.split_once('.').map_or(stream, |(_, t)| t)
+}
+
+/// Open the object store at an address.
+pub fn open_store(address: &Address, s3: &objects::s3::S3Settings) -> Result<Box<dyn objects::ObjectStore>> {
+    match address {
+        Address::Dir(p) => Ok(Box::new(objects::dir::DirStore::open(p)?)),
+        Address::S3(url) => Ok(Box::new(objects::s3::S3Store::open(url, s3)?)),
+        other => Err(other.unsupported("an object store")),
+    }
 }
 
 /// Whether a stream's `x-sql-type`s are PostgreSQL's: its SCHEMA says so (`x-sql-dialect`), or,

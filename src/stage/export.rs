@@ -76,7 +76,7 @@ pub struct FilesOptions {
     /// Read every file, ignoring the hash cache in the state file.
     pub rehash: bool,
     /// S3: endpoint and region (the environment gives the rest).
-    pub s3: crate::connect::s3::S3Settings,
+    pub s3: crate::connect::objects::s3::S3Settings,
 }
 
 impl Default for FilesOptions {

@@ -99,7 +99,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter
             (info, Some(root), None)
         }
         Files::Bucket(url) => {
-            let store = crate::connect::s3::S3Store::open(url, &cfg.files.s3)?;
+            let store = crate::connect::objects::s3::S3Store::open(url, &cfg.files.s3)?;
             let info = SourceInfo {
                 kind: "s3".into(),
                 address: crate::connect::objects::ObjectStore::address(&store),
@@ -357,7 +357,7 @@ fn export_tree<W: Write>(
 /// A bucket's objects as FILE messages, in key order, strictly after `after`.
 fn export_bucket<W: Write>(
     cfg: &ExportConfig,
-    store: &crate::connect::s3::S3Store,
+    store: &crate::connect::objects::s3::S3Store,
     url: &str,
     stream: &str,
     after: Option<Vec<u8>>,

@@ -54,7 +54,7 @@ pub struct ImportConfig {
     /// Object stores: files put at once.
     pub jobs: usize,
     /// S3: endpoint and region (the environment gives the rest).
-    pub s3: crate::connect::s3::S3Settings,
+    pub s3: crate::connect::objects::s3::S3Settings,
     /// What the input holds in all, when it can be told before reading it (a file ending in
     /// STREAM_ENDs): for the time left in progress lines.
     pub input_totals: Option<crate::protocol::reader::Totals>,

@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::address::Address;
 use crate::checkpoint::{Checkpoint, FileRow};
+use crate::connect::objects::s3::S3Settings;
 use crate::connect::objects::{self, ObjectStore};
-use crate::connect::s3::S3Settings;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 
@@ -111,7 +111,7 @@ fn open_target(target: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>> {
         endpoint: s3.endpoint.clone().or(endpoint),
         region: s3.region.clone(),
     };
-    objects::open_store(&Address::parse(addr)?, &settings)
+    crate::connect::open_store(&Address::parse(addr)?, &settings)
 }
 
 /// What the plan does with one file, and why.

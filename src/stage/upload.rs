@@ -26,8 +26,8 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
 use crate::connect::OnConflict;
+use crate::connect::objects::s3::S3Store;
 use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
-use crate::connect::s3::S3Store;
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
 use crate::protocol::{
@@ -292,7 +292,7 @@ pub fn run_counted<R: BufRead, W: Write>(
     out: &mut StreamWriter<W>,
     outcome: &mut ImportOutcome,
 ) -> Result<()> {
-    let store: Arc<dyn ObjectStore> = Arc::from(objects::open_store(&cfg.target, &cfg.s3)?);
+    let store: Arc<dyn ObjectStore> = Arc::from(crate::connect::open_store(&cfg.target, &cfg.s3)?);
     let target = store.address();
     let checkpoint = if cfg.dry_run {
         None
@@ -693,7 +693,7 @@ impl<W: Write> Uploader<'_, W> {
         let url = format!("s3://{bucket}");
         if !self.sources.contains_key(&url) {
             // The bytes are where the export read them: its endpoint, not this import's.
-            let settings = crate::connect::s3::S3Settings {
+            let settings = crate::connect::objects::s3::S3Settings {
                 endpoint: self.source_endpoint.clone().or_else(|| self.cfg.s3.endpoint.clone()),
                 region: self.cfg.s3.region.clone(),
             };

@@ -172,7 +172,7 @@ fn side<R: BufRead>(
             None => Err(Error::usage("only one side can be the stream on stdin")),
         },
         Some(Address::S3(url)) => {
-            let store = crate::connect::s3::S3Store::open(url, &cfg.s3)?;
+            let store = crate::connect::objects::s3::S3Store::open(url, &cfg.s3)?;
             let address = crate::connect::objects::ObjectStore::address(&store);
             let mut files = BTreeMap::new();
             // Objects without the SHA-256 in their metadata are read and hashed (all, when deep).

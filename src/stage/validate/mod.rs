@@ -52,7 +52,7 @@ pub struct ValidateConfig {
     /// PostgreSQL: the schema of tables for streams that do not name one [default: public].
     pub schema: Option<String>,
     /// S3: endpoint and region (the environment gives the rest).
-    pub s3: crate::connect::s3::S3Settings,
+    pub s3: crate::connect::objects::s3::S3Settings,
     /// Objects: read and hash every object, rather than trust its metadata's SHA-256.
     pub deep: bool,
 }

@@ -26,7 +26,7 @@ use object_store::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::objects::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
+use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The longest object key S3 and R2 accept, in bytes of UTF-8.
@@ -450,7 +450,7 @@ impl S3Store {
             Ok(id) => id,
             Err(e) => {
                 if let Some(j) = req.journal {
-                    j.ended(req.key, super::objects::INTENT);
+                    j.ended(req.key, super::INTENT);
                 }
                 return Err(self.fatal(&format!("starting a multipart upload of {path}"), e));
             }
