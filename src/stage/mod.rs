@@ -4,7 +4,6 @@ pub mod assess;
 pub mod backup;
 pub mod entity;
 pub mod export;
-pub mod export_files;
 pub mod import;
 pub mod rollback;
 pub mod rollback_sql;

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use serde_json::{Map, Value as Json, json};
 
+use super::emit::{Emitter, begin};
+use super::{ExportConfig, ExportOutcome};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
@@ -22,7 +24,6 @@ use crate::protocol::{
     Bookmark, Content, Digest, End, ErrorMsg, FileMsg, Message, ObjectSchema, Record, Schema, SourceInfo, StreamEnd,
     StreamWriter, now_rfc3339,
 };
-use crate::stage::export::{Emitter, ExportConfig, ExportOutcome, begin};
 use crate::tree::{self, Entry, FileDigest, FileName, Hashed, LeftOut, WalkOptions, Walked};
 
 /// At most this many files between two STATEs: an upload acknowledges (and a re-run skips

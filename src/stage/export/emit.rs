@@ -1,0 +1,101 @@
+//! The stream an export writes, table or file: BEGIN (a new run, or the resumed one), then
+//! messages and STATEs with the bookmarks so far.
+
+use std::io::Write;
+
+use serde_json::{Map, Value as Json};
+
+use super::ExportConfig;
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::protocol::{
+    Begin, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamWriter, new_run_id, now_rfc3339, producer,
+};
+
+/// The stream an export writes: messages (filtered for Singer), STATEs with the bookmarks so far.
+pub(crate) struct Emitter<'w, W: Write> {
+    pub(crate) out: &'w mut StreamWriter<W>,
+    pub(crate) singer: bool,
+    pub(crate) run_id: String,
+    seq: u64,
+    pub(crate) bookmarks: Map<String, Json>,
+    line: Vec<u8>,
+}
+
+/// Start an export's stream: a new run, or with `--resume` the last import run from this source,
+/// continuing after its last acknowledged STATE. Writes BEGIN.
+pub(crate) fn begin<'w, W: Write>(
+    cfg: &ExportConfig,
+    info: &SourceInfo,
+    out: &'w mut StreamWriter<W>,
+) -> Result<Emitter<'w, W>> {
+    let mut run_id = new_run_id();
+    let mut resumed: Option<StateValue> = None;
+    if cfg.resume {
+        let point = Checkpoint::open_existing(&cfg.state_path)?
+            .map(|cp| cp.resume_point(&info.identity()))
+            .transpose()?
+            .flatten();
+        match point {
+            None => tracing::warn!(
+                source = %info.address,
+                state = %cfg.state_path.display(),
+                "--resume: no earlier import from this source in the state file; starting from the beginning"
+            ),
+            Some(p) => {
+                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
+                run_id = p.run_id;
+                resumed = p.state;
+            }
+        }
+    }
+    let mut em = Emitter {
+        out,
+        singer: cfg.singer,
+        run_id: run_id.clone(),
+        seq: resumed.as_ref().map_or(0, |s| s.seq + 1),
+        bookmarks: resumed.map(|s| s.bookmarks).unwrap_or_default(),
+        line: Vec::with_capacity(4096),
+    };
+    em.message(&Message::Begin(Begin {
+        protocol: PROTOCOL.into(),
+        run_id,
+        producer: Some(producer("ferry-export")),
+        source: Some(info.clone()),
+        started_at: Some(now_rfc3339()),
+        extra: Map::new(),
+    }))?;
+    Ok(em)
+}
+
+impl<W: Write> Emitter<'_, W> {
+    pub(crate) fn message(&mut self, m: &Message) -> Result<()> {
+        if self.singer && !matches!(m.kind(), Kind::Schema | Kind::Record | Kind::State) {
+            tracing::info!(message = %serde_json::to_string(m).unwrap_or_default(), "not sent in Singer mode");
+            return Ok(());
+        }
+        self.out.write_message(m)
+    }
+
+    /// A RECORD line: `prefix` (up to the record's opening brace), what `encode` writes, `}`.
+    /// The line's buffer is reused, so a row costs no allocation.
+    pub(crate) fn record(&mut self, prefix: &[u8], encode: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
+        self.line.clear();
+        self.line.extend_from_slice(prefix);
+        encode(&mut self.line);
+        self.line.push(b'}');
+        self.out.write_line(&self.line, Kind::Record)
+    }
+
+    pub(crate) fn state(&mut self) -> Result<()> {
+        let value = StateValue {
+            run_id: self.run_id.clone(),
+            seq: self.seq,
+            bookmarks: self.bookmarks.clone(),
+            extra: Map::new(),
+        };
+        self.seq += 1;
+        let value = serde_json::to_value(value).unwrap_or(Json::Null);
+        self.message(&Message::State(State { value }))
+    }
+}

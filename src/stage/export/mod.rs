@@ -1,0 +1,104 @@
+//! ferry-export: a store out as a stream.
+//!
+//! Contract:
+//! - MUST write BEGIN, then a STATE (the resume point: empty bookmarks for a fresh run), then for
+//!   each stream, parents before children: SCHEMA, its RECORDs in key order, a STATE whose bookmark
+//!   is marked complete, STREAM_END with the row count and digest; then END.
+//! - MUST emit a STATE every `state_every` rows or `state_interval`, whichever comes first.
+//! - MUST read the whole export from one snapshot of the source.
+//! - With `resume`, MUST continue the last import run from this source recorded in the state file,
+//!   with the same run id, starting strictly after its last acknowledged STATE.
+
+pub(crate) mod emit;
+pub mod files;
+mod tables;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::connect::Selection;
+use crate::error::Result;
+use crate::protocol::writer::StreamWriter;
+
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub source: Address,
+    pub selection: Selection,
+    pub state_every: u64,
+    pub state_interval: Duration,
+    pub resume: bool,
+    pub state_path: PathBuf,
+    /// Emit only SCHEMA, RECORD and STATE, for Singer targets.
+    pub singer: bool,
+    /// For a directory: how to walk and hash it.
+    pub files: FilesOptions,
+    /// An entity export: the rows these pick out (and, with `follow_fks`, every row that
+    /// references them, transitively) instead of `selection`.
+    pub roots: Vec<crate::stage::entity::Root>,
+    pub follow_fks: bool,
+}
+
+impl ExportConfig {
+    /// An export of `selection` from `source` with every other setting at its default.
+    pub fn of(source: Address, selection: Selection, state_path: PathBuf) -> ExportConfig {
+        ExportConfig {
+            source,
+            selection,
+            state_every: 10_000,
+            state_interval: Duration::from_secs(1),
+            resume: false,
+            state_path,
+            singer: false,
+            files: FilesOptions::default(),
+            roots: Vec::new(),
+            follow_fks: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FilesOptions {
+    /// The stream's name.
+    pub stream: String,
+    pub follow_symlinks: bool,
+    /// Files hashed at once.
+    pub jobs: usize,
+    /// Only files created, changed or moved in since this instant (their modification or status
+    /// change time): the catch-up pass before a cutover.
+    pub since: Option<std::time::SystemTime>,
+    /// Read every file, ignoring the hash cache in the state file.
+    pub rehash: bool,
+    /// S3: endpoint and region (the environment gives the rest).
+    pub s3: crate::connect::objects::s3::S3Settings,
+}
+
+impl Default for FilesOptions {
+    fn default() -> Self {
+        FilesOptions {
+            stream: "files".into(),
+            follow_symlinks: false,
+            jobs: 8,
+            since: None,
+            rehash: false,
+            s3: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOutcome {
+    pub run_id: String,
+    pub streams: u64,
+    pub rows: u64,
+}
+
+/// Export `cfg.source`: a directory or a bucket as FILE messages, a database as its tables.
+pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
+    match &cfg.source {
+        Address::Dir(root) => files::run(cfg, files::Files::Dir(root), out),
+        Address::S3(url) => files::run(cfg, files::Files::Bucket(url), out),
+        _ => tables::run(cfg, out),
+    }
+}
