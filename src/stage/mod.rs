@@ -10,5 +10,4 @@ pub mod rollback_sql;
 pub mod rollback_tables;
 pub mod status;
 pub mod transform;
-pub mod upload;
 pub mod validate;

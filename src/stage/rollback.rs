@@ -419,7 +419,7 @@ fn run_one<W: Write>(
     let mut locks = Vec::new();
     if cfg.confirm {
         for (target, _) in &stores {
-            locks.push(super::upload::lock_store(&cfg.state_path, target)?);
+            locks.push(super::import::files::lock_store(&cfg.state_path, target)?);
         }
     }
     let mut outcome = RollbackOutcome::default();
@@ -459,7 +459,7 @@ fn run_one<W: Write>(
             // No id to abort by: said, not acted on.
             let line = json!({
                 "type": "PLAN", "action": "unknown_upload", "target": u.target, "key": key,
-                "why": super::upload::UNKNOWN_UPLOAD,
+                "why": super::import::files::UNKNOWN_UPLOAD,
             });
             out.write_line(line.to_string().as_bytes(), Kind::Other)?;
             outcome.unknown_uploads += 1;

@@ -24,6 +24,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value as Json, json};
 
+use super::ingest::{Rejects, parse_begin, producer_error, record_failure};
+use super::{ImportConfig, ImportOutcome};
 use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
 use crate::connect::OnConflict;
 use crate::connect::objects::s3::S3Store;
@@ -35,7 +37,6 @@ use crate::protocol::{
     StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
 };
 use crate::row::{Column, RowShape, StreamDigest};
-use crate::stage::import::{ImportConfig, ImportOutcome, Rejects, parse_begin, producer_error, record_failure};
 use crate::tree::{self, FileDigest};
 use crate::value::{Codec, ValueRef};
 

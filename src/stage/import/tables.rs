@@ -1,92 +1,23 @@
-//! ferry-import: a stream into a store.
-//!
-//! Contract:
-//! - MUST treat STATE as a barrier: commit everything received before it to the target together
-//!   with the commit markers, then record the state in the checkpoint, then echo the STATE line.
-//! - MUST NOT commit anything received after the last STATE when the input ends without END, or on
-//!   any error; the run is recorded as interrupted or failed and the command exits non-zero.
-//! - MUST skip rows whose position the target's commit marker says are already there, so that
-//!   re-running the same pipeline after a crash at any instant loses and duplicates nothing.
-//! - MUST put rows the target refuses (constraint failures) in the reject file with the reason and
-//!   the key, and go on, up to `max_rejects`; a key conflict under `--on-conflict fail` stops it.
-//! - MUST check each STREAM_END's row count and digest against what arrived.
-//! - With `dry_run`, MUST write the plan as NDJSON and change nothing (target or state file).
+//! The import into a table store (SQLite, PostgreSQL, D1): the [`Importer`] that batches rows
+//! per stream, writes them with the commit markers at each STATE, and journals them for rollback.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::address::Address;
+use super::ingest::{Rejects, parse_begin, producer_error, record_failure};
+use super::{ImportConfig, ImportOutcome};
 use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
 use crate::protocol::{
-    Begin, DIGEST_ALGO, End, ErrorMsg, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd,
-    StreamReader, StreamWriter, new_run_id, now_rfc3339, producer,
+    Begin, DIGEST_ALGO, End, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd, StreamReader,
+    StreamWriter, new_run_id, now_rfc3339, producer,
 };
 use crate::row::{RowShape, StreamDigest};
 use crate::value::Value;
-
-#[derive(Debug, Clone)]
-pub struct ImportConfig {
-    pub target: Address,
-    pub create: bool,
-    pub on_conflict: OnConflict,
-    pub dry_run: bool,
-    pub state_path: PathBuf,
-    /// Default: `rejects-RUN_ID.ndjson` next to the state file.
-    pub reject_path: Option<PathBuf>,
-    pub max_rejects: u64,
-    /// Ignore what the target's commit markers say is already imported.
-    pub fresh: bool,
-    pub verify_stream_end: bool,
-    pub max_line: usize,
-    /// Where streams without a schema of their own go (PostgreSQL; default `public`).
-    pub schema: Option<String>,
-    /// Rows buffered per stream before they are written (inside the open transaction)...
-    pub write_rows: usize,
-    /// ...or input bytes, whichever comes first: memory stays bounded whatever the row size.
-    pub write_bytes: usize,
-    /// Object stores: files put at once.
-    pub jobs: usize,
-    /// S3: endpoint and region (the environment gives the rest).
-    pub s3: crate::connect::objects::s3::S3Settings,
-    /// What the input holds in all, when it can be told before reading it (a file ending in
-    /// STREAM_ENDs): for the time left in progress lines.
-    pub input_totals: Option<crate::protocol::reader::Totals>,
-    /// Journal the rows written into existing, non-empty tables, so a rollback can undo them
-    /// (`--no-rollback-journal` turns it off; created and empty tables are recorded either way).
-    pub journal_rows: bool,
-}
-
-/// What an import did, whether it finished or not.
-#[derive(Debug, Clone, Default)]
-pub struct ImportOutcome {
-    pub run_id: String,
-    /// Streams completed.
-    pub streams: u64,
-    /// Rows (files) read from the input.
-    pub received: u64,
-    /// Rows written (files uploaded).
-    pub written: u64,
-    /// Rows left as they were under `--on-conflict skip` (files already present at their key).
-    pub skipped: u64,
-    /// Rows (files) an earlier run already committed.
-    pub already: u64,
-    /// Rows (files) refused, in the reject file.
-    pub rejected: u64,
-    pub reject_path: Option<PathBuf>,
-    /// The line and seq of the last STATE acknowledged.
-    pub acknowledged: Option<(u64, u64)>,
-    /// Files into an object store, not rows.
-    pub files: bool,
-    /// Files the export left out on purpose (links not followed, sockets): a result says so.
-    pub left_out: u64,
-}
 
 struct InStream {
     schema: Schema,
@@ -134,66 +65,6 @@ struct Skipping {
     total: Option<u64>,
     /// The longest prefix whose digest was recorded, and that digest.
     check: Option<(u64, String)>,
-}
-
-pub(crate) struct Rejects {
-    pub(crate) path: PathBuf,
-    file: Option<BufWriter<File>>,
-    pub(crate) count: u64,
-}
-
-impl Rejects {
-    /// The reject file of a run: `path`, or `rejects-RUN_ID.ndjson` next to the state file.
-    pub(crate) fn for_run(cfg: &ImportConfig, run_id: &str) -> Rejects {
-        let path = cfg.reject_path.clone().unwrap_or_else(|| {
-            let dir = cfg.state_path.parent().map(PathBuf::from).unwrap_or_default();
-            dir.join(format!("rejects-{run_id}.ndjson"))
-        });
-        Rejects {
-            path,
-            file: None,
-            count: 0,
-        }
-    }
-
-    pub(crate) fn write(&mut self, entry: &Json) -> Result<()> {
-        if self.file.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
-            }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ctx(ErrorKind::Io, || {
-                    format!("opening the reject file {}", self.path.display())
-                })?;
-            self.file = Some(BufWriter::new(f));
-        }
-        if let Some(f) = &mut self.file {
-            serde_json::to_writer(&mut *f, entry)
-                .map_err(std::io::Error::from)
-                .and_then(|_| f.write_all(b"\n"))
-                .ctx(ErrorKind::Io, || {
-                    format!("writing the reject file {}", self.path.display())
-                })?;
-        }
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Make rejects durable before the rows around them are acknowledged.
-    pub(crate) fn sync(&mut self) -> Result<()> {
-        if let Some(f) = &mut self.file {
-            f.flush().ctx(ErrorKind::Io, || {
-                format!("writing the reject file {}", self.path.display())
-            })?;
-            f.get_ref().sync_data().ctx(ErrorKind::Io, || {
-                format!("syncing the reject file {}", self.path.display())
-            })?;
-        }
-        Ok(())
-    }
 }
 
 struct Importer<'w, W: Write> {
@@ -267,21 +138,13 @@ enum Journaling {
     Off,
 }
 
-pub fn run<R: BufRead, W: Write>(cfg: &ImportConfig, input: R, out: &mut StreamWriter<W>) -> Result<ImportOutcome> {
-    let mut outcome = ImportOutcome::default();
-    run_counted(cfg, input, out, &mut outcome).map(|()| outcome)
-}
-
-/// [`run`], counting into `outcome` whether it finishes or not.
-pub fn run_counted<R: BufRead, W: Write>(
+/// Import a stream into a table store, counting into `outcome` whether it finishes or not.
+pub(super) fn run_counted<R: BufRead, W: Write>(
     cfg: &ImportConfig,
     input: R,
     out: &mut StreamWriter<W>,
     outcome: &mut ImportOutcome,
 ) -> Result<()> {
-    if matches!(cfg.target, Address::Dir(_) | Address::S3(_)) {
-        return crate::stage::upload::run_counted(cfg, input, out, outcome);
-    }
     let target = connect::open_target(&cfg.target, cfg.dry_run, cfg.schema.as_deref())?;
     let checkpoint = if cfg.dry_run {
         None
@@ -309,11 +172,8 @@ pub fn run_counted<R: BufRead, W: Write>(
         last_state: None,
         unacked: Vec::new(),
         since_commit: (0, 0, std::time::Instant::now()),
-        rejects: Rejects {
-            path: PathBuf::new(),
-            file: None,
-            count: 0,
-        },
+        // Named once BEGIN gives the run id.
+        rejects: Rejects::default(),
         outcome: ImportOutcome::default(),
         progress: Progress::new(),
         expected: None,
@@ -1363,48 +1223,4 @@ pub(crate) fn reserved(stream: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A BEGIN line, refused when one came already or its protocol is not ours.
-pub(crate) fn parse_begin(line: &Line<'_>, began: bool) -> Result<Begin> {
-    if began {
-        return Err(line.error("a second BEGIN: one stream per input"));
-    }
-    let begin: Begin = line.parse()?;
-    if begin.protocol != PROTOCOL {
-        return Err(line.error(format!("protocol {:?} is not {PROTOCOL:?}", begin.protocol)));
-    }
-    Ok(begin)
-}
-
-/// An ERROR line from upstream: a fatal one stops the import; another is logged and recorded
-/// (with the path it names, if any).
-pub(crate) fn producer_error(line: &Line<'_>, checkpoint: Option<&mut Checkpoint>, run_id: &str) -> Result<()> {
-    let e: ErrorMsg = line.parse()?;
-    if e.fatal {
-        return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
-    }
-    tracing::warn!(stream = ?e.stream, path = ?e.path, message = %e.message, "the producer reported an error");
-    if let Some(cp) = checkpoint {
-        cp.record_error(
-            run_id,
-            e.stream.as_deref(),
-            Some(line.no),
-            e.path.as_deref(),
-            &e.message,
-        )?;
-    }
-    Ok(())
-}
-
-/// Record how a run ended badly. Errors here are logged: the original error is what the user
-/// needs to see.
-pub(crate) fn record_failure(checkpoint: Option<&mut Checkpoint>, run_id: &str, status: RunStatus, e: &Error) {
-    if let Some(cp) = checkpoint {
-        let message = e.chain();
-        if let Err(ce) = cp.finish_run(run_id, status, Some(&message)) {
-            tracing::error!(error = %ce, "recording the failure in the state file failed");
-        }
-        let _ = cp.record_error(run_id, None, None, None, &message);
-    }
 }
