@@ -6,8 +6,6 @@ pub mod entity;
 pub mod export;
 pub mod import;
 pub mod rollback;
-pub mod rollback_sql;
-pub mod rollback_tables;
 pub mod status;
 pub mod transform;
 pub mod validate;

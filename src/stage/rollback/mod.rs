@@ -1,29 +1,28 @@
-//! ferry rollback of files: delete exactly the objects a run created, as its manifest says. (A
-//! run into a table store is undone from its journal: `rollback_tables`.)
+//! ferry rollback: undo an import run, as the state file recorded it, and nothing else.
 //!
-//! Contract:
-//! - MUST change nothing without `confirm`: the plan (every object it would delete, and what it
-//!   would leave and why) is printed as NDJSON.
-//! - MUST delete only objects the run created (`uploaded`, or `uploading` when the object at the
-//!   key holds exactly the bytes the run was sending), and only while they still hold those bytes;
-//!   an object the run overwrote is left (its earlier bytes are gone) and reported.
-//! - MUST refuse, unless `force`, while the original file is missing from the source directory:
-//!   deleting the only copy is never the default.
-//! - MUST write every action to the audit log before taking it and mark the file `rolled_back`
-//!   after, so a rollback can be interrupted and run again (idempotent).
+//! - Files into an object store: [`objects`] deletes exactly the objects the run created, as
+//!   its manifest says.
+//! - Rows into a table store, from the run's journal: [`sqlite`] for SQLite (the journal is in
+//!   the state file), [`in_target`] for PostgreSQL and D1 (they journal into themselves).
+//!
+//! Every kind shows its plan first (NDJSON PLAN lines), changes nothing without `confirm`, writes
+//! each action to the audit log before taking it, and can be run again (idempotent). Here: the
+//! runs a rollback takes, the dispatch by what each run left, and what the kinds share.
+
+mod in_target;
+mod objects;
+mod sqlite;
 
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::address::Address;
-use crate::checkpoint::{Checkpoint, FileRow};
+use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::objects::s3::S3Settings;
-use crate::connect::objects::{self, ObjectStore};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{Kind, StreamWriter, now_rfc3339};
+use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
+use crate::row::RowShape;
 
 #[derive(Debug, Clone)]
 pub struct RollbackConfig {
@@ -99,75 +98,6 @@ impl RollbackOutcome {
         self.table_rows += o.table_rows;
         self.tables |= o.tables;
     }
-}
-
-/// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
-fn open_target(target: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>> {
-    let (addr, endpoint) = match target.split_once(" at ") {
-        Some((a, e)) => (a, Some(e.to_owned())),
-        None => (target, None),
-    };
-    let settings = S3Settings {
-        endpoint: s3.endpoint.clone().or(endpoint),
-        region: s3.region.clone(),
-    };
-    crate::connect::open_store(&Address::parse(addr)?, &settings)
-}
-
-/// What the plan does with one file, and why.
-fn decide(
-    row: &FileRow,
-    cfg: &RollbackConfig,
-    store: &dyn ObjectStore,
-    source_root: Option<&Path>,
-) -> Result<(&'static str, String)> {
-    let ours_if_present = match row.status.as_str() {
-        "uploaded" if cfg.failed_only => return Ok(("keep", "completed (--failed-only)".into())),
-        "uploaded" | "uploading" => true,
-        "overwritten" => {
-            return Ok((
-                "keep",
-                "this run replaced an earlier object, whose bytes are gone: it cannot be put back".into(),
-            ));
-        }
-        "rolled_back" => return Ok(("done", "already rolled back".into())),
-        other => return Ok(("keep", format!("the run did not create it ({other})"))),
-    };
-    debug_assert!(ours_if_present);
-    match store.head(&row.key)? {
-        None => return Ok(("done", "not there".into())),
-        Some(info) if info.size != row.size || info.sha256.as_deref() != Some(row.sha256.as_str()) => {
-            return Ok((
-                "keep",
-                "the object at the key now holds other bytes: someone else's".into(),
-            ));
-        }
-        Some(_) => {}
-    }
-    if !cfg.force {
-        match source_root {
-            Some(root) => {
-                let original = root.join(std::ffi::OsStr::from_bytes(&row.path));
-                if !original.is_file() {
-                    return Ok((
-                        "refuse",
-                        format!(
-                            "the original {} is gone: this object may be the only copy (--force deletes it anyway)",
-                            original.display()
-                        ),
-                    ));
-                }
-            }
-            None => {
-                return Ok((
-                    "refuse",
-                    "the run's source is not a local directory, so the original cannot be checked (--force deletes it anyway)"
-                        .into(),
-                ));
-            }
-        }
-    }
-    Ok(("delete", String::new()))
 }
 
 /// The audit log: one JSON line per action, synced before the action is taken.
@@ -302,13 +232,13 @@ const UPLOADS: &str = ".uploads";
 fn undo_tables<W: Write>(
     cp: &mut Checkpoint,
     run_id: &str,
-    journal: &[crate::checkpoint::JournalRow],
+    journal: &[JournalRow],
     before: &[String],
     cfg: &RollbackConfig,
     audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
-    let mut parts: Vec<Vec<crate::checkpoint::JournalRow>> = Vec::new();
+    let mut parts: Vec<Vec<JournalRow>> = Vec::new();
     for r in journal {
         match parts.iter_mut().find(|p| p[0].target == r.target) {
             Some(part) => part.push(r.clone()),
@@ -323,15 +253,13 @@ fn undo_tables<W: Write>(
     if cfg.confirm && parts.len() > 1 {
         let mut sink = StreamWriter::new(std::io::sink());
         for part in &parts {
-            blocked |= super::rollback_tables::run(cp, run_id, part, before, &dry, audit, &mut sink)?.refused > 0;
+            blocked |= tables_of_target(cp, run_id, part, before, &dry, audit, &mut sink)?.refused > 0;
         }
     }
     let acting = if blocked { &dry } else { cfg };
     let mut total = RollbackOutcome::default();
     for part in &parts {
-        total.add(&super::rollback_tables::run(
-            cp, run_id, part, before, acting, audit, out,
-        )?);
+        total.add(&tables_of_target(cp, run_id, part, before, acting, audit, out)?);
     }
     if blocked {
         return Err(Error::usage(format!(
@@ -384,117 +312,102 @@ fn run_one<W: Write>(
     if cfg.db_only {
         return Ok(RollbackOutcome::default());
     }
-    let rows = cp.files_of_run(run_id)?;
-    let uploads: Vec<_> = cp
-        .multipart_open()?
-        .into_iter()
-        .filter(|u| u.run_id == run_id)
-        .collect();
-    if rows.is_empty() && uploads.is_empty() {
-        // Killed before it put anything, or every file it put was put again by a later run
-        // (which now owns it): nothing of this run's own to undo.
-        let line = json!({"type": "PLAN", "action": "nothing", "run": run_id,
-            "why": "the run left nothing of its own: no table journal, no file recorded as its, no unfinished upload"});
+    objects::undo_run(cp, cfg, run_id, &mut audit, out)
+}
+
+/// Undo a run's entries in one table target, by the kind of store its address names: SQLite's
+/// journal is in the state file, PostgreSQL and D1 keep theirs in the database.
+fn tables_of_target<W: Write>(
+    cp: &mut Checkpoint,
+    run_id: &str,
+    journal: &[JournalRow],
+    before: &[String],
+    cfg: &RollbackConfig,
+    audit: &mut Audit,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    if journal[0].target.starts_with("sqlite:") {
+        sqlite::run(cp, run_id, journal, before, cfg, audit, out)
+    } else {
+        in_target::run(cp, run_id, journal, before, cfg, audit, out)
+    }
+}
+
+/// The row shape of the stream a journal entry (`create`, `empty`, `stream`, `undo`) records
+/// the SCHEMA of.
+pub(crate) fn shape_of(r: &JournalRow) -> Result<RowShape> {
+    let schema: Schema = serde_json::from_str(r.schema.as_deref().unwrap_or_default()).map_err(|e| {
+        Error::new(
+            ErrorKind::Checkpoint,
+            format!("the journal's SCHEMA of {}: {e}", r.stream),
+        )
+    })?;
+    RowShape::from_schema(&schema)
+}
+
+/// Why a table the run created (or found empty) cannot be put back: later runs wrote into it.
+pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
+    let how = if r.action == "create" { "created" } else { "found empty" };
+    format!(
+        "table {} was {how} by this run and written by later runs ({}): roll those back first",
+        r.table,
+        later.join(", ")
+    )
+}
+
+/// How the plan shows an action, before (`act` false) and after it is taken.
+pub(crate) fn shown(act: bool, action: &'static str) -> &'static str {
+    match (act, action) {
+        (false, a) => a,
+        (true, "delete") => "deleted",
+        (true, "restore") => "restored",
+        (true, "empty_table") => "emptied",
+        (true, _) => "dropped",
+    }
+}
+
+/// Where a rollback of `run_id` saves what it changes: next to the state file.
+pub(crate) fn backup_path(state_path: &Path, run_id: &str) -> PathBuf {
+    let dir = state_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.join(format!(
+        "rollback-{run_id}-{}.ndjson",
+        now_rfc3339().replace([':', '.'], "")
+    ))
+}
+
+/// The plan's last lines: the tables whose rows stay (the run wrote into them with no journal),
+/// and what the rollback refused; an error when it was to act.
+pub(crate) fn refusals<W: Write>(
+    journal: &[JournalRow],
+    refused: &[String],
+    run_id: &str,
+    confirm: bool,
+    mut outcome: RollbackOutcome,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    let target = journal[0].target.as_str();
+    for r in journal
+        .iter()
+        .filter(|r| r.action == "unjournaled" && r.undone_at.is_none())
+    {
+        let line = json!({"type": "PLAN", "action": "cannot_undo", "target": target, "stream": r.stream, "table": r.table,
+            "why": "the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay"});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-        return Ok(RollbackOutcome::default());
+        outcome.unjournaled += 1;
     }
-    let source_root = cp
-        .run_source(run_id)?
-        .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
-    let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
-    let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
-    for (target, row) in &rows {
-        let at = match stores.iter().position(|(t, _)| t == target) {
-            Some(at) => at,
-            None => {
-                stores.push((target.clone(), open_target(target, &cfg.s3)?));
-                stores.len() - 1
-            }
-        };
-        let (action, why) = decide(row, cfg, stores[at].1.as_ref(), source_root.as_deref())?;
-        plan.push((at, action, why));
-    }
-    let refused = plan.iter().filter(|p| p.1 == "refuse").count();
-    // Not while an import puts objects there.
-    let mut locks = Vec::new();
-    if cfg.confirm {
-        for (target, _) in &stores {
-            locks.push(super::import::files::lock_store(&cfg.state_path, target)?);
-        }
-    }
-    let mut outcome = RollbackOutcome::default();
-    for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
-        let key = String::from_utf8_lossy(&row.key).into_owned();
-        let act = cfg.confirm && refused == 0;
-        match action {
-            "delete" if act => {
-                let entry = json!({
-                    "at": now_rfc3339(), "action": "delete", "run": run_id, "target": target,
-                    "key": key, "size": row.size, "sha256": row.sha256,
-                });
-                audit.write(&entry)?;
-                stores[at].1.delete(&row.key)?;
-                let note = format!("rolled back at {}", now_rfc3339());
-                cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
-                outcome.deleted += 1;
-            }
-            "delete" => outcome.would_delete += 1,
-            "refuse" => outcome.refused += 1,
-            "keep" => outcome.kept += 1,
-            _ => {}
-        }
-        let shown = if action == "delete" && act { "deleted" } else { action };
-        let line = json!({
-            "type": "PLAN", "action": shown, "target": target, "key": key, "path": String::from_utf8_lossy(&row.path),
-            "size": row.size, "status": row.status, "why": if why.is_empty() { None } else { Some(why) },
-        });
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-    }
-    // Multipart uploads the run started and never completed or aborted (killed mid-file, or the
-    // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
-    // object, so this is safe whatever else the plan refuses.
-    for u in uploads {
-        let key = String::from_utf8_lossy(&u.key).into_owned();
-        if u.upload_id == objects::INTENT {
-            // No id to abort by: said, not acted on.
-            let line = json!({
-                "type": "PLAN", "action": "unknown_upload", "target": u.target, "key": key,
-                "why": super::import::files::UNKNOWN_UPLOAD,
-            });
-            out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-            outcome.unknown_uploads += 1;
-            continue;
-        }
-        let at = match stores.iter().position(|(t, _)| *t == u.target) {
-            Some(at) => at,
-            None => {
-                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
-                stores.len() - 1
-            }
-        };
-        let shown = if cfg.confirm {
-            audit.write(&json!({
-                "at": now_rfc3339(), "action": "abort-multipart", "run": run_id, "target": u.target,
-                "key": key, "upload_id": u.upload_id,
-            }))?;
-            stores[at].1.abort_upload(&u.key, &u.upload_id)?;
-            cp.multipart_ended(&u.target, &u.key, &u.upload_id)?;
-            outcome.aborted += 1;
-            "aborted"
-        } else {
-            outcome.would_abort += 1;
-            "abort"
-        };
-        let line = json!({
-            "type": "PLAN", "action": shown, "target": u.target, "key": key, "upload_id": u.upload_id,
-            "why": "a multipart upload the run left unfinished",
-        });
+    for why in refused {
+        let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
     out.flush()?;
-    if cfg.confirm && refused > 0 {
+    outcome.refused = refused.len() as u64;
+    if confirm && !refused.is_empty() {
         return Err(Error::usage(format!(
-            "{refused} objects would be deleted while their originals are missing (listed on stdout as \"refuse\"); nothing was deleted; restore the originals, or use --force"
+            "run {run_id} cannot be rolled back as it stands: {}; nothing was changed",
+            refused.join("; ")
         )));
     }
     Ok(outcome)

@@ -1,4 +1,4 @@
-//! ferry rollback of tables: put a SQLite target back as it was before an import run, from the
+//! Rollback of a SQLite target: put it back as it was before an import run, from the
 //! run's journal in the state file (the keys it inserted, the before-image of every row it
 //! overwrote, the tables it created).
 //!
@@ -19,15 +19,14 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
+use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
 use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::sql::{key_condition, quote};
 use crate::connect::sqlite::{row_values, table_exists};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
+use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
 use crate::value::{self, Value};
-
-use super::rollback::{Audit, RollbackConfig, RollbackOutcome};
 
 /// One step of the undo. `values` is a row of the stream's shape: a whole before-image to
 /// restore, or (to delete) the key's columns, the others null.
@@ -117,51 +116,6 @@ fn decode(shape: &RowShape, cols: &[usize], obj: &Json, what: &str) -> Result<Ve
     Ok(row)
 }
 
-/// The row shape of the stream a journal entry (`create`, `empty`, `stream`, `undo`) records
-/// the SCHEMA of.
-pub(crate) fn shape_of(r: &JournalRow) -> Result<RowShape> {
-    let schema: Schema = serde_json::from_str(r.schema.as_deref().unwrap_or_default()).map_err(|e| {
-        Error::new(
-            ErrorKind::Checkpoint,
-            format!("the journal's SCHEMA of {}: {e}", r.stream),
-        )
-    })?;
-    RowShape::from_schema(&schema)
-}
-
-/// Why a table the run created (or found empty) cannot be put back: later runs wrote into it.
-pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
-    let how = if r.action == "create" { "created" } else { "found empty" };
-    format!(
-        "table {} was {how} by this run and written by later runs ({}): roll those back first",
-        r.table,
-        later.join(", ")
-    )
-}
-
-/// How the plan shows an action, before (`act` false) and after it is taken.
-pub(crate) fn shown(act: bool, action: &'static str) -> &'static str {
-    match (act, action) {
-        (false, a) => a,
-        (true, "delete") => "deleted",
-        (true, "restore") => "restored",
-        (true, "empty_table") => "emptied",
-        (true, _) => "dropped",
-    }
-}
-
-/// Where a rollback of `run_id` saves what it changes: next to the state file.
-pub(crate) fn backup_path(state_path: &Path, run_id: &str) -> PathBuf {
-    let dir = state_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    dir.join(format!(
-        "rollback-{run_id}-{}.ndjson",
-        now_rfc3339().replace([':', '.'], "")
-    ))
-}
-
 /// The rows now under the keys the steps touch (every row of a table they drop), saved as a
 /// stream before anything changes. Its path.
 fn write_backup(
@@ -213,7 +167,7 @@ fn write_backup(
     Ok(backup)
 }
 
-/// Undo run `run_id` (its journal entries `journal`) as `cfg` says; `before`: runs the same
+/// Undo run `run_id` in a SQLite target (its journal entries `journal`) as `cfg` says; `before`: runs the same
 /// plan undoes first.
 pub(crate) fn run<W: Write>(
     cp: &mut Checkpoint,
@@ -226,10 +180,7 @@ pub(crate) fn run<W: Write>(
 ) -> Result<RollbackOutcome> {
     let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
-    let Some(path) = target.strip_prefix("sqlite:").map(PathBuf::from) else {
-        // PostgreSQL and D1 keep the journal themselves.
-        return super::rollback_sql::run(cp, run_id, journal, before, cfg, audit, out);
-    };
+    let path = PathBuf::from(target.strip_prefix("sqlite:").unwrap_or(&target));
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != "rows") {
         streams.insert(
@@ -456,39 +407,4 @@ fn table_rows(
         }
     }
     Ok(held)
-}
-
-/// The plan's last lines: the tables whose rows stay (the run wrote into them with no journal),
-/// and what the rollback refused; an error when it was to act.
-pub(crate) fn refusals<W: Write>(
-    journal: &[JournalRow],
-    refused: &[String],
-    run_id: &str,
-    confirm: bool,
-    mut outcome: RollbackOutcome,
-    out: &mut StreamWriter<W>,
-) -> Result<RollbackOutcome> {
-    let target = journal[0].target.as_str();
-    for r in journal
-        .iter()
-        .filter(|r| r.action == "unjournaled" && r.undone_at.is_none())
-    {
-        let line = json!({"type": "PLAN", "action": "cannot_undo", "target": target, "stream": r.stream, "table": r.table,
-            "why": "the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay"});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-        outcome.unjournaled += 1;
-    }
-    for why in refused {
-        let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
-    }
-    out.flush()?;
-    outcome.refused = refused.len() as u64;
-    if confirm && !refused.is_empty() {
-        return Err(Error::usage(format!(
-            "run {run_id} cannot be rolled back as it stands: {}; nothing was changed",
-            refused.join("; ")
-        )));
-    }
-    Ok(outcome)
 }

@@ -1,11 +1,11 @@
-//! ferry rollback of a database that journals into itself, PostgreSQL and D1: put its tables
+//! Rollback of a database that journals into itself, PostgreSQL and D1: put its tables
 //! back as they were before an import run. For each existing table the run wrote into, the
 //! import kept an undo table in the database (see `Undo` in `connect::postgres` and
 //! `connect::d1`), written in the same transaction as the rows: the key of every row it inserted
 //! and the before-image of every row it overwrote. The state file says which tables the run
 //! created or found empty, and where each undo table is.
 //!
-//! Contract (the same as for SQLite, `rollback_tables`):
+//! Contract (the same as for SQLite, [`super::sqlite`]):
 //! - MUST change nothing without `confirm`: the plan is printed as NDJSON, a line per row to
 //!   delete or restore and per table to drop or empty.
 //! - MUST, before acting, write a backup stream of everything it will change (an export of the
@@ -23,6 +23,7 @@ use std::path::Path;
 
 use serde_json::{Value as Json, json};
 
+use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
 use crate::address::Address;
 use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::Selection;
@@ -33,9 +34,6 @@ use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
-
-use super::rollback::{Audit, RollbackConfig, RollbackOutcome};
-use super::rollback_tables::{shape_of, shown};
 
 /// What one journal entry asks for, newest first.
 enum Step<'a> {
@@ -354,7 +352,7 @@ pub(crate) fn run<W: Write>(
                 let (table, _) = names(r)?;
                 let later = cp.journal_later_runs(&target, &r.table, run_id, r.id, before)?;
                 if !later.is_empty() {
-                    refused.push(super::rollback_tables::later_runs(r, &later));
+                    refused.push(later_runs(r, &later));
                 } else if r.action == "create" {
                     steps.push(Step::Drop { row: r, table });
                 } else {
@@ -445,7 +443,7 @@ pub(crate) fn run<W: Write>(
         let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "rows": rows});
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    super::rollback_tables::refusals(journal, &refused, run_id, confirm, outcome, out)
+    refusals(journal, &refused, run_id, confirm, outcome, out)
 }
 
 /// An audit line for every action of the undo, written before any is carried out.
@@ -523,12 +521,12 @@ fn write_backup(source: Address, steps: &[Step<'_>], run_id: &str, state_path: &
             Step::Drop { row, .. } | Step::Empty { row, .. } => selection.tables.push(row.table.clone()),
         }
     }
-    let path = super::rollback_tables::backup_path(state_path, run_id);
+    let path = backup_path(state_path, run_id);
     let e = || format!("writing the backup {}", path.display());
     let file = std::fs::File::create(&path).ctx(ErrorKind::Io, e)?;
     let mut w = StreamWriter::new(std::io::BufWriter::new(file));
-    let cfg = super::export::ExportConfig::of(source, selection, state_path.to_path_buf());
-    super::export::run(&cfg, &mut w)?;
+    let cfg = crate::stage::export::ExportConfig::of(source, selection, state_path.to_path_buf());
+    crate::stage::export::run(&cfg, &mut w)?;
     let file = w
         .into_inner()?
         .into_inner()

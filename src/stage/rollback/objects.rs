@@ -1,0 +1,219 @@
+//! Rollback of files: delete exactly the objects a run created, as its manifest says.
+//!
+//! Contract:
+//! - MUST change nothing without `confirm`: the plan (every object it would delete, and what it
+//!   would leave and why) is printed as NDJSON.
+//! - MUST delete only objects the run created (`uploaded`, or `uploading` when the object at the
+//!   key holds exactly the bytes the run was sending), and only while they still hold those bytes;
+//!   an object the run overwrote is left (its earlier bytes are gone) and reported.
+//! - MUST refuse, unless `force`, while the original file is missing from the source directory:
+//!   deleting the only copy is never the default.
+//! - MUST write every action to the audit log before taking it and mark the file `rolled_back`
+//!   after, so a rollback can be interrupted and run again (idempotent).
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::{Audit, RollbackConfig, RollbackOutcome};
+use crate::address::Address;
+use crate::checkpoint::{Checkpoint, FileRow};
+use crate::connect::objects::s3::S3Settings;
+use crate::connect::objects::{self, ObjectStore};
+use crate::error::{Error, Result};
+use crate::protocol::{Kind, StreamWriter, now_rfc3339};
+
+/// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
+fn open_target(target: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>> {
+    let (addr, endpoint) = match target.split_once(" at ") {
+        Some((a, e)) => (a, Some(e.to_owned())),
+        None => (target, None),
+    };
+    let settings = S3Settings {
+        endpoint: s3.endpoint.clone().or(endpoint),
+        region: s3.region.clone(),
+    };
+    crate::connect::open_store(&Address::parse(addr)?, &settings)
+}
+
+/// What the plan does with one file, and why.
+fn decide(
+    row: &FileRow,
+    cfg: &RollbackConfig,
+    store: &dyn ObjectStore,
+    source_root: Option<&Path>,
+) -> Result<(&'static str, String)> {
+    let ours_if_present = match row.status.as_str() {
+        "uploaded" if cfg.failed_only => return Ok(("keep", "completed (--failed-only)".into())),
+        "uploaded" | "uploading" => true,
+        "overwritten" => {
+            return Ok((
+                "keep",
+                "this run replaced an earlier object, whose bytes are gone: it cannot be put back".into(),
+            ));
+        }
+        "rolled_back" => return Ok(("done", "already rolled back".into())),
+        other => return Ok(("keep", format!("the run did not create it ({other})"))),
+    };
+    debug_assert!(ours_if_present);
+    match store.head(&row.key)? {
+        None => return Ok(("done", "not there".into())),
+        Some(info) if info.size != row.size || info.sha256.as_deref() != Some(row.sha256.as_str()) => {
+            return Ok((
+                "keep",
+                "the object at the key now holds other bytes: someone else's".into(),
+            ));
+        }
+        Some(_) => {}
+    }
+    if !cfg.force {
+        match source_root {
+            Some(root) => {
+                let original = root.join(std::ffi::OsStr::from_bytes(&row.path));
+                if !original.is_file() {
+                    return Ok((
+                        "refuse",
+                        format!(
+                            "the original {} is gone: this object may be the only copy (--force deletes it anyway)",
+                            original.display()
+                        ),
+                    ));
+                }
+            }
+            None => {
+                return Ok((
+                    "refuse",
+                    "the run's source is not a local directory, so the original cannot be checked (--force deletes it anyway)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(("delete", String::new()))
+}
+
+/// Undo a run of files: delete the objects it created, abort the multipart uploads it left.
+pub(super) fn undo_run<W: Write>(
+    cp: &mut Checkpoint,
+    cfg: &RollbackConfig,
+    run_id: &str,
+    audit: &mut Audit,
+    out: &mut StreamWriter<W>,
+) -> Result<RollbackOutcome> {
+    let rows = cp.files_of_run(run_id)?;
+    let uploads: Vec<_> = cp
+        .multipart_open()?
+        .into_iter()
+        .filter(|u| u.run_id == run_id)
+        .collect();
+    if rows.is_empty() && uploads.is_empty() {
+        // Killed before it put anything, or every file it put was put again by a later run
+        // (which now owns it): nothing of this run's own to undo.
+        let line = json!({"type": "PLAN", "action": "nothing", "run": run_id,
+            "why": "the run left nothing of its own: no table journal, no file recorded as its, no unfinished upload"});
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        return Ok(RollbackOutcome::default());
+    }
+    let source_root = cp
+        .run_source(run_id)?
+        .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
+    let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
+    let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
+    for (target, row) in &rows {
+        let at = match stores.iter().position(|(t, _)| t == target) {
+            Some(at) => at,
+            None => {
+                stores.push((target.clone(), open_target(target, &cfg.s3)?));
+                stores.len() - 1
+            }
+        };
+        let (action, why) = decide(row, cfg, stores[at].1.as_ref(), source_root.as_deref())?;
+        plan.push((at, action, why));
+    }
+    let refused = plan.iter().filter(|p| p.1 == "refuse").count();
+    // Not while an import puts objects there.
+    let mut locks = Vec::new();
+    if cfg.confirm {
+        for (target, _) in &stores {
+            locks.push(crate::stage::import::files::lock_store(&cfg.state_path, target)?);
+        }
+    }
+    let mut outcome = RollbackOutcome::default();
+    for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
+        let key = String::from_utf8_lossy(&row.key).into_owned();
+        let act = cfg.confirm && refused == 0;
+        match action {
+            "delete" if act => {
+                let entry = json!({
+                    "at": now_rfc3339(), "action": "delete", "run": run_id, "target": target,
+                    "key": key, "size": row.size, "sha256": row.sha256,
+                });
+                audit.write(&entry)?;
+                stores[at].1.delete(&row.key)?;
+                let note = format!("rolled back at {}", now_rfc3339());
+                cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
+                outcome.deleted += 1;
+            }
+            "delete" => outcome.would_delete += 1,
+            "refuse" => outcome.refused += 1,
+            "keep" => outcome.kept += 1,
+            _ => {}
+        }
+        let shown = if action == "delete" && act { "deleted" } else { action };
+        let line = json!({
+            "type": "PLAN", "action": shown, "target": target, "key": key, "path": String::from_utf8_lossy(&row.path),
+            "size": row.size, "status": row.status, "why": if why.is_empty() { None } else { Some(why) },
+        });
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    // Multipart uploads the run started and never completed or aborted (killed mid-file, or the
+    // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
+    // object, so this is safe whatever else the plan refuses.
+    for u in uploads {
+        let key = String::from_utf8_lossy(&u.key).into_owned();
+        if u.upload_id == objects::INTENT {
+            // No id to abort by: said, not acted on.
+            let line = json!({
+                "type": "PLAN", "action": "unknown_upload", "target": u.target, "key": key,
+                "why": crate::stage::import::files::UNKNOWN_UPLOAD,
+            });
+            out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+            outcome.unknown_uploads += 1;
+            continue;
+        }
+        let at = match stores.iter().position(|(t, _)| *t == u.target) {
+            Some(at) => at,
+            None => {
+                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
+                stores.len() - 1
+            }
+        };
+        let shown = if cfg.confirm {
+            audit.write(&json!({
+                "at": now_rfc3339(), "action": "abort-multipart", "run": run_id, "target": u.target,
+                "key": key, "upload_id": u.upload_id,
+            }))?;
+            stores[at].1.abort_upload(&u.key, &u.upload_id)?;
+            cp.multipart_ended(&u.target, &u.key, &u.upload_id)?;
+            outcome.aborted += 1;
+            "aborted"
+        } else {
+            outcome.would_abort += 1;
+            "abort"
+        };
+        let line = json!({
+            "type": "PLAN", "action": shown, "target": u.target, "key": key, "upload_id": u.upload_id,
+            "why": "a multipart upload the run left unfinished",
+        });
+        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+    }
+    out.flush()?;
+    if cfg.confirm && refused > 0 {
+        return Err(Error::usage(format!(
+            "{refused} objects would be deleted while their originals are missing (listed on stdout as \"refuse\"); nothing was deleted; restore the originals, or use --force"
+        )));
+    }
+    Ok(outcome)
+}
