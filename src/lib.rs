@@ -18,6 +18,8 @@ pub mod fuzzing;
 pub mod human;
 pub mod interrupt;
 pub mod jq;
+#[cfg(test)]
+mod layering;
 pub mod lock;
 pub mod protocol;
 pub mod retry;
