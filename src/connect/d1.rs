@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 
 use super::sql::{conflict_clause, quote};
-use super::sqlite::{MARKER_DDL, create_table_sql, index_sql};
+use super::sqlite::ddl::{MARKER_DDL, create_table_sql, index_sql};
 use super::{
     CommitEvery, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target,
     table_name_for,

@@ -22,9 +22,8 @@ use serde_json::Value as Json;
 
 use super::d1::{self, D1Client};
 use super::sql::quote;
-use super::sqlite::{
-    Classes, PreScan, TableInfo, after_position, bookmark_position, describe, discover_tables, list_tables, scan_order,
-};
+use super::sqlite::catalog::{Classes, TableInfo, describe, list_tables};
+use super::sqlite::source::{PreScan, after_position, bookmark_position, discover_tables, scan_order};
 use super::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, SourceInfo};

@@ -390,7 +390,7 @@ pub(crate) fn discovered<'a, T>(tables: &'a HashMap<String, T>, address: &str, s
 /// Open a source by address.
 pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {
-        Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteSource::open(path)?)),
+        Address::Sqlite(path) => Ok(Box::new(sqlite::source::SqliteSource::open(path)?)),
         Address::Postgres(url) => Ok(Box::new(postgres::source::PgSource::open(url)?)),
         Address::D1(url) => Ok(Box::new(d1source::D1Source::open(url)?)),
         other => Err(other.unsupported("a source")),
@@ -400,7 +400,7 @@ pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
 /// Open a target by address; `schema` is where streams without one go (PostgreSQL).
 pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Result<Box<dyn Target>> {
     match address {
-        Address::Sqlite(path) => Ok(Box::new(sqlite::SqliteTarget::open(path, dry_run)?)),
+        Address::Sqlite(path) => Ok(Box::new(sqlite::target::SqliteTarget::open(path, dry_run)?)),
         Address::Postgres(url) => Ok(Box::new(postgres::target::PgTarget::open(url, dry_run, schema)?)),
         Address::D1(url) => Ok(Box::new(d1::D1Target::open(url, dry_run)?)),
         other => Err(other.unsupported("a target")),

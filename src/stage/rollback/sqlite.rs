@@ -210,7 +210,7 @@ pub(crate) fn run<W: Write>(
             ));
         }
         // Not while an import writes into it.
-        let _lock = crate::connect::sqlite::lock_database(&path, &target)?;
+        let _lock = crate::connect::sqlite::target::lock_database(&path, &target)?;
         let conn = Connection::open(&path).ctx(ErrorKind::Target, || format!("{target}: opening"))?;
         let backup = write_backup(&conn, &streams, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");

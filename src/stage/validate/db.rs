@@ -121,7 +121,7 @@ impl Db {
     /// Tables, without SQLite's and ferry's own.
     pub fn tables(&self) -> Result<Vec<String>> {
         match self {
-            Db::Sqlite { conn, address } => sq::list_tables(conn, address),
+            Db::Sqlite { conn, address } => sq::catalog::list_tables(conn, address),
             Db::Pg { client, schema, .. } => crate::connect::postgres::catalog::list_tables(client, schema)
                 .map(|s| s.into_iter().collect())
                 .map_err(|e| self.pg_err("listing tables", e)),
@@ -151,10 +151,10 @@ impl Db {
     pub fn describe(&self, table: &str) -> Result<Option<Described>> {
         match self {
             Db::Sqlite { conn, address } => {
-                if !sq::list_tables(conn, address)?.iter().any(|t| t == table) {
+                if !sq::catalog::list_tables(conn, address)?.iter().any(|t| t == table) {
                     return Ok(None);
                 }
-                let info = sq::describe(conn, table, address)?;
+                let info = sq::catalog::describe(conn, table, address)?;
                 let columns = info
                     .stored_columns()
                     .map(|c| (c.name.clone(), c.decl_type.clone()))

@@ -124,7 +124,7 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    pub(crate) fn from_table(t: &sq::TableInfo) -> Meta {
+    pub(crate) fn from_table(t: &sq::catalog::TableInfo) -> Meta {
         Meta {
             stream: format!("main.{}", t.name),
             columns: t.stored_columns().map(|c| c.name.clone()).collect(),
