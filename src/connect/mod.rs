@@ -3,7 +3,6 @@
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
 pub mod d1;
-pub mod d1source;
 pub mod objects;
 pub mod postgres;
 pub mod sql;
@@ -392,7 +391,7 @@ pub fn open_source(address: &Address) -> Result<Box<dyn Source>> {
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::source::SqliteSource::open(path)?)),
         Address::Postgres(url) => Ok(Box::new(postgres::source::PgSource::open(url)?)),
-        Address::D1(url) => Ok(Box::new(d1source::D1Source::open(url)?)),
+        Address::D1(url) => Ok(Box::new(d1::source::D1Source::open(url)?)),
         other => Err(other.unsupported("a source")),
     }
 }
@@ -402,7 +401,7 @@ pub fn open_target(address: &Address, dry_run: bool, schema: Option<&str>) -> Re
     match address {
         Address::Sqlite(path) => Ok(Box::new(sqlite::target::SqliteTarget::open(path, dry_run)?)),
         Address::Postgres(url) => Ok(Box::new(postgres::target::PgTarget::open(url, dry_run, schema)?)),
-        Address::D1(url) => Ok(Box::new(d1::D1Target::open(url, dry_run)?)),
+        Address::D1(url) => Ok(Box::new(d1::target::D1Target::open(url, dry_run)?)),
         other => Err(other.unsupported("a target")),
     }
 }

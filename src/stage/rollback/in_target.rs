@@ -27,7 +27,7 @@ use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, ref
 use crate::address::Address;
 use crate::checkpoint::{Checkpoint, JournalRow};
 use crate::connect::Selection;
-use crate::connect::d1::{D1Client, Stmt};
+use crate::connect::d1::client::{D1Client, Stmt};
 use crate::connect::postgres::conn::{PgAddress, pg_error};
 use crate::connect::postgres::read::PgConn;
 use crate::connect::sql::{literal, quote};
@@ -402,14 +402,14 @@ pub(crate) fn run<W: Write>(
                     lock_table(c, &target, &table_sql(st))?;
                 }
             }
-            Db::D1(c) => d1_lock = Some(crate::connect::d1::take_lock(c)?),
+            Db::D1(c) => d1_lock = Some(crate::connect::d1::target::take_lock(c)?),
         }
         let backup = write_backup(source, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
         audit_ahead(audit, run_id, &target, &keys, &steps)?;
         let undone = undo_all(&mut db, &target, run_id, &steps, &mut outcome);
         if let (Db::D1(c), Some(token)) = (&mut db, d1_lock) {
-            crate::connect::d1::release_lock(c, &token);
+            crate::connect::d1::target::release_lock(c, &token);
         }
         if let Err(e) = &undone {
             audit.failed(run_id, &target, e)?;

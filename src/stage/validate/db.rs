@@ -96,7 +96,7 @@ impl Db {
             Address::D1(url) => {
                 // Read once into a private temporary SQLite file (deleted on close), then checked
                 // as any SQLite database: D1 is SQLite behind an HTTP API.
-                let mut d1 = crate::connect::d1source::D1Source::open(url)?;
+                let mut d1 = crate::connect::d1::source::D1Source::open(url)?;
                 let conn = temporary_db()?;
                 d1.copy_into(&conn)?;
                 Ok(Db::Sqlite {

@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension as _};
 use serde_json::Value as Json;
 
-use super::d1::{self, D1Client};
-use super::sql::quote;
-use super::sqlite::catalog::{Classes, TableInfo, describe, list_tables};
-use super::sqlite::source::{PreScan, after_position, bookmark_position, discover_tables, scan_order};
-use super::{RowAccess, Selection, Source, StreamPlan};
+use super::client::D1Client;
+use super::literals;
+use crate::connect::sql::quote;
+use crate::connect::sqlite::catalog::{Classes, TableInfo, describe, list_tables};
+use crate::connect::sqlite::source::{PreScan, after_position, bookmark_position, discover_tables, scan_order};
+use crate::connect::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, SourceInfo};
 use crate::row::{Column, RowShape};
@@ -408,7 +409,7 @@ fn untag(v: &Json) -> std::result::Result<Value, String> {
 }
 
 fn sql_literal(v: &Value) -> Result<String> {
-    d1::sql_literal(v).map_err(|e| Error::new(ErrorKind::Source, e))
+    literals::sql_literal(v).map_err(|e| Error::new(ErrorKind::Source, e))
 }
 
 /// The condition for rows after `position`, with the values as literals (D1 binds parameters as
@@ -457,7 +458,7 @@ impl Source for D1Source {
         row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
     ) -> Result<()> {
         let stream = &plan.schema.stream;
-        let t = super::discovered(&self.tables, self.address(), stream)?.clone();
+        let t = crate::connect::discovered(&self.tables, self.address(), stream)?.clone();
         self.scan_table(&t, shape, plan.filter.as_deref(), after, row)
     }
 }

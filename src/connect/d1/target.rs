@@ -1,538 +1,24 @@
-//! Cloudflare D1 through its HTTP API: `d1://ACCOUNT_ID/DATABASE_ID`.
-//!
-//! Contract (see `crate::d1double` for the API and its limits):
-//! - MUST stay inside the rate limit: requests are paced evenly at 95% of `FERRY_D1_RATE`
-//!   (`1200/300`: requests per seconds), so the lockout a burst would cause never comes; a 429
-//!   (someone else used the budget) is waited out as its `Retry-After` says, and 5xx and dropped
-//!   connections are retried with the shared backoff policy.
-//! - MUST pack rows densely: multi-row INSERTs with the values inlined as SQL literals (no bound
-//!   parameters, so no 100-parameter limit), each statement under 100,000 bytes, many statements
-//!   per request, each request (about `FERRY_D1_REQUEST_BYTES`, 1 MiB) finishing well inside 30 s.
-//!   A row too big to inline goes alone with its values bound as text and cast back.
-//! - MUST make every request its own transaction that also moves the stream's commit marker to
-//!   the last row it carries, so a kill between requests never leaves rows the marker does not
-//!   count (a re-run skips exactly those).
-//! - MUST NOT apply a request twice: after an attempt whose outcome is unknown (a dropped
-//!   connection or a 5xx, when the database may have committed and the answer been lost), the
-//!   markers the request moves (or the table it creates) are read back before it is sent again.
-//! - MUST isolate rows the server refuses by splitting the request, then the statement, and put
-//!   them in the reject file with the server's message; values D1 cannot hold (over 2,000,000
-//!   bytes, NaN) are refused before any request.
-//! - MUST NOT print or record the token.
+//! D1 as a target: rows packed into multi-row INSERTs, many statements per request, each
+//! request one transaction with the commit markers and the rollback journal; the one-writer lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::sql::{conflict_clause, quote};
-use super::sqlite::ddl::{MARKER_DDL, create_table_sql, index_sql};
-use super::{
+use super::client::{D1Client, Sent, Stmt};
+use super::literals::{bound, literal, literal_tuple, sql_text};
+use super::{MAX_COLUMNS, STATEMENT_TARGET};
+use crate::connect::sql::{conflict_clause, quote};
+use crate::connect::sqlite::ddl::{MARKER_DDL, create_table_sql, index_sql};
+use crate::connect::{
     CommitEvery, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target,
     table_name_for,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Schema, now_rfc3339};
 use crate::row::RowShape;
-use crate::value::Value;
-
-const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
-/// D1's limits.
-pub const MAX_STATEMENT_BYTES: usize = 100_000;
-pub const MAX_VALUE_BYTES: usize = 2_000_000;
-pub const MAX_COLUMNS: usize = 100;
-/// What we aim under: room for the statement's head and conflict clause.
-const STATEMENT_TARGET: usize = 90_000;
-
-/// One statement of a request.
-#[derive(Debug, Clone)]
-pub struct Stmt {
-    pub sql: String,
-    pub params: Vec<Option<String>>,
-}
-
-impl Stmt {
-    pub fn plain(sql: impl Into<String>) -> Stmt {
-        Stmt {
-            sql: sql.into(),
-            params: Vec::new(),
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.sql.len()
-            + self
-                .params
-                .iter()
-                .map(|p| p.as_ref().map_or(4, String::len) + 3)
-                .sum::<usize>()
-    }
-}
-
-/// Requests spaced evenly inside the rate budget.
-struct Pacer {
-    interval: Duration,
-    last: Option<Instant>,
-    /// Requests this run has sent in the current window (for progress).
-    sent: VecDeque<Instant>,
-    window: Duration,
-    limit: u64,
-}
-
-impl Pacer {
-    fn from_env() -> Result<Pacer> {
-        let spec = std::env::var("FERRY_D1_RATE").unwrap_or_else(|_| "1200/300".into());
-        let parsed = spec
-            .split_once('/')
-            .and_then(|(n, s)| Some((n.trim().parse::<u64>().ok()?, s.trim().parse::<f64>().ok()?)))
-            .filter(|(n, s)| *n > 0 && *s > 0.0);
-        let Some((limit, secs)) = parsed else {
-            return Err(Error::usage(format!(
-                "FERRY_D1_RATE={spec:?}: write REQUESTS/SECONDS, e.g. 1200/300"
-            )));
-        };
-        let window = Duration::from_secs_f64(secs);
-        Ok(Pacer {
-            interval: window.div_f64(limit as f64 * 0.95),
-            last: None,
-            sent: VecDeque::new(),
-            window,
-            limit,
-        })
-    }
-
-    fn wait(&mut self) {
-        if let Some(last) = self.last {
-            let next = last + self.interval;
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-        }
-        let now = Instant::now();
-        self.last = Some(now);
-        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            self.sent.pop_front();
-        }
-        self.sent.push_back(now);
-    }
-}
-
-/// A D1 database's HTTP API.
-pub struct D1Client {
-    http: reqwest::blocking::Client,
-    url: String,
-    token: String,
-    address: String,
-    pacer: Pacer,
-    pub requests: u64,
-    /// Whose failure an error is: the target's, or the source's when reading.
-    kind: ErrorKind,
-}
-
-/// `d1://ACCOUNT_ID/DATABASE_ID` split.
-pub fn parse_address(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("d1://")
-        .ok_or_else(|| Error::usage(format!("{url:?} is not a d1:// address")))?;
-    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    match rest.trim_end_matches('/').split_once('/') {
-        Some((a, d)) if ok(a) && ok(d) => Ok((a.to_owned(), d.to_owned())),
-        _ => Err(Error::usage(format!(
-            "{url:?}: write d1://ACCOUNT_ID/DATABASE_ID (both from the Cloudflare dashboard or `wrangler d1 list`)"
-        ))),
-    }
-}
-
-/// How one request went.
-enum Sent {
-    Ok(Vec<Json>),
-    /// The server refused the SQL (HTTP 400): nothing of the request happened.
-    Refused(String),
-}
-
-impl D1Client {
-    /// A client for the database at `url`; its errors are of `kind` (target or source).
-    pub fn open(url: &str, kind: ErrorKind) -> Result<D1Client> {
-        let (account, database) = parse_address(url)?;
-        let address = format!("d1://{account}/{database}");
-        let token = std::env::var("CLOUDFLARE_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "{address}: set CLOUDFLARE_API_TOKEN to an API token with D1 edit rights"
-                ))
-            })?;
-        let base = std::env::var("CLOUDFLARE_API_BASE_URL")
-            .ok()
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| DEFAULT_BASE.into());
-        if base.starts_with("http://") && !super::objects::s3::is_loopback(&base) {
-            return Err(Error::usage(format!(
-                "CLOUDFLARE_API_BASE_URL={base}: plain http is only for a local double (127.0.0.1); the token would travel in the clear"
-            )));
-        }
-        let http = reqwest::blocking::Client::builder()
-            .timeout(crate::retry::answer_timeout(Some(ANSWER_TIMEOUT)))
-            .build()
-            .map_err(|e| Error::new(kind, format!("{address}: starting an HTTP client: {e}")))?;
-        Ok(D1Client {
-            http,
-            url: format!(
-                "{}/accounts/{account}/d1/database/{database}",
-                base.trim_end_matches('/')
-            ),
-            token,
-            address,
-            pacer: Pacer::from_env()?,
-            requests: 0,
-            kind,
-        })
-    }
-
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    /// Requests sent in the last rate window, and the budget.
-    pub fn budget(&self) -> (usize, u64) {
-        (self.pacer.sent.len(), self.pacer.limit)
-    }
-
-    /// Send statements as one request (one transaction) to `/query` (rows as objects) or `/raw`
-    /// (rows as arrays), paced and retried.
-    fn send(&mut self, stmts: &[Stmt], endpoint: &str) -> Result<Sent> {
-        self.send_probed(stmts, endpoint, None)
-    }
-
-    /// [`D1Client::send`] for a request that must not be applied twice: after an attempt whose
-    /// outcome is unknown (a dropped connection, a 5xx: the database may have committed it and
-    /// the answer been lost), `probe` (a query answering 1 when the request's effects are there)
-    /// decides between sending it again and taking it as done.
-    fn send_probed(&mut self, stmts: &[Stmt], endpoint: &str, probe: Option<&str>) -> Result<Sent> {
-        let kind = self.kind;
-        let body = if stmts.len() == 1 {
-            json!({"sql": stmts[0].sql, "params": stmts[0].params})
-        } else {
-            json!({"batch": stmts.iter().map(|s| json!({"sql": s.sql, "params": s.params})).collect::<Vec<_>>()})
-        };
-        let body = body.to_string();
-        let address = self.address.clone();
-        let mut limited_for = Duration::ZERO;
-        loop {
-            let attempt = crate::retry::run(
-                &format!("{address}: a request"),
-                |attempt| {
-                    if attempt > 1
-                        && let Some(p) = probe
-                        && self.applied(p)?
-                    {
-                        tracing::info!(target_db = %address, "the request had been applied before its answer was lost: not sending it again");
-                        return Ok(None);
-                    }
-                    self.pacer.wait();
-                    self.requests += 1;
-                    let r = self
-                        .http
-                        .post(format!("{}/{endpoint}", self.url))
-                        .bearer_auth(&self.token)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .map_err(|e| Error::new(ErrorKind::Transient, format!("{address}: {}", http_failure(&e))))?;
-                    let status = r.status().as_u16();
-                    let retry_after = r
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok());
-                    let text = r.text().unwrap_or_default();
-                    if status >= 500 || (!(200..300).contains(&status) && retryable(&first_error(&text))) {
-                        return Err(Error::new(
-                            ErrorKind::Transient,
-                            format!("{address}: the API answered {status}: {}", first_error(&text)),
-                        ));
-                    }
-                    Ok(Some((status, retry_after, text)))
-                },
-                |e| e.kind() == ErrorKind::Transient,
-                std::thread::sleep,
-            )
-            .map_err(|e| {
-                if e.kind() == ErrorKind::Transient && !e.chain().contains(AGAIN) {
-                    e.context(AGAIN)
-                } else {
-                    e
-                }
-            })?;
-            let Some((status, retry_after, text)) = attempt else {
-                return Ok(Sent::Ok(Vec::new()));
-            };
-            match status {
-                200..=299 => {
-                    let v: Json = serde_json::from_str(&text)
-                        .map_err(|e| Error::new(kind, format!("{address}: an answer that is not JSON: {e}")))?;
-                    let results = v.get("result").and_then(Json::as_array).cloned().unwrap_or_default();
-                    return Ok(Sent::Ok(results));
-                }
-                429 => {
-                    let wait = Duration::from_secs_f64(retry_after.unwrap_or(60.0).clamp(0.05, 900.0));
-                    limited_for += wait;
-                    if limited_for > Duration::from_secs(1800) {
-                        return Err(Error::new(
-                            ErrorKind::Transient,
-                            format!(
-                                "{address}: rate-limited for {} s in all; another client is using this token's budget; re-run the same command later",
-                                limited_for.as_secs()
-                            ),
-                        ));
-                    }
-                    tracing::warn!(target_db = %address, wait_s = wait.as_secs_f64(), "rate-limited (429): waiting as Retry-After says");
-                    std::thread::sleep(wait);
-                    // The wait counts as spacing too.
-                    self.pacer.last = Some(Instant::now());
-                }
-                401 | 403 => {
-                    return Err(Error::new(
-                        kind,
-                        format!(
-                            "{address}: the API refused the token ({status}: {}); check CLOUDFLARE_API_TOKEN (it needs D1 edit rights on this account)",
-                            first_error(&text)
-                        ),
-                    ));
-                }
-                404 => {
-                    return Err(Error::new(
-                        kind,
-                        format!(
-                            "{address}: no such database or account ({}); check the ids in the address",
-                            first_error(&text)
-                        ),
-                    ));
-                }
-                _ => return Ok(Sent::Refused(first_error(&text))),
-            }
-        }
-    }
-
-    /// Whether `probe` answers 1 (no table yet: not applied).
-    fn applied(&mut self, probe: &str) -> Result<bool> {
-        Ok(match self.try_raw(&[probe.to_owned()])? {
-            Ok(rows) => {
-                rows.first()
-                    .and_then(|r| r.first())
-                    .and_then(|r| r.first())
-                    .and_then(Json::as_i64)
-                    == Some(1)
-            }
-            Err(_) => false,
-        })
-    }
-
-    /// Run statements; an SQL error is an error naming the first statement.
-    pub fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
-        self.exec_probed(stmts, None)
-    }
-
-    /// [`D1Client::exec`] of a request that must not be applied twice (see `send_probed`).
-    pub fn exec_probed(&mut self, stmts: &[Stmt], probe: Option<&str>) -> Result<Vec<Json>> {
-        match self.send_probed(stmts, "query", probe)? {
-            Sent::Ok(r) => Ok(r),
-            Sent::Refused(m) => Err(self.refused(stmts.first().map_or("", |s| s.sql.as_str()), &m)),
-        }
-    }
-
-    /// The error for SQL the database refused (`sql`: the request's first statement).
-    pub fn refused(&self, sql: &str, message: &str) -> Error {
-        Error::new(
-            self.kind,
-            format!("{}: the database refused {sql}: {message}", self.address),
-        )
-    }
-
-    /// The rows of one query, as JSON objects.
-    pub fn rows(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Json>> {
-        let stmt = Stmt {
-            sql: sql.into(),
-            params: params.iter().map(|p| Some((*p).to_owned())).collect(),
-        };
-        let r = self.exec(&[stmt])?;
-        Ok(r.first()
-            .and_then(|x| x.get("results"))
-            .and_then(Json::as_array)
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    /// The rows of each query, as arrays in the order of its columns (`/raw`), from one request.
-    pub fn raw(&mut self, sqls: &[String]) -> Result<Vec<Vec<Vec<Json>>>> {
-        match self.try_raw(sqls)? {
-            Ok(rows) => Ok(rows),
-            Err(m) => Err(self.refused(sqls.first().map_or("", String::as_str), &m)),
-        }
-    }
-
-    /// [`D1Client::raw`], with the server's message when it refused the SQL (HTTP 400).
-    #[allow(clippy::type_complexity)]
-    pub fn try_raw(&mut self, sqls: &[String]) -> Result<std::result::Result<Vec<Vec<Vec<Json>>>, String>> {
-        let stmts: Vec<Stmt> = sqls.iter().map(|s| Stmt::plain(s.as_str())).collect();
-        let results = match self.send(&stmts, "raw")? {
-            Sent::Ok(r) => r,
-            Sent::Refused(m) => return Ok(Err(m)),
-        };
-        Ok(Ok(results
-            .iter()
-            .map(|r| {
-                r.pointer("/results/rows")
-                    .and_then(Json::as_array)
-                    .map(|rows| {
-                        rows.iter()
-                            .map(|row| row.as_array().cloned().unwrap_or_default())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .collect()))
-    }
-}
-
-fn first_error(text: &str) -> String {
-    serde_json::from_str::<Json>(text)
-        .ok()
-        .and_then(|v| {
-            v.get("errors")?
-                .as_array()?
-                .first()
-                .map(|e| format!("{} (code {})", e["message"].as_str().unwrap_or(""), e["code"]))
-        })
-        .unwrap_or_else(|| text.chars().take(300).collect())
-}
-
-/// Text as an SQL literal.
-fn sql_text(s: &str) -> String {
-    // Text always has a literal.
-    sql_literal(&Value::text(s)).unwrap_or_default()
-}
-
-/// [`literal`] as a string of its own.
-pub(super) fn sql_literal(v: &Value) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    literal(v, &mut out)?;
-    Ok(out)
-}
-
-/// A value as an SQL literal; `Err` says why it cannot go to D1 at all.
-pub(super) fn literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
-    use std::fmt::Write as _;
-    match v {
-        Value::Null => out.push_str("NULL"),
-        Value::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Real(f) if f.is_nan() => return Err("a NaN floating-point value, which SQLite cannot store".into()),
-        Value::Real(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "9e999" } else { "-9e999" }),
-        Value::Real(f) => {
-            let _ = write!(out, "{f:e}");
-        }
-        Value::Text(t) => {
-            if t.len() > MAX_VALUE_BYTES {
-                return Err(too_big(t.len()));
-            }
-            match std::str::from_utf8(t) {
-                Ok(s) if !s.contains('\0') => {
-                    out.push('\'');
-                    for c in s.chars() {
-                        if c == '\'' {
-                            out.push('\'');
-                        }
-                        out.push(c);
-                    }
-                    out.push('\'');
-                }
-                _ => {
-                    out.push_str("CAST(X'");
-                    out.push_str(&hex::encode_upper(t));
-                    out.push_str("' AS TEXT)");
-                }
-            }
-        }
-        Value::Blob(b) => {
-            if b.len() > MAX_VALUE_BYTES {
-                return Err(too_big(b.len()));
-            }
-            out.push_str("X'");
-            out.push_str(&hex::encode_upper(b));
-            out.push('\'');
-        }
-    }
-    Ok(())
-}
-
-/// `(v1, v2, ...)` of the values as SQL literals onto `out`; the first value that has none says
-/// why (and what was written is then of no use).
-fn literal_tuple<'a>(values: impl Iterator<Item = &'a Value>, out: &mut String) -> std::result::Result<(), String> {
-    out.push('(');
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        literal(v, out)?;
-    }
-    out.push(')');
-    Ok(())
-}
-
-fn too_big(n: usize) -> String {
-    format!("a value of {n} bytes, over D1's limit of {MAX_VALUE_BYTES} bytes per value")
-}
-
-/// A value bound as text and cast back in SQL (for rows too big to inline): the placeholder.
-fn bound(v: &Value, params: &mut Vec<Option<String>>) -> std::result::Result<String, String> {
-    Ok(match v {
-        Value::Null => "NULL".into(),
-        Value::Integer(i) => {
-            params.push(Some(i.to_string()));
-            "CAST(? AS INTEGER)".into()
-        }
-        Value::Real(f) if f.is_finite() => {
-            params.push(Some(format!("{f:e}")));
-            "CAST(? AS REAL)".into()
-        }
-        Value::Real(_) => {
-            let mut s = String::new();
-            literal(v, &mut s)?;
-            s
-        }
-        Value::Text(t) => match std::str::from_utf8(t) {
-            Ok(s) if !s.contains('\0') => {
-                params.push(Some(s.to_owned()));
-                "?".into()
-            }
-            _ => {
-                if t.len() * 2 > MAX_VALUE_BYTES {
-                    return Err(format!(
-                        "{} bytes of text that is not UTF-8, too big to send through D1's API (as hex, over {MAX_VALUE_BYTES} bytes)",
-                        t.len()
-                    ));
-                }
-                params.push(Some(hex::encode_upper(t)));
-                "CAST(unhex(?) AS TEXT)".into()
-            }
-        },
-        Value::Blob(b) => {
-            if b.len() * 2 > MAX_VALUE_BYTES {
-                return Err(format!(
-                    "a BLOB of {} bytes: too big to send through D1's API (as hex, over {MAX_VALUE_BYTES} bytes)",
-                    b.len()
-                ));
-            }
-            params.push(Some(hex::encode_upper(b)));
-            "unhex(?)".into()
-        }
-    })
-}
 
 struct D1Stream {
     table: String,
@@ -763,7 +249,7 @@ impl D1Target {
     /// Create the run's undo table for an existing table (its columns, no constraint: a key's
     /// row holds nulls elsewhere).
     fn undo_for(&mut self, shape: &RowShape, opts: &LoadOptions, table: &str) -> Result<Undo> {
-        let name = quote(&super::undo_table_name(&opts.run_id, &quote(table)));
+        let name = quote(&crate::connect::undo_table_name(&opts.run_id, &quote(table)));
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let cols = cols.join(", ");
         self.client.exec(&[Stmt::plain(format!(
@@ -1054,7 +540,13 @@ impl D1Target {
                     return Ok(());
                 };
                 if is_key {
-                    return Err(super::key_conflict(shape, &p.batch, p.rows.start, &ts.table, None));
+                    return Err(crate::connect::key_conflict(
+                        shape,
+                        &p.batch,
+                        p.rows.start,
+                        &ts.table,
+                        None,
+                    ));
                 }
                 let reject = Reject::of(shape, &p.batch, p.rows.start, m);
                 // Its position is passed: the next request (or the commit) moves the marker on.
@@ -1130,7 +622,7 @@ impl Target for D1Target {
 
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared> {
         let stream = schema.stream.as_str();
-        if super::postgres_types(schema, opts) {
+        if crate::connect::postgres_types(schema, opts) {
             return Err(Error::usage(format!(
                 "stream {stream} carries PostgreSQL types and values; recast it for D1 first: ... | ferry-transform --dialect d1 | ferry-import {}",
                 self.client.address()
@@ -1158,7 +650,12 @@ impl Target for D1Target {
                 .filter(|c| !have.iter().any(|h| h == c))
                 .collect();
             if !missing.is_empty() {
-                return Err(super::missing_columns(self.client.address(), &table, stream, &missing));
+                return Err(crate::connect::missing_columns(
+                    self.client.address(),
+                    &table,
+                    stream,
+                    &missing,
+                ));
             }
             prepared.empty = self
                 .client
@@ -1178,7 +675,7 @@ impl Target for D1Target {
                 }
             }
         } else if !opts.create {
-            return Err(super::no_table(self.client.address(), &table, stream));
+            return Err(crate::connect::no_table(self.client.address(), &table, stream));
         } else {
             let ddl = create_table_sql(schema, &table);
             prepared.deferred = index_sql(schema, &table);
@@ -1361,75 +858,5 @@ impl Target for D1Target {
             bytes: 8 << 20,
             interval: Duration::from_secs(10),
         }
-    }
-}
-
-/// How long a request waits for its answer unless `FERRY_TIMEOUT` says otherwise (D1 itself
-/// gives up on a query after 30 s).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// What to do when D1 stopped answering for longer than the retries wait.
-const AGAIN: &str = "D1 could not be reached or did not answer; nothing after the last acknowledged STATE is recorded as done: once it answers again, re-run the same command to continue";
-
-/// A request that got no answer, in words: a timeout says which setting bounds it, anything
-/// else gives its cause (the client's own message hides it).
-fn http_failure(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        let limit = crate::retry::answer_timeout(Some(ANSWER_TIMEOUT)).unwrap_or_default();
-        return format!(
-            "no answer in {:.0} s (FERRY_TIMEOUT sets how long to wait)",
-            limit.as_secs_f64()
-        );
-    }
-    let mut text = String::from("the request failed");
-    for c in crate::error::causes(e) {
-        text.push_str(&format!(": {c}"));
-    }
-    text
-}
-
-/// D1's errors that say the database, not the SQL, failed: they come with any status (often 400
-/// and code 7500, like an SQL error) and differ only by message. Cloudflare's guidance is to
-/// retry them; taken for refusals, they would reject good rows.
-const RETRYABLE: &[&str] = &[
-    "Network connection lost",
-    "storage caused object to be reset",
-    "reset because its code was updated",
-    "D1 DB is overloaded",
-    "Too many requests queued",
-];
-
-fn retryable(answer: &str) -> bool {
-    RETRYABLE.iter().any(|m| answer.contains(m))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_name_an_account_and_a_database() {
-        assert_eq!(
-            parse_address("d1://acc123/db-456").unwrap(),
-            ("acc123".into(), "db-456".into())
-        );
-        assert!(parse_address("d1://acc123").is_err());
-        assert!(parse_address("d1://acc/db/x").is_err());
-    }
-
-    #[test]
-    fn literals_are_exact_sql() {
-        let lit = |v: Value| {
-            let mut s = String::new();
-            literal(&v, &mut s).map(|()| s)
-        };
-        assert_eq!(lit(Value::Integer(i64::MAX)).unwrap(), "9223372036854775807");
-        assert_eq!(lit(Value::text("it's")).unwrap(), "'it''s'");
-        assert_eq!(lit(Value::Real(0.1)).unwrap(), "1e-1");
-        assert_eq!(lit(Value::Real(f64::INFINITY)).unwrap(), "9e999");
-        assert_eq!(lit(Value::Blob(vec![0, 255])).unwrap(), "X'00FF'");
-        assert_eq!(lit(Value::Text(vec![0xff])).unwrap(), "CAST(X'FF' AS TEXT)");
-        assert!(lit(Value::Real(f64::NAN)).is_err());
-        assert!(lit(Value::Blob(vec![0; MAX_VALUE_BYTES + 1])).is_err());
     }
 }
