@@ -116,6 +116,157 @@ pub struct PgSource {
     tables: HashMap<String, PgTable>,
 }
 
+/// What the catalog says of one column (a row of [`PgSource::catalog_columns`], read by name).
+struct CatalogColumn {
+    attnum: i32,
+    name: String,
+    /// Its type as PostgreSQL writes it (a domain's base type; an enum's qualified name).
+    sql_type: String,
+    /// The type's (or the domain's base type's) name and category.
+    typname: String,
+    category: String,
+    notnull: bool,
+    default: Option<String>,
+    identity: String,
+    /// Non-empty for a generated column.
+    generated: String,
+    comment: String,
+    /// An enum's labels, in order.
+    labels: Option<Vec<String>>,
+    owns_sequence: bool,
+    composite_array: bool,
+    /// Its type, element type or base type is not built in.
+    own_type: bool,
+    domain: Option<String>,
+    /// Only where the column's differs from its type's.
+    collation: Option<String>,
+}
+
+impl CatalogColumn {
+    fn read(r: &tokio_postgres::Row) -> CatalogColumn {
+        CatalogColumn {
+            attnum: r.get("attnum"),
+            name: r.get("name"),
+            sql_type: r.get("sql_type"),
+            typname: r.get("typname"),
+            category: r.get("category"),
+            notnull: r.get("not_null"),
+            default: r.get("default_sql"),
+            identity: r.get("identity"),
+            generated: r.get("generated"),
+            comment: r.get("comment"),
+            labels: r.get("labels"),
+            owns_sequence: r.get("owns_sequence"),
+            composite_array: r.get("composite_array"),
+            own_type: r.get("own_type"),
+            domain: r.get("domain"),
+            collation: r.get("collation"),
+        }
+    }
+
+    /// How its values are read.
+    fn kind(&self) -> Kind {
+        match (self.typname.as_str(), self.category.as_str()) {
+            // An array of composites stays in PostgreSQL's text: as JSON its elements would be
+            // objects, which no array literal takes back.
+            (_, "A") if self.composite_array => Kind::Text,
+            (_, "A") => Kind::Array,
+            ("int2" | "int4" | "int8", _) => Kind::Int,
+            ("float4", _) => Kind::Float4,
+            ("float8", _) => Kind::Float8,
+            ("numeric", _) => Kind::Decimal,
+            ("money", _) => Kind::Money,
+            ("bool", _) => Kind::Bool,
+            ("bytea", _) => Kind::Bytea,
+            ("date", _) => Kind::Date,
+            ("timestamp", _) => Kind::Timestamp,
+            ("timestamptz", _) => Kind::TimestampTz,
+            ("json", _) => Kind::JsonText,
+            ("jsonb", _) if self.comment.starts_with("ferry: x-sqlite-dynamic") => Kind::Dynamic,
+            ("jsonb", _) => Kind::Jsonb,
+            _ => Kind::Text,
+        }
+    }
+
+    /// Its stream property: JSON types, format, enum labels, and the `x-sql-*` extensions.
+    fn property(&self, kind: Kind) -> Map<String, Json> {
+        let mut p = Map::new();
+        let mut types: Vec<&str> = match kind {
+            Kind::Int => vec!["integer"],
+            Kind::Float4 | Kind::Float8 => vec!["number"],
+            Kind::Bool => vec!["boolean"],
+            Kind::Jsonb => vec!["object", "array", "string", "number", "boolean"],
+            Kind::Array => vec!["array"],
+            Kind::Dynamic => vec![],
+            _ => vec!["string"],
+        };
+        if !self.notnull && !types.is_empty() {
+            types.push("null");
+        }
+        match types.as_slice() {
+            [] => {}
+            [one] => {
+                p.insert("type".into(), json!(one));
+            }
+            many => {
+                p.insert("type".into(), json!(many));
+            }
+        }
+        let format = match kind {
+            Kind::Decimal | Kind::Money => Some(("format", json!("x-singer.decimal"))),
+            Kind::Bytea => Some(("contentEncoding", json!("base64"))),
+            Kind::Date => Some(("format", json!("date"))),
+            Kind::Timestamp | Kind::TimestampTz => Some(("format", json!("date-time"))),
+            Kind::Dynamic => Some(("x-sqlite-dynamic", json!(true))),
+            _ if self.typname == "uuid" => Some(("format", json!("uuid"))),
+            _ if self.typname == "time" => Some(("format", json!("time"))),
+            _ => None,
+        };
+        if let Some((k, v)) = format {
+            p.insert(k.into(), v);
+        }
+        if let Some(l) = &self.labels {
+            let mut e: Vec<Json> = l.iter().cloned().map(Json::String).collect();
+            if !self.notnull {
+                e.push(Json::Null);
+            }
+            p.insert("enum".into(), Json::Array(e));
+        }
+        p.insert("x-sql-type".into(), json!(self.sql_type));
+        if let Some(d) = &self.domain {
+            // The column's declared type; `x-sql-type` stays its base type, which decides how
+            // values are read and compared. The domain itself is in `x-sql-types`.
+            p.insert("x-sql-domain".into(), json!(d));
+        }
+        if let Some(c) = &self.collation {
+            p.insert("x-sql-collation".into(), json!(c));
+        }
+        let serial = self.owns_sequence && self.default.as_deref().is_some_and(|d| d.starts_with("nextval("));
+        let identity = match self.identity.as_str() {
+            "a" => Some("always"),
+            "d" => Some("by default"),
+            _ if serial => Some("by default"),
+            _ => None,
+        };
+        if let Some(i) = identity {
+            p.insert("x-sql-identity".into(), json!(i));
+        }
+        if let Some(d) = self.default.as_ref().filter(|_| !serial) {
+            p.insert("x-sql-default".into(), json!(d));
+        }
+        p
+    }
+}
+
+/// A table's primary key, unique constraints and foreign keys (with the parents they reference).
+#[derive(Default)]
+struct Keys {
+    primary: Vec<String>,
+    unique: Vec<Unique>,
+    foreign: Vec<ForeignKey>,
+    parents: Vec<String>,
+}
+
 impl PgSource {
     pub fn open(url: &str) -> Result<PgSource> {
         let address = PgAddress::parse(url, "ferry-export")?;
@@ -177,282 +328,45 @@ impl PgSource {
     ) -> Result<(PgTable, Schema, Vec<String>)> {
         let stream = format!("{schema}.{name}");
         let what = format!("reading the definition of {stream}");
-        let sql = format!(
-            "SELECT a.attnum::int4, a.attname::text,
-                    CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-                         WHEN t.typtype = 'e' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
-                         ELSE format_type(a.atttypid, a.atttypmod) END,
-                    CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END,
-                    CASE WHEN t.typtype = 'd' THEN bt.typcategory::text ELSE t.typcategory::text END,
-                    a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
-                    coalesce(col_description(a.attrelid, a.attnum), ''),
-                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
-                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
-                    EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
-                            WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a'),
-                    {COMPOSITE_ARRAY},
-                    EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
-                            AND x.typnamespace <> 'pg_catalog'::regnamespace),
-                    CASE WHEN t.typtype = 'd' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END,
-                    (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
-                       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
-                      WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation)
-             FROM pg_attribute a
-             JOIN pg_type t ON t.oid = a.atttypid
-             JOIN pg_namespace tn ON tn.oid = t.typnamespace
-             LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
-             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-             ORDER BY a.attnum"
-        );
-        let cols = self.query(&what, &sql, &[&oid])?;
+        let catalog = self.catalog_columns(oid, &what)?;
+        let attnames: HashMap<i32, String> = catalog.iter().map(|c| (c.attnum, c.name.clone())).collect();
+        let names = |nums: &[i16]| -> Option<Vec<String>> {
+            nums.iter().map(|n| attnames.get(&(*n as i32)).cloned()).collect()
+        };
         let mut columns = Vec::new();
-        let mut attnames: HashMap<i32, String> = HashMap::new();
         let mut props = Map::new();
         let mut generated = Vec::new();
-        // Whether a column's type, element type or base type is not built in.
-        let mut own_types = false;
-        for r in &cols {
-            let attnum: i32 = r.get(0);
-            let name: String = r.get(1);
-            attnames.insert(attnum, name.clone());
-            let sql_type: String = r.get(2);
-            let typname: String = r.get(3);
-            let category: String = r.get(4);
-            let notnull: bool = r.get(5);
-            let default: Option<String> = r.get(6);
-            let identity: String = r.get(7);
-            let gen_kind: String = r.get(8);
-            let comment: String = r.get(9);
-            let labels: Option<Vec<String>> = r.get(10);
-            let owns_sequence: bool = r.get(11);
-            let composite_array: bool = r.get(12);
-            own_types |= r.get::<_, bool>(13);
-            let domain: Option<String> = r.get(14);
-            let collation: Option<String> = r.get(15);
-            if !gen_kind.is_empty() {
+        for c in &catalog {
+            if !c.generated.is_empty() {
                 // Not a value of the row: its definition goes with the SCHEMA, for `--create`.
-                generated.push(json!({"name": name, "type": sql_type, "expression": default}));
+                generated.push(json!({"name": c.name, "type": c.sql_type, "expression": c.default}));
                 continue;
             }
-            let kind = match (typname.as_str(), category.as_str()) {
-                // An array of composites stays in PostgreSQL's text: as JSON its elements would
-                // be objects, which no array literal takes back.
-                (_, "A") if composite_array => Kind::Text,
-                (_, "A") => Kind::Array,
-                ("int2" | "int4" | "int8", _) => Kind::Int,
-                ("float4", _) => Kind::Float4,
-                ("float8", _) => Kind::Float8,
-                ("numeric", _) => Kind::Decimal,
-                ("money", _) => Kind::Money,
-                ("bool", _) => Kind::Bool,
-                ("bytea", _) => Kind::Bytea,
-                ("date", _) => Kind::Date,
-                ("timestamp", _) => Kind::Timestamp,
-                ("timestamptz", _) => Kind::TimestampTz,
-                ("json", _) => Kind::JsonText,
-                ("jsonb", _) if comment.starts_with("ferry: x-sqlite-dynamic") => Kind::Dynamic,
-                ("jsonb", _) => Kind::Jsonb,
-                _ => Kind::Text,
-            };
-            let mut p = Map::new();
-            let mut types: Vec<&str> = match kind {
-                Kind::Int => vec!["integer"],
-                Kind::Float4 | Kind::Float8 => vec!["number"],
-                Kind::Bool => vec!["boolean"],
-                Kind::Jsonb => vec!["object", "array", "string", "number", "boolean"],
-                Kind::Array => vec!["array"],
-                Kind::Dynamic => vec![],
-                _ => vec!["string"],
-            };
-            if !notnull && !types.is_empty() {
-                types.push("null");
-            }
-            match types.as_slice() {
-                [] => {}
-                [one] => {
-                    p.insert("type".into(), json!(one));
-                }
-                many => {
-                    p.insert("type".into(), json!(many));
-                }
-            }
-            match kind {
-                Kind::Decimal | Kind::Money => {
-                    p.insert("format".into(), json!("x-singer.decimal"));
-                }
-                Kind::Bytea => {
-                    p.insert("contentEncoding".into(), json!("base64"));
-                }
-                Kind::Date => {
-                    p.insert("format".into(), json!("date"));
-                }
-                Kind::Timestamp | Kind::TimestampTz => {
-                    p.insert("format".into(), json!("date-time"));
-                }
-                Kind::Dynamic => {
-                    p.insert("x-sqlite-dynamic".into(), json!(true));
-                }
-                _ if typname == "uuid" => {
-                    p.insert("format".into(), json!("uuid"));
-                }
-                _ if typname == "time" => {
-                    p.insert("format".into(), json!("time"));
-                }
-                _ => {}
-            }
-            if let Some(l) = labels {
-                let mut e: Vec<Json> = l.into_iter().map(Json::String).collect();
-                if !notnull {
-                    e.push(Json::Null);
-                }
-                p.insert("enum".into(), Json::Array(e));
-            }
-            p.insert("x-sql-type".into(), json!(sql_type));
-            if let Some(d) = domain {
-                // The column's declared type; `x-sql-type` stays its base type, which decides
-                // how values are read and compared. The domain itself is in `x-sql-types`.
-                p.insert("x-sql-domain".into(), json!(d));
-            }
-            if let Some(c) = collation {
-                // Only where the column's differs from its type's.
-                p.insert("x-sql-collation".into(), json!(c));
-            }
-            let serial = owns_sequence && default.as_deref().is_some_and(|d| d.starts_with("nextval("));
-            match identity.as_str() {
-                "a" => {
-                    p.insert("x-sql-identity".into(), json!("always"));
-                }
-                "d" => {
-                    p.insert("x-sql-identity".into(), json!("by default"));
-                }
-                _ if serial => {
-                    p.insert("x-sql-identity".into(), json!("by default"));
-                }
-                _ => {}
-            }
-            if let Some(d) = default.filter(|_| !serial) {
-                p.insert("x-sql-default".into(), json!(d));
-            }
-            props.insert(name.clone(), Json::Object(p));
-            columns.push(PgColumn { name, sql_type, kind });
+            let kind = c.kind();
+            props.insert(c.name.clone(), Json::Object(c.property(kind)));
+            columns.push(PgColumn {
+                name: c.name.clone(),
+                sql_type: c.sql_type.clone(),
+                kind,
+            });
         }
         if !generated.is_empty() {
             let names: Vec<&str> = generated.iter().filter_map(|g| g["name"].as_str()).collect();
             tracing::info!(stream = %stream, columns = %names.join(", "), "generated columns are not exported (the target computes them)");
         }
-        let user_types = if own_types {
+        // Only when a column's type, element type or base type is not built in.
+        let user_types = if catalog.iter().any(|c| c.own_type) {
             self.user_types(oid, &what)?
         } else {
             Vec::new()
         };
-        let names = |nums: &[i16]| -> Option<Vec<String>> {
-            nums.iter().map(|n| attnames.get(&(*n as i32)).cloned()).collect()
-        };
-
-        let cons = self.query(
-            &what,
-            "SELECT c.conname::text, c.contype::text, c.conkey, c.confkey,
-                    fn.nspname::text, f.relname::text, c.confdeltype::text, c.confupdtype::text, c.condeferrable
-             FROM pg_constraint c
-             LEFT JOIN pg_class f ON f.oid = c.confrelid
-             LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
-             WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'f')
-               -- not the copies a foreign key to a partitioned table keeps for each partition
-               AND c.conparentid = 0
-             ORDER BY c.contype, c.conname",
-            &[&oid],
-        )?;
-        let mut key_names: Vec<String> = Vec::new();
-        let mut unique = Vec::new();
-        let mut foreign_keys = Vec::new();
-        let mut parents = Vec::new();
-        for r in &cons {
-            let conname: String = r.get(0);
-            let contype: String = r.get(1);
-            let conkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>(2).unwrap_or_default();
-            let Some(cols) = names(&conkey) else { continue };
-            match contype.as_str() {
-                "p" => key_names = cols,
-                "u" => unique.push(Unique {
-                    name: Some(conname),
-                    columns: cols,
-                }),
-                _ => {
-                    let confkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>(3).unwrap_or_default();
-                    let (ps, pt): (String, String) = (r.get(4), r.get(5));
-                    let pcols = self.attribute_names(&ps, &pt, &confkey)?;
-                    let action = |c: &str| match c {
-                        "r" => Some("RESTRICT".to_owned()),
-                        "c" => Some("CASCADE".to_owned()),
-                        "n" => Some("SET NULL".to_owned()),
-                        "d" => Some("SET DEFAULT".to_owned()),
-                        _ => None,
-                    };
-                    let parent = format!("{ps}.{pt}");
-                    parents.push(parent.clone());
-                    foreign_keys.push(ForeignKey {
-                        name: Some(conname),
-                        columns: cols,
-                        references: References {
-                            stream: parent,
-                            columns: pcols,
-                        },
-                        on_delete: action(&r.get::<_, String>(6)),
-                        on_update: action(&r.get::<_, String>(7)),
-                        deferrable: r.get(8),
-                    });
-                }
-            }
-        }
-
-        // CHECK constraints of the table itself (a partition's inherited ones come with its parent).
-        let checks: Vec<Json> = self
-            .query(
-                &what,
-                "SELECT c.conname::text, pg_get_constraintdef(c.oid), c.convalidated
-                 FROM pg_constraint c
-                 WHERE c.conrelid = $1 AND c.contype = 'c' AND c.conislocal
-                 ORDER BY c.conname",
-                &[&oid],
-            )?
-            .iter()
-            .map(|r| {
-                json!({"name": r.get::<_, String>(0), "definition": r.get::<_, String>(1), "valid": r.get::<_, bool>(2)})
-            })
-            .collect();
-
-        let idx = self.query(
-            &what,
-            "SELECT i.relname::text, x.indisunique, x.indkey::int2[], x.indnkeyatts::int4,
-                    pg_get_indexdef(x.indexrelid), pg_get_expr(x.indpred, x.indrelid)
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-             WHERE x.indrelid = $1
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid AND c.conrelid = x.indrelid)
-             ORDER BY i.relname",
-            &[&oid],
-        )?;
-        let mut indexes = Vec::new();
-        for r in &idx {
-            let keys: Vec<i16> = r.get(2);
-            let nkey: i32 = r.get(3);
-            let keys = &keys[..(nkey.max(0) as usize).min(keys.len())];
-            let columns = if keys.contains(&0) {
-                vec![]
-            } else {
-                names(keys).unwrap_or_default()
-            };
-            indexes.push(Index {
-                name: r.get(0),
-                columns,
-                unique: r.get(1),
-                where_sql: r.get(5),
-                sql: Some(r.get(4)),
-            });
-        }
+        let keys = self.constraints(oid, &what, &names)?;
+        let checks = self.checks(oid, &what)?;
+        let indexes = self.indexes(oid, &what, &names)?;
 
         let index_of: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-        let key = key_names
+        let key = keys
+            .primary
             .iter()
             .filter_map(|k| index_of.get(k.as_str()).copied())
             .collect();
@@ -481,19 +395,173 @@ impl PgSource {
                 properties: props,
                 ..Default::default()
             },
-            key_properties: key_names,
+            key_properties: keys.primary,
             table: Some(TableRef {
                 schema: Some(schema.to_owned()),
                 name: name.to_owned(),
             }),
-            foreign_keys,
-            unique,
+            foreign_keys: keys.foreign,
+            unique: keys.unique,
             indexes,
             row_estimate: (estimate >= 0.0).then_some(estimate as u64),
             extra,
             ..Schema::new(stream)
         };
-        Ok((table, schema, parents))
+        Ok((table, schema, keys.parents))
+    }
+
+    /// What the catalog says of each column of the table `oid`, in order.
+    fn catalog_columns(&mut self, oid: u32, what: &str) -> Result<Vec<CatalogColumn>> {
+        let sql = format!(
+            "SELECT a.attnum::int4 AS attnum, a.attname::text AS name,
+                    CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                         WHEN t.typtype = 'e' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+                         ELSE format_type(a.atttypid, a.atttypmod) END AS sql_type,
+                    CASE WHEN t.typtype = 'd' THEN bt.typname::text ELSE t.typname::text END AS typname,
+                    CASE WHEN t.typtype = 'd' THEN bt.typcategory::text ELSE t.typcategory::text END AS category,
+                    a.attnotnull AS not_null, pg_get_expr(d.adbin, d.adrelid) AS default_sql,
+                    a.attidentity::text AS identity, a.attgenerated::text AS generated,
+                    coalesce(col_description(a.attrelid, a.attnum), '') AS comment,
+                    CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+                         WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END AS labels,
+                    EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
+                            WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a')
+                      AS owns_sequence,
+                    {COMPOSITE_ARRAY} AS composite_array,
+                    EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
+                            AND x.typnamespace <> 'pg_catalog'::regnamespace) AS own_type,
+                    CASE WHEN t.typtype = 'd' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname) END
+                      AS domain,
+                    (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                      WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation) AS collation
+             FROM pg_attribute a
+             JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_namespace tn ON tn.oid = t.typnamespace
+             LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum"
+        );
+        Ok(self
+            .query(what, &sql, &[&oid])?
+            .iter()
+            .map(CatalogColumn::read)
+            .collect())
+    }
+
+    /// The table's primary key, unique constraints and foreign keys (`names`: column numbers to
+    /// names).
+    fn constraints(&mut self, oid: u32, what: &str, names: &dyn Fn(&[i16]) -> Option<Vec<String>>) -> Result<Keys> {
+        let cons = self.query(
+            what,
+            "SELECT c.conname::text AS name, c.contype::text AS kind, c.conkey AS columns,
+                    c.confkey AS parent_columns, fn.nspname::text AS parent_schema,
+                    f.relname::text AS parent_table, c.confdeltype::text AS on_delete,
+                    c.confupdtype::text AS on_update, c.condeferrable AS deferrable
+             FROM pg_constraint c
+             LEFT JOIN pg_class f ON f.oid = c.confrelid
+             LEFT JOIN pg_namespace fn ON fn.oid = f.relnamespace
+             WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'f')
+               -- not the copies a foreign key to a partitioned table keeps for each partition
+               AND c.conparentid = 0
+             ORDER BY c.contype, c.conname",
+            &[&oid],
+        )?;
+        let action = |c: &str| match c {
+            "r" => Some("RESTRICT".to_owned()),
+            "c" => Some("CASCADE".to_owned()),
+            "n" => Some("SET NULL".to_owned()),
+            "d" => Some("SET DEFAULT".to_owned()),
+            _ => None,
+        };
+        let mut keys = Keys::default();
+        for r in &cons {
+            let name: String = r.get("name");
+            let kind: String = r.get("kind");
+            let conkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>("columns").unwrap_or_default();
+            let Some(columns) = names(&conkey) else { continue };
+            match kind.as_str() {
+                "p" => keys.primary = columns,
+                "u" => keys.unique.push(Unique {
+                    name: Some(name),
+                    columns,
+                }),
+                _ => {
+                    let confkey: Vec<i16> = r.get::<_, Option<Vec<i16>>>("parent_columns").unwrap_or_default();
+                    let (ps, pt): (String, String) = (r.get("parent_schema"), r.get("parent_table"));
+                    let parent_columns = self.attribute_names(&ps, &pt, &confkey)?;
+                    let parent = format!("{ps}.{pt}");
+                    keys.parents.push(parent.clone());
+                    keys.foreign.push(ForeignKey {
+                        name: Some(name),
+                        columns,
+                        references: References {
+                            stream: parent,
+                            columns: parent_columns,
+                        },
+                        on_delete: action(&r.get::<_, String>("on_delete")),
+                        on_update: action(&r.get::<_, String>("on_update")),
+                        deferrable: r.get("deferrable"),
+                    });
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// CHECK constraints of the table itself (a partition's inherited ones come with its parent).
+    fn checks(&mut self, oid: u32, what: &str) -> Result<Vec<Json>> {
+        let rows = self.query(
+            what,
+            "SELECT c.conname::text AS name, pg_get_constraintdef(c.oid) AS definition, c.convalidated AS valid
+             FROM pg_constraint c
+             WHERE c.conrelid = $1 AND c.contype = 'c' AND c.conislocal
+             ORDER BY c.conname",
+            &[&oid],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                json!({"name": r.get::<_, String>("name"), "definition": r.get::<_, String>("definition"),
+                    "valid": r.get::<_, bool>("valid")})
+            })
+            .collect())
+    }
+
+    /// The table's indexes other than its constraints' (`names`: column numbers to names); an
+    /// index on an expression has no columns.
+    fn indexes(&mut self, oid: u32, what: &str, names: &dyn Fn(&[i16]) -> Option<Vec<String>>) -> Result<Vec<Index>> {
+        let rows = self.query(
+            what,
+            "SELECT i.relname::text AS name, x.indisunique AS is_unique, x.indkey::int2[] AS columns,
+                    x.indnkeyatts::int4 AS key_columns, pg_get_indexdef(x.indexrelid) AS definition,
+                    pg_get_expr(x.indpred, x.indrelid) AS predicate
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = $1
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid AND c.conrelid = x.indrelid)
+             ORDER BY i.relname",
+            &[&oid],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let keys: Vec<i16> = r.get("columns");
+                let nkey: i32 = r.get("key_columns");
+                let keys = &keys[..(nkey.max(0) as usize).min(keys.len())];
+                Index {
+                    name: r.get("name"),
+                    columns: if keys.contains(&0) {
+                        vec![]
+                    } else {
+                        names(keys).unwrap_or_default()
+                    },
+                    unique: r.get("is_unique"),
+                    where_sql: r.get("predicate"),
+                    sql: Some(r.get("definition")),
+                }
+            })
+            .collect())
     }
 
     /// The enum, composite and domain types a table's columns use, directly or through arrays,
