@@ -16,7 +16,8 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{Findings, Report, StreamReport, ValidateConfig, detail};
+use super::findings::{Findings, detail};
+use super::{Report, StreamReport, ValidateConfig};
 use crate::address::Address;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{FileMsg, Kind, StreamReader, StreamWriter, now_rfc3339};
@@ -107,7 +108,7 @@ fn list_stream<R: BufRead>(input: R, max_line: usize) -> Result<Listing> {
     let mut files = BTreeMap::new();
     let mut address = "the stream".to_owned();
     let mut problems = Vec::new();
-    let mut whole = super::Whole::default();
+    let mut whole = super::spill::Whole::default();
     while let Some(line) = reader.next_line()? {
         whole.see(&line)?;
         match line.kind {

@@ -1,0 +1,166 @@
+//! Constraints checked on the target after the rows compare: foreign keys resolve (in the plan
+//! or in the target), unique constraints hold.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::db::Db;
+use super::findings::{Findings, detail, key_json};
+use super::{Meta, Side, StreamReport};
+use crate::connect::sql::quote;
+use crate::connect::table_name_for;
+use crate::error::Result;
+use crate::protocol::ForeignKey;
+
+/// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why
+/// it cannot be checked).
+pub(super) struct Checked<'a> {
+    pub(super) db: &'a Db,
+    pub(super) side: &'a Side,
+    pub(super) parent: &'a dyn Fn(&ForeignKey) -> std::result::Result<Side, String>,
+}
+
+/// The referenced stream's side, among the streams being validated.
+pub(super) fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> std::result::Result<Side, String> {
+    plan.iter()
+        .find(|(m, _)| {
+            m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
+        })
+        .map(|(_, s)| s.clone())
+        .ok_or_else(|| {
+            format!(
+                "references to {} not checked: that stream is not being validated",
+                fk.references.stream
+            )
+        })
+}
+
+/// The referenced table in a target database.
+pub(super) fn parent_in_target(tgt: &Db, fk: &ForeignKey) -> std::result::Result<Side, String> {
+    let parent = &tgt.table_for(&fk.references.stream);
+    match tgt.describe(parent) {
+        Ok(Some(d)) => Ok(Side::Table {
+            table: tgt.table_expr(parent),
+            columns: d.names(),
+        }),
+        _ => Err(format!(
+            "references to {} not checked: the target has no table {parent}",
+            fk.references.stream
+        )),
+    }
+}
+
+/// Key not null, unique constraints and foreign keys of `checked`, over the constraints whose
+/// columns are all in `columns`. With a `baseline` (the source side), a problem the baseline has
+/// at least as often is the source's own, carried over faithfully: reported as a warning
+/// (`..._in_source`), not failed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn constraints<W: Write>(
+    meta: &Meta,
+    columns: &[String],
+    checked: &Checked<'_>,
+    baseline: Option<&Checked<'_>>,
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+    unverified: &mut Vec<String>,
+    allow_unverified: bool,
+) -> Result<()> {
+    let stream = meta.stream.as_str();
+    let present = |cols: &[String]| cols.iter().all(|c| columns.contains(c)) && checked.side.has(cols);
+    let on_baseline = |cols: &[String]| baseline.filter(|b| b.side.has(cols));
+    if !meta.key.is_empty() && present(&meta.key) {
+        let cond = meta
+            .key
+            .iter()
+            .map(|k| format!("{} IS NULL", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let n = checked.db.count_where(checked.side.table(), &cond)?;
+        let base = match on_baseline(&meta.key) {
+            Some(b) => b.db.count_where(b.side.table(), &cond)?,
+            None => 0,
+        };
+        let d = detail(&[
+            ("count", json!(n)),
+            ("columns", json!(meta.key)),
+            ("at_source", json!(base)),
+        ]);
+        if n > 0 && n <= base {
+            // SQLite allows NULL in the key of a rowid table; a faithful copy has the same ones.
+            f.add(stream, "key_null_in_source", "warning", d)?;
+        } else if n > 0 {
+            sr.key_null = n;
+            f.add(stream, "key_null", "fail", d)?;
+        }
+    }
+    for u in meta.unique.iter().filter(|u| present(u)) {
+        let groups = checked.db.duplicates(checked.side.table(), u, 20)?;
+        let base = match on_baseline(u) {
+            Some(b) => b.db.duplicates(b.side.table(), u, 20)?.len(),
+            None => 0,
+        };
+        if !groups.is_empty() && groups.len() <= base {
+            let d = detail(&[("columns", json!(u)), ("groups", json!(groups.len()))]);
+            f.add(stream, "unique_violation_in_source", "warning", d)?;
+            continue;
+        }
+        for (vals, n) in groups {
+            sr.unique_violations += 1;
+            let d = detail(&[
+                ("columns", json!(u)),
+                ("values", key_json(u, &vals)),
+                ("count", json!(n)),
+            ]);
+            f.add(stream, "unique_violation", "fail", d)?;
+        }
+    }
+    for fk in meta.fks.iter().filter(|fk| present(&fk.columns)) {
+        let parent = (checked.parent)(fk).and_then(|p| {
+            p.has(&fk.references.columns).then_some(p).ok_or_else(|| {
+                format!(
+                    "references to {} not checked: it lacks {}",
+                    fk.references.stream,
+                    fk.references.columns.join(", ")
+                )
+            })
+        });
+        let parent = match parent {
+            Ok(p) => p,
+            Err(msg) => {
+                let severity = if allow_unverified { "warning" } else { "fail" };
+                f.add(stream, "unverified", severity, detail(&[("message", json!(msg))]))?;
+                unverified.push(format!("{stream}: {msg}"));
+                continue;
+            }
+        };
+        let n = checked.db.orphans(
+            checked.side.table(),
+            &fk.columns,
+            parent.table(),
+            &fk.references.columns,
+        )?;
+        if n == 0 {
+            continue;
+        }
+        let base = match on_baseline(&fk.columns).and_then(|b| Some((b, (b.parent)(fk).ok()?))) {
+            Some((b, p)) if p.has(&fk.references.columns) => {
+                b.db.orphans(b.side.table(), &fk.columns, p.table(), &fk.references.columns)?
+            }
+            _ => 0,
+        };
+        let d = detail(&[
+            ("columns", json!(fk.columns)),
+            ("references", json!(fk.references.stream)),
+            ("count", json!(n)),
+            ("at_source", json!(base)),
+        ]);
+        if n <= base {
+            f.add(stream, "fk_orphans_in_source", "warning", d)?;
+        } else {
+            sr.fk_orphans += n;
+            f.add(stream, "fk_orphans", "fail", d)?;
+        }
+    }
+    Ok(())
+}
