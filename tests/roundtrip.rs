@@ -9,22 +9,15 @@ use std::time::Duration;
 
 use common::{Dir, dump};
 use ferry::address::Address;
-use ferry::connect::{OnConflict, Selection};
+use ferry::connect::Selection;
 use ferry::protocol::StreamWriter;
 use ferry::stage::{export, import, validate};
 
 fn export_bytes(src: &str, state: &std::path::Path) -> Vec<u8> {
     let cfg = export::ExportConfig {
-        files: Default::default(),
-        source: Address::parse(src).unwrap(),
-        selection: Selection::default(),
         state_every: 3,
         state_interval: Duration::from_secs(60),
-        resume: false,
-        state_path: state.to_owned(),
-        singer: false,
-        roots: Vec::new(),
-        follow_fks: false,
+        ..export::ExportConfig::of(Address::parse(src).unwrap(), Selection::default(), state.to_owned())
     };
     let mut w = StreamWriter::new(Vec::new());
     export::run(&cfg, &mut w).unwrap();
@@ -33,23 +26,12 @@ fn export_bytes(src: &str, state: &std::path::Path) -> Vec<u8> {
 
 fn import_bytes(dst: &str, state: &std::path::Path, stream: &[u8]) -> import::ImportOutcome {
     let cfg = import::ImportConfig {
-        target: Address::parse(dst).unwrap(),
         create: true,
-        on_conflict: OnConflict::Fail,
-        dry_run: false,
-        state_path: state.to_owned(),
-        reject_path: None,
         max_rejects: 0,
-        fresh: false,
-        verify_stream_end: true,
-        max_line: 64 << 20,
-        schema: None,
         write_rows: 2,
         write_bytes: 1 << 20,
         jobs: 1,
-        s3: Default::default(),
-        input_totals: None,
-        journal_rows: true,
+        ..import::ImportConfig::new(Address::parse(dst).unwrap(), state.to_owned())
     };
     let mut w = StreamWriter::new(Vec::new());
     import::run(&cfg, stream, &mut w).unwrap()

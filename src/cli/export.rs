@@ -11,7 +11,7 @@ use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{Error, ExitStatus, Result};
 use crate::protocol::StreamWriter;
-use crate::stage::export::{self, ExportConfig, FilesOptions};
+use crate::stage::export::{self, ExportConfig, FilesOptions, defaults};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -87,22 +87,22 @@ pub struct ExportArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
     pub state: PathBuf,
     /// Emit a STATE (a resume point) every N rows
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = defaults::STATE_EVERY)]
     pub state_every: u64,
     /// ...and at least every SECONDS
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = defaults::STATE_INTERVAL_SECS)]
     pub state_interval: f64,
     /// Emit only SCHEMA, RECORD and STATE, for Singer targets
     #[arg(long)]
     pub singer: bool,
     /// dir: the name of the file stream
-    #[arg(long, value_name = "NAME", default_value = "files")]
+    #[arg(long, value_name = "NAME", default_value = defaults::FILE_STREAM)]
     pub stream: String,
     /// dir: follow symbolic links (only those that stay inside the tree)
     #[arg(long)]
     pub follow_symlinks: bool,
     /// dir: files read and hashed at once
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = defaults::HASH_JOBS)]
     pub jobs: usize,
     /// S3: the endpoint URL [env: AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]

@@ -12,7 +12,7 @@ use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::connect::OnConflict;
 use crate::error::{Context, ErrorKind, ExitStatus, Result};
 use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
-use crate::stage::import::{self, ImportConfig};
+use crate::stage::import::{self, ImportConfig, defaults};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -87,7 +87,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "PATH")]
     pub reject_file: Option<PathBuf>,
     /// Stop with an error once more than N rows have been rejected
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_REJECTS)]
     pub max_rejects: u64,
     /// Import everything again, ignoring what the target's commit markers say is already there
     #[arg(long)]
@@ -99,7 +99,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
     /// Object stores: files put at once
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = defaults::JOBS)]
     pub jobs: usize,
     /// S3: the endpoint URL (R2: https://ACCOUNT_ID.r2.cloudflarestorage.com) [env: AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]
@@ -108,10 +108,10 @@ pub struct ImportArgs {
     #[arg(long, value_name = "NAME")]
     pub region: Option<String>,
     /// Rows buffered per stream before they are written into the open transaction
-    #[arg(long, value_name = "N", default_value_t = 5000, hide = true)]
+    #[arg(long, value_name = "N", default_value_t = defaults::WRITE_ROWS, hide = true)]
     pub write_rows: usize,
     /// ...or this many bytes of input, whichever comes first
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, hide = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::WRITE_BYTES, hide = true)]
     pub write_bytes: usize,
     #[command(flatten)]
     pub log: LogArgs,

@@ -469,27 +469,18 @@ fn run_backup(b: &BackupArgs) -> Result<ExitStatus> {
     let (Some(source), Some(name)) = (&b.source, &b.name) else {
         return Err(Error::usage("ferry backup SOURCE --name NAME (or --list, or --prune)"));
     };
-    let mut argv = vec![
-        "ferry-export".to_owned(),
-        source.clone(),
-        "--state".into(),
-        b.state.display().to_string(),
-        "-q".into(),
-    ];
-    for t in &b.tables {
-        argv.extend(["--table".into(), t.clone()]);
-    }
-    for r in &b.roots {
-        argv.extend(["--root".into(), r.clone()]);
-    }
-    if b.follow_fks {
-        argv.push("--follow-fks".into());
-    }
-    let cfg = {
-        use clap::Parser as _;
-        super::export::ExportArgs::try_parse_from(&argv)
-            .map_err(|e| Error::usage(e.to_string()))?
-            .config()?
+    let cfg = crate::stage::export::ExportConfig {
+        roots: b
+            .roots
+            .iter()
+            .map(|r| crate::stage::entity::Root::parse(r))
+            .collect::<Result<_>>()?,
+        follow_fks: b.follow_fks,
+        ..crate::stage::export::ExportConfig::of(
+            crate::address::Address::parse(source)?,
+            super::selection(&b.tables, &[], &[])?,
+            b.state.clone(),
+        )
     };
     let redacted = cfg.source.redacted();
     let m = backup::create(&b.dir, name, &redacted, |out| {
@@ -509,22 +500,12 @@ fn run_backup(b: &BackupArgs) -> Result<ExitStatus> {
 
 fn run_restore(r: &RestoreArgs) -> Result<ExitStatus> {
     use crate::stage::backup;
-    use clap::Parser as _;
     let (m, path) = backup::open(&r.dir, &r.name)?;
-    let mut argv = vec![
-        "ferry-import".to_owned(),
-        r.target.clone(),
-        "--state".into(),
-        r.state.display().to_string(),
-        "--on-conflict".into(),
-        format!("{:?}", r.on_conflict).to_lowercase(),
-    ];
-    if r.create {
-        argv.push("--create".into());
-    }
-    let cfg = super::import::ImportArgs::try_parse_from(&argv)
-        .map_err(|e| Error::usage(e.to_string()))?
-        .config()?;
+    let cfg = crate::stage::import::ImportConfig {
+        create: r.create,
+        on_conflict: r.on_conflict,
+        ..crate::stage::import::ImportConfig::new(crate::address::Address::parse(&r.target)?, r.state.clone())
+    };
     let mut sink = StreamWriter::new(std::io::sink());
     let outcome = crate::stage::import::run(&cfg, backup::open_stream(&path)?, &mut sink)?;
     crate::human::say(&format!(

@@ -40,14 +40,26 @@ pub struct ExportConfig {
     pub follow_fks: bool,
 }
 
+/// The defaults an export has unless told otherwise (the flags' defaults are these).
+pub mod defaults {
+    /// A STATE every this many rows...
+    pub const STATE_EVERY: u64 = 10_000;
+    /// ...and at least every this many seconds.
+    pub const STATE_INTERVAL_SECS: f64 = 1.0;
+    /// The name of a directory's (or bucket's) file stream.
+    pub const FILE_STREAM: &str = "files";
+    /// Files read and hashed at once.
+    pub const HASH_JOBS: usize = 8;
+}
+
 impl ExportConfig {
     /// An export of `selection` from `source` with every other setting at its default.
     pub fn of(source: Address, selection: Selection, state_path: PathBuf) -> ExportConfig {
         ExportConfig {
             source,
             selection,
-            state_every: 10_000,
-            state_interval: Duration::from_secs(1),
+            state_every: defaults::STATE_EVERY,
+            state_interval: Duration::from_secs_f64(defaults::STATE_INTERVAL_SECS),
             resume: false,
             state_path,
             singer: false,
@@ -77,9 +89,9 @@ pub struct FilesOptions {
 impl Default for FilesOptions {
     fn default() -> Self {
         FilesOptions {
-            stream: "files".into(),
+            stream: defaults::FILE_STREAM.into(),
             follow_symlinks: false,
-            jobs: 8,
+            jobs: defaults::HASH_JOBS,
             since: None,
             rehash: false,
             s3: Default::default(),

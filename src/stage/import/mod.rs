@@ -56,6 +56,44 @@ pub struct ImportConfig {
     pub journal_rows: bool,
 }
 
+/// The defaults an import has unless told otherwise (the flags' defaults are these).
+pub mod defaults {
+    /// Rows rejected before the import stops.
+    pub const MAX_REJECTS: u64 = 1000;
+    /// Object stores: files put at once.
+    pub const JOBS: usize = 16;
+    /// Rows buffered per stream before they are written...
+    pub const WRITE_ROWS: usize = 5000;
+    /// ...or input bytes, whichever comes first.
+    pub const WRITE_BYTES: usize = 8 << 20;
+}
+
+impl ImportConfig {
+    /// An import into `target` with every other setting at its default: no `--create`, stop at a
+    /// key conflict, verify STREAM_ENDs, journal for rollback.
+    pub fn new(target: Address, state_path: PathBuf) -> ImportConfig {
+        ImportConfig {
+            target,
+            create: false,
+            on_conflict: OnConflict::Fail,
+            dry_run: false,
+            state_path,
+            reject_path: None,
+            max_rejects: defaults::MAX_REJECTS,
+            fresh: false,
+            verify_stream_end: true,
+            max_line: crate::protocol::DEFAULT_MAX_LINE_BYTES,
+            schema: None,
+            write_rows: defaults::WRITE_ROWS,
+            write_bytes: defaults::WRITE_BYTES,
+            jobs: defaults::JOBS,
+            s3: Default::default(),
+            input_totals: None,
+            journal_rows: true,
+        }
+    }
+}
+
 /// What an import did, whether it finished or not.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOutcome {
