@@ -1,0 +1,91 @@
+//! `ferry`: operations on a migration, one file per subcommand (status, rollback, assess,
+//! backup and restore, completions and man); the demo is `cli::demo`.
+
+mod assess;
+mod backup;
+mod docs;
+mod rollback;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use self::assess::{AssessArgs, run_assess};
+use self::backup::{BackupArgs, RestoreArgs, run_backup, run_restore};
+use self::docs::{CompletionsArgs, ManArgs, run_completions, run_man};
+use self::rollback::{RollbackArgs, run_rollback};
+use self::status::{StatusArgs, run_status};
+use crate::cli::{LogArgs, finish, init_logging};
+
+const EXAMPLES: &str = "\
+Examples:
+  ferry demo                        # the whole pipeline on the bundled sample data (tables and files)
+  ferry status                      # runs in .ferry/state.db
+  ferry status --run 0193a5c2-7f1e  # one run's batches
+  ferry status --json               # as NDJSON
+  ferry rollback --batch 0193a5c2-7f1e            # what deleting that run's objects would do
+  ferry rollback --batch 0193a5c2-7f1e --confirm  # do it (audit log: .ferry/audit.ndjson)
+  ferry rollback --last                           # what undoing the last import would do
+  ferry rollback --full --db-only --confirm       # undo every import into databases, newest first
+  ferry rollback --last --target postgres://app:PASSWORD@db/app --confirm   # PostgreSQL: give the password
+  ferry assess sqlite:app.db --to d1     # rows, bytes, value kinds, what D1 will refuse, time
+  ferry assess dir:/srv/media --json     # sizes, types, duplicates, unreadable files, as JSON
+  ferry backup sqlite:app.db --name before-upgrade   # .ferry/backups/before-upgrade/
+  ferry backup --list
+  ferry restore before-upgrade sqlite:restored.db --create   # then validated against the backup
+  ferry backup --prune --keep 5 --older-than 30d --confirm
+  ferry completions bash > ~/.local/share/bash-completion/completions/ferry
+  ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
+  ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
+
+The stages themselves are separate programs: ferry-export, ferry-transform, ferry-import,
+ferry-validate (each has --help with examples).";
+
+/// ferry: move data between stores and prove nothing was lost.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, after_long_help = EXAMPLES)]
+pub struct FerryArgs {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs and batches recorded in the state file
+    Status(StatusArgs),
+    /// Run export | transform | import | validate on the bundled sample database
+    Demo(crate::cli::demo::DemoArgs),
+    /// Undo an import run: the objects it created, or the rows it inserted and overwrote and
+    /// the tables it created (dry run unless --confirm)
+    Rollback(RollbackArgs),
+    /// What a migration is getting into: sizes, value kinds, duplicates, what the target will
+    /// refuse, and a time estimate
+    Assess(AssessArgs),
+    /// Named backups: write one (a compressed stream and a manifest), list them, prune them
+    Backup(BackupArgs),
+    /// Load a named backup into a target, then validate the target against it
+    Restore(RestoreArgs),
+    /// Shell completions for every ferry program
+    Completions(CompletionsArgs),
+    /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
+    Man(ManArgs),
+}
+
+pub fn main() -> ExitCode {
+    let args = FerryArgs::parse();
+    init_logging(&args.log);
+    let result = match &args.command {
+        Command::Status(s) => run_status(s),
+        Command::Demo(d) => crate::cli::demo::run(d),
+        Command::Rollback(r) => run_rollback(r),
+        Command::Assess(a) => run_assess(a),
+        Command::Backup(b) => run_backup(b),
+        Command::Restore(r) => run_restore(r),
+        Command::Completions(c) => run_completions(c),
+        Command::Man(m) => run_man(m),
+    };
+    finish("ferry", result)
+}
