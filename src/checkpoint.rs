@@ -180,19 +180,76 @@ pub struct NewRun<'a> {
     pub target: &'a str,
 }
 
+/// What a journal entry records an import did to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalAction {
+    /// The run created the table (`schema` holds the stream's SCHEMA): undone by dropping it.
+    Create,
+    /// It wrote into an existing, empty table: undone by emptying it.
+    Empty,
+    /// It wrote into an existing table (`schema` too), whose `rows` entries follow.
+    Stream,
+    /// One batch: `key` the JSON array of the keys it inserted, `before` the JSON array of the
+    /// rows it overwrote, as they were, in the stream's encoding.
+    Rows,
+    /// The target keeps the keys and before-images itself, in the undo table `key` names.
+    Undo,
+    /// It wrote into an existing table with no journal (no key, or `--no-rollback-journal`): its
+    /// rows stay when the run is undone, and the plan says so.
+    Unjournaled,
+}
+
+impl JournalAction {
+    const ALL: [JournalAction; 6] = [
+        JournalAction::Create,
+        JournalAction::Empty,
+        JournalAction::Stream,
+        JournalAction::Rows,
+        JournalAction::Undo,
+        JournalAction::Unjournaled,
+    ];
+
+    /// Its name in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalAction::Create => "create",
+            JournalAction::Empty => "empty",
+            JournalAction::Stream => "stream",
+            JournalAction::Rows => "rows",
+            JournalAction::Undo => "undo",
+            JournalAction::Unjournaled => "unjournaled",
+        }
+    }
+}
+
+impl rusqlite::types::ToSql for JournalAction {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+/// A state file written by a newer ferry may hold an action this one does not know: an error
+/// that names it, never a guess.
+impl rusqlite::types::FromSql for JournalAction {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = v.as_str()?;
+        JournalAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown journal action {text:?}").into()))
+    }
+}
+
 /// One entry of the rollback journal: what an import did to a table, written before the target
 /// commits it (so a kill between the two leaves an entry whose undo finds nothing to undo).
 #[derive(Debug, Clone, Serialize)]
 pub struct JournalEntry {
     pub stream: String,
     pub table: String,
-    /// `create` (the run created the table; `schema` holds the stream's SCHEMA), `empty` (it
-    /// wrote into an existing, empty one: undone by emptying it), `stream` (it wrote into an
-    /// existing one; `schema` too), `rows` (one batch: `key` the JSON array of the keys it
-    /// inserted, `before` the JSON array of the rows it overwrote, as they were, in the stream's
-    /// encoding), `undo` (the target keeps the keys and before-images itself, in the undo table
-    /// `key` names). `key` of the others: the table's SQL name, when the target gives one.
-    pub action: &'static str,
+    pub action: JournalAction,
+    /// See [`JournalAction`]; for the actions that do not say, the table's SQL name (and its undo
+    /// table's), when the target gives one.
     pub key: Option<String>,
     pub before: Option<String>,
     pub schema: Option<String>,
@@ -206,7 +263,7 @@ pub struct JournalRow {
     pub target: String,
     pub stream: String,
     pub table: String,
-    pub action: String,
+    pub action: JournalAction,
     pub key: Option<String>,
     pub before: Option<String>,
     pub schema: Option<String>,
@@ -1267,6 +1324,41 @@ mod tests {
         // Re-opening migrates nothing and keeps the data.
         let cp = Checkpoint::open(&path).unwrap();
         assert_eq!(cp.batches(Some("r1"), None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn every_journal_action_reads_back_as_written_and_an_unknown_one_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut cp = Checkpoint::open(&path).unwrap();
+        let entries: Vec<JournalEntry> = JournalAction::ALL
+            .into_iter()
+            .map(|action| JournalEntry {
+                stream: "main.t".into(),
+                table: "t".into(),
+                action,
+                key: None,
+                before: None,
+                schema: None,
+            })
+            .collect();
+        cp.journal_add("r1", "sqlite:b.db", &entries).unwrap();
+        let read: Vec<JournalAction> = cp.journal_of("r1").unwrap().iter().map(|r| r.action).collect();
+        assert_eq!(read, JournalAction::ALL);
+        let stored: Vec<String> = cp
+            .conn
+            .prepare("SELECT action FROM journal ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(stored, ["create", "empty", "stream", "rows", "undo", "unjournaled"]);
+        cp.conn
+            .execute("UPDATE journal SET action = 'shred' WHERE id = 1", [])
+            .unwrap();
+        let e = cp.journal_of("r1").err().unwrap();
+        assert!(e.chain().contains("unknown journal action \"shred\""), "{e}");
     }
 
     #[test]

@@ -355,6 +355,53 @@ fn unsafe_paths_and_keys_in_a_stream_are_refused_and_nothing_lands_outside() {
 }
 
 #[test]
+fn every_file_input_check_names_the_line_and_refuses_before_putting() {
+    let d = Dir::new();
+    write_file(&d.path("src"), b"f", b"payload");
+    let uri = format!("file://{}", d.path("src/f").display());
+    let sha = "239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5";
+    let dst = format!("dir:{}", d.path("dst").display());
+    let good = common::one_file_stream(r#""path":"f""#, sha, &uri);
+    let lines: Vec<&str> = good.lines().collect();
+    let stream_end = r#"{"type":"STREAM_END","stream":"files","status":"complete","rows":1}"#;
+    for (stream, line, says) in [
+        (
+            common::one_file_stream(r#""path":"f""#, &sha.to_uppercase(), &uri),
+            "line 3",
+            "FILE \"f\": sha256 must be 64 lowercase hex digits",
+        ),
+        (
+            common::one_file_stream(r#""path":"f""#, sha, "https://example.com/f"),
+            "line 3",
+            "content.uri \"https://example.com/f\" is neither file:// nor s3://",
+        ),
+        (
+            [lines[0], lines[1], lines[2], stream_end, lines[2], lines[3], ""].join("\n"),
+            "line 5",
+            "a FILE after its stream's STREAM_END",
+        ),
+        (
+            [lines[1], lines[2], lines[3], ""].join("\n"),
+            "line 1",
+            "the stream does not start with BEGIN",
+        ),
+    ] {
+        let imp = d.run("ferry-import", &[&dst], stream.as_bytes());
+        imp.expect_code(2).stderr_has(line).stderr_has(says);
+        // Refused before anything is put (the FILE after STREAM_END follows one that may be).
+        if line == "line 3" || line == "line 1" {
+            assert!(
+                !d.path("dst").exists() || contents(&d.path("dst")).is_empty(),
+                "nothing was put after: {says}"
+            );
+        }
+    }
+    // The same stream, well formed, goes in.
+    d.run("ferry-import", &[&dst], good.as_bytes()).ok();
+    assert_eq!(contents(&d.path("dst")).len(), 1);
+}
+
+#[test]
 fn uploads_pipe_into_a_table_import() {
     let d = Dir::new();
     let src = d.path("src");

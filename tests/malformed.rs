@@ -108,6 +108,31 @@ const CASES: &[(&str, &[&str], &[i64], i32)] = &[
         2,
     ),
     (
+        "schema_after_stream_end",
+        &["line 11 (stream main.t): a SCHEMA after the stream's STREAM_END"],
+        &[1, 2, 3, 4],
+        2,
+    ),
+    (
+        "second_stream_end",
+        &["line 11 (stream main.t): a second STREAM_END for the stream"],
+        &[1, 2, 3, 4],
+        2,
+    ),
+    (
+        "file_into_table",
+        &["line 11", "FILE messages go to an object store"],
+        &[1, 2, 3, 4],
+        2,
+    ),
+    // An `export --resume` whose stream starts past what the target holds (it lost rows).
+    (
+        "resume_past_target",
+        &["line 3 (stream main.t): the stream starts at row 2, but the target holds only the first 0 rows"],
+        &[],
+        2,
+    ),
+    (
         "message_after_end",
         &["line 12 (stream main.t): a message after END"],
         &[1, 2, 3, 4],

@@ -1112,14 +1112,56 @@ fn streams_come_parents_first() {
 #[test]
 fn a_closed_downstream_pipe_stops_export_with_one_line_and_exit_4() {
     let d = Dir::new();
-    let src = d.sample();
-    let runs = d.pipe(&[("ferry-export", &[&src, "-q"]), ("ferry-validate", &["--help"])], b"");
+    // Some 2 MB of stream, far beyond what a pipe buffers: the export must meet the closed end.
+    d.items_db(50_000);
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("big.db"), "-q"]),
+            ("ferry-validate", &["--help"]),
+        ],
+        b"",
+    );
     // Not everything was exported: not a success, but no error either, just how it ended.
     runs[0]
         .expect_code(4)
         .stderr_has("ferry-export: stopped early: the reader of its output went away");
     assert!(!runs[0].stderr().contains("error"), "{:?}", runs[0]);
     assert_eq!(runs[0].stderr().lines().count(), 1, "{:?}", runs[0]);
+}
+
+#[test]
+fn flags_that_cannot_work_are_refused_naming_the_flag_and_a_missing_directory_is_named() {
+    let d = Dir::new();
+    let src = d.sample();
+    for (args, says) in [
+        (vec!["--state-every", "0"], "--state-every must be at least 1"),
+        (
+            vec!["--state-interval", "0"],
+            "--state-interval must be a positive number of seconds",
+        ),
+        (
+            vec!["--state-interval", "NaN"],
+            "--state-interval must be a positive number of seconds",
+        ),
+    ] {
+        let mut all = vec![src.as_str()];
+        all.extend(args);
+        d.run("ferry-export", &all, b"").expect_code(2).stderr_has(says);
+    }
+    let tree = format!("dir:{}", d.path("tree").display());
+    std::fs::create_dir_all(d.path("tree")).unwrap();
+    d.run("ferry-export", &[&tree, "--since", "last tuesday"], b"")
+        .expect_code(2)
+        .stderr_has("--since \"last tuesday\": not an RFC 3339 time, and there is no state file");
+    let stream = d
+        .run("ferry-export", &[&src, "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    let nowhere = format!("sqlite:{}", d.path("no/such/dir/copy.db").display());
+    d.run("ferry-import", &[&nowhere, "--create"], &stream)
+        .expect_code(2)
+        .stderr_has(&format!("directory {} does not exist", d.path("no/such/dir").display()));
 }
 
 #[test]
@@ -1236,11 +1278,37 @@ fn huge_rows_are_written_in_batches_bounded_by_bytes() {
     let runs = d.pipe(
         &[
             ("ferry-export", &[&d.db("big.db"), "-q"]),
-            ("ferry-import", &[&d.db("copy.db"), "--create"]),
+            (
+                "ferry-import",
+                &[&d.db("copy.db"), "--create", "-v", "--log-format", "json"],
+            ),
         ],
         b"",
     );
     all_ok(&runs);
+    // Each RECORD line is some 2.7 MB (base64): the 8 MiB bound, not the 5,000 rows one, cuts
+    // the batches, each at the line that reaches it.
+    let line = 2_666_700;
+    let batches: Vec<(u64, u64)> = runs[1]
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "writing a batch")
+        .map(|l| {
+            (
+                l["fields"]["rows"].as_u64().unwrap(),
+                l["fields"]["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(batches.iter().map(|b| b.0).sum::<u64>(), 40, "{batches:?}");
+    assert!(batches.len() >= 10, "{batches:?}");
+    for (rows, bytes) in &batches {
+        assert!(
+            *rows <= 4 && *bytes < (8 << 20) + line,
+            "a batch over the bound: {batches:?}"
+        );
+    }
     d.run("ferry-validate", &[&d.db("big.db"), &d.db("copy.db")], b"").ok();
 }
 

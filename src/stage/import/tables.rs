@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::ingest::{Rejects, parse_begin, producer_error, record_failure};
 use super::{ImportConfig, ImportOutcome};
-use crate::checkpoint::{BatchRow, Checkpoint, NewRun, RunStatus};
+use crate::checkpoint::{BatchRow, Checkpoint, JournalAction, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
@@ -360,13 +360,13 @@ impl<W: Write> Importer<'_, W> {
             stream: name.to_owned(),
             table: prepared.table.clone(),
             action: match mode {
-                Journaling::Created => "create",
-                Journaling::Emptied => "empty",
-                Journaling::InTarget => "undo",
+                Journaling::Created => JournalAction::Create,
+                Journaling::Emptied => JournalAction::Empty,
+                Journaling::InTarget => JournalAction::Undo,
                 // Its rows stay when the run is undone, and the rollback plan says so.
-                Journaling::Off => "unjournaled",
+                Journaling::Off => JournalAction::Unjournaled,
                 // The stream's shape, for the rows entries that follow.
-                Journaling::Keys => "stream",
+                Journaling::Keys => JournalAction::Stream,
             },
             // Where the target keeps the table (and its undo journal), in its own SQL.
             key: prepared
@@ -688,6 +688,7 @@ impl<W: Write> Importer<'_, W> {
         }
         let ncols = s.batch.ncols;
         let batch = std::mem::replace(&mut s.batch, RowBatch::new(ncols));
+        tracing::debug!(stream = %name, rows = batch.len(), bytes = s.batch_bytes, "writing a batch");
         s.batch_bytes = 0;
         if let Some(entry) = self.held_journal.remove(name) {
             self.journal.push(entry);
@@ -729,7 +730,7 @@ impl<W: Write> Importer<'_, W> {
                         self.journal.push(crate::checkpoint::JournalEntry {
                             stream: name.to_owned(),
                             table: table.clone(),
-                            action: "rows",
+                            action: JournalAction::Rows,
                             key: Some(inserted),
                             before: Some(replaced),
                             schema: None,

@@ -25,7 +25,7 @@ use serde_json::{Value as Json, json};
 
 use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
 use crate::address::Address;
-use crate::checkpoint::{Checkpoint, JournalRow};
+use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
 use crate::connect::Selection;
 use crate::connect::d1::client::{D1Client, Stmt};
 use crate::connect::postgres::conn::{PgAddress, pg_error};
@@ -334,8 +334,8 @@ pub(crate) fn run<W: Write>(
     let mut steps: Vec<Step<'_>> = Vec::new();
     let mut refused = Vec::new();
     for r in journal.iter().rev().filter(|r| r.undone_at.is_none()) {
-        match r.action.as_str() {
-            "undo" => {
+        match r.action {
+            JournalAction::Undo => {
                 let (table, undo) = names(r)?;
                 let Some(undo) = undo else { continue };
                 // Gone: undone already (the state file was not told), nothing to do.
@@ -348,12 +348,12 @@ pub(crate) fn run<W: Write>(
                     });
                 }
             }
-            "create" | "empty" => {
+            JournalAction::Create | JournalAction::Empty => {
                 let (table, _) = names(r)?;
                 let later = cp.journal_later_runs(&target, &r.table, run_id, r.id, before)?;
                 if !later.is_empty() {
                     refused.push(later_runs(r, &later));
-                } else if r.action == "create" {
+                } else if r.action == JournalAction::Create {
                     steps.push(Step::Drop { row: r, table });
                 } else {
                     steps.push(Step::Empty { row: r, table });

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::checkpoint::{Checkpoint, JournalRow};
+use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
 use crate::connect::objects::s3::S3Settings;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
@@ -347,7 +347,11 @@ pub(crate) fn shape_of(r: &JournalRow) -> Result<RowShape> {
 
 /// Why a table the run created (or found empty) cannot be put back: later runs wrote into it.
 pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
-    let how = if r.action == "create" { "created" } else { "found empty" };
+    let how = if r.action == JournalAction::Create {
+        "created"
+    } else {
+        "found empty"
+    };
     format!(
         "table {} was {how} by this run and written by later runs ({}): roll those back first",
         r.table,
@@ -391,7 +395,7 @@ pub(crate) fn refusals<W: Write>(
     let target = journal[0].target.as_str();
     for r in journal
         .iter()
-        .filter(|r| r.action == "unjournaled" && r.undone_at.is_none())
+        .filter(|r| r.action == JournalAction::Unjournaled && r.undone_at.is_none())
     {
         let line = json!({"type": "PLAN", "action": "cannot_undo", "target": target, "stream": r.stream, "table": r.table,
             "why": "the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay"});

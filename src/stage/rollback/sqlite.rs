@@ -20,7 +20,7 @@ use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
 use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
-use crate::checkpoint::{Checkpoint, JournalRow};
+use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
 use crate::connect::sql::{key_condition, quote};
 use crate::connect::sqlite::{row_values, table_exists};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -182,7 +182,7 @@ pub(crate) fn run<W: Write>(
     let target = journal[0].target.clone();
     let path = PathBuf::from(target.strip_prefix("sqlite:").unwrap_or(&target));
     let mut streams: HashMap<&str, Stream> = HashMap::new();
-    for r in journal.iter().filter(|r| r.action != "rows") {
+    for r in journal.iter().filter(|r| r.action != JournalAction::Rows) {
         streams.insert(
             r.stream.as_str(),
             Stream {
@@ -342,8 +342,8 @@ fn steps_of<'a>(
         let Some(s) = streams.get(r.stream.as_str()) else {
             continue;
         };
-        match r.action.as_str() {
-            "rows" => {
+        match r.action {
+            JournalAction::Rows => {
                 let all: Vec<usize> = (0..s.shape.len()).collect();
                 let list = |text: Option<&str>, what: &str| -> Result<Vec<Json>> {
                     serde_json::from_str(text.unwrap_or("[]")).map_err(|e| {
@@ -363,11 +363,11 @@ fn steps_of<'a>(
                     steps.push(Step::Delete { row: r, values });
                 }
             }
-            "create" | "empty" => {
+            JournalAction::Create | JournalAction::Empty => {
                 let later = cp.journal_later_runs(target, &r.table, run_id, r.id, before)?;
                 if !later.is_empty() {
                     refused.push(later_runs(r, &later));
-                } else if r.action == "create" {
+                } else if r.action == JournalAction::Create {
                     steps.push(Step::Drop { row: r });
                 } else {
                     steps.push(Step::Empty { row: r });
