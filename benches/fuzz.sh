@@ -7,7 +7,7 @@
 # Needs nightly Rust and cargo-fuzz (installed here if missing). New inputs go to
 # target/fuzz-corpus (the committed seeds in fuzz/corpus/stream are read, not written). A crash
 # leaves its input in fuzz/artifacts/stream/: fix the bug, then copy the input into
-# fuzz/corpus/stream/ so `cargo test --test fuzz_corpus` keeps it fixed.
+# fuzz/corpus/stream/ so `cargo test --test suite fuzz_corpus::` keeps it fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SECS:-600}"

@@ -1,11 +1,11 @@
 //! `ferry assess`: a database or a directory looked at before a migration, on real stores.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use serde_json::Value as Json;
 
-use common::{Dir, pg, write_file};
+use crate::common::{Dir, pg, write_file};
 
 fn assess(d: &Dir, args: &[&str]) -> Json {
     let mut a = vec!["assess"];

@@ -2,9 +2,9 @@
 //! validated there, refused when damaged, pruned by count and age.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
-use common::{Dir, pg};
+use crate::common;
+use crate::common::{Dir, pg};
 
 fn names(d: &Dir) -> Vec<String> {
     let r = d.run("ferry", &["backup", "--list", "--json"], b"");

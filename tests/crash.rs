@@ -6,11 +6,11 @@
 //! The suite sweeps a spread of kill points; `FERRY_CRASH_POINTS=all` sweeps every write.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly and report what they did
-mod common;
 
+use crate::common;
 use std::process::Stdio;
 
-use common::{Dir, pg};
+use crate::common::{Dir, pg};
 
 /// A keyed table and a keyless one; the stream exported from it, as a file.
 fn stream(d: &Dir) -> (String, std::path::PathBuf) {

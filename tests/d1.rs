@@ -4,13 +4,13 @@
 //! run, and a double killed mid-load then restarted resumes to an equal copy.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::sync::atomic::Ordering;
 
-use common::d1::{TOKEN, double};
-use common::pg;
-use common::{Dir, all_ok};
+use crate::common::d1::{TOKEN, double};
+use crate::common::pg;
+use crate::common::{Dir, all_ok};
 
 /// `n` rows of 10 columns in `table` of a new SQLite database.
 fn wide_table(path: &std::path::Path, n: usize) {

@@ -6,12 +6,12 @@
 //! where not being able to mount fails them.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly and report what they did
-mod common;
 
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Dir, write_file};
+use crate::common::{Dir, write_file};
 
 /// A size-limited tmpfs, unmounted when dropped.
 struct Tmpfs {

@@ -3,11 +3,11 @@
 //! still holds; on SQLite and on the throwaway PostgreSQL.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Dir, all_ok, pg};
+use crate::common::{Dir, all_ok, pg};
 
 /// Users (one invited by another, in a chain), their posts, comments on posts by anyone,
 /// shared tags and the tags of posts.

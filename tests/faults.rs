@@ -6,15 +6,15 @@
 //! recorded as done that was not.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::process::{Child, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::s3::{Fault, S3Server};
-use common::{Dir, all_ok, end_of, pg, put_tree, write_file};
+use crate::common::proxy::Proxy;
+use crate::common::s3::{Fault, S3Server};
+use crate::common::{Dir, all_ok, end_of, pg, put_tree, write_file};
 
 /// Wait for a stage (draining its output all along), failing the test and killing it if it has
 /// not ended in `secs`: a fault must end in completion or a clear error, never in a hang.

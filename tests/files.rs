@@ -2,8 +2,8 @@
 //! validated byte for byte; re-runs, kills, conflicts, changed files and unsafe names.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
+use crate::common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
 
 /// Every regular file under `root` (outside `.ferry-partial`), by relative path bytes.
 fn contents(root: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {

@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
-use common::d1::{TOKEN, double};
-use common::pg::{self, PASSWORD};
-use common::{Dir, all_ok};
+use crate::common;
+use crate::common::d1::{TOKEN, double};
+use crate::common::pg::{self, PASSWORD};
+use crate::common::{Dir, all_ok};
 
 /// A source whose every name is an attack or a trap, with values that look like SQL.
 fn hostile_source(d: &Dir) -> String {

@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{Dir, column, written_and_already};
+use crate::common::{Dir, column, written_and_already};
 
 /// (case, expected message fragments, ids in the target afterwards, exit code)
 const CASES: &[(&str, &[&str], &[i64], i32)] = &[

@@ -4,12 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly by design
 
-mod common;
-
+use crate::common;
 use std::io::Read;
 
-use common::pg::{self, PASSWORD};
-use common::{Dir, all_ok, written_and_already};
+use crate::common::pg::{self, PASSWORD};
+use crate::common::{Dir, all_ok, written_and_already};
 
 /// A new database holding the type matrix (testdata/pg_matrix.sql); its URL.
 fn matrix_db() -> String {

@@ -2,9 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{Dir, Run, all_ok, column, count, dump, written_and_already};
+use crate::common;
+use crate::common::{Dir, Run, all_ok, column, count, dump, written_and_already};
 use serde_json::{Value, json};
 
 const RENAME: &[&str] = &[

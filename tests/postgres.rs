@@ -2,11 +2,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-use common::proxy;
+use crate::common;
+use crate::common::proxy;
 
-use common::pg::{self, PASSWORD};
-use common::{Dir, all_ok};
+use crate::common::pg::{self, PASSWORD};
+use crate::common::{Dir, all_ok};
 
 fn count(c: &mut postgres::Client, table: &str) -> i64 {
     c.query_one(&format!("SELECT count(*) FROM {table}") as &str, &[])

@@ -4,11 +4,10 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 #![allow(dead_code)] // the fields are there so that parsing requires them
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 
-use common::{Dir, all_ok};
+use crate::common::{Dir, all_ok};
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // tests fail loudly and report what they did
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dir, all_ok, count, written_and_already};
+use crate::common::{Dir, all_ok, count, written_and_already};
 
 /// A database with a parent table, a keyed child table with a blob, and a keyless log with
 /// duplicate rows (the case where a replayed batch would show).

@@ -2,11 +2,11 @@
 //! it overwrote put back, the tables it created dropped; byte for byte what was there before.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::collections::BTreeMap;
 
-use common::{Dir, all_ok};
+use crate::common::{Dir, all_ok};
 
 const TABLES: [(&str, &str); 7] = [
     ("users", "id"),

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Dir, dump};
+use crate::common::{Dir, dump};
 use ferry::address::Address;
 use ferry::connect::Selection;
 use ferry::protocol::StreamWriter;

@@ -3,13 +3,13 @@
 //! credentials, and the server going away mid-run.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
-mod common;
 
+use crate::common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::s3::S3Server;
-use common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
+use crate::common::s3::S3Server;
+use crate::common::{Dir, all_ok, end_of, put_tree, upload_results, write_file};
 
 const BUCKET: &str = "media-bucket";
 

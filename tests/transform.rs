@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod common;
-
-use common::{Dir, all_ok, count};
+use crate::common::{Dir, all_ok, count};
 use serde_json::Value;
 
 fn export(d: &Dir) -> Vec<u8> {
