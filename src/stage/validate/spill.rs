@@ -13,7 +13,7 @@ use super::{Meta, Side, ValidateConfig};
 use crate::canon::Canon;
 use crate::connect::sql::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{DIGEST_ALGO, Kind, Schema, StreamEnd, StreamReader};
+use crate::protocol::{DIGEST_ALGO, Kind, Line, Schema, StreamEnd, StreamReader};
 use crate::row::{RowHash, RowShape, StreamDigest};
 use crate::value::Value;
 
@@ -70,6 +70,9 @@ impl Whole {
     }
 }
 
+/// What reading the stream found wrong with one of its streams: (stream, kind, detail).
+pub(super) type Problem = (String, String, serde_json::Map<String, Json>);
+
 /// The stream side after reading the input: spill tables, schemas and what the stream said.
 pub(super) struct StreamSide {
     pub(super) db: Db,
@@ -78,7 +81,7 @@ pub(super) struct StreamSide {
     pub(super) source_address: String,
     /// Per stream: rows read, and the problems found while reading.
     pub(super) rows: HashMap<String, u64>,
-    pub(super) problems: Vec<(String, String, serde_json::Map<String, Json>)>,
+    pub(super) problems: Vec<Problem>,
 }
 
 /// Read the stream, checking it as it goes, into a temporary database: keys, constrained columns,
@@ -87,251 +90,279 @@ pub(super) fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&
     let conn = super::db::temporary_db()?;
     conn.execute_batch("BEGIN")
         .ctx(ErrorKind::Io, || "configuring a temporary database")?;
-    struct Spilling {
-        shape: RowShape,
-        common: Option<RowShape>,
-        /// Indexes (in the stream's shape) of the spilled columns, and of the hashed ones with
-        /// their canonical forms.
-        spilled: Vec<usize>,
-        hashed: Vec<(usize, Canon)>,
-        insert: String,
-        digest: StreamDigest,
-        rows: u64,
-        ended: bool,
-    }
-    let mut metas = vec![];
-    let mut sides = HashMap::new();
-    let mut source_address = "-".to_owned();
-    let mut problems = vec![];
-    let mut streams: HashMap<String, Spilling> = HashMap::new();
+    let mut spiller = Spiller {
+        conn,
+        target,
+        metas: vec![],
+        sides: HashMap::new(),
+        source_address: "-".to_owned(),
+        problems: vec![],
+        streams: HashMap::new(),
+        row: Vec::new(),
+    };
     let mut reader = StreamReader::new(input, cfg.max_line);
     let mut whole = Whole::default();
-    let mut row = Vec::new();
     while let Some(line) = reader.next_line()? {
         whole.see(&line)?;
         match line.kind {
-            Kind::Begin => {
-                let b: crate::protocol::Begin = line.parse()?;
-                if let Some(s) = b.source {
-                    source_address = format!("{} (stream)", s.address);
-                }
-            }
-            Kind::Schema => {
-                let schema: Schema = line.parse()?;
-                let shape = RowShape::from_schema(&schema)?;
-                let meta = Meta::from_schema(&schema);
-                let name = schema.stream.clone();
-                if streams.contains_key(&name) {
-                    problems.push((
-                        name.clone(),
-                        "unverified".into(),
-                        detail(&[
-                            (
-                                "message",
-                                json!("the SCHEMA changed mid-stream: rows are compared under the first one"),
-                            ),
-                            ("line", json!(line.no)),
-                        ]),
-                    ));
-                    continue;
-                }
-                // Hash over the columns the target has (all of them when checking alone), each
-                // in the canonical form the target's type gives it.
-                let described = match target {
-                    Some(t) => t.describe(&t.table_for(&name))?,
-                    None => None,
-                };
-                let hashed: Vec<(usize, Canon)> = (0..shape.len())
-                    .filter_map(|i| {
-                        let col = &shape.columns[i].name;
-                        match (&described, target) {
-                            (Some(d), _) if d.columns.iter().any(|(n, _)| n == col) => Some((i, d.canon_of(col))),
-                            (Some(_), _) | (None, Some(_)) => None,
-                            (None, None) => Some((i, Canon::Exact)),
-                        }
-                    })
-                    .collect();
-                let common = hasher(
-                    &name,
-                    &hashed
-                        .iter()
-                        .map(|&(i, _)| shape.columns[i].name.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .ok();
-                let cols = meta.constrained();
-                let spilled: Vec<usize> = cols.iter().filter_map(|c| shape.column_index(c)).collect();
-                let table = format!("s{}", sides.len());
-                let mut ddl = format!("CREATE TABLE {table} (");
-                for c in &cols {
-                    ddl.push_str(&quote(c));
-                    ddl.push_str(", ");
-                }
-                ddl.push_str("_ferry_h BLOB, _ferry_line INTEGER)");
-                conn.execute_batch(&ddl)
-                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
-                let insert = format!("INSERT INTO {table} VALUES ({})", vec!["?"; cols.len() + 2].join(", "));
-                sides.insert(name.clone(), Side::Spill { table, columns: cols });
-                metas.push(meta);
-                streams.insert(
-                    name,
-                    Spilling {
-                        shape,
-                        common,
-                        spilled,
-                        hashed,
-                        insert,
-                        digest: StreamDigest::default(),
-                        rows: 0,
-                        ended: false,
-                    },
-                );
-            }
-            Kind::Record => {
-                let name = line.stream().to_owned();
-                let Some(s) = streams.get_mut(&name) else {
-                    problems.push((
-                        name,
-                        "invalid_stream".into(),
-                        detail(&[
-                            ("line", json!(line.no)),
-                            ("message", json!("a RECORD before its stream's SCHEMA")),
-                        ]),
-                    ));
-                    continue;
-                };
-                let record = line.record()?;
-                row.clear();
-                row.resize(s.shape.len(), Value::Null);
-                if let Err(e) = s.shape.decode_into(record, &mut row) {
-                    problems.push((
-                        name,
-                        "invalid_record".into(),
-                        detail(&[("line", json!(line.no)), ("message", json!(e))]),
-                    ));
-                    continue;
-                }
-                if s.ended {
-                    problems.push((
-                        name.clone(),
-                        "invalid_stream".into(),
-                        detail(&[
-                            ("line", json!(line.no)),
-                            ("message", json!("a RECORD after the stream's STREAM_END")),
-                        ]),
-                    ));
-                }
-                s.digest.add_row(&s.shape, &row);
-                s.rows += 1;
-                let h: RowHash = match &s.common {
-                    Some(c) => {
-                        let vals: Vec<Value> = s
-                            .hashed
-                            .iter()
-                            .map(|&(i, canon)| canon.of_value(row[i].clone()))
-                            .collect();
-                        c.row_hash(&vals)
-                    }
-                    None => [0; 32],
-                };
-                let mut st = conn
-                    .prepare_cached(&s.insert)
-                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
-                let mut vals: Vec<&dyn rusqlite::ToSql> =
-                    s.spilled.iter().map(|&i| &row[i] as &dyn rusqlite::ToSql).collect();
-                let line_no = line.no as i64;
-                vals.push(&h);
-                vals.push(&line_no);
-                st.execute(&vals[..])
-                    .ctx(ErrorKind::Io, || "writing a temporary database")?;
-            }
-            Kind::StreamEnd => {
-                let end: StreamEnd = line.parse()?;
-                let Some(s) = streams.get_mut(&end.stream) else {
-                    continue;
-                };
-                s.ended = true;
-                if let Some(rows) = end.rows
-                    && rows != s.rows
-                {
-                    problems.push((
-                        end.stream.clone(),
-                        "stream_end_mismatch".into(),
-                        detail(&[
-                            ("line", json!(line.no)),
-                            (
-                                "message",
-                                json!(format!("STREAM_END says {rows} rows, the stream has {}", s.rows)),
-                            ),
-                        ]),
-                    ));
-                }
-                let digest = s.digest.take_hex();
-                if let Some(d) = &end.digest
-                    && d.algo == DIGEST_ALGO
-                    && d.value != digest
-                {
-                    problems.push((
-                        end.stream.clone(),
-                        "stream_end_mismatch".into(),
-                        detail(&[
-                            ("line", json!(line.no)),
-                            (
-                                "message",
-                                json!(format!(
-                                    "STREAM_END digest {} differs from the rows' digest {digest}",
-                                    d.value
-                                )),
-                            ),
-                        ]),
-                    ));
-                }
-            }
+            Kind::Begin => spiller.on_begin(&line)?,
+            Kind::Schema => spiller.on_schema(&line)?,
+            Kind::Record => spiller.on_record(&line)?,
+            Kind::StreamEnd => spiller.on_stream_end(&line)?,
             _ => {}
         }
     }
     whole.check(reader.line_no())?;
-    let mut rows = HashMap::new();
-    for (name, s) in &streams {
-        rows.insert(name.clone(), s.rows);
-        if !s.ended {
-            problems.push((
-                name.clone(),
-                "stream_incomplete".into(),
-                detail(&[("message", json!("the stream has no STREAM_END"))]),
-            ));
-        }
+    spiller.finish()
+}
+
+/// One stream being spilled.
+struct Spilling {
+    shape: RowShape,
+    /// The shape rows are hashed with: the columns the target has (none to hash: no hash).
+    common: Option<RowShape>,
+    /// Indexes (in the stream's shape) of the spilled columns, and of the hashed ones with
+    /// their canonical forms.
+    spilled: Vec<usize>,
+    hashed: Vec<(usize, Canon)>,
+    insert: String,
+    digest: StreamDigest,
+    rows: u64,
+    ended: bool,
+}
+
+/// The stream side being read: the temporary database, and what each stream said so far.
+struct Spiller<'t> {
+    conn: rusqlite::Connection,
+    /// The target, whose columns and types decide what is hashed (none: checking alone).
+    target: Option<&'t Db>,
+    metas: Vec<Meta>,
+    sides: HashMap<String, Side>,
+    source_address: String,
+    problems: Vec<Problem>,
+    streams: HashMap<String, Spilling>,
+    /// The row being decoded, reused.
+    row: Vec<Value>,
+}
+
+impl Spiller<'_> {
+    fn problem(&mut self, stream: String, kind: &str, pairs: &[(&str, Json)]) {
+        self.problems.push((stream, kind.to_owned(), detail(pairs)));
     }
-    conn.execute_batch("COMMIT")
-        .ctx(ErrorKind::Io, || "writing a temporary database")?;
-    // Index the spills by key so the ordered reads and foreign-key probes are cheap.
-    for m in &metas {
-        if let Some(Side::Spill { table, columns }) = sides.get(&m.stream) {
-            let key: Vec<String> = if m.key.is_empty() {
-                columns.clone()
-            } else {
-                m.key.clone()
-            };
-            if !key.is_empty() {
-                let cols = key
+
+    fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
+        let b: crate::protocol::Begin = line.parse()?;
+        if let Some(s) = b.source {
+            self.source_address = format!("{} (stream)", s.address);
+        }
+        Ok(())
+    }
+
+    /// A stream's SCHEMA: its spill table, and which columns are hashed, in which canonical form.
+    fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
+        let schema: Schema = line.parse()?;
+        let shape = RowShape::from_schema(&schema)?;
+        let meta = Meta::from_schema(&schema);
+        let name = schema.stream.clone();
+        if self.streams.contains_key(&name) {
+            let message = "the SCHEMA changed mid-stream: rows are compared under the first one";
+            self.problem(
+                name,
+                "unverified",
+                &[("message", json!(message)), ("line", json!(line.no))],
+            );
+            return Ok(());
+        }
+        // Hash over the columns the target has (all of them when checking alone), each in the
+        // canonical form the target's type gives it.
+        let described = match self.target {
+            Some(t) => t.describe(&t.table_for(&name))?,
+            None => None,
+        };
+        let hashed: Vec<(usize, Canon)> = (0..shape.len())
+            .filter_map(|i| {
+                let col = &shape.columns[i].name;
+                match (&described, self.target) {
+                    (Some(d), _) if d.columns.iter().any(|(n, _)| n == col) => Some((i, d.canon_of(col))),
+                    (Some(_), _) | (None, Some(_)) => None,
+                    (None, None) => Some((i, Canon::Exact)),
+                }
+            })
+            .collect();
+        let hashed_names: Vec<String> = hashed.iter().map(|&(i, _)| shape.columns[i].name.clone()).collect();
+        let common = hasher(&name, &hashed_names).ok();
+        let cols = meta.constrained();
+        let spilled: Vec<usize> = cols.iter().filter_map(|c| shape.column_index(c)).collect();
+        let table = format!("s{}", self.sides.len());
+        let mut ddl = format!("CREATE TABLE {table} (");
+        for c in &cols {
+            ddl.push_str(&quote(c));
+            ddl.push_str(", ");
+        }
+        ddl.push_str("_ferry_h BLOB, _ferry_line INTEGER)");
+        self.conn
+            .execute_batch(&ddl)
+            .ctx(ErrorKind::Io, || "writing a temporary database")?;
+        let insert = format!("INSERT INTO {table} VALUES ({})", vec!["?"; cols.len() + 2].join(", "));
+        self.sides.insert(name.clone(), Side::Spill { table, columns: cols });
+        self.metas.push(meta);
+        self.streams.insert(
+            name,
+            Spilling {
+                shape,
+                common,
+                spilled,
+                hashed,
+                insert,
+                digest: StreamDigest::default(),
+                rows: 0,
+                ended: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// A RECORD: into the stream's digest, and spilled with its hash and line.
+    fn on_record(&mut self, line: &Line<'_>) -> Result<()> {
+        let name = line.stream().to_owned();
+        let Some(s) = self.streams.get_mut(&name) else {
+            let message = json!("a RECORD before its stream's SCHEMA");
+            self.problem(
+                name,
+                "invalid_stream",
+                &[("line", json!(line.no)), ("message", message)],
+            );
+            return Ok(());
+        };
+        let record = line.record()?;
+        let row = &mut self.row;
+        row.clear();
+        row.resize(s.shape.len(), Value::Null);
+        if let Err(e) = s.shape.decode_into(record, row) {
+            self.problem(
+                name,
+                "invalid_record",
+                &[("line", json!(line.no)), ("message", json!(e))],
+            );
+            return Ok(());
+        }
+        let after_end = s.ended;
+        s.digest.add_row(&s.shape, row);
+        s.rows += 1;
+        let h: RowHash = match &s.common {
+            Some(c) => {
+                let vals: Vec<Value> = s
+                    .hashed
                     .iter()
-                    .map(|c| format!("{} COLLATE BINARY", quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                conn.execute_batch(&format!("CREATE INDEX {table}_k ON {table} ({cols})"))
-                    .ctx(ErrorKind::Io, || "indexing a temporary database")?;
+                    .map(|&(i, canon)| canon.of_value(row[i].clone()))
+                    .collect();
+                c.row_hash(&vals)
+            }
+            None => [0; 32],
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(&s.insert)
+            .ctx(ErrorKind::Io, || "writing a temporary database")?;
+        let mut vals: Vec<&dyn rusqlite::ToSql> = s.spilled.iter().map(|&i| &row[i] as &dyn rusqlite::ToSql).collect();
+        let line_no = line.no as i64;
+        vals.push(&h);
+        vals.push(&line_no);
+        st.execute(&vals[..])
+            .ctx(ErrorKind::Io, || "writing a temporary database")?;
+        drop(st);
+        if after_end {
+            let message = json!("a RECORD after the stream's STREAM_END");
+            self.problem(
+                name,
+                "invalid_stream",
+                &[("line", json!(line.no)), ("message", message)],
+            );
+        }
+        Ok(())
+    }
+
+    /// A STREAM_END: its row count and digest against the rows that came.
+    fn on_stream_end(&mut self, line: &Line<'_>) -> Result<()> {
+        let end: StreamEnd = line.parse()?;
+        let Some(s) = self.streams.get_mut(&end.stream) else {
+            return Ok(());
+        };
+        s.ended = true;
+        let (rows, digest) = (s.rows, s.digest.take_hex());
+        if let Some(said) = end.rows
+            && said != rows
+        {
+            let message = json!(format!("STREAM_END says {said} rows, the stream has {rows}"));
+            self.problem(
+                end.stream.clone(),
+                "stream_end_mismatch",
+                &[("line", json!(line.no)), ("message", message)],
+            );
+        }
+        if let Some(d) = &end.digest
+            && d.algo == DIGEST_ALGO
+            && d.value != digest
+        {
+            let message = json!(format!(
+                "STREAM_END digest {} differs from the rows' digest {digest}",
+                d.value
+            ));
+            self.problem(
+                end.stream.clone(),
+                "stream_end_mismatch",
+                &[("line", json!(line.no)), ("message", message)],
+            );
+        }
+        Ok(())
+    }
+
+    /// The input is read: streams that never ended are problems; the spills are committed and
+    /// indexed by key, so the ordered reads and foreign-key probes are cheap.
+    fn finish(mut self) -> Result<StreamSide> {
+        let mut rows = HashMap::new();
+        let mut unended = Vec::new();
+        for (name, s) in &self.streams {
+            rows.insert(name.clone(), s.rows);
+            if !s.ended {
+                unended.push(name.clone());
             }
         }
+        for name in unended {
+            self.problem(
+                name,
+                "stream_incomplete",
+                &[("message", json!("the stream has no STREAM_END"))],
+            );
+        }
+        self.conn
+            .execute_batch("COMMIT")
+            .ctx(ErrorKind::Io, || "writing a temporary database")?;
+        for m in &self.metas {
+            if let Some(Side::Spill { table, columns }) = self.sides.get(&m.stream) {
+                let key: &[String] = if m.key.is_empty() { columns } else { &m.key };
+                if !key.is_empty() {
+                    let cols = key
+                        .iter()
+                        .map(|c| format!("{} COLLATE BINARY", quote(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.conn
+                        .execute_batch(&format!("CREATE INDEX {table}_k ON {table} ({cols})"))
+                        .ctx(ErrorKind::Io, || "indexing a temporary database")?;
+                }
+            }
+        }
+        Ok(StreamSide {
+            db: Db::Sqlite {
+                conn: self.conn,
+                address: self.source_address.clone(),
+            },
+            metas: self.metas,
+            sides: self.sides,
+            source_address: self.source_address,
+            rows,
+            problems: self.problems,
+        })
     }
-    Ok(StreamSide {
-        db: Db::Sqlite {
-            conn,
-            address: source_address.clone(),
-        },
-        metas,
-        sides,
-        source_address,
-        rows,
-        problems,
-    })
 }
