@@ -14,6 +14,35 @@
 //! the stream ends, and their foreign keys at the end of the run (added NOT VALID, then validated;
 //! one that the data violates, as the source did, is left NOT VALID with a warning).
 //!
+//! # The session: one transaction at a time, one COMMIT on its way
+//!
+//! The importer and this target share one protocol (the importer's side is `commit_with`,
+//! `pending_ack` and `acknowledge` in `stage::import::tables`). A session is in one of three
+//! states (`in_tx`, `committing`); the fields each step uses are named in it.
+//!
+//! ```text
+//! Idle ----- the first write: BEGIN -----------------------------------------> Open
+//! Open ----- commit: markers and COMMIT, waited for ---------------------------> Idle
+//! Open ----- commit_pipelined: markers, COMMIT and the next BEGIN, one message -> Committing
+//! Open ----- a chunk refused: ROLLBACK, replay `ops`, `careful` until the next commit -> Open
+//! Committing -- land (`landed(wait)`, or first thing in any other call):
+//!     answered ok   -> Open (the next transaction); the importer acknowledges: checkpoint, echo
+//!     connection lost -> `settle_lost_commit`: the marker rows its `token` names say whether
+//!                      it landed; if not, its `ops` are replayed and committed again
+//!     refused, fatal -> `commit_failed`: nothing of it is acknowledged, the run stops
+//! ```
+//!
+//! - **Open** keeps every operation in `ops` (up to `REPLAY_LIMIT`; past it `replayable` is
+//!   false: every chunk then goes inside a savepoint, and a fault ends the run instead of
+//!   replaying). Chunks are COPYs `in_flight`, at most
+//!   `IN_FLIGHT` queued on the connection, settled in order (`settle`) before anything that needs
+//!   their outcome.
+//! - **Committing**: the next transaction's COPYs queue behind the COMMIT on the connection, so
+//!   the server flushes its WAL while the importer reads on. At most one COMMIT is on its way.
+//! - A transient fault anywhere (the connection dropped, the server restarted) reconnects with
+//!   backoff and replays the open transaction (`with_retry`); a COMMIT whose answer was lost is
+//!   settled by the marker rows its `token` names, never by guessing.
+//!
 //! # Types for a stream that did not come from PostgreSQL
 //!
 //! | stream column | PostgreSQL type |
