@@ -194,33 +194,7 @@ fn export_tree<W: Write>(
     estimate: Option<(u64, u64)>,
     em: &mut Emitter<'_, W>,
 ) -> Result<(u64, u64, u64)> {
-    let jobs = cfg.files.jobs.max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .thread_name(|i| format!("ferry-hash-{i}"))
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Source, format!("starting {jobs} hashing threads: {e}")))?;
-    let (tx, rx) = mpsc::channel::<Hashing>();
-    // Reads in flight: several per thread, so cold disks always have work queued.
-    let window = (jobs * 4) as u64;
-    let mut sent: u64 = 0;
-    let mut next: u64 = 0;
-    let mut ready: BTreeMap<u64, (Entry, Hashed2, bool)> = BTreeMap::new();
-    // The hash cache: a file whose size, times, inode and device are exactly as when it was last
-    // hashed is not read again (`--rehash` reads everything).
-    let root_key = root.display().to_string();
-    let cache = if cfg.files.rehash {
-        None
-    } else {
-        match Checkpoint::open(&cfg.state_path) {
-            Ok(cp) => Some(cp),
-            Err(e) => {
-                tracing::warn!(error = %e, "no hash cache: every file is read");
-                None
-            }
-        }
-    };
-
+    let mut hashers = Hashers::start(cfg.files.jobs.max(1))?;
     let mut st = Emit {
         stream: stream.to_owned(),
         digest: FileDigest::default(),
@@ -233,41 +207,13 @@ fn export_tree<W: Write>(
         last_rel: after.clone(),
         progress: Progress::new(),
         estimate,
-        cache,
-        root_key,
+        cache: hash_cache(cfg),
+        root_key: root.display().to_string(),
         to_cache: Vec::new(),
         cached: 0,
     };
-
-    // Emit everything that is ready, in order; wait for results while `until` says so.
     let mut skipped_old: u64 = 0;
-    let drain = |sent: u64,
-                 next: &mut u64,
-                 ready: &mut BTreeMap<u64, (Entry, Hashed2, bool)>,
-                 limit: u64,
-                 st: &mut Emit,
-                 em: &mut Emitter<'_, W>|
-     -> Result<()> {
-        while sent - *next > limit {
-            while let Some((entry, res, cached)) = ready.remove(next) {
-                st.emit(cfg, em, entry, res, cached)?;
-                *next += 1;
-            }
-            if sent - *next <= limit {
-                break;
-            }
-            let (i, e, r, c) = rx
-                .recv()
-                .map_err(|_| Error::new(ErrorKind::Source, "a hashing thread stopped unexpectedly"))?;
-            ready.insert(i, (e, r, c));
-        }
-        while let Some((entry, res, cached)) = ready.remove(next) {
-            st.emit(cfg, em, entry, res, cached)?;
-            *next += 1;
-        }
-        Ok(())
-    };
-
+    let window = hashers.window;
     tree::walk(
         root,
         WalkOptions {
@@ -282,39 +228,24 @@ fn export_tree<W: Write>(
                         skipped_old += 1;
                         return Ok(());
                     }
-                    let i = sent;
-                    sent += 1;
-                    match st.cached_version(&entry, meta.as_ref())? {
-                        Some(h) => {
-                            ready.insert(i, (entry, Ok(h), true));
-                        }
-                        None => {
-                            let tx = tx.clone();
-                            pool.spawn(move || {
-                                let res = tree::hash_file(&entry.abs);
-                                let _ = tx.send((i, entry, res, false));
-                            });
-                        }
-                    }
-                    while let Ok((i, e, r, c)) = rx.try_recv() {
-                        ready.insert(i, (e, r, c));
-                    }
-                    drain(sent, &mut next, &mut ready, window, &mut st, em)?;
+                    let cached = st.cached_version(&entry, meta.as_ref())?;
+                    hashers.submit(entry, cached);
+                    hashers.drain(window, &mut st, cfg, em)?;
                 }
                 Walked::Skipped { rel, why, what } => {
-                    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+                    hashers.drain(0, &mut st, cfg, em)?;
                     st.left_out(em, &rel, &why, what)?;
                 }
                 Walked::Problem { rel, message } => {
                     // Keep the stream in path order: what was sent before it goes first.
-                    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+                    hashers.drain(0, &mut st, cfg, em)?;
                     st.problem(em, &rel, &message, "system")?;
                 }
             }
             Ok(())
         },
     )?;
-    drain(sent, &mut next, &mut ready, 0, &mut st, em)?;
+    hashers.drain(0, &mut st, cfg, em)?;
     if skipped_old > 0 {
         tracing::info!(files = skipped_old, "unchanged since --since: not read");
     }
@@ -325,34 +256,103 @@ fn export_tree<W: Write>(
             "unchanged since they were last hashed: not read (--rehash reads them)"
         );
     }
+    st.end(em)
+}
 
-    let mut b = st.bookmark(false);
-    b.complete = true;
-    em.bookmarks
-        .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
-    em.state()?;
-    em.message(&Message::StreamEnd(StreamEnd {
-        stream: stream.to_owned(),
-        status: "complete".into(),
-        rows: None,
-        files: Some(st.files),
-        bytes: Some(st.bytes),
-        errors: (st.errors > 0).then_some(st.errors),
-        digest: Some(Digest {
-            algo: tree::FILES_DIGEST_ALGO.into(),
-            value: st.digest.take_hex(),
-        }),
-        extra: Map::new(),
-    }))?;
-    tracing::info!(
-        stream = %stream,
-        files = st.files,
-        bytes = st.bytes,
-        errors = st.errors,
-        files_per_s = st.progress.rate(st.files),
-        "export complete"
-    );
-    Ok((st.files, st.bytes, st.errors))
+/// The hash cache: a file whose size, times, inode and device are exactly as when it was last
+/// hashed is not read again (`--rehash` reads everything).
+fn hash_cache(cfg: &ExportConfig) -> Option<Checkpoint> {
+    if cfg.files.rehash {
+        return None;
+    }
+    Checkpoint::open(&cfg.state_path)
+        .inspect_err(|e| tracing::warn!(error = %e, "no hash cache: every file is read"))
+        .ok()
+}
+
+/// Files hashed on a pool of threads, their results put back in path order.
+struct Hashers {
+    pool: rayon::ThreadPool,
+    tx: mpsc::Sender<Hashing>,
+    rx: mpsc::Receiver<Hashing>,
+    /// Reads in flight at most: several per thread, so cold disks always have work queued.
+    window: u64,
+    /// Files handed over, and the next one to emit, by their order in the walk.
+    sent: u64,
+    next: u64,
+    ready: BTreeMap<u64, (Entry, Hashed2, bool)>,
+}
+
+impl Hashers {
+    fn start(jobs: usize) -> Result<Hashers> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .thread_name(|i| format!("ferry-hash-{i}"))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Source, format!("starting {jobs} hashing threads: {e}")))?;
+        let (tx, rx) = mpsc::channel::<Hashing>();
+        Ok(Hashers {
+            pool,
+            tx,
+            rx,
+            window: (jobs * 4) as u64,
+            sent: 0,
+            next: 0,
+            ready: BTreeMap::new(),
+        })
+    }
+
+    /// The next file of the walk: its cached hash, or read and hashed on the pool.
+    fn submit(&mut self, entry: Entry, cached: Option<Hashed>) {
+        let i = self.sent;
+        self.sent += 1;
+        match cached {
+            Some(h) => {
+                self.ready.insert(i, (entry, Ok(h), true));
+            }
+            None => {
+                let tx = self.tx.clone();
+                self.pool.spawn(move || {
+                    let res = tree::hash_file(&entry.abs);
+                    let _ = tx.send((i, entry, res, false));
+                });
+            }
+        }
+        while let Ok((i, e, r, c)) = self.rx.try_recv() {
+            self.ready.insert(i, (e, r, c));
+        }
+    }
+
+    /// Emit everything that is ready, in order, waiting for results while more than `limit`
+    /// files are in flight.
+    fn drain<W: Write>(
+        &mut self,
+        limit: u64,
+        st: &mut Emit,
+        cfg: &ExportConfig,
+        em: &mut Emitter<'_, W>,
+    ) -> Result<()> {
+        while self.sent - self.next > limit {
+            self.emit_ready(st, cfg, em)?;
+            if self.sent - self.next <= limit {
+                break;
+            }
+            let (i, e, r, c) = self
+                .rx
+                .recv()
+                .map_err(|_| Error::new(ErrorKind::Source, "a hashing thread stopped unexpectedly"))?;
+            self.ready.insert(i, (e, r, c));
+        }
+        self.emit_ready(st, cfg, em)
+    }
+
+    fn emit_ready<W: Write>(&mut self, st: &mut Emit, cfg: &ExportConfig, em: &mut Emitter<'_, W>) -> Result<()> {
+        while let Some((entry, res, cached)) = self.ready.remove(&self.next) {
+            st.emit(cfg, em, entry, res, cached)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 /// A bucket's objects as FILE messages, in key order, strictly after `after`.
@@ -459,6 +459,39 @@ struct Emit {
 }
 
 impl Emit {
+    /// The stream is done: its complete bookmark, a STATE, STREAM_END with the counts and digest.
+    /// (files, bytes, errors)
+    fn end<W: Write>(mut self, em: &mut Emitter<'_, W>) -> Result<(u64, u64, u64)> {
+        let stream = self.stream.clone();
+        let mut b = self.bookmark(false);
+        b.complete = true;
+        em.bookmarks
+            .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
+        em.state()?;
+        em.message(&Message::StreamEnd(StreamEnd {
+            stream: stream.to_owned(),
+            status: "complete".into(),
+            rows: None,
+            files: Some(self.files),
+            bytes: Some(self.bytes),
+            errors: (self.errors > 0).then_some(self.errors),
+            digest: Some(Digest {
+                algo: tree::FILES_DIGEST_ALGO.into(),
+                value: self.digest.take_hex(),
+            }),
+            extra: Map::new(),
+        }))?;
+        tracing::info!(
+            stream = %stream,
+            files = self.files,
+            bytes = self.bytes,
+            errors = self.errors,
+            files_per_s = self.progress.rate(self.files),
+            "export complete"
+        );
+        Ok((self.files, self.bytes, self.errors))
+    }
+
     /// The file as last hashed, when nothing about it moved since.
     fn cached_version(&mut self, entry: &Entry, meta: Option<&std::fs::Metadata>) -> Result<Option<Hashed>> {
         use std::os::unix::fs::MetadataExt as _;
