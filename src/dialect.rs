@@ -24,7 +24,9 @@
 //!
 //! Defaults and identity clauses (PostgreSQL expressions) are dropped; PostgreSQL's own index
 //! statements are dropped (the target builds indexes from their columns); indexes on expressions
-//! are left out, with a warning.
+//! are left out, with a warning, and a partial index's condition loses PostgreSQL's casts
+//! (`'migrated'::text`), or the index is left out, with a warning, where something else of
+//! PostgreSQL's own remains (`= ANY (ARRAY[...])`).
 //!
 //! # SQLite to PostgreSQL
 //!
@@ -141,12 +143,24 @@ pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     }
     match to {
         Dialect::Sqlite | Dialect::D1 => {
-            for ix in &out.indexes {
+            out.indexes.retain_mut(|ix| {
                 if ix.columns.is_empty() {
                     tracing::warn!(stream = %schema.stream, index = %ix.name, "an index on expressions is not carried to SQLite");
+                    return false;
                 }
-            }
-            out.indexes.retain(|ix| !ix.columns.is_empty());
+                // A partial index's condition is in PostgreSQL's SQL: its casts go.
+                let Some(cond) = &ix.where_sql else { return true };
+                match predicate_for_sqlite(cond) {
+                    Some(c) => {
+                        ix.where_sql = Some(c);
+                        true
+                    }
+                    None => {
+                        tracing::warn!(stream = %schema.stream, index = %ix.name, condition = %cond, "a partial index whose condition SQLite cannot read is not carried to SQLite");
+                        false
+                    }
+                }
+            });
         }
         Dialect::Postgres => {}
     }
@@ -525,6 +539,66 @@ pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
     }
 }
 
+/// A partial index's condition as PostgreSQL writes it back (`(status <> 'migrated'::text)`), in
+/// SQL SQLite reads: its casts (`::text`, `::character varying(20)`, `::integer[]`) dropped,
+/// strings and quoted names left alone. None when something PostgreSQL's own remains (`ARRAY[`,
+/// `ANY (`, a cast this cannot see the end of).
+fn predicate_for_sqlite(cond: &str) -> Option<String> {
+    const MORE: [&str; 4] = [" varying", " precision", " without time zone", " with time zone"];
+    let mut out = String::with_capacity(cond.len());
+    // The same without its strings and quoted names: what is checked for PostgreSQL's own syntax.
+    let mut code = String::with_capacity(cond.len());
+    let mut rest = cond;
+    while let Some(c) = rest.chars().next() {
+        if c == '\'' || c == '"' {
+            // A string or a quoted name, whole (a doubled quote stays inside).
+            let mut end = 1;
+            loop {
+                match rest[end..].find(c) {
+                    Some(i) if rest[end + i + 1..].starts_with(c) => end += i + 2,
+                    Some(i) => {
+                        end += i + 1;
+                        break;
+                    }
+                    None => return None,
+                }
+            }
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        } else if let Some(after) = rest.strip_prefix("::") {
+            // The type: a name (maybe quoted or qualified), words that continue it, a typmod, [].
+            let name = after
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' || ch == '"'))
+                .unwrap_or(after.len());
+            if name == 0 {
+                return None;
+            }
+            let mut t = &after[name..];
+            for m in MORE {
+                if let Some(r) = t.strip_prefix(m) {
+                    t = r;
+                }
+            }
+            if let Some(r) = t.strip_prefix('(') {
+                t = &r[r.find(')')? + 1..];
+            }
+            while let Some(r) = t.strip_prefix("[]") {
+                t = r;
+            }
+            rest = t;
+        } else {
+            out.push(c);
+            code.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let upper = code.to_ascii_uppercase();
+    (!["ARRAY[", "ANY (", "ANY(", "ALL (", "ALL(", "::"]
+        .iter()
+        .any(|p| upper.contains(p)))
+    .then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,5 +768,32 @@ mod tests {
         row[1] = Value::text("1.50");
         c.convert_row(&mut row).unwrap();
         assert_eq!(row[1], Value::Real(1.5));
+    }
+
+    #[test]
+    fn a_partial_index_condition_loses_its_postgresql_casts_or_the_index_goes() {
+        assert_eq!(
+            predicate_for_sqlite("(status <> 'migrated'::text)").as_deref(),
+            Some("(status <> 'migrated')")
+        );
+        assert_eq!(
+            predicate_for_sqlite("((code)::character varying(20) = 'a::b'::character varying) AND (n > (0)::numeric)")
+                .as_deref(),
+            Some("((code) = 'a::b') AND (n > (0))")
+        );
+        assert_eq!(
+            predicate_for_sqlite("(\"odd::name\" IS NOT NULL AND at > '2020-01-01'::timestamp without time zone)")
+                .as_deref(),
+            Some("(\"odd::name\" IS NOT NULL AND at > '2020-01-01')")
+        );
+        assert_eq!(
+            predicate_for_sqlite("(deleted_at IS NULL)").as_deref(),
+            Some("(deleted_at IS NULL)")
+        );
+        assert_eq!(
+            predicate_for_sqlite("((kind)::text = ANY ((ARRAY['a'::character varying])::text[]))"),
+            None
+        );
+        assert_eq!(predicate_for_sqlite("(x = 'unterminated)"), None);
     }
 }
