@@ -1046,13 +1046,14 @@ impl Checkpoint {
     }
 
     /// How many files of `target` the manifest has, per status.
-    pub fn file_counts(&self, target: &str) -> Result<Vec<(String, u64)>> {
+    /// How many of a run's files are in each status (from the index on run and status).
+    pub fn file_counts_of_run(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
         let mut st = self
             .conn
-            .prepare("SELECT status, count(*) FROM files WHERE target = ?1 GROUP BY status ORDER BY status")
+            .prepare("SELECT status, count(*) FROM files WHERE run_id = ?1 GROUP BY status ORDER BY status")
             .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
         let rows = st
-            .query_map([target], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
             .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
         Ok(rows)

@@ -402,6 +402,61 @@ fn every_file_input_check_names_the_line_and_refuses_before_putting() {
 }
 
 #[test]
+fn status_names_a_files_run_and_its_results_run_apart_and_shows_both_rolled_back() {
+    let d = Dir::new();
+    let src = d.path("src");
+    make_tree(&src, 5);
+    let dst = format!("dir:{}", d.path("dst").display());
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", src.display())]),
+            ("ferry-import", &[&dst, "--state", "s.db"]),
+            ("ferry-import", &[&d.db("app.db"), "--create", "--state", "s.db"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    // The results' run is the files run's id with `.uploads`.
+    let results = runs[2].lines().into_iter().find(|l| l["type"] == "BEGIN").unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = results.strip_suffix(".uploads").unwrap().to_owned();
+    let short = &run[..13];
+    let table = d.run("ferry", &["status", "--state", "s.db"], b"");
+    table.ok();
+    let text = table.stdout();
+    let shown: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with(short))
+        .collect();
+    assert_eq!(shown, [short.to_owned(), format!("{short}.uploads")], "{table:?}");
+    // Each by what the table shows, and by its full id; the prefix alone is the files run.
+    for (wanted, stream) in [
+        (short.to_owned(), "files"),
+        (run.clone(), "files"),
+        (format!("{short}.uploads"), "uploads"),
+        (format!("{run}.uploads"), "uploads"),
+    ] {
+        let one = d.run("ferry", &["status", "--state", "s.db", "--run", &wanted, "--json"], b"");
+        one.ok();
+        let batches: Vec<_> = one.lines().into_iter().filter(|l| l["type"] == "BATCH").collect();
+        assert!(!batches.is_empty(), "{wanted}: {one:?}");
+        assert!(batches.iter().all(|b| b["batch"]["stream"] == stream), "{wanted}: {one:?}");
+    }
+    d.run("ferry", &["rollback", "--state", "s.db", "--last", "--confirm"], b"").ok();
+    let after = d.run("ferry", &["status", "--state", "s.db", "--json"], b"");
+    let statuses: Vec<String> = after
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "RUN" && l["run"]["stage"] == "import")
+        .map(|l| l["run"]["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["rolled_back", "rolled_back"], "{after:?}");
+}
+
+#[test]
 fn uploads_pipe_into_a_table_import() {
     let d = Dir::new();
     let src = d.path("src");

@@ -38,25 +38,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         .collect::<Result<_>>()?;
     let run_id = match &cfg.run {
         None => None,
-        Some(prefix) => {
-            let hits: Vec<&str> = runs
-                .iter()
-                .filter(|r| r.run_id.starts_with(prefix.as_str()))
-                .map(|r| r.run_id.as_str())
-                .collect();
-            match hits.as_slice() {
-                [one] => Some(one.to_string()),
-                [] => {
-                    return Err(Error::usage(format!("no run {prefix} in {}", cfg.state_path.display())));
-                }
-                _ => {
-                    return Err(Error::usage(format!(
-                        "{prefix} matches several runs: {}",
-                        hits.join(", ")
-                    )));
-                }
-            }
-        }
+        Some(wanted) => Some(named_run(&runs, wanted, &cfg.state_path.display().to_string())?),
     };
     let line = |out: &mut StreamWriter<W>, text: &str| out.write_line(text.as_bytes(), Kind::Other);
 
@@ -187,6 +169,24 @@ fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::
         if !journal.is_empty() && journal.iter().all(|j| j.undone_at.is_some()) {
             r.message = Some(format!("was {}; undone by ferry rollback", r.status));
             r.status = "rolled_back".into();
+        } else if journal.is_empty() {
+            // A files run: undone once its objects are deleted and none it put is left.
+            let counts = cp.file_counts_of_run(&r.run_id)?;
+            let count = |s: &str| counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
+            let (deleted, left) = (count("rolled_back"), count("uploaded"));
+            if deleted > 0 && left == 0 {
+                let kept: u64 = counts.iter().map(|(_, n)| n).sum::<u64>() - deleted;
+                let also = if kept > 0 {
+                    format!(" ({kept} files it did not create are left: see the rollback's plan)")
+                } else {
+                    String::new()
+                };
+                r.message = Some(format!(
+                    "was {}; its {deleted} objects deleted by ferry rollback{also}",
+                    r.status
+                ));
+                r.status = "rolled_back".into();
+            }
         }
     }
     Ok(r)
@@ -234,7 +234,32 @@ fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
     Pace { rate, left, idle }
 }
 
-/// The first part of a run id: enough to tell runs apart and to pass back to --run.
+/// The first part of a run id, with the suffix of a files run's results (`.uploads`): enough to
+/// tell runs apart and to pass back to --run.
 fn short(run_id: &str) -> String {
-    run_id.chars().take(13).collect()
+    let (id, suffix) = run_id.split_at(run_id.find('.').unwrap_or(run_id.len()));
+    id.chars().take(13).chain(suffix.chars()).collect()
+}
+
+/// The run `--run` names: its id, a unique prefix of it, or the short form this table shows
+/// (`0193a5c2-7f1e.uploads`). A files run and its results' run share their prefix: the prefix
+/// alone names the files run.
+fn named_run(runs: &[crate::checkpoint::RunRow], wanted: &str, state: &str) -> Result<String> {
+    if runs.iter().any(|r| r.run_id == wanted) {
+        return Ok(wanted.to_owned());
+    }
+    let (id, suffix) = wanted.split_at(wanted.find('.').unwrap_or(wanted.len()));
+    let mut hits: Vec<&str> = runs
+        .iter()
+        .map(|r| r.run_id.as_str())
+        .filter(|r| r.starts_with(id) && (suffix.is_empty() || r.ends_with(suffix)))
+        .collect();
+    if suffix.is_empty() && hits.iter().any(|h| !h.contains('.')) {
+        hits.retain(|h| !h.contains('.'));
+    }
+    match hits.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(Error::usage(format!("no run {wanted} in {state} (`ferry status` lists them)"))),
+        _ => Err(Error::usage(format!("{wanted} matches several runs: {}", hits.join(", ")))),
+    }
 }
