@@ -443,9 +443,13 @@ fn status_names_a_files_run_and_its_results_run_apart_and_shows_both_rolled_back
         one.ok();
         let batches: Vec<_> = one.lines().into_iter().filter(|l| l["type"] == "BATCH").collect();
         assert!(!batches.is_empty(), "{wanted}: {one:?}");
-        assert!(batches.iter().all(|b| b["batch"]["stream"] == stream), "{wanted}: {one:?}");
+        assert!(
+            batches.iter().all(|b| b["batch"]["stream"] == stream),
+            "{wanted}: {one:?}"
+        );
     }
-    d.run("ferry", &["rollback", "--state", "s.db", "--last", "--confirm"], b"").ok();
+    d.run("ferry", &["rollback", "--state", "s.db", "--last", "--confirm"], b"")
+        .ok();
     let after = d.run("ferry", &["status", "--state", "s.db", "--json"], b"");
     let statuses: Vec<String> = after
         .lines()

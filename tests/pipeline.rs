@@ -1152,6 +1152,33 @@ fn flags_that_cannot_work_are_refused_naming_the_flag_and_a_missing_directory_is
     d.run("ferry-export", &[&tree, "--since", "last tuesday"], b"")
         .expect_code(2)
         .stderr_has("--since \"last tuesday\": not an RFC 3339 time, and there is no state file");
+    // A flag no program has, or a value of the wrong kind: clap's message, then the closing line.
+    for (program, args) in [
+        ("ferry-export", vec![src.as_str(), "--bogus"]),
+        ("ferry-export", vec![src.as_str(), "--state-every", "abc"]),
+        ("ferry-import", vec!["sqlite:copy.db", "--max-rejects", "-1"]),
+        ("ferry-transform", vec!["--rename-stream"]),
+        ("ferry-validate", vec![]),
+        ("ferry", vec!["rollback", "--bogus"]),
+    ] {
+        let r = d.run(program, &args, b"");
+        r.expect_code(2);
+        let last = r.stderr().lines().last().unwrap_or_default().to_owned();
+        assert!(
+            last.starts_with(&format!("{program}: failed"))
+                && last.ends_with("the command line was not understood (above): nothing was done"),
+            "{r:?}"
+        );
+    }
+    for program in [
+        "ferry-export",
+        "ferry-import",
+        "ferry-transform",
+        "ferry-validate",
+        "ferry",
+    ] {
+        d.run(program, &["--version"], b"").ok();
+    }
     let stream = d
         .run("ferry-export", &[&src, "--table", "tags"], b"")
         .output

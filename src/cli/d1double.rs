@@ -46,7 +46,7 @@ pub struct DoubleArgs {
 }
 
 pub fn main() -> ExitCode {
-    let args = DoubleArgs::parse();
+    let args = super::args_or_exit("ferry-d1-double", DoubleArgs::try_parse());
     init_logging(&args.log);
     finish("ferry-d1-double", run(&args))
 }

@@ -183,7 +183,7 @@ fn since(when: &str, state: &std::path::Path) -> Result<std::time::SystemTime> {
 }
 
 pub fn main() -> ExitCode {
-    let args = ExportArgs::parse();
+    let args = super::args_or_exit("ferry-export", ExportArgs::try_parse());
     init_logging(&args.log);
     crate::interrupt::install();
     let mut closing = Closing::new("ferry-export");

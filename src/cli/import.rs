@@ -145,7 +145,7 @@ impl ImportArgs {
 }
 
 pub fn main() -> ExitCode {
-    let args = ImportArgs::parse();
+    let args = super::args_or_exit("ferry-import", ImportArgs::try_parse());
     init_logging(&args.log);
     crate::interrupt::install();
     let mut closing = Closing::new("ferry-import");

@@ -110,6 +110,22 @@ pub struct Closing {
     verdict: Option<String>,
 }
 
+/// The command line, or the end: `--help` and `--version` print and exit 0; a command line that
+/// cannot work gets clap's message, then the closing line every stage ends with (exit 2).
+pub fn args_or_exit<T>(program: &'static str, parsed: std::result::Result<T, clap::Error>) -> T {
+    match parsed {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            let mut closing = Closing::new(program);
+            closing.note("the command line was not understood (above): nothing was done");
+            crate::human::say(&closing.text(ExitStatus::Error, None));
+            std::process::exit(i32::from(ExitStatus::Error.code()))
+        }
+    }
+}
+
 impl Closing {
     pub fn new(program: &'static str) -> Closing {
         Closing {

@@ -133,11 +133,8 @@ where
 }
 
 pub fn main() -> ExitCode {
-    let matches = TransformArgs::command().get_matches();
-    let args = match TransformArgs::from_arg_matches(&matches) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
+    let matches = super::args_or_exit("ferry-transform", TransformArgs::command().try_get_matches());
+    let args = super::args_or_exit("ferry-transform", TransformArgs::from_arg_matches(&matches));
     init_logging(&args.log);
     crate::interrupt::install();
     let mut closing = Closing::new("ferry-transform");

@@ -112,7 +112,7 @@ impl ValidateArgs {
 }
 
 pub fn main() -> ExitCode {
-    let args = ValidateArgs::parse();
+    let args = super::args_or_exit("ferry-validate", ValidateArgs::try_parse());
     init_logging(&args.log);
     crate::interrupt::install();
     let mut closing = Closing::new("ferry-validate");

@@ -259,7 +259,12 @@ fn named_run(runs: &[crate::checkpoint::RunRow], wanted: &str, state: &str) -> R
     }
     match hits.as_slice() {
         [one] => Ok((*one).to_owned()),
-        [] => Err(Error::usage(format!("no run {wanted} in {state} (`ferry status` lists them)"))),
-        _ => Err(Error::usage(format!("{wanted} matches several runs: {}", hits.join(", ")))),
+        [] => Err(Error::usage(format!(
+            "no run {wanted} in {state} (`ferry status` lists them)"
+        ))),
+        _ => Err(Error::usage(format!(
+            "{wanted} matches several runs: {}",
+            hits.join(", ")
+        ))),
     }
 }

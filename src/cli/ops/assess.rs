@@ -6,7 +6,14 @@ use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{ExitStatus, Result};
 use crate::protocol::StreamWriter;
 
+const ASSESS_EXAMPLES: &str = "\
+Examples:
+  ferry assess sqlite:app.db --to postgres   # rows, bytes, value kinds, types, time estimate
+  ferry assess sqlite:app.db --to d1         # and what D1 will refuse
+  ferry assess dir:/srv/media --json         # sizes, types, duplicates, unreadable files";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = ASSESS_EXAMPLES)]
 pub struct AssessArgs {
     /// What to assess: sqlite:PATH, postgres://..., d1://ACCOUNT/DB or dir:PATH
     #[arg(value_name = "SOURCE")]

@@ -10,7 +10,16 @@ use crate::protocol::StreamWriter;
 /// Where named backups live unless --backups says otherwise.
 const BACKUPS_DIR: &str = ".ferry/backups";
 
+const BACKUP_EXAMPLES: &str = "\
+Examples:
+  ferry backup sqlite:app.db --name before-upgrade   # .ferry/backups/before-upgrade/
+  ferry backup postgres://app@db/app --name nightly --table public.orders
+  ferry backup --list
+  ferry backup --prune --keep 7                      # the plan; --confirm removes them
+  ferry backup --prune --older-than 30d --confirm";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = BACKUP_EXAMPLES)]
 pub struct BackupArgs {
     /// What to back up: sqlite:PATH, postgres://..., d1://ACCOUNT/DB
     #[arg(value_name = "SOURCE", required_unless_present_any = ["list", "prune"])]
@@ -53,7 +62,14 @@ pub struct BackupArgs {
     pub state: PathBuf,
 }
 
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  ferry restore before-upgrade sqlite:restored.db --create   # then validated against the backup
+  ferry restore nightly postgres://app@db/app_copy --create
+  ferry restore nightly sqlite:app.db --on-conflict overwrite   # into the live copy, rows replaced";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = RESTORE_EXAMPLES)]
 pub struct RestoreArgs {
     /// The backup's name (ferry backup --list)
     #[arg(value_name = "NAME")]

@@ -75,7 +75,7 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let args = FerryArgs::parse();
+    let args = crate::cli::args_or_exit("ferry", FerryArgs::try_parse());
     init_logging(&args.log);
     let result = match &args.command {
         Command::Status(s) => run_status(s),

@@ -7,7 +7,17 @@ use crate::error::{ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::rollback::{self, RollbackConfig};
 
+const ROLLBACK_EXAMPLES: &str = "\
+Examples:
+  ferry rollback --last                           # the plan for the last import: nothing changes
+  ferry rollback --last --confirm                 # do it; the audit log is .ferry/audit.ndjson
+  ferry rollback --batch 0193a5c2-7f1e --confirm  # one run, by the id `ferry status` shows
+  ferry rollback --batch 0193a5c2-7f1e --failed-only --confirm   # only what it left unfinished
+  ferry rollback --full --db-only                 # every import into databases, newest first
+  ferry rollback --last --target postgres://app:PASSWORD@db/app --confirm   # give the password";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = ROLLBACK_EXAMPLES)]
 pub struct RollbackArgs {
     /// The run to undo (its id, or a unique prefix; the `batch` of its upload results)
     #[arg(long, value_name = "RUN_ID", required_unless_present_any = ["last", "full"], conflicts_with_all = ["last", "full"])]
@@ -96,9 +106,13 @@ fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
             ));
         }
         if objects || !o.tables {
+            let left = match o.kept {
+                0 => "left none".to_owned(),
+                n => format!("left {n} (see why on stdout)"),
+            };
             parts.push(format!(
-                "deleted {} objects, aborted {} unfinished multipart uploads, left {} (see why on stdout)",
-                o.deleted, o.aborted, o.kept
+                "deleted {} objects, aborted {} unfinished multipart uploads, {left}",
+                o.deleted, o.aborted
             ));
         }
     } else {

@@ -7,7 +7,15 @@ use crate::error::{ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::status::{self, StatusConfig};
 
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  ferry status                          # every run in .ferry/state.db: status, rows, rate, time left
+  ferry status --run 0193a5c2-7f1e      # one run's batches (the id or the short form shown)
+  ferry status --json                   # as NDJSON, for scripts
+  ferry status --state /srv/moves/state.db";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = STATUS_EXAMPLES)]
 pub struct StatusArgs {
     /// The state file
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
