@@ -1191,6 +1191,35 @@ fn flags_that_cannot_work_are_refused_naming_the_flag_and_a_missing_directory_is
 }
 
 #[test]
+fn an_import_that_commits_nothing_leaves_no_database_it_made_and_keeps_one_that_was_there() {
+    let d = Dir::new();
+    d.run("ferry-import", &[&d.db("new.db"), "--create"], b"")
+        .expect_code(4);
+    assert!(!d.path("new.db").exists(), "an empty input leaves no database behind");
+    d.run("ferry-import", &[&d.db("new.db"), "--create"], b"{not json\n")
+        .expect_code(2);
+    assert!(
+        !d.path("new.db").exists(),
+        "nor does a stream refused at its first line"
+    );
+    // A database that was there stays, whatever the import did not do.
+    d.open("old.db")
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    d.run("ferry-import", &[&d.db("old.db"), "--create"], b"")
+        .expect_code(4);
+    assert!(d.path("old.db").exists());
+    // One that commits keeps it.
+    let stream = d
+        .run("ferry-export", &[&d.sample(), "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    d.run("ferry-import", &[&d.db("new.db"), "--create"], &stream).ok();
+    assert!(d.path("new.db").exists());
+}
+
+#[test]
 fn the_committed_sample_database_is_what_the_script_builds() {
     let d = Dir::new();
     let fresh = d.sample();

@@ -42,6 +42,27 @@ pub struct SqliteTarget {
     dry_run: bool,
     in_tx: bool,
     streams: HashMap<String, TargetStream>,
+    /// The database file this import made, until its first commit: a run that ends before
+    /// committing anything (empty input, an error at the first line) takes it away again, so
+    /// nothing half-made is left. (The lock file stays: removing it could let two writers in.)
+    made: Option<std::path::PathBuf>,
+}
+
+/// A database this import made and never committed to goes again.
+impl Drop for SqliteTarget {
+    fn drop(&mut self) {
+        let Some(path) = self.made.take() else { return };
+        match Connection::open_in_memory() {
+            Ok(none) => drop(std::mem::replace(&mut self.conn, none).close()),
+            Err(_) => return,
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::debug!(path = %path.display(), "nothing was committed: the database this run made is removed");
+    }
 }
 
 impl SqliteTarget {
@@ -60,6 +81,7 @@ impl SqliteTarget {
             true => None,
             false => Some(lock_database(path, &address)?),
         };
+        let made = (!dry_run && !path.exists()).then(|| path.clone());
         let conn = if dry_run {
             if path.exists() {
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -85,6 +107,7 @@ impl SqliteTarget {
             dry_run,
             in_tx: false,
             streams: HashMap::new(),
+            made,
         })
     }
 
@@ -528,6 +551,7 @@ impl Target for SqliteTarget {
         }
         self.conn.execute_batch("COMMIT").ctx(ErrorKind::Target, e)?;
         self.in_tx = false;
+        self.made = None;
         Ok(())
     }
 
