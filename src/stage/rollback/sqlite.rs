@@ -226,71 +226,7 @@ pub(crate) fn run<W: Write>(
         // (a child row restored before its parent), and no deletion may cascade.
         conn.execute_batch("PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE")
             .ctx(ErrorKind::Target, e)?;
-        let applied = (|| -> Result<()> {
-            for st in &steps {
-                let s = &streams[st.row().stream.as_str()];
-                match st {
-                    Step::Delete { values, .. } => {
-                        if !table_exists(&conn, &s.table).ctx(ErrorKind::Target, e)? {
-                            continue;
-                        }
-                        conn.execute(
-                            &format!("DELETE FROM {} WHERE {}", quote(&s.table), s.by_key()),
-                            rusqlite::params_from_iter(s.key_of(values)),
-                        )
-                        .ctx(ErrorKind::Target, e)?;
-                        outcome.rows_deleted += 1;
-                    }
-                    Step::Restore { values, .. } => {
-                        // An UPDATE in place, never REPLACE: replacing deletes the row first,
-                        // which cascades to the rows that reference it.
-                        let cols = s.columns();
-                        let params: Vec<&Value> = values.iter().chain(s.key_of(values)).collect();
-                        let changed = conn
-                            .execute(
-                                &format!(
-                                    "UPDATE {} SET {} WHERE {}",
-                                    quote(&s.table),
-                                    cols.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", "),
-                                    s.by_key()
-                                ),
-                                rusqlite::params_from_iter(params),
-                            )
-                            .ctx(ErrorKind::Target, e)?;
-                        if changed == 0 {
-                            conn.execute(
-                                &format!(
-                                    "INSERT INTO {} ({}) VALUES ({})",
-                                    quote(&s.table),
-                                    cols.join(", "),
-                                    vec!["?"; cols.len()].join(", ")
-                                ),
-                                rusqlite::params_from_iter(values),
-                            )
-                            .ctx(ErrorKind::Target, e)?;
-                        }
-                        outcome.restored += 1;
-                    }
-                    Step::Drop { .. } => {
-                        conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&s.table)))
-                            .ctx(ErrorKind::Target, e)?;
-                        outcome.dropped += 1;
-                    }
-                    Step::Empty { .. } => {
-                        if table_exists(&conn, &s.table).ctx(ErrorKind::Target, e)? {
-                            outcome.rows_deleted += conn
-                                .execute(&format!("DELETE FROM {}", quote(&s.table)), [])
-                                .ctx(ErrorKind::Target, e)? as u64;
-                        }
-                    }
-                }
-            }
-            if table_exists(&conn, "_ferry_commits").ctx(ErrorKind::Target, e)? {
-                conn.execute("DELETE FROM _ferry_commits WHERE run_id = ?1", [run_id])
-                    .ctx(ErrorKind::Target, e)?;
-            }
-            Ok(())
-        })();
+        let applied = undo_steps(&conn, &streams, &steps, run_id, &mut outcome);
         match applied {
             Ok(()) => conn.execute_batch("COMMIT").ctx(ErrorKind::Target, e)?,
             Err(err) => {
@@ -303,8 +239,89 @@ pub(crate) fn run<W: Write>(
         cp.journal_undone(&ids)?;
     }
 
-    for st in &steps {
-        let (action, key) = st.describe(&streams);
+    plan_lines(&steps, &streams, &held, &target, act, &mut outcome, out)?;
+    refusals(journal, &refused, run_id, confirm, outcome, out)
+}
+
+/// The steps, newest first, in the open transaction; the run's commit markers forgotten.
+fn undo_steps(
+    conn: &Connection,
+    streams: &HashMap<&str, Stream>,
+    steps: &[Step<'_>],
+    run_id: &str,
+    outcome: &mut RollbackOutcome,
+) -> Result<()> {
+    let target = steps.first().map_or("", |st| st.row().target.as_str());
+    let e = || format!("{target}: rolling back run {run_id}");
+    for st in steps {
+        let s = &streams[st.row().stream.as_str()];
+        match st {
+            Step::Delete { values, .. } => {
+                if !table_exists(conn, &s.table).ctx(ErrorKind::Target, e)? {
+                    continue;
+                }
+                conn.execute(
+                    &format!("DELETE FROM {} WHERE {}", quote(&s.table), s.by_key()),
+                    rusqlite::params_from_iter(s.key_of(values)),
+                )
+                .ctx(ErrorKind::Target, e)?;
+                outcome.rows_deleted += 1;
+            }
+            Step::Restore { values, .. } => {
+                // An UPDATE in place, never REPLACE: replacing deletes the row first, which
+                // cascades to the rows that reference it.
+                let cols = s.columns();
+                let params: Vec<&Value> = values.iter().chain(s.key_of(values)).collect();
+                let set = cols.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", ");
+                let changed = conn
+                    .execute(
+                        &format!("UPDATE {} SET {set} WHERE {}", quote(&s.table), s.by_key()),
+                        rusqlite::params_from_iter(params),
+                    )
+                    .ctx(ErrorKind::Target, e)?;
+                if changed == 0 {
+                    let marks = vec!["?"; cols.len()].join(", ");
+                    conn.execute(
+                        &format!("INSERT INTO {} ({}) VALUES ({marks})", quote(&s.table), cols.join(", ")),
+                        rusqlite::params_from_iter(values),
+                    )
+                    .ctx(ErrorKind::Target, e)?;
+                }
+                outcome.restored += 1;
+            }
+            Step::Drop { .. } => {
+                conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote(&s.table)))
+                    .ctx(ErrorKind::Target, e)?;
+                outcome.dropped += 1;
+            }
+            Step::Empty { .. } => {
+                if table_exists(conn, &s.table).ctx(ErrorKind::Target, e)? {
+                    outcome.rows_deleted += conn
+                        .execute(&format!("DELETE FROM {}", quote(&s.table)), [])
+                        .ctx(ErrorKind::Target, e)? as u64;
+                }
+            }
+        }
+    }
+    if table_exists(conn, "_ferry_commits").ctx(ErrorKind::Target, e)? {
+        conn.execute("DELETE FROM _ferry_commits WHERE run_id = ?1", [run_id])
+            .ctx(ErrorKind::Target, e)?;
+    }
+    Ok(())
+}
+
+/// A PLAN line per step (what it did, with `act`), counting what a dry run would do.
+fn plan_lines<W: Write>(
+    steps: &[Step<'_>],
+    streams: &HashMap<&str, Stream>,
+    held: &HashMap<String, u64>,
+    target: &str,
+    act: bool,
+    outcome: &mut RollbackOutcome,
+    out: &mut StreamWriter<W>,
+) -> Result<()> {
+    for st in steps {
+        let (action, key) = st.describe(streams);
         let r = st.row();
         if !act {
             match action {
@@ -323,7 +340,7 @@ pub(crate) fn run<W: Write>(
         }
         out.write_line(line.to_string().as_bytes(), Kind::Other)?;
     }
-    refusals(journal, &refused, run_id, confirm, outcome, out)
+    Ok(())
 }
 
 /// What undoing the journal's entries takes, newest first, and why any of it is refused (a table

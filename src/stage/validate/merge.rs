@@ -44,33 +44,7 @@ pub(super) fn check_stream<W: Write>(
         return Ok(());
     };
     let tcols = described.names();
-    let common: Vec<String> = meta.columns.iter().filter(|c| tcols.contains(c)).cloned().collect();
-    for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
-        f.add(
-            stream,
-            "column_missing",
-            "fail",
-            detail(&[
-                ("column", json!(c)),
-                ("message", json!(format!("the target table {table} has no column {c}"))),
-            ]),
-        )?;
-        sr.problems.push(format!("column {c} missing in target"));
-    }
-    for c in tcols.iter().filter(|c| !meta.columns.contains(c)) {
-        f.add(
-            stream,
-            "column_extra",
-            "warning",
-            detail(&[
-                ("column", json!(c)),
-                (
-                    "message",
-                    json!(format!("the target table {table} has a column {c} the source does not")),
-                ),
-            ]),
-        )?;
-    }
+    let common = columns_compared(stream, table, meta, &tcols, sr, f)?;
     sr.columns_compared = common.clone();
     let tside = Side::Table {
         table: tgt.table_expr(table),
@@ -176,6 +150,46 @@ pub(super) fn check_stream<W: Write>(
         unverified,
         cfg.allow_unverified,
     )
+}
+
+/// The columns both sides have, in the stream's order; a FINDING for each column only one side
+/// has (missing in the target fails, extra in it warns).
+fn columns_compared<W: Write>(
+    stream: &str,
+    table: &str,
+    meta: &Meta,
+    tcols: &[String],
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+) -> Result<Vec<String>> {
+    let common: Vec<String> = meta.columns.iter().filter(|c| tcols.contains(c)).cloned().collect();
+    for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
+        f.add(
+            stream,
+            "column_missing",
+            "fail",
+            detail(&[
+                ("column", json!(c)),
+                ("message", json!(format!("the target table {table} has no column {c}"))),
+            ]),
+        )?;
+        sr.problems.push(format!("column {c} missing in target"));
+    }
+    for c in tcols.iter().filter(|c| !meta.columns.contains(c)) {
+        f.add(
+            stream,
+            "column_extra",
+            "warning",
+            detail(&[
+                ("column", json!(c)),
+                (
+                    "message",
+                    json!(format!("the target table {table} has a column {c} the source does not")),
+                ),
+            ]),
+        )?;
+    }
+    Ok(common)
 }
 
 /// Check a stream on its own: keys unique and not null, unique constraints, references resolvable.
