@@ -11,6 +11,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::human;
 use crate::protocol::{Kind, StreamWriter};
+use crate::stage::import::files::RESULTS_RUN_SUFFIX;
 
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
@@ -237,8 +238,16 @@ fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
 /// The first part of a run id, with the suffix of a files run's results (`.uploads`): enough to
 /// tell runs apart and to pass back to --run.
 fn short(run_id: &str) -> String {
-    let (id, suffix) = run_id.split_at(run_id.find('.').unwrap_or(run_id.len()));
+    let (id, suffix) = split_results(run_id);
     id.chars().take(13).chain(suffix.chars()).collect()
+}
+
+/// A run id, and the suffix that makes it a files run's results run (`.uploads`, or nothing).
+fn split_results(run_id: &str) -> (&str, &str) {
+    match run_id.strip_suffix(RESULTS_RUN_SUFFIX) {
+        Some(id) => (id, RESULTS_RUN_SUFFIX),
+        None => (run_id, ""),
+    }
 }
 
 /// The run `--run` names: its id, a unique prefix of it, or the short form this table shows
@@ -248,14 +257,14 @@ fn named_run(runs: &[crate::checkpoint::RunRow], wanted: &str, state: &str) -> R
     if runs.iter().any(|r| r.run_id == wanted) {
         return Ok(wanted.to_owned());
     }
-    let (id, suffix) = wanted.split_at(wanted.find('.').unwrap_or(wanted.len()));
+    let (id, suffix) = split_results(wanted);
     let mut hits: Vec<&str> = runs
         .iter()
         .map(|r| r.run_id.as_str())
         .filter(|r| r.starts_with(id) && (suffix.is_empty() || r.ends_with(suffix)))
         .collect();
-    if suffix.is_empty() && hits.iter().any(|h| !h.contains('.')) {
-        hits.retain(|h| !h.contains('.'));
+    if suffix.is_empty() && hits.iter().any(|h| !h.ends_with(RESULTS_RUN_SUFFIX)) {
+        hits.retain(|h| !h.ends_with(RESULTS_RUN_SUFFIX));
     }
     match hits.as_slice() {
         [one] => Ok((*one).to_owned()),

@@ -400,11 +400,7 @@ fn export_bucket<W: Write>(
             key: None,
             extra: Map::new(),
         };
-        if em.singer {
-            em.message(&Message::Record(singer_record(&file)))?;
-        } else {
-            em.message(&Message::File(Box::new(file)))?;
-        }
+        emit_file(em, file)?;
         files += 1;
         bytes += o.size;
         last = Some(o.key.into_bytes());
@@ -578,11 +574,7 @@ impl Emit {
                     key: None,
                     extra: Map::new(),
                 };
-                if em.singer {
-                    em.message(&Message::Record(singer_record(&file)))?;
-                } else {
-                    em.message(&Message::File(Box::new(file)))?;
-                }
+                emit_file(em, file)?;
                 self.files += 1;
                 self.bytes += h.size;
             }
@@ -661,6 +653,15 @@ impl Emit {
             stage: Some("export".into()),
             extra,
         }))
+    }
+}
+
+/// A FILE message, or for Singer targets the RECORD that stands for it.
+fn emit_file<W: Write>(em: &mut Emitter<'_, W>, file: FileMsg) -> Result<()> {
+    if em.singer {
+        em.message(&Message::Record(singer_record(&file)))
+    } else {
+        em.message(&Message::File(Box::new(file)))
     }
 }
 

@@ -42,6 +42,8 @@ use crate::value::{Codec, ValueRef};
 
 /// The stream of upload results on stdout.
 pub const UPLOADS_STREAM: &str = "uploads";
+/// The suffix of the run that loads a files run's upload results into a table: `RUN.uploads`.
+pub(crate) const RESULTS_RUN_SUFFIX: &str = ".uploads";
 
 /// What to say of a multipart upload a killed run may have left with no id recorded.
 pub(crate) const UNKNOWN_UPLOAD: &str = "a run was killed as it started a multipart upload of this key, before the store's upload id was recorded: if the store had started it, its parts are stored (and billed) until aborted, and ferry cannot name it; let the bucket abort it (an AbortIncompleteMultipartUpload lifecycle rule) or abort it with the store's own tools";
@@ -577,7 +579,7 @@ impl<W: Write> Uploader<'_, W> {
     }
 
     fn uploads_run_id(&self) -> String {
-        format!("{}.uploads", self.run_id)
+        format!("{}{RESULTS_RUN_SUFFIX}", self.run_id)
     }
 
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {

@@ -23,6 +23,7 @@ use crate::connect::objects::s3::S3Settings;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
+use crate::stage::import::files::RESULTS_RUN_SUFFIX;
 
 #[derive(Debug, Clone)]
 pub struct RollbackConfig {
@@ -169,8 +170,8 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
     let state = cfg.state_path.display();
     // A run and its results' run, objects first.
     let with_results = |run: &str| -> Vec<String> {
-        let base = run.strip_suffix(UPLOADS).unwrap_or(run);
-        [base.to_owned(), format!("{base}{UPLOADS}")]
+        let base = run.strip_suffix(RESULTS_RUN_SUFFIX).unwrap_or(run);
+        [base.to_owned(), format!("{base}{RESULTS_RUN_SUFFIX}")]
             .into_iter()
             .filter(|r| imports.contains(r))
             .collect()
@@ -194,8 +195,11 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
             }
             [one] => (*one).clone(),
             // A files run and its results' run share the prefix: both are meant.
-            [a, b] if b.strip_suffix(UPLOADS) == Some(a.as_str()) || a.strip_suffix(UPLOADS) == Some(b.as_str()) => {
-                a.strip_suffix(UPLOADS).unwrap_or(a).to_owned()
+            [a, b]
+                if b.strip_suffix(RESULTS_RUN_SUFFIX) == Some(a.as_str())
+                    || a.strip_suffix(RESULTS_RUN_SUFFIX) == Some(b.as_str()) =>
+            {
+                a.strip_suffix(RESULTS_RUN_SUFFIX).unwrap_or(a).to_owned()
             }
             many => {
                 let ids: Vec<&str> = many.iter().map(|r| r.as_str()).collect();
@@ -205,7 +209,7 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
                 )));
             }
         };
-        if named.ends_with(UPLOADS) {
+        if named.ends_with(RESULTS_RUN_SUFFIX) {
             vec![named]
         } else {
             with_results(&named)
@@ -222,9 +226,6 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
     }
     Ok(runs)
 }
-
-/// The suffix of the run that loads a files run's upload results into a table.
-const UPLOADS: &str = ".uploads";
 
 /// Undo a run's tables from its journal, target by target: one stream file imported into
 /// several targets is one run in each, and each target's part is undone in that target. With
