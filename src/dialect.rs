@@ -796,4 +796,42 @@ mod tests {
         );
         assert_eq!(predicate_for_sqlite("(x = 'unterminated)"), None);
     }
+
+    #[test]
+    fn sqlite_columns_map_to_types_that_hold_them_exactly() {
+        let t = |p: Json| pg_type_for(&p, false);
+        assert_eq!(t(json!({"type": "integer", "x-sql-type": "INTEGER"})), "bigint");
+        assert_eq!(t(json!({"type": "integer", "x-sql-type": "BOOLEAN"})), "boolean");
+        assert_eq!(
+            t(json!({"type": ["number", "null"], "x-sql-type": "REAL"})),
+            "double precision"
+        );
+        assert_eq!(
+            t(json!({"type": ["number", "null"], "x-sql-type": "NUMERIC(12, 2)"})),
+            "numeric(12,2)"
+        );
+        assert_eq!(t(json!({"type": ["integer", "number"], "x-sql-type": ""})), "numeric");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "DATETIME"})), "timestamp");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "VARCHAR(20)"})), "varchar(20)");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "TEXT"})), "text");
+        assert_eq!(t(json!({"type": "string", "contentEncoding": "base64"})), "bytea");
+        assert_eq!(
+            t(json!({"type": ["integer", "string"], "x-sqlite-dynamic": true})),
+            "jsonb"
+        );
+        assert_eq!(
+            pg_type_for(&json!({"type": "string", "x-sql-type": "interval"}), true),
+            "interval"
+        );
+        // The names ferry's SQLite dialect writes come back as the types they stood for.
+        assert_eq!(
+            t(json!({"type": "string", "x-sql-type": "NUMERIC TEXT(12,2)"})),
+            "numeric(12,2)"
+        );
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "JSONB TEXT"})), "jsonb");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "JSON TEXT"})), "json");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "INTEGER ARRAY"})), "integer[]");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "TIMESTAMPTZ"})), "timestamptz");
+        assert_eq!(t(json!({"type": "string", "x-sql-type": "INTERVAL"})), "interval");
+    }
 }

@@ -395,4 +395,27 @@ mod tests {
             assert!(e.to_string().contains("no answer from the server in 0 s"), "{e}");
         });
     }
+
+    #[test]
+    fn addresses_take_libpq_defaults_and_never_show_the_password() {
+        let a = PgAddress::parse(
+            "postgres://app:s3cret@db.example:6543/app?sslmode=require&connect_timeout=5",
+            "t",
+        )
+        .unwrap();
+        // How to connect is not part of what the database is: the same address with other TLS
+        // settings still finds the commit markers and checkpoints of earlier runs.
+        assert_eq!(a.redacted, "postgres://app@db.example:6543/app?connect_timeout=5");
+        assert_eq!(a.config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(a.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let full = PgAddress::parse(
+            "postgres://app@db/app?sslmode=verify-full&sslrootcert=/no/such/ca.pem",
+            "t",
+        );
+        let e = full.unwrap_err();
+        assert!(
+            e.message().contains("sslrootcert /no/such/ca.pem: cannot read it"),
+            "{e}"
+        );
+    }
 }
