@@ -425,6 +425,35 @@ pub struct Checkpoint {
     path: PathBuf,
 }
 
+/// The suffix of the run that loads a files run's upload results into a table: `RUN.uploads`.
+pub const RESULTS_RUN_SUFFIX: &str = ".uploads";
+
+/// The run `wanted` names among `ids`: its exact id, a unique prefix of one, or a prefix with
+/// the results suffix (`0193a5c2-7f1e.uploads`, the short form `ferry status` shows). A files
+/// run and its results' run share their prefix: the prefix alone names the files run. `Err`
+/// holds the ids it matched: none, or several.
+pub fn named_run<'a>(ids: &[&'a str], wanted: &str) -> std::result::Result<&'a str, Vec<&'a str>> {
+    if let Some(exact) = ids.iter().find(|r| **r == wanted) {
+        return Ok(exact);
+    }
+    let (id, suffix) = match wanted.strip_suffix(RESULTS_RUN_SUFFIX) {
+        Some(id) => (id, RESULTS_RUN_SUFFIX),
+        None => (wanted, ""),
+    };
+    let mut hits: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|r| r.starts_with(id) && (suffix.is_empty() || r.ends_with(suffix)))
+        .collect();
+    if suffix.is_empty() && hits.iter().any(|h| !h.ends_with(RESULTS_RUN_SUFFIX)) {
+        hits.retain(|h| !h.ends_with(RESULTS_RUN_SUFFIX));
+    }
+    match hits.as_slice() {
+        [one] => Ok(one),
+        _ => Err(hits),
+    }
+}
+
 impl Checkpoint {
     /// Open (creating if needed) and migrate the state file.
     pub fn open(path: &Path) -> Result<Checkpoint> {
@@ -1242,6 +1271,25 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_named_by_its_id_a_unique_prefix_or_the_short_form_with_its_suffix() {
+        let ids = ["0193a-1", "0193a-1.uploads", "0193b-2", "0193b-20"];
+        assert_eq!(named_run(&ids, "0193a-1"), Ok("0193a-1"));
+        assert_eq!(
+            named_run(&ids, "0193a"),
+            Ok("0193a-1"),
+            "the files run, not its results' run"
+        );
+        assert_eq!(named_run(&ids, "0193a.uploads"), Ok("0193a-1.uploads"));
+        assert_eq!(
+            named_run(&ids, "0193b-2"),
+            Ok("0193b-2"),
+            "an exact id wins over a prefix"
+        );
+        assert_eq!(named_run(&ids, "0193b"), Err(vec!["0193b-2", "0193b-20"]));
+        assert_eq!(named_run(&ids, "0194"), Err(vec![]));
+    }
 
     #[test]
     fn stages_opening_a_new_state_file_at_once_both_get_it() {

@@ -144,11 +144,7 @@ impl Progress {
         Progress {
             started: now,
             last: now,
-            // `FERRY_PROGRESS_MS`: how often a progress line is logged (5 s by default).
-            every: std::env::var("FERRY_PROGRESS_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(Duration::from_secs(5), Duration::from_millis),
+            every: crate::tuning::Tuning::get().progress_every,
             sample: None,
             pace: 0.0,
             display: progress_display(),

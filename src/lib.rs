@@ -27,6 +27,7 @@ pub mod row;
 pub mod sample;
 pub mod stage;
 pub mod tree;
+pub mod tuning;
 pub mod value;
 
 pub use error::{Error, ErrorKind, ExitStatus, Result};

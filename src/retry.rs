@@ -10,10 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// The policy: 6 retries (`FERRY_RETRIES` sets how many), from 200 ms doubling to at most 5 s
 /// each, jittered.
 pub fn policy() -> ExponentialBuilder {
-    let times = std::env::var("FERRY_RETRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let times = crate::tuning::Tuning::get().retries;
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
@@ -26,11 +23,7 @@ pub fn policy() -> ExponentialBuilder {
 /// limit). A hung server or a proxy that swallows traffic then ends in a clear error instead of
 /// a run that never ends.
 pub fn answer_timeout(default: Option<Duration>) -> Option<Duration> {
-    match std::env::var("FERRY_TIMEOUT").ok().and_then(|v| v.parse::<f64>().ok()) {
-        Some(s) if s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(_) => None,
-        None => default,
-    }
+    crate::tuning::Tuning::get().timeout.or(default)
 }
 
 /// Run `op` until it succeeds, fails with an error `transient` does not accept, or the policy

@@ -1178,6 +1178,36 @@ fn flags_that_cannot_work_are_refused_naming_the_flag_and_a_missing_directory_is
         "ferry",
     ] {
         d.run(program, &["--version"], b"").ok();
+        // Every tuning variable is listed at the end of --help.
+        let help = d.run(program, &["--help"], b"");
+        help.ok();
+        for v in [
+            "FERRY_RETRIES=",
+            "FERRY_TIMEOUT=",
+            "FERRY_PROGRESS_MS=",
+            "FERRY_D1_RATE=",
+        ] {
+            assert!(help.stdout().contains(v), "{program} --help lists {v}");
+        }
+    }
+    // A tuning variable a program cannot read stops it before it does anything, naming it.
+    for (name, value) in [
+        ("FERRY_RETRIES", "six"),
+        ("FERRY_TIMEOUT", "soon"),
+        ("FERRY_D1_RATE", "fast"),
+    ] {
+        let mut c = d.cmd("ferry-export", &[&src]);
+        c.env(name, value);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        assert!(out.stdout.is_empty(), "nothing was exported");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{name}={value:?}: write ")), "{err}");
+        assert!(
+            err.trim_end()
+                .ends_with("the environment was not understood (above): nothing was done"),
+            "{err}"
+        );
     }
     let stream = d
         .run("ferry-export", &[&src, "--table", "tags"], b"")

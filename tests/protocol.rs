@@ -536,3 +536,487 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
             .any(|m| matches!(m, Message::Schema(s) if s.dialect.as_deref() == Some("sqlite")))
     );
 }
+
+// The lines besides the stream (`protocol::side`): FINDING, SUMMARY, PLAN, reject and audit
+// lines, each parsed strictly. Their fields are optional where the line's kind leaves them out,
+// and the values of enumerated fields are checked against the documented names.
+
+const FINDING_KINDS: &[&str] = &[
+    "changed",
+    "column_extra",
+    "column_missing",
+    "duplicate",
+    "extra",
+    "fk_orphans",
+    "fk_orphans_in_source",
+    "invalid_record",
+    "invalid_stream",
+    "key_null",
+    "key_null_in_source",
+    "missing",
+    "stream_end_mismatch",
+    "stream_incomplete",
+    "table_missing",
+    "unique_violation",
+    "unique_violation_in_source",
+    "unverified",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Finding {
+    #[serde(rename = "type")]
+    type_: String,
+    stream: String,
+    kind: String,
+    severity: String,
+    #[serde(default)]
+    key: Option<Value>,
+    #[serde(default)]
+    row: Option<Value>,
+    #[serde(default)]
+    line: Option<u64>,
+    #[serde(default)]
+    columns: Option<Value>,
+    #[serde(default)]
+    column: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    groups: Option<u64>,
+    #[serde(default)]
+    references: Option<Value>,
+    #[serde(default)]
+    values: Option<Value>,
+    #[serde(default)]
+    at_source: Option<Value>,
+    #[serde(default)]
+    side: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    size: Option<Value>,
+    #[serde(default)]
+    source: Option<Value>,
+    #[serde(default)]
+    target: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Summary {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    streams: Option<u64>,
+    #[serde(default)]
+    rows_source: Option<u64>,
+    #[serde(default)]
+    rows_target: Option<u64>,
+    #[serde(default)]
+    files_source: Option<u64>,
+    #[serde(default)]
+    files_target: Option<u64>,
+    #[serde(default)]
+    findings: Option<BTreeMap<String, u64>>,
+    #[serde(default)]
+    unverified: Option<Vec<String>>,
+    #[serde(default)]
+    trusted_metadata: Option<u64>,
+}
+
+const PLAN_ACTIONS: &[&str] = &[
+    "create_table",
+    "create_index",
+    "load",
+    "upload",
+    "present",
+    "overwrite",
+    "conflict",
+    "summary",
+    "delete",
+    "deleted",
+    "restore",
+    "restored",
+    "drop_table",
+    "dropped",
+    "empty_table",
+    "emptied",
+    "abort",
+    "aborted",
+    "keep",
+    "done",
+    "refuse",
+    "nothing",
+    "cannot_undo",
+    "unknown_upload",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plan {
+    #[serde(rename = "type")]
+    type_: String,
+    action: String,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    run: Option<String>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    key: Option<Value>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    upload_id: Option<String>,
+    #[serde(default)]
+    sql: Option<String>,
+    #[serde(default)]
+    rows: Option<u64>,
+    // load
+    #[serde(default)]
+    already_imported: Option<u64>,
+    #[serde(default)]
+    insert: Option<u64>,
+    #[serde(default)]
+    skip: Option<u64>,
+    #[serde(default)]
+    overwrite: Option<u64>,
+    #[serde(default)]
+    conflict: Option<u64>,
+    #[serde(default)]
+    reject: Option<u64>,
+    // summary (files)
+    #[serde(default)]
+    upload: Option<u64>,
+    #[serde(default)]
+    present: Option<u64>,
+    #[serde(default)]
+    bytes_to_send: Option<u64>,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowReject {
+    stream: String,
+    line: u64,
+    key: Value,
+    reason: String,
+    record: serde_json::Map<String, Value>,
+    run_id: String,
+    at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Audit {
+    at: String,
+    action: String,
+    run: String,
+    target: String,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    key: Option<Value>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    upload_id: Option<String>,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Content {
+    uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    stream: String,
+    path: String,
+    size: u64,
+    sha256: String,
+    content: Content,
+    #[serde(default)]
+    mtime: Option<String>,
+    #[serde(default)]
+    mode: Option<u32>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    path_b64: Option<String>,
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorLine {
+    failure_type: String,
+    message: String,
+    fatal: bool,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    key: Option<Value>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    file_status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadResult {
+    path: String,
+    key: String,
+    size: Option<u64>,
+    sha256: Option<String>,
+    status: String,
+    reason: Option<String>,
+    etag: Option<String>,
+    batch: String,
+    migrated_at: Option<String>,
+}
+
+/// Each line of `text` parsed strictly as `T`, with the line in the panic.
+#[track_caller]
+fn each<T: serde::de::DeserializeOwned>(lines: &[&str]) -> Vec<T> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str::<T>(l).unwrap_or_else(|e| panic!("{e}\n{l}")))
+        .collect()
+}
+
+fn of_type<'a>(text: &'a str, t: &str) -> Vec<&'a str> {
+    let tag = format!(r#"{{"type":"{t}""#);
+    text.lines().filter(|l| l.starts_with(&tag)).collect()
+}
+
+#[test]
+fn validate_findings_and_summary_match_the_documented_shapes() {
+    let d = Dir::new();
+    let src = d.sample();
+    let copy = d.db("copy.db");
+    all_ok(&d.pipe(
+        &[("ferry-export", &[&src]), ("ferry-import", &[&copy, "--create"])],
+        b"",
+    ));
+    d.open("copy.db")
+        .execute_batch(
+            "UPDATE users SET name = 'changed' WHERE id = 2;
+             DELETE FROM notifications WHERE id = (SELECT min(id) FROM notifications);
+             INSERT INTO app_settings SELECT 'only-in-target', value FROM app_settings LIMIT 1;",
+        )
+        .unwrap();
+    let r = d.run("ferry-validate", &[&src, &copy], b"");
+    r.expect_code(1);
+    let out = r.stdout();
+    let findings: Vec<Finding> = each(&of_type(&out, "FINDING"));
+    let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+    for k in ["changed", "missing", "extra"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    for f in &findings {
+        assert!(FINDING_KINDS.contains(&f.kind.as_str()), "{f:?}");
+        assert!(["fail", "warning"].contains(&f.severity.as_str()), "{f:?}");
+    }
+    let changed = findings.iter().find(|f| f.kind == "changed").unwrap();
+    assert_eq!(changed.stream, "main.users");
+    assert_eq!(changed.key, Some(serde_json::json!({"id": 2})));
+    let summaries: Vec<Summary> = each(&of_type(&out, "SUMMARY"));
+    let [s] = summaries.as_slice() else {
+        panic!("one SUMMARY: {out}")
+    };
+    assert_eq!(s.status, "fail");
+    assert_eq!(
+        out.lines().last(),
+        of_type(&out, "SUMMARY").last().copied(),
+        "SUMMARY comes last"
+    );
+    for (kind, n) in s.findings.as_ref().unwrap() {
+        assert!(FINDING_KINDS.contains(&kind.as_str()) && *n > 0, "{kind}");
+    }
+    assert_eq!(s.rows_source, Some(680));
+
+    // A validation that could not be carried out: a SUMMARY of status error, with why.
+    let r = d.run("ferry-validate", &[&d.db("missing.db"), &copy], b"");
+    r.expect_code(2);
+    let out = r.stdout();
+    let summaries: Vec<Summary> = each(&of_type(&out, "SUMMARY"));
+    assert!(
+        matches!(summaries.as_slice(), [s] if s.status == "error" && s.message.is_some() && s.source.is_none()),
+        "{out}"
+    );
+}
+
+#[test]
+fn plans_rejects_and_the_audit_log_match_the_documented_shapes() {
+    let d = Dir::new();
+    let src = d.sample();
+    let copy = d.db("copy.db");
+    // A dry run into a new database: the tables it would make and the rows it would load.
+    let dry = d.pipe(
+        &[
+            ("ferry-export", &[&src]),
+            ("ferry-import", &[&copy, "--create", "--dry-run"]),
+        ],
+        b"",
+    );
+    all_ok(&dry);
+    let out = dry[1].stdout();
+    let plans: Vec<Plan> = each(&of_type(&out, "PLAN"));
+    let actions: Vec<&str> = plans.iter().map(|p| p.action.as_str()).collect();
+    for a in ["create_table", "create_index", "load"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    let load = plans.iter().find(|p| p.action == "load").unwrap();
+    assert!(load.insert.is_some() && load.already_imported == Some(0) && load.rows.is_some());
+    let ddl = plans.iter().find(|p| p.action == "create_table").unwrap();
+    assert!(ddl.sql.as_deref().unwrap().starts_with("CREATE TABLE"), "{ddl:?}");
+
+    // Rows the target refuses go to the reject file.
+    d.open("copy.db")
+        .execute_batch(
+            "CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT NOT NULL CHECK (color <> 'red'));
+             INSERT INTO tags VALUES ('there before', 'green');",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[("ferry-export", &[&src, "--table", "tags"]), ("ferry-import", &[&copy])],
+        b"",
+    );
+    common::ok_but_rejects(&runs);
+    let text = d.reject_text();
+    let rejects: Vec<RowReject> = each(&text.lines().collect::<Vec<_>>());
+    assert!(!rejects.is_empty());
+    for r in &rejects {
+        assert_eq!(r.stream, "main.tags");
+        assert_eq!(r.record["color"], "red", "{r:?}");
+        assert!(
+            r.key.get("name").is_some() && r.line > 0 && !r.reason.is_empty(),
+            "{r:?}"
+        );
+    }
+
+    // A rollback's plan, then the same carried out, with its audit log.
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok();
+    let text = plan.stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    let plans: Vec<Plan> = each(&lines);
+    assert!(!plans.is_empty());
+    for p in &plans {
+        assert_eq!(p.type_, "PLAN");
+        assert!(PLAN_ACTIONS.contains(&p.action.as_str()), "{p:?}");
+    }
+    assert!(plans.iter().any(|p| p.action == "delete" && p.key.is_some()), "{text}");
+    let done = d.run("ferry", &["rollback", "--last", "--confirm"], b"");
+    done.ok();
+    let text = done.stdout();
+    let plans: Vec<Plan> = each(&text.lines().collect::<Vec<_>>());
+    assert!(plans.iter().any(|p| p.action == "deleted"), "{text}");
+    let audit = std::fs::read_to_string(d.path(".ferry/audit.ndjson")).unwrap();
+    let entries: Vec<Audit> = each(&audit.lines().collect::<Vec<_>>());
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "delete" && e.table.as_deref() == Some("tags"))
+    );
+    for e in &entries {
+        assert!(
+            PLAN_ACTIONS.contains(&e.action.as_str()) || e.action == "failed",
+            "{e:?}"
+        );
+        assert!(!e.run.is_empty() && e.target.starts_with("sqlite:") && !e.at.is_empty());
+    }
+}
+
+#[test]
+fn files_lines_match_the_documented_shapes() {
+    let d = Dir::new();
+    let tree = d.path("tree");
+    common::write_file(&tree, "a.txt", b"hello");
+    common::write_file(&tree, "sub/b.bin", &[0u8, 1, 2]);
+    std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
+    let src = format!("dir:{}", tree.display());
+    let r = d.run("ferry-export", &[&src], b"");
+    r.ok();
+    let out = r.stdout();
+    let files: Vec<File> = each(
+        &of_type(&out, "FILE")
+            .iter()
+            .map(|l| l.replacen(r#"{"type":"FILE","#, "{", 1))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(files.len(), 2);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.content.uri.starts_with("file://") && f.sha256.len() == 64)
+    );
+    let errors: Vec<ErrorLine> = each(
+        &of_type(&out, "ERROR")
+            .iter()
+            .map(|l| l.replacen(r#"{"type":"ERROR","#, "{", 1))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        matches!(errors.as_slice(), [e] if !e.fatal && e.path.as_deref() == Some("link") && e.file_status.as_deref() == Some("skipped-symlink")),
+        "{errors:?}"
+    );
+
+    // A dry run's plan, then the upload results.
+    let dst = format!("dir:{}", d.path("out").display());
+    let dry = common::put_tree(&d, &tree, &dst, &["--dry-run"]);
+    all_ok(&dry);
+    let out = dry[1].stdout();
+    let plans: Vec<Plan> = each(&of_type(&out, "PLAN"));
+    assert_eq!(plans.iter().filter(|p| p.action == "upload").count(), 2, "{out}");
+    let summary = plans.iter().find(|p| p.action == "summary").unwrap();
+    assert_eq!((summary.upload, summary.bytes_to_send), (Some(2), Some(8)));
+    let put = common::put_tree(&d, &tree, &dst, &[]);
+    all_ok(&put);
+    let results: Vec<UploadResult> = common::upload_results(&put[1])
+        .into_iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}")))
+        .collect();
+    let statuses: Vec<(&str, &str)> = results.iter().map(|r| (r.path.as_str(), r.status.as_str())).collect();
+    assert!(statuses.contains(&("a.txt", "uploaded")), "{statuses:?}");
+    assert!(statuses.contains(&("link", "skipped-symlink")), "{statuses:?}");
+}

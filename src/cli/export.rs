@@ -55,7 +55,7 @@ Exit status: 0 done; 2 error; 4 the reader of stdout went away before the end; 1
 
 /// Export a store as a ferry stream (NDJSON) on stdout.
 #[derive(Debug, Parser)]
-#[command(name = "ferry-export", version, about, after_long_help = EXAMPLES)]
+#[command(name = "ferry-export", version, about, after_long_help = super::with_tuning(EXAMPLES))]
 pub struct ExportArgs {
     /// The store to read: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
     /// postgres://USER@HOST:PORT/DB[?sslmode=...], d1://ACCOUNT_ID/DATABASE_ID, dir:PATH (a directory tree of

@@ -55,7 +55,7 @@ A closing line on stderr says what was read, written, skipped and rejected.";
 
 /// Import a ferry stream (or a Singer stream) from stdin into a store.
 #[derive(Debug, Parser)]
-#[command(name = "ferry-import", version, about, after_long_help = EXAMPLES)]
+#[command(name = "ferry-import", version, about, after_long_help = super::with_tuning(EXAMPLES))]
 pub struct ImportArgs {
     /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
     /// postgres://USER@HOST:PORT/DB[?sslmode=...]; for files (from ferry-export dir:...), dir:PATH or

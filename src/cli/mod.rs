@@ -112,9 +112,21 @@ pub struct Closing {
 
 /// The command line, or the end: `--help` and `--version` print and exit 0; a command line that
 /// cannot work gets clap's message, then the closing line every stage ends with (exit 2).
+/// A program's examples, then the tuning variables it reads (`--help`).
+pub fn with_tuning(examples: &str) -> String {
+    format!("{examples}\n\n{}", crate::tuning::HELP)
+}
+
 pub fn args_or_exit<T>(program: &'static str, parsed: std::result::Result<T, clap::Error>) -> T {
-    match parsed {
-        Ok(args) => args,
+    match parsed.map(|args| (crate::tuning::Tuning::init(), args)) {
+        Ok((Ok(_), args)) => args,
+        Ok((Err(e), _)) => {
+            crate::human::error(program, &e.chain());
+            let mut closing = Closing::new(program);
+            closing.note("the environment was not understood (above): nothing was done");
+            crate::human::say(&closing.text(ExitStatus::Error, None));
+            std::process::exit(i32::from(ExitStatus::Error.code()))
+        }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let _ = e.print();

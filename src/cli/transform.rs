@@ -42,7 +42,7 @@ stdout went away); 130 interrupted (Ctrl-C, SIGTERM). A closing line on stderr s
 
 /// Transform a ferry stream: rename, drop, set, filter, or any jq program.
 #[derive(Debug, Parser)]
-#[command(name = "ferry-transform", version, about, after_long_help = EXAMPLES)]
+#[command(name = "ferry-transform", version, about, after_long_help = super::with_tuning(EXAMPLES))]
 pub struct TransformArgs {
     /// Rename a stream
     #[arg(long, value_name = "OLD=NEW")]

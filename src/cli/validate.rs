@@ -9,6 +9,7 @@ use super::{Closing, LogArgs, finish_stage, init_logging, selection};
 use crate::address::Address;
 use crate::error::{Error, ExitStatus, Result};
 use crate::human;
+use crate::protocol::side::Verdict;
 use crate::protocol::{DEFAULT_MAX_LINE_BYTES, StreamWriter};
 use crate::stage::validate::{self, Report, ValidateConfig};
 
@@ -38,7 +39,7 @@ Exit status: 0 equal, 1 different (or not everything could be verified), 2 error
 
 /// Validate a target against its source: counts, keys, constraints and every row.
 #[derive(Debug, Parser)]
-#[command(name = "ferry-validate", version, about, after_long_help = EXAMPLES)]
+#[command(name = "ferry-validate", version, about, after_long_help = super::with_tuning(EXAMPLES))]
 pub struct ValidateArgs {
     /// SOURCE TARGET; or TARGET alone (the stream on stdin is the source); or STREAM alone
     /// (a .ndjson file, or - for stdin, checked on its own)
@@ -133,10 +134,10 @@ fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
         .count("source_rows", report.streams.iter().map(|s| s.source_rows).sum())
         .count("target_rows", report.streams.iter().map(|s| s.target_rows).sum())
         .count("findings", report.findings.values().sum());
-    closing.verdict(match report.status.as_str() {
-        "pass" => "EQUAL",
-        "unverified" => "NOT VERIFIED",
-        _ => "DIFFERENT",
+    closing.verdict(match report.status {
+        Verdict::Pass => "EQUAL",
+        Verdict::Unverified => "NOT VERIFIED",
+        Verdict::Fail | Verdict::Error => "DIFFERENT",
     });
     Ok(if report.passed() {
         ExitStatus::Ok
@@ -160,7 +161,7 @@ pub fn print_summary(r: &Report) {
                 s.changed.to_string(),
                 s.duplicate.to_string(),
                 (s.key_null + s.unique_violations + s.fk_orphans).to_string(),
-                if s.status == "pass" {
+                if s.status == Verdict::Pass {
                     "ok".into()
                 } else {
                     "DIFFERENT".into()
@@ -200,12 +201,12 @@ pub fn print_summary(r: &Report) {
     for (kind, n) in &r.findings {
         text.push_str(&format!("{kind}: {n}\n"));
     }
-    text.push_str(match r.status.as_str() {
-        "pass" => "result: EQUAL\n",
-        "unverified" => {
+    text.push_str(match r.status {
+        Verdict::Pass => "result: EQUAL\n",
+        Verdict::Unverified => {
             "result: NOT VERIFIED: nothing compared differs, but what is listed as not verified could not be checked (--allow-unverified accepts that)\n"
         }
-        _ => "result: DIFFERENT (details on stdout)\n",
+        Verdict::Fail | Verdict::Error => "result: DIFFERENT (details on stdout)\n",
     });
     human::say(text.trim_end());
 }

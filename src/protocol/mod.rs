@@ -79,6 +79,7 @@
 //! name and canonical value: [`crate::row::RowShape::row_hash`].)
 
 pub mod reader;
+pub mod side;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

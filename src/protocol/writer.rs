@@ -71,6 +71,15 @@ impl<W: Write> StreamWriter<W> {
         self.end_line(m.kind())
     }
 
+    /// Write a line besides the stream ([`super::side`]: PLAN, FINDING, SUMMARY); `kind`
+    /// decides whether to flush.
+    pub fn write_json<T: serde::Serialize>(&mut self, line: &T, kind: Kind) -> Result<()> {
+        serde_json::to_writer(&mut self.out, line)
+            .map_err(std::io::Error::from)
+            .ctx(ErrorKind::Io, || "writing the stream")?;
+        self.end_line(kind)
+    }
+
     /// Write one line as it is (no newline in `line`); `kind` decides whether to flush.
     pub fn write_line(&mut self, line: &[u8], kind: Kind) -> Result<()> {
         debug_assert!(!line.contains(&b'\n'));

@@ -14,17 +14,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context as _, Error, ErrorKind, Result};
+use crate::protocol::side::FindingKind;
 use crate::protocol::{Kind, StreamReader, StreamWriter};
 
 pub const STREAM_FILE: &str = "stream.ndjson.zst";
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// Findings on a stream read back that mean it is not what was written.
-const INTEGRITY: &[&str] = &[
-    "stream_end_mismatch",
-    "stream_incomplete",
-    "invalid_record",
-    "invalid_stream",
+const INTEGRITY: &[FindingKind] = &[
+    FindingKind::StreamEndMismatch,
+    FindingKind::StreamIncomplete,
+    FindingKind::InvalidRecord,
+    FindingKind::InvalidStream,
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +157,7 @@ fn check_stream(path: &Path) -> Result<Vec<StreamEntry>> {
     let broken: Vec<_> = report
         .findings
         .iter()
-        .filter(|(kind, n)| **n > 0 && INTEGRITY.contains(&kind.as_str()))
+        .filter(|(kind, n)| **n > 0 && INTEGRITY.contains(kind))
         .collect();
     if !broken.is_empty() {
         return Err(Error::new(

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, RESULTS_RUN_SUFFIX, named_run};
 use crate::error::{Error, ErrorKind, Result};
 use crate::human;
 use crate::protocol::{Kind, StreamWriter};
-use crate::stage::import::files::RESULTS_RUN_SUFFIX;
 
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
@@ -39,7 +38,7 @@ pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()
         .collect::<Result<_>>()?;
     let run_id = match &cfg.run {
         None => None,
-        Some(wanted) => Some(named_run(&runs, wanted, &cfg.state_path.display().to_string())?),
+        Some(wanted) => Some(run_named(&runs, wanted, &cfg.state_path.display().to_string())?),
     };
     let line = |out: &mut StreamWriter<W>, text: &str| out.write_line(text.as_bytes(), Kind::Other);
 
@@ -250,28 +249,15 @@ fn split_results(run_id: &str) -> (&str, &str) {
     }
 }
 
-/// The run `--run` names: its id, a unique prefix of it, or the short form this table shows
-/// (`0193a5c2-7f1e.uploads`). A files run and its results' run share their prefix: the prefix
-/// alone names the files run.
-fn named_run(runs: &[crate::checkpoint::RunRow], wanted: &str, state: &str) -> Result<String> {
-    if runs.iter().any(|r| r.run_id == wanted) {
-        return Ok(wanted.to_owned());
-    }
-    let (id, suffix) = split_results(wanted);
-    let mut hits: Vec<&str> = runs
-        .iter()
-        .map(|r| r.run_id.as_str())
-        .filter(|r| r.starts_with(id) && (suffix.is_empty() || r.ends_with(suffix)))
-        .collect();
-    if suffix.is_empty() && hits.iter().any(|h| !h.ends_with(RESULTS_RUN_SUFFIX)) {
-        hits.retain(|h| !h.ends_with(RESULTS_RUN_SUFFIX));
-    }
-    match hits.as_slice() {
-        [one] => Ok((*one).to_owned()),
-        [] => Err(Error::usage(format!(
+/// The run `--run` names ([`named_run`]), or an error saying why none is.
+fn run_named(runs: &[crate::checkpoint::RunRow], wanted: &str, state: &str) -> Result<String> {
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    match named_run(&ids, wanted) {
+        Ok(id) => Ok(id.to_owned()),
+        Err(hits) if hits.is_empty() => Err(Error::usage(format!(
             "no run {wanted} in {state} (`ferry status` lists them)"
         ))),
-        _ => Err(Error::usage(format!(
+        Err(hits) => Err(Error::usage(format!(
             "{wanted} matches several runs: {}",
             hits.join(", ")
         ))),

@@ -44,7 +44,7 @@ ferry-validate (each has --help with examples).";
 
 /// ferry: move data between stores and prove nothing was lost.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, after_long_help = EXAMPLES)]
+#[command(name = "ferry", version, about, after_long_help = crate::cli::with_tuning(EXAMPLES))]
 pub struct FerryArgs {
     #[command(subcommand)]
     pub command: Command,

@@ -45,25 +45,16 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn from_env() -> Result<Pacer> {
-        let spec = std::env::var("FERRY_D1_RATE").unwrap_or_else(|_| "1200/300".into());
-        let parsed = spec
-            .split_once('/')
-            .and_then(|(n, s)| Some((n.trim().parse::<u64>().ok()?, s.trim().parse::<f64>().ok()?)))
-            .filter(|(n, s)| *n > 0 && *s > 0.0);
-        let Some((limit, secs)) = parsed else {
-            return Err(Error::usage(format!(
-                "FERRY_D1_RATE={spec:?}: write REQUESTS/SECONDS, e.g. 1200/300"
-            )));
-        };
-        let window = Duration::from_secs_f64(secs);
-        Ok(Pacer {
+    /// Paced as `FERRY_D1_RATE` says.
+    fn from_tuning() -> Pacer {
+        let (limit, window) = crate::tuning::Tuning::get().d1_rate;
+        Pacer {
             interval: window.div_f64(limit as f64 * 0.95),
             last: None,
             sent: VecDeque::new(),
             window,
             limit,
-        })
+        }
     }
 
     fn wait(&mut self) {
@@ -150,7 +141,7 @@ impl D1Client {
             ),
             token,
             address,
-            pacer: Pacer::from_env()?,
+            pacer: Pacer::from_tuning(),
             requests: 0,
             kind,
         })

@@ -32,8 +32,6 @@ use crate::row::{Column, RowShape};
 use crate::value::Codec;
 use crate::value::{Value, ValueRef};
 
-/// Answer bytes a page aims at.
-const PAGE_BYTES: usize = 2 << 20;
 /// Rows in the first page of a table, and the bounds of later ones.
 const FIRST_PAGE: usize = 500;
 const MAX_PAGE: usize = 50_000;
@@ -63,11 +61,7 @@ impl RowAccess for D1Row {
 
 impl D1Source {
     pub fn open(url: &str) -> Result<D1Source> {
-        let page_bytes = std::env::var("FERRY_D1_PAGE_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n >= 1024)
-            .unwrap_or(PAGE_BYTES);
+        let page_bytes = crate::tuning::Tuning::get().d1_page_bytes;
         Ok(D1Source {
             client: D1Client::open(url, ErrorKind::Source)?,
             mirror: None,

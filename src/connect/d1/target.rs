@@ -221,10 +221,7 @@ fn about_rows(message: &str) -> bool {
 
 impl D1Target {
     pub fn open(url: &str, dry_run: bool) -> Result<D1Target> {
-        let request_bytes = std::env::var("FERRY_D1_REQUEST_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1 << 20);
+        let request_bytes = crate::tuning::Tuning::get().d1_request_bytes;
         let mut client = D1Client::open(url, ErrorKind::Target)?;
         let lock = match dry_run {
             true => None,

@@ -149,10 +149,7 @@ impl S3Store {
                 crate::address::redact_url(e)
             )));
         }
-        let retries = std::env::var("FERRY_RETRIES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(6);
+        let retries = crate::tuning::Tuning::get().retries;
         let client_options = ClientOptions::new()
             .with_allow_http(allow_http)
             .with_connect_timeout(Duration::from_secs(10));

@@ -138,27 +138,61 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
         .optional()
         .ctx(ErrorKind::Source, e("schema"))?
         .flatten();
-    let mut st = conn
-        .prepare("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")
-        .ctx(ErrorKind::Source, e("columns"))?;
-    let columns = st
-        .query_map([table], |r| {
-            Ok(ColumnInfo {
-                name: r.get(0)?,
-                decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                notnull: r.get(2)?,
-                default: r.get(3)?,
-                pk: r.get(4)?,
-                hidden: r.get(5)?,
-            })
-        })
-        .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
-        .ctx(ErrorKind::Source, e("columns"))?;
+    let columns = columns(conn, table, address)?;
     let mut pk: Vec<&ColumnInfo> = columns.iter().filter(|c| c.pk > 0).collect();
     pk.sort_by_key(|c| c.pk);
     let pk: Vec<String> = pk.into_iter().map(|c| c.name.clone()).collect();
 
-    // Foreign keys: rows grouped by id, ordered by seq.
+    let fks = foreign_keys(conn, table, address)?;
+
+    let (unique, indexes) = indexes(conn, table, address)?;
+    let sequence = sequence(conn, table, address)?;
+    let rowid_name = if without_rowid {
+        None
+    } else {
+        ["rowid", "oid", "_rowid_"]
+            .into_iter()
+            .find(|n| !columns.iter().any(|c| c.name.eq_ignore_ascii_case(n)))
+    };
+    Ok(TableInfo {
+        name: table.to_owned(),
+        without_rowid,
+        strict,
+        sql,
+        columns,
+        pk,
+        foreign_keys: fks,
+        unique,
+        indexes,
+        sequence,
+        rowid_name,
+    })
+}
+
+/// A table's columns, hidden ones (generated) too, in order.
+fn columns(conn: &Connection, table: &str, address: &str) -> Result<Vec<ColumnInfo>> {
+    let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
+    let mut st = conn
+        .prepare("SELECT name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")
+        .ctx(ErrorKind::Source, e("columns"))?;
+    st.query_map([table], |r| {
+        Ok(ColumnInfo {
+            name: r.get(0)?,
+            decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            notnull: r.get(2)?,
+            default: r.get(3)?,
+            pk: r.get(4)?,
+            hidden: r.get(5)?,
+        })
+    })
+    .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
+    .ctx(ErrorKind::Source, e("columns"))
+}
+
+/// A table's foreign keys, in the order they were declared.
+fn foreign_keys(conn: &Connection, table: &str, address: &str) -> Result<Vec<ForeignKey>> {
+    let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
+    // Rows grouped by id, ordered by seq.
     let mut st = conn
         .prepare("SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete FROM pragma_foreign_key_list(?1) ORDER BY id, seq")
         .ctx(ErrorKind::Source, e("foreign keys"))?;
@@ -204,8 +238,12 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
                 .ctx(ErrorKind::Source, e("foreign key parent"))?;
         }
     }
+    Ok(fks.into_values().collect())
+}
 
-    // Unique constraints and secondary indexes.
+/// A table's unique constraints, and its own indexes (those `CREATE INDEX` made).
+fn indexes(conn: &Connection, table: &str, address: &str) -> Result<(Vec<Unique>, Vec<Index>)> {
+    let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
     let mut st = conn
         .prepare("SELECT name, \"unique\", origin, partial FROM pragma_index_list(?1) ORDER BY name")
         .ctx(ErrorKind::Source, e("indexes"))?;
@@ -256,42 +294,25 @@ pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableIn
             _ => {} // "pk": the primary key itself
         }
     }
-    let sequence: Option<i64> = {
-        let has_seq: bool = conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
-                [],
-                |r| r.get(0),
-            )
-            .ctx(ErrorKind::Source, e("sequence"))?;
-        if has_seq {
-            conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = ?1", [table], |r| r.get(0))
-                .optional()
-                .ctx(ErrorKind::Source, e("sequence"))?
-        } else {
-            None
-        }
-    };
-    let rowid_name = if without_rowid {
-        None
-    } else {
-        ["rowid", "oid", "_rowid_"]
-            .into_iter()
-            .find(|n| !columns.iter().any(|c| c.name.eq_ignore_ascii_case(n)))
-    };
-    Ok(TableInfo {
-        name: table.to_owned(),
-        without_rowid,
-        strict,
-        sql,
-        columns,
-        pk,
-        foreign_keys: fks.into_values().collect(),
-        unique,
-        indexes,
-        sequence,
-        rowid_name,
-    })
+    Ok((unique, indexes))
+}
+
+/// The AUTOINCREMENT counter of a table, if it has one.
+fn sequence(conn: &Connection, table: &str, address: &str) -> Result<Option<i64>> {
+    let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
+    let has_seq: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+            [],
+            |r| r.get(0),
+        )
+        .ctx(ErrorKind::Source, e("sequence"))?;
+    if !has_seq {
+        return Ok(None);
+    }
+    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = ?1", [table], |r| r.get(0))
+        .optional()
+        .ctx(ErrorKind::Source, e("sequence"))
 }
 
 /// Storage classes present in one column, from the pre-scan.

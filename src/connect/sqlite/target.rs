@@ -34,6 +34,60 @@ struct TargetStream {
     rows_lookup: Option<String>,
 }
 
+impl TargetStream {
+    /// The statements that write a stream's rows into `table` and look its keys up there.
+    fn new(shape: &RowShape, table: String, on_conflict: OnConflict) -> TargetStream {
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
+        let conflict = conflict_clause(shape, on_conflict);
+        let ncols = shape.len().max(1);
+        let chunk = (32_000 / ncols).clamp(1, 100);
+        let placeholders = format!("({})", vec!["?"; shape.len()].join(", "));
+        let head = if shape.is_empty() {
+            format!("INSERT INTO {} DEFAULT VALUES", quote(&table))
+        } else {
+            format!("INSERT INTO {} ({}) VALUES ", quote(&table), cols.join(", "))
+        };
+        let insert_many = if shape.is_empty() {
+            head.clone()
+        } else {
+            format!("{head}{}{conflict}", vec![placeholders.as_str(); chunk].join(", "))
+        };
+        let insert_one = if shape.is_empty() {
+            head.clone()
+        } else {
+            format!("{head}{placeholders}{conflict}")
+        };
+        let row_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
+            format!(
+                "SELECT {} FROM {} WHERE {}",
+                cols.join(", "),
+                quote(&table),
+                key_condition(&keys)
+            )
+        });
+        let rows_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
+            format!(
+                "SELECT {} FROM {} WHERE ({}) IN (VALUES ",
+                cols.join(", "),
+                quote(&table),
+                keys.join(", ")
+            )
+        });
+        let key_lookup =
+            (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
+        TargetStream {
+            table,
+            insert_many,
+            insert_one,
+            chunk,
+            key_lookup,
+            row_lookup,
+            rows_lookup,
+        }
+    }
+}
+
 pub struct SqliteTarget {
     conn: Connection,
     /// One writer at a time (none for a dry run): held until the target is dropped.
@@ -162,6 +216,101 @@ impl SqliteTarget {
         st.exists(rusqlite::params_from_iter(keys))
             .ctx(ErrorKind::Target, || format!("{}: {lookup}", self.address))
     }
+
+    /// Get an existing table ready for a stream: is it empty, did an unfinished run of the same
+    /// source make it, and (with `--create`) add the columns it lacks.
+    fn prepare_existing(
+        &mut self,
+        schema: &Schema,
+        shape: &RowShape,
+        opts: &LoadOptions,
+        table: &str,
+        prepared: &mut Prepared,
+    ) -> Result<()> {
+        let stream = schema.stream.as_str();
+        prepared.empty = !self
+            .conn
+            .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(table)), [], |r| {
+                r.get::<_, bool>(0)
+            })
+            .ctx(ErrorKind::Target, self.target_err(stream, "looking at the table"))?;
+        // A table an unfinished run of the same source made: this run goes on with that
+        // load, undone with it, with no row-by-row journal.
+        prepared.continued =
+            !prepared.empty && !self.dry_run && self.unfinished_by(&opts.source, schema.bookmark_name())?;
+        let have: BTreeSet<String> = {
+            let mut st = self.conn.prepare("SELECT name FROM pragma_table_info(?1)").ctx(
+                ErrorKind::Target,
+                self.target_err(stream, "reading the table's columns"),
+            )?;
+            st.query_map([table], |r| r.get(0))
+                .and_then(|it| it.collect::<rusqlite::Result<_>>())
+                .ctx(
+                    ErrorKind::Target,
+                    self.target_err(stream, "reading the table's columns"),
+                )?
+        };
+        let missing: Vec<&str> = shape
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| !have.contains(*c))
+            .collect();
+        if !missing.is_empty() && opts.create && !self.dry_run {
+            // --create makes what is missing: a SCHEMA that gained columns adds them.
+            self.begin()?;
+            for name in &missing {
+                let prop = &schema.schema.properties[*name];
+                let ty = sqlite_type_for(prop);
+                let ddl = format!("ALTER TABLE {} ADD COLUMN {} {ty}", quote(table), quote(name));
+                tracing::warn!(stream, table = %table, column = %name, "adding a column the stream has and the table lacks");
+                self.conn.execute_batch(&ddl).ctx(
+                    ErrorKind::Target,
+                    self.target_err(stream, &format!("adding column {name}")),
+                )?;
+                prepared.created.push(ddl);
+            }
+        } else if !missing.is_empty() {
+            return Err(crate::connect::missing_columns(&self.address, table, stream, &missing));
+        }
+        Ok(())
+    }
+
+    /// Create a stream's table (and its AUTOINCREMENT counter) in the open transaction, and
+    /// record the indexes to build once its data is in.
+    fn create_table(
+        &mut self,
+        schema: &Schema,
+        opts: &LoadOptions,
+        table: &str,
+        prepared: &mut Prepared,
+    ) -> Result<()> {
+        let stream = schema.stream.as_str();
+        let ddl = create_table_sql(schema, table);
+        if !self.dry_run {
+            self.begin()?;
+            self.conn.execute_batch(&ddl).ctx(
+                ErrorKind::Target,
+                self.target_err(stream, &format!("creating table {table} with:\n{ddl}\n")),
+            )?;
+            if let Some(seq) = schema.sqlite.as_ref().and_then(|s| s.sequence)
+                && self.table_exists("sqlite_sequence")?
+            {
+                self.conn
+                        .execute(
+                            "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
+                            params![table, seq],
+                        )
+                        .ctx(ErrorKind::Target, self.target_err(stream, "setting the AUTOINCREMENT sequence"))?;
+            }
+        }
+        prepared.created.push(ddl);
+        prepared.deferred = index_sql(schema, table);
+        // Recorded even when there is no index to build: a marker with work pending also
+        // says that an unfinished run made the table.
+        self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
+        Ok(())
+    }
 }
 
 /// Take the lock that lets one ferry process at a time write the database at `path` (`what`:
@@ -223,131 +372,27 @@ impl Target for SqliteTarget {
         let exists = self.table_exists(&table)?;
         prepared.existed = exists;
         if exists {
-            prepared.empty = !self
-                .conn
-                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {})", quote(&table)), [], |r| {
-                    r.get::<_, bool>(0)
-                })
-                .ctx(ErrorKind::Target, self.target_err(stream, "looking at the table"))?;
-            // A table an unfinished run of the same source made: this run goes on with that
-            // load, undone with it, with no row-by-row journal.
-            prepared.continued =
-                !prepared.empty && !self.dry_run && self.unfinished_by(&opts.source, schema.bookmark_name())?;
-            let have: BTreeSet<String> = {
-                let mut st = self.conn.prepare("SELECT name FROM pragma_table_info(?1)").ctx(
-                    ErrorKind::Target,
-                    self.target_err(stream, "reading the table's columns"),
-                )?;
-                st.query_map([&table], |r| r.get(0))
-                    .and_then(|it| it.collect::<rusqlite::Result<_>>())
-                    .ctx(
-                        ErrorKind::Target,
-                        self.target_err(stream, "reading the table's columns"),
-                    )?
-            };
-            let missing: Vec<&str> = shape
-                .columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .filter(|c| !have.contains(*c))
-                .collect();
-            if !missing.is_empty() && opts.create && !self.dry_run {
-                // --create makes what is missing: a SCHEMA that gained columns adds them.
-                self.begin()?;
-                for name in &missing {
-                    let prop = &schema.schema.properties[*name];
-                    let ty = sqlite_type_for(prop);
-                    let ddl = format!("ALTER TABLE {} ADD COLUMN {} {ty}", quote(&table), quote(name));
-                    tracing::warn!(stream, table = %table, column = %name, "adding a column the stream has and the table lacks");
-                    self.conn.execute_batch(&ddl).ctx(
-                        ErrorKind::Target,
-                        self.target_err(stream, &format!("adding column {name}")),
-                    )?;
-                    prepared.created.push(ddl);
-                }
-            } else if !missing.is_empty() {
-                return Err(crate::connect::missing_columns(&self.address, &table, stream, &missing));
-            }
+            self.prepare_existing(schema, shape, opts, &table, &mut prepared)?;
         } else if !opts.create {
             return Err(crate::connect::no_table(&self.address, &table, stream));
         } else {
-            let ddl = create_table_sql(schema, &table);
-            if !self.dry_run {
-                self.begin()?;
-                self.conn.execute_batch(&ddl).ctx(
-                    ErrorKind::Target,
-                    self.target_err(stream, &format!("creating table {table} with:\n{ddl}\n")),
-                )?;
-                if let Some(seq) = schema.sqlite.as_ref().and_then(|s| s.sequence)
-                    && self.table_exists("sqlite_sequence")?
-                {
-                    self.conn
-                        .execute(
-                            "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
-                            params![table, seq],
-                        )
-                        .ctx(ErrorKind::Target, self.target_err(stream, "setting the AUTOINCREMENT sequence"))?;
-                }
-            }
-            prepared.created.push(ddl);
-            prepared.deferred = index_sql(schema, &table);
-            // Recorded even when there is no index to build: a marker with work pending also
-            // says that an unfinished run made the table.
-            self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
+            self.create_table(schema, opts, &table, &mut prepared)?;
         }
 
         if !self.dry_run || exists {
             let t = describe(&self.conn, &table, &self.address)?;
             prepared.null_key = t.pk_nullable() && t.pk == shape.key_names();
         }
-        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
-        let keys: Vec<String> = shape.key_names().into_iter().map(quote).collect();
-        let conflict = conflict_clause(shape, opts.on_conflict);
-        if keys.is_empty() && opts.on_conflict != OnConflict::Fail {
+        if shape.key.is_empty() && opts.on_conflict != OnConflict::Fail {
             tracing::warn!(
                 stream,
                 "the stream has no key: --on-conflict has nothing to match on, rows are appended"
             );
         }
-        let ncols = shape.len().max(1);
-        let chunk = (32_000 / ncols).clamp(1, 100);
-        let placeholders = format!("({})", vec!["?"; shape.len()].join(", "));
-        let head = if shape.is_empty() {
-            format!("INSERT INTO {} DEFAULT VALUES", quote(&table))
-        } else {
-            format!("INSERT INTO {} ({}) VALUES ", quote(&table), cols.join(", "))
-        };
-        let insert_many = if shape.is_empty() {
-            head.clone()
-        } else {
-            format!("{head}{}{conflict}", vec![placeholders.as_str(); chunk].join(", "))
-        };
-        let insert_one = if shape.is_empty() {
-            head.clone()
-        } else {
-            format!("{head}{placeholders}{conflict}")
-        };
-        let row_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
-            format!(
-                "SELECT {} FROM {} WHERE {}",
-                cols.join(", "),
-                quote(&table),
-                key_condition(&keys)
-            )
-        });
-        let rows_lookup = (!keys.is_empty() && !cols.is_empty()).then(|| {
-            format!(
-                "SELECT {} FROM {} WHERE ({}) IN (VALUES ",
-                cols.join(", "),
-                quote(&table),
-                keys.join(", ")
-            )
-        });
-        let key_lookup =
-            (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
+        let ts = TargetStream::new(shape, table, opts.on_conflict);
         if !self.dry_run && !shape.is_empty() {
             // Prepare now so that a mismatch (say, ON CONFLICT with no matching key) fails before any row.
-            self.conn.prepare_cached(&insert_one).ctx(
+            self.conn.prepare_cached(&ts.insert_one).ctx(
                 ErrorKind::Target,
                 self.target_err(
                     stream,
@@ -355,18 +400,7 @@ impl Target for SqliteTarget {
                 ),
             )?;
         }
-        self.streams.insert(
-            stream.to_owned(),
-            TargetStream {
-                table,
-                insert_many,
-                insert_one,
-                chunk,
-                key_lookup,
-                row_lookup,
-                rows_lookup,
-            },
-        );
+        self.streams.insert(stream.to_owned(), ts);
         Ok(prepared)
     }
 

@@ -26,12 +26,14 @@ use serde_json::{Map, Value as Json, json};
 
 use super::ingest::{Rejects, parse_begin, producer_error, record_failure};
 use super::{ImportConfig, ImportOutcome};
+use crate::checkpoint::RESULTS_RUN_SUFFIX;
 use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
 use crate::connect::OnConflict;
 use crate::connect::objects::s3::S3Store;
 use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
+use crate::protocol::side::{Action, FileCounts, FileKey, FileReject, Plan};
 use crate::protocol::{
     Begin, Digest, End, ErrorMsg, FileMsg, Kind, Line, Message, ObjectSchema, PROTOCOL, Schema, SourceInfo, State,
     StateValue, StreamEnd, StreamReader, StreamWriter, now_rfc3339, producer,
@@ -42,8 +44,6 @@ use crate::value::{Codec, ValueRef};
 
 /// The stream of upload results on stdout.
 pub const UPLOADS_STREAM: &str = "uploads";
-/// The suffix of the run that loads a files run's upload results into a table: `RUN.uploads`.
-pub(crate) const RESULTS_RUN_SUFFIX: &str = ".uploads";
 
 /// What to say of a multipart upload a killed run may have left with no id recorded.
 pub(crate) const UNKNOWN_UPLOAD: &str = "a run was killed as it started a multipart upload of this key, before the store's upload id was recorded: if the store had started it, its parts are stored (and billed) until aborted, and ferry cannot name it; let the bucket abort it (an AbortIncompleteMultipartUpload lifecycle rule) or abort it with the store's own tools";
@@ -279,7 +279,7 @@ struct Uploader<'w, W: Write> {
     settled: (u64, u64),
     /// ...and of how much: from the input's own totals, else the SCHEMA estimates.
     estimate: (Option<u64>, Option<u64>),
-    plan: HashMap<&'static str, u64>,
+    plan: FileCounts,
     /// Buckets that FILE lines' bytes come from (`content.uri` s3://).
     sources: HashMap<String, Arc<S3Store>>,
     /// The endpoint of the store the stream was exported from, as its BEGIN says
@@ -360,7 +360,7 @@ pub fn run_counted<R: BufRead, W: Write>(
         progress: Progress::new(),
         settled: (0, 0),
         estimate: (None, None),
-        plan: HashMap::new(),
+        plan: FileCounts::default(),
         sources: HashMap::new(),
         source_endpoint: None,
         fetches: 0,
@@ -897,14 +897,14 @@ impl<W: Write> Uploader<'_, W> {
         self.outcome.rejected += 1;
         let path = String::from_utf8_lossy(&row.path).into_owned();
         tracing::warn!(path = %path, status = %row.status, reason = ?row.reason, "file not put");
-        self.rejects.write(&json!({
-            "line": line,
-            "stream": stream,
-            "key": {"path": path},
-            "object_key": String::from_utf8_lossy(&row.key),
-            "status": row.status,
-            "reason": row.reason,
-        }))?;
+        self.rejects.write(&FileReject {
+            line,
+            stream,
+            key: FileKey { path: path.clone() },
+            object_key: String::from_utf8_lossy(&row.key).into_owned(),
+            status: &row.status,
+            reason: row.reason.as_deref(),
+        })?;
         if self.rejects.count > self.cfg.max_rejects {
             return Err(Error::data(format!(
                 "more than {} files could not be put (the last: {:?}, {}); they are listed in {}",
@@ -1165,27 +1165,35 @@ impl<W: Write> Uploader<'_, W> {
     /// A dry run: what would happen to this file, asking the store but changing nothing.
     fn plan_file(&mut self, job: &Job) -> Result<()> {
         let action = match self.store.head(&job.key)? {
-            None => "upload",
-            Some(info) if info.size == job.size && info.sha256.as_deref() == Some(job.sha256.as_str()) => "present",
-            Some(_) if job.overwrite => "overwrite",
-            Some(_) => "conflict",
+            None => Action::Upload,
+            Some(info) if info.size == job.size && info.sha256.as_deref() == Some(job.sha256.as_str()) => {
+                Action::Present
+            }
+            Some(_) if job.overwrite => Action::Overwrite,
+            Some(_) => Action::Conflict,
         };
-        *self.plan.entry(action).or_default() += 1;
-        if action != "present" {
-            *self.plan.entry("bytes").or_default() += job.size;
+        let counts = &mut self.plan;
+        match action {
+            Action::Upload => counts.upload += 1,
+            Action::Present => counts.present += 1,
+            Action::Overwrite => counts.overwrite += 1,
+            _ => counts.conflict += 1,
         }
-        let v = json!({"type": "PLAN", "action": action, "path": job.path, "key": String::from_utf8_lossy(&job.key), "size": job.size});
-        self.out.write_line(v.to_string().as_bytes(), Kind::Other)
+        if action != Action::Present {
+            counts.bytes_to_send += job.size;
+        }
+        let mut line = Plan::new(action);
+        line.path = Some(job.path.clone());
+        line.key = Some(Json::String(String::from_utf8_lossy(&job.key).into_owned()));
+        line.size = Some(job.size);
+        self.out.write_json(&line, Kind::Other)
     }
 
     fn plan_summary(&mut self) -> Result<()> {
-        let n = |k: &str| self.plan.get(k).copied().unwrap_or(0);
-        let v = json!({
-            "type": "PLAN", "action": "summary", "target": self.target,
-            "upload": n("upload"), "present": n("present"), "overwrite": n("overwrite"),
-            "conflict": n("conflict"), "bytes_to_send": n("bytes"),
-        });
-        self.out.write_line(v.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::new(Action::Summary);
+        line.target = Some(self.target.clone());
+        line.files = Some(self.plan);
+        self.out.write_json(&line, Kind::Other)?;
         self.out.flush()
     }
 

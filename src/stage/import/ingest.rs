@@ -5,8 +5,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use serde_json::Value as Json;
-
 use super::ImportConfig;
 use crate::checkpoint::{Checkpoint, RunStatus};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -34,7 +32,7 @@ impl Rejects {
         }
     }
 
-    pub(crate) fn write(&mut self, entry: &Json) -> Result<()> {
+    pub(crate) fn write(&mut self, entry: &impl serde::Serialize) -> Result<()> {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;

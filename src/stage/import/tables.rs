@@ -12,6 +12,7 @@ use crate::checkpoint::{BatchRow, Checkpoint, JournalAction, NewRun, RunStatus};
 use crate::connect::{self, LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target};
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
+use crate::protocol::side::{Action, LoadCounts, Plan, RowReject};
 use crate::protocol::{
     Begin, DIGEST_ALGO, End, Kind, Line, Message, PROTOCOL, Schema, SourceInfo, StateValue, StreamEnd, StreamReader,
     StreamWriter, new_run_id, now_rfc3339, producer,
@@ -423,15 +424,14 @@ impl<W: Write> Importer<'_, W> {
             self.journal_stream(&name, &prepared, &shape, line.text);
         }
         if self.cfg.dry_run {
-            for sql in &prepared.created {
-                self.plan_line(
-                    json!({"type":"PLAN","action":"create_table","stream":name,"table":prepared.table,"sql":sql}),
-                )?;
-            }
-            for sql in &prepared.deferred {
-                self.plan_line(
-                    json!({"type":"PLAN","action":"create_index","stream":name,"table":prepared.table,"sql":sql}),
-                )?;
+            let statements = (prepared.created.iter().map(|sql| (Action::CreateTable, sql)))
+                .chain(prepared.deferred.iter().map(|sql| (Action::CreateIndex, sql)));
+            for (action, sql) in statements {
+                let mut line = Plan::new(action);
+                line.stream = Some(name.clone());
+                line.table = Some(prepared.table.clone());
+                line.sql = Some(sql.clone());
+                self.out.write_json(&line, Kind::Other)?;
             }
         } else if !prepared.created.is_empty() {
             tracing::info!(stream = %name, table = %prepared.table, "created table");
@@ -761,15 +761,15 @@ impl<W: Write> Importer<'_, W> {
             self.outcome.written += report.written;
             self.outcome.skipped += report.skipped;
             for r in &report.rejects {
-                let entry = json!({
-                    "stream": name,
-                    "line": r.line,
-                    "key": r.key,
-                    "reason": r.reason,
-                    "record": r.record,
-                    "run_id": self.run_id,
-                    "at": now_rfc3339(),
-                });
+                let entry = RowReject {
+                    stream: name,
+                    line: r.line,
+                    key: &r.key,
+                    reason: &r.reason,
+                    record: &r.record,
+                    run_id: &self.run_id,
+                    at: now_rfc3339(),
+                };
                 self.rejects.write(&entry)?;
                 tracing::warn!(stream = %name, line = r.line, reason = %r.reason, "row rejected");
                 if self.rejects.count > self.cfg.max_rejects {
@@ -1045,11 +1045,19 @@ impl<W: Write> Importer<'_, W> {
             return Ok(());
         };
         if self.cfg.dry_run {
-            self.plan_line(json!({
-                "type": "PLAN", "action": "load", "stream": name, "table": table,
-                "rows": received, "already_imported": already, "insert": plan.insert,
-                "skip": plan.skip, "overwrite": plan.overwrite, "conflict": plan.conflict, "reject": plan.reject,
-            }))?;
+            let mut line = Plan::new(Action::Load);
+            line.stream = Some(name.clone());
+            line.table = Some(table);
+            line.rows = Some(received);
+            line.load = Some(LoadCounts {
+                already_imported: already,
+                insert: plan.insert,
+                skip: plan.skip,
+                overwrite: plan.overwrite,
+                conflict: plan.conflict,
+                reject: plan.reject,
+            });
+            self.out.write_json(&line, Kind::Other)?;
         } else {
             for ddl in self.target.finish_stream(&self.source, &bookmark)? {
                 tracing::info!(stream = %name, sql = %ddl, "built index");
@@ -1152,11 +1160,6 @@ impl<W: Write> Importer<'_, W> {
 
     fn on_error(&mut self, line: &Line<'_>) -> Result<()> {
         producer_error(line, self.checkpoint.as_mut(), &self.run_id)
-    }
-
-    fn plan_line(&mut self, v: Json) -> Result<()> {
-        let text = v.to_string();
-        self.out.write_line(text.as_bytes(), Kind::Other)
     }
 
     /// Undo the open transaction and record how the run ended. Errors here are logged: the

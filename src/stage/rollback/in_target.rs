@@ -21,18 +21,19 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
+use super::{Audit, RollbackOutcome, Undoing, backup_path, later_runs, refusals, shape_of};
 use crate::address::Address;
-use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
+use crate::checkpoint::{JournalAction, JournalRow};
 use crate::connect::Selection;
 use crate::connect::d1::client::{D1Client, Stmt};
 use crate::connect::postgres::conn::{PgAddress, pg_error};
 use crate::connect::postgres::read::PgConn;
 use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{Kind, StreamWriter, now_rfc3339};
+use crate::protocol::side::{Action, AuditEntry, Plan};
+use crate::protocol::{Kind, StreamWriter};
 use crate::row::RowShape;
 
 /// What one journal entry asks for, newest first.
@@ -77,6 +78,18 @@ enum Db {
 }
 
 impl Db {
+    /// The store run `run_id` imported into (`target`, recorded without its password), at
+    /// `address`.
+    fn open(address: &Address, run_id: &str, target: &str) -> Result<Db> {
+        match address {
+            Address::Postgres(u) => Ok(Db::Pg(PgConn::open(&PgAddress::parse(u, "ferry-rollback")?)?)),
+            Address::D1(u) => Ok(Db::D1(D1Client::open(u, ErrorKind::Target)?)),
+            _ => Err(Error::usage(format!(
+                "run {run_id} imported into {target}, which keeps no rollback journal of its own"
+            ))),
+        }
+    }
+
     fn pg(&self) -> bool {
         matches!(self, Db::Pg(_))
     }
@@ -297,14 +310,17 @@ enum Count {
 
 /// Undo run `run_id` (its journal entries `journal`) as `cfg` says.
 pub(crate) fn run<W: Write>(
-    cp: &mut Checkpoint,
-    run_id: &str,
+    u: Undoing<'_>,
     journal: &[JournalRow],
-    before: &[String],
-    cfg: &RollbackConfig,
-    audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
+    let Undoing {
+        cp,
+        run_id,
+        before,
+        cfg,
+        audit,
+    } = u;
     let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
     // The recorded address has no password: PGPASSWORD, or --target with the full address.
@@ -321,15 +337,7 @@ pub(crate) fn run<W: Write>(
         None => target.clone(),
     };
     let source = Address::parse(&url)?;
-    let mut db = match &source {
-        Address::Postgres(u) => Db::Pg(PgConn::open(&PgAddress::parse(u, "ferry-rollback")?)?),
-        Address::D1(u) => Db::D1(D1Client::open(u, ErrorKind::Target)?),
-        _ => {
-            return Err(Error::usage(format!(
-                "run {run_id} imported into {target}, which keeps no rollback journal of its own"
-            )));
-        }
-    };
+    let mut db = Db::open(&source, run_id, &target)?;
 
     let mut steps: Vec<Step<'_>> = Vec::new();
     let mut refused = Vec::new();
@@ -419,8 +427,23 @@ pub(crate) fn run<W: Write>(
         cp.journal_undone(&ids)?;
     }
 
-    for k in &keys {
-        let action = if k.inserted { "delete" } else { "restore" };
+    plan_lines(&target, &steps, &keys, &held, act, &mut outcome, out)?;
+    refusals(journal, &refused, run_id, confirm, outcome, out)
+}
+
+/// A PLAN line for every key the undo touches and every table it drops or empties (carried out
+/// when `act`), counted in `outcome`.
+fn plan_lines<W: Write>(
+    target: &str,
+    steps: &[Step<'_>],
+    keys: &[KeyAction],
+    held: &[u64],
+    act: bool,
+    outcome: &mut RollbackOutcome,
+    out: &mut StreamWriter<W>,
+) -> Result<()> {
+    for k in keys {
+        let action = if k.inserted { Action::Delete } else { Action::Restore };
         if !act {
             if k.inserted {
                 outcome.would_delete_rows += 1;
@@ -429,37 +452,39 @@ pub(crate) fn run<W: Write>(
             }
         }
         let (table, stream) = table_of(&steps[k.step]);
-        let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "key": k.key});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::on_table(action.shown(act), target, stream, table);
+        line.key = Some(k.key.clone());
+        out.write_json(&line, Kind::Other)?;
     }
-    for (st, rows) in steps.iter().zip(&held) {
+    for (st, rows) in steps.iter().zip(held) {
         let Some(action) = table_action(st) else { continue };
-        if !act && action == "drop_table" {
+        if !act && action == Action::DropTable {
             outcome.would_drop += 1;
         } else if !act {
             outcome.would_empty += 1;
         }
         let (table, stream) = table_of(st);
-        let line = json!({"type": "PLAN", "action": shown(act, action), "target": target, "stream": stream, "table": table, "rows": rows});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::on_table(action.shown(act), target, stream, table);
+        line.rows = Some(*rows);
+        out.write_json(&line, Kind::Other)?;
     }
-    refusals(journal, &refused, run_id, confirm, outcome, out)
+    Ok(())
 }
 
 /// An audit line for every action of the undo, written before any is carried out.
 fn audit_ahead(audit: &mut Audit, run_id: &str, target: &str, keys: &[KeyAction], steps: &[Step<'_>]) -> Result<()> {
     for k in keys {
-        audit.write(&json!({
-            "at": now_rfc3339(), "action": if k.inserted { "delete" } else { "restore" }, "run": run_id,
-            "target": target, "table": table_of(&steps[k.step]).0, "key": k.key,
-        }))?;
+        let action = if k.inserted { Action::Delete } else { Action::Restore };
+        let mut entry = AuditEntry::now(action, run_id, target);
+        entry.table = Some(table_of(&steps[k.step]).0.to_owned());
+        entry.key = Some(k.key.clone());
+        audit.write(&entry)?;
     }
     for st in steps {
         if let Some(action) = table_action(st) {
-            audit.write(&json!({
-                "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
-                "table": table_of(st).0,
-            }))?;
+            let mut entry = AuditEntry::now(action, run_id, target);
+            entry.table = Some(table_of(st).0.to_owned());
+            audit.write(&entry)?;
         }
     }
     Ok(())
@@ -497,11 +522,11 @@ fn table_of<'a>(st: &'a Step<'_>) -> (&'a str, &'a str) {
 }
 
 /// What a step does to a whole table, if that is what it does.
-fn table_action(st: &Step<'_>) -> Option<&'static str> {
+fn table_action(st: &Step<'_>) -> Option<Action> {
     match st {
         Step::Undo { .. } => None,
-        Step::Drop { .. } => Some("drop_table"),
-        Step::Empty { .. } => Some("empty_table"),
+        Step::Drop { .. } => Some(Action::DropTable),
+        Step::Empty { .. } => Some(Action::EmptyTable),
     }
 }
 

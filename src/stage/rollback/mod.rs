@@ -16,14 +16,12 @@ mod sqlite;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
+use crate::checkpoint::{Checkpoint, JournalAction, JournalRow, RESULTS_RUN_SUFFIX, named_run};
 use crate::connect::objects::s3::S3Settings;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::side::{Action, AuditEntry, Plan};
 use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
-use crate::stage::import::files::RESULTS_RUN_SUFFIX;
 
 #[derive(Debug, Clone)]
 pub struct RollbackConfig {
@@ -111,13 +109,14 @@ impl Audit {
     /// The actions written ahead did not happen: the undo failed and its transaction was rolled
     /// back, the target left as it was.
     pub(crate) fn failed(&mut self, run_id: &str, target: &str, error: &Error) -> Result<()> {
-        self.write(&json!({
-            "at": now_rfc3339(), "action": "failed", "run": run_id, "target": target,
-            "why": format!("{error}; the actions above for this run were not carried out: the target was left as it was"),
-        }))
+        let mut entry = AuditEntry::now(Action::Failed, run_id, target);
+        entry.why = Some(format!(
+            "{error}; the actions above for this run were not carried out: the target was left as it was"
+        ));
+        self.write(&entry)
     }
 
-    pub(crate) fn write(&mut self, entry: &serde_json::Value) -> Result<()> {
+    pub(crate) fn write(&mut self, entry: &AuditEntry) -> Result<()> {
         let path = &self.path;
         let f = match self.file.as_mut() {
             Some(f) => f,
@@ -129,7 +128,8 @@ impl Audit {
                     .ctx(ErrorKind::Io, || format!("opening the audit log {}", path.display()))?,
             ),
         };
-        writeln!(f, "{entry}")
+        let line = serde_json::to_string(entry).unwrap_or_default();
+        writeln!(f, "{line}")
             .and_then(|()| f.sync_data())
             .ctx(ErrorKind::Io, || format!("writing the audit log {}", path.display()))
     }
@@ -184,28 +184,19 @@ fn runs_to_undo(cp: &Checkpoint, cfg: &RollbackConfig) -> Result<Vec<String>> {
             .ok_or_else(|| Error::usage(format!("no import run in {state}")))?;
         with_results(last)
     } else {
-        let prefix = cfg.batch.as_str();
-        let matching: Vec<&String> = imports.iter().filter(|r| r.starts_with(prefix)).collect();
-        let named = match matching.as_slice() {
-            _ if imports.iter().any(|r| r == prefix) => prefix.to_owned(),
-            [] => {
+        let wanted = cfg.batch.as_str();
+        let ids: Vec<&str> = imports.iter().map(String::as_str).collect();
+        let named = match named_run(&ids, wanted) {
+            Ok(id) => id.to_owned(),
+            Err(hits) if hits.is_empty() => {
                 return Err(Error::usage(format!(
-                    "no import run {prefix}* in {state} (`ferry status` lists the runs)"
+                    "no import run {wanted}* in {state} (`ferry status` lists the runs)"
                 )));
             }
-            [one] => (*one).clone(),
-            // A files run and its results' run share the prefix: both are meant.
-            [a, b]
-                if b.strip_suffix(RESULTS_RUN_SUFFIX) == Some(a.as_str())
-                    || a.strip_suffix(RESULTS_RUN_SUFFIX) == Some(b.as_str()) =>
-            {
-                a.strip_suffix(RESULTS_RUN_SUFFIX).unwrap_or(a).to_owned()
-            }
-            many => {
-                let ids: Vec<&str> = many.iter().map(|r| r.as_str()).collect();
+            Err(hits) => {
                 return Err(Error::usage(format!(
-                    "{prefix} matches several runs: {}",
-                    ids.join(", ")
+                    "{wanted} matches several runs: {}",
+                    hits.join(", ")
                 )));
             }
         };
@@ -254,13 +245,27 @@ fn undo_tables<W: Write>(
     if cfg.confirm && parts.len() > 1 {
         let mut sink = StreamWriter::new(std::io::sink());
         for part in &parts {
-            blocked |= tables_of_target(cp, run_id, part, before, &dry, audit, &mut sink)?.refused > 0;
+            let u = Undoing {
+                cp: &mut *cp,
+                run_id,
+                before,
+                cfg: &dry,
+                audit: &mut *audit,
+            };
+            blocked |= tables_of_target(u, part, &mut sink)?.refused > 0;
         }
     }
     let acting = if blocked { &dry } else { cfg };
     let mut total = RollbackOutcome::default();
     for part in &parts {
-        total.add(&tables_of_target(cp, run_id, part, before, acting, audit, out)?);
+        let u = Undoing {
+            cp: &mut *cp,
+            run_id,
+            before,
+            cfg: acting,
+            audit: &mut *audit,
+        };
+        total.add(&tables_of_target(u, part, out)?);
     }
     if blocked {
         return Err(Error::usage(format!(
@@ -299,8 +304,10 @@ fn run_one<W: Write>(
                 .iter()
                 .any(|r| r.run_id == run_id && r.stage == "import" && r.status == "complete");
             if completed {
-                let line = json!({"type": "PLAN", "action": "keep", "run": run_id, "why": "completed (--failed-only)"});
-                out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+                let mut line = Plan::new(Action::Keep);
+                line.run = Some(run_id.to_owned());
+                line.why = Some("completed (--failed-only)".into());
+                out.write_json(&line, Kind::Other)?;
                 return Ok(RollbackOutcome {
                     tables: true,
                     kept: 1,
@@ -319,19 +326,25 @@ fn run_one<W: Write>(
 /// Undo a run's entries in one table target, by the kind of store its address names: SQLite's
 /// journal is in the state file, PostgreSQL and D1 keep theirs in the database.
 fn tables_of_target<W: Write>(
-    cp: &mut Checkpoint,
-    run_id: &str,
+    u: Undoing<'_>,
     journal: &[JournalRow],
-    before: &[String],
-    cfg: &RollbackConfig,
-    audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
     if journal[0].target.starts_with("sqlite:") {
-        sqlite::run(cp, run_id, journal, before, cfg, audit, out)
+        sqlite::run(u, journal, out)
     } else {
-        in_target::run(cp, run_id, journal, before, cfg, audit, out)
+        in_target::run(u, journal, out)
     }
+}
+
+/// What undoing one run in a table target needs besides its journal: the state file, the run,
+/// the runs this plan undoes first (`before`), how (`cfg`), and the audit log.
+pub(crate) struct Undoing<'a> {
+    pub(crate) cp: &'a mut Checkpoint,
+    pub(crate) run_id: &'a str,
+    pub(crate) before: &'a [String],
+    pub(crate) cfg: &'a RollbackConfig,
+    pub(crate) audit: &'a mut Audit,
 }
 
 /// The row shape of the stream a journal entry (`create`, `empty`, `stream`, `undo`) records
@@ -358,17 +371,6 @@ pub(crate) fn later_runs(r: &JournalRow, later: &[String]) -> String {
         r.table,
         later.join(", ")
     )
-}
-
-/// How the plan shows an action, before (`act` false) and after it is taken.
-pub(crate) fn shown(act: bool, action: &'static str) -> &'static str {
-    match (act, action) {
-        (false, a) => a,
-        (true, "delete") => "deleted",
-        (true, "restore") => "restored",
-        (true, "empty_table") => "emptied",
-        (true, _) => "dropped",
-    }
 }
 
 /// Where a rollback of `run_id` saves what it changes: next to the state file.
@@ -398,14 +400,16 @@ pub(crate) fn refusals<W: Write>(
         .iter()
         .filter(|r| r.action == JournalAction::Unjournaled && r.undone_at.is_none())
     {
-        let line = json!({"type": "PLAN", "action": "cannot_undo", "target": target, "stream": r.stream, "table": r.table,
-            "why": "the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay"});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::on_table(Action::CannotUndo, target, &r.stream, &r.table);
+        line.why = Some("the run wrote into this table, which existed, without a rollback journal (the stream has no key, or --no-rollback-journal): its rows there stay".into());
+        out.write_json(&line, Kind::Other)?;
         outcome.unjournaled += 1;
     }
     for why in refused {
-        let line = json!({"type": "PLAN", "action": "refuse", "target": target, "why": why});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::new(Action::Refuse);
+        line.target = Some(target.to_owned());
+        line.why = Some(why.clone());
+        out.write_json(&line, Kind::Other)?;
     }
     out.flush()?;
     outcome.refused = refused.len() as u64;

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::Value as Json;
 
 use super::{Audit, RollbackConfig, RollbackOutcome};
 use crate::address::Address;
@@ -23,6 +23,7 @@ use crate::checkpoint::{Checkpoint, FileRow};
 use crate::connect::objects::s3::S3Settings;
 use crate::connect::objects::{self, ObjectStore};
 use crate::error::{Error, Result};
+use crate::protocol::side::{Action, AuditEntry, Plan};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 
 /// The store a manifest row names: `dir:PATH`, or `s3://BUCKET/PREFIX [at ENDPOINT]`.
@@ -44,25 +45,25 @@ fn decide(
     cfg: &RollbackConfig,
     store: &dyn ObjectStore,
     source_root: Option<&Path>,
-) -> Result<(&'static str, String)> {
+) -> Result<(Action, String)> {
     let ours_if_present = match row.status.as_str() {
-        "uploaded" if cfg.failed_only => return Ok(("keep", "completed (--failed-only)".into())),
+        "uploaded" if cfg.failed_only => return Ok((Action::Keep, "completed (--failed-only)".into())),
         "uploaded" | "uploading" => true,
         "overwritten" => {
             return Ok((
-                "keep",
+                Action::Keep,
                 "this run replaced an earlier object, whose bytes are gone: it cannot be put back".into(),
             ));
         }
-        "rolled_back" => return Ok(("done", "already rolled back".into())),
-        other => return Ok(("keep", format!("the run did not create it ({other})"))),
+        "rolled_back" => return Ok((Action::Done, "already rolled back".into())),
+        other => return Ok((Action::Keep, format!("the run did not create it ({other})"))),
     };
     debug_assert!(ours_if_present);
     match store.head(&row.key)? {
-        None => return Ok(("done", "not there".into())),
+        None => return Ok((Action::Done, "not there".into())),
         Some(info) if info.size != row.size || info.sha256.as_deref() != Some(row.sha256.as_str()) => {
             return Ok((
-                "keep",
+                Action::Keep,
                 "the object at the key now holds other bytes: someone else's".into(),
             ));
         }
@@ -74,7 +75,7 @@ fn decide(
                 let original = root.join(std::ffi::OsStr::from_bytes(&row.path));
                 if !original.is_file() {
                     return Ok((
-                        "refuse",
+                        Action::Refuse,
                         format!(
                             "the original {} is gone: this object may be the only copy (--force deletes it anyway)",
                             original.display()
@@ -84,14 +85,14 @@ fn decide(
             }
             None => {
                 return Ok((
-                    "refuse",
+                    Action::Refuse,
                     "the run's source is not a local directory, so the original cannot be checked (--force deletes it anyway)"
                         .into(),
                 ));
             }
         }
     }
-    Ok(("delete", String::new()))
+    Ok((Action::Delete, String::new()))
 }
 
 /// Undo a run of files: delete the objects it created, abort the multipart uploads it left.
@@ -111,16 +112,19 @@ pub(super) fn undo_run<W: Write>(
     if rows.is_empty() && uploads.is_empty() {
         // Killed before it put anything, or every file it put was put again by a later run
         // (which now owns it): nothing of this run's own to undo.
-        let line = json!({"type": "PLAN", "action": "nothing", "run": run_id,
-            "why": "the run left nothing of its own: no table journal, no file recorded as its, no unfinished upload"});
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::new(Action::Nothing);
+        line.run = Some(run_id.to_owned());
+        line.why = Some(
+            "the run left nothing of its own: no table journal, no file recorded as its, no unfinished upload".into(),
+        );
+        out.write_json(&line, Kind::Other)?;
         return Ok(RollbackOutcome::default());
     }
     let source_root = cp
         .run_source(run_id)?
         .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
     let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
-    let mut plan: Vec<(usize, &'static str, String)> = Vec::new();
+    let mut plan: Vec<(usize, Action, String)> = Vec::new();
     for (target, row) in &rows {
         let at = match stores.iter().position(|(t, _)| t == target) {
             Some(at) => at,
@@ -132,7 +136,7 @@ pub(super) fn undo_run<W: Write>(
         let (action, why) = decide(row, cfg, stores[at].1.as_ref(), source_root.as_deref())?;
         plan.push((at, action, why));
     }
-    let refused = plan.iter().filter(|p| p.1 == "refuse").count();
+    let refused = plan.iter().filter(|p| p.1 == Action::Refuse).count();
     // Not while an import puts objects there.
     let mut locks = Vec::new();
     if cfg.confirm {
@@ -145,28 +149,30 @@ pub(super) fn undo_run<W: Write>(
         let key = String::from_utf8_lossy(&row.key).into_owned();
         let act = cfg.confirm && refused == 0;
         match action {
-            "delete" if act => {
-                let entry = json!({
-                    "at": now_rfc3339(), "action": "delete", "run": run_id, "target": target,
-                    "key": key, "size": row.size, "sha256": row.sha256,
-                });
+            Action::Delete if act => {
+                let mut entry = AuditEntry::now(Action::Delete, run_id, target);
+                entry.key = Some(Json::String(key.clone()));
+                entry.size = Some(row.size);
+                entry.sha256 = Some(row.sha256.clone());
                 audit.write(&entry)?;
                 stores[at].1.delete(&row.key)?;
                 let note = format!("rolled back at {}", now_rfc3339());
                 cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
                 outcome.deleted += 1;
             }
-            "delete" => outcome.would_delete += 1,
-            "refuse" => outcome.refused += 1,
-            "keep" => outcome.kept += 1,
+            Action::Delete => outcome.would_delete += 1,
+            Action::Refuse => outcome.refused += 1,
+            Action::Keep => outcome.kept += 1,
             _ => {}
         }
-        let shown = if action == "delete" && act { "deleted" } else { action };
-        let line = json!({
-            "type": "PLAN", "action": shown, "target": target, "key": key, "path": String::from_utf8_lossy(&row.path),
-            "size": row.size, "status": row.status, "why": if why.is_empty() { None } else { Some(why) },
-        });
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::new(action.shown(act));
+        line.target = Some(target.clone());
+        line.key = Some(Json::String(key));
+        line.path = Some(String::from_utf8_lossy(&row.path).into_owned());
+        line.size = Some(row.size);
+        line.status = Some(row.status.clone());
+        line.why = (!why.is_empty()).then_some(why);
+        out.write_json(&line, Kind::Other)?;
     }
     // Multipart uploads the run started and never completed or aborted (killed mid-file, or the
     // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
@@ -175,11 +181,11 @@ pub(super) fn undo_run<W: Write>(
         let key = String::from_utf8_lossy(&u.key).into_owned();
         if u.upload_id == objects::INTENT {
             // No id to abort by: said, not acted on.
-            let line = json!({
-                "type": "PLAN", "action": "unknown_upload", "target": u.target, "key": key,
-                "why": crate::stage::import::files::UNKNOWN_UPLOAD,
-            });
-            out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+            let mut line = Plan::new(Action::UnknownUpload);
+            line.target = Some(u.target.clone());
+            line.key = Some(Json::String(key));
+            line.why = Some(crate::stage::import::files::UNKNOWN_UPLOAD.into());
+            out.write_json(&line, Kind::Other)?;
             outcome.unknown_uploads += 1;
             continue;
         }
@@ -191,23 +197,24 @@ pub(super) fn undo_run<W: Write>(
             }
         };
         let shown = if cfg.confirm {
-            audit.write(&json!({
-                "at": now_rfc3339(), "action": "abort-multipart", "run": run_id, "target": u.target,
-                "key": key, "upload_id": u.upload_id,
-            }))?;
+            let mut entry = AuditEntry::now(Action::AbortMultipart, run_id, &u.target);
+            entry.key = Some(Json::String(key.clone()));
+            entry.upload_id = Some(u.upload_id.clone());
+            audit.write(&entry)?;
             stores[at].1.abort_upload(&u.key, &u.upload_id)?;
             cp.multipart_ended(&u.target, &u.key, &u.upload_id)?;
             outcome.aborted += 1;
-            "aborted"
+            Action::Aborted
         } else {
             outcome.would_abort += 1;
-            "abort"
+            Action::Abort
         };
-        let line = json!({
-            "type": "PLAN", "action": shown, "target": u.target, "key": key, "upload_id": u.upload_id,
-            "why": "a multipart upload the run left unfinished",
-        });
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        let mut line = Plan::new(shown);
+        line.target = Some(u.target);
+        line.key = Some(Json::String(key));
+        line.upload_id = Some(u.upload_id);
+        line.why = Some("a multipart upload the run left unfinished".into());
+        out.write_json(&line, Kind::Other)?;
     }
     out.flush()?;
     if cfg.confirm && refused > 0 {

@@ -19,12 +19,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use serde_json::{Value as Json, json};
 
-use super::{Audit, RollbackConfig, RollbackOutcome, backup_path, later_runs, refusals, shape_of, shown};
+use super::{RollbackOutcome, Undoing, backup_path, later_runs, refusals, shape_of};
 use crate::checkpoint::{Checkpoint, JournalAction, JournalRow};
 use crate::connect::sql::{key_condition, quote};
 use crate::connect::sqlite::{row_values, table_exists};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::protocol::{Kind, StreamWriter, now_rfc3339};
+use crate::protocol::side::{Action, AuditEntry, Plan};
+use crate::protocol::{Kind, StreamWriter};
 use crate::row::RowShape;
 use crate::value::{self, Value};
 
@@ -56,17 +57,17 @@ impl Step<'_> {
     }
 
     /// The action's name, and the row's key (as JSON) for a delete or a restore.
-    fn describe(&self, streams: &HashMap<&str, Stream>) -> (&'static str, Option<Json>) {
+    fn describe(&self, streams: &HashMap<&str, Stream>) -> (Action, Option<Json>) {
         let key = |values: &[Value]| {
             streams
                 .get(self.row().stream.as_str())
                 .map(|s| s.shape.key_json(|i| values[i].as_ref()))
         };
         match self {
-            Step::Delete { values, .. } => ("delete", key(values)),
-            Step::Restore { values, .. } => ("restore", key(values)),
-            Step::Drop { .. } => ("drop_table", None),
-            Step::Empty { .. } => ("empty_table", None),
+            Step::Delete { values, .. } => (Action::Delete, key(values)),
+            Step::Restore { values, .. } => (Action::Restore, key(values)),
+            Step::Drop { .. } => (Action::DropTable, None),
+            Step::Empty { .. } => (Action::EmptyTable, None),
         }
     }
 }
@@ -170,14 +171,17 @@ fn write_backup(
 /// Undo run `run_id` in a SQLite target (its journal entries `journal`) as `cfg` says; `before`: runs the same
 /// plan undoes first.
 pub(crate) fn run<W: Write>(
-    cp: &mut Checkpoint,
-    run_id: &str,
+    u: Undoing<'_>,
     journal: &[JournalRow],
-    before: &[String],
-    cfg: &RollbackConfig,
-    audit: &mut Audit,
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
+    let Undoing {
+        cp,
+        run_id,
+        before,
+        cfg,
+        audit,
+    } = u;
     let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
     let path = PathBuf::from(target.strip_prefix("sqlite:").unwrap_or(&target));
@@ -216,10 +220,10 @@ pub(crate) fn run<W: Write>(
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
         for st in &steps {
             let (action, key) = st.describe(&streams);
-            audit.write(&json!({
-                "at": now_rfc3339(), "action": action, "run": run_id, "target": target,
-                "table": streams.get(st.row().stream.as_str()).map(|s| s.table.clone()), "key": key,
-            }))?;
+            let mut entry = AuditEntry::now(action, run_id, &target);
+            entry.table = streams.get(st.row().stream.as_str()).map(|s| s.table.clone());
+            entry.key = key;
+            audit.write(&entry)?;
         }
         let e = || format!("{target}: rolling back run {run_id}");
         // The state being put back held together before the run; the steps between need not
@@ -325,20 +329,22 @@ fn plan_lines<W: Write>(
         let r = st.row();
         if !act {
             match action {
-                "delete" => outcome.would_delete_rows += 1,
-                "restore" => outcome.would_restore += 1,
-                "empty_table" => outcome.would_empty += 1,
+                Action::Delete => outcome.would_delete_rows += 1,
+                Action::Restore => outcome.would_restore += 1,
+                Action::EmptyTable => outcome.would_empty += 1,
                 _ => outcome.would_drop += 1,
             }
         }
-        let shown = shown(act, action);
         let table = streams.get(r.stream.as_str()).map(|s| s.table.clone());
-        let mut line =
-            json!({"type": "PLAN", "action": shown, "target": target, "stream": r.stream, "table": table, "key": key});
+        let mut line = Plan::new(action.shown(act));
+        line.target = Some(target.to_owned());
+        line.stream = Some(r.stream.clone());
+        line.key = key;
         if matches!(st, Step::Drop { .. } | Step::Empty { .. }) {
-            line["rows"] = json!(table.as_ref().and_then(|t| held.get(t)).copied().unwrap_or(0));
+            line.rows = Some(table.as_ref().and_then(|t| held.get(t)).copied().unwrap_or(0));
         }
-        out.write_line(line.to_string().as_bytes(), Kind::Other)?;
+        line.table = table;
+        out.write_json(&line, Kind::Other)?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::connect::sql::quote;
 use crate::connect::table_name_for;
 use crate::error::Result;
 use crate::protocol::ForeignKey;
+use crate::protocol::side::{FindingKind, Severity};
 
 /// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why
 /// it cannot be checked).
@@ -88,10 +89,10 @@ pub(super) fn constraints<W: Write>(
         ]);
         if n > 0 && n <= base {
             // SQLite allows NULL in the key of a rowid table; a faithful copy has the same ones.
-            f.add(stream, "key_null_in_source", "warning", d)?;
+            f.add(stream, FindingKind::KeyNullInSource, Severity::Warning, d)?;
         } else if n > 0 {
             sr.key_null = n;
-            f.add(stream, "key_null", "fail", d)?;
+            f.add(stream, FindingKind::KeyNull, Severity::Fail, d)?;
         }
     }
     for u in meta.unique.iter().filter(|u| present(u)) {
@@ -102,7 +103,7 @@ pub(super) fn constraints<W: Write>(
         };
         if !groups.is_empty() && groups.len() <= base {
             let d = detail(&[("columns", json!(u)), ("groups", json!(groups.len()))]);
-            f.add(stream, "unique_violation_in_source", "warning", d)?;
+            f.add(stream, FindingKind::UniqueViolationInSource, Severity::Warning, d)?;
             continue;
         }
         for (vals, n) in groups {
@@ -112,7 +113,7 @@ pub(super) fn constraints<W: Write>(
                 ("values", key_json(u, &vals)),
                 ("count", json!(n)),
             ]);
-            f.add(stream, "unique_violation", "fail", d)?;
+            f.add(stream, FindingKind::UniqueViolation, Severity::Fail, d)?;
         }
     }
     for fk in meta.fks.iter().filter(|fk| present(&fk.columns)) {
@@ -128,8 +129,17 @@ pub(super) fn constraints<W: Write>(
         let parent = match parent {
             Ok(p) => p,
             Err(msg) => {
-                let severity = if allow_unverified { "warning" } else { "fail" };
-                f.add(stream, "unverified", severity, detail(&[("message", json!(msg))]))?;
+                let severity = if allow_unverified {
+                    Severity::Warning
+                } else {
+                    Severity::Fail
+                };
+                f.add(
+                    stream,
+                    FindingKind::Unverified,
+                    severity,
+                    detail(&[("message", json!(msg))]),
+                )?;
                 unverified.push(format!("{stream}: {msg}"));
                 continue;
             }
@@ -156,10 +166,10 @@ pub(super) fn constraints<W: Write>(
             ("at_source", json!(base)),
         ]);
         if n <= base {
-            f.add(stream, "fk_orphans_in_source", "warning", d)?;
+            f.add(stream, FindingKind::FkOrphansInSource, Severity::Warning, d)?;
         } else {
             sr.fk_orphans += n;
-            f.add(stream, "fk_orphans", "fail", d)?;
+            f.add(stream, FindingKind::FkOrphans, Severity::Fail, d)?;
         }
     }
     Ok(())

@@ -277,159 +277,204 @@ impl Db {
         self.count_where(&format!("{child} AS c"), &cond)
     }
 
-    /// Read `cols` of a table (or the spill's `_ferry_h`/`_ferry_line` when `spilled`) ordered by
-    /// `key`, handing `f` an iterator of rows with canonical keys and row hashes.
-    #[allow(clippy::too_many_arguments)]
+    /// Read a table (or a spill) as `s` says, handing `f` an iterator of rows with canonical
+    /// keys and row hashes.
     pub fn scan<R>(
         &self,
-        table: &str,
-        key: &[String],
-        key_canon: &[Canon],
-        cols: &[String],
-        canons: &[Canon],
-        hasher: &dyn Fn(&[Value]) -> RowHash,
-        spilled: bool,
-        described: Option<&Described>,
+        s: &Scan<'_>,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
     ) -> Result<R> {
-        let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-        let nk = key.len();
-        let canonical_key = |raw: Vec<Value>| -> Vec<Value> {
-            raw.into_iter()
-                .zip(key_canon)
-                .map(|(v, c)| c.key_order(c.of_value(v)))
-                .collect()
-        };
         match self {
-            Db::Sqlite { conn, .. } => {
-                let order = key
-                    .iter()
-                    .map(|k| format!("{} COLLATE BINARY", quote(k)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let what = if spilled {
-                    "_ferry_h, _ferry_line".to_owned()
-                } else {
-                    cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-                };
-                // No key: the rows in any order (the caller sorts them by their hash).
-                let sql = if nk == 0 {
-                    format!("SELECT {what} FROM {table}")
-                } else {
-                    format!("SELECT {keys}, {what} FROM {table} ORDER BY {order}")
-                };
-                let mut st = conn
-                    .prepare(&sql)
-                    .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
-                let mut rows = st.query([]).ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
-                let mut it = std::iter::from_fn(|| {
-                    let r = match rows.next() {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return None,
-                        Err(e) => {
-                            return Some(Err(
-                                Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)
-                            ));
-                        }
-                    };
-                    let read = || -> rusqlite::Result<MergeRow> {
-                        let k = (0..nk)
-                            .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
-                            .collect::<rusqlite::Result<Vec<_>>>()?;
-                        let k = canonical_key(k);
-                        if spilled {
-                            let h: Vec<u8> = r.get(nk)?;
-                            let mut hash = [0u8; 32];
-                            if h.len() == 32 {
-                                hash.copy_from_slice(&h);
-                            }
-                            Ok((k, hash, r.get(nk + 1)?, None))
-                        } else {
-                            let vals = (0..cols.len())
-                                .map(|i| r.get_ref(nk + i).map(|v| canons[i].of_value(from_sql(v).to_owned())))
-                                .collect::<rusqlite::Result<Vec<_>>>()?;
-                            let h = hasher(&vals);
-                            Ok((k, h, None, Some(vals)))
-                        }
-                    };
-                    Some(read().map_err(|e| Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)))
-                })
-                .fuse();
-                f(&mut it)
-            }
-            Db::Pg { client, .. } => {
-                let order = key
-                    .iter()
-                    .zip(key_canon)
-                    .map(|(k, c)| {
-                        // SQLite's order: bytes for text, NULL first.
-                        if matches!(c, Canon::Text | Canon::Exact) {
-                            format!("{} COLLATE \"C\" NULLS FIRST", quote(k))
-                        } else {
-                            format!("{} NULLS FIRST", quote(k))
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // Each column read the way its own type needs (an array as JSON, money as numeric),
-                // whatever the other side's type.
-                let select = |c: &String, canon: &Canon| match described {
-                    Some(d) => d.select(c),
-                    None => canon.pg_select(&quote(c)),
-                };
-                let list = cols
-                    .iter()
-                    .zip(canons)
-                    .map(|(c, canon)| select(c, canon))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let pkeys = key
-                    .iter()
-                    .zip(key_canon)
-                    .map(|(k, c)| select(k, c))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = if nk == 0 {
-                    format!("COPY (SELECT {list} FROM {table}) TO STDOUT")
-                } else {
-                    format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT")
-                };
-                let mut lines = client
-                    .copy_out(sql.as_str())
-                    .map_err(|e| pg_error(self.address(), &format!("validating: {sql}"), e))?;
-                let address = self.address().to_owned();
-                // One row's unescaped fields and their places, reused for every row.
-                let (mut buf, mut fields) = (Vec::new(), Vec::new());
-                let mut it = std::iter::from_fn(|| {
-                    match lines.next_row(&mut buf, &mut fields) {
-                        Ok(false) => return None,
-                        Ok(true) => {}
-                        Err(e) => {
-                            return Some(Err(Error::new(
-                                ErrorKind::Target,
-                                format!("{address}: validating: reading rows"),
-                            )
-                            .with_source(e)));
-                        }
-                    }
-                    if fields.len() != nk + cols.len() {
-                        return Some(Err(Error::new(
-                            ErrorKind::Target,
-                            format!("{address}: validating: a row with {} fields", fields.len()),
-                        )));
-                    }
-                    let field = |i: usize| fields[i].clone().map(|r| &buf[r]);
-                    let k = (0..nk)
-                        .map(|i| key_canon[i].key_order(key_canon[i].of_pg_text(field(i))))
-                        .collect();
-                    let vals: Vec<Value> = (0..cols.len()).map(|i| canons[i].of_pg_text(field(nk + i))).collect();
-                    let h = hasher(&vals);
-                    Some(Ok((k, h, None, Some(vals))))
-                })
-                // Once COPY has ended, the connection has moved on: never read past the end.
-                .fuse();
-                f(&mut it)
-            }
+            Db::Sqlite { conn, .. } => scan_sqlite(conn, s, f),
+            Db::Pg { client, .. } => scan_pg(client, self.address(), s, f),
         }
     }
+}
+
+/// What a scan reads: `cols` of `table` (or the spill's `_ferry_h`/`_ferry_line` when
+/// `spilled`) ordered by `key`, each key made canonical by `key_canon`, each row hashed by
+/// `hasher` over the values made canonical by `canons`.
+#[derive(Clone, Copy)]
+pub struct Scan<'a> {
+    pub table: &'a str,
+    pub key: &'a [String],
+    pub key_canon: &'a [Canon],
+    pub cols: &'a [String],
+    pub canons: &'a [Canon],
+    pub hasher: &'a dyn Fn(&[Value]) -> RowHash,
+    pub spilled: bool,
+    /// How the PostgreSQL side describes its columns (how to select each).
+    pub described: Option<&'a Described>,
+}
+
+/// A scan of an SQLite table: in SQLite's BINARY order, read through rusqlite.
+fn scan_sqlite<R>(
+    conn: &Connection,
+    s: &Scan<'_>,
+    f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
+) -> Result<R> {
+    let Scan {
+        table,
+        key,
+        key_canon,
+        cols,
+        canons,
+        hasher,
+        spilled,
+        ..
+    } = *s;
+    let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let nk = key.len();
+    let canonical_key = |raw: Vec<Value>| -> Vec<Value> {
+        raw.into_iter()
+            .zip(key_canon)
+            .map(|(v, c)| c.key_order(c.of_value(v)))
+            .collect()
+    };
+    let order = key
+        .iter()
+        .map(|k| format!("{} COLLATE BINARY", quote(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = if spilled {
+        "_ferry_h, _ferry_line".to_owned()
+    } else {
+        cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    };
+    // No key: the rows in any order (the caller sorts them by their hash).
+    let sql = if nk == 0 {
+        format!("SELECT {what} FROM {table}")
+    } else {
+        format!("SELECT {keys}, {what} FROM {table} ORDER BY {order}")
+    };
+    let mut st = conn
+        .prepare(&sql)
+        .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+    let mut rows = st.query([]).ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+    let mut it = std::iter::from_fn(|| {
+        let r = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                return Some(Err(
+                    Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)
+                ));
+            }
+        };
+        let read = || -> rusqlite::Result<MergeRow> {
+            let k = (0..nk)
+                .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let k = canonical_key(k);
+            if spilled {
+                let h: Vec<u8> = r.get(nk)?;
+                let mut hash = [0u8; 32];
+                if h.len() == 32 {
+                    hash.copy_from_slice(&h);
+                }
+                Ok((k, hash, r.get(nk + 1)?, None))
+            } else {
+                let vals = (0..cols.len())
+                    .map(|i| r.get_ref(nk + i).map(|v| canons[i].of_value(from_sql(v).to_owned())))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let h = hasher(&vals);
+                Ok((k, h, None, Some(vals)))
+            }
+        };
+        Some(read().map_err(|e| Error::new(ErrorKind::Source, "validating: reading rows").with_source(e)))
+    })
+    .fuse();
+    f(&mut it)
+}
+
+/// A scan of a PostgreSQL table: in SQLite's order (`COLLATE "C"`, NULL first), read through
+/// `COPY TO` in text form, each column as its own type needs.
+fn scan_pg<R>(
+    client: &PgConn,
+    address: &str,
+    s: &Scan<'_>,
+    f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
+) -> Result<R> {
+    let Scan {
+        table,
+        key,
+        key_canon,
+        cols,
+        canons,
+        hasher,
+        described,
+        ..
+    } = *s;
+    let nk = key.len();
+    let order = key
+        .iter()
+        .zip(key_canon)
+        .map(|(k, c)| {
+            // SQLite's order: bytes for text, NULL first.
+            if matches!(c, Canon::Text | Canon::Exact) {
+                format!("{} COLLATE \"C\" NULLS FIRST", quote(k))
+            } else {
+                format!("{} NULLS FIRST", quote(k))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Each column read the way its own type needs (an array as JSON, money as numeric),
+    // whatever the other side's type.
+    let select = |c: &String, canon: &Canon| match described {
+        Some(d) => d.select(c),
+        None => canon.pg_select(&quote(c)),
+    };
+    let list = cols
+        .iter()
+        .zip(canons)
+        .map(|(c, canon)| select(c, canon))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pkeys = key
+        .iter()
+        .zip(key_canon)
+        .map(|(k, c)| select(k, c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = if nk == 0 {
+        format!("COPY (SELECT {list} FROM {table}) TO STDOUT")
+    } else {
+        format!("COPY (SELECT {pkeys}, {list} FROM {table} ORDER BY {order}) TO STDOUT")
+    };
+    let mut lines = client
+        .copy_out(sql.as_str())
+        .map_err(|e| pg_error(address, &format!("validating: {sql}"), e))?;
+    let address = address.to_owned();
+    // One row's unescaped fields and their places, reused for every row.
+    let (mut buf, mut fields) = (Vec::new(), Vec::new());
+    let mut it = std::iter::from_fn(|| {
+        match lines.next_row(&mut buf, &mut fields) {
+            Ok(false) => return None,
+            Ok(true) => {}
+            Err(e) => {
+                return Some(Err(Error::new(
+                    ErrorKind::Target,
+                    format!("{address}: validating: reading rows"),
+                )
+                .with_source(e)));
+            }
+        }
+        if fields.len() != nk + cols.len() {
+            return Some(Err(Error::new(
+                ErrorKind::Target,
+                format!("{address}: validating: a row with {} fields", fields.len()),
+            )));
+        }
+        let field = |i: usize| fields[i].clone().map(|r| &buf[r]);
+        let k = (0..nk)
+            .map(|i| key_canon[i].key_order(key_canon[i].of_pg_text(field(i))))
+            .collect();
+        let vals: Vec<Value> = (0..cols.len()).map(|i| canons[i].of_pg_text(field(nk + i))).collect();
+        let h = hasher(&vals);
+        Some(Ok((k, h, None, Some(vals))))
+    })
+    // Once COPY has ended, the connection has moved on: never read past the end.
+    .fuse();
+    f(&mut it)
 }

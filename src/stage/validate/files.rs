@@ -20,6 +20,7 @@ use super::findings::{Findings, detail};
 use super::{Report, StreamReport, ValidateConfig};
 use crate::address::Address;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::side::{FindingKind, Severity, Summary, Verdict};
 use crate::protocol::{FileMsg, Kind, StreamReader, StreamWriter, now_rfc3339};
 use crate::tree::{self, WalkOptions, Walked};
 
@@ -222,12 +223,7 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             src.address, dst.address
         )));
     }
-    let mut findings = Findings {
-        out,
-        listed: Default::default(),
-        max_listed: cfg.max_listed,
-        counts: BTreeMap::new(),
-    };
+    let mut findings = Findings::new(out, cfg.max_listed);
     let stream = "files";
     let mut sr = StreamReport {
         stream: stream.into(),
@@ -259,8 +255,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                     );
                     findings.add(
                         stream,
-                        "changed",
-                        "error",
+                        FindingKind::Changed,
+                        Severity::Fail,
                         detail(&[
                             ("key", json!({"path": name(ka)})),
                             ("source", json!({"size": va.size, "sha256": va.sha256})),
@@ -276,8 +272,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                 sr.missing += 1;
                 findings.add(
                     stream,
-                    "missing",
-                    "error",
+                    FindingKind::Missing,
+                    Severity::Fail,
                     detail(&[("key", json!({"path": name(ka)})), ("size", json!(va.size))]),
                 )?;
                 a.next();
@@ -286,8 +282,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
                 sr.extra += 1;
                 findings.add(
                     stream,
-                    "extra",
-                    "error",
+                    FindingKind::Extra,
+                    Severity::Fail,
                     detail(&[("key", json!({"path": name(kb)})), ("size", json!(vb.size))]),
                 )?;
                 b.next();
@@ -301,8 +297,8 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             let text = format!("{which} {}: {m}", name(p));
             findings.add(
                 stream,
-                "unverified",
-                "error",
+                FindingKind::Unverified,
+                Severity::Fail,
                 detail(&[
                     ("key", json!({"path": name(p)})),
                     ("side", json!(which)),
@@ -313,16 +309,16 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
         }
     }
     let bad = sr.missing + sr.extra + sr.changed;
-    sr.status = if bad == 0 { "pass" } else { "fail" }.into();
+    sr.status = if bad == 0 { Verdict::Pass } else { Verdict::Fail };
     let status = if bad > 0 {
-        "fail"
+        Verdict::Fail
     } else if unverified.is_empty() || cfg.allow_unverified {
-        "pass"
+        Verdict::Pass
     } else {
-        "unverified"
+        Verdict::Unverified
     };
     let report = Report {
-        status: status.into(),
+        status,
         source: src.address,
         target: dst.address,
         started_at,
@@ -337,22 +333,19 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
             .into_iter()
             .collect(),
     };
-    let summary = json!({
-        "type": "SUMMARY",
-        "status": report.status,
-        "source": report.source,
-        "target": report.target,
-        "streams": 1,
-        "files_source": report.streams[0].source_rows,
-        "files_target": report.streams[0].target_rows,
-        "findings": report.findings,
-        "unverified": report.unverified,
-        "trusted_metadata": trusted,
-    });
-    findings.out.write_line(summary.to_string().as_bytes(), Kind::End)?;
-    if let Some(path) = &cfg.report {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || format!("writing the report {}", path.display()))?;
-    }
+    let summary = Summary {
+        status: report.status,
+        source: Some(report.source.clone()),
+        target: Some(report.target.clone()),
+        streams: Some(1),
+        files_source: Some(report.streams[0].source_rows),
+        files_target: Some(report.streams[0].target_rows),
+        findings: Some(report.findings.clone()),
+        unverified: Some(report.unverified.clone()),
+        trusted_metadata: Some(trusted),
+        ..Default::default()
+    };
+    findings.out.write_json(&summary, Kind::End)?;
+    report.write_to(cfg.report.as_deref())?;
     Ok(report)
 }

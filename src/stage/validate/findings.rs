@@ -3,43 +3,53 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use super::hasher;
 use crate::error::Result;
+use crate::protocol::side::{Finding, FindingKind, Severity};
 use crate::protocol::{Kind, StreamWriter};
 use crate::value::Value;
 
 pub(super) struct Findings<'w, W: Write> {
     pub(super) out: &'w mut StreamWriter<W>,
-    pub(super) listed: HashMap<(String, String), usize>,
+    pub(super) listed: HashMap<(String, FindingKind), usize>,
     pub(super) max_listed: usize,
-    pub(super) counts: BTreeMap<String, u64>,
+    pub(super) counts: BTreeMap<FindingKind, u64>,
 }
 
-impl<W: Write> Findings<'_, W> {
+impl<'w, W: Write> Findings<'w, W> {
+    /// Findings written to `out`, at most `max_listed` of each kind per stream.
+    pub(super) fn new(out: &'w mut StreamWriter<W>, max_listed: usize) -> Self {
+        Findings {
+            out,
+            listed: HashMap::new(),
+            max_listed,
+            counts: BTreeMap::new(),
+        }
+    }
+
     /// Record a finding; it is listed on stdout while under the cap for its stream and kind.
     pub(super) fn add(
         &mut self,
         stream: &str,
-        kind: &str,
-        severity: &str,
-        mut detail: serde_json::Map<String, Json>,
+        kind: FindingKind,
+        severity: Severity,
+        detail: serde_json::Map<String, Json>,
     ) -> Result<()> {
-        *self.counts.entry(kind.to_owned()).or_default() += 1;
-        let n = self.listed.entry((stream.to_owned(), kind.to_owned())).or_default();
+        *self.counts.entry(kind).or_default() += 1;
+        let n = self.listed.entry((stream.to_owned(), kind)).or_default();
         *n += 1;
         if *n > self.max_listed {
             return Ok(());
         }
-        let mut line = serde_json::Map::new();
-        line.insert("type".into(), json!("FINDING"));
-        line.insert("stream".into(), json!(stream));
-        line.insert("kind".into(), json!(kind));
-        line.insert("severity".into(), json!(severity));
-        line.append(&mut detail);
-        let text = Json::Object(line).to_string();
-        self.out.write_line(text.as_bytes(), Kind::Other)
+        let line = Finding {
+            stream: stream.to_owned(),
+            kind,
+            severity,
+            detail,
+        };
+        self.out.write_json(&line, Kind::Other)
     }
 }
 
@@ -51,14 +61,6 @@ pub(super) fn detail(pairs: &[(&str, Json)]) -> serde_json::Map<String, Json> {
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect()
 }
-
-/// Finding kinds that are reported but do not fail a validation by themselves.
-pub(super) const WARNING_KINDS: &[&str] = &[
-    "column_extra",
-    "fk_orphans_in_source",
-    "unique_violation_in_source",
-    "key_null_in_source",
-];
 
 /// A key as a finding shows it: a JSON object of its columns.
 pub(super) fn key_json(cols: &[String], vals: &[Value]) -> Json {

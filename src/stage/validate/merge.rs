@@ -6,13 +6,14 @@ use std::io::Write;
 use serde_json::{Value as Json, json};
 
 use super::constraints::{Checked, constraints, parent_in_plan, parent_in_target};
-use super::db::{Db, Described, MergeRow};
+use super::db::{Db, Described, MergeRow, Scan};
 use super::findings::{Findings, detail, key_json};
 use super::hasher;
 use super::{Meta, Side, StreamReport, ValidateConfig};
 use crate::canon::Canon;
 use crate::connect::sqlite as sq;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::side::{FindingKind, Severity};
 use crate::row::RowHash;
 use crate::value::{Value, compare_keys};
 
@@ -37,8 +38,8 @@ pub(super) fn check_stream<W: Write>(
         let msg = format!("the target has no table {}", tgt.table_expr(table));
         f.add(
             stream,
-            "table_missing",
-            "fail",
+            FindingKind::TableMissing,
+            Severity::Fail,
             detail(&[("table", json!(table)), ("message", json!(msg))]),
         )?;
         return Ok(());
@@ -62,8 +63,12 @@ pub(super) fn check_stream<W: Write>(
         );
         f.add(
             stream,
-            "unverified",
-            if cfg.allow_unverified { "warning" } else { "fail" },
+            FindingKind::Unverified,
+            if cfg.allow_unverified {
+                Severity::Warning
+            } else {
+                Severity::Fail
+            },
             detail(&[("message", json!(msg))]),
         )?;
         unverified.push(format!("{stream}: {msg}"));
@@ -94,9 +99,17 @@ pub(super) fn check_stream<W: Write>(
         // alike, which they do not.
         let sorted = super::db::temporary_db()?;
         let read = |name: &str, db: &Db, table: &str, spilled: bool, d: Option<&Described>| {
-            db.scan(table, &[], &[], &common, &canons, &hash, spilled, d, |rows| {
-                sort_by_hash(&sorted, name, common.len(), rows)
-            })
+            let scan = Scan {
+                table,
+                key: &[],
+                key_canon: &[],
+                cols: &common,
+                canons: &canons,
+                hasher: &hash,
+                spilled,
+                described: d,
+            };
+            db.scan(&scan, |rows| sort_by_hash(&sorted, name, common.len(), rows))
         };
         read("a", src, side.table(), spilled, sd)?;
         read("b", tgt, tside.table(), false, Some(&described))?;
@@ -106,29 +119,25 @@ pub(super) fn check_stream<W: Write>(
             })
         })?;
     } else {
-        src.scan(
-            side.table(),
-            &key,
-            &key_canons,
-            &common,
-            &canons,
-            &hash,
+        let source = Scan {
+            table: side.table(),
+            key: &key,
+            key_canon: &key_canons,
+            cols: &common,
+            canons: &canons,
+            hasher: &hash,
             spilled,
-            sd,
-            |a| {
-                tgt.scan(
-                    tside.table(),
-                    &key,
-                    &key_canons,
-                    &common,
-                    &canons,
-                    &hash,
-                    false,
-                    Some(&described),
-                    |b| merge(a, b, stream, &key, &common, true, sr, f),
-                )
-            },
-        )?;
+            described: sd,
+        };
+        let target = Scan {
+            table: tside.table(),
+            spilled: false,
+            described: Some(&described),
+            ..source
+        };
+        src.scan(&source, |a| {
+            tgt.scan(&target, |b| merge(a, b, stream, &key, &common, true, sr, f))
+        })?;
     }
     let target = Checked {
         db: tgt,
@@ -166,8 +175,8 @@ fn columns_compared<W: Write>(
     for c in meta.columns.iter().filter(|c| !tcols.contains(c)) {
         f.add(
             stream,
-            "column_missing",
-            "fail",
+            FindingKind::ColumnMissing,
+            Severity::Fail,
             detail(&[
                 ("column", json!(c)),
                 ("message", json!(format!("the target table {table} has no column {c}"))),
@@ -178,8 +187,8 @@ fn columns_compared<W: Write>(
     for c in tcols.iter().filter(|c| !meta.columns.contains(c)) {
         f.add(
             stream,
-            "column_extra",
-            "warning",
+            FindingKind::ColumnExtra,
+            Severity::Warning,
             detail(&[
                 ("column", json!(c)),
                 (
@@ -209,7 +218,7 @@ pub(super) fn check_alone<W: Write>(
         for (vals, n) in db.duplicates(side.table(), &meta.key, 20)? {
             sr.duplicate += n - 1;
             let d = detail(&[("key", key_json(&meta.key, &vals)), ("count", json!(n))]);
-            f.add(&meta.stream, "duplicate", "fail", d)?;
+            f.add(&meta.stream, FindingKind::Duplicate, Severity::Fail, d)?;
         }
     }
     let checked = Checked {
@@ -324,8 +333,8 @@ fn merge<W: Write>(
                     sr.duplicate += 1;
                     f.add(
                         stream,
-                        "duplicate",
-                        "fail",
+                        FindingKind::Duplicate,
+                        Severity::Fail,
                         detail(&[("side", json!(side)), ("key", kj(&k)), ("line", json!(line))]),
                     )?;
                 }
@@ -357,7 +366,11 @@ fn merge<W: Write>(
         }
         let changed = only_a.len().min(only_b.len());
         for (n, (_, line, vals)) in only_a.iter().enumerate() {
-            let kind = if n < changed { "changed" } else { "missing" };
+            let kind = if n < changed {
+                FindingKind::Changed
+            } else {
+                FindingKind::Missing
+            };
             *(if n < changed { &mut sr.changed } else { &mut sr.missing }) += 1;
             // Which columns differ, when both sides have their values.
             let differ = match (vals, only_b.get(n).and_then(|r| r.2.as_ref())) {
@@ -374,7 +387,7 @@ fn merge<W: Write>(
             f.add(
                 stream,
                 kind,
-                "fail",
+                Severity::Fail,
                 detail(&[
                     (what, named(&k, vals.as_ref())),
                     ("line", json!(line)),
@@ -386,8 +399,8 @@ fn merge<W: Write>(
             sr.extra += 1;
             f.add(
                 stream,
-                "extra",
-                "fail",
+                FindingKind::Extra,
+                Severity::Fail,
                 detail(&[(what, named(&k, vals.as_ref())), ("line", json!(line))]),
             )?;
         }

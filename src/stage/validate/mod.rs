@@ -24,21 +24,22 @@ mod findings;
 mod merge;
 mod spill;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use self::db::Db;
-use self::findings::{Findings, WARNING_KINDS};
+use self::findings::Findings;
 use self::merge::{check_alone, check_stream};
 use self::spill::{StreamSide, spill};
 use crate::address::Address;
 use crate::connect::sqlite as sq;
 use crate::connect::{Selection, table_name_for};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::side::{FindingKind, Severity, Summary, Verdict};
 use crate::protocol::{ForeignKey, Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::{Column, RowShape};
 use crate::value::Codec;
@@ -96,25 +97,32 @@ pub struct StreamReport {
     pub fk_orphans: u64,
     pub columns_compared: Vec<String>,
     pub problems: Vec<String>,
-    pub status: String,
+    pub status: Verdict,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    pub status: String,
+    pub status: Verdict,
     pub source: String,
     pub target: String,
     pub started_at: String,
     pub finished_at: String,
     pub streams: Vec<StreamReport>,
-    pub findings: BTreeMap<String, u64>,
+    pub findings: BTreeMap<FindingKind, u64>,
     pub unverified: Vec<String>,
     pub notes: Vec<String>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.status == "pass"
+        self.status == Verdict::Pass
+    }
+
+    /// Write the report, pretty, to `path` (`--report`).
+    fn write_to(&self, path: Option<&std::path::Path>) -> Result<()> {
+        let Some(path) = path else { return Ok(()) };
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || format!("writing the report {}", path.display()))
     }
 }
 
@@ -223,241 +231,269 @@ pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut Strea
     if let Err(e) = &result
         && e.kind() != ErrorKind::BrokenPipe
     {
-        let summary = json!({"type": "SUMMARY", "status": "error", "message": e.chain()});
-        let _ = out.write_line(summary.to_string().as_bytes(), Kind::End);
+        let _ = out.write_json(&Summary::error(e.chain()), Kind::End);
         let _ = out.flush();
     }
     result
 }
 
 fn run_tables<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
-    let started_at = now_rfc3339();
-    let mut findings = Findings {
-        out,
-        listed: HashMap::new(),
-        max_listed: cfg.max_listed,
-        counts: BTreeMap::new(),
-    };
+    let mut findings = Findings::new(out, cfg.max_listed);
     let mut report = Report {
-        started_at,
+        started_at: now_rfc3339(),
         ..Default::default()
     };
-    let schema = cfg.schema.as_deref();
-
-    let target = match &cfg.target {
-        Some(a) => Some(Db::open(a, ErrorKind::Target, schema)?),
-        None => None,
-    };
-    if let Some(t) = &target {
-        report.target = t.address().to_owned();
-    }
-
-    // The source side: a database, or the stream spilled to a temporary database.
-    let mut stream_side: Option<StreamSide> = None;
-    let source_db: Option<Db> = match &cfg.source {
-        Some(Address::Stream(path)) => {
-            let side = match path {
-                Some(p) => {
-                    let f = std::fs::File::open(p).ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
-                    spill(cfg, std::io::BufReader::new(f), target.as_ref())?
-                }
-                None => spill(cfg, input, target.as_ref())?,
-            };
-            report.source = side.source_address.clone();
-            stream_side = Some(side);
-            None
-        }
-        Some(a) => {
-            let db = Db::open(a, ErrorKind::Source, None)?;
-            report.source = db.address().to_owned();
-            Some(db)
-        }
-        None => {
-            let side = spill(cfg, input, target.as_ref())?;
-            report.source = side.source_address.clone();
-            stream_side = Some(side);
-            None
-        }
-    };
-
-    // Which streams, each with where its source side's rows are.
-    let mut plan: Vec<(Meta, Side)> = Vec::new();
-    let src: &Db = match (&source_db, &stream_side) {
-        (Some(db @ Db::Pg { .. }), _) => {
-            // The streams an export would produce, with their keys and constraints.
-            let Some(Address::Postgres(url)) = &cfg.source else {
-                return Err(Error::usage("nothing to validate"));
-            };
-            let plans = crate::connect::Source::discover(
-                &mut crate::connect::postgres::source::PgSource::open(url)?,
-                &cfg.selection,
-            )?;
-            for p in &plans {
-                let meta = Meta::from_schema(&p.schema);
-                let side = Side::Table {
-                    table: db.table_expr(&p.schema.stream),
-                    columns: meta.columns.clone(),
-                };
-                plan.push((meta, side));
-            }
-            db
-        }
-        (Some(db), _) => {
-            let tables = db.tables()?;
-            let pairs: Vec<(String, String)> = tables.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
-            let unmatched = cfg.selection.unmatched(&pairs);
-            if !unmatched.is_empty() {
-                return Err(Error::usage(format!(
-                    "{}: no table named {}",
-                    report.source,
-                    unmatched.join(", ")
-                )));
-            }
-            for t in &tables {
-                if cfg.selection.includes(&format!("main.{t}"), t)
-                    && let Some(d) = db.describe(t)?
-                    && let Some(meta) = d.meta
-                {
-                    let side = Side::Table {
-                        table: db.table_expr(t),
-                        columns: meta.columns.clone(),
-                    };
-                    plan.push((meta, side));
-                }
-            }
-            if let Some(tc) = &target {
-                for t in tc.tables()? {
-                    if !tables.contains(&t) && cfg.selection.includes(&format!("main.{t}"), &t) {
-                        report.notes.push(format!("table {t} is in the target only"));
-                    }
-                }
-            }
-            db
-        }
-        (None, Some(side)) => {
-            for m in &side.metas {
-                if cfg.selection.includes(&m.stream, table_name_for(&m.stream))
-                    && let Some(s) = side.sides.get(&m.stream)
-                {
-                    plan.push((m.clone(), s.clone()));
-                }
-            }
-            for (stream, kind, d) in &side.problems {
-                let sev = if kind == "unverified" && cfg.allow_unverified {
-                    "warning"
-                } else {
-                    "fail"
-                };
-                findings.add(stream, kind, sev, d.clone())?;
-                if sev == "fail" && kind == "unverified" {
-                    report.unverified.push(format!(
-                        "{stream}: {}",
-                        d.get("message").and_then(Json::as_str).unwrap_or("")
-                    ));
-                }
-            }
-            &side.db
-        }
-        (None, None) => return Err(Error::usage("nothing to validate")),
-    };
+    let sides = Sides::open(cfg, input, &mut report)?;
+    let plan = sides.plan(cfg, &mut findings, &mut report)?;
     if plan.is_empty() {
-        let what = match &stream_side {
-            Some(_) => "the stream has no SCHEMA".to_owned(),
-            None => format!("{} has no tables", report.source),
-        };
-        let selected = if cfg.selection.tables.is_empty() && cfg.selection.exclude.is_empty() {
-            ""
-        } else {
-            " that --table/--exclude select"
-        };
-        return Err(Error::input(format!(
-            "nothing was compared: {what}{selected}; a validation passes only on something proved equal"
-        )));
+        return Err(nothing_compared(cfg, &sides, &report));
     }
-
     for (meta, side) in &plan {
-        let mut sr = StreamReport {
-            stream: meta.stream.clone(),
-            ..Default::default()
-        };
-        sr.table = table_name_for(&meta.stream).to_owned();
-        if let Some(problems) = stream_side.as_ref().map(|s| {
-            s.problems
-                .iter()
-                .filter(|p| p.0 == meta.stream && p.1 != "unverified")
-                .count()
-        }) {
-            sr.problems
-                .extend((problems > 0).then(|| format!("{problems} problems in the stream itself")));
-        }
-        match &target {
-            Some(tgt) => check_stream(
-                cfg,
-                src,
-                tgt,
-                meta,
-                side,
-                &plan,
-                &mut sr,
-                &mut findings,
-                &mut report.unverified,
-            )?,
-            None => check_alone(
-                cfg,
-                src,
-                meta,
-                side,
-                &plan,
-                &mut sr,
-                &mut findings,
-                &mut report.unverified,
-            )?,
-        }
-        if let Some(ss) = &stream_side {
-            sr.source_rows = ss.rows.get(&meta.stream).copied().unwrap_or(sr.source_rows);
-        }
-        let bad =
-            sr.missing + sr.extra + sr.changed + sr.duplicate + sr.key_null + sr.unique_violations + sr.fk_orphans;
-        sr.status = if bad == 0 && sr.problems.is_empty() {
-            "pass".into()
-        } else {
-            "fail".into()
-        };
+        let sr = sides.compare(cfg, meta, side, &plan, &mut findings, &mut report.unverified)?;
         report.streams.push(sr);
     }
     let failing_kinds = findings
         .counts
         .iter()
-        .any(|(k, n)| *n > 0 && k != "unverified" && !WARNING_KINDS.contains(&k.as_str()));
+        .any(|(k, n)| *n > 0 && *k != FindingKind::Unverified && !k.is_warning());
     let unverified = !report.unverified.is_empty() && !cfg.allow_unverified;
-    let any_stream_failed = report.streams.iter().any(|s| s.status != "pass");
+    let any_stream_failed = report.streams.iter().any(|s| s.status != Verdict::Pass);
     report.status = if failing_kinds || any_stream_failed {
-        "fail".into()
+        Verdict::Fail
     } else if unverified {
-        "unverified".into()
+        Verdict::Unverified
     } else {
-        "pass".into()
+        Verdict::Pass
     };
     report.findings = findings.counts.clone();
     report.finished_at = now_rfc3339();
-
-    let summary = json!({
-        "type": "SUMMARY",
-        "status": report.status,
-        "source": report.source,
-        "target": report.target,
-        "streams": report.streams.len(),
-        "rows_source": report.streams.iter().map(|s| s.source_rows).sum::<u64>(),
-        "rows_target": report.streams.iter().map(|s| s.target_rows).sum::<u64>(),
-        "findings": report.findings,
-        "unverified": report.unverified,
-    });
-    findings.out.write_line(summary.to_string().as_bytes(), Kind::End)?;
-    if let Some(path) = &cfg.report {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || format!("writing the report {}", path.display()))?;
-    }
+    let summary = Summary {
+        status: report.status,
+        source: Some(report.source.clone()),
+        target: Some(report.target.clone()),
+        streams: Some(report.streams.len()),
+        rows_source: Some(report.streams.iter().map(|s| s.source_rows).sum()),
+        rows_target: Some(report.streams.iter().map(|s| s.target_rows).sum()),
+        findings: Some(report.findings.clone()),
+        unverified: Some(report.unverified.clone()),
+        ..Default::default()
+    };
+    findings.out.write_json(&summary, Kind::End)?;
+    report.write_to(cfg.report.as_deref())?;
     Ok(report)
+}
+
+/// Why a validation that found no stream to compare fails: what was empty, and what selected.
+fn nothing_compared(cfg: &ValidateConfig, sides: &Sides, report: &Report) -> Error {
+    let what = match &sides.stream {
+        Some(_) => "the stream has no SCHEMA".to_owned(),
+        None => format!("{} has no tables", report.source),
+    };
+    let selected = if cfg.selection.tables.is_empty() && cfg.selection.exclude.is_empty() {
+        ""
+    } else {
+        " that --table/--exclude select"
+    };
+    Error::input(format!(
+        "nothing was compared: {what}{selected}; a validation passes only on something proved equal"
+    ))
+}
+
+/// The two sides of a validation of tables, open: the target (if any), and the source as a
+/// database or as the stream spilled to a temporary one.
+struct Sides {
+    target: Option<Db>,
+    source: Option<Db>,
+    stream: Option<StreamSide>,
+}
+
+impl Sides {
+    fn open<R: BufRead>(cfg: &ValidateConfig, input: R, report: &mut Report) -> Result<Sides> {
+        let target = match &cfg.target {
+            Some(a) => Some(Db::open(a, ErrorKind::Target, cfg.schema.as_deref())?),
+            None => None,
+        };
+        if let Some(t) = &target {
+            report.target = t.address().to_owned();
+        }
+        let spilled = |input: Box<dyn BufRead + '_>, report: &mut Report| -> Result<Sides> {
+            let side = spill(cfg, input, target.as_ref())?;
+            report.source = side.source_address.clone();
+            Ok(Sides {
+                target: None,
+                source: None,
+                stream: Some(side),
+            })
+        };
+        let mut sides = match &cfg.source {
+            Some(Address::Stream(Some(p))) => {
+                let f = std::fs::File::open(p).ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
+                spilled(Box::new(std::io::BufReader::new(f)), report)?
+            }
+            Some(Address::Stream(None)) | None => spilled(Box::new(input), report)?,
+            Some(a) => {
+                let db = Db::open(a, ErrorKind::Source, None)?;
+                report.source = db.address().to_owned();
+                Sides {
+                    target: None,
+                    source: Some(db),
+                    stream: None,
+                }
+            }
+        };
+        sides.target = target;
+        Ok(sides)
+    }
+
+    /// The side the rows come from.
+    fn source(&self) -> &Db {
+        match (&self.source, &self.stream) {
+            (Some(db), _) => db,
+            (None, Some(side)) => &side.db,
+            (None, None) => unreachable!("a source side is always opened"),
+        }
+    }
+
+    /// Which streams to compare, each with where its source side's rows are. The stream side's
+    /// own problems become findings here.
+    fn plan<W: Write>(
+        &self,
+        cfg: &ValidateConfig,
+        findings: &mut Findings<'_, W>,
+        report: &mut Report,
+    ) -> Result<Vec<(Meta, Side)>> {
+        let mut plan = Vec::new();
+        match (&self.source, &self.stream) {
+            (Some(db @ Db::Pg { .. }), _) => {
+                // The streams an export would produce, with their keys and constraints.
+                let Some(Address::Postgres(url)) = &cfg.source else {
+                    return Err(Error::usage("nothing to validate"));
+                };
+                let plans = crate::connect::Source::discover(
+                    &mut crate::connect::postgres::source::PgSource::open(url)?,
+                    &cfg.selection,
+                )?;
+                for p in &plans {
+                    let meta = Meta::from_schema(&p.schema);
+                    let side = Side::Table {
+                        table: db.table_expr(&p.schema.stream),
+                        columns: meta.columns.clone(),
+                    };
+                    plan.push((meta, side));
+                }
+            }
+            (Some(db), _) => self.plan_tables(cfg, db, &mut plan, report)?,
+            (None, Some(side)) => {
+                for m in &side.metas {
+                    if cfg.selection.includes(&m.stream, table_name_for(&m.stream))
+                        && let Some(s) = side.sides.get(&m.stream)
+                    {
+                        plan.push((m.clone(), s.clone()));
+                    }
+                }
+                for (stream, kind, d) in &side.problems {
+                    let unverified = *kind == FindingKind::Unverified;
+                    let severity = if unverified && cfg.allow_unverified {
+                        Severity::Warning
+                    } else {
+                        Severity::Fail
+                    };
+                    findings.add(stream, *kind, severity, d.clone())?;
+                    if severity == Severity::Fail && unverified {
+                        report.unverified.push(format!(
+                            "{stream}: {}",
+                            d.get("message").and_then(Json::as_str).unwrap_or("")
+                        ));
+                    }
+                }
+            }
+            (None, None) => return Err(Error::usage("nothing to validate")),
+        }
+        Ok(plan)
+    }
+
+    /// The tables of a source database that the selection takes; the target's other tables are
+    /// noted.
+    fn plan_tables(
+        &self,
+        cfg: &ValidateConfig,
+        db: &Db,
+        plan: &mut Vec<(Meta, Side)>,
+        report: &mut Report,
+    ) -> Result<()> {
+        let tables = db.tables()?;
+        let pairs: Vec<(String, String)> = tables.iter().map(|t| (format!("main.{t}"), t.clone())).collect();
+        let unmatched = cfg.selection.unmatched(&pairs);
+        if !unmatched.is_empty() {
+            return Err(Error::usage(format!(
+                "{}: no table named {}",
+                report.source,
+                unmatched.join(", ")
+            )));
+        }
+        for t in &tables {
+            if cfg.selection.includes(&format!("main.{t}"), t)
+                && let Some(d) = db.describe(t)?
+                && let Some(meta) = d.meta
+            {
+                let side = Side::Table {
+                    table: db.table_expr(t),
+                    columns: meta.columns.clone(),
+                };
+                plan.push((meta, side));
+            }
+        }
+        if let Some(tc) = &self.target {
+            for t in tc.tables()? {
+                if !tables.contains(&t) && cfg.selection.includes(&format!("main.{t}"), &t) {
+                    report.notes.push(format!("table {t} is in the target only"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare one stream (against the target, or on its own) and say whether it passed.
+    fn compare<W: Write>(
+        &self,
+        cfg: &ValidateConfig,
+        meta: &Meta,
+        side: &Side,
+        plan: &[(Meta, Side)],
+        findings: &mut Findings<'_, W>,
+        unverified: &mut Vec<String>,
+    ) -> Result<StreamReport> {
+        let mut sr = StreamReport {
+            stream: meta.stream.clone(),
+            table: table_name_for(&meta.stream).to_owned(),
+            ..Default::default()
+        };
+        if let Some(s) = &self.stream {
+            let problems = s
+                .problems
+                .iter()
+                .filter(|p| p.0 == meta.stream && p.1 != FindingKind::Unverified)
+                .count();
+            sr.problems
+                .extend((problems > 0).then(|| format!("{problems} problems in the stream itself")));
+        }
+        let src = self.source();
+        match &self.target {
+            Some(tgt) => check_stream(cfg, src, tgt, meta, side, plan, &mut sr, findings, unverified)?,
+            None => check_alone(cfg, src, meta, side, plan, &mut sr, findings, unverified)?,
+        }
+        if let Some(ss) = &self.stream {
+            sr.source_rows = ss.rows.get(&meta.stream).copied().unwrap_or(sr.source_rows);
+        }
+        let bad =
+            sr.missing + sr.extra + sr.changed + sr.duplicate + sr.key_null + sr.unique_violations + sr.fk_orphans;
+        sr.status = if bad == 0 && sr.problems.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        Ok(sr)
+    }
 }
 
 /// A row hash over canonical values of `columns` (sorted by name, as every row hash is).

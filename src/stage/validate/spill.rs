@@ -13,6 +13,7 @@ use super::{Meta, Side, ValidateConfig};
 use crate::canon::Canon;
 use crate::connect::sql::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::protocol::side::FindingKind;
 use crate::protocol::{DIGEST_ALGO, Kind, Line, Schema, StreamEnd, StreamReader};
 use crate::row::{RowHash, RowShape, StreamDigest};
 use crate::value::Value;
@@ -71,7 +72,7 @@ impl Whole {
 }
 
 /// What reading the stream found wrong with one of its streams: (stream, kind, detail).
-pub(super) type Problem = (String, String, serde_json::Map<String, Json>);
+pub(super) type Problem = (String, FindingKind, serde_json::Map<String, Json>);
 
 /// The stream side after reading the input: spill tables, schemas and what the stream said.
 pub(super) struct StreamSide {
@@ -146,8 +147,8 @@ struct Spiller<'t> {
 }
 
 impl Spiller<'_> {
-    fn problem(&mut self, stream: String, kind: &str, pairs: &[(&str, Json)]) {
-        self.problems.push((stream, kind.to_owned(), detail(pairs)));
+    fn problem(&mut self, stream: String, kind: FindingKind, pairs: &[(&str, Json)]) {
+        self.problems.push((stream, kind, detail(pairs)));
     }
 
     fn on_begin(&mut self, line: &Line<'_>) -> Result<()> {
@@ -168,7 +169,7 @@ impl Spiller<'_> {
             let message = "the SCHEMA changed mid-stream: rows are compared under the first one";
             self.problem(
                 name,
-                "unverified",
+                FindingKind::Unverified,
                 &[("message", json!(message)), ("line", json!(line.no))],
             );
             return Ok(());
@@ -229,7 +230,7 @@ impl Spiller<'_> {
             let message = json!("a RECORD before its stream's SCHEMA");
             self.problem(
                 name,
-                "invalid_stream",
+                FindingKind::InvalidStream,
                 &[("line", json!(line.no)), ("message", message)],
             );
             return Ok(());
@@ -241,7 +242,7 @@ impl Spiller<'_> {
         if let Err(e) = s.shape.decode_into(record, row) {
             self.problem(
                 name,
-                "invalid_record",
+                FindingKind::InvalidRecord,
                 &[("line", json!(line.no)), ("message", json!(e))],
             );
             return Ok(());
@@ -275,7 +276,7 @@ impl Spiller<'_> {
             let message = json!("a RECORD after the stream's STREAM_END");
             self.problem(
                 name,
-                "invalid_stream",
+                FindingKind::InvalidStream,
                 &[("line", json!(line.no)), ("message", message)],
             );
         }
@@ -296,7 +297,7 @@ impl Spiller<'_> {
             let message = json!(format!("STREAM_END says {said} rows, the stream has {rows}"));
             self.problem(
                 end.stream.clone(),
-                "stream_end_mismatch",
+                FindingKind::StreamEndMismatch,
                 &[("line", json!(line.no)), ("message", message)],
             );
         }
@@ -310,7 +311,7 @@ impl Spiller<'_> {
             ));
             self.problem(
                 end.stream.clone(),
-                "stream_end_mismatch",
+                FindingKind::StreamEndMismatch,
                 &[("line", json!(line.no)), ("message", message)],
             );
         }
@@ -331,7 +332,7 @@ impl Spiller<'_> {
         for name in unended {
             self.problem(
                 name,
-                "stream_incomplete",
+                FindingKind::StreamIncomplete,
                 &[("message", json!("the stream has no STREAM_END"))],
             );
         }

@@ -368,7 +368,7 @@ impl PgTarget {
     /// take its own types for the encoding (`types`), and choose the path its rows take: straight
     /// in, or through staging when rows may conflict or the run is journaled.
     #[allow(clippy::too_many_arguments)]
-    fn into_existing(
+    fn prepare_existing(
         &mut self,
         schema: &Schema,
         shape: &RowShape,
@@ -570,7 +570,7 @@ impl Target for PgTarget {
         let (path, undo) = match self.columns_of(&at.qualified)? {
             Some(have) => {
                 prepared.existed = true;
-                self.into_existing(schema, shape, opts, &at, &have, &mut types, &mut prepared)?
+                self.prepare_existing(schema, shape, opts, &at, &have, &mut types, &mut prepared)?
             }
             None if !opts.create => {
                 return Err(crate::connect::no_table(
