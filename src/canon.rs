@@ -26,7 +26,7 @@ use crate::value::time;
 use crate::value::{self, Codec, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Canon {
+pub(crate) enum Canon {
     /// SQLite against SQLite: storage class and bytes.
     Exact,
     Int,
@@ -53,7 +53,7 @@ pub enum Canon {
 impl Canon {
     /// The canonical form for a PostgreSQL column (`format_type()` spelling); `dynamic` when the
     /// column is marked as holding an SQLite dynamic column.
-    pub fn for_pg_type(formatted: &str, dynamic: bool) -> Canon {
+    pub(crate) fn for_pg_type(formatted: &str, dynamic: bool) -> Canon {
         let t = formatted.to_ascii_lowercase();
         let base = t.split('(').next().unwrap_or("").trim();
         match base {
@@ -77,7 +77,7 @@ impl Canon {
     }
 
     /// A value read from SQLite or decoded from a stream, in this form.
-    pub fn of_value(self, v: Value) -> Value {
+    pub(crate) fn of_value(self, v: Value) -> Value {
         if v == Value::Null || self == Canon::Exact || self == Canon::Dynamic {
             return v;
         }
@@ -141,7 +141,7 @@ impl Canon {
 
     /// A field of PostgreSQL's text output (`COPY ... TO STDOUT`, with the session settings ferry
     /// uses: ISO dates in UTC, shortest-exact floats, hex bytea), in this form.
-    pub fn of_pg_text(self, field: Option<&[u8]>) -> Value {
+    pub(crate) fn of_pg_text(self, field: Option<&[u8]>) -> Value {
         let Some(raw) = field else { return Value::Null };
         let s = String::from_utf8_lossy(raw);
         let got = match self {
@@ -156,7 +156,7 @@ impl Canon {
     }
 
     /// The expression that reads a PostgreSQL column in this form.
-    pub fn pg_select(self, quoted: &str) -> String {
+    pub(crate) fn pg_select(self, quoted: &str) -> String {
         match self {
             Canon::Array => format!("array_to_json({quoted})"),
             Canon::Money => format!("{quoted}::numeric"),
@@ -167,7 +167,7 @@ impl Canon {
     }
 
     /// A canonical key value that sorts the way the key sorts on both sides.
-    pub fn key_order(self, v: Value) -> Value {
+    pub(crate) fn key_order(self, v: Value) -> Value {
         let number = match (self, &v) {
             (Canon::Decimal | Canon::Money, Value::Text(t)) => {
                 let s = String::from_utf8_lossy(t).into_owned();
@@ -204,7 +204,7 @@ fn decimal(s: &str) -> Option<Value> {
 
 /// A decimal number as `[-]D.DDDeN` with no leading or trailing zero digits (`0` for zero), so
 /// `1.50`, `1.5` and `15e-1` all read `1.5e0`; `NaN`, `Infinity`, `-Infinity` as they are.
-pub fn canonical_decimal(s: &str) -> Option<String> {
+pub(crate) fn canonical_decimal(s: &str) -> Option<String> {
     let t = s.trim();
     if matches!(t, "NaN" | "Infinity" | "-Infinity") {
         return Some(t.to_owned());

@@ -17,7 +17,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{StateValue, now_rfc3339};
 
 /// Default location of the state file, relative to the working directory.
-pub const DEFAULT_STATE_PATH: &str = ".ferry/state.db";
+pub(crate) const DEFAULT_STATE_PATH: &str = ".ferry/state.db";
 
 /// Schema migrations; entry `i` takes the file from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -142,7 +142,7 @@ ALTER TABLE batches ADD COLUMN prefix_digest TEXT;
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     Running,
     Complete,
     Failed,
@@ -152,7 +152,7 @@ pub enum RunStatus {
 impl RunStatus {
     /// How a run that stopped with `e` ended: interrupted when its output pipe closed (the stage
     /// downstream went away) or a signal stopped it, failed otherwise.
-    pub fn after(e: &Error) -> RunStatus {
+    pub(crate) fn after(e: &Error) -> RunStatus {
         if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted) {
             RunStatus::Interrupted
         } else {
@@ -160,7 +160,7 @@ impl RunStatus {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Complete => "complete",
@@ -172,7 +172,7 @@ impl RunStatus {
 
 /// What a new (or continued) run is.
 #[derive(Debug, Clone)]
-pub struct NewRun<'a> {
+pub(crate) struct NewRun<'a> {
     pub run_id: &'a str,
     pub stage: &'a str,
     pub source: Option<&'a str>,
@@ -183,7 +183,7 @@ pub struct NewRun<'a> {
 /// What a journal entry records an import did to a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum JournalAction {
+pub(crate) enum JournalAction {
     /// The run created the table (`schema` holds the stream's SCHEMA): undone by dropping it.
     Create,
     /// It wrote into an existing, empty table: undone by emptying it.
@@ -211,7 +211,7 @@ impl JournalAction {
     ];
 
     /// Its name in the state file.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JournalAction::Create => "create",
             JournalAction::Empty => "empty",
@@ -244,7 +244,7 @@ impl rusqlite::types::FromSql for JournalAction {
 /// One entry of the rollback journal: what an import did to a table, written before the target
 /// commits it (so a kill between the two leaves an entry whose undo finds nothing to undo).
 #[derive(Debug, Clone, Serialize)]
-pub struct JournalEntry {
+pub(crate) struct JournalEntry {
     pub stream: String,
     pub table: String,
     pub action: JournalAction,
@@ -257,7 +257,7 @@ pub struct JournalEntry {
 
 /// A journal entry as stored.
 #[derive(Debug, Clone, Serialize)]
-pub struct JournalRow {
+pub(crate) struct JournalRow {
     pub id: i64,
     pub run_id: String,
     pub target: String,
@@ -272,7 +272,7 @@ pub struct JournalRow {
 
 /// One committed batch of one stream.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct BatchRow {
+pub(crate) struct BatchRow {
     pub stream: String,
     pub rows: u64,
     pub written: u64,
@@ -290,7 +290,7 @@ pub struct BatchRow {
 /// One file of the manifest: what an import into an object store did with it. `key` is stored as
 /// text when it is UTF-8 (always, for S3) and as a BLOB otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FileRow {
+pub(crate) struct FileRow {
     pub key: Vec<u8>,
     /// The source's relative path, exactly (stored like `key`).
     pub path: Vec<u8>,
@@ -307,7 +307,7 @@ pub struct FileRow {
 
 impl FileRow {
     /// Whether the object is at the target with these bytes.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self.status.as_str(), "uploaded" | "present" | "overwritten")
     }
 }
@@ -329,7 +329,7 @@ fn key_value(key: &[u8]) -> rusqlite::types::Value {
 
 /// A multipart upload started and not (known to be) completed or aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenUpload {
+pub(crate) struct OpenUpload {
     pub target: String,
     pub key: Vec<u8>,
     pub upload_id: String,
@@ -337,7 +337,7 @@ pub struct OpenUpload {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunRow {
+pub(crate) struct RunRow {
     pub run_id: String,
     pub stage: String,
     pub source: Option<String>,
@@ -363,7 +363,7 @@ pub struct RunRow {
 impl RunRow {
     /// Whether the run is really going on: recorded as running, and its process is still there
     /// (on another host it cannot be told, and counts as going on).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.status == "running"
             && match (self.pid, &self.host) {
                 (Some(pid), Some(host)) if *host == crate::lock::hostname() => crate::lock::alive(pid),
@@ -372,19 +372,19 @@ impl RunRow {
     }
 
     /// When the run last recorded anything: its end, or its last update while it runs.
-    pub fn last_seen(&self) -> Option<jiff::Timestamp> {
+    pub(crate) fn last_seen(&self) -> Option<jiff::Timestamp> {
         self.finished_at.as_deref().unwrap_or(&self.updated_at).parse().ok()
     }
 
     /// Seconds from its start to [`RunRow::last_seen`].
-    pub fn seconds(&self) -> Option<f64> {
+    pub(crate) fn seconds(&self) -> Option<f64> {
         let started: jiff::Timestamp = self.started_at.parse().ok()?;
         Some(self.last_seen()?.duration_since(started).as_secs_f64())
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BatchInfo {
+pub(crate) struct BatchInfo {
     pub batch_id: i64,
     pub run_id: String,
     pub attempt: i64,
@@ -404,7 +404,7 @@ pub struct BatchInfo {
 
 /// An error recorded for a run.
 #[derive(Debug, Clone, Serialize)]
-pub struct ErrorRow {
+pub(crate) struct ErrorRow {
     pub run_id: String,
     pub stream: Option<String>,
     pub line: Option<i64>,
@@ -414,25 +414,25 @@ pub struct ErrorRow {
 
 /// Where `export --resume` starts.
 #[derive(Debug, Clone)]
-pub struct ResumePoint {
+pub(crate) struct ResumePoint {
     pub run_id: String,
     pub status: String,
     pub state: Option<StateValue>,
 }
 
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     conn: Connection,
     path: PathBuf,
 }
 
 /// The suffix of the run that loads a files run's upload results into a table: `RUN.uploads`.
-pub const RESULTS_RUN_SUFFIX: &str = ".uploads";
+pub(crate) const RESULTS_RUN_SUFFIX: &str = ".uploads";
 
 /// The run `wanted` names among `ids`: its exact id, a unique prefix of one, or a prefix with
 /// the results suffix (`0193a5c2-7f1e.uploads`, the short form `ferry status` shows). A files
 /// run and its results' run share their prefix: the prefix alone names the files run. `Err`
 /// holds the ids it matched: none, or several.
-pub fn named_run<'a>(ids: &[&'a str], wanted: &str) -> std::result::Result<&'a str, Vec<&'a str>> {
+pub(crate) fn named_run<'a>(ids: &[&'a str], wanted: &str) -> std::result::Result<&'a str, Vec<&'a str>> {
     if let Some(exact) = ids.iter().find(|r| **r == wanted) {
         return Ok(exact);
     }
@@ -456,7 +456,7 @@ pub fn named_run<'a>(ids: &[&'a str], wanted: &str) -> std::result::Result<&'a s
 
 impl Checkpoint {
     /// Open (creating if needed) and migrate the state file.
-    pub fn open(path: &Path) -> Result<Checkpoint> {
+    pub(crate) fn open(path: &Path) -> Result<Checkpoint> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).ctx(ErrorKind::Checkpoint, || {
                 format!("creating the state directory {}", dir.display())
@@ -475,7 +475,7 @@ impl Checkpoint {
     }
 
     /// Open an existing state file for reading; `None` if there is none.
-    pub fn open_existing(path: &Path) -> Result<Option<Checkpoint>> {
+    pub(crate) fn open_existing(path: &Path) -> Result<Option<Checkpoint>> {
         if !path.exists() {
             return Ok(None);
         }
@@ -504,10 +504,6 @@ impl Checkpoint {
             cp.migrate()?;
         }
         Ok(Some(cp))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn err(&self, what: &str) -> impl FnOnce() -> String + '_ {
@@ -581,7 +577,7 @@ impl Checkpoint {
     }
 
     /// Record the start of a run, or of another attempt at an existing one. Returns the attempt.
-    pub fn start_run(&mut self, run: &NewRun<'_>) -> Result<i64> {
+    pub(crate) fn start_run(&mut self, run: &NewRun<'_>) -> Result<i64> {
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         let tx = self
@@ -590,8 +586,8 @@ impl Checkpoint {
             .ctx(ErrorKind::Checkpoint, || format!("state file {path}"))?;
         tx.execute(
             "INSERT INTO runs (run_id, stage, source, source_kind, target, status, attempts, started_at, updated_at, pid, host)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?6, ?7, ?8)
-             ON CONFLICT (run_id) DO UPDATE SET status = 'running', attempts = attempts + 1,
+             VALUES (?1, ?2, ?3, ?4, ?5, ?9, 1, ?6, ?6, ?7, ?8)
+             ON CONFLICT (run_id) DO UPDATE SET status = ?9, attempts = attempts + 1,
                  updated_at = excluded.updated_at, finished_at = NULL, message = NULL,
                  pid = excluded.pid, host = excluded.host",
             params![
@@ -602,7 +598,8 @@ impl Checkpoint {
                 run.target,
                 now,
                 std::process::id(),
-                crate::lock::hostname()
+                crate::lock::hostname(),
+                RunStatus::Running.as_str()
             ],
         )
         .ctx(ErrorKind::Checkpoint, || {
@@ -619,7 +616,7 @@ impl Checkpoint {
     }
 
     /// Record journal entries of a run into `target`, in their own transaction.
-    pub fn journal_add(&mut self, run_id: &str, target: &str, entries: &[JournalEntry]) -> Result<()> {
+    pub(crate) fn journal_add(&mut self, run_id: &str, target: &str, entries: &[JournalEntry]) -> Result<()> {
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: writing the rollback journal");
         let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
@@ -641,7 +638,7 @@ impl Checkpoint {
     }
 
     /// A run's journal, oldest first.
-    pub fn journal_of(&self, run_id: &str) -> Result<Vec<JournalRow>> {
+    pub(crate) fn journal_of(&self, run_id: &str) -> Result<Vec<JournalRow>> {
         let mut st = self
             .conn
             .prepare(
@@ -669,7 +666,7 @@ impl Checkpoint {
 
     /// Runs other than `run_id` (and than those in `undone`) that wrote into `table` of `target`
     /// after it did.
-    pub fn journal_later_runs(
+    pub(crate) fn journal_later_runs(
         &self,
         target: &str,
         table: &str,
@@ -693,7 +690,13 @@ impl Checkpoint {
 
     /// The longest prefix of `stream`, at most `rows` long, whose digest a run from `source` into
     /// `target` recorded: its length and digest.
-    pub fn prefix_digest(&self, source: &str, target: &str, stream: &str, rows: u64) -> Result<Option<(u64, String)>> {
+    pub(crate) fn prefix_digest(
+        &self,
+        source: &str,
+        target: &str,
+        stream: &str,
+        rows: u64,
+    ) -> Result<Option<(u64, String)>> {
         if self.version()? < 8 {
             return Ok(None);
         }
@@ -711,7 +714,7 @@ impl Checkpoint {
     }
 
     /// Mark journal entries as undone.
-    pub fn journal_undone(&mut self, ids: &[i64]) -> Result<()> {
+    pub(crate) fn journal_undone(&mut self, ids: &[i64]) -> Result<()> {
         let now = now_rfc3339();
         let tx = self
             .conn
@@ -727,7 +730,7 @@ impl Checkpoint {
 
     /// Add to the rows a run expects (a stream's estimate, as its SCHEMA arrives), for the time
     /// left that `ferry status` gives.
-    pub fn expect_rows(&mut self, run_id: &str, rows: u64) -> Result<()> {
+    pub(crate) fn expect_rows(&mut self, run_id: &str, rows: u64) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE runs SET rows_expected = coalesce(rows_expected, 0) + ?2 WHERE run_id = ?1",
@@ -738,12 +741,18 @@ impl Checkpoint {
     }
 
     /// Record committed batches and, with `state` (its seq and value), acknowledge that STATE, atomically.
-    pub fn ack(&mut self, run_id: &str, attempt: i64, state: Option<(u64, &str)>, batches: &[BatchRow]) -> Result<()> {
+    pub(crate) fn ack(
+        &mut self,
+        run_id: &str,
+        attempt: i64,
+        state: Option<(u64, &str)>,
+        batches: &[BatchRow],
+    ) -> Result<()> {
         self.ack_files(run_id, attempt, state, batches, "", &[])
     }
 
     /// [`Checkpoint::ack`], recording what became of `files` at `target` in the same transaction.
-    pub fn ack_files(
+    pub(crate) fn ack_files(
         &mut self,
         run_id: &str,
         attempt: i64,
@@ -808,7 +817,7 @@ impl Checkpoint {
 
     /// Record what became of `files` at `target`, ahead of the STATE that will acknowledge
     /// them: the store has them (or refused them) whatever happens to this run.
-    pub fn files_settled(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
+    pub(crate) fn files_settled(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: recording settled files in the manifest");
@@ -847,7 +856,7 @@ impl Checkpoint {
 
     /// Record that these files are about to be sent (status `uploading`), before any request:
     /// whatever happens next, the manifest knows this run may have created them.
-    pub fn files_started(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
+    pub(crate) fn files_started(&mut self, target: &str, files: &[FileRow]) -> Result<()> {
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: recording files about to be sent");
@@ -857,7 +866,7 @@ impl Checkpoint {
     }
 
     /// What the manifest says of `key` at `target`.
-    pub fn file(&self, target: &str, key: &[u8]) -> Result<Option<FileRow>> {
+    pub(crate) fn file(&self, target: &str, key: &[u8]) -> Result<Option<FileRow>> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -883,7 +892,7 @@ impl Checkpoint {
     }
 
     /// The manifest rows written by run `run_id`, with their target.
-    pub fn files_of_run(&self, run_id: &str) -> Result<Vec<(String, FileRow)>> {
+    pub(crate) fn files_of_run(&self, run_id: &str) -> Result<Vec<(String, FileRow)>> {
         let mut st = self
             .conn
             .prepare(
@@ -916,7 +925,7 @@ impl Checkpoint {
 
     /// A multipart upload was started at `key`: until [`Checkpoint::multipart_ended`], it may hold
     /// parts that only an abort removes.
-    pub fn multipart_started(&mut self, target: &str, key: &[u8], upload_id: &str, run_id: &str) -> Result<()> {
+    pub(crate) fn multipart_started(&mut self, target: &str, key: &[u8], upload_id: &str, run_id: &str) -> Result<()> {
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: recording a multipart upload");
         let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
@@ -937,7 +946,7 @@ impl Checkpoint {
     }
 
     /// The multipart upload was completed or aborted.
-    pub fn multipart_ended(&mut self, target: &str, key: &[u8], upload_id: &str) -> Result<()> {
+    pub(crate) fn multipart_ended(&mut self, target: &str, key: &[u8], upload_id: &str) -> Result<()> {
         self.conn
             .execute(
                 "DELETE FROM multipart WHERE target = ?1 AND key = ?2 AND upload_id = ?3",
@@ -952,7 +961,7 @@ impl Checkpoint {
 
     /// Multipart uploads started and never ended (the table is small: an upload leaves it when
     /// it is completed or aborted).
-    pub fn multipart_open(&self) -> Result<Vec<OpenUpload>> {
+    pub(crate) fn multipart_open(&self) -> Result<Vec<OpenUpload>> {
         let mut st = self
             .conn
             .prepare("SELECT target, key, upload_id, run_id FROM multipart ORDER BY target, key, upload_id")
@@ -970,7 +979,13 @@ impl Checkpoint {
     }
 
     /// Record what became of one file of the manifest (a rollback, say).
-    pub fn set_file_status(&mut self, target: &str, key: &[u8], status: &str, reason: Option<&str>) -> Result<()> {
+    pub(crate) fn set_file_status(
+        &mut self,
+        target: &str,
+        key: &[u8],
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE files SET status = ?3, reason = ?4, finished_at = ?5 WHERE target = ?1 AND key = ?2",
@@ -981,7 +996,7 @@ impl Checkpoint {
     }
 
     /// When a run (its id, or a unique prefix of it) started, and its full id.
-    pub fn run_started(&self, prefix: &str) -> Result<Option<(String, String)>> {
+    pub(crate) fn run_started(&self, prefix: &str) -> Result<Option<(String, String)>> {
         let mut st = self
             .conn
             .prepare("SELECT run_id, started_at FROM runs WHERE substr(run_id, 1, length(?1)) = ?1 ORDER BY started_at")
@@ -994,7 +1009,7 @@ impl Checkpoint {
     }
 
     /// The SHA-256 recorded for a file of `root` whose version is exactly `stamp`, if any.
-    pub fn cached_hash(&self, root: &str, path: &[u8], stamp: &crate::tree::Stamp) -> Result<Option<String>> {
+    pub(crate) fn cached_hash(&self, root: &str, path: &[u8], stamp: &crate::tree::Stamp) -> Result<Option<String>> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -1021,7 +1036,7 @@ impl Checkpoint {
     /// Remember the SHA-256 of these file versions, in one transaction.
     /// How many files of the tree at `root` the hash cache holds, and their bytes: the tree as it
     /// was last exported (an estimate for progress).
-    pub fn cached_tree_size(&self, root: &str) -> Result<Option<(u64, u64)>> {
+    pub(crate) fn cached_tree_size(&self, root: &str) -> Result<Option<(u64, u64)>> {
         let (n, bytes): (i64, i64) = self
             .conn
             .query_row(
@@ -1033,7 +1048,7 @@ impl Checkpoint {
         Ok((n > 0).then_some((n as u64, bytes as u64)))
     }
 
-    pub fn cache_hashes(&mut self, root: &str, entries: &[(Vec<u8>, crate::tree::Stamp, String)]) -> Result<()> {
+    pub(crate) fn cache_hashes(&mut self, root: &str, entries: &[(Vec<u8>, crate::tree::Stamp, String)]) -> Result<()> {
         let path = self.path.display().to_string();
         let e = || format!("state file {path}: writing the hash cache");
         let tx = self.conn.transaction().ctx(ErrorKind::Checkpoint, e)?;
@@ -1064,7 +1079,7 @@ impl Checkpoint {
     }
 
     /// The source a run read from (its redacted address).
-    pub fn run_source(&self, run_id: &str) -> Result<Option<String>> {
+    pub(crate) fn run_source(&self, run_id: &str) -> Result<Option<String>> {
         self.conn
             .query_row("SELECT source FROM runs WHERE run_id = ?1", [run_id], |r| {
                 r.get::<_, Option<String>>(0)
@@ -1076,7 +1091,7 @@ impl Checkpoint {
 
     /// How many files of `target` the manifest has, per status.
     /// How many of a run's files are in each status (from the index on run and status).
-    pub fn file_counts_of_run(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
+    pub(crate) fn file_counts_of_run(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
         let mut st = self
             .conn
             .prepare("SELECT status, count(*) FROM files WHERE run_id = ?1 GROUP BY status ORDER BY status")
@@ -1088,7 +1103,7 @@ impl Checkpoint {
         Ok(rows)
     }
 
-    pub fn finish_run(&mut self, run_id: &str, status: RunStatus, message: Option<&str>) -> Result<()> {
+    pub(crate) fn finish_run(&mut self, run_id: &str, status: RunStatus, message: Option<&str>) -> Result<()> {
         let now = now_rfc3339();
         let path = self.path.display().to_string();
         self.conn
@@ -1103,7 +1118,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    pub fn record_error(
+    pub(crate) fn record_error(
         &mut self,
         run_id: &str,
         stream: Option<&str>,
@@ -1124,7 +1139,7 @@ impl Checkpoint {
     }
 
     /// The most recent import run from `source` and its last acknowledged STATE.
-    pub fn resume_point(&self, source: &str) -> Result<Option<ResumePoint>> {
+    pub(crate) fn resume_point(&self, source: &str) -> Result<Option<ResumePoint>> {
         let row = self
             .conn
             .query_row(
@@ -1164,7 +1179,7 @@ impl Checkpoint {
         Ok(Some(ResumePoint { run_id, status, state }))
     }
 
-    pub fn runs(&self) -> Result<Vec<RunRow>> {
+    pub(crate) fn runs(&self) -> Result<Vec<RunRow>> {
         // A read-only state file of an older ferry has no rows_expected, pid or host.
         let version = self.version()?;
         let expected = if version >= 5 { "r.rows_expected" } else { "NULL" };
@@ -1208,7 +1223,7 @@ impl Checkpoint {
     }
 
     /// Batches, of one run or of all; `batch` picks one.
-    pub fn batches(&self, run_id: Option<&str>, batch: Option<i64>) -> Result<Vec<BatchInfo>> {
+    pub(crate) fn batches(&self, run_id: Option<&str>, batch: Option<i64>) -> Result<Vec<BatchInfo>> {
         let mut st = self
             .conn
             .prepare(
@@ -1244,7 +1259,7 @@ impl Checkpoint {
     }
 
     /// Errors recorded for a run (or all runs).
-    pub fn errors(&self, run_id: Option<&str>) -> Result<Vec<ErrorRow>> {
+    pub(crate) fn errors(&self, run_id: Option<&str>) -> Result<Vec<ErrorRow>> {
         let mut st = self
             .conn
             .prepare(

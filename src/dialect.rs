@@ -91,7 +91,7 @@ enum Conv {
 
 /// A stream's SCHEMA in the new dialect, and how its records change.
 #[derive(Debug, Clone)]
-pub struct Converted {
+pub(crate) struct Converted {
     pub schema: Schema,
     convs: Vec<Conv>,
     /// Some value changes (so the STREAM_END digest does).
@@ -101,7 +101,7 @@ pub struct Converted {
 }
 
 /// The dialect a SCHEMA's types are in.
-pub fn dialect_of(schema: &Schema) -> &str {
+pub(crate) fn dialect_of(schema: &Schema) -> &str {
     schema
         .extra
         .get("x-sql-dialect")
@@ -110,7 +110,7 @@ pub fn dialect_of(schema: &Schema) -> &str {
 }
 
 /// Recast a SCHEMA for `to`.
-pub fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
+pub(crate) fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Converted {
     let mut out = schema.clone();
     let mut convs = Vec::with_capacity(schema.schema.properties.len());
     if dialect_of(schema) == to.family() {
@@ -397,7 +397,7 @@ fn to_postgres(prop: &mut Json, rowid: bool) -> Conv {
 
 impl Converted {
     /// Recast one row's values in place; a value the new type cannot take is an error naming it.
-    pub fn convert_row(&self, row: &mut [Value]) -> Result<(), String> {
+    pub(crate) fn convert_row(&self, row: &mut [Value]) -> Result<(), String> {
         for (i, conv) in self.convs.iter().enumerate() {
             let v = &mut row[i];
             if *v == Value::Null {
@@ -491,7 +491,7 @@ pub(crate) fn declared(prop: &Json) -> (String, Option<String>) {
 
 /// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres::target`]'s docs); the
 /// SQLite-to-PostgreSQL dialect and the PostgreSQL importer both use it, so they agree.
-pub fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
+pub(crate) fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
     if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
         return t.to_owned();
     }

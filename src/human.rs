@@ -6,30 +6,30 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// Print a message for people on stderr.
-pub fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     eprintln!("{text}");
 }
 
 /// Print an error and its causes on stderr, as `ferry-import: error: ...`.
-pub fn error(program: &str, text: &str) {
+pub(crate) fn error(program: &str, text: &str) {
     eprintln!("{program}: error: {text}");
 }
 
 /// Whether stderr is a terminal (progress bars and colour only then).
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
 static PLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// No progress bars whatever the terminal (`-q`, `--log-format json`).
-pub fn set_plain() {
+pub(crate) fn set_plain() {
     PLAIN.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How a stage shows progress on long work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressDisplay {
+pub(crate) enum ProgressDisplay {
     /// Log lines every few seconds (stderr is not a terminal: a log file, CI, a script).
     Lines,
     /// A bar on the terminal: the stage at the end of a pipeline (its stdout is not a pipe).
@@ -38,7 +38,7 @@ pub enum ProgressDisplay {
     Quiet,
 }
 
-pub fn progress_display() -> ProgressDisplay {
+pub(crate) fn progress_display() -> ProgressDisplay {
     if !stderr_is_terminal() || PLAIN.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressDisplay::Lines;
     }
@@ -52,7 +52,7 @@ pub fn progress_display() -> ProgressDisplay {
 }
 
 /// A plain text table: a header row, then rows; numbers right-aligned.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let n = header.len();
     let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
@@ -90,7 +90,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// A duration for people: "2h05m", "4m10s", "12s".
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),

@@ -17,7 +17,7 @@ static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 const HARD_EXIT: i32 = 130;
 
 /// Catch SIGINT and SIGTERM for this process (the binaries call this once at start).
-pub fn install() {
+pub(crate) fn install() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)));
     for sig in [SIGINT, SIGTERM] {
@@ -31,12 +31,12 @@ pub fn install() {
 }
 
 /// Whether a signal asked this process to stop.
-pub fn requested() -> bool {
+pub(crate) fn requested() -> bool {
     FLAG.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// An `Interrupted` error once a signal asked this process to stop.
-pub fn check() -> Result<()> {
+pub(crate) fn check() -> Result<()> {
     if requested() {
         return Err(Error::new(
             ErrorKind::Interrupted,

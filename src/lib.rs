@@ -5,29 +5,31 @@
 //! Each stage is a plain function over a reader and a writer in [`stage`]; the binaries in
 //! `stages/` parse flags ([`cli`]) and call them. Stores sit behind two traits in [`connect`].
 
+#![warn(unreachable_pub)]
+
 pub mod address;
-pub mod canon;
-pub mod checkpoint;
+pub(crate) mod canon;
+pub(crate) mod checkpoint;
 pub mod cli;
 pub mod connect;
 pub mod d1double;
-pub mod dialect;
+pub(crate) mod dialect;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod human;
-pub mod interrupt;
-pub mod jq;
+pub(crate) mod human;
+pub(crate) mod interrupt;
+pub(crate) mod jq;
 #[cfg(test)]
 mod layering;
-pub mod lock;
+pub(crate) mod lock;
 pub mod protocol;
-pub mod retry;
-pub mod row;
+pub(crate) mod retry;
+pub(crate) mod row;
 pub mod sample;
 pub mod stage;
-pub mod tree;
-pub mod tuning;
-pub mod value;
+pub(crate) mod tree;
+pub(crate) mod tuning;
+pub(crate) mod value;
 
 pub use error::{Error, ErrorKind, ExitStatus, Result};

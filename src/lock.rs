@@ -14,7 +14,7 @@ use crate::error::{Context as _, Error, ErrorKind, Result};
 
 /// Who holds (or asks for) a lock.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub program: String,
     pub pid: u32,
     pub host: String,
@@ -23,7 +23,7 @@ pub struct Holder {
 
 impl Holder {
     /// This process, named as it was run (`ferry-import`, `ferry rollback`).
-    pub fn this_process() -> Holder {
+    pub(crate) fn this_process() -> Holder {
         let args: Vec<String> = std::env::args().take(2).collect();
         let exe = args
             .first()
@@ -43,7 +43,7 @@ impl Holder {
     }
 
     /// This process, as `program`.
-    pub fn me(program: &str) -> Holder {
+    pub(crate) fn me(program: &str) -> Holder {
         Holder {
             program: program.to_owned(),
             pid: std::process::id(),
@@ -53,7 +53,7 @@ impl Holder {
     }
 
     /// `ferry-import (pid 1234 on host-a, since 2026-12-06T23:59:00Z)`
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} (pid {} on {}, since {})",
             self.program, self.pid, self.host, self.since
@@ -76,7 +76,7 @@ impl Holder {
 }
 
 /// This machine's name, as `hostname` prints it.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
@@ -86,21 +86,20 @@ pub fn hostname() -> String {
 }
 
 /// Whether process `pid` of this machine is still there.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// An exclusive lock on a local file, held until it is dropped or the process ends.
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     _file: std::fs::File,
-    path: PathBuf,
 }
 
 impl FileLock {
     /// Take the lock at `path` for `me`, or say who holds it; `what` names what it guards (the
     /// target's address).
-    pub fn acquire(path: &Path, what: &str, me: &Holder) -> Result<FileLock> {
+    pub(crate) fn acquire(path: &Path, what: &str, me: &Holder) -> Result<FileLock> {
         let e = || format!("taking the lock {} on {what}", path.display());
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -125,19 +124,12 @@ impl FileLock {
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(me.line().as_bytes()))
             .ctx(ErrorKind::Io, e)?;
-        Ok(FileLock {
-            _file: file,
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(FileLock { _file: file })
     }
 }
 
 /// The error for a lock on `what` that `who` holds.
-pub fn busy(what: &str, who: &str) -> Error {
+pub(crate) fn busy(what: &str, who: &str) -> Error {
     Error::new(
         ErrorKind::Usage,
         format!(
@@ -147,7 +139,7 @@ pub fn busy(what: &str, who: &str) -> Error {
 }
 
 /// The lock file of a SQLite database: beside it, named after it.
-pub fn sqlite_lock_path(db: &Path) -> PathBuf {
+pub(crate) fn sqlite_lock_path(db: &Path) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push("-ferry-lock");
     db.with_file_name(name)
@@ -155,7 +147,7 @@ pub fn sqlite_lock_path(db: &Path) -> PathBuf {
 
 /// The lock file of a target kept by a state file (an object store): beside the state file,
 /// named after the target.
-pub fn target_lock_path(state_path: &Path, target: &str) -> PathBuf {
+pub(crate) fn target_lock_path(state_path: &Path, target: &str) -> PathBuf {
     use sha2::Digest as _;
     let tag: String = sha2::Sha256::digest(target.as_bytes())[..6]
         .iter()

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// The policy: 6 retries (`FERRY_RETRIES` sets how many), from 200 ms doubling to at most 5 s
 /// each, jittered.
-pub fn policy() -> ExponentialBuilder {
+pub(crate) fn policy() -> ExponentialBuilder {
     let times = crate::tuning::Tuning::get().retries;
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -22,13 +22,13 @@ pub fn policy() -> ExponentialBuilder {
 /// (and retrying on a new one): `FERRY_TIMEOUT` seconds when set, else `default` (None: no
 /// limit). A hung server or a proxy that swallows traffic then ends in a clear error instead of
 /// a run that never ends.
-pub fn answer_timeout(default: Option<Duration>) -> Option<Duration> {
+pub(crate) fn answer_timeout(default: Option<Duration>) -> Option<Duration> {
     crate::tuning::Tuning::get().timeout.or(default)
 }
 
 /// Run `op` until it succeeds, fails with an error `transient` does not accept, or the policy
 /// runs out; `sleep` waits between attempts (a real sleep, or a recorder in tests).
-pub fn run<T>(
+pub(crate) fn run<T>(
     what: &str,
     mut op: impl FnMut(u32) -> Result<T>,
     transient: impl Fn(&Error) -> bool,

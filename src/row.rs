@@ -14,7 +14,7 @@ use crate::protocol::Schema;
 use crate::value::{self, Codec, Value, ValueRef, ValueSeed};
 
 /// A row hash (see the protocol docs: STREAM_END digest).
-pub type RowHash = [u8; 32];
+pub(crate) type RowHash = [u8; 32];
 
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -213,7 +213,7 @@ impl RowShape {
 /// (a `ff` byte, then each name as u32 length and bytes) before the first row and again wherever
 /// the columns change. No hash per row: a single pass over the values.
 #[derive(Clone, Default)]
-pub struct StreamDigest {
+pub(crate) struct StreamDigest {
     h: Sha256,
     header: Option<Vec<u8>>,
     /// The shape whose header was checked last.
@@ -223,7 +223,7 @@ pub struct StreamDigest {
 }
 
 impl StreamDigest {
-    pub fn add<'a>(&mut self, shape: &RowShape, get: impl Fn(usize) -> ValueRef<'a>) {
+    pub(crate) fn add<'a>(&mut self, shape: &RowShape, get: impl Fn(usize) -> ValueRef<'a>) {
         if self.shape != shape.id && self.header.as_deref() != Some(shape.names_header.as_slice()) {
             self.buf.push(0xff);
             self.buf.extend_from_slice(&shape.names_header);
@@ -239,19 +239,19 @@ impl StreamDigest {
         }
     }
 
-    pub fn add_row(&mut self, shape: &RowShape, row: &[Value]) {
+    pub(crate) fn add_row(&mut self, shape: &RowShape, row: &[Value]) {
         self.add(shape, |i| row[i].as_ref())
     }
 
     /// The digest so far, in hex; it goes on.
-    pub fn peek_hex(&self) -> String {
+    pub(crate) fn peek_hex(&self) -> String {
         let mut h = self.h.clone();
         h.update(&self.buf);
         hex::encode(h.finalize())
     }
 
     /// The digest so far, in hex; the digest starts over.
-    pub fn take_hex(&mut self) -> String {
+    pub(crate) fn take_hex(&mut self) -> String {
         let mut d = std::mem::take(self);
         d.h.update(&d.buf);
         hex::encode(d.h.finalize())

@@ -19,14 +19,14 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where an import into a directory keeps files while they are written; walks skip it.
-pub const PARTIAL_DIR: &str = ".ferry-partial";
+pub(crate) const PARTIAL_DIR: &str = ".ferry-partial";
 
 /// The name of the digest algorithm over a file stream (see [`FileDigest`]).
-pub const FILES_DIGEST_ALGO: &str = "files-sha256";
+pub(crate) const FILES_DIGEST_ALGO: &str = "files-sha256";
 
 /// A regular file found by a walk.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Relative path bytes, `/`-separated.
     pub rel: Vec<u8>,
     pub abs: PathBuf,
@@ -34,7 +34,7 @@ pub struct Entry {
 
 /// What a walk reports, in byte order of relative paths.
 #[derive(Debug)]
-pub enum Walked {
+pub(crate) enum Walked {
     File(Entry),
     /// Left out on purpose (a symbolic link not followed, a socket...): worth a log line, and
     /// a result saying so.
@@ -52,7 +52,7 @@ pub enum Walked {
 
 /// What a walk leaves out on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeftOut {
+pub(crate) enum LeftOut {
     /// A symbolic link, not followed.
     Symlink,
     /// Not a regular file: a socket, pipe or device.
@@ -61,7 +61,7 @@ pub enum LeftOut {
 
 impl LeftOut {
     /// The status its upload result says.
-    pub fn status(self) -> &'static str {
+    pub(crate) fn status(self) -> &'static str {
         match self {
             LeftOut::Symlink => "skipped-symlink",
             LeftOut::Special => "skipped-special",
@@ -70,7 +70,7 @@ impl LeftOut {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WalkOptions {
+pub(crate) struct WalkOptions {
     /// Follow symbolic links that stay inside the tree (never ones that lead out of it).
     pub follow_symlinks: bool,
 }
@@ -95,7 +95,7 @@ fn rel_bytes(root: &Path, path: &Path) -> Vec<u8> {
 }
 
 /// The tree's root as an absolute, canonical directory path, or an error saying what is wrong.
-pub fn open_root(root: &Path) -> Result<PathBuf> {
+pub(crate) fn open_root(root: &Path) -> Result<PathBuf> {
     let canon = std::fs::canonicalize(root)
         .map_err(|e| Error::new(ErrorKind::Source, format!("dir:{}: {e}", root.display())))?;
     if !canon.is_dir() {
@@ -109,7 +109,7 @@ pub fn open_root(root: &Path) -> Result<PathBuf> {
 
 /// Walk `root` (canonical, from [`open_root`]) in byte order of relative paths, strictly after
 /// `after` when given; directories wholly before it are not read at all.
-pub fn walk(
+pub(crate) fn walk(
     root: &Path,
     opts: WalkOptions,
     after: Option<&[u8]>,
@@ -201,7 +201,7 @@ pub fn walk(
 /// bytes may have (nanosecond times; the status change time moves on every write, rename and
 /// chmod, and cannot be set back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     pub size: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
@@ -210,7 +210,7 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(m: &Metadata) -> Stamp {
+    pub(crate) fn of(m: &Metadata) -> Stamp {
         Stamp {
             size: m.len(),
             mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
@@ -223,7 +223,7 @@ impl Stamp {
 
 /// What one read of a file found.
 #[derive(Debug, Clone)]
-pub struct Hashed {
+pub(crate) struct Hashed {
     pub size: u64,
     pub sha256: [u8; 32],
     pub mtime: Option<SystemTime>,
@@ -234,11 +234,11 @@ pub struct Hashed {
 }
 
 impl Hashed {
-    pub fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
     }
 
-    pub fn mtime_rfc3339(&self) -> Option<String> {
+    pub(crate) fn mtime_rfc3339(&self) -> Option<String> {
         self.mtime
             .and_then(|t| jiff::Timestamp::try_from(t).ok())
             .map(|t| t.to_string())
@@ -257,7 +257,7 @@ fn same_version(a: &Metadata, b: &Metadata) -> bool {
 
 /// Why a file could not be read as one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// It changed while being read (size, times or inode moved, or fewer bytes came).
     Changed(String),
     /// It could not be opened or read (or the sink refused a chunk).
@@ -293,12 +293,12 @@ fn read_chunks(f: &mut File, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>)
 
 /// Read a file once, hashing it, and make sure it did not change while being read (its size and
 /// modification time before and after, and the bytes read).
-pub fn hash_file(path: &Path) -> std::result::Result<Hashed, ReadError> {
+pub(crate) fn hash_file(path: &Path) -> std::result::Result<Hashed, ReadError> {
     hash_file_into(path, |_| Ok(()))
 }
 
 /// [`hash_file`], handing every chunk read to `sink` as well (a copy that is hashed on the way).
-pub fn hash_file_into(
+pub(crate) fn hash_file_into(
     path: &Path,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::result::Result<Hashed, ReadError> {
@@ -341,7 +341,7 @@ pub fn hash_file_into(
 }
 
 /// The SHA-256 of a file's bytes, streaming (for checking what is already at a target).
-pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
+pub(crate) fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut h = Sha256::new();
     let n = read_chunks(&mut f, |chunk| {
@@ -353,7 +353,7 @@ pub fn sha256_of(path: &Path) -> std::io::Result<(u64, String)> {
 
 /// A relative path as the stream carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileName {
+pub(crate) struct FileName {
     /// UTF-8 (lossy when the name is not UTF-8).
     pub path: String,
     /// The exact bytes, base64, when the name is not UTF-8.
@@ -361,7 +361,7 @@ pub struct FileName {
 }
 
 impl FileName {
-    pub fn of(rel: &[u8]) -> FileName {
+    pub(crate) fn of(rel: &[u8]) -> FileName {
         match std::str::from_utf8(rel) {
             Ok(s) => FileName {
                 path: s.to_owned(),
@@ -377,7 +377,7 @@ impl FileName {
 
 /// Check a relative path (or object key) is safe to put under a root: not empty, not absolute,
 /// no `.` or `..` or empty segment, no NUL. Returns why not.
-pub fn check_relative(rel: &[u8]) -> std::result::Result<(), String> {
+pub(crate) fn check_relative(rel: &[u8]) -> std::result::Result<(), String> {
     if rel.is_empty() {
         return Err("the path is empty".into());
     }
@@ -406,12 +406,12 @@ const URI_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// `file:///abs/path`, every byte of the path kept exactly (percent-encoded where needed).
-pub fn file_uri(abs: &Path) -> String {
+pub(crate) fn file_uri(abs: &Path) -> String {
     format!("file://{}", percent_encode(abs.as_os_str().as_bytes(), URI_KEEP))
 }
 
 /// The path of a `file://` URI (the inverse of [`file_uri`]).
-pub fn path_of_uri(uri: &str) -> Option<PathBuf> {
+pub(crate) fn path_of_uri(uri: &str) -> Option<PathBuf> {
     let rest = uri.strip_prefix("file://")?;
     if !rest.starts_with('/') {
         return None;
@@ -426,12 +426,12 @@ pub fn path_of_uri(uri: &str) -> Option<PathBuf> {
 /// (u32, big-endian) and bytes, the size (u64, big-endian) and the 32 bytes of its SHA-256. Equal
 /// trees listed in the same order have equal digests.
 #[derive(Default)]
-pub struct FileDigest {
+pub(crate) struct FileDigest {
     h: Sha256,
 }
 
 impl FileDigest {
-    pub fn add(&mut self, rel: &[u8], size: u64, sha256_hex: &str) {
+    pub(crate) fn add(&mut self, rel: &[u8], size: u64, sha256_hex: &str) {
         self.h.update((rel.len() as u32).to_be_bytes());
         self.h.update(rel);
         self.h.update(size.to_be_bytes());
@@ -443,13 +443,13 @@ impl FileDigest {
         self.h.update(raw);
     }
 
-    pub fn take_hex(&mut self) -> String {
+    pub(crate) fn take_hex(&mut self) -> String {
         hex::encode(std::mem::take(&mut self.h).finalize())
     }
 }
 
 /// A well-formed SHA-256 in the stream: 64 lowercase hex digits.
-pub fn is_sha256_hex(s: &str) -> bool {
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The variables, as `--help` lists them (after each program's examples).
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Environment (tuning; credentials are named where they are used):
   FERRY_LOG=DIRECTIVE         log filter, e.g. ferry=debug (overrides -v/-q)
   FERRY_PROGRESS_MS=MS        how often a progress line is logged [default: 5000]
@@ -22,7 +22,7 @@ Environment (tuning; credentials are named where they are used):
 
 /// Every tuning variable's value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     pub retries: usize,
     pub timeout: Timeout,
     pub progress_every: Duration,
@@ -34,7 +34,7 @@ pub struct Tuning {
 
 /// `FERRY_TIMEOUT`: how long to wait for an answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Timeout {
+pub(crate) enum Timeout {
     /// Not set: each connector's own default.
     Default,
     /// `0`: no limit.
@@ -44,7 +44,7 @@ pub enum Timeout {
 
 impl Timeout {
     /// The limit, given the connector's default (`None`: no limit).
-    pub fn or(self, default: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn or(self, default: Option<Duration>) -> Option<Duration> {
         match self {
             Timeout::Default => default,
             Timeout::Never => None,
@@ -70,7 +70,7 @@ static TUNING: OnceLock<Tuning> = OnceLock::new();
 
 impl Tuning {
     /// Read the variables from `var` (the environment, or a test's map).
-    pub fn read(var: impl Fn(&str) -> Option<String>) -> Result<Tuning> {
+    pub(crate) fn read(var: impl Fn(&str) -> Option<String>) -> Result<Tuning> {
         let mut t = Tuning::default();
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let bad = |name: &str, v: &str, want: &str| Error::usage(format!("{name}={v:?}: write {want}"));
@@ -116,7 +116,7 @@ impl Tuning {
     }
 
     /// Read the environment, once, as a program starts: an unreadable value is an error.
-    pub fn init() -> Result<&'static Tuning> {
+    pub(crate) fn init() -> Result<&'static Tuning> {
         if let Some(t) = TUNING.get() {
             return Ok(t);
         }
@@ -127,7 +127,7 @@ impl Tuning {
     /// The tuning of this process. Without [`Tuning::init`] (the library used on its own), the
     /// environment is read on first use and an unreadable value is left at its default, with a
     /// warning.
-    pub fn get() -> &'static Tuning {
+    pub(crate) fn get() -> &'static Tuning {
         TUNING.get_or_init(|| {
             Tuning::read(|name| std::env::var(name).ok()).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "tuning variables left at their defaults");

@@ -164,7 +164,7 @@ impl Drop for Made<'_> {
     }
 }
 
-pub fn run(args: &DemoArgs) -> Result<ExitStatus> {
+pub(crate) fn run(args: &DemoArgs) -> Result<ExitStatus> {
     let dir = &args.dir;
     let before = clear(dir)?;
     let _made = Made { dir, before };

@@ -3,7 +3,7 @@
 //! `stages/` only call `main()` here.
 
 pub mod d1double;
-pub mod demo;
+pub(crate) mod demo;
 pub mod export;
 pub mod import;
 pub mod ops;

@@ -2,11 +2,11 @@
 //! key order; a [`Target`] applies batches inside a transaction and commits them together with its
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
-pub mod d1;
-pub mod objects;
-pub mod postgres;
-pub mod sql;
-pub mod sqlite;
+pub(crate) mod d1;
+pub(crate) mod objects;
+pub(crate) mod postgres;
+pub(crate) mod sql;
+pub(crate) mod sqlite;
 
 use std::collections::HashMap;
 

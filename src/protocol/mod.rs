@@ -78,9 +78,9 @@
 //! (no hash per row). (Validation compares rows by a per-row hash, SHA-256 over each column's
 //! name and canonical value: [`crate::row::RowShape::row_hash`].)
 
-pub mod reader;
+pub(crate) mod reader;
 pub mod side;
-pub mod writer;
+pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};

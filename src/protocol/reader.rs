@@ -263,7 +263,7 @@ impl<R: BufRead> StreamReader<R> {
 /// Input read ahead by a thread, in chunks, into a bounded queue: the stage upstream keeps writing
 /// while this one is busy (committing, say) instead of stalling on a full 64 KiB pipe. At most
 /// `chunks` chunks of `chunk_size` bytes wait in memory.
-pub struct ReadAhead {
+pub(crate) struct ReadAhead {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
@@ -281,13 +281,14 @@ fn stdin_waiting() -> bool {
 
 impl ReadAhead {
     /// Read ahead on `inner`, in chunks filled to a quarter of `chunk_size` at least.
-    pub fn new<R: Read + Send + 'static>(inner: R, chunk_size: usize, chunks: usize) -> ReadAhead {
+    #[cfg(test)]
+    pub(crate) fn new<R: Read + Send + 'static>(inner: R, chunk_size: usize, chunks: usize) -> ReadAhead {
         Self::spawn(inner, chunk_size, chunks, None)
     }
 
     /// Read ahead on this process's stdin. A chunk is handed over as soon as the producer
     /// pauses: a STATE it sent is acknowledged now, not once more input has filled the chunk.
-    pub fn stdin(chunk_size: usize, chunks: usize) -> ReadAhead {
+    pub(crate) fn stdin(chunk_size: usize, chunks: usize) -> ReadAhead {
         Self::spawn(std::io::stdin(), chunk_size, chunks, Some(stdin_waiting))
     }
 
@@ -386,7 +387,7 @@ impl BufRead for ReadAhead {
 /// over streams), read from its last 64 KiB without moving its offset: totals for an ETA when the
 /// input is a regular file (`ferry-import ... < files.ndjson`). `None` for a pipe, or a file
 /// that does not end with them (still being written, or cut short).
-pub fn totals_at_end(file: &std::fs::File) -> Option<Totals> {
+pub(crate) fn totals_at_end(file: &std::fs::File) -> Option<Totals> {
     use std::os::unix::fs::FileExt as _;
     let meta = file.metadata().ok()?;
     if !meta.is_file() {

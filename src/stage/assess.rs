@@ -47,7 +47,7 @@ impl Destination {
 }
 
 #[derive(Debug, Clone)]
-pub struct AssessConfig {
+pub(crate) struct AssessConfig {
     pub source: Address,
     pub to: Destination,
     pub state_path: PathBuf,
@@ -64,7 +64,7 @@ const MAX_KEY: usize = 1024;
 
 /// One kind of trouble, how often it was seen, and where first.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// `refused` (the target will not take it), `changed` (it arrives, differently), `warning`.
     pub severity: &'static str,
     pub what: String,
@@ -107,7 +107,7 @@ struct ColumnStats {
 }
 
 /// Assess `cfg.source`, writing the result to `out`: a table for people, or one JSON document.
-pub fn run(cfg: &AssessConfig, json_out: bool, out: &mut dyn std::io::Write) -> Result<()> {
+pub(crate) fn run(cfg: &AssessConfig, json_out: bool, out: &mut dyn std::io::Write) -> Result<()> {
     let report = match &cfg.source {
         Address::Dir(root) => assess_dir(cfg, root)?,
         _ => assess_db(cfg)?,

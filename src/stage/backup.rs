@@ -17,8 +17,8 @@ use crate::error::{Context as _, Error, ErrorKind, Result};
 use crate::protocol::side::FindingKind;
 use crate::protocol::{Kind, StreamReader, StreamWriter};
 
-pub const STREAM_FILE: &str = "stream.ndjson.zst";
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const STREAM_FILE: &str = "stream.ndjson.zst";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
 /// Findings on a stream read back that mean it is not what was written.
 const INTEGRITY: &[FindingKind] = &[
@@ -29,14 +29,14 @@ const INTEGRITY: &[FindingKind] = &[
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StreamEntry {
+pub(crate) struct StreamEntry {
     pub stream: String,
     pub rows: u64,
     pub digest: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub name: String,
     pub source: String,
     pub created_at: String,
@@ -65,7 +65,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// Write backup `name` under `dir` from an export (`export` writes the stream to the writer it
 /// is given). Returns its manifest.
-pub fn create(
+pub(crate) fn create(
     dir: &Path,
     name: &str,
     source: &str,
@@ -182,14 +182,14 @@ fn check_stream(path: &Path) -> Result<Vec<StreamEntry>> {
 }
 
 /// The decompressed stream of a backup file.
-pub fn open_stream(path: &Path) -> Result<BufReader<zstd::Decoder<'static, BufReader<std::fs::File>>>> {
+pub(crate) fn open_stream(path: &Path) -> Result<BufReader<zstd::Decoder<'static, BufReader<std::fs::File>>>> {
     let f = std::fs::File::open(path).ctx(ErrorKind::Io, || format!("opening {}", path.display()))?;
     let d = zstd::Decoder::new(f).ctx(ErrorKind::Io, || format!("reading {}", path.display()))?;
     Ok(BufReader::with_capacity(1 << 20, d))
 }
 
 /// Every backup under `dir`, oldest first.
-pub fn list(dir: &Path) -> Result<Vec<Manifest>> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(out);
@@ -211,7 +211,7 @@ pub fn list(dir: &Path) -> Result<Vec<Manifest>> {
 
 /// Backup `name`, its file checked against the manifest's size and SHA-256: the manifest and the
 /// stream file's path.
-pub fn open(dir: &Path, name: &str) -> Result<(Manifest, PathBuf)> {
+pub(crate) fn open(dir: &Path, name: &str) -> Result<(Manifest, PathBuf)> {
     check_name(name)?;
     let at = dir.join(name);
     let text = std::fs::read_to_string(at.join(MANIFEST_FILE)).map_err(|_| {
@@ -246,7 +246,7 @@ pub fn open(dir: &Path, name: &str) -> Result<(Manifest, PathBuf)> {
 
 /// Remove backups beyond the `keep` newest that are older than `older_than` (both optional;
 /// with neither, nothing goes). Dry run unless `confirm`. The backups removed (or that would be).
-pub fn prune(
+pub(crate) fn prune(
     dir: &Path,
     keep: Option<usize>,
     older_than: Option<std::time::Duration>,

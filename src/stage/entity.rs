@@ -49,7 +49,7 @@ impl Root {
 }
 
 /// The selection that exports the subset: its tables, each with its row filter.
-pub fn selection(plans: &[StreamPlan], roots: &[Root], follow_fks: bool) -> Result<Selection> {
+pub(crate) fn selection(plans: &[StreamPlan], roots: &[Root], follow_fks: bool) -> Result<Selection> {
     let names = || {
         plans
             .iter()

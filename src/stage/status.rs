@@ -13,7 +13,7 @@ use crate::human;
 use crate::protocol::{Kind, StreamWriter};
 
 #[derive(Debug, Clone)]
-pub struct StatusConfig {
+pub(crate) struct StatusConfig {
     pub state_path: PathBuf,
     /// Show this run's batches (a prefix of the run id is enough).
     pub run: Option<String>,
@@ -21,7 +21,7 @@ pub struct StatusConfig {
     pub json: bool,
 }
 
-pub fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()> {
+pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()> {
     let Some(cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::new(
             ErrorKind::Checkpoint,

@@ -38,7 +38,7 @@
 //! and the bytes. [`compare`] is SQLite's order with BINARY
 //! collation: NULL < numbers (INTEGER and REAL compared by value) < TEXT (bytewise) < BLOB (bytewise).
 
-pub mod time;
+pub(crate) mod time;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -177,7 +177,7 @@ impl fmt::Display for ValueRef<'_> {
 }
 
 /// SQLite's ordering of values under BINARY collation.
-pub fn compare(a: ValueRef<'_>, b: ValueRef<'_>) -> Ordering {
+pub(crate) fn compare(a: ValueRef<'_>, b: ValueRef<'_>) -> Ordering {
     match (a, b) {
         (ValueRef::Integer(x), ValueRef::Integer(y)) => x.cmp(&y),
         // -0.0 and 0.0 are equal keys, as in SQLite; NaN (which SQLite never stores) sorts last.
@@ -210,7 +210,7 @@ fn compare_int_real(i: i64, r: f64) -> Ordering {
 }
 
 /// Compare two keys (tuples) column by column.
-pub fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
+pub(crate) fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         match compare(x.as_ref(), y.as_ref()) {
             Ordering::Equal => {}
@@ -239,7 +239,7 @@ pub enum BytesEncoding {
 }
 
 /// The JSON types a property allows, without "null".
-pub fn property_types(prop: &Json) -> Vec<&str> {
+pub(crate) fn property_types(prop: &Json) -> Vec<&str> {
     match prop.get("type") {
         Some(Json::String(s)) => vec![s.as_str()].into_iter().filter(|t| *t != "null").collect(),
         Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).filter(|t| *t != "null").collect(),
@@ -248,7 +248,7 @@ pub fn property_types(prop: &Json) -> Vec<&str> {
 }
 
 /// Whether a property allows null (an absent `type` allows anything).
-pub fn property_nullable(prop: &Json) -> bool {
+pub(crate) fn property_nullable(prop: &Json) -> bool {
     match prop.get("type") {
         Some(Json::String(s)) => s == "null",
         Some(Json::Array(a)) => a.iter().any(|t| t == "null"),
@@ -301,7 +301,7 @@ impl Codec {
 // Encoding: value -> JSON text
 
 /// Append the JSON form of `v` under `codec` to `out`.
-pub fn encode(v: ValueRef<'_>, codec: Codec, out: &mut Vec<u8>) {
+pub(crate) fn encode(v: ValueRef<'_>, codec: Codec, out: &mut Vec<u8>) {
     match (v, codec) {
         (ValueRef::Null, _) => out.extend_from_slice(b"null"),
         (ValueRef::Integer(i), Codec::Integer | Codec::Number | Codec::Any) => write_int(i, out),
@@ -325,7 +325,7 @@ pub fn encode(v: ValueRef<'_>, codec: Codec, out: &mut Vec<u8>) {
 }
 
 /// Write a value in its tagged form (valid under every codec but `Json`).
-pub fn write_tagged(v: ValueRef<'_>, out: &mut Vec<u8>) {
+pub(crate) fn write_tagged(v: ValueRef<'_>, out: &mut Vec<u8>) {
     match v {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Integer(i) => write_tag("int", |o| write_int(i, o), out),
@@ -400,17 +400,17 @@ fn write_tag(tag: &str, body: impl FnOnce(&mut Vec<u8>), out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-pub fn write_int(i: i64, out: &mut Vec<u8>) {
+pub(crate) fn write_int(i: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
 }
 
 /// Shortest round-trip form; always has a `.` or an exponent, so it reads back as REAL.
-pub fn write_float(f: f64, out: &mut Vec<u8>) {
+pub(crate) fn write_float(f: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
 }
 
 /// A JSON string literal.
-pub fn write_str(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -443,7 +443,7 @@ impl<'de> serde::Deserialize<'de> for Str<'de> {
 
 /// Deserialize one value under a codec, straight from the parser (no intermediate JSON tree).
 #[derive(Clone, Copy)]
-pub struct ValueSeed(pub Codec);
+pub(crate) struct ValueSeed(pub Codec);
 
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value;
@@ -458,7 +458,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed {
 }
 
 /// Decode a value already held as JSON.
-pub fn decode_json(v: &Json, codec: Codec) -> Result<Value, String> {
+pub(crate) fn decode_json(v: &Json, codec: Codec) -> Result<Value, String> {
     ValueSeed(codec).deserialize(v).map_err(|e| e.to_string())
 }
 

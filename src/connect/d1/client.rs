@@ -11,13 +11,13 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// One statement of a request.
 #[derive(Debug, Clone)]
-pub struct Stmt {
+pub(crate) struct Stmt {
     pub sql: String,
     pub params: Vec<Option<String>>,
 }
 
 impl Stmt {
-    pub fn plain(sql: impl Into<String>) -> Stmt {
+    pub(crate) fn plain(sql: impl Into<String>) -> Stmt {
         Stmt {
             sql: sql.into(),
             params: Vec::new(),
@@ -75,7 +75,7 @@ impl Pacer {
 }
 
 /// A D1 database's HTTP API.
-pub struct D1Client {
+pub(crate) struct D1Client {
     http: reqwest::blocking::Client,
     url: String,
     token: String,
@@ -87,7 +87,7 @@ pub struct D1Client {
 }
 
 /// `d1://ACCOUNT_ID/DATABASE_ID` split.
-pub fn parse_address(url: &str) -> Result<(String, String)> {
+pub(crate) fn parse_address(url: &str) -> Result<(String, String)> {
     let rest = url
         .strip_prefix("d1://")
         .ok_or_else(|| Error::usage(format!("{url:?} is not a d1:// address")))?;
@@ -109,7 +109,7 @@ pub(super) enum Sent {
 
 impl D1Client {
     /// A client for the database at `url`; its errors are of `kind` (target or source).
-    pub fn open(url: &str, kind: ErrorKind) -> Result<D1Client> {
+    pub(crate) fn open(url: &str, kind: ErrorKind) -> Result<D1Client> {
         let (account, database) = parse_address(url)?;
         let address = format!("d1://{account}/{database}");
         let token = std::env::var("CLOUDFLARE_API_TOKEN")
@@ -147,12 +147,12 @@ impl D1Client {
         })
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.address
     }
 
     /// Requests sent in the last rate window, and the budget.
-    pub fn budget(&self) -> (usize, u64) {
+    pub(crate) fn budget(&self) -> (usize, u64) {
         (self.pacer.sent.len(), self.pacer.limit)
     }
 
@@ -287,12 +287,12 @@ impl D1Client {
     }
 
     /// Run statements; an SQL error is an error naming the first statement.
-    pub fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
+    pub(crate) fn exec(&mut self, stmts: &[Stmt]) -> Result<Vec<Json>> {
         self.exec_probed(stmts, None)
     }
 
     /// [`D1Client::exec`] of a request that must not be applied twice (see `send_probed`).
-    pub fn exec_probed(&mut self, stmts: &[Stmt], probe: Option<&str>) -> Result<Vec<Json>> {
+    pub(crate) fn exec_probed(&mut self, stmts: &[Stmt], probe: Option<&str>) -> Result<Vec<Json>> {
         match self.send_probed(stmts, "query", probe)? {
             Sent::Ok(r) => Ok(r),
             Sent::Refused(m) => Err(self.refused(stmts.first().map_or("", |s| s.sql.as_str()), &m)),
@@ -300,7 +300,7 @@ impl D1Client {
     }
 
     /// The error for SQL the database refused (`sql`: the request's first statement).
-    pub fn refused(&self, sql: &str, message: &str) -> Error {
+    pub(crate) fn refused(&self, sql: &str, message: &str) -> Error {
         Error::new(
             self.kind,
             format!("{}: the database refused {sql}: {message}", self.address),
@@ -308,7 +308,7 @@ impl D1Client {
     }
 
     /// The rows of one query, as JSON objects.
-    pub fn rows(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Json>> {
+    pub(crate) fn rows(&mut self, sql: &str, params: &[&str]) -> Result<Vec<Json>> {
         let stmt = Stmt {
             sql: sql.into(),
             params: params.iter().map(|p| Some((*p).to_owned())).collect(),
@@ -322,7 +322,7 @@ impl D1Client {
     }
 
     /// The rows of each query, as arrays in the order of its columns (`/raw`), from one request.
-    pub fn raw(&mut self, sqls: &[String]) -> Result<Vec<Vec<Vec<Json>>>> {
+    pub(crate) fn raw(&mut self, sqls: &[String]) -> Result<Vec<Vec<Vec<Json>>>> {
         match self.try_raw(sqls)? {
             Ok(rows) => Ok(rows),
             Err(m) => Err(self.refused(sqls.first().map_or("", String::as_str), &m)),
@@ -331,7 +331,7 @@ impl D1Client {
 
     /// [`D1Client::raw`], with the server's message when it refused the SQL (HTTP 400).
     #[allow(clippy::type_complexity)]
-    pub fn try_raw(&mut self, sqls: &[String]) -> Result<std::result::Result<Vec<Vec<Vec<Json>>>, String>> {
+    pub(crate) fn try_raw(&mut self, sqls: &[String]) -> Result<std::result::Result<Vec<Vec<Vec<Json>>>, String>> {
         let stmts: Vec<Stmt> = sqls.iter().map(|s| Stmt::plain(s.as_str())).collect();
         let results = match self.send(&stmts, "raw")? {
             Sent::Ok(r) => r,

@@ -21,16 +21,15 @@
 //!
 //! Here: [`client`] (the API), [`literals`] (values as SQL literals), [`source`] and [`target`].
 
-pub mod client;
-pub mod literals;
-pub mod source;
-pub mod target;
+pub(crate) mod client;
+pub(crate) mod literals;
+pub(crate) mod source;
+pub(crate) mod target;
 
 const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
-/// D1's limits.
-pub const MAX_STATEMENT_BYTES: usize = 100_000;
-pub const MAX_VALUE_BYTES: usize = 2_000_000;
-pub const MAX_COLUMNS: usize = 100;
+/// D1's limits (a statement's 100,000 bytes: `STATEMENT_TARGET` stays under it).
+pub(crate) const MAX_VALUE_BYTES: usize = 2_000_000;
+pub(crate) const MAX_COLUMNS: usize = 100;
 /// What we aim under: room for the statement's head and conflict clause.
 const STATEMENT_TARGET: usize = 90_000;
 

@@ -36,7 +36,7 @@ use crate::value::{Value, ValueRef};
 const FIRST_PAGE: usize = 500;
 const MAX_PAGE: usize = 50_000;
 
-pub struct D1Source {
+pub(crate) struct D1Source {
     client: D1Client,
     /// The database's schema, replayed into an empty SQLite.
     mirror: Option<Connection>,
@@ -60,7 +60,7 @@ impl RowAccess for D1Row {
 }
 
 impl D1Source {
-    pub fn open(url: &str) -> Result<D1Source> {
+    pub(crate) fn open(url: &str) -> Result<D1Source> {
         let page_bytes = crate::tuning::Tuning::get().d1_page_bytes;
         Ok(D1Source {
             client: D1Client::open(url, ErrorKind::Source)?,
@@ -70,12 +70,12 @@ impl D1Source {
         })
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         self.client.address()
     }
 
     /// The database's schema in an empty SQLite (read once).
-    pub fn schema(&mut self) -> Result<&Connection> {
+    pub(crate) fn schema(&mut self) -> Result<&Connection> {
         if self.mirror.is_none() {
             let conn = Connection::open_in_memory().ctx(ErrorKind::Io, || "opening an in-memory database")?;
             self.replay_schema(&conn)?;
@@ -167,7 +167,7 @@ impl D1Source {
     }
 
     /// The rows of one table in key order, strictly after `after`, a page at a time.
-    pub fn scan_table(
+    pub(crate) fn scan_table(
         &mut self,
         t: &TableInfo,
         shape: &RowShape,
@@ -320,7 +320,7 @@ impl D1Source {
 impl D1Source {
     /// Copy the whole database (schema and rows, exactly) into `conn`, an empty SQLite: the D1
     /// side of a validation is read once, then checked as a SQLite file is.
-    pub fn copy_into(&mut self, conn: &Connection) -> Result<()> {
+    pub(crate) fn copy_into(&mut self, conn: &Connection) -> Result<()> {
         self.replay_schema(conn)?;
         let address = self.address().to_owned();
         let address = address.as_str();

@@ -60,7 +60,7 @@ struct Piece {
     rows: std::ops::Range<usize>,
 }
 
-pub struct D1Target {
+pub(crate) struct D1Target {
     client: D1Client,
     /// This process's hold on the database (none for a dry run): released when dropped.
     lock: Option<String>,
@@ -220,7 +220,7 @@ fn about_rows(message: &str) -> bool {
 }
 
 impl D1Target {
-    pub fn open(url: &str, dry_run: bool) -> Result<D1Target> {
+    pub(crate) fn open(url: &str, dry_run: bool) -> Result<D1Target> {
         let request_bytes = crate::tuning::Tuning::get().d1_request_bytes;
         let mut client = D1Client::open(url, ErrorKind::Target)?;
         let lock = match dry_run {

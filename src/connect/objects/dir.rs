@@ -14,7 +14,7 @@ use crate::tree::{self, PARTIAL_DIR};
 /// A local directory as an object store: key `a/b.pdf` is the file `ROOT/a/b.pdf`. Files are
 /// written under `ROOT/.ferry-partial/`, synced, then linked into place, so a key never holds a
 /// half-written file, and a kill leaves at most a partial file there (walks skip that directory).
-pub struct DirStore {
+pub(crate) struct DirStore {
     root: PathBuf,
     seq: AtomicU64,
     /// Directories whose entries changed since the last [`ObjectStore::sync`]: a file's data is
@@ -32,7 +32,7 @@ fn store_wide(e: &std::io::Error) -> bool {
 }
 
 impl DirStore {
-    pub fn open(root: &Path) -> Result<DirStore> {
+    pub(crate) fn open(root: &Path) -> Result<DirStore> {
         std::fs::create_dir_all(root)
             .map_err(|e| Error::new(ErrorKind::Target, format!("dir:{}: creating it: {e}", root.display())))?;
         let root = tree::open_root(root).map_err(|e| Error::new(ErrorKind::Target, e.message().to_owned()))?;

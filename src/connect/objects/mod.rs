@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-pub mod dir;
-pub mod s3;
+pub(crate) mod dir;
+pub(crate) mod s3;
 
 use crate::error::Result;
 use crate::tree;
@@ -32,7 +32,7 @@ pub trait UploadJournal: Sync {
 }
 
 /// The upload id an intent is recorded under until the store gives the real one.
-pub const INTENT: &str = "";
+pub(crate) const INTENT: &str = "";
 
 /// One file to put.
 #[derive(Clone)]

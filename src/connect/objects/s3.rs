@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 const MAX_KEY: usize = 1024;
 
 /// The metadata key holding the whole file's SHA-256 (hex).
-pub const SHA256_META: &str = "sha256";
+pub(crate) const SHA256_META: &str = "sha256";
 
 /// How to reach the store, from flags (the environment fills the rest).
 #[derive(Debug, Clone, Default)]
@@ -44,7 +44,7 @@ pub struct S3Settings {
 
 /// Sizes for uploads.
 #[derive(Debug, Clone, Copy)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     /// Files this big or bigger go up in parts.
     pub multipart_threshold: u64,
     pub part_size: u64,
@@ -65,7 +65,7 @@ impl Default for Sizes {
     }
 }
 
-pub struct S3Store {
+pub(crate) struct S3Store {
     rt: tokio::runtime::Runtime,
     store: Arc<AmazonS3>,
     /// `""` or `media/`: prepended to every key.
@@ -94,7 +94,7 @@ pub(crate) fn is_loopback(endpoint: &str) -> bool {
 }
 
 /// `s3://bucket/prefix` split into bucket and prefix (`""` or ending in `/`).
-pub fn parse_address(url: &str) -> Result<(String, String)> {
+pub(crate) fn parse_address(url: &str) -> Result<(String, String)> {
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| Error::usage(format!("{url:?} is not an s3:// address")))?;
@@ -120,7 +120,7 @@ pub fn parse_address(url: &str) -> Result<(String, String)> {
 }
 
 impl S3Store {
-    pub fn open(url: &str, settings: &S3Settings) -> Result<S3Store> {
+    pub(crate) fn open(url: &str, settings: &S3Settings) -> Result<S3Store> {
         let (bucket, prefix) = parse_address(url)?;
         let endpoint = settings
             .endpoint
@@ -583,7 +583,7 @@ impl S3Store {
 
     /// Download the object at `key` (within the bucket, prefix included) into the file `dest`
     /// (its directory is created). A missing object or a failing store is an error.
-    pub fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<()> {
+    pub(crate) fn fetch(&self, key: &str, dest: &std::path::Path) -> Result<()> {
         use std::io::Write as _;
         let path = ObjPath::parse(format!("{}{key}", self.prefix))
             .map_err(|e| Error::input(format!("{}: {key:?} is not an object key: {e}", self.address)))?;
@@ -611,7 +611,7 @@ impl S3Store {
 
 /// An object found by listing.
 #[derive(Debug, Clone)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// The key without the store's prefix.
     pub key: String,
     pub size: u64,
@@ -626,7 +626,7 @@ pub struct Listed {
 impl S3Store {
     /// Every object under the prefix, in key order, with the SHA-256 its metadata holds (one
     /// HEAD per object, `concurrency` at once), or with `deep`, read from its bytes.
-    pub fn list(&self, concurrency: usize, deep: bool) -> Result<Vec<Listed>> {
+    pub(crate) fn list(&self, concurrency: usize, deep: bool) -> Result<Vec<Listed>> {
         use futures_util::TryStreamExt as _;
         self.rt.block_on(async {
             let prefix = match self.prefix.trim_end_matches('/') {

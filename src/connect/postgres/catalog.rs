@@ -34,7 +34,7 @@ pub(crate) const COMPOSITE_ARRAY: &str =
     "(t.typcategory = 'A' AND EXISTS (SELECT 1 FROM pg_type et WHERE et.oid = t.typelem AND et.typtype = 'c'))";
 
 /// Columns of a table and whether each is nullable, for reading (validate).
-pub fn table_columns(
+pub(crate) fn table_columns(
     client: &PgConn,
     qualified: &str,
 ) -> std::result::Result<Option<Vec<(String, String)>>, tokio_postgres::Error> {
@@ -60,7 +60,10 @@ pub fn table_columns(
 }
 
 /// Names of the tables in a schema (without ferry's own).
-pub fn list_tables(client: &PgConn, schema: &str) -> std::result::Result<BTreeSet<String>, tokio_postgres::Error> {
+pub(crate) fn list_tables(
+    client: &PgConn,
+    schema: &str,
+) -> std::result::Result<BTreeSet<String>, tokio_postgres::Error> {
     let rows = client.query(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE '\\_ferry\\_%'",

@@ -125,7 +125,7 @@ impl tokio::io::AsyncWrite for Watched {
 /// A parsed `postgres://` address, with defaults from the libpq environment (`PGHOST`, `PGPORT`,
 /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
 #[derive(Clone)]
-pub struct PgAddress {
+pub(crate) struct PgAddress {
     pub config: tokio_postgres::Config,
     /// Never holds the password.
     pub redacted: String,
@@ -141,7 +141,7 @@ impl std::fmt::Debug for PgAddress {
 }
 
 impl PgAddress {
-    pub fn parse(url: &str, application: &str) -> Result<PgAddress> {
+    pub(crate) fn parse(url: &str, application: &str) -> Result<PgAddress> {
         let redacted = crate::address::Address::Postgres(url.to_owned()).redacted();
         let (url, tls) = super::tls::split(url);
         let mut config = tokio_postgres::Config::from_str(&url)
@@ -212,7 +212,7 @@ impl PgAddress {
     /// server leaves unanswered that long fails as a lost connection, so it is retried on a new
     /// one (replaying the open transaction) instead of waiting forever. No limit by default:
     /// building an index on a big table can rightly keep the server silent for a long time.
-    pub fn connect_async(&self, rt: &Runtime) -> Result<tokio_postgres::Client> {
+    pub(crate) fn connect_async(&self, rt: &Runtime) -> Result<tokio_postgres::Client> {
         retry::run(
             &format!("{}: connecting", self.redacted),
             |_| {
@@ -285,7 +285,7 @@ const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET Int
 
 /// Whether a PostgreSQL error is worth retrying: the connection dropped, the server is starting or
 /// shutting down, or a transaction lost a serialization race.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
     if is_config(e) || super::tls::refusal(e).is_some() {
         return false;
     }
@@ -306,7 +306,7 @@ fn is_config(e: &tokio_postgres::Error) -> bool {
 
 /// A PostgreSQL error as a ferry error: transient faults are `Transient`; a refused login is a
 /// usage error; the server's message (and its detail) is kept, never the password.
-pub fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> Error {
     if let Some(why) = super::tls::refusal(&e) {
         return Error::usage(format!("{address}: {what}: {why}"));
     }

@@ -8,12 +8,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::value::time::{pg_date, pg_time, pg_timestamp};
 use crate::value::{self, Value, ValueRef};
 
-pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-pub const TRAILER: &[u8] = &[0xff, 0xff];
+pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const TRAILER: &[u8] = &[0xff, 0xff];
 
 /// How one column's values are encoded, decided by its PostgreSQL type.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Encoder {
+pub(crate) enum Encoder {
     Bool,
     Int2,
     Int4,
@@ -49,14 +49,14 @@ pub enum Encoder {
 
 impl Encoder {
     /// Whether values of this encoder have a binary form (else the table is copied as text).
-    pub fn binary(&self) -> bool {
+    pub(crate) fn binary(&self) -> bool {
         !matches!(self, Encoder::Array { .. } | Encoder::Textual)
     }
 
     /// The encoder for a type as `format_type()` prints it (`numeric(12,2)`, `timestamp without
     /// time zone`, `character varying(20)`, `integer[]`...); `None` for a type ferry has no
     /// binary form for (its values then go as text: [`Encoder::Textual`]).
-    pub fn for_type(formatted: &str) -> Option<Encoder> {
+    pub(crate) fn for_type(formatted: &str) -> Option<Encoder> {
         let t = formatted.trim().to_ascii_lowercase();
         let (base, mods) = match t.split_once('(') {
             Some((b, rest)) => (
@@ -98,7 +98,7 @@ impl Encoder {
 }
 
 /// Append one field (length, then bytes; -1 for NULL).
-pub fn encode(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
     if *v == Value::Null {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return Ok(());
@@ -223,7 +223,7 @@ fn body(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
 
 /// Append one field in COPY text format, refused for the same reasons as its binary form
 /// (`scratch` holds that check's output).
-pub fn encode_text(v: &Value, enc: &Encoder, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode_text(v: &Value, enc: &Encoder, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<(), String> {
     let text_of = |t: &[u8]| -> Result<(), String> {
         let s = std::str::from_utf8(t).map_err(|_| "the text is not valid UTF-8".to_string())?;
         if s.contains('\0') {
@@ -294,7 +294,7 @@ fn write_real(f: f64, out: &mut Vec<u8>) {
 /// A PostgreSQL array literal (`{1,NULL,"a b"}`) from a JSON array (`[1,null,"a b"]`), nested
 /// arrays as dimensions. Elements are quoted, so any element type reads them; numbers keep
 /// every digit. With `json`, elements are JSON values themselves (a json/jsonb array).
-pub fn array_literal(text: &str, json: bool) -> Result<String, String> {
+pub(crate) fn array_literal(text: &str, json: bool) -> Result<String, String> {
     use serde_json::value::RawValue;
     fn quote(v: &str, out: &mut String) {
         out.push('"');
@@ -338,7 +338,7 @@ pub fn array_literal(text: &str, json: bool) -> Result<String, String> {
 
 /// The self-describing JSON of a value, in a form jsonb keeps exactly: integers as numbers
 /// (jsonb keeps every digit), everything else tagged (jsonb would rewrite `1e300` as digits).
-pub fn dynamic_json(v: ValueRef<'_>, out: &mut Vec<u8>) {
+pub(crate) fn dynamic_json(v: ValueRef<'_>, out: &mut Vec<u8>) {
     match v {
         ValueRef::Integer(i) => value::write_int(i, out),
         ValueRef::Real(f) => {
@@ -374,7 +374,7 @@ pub fn dynamic_json(v: ValueRef<'_>, out: &mut Vec<u8>) {
 
 /// Encode a decimal number (`-12.50`, `1e300`, `NaN`, `Infinity`) in PostgreSQL's binary numeric
 /// form, refusing what `numeric(precision, scale)` would have to round or could not hold.
-pub fn numeric(text: &str, precision: Option<u32>, scale: Option<u32>, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn numeric(text: &str, precision: Option<u32>, scale: Option<u32>, out: &mut Vec<u8>) -> Result<(), String> {
     let t = text.trim();
     let special = match t {
         "NaN" => Some(0xC000u16),
@@ -496,7 +496,7 @@ pub fn numeric(text: &str, precision: Option<u32>, scale: Option<u32>, out: &mut
 
 /// Split one line of PostgreSQL's COPY text format (without its `\n`) into fields, unescaped into
 /// `buf`: each field is its range in `buf`, or `None` for NULL (`\N`).
-pub fn split_text(line: &[u8], buf: &mut Vec<u8>, fields: &mut Vec<Option<std::ops::Range<usize>>>) {
+pub(crate) fn split_text(line: &[u8], buf: &mut Vec<u8>, fields: &mut Vec<Option<std::ops::Range<usize>>>) {
     buf.clear();
     fields.clear();
     for raw in line.split(|b| *b == b'\t') {
@@ -545,7 +545,7 @@ pub fn split_text(line: &[u8], buf: &mut Vec<u8>, fields: &mut Vec<Option<std::o
 }
 
 /// Append a value to a line of COPY text format, escaped.
-pub fn escape_text(v: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn escape_text(v: &[u8], out: &mut Vec<u8>) {
     for &b in v {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),

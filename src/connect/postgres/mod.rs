@@ -8,10 +8,10 @@
 //! - [`source`]: `ferry-export postgres://...`;
 //! - [`target`]: `ferry-import postgres://...` (types, the pipelined commit, replay).
 
-pub mod catalog;
-pub mod conn;
-pub mod copy;
-pub mod read;
-pub mod source;
-pub mod target;
-pub mod tls;
+pub(crate) mod catalog;
+pub(crate) mod conn;
+pub(crate) mod copy;
+pub(crate) mod read;
+pub(crate) mod source;
+pub(crate) mod target;
+pub(crate) mod tls;

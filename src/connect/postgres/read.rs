@@ -28,7 +28,7 @@ use crate::retry;
 /// The batch a COPY reader takes at once at most (it takes less when less has arrived).
 const BATCH: usize = 256 * 1024;
 
-pub struct PgConn {
+pub(crate) struct PgConn {
     rt: Runtime,
     client: tokio_postgres::Client,
     limit: Option<Duration>,
@@ -36,7 +36,7 @@ pub struct PgConn {
 
 impl PgConn {
     /// Connect, retrying while the server is unreachable or starting (see `connect_async`).
-    pub fn open(address: &PgAddress) -> Result<PgConn> {
+    pub(crate) fn open(address: &PgAddress) -> Result<PgConn> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -49,11 +49,11 @@ impl PgConn {
         })
     }
 
-    pub fn batch_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    pub(crate) fn batch_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
         self.rt.block_on(self.client.batch_execute(sql))
     }
 
-    pub fn query(
+    pub(crate) fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -61,7 +61,7 @@ impl PgConn {
         self.rt.block_on(self.client.query(sql, params))
     }
 
-    pub fn query_one(
+    pub(crate) fn query_one(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -70,7 +70,10 @@ impl PgConn {
     }
 
     /// Run `stmts` in one transaction; the rows each changed. Rolled back on the first error.
-    pub fn execute_in_transaction(&mut self, stmts: &[String]) -> std::result::Result<Vec<u64>, tokio_postgres::Error> {
+    pub(crate) fn execute_in_transaction(
+        &mut self,
+        stmts: &[String],
+    ) -> std::result::Result<Vec<u64>, tokio_postgres::Error> {
         self.rt.block_on(async {
             let tx = self.client.transaction().await?;
             let mut changed = Vec::with_capacity(stmts.len());
@@ -83,7 +86,7 @@ impl PgConn {
     }
 
     /// Start `COPY (...) TO STDOUT`; its rows are read through [`std::io::BufRead`].
-    pub fn copy_out(&self, sql: &str) -> std::result::Result<CopyLines<'_>, tokio_postgres::Error> {
+    pub(crate) fn copy_out(&self, sql: &str) -> std::result::Result<CopyLines<'_>, tokio_postgres::Error> {
         let stream = self.rt.block_on(self.client.copy_out(sql))?;
         Ok(CopyLines {
             rt: &self.rt,
@@ -101,7 +104,7 @@ impl PgConn {
 
 /// The text of a COPY's rows, read a batch at a time. Once the COPY has ended it reads nothing
 /// more (the connection has moved on).
-pub struct CopyLines<'a> {
+pub(crate) struct CopyLines<'a> {
     rt: &'a Runtime,
     stream: Pin<Box<CopyOutStream>>,
     limit: Option<Duration>,
@@ -119,7 +122,11 @@ pub struct CopyLines<'a> {
 impl CopyLines<'_> {
     /// The next row: its fields unescaped into `buf`, each field's place in it (`None` for NULL).
     /// False at the end of the COPY.
-    pub fn next_row(&mut self, buf: &mut Vec<u8>, fields: &mut Vec<Option<Range<usize>>>) -> std::io::Result<bool> {
+    pub(crate) fn next_row(
+        &mut self,
+        buf: &mut Vec<u8>,
+        fields: &mut Vec<Option<Range<usize>>>,
+    ) -> std::io::Result<bool> {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         let got = std::io::BufRead::read_until(self, b'\n', &mut line);

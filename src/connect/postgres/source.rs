@@ -109,7 +109,7 @@ impl PgTable {
     }
 }
 
-pub struct PgSource {
+pub(crate) struct PgSource {
     address: PgAddress,
     client: PgConn,
     in_snapshot: bool,
@@ -268,7 +268,7 @@ struct Keys {
 }
 
 impl PgSource {
-    pub fn open(url: &str) -> Result<PgSource> {
+    pub(crate) fn open(url: &str) -> Result<PgSource> {
         let address = PgAddress::parse(url, "ferry-export")?;
         let client = PgConn::open(&address)?;
         Ok(PgSource {

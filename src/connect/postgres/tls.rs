@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 /// What `sslmode` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Disable,
     Allow,
     Prefer,
@@ -51,7 +51,7 @@ impl Mode {
 
     /// What the connection itself does: tokio-postgres knows disable, prefer and require; the
     /// checks of the verify modes are the certificate verifier's.
-    pub fn ssl_mode(self) -> SslMode {
+    pub(crate) fn ssl_mode(self) -> SslMode {
         match self {
             Mode::Disable => SslMode::Disable,
             Mode::Allow | Mode::Prefer => SslMode::Prefer,
@@ -62,11 +62,11 @@ impl Mode {
 
 // The parameters are taken off the address where addresses are read (address.rs), which also
 // needs them gone to show an address redacted.
-pub use crate::address::{TlsParams as Params, split_tls as split};
+pub(crate) use crate::address::{TlsParams as Params, split_tls as split};
 
 /// How one address connects: its mode and the connector that carries it out.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     pub mode: Mode,
     pub connector: MakeRustlsConnect,
 }
@@ -74,7 +74,7 @@ pub struct Tls {
 impl Tls {
     /// Settle the parameters (the address's, else the environment's, else libpq's defaults) and
     /// load the files they name. `redacted` names the address in errors.
-    pub fn new(params: Params, redacted: &str) -> Result<Tls> {
+    pub(crate) fn new(params: Params, redacted: &str) -> Result<Tls> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let default_file = |name: &str| {
@@ -298,7 +298,7 @@ impl ServerCertVerifier for Verifier {
 /// Why TLS refused a connection for good, with what to do: a certificate the check refused, a
 /// handshake the server or this side broke off, or a server without TLS where `sslmode` requires
 /// it. No retry changes any of these; a connection lost during the handshake is not one of them.
-pub fn refusal(e: &tokio_postgres::Error) -> Option<String> {
+pub(crate) fn refusal(e: &tokio_postgres::Error) -> Option<String> {
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         if s.to_string() == "server does not support TLS" {

@@ -14,7 +14,7 @@ use crate::protocol::{ForeignKey, Index, References, Unique};
 
 /// SQLite's type affinity of a declared type (datatype3.html, section 3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Affinity {
+pub(crate) enum Affinity {
     Integer,
     Text,
     Blob,
@@ -22,7 +22,7 @@ pub enum Affinity {
     Numeric,
 }
 
-pub fn affinity(declared: &str) -> Affinity {
+pub(crate) fn affinity(declared: &str) -> Affinity {
     let t = declared.to_ascii_uppercase();
     if t.contains("INT") {
         Affinity::Integer
@@ -38,7 +38,7 @@ pub fn affinity(declared: &str) -> Affinity {
 }
 
 #[derive(Debug, Clone)]
-pub struct ColumnInfo {
+pub(crate) struct ColumnInfo {
     pub name: String,
     pub decl_type: String,
     pub notnull: bool,
@@ -50,13 +50,13 @@ pub struct ColumnInfo {
 }
 
 impl ColumnInfo {
-    pub fn generated(&self) -> bool {
+    pub(crate) fn generated(&self) -> bool {
         self.hidden == 2 || self.hidden == 3
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct TableInfo {
+pub(crate) struct TableInfo {
     pub name: String,
     pub without_rowid: bool,
     pub strict: bool,
@@ -73,12 +73,12 @@ pub struct TableInfo {
 
 impl TableInfo {
     /// Columns that hold data a row can be inserted with (generated columns are left out).
-    pub fn stored_columns(&self) -> impl Iterator<Item = &ColumnInfo> {
+    pub(crate) fn stored_columns(&self) -> impl Iterator<Item = &ColumnInfo> {
         self.columns.iter().filter(|c| !c.generated())
     }
 
     /// Whether the primary key is the rowid itself (a single `INTEGER PRIMARY KEY`).
-    pub fn pk_is_rowid(&self) -> bool {
+    pub(crate) fn pk_is_rowid(&self) -> bool {
         !self.without_rowid
             && self.pk.len() == 1
             && self
@@ -100,7 +100,7 @@ fn sql_err(what: impl Into<String>) -> impl FnOnce() -> String {
 
 /// Tables of the main database, in name order, without SQLite's own, ferry's, and virtual tables
 /// (and their shadow tables).
-pub fn list_tables(conn: &Connection, address: &str) -> Result<Vec<String>> {
+pub(crate) fn list_tables(conn: &Connection, address: &str) -> Result<Vec<String>> {
     let mut st = conn
         .prepare("SELECT name, type FROM pragma_table_list WHERE schema = 'main' ORDER BY name")
         .ctx(ErrorKind::Source, sql_err(format!("{address}: listing tables")))?;
@@ -118,7 +118,7 @@ pub fn list_tables(conn: &Connection, address: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-pub fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableInfo> {
+pub(crate) fn describe(conn: &Connection, table: &str, address: &str) -> Result<TableInfo> {
     let e = |what: &str| sql_err(format!("{address}: reading the definition of table {table} ({what})"));
     let (without_rowid, strict): (bool, bool) = conn
         .query_row(

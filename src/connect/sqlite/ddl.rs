@@ -38,7 +38,7 @@ pub(super) fn sqlite_type_for(prop: &Json) -> String {
 }
 
 /// `CREATE TABLE` for a stream, from its SCHEMA.
-pub fn create_table_sql(schema: &Schema, table: &str) -> String {
+pub(crate) fn create_table_sql(schema: &Schema, table: &str) -> String {
     let sq = schema.sqlite.clone().unwrap_or_default();
     // Same name as at the source and no transform touched it: the source's own statement.
     if let (Some(sql), Some(t)) = (&sq.sql, &schema.table)
@@ -123,7 +123,7 @@ pub fn create_table_sql(schema: &Schema, table: &str) -> String {
 }
 
 /// `CREATE INDEX IF NOT EXISTS` statements for a stream's secondary indexes.
-pub fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
+pub(crate) fn index_sql(schema: &Schema, table: &str) -> Vec<String> {
     let same_table = schema.table.as_ref().is_some_and(|t| t.name == table)
         && schema.sqlite.as_ref().is_some_and(|s| s.sql.is_some());
     let mut out = Vec::new();

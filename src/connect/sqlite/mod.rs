@@ -7,11 +7,11 @@
 //! - [`target`]: `ferry-import sqlite:PATH`;
 //! - here: values in and out of rusqlite, and opening a database to read.
 
-pub mod catalog;
-pub mod ddl;
-pub mod parse;
-pub mod source;
-pub mod target;
+pub(crate) mod catalog;
+pub(crate) mod ddl;
+pub(crate) mod parse;
+pub(crate) mod source;
+pub(crate) mod target;
 
 use std::path::Path;
 
@@ -22,7 +22,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::value::{Value, ValueRef};
 
 /// The table in a target that holds ferry's commit markers.
-pub const MARKER_TABLE: &str = "_ferry_commits";
+pub(crate) const MARKER_TABLE: &str = "_ferry_commits";
 
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -36,7 +36,7 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-pub fn from_sql(v: SqlRef<'_>) -> ValueRef<'_> {
+pub(crate) fn from_sql(v: SqlRef<'_>) -> ValueRef<'_> {
     match v {
         SqlRef::Null => ValueRef::Null,
         SqlRef::Integer(i) => ValueRef::Integer(i),
@@ -61,7 +61,7 @@ pub(crate) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<b
 }
 
 /// Open a SQLite database for reading (validate, assess).
-pub fn open_read_only(path: &Path, role: ErrorKind) -> Result<(Connection, String)> {
+pub(crate) fn open_read_only(path: &Path, role: ErrorKind) -> Result<(Connection, String)> {
     let address = format!("sqlite:{}", path.display());
     if !path.is_file() {
         return Err(Error::new(role, format!("{address}: no such database file")));

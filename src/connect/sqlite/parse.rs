@@ -114,7 +114,7 @@ pub(super) fn partial_condition(sql: &str) -> Option<String> {
 /// What a `CREATE TABLE` statement says that the PRAGMAs do not: CHECK constraints, AUTOINCREMENT,
 /// and each column's collation.
 #[derive(Debug, Default, PartialEq)]
-pub struct TableSqlParts {
+pub(crate) struct TableSqlParts {
     pub checks: Vec<String>,
     pub autoincrement: bool,
     pub collations: Vec<(String, String)>,
@@ -188,7 +188,7 @@ fn quoted_word(s: &str) -> (String, &str) {
 }
 
 /// The CHECK constraints, AUTOINCREMENT and collations of a `CREATE TABLE` statement.
-pub fn table_sql_parts(sql: &str) -> TableSqlParts {
+pub(crate) fn table_sql_parts(sql: &str) -> TableSqlParts {
     let mut parts = TableSqlParts::default();
     for piece in column_list_pieces(sql) {
         let (word, rest) = first_word(piece);

@@ -20,7 +20,7 @@ use crate::protocol::{Bookmark, ObjectSchema, Schema, SourceInfo, SqliteTable, T
 use crate::row::RowShape;
 use crate::value::{self, Value, ValueRef};
 
-pub struct SqliteSource {
+pub(crate) struct SqliteSource {
     conn: Connection,
     address: String,
     in_snapshot: bool,
@@ -29,7 +29,7 @@ pub struct SqliteSource {
 }
 
 impl SqliteSource {
-    pub fn open(path: &Path) -> Result<SqliteSource> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteSource> {
         let address = format!("sqlite:{}", path.display());
         if !path.is_file() {
             return Err(Error::new(

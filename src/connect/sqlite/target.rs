@@ -26,6 +26,8 @@ struct TargetStream {
     /// `INSERT ... VALUES (...)` for `chunk` rows, and for one row.
     insert_many: String,
     insert_one: String,
+    /// What an insert does to a row whose key is there: skip it, overwrite it, or fail.
+    on_found: OnConflict,
     chunk: usize,
     key_lookup: Option<String>,
     /// `SELECT <every column> FROM table WHERE <key> IS ...`: a row's before-image.
@@ -76,10 +78,16 @@ impl TargetStream {
         });
         let key_lookup =
             (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
+        // An overwrite with nothing but the key to set leaves the row as it was.
+        let on_found = match on_conflict {
+            OnConflict::Overwrite if shape.key.len() == shape.columns.len() => OnConflict::Skip,
+            other => other,
+        };
         TargetStream {
             table,
             insert_many,
             insert_one,
+            on_found,
             chunk,
             key_lookup,
             row_lookup,
@@ -88,7 +96,7 @@ impl TargetStream {
     }
 }
 
-pub struct SqliteTarget {
+pub(crate) struct SqliteTarget {
     conn: Connection,
     /// One writer at a time (none for a dry run): held until the target is dropped.
     _lock: Option<crate::lock::FileLock>,
@@ -120,7 +128,7 @@ impl Drop for SqliteTarget {
 }
 
 impl SqliteTarget {
-    pub fn open(path: &Path, dry_run: bool) -> Result<SqliteTarget> {
+    pub(crate) fn open(path: &Path, dry_run: bool) -> Result<SqliteTarget> {
         // Named by its absolute path, as sources are: the state file records it, and a rollback
         // run from another directory must find this database, not one of the same name there.
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
@@ -536,14 +544,11 @@ impl Target for SqliteTarget {
                 (Some(lookup), true) => self.key_exists(lookup, shape, batch.row(r))?,
                 _ => false,
             };
-            if !found {
-                counts.insert += 1;
-            } else if ts.insert_one.contains("DO NOTHING") {
-                counts.skip += 1;
-            } else if ts.insert_one.contains("DO UPDATE") {
-                counts.overwrite += 1;
-            } else {
-                counts.conflict += 1;
+            match (found, ts.on_found) {
+                (false, _) => counts.insert += 1,
+                (true, OnConflict::Skip) => counts.skip += 1,
+                (true, OnConflict::Overwrite) => counts.overwrite += 1,
+                (true, OnConflict::Fail) => counts.conflict += 1,
             }
         }
         Ok(counts)

@@ -24,7 +24,7 @@ use crate::protocol::{Kind, Schema, StreamWriter, now_rfc3339};
 use crate::row::RowShape;
 
 #[derive(Debug, Clone)]
-pub struct RollbackConfig {
+pub(crate) struct RollbackConfig {
     pub state_path: PathBuf,
     /// The run (batch) whose objects go: a unique prefix of its id.
     pub batch: String,
@@ -47,7 +47,7 @@ pub struct RollbackConfig {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RollbackOutcome {
+pub(crate) struct RollbackOutcome {
     /// Objects deleted.
     pub deleted: u64,
     /// Multipart uploads the run left unfinished, aborted (or, without `confirm`, to abort).
@@ -135,7 +135,7 @@ impl Audit {
     }
 }
 
-pub fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
+pub(crate) fn run<W: Write>(cfg: &RollbackConfig, out: &mut StreamWriter<W>) -> Result<RollbackOutcome> {
     let Some(mut cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::usage(format!(
             "no state file at {} (point --state at the one the import used)",

@@ -19,9 +19,9 @@ use crate::value::Value;
 
 /// One row as the merge sees it: its canonical key, its hash, its input line (a stream's), and
 /// its canonical values when the side has them (to name the columns of a changed row).
-pub type MergeRow = (Vec<Value>, RowHash, Option<i64>, Option<Vec<Value>>);
+pub(super) type MergeRow = (Vec<Value>, RowHash, Option<i64>, Option<Vec<Value>>);
 
-pub enum Db {
+pub(super) enum Db {
     Sqlite {
         conn: Connection,
         address: String,
@@ -36,7 +36,7 @@ pub enum Db {
 }
 
 /// A table as one side has it.
-pub struct Described {
+pub(super) struct Described {
     /// Column names and types (declared for SQLite, `format_type()` for PostgreSQL), in order.
     pub columns: Vec<(String, String)>,
     /// Columns marked as holding an SQLite dynamic column (PostgreSQL jsonb).
@@ -47,7 +47,7 @@ pub struct Described {
 
 impl Described {
     /// The canonical form of each named column when this side is the one that decides it.
-    pub fn canon_of(&self, column: &str) -> Canon {
+    pub(super) fn canon_of(&self, column: &str) -> Canon {
         match self.columns.iter().find(|(n, _)| n == column) {
             Some((n, t)) if self.meta.is_none() => Canon::for_pg_type(t, self.dynamic.contains(n)),
             _ => Canon::Exact,
@@ -55,21 +55,21 @@ impl Described {
     }
 
     /// The expression that reads a column of this (PostgreSQL) table in its canonical form.
-    pub fn select(&self, column: &str) -> String {
+    pub(super) fn select(&self, column: &str) -> String {
         match self.columns.iter().find(|(n, _)| n == column) {
             Some((n, t)) => Canon::for_pg_type(t, self.dynamic.contains(n)).pg_select(&quote(n)),
             None => quote(column),
         }
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(super) fn names(&self) -> Vec<String> {
         self.columns.iter().map(|(n, _)| n.clone()).collect()
     }
 }
 
 /// A private on-disk database that SQLite deletes on close (an empty path), set up for bulk
 /// writes nobody needs to survive a crash.
-pub fn temporary_db() -> Result<Connection> {
+pub(super) fn temporary_db() -> Result<Connection> {
     let conn = Connection::open("").ctx(ErrorKind::Io, || "opening a temporary database")?;
     conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;")
         .ctx(ErrorKind::Io, || "configuring a temporary database")?;
@@ -77,7 +77,7 @@ pub fn temporary_db() -> Result<Connection> {
 }
 
 impl Db {
-    pub fn open(address: &Address, role: ErrorKind, schema: Option<&str>) -> Result<Db> {
+    pub(super) fn open(address: &Address, role: ErrorKind, schema: Option<&str>) -> Result<Db> {
         match address {
             Address::Sqlite(p) => {
                 let (conn, address) = sq::open_read_only(p, role)?;
@@ -108,7 +108,7 @@ impl Db {
         }
     }
 
-    pub fn address(&self) -> &str {
+    pub(super) fn address(&self) -> &str {
         match self {
             Db::Sqlite { address, .. } | Db::Pg { address, .. } => address,
         }
@@ -119,7 +119,7 @@ impl Db {
     }
 
     /// Tables, without SQLite's and ferry's own.
-    pub fn tables(&self) -> Result<Vec<String>> {
+    pub(super) fn tables(&self) -> Result<Vec<String>> {
         match self {
             Db::Sqlite { conn, address } => sq::catalog::list_tables(conn, address),
             Db::Pg { client, schema, .. } => crate::connect::postgres::catalog::list_tables(client, schema)
@@ -130,7 +130,7 @@ impl Db {
 
     /// The table a stream is in: its table name, or for PostgreSQL, `schema.table` when the stream
     /// came from a PostgreSQL schema (and `--schema` did not say where to look).
-    pub fn table_for(&self, stream: &str) -> String {
+    pub(super) fn table_for(&self, stream: &str) -> String {
         match (self, stream.split_once('.')) {
             (Db::Pg { explicit: false, .. }, Some((s, _))) if s != "main" => stream.to_owned(),
             _ => table_name_for(stream).to_owned(),
@@ -138,7 +138,7 @@ impl Db {
     }
 
     /// A table's expression in SQL (`main."t"`, `"public"."t"`).
-    pub fn table_expr(&self, table: &str) -> String {
+    pub(super) fn table_expr(&self, table: &str) -> String {
         match self {
             Db::Sqlite { .. } => format!("main.{}", quote(table)),
             Db::Pg { schema, .. } => match table.split_once('.') {
@@ -148,7 +148,7 @@ impl Db {
         }
     }
 
-    pub fn describe(&self, table: &str) -> Result<Option<Described>> {
+    pub(super) fn describe(&self, table: &str) -> Result<Option<Described>> {
         match self {
             Db::Sqlite { conn, address } => {
                 if !sq::catalog::list_tables(conn, address)?.iter().any(|t| t == table) {
@@ -189,7 +189,7 @@ impl Db {
         }
     }
 
-    pub fn count_where(&self, table: &str, cond: &str) -> Result<u64> {
+    pub(super) fn count_where(&self, table: &str, cond: &str) -> Result<u64> {
         let sql = format!("SELECT count(*) FROM {table} WHERE {cond}");
         match self {
             Db::Sqlite { conn, .. } => conn
@@ -203,13 +203,13 @@ impl Db {
         }
     }
 
-    pub fn count(&self, table: &str) -> Result<u64> {
+    pub(super) fn count(&self, table: &str) -> Result<u64> {
         self.count_where(table, "true")
     }
 
     /// Groups of rows sharing the same non-null values in `cols`, with their sizes (at most
     /// `limit` groups).
-    pub fn duplicates(&self, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
+    pub(super) fn duplicates(&self, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
         let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         let notnull = cols
             .iter()
@@ -261,7 +261,7 @@ impl Db {
     }
 
     /// Rows of `child` whose non-null reference finds no row in `parent`.
-    pub fn orphans(&self, child: &str, cols: &[String], parent: &str, pcols: &[String]) -> Result<u64> {
+    pub(super) fn orphans(&self, child: &str, cols: &[String], parent: &str, pcols: &[String]) -> Result<u64> {
         let notnull = cols
             .iter()
             .map(|c| format!("c.{} IS NOT NULL", quote(c)))
@@ -279,7 +279,7 @@ impl Db {
 
     /// Read a table (or a spill) as `s` says, handing `f` an iterator of rows with canonical
     /// keys and row hashes.
-    pub fn scan<R>(
+    pub(super) fn scan<R>(
         &self,
         s: &Scan<'_>,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<R>,
@@ -295,7 +295,7 @@ impl Db {
 /// `spilled`) ordered by `key`, each key made canonical by `key_canon`, each row hashed by
 /// `hasher` over the values made canonical by `canons`.
 #[derive(Clone, Copy)]
-pub struct Scan<'a> {
+pub(super) struct Scan<'a> {
     pub table: &'a str,
     pub key: &'a [String],
     pub key_canon: &'a [Canon],

@@ -46,7 +46,7 @@ struct Listing {
 }
 
 /// Whether this validation is about files (either side a directory).
-pub fn applies(cfg: &ValidateConfig) -> bool {
+pub(super) fn applies(cfg: &ValidateConfig) -> bool {
     matches!(cfg.source, Some(Address::Dir(_)) | Some(Address::S3(_)))
         || matches!(cfg.target, Some(Address::Dir(_)) | Some(Address::S3(_)))
 }
@@ -209,7 +209,7 @@ fn etag_md5(etag: &str) -> Option<String> {
     (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(t)
 }
 
-pub fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
+pub(super) fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut StreamWriter<W>) -> Result<Report> {
     let started_at = now_rfc3339();
     let mut input = Some(input);
     let Some(target) = cfg.target.as_ref() else {

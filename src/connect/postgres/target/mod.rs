@@ -103,7 +103,7 @@ fn undo_table(run_id: &str, pg_schema: &str, qualified: &str) -> String {
     )
 }
 
-pub struct PgTarget {
+pub(crate) struct PgTarget {
     address: PgAddress,
     /// The tables this session holds ferry's lock on (`lock_table`).
     locked: Vec<String>,
@@ -133,7 +133,7 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
-    pub fn open(url: &str, dry_run: bool, schema: Option<&str>) -> Result<PgTarget> {
+    pub(crate) fn open(url: &str, dry_run: bool, schema: Option<&str>) -> Result<PgTarget> {
         let address = PgAddress::parse(url, "ferry-import")?;
         // One worker drives the connection, so a COPY goes on while the importer reads.
         let rt = tokio::runtime::Builder::new_multi_thread()
