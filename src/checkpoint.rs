@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::outcome::FileStatus;
 use crate::protocol::{StateValue, now_rfc3339};
 
 /// Default location of the state file, relative to the working directory.
@@ -141,12 +142,18 @@ ALTER TABLE batches ADD COLUMN prefix_digest TEXT;
 "#,
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a run stands: as the state file records it, or (the last two) as `ferry status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum RunStatus {
     Running,
     Complete,
     Failed,
     Interrupted,
+    /// Recorded as running, but its process is gone: killed without saying how it ended.
+    Stopped,
+    /// Undone by `ferry rollback`, however it had ended.
+    RolledBack,
 }
 
 impl RunStatus {
@@ -166,7 +173,32 @@ impl RunStatus {
             RunStatus::Complete => "complete",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Stopped => "stopped",
+            RunStatus::RolledBack => "rolled_back",
         }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state file written by a newer ferry may hold a status this one does not know: an error
+/// that names it, never a guess.
+impl rusqlite::types::FromSql for RunStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = v.as_str()?;
+        [
+            RunStatus::Running,
+            RunStatus::Complete,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown run status {text:?}").into()))
     }
 }
 
@@ -298,9 +330,7 @@ pub(crate) struct FileRow {
     pub sha256: String,
     pub etag: Option<String>,
     pub part_size: Option<u64>,
-    /// `uploading` (started, outcome unknown), `uploaded`, `present` (already there, same bytes),
-    /// `overwritten`, `conflict`, `changed` (the source changed since it was hashed), `failed`.
-    pub status: String,
+    pub status: FileStatus,
     pub reason: Option<String>,
     pub run_id: String,
 }
@@ -308,7 +338,7 @@ pub(crate) struct FileRow {
 impl FileRow {
     /// Whether the object is at the target with these bytes.
     pub(crate) fn is_done(&self) -> bool {
-        matches!(self.status.as_str(), "uploaded" | "present" | "overwritten")
+        self.status.is_done()
     }
 }
 
@@ -342,7 +372,7 @@ pub(crate) struct RunRow {
     pub stage: String,
     pub source: Option<String>,
     pub target: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: i64,
     pub started_at: String,
     pub updated_at: String,
@@ -364,7 +394,7 @@ impl RunRow {
     /// Whether the run is really going on: recorded as running, and its process is still there
     /// (on another host it cannot be told, and counts as going on).
     pub(crate) fn is_running(&self) -> bool {
-        self.status == "running"
+        self.status == RunStatus::Running
             && match (self.pid, &self.host) {
                 (Some(pid), Some(host)) if *host == crate::lock::hostname() => crate::lock::alive(pid),
                 _ => true,
@@ -983,7 +1013,7 @@ impl Checkpoint {
         &mut self,
         target: &str,
         key: &[u8],
-        status: &str,
+        status: FileStatus,
         reason: Option<&str>,
     ) -> Result<()> {
         self.conn
@@ -1091,13 +1121,15 @@ impl Checkpoint {
 
     /// How many files of `target` the manifest has, per status.
     /// How many of a run's files are in each status (from the index on run and status).
-    pub(crate) fn file_counts_of_run(&self, run_id: &str) -> Result<Vec<(String, u64)>> {
+    pub(crate) fn file_counts_of_run(&self, run_id: &str) -> Result<Vec<(FileStatus, u64)>> {
         let mut st = self
             .conn
             .prepare("SELECT status, count(*) FROM files WHERE run_id = ?1 GROUP BY status ORDER BY status")
             .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
         let rows = st
-            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([run_id], |r| {
+                Ok((r.get::<_, FileStatus>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
             .ctx(ErrorKind::Checkpoint, self.err("reading the file manifest"))?;
         Ok(rows)

@@ -23,6 +23,7 @@ pub(crate) mod jq;
 #[cfg(test)]
 mod layering;
 pub(crate) mod lock;
+pub(crate) mod outcome;
 pub mod protocol;
 pub(crate) mod retry;
 pub(crate) mod row;

@@ -4,6 +4,7 @@
 //! Relative paths are bytes, `/`-separated, exactly as the file system has them; the stream
 //! carries them as UTF-8 `path`, plus `path_b64` when they are not UTF-8 (see [`FileName`]).
 
+use crate::outcome::FileStatus;
 use std::cell::RefCell;
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -61,10 +62,10 @@ pub(crate) enum LeftOut {
 
 impl LeftOut {
     /// The status its upload result says.
-    pub(crate) fn status(self) -> &'static str {
+    pub(crate) fn status(self) -> FileStatus {
         match self {
-            LeftOut::Symlink => "skipped-symlink",
-            LeftOut::Special => "skipped-special",
+            LeftOut::Symlink => FileStatus::SkippedSymlink,
+            LeftOut::Special => FileStatus::SkippedSpecial,
         }
     }
 }

@@ -82,6 +82,7 @@ pub(crate) mod reader;
 pub mod side;
 pub(crate) mod writer;
 
+use crate::outcome::FileStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
@@ -536,11 +537,12 @@ pub struct ErrorMsg {
 
 impl ErrorMsg {
     /// What the file was, when this ERROR is about a file the export left out on purpose.
-    pub fn left_out(&self) -> Option<&str> {
+    pub(crate) fn left_out(&self) -> Option<FileStatus> {
         self.extra
             .get(FILE_STATUS)
             .and_then(Json::as_str)
-            .filter(|s| s.starts_with("skipped-"))
+            .and_then(FileStatus::parse)
+            .filter(|s| s.is_left_out())
     }
 }
 

@@ -299,7 +299,7 @@ pub struct Plan {
     pub size: Option<u64>,
     /// A file's status in the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<String>,
     /// The statement a `create_table` or `create_index` would run.
@@ -389,7 +389,7 @@ pub struct FileReject<'a> {
     pub stream: &'a str,
     pub key: FileKey,
     pub object_key: String,
-    pub status: &'a str,
+    pub status: &'static str,
     pub reason: Option<&'a str>,
 }
 

@@ -427,7 +427,9 @@ fn estimate(cfg: &AssessConfig, items: u64, bytes: u64, files: Option<u64>) -> J
         .and_then(|c| c.runs().ok())
         .and_then(|runs| {
             runs.into_iter()
-                .filter(|r| r.stage == "import" && r.status == "complete" && r.rows_written > 1000)
+                .filter(|r| {
+                    r.stage == "import" && r.status == crate::checkpoint::RunStatus::Complete && r.rows_written > 1000
+                })
                 // Only a run into the same kind of store says how fast this one will go.
                 .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with(cfg.to.scheme())))
                 .filter_map(|r| {

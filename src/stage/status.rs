@@ -2,6 +2,8 @@
 //!
 //! Reading never blocks an import that is writing the same file (WAL readers do not block writers).
 
+use crate::checkpoint::RunStatus;
+use crate::outcome::FileStatus;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -121,7 +123,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
             vec![
                 short(&r.run_id),
                 r.stage.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.source.clone().unwrap_or_default(),
                 r.target.clone().unwrap_or_default(),
                 r.rows_written.to_string(),
@@ -158,22 +160,22 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
 /// stopped without saying so, and shows no time left. An import into tables whose every journal
 /// entry was undone is rolled back, however it had ended.
 fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::checkpoint::RunRow> {
-    if r.status == "running" && !r.is_running() {
-        r.status = "stopped".into();
+    if r.status == RunStatus::Running && !r.is_running() {
+        r.status = RunStatus::Stopped;
         r.message = Some(format!(
             "its process (pid {}) is gone without saying how it ended (killed?): run the same command again to continue",
             r.pid.unwrap_or_default()
         ));
-    } else if r.stage == "import" && r.status != "running" {
+    } else if r.stage == "import" && r.status != RunStatus::Running {
         let journal = cp.journal_of(&r.run_id)?;
         if !journal.is_empty() && journal.iter().all(|j| j.undone_at.is_some()) {
             r.message = Some(format!("was {}; undone by ferry rollback", r.status));
-            r.status = "rolled_back".into();
+            r.status = RunStatus::RolledBack;
         } else if journal.is_empty() {
             // A files run: undone once its objects are deleted and none it put is left.
             let counts = cp.file_counts_of_run(&r.run_id)?;
-            let count = |s: &str| counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
-            let (deleted, left) = (count("rolled_back"), count("uploaded"));
+            let count = |s: FileStatus| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+            let (deleted, left) = (count(FileStatus::RolledBack), count(FileStatus::Uploaded));
             if deleted > 0 && left == 0 {
                 let kept: u64 = counts.iter().map(|(_, n)| n).sum::<u64>() - deleted;
                 let also = if kept > 0 {
@@ -185,7 +187,7 @@ fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::
                     "was {}; its {deleted} objects deleted by ferry rollback{also}",
                     r.status
                 ));
-                r.status = "rolled_back".into();
+                r.status = RunStatus::RolledBack;
             }
         }
     }
@@ -221,7 +223,7 @@ fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
         .seconds()
         .filter(|secs| *secs > 0.0 && done > 0.0)
         .map(|secs| done / secs);
-    let running = r.status == "running";
+    let running = r.status == RunStatus::Running;
     let idle = if running {
         r.last_seen().map(|l| now.duration_since(l).as_secs_f64().max(0.0))
     } else {

@@ -1,13 +1,14 @@
 //! A local directory as an object store (the embedded default for trying ferry without a
 //! server): create-only puts written aside, synced, then linked into place.
 
+use crate::outcome::FileStatus;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
+use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 use crate::tree::{self, PARTIAL_DIR};
 
@@ -94,7 +95,7 @@ impl DirStore {
 
     fn conflict(meta: &std::fs::Metadata) -> PutOutcome {
         PutOutcome::not(
-            PutStatus::Conflict,
+            FileStatus::Conflict,
             format!(
                 "a different object is already at this key ({} bytes); --on-conflict overwrite replaces it",
                 meta.len()
@@ -181,18 +182,18 @@ impl ObjectStore for DirStore {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let dst = match self.path_for(req.key) {
             Ok(p) => p,
-            Err(reason) => return Ok(PutOutcome::not(PutStatus::Refused, reason)),
+            Err(reason) => return Ok(PutOutcome::not(FileStatus::Refused, reason)),
         };
         let before = self.existing(&dst)?;
         if let Some(m) = &before {
             if !m.is_file() {
                 return Ok(PutOutcome::not(
-                    PutStatus::Failed,
+                    FileStatus::Failed,
                     "something other than a file (a directory or link) is at this key".into(),
                 ));
             }
             if self.same(&dst, m, req)? {
-                return Ok(PutOutcome::done(PutStatus::Present));
+                return Ok(PutOutcome::done(FileStatus::Present));
             }
             if !req.overwrite {
                 return Ok(Self::conflict(m));
@@ -213,7 +214,7 @@ impl ObjectStore for DirStore {
                 return Err(self.fatal(format!("creating {}", parent.display()), e));
             }
             return Ok(PutOutcome::not(
-                PutStatus::Failed,
+                FileStatus::Failed,
                 format!("cannot make the directory for this key: {e}"),
             ));
         }
@@ -222,7 +223,7 @@ impl ObjectStore for DirStore {
             Ok(p) if p.starts_with(&self.root) => {}
             _ => {
                 return Ok(PutOutcome::not(
-                    PutStatus::Failed,
+                    FileStatus::Failed,
                     "the key's directory leads outside the target (a symbolic link)".into(),
                 ));
             }
@@ -279,7 +280,7 @@ impl ObjectStore for DirStore {
         if before.is_some() {
             std::fs::rename(&tmp, &dst).map_err(|e| self.fatal(format!("replacing {}", dst.display()), e))?;
             note(made);
-            return Ok(PutOutcome::done(PutStatus::Overwritten));
+            return Ok(PutOutcome::done(FileStatus::Overwritten));
         }
         // Create-only: a link fails if something appeared at the key meanwhile.
         let linked = std::fs::hard_link(&tmp, &dst);
@@ -287,19 +288,19 @@ impl ObjectStore for DirStore {
         match linked {
             Ok(()) => {
                 note(made);
-                Ok(PutOutcome::done(PutStatus::Uploaded))
+                Ok(PutOutcome::done(FileStatus::Uploaded))
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.existing(&dst)? {
-                Some(m) if m.is_file() && self.same(&dst, &m, req)? => Ok(PutOutcome::done(PutStatus::Present)),
+                Some(m) if m.is_file() && self.same(&dst, &m, req)? => Ok(PutOutcome::done(FileStatus::Present)),
                 Some(m) => Ok(Self::conflict(&m)),
                 None => Ok(PutOutcome::not(
-                    PutStatus::Failed,
+                    FileStatus::Failed,
                     "the key kept changing under us".into(),
                 )),
             },
             Err(e) if store_wide(&e) => Err(self.fatal(format!("creating {}", dst.display()), e)),
             Err(e) => Ok(PutOutcome::not(
-                PutStatus::Failed,
+                FileStatus::Failed,
                 format!("creating {}: {e}", dst.display()),
             )),
         }
@@ -334,7 +335,7 @@ mod tests {
                 .unwrap()
                 .status
         };
-        assert_eq!(put("a/b/c/one"), PutStatus::Uploaded);
+        assert_eq!(put("a/b/c/one"), FileStatus::Uploaded);
         let root = store.root.clone();
         let dirty = |s: &DirStore| {
             let mut d: Vec<PathBuf> = s.dirty.lock().unwrap().iter().cloned().collect();
@@ -349,9 +350,9 @@ mod tests {
         store.sync().unwrap();
         assert!(dirty(&store).is_empty());
         // Already there with the same bytes: no entry changed.
-        assert_eq!(put("a/b/c/one"), PutStatus::Present);
+        assert_eq!(put("a/b/c/one"), FileStatus::Present);
         assert!(dirty(&store).is_empty());
-        assert_eq!(put("two"), PutStatus::Uploaded);
+        assert_eq!(put("two"), FileStatus::Uploaded);
         assert_eq!(dirty(&store), vec![root.clone()]);
     }
 }

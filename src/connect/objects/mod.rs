@@ -7,6 +7,7 @@
 //! hashes the bytes it sends and refuses to record them when they are not the bytes hashed at
 //! export (`changed`).
 
+use crate::outcome::FileStatus;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -50,52 +51,18 @@ pub struct PutRequest<'a> {
     pub journal: Option<&'a dyn UploadJournal>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutStatus {
-    Uploaded,
-    /// Already there with the same size and SHA-256: nothing sent.
-    Present,
-    Overwritten,
-    /// A different object is at the key (and overwriting was not asked for).
-    Conflict,
-    /// The local file is not what was hashed at export.
-    Changed,
-    /// This file could not be put (the reason says why); others can.
-    Failed,
-    /// The store does not take this key (the reason says why): nothing was sent.
-    Refused,
-}
-
-impl PutStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PutStatus::Uploaded => "uploaded",
-            PutStatus::Present => "present",
-            PutStatus::Overwritten => "overwritten",
-            PutStatus::Conflict => "conflict",
-            PutStatus::Changed => "changed",
-            PutStatus::Failed => "failed",
-            PutStatus::Refused => "refused",
-        }
-    }
-
-    /// The object is at the key with the expected bytes.
-    pub fn is_done(self) -> bool {
-        matches!(self, PutStatus::Uploaded | PutStatus::Present | PutStatus::Overwritten)
-    }
-}
-
+/// What a put did: its status (one of those a put can end in), and what the store said.
 #[derive(Debug, Clone)]
 pub struct PutOutcome {
-    pub status: PutStatus,
-    pub etag: Option<String>,
+    pub(crate) status: FileStatus,
+    pub(crate) etag: Option<String>,
     /// Multipart part size, when the object went up in parts.
-    pub part_size: Option<u64>,
-    pub reason: Option<String>,
+    pub(crate) part_size: Option<u64>,
+    pub(crate) reason: Option<String>,
 }
 
 impl PutOutcome {
-    pub(crate) fn done(status: PutStatus) -> Self {
+    pub(crate) fn done(status: FileStatus) -> Self {
         PutOutcome {
             status,
             etag: None,
@@ -104,7 +71,7 @@ impl PutOutcome {
         }
     }
 
-    pub(crate) fn not(status: PutStatus, reason: String) -> Self {
+    pub(crate) fn not(status: FileStatus, reason: String) -> Self {
         PutOutcome {
             status,
             etag: None,
@@ -121,7 +88,7 @@ impl PutOutcome {
     /// The file's bytes were not the ones export hashed: nothing of them may be recorded.
     pub(crate) fn not_as_hashed(src: &Path, size: u64, sha256_hex: &str) -> Self {
         PutOutcome::not(
-            PutStatus::Changed,
+            FileStatus::Changed,
             format!(
                 "{} is not what was hashed at export (now {size} bytes, sha256 {sha256_hex}); export it again",
                 src.display()
@@ -141,8 +108,8 @@ pub(crate) fn as_hashed(
         Ok(h) => Err(PutOutcome::not_as_hashed(req.src, h.size, &h.sha256_hex())),
         Err(e) => {
             let status = match e {
-                tree::ReadError::Changed(_) => PutStatus::Changed,
-                tree::ReadError::Unreadable(_) => PutStatus::Failed,
+                tree::ReadError::Changed(_) => FileStatus::Changed,
+                tree::ReadError::Unreadable(_) => FileStatus::Failed,
             };
             Err(PutOutcome::not(status, format!("reading {}: {e}", req.src.display())))
         }

@@ -10,6 +10,7 @@
 //! loopback). Transient faults are retried with capped exponential backoff and jitter
 //! (`FERRY_RETRIES` times, 6 by default).
 
+use crate::outcome::FileStatus;
 use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use object_store::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, PutStatus, as_hashed};
+use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The longest object key S3 and R2 accept, in bytes of UTF-8.
@@ -301,7 +302,7 @@ impl S3Store {
     /// What to do when something is at the key already: `Some` outcome, or `None` to write.
     fn settle_existing(info: &ObjectInfo, req: &PutRequest<'_>) -> Option<PutOutcome> {
         if info.size == req.size && info.sha256.as_deref() == Some(req.sha256) {
-            return Some(PutOutcome::done(PutStatus::Present));
+            return Some(PutOutcome::done(FileStatus::Present));
         }
         if req.overwrite {
             return None;
@@ -311,7 +312,7 @@ impl S3Store {
             None => format!("{} bytes, no sha256 recorded", info.size),
         };
         Some(PutOutcome::not(
-            PutStatus::Conflict,
+            FileStatus::Conflict,
             format!("a different object is already at this key ({theirs}); --on-conflict overwrite replaces it"),
         ))
     }
@@ -328,9 +329,9 @@ impl S3Store {
             }
         }
         let done = if existed {
-            PutStatus::Overwritten
+            FileStatus::Overwritten
         } else {
-            PutStatus::Uploaded
+            FileStatus::Uploaded
         };
         if req.size >= self.sizes.multipart_threshold {
             return self.multipart(path, req, done).await;
@@ -364,13 +365,13 @@ impl S3Store {
                 object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
                     match self.info_async(path).await? {
                         Some(info) => Self::settle_existing(&info, req).unwrap_or_else(|| {
-                            PutOutcome::not(PutStatus::Failed, "the object kept changing under us".into())
+                            PutOutcome::not(FileStatus::Failed, "the object kept changing under us".into())
                         }),
-                        None => PutOutcome::not(PutStatus::Failed, "the key kept changing under us".into()),
+                        None => PutOutcome::not(FileStatus::Failed, "the key kept changing under us".into()),
                     }
                 }
                 e if bad_digest(&e) => PutOutcome::not(
-                    PutStatus::Failed,
+                    FileStatus::Failed,
                     format!("the store received other bytes than were sent (checksum mismatch): {e}"),
                 ),
                 // No answer was read (a reset, a cut answer, a timeout; or a create-only PUT
@@ -425,12 +426,12 @@ impl S3Store {
         }
     }
 
-    async fn multipart(&self, path: &ObjPath, req: &PutRequest<'_>, done: PutStatus) -> Result<PutOutcome> {
+    async fn multipart(&self, path: &ObjPath, req: &PutRequest<'_>, done: FileStatus) -> Result<PutOutcome> {
         let file = match std::fs::File::open(req.src) {
             Ok(f) => f,
             Err(e) => {
                 return Ok(PutOutcome::not(
-                    PutStatus::Failed,
+                    FileStatus::Failed,
                     format!("reading {}: {e}", req.src.display()),
                 ));
             }
@@ -478,7 +479,7 @@ impl S3Store {
                 Ok(o)
             }
             other => Ok(PutOutcome::not(
-                PutStatus::Failed,
+                FileStatus::Failed,
                 format!("after the upload the store reports {other:?}, not the file sent"),
             )),
         }
@@ -561,10 +562,10 @@ impl S3Store {
         let sha = hex::encode(hasher.finalize());
         match result {
             Err(PartError::Store(e)) => return Err(e),
-            Err(PartError::File(m)) => return Ok(Err(PutOutcome::not(PutStatus::Failed, m))),
+            Err(PartError::File(m)) => return Ok(Err(PutOutcome::not(FileStatus::Failed, m))),
             Ok(()) if moved => {
                 return Ok(Err(PutOutcome::not(
-                    PutStatus::Changed,
+                    FileStatus::Changed,
                     format!("{} changed while being sent", req.src.display()),
                 )));
             }
@@ -708,7 +709,7 @@ impl ObjectStore for S3Store {
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let path = match self.path(req.key) {
             Ok(p) => p,
-            Err(reason) => return Ok(PutOutcome::not(PutStatus::Refused, reason)),
+            Err(reason) => return Ok(PutOutcome::not(FileStatus::Refused, reason)),
         };
         self.rt.block_on(self.put_async(&path, req))
     }

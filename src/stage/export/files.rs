@@ -622,7 +622,7 @@ impl Emit {
     fn left_out<W: Write>(&mut self, em: &mut Emitter<'_, W>, rel: &[u8], why: &str, what: LeftOut) -> Result<()> {
         tracing::info!(path = %String::from_utf8_lossy(rel), "skipped: {why}");
         let mut extra = Map::new();
-        extra.insert(crate::protocol::FILE_STATUS.into(), json!(what.status()));
+        extra.insert(crate::protocol::FILE_STATUS.into(), json!(what.status().as_str()));
         self.file_error(em, rel, why, "data", extra)
     }
 

@@ -14,6 +14,7 @@
 //! - MUST stop at the first store-wide failure (full, read-only, unreachable) with nothing after
 //!   the last acknowledged STATE recorded as done; per-file failures go to the reject file.
 
+use crate::outcome::FileStatus;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ use crate::checkpoint::RESULTS_RUN_SUFFIX;
 use crate::checkpoint::{BatchRow, Checkpoint, FileRow, NewRun, RunStatus};
 use crate::connect::OnConflict;
 use crate::connect::objects::s3::S3Store;
-use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest, PutStatus};
+use crate::connect::objects::{self, ObjectStore, PutOutcome, PutRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::human::{Progress, Unit};
 use crate::protocol::side::{Action, FileCounts, FileKey, FileReject, Plan};
@@ -47,9 +48,6 @@ pub const UPLOADS_STREAM: &str = "uploads";
 
 /// What to say of a multipart upload a killed run may have left with no id recorded.
 pub(crate) const UNKNOWN_UPLOAD: &str = "a run was killed as it started a multipart upload of this key, before the store's upload id was recorded: if the store had started it, its parts are stored (and billed) until aborted, and ferry cannot name it; let the bucket abort it (an AbortIncompleteMultipartUpload lifecycle rule) or abort it with the store's own tools";
-
-/// The result of a file the export could not read: it never reached the import.
-const UNREADABLE: &str = "unreadable";
 
 const UPLOAD_COLUMNS: [(&str, Codec, bool); 9] = [
     ("path", Codec::Text, false),
@@ -134,7 +132,7 @@ impl Job {
             sha256: self.sha256.clone(),
             etag: o.etag.clone(),
             part_size: o.part_size,
-            status: o.status.as_str().into(),
+            status: o.status,
             reason: o.reason.clone(),
             run_id: run_id.to_owned(),
         }
@@ -747,7 +745,7 @@ impl<W: Write> Uploader<'_, W> {
                     sha256: j.sha256.clone(),
                     etag: None,
                     part_size: None,
-                    status: "uploading".into(),
+                    status: FileStatus::Uploading,
                     reason: None,
                     run_id: self.run_id.clone(),
                 })
@@ -807,11 +805,11 @@ impl<W: Write> Uploader<'_, W> {
         })?;
         let row = job.row(&outcome, &self.run_id);
         match outcome.status {
-            PutStatus::Uploaded | PutStatus::Overwritten => {
+            FileStatus::Uploaded | FileStatus::Overwritten => {
                 self.outcome.written += 1;
                 self.bytes += row.size;
             }
-            PutStatus::Present => self.outcome.skipped += 1,
+            FileStatus::Present => self.outcome.skipped += 1,
             _ => {}
         }
         self.finished(job.seg, job.line, job.stream, row, now_rfc3339(), false)?;
@@ -856,7 +854,7 @@ impl<W: Write> Uploader<'_, W> {
     fn finished(&mut self, seg: u64, line: u64, stream: String, row: FileRow, at: String, earlier: bool) -> Result<()> {
         self.settled.0 += 1;
         self.settled.1 += row.size;
-        let left_out = row.status.starts_with("skipped-");
+        let left_out = row.status.is_left_out();
         if left_out {
             self.outcome.left_out += 1;
         } else if !row.is_done() {
@@ -870,18 +868,18 @@ impl<W: Write> Uploader<'_, W> {
             ..Default::default()
         });
         b.rows += 1;
-        match row.status.as_str() {
+        match row.status {
             _ if earlier || left_out => b.skipped += 1,
-            "uploaded" | "overwritten" => {
+            FileStatus::Uploaded | FileStatus::Overwritten => {
                 b.written += 1;
                 b.bytes += row.size;
             }
-            "present" => b.skipped += 1,
+            FileStatus::Present => b.skipped += 1,
             _ => b.rejected += 1,
         }
         // What never reached the store (unreadable at export, left out) is a result, not a
         // manifest entry: a key's entry says what is at the key.
-        if !earlier && row.status != UNREADABLE && !left_out {
+        if !earlier && row.status != FileStatus::Unreadable && !left_out {
             s.files.push(row.clone());
         }
         let f = Finished { row, at };
@@ -902,7 +900,7 @@ impl<W: Write> Uploader<'_, W> {
             stream,
             key: FileKey { path: path.clone() },
             object_key: String::from_utf8_lossy(&row.key).into_owned(),
-            status: &row.status,
+            status: row.status.as_str(),
             reason: row.reason.as_deref(),
         })?;
         if self.rejects.count > self.cfg.max_rejects {
@@ -910,7 +908,7 @@ impl<W: Write> Uploader<'_, W> {
                 "more than {} files could not be put (the last: {:?}, {}); they are listed in {}",
                 self.cfg.max_rejects,
                 path,
-                row.reason.as_deref().unwrap_or(&row.status),
+                row.reason.as_deref().unwrap_or(row.status.as_str()),
                 self.rejects.path.display()
             )));
         }
@@ -929,7 +927,7 @@ impl<W: Write> Uploader<'_, W> {
             f.row.run_id.clone()
         };
         // A file that never came to be read has no size or hash to say.
-        let unread = f.row.status == UNREADABLE || f.row.status.starts_with("skipped-");
+        let unread = f.row.status == FileStatus::Unreadable || f.row.status.is_left_out();
         let values: [ValueRef<'_>; 9] = [
             ValueRef::Text(path.as_bytes()),
             ValueRef::Text(key.as_bytes()),
@@ -943,7 +941,7 @@ impl<W: Write> Uploader<'_, W> {
             } else {
                 ValueRef::Text(f.row.sha256.as_bytes())
             },
-            ValueRef::Text(f.row.status.as_bytes()),
+            ValueRef::Text(f.row.status.as_str().as_bytes()),
             f.row
                 .reason
                 .as_deref()
@@ -1074,7 +1072,7 @@ impl<W: Write> Uploader<'_, W> {
         let Some(path) = e.path.clone() else {
             return Ok(());
         };
-        let status = e.left_out().unwrap_or(UNREADABLE).to_owned();
+        let status = e.left_out().unwrap_or(FileStatus::Unreadable);
         let seg = self.open_seg();
         self.seg_mut(seg).pending += 1;
         let row = FileRow {

@@ -16,7 +16,7 @@ mod sqlite;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{Checkpoint, JournalAction, JournalRow, RESULTS_RUN_SUFFIX, named_run};
+use crate::checkpoint::{Checkpoint, JournalAction, JournalRow, RESULTS_RUN_SUFFIX, RunStatus, named_run};
 use crate::connect::objects::s3::S3Settings;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{Action, AuditEntry, Plan};
@@ -302,7 +302,7 @@ fn run_one<W: Write>(
             let completed = cp
                 .runs()?
                 .iter()
-                .any(|r| r.run_id == run_id && r.stage == "import" && r.status == "complete");
+                .any(|r| r.run_id == run_id && r.stage == "import" && r.status == RunStatus::Complete);
             if completed {
                 let mut line = Plan::new(Action::Keep);
                 line.run = Some(run_id.to_owned());

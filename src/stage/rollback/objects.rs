@@ -11,6 +11,7 @@
 //! - MUST write every action to the audit log before taking it and mark the file `rolled_back`
 //!   after, so a rollback can be interrupted and run again (idempotent).
 
+use crate::outcome::FileStatus;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
@@ -46,16 +47,16 @@ fn decide(
     store: &dyn ObjectStore,
     source_root: Option<&Path>,
 ) -> Result<(Action, String)> {
-    let ours_if_present = match row.status.as_str() {
-        "uploaded" if cfg.failed_only => return Ok((Action::Keep, "completed (--failed-only)".into())),
-        "uploaded" | "uploading" => true,
-        "overwritten" => {
+    let ours_if_present = match row.status {
+        FileStatus::Uploaded if cfg.failed_only => return Ok((Action::Keep, "completed (--failed-only)".into())),
+        FileStatus::Uploaded | FileStatus::Uploading => true,
+        FileStatus::Overwritten => {
             return Ok((
                 Action::Keep,
                 "this run replaced an earlier object, whose bytes are gone: it cannot be put back".into(),
             ));
         }
-        "rolled_back" => return Ok((Action::Done, "already rolled back".into())),
+        FileStatus::RolledBack => return Ok((Action::Done, "already rolled back".into())),
         other => return Ok((Action::Keep, format!("the run did not create it ({other})"))),
     };
     debug_assert!(ours_if_present);
@@ -157,7 +158,7 @@ pub(super) fn undo_run<W: Write>(
                 audit.write(&entry)?;
                 stores[at].1.delete(&row.key)?;
                 let note = format!("rolled back at {}", now_rfc3339());
-                cp.set_file_status(target, &row.key, "rolled_back", Some(&note))?;
+                cp.set_file_status(target, &row.key, FileStatus::RolledBack, Some(&note))?;
                 outcome.deleted += 1;
             }
             Action::Delete => outcome.would_delete += 1,
@@ -170,7 +171,7 @@ pub(super) fn undo_run<W: Write>(
         line.key = Some(Json::String(key));
         line.path = Some(String::from_utf8_lossy(&row.path).into_owned());
         line.size = Some(row.size);
-        line.status = Some(row.status.clone());
+        line.status = Some(row.status.as_str());
         line.why = (!why.is_empty()).then_some(why);
         out.write_json(&line, Kind::Other)?;
     }
