@@ -1,9 +1,15 @@
 //! The malformed-input corpus (testdata/malformed): each case fails with an error that names the
 //! line (and stream), exits 2, and leaves the target exactly as the last acknowledged STATE left it.
+//! The cases run in-process (the import stage's function, as the binary calls it), so the corpus
+//! costs no process per case; the binaries meet bad input in the other tests here.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use crate::common::{Dir, column, written_and_already};
+use ferry::ExitStatus;
+use ferry::address::Address;
+use ferry::protocol::StreamWriter;
+use ferry::stage::import::{self, ImportConfig};
 
 /// (case, expected message fragments, ids in the target afterwards, exit code)
 const CASES: &[(&str, &[&str], &[i64], i32)] = &[
@@ -197,6 +203,27 @@ fn ids(d: &Dir) -> Vec<i64> {
     column(&c, "SELECT id FROM t ORDER BY id")
 }
 
+/// One case imported in-process, by the stage function `ferry-import` runs, as the binary would
+/// with `--create --max-line-bytes 250` in this directory: its exit status, its error (with
+/// causes) and its stdout. The binary's own handling of bad input is tested below and in
+/// `pipeline::`.
+fn import_in_process(d: &Dir, case: &str) -> (u8, String, String) {
+    let target = Address::parse(&d.db("t.db")).unwrap();
+    let cfg = ImportConfig {
+        create: true,
+        max_line: 250,
+        ..ImportConfig::new(target, d.path(".ferry/state.db"))
+    };
+    let mut out = StreamWriter::new(Vec::new());
+    let result = import::run(&cfg, corpus(case).as_slice(), &mut out);
+    let stdout = String::from_utf8_lossy(&out.into_inner().unwrap()).into_owned();
+    match result {
+        Ok(o) if o.rejected > 0 => (ExitStatus::Rejected.code(), String::new(), stdout),
+        Ok(_) => (ExitStatus::Ok.code(), String::new(), stdout),
+        Err(e) => (ExitStatus::for_error(&e).code(), e.chain(), stdout),
+    }
+}
+
 #[test]
 fn every_malformed_case_fails_clearly_and_commits_only_what_was_acknowledged() {
     let files: std::collections::BTreeSet<String> =
@@ -218,20 +245,15 @@ fn every_malformed_case_fails_clearly_and_commits_only_what_was_acknowledged() {
 
     for (case, messages, expected_ids, code) in CASES {
         let d = Dir::new();
-        let r = d.run(
-            "ferry-import",
-            &[&d.db("t.db"), "--create", "--max-line-bytes", "250"],
-            &corpus(case),
-        );
-        assert_eq!(r.code(), Some(*code), "case {case}:{r:?}");
+        let (status, error, out) = import_in_process(&d, case);
+        assert_eq!(i32::from(status), *code, "case {case}: {error}");
         for m in *messages {
-            assert!(r.stderr().contains(m), "case {case}: stderr lacks {m:?}:{r:?}");
+            assert!(error.contains(m), "case {case}: the error lacks {m:?}: {error}");
         }
         assert_eq!(ids(&d), *expected_ids, "case {case}: rows in the target");
         if *code != 0 {
             // Nothing on stdout past the last acknowledged STATE, and no END.
-            let out = r.stdout();
-            assert!(!out.contains("\"type\":\"END\""), "case {case}:{r:?}");
+            assert!(!out.contains("\"type\":\"END\""), "case {case}: {out}");
             // The run is recorded with its reason, for `ferry status`.
             if d.path(".ferry/state.db").exists() && !["wrong_protocol"].contains(case) {
                 let s = d.run("ferry", &["status", "--json"], b"");
