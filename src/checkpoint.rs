@@ -6,6 +6,8 @@
 //! acknowledgements, which the commit markers kept inside the target itself make good on the
 //! next run). The schema is versioned with `PRAGMA user_version` and migrated forward on open.
 //! Only redacted addresses are stored here.
+//!
+//! One concern, kept whole (over 800 lines): the state file, its schema and every query on it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

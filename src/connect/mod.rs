@@ -2,7 +2,9 @@
 //! key order; a [`Target`] applies batches inside a transaction and commits them together with its
 //! commit markers. Adding a store means adding a file here, not touching the stages.
 
+pub(crate) mod compare;
 pub(crate) mod d1;
+pub(crate) mod journal;
 pub(crate) mod objects;
 pub(crate) mod postgres;
 pub(crate) mod sql;
@@ -442,6 +444,31 @@ pub fn parents_first(names: &[&str], refs: &[Vec<&str>]) -> (Vec<usize>, Vec<Str
 /// The table name a stream lands in: the part after the first `.` (`main.users` -> `users`).
 pub fn table_name_for(stream: &str) -> &str {
     stream.split_once('.').map_or(stream, |(_, t)| t)
+}
+
+/// Open the database an import run journaled into itself, for `ferry rollback` to undo
+/// (`None`: the store keeps no journal of its own; SQLite's is in the state file).
+pub(crate) fn open_in_place_journal(address: &Address) -> Result<Option<Box<dyn journal::InPlaceJournal>>> {
+    match address {
+        Address::Postgres(url) => Ok(Some(Box::new(postgres::journal::PgJournal::open(url)?))),
+        Address::D1(url) => Ok(Some(Box::new(d1::journal::D1Journal::open(url)?))),
+        _ => Ok(None),
+    }
+}
+
+/// Open a table store for a validation to read (`role`: whether it is the source or the
+/// target side, for the errors); `schema`: where PostgreSQL tables of streams that name none are.
+pub(crate) fn open_comparable(
+    address: &Address,
+    role: crate::error::ErrorKind,
+    schema: Option<&str>,
+) -> Result<Box<dyn compare::Comparable>> {
+    match address {
+        Address::Sqlite(path) => Ok(Box::new(sqlite::compare::SqliteTables::open(path, role)?)),
+        Address::Postgres(url) => Ok(Box::new(postgres::compare::PgTables::open(url, schema)?)),
+        Address::D1(url) => Ok(Box::new(d1::source::D1Source::comparable(url)?)),
+        other => Err(other.unsupported("a validation side")),
+    }
 }
 
 /// Open the object store at an address.

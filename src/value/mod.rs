@@ -37,6 +37,9 @@
 //! `7ff8000000000000`); TEXT `03` then the u64 length and the bytes; BLOB `04` then the u64 length
 //! and the bytes. [`compare`] is SQLite's order with BINARY
 //! collation: NULL < numbers (INTEGER and REAL compared by value) < TEXT (bytewise) < BLOB (bytewise).
+//!
+//! One concern, kept whole (over 800 lines): every value kind's JSON form, canonical encoding and
+//! order, side by side so they cannot drift apart.
 
 pub(crate) mod time;
 

@@ -22,6 +22,7 @@
 //! Here: [`client`] (the API), [`literals`] (values as SQL literals), [`source`] and [`target`].
 
 pub(crate) mod client;
+pub(crate) mod journal;
 pub(crate) mod literals;
 pub(crate) mod source;
 pub(crate) mod target;

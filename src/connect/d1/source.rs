@@ -318,6 +318,18 @@ impl D1Source {
 }
 
 impl D1Source {
+    /// A D1 database as a validation reads it: copied once into a private temporary SQLite file
+    /// (deleted on close), then checked as any SQLite database is: D1 is SQLite behind an HTTP API.
+    pub(crate) fn comparable(url: &str) -> Result<crate::connect::sqlite::compare::SqliteTables> {
+        let mut d1 = D1Source::open(url)?;
+        let conn = crate::connect::compare::temporary_db()?;
+        d1.copy_into(&conn)?;
+        Ok(crate::connect::sqlite::compare::SqliteTables::new(
+            conn,
+            d1.address().to_owned(),
+        ))
+    }
+
     /// Copy the whole database (schema and rows, exactly) into `conn`, an empty SQLite: the D1
     /// side of a validation is read once, then checked as a SQLite file is.
     pub(crate) fn copy_into(&mut self, conn: &Connection) -> Result<()> {

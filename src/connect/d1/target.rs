@@ -1,5 +1,8 @@
 //! D1 as a target: rows packed into multi-row INSERTs, many statements per request, each
 //! request one transaction with the commit markers and the rollback journal; the one-writer lock.
+//!
+//! One concern, kept whole (over 800 lines): writing into D1 within its request, statement and
+//! value limits.
 
 use std::collections::HashMap;
 use std::sync::Arc;

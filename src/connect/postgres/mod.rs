@@ -9,8 +9,10 @@
 //! - [`target`]: `ferry-import postgres://...` (types, the pipelined commit, replay).
 
 pub(crate) mod catalog;
+pub(crate) mod compare;
 pub(crate) mod conn;
 pub(crate) mod copy;
+pub(crate) mod journal;
 pub(crate) mod read;
 pub(crate) mod source;
 pub(crate) mod target;

@@ -49,6 +49,9 @@
 //! "public.ev_2024", "of": null, "bound": "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
 //! "by": null}]}`, parents first (`of` null: a partition of this table; `by` set: partitioned in
 //! turn). A partitioned table's rows go as one stream, read through the table.
+//!
+//! One concern, kept whole (over 800 lines): reading a PostgreSQL snapshot into streams; the
+//! catalog, COPY and the reader are their own files.
 
 use std::collections::HashMap;
 

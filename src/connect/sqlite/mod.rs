@@ -8,6 +8,7 @@
 //! - here: values in and out of rusqlite, and opening a database to read.
 
 pub(crate) mod catalog;
+pub(crate) mod compare;
 pub(crate) mod ddl;
 pub(crate) mod parse;
 pub(crate) mod source;

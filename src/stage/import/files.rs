@@ -13,6 +13,9 @@
 //!   results can be piped into a table import.
 //! - MUST stop at the first store-wide failure (full, read-only, unreachable) with nothing after
 //!   the last acknowledged STATE recorded as done; per-file failures go to the reject file.
+//!
+//! One concern, kept whole (over 800 lines): the files import, whose segments, workers and results
+//! share one state.
 
 use crate::outcome::FileStatus;
 use std::collections::{HashMap, VecDeque};

@@ -1,7 +1,7 @@
-//! Rollback of a database that journals into itself, PostgreSQL and D1: put its tables
-//! back as they were before an import run. For each existing table the run wrote into, the
-//! import kept an undo table in the database (see `Undo` in `connect::postgres` and
-//! `connect::d1`), written in the same transaction as the rows: the key of every row it inserted
+//! Rollback of a database that journals into itself, PostgreSQL and D1 (each through its
+//! [`InPlaceJournal`]): put its tables back as they were before an import run. For each existing table the run wrote into, the
+//! import kept an undo table in the database (see `Undo` in `connect::postgres::target` and
+//! `connect::d1::target`), written in the same transaction as the rows: the key of every row it inserted
 //! and the before-image of every row it overwrote. The state file says which tables the run
 //! created or found empty, and where each undo table is.
 //!
@@ -27,10 +27,8 @@ use super::{Audit, RollbackOutcome, Undoing, backup_path, later_runs, refusals, 
 use crate::address::Address;
 use crate::checkpoint::{JournalAction, JournalRow};
 use crate::connect::Selection;
-use crate::connect::d1::client::{D1Client, Stmt};
-use crate::connect::postgres::conn::{PgAddress, pg_error};
-use crate::connect::postgres::read::PgConn;
-use crate::connect::sql::{literal, quote};
+use crate::connect::journal::InPlaceJournal;
+use crate::connect::sql::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{Action, AuditEntry, Plan};
 use crate::protocol::{Kind, StreamWriter};
@@ -71,167 +69,6 @@ fn names(r: &JournalRow) -> Result<(String, Option<String>)> {
     Ok((sql, v.get("undo").and_then(Json::as_str).map(str::to_owned)))
 }
 
-/// The database: the statements of a rollback differ little between the two.
-enum Db {
-    Pg(PgConn),
-    D1(D1Client),
-}
-
-impl Db {
-    /// The store run `run_id` imported into (`target`, recorded without its password), at
-    /// `address`.
-    fn open(address: &Address, run_id: &str, target: &str) -> Result<Db> {
-        match address {
-            Address::Postgres(u) => Ok(Db::Pg(PgConn::open(&PgAddress::parse(u, "ferry-rollback")?)?)),
-            Address::D1(u) => Ok(Db::D1(D1Client::open(u, ErrorKind::Target)?)),
-            _ => Err(Error::usage(format!(
-                "run {run_id} imported into {target}, which keeps no rollback journal of its own"
-            ))),
-        }
-    }
-
-    fn pg(&self) -> bool {
-        matches!(self, Db::Pg(_))
-    }
-
-    fn exists(&mut self, address: &str, name: &str) -> Result<bool> {
-        match self {
-            Db::Pg(c) => c
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
-                .map(|r| r.get(0))
-                .map_err(|e| pg_error(address, "looking up a table", e)),
-            Db::D1(c) => match c.try_raw(&[format!("SELECT 1 FROM {name} LIMIT 0")])? {
-                Ok(_) => Ok(true),
-                Err(m) if m.contains("no such table") => Ok(false),
-                Err(m) => Err(c.refused(name, &m)),
-            },
-        }
-    }
-
-    /// The rows a table holds now (none when it is gone).
-    fn count(&mut self, address: &str, name: &str) -> Result<u64> {
-        if !self.exists(address, name)? {
-            return Ok(0);
-        }
-        let sql = format!("SELECT count(*) FROM {name}");
-        match self {
-            Db::Pg(c) => c
-                .query_one(&sql as &str, &[])
-                .map(|r| r.get::<_, i64>(0) as u64)
-                .map_err(|e| pg_error(address, "counting a table's rows", e)),
-            Db::D1(c) => {
-                let results = c.exec(&[Stmt::plain(sql.as_str())])?;
-                let row = results
-                    .first()
-                    .and_then(|r| r["results"].get(0).cloned())
-                    .unwrap_or_default();
-                Ok(row
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(Json::as_u64)
-                    .unwrap_or(0))
-            }
-        }
-    }
-
-    /// Each key an undo table holds, newest first: whether the run inserted it, and its columns
-    /// as a JSON object.
-    fn keys(&mut self, address: &str, shape: &RowShape, undo: &str) -> Result<Vec<(bool, Json)>> {
-        let pairs: Vec<String> = shape
-            .key
-            .iter()
-            .map(|&i| {
-                let name = &shape.columns[i].name;
-                format!("{}, b.{}", literal(Some(name)), quote(name))
-            })
-            .collect();
-        let object = match self {
-            Db::Pg(_) => format!("json_build_object({})::text", pairs.join(", ")),
-            Db::D1(_) => format!("json_object({})", pairs.join(", ")),
-        };
-        let sql = format!(
-            "SELECT b._ferry_inserted, {object} FROM {} ORDER BY b._ferry_seq DESC",
-            first_entries(shape, undo)
-        );
-        let decode = |text: String| serde_json::from_str(&text).unwrap_or(Json::String(text));
-        match self {
-            Db::Pg(c) => Ok(c
-                .query(&sql, &[])
-                .map_err(|e| pg_error(address, "reading the rollback journal", e))?
-                .into_iter()
-                .map(|r| (r.get(0), decode(r.get(1))))
-                .collect()),
-            Db::D1(c) => Ok(c
-                .raw(&[sql])?
-                .into_iter()
-                .next()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| {
-                    let inserted = r.first().and_then(Json::as_i64) == Some(1);
-                    (
-                        inserted,
-                        decode(r.get(1).and_then(Json::as_str).unwrap_or("").to_owned()),
-                    )
-                })
-                .collect()),
-        }
-    }
-
-    /// The run's commit markers, wherever the import kept them.
-    fn forget_markers(&mut self, address: &str, run_id: &str) -> Result<Vec<String>> {
-        let literal = literal(Some(run_id));
-        match self {
-            Db::Pg(c) => Ok(c
-                .query(
-                    "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.relname = '_ferry_commits' AND c.relkind = 'r'",
-                    &[],
-                )
-                .map_err(|e| pg_error(address, "looking up the commit markers", e))?
-                .iter()
-                .map(|r| format!("DELETE FROM {} WHERE run_id = {literal}", r.get::<_, String>(0)))
-                .collect()),
-            Db::D1(_) => Ok(if self.exists(address, "_ferry_commits")? {
-                vec![format!("DELETE FROM _ferry_commits WHERE run_id = {literal}")]
-            } else {
-                vec![]
-            }),
-        }
-    }
-
-    /// Run statements in one transaction; the rows each changed.
-    fn apply(&mut self, address: &str, what: &str, stmts: &[String]) -> Result<Vec<u64>> {
-        match self {
-            Db::Pg(c) => {
-                let e = |err| pg_error(address, what, err);
-                // Replica mode fires no foreign-key triggers: no cascade, no order between
-                // tables. Only a superuser may set it; otherwise the keys hold, and undoing
-                // newest first keeps them.
-                if c.batch_execute("SET session_replication_role = replica").is_err() {
-                    tracing::info!(
-                        "not allowed to set session_replication_role: foreign keys stay checked during the rollback"
-                    );
-                }
-                let changed = c.execute_in_transaction(stmts).map_err(e)?;
-                let _ = c.batch_execute("RESET session_replication_role");
-                Ok(changed)
-            }
-            Db::D1(c) => {
-                // One request is one transaction; the keys are checked at its end.
-                let mut all = vec![Stmt::plain("PRAGMA defer_foreign_keys = on")];
-                all.extend(stmts.iter().map(|s| Stmt::plain(s.as_str())));
-                let results = c.exec(&all)?;
-                Ok(results
-                    .iter()
-                    .skip(1)
-                    .map(|r| r["meta"]["changes"].as_u64().unwrap_or(0))
-                    .collect())
-            }
-        }
-    }
-}
-
 /// The subquery (`b`) giving each key's oldest entry in an undo table.
 fn first_entries(shape: &RowShape, undo: &str) -> String {
     let keys = key_columns(shape).join(", ");
@@ -246,7 +83,7 @@ fn key_columns(shape: &RowShape) -> Vec<String> {
 }
 
 /// The statements undoing one step, and which of them count restored, deleted and dropped rows.
-fn statements(db: &Db, st: &Step<'_>) -> Vec<(String, Count)> {
+fn statements(db: &dyn InPlaceJournal, st: &Step<'_>) -> Vec<(String, Count)> {
     match st {
         Step::Undo { table, undo, shape, .. } => {
             let sub = first_entries(shape, undo);
@@ -273,7 +110,7 @@ fn statements(db: &Db, st: &Step<'_>) -> Vec<(String, Count)> {
                     "INSERT INTO {table} ({}){} SELECT {} FROM {sub} \
                      WHERE NOT b._ferry_inserted AND NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {matched})",
                     cols.join(", "),
-                    if db.pg() { " OVERRIDING SYSTEM VALUE" } else { "" },
+                    db.insert_keeping_identity(),
                     from_b.join(", ")
                 ),
                 if others.is_empty() {
@@ -337,7 +174,11 @@ pub(crate) fn run<W: Write>(
         None => target.clone(),
     };
     let source = Address::parse(&url)?;
-    let mut db = Db::open(&source, run_id, &target)?;
+    let Some(mut db) = crate::connect::open_in_place_journal(&source)? else {
+        return Err(Error::usage(format!(
+            "run {run_id} imported into {target}, which keeps no rollback journal of its own"
+        )));
+    };
 
     let mut steps: Vec<Step<'_>> = Vec::new();
     let mut refused = Vec::new();
@@ -347,7 +188,7 @@ pub(crate) fn run<W: Write>(
                 let (table, undo) = names(r)?;
                 let Some(undo) = undo else { continue };
                 // Gone: undone already (the state file was not told), nothing to do.
-                if db.exists(&target, &undo)? {
+                if db.exists(&undo)? {
                     steps.push(Step::Undo {
                         row: r,
                         table,
@@ -376,7 +217,7 @@ pub(crate) fn run<W: Write>(
     let mut keys: Vec<KeyAction> = Vec::new();
     for (at, st) in steps.iter().enumerate() {
         let Step::Undo { undo, shape, .. } = st else { continue };
-        for (inserted, key) in db.keys(&target, shape, undo)? {
+        for (inserted, key) in db.keys(shape, &first_entries(shape, undo))? {
             keys.push(KeyAction {
                 step: at,
                 inserted,
@@ -394,31 +235,21 @@ pub(crate) fn run<W: Write>(
     let mut held = Vec::new();
     for st in &steps {
         held.push(match table_action(st) {
-            Some(_) => db.count(&target, &table_sql(st))?,
+            Some(_) => db.count(&table_sql(st))?,
             None => 0,
         });
     }
     outcome.table_rows = held.iter().sum();
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
-        // Not while an import writes into them: PostgreSQL's tables are locked as the import
-        // locks them, a D1 database by its lock row.
-        let mut d1_lock = None;
-        match &mut db {
-            Db::Pg(c) => {
-                for st in &steps {
-                    lock_table(c, &target, &table_sql(st))?;
-                }
-            }
-            Db::D1(c) => d1_lock = Some(crate::connect::d1::target::take_lock(c)?),
-        }
+        // Not while an import writes into them.
+        let tables: Vec<String> = steps.iter().map(table_sql).collect();
+        db.lock(&tables)?;
         let backup = write_backup(source, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
         audit_ahead(audit, run_id, &target, &keys, &steps)?;
-        let undone = undo_all(&mut db, &target, run_id, &steps, &mut outcome);
-        if let (Db::D1(c), Some(token)) = (&mut db, d1_lock) {
-            crate::connect::d1::target::release_lock(c, &token);
-        }
+        let undone = undo_all(db.as_mut(), run_id, &steps, &mut outcome);
+        db.unlock();
         if let Err(e) = &undone {
             audit.failed(run_id, &target, e)?;
         }
@@ -490,22 +321,6 @@ fn audit_ahead(audit: &mut Audit, run_id: &str, target: &str, keys: &[KeyAction]
     Ok(())
 }
 
-/// Take ferry's lock on a PostgreSQL table for this session, or say who holds it.
-fn lock_table(c: &mut PgConn, target: &str, qualified: &str) -> Result<()> {
-    let sql = format!("SELECT {}", crate::connect::postgres::catalog::try_lock_sql(qualified));
-    let got: bool = c
-        .query_one(&sql, &[])
-        .map(|r| r.get(0))
-        .map_err(|e| pg_error(target, "locking a table", e))?;
-    if got {
-        return Ok(());
-    }
-    let who = c
-        .query_one(crate::connect::postgres::catalog::LOCK_HOLDER_SQL, &[&qualified])
-        .map_or_else(|_| "another session".to_owned(), |r| r.get(0));
-    Err(crate::lock::busy(&format!("table {qualified} of {target}"), &who))
-}
-
 /// The SQL name of the table a step works on.
 fn table_sql(st: &Step<'_>) -> String {
     match st {
@@ -562,13 +377,18 @@ fn write_backup(source: Address, steps: &[Step<'_>], run_id: &str, state_path: &
 
 /// Every step in one transaction, and the run's commit markers forgotten (the same import
 /// may run again).
-fn undo_all(db: &mut Db, target: &str, run_id: &str, steps: &[Step<'_>], outcome: &mut RollbackOutcome) -> Result<()> {
+fn undo_all(
+    db: &mut dyn InPlaceJournal,
+    run_id: &str,
+    steps: &[Step<'_>],
+    outcome: &mut RollbackOutcome,
+) -> Result<()> {
     let mut stmts: Vec<(String, Count)> = steps.iter().flat_map(|st| statements(db, st)).collect();
-    for sql in db.forget_markers(target, run_id)? {
+    for sql in db.forget_markers(run_id)? {
         stmts.push((sql, Count::None));
     }
     let sqls: Vec<String> = stmts.iter().map(|(s, _)| s.clone()).collect();
-    let changed = db.apply(target, &format!("rolling back run {run_id}"), &sqls)?;
+    let changed = db.apply(&format!("rolling back run {run_id}"), &sqls)?;
     for ((_, count), n) in stmts.iter().zip(changed) {
         match count {
             Count::Restored => outcome.restored += n,

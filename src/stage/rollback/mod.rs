@@ -330,10 +330,9 @@ fn tables_of_target<W: Write>(
     journal: &[JournalRow],
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
-    if journal[0].target.starts_with("sqlite:") {
-        sqlite::run(u, journal, out)
-    } else {
-        in_target::run(u, journal, out)
+    match crate::address::Address::parse(&journal[0].target)? {
+        crate::address::Address::Sqlite(path) => sqlite::run(u, &path, journal, out),
+        _ => in_target::run(u, journal, out),
     }
 }
 

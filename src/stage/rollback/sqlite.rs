@@ -172,6 +172,7 @@ fn write_backup(
 /// plan undoes first.
 pub(crate) fn run<W: Write>(
     u: Undoing<'_>,
+    path: &Path,
     journal: &[JournalRow],
     out: &mut StreamWriter<W>,
 ) -> Result<RollbackOutcome> {
@@ -184,7 +185,6 @@ pub(crate) fn run<W: Write>(
     } = u;
     let (confirm, state_path) = (cfg.confirm, cfg.state_path.as_path());
     let target = journal[0].target.clone();
-    let path = PathBuf::from(target.strip_prefix("sqlite:").unwrap_or(&target));
     let mut streams: HashMap<&str, Stream> = HashMap::new();
     for r in journal.iter().filter(|r| r.action != JournalAction::Rows) {
         streams.insert(
@@ -203,7 +203,7 @@ pub(crate) fn run<W: Write>(
     };
     // What the tables to drop or empty hold now: rows put in since by others go with them (the
     // backup keeps them), and the plan says how many.
-    let held = table_rows(&path, &target, &streams, &steps)?;
+    let held = table_rows(path, &target, &streams, &steps)?;
     outcome.table_rows = held.values().sum();
     let act = confirm && refused.is_empty();
     if act && !steps.is_empty() {
@@ -214,8 +214,8 @@ pub(crate) fn run<W: Write>(
             ));
         }
         // Not while an import writes into it.
-        let _lock = crate::connect::sqlite::target::lock_database(&path, &target)?;
-        let conn = Connection::open(&path).ctx(ErrorKind::Target, || format!("{target}: opening"))?;
+        let _lock = crate::connect::sqlite::target::lock_database(path, &target)?;
+        let conn = Connection::open(path).ctx(ErrorKind::Target, || format!("{target}: opening"))?;
         let backup = write_backup(&conn, &streams, &steps, run_id, state_path)?;
         tracing::info!(backup = %backup.display(), "wrote what the rollback changes");
         for st in &steps {

@@ -5,9 +5,10 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::db::Db;
 use super::findings::{Findings, detail, key_json};
-use super::{Meta, Side, StreamReport};
+use super::{Side, StreamReport};
+use crate::connect::compare::Comparable;
+use crate::connect::compare::TableMeta;
 use crate::connect::sql::quote;
 use crate::connect::table_name_for;
 use crate::error::Result;
@@ -17,13 +18,13 @@ use crate::protocol::side::{FindingKind, Severity};
 /// Rows whose constraints are checked, and how to find the table a foreign key refers to (or why
 /// it cannot be checked).
 pub(super) struct Checked<'a> {
-    pub(super) db: &'a Db,
+    pub(super) db: &'a dyn Comparable,
     pub(super) side: &'a Side,
     pub(super) parent: &'a dyn Fn(&ForeignKey) -> std::result::Result<Side, String>,
 }
 
 /// The referenced stream's side, among the streams being validated.
-pub(super) fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> std::result::Result<Side, String> {
+pub(super) fn parent_in_plan(plan: &[(TableMeta, Side)], fk: &ForeignKey) -> std::result::Result<Side, String> {
     plan.iter()
         .find(|(m, _)| {
             m.stream == fk.references.stream || table_name_for(&m.stream) == table_name_for(&fk.references.stream)
@@ -38,7 +39,7 @@ pub(super) fn parent_in_plan(plan: &[(Meta, Side)], fk: &ForeignKey) -> std::res
 }
 
 /// The referenced table in a target database.
-pub(super) fn parent_in_target(tgt: &Db, fk: &ForeignKey) -> std::result::Result<Side, String> {
+pub(super) fn parent_in_target(tgt: &dyn Comparable, fk: &ForeignKey) -> std::result::Result<Side, String> {
     let parent = &tgt.table_for(&fk.references.stream);
     match tgt.describe(parent) {
         Ok(Some(d)) => Ok(Side::Table {
@@ -58,7 +59,7 @@ pub(super) fn parent_in_target(tgt: &Db, fk: &ForeignKey) -> std::result::Result
 /// (`..._in_source`), not failed.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn constraints<W: Write>(
-    meta: &Meta,
+    meta: &TableMeta,
     columns: &[String],
     checked: &Checked<'_>,
     baseline: Option<&Checked<'_>>,

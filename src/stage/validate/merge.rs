@@ -6,11 +6,12 @@ use std::io::Write;
 use serde_json::{Value as Json, json};
 
 use super::constraints::{Checked, constraints, parent_in_plan, parent_in_target};
-use super::db::{Db, Described, MergeRow, Scan};
 use super::findings::{Findings, detail, key_json};
 use super::hasher;
-use super::{Meta, Side, StreamReport, ValidateConfig};
+use super::{Side, StreamReport, ValidateConfig};
 use crate::canon::Canon;
+use crate::connect::compare::TableMeta;
+use crate::connect::compare::{Comparable, Described, MergeRow, Scan};
 use crate::connect::sqlite as sq;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity};
@@ -21,11 +22,11 @@ use crate::value::{Value, compare_keys};
 #[allow(clippy::too_many_arguments)]
 pub(super) fn check_stream<W: Write>(
     cfg: &ValidateConfig,
-    src: &Db,
-    tgt: &Db,
-    meta: &Meta,
+    src: &dyn Comparable,
+    tgt: &dyn Comparable,
+    meta: &TableMeta,
     side: &Side,
-    plan: &[(Meta, Side)],
+    plan: &[(TableMeta, Side)],
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,
@@ -78,7 +79,7 @@ pub(super) fn check_stream<W: Write>(
     }
     // A PostgreSQL side decides each column's canonical form: the target's, else the source's.
     let source_described = match src {
-        Db::Pg { .. } if matches!(side, Side::Table { .. }) => src.describe(stream)?,
+        _ if src.typed() && matches!(side, Side::Table { .. }) => src.describe(stream)?,
         _ => None,
     };
     let canon_of = |c: &str| match (described.canon_of(c), source_described.as_ref().map(|s| s.canon_of(c))) {
@@ -97,8 +98,8 @@ pub(super) fn check_stream<W: Write>(
         // No key: the rows are compared as multisets, each side sorted by its rows' hashes.
         // Sorting by the values instead needs both engines to order every type (and NULL)
         // alike, which they do not.
-        let sorted = super::db::temporary_db()?;
-        let read = |name: &str, db: &Db, table: &str, spilled: bool, d: Option<&Described>| {
+        let sorted = crate::connect::compare::temporary_db()?;
+        let read = |name: &str, db: &dyn Comparable, table: &str, spilled: bool, d: Option<&Described>| {
             let scan = Scan {
                 table,
                 key: &[],
@@ -166,7 +167,7 @@ pub(super) fn check_stream<W: Write>(
 fn columns_compared<W: Write>(
     stream: &str,
     table: &str,
-    meta: &Meta,
+    meta: &TableMeta,
     tcols: &[String],
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
@@ -205,10 +206,10 @@ fn columns_compared<W: Write>(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn check_alone<W: Write>(
     cfg: &ValidateConfig,
-    db: &Db,
-    meta: &Meta,
+    db: &dyn Comparable,
+    meta: &TableMeta,
     side: &Side,
-    plan: &[(Meta, Side)],
+    plan: &[(TableMeta, Side)],
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,

@@ -18,7 +18,6 @@
 //! not be verified (unless `--allow-unverified`), 2 on error.
 
 mod constraints;
-mod db;
 mod files;
 mod findings;
 mod merge;
@@ -31,16 +30,16 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use self::db::Db;
 use self::findings::Findings;
 use self::merge::{check_alone, check_stream};
 use self::spill::{StreamSide, spill};
 use crate::address::Address;
-use crate::connect::sqlite as sq;
+use crate::connect::compare::{Comparable, TableMeta};
+use crate::connect::open_comparable;
 use crate::connect::{Selection, table_name_for};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity, Summary, Verdict};
-use crate::protocol::{ForeignKey, Kind, Schema, StreamWriter, now_rfc3339};
+use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::{Column, RowShape};
 use crate::value::Codec;
 
@@ -123,75 +122,6 @@ impl Report {
         let Some(path) = path else { return Ok(()) };
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         std::fs::write(path, text + "\n").ctx(ErrorKind::Io, || format!("writing the report {}", path.display()))
-    }
-}
-
-/// Table metadata as either side describes it.
-#[derive(Debug, Clone)]
-pub(crate) struct Meta {
-    stream: String,
-    columns: Vec<String>,
-    key: Vec<String>,
-    unique: Vec<Vec<String>>,
-    fks: Vec<ForeignKey>,
-}
-
-impl Meta {
-    pub(crate) fn from_table(t: &sq::catalog::TableInfo) -> Meta {
-        Meta {
-            stream: format!("main.{}", t.name),
-            columns: t.stored_columns().map(|c| c.name.clone()).collect(),
-            key: t.pk.clone(),
-            unique: t
-                .unique
-                .iter()
-                .map(|u| u.columns.clone())
-                .chain(
-                    t.indexes
-                        .iter()
-                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
-                        .map(|i| i.columns.clone()),
-                )
-                .collect(),
-            fks: t.foreign_keys.clone(),
-        }
-    }
-
-    fn from_schema(s: &Schema) -> Meta {
-        Meta {
-            stream: s.stream.clone(),
-            columns: s.schema.properties.keys().cloned().collect(),
-            key: s.key_properties.clone(),
-            unique: s
-                .unique
-                .iter()
-                .map(|u| u.columns.clone())
-                .chain(
-                    s.indexes
-                        .iter()
-                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
-                        .map(|i| i.columns.clone()),
-                )
-                .collect(),
-            fks: s.foreign_keys.clone(),
-        }
-    }
-
-    /// Columns worth keeping for a stream spilled to disk: key, constrained and referenced ones.
-    fn constrained(&self) -> Vec<String> {
-        let mut cols: Vec<String> = Vec::new();
-        let mut add = |c: &String| {
-            if !cols.contains(c) && self.columns.contains(c) {
-                cols.push(c.clone());
-            }
-        };
-        self.key.iter().for_each(&mut add);
-        self.unique.iter().flatten().for_each(&mut add);
-        self.fks.iter().flat_map(|f| &f.columns).for_each(&mut add);
-        if self.key.is_empty() {
-            self.columns.iter().for_each(&mut add);
-        }
-        cols
     }
 }
 
@@ -302,22 +232,22 @@ fn nothing_compared(cfg: &ValidateConfig, sides: &Sides, report: &Report) -> Err
 /// The two sides of a validation of tables, open: the target (if any), and the source as a
 /// database or as the stream spilled to a temporary one.
 struct Sides {
-    target: Option<Db>,
-    source: Option<Db>,
+    target: Option<Box<dyn Comparable>>,
+    source: Option<Box<dyn Comparable>>,
     stream: Option<StreamSide>,
 }
 
 impl Sides {
     fn open<R: BufRead>(cfg: &ValidateConfig, input: R, report: &mut Report) -> Result<Sides> {
         let target = match &cfg.target {
-            Some(a) => Some(Db::open(a, ErrorKind::Target, cfg.schema.as_deref())?),
+            Some(a) => Some(open_comparable(a, ErrorKind::Target, cfg.schema.as_deref())?),
             None => None,
         };
         if let Some(t) = &target {
             report.target = t.address().to_owned();
         }
         let spilled = |input: Box<dyn BufRead + '_>, report: &mut Report| -> Result<Sides> {
-            let side = spill(cfg, input, target.as_ref())?;
+            let side = spill(cfg, input, target.as_deref())?;
             report.source = side.source_address.clone();
             Ok(Sides {
                 target: None,
@@ -332,7 +262,7 @@ impl Sides {
             }
             Some(Address::Stream(None)) | None => spilled(Box::new(input), report)?,
             Some(a) => {
-                let db = Db::open(a, ErrorKind::Source, None)?;
+                let db = open_comparable(a, ErrorKind::Source, None)?;
                 report.source = db.address().to_owned();
                 Sides {
                     target: None,
@@ -346,10 +276,10 @@ impl Sides {
     }
 
     /// The side the rows come from.
-    fn source(&self) -> &Db {
+    fn source(&self) -> &dyn Comparable {
         match (&self.source, &self.stream) {
-            (Some(db), _) => db,
-            (None, Some(side)) => &side.db,
+            (Some(db), _) => db.as_ref(),
+            (None, Some(side)) => side.db.as_ref(),
             (None, None) => unreachable!("a source side is always opened"),
         }
     }
@@ -361,20 +291,17 @@ impl Sides {
         cfg: &ValidateConfig,
         findings: &mut Findings<'_, W>,
         report: &mut Report,
-    ) -> Result<Vec<(Meta, Side)>> {
+    ) -> Result<Vec<(TableMeta, Side)>> {
         let mut plan = Vec::new();
         match (&self.source, &self.stream) {
-            (Some(db @ Db::Pg { .. }), _) => {
+            (Some(db), _) if db.typed() => {
                 // The streams an export would produce, with their keys and constraints.
-                let Some(Address::Postgres(url)) = &cfg.source else {
+                let Some(address) = &cfg.source else {
                     return Err(Error::usage("nothing to validate"));
                 };
-                let plans = crate::connect::Source::discover(
-                    &mut crate::connect::postgres::source::PgSource::open(url)?,
-                    &cfg.selection,
-                )?;
+                let plans = crate::connect::open_source(address)?.discover(&cfg.selection)?;
                 for p in &plans {
-                    let meta = Meta::from_schema(&p.schema);
+                    let meta = TableMeta::from_schema(&p.schema);
                     let side = Side::Table {
                         table: db.table_expr(&p.schema.stream),
                         columns: meta.columns.clone(),
@@ -382,7 +309,7 @@ impl Sides {
                     plan.push((meta, side));
                 }
             }
-            (Some(db), _) => self.plan_tables(cfg, db, &mut plan, report)?,
+            (Some(db), _) => self.plan_tables(cfg, db.as_ref(), &mut plan, report)?,
             (None, Some(side)) => {
                 for m in &side.metas {
                     if cfg.selection.includes(&m.stream, table_name_for(&m.stream))
@@ -417,8 +344,8 @@ impl Sides {
     fn plan_tables(
         &self,
         cfg: &ValidateConfig,
-        db: &Db,
-        plan: &mut Vec<(Meta, Side)>,
+        db: &dyn Comparable,
+        plan: &mut Vec<(TableMeta, Side)>,
         report: &mut Report,
     ) -> Result<()> {
         let tables = db.tables()?;
@@ -457,9 +384,9 @@ impl Sides {
     fn compare<W: Write>(
         &self,
         cfg: &ValidateConfig,
-        meta: &Meta,
+        meta: &TableMeta,
         side: &Side,
-        plan: &[(Meta, Side)],
+        plan: &[(TableMeta, Side)],
         findings: &mut Findings<'_, W>,
         unverified: &mut Vec<String>,
     ) -> Result<StreamReport> {
@@ -479,7 +406,7 @@ impl Sides {
         }
         let src = self.source();
         match &self.target {
-            Some(tgt) => check_stream(cfg, src, tgt, meta, side, plan, &mut sr, findings, unverified)?,
+            Some(tgt) => check_stream(cfg, src, tgt.as_ref(), meta, side, plan, &mut sr, findings, unverified)?,
             None => check_alone(cfg, src, meta, side, plan, &mut sr, findings, unverified)?,
         }
         if let Some(ss) = &self.stream {

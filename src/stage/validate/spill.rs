@@ -7,11 +7,13 @@ use std::io::BufRead;
 
 use serde_json::{Value as Json, json};
 
-use super::db::Db;
 use super::findings::detail;
-use super::{Meta, Side, ValidateConfig};
+use super::{Side, ValidateConfig};
 use crate::canon::Canon;
+use crate::connect::compare::Comparable;
+use crate::connect::compare::TableMeta;
 use crate::connect::sql::quote;
+use crate::connect::sqlite::compare::SqliteTables;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::FindingKind;
 use crate::protocol::{DIGEST_ALGO, Kind, Line, Schema, StreamEnd, StreamReader};
@@ -76,8 +78,8 @@ pub(super) type Problem = (String, FindingKind, serde_json::Map<String, Json>);
 
 /// The stream side after reading the input: spill tables, schemas and what the stream said.
 pub(super) struct StreamSide {
-    pub(super) db: Db,
-    pub(super) metas: Vec<Meta>,
+    pub(super) db: Box<dyn Comparable>,
+    pub(super) metas: Vec<TableMeta>,
     pub(super) sides: HashMap<String, Side>,
     pub(super) source_address: String,
     /// Per stream: rows read, and the problems found while reading.
@@ -87,8 +89,8 @@ pub(super) struct StreamSide {
 
 /// Read the stream, checking it as it goes, into a temporary database: keys, constrained columns,
 /// and each row's hash over the columns the target has (in their canonical forms).
-pub(super) fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&Db>) -> Result<StreamSide> {
-    let conn = super::db::temporary_db()?;
+pub(super) fn spill<R: BufRead>(cfg: &ValidateConfig, input: R, target: Option<&dyn Comparable>) -> Result<StreamSide> {
+    let conn = crate::connect::compare::temporary_db()?;
     conn.execute_batch("BEGIN")
         .ctx(ErrorKind::Io, || "configuring a temporary database")?;
     let mut spiller = Spiller {
@@ -136,8 +138,8 @@ struct Spilling {
 struct Spiller<'t> {
     conn: rusqlite::Connection,
     /// The target, whose columns and types decide what is hashed (none: checking alone).
-    target: Option<&'t Db>,
-    metas: Vec<Meta>,
+    target: Option<&'t dyn Comparable>,
+    metas: Vec<TableMeta>,
     sides: HashMap<String, Side>,
     source_address: String,
     problems: Vec<Problem>,
@@ -163,7 +165,7 @@ impl Spiller<'_> {
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let schema: Schema = line.parse()?;
         let shape = RowShape::from_schema(&schema)?;
-        let meta = Meta::from_schema(&schema);
+        let meta = TableMeta::from_schema(&schema);
         let name = schema.stream.clone();
         if self.streams.contains_key(&name) {
             let message = "the SCHEMA changed mid-stream: rows are compared under the first one";
@@ -355,10 +357,7 @@ impl Spiller<'_> {
             }
         }
         Ok(StreamSide {
-            db: Db::Sqlite {
-                conn: self.conn,
-                address: self.source_address.clone(),
-            },
+            db: Box::new(SqliteTables::new(self.conn, self.source_address.clone())),
             metas: self.metas,
             sides: self.sides,
             source_address: self.source_address,

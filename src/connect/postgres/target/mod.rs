@@ -32,6 +32,9 @@
 //! | values of several kinds (SQLite dynamic columns) | `jsonb` holding each value's self-describing form, marked by a column comment, so it comes back exactly |
 //!
 //! A stream that came from PostgreSQL keeps its declared types (`x-sql-type`).
+//!
+//! One concern, kept whole (over 800 lines): getting a stream's table ready and its rows encoded;
+//! the session and the DDL are their own files.
 
 mod ddl;
 mod session;

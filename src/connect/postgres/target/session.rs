@@ -29,6 +29,9 @@
 //! - A transient fault anywhere (the connection dropped, the server restarted) reconnects with
 //!   backoff and replays the open transaction (`with_retry`); a COMMIT whose answer was lost is
 //!   settled by the marker rows its `token` names, never by guessing.
+//!
+//! One concern, kept whole (over 800 lines): the session's state machine, whose steps share its
+//! fields.
 
 use std::time::Duration;
 
