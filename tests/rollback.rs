@@ -850,3 +850,54 @@ fn a_run_that_wrote_nothing_is_nothing_to_undo_and_says_so() {
         plan.lines()
     );
 }
+
+#[test]
+fn a_rollback_leaves_alone_a_row_at_a_key_whose_insert_the_target_refused() {
+    // Found by a new-user trial: a refused row's key was journaled as inserted, so the rollback
+    // deleted whatever was later put at that key by someone else.
+    let d = Dir::new();
+    let src = d.sample();
+    let copy = d.db("copy.db");
+    d.open("copy.db")
+        .execute_batch(
+            "CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT NOT NULL CHECK (color <> 'red'));
+             INSERT INTO tags VALUES ('there before', 'green');",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[("ferry-export", &[&src, "--table", "tags"]), ("ferry-import", &[&copy])],
+        b"",
+    );
+    common::ok_but_rejects(&runs);
+    assert!(d.reject_text().contains("\"urgent\""), "the red tag was refused");
+    // The application puts its own row at the refused key.
+    d.open("copy.db")
+        .execute("INSERT INTO tags VALUES ('urgent', 'orange')", [])
+        .unwrap();
+    let plan = d.run("ferry", &["rollback", "--last"], b"");
+    plan.ok();
+    let deletes: Vec<String> = plan
+        .lines()
+        .iter()
+        .filter(|l| l["action"] == "delete")
+        .map(|l| l["key"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(deletes.len(), 4, "the four tags the run put: {deletes:?}");
+    assert!(!deletes.contains(&"urgent".to_owned()), "{deletes:?}");
+    d.run("ferry", &["rollback", "--last", "--confirm"], b"").ok();
+    let left: Vec<(String, String)> = {
+        let c = d.open("copy.db");
+        let mut st = c.prepare("SELECT name, color FROM tags ORDER BY name").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        left,
+        [
+            ("there before".to_owned(), "green".to_owned()),
+            ("urgent".to_owned(), "orange".to_owned())
+        ]
+    );
+}

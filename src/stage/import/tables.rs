@@ -4,7 +4,7 @@
 //! One concern, kept whole (over 800 lines): the tables import, whose batching, commits and journal
 //! share one state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use serde_json::{Map, Value as Json, json};
@@ -197,6 +197,71 @@ pub(super) fn run_counted<R: BufRead, W: Write>(
     imp.outcome.acknowledged = imp.last_ack_line;
     *outcome = std::mem::take(&mut imp.outcome);
     result
+}
+
+/// What a batch's rows will do to a table whose rollback journal ferry keeps: each row's input
+/// line, and either the key it inserts or the row it overwrites (as it was), in the stream's JSON
+/// encoding.
+struct RowChanges {
+    inserted: Vec<(u64, Vec<u8>)>,
+    replaced: Vec<(u64, Vec<u8>)>,
+}
+
+impl RowChanges {
+    /// The journal entry for the rows the target took (those whose line is not in `refused`),
+    /// if they changed anything: JSON arrays of the inserted keys and the replaced rows.
+    fn entry(self, stream: &str, table: &str, refused: &HashSet<u64>) -> Option<crate::checkpoint::JournalEntry> {
+        let array = |rows: Vec<(u64, Vec<u8>)>| {
+            let taken: Vec<Vec<u8>> = rows
+                .into_iter()
+                .filter(|(line, _)| !refused.contains(line))
+                .map(|(_, json)| json)
+                .collect();
+            let mut out = b"[".to_vec();
+            out.extend(taken.join(&b","[..]));
+            out.push(b']');
+            // The stream's encoding is JSON text, UTF-8 throughout.
+            String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        };
+        let (inserted, replaced) = (array(self.inserted), array(self.replaced));
+        (inserted.len() > 2 || replaced.len() > 2).then(|| crate::checkpoint::JournalEntry {
+            stream: stream.to_owned(),
+            table: table.to_owned(),
+            action: JournalAction::Rows,
+            key: Some(inserted),
+            before: Some(replaced),
+            schema: None,
+        })
+    }
+}
+
+/// What each row of `batch` will change, from the rows now under its keys (`current`): a key
+/// it inserts, or (overwriting) the row it replaces; a skipped row, or one refused under
+/// `--on-conflict fail`, changes nothing; `overwrite`: under `--on-conflict overwrite`.
+fn row_changes(shape: &RowShape, batch: &RowBatch, current: Vec<Option<Vec<Value>>>, overwrite: bool) -> RowChanges {
+    let all: Vec<usize> = (0..shape.len()).collect();
+    let mut changes = RowChanges {
+        inserted: Vec::new(),
+        replaced: Vec::new(),
+    };
+    for (r, before) in current.into_iter().enumerate() {
+        let line = batch.lines[r];
+        match before {
+            None => {
+                let row = batch.row(r);
+                let mut key = Vec::new();
+                shape.write_columns(&shape.key, |i| row[i].as_ref(), &mut key);
+                changes.inserted.push((line, key));
+            }
+            Some(b) if overwrite => {
+                let mut image = Vec::new();
+                shape.write_columns(&all, |i| b[i].as_ref(), &mut image);
+                changes.replaced.push((line, image));
+            }
+            Some(_) => {}
+        }
+    }
+    changes
 }
 
 impl<W: Write> Importer<'_, W> {
@@ -696,49 +761,14 @@ impl<W: Write> Importer<'_, W> {
         if let Some(entry) = self.held_journal.remove(name) {
             self.journal.push(entry);
         }
+        // The rollback journal of this batch (a target whose journal ferry keeps): what each row
+        // will change, read before the write, kept for the rows the target then takes.
+        let mut journal = None;
         if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
             match self.target.current_rows(name, &s.shape, &batch)? {
                 Some(current) => {
-                    // One entry per batch: the keys it inserts and the rows it overwrites, as
-                    // JSON arrays written straight from the stream encoding.
-                    let all: Vec<usize> = (0..s.shape.len()).collect();
-                    let (mut inserted, mut replaced) = (vec![b'['], vec![b'[']);
-                    for (r, before) in current.into_iter().enumerate() {
-                        match before {
-                            None => {
-                                let row = batch.row(r);
-                                if inserted.len() > 1 {
-                                    inserted.push(b',');
-                                }
-                                s.shape.write_columns(&s.shape.key, |i| row[i].as_ref(), &mut inserted);
-                            }
-                            Some(b) if self.cfg.on_conflict == OnConflict::Overwrite => {
-                                if replaced.len() > 1 {
-                                    replaced.push(b',');
-                                }
-                                s.shape.write_columns(&all, |i| b[i].as_ref(), &mut replaced);
-                            }
-                            // Skipped, or refused under --on-conflict fail: nothing changes.
-                            Some(_) => {}
-                        }
-                    }
-                    inserted.push(b']');
-                    replaced.push(b']');
-                    // The stream's encoding is JSON text, UTF-8 throughout.
-                    let text = |v: Vec<u8>| {
-                        String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-                    };
-                    let (inserted, replaced) = (text(inserted), text(replaced));
-                    if inserted.len() > 2 || replaced.len() > 2 {
-                        self.journal.push(crate::checkpoint::JournalEntry {
-                            stream: name.to_owned(),
-                            table: table.clone(),
-                            action: JournalAction::Rows,
-                            key: Some(inserted),
-                            before: Some(replaced),
-                            schema: None,
-                        });
-                    }
+                    let overwrite = self.cfg.on_conflict == OnConflict::Overwrite;
+                    journal = Some((table, row_changes(&s.shape, &batch, current, overwrite)));
                 }
                 None => {
                     tracing::warn!(stream = %name, "this target keeps no rollback journal: a rollback of this run cannot undo its rows");
@@ -748,6 +778,18 @@ impl<W: Write> Importer<'_, W> {
         }
         let reports = self.target.write(name, &s.shape, batch)?;
         self.uncommitted = true;
+        if let Some((table, changes)) = journal {
+            // A row the target refused changed nothing: it is not in the journal, or a rollback
+            // would delete (or put back) a row this run never wrote.
+            let refused: HashSet<u64> = reports
+                .iter()
+                .filter(|r| r.stream == name)
+                .flat_map(|r| r.rejects.iter().map(|j| j.line))
+                .collect();
+            if let Some(entry) = changes.entry(name, &table, &refused) {
+                self.journal.push(entry);
+            }
+        }
         self.apply(reports)?;
         self.acknowledge(false)
     }
