@@ -15,7 +15,7 @@ Environment (tuning; credentials are named where they are used):
   FERRY_PROGRESS_MS=MS        how often a progress line is logged [default: 5000]
   FERRY_RETRIES=N             retries of a transient fault (backoff 200 ms doubling to 5 s) [default: 6]
   FERRY_TIMEOUT=SECONDS       longest wait for any one answer from a server; 0 for no limit
-                              [default: none for PostgreSQL, 300 for S3, 60 for D1]
+                              [default: none for PostgreSQL, 300 for S3, 90 for D1]
   FERRY_D1_RATE=REQ/SECONDS   D1's request budget, paced at 95% [default: 1200/300]
   FERRY_D1_REQUEST_BYTES=N    SQL text per D1 write request [default: 1048576]
   FERRY_D1_PAGE_BYTES=N       answer per D1 read request (at least 1024) [default: 2097152]";
@@ -74,6 +74,16 @@ impl Tuning {
         let mut t = Tuning::default();
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let bad = |name: &str, v: &str, want: &str| Error::usage(format!("{name}={v:?}: write {want}"));
+        // Read by the logging set-up itself; checked here so a typo is not silently ignored.
+        if let Some(v) = get("FERRY_LOG")
+            && tracing_subscriber::EnvFilter::builder().parse(&v).is_err()
+        {
+            return Err(bad(
+                "FERRY_LOG",
+                &v,
+                "a log filter, e.g. ferry=debug or ferry::connect=trace",
+            ));
+        }
         let number = |name: &str, v: &str| v.trim().parse::<u64>().map_err(|_| bad(name, v, "a whole number"));
         if let Some(v) = get("FERRY_RETRIES") {
             t.retries = number("FERRY_RETRIES", &v)? as usize;
@@ -184,6 +194,7 @@ mod tests {
             ("FERRY_D1_RATE", "1200"),
             ("FERRY_D1_RATE", "0/300"),
             ("FERRY_D1_PAGE_BYTES", "10"),
+            ("FERRY_LOG", "ferry=notalevel"),
         ] {
             let e = read(&[(name, value)]).unwrap_err();
             assert!(e.message().starts_with(&format!("{name}=")), "{name}={value}: {e}");

@@ -301,6 +301,11 @@ fn transform_rejects_what_it_cannot_read_and_truncation() {
         r.expect_code(if case == "truncated" { 4 } else { 2 })
             .stderr_has(message);
     }
+    // No input at all is not a stream passed through: the producer sent nothing.
+    let d = Dir::new();
+    d.run("ferry-transform", &["--rename-stream", "main.t=u"], b"")
+        .expect_code(4)
+        .stderr_has("the input was empty");
     // With a field operation, records are decoded, so wrong types are caught here too.
     let d = Dir::new();
     let r = d.run(

@@ -1029,6 +1029,14 @@ fn the_demo_runs_end_to_end() {
     let r = d.run("ferry", &["demo", "--dir", "demo"], b"");
     r.ok().stderr_has("result: EQUAL").stderr_has("proved equal");
     assert!(d.path("demo/report.json").exists());
+    // The pipelines it shows run as shown when pasted: a saved stream goes to the first stage.
+    let err = r.stderr();
+    let shown = err
+        .split("$ ferry-transform")
+        .nth(1)
+        .expect("the transform pipeline is shown");
+    let (first, _) = shown.split_once("| ferry-import").expect("into ferry-import");
+    assert!(first.contains(" < "), "the input goes to ferry-transform: {shown}");
     // Run again in the same directory: what the demo made is replaced, nothing else is touched.
     std::fs::write(d.path("demo/notes.txt"), "mine").unwrap();
     d.run("ferry", &["demo", "--dir", "demo"], b"").ok();

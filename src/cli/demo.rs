@@ -69,10 +69,11 @@ fn pipeline(stages: &[(&str, Vec<String>)], input: Option<&Path>, output: Option
         prev = child.stdout.take();
         children.push(child);
     }
-    let mut line = format!("$ {}", shown.join(" \\\n    | "));
-    if let Some(p) = input {
-        line.push_str(&format!(" < {}", p.display()));
+    // The input goes to the first stage: `A < in | B`, which a shell reads as this pipeline.
+    if let (Some(p), Some(first)) = (input, shown.first_mut()) {
+        first.push_str(&format!(" < {}", p.display()));
     }
+    let mut line = format!("$ {}", shown.join(" \\\n    | "));
     if let Some(p) = output {
         line.push_str(&format!(" > {}", p.display()));
     }

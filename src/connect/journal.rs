@@ -7,6 +7,7 @@
 
 use serde_json::Value as Json;
 
+use super::sql::{literal, quote};
 use crate::error::Result;
 use crate::row::RowShape;
 
@@ -34,4 +35,23 @@ pub(crate) trait InPlaceJournal {
     /// Run statements in one transaction, foreign keys not enforced between them where the store
     /// allows; the rows each changed.
     fn apply(&mut self, what: &str, stmts: &[String]) -> Result<Vec<u64>>;
+}
+
+/// The key columns of `shape` as the arguments of a JSON object built from the undo table's
+/// rows (`b`): `'id', b."id", ...`.
+pub(crate) fn key_pairs(shape: &RowShape) -> String {
+    let pairs: Vec<String> = shape
+        .key
+        .iter()
+        .map(|&i| {
+            let name = &shape.columns[i].name;
+            format!("{}, b.{}", literal(Some(name)), quote(name))
+        })
+        .collect();
+    pairs.join(", ")
+}
+
+/// A key as the store's JSON text gave it back (its text as a string, if it is not JSON).
+pub(crate) fn key_json(text: String) -> Json {
+    serde_json::from_str(&text).unwrap_or(Json::String(text))
 }

@@ -569,6 +569,12 @@ impl<W: Write> Transformer<'_, W> {
                 "remapped key values and the references to them"
             );
         }
+        if reader.line_no() == 0 {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                "the input was empty: the producer sent nothing (did it fail? its own message says why)",
+            ));
+        }
         if began && !ended {
             return Err(Error::new(
                 ErrorKind::Truncated,

@@ -3,8 +3,8 @@
 use serde_json::Value as Json;
 
 use super::client::{D1Client, Stmt};
-use crate::connect::journal::InPlaceJournal;
-use crate::connect::sql::{literal, quote};
+use crate::connect::journal::{InPlaceJournal, key_json, key_pairs};
+use crate::connect::sql::literal;
 use crate::error::{ErrorKind, Result};
 use crate::row::RowShape;
 
@@ -51,19 +51,10 @@ impl InPlaceJournal for D1Journal {
     }
 
     fn keys(&mut self, shape: &RowShape, first_entries: &str) -> Result<Vec<(bool, Json)>> {
-        let pairs: Vec<String> = shape
-            .key
-            .iter()
-            .map(|&i| {
-                let name = &shape.columns[i].name;
-                format!("{}, b.{}", literal(Some(name)), quote(name))
-            })
-            .collect();
         let sql = format!(
             "SELECT b._ferry_inserted, json_object({}) FROM {first_entries} ORDER BY b._ferry_seq DESC",
-            pairs.join(", ")
+            key_pairs(shape)
         );
-        let decode = |text: String| serde_json::from_str(&text).unwrap_or(Json::String(text));
         Ok(self
             .client
             .raw(&[sql])?
@@ -75,7 +66,7 @@ impl InPlaceJournal for D1Journal {
                 let inserted = r.first().and_then(Json::as_i64) == Some(1);
                 (
                     inserted,
-                    decode(r.get(1).and_then(Json::as_str).unwrap_or("").to_owned()),
+                    key_json(r.get(1).and_then(Json::as_str).unwrap_or("").to_owned()),
                 )
             })
             .collect())

@@ -5,8 +5,8 @@ use serde_json::Value as Json;
 use super::catalog::{LOCK_HOLDER_SQL, try_lock_sql};
 use super::conn::{PgAddress, pg_error};
 use super::read::PgConn;
-use crate::connect::journal::InPlaceJournal;
-use crate::connect::sql::{literal, quote};
+use crate::connect::journal::{InPlaceJournal, key_json, key_pairs};
+use crate::connect::sql::literal;
 use crate::error::Result;
 use crate::row::RowShape;
 
@@ -68,25 +68,16 @@ impl InPlaceJournal for PgJournal {
     }
 
     fn keys(&mut self, shape: &RowShape, first_entries: &str) -> Result<Vec<(bool, Json)>> {
-        let pairs: Vec<String> = shape
-            .key
-            .iter()
-            .map(|&i| {
-                let name = &shape.columns[i].name;
-                format!("{}, b.{}", literal(Some(name)), quote(name))
-            })
-            .collect();
         let sql = format!(
             "SELECT b._ferry_inserted, json_build_object({})::text FROM {first_entries} ORDER BY b._ferry_seq DESC",
-            pairs.join(", ")
+            key_pairs(shape)
         );
-        let decode = |text: String| serde_json::from_str(&text).unwrap_or(Json::String(text));
         Ok(self
             .conn
             .query(&sql, &[])
             .map_err(|e| pg_error(&self.address, "reading the rollback journal", e))?
             .into_iter()
-            .map(|r| (r.get(0), decode(r.get(1))))
+            .map(|r| (r.get(0), key_json(r.get(1))))
             .collect())
     }
 
