@@ -91,7 +91,12 @@ pub(crate) fn producer_error(line: &Line<'_>, checkpoint: Option<&mut Checkpoint
     if e.fatal {
         return Err(line.error(format!("the producer failed ({}): {}", e.failure_type, e.message)));
     }
-    tracing::warn!(stream = ?e.stream, path = ?e.path, message = %e.message, "the producer reported an error");
+    let (stream, path) = (e.stream.as_deref().unwrap_or(""), e.path.as_deref().unwrap_or(""));
+    match e.left_out() {
+        // Left out on purpose (a symbolic link, a special file): a result, not a failure.
+        Some(status) => tracing::info!(stream, path, %status, message = %e.message, "left out by the producer"),
+        None => tracing::warn!(stream, path, message = %e.message, "the producer reported an error"),
+    }
     if let Some(cp) = checkpoint {
         cp.record_error(
             run_id,
