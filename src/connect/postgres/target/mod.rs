@@ -55,7 +55,7 @@ use crate::protocol::Schema;
 use crate::row::RowShape;
 use crate::value::{self, Codec, Value};
 use ddl::{NewTable, Placed, missing_collation_hint, missing_type_hint, new_table};
-use session::{Committing, InFlight, Op};
+use session::{Committing, Fail, InFlight, Op};
 use tokio::runtime::Runtime;
 
 /// Where a stream's rows go.
@@ -74,6 +74,11 @@ enum Path {
 
 struct PgStream {
     qualified: String,
+    /// The stream's name in bookmarks and commit markers.
+    bookmark: String,
+    /// The table was there before this run: its sequences are the application's, set past the
+    /// data when the stream ends.
+    existed: bool,
     encoders: Vec<Encoder>,
     /// Binary COPY when every column has a binary form; else text format.
     binary: bool,
@@ -501,6 +506,76 @@ impl PgTarget {
             }
         })
     }
+
+    /// Move every sequence that owns or defaults a column of a table that was there before the
+    /// run (an application's: Django's `id` serial, an identity) past the values now in that
+    /// column, as pgloader's "reset sequences" does, so the application's next insert does not
+    /// collide with a loaded row. Only forward: a sequence already past the data stays. Each one
+    /// moved is logged. Tables ferry created get theirs with their keys (`ddl::deferred_ddl`).
+    fn sequences_past_the_data(&mut self, bookmark: &str) -> Result<()> {
+        let tables: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.existed && s.bookmark == bookmark)
+            .map(|s| s.qualified.clone())
+            .collect();
+        if tables.is_empty() || self.dry_run {
+            return Ok(());
+        }
+        self.begin()?;
+        for table in tables {
+            let sequences = self.rows(
+                "finding the table's sequences",
+                "SELECT a.attname::text, coalesce(pg_get_serial_sequence($1, a.attname),
+                     (regexp_match(pg_get_expr(d.adbin, d.adrelid), 'nextval\\(''(.+)''::regclass\\)'))[1]::regclass::text)
+                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table],
+            )?;
+            for r in sequences {
+                let (column, sequence): (String, Option<String>) = (r.get(0), r.get(1));
+                let Some(sequence) = sequence else { continue };
+                let sql = format!(
+                    "SELECT setval({seq}, m) FROM (SELECT max({col})::bigint AS m FROM {table}) x
+                     WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {sequence})",
+                    seq = literal(Some(&sequence)),
+                    col = quote(&column),
+                );
+                self.set_sequence(&sql, &table, &column, &sequence)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run one sequence's `setval` inside a savepoint: one the server refuses (no privilege on
+    /// the sequence) is a warning saying what to run, and the load stands.
+    fn set_sequence(&mut self, sql: &str, table: &str, column: &str, sequence: &str) -> Result<()> {
+        const WHAT: &str = "setting a sequence past the data";
+        self.sql("SAVEPOINT ferry_seq", true)
+            .map_err(|f| self.fail_error(WHAT, f))?;
+        match self.sql(sql, true) {
+            Ok(n) => {
+                self.sql("RELEASE SAVEPOINT ferry_seq", true)
+                    .map_err(|f| self.fail_error(WHAT, f))?;
+                if n > 0 {
+                    tracing::info!(table, column, sequence, "set the sequence past the data");
+                }
+                Ok(())
+            }
+            Err(Fail::Refused(m, ..)) => {
+                self.sql("ROLLBACK TO SAVEPOINT ferry_seq", false)
+                    .map_err(|f| self.fail_error(WHAT, f))?;
+                self.forget_since("ferry_seq");
+                let w = format!(
+                    "{table}.{column}: the sequence {sequence} was not set past the loaded rows ({m}); the application's next insert may collide: run {sql}"
+                );
+                tracing::warn!(warning = %w, "left as it is");
+                self.warnings.push(w);
+                Ok(())
+            }
+            Err(f) => Err(self.fail_error(WHAT, f)),
+        }
+    }
 }
 
 impl Target for PgTarget {
@@ -616,6 +691,8 @@ impl Target for PgTarget {
             schema.stream.clone(),
             PgStream {
                 qualified: at.qualified,
+                bookmark: schema.bookmark_name().to_owned(),
+                existed: prepared.existed,
                 encoders,
                 binary,
                 key_constraint,
@@ -775,6 +852,7 @@ impl Target for PgTarget {
         if !self.deferred_work_possible()? {
             return Ok(vec![]);
         }
+        self.sequences_past_the_data(bookmark_name)?;
         let sql = format!(
             "SELECT pending_ddl FROM {} WHERE source = $1 AND stream = $2",
             self.markers_table
