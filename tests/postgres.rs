@@ -1235,3 +1235,44 @@ fn sequences_of_existing_tables_are_set_past_the_loaded_rows_and_never_moved_bac
         1001
     );
 }
+
+#[test]
+fn a_password_comes_from_the_password_file_as_libpq_reads_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = Dir::new();
+    let c = pg::cluster();
+    let with_password = c.database("pgpass");
+    pg::connect(&with_password)
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'from pgpass')")
+        .unwrap();
+    let db = with_password.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let password = c.base.rsplit_once('@').unwrap().0.rsplit_once(':').unwrap().1;
+    let url = format!("postgres://{}@{}:{}/{db}", c.user, c.host, c.port);
+    let file = d.path("pgpass");
+    std::fs::write(
+        &file,
+        format!(
+            "# ferry's test\nother.host:*:*:*:wrong\n{}:{}:{db}:{}:{password}\n",
+            c.host, c.port, c.user
+        ),
+    )
+    .unwrap();
+    let export = |mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut cmd = d.cmd("ferry-export", &[&url]);
+        cmd.env_remove("PGPASSWORD")
+            .env("PGPASSFILE", &file)
+            .env("FERRY_RETRIES", "0");
+        cmd.output().unwrap()
+    };
+    let out = export(0o600);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("from pgpass"), "{stdout}");
+    // Readable by others: ignored, as libpq ignores it, and said.
+    let out = export(0o644);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("readable by others"), "{stderr}");
+    assert!(!stderr.contains(password), "{stderr}");
+}

@@ -123,7 +123,7 @@ impl tokio::io::AsyncWrite for Watched {
 }
 
 /// A parsed `postgres://` address, with defaults from the libpq environment (`PGHOST`, `PGPORT`,
-/// `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
+/// `PGUSER`, `PGPASSWORD`, `PGDATABASE`) and the password file (`PGPASSFILE`, or `~/.pgpass`).
 #[derive(Clone)]
 pub(crate) struct PgAddress {
     pub config: tokio_postgres::Config,
@@ -138,6 +138,66 @@ impl std::fmt::Debug for PgAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PgAddress({})", self.redacted)
     }
+}
+
+/// The password libpq's password file gives for this address, if the file is there, is not
+/// readable by others (libpq ignores it then, and so does ferry, saying why), and has a line
+/// for it: `hostname:port:database:username:password`, `*` for any, `\:` and `\\` escaped, the
+/// first line that matches wins. The file is `path`, or `~/.pgpass`.
+fn password_from_file(config: &tokio_postgres::Config, path: Option<String>) -> Option<String> {
+    let path = match path {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
+    };
+    let meta = std::fs::metadata(&path).ok()?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), "the password file is readable by others: ignored, as libpq does (chmod 0600 it)");
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        // A Unix socket is `localhost` in the file, as libpq has it.
+        _ => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = config.get_user().unwrap_or_default();
+    let db = config.get_dbname().unwrap_or(user);
+    pgpass_lookup(&text, [host.as_str(), port.as_str(), db, user])
+}
+
+/// The password of the first line of a password file matching `want` (host, port, database,
+/// user).
+fn pgpass_lookup(text: &str, want: [&str; 4]) -> Option<String> {
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        // Fields split on unescaped colons, escapes undone.
+        let mut fields = vec![String::new()];
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => fields.last_mut()?.push(chars.next().unwrap_or('\\')),
+                ':' if fields.len() < 5 => fields.push(String::new()),
+                c => fields.last_mut()?.push(c),
+            }
+        }
+        let Ok([h, p, d, u, password]) = <[String; 5]>::try_from(fields) else {
+            continue;
+        };
+        let matches = [h, p, d, u]
+            .iter()
+            .zip(want)
+            .all(|(field, want)| field == "*" || field == want);
+        if matches {
+            return Some(password);
+        }
+    }
+    None
 }
 
 impl PgAddress {
@@ -170,6 +230,11 @@ impl PgAddress {
             && let Some(d) = env("PGDATABASE")
         {
             config.dbname(&d);
+        }
+        if config.get_password().is_none()
+            && let Some(p) = password_from_file(&config, env("PGPASSFILE"))
+        {
+            config.password(p);
         }
         let tls = super::tls::Tls::new(tls, &redacted)?;
         config.ssl_mode(tls.mode.ssl_mode());
@@ -339,7 +404,7 @@ pub(crate) fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> E
         }
     };
     let hint = if detail.contains("password missing") {
-        " (give it in the address, postgres://user:PASSWORD@host/db, or in PGPASSWORD)"
+        " (give it in the address, postgres://user:PASSWORD@host/db, in PGPASSWORD, or in the password file, PGPASSFILE or ~/.pgpass)"
     } else if detail.contains("requires a valid client certificate") {
         " (name the certificate and its key in the address, sslcert=PATH&sslkey=PATH, or in PGSSLCERT and PGSSLKEY)"
     } else if detail.contains("no pg_hba.conf entry") && detail.ends_with("no encryption") {
@@ -417,5 +482,27 @@ mod tests {
             e.message().contains("sslrootcert /no/such/ca.pem: cannot read it"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_password_file_gives_the_first_matching_line_with_wildcards_and_escapes() {
+        let file = "# a comment\n\
+                    db.example:5432:app:app:first\n\
+                    *:5432:*:app:second\n\
+                    localhost:*:shop:sh\\:op:c\\:o\\\\lon\n\
+                    too:few:fields\n";
+        assert_eq!(
+            pgpass_lookup(file, ["db.example", "5432", "app", "app"]).as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            pgpass_lookup(file, ["other", "5432", "x", "app"]).as_deref(),
+            Some("second")
+        );
+        assert_eq!(
+            pgpass_lookup(file, ["localhost", "6000", "shop", "sh:op"]).as_deref(),
+            Some("c:o\\lon")
+        );
+        assert_eq!(pgpass_lookup(file, ["other", "6000", "x", "app"]), None);
     }
 }
