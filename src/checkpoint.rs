@@ -191,16 +191,13 @@ impl std::fmt::Display for RunStatus {
 /// that names it, never a guess.
 impl rusqlite::types::FromSql for RunStatus {
     fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = v.as_str()?;
-        [
+        let stored = [
             RunStatus::Running,
             RunStatus::Complete,
             RunStatus::Failed,
             RunStatus::Interrupted,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown run status {text:?}").into()))
+        ];
+        by_name(v, &stored, RunStatus::as_str, "run status")
     }
 }
 
@@ -267,12 +264,37 @@ impl rusqlite::types::ToSql for JournalAction {
 /// that names it, never a guess.
 impl rusqlite::types::FromSql for JournalAction {
     fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = v.as_str()?;
-        JournalAction::ALL
-            .into_iter()
-            .find(|a| a.as_str() == text)
-            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown journal action {text:?}").into()))
+        by_name(v, &JournalAction::ALL, JournalAction::as_str, "journal action")
     }
+}
+
+impl rusqlite::types::ToSql for FileStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+/// A state file written by a newer ferry may hold a status this one does not know: an error
+/// that names it, never a guess.
+impl rusqlite::types::FromSql for FileStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        by_name(v, &FileStatus::ALL, FileStatus::as_str, "file status")
+    }
+}
+
+/// The one of `all` stored as `v`, by its name (`name`); one the state file holds and this ferry
+/// does not know is an error naming it (`what`).
+fn by_name<T: Copy>(
+    v: rusqlite::types::ValueRef<'_>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> rusqlite::types::FromSqlResult<T> {
+    let text = v.as_str()?;
+    all.iter()
+        .copied()
+        .find(|t| name(*t) == text)
+        .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown {what} {text:?}").into()))
 }
 
 /// One entry of the rollback journal: what an import did to a table, written before the target

@@ -32,7 +32,7 @@ pub(crate) enum FileStatus {
 }
 
 impl FileStatus {
-    const ALL: [FileStatus; 12] = [
+    pub(crate) const ALL: [FileStatus; 12] = [
         FileStatus::Uploading,
         FileStatus::Uploaded,
         FileStatus::Present,
@@ -92,22 +92,6 @@ impl std::fmt::Display for FileStatus {
 impl Serialize for FileStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-impl rusqlite::types::ToSql for FileStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-/// A state file written by a newer ferry may hold a status this one does not know: an error
-/// that names it, never a guess.
-impl rusqlite::types::FromSql for FileStatus {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = v.as_str()?;
-        FileStatus::parse(text)
-            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown file status {text:?}").into()))
     }
 }
 

@@ -11,7 +11,7 @@ use super::sql::quote;
 use super::table_name_for;
 use crate::canon::Canon;
 use crate::error::{Context, ErrorKind, Result};
-use crate::protocol::{ForeignKey, Schema};
+use crate::protocol::{ForeignKey, Index, Schema, Unique};
 use crate::row::RowHash;
 use crate::value::Value;
 
@@ -97,23 +97,41 @@ pub(crate) struct TableMeta {
     pub(crate) fks: Vec<ForeignKey>,
 }
 
+/// The column sets whose values are unique: unique constraints, and unique indexes on plain
+/// columns that cover every row (no WHERE).
+fn unique_sets(unique: &[Unique], indexes: &[Index]) -> Vec<Vec<String>> {
+    let from_indexes = indexes
+        .iter()
+        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty());
+    unique
+        .iter()
+        .map(|u| u.columns.clone())
+        .chain(from_indexes.map(|i| i.columns.clone()))
+        .collect()
+}
+
+/// `SELECT <selected>, count(*)` of the groups of rows of `table` sharing the same non-null
+/// values in `cols`, at most `limit` groups; `select` is how a store reads a column back.
+pub(crate) fn duplicates_sql(table: &str, cols: &[String], limit: usize, select: impl Fn(&str) -> String) -> String {
+    let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let selected = cols.iter().map(|c| select(c)).collect::<Vec<_>>().join(", ");
+    let notnull = cols
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT {selected}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
+    )
+}
+
 impl TableMeta {
     pub(crate) fn from_table(t: &super::sqlite::catalog::TableInfo) -> TableMeta {
         TableMeta {
             stream: format!("main.{}", t.name),
             columns: t.stored_columns().map(|c| c.name.clone()).collect(),
             key: t.pk.clone(),
-            unique: t
-                .unique
-                .iter()
-                .map(|u| u.columns.clone())
-                .chain(
-                    t.indexes
-                        .iter()
-                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
-                        .map(|i| i.columns.clone()),
-                )
-                .collect(),
+            unique: unique_sets(&t.unique, &t.indexes),
             fks: t.foreign_keys.clone(),
         }
     }
@@ -123,17 +141,7 @@ impl TableMeta {
             stream: s.stream.clone(),
             columns: s.schema.properties.keys().cloned().collect(),
             key: s.key_properties.clone(),
-            unique: s
-                .unique
-                .iter()
-                .map(|u| u.columns.clone())
-                .chain(
-                    s.indexes
-                        .iter()
-                        .filter(|i| i.unique && i.where_sql.is_none() && !i.columns.is_empty())
-                        .map(|i| i.columns.clone()),
-                )
-                .collect(),
+            unique: unique_sets(&s.unique, &s.indexes),
             fks: s.foreign_keys.clone(),
         }
     }

@@ -228,6 +228,19 @@ pub struct PlanCounts {
     pub reject: u64,
 }
 
+impl PlanCounts {
+    /// Count one row: new (`found` false), or at a key already there, where `on_found` says
+    /// what an insert does with it.
+    pub fn count(&mut self, found: bool, on_found: OnConflict) {
+        match (found, on_found) {
+            (false, _) => self.insert += 1,
+            (true, OnConflict::Skip) => self.skip += 1,
+            (true, OnConflict::Overwrite) => self.overwrite += 1,
+            (true, OnConflict::Fail) => self.conflict += 1,
+        }
+    }
+}
+
 /// What a target knows it committed for one stream of one source, kept in the target itself.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Marker {

@@ -5,7 +5,7 @@
 use super::conn::{PgAddress, pg_error};
 use super::read::PgConn;
 use crate::canon::Canon;
-use crate::connect::compare::{Comparable, Described, RowSink, Scan};
+use crate::connect::compare::{Comparable, Described, RowSink, Scan, duplicates_sql};
 use crate::connect::sql::quote;
 use crate::connect::table_name_for;
 use crate::error::{Error, ErrorKind, Result};
@@ -98,20 +98,7 @@ impl Comparable for PgTables {
     }
 
     fn duplicates(&self, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
-        let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-        let notnull = cols
-            .iter()
-            .map(|c| format!("{} IS NOT NULL", quote(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let texts = cols
-            .iter()
-            .map(|c| format!("{}::text", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT {texts}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
-        );
+        let sql = duplicates_sql(table, cols, limit, |c| format!("{}::text", quote(c)));
         let rows = self
             .client
             .query(sql.as_str(), &[])

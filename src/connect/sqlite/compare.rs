@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use super::{catalog, from_sql};
-use crate::connect::compare::{Comparable, Described, MergeRow, RowSink, Scan, TableMeta};
+use crate::connect::compare::{Comparable, Described, MergeRow, RowSink, Scan, TableMeta, duplicates_sql};
 use crate::connect::sql::quote;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::value::Value;
@@ -67,15 +67,7 @@ impl Comparable for SqliteTables {
     }
 
     fn duplicates(&self, table: &str, cols: &[String], limit: usize) -> Result<Vec<(Vec<Value>, u64)>> {
-        let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-        let notnull = cols
-            .iter()
-            .map(|c| format!("{} IS NOT NULL", quote(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let sql = format!(
-            "SELECT {list}, count(*) FROM {table} WHERE {notnull} GROUP BY {list} HAVING count(*) > 1 LIMIT {limit}"
-        );
+        let sql = duplicates_sql(table, cols, limit, quote);
         let mut st = self
             .conn
             .prepare(&sql)

@@ -544,12 +544,7 @@ impl Target for SqliteTarget {
                 (Some(lookup), true) => self.key_exists(lookup, shape, batch.row(r))?,
                 _ => false,
             };
-            match (found, ts.on_found) {
-                (false, _) => counts.insert += 1,
-                (true, OnConflict::Skip) => counts.skip += 1,
-                (true, OnConflict::Overwrite) => counts.overwrite += 1,
-                (true, OnConflict::Fail) => counts.conflict += 1,
-            }
+            counts.count(found, ts.on_found);
         }
         Ok(counts)
     }

@@ -414,24 +414,44 @@ fn export_bucket<W: Write>(
             last_state = Instant::now();
         }
     }
-    let b = bookmark(files, &last, true);
+    let end = Ended {
+        files,
+        bytes,
+        errors: 0,
+        digest: digest.take_hex(),
+    };
+    end_stream(em, stream, bookmark(files, &last, true), &end)?;
+    Ok((files, bytes, 0))
+}
+
+/// What a files stream ended with.
+struct Ended {
+    files: u64,
+    bytes: u64,
+    errors: u64,
+    /// The stream's digest, hex.
+    digest: String,
+}
+
+/// The end of a files stream: its complete bookmark in a STATE, then STREAM_END with the
+/// counts and the digest.
+fn end_stream<W: Write>(em: &mut Emitter<'_, W>, stream: &str, complete: Bookmark, end: &Ended) -> Result<()> {
     em.bookmarks
-        .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
+        .insert(stream.to_owned(), serde_json::to_value(complete).unwrap_or(Json::Null));
     em.state()?;
     em.message(&Message::StreamEnd(StreamEnd {
         stream: stream.to_owned(),
         status: "complete".into(),
         rows: None,
-        files: Some(files),
-        bytes: Some(bytes),
-        errors: None,
+        files: Some(end.files),
+        bytes: Some(end.bytes),
+        errors: (end.errors > 0).then_some(end.errors),
         digest: Some(Digest {
             algo: tree::FILES_DIGEST_ALGO.into(),
-            value: digest.take_hex(),
+            value: end.digest.clone(),
         }),
         extra: Map::new(),
-    }))?;
-    Ok((files, bytes, 0))
+    }))
 }
 
 struct Emit {
@@ -459,24 +479,13 @@ impl Emit {
     /// (files, bytes, errors)
     fn end<W: Write>(mut self, em: &mut Emitter<'_, W>) -> Result<(u64, u64, u64)> {
         let stream = self.stream.clone();
-        let mut b = self.bookmark(false);
-        b.complete = true;
-        em.bookmarks
-            .insert(stream.to_owned(), serde_json::to_value(b).unwrap_or(Json::Null));
-        em.state()?;
-        em.message(&Message::StreamEnd(StreamEnd {
-            stream: stream.to_owned(),
-            status: "complete".into(),
-            rows: None,
-            files: Some(self.files),
-            bytes: Some(self.bytes),
-            errors: (self.errors > 0).then_some(self.errors),
-            digest: Some(Digest {
-                algo: tree::FILES_DIGEST_ALGO.into(),
-                value: self.digest.take_hex(),
-            }),
-            extra: Map::new(),
-        }))?;
+        let end = Ended {
+            files: self.files,
+            bytes: self.bytes,
+            errors: self.errors,
+            digest: self.digest.take_hex(),
+        };
+        end_stream(em, &stream, self.bookmark(true), &end)?;
         tracing::info!(
             stream = %stream,
             files = self.files,

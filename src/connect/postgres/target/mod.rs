@@ -822,12 +822,7 @@ impl Target for PgTarget {
                 &[],
             )?[0]
                 .get(0);
-            match (found, on_conflict) {
-                (false, _) => counts.insert += 1,
-                (true, OnConflict::Skip) => counts.skip += 1,
-                (true, OnConflict::Overwrite) => counts.overwrite += 1,
-                (true, OnConflict::Fail) => counts.conflict += 1,
-            }
+            counts.count(found, on_conflict);
         }
         Ok(counts)
     }
