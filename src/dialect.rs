@@ -44,7 +44,7 @@
 use serde_json::{Value as Json, json};
 
 use crate::protocol::Schema;
-use crate::value::{self, Codec, Value};
+use crate::value::{self, Codec, JSON_MEDIA_TYPE, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dialect {
@@ -349,7 +349,7 @@ fn builtin(name: &str) -> bool {
 }
 
 fn to_postgres(prop: &mut Json, rowid: bool) -> Conv {
-    let pg = pg_type_for(prop, false);
+    let pg = pg_type_for(prop, PgTyping::default());
     let Some(p) = prop.as_object_mut() else {
         return Conv::Keep;
     };
@@ -492,9 +492,46 @@ pub(crate) fn declared(prop: &Json) -> (String, Option<String>) {
     }
 }
 
-/// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres::target`]'s docs); the
-/// SQLite-to-PostgreSQL dialect and the PostgreSQL importer both use it, so they agree.
-pub(crate) fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
+/// How stream columns map to PostgreSQL types (see [`pg_type_for`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PgTyping {
+    /// The stream's types are PostgreSQL's own: `x-sql-type` is kept as it is.
+    pub from_postgres: bool,
+    /// Date-times without an offset are UTC (Django and Rails store them so in SQLite): their
+    /// columns become `timestamptz`, not `timestamp`.
+    pub naive_utc: bool,
+}
+
+/// The PostgreSQL type for a stream column (the table is in [`crate::connect::postgres::target`]'s
+/// docs). The SQLite-to-PostgreSQL dialect, the PostgreSQL importer and `ferry assess --to
+/// postgres` all use it, so they agree.
+pub(crate) fn pg_type_for(prop: &Json, typing: PgTyping) -> String {
+    let t = pg_type_unzoned(prop, typing.from_postgres);
+    match typing.naive_utc {
+        true => with_time_zone(&t).unwrap_or(t),
+        false => t,
+    }
+}
+
+/// `timestamp` (with a precision, an array) as the same `timestamp with time zone`; None for any
+/// other type.
+fn with_time_zone(t: &str) -> Option<String> {
+    let rest = t.strip_prefix("timestamp")?;
+    if let Some(r) = rest.find(" without time zone") {
+        return Some(format!(
+            "timestamp{}{}",
+            &rest[..r],
+            rest[r..].replacen("without", "with", 1)
+        ));
+    }
+    let (precision, tail) = match rest.strip_prefix('(') {
+        Some(r) => r.split_once(')').map(|(p, tail)| (format!("({p})"), tail))?,
+        None => (String::new(), rest),
+    };
+    (tail.is_empty() || tail.starts_with('[')).then(|| format!("timestamp{precision} with time zone{tail}"))
+}
+
+fn pg_type_unzoned(prop: &Json, from_postgres: bool) -> String {
     if from_postgres && let Some(t) = prop.get("x-sql-type").and_then(Json::as_str) {
         return t.to_owned();
     }
@@ -533,6 +570,8 @@ pub(crate) fn pg_type_for(prop: &Json, from_postgres: bool) -> String {
         // JSON column becomes jsonb.
         Codec::Text if decl == "JSON TEXT" => "json".into(),
         Codec::Text if first == "JSON" || first == "JSONB" => "jsonb".into(),
+        // Text that a CHECK keeps valid JSON (Django's JSONField on SQLite).
+        Codec::Text if prop.get("contentMediaType").and_then(Json::as_str) == Some(JSON_MEDIA_TYPE) => "jsonb".into(),
         Codec::Text if is(&["INTERVAL", "INET", "CIDR", "MACADDR", "MACADDR8"]) => decl.to_ascii_lowercase(),
         Codec::Text if is(&["VARCHAR", "CHARACTER VARYING", "NVARCHAR", "VARYING CHARACTER"]) => match mods {
             Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => format!("varchar({n})"),
@@ -802,7 +841,7 @@ mod tests {
 
     #[test]
     fn sqlite_columns_map_to_types_that_hold_them_exactly() {
-        let t = |p: Json| pg_type_for(&p, false);
+        let t = |p: Json| pg_type_for(&p, PgTyping::default());
         assert_eq!(t(json!({"type": "integer", "x-sql-type": "INTEGER"})), "bigint");
         assert_eq!(t(json!({"type": "integer", "x-sql-type": "BOOLEAN"})), "boolean");
         assert_eq!(
@@ -823,9 +862,50 @@ mod tests {
             "jsonb"
         );
         assert_eq!(
-            pg_type_for(&json!({"type": "string", "x-sql-type": "interval"}), true),
+            pg_type_for(
+                &json!({"type": "string", "x-sql-type": "interval"}),
+                PgTyping {
+                    from_postgres: true,
+                    naive_utc: false
+                }
+            ),
             "interval"
         );
+        // Django's JSONField on SQLite: text kept valid by a CHECK, marked by the exporter.
+        assert_eq!(
+            t(json!({"type": "string", "x-sql-type": "text", "contentMediaType": "application/json"})),
+            "jsonb"
+        );
+        assert_eq!(
+            t(json!({"type": "string", "x-sql-type": "char(32)", "format": "uuid"})),
+            "uuid"
+        );
+        // Naive date-times said to be UTC.
+        let utc = |p: Json, from_postgres| {
+            pg_type_for(
+                &p,
+                PgTyping {
+                    from_postgres,
+                    naive_utc: true,
+                },
+            )
+        };
+        assert_eq!(
+            utc(json!({"type": "string", "x-sql-type": "datetime"}), false),
+            "timestamp with time zone"
+        );
+        assert_eq!(utc(json!({"type": "string", "x-sql-type": "DATE"}), false), "date");
+        for (from, to) in [
+            ("timestamp without time zone", "timestamp with time zone"),
+            ("timestamp(3) without time zone", "timestamp(3) with time zone"),
+            ("timestamp without time zone[]", "timestamp with time zone[]"),
+            ("timestamp with time zone", "timestamp with time zone"),
+            ("timestamp(6)", "timestamp(6) with time zone"),
+            ("timestamptz", "timestamptz"),
+            ("time without time zone", "time without time zone"),
+        ] {
+            assert_eq!(utc(json!({"type": "string", "x-sql-type": from}), true), to, "{from}");
+        }
         // The names ferry's SQLite dialect writes come back as the types they stood for.
         assert_eq!(
             t(json!({"type": "string", "x-sql-type": "NUMERIC TEXT(12,2)"})),

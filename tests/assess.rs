@@ -43,11 +43,16 @@ fn a_sqlite_database_is_counted_and_what_postgresql_or_d1_would_refuse_is_named_
     let users = table(&r, "main.users");
     assert_eq!(users["rows"], 47);
     assert_eq!(users["key"], serde_json::json!(["id"]));
-    let nul = problem(users, "NUL").unwrap();
-    assert_eq!(nul["severity"], "refused");
-    assert_eq!(nul["examples"][0]["key"], serde_json::json!({"id": 41}));
-    let utf8 = problem(users, "not UTF-8").unwrap();
-    assert_eq!(utf8["examples"][0]["key"], serde_json::json!({"id": 42}));
+    // Each value is put through the import's own encoder for the column's type: the refusals
+    // are the import's, with its reasons.
+    let refused = problem(users, "column name (text): values the PostgreSQL import refuses").unwrap();
+    assert_eq!(refused["severity"], "refused");
+    assert_eq!(refused["count"], 2, "{refused}");
+    let why = |i: usize| refused["examples"][i]["why"].as_str().unwrap().to_owned();
+    assert_eq!(refused["examples"][0]["key"], serde_json::json!({"id": 41}));
+    assert!(why(0).contains("NUL"), "{refused}");
+    assert_eq!(refused["examples"][1]["key"], serde_json::json!({"id": 42}));
+    assert!(why(1).contains("not valid UTF-8"), "{refused}");
     assert!(
         problem(users, "column balance holds values of several kinds").is_some(),
         "{users}"
@@ -214,6 +219,10 @@ fn a_d1_database_is_assessed_through_its_api() {
     assert_eq!(table(&r, "main.users")["rows"], 47);
     assert_eq!(table(&r, "main.tags")["rows"], 5);
     // The NUL and non-UTF-8 names survived into D1, and are named for PostgreSQL.
-    assert!(problem(table(&r, "main.users"), "NUL").is_some(), "{r}");
+    let refused = problem(
+        table(&r, "main.users"),
+        "column name (text): values the PostgreSQL import refuses",
+    );
+    assert!(refused.is_some_and(|p| p.to_string().contains("NUL byte")), "{r}");
     assert!(!r.to_string().contains(common::d1::TOKEN));
 }

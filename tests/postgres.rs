@@ -1276,3 +1276,205 @@ fn a_password_comes_from_the_password_file_as_libpq_reads_it() {
     assert!(stderr.contains("readable by others"), "{stderr}");
     assert!(!stderr.contains(password), "{stderr}");
 }
+
+/// The tables Django's `migrate` makes on SQLite (its own DDL, as `sqlite_master` shows it): a
+/// JSONField (text kept valid by a CHECK), a UUIDField (char(32)), naive UTC date-times, a
+/// BooleanField, DecimalFields, and a many-to-many table.
+const DJANGO_SQLITE: &str = r#"
+CREATE TABLE "shop_customer" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "uid" char(32) NOT NULL UNIQUE, "name" varchar(100) NOT NULL, "prefs" text NOT NULL CHECK ((JSON_VALID("prefs") OR "prefs" IS NULL)), "active" bool NOT NULL, "joined" datetime NOT NULL, "balance" decimal NOT NULL);
+CREATE TABLE "shop_order" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "total" decimal NOT NULL, "placed" datetime NOT NULL, "customer_id" bigint NOT NULL REFERENCES "shop_customer" ("id") DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO shop_customer VALUES
+  (1, '611244c06c7a45c98e86c4fa978f18a7', 'customer 0', '{"theme": "light", "level": 1, "beta": {"note": "na\u00efve \u2713"}}', 0, '2024-02-16 17:33:24.375473', 7951235966.26),
+  (2, '747d0a2b9ec24776b89605fe039a7b88', 'customer 1', '{"theme": "dark", "level": 4, "langs": ["en"]}', 1, '2023-01-20 05:41:23', 100);
+INSERT INTO shop_order VALUES (1, 149516.33, '2023-03-05 08:45:48.187295', 2), (2, 5, '2024-06-06 09:26:47', 1);
+"#;
+
+#[test]
+fn a_django_sqlite_database_gets_json_uuid_and_zoned_time_columns_and_assess_names_the_same_types() {
+    let d = Dir::new();
+    d.open("django.db").execute_batch(DJANGO_SQLITE).unwrap();
+    let url = pg::cluster().database("django_create");
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("django.db")]),
+            ("ferry-import", &[&url, "--create", "--naive-utc"]),
+        ],
+        b"",
+    );
+    all_ok(&runs);
+    let mut c = pg::connect(&url);
+    let made = |c: &mut postgres::Client, table: &str| -> Vec<(String, String)> {
+        c.query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let customer = made(&mut c, "shop_customer");
+    let types: Vec<&str> = customer.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "bigint",
+            "uuid",
+            "character varying(100)",
+            "jsonb",
+            "boolean",
+            "timestamp with time zone",
+            "numeric"
+        ]
+    );
+    // What the application's ORM asks of them works, and gives the values back exactly.
+    let row = c
+        .query_one(
+            "SELECT name, prefs->'beta'->>'note', active, joined = '2024-02-16 17:33:24.375473+00', \
+             balance::text FROM shop_customer WHERE uid = '611244c0-6c7a-45c9-8e86-c4fa978f18a7'::uuid",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "customer 0");
+    assert_eq!(row.get::<_, String>(1), "naïve ✓");
+    assert!(!row.get::<_, bool>(2));
+    assert!(row.get::<_, bool>(3), "the naive time was taken as UTC");
+    assert_eq!(row.get::<_, String>(4), "7951235966.26");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM shop_customer WHERE prefs @> '{\"theme\": \"dark\"}'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    d.run("ferry-validate", &[&d.db("django.db"), &url], b"").ok();
+
+    // `ferry assess` names the types the import made: one mapping serves both.
+    let r = d.run(
+        "ferry",
+        &[
+            "assess",
+            &d.db("django.db"),
+            "--to",
+            "postgres",
+            "--naive-utc",
+            "--json",
+        ],
+        b"",
+    );
+    r.ok();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout()).unwrap();
+    for table in ["shop_customer", "shop_order"] {
+        let assessed = report["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["stream"] == format!("main.{table}"))
+            .unwrap();
+        let said: Vec<(String, String)> = assessed["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|col| {
+                let t: String = c
+                    .query_one(
+                        "SELECT format_type(oid, NULL) || coalesce(substring($1 from '\\(.*\\)$'), '') \
+                         FROM pg_type WHERE oid = $1::text::regtype",
+                        &[&col["postgres_type"].as_str().unwrap()],
+                    )
+                    .unwrap()
+                    .get(0);
+                (col["name"].as_str().unwrap().to_owned(), t)
+            })
+            .collect();
+        assert_eq!(said, made(&mut c, table), "{table}: assess and the import differ");
+        assert!(assessed["problems"].as_array().unwrap().is_empty(), "{assessed}");
+    }
+    // Without --naive-utc the times stay naive.
+    let r = d.run("ferry", &["assess", &d.db("django.db"), "--to", "postgres"], b"");
+    assert!(
+        r.stdout().contains("joined timestamp,") && r.stdout().contains("prefs jsonb"),
+        "{}",
+        r.stdout()
+    );
+}
+
+#[test]
+fn values_into_a_frameworks_typed_columns_are_cast_exactly_or_rejected_with_the_row() {
+    // The schema is the framework's (as `manage.py migrate` makes it on PostgreSQL); the stream
+    // carries SQLite's text, integers and reals.
+    let d = Dir::new();
+    let url = pg::cluster().database("typed_columns");
+    pg::connect(&url)
+        .batch_execute(
+            "CREATE TABLE item (id bigint PRIMARY KEY, doc jsonb, uid uuid, at timestamptz, flag boolean, \
+             price numeric(8,2), n integer)",
+        )
+        .unwrap();
+    d.open("src.db")
+        .execute_batch(
+            r#"CREATE TABLE item (id INTEGER PRIMARY KEY, doc TEXT, uid TEXT, at TEXT, flag INTEGER, price, n INTEGER);
+             INSERT INTO item VALUES
+               (1, '{"b": [1, 2.50], "a": "x"}', '611244c06c7a45c98e86c4fa978f18a7', '2024-02-16 17:33:24.375473', 1, 12.5, 7),
+               (2, '[]', '611244C0-6C7A-45C9-8E86-C4FA978F18A7', '2024-02-16T19:33:24+02:00', 0, '999999.99', -2147483648),
+               (3, '{"a": ', NULL, NULL, NULL, NULL, NULL),
+               (4, NULL, 'not-a-uuid', NULL, NULL, NULL, NULL),
+               (5, NULL, NULL, 'yesterday', NULL, NULL, NULL),
+               (6, NULL, NULL, NULL, 2, NULL, NULL),
+               (7, NULL, NULL, NULL, NULL, 1.005, NULL),
+               (8, NULL, NULL, NULL, NULL, NULL, 2147483648),
+               (9, NULL, NULL, NULL, NULL, 1000000, NULL);"#,
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("src.db")]),
+            ("ferry-import", &[&url, "--reject-file", "r.ndjson"]),
+        ],
+        b"",
+    );
+    common::ok_but_rejects(&runs);
+    let rejects: Vec<serde_json::Value> = std::fs::read_to_string(d.path("r.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reason = |id: i64| -> String {
+        let r = rejects
+            .iter()
+            .find(|r| r["key"]["id"] == id)
+            .unwrap_or_else(|| panic!("row {id} was not rejected: {rejects:?}"));
+        r.to_string()
+    };
+    assert!(reason(3).contains("not valid JSON"), "{}", reason(3));
+    assert!(reason(4).contains("is not a UUID"), "{}", reason(4));
+    assert!(reason(5).contains("is not a date-time"), "{}", reason(5));
+    assert!(reason(6).contains("not a boolean"), "{}", reason(6));
+    assert!(reason(7).contains("would round it"), "{}", reason(7));
+    assert!(reason(8).contains("out of range for integer"), "{}", reason(8));
+    assert!(reason(9).contains("too large for numeric(8,2)"), "{}", reason(9));
+    assert_eq!(rejects.len(), 7, "{rejects:?}");
+    let mut c = pg::connect(&url);
+    let rows = c
+        .query(
+            "SELECT id, doc::text, uid::text, (at AT TIME ZONE 'UTC')::text, flag, price::text, n FROM item ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let text = |i: usize, col: usize| -> String { rows[i].get(col) };
+    assert_eq!(text(0, 1), r#"{"a": "x", "b": [1, 2.50]}"#);
+    assert_eq!(text(0, 2), "611244c0-6c7a-45c9-8e86-c4fa978f18a7");
+    assert_eq!(text(1, 2), "611244c0-6c7a-45c9-8e86-c4fa978f18a7");
+    assert_eq!(text(0, 3), "2024-02-16 17:33:24.375473");
+    assert_eq!(
+        text(1, 3),
+        "2024-02-16 17:33:24",
+        "the offset is kept: the same instant"
+    );
+    assert_eq!((rows[0].get::<_, bool>(4), rows[1].get::<_, bool>(4)), (true, false));
+    assert_eq!((text(0, 5), text(1, 5)), ("12.50".to_owned(), "999999.99".to_owned()));
+    assert_eq!(rows[1].get::<_, i32>(6), i32::MIN);
+}

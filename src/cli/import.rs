@@ -67,6 +67,10 @@ pub struct ImportArgs {
     /// Create missing tables (and columns) from the stream's SCHEMA
     #[arg(long)]
     pub create: bool,
+    /// PostgreSQL, with --create: date-times without an offset are UTC (as Django and Rails store
+    /// them in SQLite), so their new columns are timestamptz rather than timestamp
+    #[arg(long)]
+    pub naive_utc: bool,
     /// PostgreSQL: the schema for streams that do not name one (from SQLite, say) [default: public]
     #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
@@ -140,6 +144,7 @@ impl ImportArgs {
             },
             input_totals: input_totals(self.input.as_ref()),
             journal_rows: !self.no_rollback_journal,
+            naive_utc: self.naive_utc,
         })
     }
 }

@@ -125,6 +125,8 @@ pub struct LoadOptions {
     pub source_kind: Option<String>,
     /// Keep what a rollback needs (a target that journals in itself: its undo table).
     pub journal: bool,
+    /// Date-times without an offset are UTC: new PostgreSQL columns for them are `timestamptz`.
+    pub naive_utc: bool,
 }
 
 /// Rows of one stream waiting to be written: `ncols` values per row, flat.

@@ -15,7 +15,9 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use crate::address::Address;
+use crate::connect::postgres::copy::{self, Encoder};
 use crate::connect::{self, RowAccess, Selection};
+use crate::dialect::{self, PgTyping};
 use crate::error::Result;
 use crate::row::RowShape;
 use crate::value::ValueRef;
@@ -53,6 +55,8 @@ pub(crate) struct AssessConfig {
     pub state_path: PathBuf,
     /// Examples kept per problem.
     pub examples: usize,
+    /// To PostgreSQL: date-times without an offset are UTC (`ferry-import --naive-utc`).
+    pub naive_utc: bool,
 }
 
 /// D1's limit on one string, BLOB or row, in bytes.
@@ -104,6 +108,11 @@ struct ColumnStats {
     kinds: BTreeMap<&'static str, u64>,
     /// The longest text or BLOB, in bytes.
     max_bytes: usize,
+    /// To PostgreSQL: the column's type as `ferry-import --create` makes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgres_type: Option<String>,
+    #[serde(skip)]
+    encoder: Option<Encoder>,
 }
 
 /// Assess `cfg.source`, writing the result to `out`: a table for people, or one JSON document.
@@ -128,12 +137,22 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
     let mut no_key = Vec::new();
     for plan in &plans {
         let shape = RowShape::from_schema(&plan.schema)?;
+        let typing = PgTyping {
+            from_postgres: dialect::dialect_of(&plan.schema) == "postgres",
+            naive_utc: cfg.naive_utc,
+        };
         let mut cols: Vec<ColumnStats> = shape
             .columns
             .iter()
-            .map(|c| ColumnStats {
-                name: c.name.clone(),
-                ..Default::default()
+            .map(|c| {
+                let prop = &plan.schema.schema.properties[&c.name];
+                let postgres_type = (cfg.to == Destination::Postgres).then(|| dialect::pg_type_for(prop, typing));
+                ColumnStats {
+                    name: c.name.clone(),
+                    encoder: postgres_type.as_deref().map(|t| Encoder::for_column(t, prop)),
+                    postgres_type,
+                    ..Default::default()
+                }
             })
             .collect();
         let mut problems = Problems::default();
@@ -162,6 +181,12 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
                 col.max_bytes = col.max_bytes.max(if matches!(kind, "text" | "blob") { len } else { 0 });
                 row_bytes += len;
                 value_problems(cfg.to, &col.name, v, &mut problems, &key, keep);
+                if let (Some(enc), Some(t)) = (&col.encoder, &col.postgres_type)
+                    && let Some(why) = copy::refusal(&v.to_owned(), enc)
+                {
+                    let what = format!("column {} ({t}): values the PostgreSQL import refuses", col.name);
+                    problems.add("refused", &what, || json!({"key": key(), "why": why}), keep);
+                }
             }
             if cfg.to == Destination::D1 && row_bytes > D1_VALUE_LIMIT {
                 problems.add(
@@ -176,7 +201,7 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
         })?;
         for col in &cols {
             let kinds: Vec<&str> = col.kinds.keys().copied().filter(|k| *k != "null").collect();
-            if kinds.len() > 1 && cfg.to == Destination::Postgres {
+            if kinds.len() > 1 && col.encoder == Some(Encoder::Dynamic) {
                 problems.list.push(Problem {
                     severity: "changed",
                     what: format!(
@@ -244,14 +269,6 @@ fn value_problems(to: Destination, col: &str, v: ValueRef<'_>, p: &mut Problems,
         (Destination::D1, ValueRef::Integer(i)) if !(-JS_SAFE..=JS_SAFE).contains(&i) => (
             "warning",
             "integers beyond 2^53: exact in D1 and through ferry, but rounded by JavaScript clients (Workers) that read them as numbers".into(),
-        ),
-        (Destination::Postgres, ValueRef::Text(t)) if not_utf8(t) => (
-            "refused",
-            "text that is not UTF-8, which PostgreSQL text cannot hold (make the column bytes in a transform)".into(),
-        ),
-        (Destination::Postgres, ValueRef::Text(t)) if t.contains(&0) => (
-            "refused",
-            "text containing a NUL character, which PostgreSQL text cannot hold".into(),
         ),
         (Destination::Postgres | Destination::Sqlite | Destination::D1, ValueRef::Real(f)) if f.is_nan() => {
             ("changed", "a NaN float: SQLite and D1 store NULL instead".into())
@@ -487,6 +504,17 @@ fn human(r: &Json) -> String {
             r["rows"].to_string(),
             r["bytes"].to_string()
         );
+        let typed = |t: &Json| -> Vec<String> {
+            let cols = t["columns"].as_array().into_iter().flatten();
+            cols.filter_map(|c| Some(format!("{} {}", c["name"].as_str()?, c["postgres_type"].as_str()?)))
+                .collect()
+        };
+        if tables.iter().any(|t| !typed(t).is_empty()) {
+            let _ = writeln!(s, "\nPostgreSQL columns, as ferry-import --create makes them:");
+            for t in tables {
+                let _ = writeln!(s, "  {}: {}", t["stream"].as_str().unwrap_or(""), typed(t).join(", "));
+            }
+        }
         for t in tables {
             for p in t["problems"].as_array().into_iter().flatten() {
                 problem_line(&mut s, &format!("{}: ", t["stream"].as_str().unwrap_or("")), p);

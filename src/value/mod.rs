@@ -241,6 +241,10 @@ pub enum BytesEncoding {
     Base16,
 }
 
+/// `contentMediaType` of a text column whose values are JSON documents (JSON Schema's own
+/// keyword for encoded content): a JSON column of a store with no JSON type.
+pub(crate) const JSON_MEDIA_TYPE: &str = "application/json";
+
 /// The JSON types a property allows, without "null".
 pub(crate) fn property_types(prop: &Json) -> Vec<&str> {
     match prop.get("type") {

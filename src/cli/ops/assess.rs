@@ -8,7 +8,8 @@ use crate::protocol::StreamWriter;
 
 const ASSESS_EXAMPLES: &str = "\
 Examples:
-  ferry assess sqlite:app.db --to postgres   # rows, bytes, value kinds, types, time estimate
+  ferry assess sqlite:app.db --to postgres   # rows, bytes, value kinds, the PostgreSQL types
+                                             # --create makes, the values they refuse, time
   ferry assess sqlite:app.db --to d1         # and what D1 will refuse
   ferry assess dir:/srv/media --json         # sizes, types, duplicates, unreadable files";
 
@@ -22,6 +23,10 @@ pub struct AssessArgs {
     /// sqlite otherwise]
     #[arg(long, value_enum)]
     pub to: Option<crate::stage::assess::Destination>,
+    /// With --to postgres: date-times without an offset are UTC, as `ferry-import --naive-utc`
+    /// takes them (their columns become timestamptz)
+    #[arg(long)]
+    pub naive_utc: bool,
     /// One JSON document instead of a table
     #[arg(long)]
     pub json: bool,
@@ -45,6 +50,7 @@ pub(super) fn run_assess(a: &AssessArgs) -> Result<ExitStatus> {
         to,
         state_path: a.state.clone(),
         examples: a.examples,
+        naive_utc: a.naive_utc,
     };
     let mut buf = Vec::new();
     assess::run(&cfg, a.json, &mut buf)?;

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::value::time::{pg_date, pg_time, pg_timestamp};
-use crate::value::{self, Value, ValueRef};
+use crate::value::{self, Codec, Value, ValueRef};
 
 pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 pub(crate) const TRAILER: &[u8] = &[0xff, 0xff];
@@ -94,6 +94,25 @@ impl Encoder {
             "jsonb" => Encoder::Jsonb,
             _ => return None,
         })
+    }
+
+    /// The encoder for a stream column (property `prop`) going into a column of `pg_type`: a
+    /// jsonb column of values of several kinds takes each in its self-describing form.
+    pub(crate) fn for_column(pg_type: &str, prop: &serde_json::Value) -> Encoder {
+        if pg_type == "jsonb" && Codec::from_property(prop) == Codec::Any {
+            return Encoder::Dynamic;
+        }
+        Encoder::for_type(pg_type).unwrap_or(Encoder::Textual)
+    }
+}
+
+/// Why the import would refuse `v` for a column encoded by `enc`, if it would (what `ferry
+/// assess --to postgres` reports).
+pub(crate) fn refusal(v: &Value, enc: &Encoder) -> Option<String> {
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    match enc.binary() {
+        true => encode(v, enc, &mut out).err(),
+        false => encode_text(v, enc, &mut out, &mut scratch).err(),
     }
 }
 

@@ -322,6 +322,19 @@ pub(crate) struct Classes {
     pub(super) real: bool,
     pub(super) text: bool,
     pub(super) blob: bool,
+    /// A column declared as a UUID's text (see [`uuid_candidate`]) whose every value seen is one.
+    pub(super) uuids: bool,
+}
+
+/// Whether a declared type is sized for a UUID's text: `char(32)` (Django's UUIDField and
+/// SQLAlchemy's Uuid on SQLite: 32 hex digits), `char(36)` (with hyphens), and their varchar
+/// forms. Such a column whose values are all UUIDs is described as one (`format: uuid`), so
+/// PostgreSQL gets a `uuid` column.
+pub(crate) fn uuid_candidate(declared: &str) -> bool {
+    let d = declared.trim().to_ascii_uppercase().replace(' ', "");
+    ["CHAR", "CHARACTER", "VARCHAR", "CHARACTERVARYING"]
+        .iter()
+        .any(|base| d == format!("{base}(32)") || d == format!("{base}(36)"))
 }
 
 /// JSON Schema property for a column, from its declaration and the classes it holds.
@@ -391,6 +404,9 @@ pub(super) fn column_property(
     }
     if base64 {
         p.insert("contentEncoding".into(), json!("base64"));
+    }
+    if classes.uuids && types.first() == Some(&"string") && !dynamic && !base64 {
+        p.insert("format".into(), json!("uuid"));
     }
     if !col.decl_type.is_empty() {
         p.insert("x-sql-type".into(), json!(col.decl_type));

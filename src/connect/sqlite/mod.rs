@@ -121,6 +121,7 @@ mod tests {
             run_id: "r".into(),
             source_kind: None,
             journal: true,
+            naive_utc: false,
         };
         let lookup = |target: &mut SqliteTarget, schema: &str, keys: &[&[Value]]| {
             let schema: Schema = serde_json::from_str(schema).unwrap();
@@ -188,6 +189,23 @@ mod tests {
         let p = table_sql_parts("CREATE TABLE t (a TEXT CHECK (a <> 'it''s (CHECK'), \"b\"\"q\" INT COLLATE NOCASE)");
         assert_eq!(p.checks, vec!["a <> 'it''s (CHECK'"]);
         assert_eq!(p.collations, vec![("b\"q".to_string(), "NOCASE".to_string())]);
+    }
+
+    #[test]
+    fn json_and_uuid_columns_are_told_by_their_checks_and_declared_sizes() {
+        let p = table_sql_parts(
+            "CREATE TABLE t (\"prefs\" text NOT NULL CHECK ((JSON_VALID(\"prefs\") OR \"prefs\" IS NULL)), \
+             meta TEXT CHECK (json_valid( meta )), [b] TEXT CHECK (json_valid([b], 0)), note TEXT CHECK (note <> 'json_valid(x)'), \
+             prefs_old TEXT)",
+        );
+        assert!(p.json_checked("prefs") && p.json_checked("PREFS") && p.json_checked("meta") && p.json_checked("b"));
+        assert!(!p.json_checked("note") && !p.json_checked("prefs_old") && !p.json_checked("x"));
+        for t in ["char(32)", "CHAR(36)", "character (32)", "varchar(36)"] {
+            assert!(catalog::uuid_candidate(t), "{t}");
+        }
+        for t in ["char(31)", "text", "varchar", "uuid", "char"] {
+            assert!(!catalog::uuid_candidate(t), "{t}");
+        }
     }
 
     #[test]

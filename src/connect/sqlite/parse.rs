@@ -120,6 +120,40 @@ pub(crate) struct TableSqlParts {
     pub collations: Vec<(String, String)>,
 }
 
+impl TableSqlParts {
+    /// Whether a CHECK keeps `column` valid JSON (`json_valid("prefs")`, as Django writes for a
+    /// JSONField): its values are JSON documents.
+    pub(crate) fn json_checked(&self, column: &str) -> bool {
+        self.checks.iter().any(|check| {
+            // Strings blanked out (their quotes kept), so a call spelt inside one is not seen.
+            let mut quoted = false;
+            let check: String = check
+                .chars()
+                .map(|c| match c {
+                    '\'' => {
+                        quoted = !quoted;
+                        c
+                    }
+                    _ if quoted => ' ',
+                    _ => c,
+                })
+                .collect();
+            let lower = check.to_ascii_lowercase();
+            lower.match_indices("json_valid(").any(|(at, call)| {
+                let arg = check[at + call.len()..].trim_start();
+                let name = match arg.chars().next() {
+                    Some(open @ ('"' | '`' | '[')) => {
+                        let close = if open == '[' { ']' } else { open };
+                        arg[1..].split(close).next().unwrap_or("")
+                    }
+                    _ => arg.split([')', ',', ' ']).next().unwrap_or(""),
+                };
+                name.eq_ignore_ascii_case(column)
+            })
+        })
+    }
+}
+
 /// The column definitions and table constraints of a `CREATE TABLE` (its top-level list).
 fn column_list_pieces(sql: &str) -> Vec<&str> {
     let mut pieces = Vec::new();

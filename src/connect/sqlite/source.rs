@@ -10,7 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value as Json};
 
-use super::catalog::{Classes, TableInfo, column_property, describe, fk_order, list_tables};
+use super::catalog::{Classes, TableInfo, column_property, describe, fk_order, list_tables, uuid_candidate};
 use super::from_sql;
 use super::parse::table_sql_parts;
 use crate::connect::sql::quote;
@@ -79,7 +79,7 @@ fn pre_scan(conn: &Connection, address: &str, t: &TableInfo, filter: Option<&str
         None => vec![],
         Some(sql) => conn
             .query_row(sql, [], |r| {
-                let flags = (0..q.columns * 4)
+                let flags = (0..q.columns * FLAGS)
                     .map(|i| r.get::<_, bool>(i))
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(PreScan::classes(&flags))
@@ -95,7 +95,7 @@ fn pre_scan(conn: &Connection, address: &str, t: &TableInfo, filter: Option<&str
 /// see is still written exactly, in a tagged form (see `value`).
 pub(crate) struct PreScan {
     pub count: String,
-    /// One row of 0/1 flags, four per column (integer, real, text, blob); None without columns.
+    /// One row of 0/1 flags, [`FLAGS`] per column; None without columns.
     pub classes: Option<String>,
     pub columns: usize,
 }
@@ -129,12 +129,20 @@ impl PreScan {
             )
         };
         let mut sql = String::from("SELECT ");
-        for (i, q) in cols.iter().enumerate() {
+        for (i, (q, c)) in cols.iter().zip(t.stored_columns()).enumerate() {
             for (k, class) in ["integer", "real", "text", "blob"].iter().enumerate() {
                 if i + k > 0 {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!("coalesce(max(typeof({q}) = '{class}'), 0)"));
+            }
+            // The fifth flag: some value is not a UUID's text (always, for other columns).
+            match uuid_candidate(&c.decl_type) {
+                true => sql.push_str(&format!(
+                    ", coalesce(max({q} IS NOT NULL AND NOT ({})), 0)",
+                    is_uuid_text(q)
+                )),
+                false => sql.push_str(", 1"),
             }
         }
         sql.push_str(&format!(" FROM ({rows})"));
@@ -148,15 +156,32 @@ impl PreScan {
     /// The classes of each column from the flags the classes query returned.
     pub(crate) fn classes(flags: &[bool]) -> Vec<Classes> {
         flags
-            .chunks(4)
+            .chunks(FLAGS)
             .map(|f| Classes {
                 integer: f[0],
                 real: f[1],
                 text: f[2],
                 blob: f[3],
+                uuids: !f[4],
             })
             .collect()
     }
+}
+
+/// Flags per column in the classes query: integer, real, text, blob, not a UUID.
+pub(crate) const FLAGS: usize = 5;
+
+/// SQL true when `q` (a quoted column) holds a UUID's text: 32 hex digits, or 36 characters with
+/// the hyphens where a UUID has them.
+fn is_uuid_text(q: &str) -> String {
+    let hex = |e: &str| format!("{e} NOT GLOB '*[^0-9a-fA-F]*'");
+    format!(
+        "typeof({q}) = 'text' AND ((length({q}) = 32 AND {}) OR (length({q}) = 36 AND \
+         substr({q}, 9, 1) = '-' AND substr({q}, 14, 1) = '-' AND substr({q}, 19, 1) = '-' AND \
+         substr({q}, 24, 1) = '-' AND length(replace({q}, '-', '')) = 32 AND {}))",
+        hex(q),
+        hex(&format!("replace({q}, '-', '')"))
+    )
 }
 
 /// Rows read at each end of a table to learn the storage classes of its columns.
@@ -332,10 +357,14 @@ pub(crate) fn discover_tables(
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
                 .map(|(_, k)| k.as_str());
-            props.insert(
-                c.name.clone(),
-                Json::Object(column_property(c, cls, t.strict, nullable, collate)),
-            );
+            let mut prop = Json::Object(column_property(c, cls, t.strict, nullable, collate));
+            if parts.json_checked(&c.name)
+                && value::Codec::from_property(&prop) == value::Codec::Text
+                && let Some(p) = prop.as_object_mut()
+            {
+                p.insert("contentMediaType".into(), Json::from(value::JSON_MEDIA_TYPE));
+            }
+            props.insert(c.name.clone(), prop);
         }
         let generated: Vec<&str> = t
             .columns

@@ -54,6 +54,8 @@ pub struct ImportConfig {
     /// Journal the rows written into existing, non-empty tables, so a rollback can undo them
     /// (`--no-rollback-journal` turns it off; created and empty tables are recorded either way).
     pub journal_rows: bool,
+    /// Date-times without an offset are UTC (`--naive-utc`).
+    pub naive_utc: bool,
 }
 
 /// The defaults an import has unless told otherwise (the flags' defaults are these).
@@ -90,6 +92,7 @@ impl ImportConfig {
             s3: Default::default(),
             input_totals: None,
             journal_rows: true,
+            naive_utc: false,
         }
     }
 }

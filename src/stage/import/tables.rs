@@ -330,6 +330,7 @@ impl<W: Write> Importer<'_, W> {
             run_id: self.run_id.clone(),
             source_kind: self.source_kind.clone(),
             journal: !self.cfg.dry_run && self.checkpoint.is_some() && self.cfg.journal_rows,
+            naive_utc: self.cfg.naive_utc,
         }
     }
 

@@ -49,11 +49,11 @@ use crate::connect::sql::{conflict_clause, literal, quote};
 use crate::connect::{
     LoadOptions, Marker, OnConflict, PlanCounts, Prepared, Reject, Report, RowBatch, Target, table_name_for,
 };
-use crate::dialect::pg_type_for;
+use crate::dialect::{PgTyping, pg_type_for};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Schema;
 use crate::row::RowShape;
-use crate::value::{self, Codec, Value};
+use crate::value::{self, Value};
 use ddl::{NewTable, Placed, missing_collation_hint, missing_type_hint, new_table};
 use session::{Committing, Fail, InFlight, Op};
 use tokio::runtime::Runtime;
@@ -643,7 +643,13 @@ impl Target for PgTarget {
             .schema
             .properties
             .iter()
-            .map(|(n, p)| (n.clone(), pg_type_for(p, from_pg)))
+            .map(|(n, p)| {
+                let typing = PgTyping {
+                    from_postgres: from_pg,
+                    naive_utc: opts.naive_utc,
+                };
+                (n.clone(), pg_type_for(p, typing))
+            })
             .collect();
         let (path, undo) = match self.columns_of(&at.qualified)? {
             Some(have) => {
@@ -665,12 +671,7 @@ impl Target for PgTarget {
         prepared.undo = undo.as_ref().map(|u| u.table.clone());
         let encoders: Vec<Encoder> = types
             .iter()
-            .map(|(n, t)| {
-                if t == "jsonb" && Codec::from_property(&schema.schema.properties[n]) == Codec::Any {
-                    return Encoder::Dynamic;
-                }
-                Encoder::for_type(t).unwrap_or(Encoder::Textual)
-            })
+            .map(|(n, t)| Encoder::for_column(t, &schema.schema.properties[n]))
             .collect();
         let binary = encoders.iter().all(Encoder::binary);
         let columns: Vec<String> = types.iter().map(|(n, _)| quote(n)).collect();
