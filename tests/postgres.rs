@@ -528,6 +528,24 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
             c.execute("INSERT INTO savedfile (file) VALUES ($1)", &[&path]).unwrap();
         }
     }
+    // One file's key is already taken in the bucket by other bytes: a conflict.
+    let taken = walkdir::WalkDir::new(&media)
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|e| e.file_type().is_file())
+        .unwrap();
+    let taken = taken
+        .path()
+        .strip_prefix(&media)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    common::write_file(&d.path("bucket"), &taken, b"someone else's bytes");
+    c.execute(
+        "UPDATE savedfile SET checksum = 'the app''s own' WHERE file = $1",
+        &[&taken],
+    )
+    .unwrap();
     // The README's recipe, with a directory as the bucket.
     let runs = d.pipe(
         &[
@@ -538,25 +556,71 @@ fn the_savedfile_recipe_into_postgres_lands_every_result_and_updates_the_applica
         ],
         b"",
     );
-    all_ok(&runs);
-    let updated = c
-        .execute(
-            "UPDATE savedfile s SET migration_status = u.status,
-               r2_key = CASE WHEN u.status IN ('uploaded', 'present', 'overwritten') THEN u.key END,
-               checksum = u.sha256, migrated_at = u.migrated_at::timestamptz, migration_batch = u.batch
-             FROM ferry_uploads u WHERE u.path = s.file",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(updated as usize, n);
-    let done: i64 = c
-        .query_one(
-            "SELECT count(*) FROM savedfile WHERE migration_status = 'uploaded' AND migrated_at IS NOT NULL AND r2_key = file",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(done as usize, n);
+    common::ok_but_rejects(&runs[..2]);
+    all_ok(&runs[2..]);
+    let recipe = "UPDATE savedfile s SET migration_status = u.status,
+        r2_key = CASE WHEN u.stored THEN u.key ELSE s.r2_key END,
+        checksum = CASE WHEN u.stored THEN u.sha256 ELSE s.checksum END,
+        migrated_at = CASE WHEN u.stored THEN u.migrated_at ELSE s.migrated_at END,
+        migration_batch = CASE WHEN u.stored THEN u.batch ELSE s.migration_batch END
+      FROM (SELECT *, status IN ('uploaded', 'present', 'overwritten') AS stored FROM ferry_uploads) u
+      WHERE u.path = s.file";
+    assert_eq!(c.execute(recipe, &[]).unwrap() as usize, n);
+    let count = |c: &mut postgres::Client, cond: &str| -> usize {
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM savedfile WHERE {cond}") as &str, &[])
+            .unwrap()
+            .get(0);
+        n as usize
+    };
+    // The instant each landed, to the microsecond, within the run.
+    assert_eq!(
+        count(
+            &mut c,
+            "migration_status = 'uploaded' AND r2_key = file AND migrated_at > now() - interval '10 minutes' \
+             AND migrated_at <= now() AND checksum ~ '^[0-9a-f]{64}$'"
+        ),
+        n - 1
+    );
+    // The conflict keeps what the application had: no key, its own checksum.
+    assert_eq!(
+        count(
+            &mut c,
+            &format!(
+                "file = '{}' AND migration_status = 'conflict' AND r2_key IS NULL AND checksum = 'the app''s own' \
+                 AND migrated_at IS NULL",
+                taken.replace('\'', "''")
+            )
+        ),
+        1
+    );
+    // Overwriting it, as the README says: the re-run puts only that file.
+    let again = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", media.display())]),
+            (
+                "ferry-import",
+                &[
+                    &format!("dir:{}", d.path("bucket").display()),
+                    "--on-conflict",
+                    "overwrite",
+                ],
+            ),
+            ("ferry-transform", &["--rename-stream", "uploads=ferry_uploads"]),
+            ("ferry-import", &[&url, "--create", "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    );
+    all_ok(&again);
+    again[1].stderr_has(&format!("1 uploaded, 0 present, {} already done", n - 1));
+    c.execute(recipe, &[]).unwrap();
+    assert_eq!(
+        count(
+            &mut c,
+            "migration_status IN ('uploaded', 'overwritten') AND r2_key = file"
+        ),
+        n
+    );
 }
 
 #[test]

@@ -65,6 +65,13 @@ fn a_tree_goes_into_a_bucket_verified_and_a_rerun_sends_no_request() {
         std::fs::read(src.join("uploads/03/file-3.txt")).unwrap()
     );
     assert!(s3.object_path(BUCKET, "media/empty").exists());
+    // Each result names the object by its full key in the bucket (what an application keeps),
+    // beside the file's path in the tree.
+    let result = upload_results(&runs[1])
+        .into_iter()
+        .find(|r| r["path"] == "uploads/03/file-3.txt")
+        .unwrap();
+    assert_eq!(result["key"], "media/uploads/03/file-3.txt", "{result}");
     let v = d.run("ferry-validate", &[&format!("dir:{}", src.display()), &dst], b"");
     v.ok();
     assert_eq!(v.lines().pop().unwrap()["files_target"], n);

@@ -129,6 +129,11 @@ pub struct ObjectInfo {
 pub trait ObjectStore: Send + Sync {
     /// The redacted address, for messages, the checkpoint and the manifest.
     fn address(&self) -> String;
+    /// What the store puts before every key (`media/` for `s3://bucket/media`): a key here is
+    /// relative to it, and the object's full key (what an application keeps) is the two joined.
+    fn key_prefix(&self) -> &str {
+        ""
+    }
     /// Put one file, create-only unless `overwrite`. An error means the store itself failed
     /// (full, read-only, unreachable...): the run stops; per-file trouble is a status.
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome>;

@@ -706,6 +706,10 @@ impl ObjectStore for S3Store {
         self.address.clone()
     }
 
+    fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome> {
         let path = match self.path(req.key) {
             Ok(p) => p,

@@ -75,7 +75,10 @@ fn uploads_schema() -> Schema {
             json!({"type": t})
         };
         if name == "migrated_at" {
+            // An instant (UTC, to the microsecond, which every table store keeps): a table made
+            // from the stream gets PostgreSQL's timestamptz.
             p["format"] = json!("date-time");
+            p["x-sql-type"] = json!("TIMESTAMPTZ");
         }
         props.insert(name.into(), p);
     }
@@ -919,7 +922,8 @@ impl<W: Write> Uploader<'_, W> {
     }
 
     fn write_result(&mut self, f: &Finished) -> Result<()> {
-        let key = String::from_utf8_lossy(&f.row.key);
+        // The object's full key in its bucket, as the application will ask for it.
+        let key = format!("{}{}", self.store.key_prefix(), String::from_utf8_lossy(&f.row.key));
         let path = String::from_utf8_lossy(&f.row.path);
         let size = f.row.size as i64;
         // The run that put the file (an earlier one, for a file it left done): the batch whose
