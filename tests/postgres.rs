@@ -475,7 +475,7 @@ fn a_dry_run_plans_against_postgres_and_changes_nothing() {
 }
 
 #[test]
-fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_duplicates_nothing() {
+fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_upserts_by_key() {
     let d = Dir::new();
     let url = pg::cluster().database("singer");
     // A Singer tap's output: no BEGIN, no STREAM_END, no END; a unique column besides the key.
@@ -498,11 +498,24 @@ fn a_singer_stream_gets_its_keys_built_at_end_of_input_and_a_second_load_duplica
         .map(|r| r.get(0))
         .collect();
     assert_eq!(constraints, ["p", "u"], "the key and the unique constraint are there");
-    // The same stream again: the key is there to say the rows are, not a silent second copy.
-    d.run("ferry-import", &[&url], stream.as_bytes())
+    // The same stream again, changed: Singer targets upsert by key, so ferry does too by
+    // default for a Singer stream (a full-table tap run again is not an error), and prints
+    // with --singer what a Singer target prints: the STATE's value alone.
+    c.execute("UPDATE users SET email = 'changed@x' WHERE id = 1", &[])
+        .unwrap();
+    let again = d.run("ferry-import", &[&url, "--singer"], stream.as_bytes());
+    again.ok();
+    assert_eq!(
+        again.stdout().trim(),
+        r#"{"bookmarks":{"users":{"replication_key_value":2}}}"#
+    );
+    assert_eq!(count(&mut c, "users"), 2);
+    let email: String = c.query_one("SELECT email FROM users WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(email, "a@x", "the row was overwritten with the stream's");
+    // Asked to stop at a key that is there, it does.
+    d.run("ferry-import", &[&url, "--on-conflict", "fail"], stream.as_bytes())
         .expect_code(2)
         .stderr_has("is already in table");
-    assert_eq!(count(&mut c, "users"), 2);
     d.run("ferry-import", &[&url, "--on-conflict", "skip"], stream.as_bytes())
         .ok();
     assert_eq!(count(&mut c, "users"), 2);

@@ -92,9 +92,16 @@ pub struct ExportArgs {
     /// ...and at least every SECONDS
     #[arg(long, value_name = "SECONDS", default_value_t = defaults::STATE_INTERVAL_SECS)]
     pub state_interval: f64,
-    /// Emit only SCHEMA, RECORD and STATE, for Singer targets
+    /// Emit only SCHEMA, RECORD and STATE, for Singer targets: streams named by table
+    /// (schema-table outside SQLite's main), date and time columns marked format date-time,
+    /// date or time
     #[arg(long)]
     pub singer: bool,
+    /// Start from a Singer state: the last STATE value a Singer target printed (or Meltano's
+    /// {"singer_state": ...}). Streams it has unfinished continue after their bookmark; streams
+    /// it has complete are read again in full, as a Singer full-table sync is
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub state_json: Option<PathBuf>,
     /// dir: the name of the file stream
     #[arg(long, value_name = "NAME", default_value = defaults::FILE_STREAM)]
     pub stream: String,
@@ -138,6 +145,7 @@ impl ExportArgs {
             resume: self.resume,
             state_path: self.state.clone(),
             singer: self.singer,
+            state_json: self.state_json.clone(),
             roots: self
                 .roots
                 .iter()

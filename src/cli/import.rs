@@ -74,9 +74,14 @@ pub struct ImportArgs {
     /// PostgreSQL: the schema for streams that do not name one (from SQLite, say) [default: public]
     #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
-    /// What to do with a row whose key is already in the target
-    #[arg(long, value_enum, default_value = "fail")]
-    pub on_conflict: OnConflict,
+    /// What to do with a row whose key is already in the target [default: fail; overwrite for a
+    /// Singer stream (no BEGIN), which Singer targets upsert by key]
+    #[arg(long, value_enum)]
+    pub on_conflict: Option<OnConflict>,
+    /// Write on stdout what a Singer target writes: each STATE's value alone, one per line, once
+    /// everything before it is committed (the last line is the state to give the tap next time)
+    #[arg(long)]
+    pub singer: bool,
     /// Print the plan (tables to create, rows to insert/skip/overwrite) as NDJSON; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -145,6 +150,7 @@ impl ImportArgs {
             input_totals: input_totals(self.input.as_ref()),
             journal_rows: !self.no_rollback_journal,
             naive_utc: self.naive_utc,
+            singer_output: self.singer,
         })
     }
 }

@@ -12,9 +12,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 use rusqlite::Connection;
 
-/// Path of one of this package's binaries (built by cargo for integration tests).
+/// Path of one of this package's binaries (built by cargo for integration tests), or of another
+/// program given by its path (a real client's, from a virtualenv).
 pub fn bin(name: &str) -> PathBuf {
     match name {
+        path if path.starts_with('/') => PathBuf::from(path),
         "ferry-export" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-export")),
         "ferry-transform" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-transform")),
         "ferry-import" => PathBuf::from(env!("CARGO_BIN_EXE_ferry-import")),

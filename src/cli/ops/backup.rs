@@ -207,7 +207,7 @@ pub(super) fn run_restore(r: &RestoreArgs) -> Result<ExitStatus> {
     let (m, path) = backup::open(&r.dir, &r.name)?;
     let cfg = crate::stage::import::ImportConfig {
         create: r.create,
-        on_conflict: r.on_conflict,
+        on_conflict: Some(r.on_conflict),
         ..crate::stage::import::ImportConfig::new(crate::address::Address::parse(&r.target)?, r.state.clone())
     };
     let mut sink = StreamWriter::new(std::io::sink());

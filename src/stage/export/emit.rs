@@ -7,9 +7,10 @@ use serde_json::{Map, Value as Json};
 
 use super::ExportConfig;
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
+use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{
-    Begin, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamWriter, new_run_id, now_rfc3339, producer,
+    Begin, Bookmark, Kind, Message, PROTOCOL, SourceInfo, State, StateValue, StreamWriter, new_run_id, now_rfc3339,
+    producer,
 };
 
 /// The stream an export writes: messages (filtered for Singer), STATEs with the bookmarks so far.
@@ -23,7 +24,8 @@ pub(crate) struct Emitter<'w, W: Write> {
 }
 
 /// Start an export's stream: a new run, or with `--resume` the last import run from this source,
-/// continuing after its last acknowledged STATE. Writes BEGIN.
+/// continuing after its last acknowledged STATE, or with `--state-json` after the bookmarks of a
+/// Singer state (the streams it has complete start again: a Singer full-table sync). Writes BEGIN.
 pub(crate) fn begin<'w, W: Write>(
     cfg: &ExportConfig,
     info: &SourceInfo,
@@ -49,6 +51,9 @@ pub(crate) fn begin<'w, W: Write>(
             }
         }
     }
+    if let Some(path) = &cfg.state_json {
+        resumed = Some(singer_state(path)?);
+    }
     let mut em = Emitter {
         out,
         singer: cfg.singer,
@@ -66,6 +71,47 @@ pub(crate) fn begin<'w, W: Write>(
         extra: Map::new(),
     }))?;
     Ok(em)
+}
+
+/// The bookmarks of a Singer state file to go on from: its unfinished streams' (a complete
+/// stream's bookmark is dropped, so it is read again in full).
+fn singer_state(path: &std::path::Path) -> Result<StateValue> {
+    let what = || format!("reading the Singer state {}", path.display());
+    let text = std::fs::read_to_string(path).ctx(ErrorKind::Usage, what)?;
+    let mut value: Json = serde_json::from_str(&text).ctx(ErrorKind::Usage, what)?;
+    if let Some(inner) = value.get_mut("singer_state") {
+        value = inner.take();
+    }
+    let Some(bookmarks) = value.get("bookmarks").and_then(Json::as_object) else {
+        return Err(Error::usage(format!(
+            "{}: a Singer state has a \"bookmarks\" object (the last STATE value a target printed); this has none",
+            path.display()
+        )));
+    };
+    let mut kept = Map::new();
+    for (stream, b) in bookmarks {
+        match serde_json::from_value::<Bookmark>(b.clone()) {
+            Ok(mark) if mark.complete => {
+                tracing::info!(stream = %stream, "complete in the Singer state: read again in full")
+            }
+            Ok(_) => {
+                tracing::info!(stream = %stream, bookmark = %b, "going on after the Singer state's bookmark");
+                kept.insert(stream.clone(), b.clone());
+            }
+            Err(e) => {
+                return Err(Error::usage(format!(
+                    "{}: the bookmark of stream {stream} is not one ferry-export wrote ({e}): {b}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(StateValue {
+        run_id: new_run_id(),
+        seq: 0,
+        bookmarks: kept,
+        extra: Map::new(),
+    })
 }
 
 impl<W: Write> Emitter<'_, W> {

@@ -30,8 +30,12 @@ pub struct ExportConfig {
     pub state_interval: Duration,
     pub resume: bool,
     pub state_path: PathBuf,
-    /// Emit only SCHEMA, RECORD and STATE, for Singer targets.
+    /// Emit only SCHEMA, RECORD and STATE, for Singer targets: streams named by table
+    /// (`schema-table` outside SQLite's `main`), date and time columns with their JSON Schema
+    /// `format`.
     pub singer: bool,
+    /// Start from a Singer state (the last STATE value a target printed): see [`emit::begin`].
+    pub state_json: Option<PathBuf>,
     /// For a directory: how to walk and hash it.
     pub files: FilesOptions,
     /// An entity export: the rows these pick out (and, with `follow_fks`, every row that
@@ -63,6 +67,7 @@ impl ExportConfig {
             resume: false,
             state_path,
             singer: false,
+            state_json: None,
             files: FilesOptions::default(),
             roots: Vec::new(),
             follow_fks: false,

@@ -9,9 +9,10 @@ use serde_json::{Map, Value as Json};
 use super::emit::{Emitter, begin};
 use super::{ExportConfig, ExportOutcome};
 use crate::connect::{self, RowAccess, Selection};
+use crate::dialect::{self, PgTyping};
 use crate::error::Result;
 use crate::human::{Progress, Unit};
-use crate::protocol::{Bookmark, DIGEST_ALGO, Digest, End, Message, StreamEnd, StreamWriter, now_rfc3339};
+use crate::protocol::{Bookmark, DIGEST_ALGO, Digest, End, Message, Schema, StreamEnd, StreamWriter, now_rfc3339};
 use crate::row::{RowShape, StreamDigest};
 use crate::value::{self, Value};
 
@@ -26,8 +27,9 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
     let mut em = begin(cfg, &info, out)?;
     // A table that cannot resume after a cursor starts over, and says so in its bookmark.
     for plan in &plans {
-        if !plan.resumable && em.bookmarks.contains_key(&plan.schema.stream) {
-            em.bookmarks.remove(&plan.schema.stream);
+        let stream = stream_name(plan, cfg.singer);
+        if !plan.resumable && em.bookmarks.contains_key(&stream) {
+            em.bookmarks.remove(&stream);
         }
     }
     em.state()?;
@@ -39,7 +41,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
     let mut progress = Progress::new();
     let expected: Option<u64> = plans.iter().map(|p| p.schema.row_estimate).sum();
     for plan in &plans {
-        let stream = &plan.schema.stream;
+        let stream = &stream_name(plan, cfg.singer);
         let prior: Option<Bookmark> = em
             .bookmarks
             .get(stream)
@@ -162,6 +164,44 @@ impl Cursor {
     }
 }
 
+/// The name a table's stream goes by: ferry's `schema.table`, or for Singer targets the table's
+/// name, with its schema in front (`public-orders`, how Singer SDK targets tell a schema apart)
+/// where the source has schemas.
+fn stream_name(plan: &connect::StreamPlan, singer: bool) -> String {
+    match (&plan.schema.table, singer) {
+        (Some(t), true) => match t.schema.as_deref() {
+            None | Some("main") => t.name.clone(),
+            Some(s) => format!("{s}-{}", t.name),
+        },
+        _ => plan.schema.stream.clone(),
+    }
+}
+
+/// A SCHEMA as Singer targets read it: under its Singer name, each date and time column with
+/// the JSON Schema `format` that makes a target give it a date or time type.
+fn singer_schema(schema: &Schema, stream: &str) -> Schema {
+    let mut out = schema.clone();
+    out.stream = stream.to_owned();
+    let typing = PgTyping {
+        from_postgres: dialect::dialect_of(schema) == "postgres",
+        naive_utc: false,
+    };
+    for prop in out.schema.properties.values_mut() {
+        let t = dialect::pg_type_for(prop, typing);
+        let format = match t.as_str() {
+            _ if t.ends_with("[]") => continue,
+            _ if t.starts_with("timestamp") => "date-time",
+            "date" => "date",
+            _ if t.starts_with("time") => "time",
+            _ => continue,
+        };
+        if let Some(p) = prop.as_object_mut() {
+            p.entry("format").or_insert_with(|| Json::from(format));
+        }
+    }
+    out
+}
+
 /// One stream: its SCHEMA, its rows from where `prior` left it, a STATE every `state_every` rows
 /// or `state_interval`, the complete bookmark, STREAM_END. The rows it exported.
 fn export_stream<W: Write>(
@@ -172,10 +212,14 @@ fn export_stream<W: Write>(
     em: &mut Emitter<'_, W>,
     counting: &mut Counting<'_>,
 ) -> Result<u64> {
-    let stream = plan.schema.stream.clone();
+    let stream = stream_name(plan, cfg.singer);
     let after = prior.filter(|b| b.after.is_some() || b.rowid.is_some());
     let shape = RowShape::from_schema(&plan.schema)?;
-    em.message(&Message::Schema(Box::new(plan.schema.clone())))?;
+    let schema = match cfg.singer {
+        true => singer_schema(&plan.schema, &stream),
+        false => plan.schema.clone(),
+    };
+    em.message(&Message::Schema(Box::new(schema)))?;
 
     let mut prefix = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);
     value::write_str(&stream, &mut prefix);

@@ -663,7 +663,7 @@ impl<W: Write> Uploader<'_, W> {
             content_type: f.content_type.clone(),
             mtime,
             mode: f.mode,
-            overwrite: self.cfg.on_conflict == OnConflict::Overwrite,
+            overwrite: self.cfg.on_conflict == Some(OnConflict::Overwrite),
             stale: self.stale.remove(&key).unwrap_or_default(),
         };
         if self.cfg.dry_run {

@@ -28,7 +28,8 @@ use crate::protocol::StreamWriter;
 pub struct ImportConfig {
     pub target: Address,
     pub create: bool,
-    pub on_conflict: OnConflict,
+    /// What to do with a row whose key is there; None: stop, but overwrite for a Singer stream.
+    pub on_conflict: Option<OnConflict>,
     pub dry_run: bool,
     pub state_path: PathBuf,
     /// Default: `rejects-RUN_ID.ndjson` next to the state file.
@@ -56,6 +57,8 @@ pub struct ImportConfig {
     pub journal_rows: bool,
     /// Date-times without an offset are UTC (`--naive-utc`).
     pub naive_utc: bool,
+    /// Write on stdout only each acknowledged STATE's value, as Singer targets do (`--singer`).
+    pub singer_output: bool,
 }
 
 /// The defaults an import has unless told otherwise (the flags' defaults are these).
@@ -77,7 +80,7 @@ impl ImportConfig {
         ImportConfig {
             target,
             create: false,
-            on_conflict: OnConflict::Fail,
+            on_conflict: None,
             dry_run: false,
             state_path,
             reject_path: None,
@@ -93,6 +96,7 @@ impl ImportConfig {
             input_totals: None,
             journal_rows: true,
             naive_utc: false,
+            singer_output: false,
         }
     }
 }

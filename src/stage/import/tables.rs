@@ -324,7 +324,7 @@ impl<W: Write> Importer<'_, W> {
     fn load_options(&self) -> LoadOptions {
         LoadOptions {
             create: self.cfg.create,
-            on_conflict: self.cfg.on_conflict,
+            on_conflict: self.on_conflict(),
             dry_run: self.cfg.dry_run,
             source: self.source.clone(),
             run_id: self.run_id.clone(),
@@ -373,7 +373,7 @@ impl<W: Write> Importer<'_, W> {
                 "target".into(),
                 json!({"kind": self.cfg.target.kind(), "address": target}),
             );
-            self.out.write_message(&Message::Begin(Begin {
+            self.announce(&Message::Begin(Begin {
                 protocol: PROTOCOL.into(),
                 run_id: self.run_id.clone(),
                 producer: Some(producer("ferry-import")),
@@ -738,6 +738,7 @@ impl<W: Write> Importer<'_, W> {
 
     /// Hand a stream's buffered rows to the target (inside the open transaction).
     fn flush_stream(&mut self, name: &str) -> Result<()> {
+        let overwrite = self.on_conflict() == OnConflict::Overwrite;
         let Some(s) = self.streams.get_mut(name) else {
             return Ok(());
         };
@@ -768,7 +769,6 @@ impl<W: Write> Importer<'_, W> {
         if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
             match self.target.current_rows(name, &s.shape, &batch)? {
                 Some(current) => {
-                    let overwrite = self.cfg.on_conflict == OnConflict::Overwrite;
                     journal = Some((table, row_changes(&s.shape, &batch, current, overwrite)));
                 }
                 None => {
@@ -956,9 +956,33 @@ impl<W: Write> Importer<'_, W> {
             cp.ack(&self.run_id, self.attempt, state, &ack.batches)?;
         }
         for line in ack.lines {
-            self.out.write_line(line.as_bytes(), Kind::State)?;
+            if self.cfg.singer_output {
+                // What a Singer target prints: the STATE's value alone.
+                let value = serde_json::from_str::<Json>(&line).map(|mut l| l["value"].take());
+                self.out.write_json(&value.unwrap_or(Json::Null), Kind::State)?;
+            } else {
+                self.out.write_line(line.as_bytes(), Kind::State)?;
+            }
         }
         Ok(())
+    }
+
+    /// BEGIN, STREAM_END and END on stdout (not with `--singer`, where only STATE values go).
+    fn announce(&mut self, m: &Message) -> Result<()> {
+        match self.cfg.singer_output {
+            true => Ok(()),
+            false => self.out.write_message(m),
+        }
+    }
+
+    /// What to do with a row whose key is there: as asked, else stop, but for a Singer stream,
+    /// which Singer targets upsert by key (a full-table tap run again is not an error).
+    fn on_conflict(&self) -> OnConflict {
+        self.cfg.on_conflict.unwrap_or(if self.singer {
+            OnConflict::Overwrite
+        } else {
+            OnConflict::Fail
+        })
     }
 
     /// The first STATE of an `export --resume` is the resumed run's last acknowledged one: the
@@ -1108,7 +1132,7 @@ impl<W: Write> Importer<'_, W> {
             for ddl in self.target.finish_stream(&self.source, &bookmark)? {
                 tracing::info!(stream = %name, sql = %ddl, "built index");
             }
-            self.out.write_message(&Message::StreamEnd(StreamEnd {
+            self.announce(&Message::StreamEnd(StreamEnd {
                 stream: name.clone(),
                 status: "complete".into(),
                 rows: Some(received),
@@ -1175,7 +1199,7 @@ impl<W: Write> Importer<'_, W> {
         if self.cfg.dry_run {
             extra.insert("dry_run".into(), json!(true));
         }
-        self.out.write_message(&Message::End(End {
+        self.announce(&Message::End(End {
             run_id: self.run_id.clone(),
             status: "ok".into(),
             streams: Some(self.outcome.streams),
