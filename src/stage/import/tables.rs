@@ -530,6 +530,9 @@ impl<W: Write> Importer<'_, W> {
             };
             if self.positions {
                 tracing::info!(stream = %name, already = %what, run = %m.run_id, "already imported by an earlier run: skipping those rows (--fresh to import them again)");
+            } else if self.singer {
+                // A Singer tap's next (incremental) run: its rows are upserted by key.
+                tracing::info!(stream = %name, on_conflict = ?self.on_conflict(), "imported before by an earlier run; the Singer stream's rows are written by key");
             } else {
                 tracing::warn!(stream = %name, "an earlier run imported part of this stream, but the producer gives no positions: rows are written again (by key)");
             }
