@@ -29,6 +29,10 @@ Examples:
   ferry-export postgres://app@localhost/app --table users --table email_subscriptions \\
     | ferry-transform --dialect sqlite | ferry-import sqlite:app-copy.db --create
 
+  # Into a Singer target; its last printed state, given back, continues an unfinished stream
+  ferry-export sqlite:app.db --singer | target-postgres --config target.json | tail -1 > state.json
+  ferry-export sqlite:app.db --singer --state-json state.json | target-postgres --config target.json
+
   # One user's data: their row and every row that references it, transitively, parents first
   ferry-export sqlite:app.db --root users:id=42 --follow-fks > user-42.ndjson
 

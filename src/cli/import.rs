@@ -27,6 +27,16 @@ Examples:
   ferry-export sqlite:app.db | ferry-import --create \\
     'postgres://app@db.example.com/app?sslmode=verify-full&sslrootcert=ca.pem'
 
+  # A Django app's SQLite into the schema `manage.py migrate` made on PostgreSQL (its content
+  # types, permissions and migration rows are there already: overwrite them by key)
+  ferry-export sqlite:db.sqlite3 | ferry-import postgres://app@db/app --on-conflict overwrite
+
+  # ...or into tables ferry makes: jsonb, uuid, and timestamptz for the naive UTC times
+  ferry-export sqlite:db.sqlite3 | ferry-import postgres://app@db/app --create --naive-utc
+
+  # From a Singer tap: upserted by key; prints each committed state, as a Singer target does
+  tap-postgres --config tap.json --catalog cat.json | ferry-import sqlite:copy.db --create --singer > states.txt
+
   # Replay a saved stream, replacing rows whose key is already there
   ferry-import sqlite:copy.db --on-conflict overwrite < app.ndjson
 
