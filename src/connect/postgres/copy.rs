@@ -42,15 +42,18 @@ pub(crate) enum Encoder {
     Array {
         json: bool,
     },
-    /// Any other type (interval, timetz, inet, enums, money...): the value's text, which the
-    /// type's own input reads (text format only).
+    /// `interval`: its text (text format only). A number is refused: it does not say its unit
+    /// (Django keeps a DurationField as microseconds, PostgreSQL would read seconds).
+    Interval,
+    /// Any other type (timetz, inet, enums, money...): the value's text, which the type's own
+    /// input reads (text format only).
     Textual,
 }
 
 impl Encoder {
     /// Whether values of this encoder have a binary form (else the table is copied as text).
     pub(crate) fn binary(&self) -> bool {
-        !matches!(self, Encoder::Array { .. } | Encoder::Textual)
+        !matches!(self, Encoder::Array { .. } | Encoder::Interval | Encoder::Textual)
     }
 
     /// The encoder for a type as `format_type()` prints it (`numeric(12,2)`, `timestamp without
@@ -92,6 +95,7 @@ impl Encoder {
             "uuid" => Encoder::Uuid,
             "json" => Encoder::Json,
             "jsonb" => Encoder::Jsonb,
+            "interval" => Encoder::Interval,
             _ => return None,
         })
     }
@@ -235,7 +239,7 @@ fn body(v: &Value, enc: &Encoder, out: &mut Vec<u8>) -> Result<(), String> {
             out.push(1);
             dynamic_json(v.as_ref(), out);
         }
-        (Encoder::Array { .. } | Encoder::Textual, _) => return Err("has no binary form".into()),
+        (Encoder::Array { .. } | Encoder::Interval | Encoder::Textual, _) => return Err("has no binary form".into()),
     }
     Ok(())
 }
@@ -263,13 +267,23 @@ pub(crate) fn encode_text(v: &Value, enc: &Encoder, out: &mut Vec<u8>, scratch: 
             escape_text(lit.as_bytes(), out);
         }
         (Encoder::Array { .. }, _) => return Err(format!("{} is not an array", shown(v))),
-        (Encoder::Textual, Value::Text(t)) => {
+        (Encoder::Interval, Value::Integer(_) | Value::Real(_)) => {
+            return Err(format!(
+                "{} is a number, which does not say its unit: an interval column takes an interval's text \
+                 ('1 day 02:00:00', or '90061000000 microseconds' for Django's DurationField, which SQLite keeps \
+                 as microseconds)",
+                shown(v)
+            ));
+        }
+        (Encoder::Interval | Encoder::Textual, Value::Text(t)) => {
             text_of(t)?;
             escape_text(t, out);
         }
         (Encoder::Textual, Value::Integer(i)) => value::write_int(*i, out),
         (Encoder::Textual, Value::Real(f)) => write_real(*f, out),
-        (Encoder::Textual, Value::Blob(_)) => return Err(format!("{} is bytes, not text", shown(v))),
+        (Encoder::Interval | Encoder::Textual, Value::Blob(_)) => {
+            return Err(format!("{} is bytes, not text", shown(v)));
+        }
         (Encoder::Dynamic, v) => {
             scratch.clear();
             dynamic_json(v.as_ref(), scratch);
@@ -746,6 +760,14 @@ mod tests {
         assert_eq!(t(Value::Null, Encoder::Int8), Ok("\\N".into()));
         assert_eq!(t(Value::Blob(vec![0, 255]), Encoder::Bytea), Ok("\\\\x00ff".into()));
         assert_eq!(t(Value::text("a\tb"), Encoder::Textual), Ok("a\\tb".into()));
+        // An interval takes its text; a number (Django's microseconds, or seconds?) is refused.
+        assert_eq!(
+            t(Value::text("1 day 02:00:00"), Encoder::Interval),
+            Ok("1 day 02:00:00".into())
+        );
+        let refused = t(Value::Integer(-268_694_861_168), Encoder::Interval).unwrap_err();
+        assert!(refused.contains("does not say its unit"), "{refused}");
+        assert!(t(Value::Real(1.5), Encoder::Interval).is_err());
         assert_eq!(t(Value::Real(f64::NAN), Encoder::Float8), Ok("NaN".into()));
         assert!(
             t(
@@ -793,6 +815,7 @@ mod tests {
             Some(Encoder::Timestamp)
         );
         assert_eq!(Encoder::for_type("bigint"), Some(Encoder::Int8));
-        assert_eq!(Encoder::for_type("interval"), None);
+        assert_eq!(Encoder::for_type("interval"), Some(Encoder::Interval));
+        assert_eq!(Encoder::for_type("inet"), None);
     }
 }

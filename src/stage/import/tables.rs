@@ -1133,7 +1133,7 @@ impl<W: Write> Importer<'_, W> {
             self.out.write_json(&line, Kind::Other)?;
         } else {
             for ddl in self.target.finish_stream(&self.source, &bookmark)? {
-                tracing::info!(stream = %name, sql = %ddl, "built index");
+                tracing::info!(stream = %name, sql = %ddl, "built after the data (keys, indexes, sequences)");
             }
             self.announce(&Message::StreamEnd(StreamEnd {
                 stream: name.clone(),
