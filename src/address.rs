@@ -178,16 +178,19 @@ pub fn redact_url(u: &str) -> String {
     out
 }
 
-/// The TLS parameters of one PostgreSQL address (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+/// The parameters of one PostgreSQL address that libpq takes and tokio-postgres does not: TLS
+/// (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) and the connection `service`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsParams {
     pub mode: Option<String>,
     pub root_cert: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// A section of the connection service file (`pg_service.conf`).
+    pub service: Option<String>,
 }
 
-/// The address without its TLS parameters (which tokio-postgres would refuse), and those
+/// The address without the parameters tokio-postgres would refuse ([`TlsParams`]), and those
 /// parameters. Values are percent-decoded.
 pub fn split_tls(url: &str) -> (String, TlsParams) {
     let mut params = TlsParams::default();
@@ -203,6 +206,7 @@ pub fn split_tls(url: &str) -> (String, TlsParams) {
             "sslrootcert" => params.root_cert = Some(value()),
             "sslcert" => params.cert = Some(value()),
             "sslkey" => params.key = Some(value()),
+            "service" => params.service = Some(value()),
             _ => kept.push(kv),
         }
     }

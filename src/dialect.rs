@@ -9,7 +9,8 @@
 //! |---|---|---|
 //! | smallint, integer, bigint | SMALLINT, INTEGER, INTEGER (a one-column bigint key becomes the rowid) | same |
 //! | real, double precision | REAL | same |
-//! | numeric(p,s), money | `NUMERIC TEXT(p,s)` (TEXT affinity: SQLite never rounds it) | the exact digits as text; with `--numeric real`, REAL (rounded: asked for) |
+//! | numeric(p,s) with p <= 15 | `NUMERIC(p,s)` | the number (SQLite keeps 15 significant digits exactly, and compares and orders it as a number); with `--numeric text`, as below |
+//! | numeric wider or unbounded, money | `NUMERIC TEXT(p,s)` (TEXT affinity: SQLite never rounds it) | the exact digits as text (compared and ordered as text: a warning says so, and `ferry-validate` finds `compared_as_text`); with `--numeric real`, REAL (rounded: asked for) |
 //! | boolean | BOOLEAN | 0 / 1 |
 //! | text, varchar(n), char(n) | TEXT, VARCHAR(n), CHAR(n) | same |
 //! | bytea | BLOB | same |
@@ -63,14 +64,42 @@ impl Dialect {
     }
 }
 
-/// How PostgreSQL numeric columns land in SQLite.
+/// How PostgreSQL numeric columns land in SQLite, which holds a number exactly only up to 15
+/// significant digits (more, and its NUMERIC affinity rounds them) and compares text as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum NumericAs {
-    /// Exact digits as TEXT
+    /// numeric(p,s) with p <= 15 as a number (NUMERIC: exact, compared and ordered as a
+    /// number); wider or unbounded numeric as exact digits in TEXT, with a warning
     #[default]
+    Auto,
+    /// Exact digits as TEXT (compared and ordered as text)
     Text,
     /// REAL (rounded to a double)
     Real,
+}
+
+/// The most significant digits SQLite keeps exactly in a number.
+pub(crate) const SQLITE_EXACT_DIGITS: u32 = 15;
+
+/// Whether a PostgreSQL column (`x-sql-type`) is a numeric whose values SQLite can hold exactly
+/// only as text (wider than 15 digits, or unbounded): compared and ordered there as text.
+pub(crate) fn numeric_only_exact_as_text(prop: &Json) -> bool {
+    let t = prop
+        .get("x-sql-type")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match t.split_once('(') {
+        Some((base, mods)) => base.trim() == "numeric" && !fits_sqlite_number(Some(mods.trim_end_matches(')'))),
+        None => t.trim() == "numeric",
+    }
+}
+
+/// Whether a numeric's typmod (`12,2`) bounds its values to what SQLite keeps exactly.
+fn fits_sqlite_number(mods: Option<&str>) -> bool {
+    mods.and_then(|m| m.split(',').next())
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|p| p <= SQLITE_EXACT_DIGITS)
 }
 
 /// What happens to one column's values.
@@ -84,6 +113,9 @@ enum Conv {
         tz: bool,
     },
     DecimalToReal,
+    /// Decimal text of at most 15 significant digits to the number SQLite keeps exactly (NaN and
+    /// the infinities stay text: SQLite would make NULL of a NaN).
+    DecimalToNumber,
     /// Numbers to exact decimal text.
     ToDecimalText,
     /// 0/1 only.
@@ -135,7 +167,7 @@ pub(crate) fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Conve
         }
         let before = Codec::from_property(prop);
         let conv = match to {
-            Dialect::Sqlite | Dialect::D1 => to_sqlite(prop, numeric),
+            Dialect::Sqlite | Dialect::D1 => to_sqlite(&format!("{}.{name}", schema.stream), prop, numeric),
             Dialect::Postgres => {
                 let rowid = is_rowid(schema, name, prop);
                 to_postgres(prop, rowid)
@@ -179,7 +211,11 @@ pub(crate) fn convert(schema: &Schema, to: Dialect, numeric: NumericAs) -> Conve
     let values_change = convs.iter().any(|c| {
         matches!(
             c,
-            Conv::TimestampToSqlite | Conv::TimestampToPg { .. } | Conv::DecimalToReal | Conv::ToDecimalText
+            Conv::TimestampToSqlite
+                | Conv::TimestampToPg { .. }
+                | Conv::DecimalToReal
+                | Conv::DecimalToNumber
+                | Conv::ToDecimalText
         )
     });
     Converted {
@@ -209,7 +245,7 @@ fn set_type(p: &mut serde_json::Map<String, Json>, types: &[&str]) {
     p.insert("type".into(), if t.len() == 1 { json!(t[0]) } else { json!(t) });
 }
 
-fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
+fn to_sqlite(name: &str, prop: &mut Json, numeric: NumericAs) -> Conv {
     let json_array = crate::value::property_types(prop).contains(&"array");
     let Some(p) = prop.as_object_mut() else {
         return Conv::Keep;
@@ -258,7 +294,22 @@ fn to_sqlite(prop: &mut Json, numeric: NumericAs) -> Conv {
             conv = Conv::DecimalToReal;
             "REAL".into()
         }
-        "numeric" | "money" => with_mods("NUMERIC TEXT"),
+        "numeric" if numeric == NumericAs::Auto && fits_sqlite_number(mods.as_deref()) => {
+            p.remove("format");
+            set_type(p, &["number"]);
+            conv = Conv::DecimalToNumber;
+            with_mods("NUMERIC")
+        }
+        "numeric" | "money" => {
+            if numeric == NumericAs::Auto && base == "numeric" {
+                tracing::warn!(
+                    column = %name,
+                    r#type = %pg,
+                    "a numeric wider than 15 digits goes to SQLite as its exact digits in TEXT, which SQLite compares and orders as text, not as numbers (--numeric real: numbers, rounded to a double; --numeric text: this, without the warning)"
+                );
+            }
+            with_mods("NUMERIC TEXT")
+        }
         "boolean" => {
             set_type(p, &["integer"]);
             "BOOLEAN".into()
@@ -428,6 +479,16 @@ impl Converted {
                         if *tz && t.len() > 10 && !has_offset && !t.ends_with(b"infinity") {
                             t.push(b'Z');
                         }
+                    }
+                }
+                Conv::DecimalToNumber => {
+                    if let Value::Text(t) = v
+                        && let Some(f) = std::str::from_utf8(t)
+                            .ok()
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .filter(|f| f.is_finite())
+                    {
+                        *v = Value::Real(f);
                     }
                 }
                 Conv::DecimalToReal => {
@@ -705,6 +766,38 @@ mod tests {
             );
             assert!(p.get("x-sql-collation").is_none(), "PostgreSQL's collation names");
         }
+    }
+
+    #[test]
+    fn numerics_that_sqlite_keeps_exactly_become_numbers_and_wider_ones_exact_text() {
+        let pg = pg_schema();
+        let numeric = |t: &str| {
+            let mut s = pg.clone();
+            s.schema.properties =
+                serde_json::from_value(json!({"v": {"type": ["string", "null"], "x-sql-type": t}})).unwrap();
+            let c = convert(&s, Dialect::Sqlite, NumericAs::Auto);
+            let declared = c.schema.schema.properties["v"]["x-sql-type"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (declared, c)
+        };
+        let (declared, c) = numeric("numeric(12,2)");
+        assert_eq!(declared, "NUMERIC(12,2)");
+        for (text, want) in [
+            ("1.50", Value::Real(1.5)),
+            ("-9999999999.99", Value::Real(-9999999999.99)),
+            ("NaN", Value::text("NaN")),
+        ] {
+            let mut row = vec![Value::text(text)];
+            c.convert_row(&mut row).unwrap();
+            assert_eq!(row[0], want, "{text}");
+        }
+        assert!(c.values_change);
+        assert_eq!(numeric("numeric(15)").0, "NUMERIC(15)");
+        assert_eq!(numeric("numeric(16,2)").0, "NUMERIC TEXT(16,2)");
+        assert_eq!(numeric("numeric").0, "NUMERIC TEXT");
+        assert_eq!(numeric("money").0, "NUMERIC TEXT");
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn a_postgresql_database_is_assessed_through_the_same_reader_as_an_export() {
     let url = pg::cluster().database("assess");
     pg::connect(&url)
         .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, balance numeric);
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, balance numeric, fee numeric(8,2));
              INSERT INTO accounts SELECT i, 'user' || i || '@example.com', i * 1.5 FROM generate_series(1, 1200) i;
              CREATE TABLE events (at timestamptz, what text);
              INSERT INTO events SELECT now(), 'e' FROM generate_series(1, 30);",
@@ -128,6 +128,15 @@ fn a_postgresql_database_is_assessed_through_the_same_reader_as_an_export() {
     assert_eq!(r["rows"], 1230);
     assert!(r["problems"][0]["examples"][0] == "public.events", "{r}");
     assert!(!r.to_string().contains(pg::PASSWORD), "the address is redacted");
+    // An unbounded numeric cannot be both exact and a number in SQLite; numeric(8,2) can.
+    let accounts = table(&r, "public.accounts");
+    let warned = problem(
+        accounts,
+        "column balance (numeric) can hold more than the 15 significant digits",
+    )
+    .unwrap();
+    assert_eq!(warned["severity"], "warning");
+    assert!(problem(accounts, "column fee").is_none(), "{accounts}");
 }
 
 #[test]

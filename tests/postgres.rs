@@ -1354,6 +1354,59 @@ fn a_password_comes_from_the_password_file_as_libpq_reads_it() {
     assert!(!stderr.contains(password), "{stderr}");
 }
 
+#[test]
+fn a_connection_service_gives_what_the_address_leaves_out_as_libpq_reads_it() {
+    let d = Dir::new();
+    let c = pg::cluster();
+    let url = c.database("pgservice");
+    pg::connect(&url)
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'from the service')")
+        .unwrap();
+    let db = url.rsplit('/').next().unwrap();
+    let password = c.base.rsplit_once('@').unwrap().0.rsplit_once(':').unwrap().1;
+    let file = d.path("pg_service.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "# ferry's test\n[other]\nhost=other.invalid\n\n[app]\nhost={}\nport={}\ndbname={db}\nuser={}\npassword={password}\nsslmode=disable\n",
+            c.host, c.port, c.user
+        ),
+    )
+    .unwrap();
+    let export = |address: &str, service: Option<&str>| {
+        let mut cmd = d.cmd("ferry-export", &[address]);
+        cmd.env_remove("PGPASSWORD")
+            .env("PGSERVICEFILE", &file)
+            .env("FERRY_RETRIES", "0");
+        if let Some(s) = service {
+            cmd.env("PGSERVICE", s);
+        }
+        cmd.output().unwrap()
+    };
+    // In the address, or in PGSERVICE; the address wins over the service for what it says.
+    for (address, service) in [("postgres://?service=app", None), ("postgres://", Some("app"))] {
+        let out = export(address, service);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{address}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("from the service"));
+        assert!(!stderr.contains(password), "{stderr}");
+    }
+    let out = export(&format!("postgres:///{}_elsewhere?service=app", db), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("_elsewhere"),
+        "the address's database is the one tried"
+    );
+    // A service no file has is named, with where it was looked for.
+    let out = export("postgres://?service=nowhere", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no connection service \"nowhere\"") && stderr.contains("pg_service.conf"),
+        "{stderr}"
+    );
+}
+
 /// The tables Django's `migrate` makes on SQLite (its own DDL, as `sqlite_master` shows it): a
 /// JSONField (text kept valid by a CHECK), a UUIDField (char(32)), naive UTC date-times, a
 /// BooleanField, DecimalFields, and a many-to-many table.

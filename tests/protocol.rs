@@ -545,6 +545,7 @@ const FINDING_KINDS: &[&str] = &[
     "changed",
     "column_extra",
     "column_missing",
+    "compared_as_text",
     "duplicate",
     "extra",
     "fk_orphans",

@@ -19,7 +19,8 @@ Examples:
   # Copy a database, creating tables (keys, foreign keys, unique, indexes)
   ferry-export sqlite:app.db | ferry-import sqlite:copy.db --create
 
-  # SQLite into PostgreSQL (binary COPY; password from the URL, PGPASSWORD or ~/.pgpass)
+  # SQLite into PostgreSQL (binary COPY; password from the URL, PGPASSWORD or ~/.pgpass; or all
+  # of it from a connection service: postgres://?service=app, or PGSERVICE=app)
   ferry-export sqlite:app.db | ferry-import postgres://app@localhost/app --create
 
   # Into a managed PostgreSQL over TLS, its certificate checked against its CA (libpq's sslmode,

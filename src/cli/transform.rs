@@ -23,7 +23,8 @@ Examples:
   ferry-transform --jq 'if .stream == \"main.users\" then .record.email |= ascii_downcase else . end'
 
   # PostgreSQL to SQLite: types and values recast (timestamps to SQLite datetime text, booleans
-  # to 0/1, numeric to exact TEXT, json/jsonb and arrays to JSON text)
+  # to 0/1, numeric(p,s) up to 15 digits to numbers and wider numeric to exact TEXT, json/jsonb
+  # and arrays to JSON text)
   ferry-export postgres://app@localhost/app | ferry-transform --dialect sqlite \\
     | ferry-import sqlite:app-copy.db --create
 
@@ -72,8 +73,10 @@ pub struct TransformArgs {
     /// Recast types and values for another engine, after every other operation
     #[arg(long, value_name = "ENGINE")]
     pub dialect: Option<Dialect>,
-    /// With --dialect sqlite/d1: PostgreSQL numeric columns as exact TEXT or as REAL (rounded)
-    #[arg(long, value_name = "AS", default_value = "text")]
+    /// With --dialect sqlite/d1: PostgreSQL numeric columns as numbers where SQLite keeps them
+    /// exactly (numeric(p,s) with p <= 15) and exact TEXT otherwise (auto), always exact TEXT
+    /// (compared and ordered as text), or always REAL (rounded)
+    #[arg(long, value_name = "AS", default_value = "auto")]
     pub numeric: NumericAs,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]

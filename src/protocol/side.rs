@@ -38,6 +38,9 @@ pub enum FindingKind {
     ColumnExtra,
     /// A column the target lacks.
     ColumnMissing,
+    /// A column of numbers that one side (SQLite) holds as text: its values are equal, but
+    /// there they compare and sort as text (`WHERE total > 5`, `ORDER BY total` answer otherwise).
+    ComparedAsText,
     /// A key held by more than one row.
     Duplicate,
     /// A row (or file) only the target has.
@@ -72,10 +75,11 @@ pub enum FindingKind {
 
 impl FindingKind {
     /// Every kind, in order.
-    pub const ALL: [FindingKind; 18] = [
+    pub const ALL: [FindingKind; 19] = [
         FindingKind::Changed,
         FindingKind::ColumnExtra,
         FindingKind::ColumnMissing,
+        FindingKind::ComparedAsText,
         FindingKind::Duplicate,
         FindingKind::Extra,
         FindingKind::FkOrphans,
@@ -99,6 +103,7 @@ impl FindingKind {
             FindingKind::Changed => "changed",
             FindingKind::ColumnExtra => "column_extra",
             FindingKind::ColumnMissing => "column_missing",
+            FindingKind::ComparedAsText => "compared_as_text",
             FindingKind::Duplicate => "duplicate",
             FindingKind::Extra => "extra",
             FindingKind::FkOrphans => "fk_orphans",
@@ -123,6 +128,7 @@ impl FindingKind {
         matches!(
             self,
             FindingKind::ColumnExtra
+                | FindingKind::ComparedAsText
                 | FindingKind::FkOrphansInSource
                 | FindingKind::UniqueViolationInSource
                 | FindingKind::KeyNullInSource

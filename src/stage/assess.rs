@@ -156,6 +156,23 @@ fn assess_db(cfg: &AssessConfig) -> Result<Json> {
             })
             .collect();
         let mut problems = Problems::default();
+        if matches!(cfg.to, Destination::Sqlite | Destination::D1) && typing.from_postgres {
+            for c in &shape.columns {
+                let prop = &plan.schema.schema.properties[&c.name];
+                if dialect::numeric_only_exact_as_text(prop) {
+                    problems.list.push(Problem {
+                        severity: "warning",
+                        what: format!(
+                            "column {} ({}) can hold more than the 15 significant digits SQLite keeps exactly in a number: ferry-transform --dialect keeps its exact digits as text, which SQLite compares and orders as text (--numeric real: numbers, rounded)",
+                            c.name,
+                            prop.get("x-sql-type").and_then(Json::as_str).unwrap_or("numeric")
+                        ),
+                        count: 1,
+                        examples: Vec::new(),
+                    });
+                }
+            }
+        }
         let (mut rows, mut bytes) = (0u64, 0u64);
         let keep = cfg.examples;
         source.scan(plan, &shape, None, &mut |row: &dyn RowAccess| {

@@ -200,13 +200,110 @@ fn pgpass_lookup(text: &str, want: [&str; 4]) -> Option<String> {
     None
 }
 
+/// The settings of connection service `name` (`[name]` in libpq's service file: `PGSERVICEFILE`
+/// or `~/.pg_service.conf`, then `pg_service.conf` in `PGSYSCONFDIR`, or Debian's
+/// `/etc/postgresql-common`), as `key=value` pairs; an error naming the files when no file has it.
+fn service_settings(name: &str, redacted: &str) -> Result<Vec<(String, String)>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut files = Vec::new();
+    match env("PGSERVICEFILE") {
+        Some(f) => files.push(std::path::PathBuf::from(f)),
+        None => files.extend(env("HOME").map(|h| std::path::PathBuf::from(h).join(".pg_service.conf"))),
+    }
+    files.push(
+        std::path::PathBuf::from(env("PGSYSCONFDIR").unwrap_or_else(|| "/etc/postgresql-common".into()))
+            .join("pg_service.conf"),
+    );
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        if let Some(settings) = service_section(&text, name) {
+            tracing::debug!(service = name, file = %file.display(), "connection service");
+            return Ok(settings);
+        }
+    }
+    let looked: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    Err(Error::usage(format!(
+        "{redacted}: there is no connection service {name:?} (looked in {}; PGSERVICEFILE names another file)",
+        looked.join(", ")
+    )))
+}
+
+/// The `key=value` lines of section `[name]` of a service file, if it has one.
+fn service_section(text: &str, name: &str) -> Option<Vec<(String, String)>> {
+    let mut section: Option<Vec<(String, String)>> = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if section.is_some() {
+                break;
+            }
+            if header.trim() == name {
+                section = Some(Vec::new());
+            }
+        } else if let (Some(s), Some((k, v))) = (section.as_mut(), line.split_once('=')) {
+            s.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    section
+}
+
+/// Fill what the address leaves out from connection service `name`, as libpq does: the address
+/// wins over the service, the service over the environment.
+fn apply_service(
+    config: &mut tokio_postgres::Config,
+    tls: &mut super::tls::Params,
+    name: &str,
+    redacted: &str,
+) -> Result<()> {
+    for (k, v) in service_settings(name, redacted)? {
+        match k.as_str() {
+            "host" if config.get_hosts().is_empty() => {
+                config.host(&v);
+            }
+            "port" if config.get_ports().is_empty() => match v.parse() {
+                Ok(p) => {
+                    config.port(p);
+                }
+                Err(_) => {
+                    return Err(Error::usage(format!(
+                        "connection service {name:?}: port={v} is not a port number"
+                    )));
+                }
+            },
+            "dbname" if config.get_dbname().is_none() => {
+                config.dbname(&v);
+            }
+            "user" if config.get_user().is_none() => {
+                config.user(&v);
+            }
+            "password" if config.get_password().is_none() => {
+                config.password(v);
+            }
+            "sslmode" => tls.mode = tls.mode.take().or(Some(v)),
+            "sslrootcert" => tls.root_cert = tls.root_cert.take().or(Some(v)),
+            "sslcert" => tls.cert = tls.cert.take().or(Some(v)),
+            "sslkey" => tls.key = tls.key.take().or(Some(v)),
+            "host" | "port" | "dbname" | "user" | "password" => {}
+            other => tracing::debug!(service = name, setting = other, "a service setting ferry does not use"),
+        }
+    }
+    Ok(())
+}
+
 impl PgAddress {
     pub(crate) fn parse(url: &str, application: &str) -> Result<PgAddress> {
         let redacted = crate::address::Address::Postgres(url.to_owned()).redacted();
-        let (url, tls) = super::tls::split(url);
+        let (url, mut tls) = super::tls::split(url);
         let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| Error::usage(format!("{redacted}: not a PostgreSQL address ({e})")))?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(name) = tls.service.take().or_else(|| env("PGSERVICE")) {
+            apply_service(&mut config, &mut tls, &name, &redacted)?;
+        }
         if config.get_hosts().is_empty() {
             config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
         }
@@ -418,6 +515,18 @@ pub(crate) fn pg_error(address: &str, what: &str, e: tokio_postgres::Error) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_section_is_read_as_libpq_reads_it() {
+        let text = "# comment\n[a]\nhost=h1\n[app]\n  host = db.example.com \nport=6432\n\n# inside\ndbname=shop\n[later]\nhost=h3\n";
+        assert_eq!(
+            service_section(text, "app").unwrap(),
+            [("host", "db.example.com"), ("port", "6432"), ("dbname", "shop")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert!(service_section(text, "missing").is_none());
+        assert_eq!(service_section("[empty]\n", "empty").unwrap(), vec![]);
+    }
 
     /// A server that takes every byte and never answers. The connection reads before it writes
     /// (as tokio-postgres does) and then waits to be woken: the write must arm the timer, or

@@ -89,6 +89,16 @@ pub(super) fn check_stream<W: Write>(
         (canon, _) => canon,
     };
     let canons: Vec<Canon> = common.iter().map(|c| canon_of(c)).collect();
+    for c in &common {
+        if let Some(message) = numbers_held_as_text(c, &described, source_described.as_ref()) {
+            f.add(
+                stream,
+                FindingKind::ComparedAsText,
+                Severity::Warning,
+                detail(&[("column", json!(c)), ("message", json!(message))]),
+            )?;
+        }
+    }
     let key_canons: Vec<Canon> = key.iter().map(|c| canon_of(c)).collect();
     let shape = hasher(stream, &common)?;
     let hash = |vals: &[Value]| shape.row_hash(vals);
@@ -160,6 +170,43 @@ pub(super) fn check_stream<W: Write>(
         unverified,
         cfg.allow_unverified,
     )
+}
+
+/// What to say when one side holds column `c` as numbers (a PostgreSQL numeric, integer or
+/// floating type) and the other, SQLite, as text (a declared type of TEXT affinity, such as the
+/// `NUMERIC TEXT(p,s)` of `--numeric text`): equal values that compare and sort otherwise.
+fn numbers_held_as_text(c: &str, target: &Described, source: Option<&Described>) -> Option<String> {
+    let type_of = |d: &Described| {
+        d.columns
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, t)| (t.to_ascii_lowercase(), d.meta.is_some()))
+    };
+    let (t, s) = (type_of(target)?, type_of(source?)?);
+    let number = |pg: &str| {
+        !pg.ends_with("[]")
+            && [
+                "numeric",
+                "smallint",
+                "integer",
+                "bigint",
+                "real",
+                "double precision",
+                "money",
+            ]
+            .iter()
+            .any(|n| pg.starts_with(n))
+    };
+    [(&t, &s, "target"), (&s, &t, "source")]
+        .into_iter()
+        .find(|((lite, lite_is_sqlite), (pg, pg_is_sqlite), _)| {
+            *lite_is_sqlite && !*pg_is_sqlite && number(pg) && sq::catalog::affinity(lite) == sq::catalog::Affinity::Text
+        })
+        .map(|((lite, _), (pg, _), which)| {
+            format!(
+                "column {c} is {pg} on one side and `{lite}` (text) in SQLite, the {which}: the values are equal, but SQLite compares and orders them as text (ferry-transform --dialect sqlite --numeric auto makes numbers of numerics of up to 15 digits)"
+            )
+        })
 }
 
 /// The columns both sides have, in the stream's order; a FINDING for each column only one side
