@@ -753,3 +753,60 @@ fn one_writer_at_a_time_holds_a_d1_database_and_a_killed_one_lets_go() {
         .ok();
     validate_equal(&d, &src, "other");
 }
+
+#[test]
+fn the_savedfile_recipe_into_d1_lands_every_result_with_an_instant_d1_keeps() {
+    // The README's files recipe with D1 as the application's database: the results land in a
+    // table, and the app's table is updated from them in D1's SQL (SQLite's).
+    let d = Dir::new();
+    let _dbl = common::d1::double(&d, 60.0, 1200);
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    let media = d.path("media");
+    for i in 0..30 {
+        common::write_file(&media, format!("uploads/{i}.txt"), format!("file {i}").as_bytes());
+    }
+    let app = rusqlite::Connection::open(d.path("d1/app.sqlite3")).unwrap();
+    app.execute_batch(
+        "CREATE TABLE savedfile (id INTEGER PRIMARY KEY, file TEXT NOT NULL UNIQUE, r2_key TEXT, checksum TEXT,
+           migrated_at TEXT, migration_status TEXT, migration_batch TEXT);
+         WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 29)
+           INSERT INTO savedfile (file) SELECT 'uploads/' || i || '.txt' FROM s;",
+    )
+    .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&format!("dir:{}", media.display())]),
+            ("ferry-import", &[&format!("dir:{}", d.path("bucket").display())]),
+            ("ferry-transform", &["--rename-stream", "uploads=ferry_uploads"]),
+            (
+                "ferry-import",
+                &["d1://acct/app", "--create", "--on-conflict", "overwrite"],
+            ),
+        ],
+        b"",
+    );
+    common::all_ok(&runs);
+    let updated = app
+        .execute(
+            "UPDATE savedfile SET migration_status = u.status,
+               r2_key = CASE WHEN u.stored THEN u.key ELSE savedfile.r2_key END,
+               checksum = CASE WHEN u.stored THEN u.sha256 ELSE savedfile.checksum END,
+               migrated_at = CASE WHEN u.stored THEN u.migrated_at ELSE savedfile.migrated_at END,
+               migration_batch = CASE WHEN u.stored THEN u.batch ELSE savedfile.migration_batch END
+             FROM (SELECT *, status IN ('uploaded', 'present', 'overwritten') AS stored FROM ferry_uploads) u
+             WHERE u.path = savedfile.file",
+            [],
+        )
+        .unwrap();
+    assert_eq!(updated, 30);
+    let times: Vec<String> = common::column(
+        &app,
+        "SELECT migrated_at FROM savedfile WHERE r2_key = file ORDER BY id",
+    );
+    assert_eq!(times.len(), 30);
+    for t in &times {
+        // An instant in UTC to the microsecond: what PostgreSQL, SQLite and D1 all keep.
+        let at: jiff::Timestamp = t.parse().unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert!(t.ends_with('Z') && at.subsec_nanosecond() % 1000 == 0, "{t}");
+    }
+}

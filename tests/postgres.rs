@@ -1417,6 +1417,8 @@ INSERT INTO shop_customer VALUES
   (1, '611244c06c7a45c98e86c4fa978f18a7', 'customer 0', '{"theme": "light", "level": 1, "beta": {"note": "na\u00efve \u2713"}}', 0, '2024-02-16 17:33:24.375473', 7951235966.26),
   (2, '747d0a2b9ec24776b89605fe039a7b88', 'customer 1', '{"theme": "dark", "level": 4, "langs": ["en"]}', 1, '2023-01-20 05:41:23', 100);
 INSERT INTO shop_order VALUES (1, 149516.33, '2023-03-05 08:45:48.187295', 2), (2, 5, '2024-06-06 09:26:47', 1);
+CREATE TABLE "shop_event" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "pos" integer unsigned NOT NULL CHECK ("pos" >= 0), "at" datetime NOT NULL DEFAULT (datetime('now')));
+INSERT INTO shop_event VALUES (1, 3, '2024-01-01 00:00:00');
 "#;
 
 #[test]
@@ -1432,6 +1434,20 @@ fn a_django_sqlite_database_gets_json_uuid_and_zoned_time_columns_and_assess_nam
         b"",
     );
     all_ok(&runs);
+    // What SQLite's SQL says that PostgreSQL's cannot take as it is is named, not dropped
+    // silently; the JSON check is the jsonb type itself.
+    let log = runs[1].stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("a CHECK in SQLite's SQL is not carried") && l.contains("\"pos\" >= 0")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("a default in SQLite's SQL is not carried") && l.contains("datetime('now')")),
+        "{log}"
+    );
+    assert!(!log.contains("JSON_VALID"), "{log}");
     let mut c = pg::connect(&url);
     let made = |c: &mut postgres::Client, table: &str| -> Vec<(String, String)> {
         c.query(

@@ -471,6 +471,31 @@ pub(super) fn deferred_ddl(
 /// An SQLite default as a PostgreSQL default for a column of type `pg_type`: literals only (a
 /// number for a numeric column, 0/1 for a boolean, a string for a text column); anything else (an
 /// SQLite function, say) is left out rather than guessed.
+/// Say what of an SQLite table's definition its new PostgreSQL table leaves out, written as it is
+/// in SQLite's SQL: CHECK constraints (but a `json_valid()` CHECK of a column made jsonb, which
+/// the type itself keeps) and defaults that are not plain literals (`datetime('now')`).
+pub(super) fn say_what_is_not_carried(schema: &Schema, types: &[(String, String)]) {
+    let stream = schema.stream.as_str();
+    for check in schema.sqlite.iter().flat_map(|sq| &sq.checks) {
+        let lower = check.to_ascii_lowercase();
+        let of_jsonb = lower.contains("json_valid(")
+            && types
+                .iter()
+                .any(|(n, t)| t == "jsonb" && lower.contains(&n.to_ascii_lowercase()));
+        if !of_jsonb {
+            tracing::warn!(stream, check = %check, "a CHECK in SQLite's SQL is not carried to the new PostgreSQL table: add it there if the application relies on it");
+        }
+    }
+    for (n, t) in types {
+        let default = schema.schema.properties[n]
+            .get("x-sqlite-default")
+            .and_then(Json::as_str);
+        if let Some(d) = default.filter(|d| portable_default(d, t).is_none()) {
+            tracing::warn!(stream, column = %n, default = %d, "a default in SQLite's SQL is not carried to the new PostgreSQL table: add it there if the application relies on it");
+        }
+    }
+}
+
 pub(super) fn portable_default(d: &str, pg_type: &str) -> Option<String> {
     let d = d.trim();
     let number = d.parse::<f64>().is_ok();

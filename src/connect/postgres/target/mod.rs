@@ -477,6 +477,9 @@ impl PgTarget {
             _ => Self::qualified(&here, table_name_for(s)),
         };
         let NewTable { ddl, deferred, fks } = new_table(schema, types, at, &place);
+        if !from_pg {
+            ddl::say_what_is_not_carried(schema, types);
+        }
         if !self.dry_run {
             self.begin()?;
             self.ensure_markers()?;
