@@ -1134,6 +1134,25 @@ fn a_closed_downstream_pipe_stops_export_with_one_line_and_exit_4() {
         .stderr_has("ferry-export: stopped early: the reader of its output went away");
     assert!(!runs[0].stderr().contains("error"), "{:?}", runs[0]);
     assert_eq!(runs[0].stderr().lines().count(), 1, "{:?}", runs[0]);
+
+    // An import that stops at a key already there: the export's closing line points at the
+    // import's message, and at --resume only once that is put right.
+    d.open("copy.db")
+        .execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (40000, 'taken');",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("big.db"), "--state-every", "1000"]),
+            ("ferry-import", &[&d.db("copy.db")]),
+        ],
+        b"",
+    );
+    runs[1].expect_code(2).stderr_has("is already in table");
+    runs[0]
+        .expect_code(4)
+        .stderr_has("before the reader stopped (the import's message says why): once that is put right, `--resume`");
 }
 
 #[test]

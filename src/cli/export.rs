@@ -9,7 +9,7 @@ use clap::Parser;
 use super::{Closing, LogArgs, finish_stage, init_logging, selection};
 use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
-use crate::error::{Error, ExitStatus, Result};
+use crate::error::{Error, ErrorKind, ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::export::{self, ExportConfig, FilesOptions, defaults};
 
@@ -218,11 +218,21 @@ fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
         closing.count("left_out", sent.errors);
         closing.note("an ERROR line in the stream names each thing left out (unreadable, or a link or special file not followed), and the import reports each");
     }
-    if result.is_err() && sent.states > 0 {
-        closing.note(format!(
-            "{} STATEs sent: `--resume` continues after the last one the import acknowledged",
-            sent.states
-        ));
+    if let Err(e) = &result
+        && sent.states > 0
+    {
+        let note = match e.kind() {
+            // The reader went away: the import stopped, and its own message says why.
+            ErrorKind::BrokenPipe => format!(
+                "{} STATEs sent before the reader stopped (the import's message says why): once that is put right, `--resume` continues after the last STATE the import acknowledged",
+                sent.states
+            ),
+            _ => format!(
+                "{} STATEs sent: `--resume` continues after the last one the import acknowledged",
+                sent.states
+            ),
+        };
+        closing.note(note);
     }
     result.map(|_| ExitStatus::Ok)
 }
