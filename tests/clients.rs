@@ -377,9 +377,9 @@ fn meltanos_tap_postgres_feeds_ferry_import_and_the_state_ferry_prints_drives_it
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     let s = d.open("copy.db");
-    let mut st = s
-        .prepare("SELECT id, note, total FROM \"public-orders\" ORDER BY id")
-        .unwrap();
+    // The tap names its stream `public-orders` (schema-table, as Singer SDK taps do): it lands
+    // in the table `orders`.
+    let mut st = s.prepare("SELECT id, note, total FROM orders ORDER BY id").unwrap();
     let copied: Vec<(i64, String, f64)> = st
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()

@@ -81,6 +81,9 @@ struct Importer<'w, W: Write> {
     source: String,
     began: bool,
     singer: bool,
+    /// Singer streams named `schema-table` (as Singer SDK taps name them), and the stream each
+    /// is imported as (`schema.table`, so into the table).
+    singer_names: HashMap<String, String>,
     positions: bool,
     markers: HashMap<String, Marker>,
     /// `rows` of each bookmark in the last STATE.
@@ -165,6 +168,7 @@ pub(super) fn run_counted<R: BufRead, W: Write>(
         source: String::new(),
         began: false,
         singer: false,
+        singer_names: HashMap::new(),
         positions: false,
         markers: HashMap::new(),
         bookmark_rows: HashMap::new(),
@@ -455,7 +459,18 @@ impl<W: Write> Importer<'_, W> {
     }
 
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
-        let schema: Schema = line.parse()?;
+        let mut schema: Schema = line.parse()?;
+        let renamed;
+        let mut schema_text = line.text;
+        if self.singer
+            && let Some(table) = singer_stream_table(&schema.stream)
+        {
+            tracing::info!(stream = %schema.stream, table = %connect::table_name_for(&table), "a Singer stream named schema-table: imported into its table");
+            self.singer_names.insert(schema.stream.clone(), table.clone());
+            schema.stream = table;
+            renamed = serde_json::to_string(&schema).unwrap_or_default();
+            schema_text = &renamed;
+        }
         let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         let name = schema.stream.clone();
         reserved(&name).map_err(|e| line.error(e))?;
@@ -490,7 +505,7 @@ impl<W: Write> Importer<'_, W> {
             return Err(line.error(fresh_over_continued(&prepared.table)));
         }
         if !self.cfg.dry_run && self.checkpoint.is_some() && !self.journaling.contains_key(&name) {
-            self.journal_stream(&name, &prepared, &shape, line.text);
+            self.journal_stream(&name, &prepared, &shape, schema_text);
         }
         if self.cfg.dry_run {
             let statements = (prepared.created.iter().map(|sql| (Action::CreateTable, sql)))
@@ -620,7 +635,8 @@ impl<W: Write> Importer<'_, W> {
     }
 
     fn on_record(&mut self, line: &Line<'_>) -> Result<()> {
-        let name = line.stream();
+        let singer_name = self.singer_names.get(line.stream()).cloned();
+        let name = singer_name.as_deref().unwrap_or(line.stream());
         let record = line.record_text()?;
         if let Some(op) = line.head.op.as_deref()
             && !op.eq_ignore_ascii_case("upsert")
@@ -1300,4 +1316,38 @@ pub(crate) fn reserved(stream: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The stream a Singer stream named the Singer SDK's way (`public-orders`, or
+/// `db-public-orders`) is imported as: `public.orders`, its table with the schema apart. None for
+/// any other name.
+fn singer_stream_table(stream: &str) -> Option<String> {
+    if stream.contains('.') {
+        return None;
+    }
+    let parts: Vec<&str> = stream.split('-').collect();
+    match parts.as_slice() {
+        [.., schema, table] if (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty()) => {
+            Some(format!("{schema}.{table}"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod singer_tests {
+    use super::singer_stream_table;
+
+    #[test]
+    fn singer_sdk_stream_names_are_their_tables() {
+        assert_eq!(singer_stream_table("public-orders").as_deref(), Some("public.orders"));
+        assert_eq!(
+            singer_stream_table("app-public-orders").as_deref(),
+            Some("public.orders")
+        );
+        assert_eq!(singer_stream_table("orders"), None);
+        assert_eq!(singer_stream_table("main.orders"), None);
+        assert_eq!(singer_stream_table("a-b-c-d"), None);
+        assert_eq!(singer_stream_table("-orders"), None);
+    }
 }
