@@ -665,7 +665,7 @@ fn a_multipart_upload_a_run_was_killed_starting_is_said_not_left_unseen() {
         .into_iter()
         .find(|l| l["action"] == "unknown_upload")
         .unwrap_or_else(|| panic!("{plan:?}"));
-    assert_eq!(unknown["key"], "big.bin");
+    assert_eq!(unknown["key"], "m/big.bin", "the full key in the bucket");
     assert!(
         unknown["why"]
             .as_str()

@@ -147,7 +147,8 @@ pub(super) fn undo_run<W: Write>(
     }
     let mut outcome = RollbackOutcome::default();
     for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
-        let key = String::from_utf8_lossy(&row.key).into_owned();
+        // The object's full key in its bucket, as the upload results and the application name it.
+        let key = full_key(stores[at].1.as_ref(), &row.key);
         let act = cfg.confirm && refused == 0;
         match action {
             Action::Delete if act => {
@@ -179,7 +180,14 @@ pub(super) fn undo_run<W: Write>(
     // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
     // object, so this is safe whatever else the plan refuses.
     for u in uploads {
-        let key = String::from_utf8_lossy(&u.key).into_owned();
+        let at = match stores.iter().position(|(t, _)| *t == u.target) {
+            Some(at) => at,
+            None => {
+                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
+                stores.len() - 1
+            }
+        };
+        let key = full_key(stores[at].1.as_ref(), &u.key);
         if u.upload_id == objects::INTENT {
             // No id to abort by: said, not acted on.
             let mut line = Plan::new(Action::UnknownUpload);
@@ -190,13 +198,6 @@ pub(super) fn undo_run<W: Write>(
             outcome.unknown_uploads += 1;
             continue;
         }
-        let at = match stores.iter().position(|(t, _)| *t == u.target) {
-            Some(at) => at,
-            None => {
-                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
-                stores.len() - 1
-            }
-        };
         let shown = if cfg.confirm {
             let mut entry = AuditEntry::now(Action::AbortMultipart, run_id, &u.target);
             entry.key = Some(Json::String(key.clone()));
@@ -224,4 +225,9 @@ pub(super) fn undo_run<W: Write>(
         )));
     }
     Ok(outcome)
+}
+
+/// An object's full key in its bucket: the store's prefix and the key the manifest keeps.
+fn full_key(store: &dyn ObjectStore, key: &[u8]) -> String {
+    format!("{}{}", store.key_prefix(), String::from_utf8_lossy(key))
 }
