@@ -1447,3 +1447,37 @@ fn foreign_key_cycles_are_reported_and_still_load() {
     runs[0].stderr_has("foreign keys form a cycle");
     d.run("ferry-validate", &[&d.db("cyc.db"), &d.db("copy.db")], b"").ok();
 }
+
+#[test]
+fn on_a_terminal_a_table_import_prints_no_acknowledgements_only_its_closing_line() {
+    let d = Dir::new();
+    let stream = d.run("ferry-export", &[&d.sample(), "--table", "tags"], b"");
+    std::fs::write(d.path("tags.ndjson"), &stream.ok().output.stdout).unwrap();
+    // `script` (util-linux) runs the import with a terminal for its stdout and stderr.
+    let on_terminal = |target: &str| {
+        let cmd = format!(
+            "{} {target} --create -i tags.ndjson",
+            common::bin("ferry-import").display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(d.root())
+            .output()
+            .expect("script, from util-linux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_terminal(&d.db("copy.db"));
+    assert!(
+        shown.contains("ferry-import: done: 1 streams, 5 rows read, 5 written"),
+        "{shown}"
+    );
+    assert!(!shown.contains("\"type\":\"STATE\""), "{shown}");
+    assert_eq!(common::count(&d.open("copy.db"), "tags"), 5);
+    // Into a pipe, the same import acknowledges every STATE.
+    let piped = d.run(
+        "ferry-import",
+        &[&d.db("again.db"), "--create", "-i", "tags.ndjson"],
+        b"",
+    );
+    assert!(piped.ok().stdout().contains("\"type\":\"STATE\""));
+}

@@ -54,7 +54,7 @@ Examples:
 
 Each STATE in the input is a barrier: everything before it is committed (with a commit marker kept
 in the target's _ferry_commits table, in the same transaction), recorded in the state file, then
-echoed on stdout. If the import is killed at any instant, run the same pipeline again: rows already
+echoed on stdout (for the next program of a pipe: not onto a terminal). If the import is killed at any instant, run the same pipeline again: rows already
 committed are skipped, nothing is lost or duplicated. Rows the target refuses go to a reject file.
 Files are create-only: one already at its key with the same size and SHA-256 counts as done, a
 different one is a conflict (--on-conflict overwrite replaces it); every file's outcome is kept in the
@@ -200,9 +200,19 @@ pub(crate) fn open_input(path: Option<&PathBuf>) -> Result<Box<dyn BufRead>> {
 fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let cfg = args.config()?;
     let input = open_input(args.input.as_ref())?;
-    let mut out = StreamWriter::stdout()?;
     let mut o = import::ImportOutcome::default();
-    let result = import::run_counted(&cfg, input, &mut out, &mut o);
+    // The acknowledgements of a table import are for the next program in a pipe: a terminal
+    // gets none of them (the closing line says what was done). A plan, or a files import's
+    // results, are shown wherever stdout goes.
+    let tables = !matches!(cfg.target, Address::Dir(_) | Address::S3(_));
+    let result = if tables && !cfg.dry_run && StreamWriter::stdout_is_terminal() {
+        tracing::info!(
+            "stdout is a terminal: the acknowledgements are not printed (pipe or redirect stdout to keep them)"
+        );
+        import::run_counted(&cfg, input, &mut StreamWriter::new(std::io::sink()), &mut o)
+    } else {
+        import::run_counted(&cfg, input, &mut StreamWriter::stdout()?, &mut o)
+    };
     if o.files {
         closing
             .count("files_read", o.received)

@@ -47,6 +47,13 @@ impl StreamWriter<File> {
             .ctx(ErrorKind::Io, || "opening stdout")?;
         Ok(StreamWriter::new(File::from(fd)))
     }
+
+    /// Whether this process's stdout is a terminal (a person, not a program, would read it).
+    pub fn stdout_is_terminal() -> bool {
+        use std::io::IsTerminal as _;
+        #[allow(clippy::disallowed_methods)] // only asked what it is; nothing is written
+        std::io::stdout().is_terminal()
+    }
 }
 
 impl<W: Write> StreamWriter<W> {
