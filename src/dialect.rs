@@ -91,7 +91,8 @@ pub(crate) fn numeric_only_exact_as_text(prop: &Json) -> bool {
         .to_ascii_lowercase();
     match t.split_once('(') {
         Some((base, mods)) => base.trim() == "numeric" && !fits_sqlite_number(Some(mods.trim_end_matches(')'))),
-        None => t.trim() == "numeric",
+        // money: up to 17 digits (±92233720368547758.07).
+        None => matches!(t.trim(), "numeric" | "money"),
     }
 }
 
@@ -301,11 +302,11 @@ fn to_sqlite(name: &str, prop: &mut Json, numeric: NumericAs) -> Conv {
             with_mods("NUMERIC")
         }
         "numeric" | "money" => {
-            if numeric == NumericAs::Auto && base == "numeric" {
+            if numeric == NumericAs::Auto {
                 tracing::warn!(
                     column = %name,
                     r#type = %pg,
-                    "a numeric wider than 15 digits goes to SQLite as its exact digits in TEXT, which SQLite compares and orders as text, not as numbers (--numeric real: numbers, rounded to a double; --numeric text: this, without the warning)"
+                    "this column can hold more than the 15 significant digits SQLite keeps exactly in a number: it goes to SQLite as its exact digits in TEXT, which SQLite compares, orders and sums as text, not as numbers (--numeric real: numbers, rounded to a double; --numeric text: this, without the warning)"
                 );
             }
             with_mods("NUMERIC TEXT")
@@ -619,6 +620,9 @@ fn pg_type_unzoned(prop: &Json, from_postgres: bool) -> String {
         Codec::Integer => "bigint".into(),
         Codec::Number if first.contains("DEC") || first == "NUMERIC" => numeric(),
         Codec::Number if value::property_types(prop).contains(&"integer") => "numeric".into(),
+        // No declared type (a Singer tap's `number`): numeric keeps each value's digits, and sums
+        // them exactly, as Singer targets do.
+        Codec::Number if decl.is_empty() => "numeric".into(),
         Codec::Number => "double precision".into(),
         Codec::Text if first.contains("DEC") || first == "NUMERIC" || format.ends_with("decimal") => numeric(),
         Codec::Text if format == "date" || is(&["DATE"]) => "date".into(),
@@ -937,6 +941,12 @@ mod tests {
         let t = |p: Json| pg_type_for(&p, PgTyping::default());
         assert_eq!(t(json!({"type": "integer", "x-sql-type": "INTEGER"})), "bigint");
         assert_eq!(t(json!({"type": "integer", "x-sql-type": "BOOLEAN"})), "boolean");
+        assert_eq!(
+            t(json!({"type": ["number", "null"], "x-sql-type": "REAL"})),
+            "double precision"
+        );
+        // A Singer tap's number, no declared type: its digits kept, summed exactly.
+        assert_eq!(t(json!({"type": ["number", "null"]})), "numeric");
         assert_eq!(
             t(json!({"type": ["number", "null"], "x-sql-type": "REAL"})),
             "double precision"

@@ -116,7 +116,7 @@ fn a_postgresql_database_is_assessed_through_the_same_reader_as_an_export() {
     let url = pg::cluster().database("assess");
     pg::connect(&url)
         .batch_execute(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, balance numeric, fee numeric(8,2));
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, balance numeric, fee numeric(8,2), cash money);
              INSERT INTO accounts SELECT i, 'user' || i || '@example.com', i * 1.5 FROM generate_series(1, 1200) i;
              CREATE TABLE events (at timestamptz, what text);
              INSERT INTO events SELECT now(), 'e' FROM generate_series(1, 30);",
@@ -137,6 +137,10 @@ fn a_postgresql_database_is_assessed_through_the_same_reader_as_an_export() {
     .unwrap();
     assert_eq!(warned["severity"], "warning");
     assert!(problem(accounts, "column fee").is_none(), "{accounts}");
+    assert!(
+        problem(accounts, "column cash (money) can hold more than").is_some(),
+        "{accounts}"
+    );
 }
 
 #[test]

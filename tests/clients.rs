@@ -192,6 +192,7 @@ fn target_jsonl_takes_a_singer_export_whole_and_its_state_resumes_the_export() {
         b"",
     );
     all_ok(&runs);
+    runs[0].stderr_has("ferry-export: done: 1 streams, 250 rows");
     // The stream is named by its table, so the target's file is items.jsonl; every row is there
     // as SQLite holds it.
     let written: Vec<Json> = std::fs::read_to_string(out.join("items.jsonl"))
@@ -240,6 +241,19 @@ fn target_jsonl_takes_a_singer_export_whole_and_its_state_resumes_the_export() {
     let rest = records(&rest);
     assert_eq!(rest.len(), 150);
     assert_eq!(rest[0]["record"]["id"], 101);
+    // The target's whole output: the last state counts.
+    std::fs::write(d.path("all.json"), runs[1].stdout()).unwrap();
+    let all = d.run("ferry-export", &[&src, "--singer", "--state-json", "all.json"], b"");
+    assert_eq!(records(all.ok()).len(), 250);
+    // Another tool's bookmark is no position of ferry's: read in full, and said.
+    std::fs::write(
+        d.path("other.json"),
+        r#"{"bookmarks": {"items": {"replication_key": "id", "replication_key_value": 100}}}"#,
+    )
+    .unwrap();
+    let other = d.run("ferry-export", &[&src, "--singer", "--state-json", "other.json"], b"");
+    assert_eq!(records(other.ok()).len(), 250);
+    other.stderr_has("not a position ferry-export wrote");
     // A file that is not a Singer state is refused, naming what it lacks.
     std::fs::write(d.path("bad.json"), "{\"value\": 1}").unwrap();
     d.run("ferry-export", &[&src, "--singer", "--state-json", "bad.json"], b"")

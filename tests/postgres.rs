@@ -1313,17 +1313,28 @@ fn sequences_of_existing_tables_are_set_past_the_loaded_rows_and_never_moved_bac
     );
 }
 
+/// A new database of the test cluster holding `t (id, name)` with one row named `name`; its name,
+/// and the cluster's password (for tests that give it some other way than in the address).
+fn one_row_database(hint: &str, name: &str) -> (String, &'static str) {
+    let c = pg::cluster();
+    let url = c.database(hint);
+    pg::connect(&url)
+        .execute("CREATE TABLE t (id int PRIMARY KEY, name text)", &[])
+        .unwrap();
+    pg::connect(&url)
+        .execute("INSERT INTO t VALUES (1, $1)", &[&name])
+        .unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let password = c.base.rsplit_once('@').unwrap().0.rsplit_once(':').unwrap().1;
+    (db, password)
+}
+
 #[test]
 fn a_password_comes_from_the_password_file_as_libpq_reads_it() {
     use std::os::unix::fs::PermissionsExt as _;
     let d = Dir::new();
     let c = pg::cluster();
-    let with_password = c.database("pgpass");
-    pg::connect(&with_password)
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'from pgpass')")
-        .unwrap();
-    let db = with_password.rsplit('/').next().unwrap().split('?').next().unwrap();
-    let password = c.base.rsplit_once('@').unwrap().0.rsplit_once(':').unwrap().1;
+    let (db, password) = one_row_database("pgpass", "from pgpass");
     let url = format!("postgres://{}@{}:{}/{db}", c.user, c.host, c.port);
     let file = d.path("pgpass");
     std::fs::write(
@@ -1358,12 +1369,7 @@ fn a_password_comes_from_the_password_file_as_libpq_reads_it() {
 fn a_connection_service_gives_what_the_address_leaves_out_as_libpq_reads_it() {
     let d = Dir::new();
     let c = pg::cluster();
-    let url = c.database("pgservice");
-    pg::connect(&url)
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, name text); INSERT INTO t VALUES (1, 'from the service')")
-        .unwrap();
-    let db = url.rsplit('/').next().unwrap();
-    let password = c.base.rsplit_once('@').unwrap().0.rsplit_once(':').unwrap().1;
+    let (db, password) = one_row_database("pgservice", "from the service");
     let file = d.path("pg_service.conf");
     std::fs::write(
         &file,

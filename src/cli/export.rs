@@ -208,7 +208,12 @@ fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
     let mut out = StreamWriter::stdout()?;
     let result = export::run(&cfg, &mut out);
     let sent = out.counts();
-    closing.count("streams", sent.stream_ends);
+    // A Singer stream has no STREAM_END: the export's own count.
+    let streams = match (&result, cfg.singer) {
+        (Ok(o), true) => o.streams,
+        _ => sent.stream_ends,
+    };
+    closing.count("streams", streams);
     if sent.files > 0 || matches!(cfg.source, Address::Dir(_) | Address::S3(_)) {
         closing.count("files", sent.files);
     } else {
@@ -222,6 +227,10 @@ fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
         && sent.states > 0
     {
         let note = match e.kind() {
+            // A Singer target keeps its own state: it is what goes on.
+            _ if cfg.singer => {
+                "give the last state the Singer target printed to --state-json to go on from there".to_owned()
+            }
             // The reader went away: the import stopped, and its own message says why.
             ErrorKind::BrokenPipe => format!(
                 "{} STATEs sent before the reader stopped (the import's message says why): once that is put right, `--resume` continues after the last STATE the import acknowledged",

@@ -78,7 +78,11 @@ pub(crate) fn begin<'w, W: Write>(
 fn singer_state(path: &std::path::Path) -> Result<StateValue> {
     let what = || format!("reading the Singer state {}", path.display());
     let text = std::fs::read_to_string(path).ctx(ErrorKind::Usage, what)?;
-    let mut value: Json = serde_json::from_str(&text).ctx(ErrorKind::Usage, what)?;
+    // A file of several states (a target's whole output): the last is the one that counts.
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let mut value: Json = serde_json::from_str(&text)
+        .or_else(|_| serde_json::from_str(last))
+        .ctx(ErrorKind::Usage, what)?;
     if let Some(inner) = value.get_mut("singer_state") {
         value = inner.take();
     }
@@ -93,6 +97,9 @@ fn singer_state(path: &std::path::Path) -> Result<StateValue> {
         match serde_json::from_value::<Bookmark>(b.clone()) {
             Ok(mark) if mark.complete => {
                 tracing::info!(stream = %stream, "complete in the Singer state: read again in full")
+            }
+            Ok(mark) if mark.after.is_none() && mark.rowid.is_none() => {
+                tracing::warn!(stream = %stream, bookmark = %b, "the Singer state's bookmark is not a position ferry-export wrote (no \"after\"): read in full")
             }
             Ok(_) => {
                 tracing::info!(stream = %stream, bookmark = %b, "going on after the Singer state's bookmark");

@@ -306,7 +306,7 @@ impl<W: Write> Importer<'_, W> {
         }
         if self.singer {
             // A Singer stream has no END: end of input ends it.
-            tracing::warn!("input ended without END (a Singer stream): committing what arrived");
+            tracing::info!("input ended (a Singer stream has no END): committing what arrived");
             return self.finish();
         }
         // A commit still on its way is acknowledged first, so the message names the last STATE
@@ -460,17 +460,8 @@ impl<W: Write> Importer<'_, W> {
 
     fn on_schema(&mut self, line: &Line<'_>) -> Result<()> {
         let mut schema: Schema = line.parse()?;
-        let renamed;
-        let mut schema_text = line.text;
-        if self.singer
-            && let Some(table) = singer_stream_table(&schema.stream)
-        {
-            tracing::info!(stream = %schema.stream, table = %connect::table_name_for(&table), "a Singer stream named schema-table: imported into its table");
-            self.singer_names.insert(schema.stream.clone(), table.clone());
-            schema.stream = table;
-            renamed = serde_json::to_string(&schema).unwrap_or_default();
-            schema_text = &renamed;
-        }
+        let renamed = self.singer_rename(&mut schema);
+        let schema_text = renamed.as_deref().unwrap_or(line.text);
         let shape = RowShape::from_schema(&schema).map_err(|e| e.context(format!("line {}", line.no)))?;
         let name = schema.stream.clone();
         reserved(&name).map_err(|e| line.error(e))?;
@@ -632,6 +623,19 @@ impl<W: Write> Importer<'_, W> {
             total,
             check,
         })
+    }
+
+    /// A Singer stream named the SDK's way (`public-orders`) goes on as its table's stream
+    /// (`public.orders`), its RECORDs with it: the SCHEMA as it now reads, if renamed.
+    fn singer_rename(&mut self, schema: &mut Schema) -> Option<String> {
+        if !self.singer {
+            return None;
+        }
+        let table = singer_stream_table(&schema.stream)?;
+        tracing::info!(stream = %schema.stream, table = %connect::table_name_for(&table), "a Singer stream named schema-table: imported into its table");
+        self.singer_names.insert(schema.stream.clone(), table.clone());
+        schema.stream = table;
+        Some(serde_json::to_string(&schema).unwrap_or_default())
     }
 
     fn on_record(&mut self, line: &Line<'_>) -> Result<()> {

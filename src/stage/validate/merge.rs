@@ -89,16 +89,7 @@ pub(super) fn check_stream<W: Write>(
         (canon, _) => canon,
     };
     let canons: Vec<Canon> = common.iter().map(|c| canon_of(c)).collect();
-    for c in &common {
-        if let Some(message) = numbers_held_as_text(c, &described, source_described.as_ref()) {
-            f.add(
-                stream,
-                FindingKind::ComparedAsText,
-                Severity::Warning,
-                detail(&[("column", json!(c)), ("message", json!(message))]),
-            )?;
-        }
-    }
+    say_numbers_held_as_text(stream, &common, &described, source_described.as_ref(), f)?;
     let key_canons: Vec<Canon> = key.iter().map(|c| canon_of(c)).collect();
     let shape = hasher(stream, &common)?;
     let hash = |vals: &[Value]| shape.row_hash(vals);
@@ -172,6 +163,27 @@ pub(super) fn check_stream<W: Write>(
     )
 }
 
+/// A `compared_as_text` FINDING for each column of numbers that SQLite holds as text.
+fn say_numbers_held_as_text<W: Write>(
+    stream: &str,
+    common: &[String],
+    target: &Described,
+    source: Option<&Described>,
+    f: &mut Findings<'_, W>,
+) -> Result<()> {
+    for c in common {
+        if let Some(message) = numbers_held_as_text(c, target, source) {
+            f.add(
+                stream,
+                FindingKind::ComparedAsText,
+                Severity::Warning,
+                detail(&[("column", json!(c)), ("message", json!(message))]),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// What to say when one side holds column `c` as numbers (a PostgreSQL numeric, integer or
 /// floating type) and the other, SQLite, as text (a declared type of TEXT affinity, such as the
 /// `NUMERIC TEXT(p,s)` of `--numeric text`): equal values that compare and sort otherwise.
@@ -204,7 +216,7 @@ fn numbers_held_as_text(c: &str, target: &Described, source: Option<&Described>)
         })
         .map(|((lite, _), (pg, _), which)| {
             format!(
-                "column {c} is {pg} on one side and `{lite}` (text) in SQLite, the {which}: the values are equal, but SQLite compares and orders them as text (ferry-transform --dialect sqlite --numeric auto makes numbers of numerics of up to 15 digits)"
+                "column {c} is {pg} on one side and `{lite}` (text) in SQLite, the {which}: the values are equal, but SQLite compares, orders and sums them as text (SQLite keeps a number exactly only up to 15 significant digits; ferry-transform --numeric real makes numbers of them, rounded)"
             )
         })
 }
