@@ -876,7 +876,9 @@ fn the_savedfile_recipe_updates_the_applications_table_from_the_results() {
         .unwrap();
     assert_eq!(left, 0, "the results table ferry created is gone");
     // Run again: nothing left to do, and it says so.
-    d.run("ferry", &["rollback", "--full", "--confirm"], b"").ok();
+    d.run("ferry", &["rollback", "--full", "--confirm"], b"")
+        .ok()
+        .stderr_has("nothing to undo: already rolled back");
 }
 
 #[test]

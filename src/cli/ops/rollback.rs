@@ -91,6 +91,14 @@ fn tables_holding(rows: u64) -> String {
 /// The closing line of a rollback: what it did (or, as a dry run, would do) to rows and objects.
 fn rollback_summary(o: &rollback::RollbackOutcome, confirm: bool) -> String {
     let objects = o.deleted + o.would_delete + o.aborted + o.would_abort + o.kept + o.refused > 0;
+    let rows =
+        o.rows_deleted + o.restored + o.dropped + o.would_delete_rows + o.would_restore + o.would_drop + o.would_empty;
+    if !objects && o.unknown_uploads == 0 && rows == 0 && o.already_undone > 0 {
+        return format!(
+            "ferry rollback: nothing to undo: already rolled back ({} journal entries and objects undone by an earlier rollback; `ferry status` shows the run)",
+            o.already_undone
+        );
+    }
     if !o.tables && !objects && o.unknown_uploads == 0 {
         return "ferry rollback: nothing to undo (the plan on stdout says why)".into();
     }

@@ -228,6 +228,7 @@ pub(crate) fn run<W: Write>(
 
     let mut outcome = RollbackOutcome {
         tables: true,
+        already_undone: journal.iter().filter(|r| r.undone_at.is_some()).count() as u64,
         ..Default::default()
     };
     // What the tables to drop or empty hold now: rows put in since by others go with them (the

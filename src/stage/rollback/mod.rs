@@ -75,6 +75,8 @@ pub(crate) struct RollbackOutcome {
     pub table_rows: u64,
     /// The run was undone from its table journal (not a manifest of objects).
     pub tables: bool,
+    /// Journal entries and objects an earlier rollback undid already.
+    pub already_undone: u64,
 }
 
 impl RollbackOutcome {
@@ -96,6 +98,7 @@ impl RollbackOutcome {
         self.unjournaled += o.unjournaled;
         self.table_rows += o.table_rows;
         self.tables |= o.tables;
+        self.already_undone += o.already_undone;
     }
 }
 

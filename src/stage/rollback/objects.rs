@@ -165,6 +165,7 @@ pub(super) fn undo_run<W: Write>(
             Action::Delete => outcome.would_delete += 1,
             Action::Refuse => outcome.refused += 1,
             Action::Keep => outcome.kept += 1,
+            _ if row.status == FileStatus::RolledBack => outcome.already_undone += 1,
             _ => {}
         }
         let mut line = Plan::new(action.shown(act));

@@ -199,6 +199,7 @@ pub(crate) fn run<W: Write>(
     let (steps, refused) = steps_of(cp, &target, run_id, journal, before, &streams)?;
     let mut outcome = RollbackOutcome {
         tables: true,
+        already_undone: journal.iter().filter(|r| r.undone_at.is_some()).count() as u64,
         ..Default::default()
     };
     // What the tables to drop or empty hold now: rows put in since by others go with them (the
