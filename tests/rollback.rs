@@ -153,6 +153,14 @@ fn an_import_that_overwrote_and_added_rows_is_undone_byte_for_byte() {
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_ferry%' ESCAPE '\\' AND name <> 'sqlite_sequence'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0, "the tables run A created are gone");
+    let ferrys: Vec<String> = common::column(
+        &d.open("copy.db"),
+        "SELECT name FROM sqlite_master WHERE name LIKE '\\_ferry%' ESCAPE '\\'",
+    );
+    assert!(
+        ferrys.is_empty(),
+        "no commit markers left, so no table of them: {ferrys:?}"
+    );
 }
 
 #[test]

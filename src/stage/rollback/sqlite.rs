@@ -311,6 +311,14 @@ fn undo_steps(
     if table_exists(conn, "_ferry_commits").ctx(ErrorKind::Target, e)? {
         conn.execute("DELETE FROM _ferry_commits WHERE run_id = ?1", [run_id])
             .ctx(ErrorKind::Target, e)?;
+        // The markers' table is ferry's: with no run's markers left, it goes too.
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM _ferry_commits", [], |r| r.get(0))
+            .ctx(ErrorKind::Target, e)?;
+        if left == 0 {
+            conn.execute_batch("DROP TABLE _ferry_commits")
+                .ctx(ErrorKind::Target, e)?;
+        }
     }
     Ok(())
 }
