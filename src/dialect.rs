@@ -90,15 +90,16 @@ pub(crate) fn numeric_only_exact_as_text(prop: &Json) -> bool {
         .unwrap_or("")
         .to_ascii_lowercase();
     match t.split_once('(') {
-        Some((base, mods)) => base.trim() == "numeric" && !fits_sqlite_number(Some(mods.trim_end_matches(')'))),
+        Some((base, mods)) => base.trim() == "numeric" && !fits_sqlite_number(mods.trim_end_matches(')')),
         // money: up to 17 digits (±92233720368547758.07).
         None => matches!(t.trim(), "numeric" | "money"),
     }
 }
 
 /// Whether a numeric's typmod (`12,2`) bounds its values to what SQLite keeps exactly.
-fn fits_sqlite_number(mods: Option<&str>) -> bool {
-    mods.and_then(|m| m.split(',').next())
+fn fits_sqlite_number(mods: &str) -> bool {
+    mods.split(',')
+        .next()
         .and_then(|p| p.trim().parse::<u32>().ok())
         .is_some_and(|p| p <= SQLITE_EXACT_DIGITS)
 }
@@ -248,6 +249,7 @@ fn set_type(p: &mut serde_json::Map<String, Json>, types: &[&str]) {
 
 fn to_sqlite(name: &str, prop: &mut Json, numeric: NumericAs) -> Conv {
     let json_array = crate::value::property_types(prop).contains(&"array");
+    let only_exact_as_text = numeric_only_exact_as_text(prop);
     let Some(p) = prop.as_object_mut() else {
         return Conv::Keep;
     };
@@ -295,14 +297,14 @@ fn to_sqlite(name: &str, prop: &mut Json, numeric: NumericAs) -> Conv {
             conv = Conv::DecimalToReal;
             "REAL".into()
         }
-        "numeric" if numeric == NumericAs::Auto && fits_sqlite_number(mods.as_deref()) => {
+        "numeric" if numeric == NumericAs::Auto && !only_exact_as_text => {
             p.remove("format");
             set_type(p, &["number"]);
             conv = Conv::DecimalToNumber;
             with_mods("NUMERIC")
         }
         "numeric" | "money" => {
-            if numeric == NumericAs::Auto {
+            if numeric == NumericAs::Auto && only_exact_as_text {
                 tracing::warn!(
                     column = %name,
                     r#type = %pg,
@@ -947,10 +949,6 @@ mod tests {
         );
         // A Singer tap's number, no declared type: its digits kept, summed exactly.
         assert_eq!(t(json!({"type": ["number", "null"]})), "numeric");
-        assert_eq!(
-            t(json!({"type": ["number", "null"], "x-sql-type": "REAL"})),
-            "double precision"
-        );
         assert_eq!(
             t(json!({"type": ["number", "null"], "x-sql-type": "NUMERIC(12, 2)"})),
             "numeric(12,2)"

@@ -906,17 +906,7 @@ fn plans_rejects_and_the_audit_log_match_the_documented_shapes() {
     assert!(ddl.sql.as_deref().unwrap().starts_with("CREATE TABLE"), "{ddl:?}");
 
     // Rows the target refuses go to the reject file.
-    d.open("copy.db")
-        .execute_batch(
-            "CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT NOT NULL CHECK (color <> 'red'));
-             INSERT INTO tags VALUES ('there before', 'green');",
-        )
-        .unwrap();
-    let runs = d.pipe(
-        &[("ferry-export", &[&src, "--table", "tags"]), ("ferry-import", &[&copy])],
-        b"",
-    );
-    common::ok_but_rejects(&runs);
+    common::import_tags_refusing_red(&d);
     let text = d.reject_text();
     let rejects: Vec<RowReject> = each(&text.lines().collect::<Vec<_>>());
     assert!(!rejects.is_empty());

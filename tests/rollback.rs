@@ -864,19 +864,7 @@ fn a_rollback_leaves_alone_a_row_at_a_key_whose_insert_the_target_refused() {
     // Found by a new-user trial: a refused row's key was journaled as inserted, so the rollback
     // deleted whatever was later put at that key by someone else.
     let d = Dir::new();
-    let src = d.sample();
-    let copy = d.db("copy.db");
-    d.open("copy.db")
-        .execute_batch(
-            "CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT NOT NULL CHECK (color <> 'red'));
-             INSERT INTO tags VALUES ('there before', 'green');",
-        )
-        .unwrap();
-    let runs = d.pipe(
-        &[("ferry-export", &[&src, "--table", "tags"]), ("ferry-import", &[&copy])],
-        b"",
-    );
-    common::ok_but_rejects(&runs);
+    common::import_tags_refusing_red(&d);
     assert!(d.reject_text().contains("\"urgent\""), "the red tag was refused");
     // The application puts its own row at the refused key.
     d.open("copy.db")

@@ -18,6 +18,40 @@ pub(crate) fn literal(s: Option<&str>) -> String {
     }
 }
 
+/// The columns a CHECK keeps valid JSON with `json_valid(col)` (as Django writes for a
+/// JSONField: `(JSON_VALID("prefs") OR "prefs" IS NULL)`), as named there, unquoted. A call
+/// spelt inside a string literal is not one.
+pub(crate) fn json_valid_columns(check: &str) -> Vec<String> {
+    // Strings blanked out (their quotes kept), so nothing inside one is seen.
+    let mut quoted = false;
+    let check: String = check
+        .chars()
+        .map(|c| match c {
+            '\'' => {
+                quoted = !quoted;
+                c
+            }
+            _ if quoted => ' ',
+            _ => c,
+        })
+        .collect();
+    let lower = check.to_ascii_lowercase();
+    lower
+        .match_indices("json_valid(")
+        .map(|(at, call)| {
+            let arg = check[at + call.len()..].trim_start();
+            let name = match arg.chars().next() {
+                Some(open @ ('"' | '`' | '[')) => {
+                    let close = if open == '[' { ']' } else { open };
+                    arg[1..].split(close).next().unwrap_or("")
+                }
+                _ => arg.split([')', ',', ' ']).next().unwrap_or(""),
+            };
+            name.to_owned()
+        })
+        .collect()
+}
+
 /// `"k1" IS ? AND "k2" IS ?` over quoted column names: a row found by its key, NULLs included.
 pub(crate) fn key_condition(quoted: &[String]) -> String {
     quoted

@@ -315,6 +315,25 @@ pub fn ok_but_rejects(runs: &[Run]) {
     last.expect_code(3);
 }
 
+/// The sample's `tags` imported into `copy.db`, whose own `tags` table (one row there before)
+/// refuses the red one by a CHECK: the import finishes with that row rejected (exit 3).
+pub fn import_tags_refusing_red(d: &Dir) {
+    d.open("copy.db")
+        .execute_batch(
+            "CREATE TABLE tags (name TEXT PRIMARY KEY, color TEXT NOT NULL CHECK (color <> 'red'));
+             INSERT INTO tags VALUES ('there before', 'green');",
+        )
+        .unwrap();
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.sample(), "--table", "tags"]),
+            ("ferry-import", &[&d.db("copy.db")]),
+        ],
+        b"",
+    );
+    ok_but_rejects(&runs);
+}
+
 /// One value per row, in order, for comparing tables exactly (storage class and bytes).
 pub fn dump(conn: &Connection, table: &str, order: &str) -> Vec<Vec<u8>> {
     let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));

@@ -134,6 +134,11 @@ pub trait ObjectStore: Send + Sync {
     fn key_prefix(&self) -> &str {
         ""
     }
+    /// The object's full key in its bucket for `key` (relative to the prefix, as the manifest
+    /// keeps it): what the upload results, rollback plans and the application name.
+    fn full_key(&self, key: &[u8]) -> String {
+        format!("{}{}", self.key_prefix(), String::from_utf8_lossy(key))
+    }
     /// Put one file, create-only unless `overwrite`. An error means the store itself failed
     /// (full, read-only, unreachable...): the run stops; per-file trouble is a status.
     fn put(&self, req: &PutRequest<'_>) -> Result<PutOutcome>;

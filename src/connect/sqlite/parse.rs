@@ -1,6 +1,8 @@
 //! Reading SQLite's own SQL text (`sqlite_schema.sql`): a tokenizer that skips strings,
 //! quoted names and comments, a table's column definitions and constraints, an index's WHERE.
 
+use crate::connect::sql::json_valid_columns;
+
 pub(super) fn action(a: &str) -> Option<String> {
     let a = a.trim().to_ascii_uppercase();
     (!a.is_empty() && a != "NO ACTION").then_some(a)
@@ -124,33 +126,9 @@ impl TableSqlParts {
     /// Whether a CHECK keeps `column` valid JSON (`json_valid("prefs")`, as Django writes for a
     /// JSONField): its values are JSON documents.
     pub(crate) fn json_checked(&self, column: &str) -> bool {
-        self.checks.iter().any(|check| {
-            // Strings blanked out (their quotes kept), so a call spelt inside one is not seen.
-            let mut quoted = false;
-            let check: String = check
-                .chars()
-                .map(|c| match c {
-                    '\'' => {
-                        quoted = !quoted;
-                        c
-                    }
-                    _ if quoted => ' ',
-                    _ => c,
-                })
-                .collect();
-            let lower = check.to_ascii_lowercase();
-            lower.match_indices("json_valid(").any(|(at, call)| {
-                let arg = check[at + call.len()..].trim_start();
-                let name = match arg.chars().next() {
-                    Some(open @ ('"' | '`' | '[')) => {
-                        let close = if open == '[' { ']' } else { open };
-                        arg[1..].split(close).next().unwrap_or("")
-                    }
-                    _ => arg.split([')', ',', ' ']).next().unwrap_or(""),
-                };
-                name.eq_ignore_ascii_case(column)
-            })
-        })
+        self.checks
+            .iter()
+            .any(|check| json_valid_columns(check).iter().any(|n| n.eq_ignore_ascii_case(column)))
     }
 }
 

@@ -922,8 +922,7 @@ impl<W: Write> Uploader<'_, W> {
     }
 
     fn write_result(&mut self, f: &Finished) -> Result<()> {
-        // The object's full key in its bucket, as the application will ask for it.
-        let key = format!("{}{}", self.store.key_prefix(), String::from_utf8_lossy(&f.row.key));
+        let key = self.store.full_key(&f.row.key);
         let path = String::from_utf8_lossy(&f.row.path);
         let size = f.row.size as i64;
         // The run that put the file (an earlier one, for a file it left done): the batch whose

@@ -40,6 +40,18 @@ fn open_target(target: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>> {
     crate::connect::open_store(&Address::parse(addr)?, &settings)
 }
 
+/// The stores a rollback has opened, each once, by the target the manifest names.
+type Stores = Vec<(String, Box<dyn ObjectStore>)>;
+
+/// Where in `stores` the store of `target` is, opening it the first time.
+fn store_at(stores: &mut Stores, target: &str, s3: &S3Settings) -> Result<usize> {
+    if let Some(at) = stores.iter().position(|(t, _)| t == target) {
+        return Ok(at);
+    }
+    stores.push((target.to_owned(), open_target(target, s3)?));
+    Ok(stores.len() - 1)
+}
+
 /// What the plan does with one file, and why.
 fn decide(
     row: &FileRow,
@@ -124,16 +136,10 @@ pub(super) fn undo_run<W: Write>(
     let source_root = cp
         .run_source(run_id)?
         .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
-    let mut stores: Vec<(String, Box<dyn ObjectStore>)> = Vec::new();
+    let mut stores = Stores::new();
     let mut plan: Vec<(usize, Action, String)> = Vec::new();
     for (target, row) in &rows {
-        let at = match stores.iter().position(|(t, _)| t == target) {
-            Some(at) => at,
-            None => {
-                stores.push((target.clone(), open_target(target, &cfg.s3)?));
-                stores.len() - 1
-            }
-        };
+        let at = store_at(&mut stores, target, &cfg.s3)?;
         let (action, why) = decide(row, cfg, stores[at].1.as_ref(), source_root.as_deref())?;
         plan.push((at, action, why));
     }
@@ -147,8 +153,7 @@ pub(super) fn undo_run<W: Write>(
     }
     let mut outcome = RollbackOutcome::default();
     for ((target, row), (at, action, why)) in rows.iter().zip(plan) {
-        // The object's full key in its bucket, as the upload results and the application name it.
-        let key = full_key(stores[at].1.as_ref(), &row.key);
+        let key = stores[at].1.full_key(&row.key);
         let act = cfg.confirm && refused == 0;
         match action {
             Action::Delete if act => {
@@ -181,14 +186,8 @@ pub(super) fn undo_run<W: Write>(
     // store went away): their parts are stored, and billed, until aborted. Nothing of them is an
     // object, so this is safe whatever else the plan refuses.
     for u in uploads {
-        let at = match stores.iter().position(|(t, _)| *t == u.target) {
-            Some(at) => at,
-            None => {
-                stores.push((u.target.clone(), open_target(&u.target, &cfg.s3)?));
-                stores.len() - 1
-            }
-        };
-        let key = full_key(stores[at].1.as_ref(), &u.key);
+        let at = store_at(&mut stores, &u.target, &cfg.s3)?;
+        let key = stores[at].1.full_key(&u.key);
         if u.upload_id == objects::INTENT {
             // No id to abort by: said, not acted on.
             let mut line = Plan::new(Action::UnknownUpload);
@@ -226,9 +225,4 @@ pub(super) fn undo_run<W: Write>(
         )));
     }
     Ok(outcome)
-}
-
-/// An object's full key in its bucket: the store's prefix and the key the manifest keeps.
-fn full_key(store: &dyn ObjectStore, key: &[u8]) -> String {
-    format!("{}{}", store.key_prefix(), String::from_utf8_lossy(key))
 }

@@ -4,7 +4,7 @@
 
 use serde_json::Value as Json;
 
-use crate::connect::sql::{literal, quote};
+use crate::connect::sql::{json_valid_columns, literal, quote};
 use crate::dialect::declared;
 use crate::error::Error;
 use crate::protocol::Schema;
@@ -477,11 +477,9 @@ pub(super) fn deferred_ddl(
 pub(super) fn say_what_is_not_carried(schema: &Schema, types: &[(String, String)]) {
     let stream = schema.stream.as_str();
     for check in schema.sqlite.iter().flat_map(|sq| &sq.checks) {
-        let lower = check.to_ascii_lowercase();
-        let of_jsonb = lower.contains("json_valid(")
-            && types
-                .iter()
-                .any(|(n, t)| t == "jsonb" && lower.contains(&n.to_ascii_lowercase()));
+        let of_jsonb = json_valid_columns(check)
+            .iter()
+            .any(|c| types.iter().any(|(n, t)| t == "jsonb" && n.eq_ignore_ascii_case(c)));
         if !of_jsonb {
             tracing::warn!(stream, check = %check, "a CHECK in SQLite's SQL is not carried to the new PostgreSQL table: add it there if the application relies on it");
         }
