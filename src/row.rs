@@ -224,12 +224,7 @@ pub(crate) struct StreamDigest {
 
 impl StreamDigest {
     pub(crate) fn add<'a>(&mut self, shape: &RowShape, get: impl Fn(usize) -> ValueRef<'a>) {
-        if self.shape != shape.id && self.header.as_deref() != Some(shape.names_header.as_slice()) {
-            self.buf.push(0xff);
-            self.buf.extend_from_slice(&shape.names_header);
-            self.header = Some(shape.names_header.clone());
-        }
-        self.shape = shape.id;
+        self.add_header(shape);
         for (i, _) in &shape.hash_order {
             get(*i).canonical_into(&mut self.buf);
         }
@@ -241,6 +236,25 @@ impl StreamDigest {
 
     pub(crate) fn add_row(&mut self, shape: &RowShape, row: &[Value]) {
         self.add(shape, |i| row[i].as_ref())
+    }
+
+    /// A delete of a change stream: a `fd` byte, then its key columns in key order.
+    pub(crate) fn add_delete(&mut self, shape: &RowShape, row: &[Value]) {
+        self.add_header(shape);
+        self.buf.push(0xfd);
+        for &i in &shape.key {
+            row[i].as_ref().canonical_into(&mut self.buf);
+        }
+    }
+
+    /// The column names before the first row, and again wherever the columns change.
+    fn add_header(&mut self, shape: &RowShape) {
+        if self.shape != shape.id && self.header.as_deref() != Some(shape.names_header.as_slice()) {
+            self.buf.push(0xff);
+            self.buf.extend_from_slice(&shape.names_header);
+            self.header = Some(shape.names_header.clone());
+        }
+        self.shape = shape.id;
     }
 
     /// The digest so far, in hex; it goes on.

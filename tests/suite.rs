@@ -8,6 +8,7 @@ mod common;
 
 mod assess;
 mod backup;
+mod changes;
 mod clients;
 mod crash;
 mod d1;

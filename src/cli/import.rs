@@ -229,6 +229,10 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             .count("skipped", o.skipped)
             .count("already_done", o.already)
             .count("rejected", o.rejected);
+        if o.deleted > 0 {
+            // Only a change stream deletes.
+            closing.count("deleted", o.deleted);
+        }
     }
     if let Some(path) = &o.reject_path {
         closing.note(format!("rejects in {}", path.display()));

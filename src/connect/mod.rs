@@ -216,6 +216,8 @@ pub struct Report {
     pub written: u64,
     /// Rows left alone because their key was already there (`--on-conflict skip`).
     pub skipped: u64,
+    /// Rows a change stream's deletes removed (a delete of a key not there removes nothing).
+    pub deleted: u64,
     pub rejects: Vec<Reject>,
 }
 
@@ -228,6 +230,8 @@ pub struct PlanCounts {
     pub conflict: u64,
     /// Rows refused before they reach the target (a NULL in the key).
     pub reject: u64,
+    /// A change stream's deletes (each removes its key's row, if there).
+    pub delete: u64,
 }
 
 impl PlanCounts {
@@ -303,6 +307,15 @@ pub trait Target {
     /// (a target may still be writing them when this returns); rows it refuses come back as
     /// rejects, and a key conflict under `--on-conflict fail` is an error.
     fn write(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>>;
+    /// Delete, inside the open transaction and after every row written before, the rows under
+    /// the keys of `batch` (a change stream's deletes: only the key columns are set). A key not
+    /// there is no error: the row is gone either way.
+    fn delete(&mut self, stream: &str, _shape: &RowShape, _batch: RowBatch) -> Result<Vec<Report>> {
+        Err(Error::new(
+            ErrorKind::Target,
+            format!("{}: this target cannot apply deletes (stream {stream})", self.address()),
+        ))
+    }
     /// Finish whatever is still being written and say what it did (before markers are written).
     fn flush(&mut self) -> Result<Vec<Report>> {
         Ok(vec![])

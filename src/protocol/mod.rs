@@ -17,7 +17,7 @@
 //! | type         | required                                             | optional |
 //! |--------------|------------------------------------------------------|----------|
 //! | `BEGIN`      | `protocol` (`"ferry/1"`), `run_id`                   | `producer{name,version}`, `source{kind,address,selection}` (redacted), `started_at` |
-//! | `SCHEMA`     | `stream`, `schema` (JSON Schema object), `key_properties` | `source_stream`, `table{schema,name}`, `foreign_keys`, `unique`, `indexes`, `row_estimate`, `byte_estimate`, `x-sqlite` |
+//! | `SCHEMA`     | `stream`, `schema` (JSON Schema object), `key_properties` | `source_stream`, `table{schema,name}`, `foreign_keys`, `unique`, `indexes`, `row_estimate`, `byte_estimate`, `x-sqlite`, `changes` |
 //! | `RECORD`     | `stream`, `record`                                   | `op` (`upsert` default, `delete`), `time_extracted` |
 //! | `FILE`       | `stream`, `path`, `size`, `sha256`, `content`        | `mtime`, `mode`, `content_type`, `path_b64`, `etag`, `key` |
 //! | `STATE`      | `value` (`run_id`, `seq`, `bookmarks{stream: cursor}`) | — |
@@ -67,6 +67,23 @@
 //! and resume points belong to a source's *identity*: its address plus, when an export took only
 //! part of it, `source.selection` (`--table users --where 'users=is_active = 1'`).
 //!
+//! # Changes
+//!
+//! A SCHEMA with `"changes": true` says its stream's RECORDs are changes to the table rather than
+//! a copy of it: a catch-up pass (`ferry-export --incremental`) or change capture. Each RECORD has
+//! an `op`: `upsert` (the default: the whole row, inserted, or replacing the row under its key)
+//! or `delete` (the record carries the key; other fields are ignored). A change stream needs
+//! `key_properties` (a keyless table cannot take changes) and is applied in order, inside the
+//! same transactions and commit markers as any stream, so a kill at any instant repeats and loses
+//! nothing. Its positions count changes, not rows, and `rows` in its bookmarks and STREAM_END
+//! counts changes too. A delete in a stream whose SCHEMA does not declare `changes` is an error.
+//!
+//! ```text
+//! {"type":"SCHEMA","stream":"main.users","schema":{...},"key_properties":["id"],"changes":true}
+//! {"type":"RECORD","stream":"main.users","op":"upsert","record":{"id":7,"name":"Ann"}}
+//! {"type":"RECORD","stream":"main.users","op":"delete","record":{"id":3}}
+//! ```
+//!
 //! # STREAM_END digest
 //!
 //! `digest.algo` is `values-sha256`: one SHA-256 over the stream's RECORDs in stream order, each
@@ -75,7 +92,8 @@
 //! the column names in that order (each as a u32 big-endian length and its bytes). Encodings are
 //! self-delimiting and a row has a fixed number of them, so the input is unambiguous. It depends
 //! on values, not on JSON spelling, so any stage can recompute and check it, in a single pass
-//! (no hash per row). (Validation compares rows by a per-row hash, SHA-256 over each column's
+//! (no hash per row). A delete adds a `fd` byte and its key columns' encodings, in key order.
+//! (Validation compares rows by a per-row hash, SHA-256 over each column's
 //! name and canonical value: [`crate::row::RowShape::row_hash`].)
 
 pub(crate) mod reader;
@@ -347,6 +365,10 @@ pub struct Schema {
     pub byte_estimate: Option<u64>,
     #[serde(default, rename = "x-sqlite", skip_serializing_if = "Option::is_none")]
     pub sqlite: Option<SqliteTable>,
+    /// The stream's RECORDs are changes (`op` upsert or delete), not a snapshot: see the module
+    /// docs, "Changes".
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub changes: bool,
     #[serde(flatten)]
     pub extra: Map<String, Json>,
 }
@@ -366,6 +388,7 @@ impl Schema {
             row_estimate: None,
             byte_estimate: None,
             sqlite: None,
+            changes: false,
             extra: Map::new(),
         }
     }

@@ -362,6 +362,13 @@ pub struct LoadCounts {
     pub overwrite: u64,
     pub conflict: u64,
     pub reject: u64,
+    /// A change stream's deletes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub delete: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a dry run would do with the files (`summary`).

@@ -266,6 +266,11 @@ impl Msg {
         self.get_str("type").map_or(Kind::Other, |t| Kind::parse(&t))
     }
 
+    /// The `op` of a change stream's RECORD, if it has one.
+    fn op(&self) -> Option<String> {
+        self.get_str("op")
+    }
+
     fn stream(&self) -> String {
         self.get_str("stream").unwrap_or_default()
     }
@@ -289,6 +294,15 @@ impl Msg {
         self.settle();
         object_text(&self.fields)
     }
+}
+
+/// A RECORD's fields say it is a change stream's delete.
+fn is_delete(fields: &[(String, Box<RawValue>)]) -> bool {
+    fields
+        .iter()
+        .find(|(k, _)| k == "op")
+        .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok())
+        .is_some_and(|op| op.eq_ignore_ascii_case("delete"))
 }
 
 fn raw(text: &str) -> Box<RawValue> {
@@ -462,7 +476,10 @@ impl<W: Write> Sink<'_, W> {
                 slot.1 = raw(std::str::from_utf8(&rec).unwrap_or("null"));
                 if r.conv.values_change {
                     r.rows += 1;
-                    r.digest.add_row(&r.to, &row);
+                    match is_delete(&fields) {
+                        true => r.digest.add_delete(&r.to, &row),
+                        false => r.digest.add_row(&r.to, &row),
+                    }
                 }
                 self.out.write_line(object_text(&fields).as_bytes(), kind)
             }
@@ -911,9 +928,17 @@ impl<W: Write> Transformer<'_, W> {
                     }
                 }
                 Op::Filter { stream, program } if on(stream) => {
+                    // A change stream's deletes all pass (a row the target does not hold is
+                    // deleted as nothing); its upserts that fail the condition become deletes,
+                    // so a row that leaves the selection leaves the target too.
+                    let op = msg.op();
+                    let delete = op.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("delete"));
                     let text = object_text(msg.record_mut()?);
-                    if !program.test(&text)? {
-                        return Ok(());
+                    if !delete && !program.test(&text)? {
+                        if op.is_none() {
+                            return Ok(());
+                        }
+                        msg.set("op", raw("\"delete\""));
                     }
                 }
                 Op::Jq { program } if matches!(kind, Kind::Record | Kind::File) => {
@@ -1000,7 +1025,10 @@ impl<W: Write> Transformer<'_, W> {
                     "stream {stream}: the transformed record does not fit its SCHEMA: {e}"
                 ))
             })?;
-            o.digest.add_row(&o.shape, &row);
+            match is_delete(&m.fields) {
+                true => o.digest.add_delete(&o.shape, &row),
+                false => o.digest.add_row(&o.shape, &row),
+            }
             o.rows += 1;
         }
         self.outcome.records_out += 1;

@@ -61,6 +61,8 @@ struct Piece {
     stmt: Stmt,
     batch: Arc<RowBatch>,
     rows: std::ops::Range<usize>,
+    /// A change stream's deletes of these rows' keys, not inserts.
+    delete: bool,
 }
 
 pub(crate) struct D1Target {
@@ -309,6 +311,7 @@ impl D1Target {
                     stmt: Stmt::plain(std::mem::take(sql)),
                     batch: Arc::clone(batch),
                     rows: first..end,
+                    delete: false,
                 });
             }
             sql.clear();
@@ -340,6 +343,7 @@ impl D1Target {
                         },
                         batch: Arc::clone(batch),
                         rows: r..r + 1,
+                        delete: false,
                     }),
                     Err(why) => {
                         if let Some(shape) = shape {
@@ -361,6 +365,60 @@ impl D1Target {
             sql.push_str(&tuple);
         }
         flush(&mut sql, first, rows.end, &mut out);
+        if !rejects.is_empty() {
+            self.report(stream).rejects.extend(rejects);
+        }
+        out
+    }
+
+    /// Statements deleting the rows under the keys of rows `rows` of a batch (a change stream's
+    /// deletes), packed under the statement limit; a key D1 cannot hold is refused here.
+    fn delete_pieces(&mut self, stream: &Arc<str>, batch: &Arc<RowBatch>, rows: std::ops::Range<usize>) -> Vec<Piece> {
+        let (Some(ts), Some(shape)) = (self.streams.get(&**stream), self.shapes.get(&**stream)) else {
+            return vec![];
+        };
+        let keys: Vec<String> = ts.keys.iter().map(|k| quote(k)).collect();
+        let head = format!(
+            "DELETE FROM {} WHERE ({}) IN (VALUES ",
+            quote(&ts.table),
+            keys.join(", ")
+        );
+        let target = STATEMENT_TARGET.min(self.request_bytes);
+        let (mut out, mut rejects) = (Vec::new(), Vec::new());
+        let mut sql = String::new();
+        let mut first = rows.start;
+        let close = |sql: &mut String, first: usize, end: usize, out: &mut Vec<Piece>| {
+            if !sql.is_empty() {
+                sql.push(')');
+                out.push(Piece {
+                    stream: Arc::clone(stream),
+                    stmt: Stmt::plain(std::mem::take(sql)),
+                    batch: Arc::clone(batch),
+                    rows: first..end,
+                    delete: true,
+                });
+            }
+        };
+        for r in rows.clone() {
+            let mut tuple = String::new();
+            if let Err(why) = literal_tuple(shape.key.iter().map(|&i| &batch.row(r)[i]), &mut tuple) {
+                close(&mut sql, first, r, &mut out);
+                first = r + 1;
+                rejects.push(Reject::of(shape, batch, r, why));
+                continue;
+            }
+            if !sql.is_empty() && sql.len() + 2 + tuple.len() + 1 > target {
+                close(&mut sql, first, r, &mut out);
+                first = r;
+            }
+            if sql.is_empty() {
+                sql.push_str(&head);
+            } else {
+                sql.push_str(", ");
+            }
+            sql.push_str(&tuple);
+        }
+        close(&mut sql, first, rows.end, &mut out);
         if !rejects.is_empty() {
             self.report(stream).rejects.extend(rejects);
         }
@@ -427,13 +485,16 @@ impl D1Target {
                 .zip(&picked)
                 .map(|(k, v)| format!("t.{k} = {v}"))
                 .collect();
-            out.push(Stmt::plain(format!(
-                "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {keys}) SELECT {seq}, 1, {} FROM (VALUES {values}) AS v \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {})",
-                picked.join(", "),
-                matched.join(" AND ")
-            )));
-            if u.before {
+            if !p.delete {
+                out.push(Stmt::plain(format!(
+                    "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {keys}) SELECT {seq}, 1, {} FROM (VALUES {values}) AS v \
+                     WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {})",
+                    picked.join(", "),
+                    matched.join(" AND ")
+                )));
+            }
+            // A delete takes away the whole row: kept to put back, as an overwrite's.
+            if u.before || p.delete {
                 out.push(Stmt::plain(format!(
                     "INSERT INTO {undo} (_ferry_seq, _ferry_inserted, {cols}) SELECT {seq}, 0, {cols} FROM {table} \
                      WHERE ({keys}) IN (VALUES {values})",
@@ -491,8 +552,12 @@ impl D1Target {
                         .unwrap_or(p.rows.len() as u64)
                         .min(p.rows.len() as u64);
                     let r = self.report(&p.stream);
-                    r.written += changes;
-                    r.skipped += p.rows.len() as u64 - changes;
+                    if p.delete {
+                        r.deleted += changes;
+                    } else {
+                        r.written += changes;
+                        r.skipped += p.rows.len() as u64 - changes;
+                    }
                     self.rows_sent += p.rows.len() as u64;
                 }
                 Ok(())
@@ -523,7 +588,10 @@ impl D1Target {
                         .flat_map(|r| {
                             let stream = Arc::clone(&p.stream);
                             let batch = Arc::clone(&p.batch);
-                            self.pieces(&stream, &batch, r..r + 1)
+                            match p.delete {
+                                true => self.delete_pieces(&stream, &batch, r..r + 1),
+                                false => self.pieces(&stream, &batch, r..r + 1),
+                            }
                         })
                         .collect();
                     return self.send_pieces(singles);
@@ -733,6 +801,17 @@ impl Target for D1Target {
         let name: Arc<str> = Arc::from(stream);
         let batch = Arc::new(batch);
         let pieces = self.pieces(&name, &batch, 0..n);
+        self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
+        self.pending.extend(pieces);
+        self.drain(false)?;
+        Ok(self.take_reports())
+    }
+
+    fn delete(&mut self, stream: &str, _shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
+        let n = batch.len();
+        let name: Arc<str> = Arc::from(stream);
+        let batch = Arc::new(batch);
+        let pieces = self.delete_pieces(&name, &batch, 0..n);
         self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
         self.pending.extend(pieces);
         self.drain(false)?;

@@ -394,6 +394,7 @@ pub(crate) fn discover_tables(
             indexes: t.indexes.clone(),
             row_estimate: rows,
             byte_estimate: None,
+            changes: false,
             sqlite: Some(SqliteTable {
                 sql: t.sql.clone(),
                 strict: t.strict,

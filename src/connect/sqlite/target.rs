@@ -34,6 +34,8 @@ struct TargetStream {
     row_lookup: Option<String>,
     /// `SELECT <every column> FROM table WHERE (<key>) IN (VALUES `: many rows' before-images.
     rows_lookup: Option<String>,
+    /// `DELETE FROM table WHERE <key> IS ...`: a change stream's delete.
+    delete: Option<String>,
 }
 
 impl TargetStream {
@@ -78,6 +80,8 @@ impl TargetStream {
         });
         let key_lookup =
             (!keys.is_empty()).then(|| format!("SELECT 1 FROM {} WHERE {}", quote(&table), key_condition(&keys)));
+        let delete =
+            (!keys.is_empty()).then(|| format!("DELETE FROM {} WHERE {}", quote(&table), key_condition(&keys)));
         // An overwrite with nothing but the key to set leaves the row as it was.
         let on_found = match on_conflict {
             OnConflict::Overwrite if shape.key.len() == shape.columns.len() => OnConflict::Skip,
@@ -92,6 +96,7 @@ impl TargetStream {
             key_lookup,
             row_lookup,
             rows_lookup,
+            delete,
         }
     }
 }
@@ -467,6 +472,33 @@ impl Target for SqliteTarget {
                 Err(_) => self.write_one(ts, shape, batch, start, &mut report)?,
             }
             start += take;
+        }
+        Ok(vec![report])
+    }
+
+    fn delete(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
+        self.begin()?;
+        let address = self.address.clone();
+        let sql = self
+            .streams
+            .get(stream)
+            .and_then(|ts| ts.delete.clone())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Target,
+                    format!("stream {stream} was not prepared with a key"),
+                )
+            })?;
+        let e = || format!("{address}: stream {stream}: deleting rows");
+        let mut st = self.conn.prepare_cached(&sql).ctx(ErrorKind::Target, e)?;
+        let mut report = Report {
+            stream: stream.to_owned(),
+            ..Default::default()
+        };
+        for r in 0..batch.len() {
+            let row = batch.row(r);
+            let key = shape.key.iter().map(|&i| &row[i]);
+            report.deleted += st.execute(rusqlite::params_from_iter(key)).ctx(ErrorKind::Target, e)? as u64;
         }
         Ok(vec![report])
     }

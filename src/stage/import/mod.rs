@@ -111,6 +111,8 @@ pub struct ImportOutcome {
     pub received: u64,
     /// Rows written (files uploaded).
     pub written: u64,
+    /// Rows a change stream's deletes removed.
+    pub deleted: u64,
     /// Rows left as they were under `--on-conflict skip` (files already present at their key).
     pub skipped: u64,
     /// Rows (files) an earlier run already committed.

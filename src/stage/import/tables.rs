@@ -27,6 +27,8 @@ struct InStream {
     schema: Schema,
     shape: RowShape,
     batch: RowBatch,
+    /// The batch holds a change stream's deletes (its keys), not rows to write.
+    deletes: bool,
     /// Input bytes of the rows in `batch`.
     batch_bytes: usize,
     /// Position of the stream's first row after the last STATE (None: positions unknown).
@@ -203,6 +205,17 @@ pub(super) fn run_counted<R: BufRead, W: Write>(
     result
 }
 
+/// What a batch does to the rows under its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Inserts; a row already there stays (skipped, or refused).
+    Insert,
+    /// Inserts that replace the row under their key.
+    Overwrite,
+    /// Deletes.
+    Delete,
+}
+
 /// What a batch's rows will do to a table whose rollback journal ferry keeps: each row's input
 /// line, and either the key it inserts or the row it overwrites (as it was), in the stream's JSON
 /// encoding.
@@ -241,8 +254,9 @@ impl RowChanges {
 
 /// What each row of `batch` will change, from the rows now under its keys (`current`): a key
 /// it inserts, or (overwriting) the row it replaces; a skipped row, or one refused under
-/// `--on-conflict fail`, changes nothing; `overwrite`: under `--on-conflict overwrite`.
-fn row_changes(shape: &RowShape, batch: &RowBatch, current: Vec<Option<Vec<Value>>>, overwrite: bool) -> RowChanges {
+/// `--on-conflict fail`, changes nothing. A delete removes the row there (the whole row is kept
+/// to put back), or nothing.
+fn row_changes(shape: &RowShape, batch: &RowBatch, current: Vec<Option<Vec<Value>>>, writes: Writes) -> RowChanges {
     let all: Vec<usize> = (0..shape.len()).collect();
     let mut changes = RowChanges {
         inserted: Vec::new(),
@@ -251,13 +265,14 @@ fn row_changes(shape: &RowShape, batch: &RowBatch, current: Vec<Option<Vec<Value
     for (r, before) in current.into_iter().enumerate() {
         let line = batch.lines[r];
         match before {
+            None if writes == Writes::Delete => {}
             None => {
                 let row = batch.row(r);
                 let mut key = Vec::new();
                 shape.write_columns(&shape.key, |i| row[i].as_ref(), &mut key);
                 changes.inserted.push((line, key));
             }
-            Some(b) if overwrite => {
+            Some(b) if writes != Writes::Insert => {
                 let mut image = Vec::new();
                 shape.write_columns(&all, |i| b[i].as_ref(), &mut image);
                 changes.replaced.push((line, image));
@@ -486,7 +501,10 @@ impl<W: Write> Importer<'_, W> {
                 cp.expect_rows(&self.run_id, rows)?;
             }
         }
-        let opts = self.load_options();
+        let mut opts = self.load_options();
+        if schema.changes {
+            opts.on_conflict = self.changes_conflict(&schema, line)?;
+        }
         let prepared = self
             .target
             .prepare(&schema, &shape, &opts)
@@ -523,6 +541,8 @@ impl<W: Write> Importer<'_, W> {
             tracing::warn!(stream = %name, table = %prepared.table, run = %m.run_id, "an earlier run's commit marker counts rows this table does not hold (it is new or empty): importing the stream from its start");
             marker = None;
         }
+        // A change stream's earlier runs are earlier changes: this run's are all new.
+        let marker = marker.filter(|m| !schema.changes || m.run_id == self.run_id);
         let committed = match marker {
             Some(m) if m.complete => Some(u64::MAX),
             Some(m) => m.position,
@@ -579,6 +599,7 @@ impl<W: Write> Importer<'_, W> {
                         schema,
                         shape,
                         batch: RowBatch::new(ncols),
+                        deletes: false,
                         batch_bytes: 0,
                         base,
                         since: 0,
@@ -606,6 +627,25 @@ impl<W: Write> Importer<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// How a change stream's upserts meet the row under their key: they replace it. A change
+    /// stream needs a key, and refuses an `--on-conflict` that would lose its updates.
+    fn changes_conflict(&self, schema: &Schema, line: &Line<'_>) -> Result<OnConflict> {
+        if schema.key_properties.is_empty() {
+            return Err(line.error(format!(
+                "stream {} carries changes but has no key: a change names its row by key (give the table a primary key, or export it whole)",
+                schema.stream
+            )));
+        }
+        match self.cfg.on_conflict {
+            Some(c) if c != OnConflict::Overwrite => Err(line.error(format!(
+                "stream {} carries changes, whose upserts replace the row under their key: --on-conflict {} would lose updates (leave it out)",
+                schema.stream,
+                format!("{c:?}").to_lowercase()
+            ))),
+            _ => Ok(OnConflict::Overwrite),
+        }
     }
 
     /// What this run will skip of a stream an earlier run committed `committed` rows of (as
@@ -642,11 +682,12 @@ impl<W: Write> Importer<'_, W> {
         let singer_name = self.singer_names.get(line.stream()).cloned();
         let name = singer_name.as_deref().unwrap_or(line.stream());
         let record = line.record_text()?;
-        if let Some(op) = line.head.op.as_deref()
-            && !op.eq_ignore_ascii_case("upsert")
-        {
-            return Err(line.error(format!("op {op:?} is not supported yet (only upsert)")));
-        }
+        let delete = match line.head.op.as_deref() {
+            None => false,
+            Some(op) if op.eq_ignore_ascii_case("upsert") => false,
+            Some(op) if op.eq_ignore_ascii_case("delete") => true,
+            Some(op) => return Err(line.error(format!("op {op:?} is not a change ferry knows (upsert or delete)"))),
+        };
         let (write_rows, write_bytes) = (self.cfg.write_rows, self.cfg.write_bytes);
         let Some(s) = self.streams.get_mut(name) else {
             return Err(line.error("a RECORD before its stream's SCHEMA"));
@@ -654,6 +695,18 @@ impl<W: Write> Importer<'_, W> {
         if s.ended {
             return Err(line.error("a RECORD after its stream's STREAM_END"));
         }
+        if delete && !s.schema.changes {
+            return Err(line.error(format!(
+                "a delete in stream {name}, whose SCHEMA does not declare \"changes\": true (only a change stream carries deletes)"
+            )));
+        }
+        if s.deletes != delete && !s.batch.is_empty() {
+            // Upserts and deletes go to the target in the order they came.
+            let name = name.to_owned();
+            self.flush_stream(&name)?;
+            return self.on_record(line);
+        }
+        s.deletes = delete;
         let slot = s.batch.push_row(line.no);
         if let Err(e) = s.shape.decode_text(record, slot) {
             s.batch.pop_row();
@@ -669,7 +722,10 @@ impl<W: Write> Importer<'_, W> {
         s.touched = true;
         let n = s.batch.len();
         let row = s.batch.row(n - 1);
-        s.digest.add_row(&s.shape, row);
+        match delete {
+            true => s.digest.add_delete(&s.shape, row),
+            false => s.digest.add_row(&s.shape, row),
+        }
         if let (Some(k), Some(p)) = (&s.skipping, position)
             && let Some((rows, digest)) = &k.check
             && p + 1 == *rows
@@ -686,12 +742,17 @@ impl<W: Write> Importer<'_, W> {
         s.pending.rows += 1;
         s.pending.bytes += line.text.len() as u64 + 1;
         let already = matches!((position, s.committed), (Some(p), Some(c)) if p < c);
-        let null_key = !s.null_key && s.shape.key.iter().any(|&i| row[i] == Value::Null);
+        let null_key = !s.null_key && shape_has_null_key(&s.shape, row);
         s.wrote |= !already;
         if already {
             s.already += 1;
             s.pending.skipped += 1;
             s.batch.pop_row();
+        } else if delete && shape_has_null_key(&s.shape, row) {
+            return Err(line.error(format!(
+                "a delete without its whole key ({}): a delete names the row it removes by every key column",
+                s.shape.key_names().join(", ")
+            )));
         } else if null_key {
             // The target would invent a key for it (SQLite's rowid) or refuse the key only once
             // it is built, after every row: refused here, with its line.
@@ -768,6 +829,13 @@ impl<W: Write> Importer<'_, W> {
         if s.batch.is_empty() {
             return Ok(());
         }
+        if self.cfg.dry_run && s.deletes {
+            // Each delete removes the row under its key, if it is there.
+            s.plan.delete += s.batch.len() as u64;
+            s.batch.clear();
+            s.batch_bytes = 0;
+            return Ok(());
+        }
         if self.cfg.dry_run {
             let c = self.target.plan(name, &s.shape, &s.batch)?;
             s.plan.insert += c.insert;
@@ -792,7 +860,12 @@ impl<W: Write> Importer<'_, W> {
         if let Some((Journaling::Keys, table)) = self.journaling.get(name).cloned() {
             match self.target.current_rows(name, &s.shape, &batch)? {
                 Some(current) => {
-                    journal = Some((table, row_changes(&s.shape, &batch, current, overwrite)));
+                    let writes = match (s.deletes, overwrite || s.schema.changes) {
+                        (true, _) => Writes::Delete,
+                        (false, true) => Writes::Overwrite,
+                        (false, false) => Writes::Insert,
+                    };
+                    journal = Some((table, row_changes(&s.shape, &batch, current, writes)));
                 }
                 None => {
                     tracing::warn!(stream = %name, "this target keeps no rollback journal: a rollback of this run cannot undo its rows");
@@ -800,7 +873,10 @@ impl<W: Write> Importer<'_, W> {
                 }
             }
         }
-        let reports = self.target.write(name, &s.shape, batch)?;
+        let reports = match s.deletes {
+            true => self.target.delete(name, &s.shape, batch)?,
+            false => self.target.write(name, &s.shape, batch)?,
+        };
         self.uncommitted = true;
         if let Some((table, changes)) = journal {
             // A row the target refused changed nothing: it is not in the journal, or a rollback
@@ -823,11 +899,13 @@ impl<W: Write> Importer<'_, W> {
         for report in reports {
             let name = report.stream.as_str();
             if let Some(s) = self.streams.get_mut(name) {
-                s.pending.written += report.written;
+                // A batch's changes applied: rows written and rows deleted.
+                s.pending.written += report.written + report.deleted;
                 s.pending.skipped += report.skipped;
                 s.pending.rejected += report.rejects.len() as u64;
             }
             self.outcome.written += report.written;
+            self.outcome.deleted += report.deleted;
             self.outcome.skipped += report.skipped;
             for r in &report.rejects {
                 let entry = RowReject {
@@ -1149,6 +1227,7 @@ impl<W: Write> Importer<'_, W> {
                 overwrite: plan.overwrite,
                 conflict: plan.conflict,
                 reject: plan.reject,
+                delete: plan.delete,
             });
             self.out.write_json(&line, Kind::Other)?;
         } else {
@@ -1276,6 +1355,10 @@ impl<W: Write> Importer<'_, W> {
 /// Why `--fresh` is refused into a table an unfinished run of the same source made: it is loaded
 /// on after the rows that run committed, with no check of keys (PostgreSQL builds them at the
 /// end), so loaded again from its start, its rows would go in twice.
+fn shape_has_null_key(shape: &RowShape, row: &[Value]) -> bool {
+    shape.key.iter().any(|&i| row[i] == Value::Null)
+}
+
 fn fresh_over_continued(table: &str) -> String {
     format!(
         "table {table} was made by an unfinished run of this source, and its load goes on after the rows that run committed, keys unchecked until the end: --fresh would load those rows a second time; run the same command without --fresh to finish that load, or roll that run back first (ferry status names it; ferry rollback --batch RUN --confirm)"

@@ -175,7 +175,10 @@ fn run_tables<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut St
     };
     let sides = Sides::open(cfg, input, &mut report)?;
     let plan = sides.plan(cfg, &mut findings, &mut report)?;
-    if plan.is_empty() {
+    // Change streams are checked on their own (or said to be unverifiable against a target):
+    // the verdict is their findings'.
+    let changes = sides.stream.as_ref().is_some_and(|s| !s.changes.is_empty());
+    if plan.is_empty() && !changes {
         return Err(nothing_compared(cfg, &sides, &report));
     }
     for (meta, side) in &plan {

@@ -85,6 +85,8 @@ pub(super) struct StreamSide {
     /// Per stream: rows read, and the problems found while reading.
     pub(super) rows: HashMap<String, u64>,
     pub(super) problems: Vec<Problem>,
+    /// Change streams: checked on their own (counts, digest), never compared as tables.
+    pub(super) changes: Vec<String>,
 }
 
 /// Read the stream, checking it as it goes, into a temporary database: keys, constrained columns,
@@ -132,6 +134,8 @@ struct Spilling {
     digest: StreamDigest,
     rows: u64,
     ended: bool,
+    /// A change stream: its digest and counts are checked, its rows are not the table's.
+    changes: bool,
 }
 
 /// The stream side being read: the temporary database, and what each stream said so far.
@@ -175,6 +179,9 @@ impl Spiller<'_> {
                 &[("message", json!(message)), ("line", json!(line.no))],
             );
             return Ok(());
+        }
+        if schema.changes {
+            return self.on_changes(schema, shape, line);
         }
         // Hash over the columns the target has (all of them when checking alone), each in the
         // canonical form the target's type gives it.
@@ -220,6 +227,38 @@ impl Spiller<'_> {
                 digest: StreamDigest::default(),
                 rows: 0,
                 ended: false,
+                changes: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// A change stream's SCHEMA: its changes are not the table, so there is nothing to compare
+    /// the target's rows with (said, against a target); its STREAM_END is still checked.
+    fn on_changes(&mut self, schema: Schema, shape: RowShape, line: &Line<'_>) -> Result<()> {
+        let name = schema.stream.clone();
+        if self.target.is_some() {
+            let message = format!(
+                "stream {name} carries changes, not the table's rows: compare the two stores themselves (ferry-validate SOURCE TARGET)"
+            );
+            self.problem(
+                name.clone(),
+                FindingKind::Unverified,
+                &[("message", json!(message)), ("line", json!(line.no))],
+            );
+        }
+        self.streams.insert(
+            name,
+            Spilling {
+                shape,
+                common: None,
+                spilled: vec![],
+                hashed: vec![],
+                insert: String::new(),
+                digest: StreamDigest::default(),
+                rows: 0,
+                ended: false,
+                changes: true,
             },
         );
         Ok(())
@@ -250,8 +289,19 @@ impl Spiller<'_> {
             return Ok(());
         }
         let after_end = s.ended;
-        s.digest.add_row(&s.shape, row);
         s.rows += 1;
+        if s.changes {
+            let op = match line.is_fast() {
+                true => line.full()?.head.op.map(|o| o.into_owned()),
+                false => line.head.op.as_deref().map(str::to_owned),
+            };
+            match op.is_some_and(|o| o.eq_ignore_ascii_case("delete")) {
+                true => s.digest.add_delete(&s.shape, row),
+                false => s.digest.add_row(&s.shape, row),
+            }
+            return Ok(());
+        }
+        s.digest.add_row(&s.shape, row);
         let h: RowHash = match &s.common {
             Some(c) => {
                 let vals: Vec<Value> = s
@@ -356,7 +406,15 @@ impl Spiller<'_> {
                 }
             }
         }
+        let mut changes: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.changes)
+            .map(|(n, _)| n.clone())
+            .collect();
+        changes.sort();
         Ok(StreamSide {
+            changes,
             db: Box::new(SqliteTables::new(self.conn, self.source_address.clone())),
             metas: self.metas,
             sides: self.sides,

@@ -90,6 +90,19 @@ struct PgStream {
     key_constraint: Option<String>,
     /// The rollback journal of an existing table, kept in the target (staging path only).
     undo: Option<Undo>,
+    /// A change stream's deletes.
+    deletes: Option<Deletes>,
+}
+
+/// The statements that apply a change stream's deletes (see `PgTarget::deletes_for`). The
+/// journal's `{undo}` and `{seq}` are filled in when it is used.
+#[derive(Clone)]
+struct Deletes {
+    create: String,
+    copy: String,
+    journal: String,
+    delete: String,
+    truncate: String,
 }
 
 /// Statements that journal a staged chunk before it goes into its table: the keys it inserts
@@ -431,7 +444,9 @@ impl PgTarget {
         // A journaled run goes through staging, where its chunks are journaled on the server
         // before they go in.
         let journal = opts.journal && !self.dry_run && !shape.key.is_empty() && !empty && !prepared.continued;
-        if prepared.continued || !(journal || (opts.on_conflict != OnConflict::Fail && !empty)) {
+        // A change stream always upserts: a key may come back in it.
+        let upserts = schema.changes || (opts.on_conflict != OnConflict::Fail && !empty);
+        if !schema.changes && (prepared.continued || !(journal || upserts)) {
             return Ok((Path::Direct, None));
         }
         if shape.key.is_empty() {
@@ -441,9 +456,19 @@ impl PgTarget {
             );
             return Ok((Path::Direct, None));
         }
+        let path = self.staging(shape, opts, qualified);
+        let undo = match (journal, &path) {
+            (true, Path::Staging { stage, .. }) => Some(self.undo_for(shape, opts, &at.pg_schema, qualified, stage)?),
+            _ => None,
+        };
+        Ok((path, undo))
+    }
+
+    /// The path through a staging table: a temporary table of the stream's columns, then an
+    /// `INSERT ... ON CONFLICT` as `--on-conflict` says (the same clause as SQLite's).
+    fn staging(&self, shape: &RowShape, opts: &LoadOptions, qualified: &str) -> Path {
         let stage = quote(&format!("_ferry_stage_{}", self.streams.len()));
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
-        // Not `fail`, and a key: the same clause as SQLite's.
         let conflict = conflict_clause(shape, opts.on_conflict);
         let insert = format!(
             "INSERT INTO {qualified} ({0}) OVERRIDING SYSTEM VALUE SELECT {0} FROM {stage} ORDER BY _ferry_n{conflict}",
@@ -453,11 +478,32 @@ impl PgTarget {
             "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {}, 0::bigint AS _ferry_n FROM {qualified} WITH NO DATA",
             cols.join(", ")
         );
-        let undo = match journal {
-            true => Some(self.undo_for(shape, opts, &at.pg_schema, qualified, &stage)?),
-            false => None,
-        };
-        Ok((Path::Staging { insert, stage, create }, undo))
+        Path::Staging { insert, stage, create }
+    }
+
+    /// How a change stream's deletes go: their keys into a staging table of the key columns,
+    /// journaled (the rows they remove) when the run keeps an undo table, then one DELETE.
+    fn deletes_for(&self, shape: &RowShape, qualified: &str, binary: bool) -> Deletes {
+        let stage = quote(&format!("_ferry_delete_{}", self.streams.len()));
+        let keys: Vec<String> = shape.key.iter().map(|&i| quote(&shape.columns[i].name)).collect();
+        let matched: Vec<String> = keys.iter().map(|k| format!("t.{k} = s.{k}")).collect();
+        let keys = keys.join(", ");
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let cols = cols.join(", ");
+        let format = if binary { "binary" } else { "text" };
+        Deletes {
+            create: format!("CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {keys} FROM {qualified} WITH NO DATA"),
+            copy: format!("COPY {stage} ({keys}) FROM STDIN (FORMAT {format})"),
+            journal: format!(
+                "INSERT INTO {{undo}} (_ferry_seq, _ferry_inserted, {cols}) SELECT {{seq}}, false, {cols} FROM {qualified} \
+                 WHERE ({keys}) IN (SELECT {keys} FROM {stage})"
+            ),
+            delete: format!(
+                "DELETE FROM {qualified} AS t USING (SELECT DISTINCT {keys} FROM {stage}) AS s WHERE {}",
+                matched.join(" AND ")
+            ),
+            truncate: format!("TRUNCATE {stage}"),
+        }
     }
 
     /// Create a stream's table (in the open transaction, with the markers table), and record
@@ -476,7 +522,16 @@ impl PgTarget {
             Some((ps, t)) if from_pg && ps != "main" => Self::qualified(ps, t),
             _ => Self::qualified(&here, table_name_for(s)),
         };
-        let NewTable { ddl, deferred, fks } = new_table(schema, types, at, &place);
+        let NewTable {
+            mut ddl,
+            mut deferred,
+            fks,
+        } = new_table(schema, types, at, &place);
+        // A change stream's upserts find their rows by key from the first: the key now, not
+        // after the data (`deferred_ddl` puts it first).
+        if schema.changes && !schema.key_properties.is_empty() && !deferred.is_empty() {
+            ddl.push(deferred.remove(0));
+        }
         if !from_pg {
             ddl::say_what_is_not_carried(schema, types);
         }
@@ -668,7 +723,10 @@ impl Target for PgTarget {
             }
             None => {
                 self.create_table(schema, opts, &at, &types, &mut prepared)?;
-                (Path::Direct, None)
+                match schema.changes {
+                    true => (self.staging(shape, opts, &at.qualified), None),
+                    false => (Path::Direct, None),
+                }
             }
         };
         prepared.undo = undo.as_ref().map(|u| u.table.clone());
@@ -679,6 +737,9 @@ impl Target for PgTarget {
         let binary = encoders.iter().all(Encoder::binary);
         let columns: Vec<String> = types.iter().map(|(n, _)| quote(n)).collect();
         let copy = self.copy_statement(&at.qualified, &path, &columns.join(", "), binary)?;
+        let key_binary = shape.key.iter().all(|&i| encoders[i].binary());
+        let deletes =
+            (schema.changes && !shape.key.is_empty()).then(|| self.deletes_for(shape, &at.qualified, key_binary));
         let key_constraint = match prepared.existed {
             true => self
                 .rows(
@@ -705,6 +766,7 @@ impl Target for PgTarget {
                 path,
                 on_conflict: opts.on_conflict,
                 undo,
+                deletes,
             },
         );
         Ok(prepared)
@@ -789,6 +851,86 @@ impl Target for PgTarget {
             out.push(refused);
         }
         Ok(out)
+    }
+
+    fn delete(&mut self, stream: &str, shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
+        self.begin()?;
+        // The rows written before go in first: the deletes come after them.
+        self.settle()?;
+        let Some(ps) = self.streams.get_mut(stream) else {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!("stream {stream} was not prepared"),
+            ));
+        };
+        let Some(d) = ps.deletes.clone() else {
+            return Err(Error::new(
+                ErrorKind::Target,
+                format!("stream {stream} was not prepared for changes (its SCHEMA must say \"changes\": true)"),
+            ));
+        };
+        let mut report = Report {
+            stream: stream.to_owned(),
+            ..Default::default()
+        };
+        let binary = d.copy.ends_with("(FORMAT binary)");
+        let mut tuples = Vec::new();
+        if binary {
+            tuples.extend_from_slice(pgcopy::HEADER);
+        }
+        let mut scratch = Vec::new();
+        for r in 0..batch.len() {
+            let (at, row) = (tuples.len(), batch.row(r));
+            if binary {
+                tuples.extend_from_slice(&(ps.key.len() as i16).to_be_bytes());
+            }
+            let mut failed = None;
+            for (j, &i) in ps.key.iter().enumerate() {
+                let done = match binary {
+                    true => pgcopy::encode(&row[i], &ps.encoders[i], &mut tuples),
+                    false => {
+                        if j > 0 {
+                            tuples.push(b'\t');
+                        }
+                        pgcopy::encode_text(&row[i], &ps.encoders[i], &mut tuples, &mut scratch)
+                    }
+                };
+                if let Err(reason) = done {
+                    failed = Some(format!("column {}: {reason}", shape.columns[i].name));
+                    break;
+                }
+            }
+            match failed {
+                Some(reason) => {
+                    tuples.truncate(at);
+                    report.rejects.push(Reject::of(shape, &batch, r, reason));
+                }
+                None if !binary => tuples.push(b'\n'),
+                None => {}
+            }
+        }
+        if binary {
+            tuples.extend_from_slice(pgcopy::TRAILER);
+        }
+        // The rows they remove, journaled first when the run keeps an undo table.
+        let journal = ps.undo.as_mut().map(|u| {
+            u.seq += 1;
+            d.journal
+                .replace("{undo}", &u.table)
+                .replace("{seq}", &u.seq.to_string())
+        });
+        let data = bytes::Bytes::from(tuples);
+        report.deleted = self.with_retry(&format!("deleting rows of stream {stream}"), |t| {
+            t.sql(&d.create, true)?;
+            t.copy(stream, &d.copy, data.clone())?;
+            if let Some(sql) = &journal {
+                t.sql(sql, true)?;
+            }
+            let n = t.sql(&d.delete, true)?;
+            t.sql(&d.truncate, true)?;
+            Ok(n)
+        })?;
+        Ok(vec![report])
     }
 
     fn flush(&mut self) -> Result<Vec<Report>> {

@@ -1,0 +1,255 @@
+//! Change streams (`"changes": true`, RECORDs with `op` upsert or delete) applied by every table
+//! target, undone by rollback, and refused clearly where they cannot apply.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use crate::common::{self, Dir, pg};
+
+const SCHEMA: &str = r#""schema":{"type":"object","properties":{"id":{"type":"integer"},"name":{"type":["string","null"]}}},"key_properties":["id"]"#;
+
+/// A stream of `users` rows: a snapshot (`changes` false) or changes, one message per entry of
+/// `records` (`op` and the record's JSON).
+fn stream(run: &str, changes: bool, records: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = format!(
+        "{{\"type\":\"BEGIN\",\"protocol\":\"ferry/1\",\"run_id\":\"{run}\",\"source\":{{\"kind\":\"sqlite\",\"address\":\"sqlite:app.db\"}}}}\n\
+         {{\"type\":\"SCHEMA\",\"stream\":\"main.users\",{SCHEMA}{}}}\n",
+        if changes { r#","changes":true"# } else { "" }
+    );
+    for (op, record) in records {
+        s.push_str(&format!(
+            "{{\"type\":\"RECORD\",\"stream\":\"main.users\",\"op\":\"{op}\",\"record\":{record}}}\n"
+        ));
+    }
+    s.push_str(&format!(
+        "{{\"type\":\"STATE\",\"value\":{{\"run_id\":\"{run}\",\"seq\":1,\"bookmarks\":{{\"main.users\":{{\"rows\":{},\"complete\":true}}}}}}}}\n\
+         {{\"type\":\"STREAM_END\",\"stream\":\"main.users\",\"status\":\"complete\",\"rows\":{}}}\n\
+         {{\"type\":\"END\",\"run_id\":\"{run}\",\"status\":\"ok\"}}\n",
+        records.len(),
+        records.len()
+    ));
+    s.into_bytes()
+}
+
+const SNAPSHOT: [(&str, &str); 5] = [
+    ("upsert", r#"{"id":1,"name":"Ann"}"#),
+    ("upsert", r#"{"id":2,"name":"Bob"}"#),
+    ("upsert", r#"{"id":3,"name":"Cid"}"#),
+    ("upsert", r#"{"id":4,"name":null}"#),
+    ("upsert", r#"{"id":5,"name":"Eve"}"#),
+];
+
+/// Updates, deletes, a row inserted then deleted then inserted again, and a delete of a key that
+/// is not there: `2 deleted` (Bob, the first 6), the rest as listed in `AFTER`.
+const CHANGES: [(&str, &str); 8] = [
+    ("upsert", r#"{"id":1,"name":"Ann Two"}"#),
+    ("delete", r#"{"id":2}"#),
+    ("upsert", r#"{"id":6,"name":"New"}"#),
+    ("delete", r#"{"id":6,"name":"ignored"}"#),
+    ("upsert", r#"{"id":6,"name":"Again"}"#),
+    ("delete", r#"{"id":99}"#),
+    ("upsert", r#"{"id":4,"name":"Dee"}"#),
+    ("upsert", r#"{"id":4,"name":"Dee Two"}"#),
+];
+
+fn before() -> Vec<(i64, Option<String>)> {
+    vec![
+        (1, Some("Ann".into())),
+        (2, Some("Bob".into())),
+        (3, Some("Cid".into())),
+        (4, None),
+        (5, Some("Eve".into())),
+    ]
+}
+
+fn after() -> Vec<(i64, Option<String>)> {
+    vec![
+        (1, Some("Ann Two".into())),
+        (3, Some("Cid".into())),
+        (4, Some("Dee Two".into())),
+        (5, Some("Eve".into())),
+        (6, Some("Again".into())),
+    ]
+}
+
+/// The snapshot, then the changes, then a rollback of the changes: each step's table as
+/// `read` gives it.
+fn apply_and_undo(d: &Dir, target: &str, read: &dyn Fn() -> Vec<(i64, Option<String>)>) {
+    d.run("ferry-import", &[target, "--create"], &stream("snap", false, &SNAPSHOT))
+        .ok();
+    assert_eq!(read(), before());
+    let run = d.run("ferry-import", &[target], &stream("chg", true, &CHANGES));
+    run.ok().stderr_has("2 deleted");
+    assert_eq!(read(), after(), "{}", run.stderr());
+    // Applied again (the same changes from a new run): the same table.
+    d.run("ferry-import", &[target], &stream("chg2", true, &CHANGES)).ok();
+    assert_eq!(read(), after());
+    // Both change runs undone, newest first: the snapshot as it was.
+    for run in ["chg2", "chg"] {
+        d.run(
+            "ferry",
+            &["rollback", "--batch", run, "--confirm", "--target", target],
+            b"",
+        )
+        .ok();
+    }
+    assert_eq!(read(), before());
+}
+
+fn sqlite_rows(d: &Dir, db: &str) -> Vec<(i64, Option<String>)> {
+    let c = d.open(db);
+    let mut st = c.prepare("SELECT id, name FROM users ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_change_stream_upserts_and_deletes_in_sqlite_and_a_rollback_undoes_it() {
+    let d = Dir::new();
+    let target = d.db("copy.db");
+    apply_and_undo(&d, &target, &|| sqlite_rows(&d, "copy.db"));
+}
+
+#[test]
+fn a_change_stream_upserts_and_deletes_in_postgres_and_a_rollback_undoes_it() {
+    let d = Dir::new();
+    let url = pg::cluster().database("changes");
+    let read = || {
+        let mut c = pg::connect(&url);
+        c.query("SELECT id, name FROM users ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    apply_and_undo(&d, &url, &read);
+}
+
+#[test]
+fn a_change_stream_upserts_and_deletes_in_d1_and_a_rollback_undoes_it() {
+    let d = Dir::new();
+    let _d1 = common::d1::double(&d, 60.0, 1200);
+    apply_and_undo(&d, "d1://acct/app", &|| sqlite_rows(&d, "d1/app.sqlite3"));
+}
+
+#[test]
+fn a_change_stream_into_a_new_postgres_table_has_its_key_from_the_first_row() {
+    let d = Dir::new();
+    let url = pg::cluster().database("changes_new");
+    // The same key twice before the stream ends: upserted, not a duplicate.
+    let mut both: Vec<(&str, &str)> = SNAPSHOT.to_vec();
+    both.extend(CHANGES);
+    d.run("ferry-import", &[&url, "--create"], &stream("new", true, &both))
+        .ok()
+        .stderr_has("2 deleted");
+    let mut c = pg::connect(&url);
+    let rows: Vec<(i64, Option<String>)> = c
+        .query("SELECT id, name FROM users ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, after());
+}
+
+#[test]
+fn deletes_and_changes_are_refused_where_they_cannot_apply() {
+    let d = Dir::new();
+    let target = d.db("copy.db");
+    d.run(
+        "ferry-import",
+        &[&target, "--create"],
+        &stream("snap", false, &SNAPSHOT),
+    )
+    .ok();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    // A delete in a stream that is not a change stream.
+    d.run(
+        "ferry-import",
+        &[&target],
+        &stream("a", false, &[("delete", r#"{"id":1}"#)]),
+    )
+    .expect_code(2)
+    .stderr_has("line 3")
+    .stderr_has("does not declare \"changes\": true");
+    // An op ferry does not know.
+    d.run(
+        "ferry-import",
+        &[&target],
+        &stream("b", true, &[("merge", r#"{"id":1}"#)]),
+    )
+    .expect_code(2)
+    .stderr_has("\"merge\" is not a change ferry knows");
+    // A delete without its key.
+    d.run(
+        "ferry-import",
+        &[&target],
+        &stream("c", true, &[("delete", r#"{"name":"Ann"}"#)]),
+    )
+    .expect_code(2)
+    .stderr_has("a delete without its whole key (id)");
+    // Changes whose upserts would be skipped.
+    d.run(
+        "ferry-import",
+        &[&target, "--on-conflict", "skip"],
+        &stream("d", true, &[("upsert", r#"{"id":1,"name":"x"}"#)]),
+    )
+    .expect_code(2)
+    .stderr_has("--on-conflict skip would lose updates");
+    // A keyless change stream.
+    let keyless = text(stream("e", true, &[("upsert", r#"{"id":1,"name":"x"}"#)]))
+        .replace(r#""key_properties":["id"]"#, r#""key_properties":[]"#);
+    d.run("ferry-import", &[&target], keyless.as_bytes())
+        .expect_code(2)
+        .stderr_has("carries changes but has no key");
+    // Nothing of any of them changed the table.
+    assert_eq!(sqlite_rows(&d, "copy.db"), before());
+}
+
+#[test]
+fn a_filter_on_a_change_stream_deletes_the_rows_that_leave_the_selection_and_validate_checks_its_digest() {
+    let d = Dir::new();
+    let target = d.db("copy.db");
+    d.run(
+        "ferry-import",
+        &[&target, "--create"],
+        &stream("snap", false, &SNAPSHOT),
+    )
+    .ok();
+    let changes = stream(
+        "chg",
+        true,
+        &[
+            ("upsert", r#"{"id":1,"name":"Ann Two"}"#),
+            ("upsert", r#"{"id":3,"name":"hidden"}"#),
+            ("delete", r#"{"id":2}"#),
+        ],
+    );
+    let t = d.run(
+        "ferry-transform",
+        &["--filter", r#"main.users=.name != "hidden""#],
+        &changes,
+    );
+    t.ok();
+    // Cid, now outside the selection, goes out as a delete of its key; the stream's digest is
+    // the digest of what it now says.
+    assert!(t.stdout().contains(r#""op":"delete""#), "{}", t.stdout());
+    d.run("ferry-validate", &["-"], t.stdout().as_bytes()).ok();
+    let mut tampered = t.stdout().replacen(r#""op":"delete""#, r#""op":"upsert""#, 1);
+    tampered.push('\n');
+    d.run("ferry-validate", &["-"], tampered.as_bytes())
+        .expect_code(1)
+        .stderr_has("DIFFERENT");
+    d.run("ferry-import", &[&target], t.stdout().as_bytes())
+        .ok()
+        .stderr_has("2 deleted");
+    assert_eq!(
+        sqlite_rows(&d, "copy.db"),
+        vec![(1, Some("Ann Two".into())), (4, None), (5, Some("Eve".into()))]
+    );
+    // Against a target, a change stream is not the table: said, not passed.
+    d.run("ferry-validate", &[&target], t.stdout().as_bytes())
+        .expect_code(1)
+        .stderr_has("NOT VERIFIED");
+}
