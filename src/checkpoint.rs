@@ -1235,6 +1235,41 @@ impl Checkpoint {
         Ok(Some(ResumePoint { run_id, status, state }))
     }
 
+    /// The watermarks the catch-up passes from `source` reached, by stream: each stream's
+    /// bookmark with a `replication_key_value` in the newest acknowledged STATE that has one,
+    /// leaving out runs rolled back since (what they brought is gone from the target).
+    pub(crate) fn watermarks(&self, source: &str) -> Result<std::collections::HashMap<String, serde_json::Value>> {
+        let path = self.path.display().to_string();
+        let e = || format!("state file {path}: looking up the watermarks of earlier catch-up passes");
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT a.value FROM runs r JOIN acks a USING (run_id)
+                 WHERE r.source = ?1 AND r.stage = 'import' AND r.status <> 'rolled_back'
+                   AND (NOT EXISTS (SELECT 1 FROM journal j WHERE j.run_id = r.run_id)
+                        OR EXISTS (SELECT 1 FROM journal j WHERE j.run_id = r.run_id AND j.undone_at IS NULL))
+                 ORDER BY r.started_at DESC, r.rowid DESC",
+            )
+            .ctx(ErrorKind::Checkpoint, e)?;
+        let values = st
+            .query_map([source], |r| r.get::<_, String>(0))
+            .ctx(ErrorKind::Checkpoint, e)?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .ctx(ErrorKind::Checkpoint, e)?;
+        let mut out = std::collections::HashMap::new();
+        for v in values {
+            let Ok(state) = serde_json::from_str::<StateValue>(&v) else {
+                continue;
+            };
+            for (stream, b) in state.bookmarks {
+                if b.get("replication_key_value").is_some() {
+                    out.entry(stream).or_insert(b);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn runs(&self) -> Result<Vec<RunRow>> {
         // A read-only state file of an older ferry has no rows_expected, pid or host.
         let version = self.version()?;

@@ -158,7 +158,7 @@ const CASES: &[(&str, &[&str], &[i64], i32)] = &[
     // Lines that start like the writer's own RECORDs but hold more after the record.
     (
         "op_after_record",
-        &["line 8 (stream main.t): op \"delete\" is not supported yet"],
+        &["line 8 (stream main.t): a delete in stream main.t, whose SCHEMA does not declare \"changes\": true"],
         &[1, 2],
         2,
     ),

@@ -11,6 +11,7 @@ use crate::address::Address;
 use crate::checkpoint::DEFAULT_STATE_PATH;
 use crate::error::{Error, ErrorKind, ExitStatus, Result};
 use crate::protocol::StreamWriter;
+use crate::stage::export::incremental::Incremental;
 use crate::stage::export::{self, ExportConfig, FilesOptions, defaults};
 
 const EXAMPLES: &str = "\
@@ -106,6 +107,11 @@ pub struct ExportArgs {
     /// it has complete are read again in full, as a Singer full-table sync is
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub state_json: Option<PathBuf>,
+    /// A catch-up pass: every table as changes (upserts by key), and TABLE only from where the
+    /// last pass from this source left its COLUMN (an updated_at, or a key that only grows);
+    /// repeatable. The first pass sends every row and keeps the watermark
+    #[arg(long, value_name = "TABLE.COLUMN")]
+    pub incremental: Vec<String>,
     /// dir: the name of the file stream
     #[arg(long, value_name = "NAME", default_value = defaults::FILE_STREAM)]
     pub stream: String,
@@ -156,6 +162,11 @@ impl ExportArgs {
                 .map(|r| crate::stage::entity::Root::parse(r))
                 .collect::<Result<_>>()?,
             follow_fks: self.follow_fks,
+            incremental: self
+                .incremental
+                .iter()
+                .map(|s| Incremental::parse(s))
+                .collect::<Result<_>>()?,
             files: FilesOptions {
                 stream: self.stream.clone(),
                 follow_symlinks: self.follow_symlinks,

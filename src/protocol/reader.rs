@@ -36,22 +36,31 @@ pub struct Line<'a> {
     pub text: &'a str,
     pub kind: Kind,
     pub head: Head<'a>,
-    /// A RECORD line in the writer's own shape (`{"type":"RECORD","stream":"s","record":{...}}`):
-    /// the text that should be its record, read without a JSON pass (see [`Line::record_text`]).
+    /// A RECORD line in the writer's own shape (`{"type":"RECORD","stream":"s","record":{...}}`,
+    /// with `"op":"upsert"` or `"op":"delete"` before the record in a change stream): the text
+    /// that should be its record, read without a JSON pass (see [`Line::record_text`]).
     fast: Option<&'a str>,
 }
 
-/// The record text of a line in the writer's own shape, and its stream name; `None` for any other
-/// line. The text is not checked: it is the record only if it decodes as exactly one object.
-fn fast_record(text: &str) -> Option<(&str, &str)> {
+/// The record text of a line in the writer's own shape, its stream name and its op; `None` for
+/// any other line. The text is not checked: it is the record only if it decodes as exactly one
+/// object.
+fn fast_record(text: &str) -> Option<(&str, Option<&'static str>, &str)> {
     let rest = text.strip_prefix(r#"{"type":"RECORD","stream":""#)?;
     let q = rest.find('"')?;
     let name = &rest[..q];
     if name.contains('\\') {
         return None;
     }
-    let rec = rest[q + 1..].strip_prefix(r#","record":"#)?.strip_suffix('}')?;
-    rec.starts_with('{').then_some((name, rec))
+    let mut rest = &rest[q + 1..];
+    let mut op = None;
+    for (spelt, o) in [(r#","op":"upsert""#, "upsert"), (r#","op":"delete""#, "delete")] {
+        if let Some(r) = rest.strip_prefix(spelt) {
+            (rest, op) = (r, Some(o));
+        }
+    }
+    let rec = rest.strip_prefix(r#","record":"#)?.strip_suffix('}')?;
+    rec.starts_with('{').then_some((name, op, rec))
 }
 
 impl<'a> Line<'a> {
@@ -215,12 +224,12 @@ impl<R: BufRead> StreamReader<R> {
         let no = self.line_no;
         let text = std::str::from_utf8(&self.buf)
             .map_err(|e| Error::input(format!("line {no} is not valid UTF-8 (byte {})", e.valid_up_to())))?;
-        if terminated && let Some((name, rec)) = fast_record(text) {
+        if terminated && let Some((name, op, rec)) = fast_record(text) {
             let head = Head {
                 kind: Cow::Borrowed("RECORD"),
                 stream: Some(Cow::Borrowed(name)),
                 record: None,
-                op: None,
+                op: op.map(Cow::Borrowed),
             };
             return Ok(Some(Line {
                 no,

@@ -11,6 +11,7 @@
 
 pub(crate) mod emit;
 pub mod files;
+pub mod incremental;
 mod tables;
 
 use std::io::Write;
@@ -42,6 +43,9 @@ pub struct ExportConfig {
     /// references them, transitively) instead of `selection`.
     pub roots: Vec<crate::stage::entity::Root>,
     pub follow_fks: bool,
+    /// A catch-up pass: every stream as changes, these tables only from their watermark on
+    /// (see [`incremental`]).
+    pub incremental: Vec<incremental::Incremental>,
 }
 
 /// The defaults an export has unless told otherwise (the flags' defaults are these).
@@ -71,6 +75,7 @@ impl ExportConfig {
             files: FilesOptions::default(),
             roots: Vec::new(),
             follow_fks: false,
+            incremental: vec![],
         }
     }
 }

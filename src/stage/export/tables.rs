@@ -6,8 +6,12 @@ use std::time::Instant;
 
 use serde_json::{Map, Value as Json};
 
+use std::collections::HashMap;
+
 use super::emit::{Emitter, begin};
+use super::incremental::{self, Watermark};
 use super::{ExportConfig, ExportOutcome};
+use crate::checkpoint::Checkpoint;
 use crate::connect::{self, RowAccess, Selection};
 use crate::dialect::{self, PgTyping};
 use crate::error::Result;
@@ -23,8 +27,16 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
     info.selection = selection.describe();
 
     // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
-    let plans = source.discover(&selection)?;
+    let mut plans = source.discover(&selection)?;
     let mut em = begin(cfg, &info, out)?;
+    let mut watermarks = HashMap::new();
+    if !cfg.incremental.is_empty() {
+        let reached = match Checkpoint::open_existing(&cfg.state_path)? {
+            Some(cp) => cp.watermarks(&info.identity())?,
+            None => HashMap::new(),
+        };
+        watermarks = incremental::prepare(&mut plans, &cfg.incremental, &em.bookmarks, &reached, &info.address)?;
+    }
     // A table that cannot resume after a cursor starts over, and says so in its bookmark.
     for plan in &plans {
         let stream = stream_name(plan, cfg.singer);
@@ -55,7 +67,8 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             done: outcome.rows,
             expected,
         };
-        let rows = export_stream(source.as_mut(), plan, prior.as_ref(), cfg, &mut em, &mut counting)?;
+        let wm = watermarks.get_mut(&plan.schema.stream);
+        let rows = export_stream(source.as_mut(), plan, prior.as_ref(), wm, cfg, &mut em, &mut counting)?;
         outcome.streams += 1;
         outcome.rows += rows;
     }
@@ -208,6 +221,7 @@ fn export_stream<W: Write>(
     source: &mut dyn connect::Source,
     plan: &connect::StreamPlan,
     prior: Option<&Bookmark>,
+    mut wm: Option<&mut Watermark>,
     cfg: &ExportConfig,
     em: &mut Emitter<'_, W>,
     counting: &mut Counting<'_>,
@@ -223,6 +237,9 @@ fn export_stream<W: Write>(
 
     let mut prefix = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);
     value::write_str(&stream, &mut prefix);
+    if plan.schema.changes {
+        prefix.extend_from_slice(br#","op":"upsert""#);
+    }
     prefix.extend_from_slice(br#","record":"#);
 
     let mut digest = StreamDigest::default();
@@ -234,10 +251,17 @@ fn export_stream<W: Write>(
         em.record(&prefix, |line| shape.encode_record(|i| row.get(i), line))?;
         digest.add(&shape, |i| row.get(i));
         cursor.advance(&shape, row);
+        if let Some(w) = wm.as_deref_mut() {
+            w.see(row.get(w.index()));
+        }
         rows += 1;
         since_state += 1;
         if since_state >= cfg.state_every || (rows % 256 == 0 && last_state.elapsed() >= cfg.state_interval) {
-            em.bookmarks.insert(stream.clone(), cursor.bookmark(&shape, rows, false));
+            let mut bookmark = cursor.bookmark(&shape, rows, false);
+            if let Some(w) = wm.as_deref() {
+                w.mark(&shape, &mut bookmark, false);
+            }
+            em.bookmarks.insert(stream.clone(), bookmark);
             em.state()?;
             since_state = 0;
             last_state = Instant::now();
@@ -252,7 +276,11 @@ fn export_stream<W: Write>(
         Ok(())
     })?;
 
-    em.bookmarks.insert(stream.clone(), cursor.bookmark(&shape, rows, true));
+    let mut bookmark = cursor.bookmark(&shape, rows, true);
+    if let Some(w) = wm.as_deref() {
+        w.mark(&shape, &mut bookmark, true);
+    }
+    em.bookmarks.insert(stream.clone(), bookmark);
     em.state()?;
     em.message(&Message::StreamEnd(StreamEnd {
         stream: stream.clone(),
