@@ -1236,11 +1236,33 @@ impl Checkpoint {
     }
 
     /// The watermarks the catch-up passes from `source` reached, by stream: each stream's
-    /// bookmark with a `replication_key_value` in the newest acknowledged STATE that has one,
-    /// leaving out runs rolled back since (what they brought is gone from the target).
+    /// bookmark with a `replication_key_value` in the newest acknowledged STATE that has one.
     pub(crate) fn watermarks(&self, source: &str) -> Result<std::collections::HashMap<String, serde_json::Value>> {
+        let mut out = std::collections::HashMap::new();
+        for state in self.acknowledged_states(source)? {
+            for (stream, b) in state.bookmarks {
+                if b.get("replication_key_value").is_some() {
+                    out.entry(stream).or_insert(b);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bookmark `name` in the newest acknowledged STATE from `source` that has it (runs
+    /// rolled back since left out).
+    pub(crate) fn watermarks_of(&self, source: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        Ok(self
+            .acknowledged_states(source)?
+            .into_iter()
+            .find_map(|mut s| s.bookmarks.remove(name)))
+    }
+
+    /// The last acknowledged STATE of each import run from `source`, newest first, leaving out
+    /// runs rolled back since (what they brought is gone from the target).
+    fn acknowledged_states(&self, source: &str) -> Result<Vec<StateValue>> {
         let path = self.path.display().to_string();
-        let e = || format!("state file {path}: looking up the watermarks of earlier catch-up passes");
+        let e = || format!("state file {path}: looking up what earlier runs from this source acknowledged");
         let mut st = self
             .conn
             .prepare(
@@ -1256,18 +1278,10 @@ impl Checkpoint {
             .ctx(ErrorKind::Checkpoint, e)?
             .collect::<rusqlite::Result<Vec<String>>>()
             .ctx(ErrorKind::Checkpoint, e)?;
-        let mut out = std::collections::HashMap::new();
-        for v in values {
-            let Ok(state) = serde_json::from_str::<StateValue>(&v) else {
-                continue;
-            };
-            for (stream, b) in state.bookmarks {
-                if b.get("replication_key_value").is_some() {
-                    out.entry(stream).or_insert(b);
-                }
-            }
-        }
-        Ok(out)
+        Ok(values
+            .iter()
+            .filter_map(|v| serde_json::from_str::<StateValue>(v).ok())
+            .collect())
     }
 
     pub(crate) fn runs(&self) -> Result<Vec<RunRow>> {

@@ -338,3 +338,236 @@ fn catch_up_passes_from_sqlite_into_postgres_send_only_what_changed_and_the_copy
     let url = pg::cluster().database("catch_up");
     catch_up_into(&d, &url);
 }
+
+/// An application writing to app.db: in each transaction a new user and an order, a user
+/// renamed, an order deleted, and now and then a user deleted with their orders, so changes to
+/// several tables with foreign keys go together. Runs until `stop`; the transactions it made.
+fn writer(
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(60)).unwrap();
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: i64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) % n.max(1) as u64) as i64
+        };
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let id = 10_000 + n as i64;
+            let (a, b, g) = (next(id), next(id), next(id));
+            c.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO users VALUES ({id}, 'user {id}', strftime('%Y-%m-%dT%H:%M:%fZ'));
+                 INSERT INTO orders SELECT {id}, id, {n} * 0.25 FROM users WHERE id >= {a} ORDER BY id LIMIT 1;
+                 UPDATE users SET name = 'renamed {n}', updated_at = strftime('%Y-%m-%dT%H:%M:%fZ') WHERE id = (SELECT min(id) FROM users WHERE id >= {b});
+                 DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE id >= {b});
+                 {}
+                 COMMIT;",
+                if n % 7 == 3 {
+                    format!("DELETE FROM orders WHERE user_id = (SELECT min(id) FROM users WHERE id >= {g}); DELETE FROM users WHERE id = (SELECT min(id) FROM users WHERE id >= {g});")
+                } else {
+                    String::new()
+                }
+            ))
+            .unwrap();
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        n
+    })
+}
+
+/// Follow app.db into `target` while the writer runs, killing the follower (the export, the
+/// import, or both) at random instants and starting it again; then stop the writer, drain the
+/// changes, and compare every row of both sides independently of ferry.
+fn follow_through_kills(d: &Dir, target: &str, read_target: &dyn Fn(&str) -> Vec<String>) {
+    let src = app_db(d, 300);
+    d.run("ferry", &["capture", "install", &src], b"").ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = writer(d.path("app.db"), std::sync::Arc::clone(&stop));
+    // The copy, taken while the app writes: what changes meanwhile is captured too.
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[&src]), ("ferry-import", &[target, "--create"])],
+        b"",
+    ));
+    let copied = read_target("users").len();
+    let mut seed = 7u64;
+    for round in 0..6u64 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut export = d
+            .cmd("ferry-export", &[&src, "--follow", "-q"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut import = d
+            .cmd("ferry-import", &[target, "-q"])
+            .stdin(export.stdout.take().unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300 + (seed >> 40) % 900));
+        match round % 3 {
+            0 => import.kill().unwrap(),
+            1 => export.kill().unwrap(),
+            _ => {
+                export.kill().unwrap();
+                import.kill().unwrap();
+            }
+        }
+        let _ = export.kill();
+        let _ = import.kill();
+        export.wait().unwrap();
+        import.wait().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let transactions = writing.join().unwrap();
+    assert!(transactions > 50, "the writer made only {transactions} transactions");
+    // The killed followers had committed changes (each new user grows the table).
+    let followed = read_target("users").len();
+    assert!(followed > copied + 20, "followed {followed} users, copied {copied}");
+    // Writes stopped: drain what is left, then the proof.
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[&src, "--changes"]), ("ferry-import", &[target])],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, target], b"").ok();
+    for table in ["users", "orders"] {
+        let source = sqlite_lines(d, "app.db", table);
+        assert!(source.len() > 20, "{table}: {}", source.len());
+        assert_eq!(
+            read_target(table),
+            source,
+            "{table} differs after {transactions} transactions"
+        );
+    }
+}
+
+/// The rows of the app's `users` or `orders`, one line each in key order, read with SQL alone.
+fn select_lines(table: &str) -> String {
+    match table {
+        "users" => "SELECT id, name, updated_at FROM users ORDER BY id".into(),
+        _ => "SELECT id, user_id, CAST(total AS DOUBLE PRECISION) FROM orders ORDER BY id".into(),
+    }
+}
+
+fn sqlite_lines(d: &Dir, db: &str, table: &str) -> Vec<String> {
+    let c = d.open(db);
+    let sql = select_lines(table).replace("DOUBLE PRECISION", "REAL");
+    let mut st = c.prepare(&sql).unwrap();
+    st.query_map([], |r| {
+        let v: Vec<rusqlite::types::Value> = (0..3).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+        Ok(format!("{v:?}"))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn a_sqlite_app_followed_into_sqlite_while_it_writes_and_the_follower_is_killed_ends_equal() {
+    let d = Dir::new();
+    let target = d.db("copy.db");
+    follow_through_kills(&d, &target, &|table| sqlite_lines(&d, "copy.db", table));
+}
+
+#[test]
+fn a_sqlite_app_followed_into_d1_while_it_writes_and_the_follower_is_killed_ends_equal() {
+    let d = Dir::new();
+    let _d1 = common::d1::double(&d, 60.0, 1200);
+    follow_through_kills(&d, "d1://acct/app", &|table| sqlite_lines(&d, "d1/app.sqlite3", table));
+}
+
+#[test]
+fn a_sqlite_app_followed_into_postgres_while_it_writes_and_the_follower_is_killed_ends_equal() {
+    let d = Dir::new();
+    let url = pg::cluster().database("follow");
+    follow_through_kills(&d, &url, &|table| {
+        use rusqlite::types::Value as V;
+        let mut c = pg::connect(&url);
+        c.query(&select_lines(table), &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let third = match table {
+                    "users" => V::Text(r.get(2)),
+                    _ => r.get::<_, Option<f64>>(2).map_or(V::Null, V::Real),
+                };
+                let v = vec![
+                    V::Integer(r.get(0)),
+                    match table {
+                        "users" => V::Text(r.get(1)),
+                        _ => V::Integer(r.get(1)),
+                    },
+                    third,
+                ];
+                format!("{v:?}")
+            })
+            .collect()
+    });
+}
+
+#[test]
+fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuses_what_it_cannot() {
+    let d = Dir::new();
+    let src = app_db(&d, 10);
+    d.open("app.db")
+        .execute_batch("CREATE TRIGGER app_own AFTER INSERT ON users BEGIN SELECT 1; END;")
+        .unwrap();
+    // Nothing captured yet: exporting changes says what to do first.
+    d.run("ferry-export", &[&src, "--changes"], b"")
+        .expect_code(2)
+        .stderr_has("run `ferry capture install");
+    for _ in 0..2 {
+        let run = d.run("ferry", &["capture", "install", &src], b"");
+        run.ok();
+        assert_eq!(
+            run.stdout(),
+            "capturing users\ncapturing orders\n".replace("users\ncapturing orders", "orders\ncapturing users")
+        );
+    }
+    d.open("app.db")
+        .execute_batch("UPDATE users SET name = 'x' WHERE id < 4")
+        .unwrap();
+    d.run("ferry", &["capture", "status", &src], b"")
+        .ok()
+        .stdout()
+        .contains("3 changes recorded")
+        .then_some(())
+        .expect("status counts the changes");
+    let plan = d.run("ferry", &["capture", "remove", &src], b"");
+    plan.ok().stderr_has("--confirm to do it");
+    assert_eq!(plan.stdout().lines().count(), 7, "{}", plan.stdout());
+    assert!(!plan.stdout().contains("app_own"));
+    d.run("ferry", &["capture", "status", &src], b"")
+        .ok()
+        .stdout()
+        .contains("capturing:")
+        .then_some(())
+        .unwrap();
+    d.run("ferry", &["capture", "remove", &src, "--confirm"], b"").ok();
+    let c = d.open("app.db");
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' OR name LIKE '%ferry%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(names, ["app_own"]);
+    assert!(
+        d.run("ferry", &["capture", "status", &src], b"")
+            .stdout()
+            .contains("not capturing")
+    );
+    d.run("ferry", &["capture", "install", "postgres://u@127.0.0.1:1/x"], b"")
+        .expect_code(2)
+        .stderr_has("logical replication");
+    d.run("ferry", &["capture", "install", "sqlite:missing.db"], b"")
+        .expect_code(2)
+        .stderr_has("no such database file");
+}

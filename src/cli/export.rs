@@ -112,6 +112,14 @@ pub struct ExportArgs {
     /// repeatable. The first pass sends every row and keeps the watermark
     #[arg(long, value_name = "TABLE.COLUMN")]
     pub incremental: Vec<String>,
+    /// Export the changes recorded since the last ones the target acknowledged (SQLite: after
+    /// `ferry capture install`), each table as a change stream, then stop
+    #[arg(long, conflicts_with_all = ["incremental", "resume", "state_json", "singer", "roots"])]
+    pub changes: bool,
+    /// With --changes: keep sending changes as they are made, until Ctrl-C or SIGTERM (then the
+    /// stream ends cleanly, everything so far sent)
+    #[arg(long)]
+    pub follow: bool,
     /// dir: the name of the file stream
     #[arg(long, value_name = "NAME", default_value = defaults::FILE_STREAM)]
     pub stream: String,
@@ -162,6 +170,8 @@ impl ExportArgs {
                 .map(|r| crate::stage::entity::Root::parse(r))
                 .collect::<Result<_>>()?,
             follow_fks: self.follow_fks,
+            changes: self.changes || self.follow,
+            follow: self.follow,
             incremental: self
                 .incremental
                 .iter()

@@ -99,6 +99,33 @@ pub trait Source {
         after: Option<&Bookmark>,
         row: &mut dyn FnMut(&dyn RowAccess) -> Result<()>,
     ) -> Result<()>;
+    /// Its captured changes, if it keeps any.
+    fn changes(&mut self) -> Option<&mut dyn ChangeSource> {
+        None
+    }
+}
+
+/// A source whose changes ferry captures (SQLite: [`sqlite::capture`]): positions that only
+/// grow, the keys each change touched, and the rows as they are now.
+pub trait ChangeSource {
+    /// Start a new snapshot, and say the newest change's position in it (0: none yet).
+    fn latest_change(&mut self) -> Result<u64>;
+    /// The keys changed after `after` up to `upto`, in the order they changed: each one's stream
+    /// and its key values (in key order).
+    fn changed_keys(
+        &mut self,
+        after: u64,
+        upto: u64,
+        each: &mut dyn FnMut(&str, Vec<Value>) -> Result<()>,
+    ) -> Result<()>;
+    /// The row under `key` in the snapshot, into `out` (every column of `shape`); false when
+    /// there is none (it was deleted).
+    fn current_row(&mut self, plan: &StreamPlan, shape: &RowShape, key: &[Value], out: &mut Vec<Value>)
+    -> Result<bool>;
+    /// Forget the changes up to `upto`: the target has them. How many went.
+    fn trim(&mut self, upto: u64) -> Result<u64>;
+    /// End the snapshot: between passes the source's writers must not wait for the reader.
+    fn pause(&mut self) -> Result<()>;
 }
 
 /// What to do with a row whose key is already in the target.

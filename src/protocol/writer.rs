@@ -11,6 +11,9 @@ pub struct StreamWriter<W: Write> {
     out: BufWriter<W>,
     lines: u64,
     counts: Written,
+    /// A signal stops the writer at its next barrier (not once a stage is ending its stream
+    /// because of one: see [`StreamWriter::ending`]).
+    stops: bool,
 }
 
 /// Lines written, by kind: what a stage's closing line says it sent on.
@@ -62,7 +65,14 @@ impl<W: Write> StreamWriter<W> {
             out: BufWriter::with_capacity(256 * 1024, inner),
             lines: 0,
             counts: Written::default(),
+            stops: true,
         }
+    }
+
+    /// The stage is ending its stream in answer to a signal (a follower told to stop): the
+    /// closing lines go out.
+    pub fn ending(&mut self) {
+        self.stops = false;
     }
 
     /// Lines written so far.
@@ -102,7 +112,9 @@ impl<W: Write> StreamWriter<W> {
             self.flush()?;
             // A stage that only writes (an export) stops here when asked to, with everything
             // up to this barrier delivered.
-            crate::interrupt::check()?;
+            if self.stops {
+                crate::interrupt::check()?;
+            }
         }
         Ok(())
     }

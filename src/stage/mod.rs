@@ -2,6 +2,7 @@
 
 pub(crate) mod assess;
 pub(crate) mod backup;
+pub(crate) mod capture;
 pub(crate) mod entity;
 pub mod export;
 pub mod import;

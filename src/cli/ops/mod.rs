@@ -3,6 +3,7 @@
 
 mod assess;
 mod backup;
+mod capture;
 mod docs;
 mod rollback;
 mod status;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 use self::assess::{AssessArgs, run_assess};
 use self::backup::{BackupArgs, RestoreArgs, run_backup, run_restore};
+use self::capture::{CaptureArgs, run_capture};
 use self::docs::{CompletionsArgs, ManArgs, run_completions, run_man};
 use self::rollback::{RollbackArgs, run_rollback};
 use self::status::{StatusArgs, run_status};
@@ -35,6 +37,7 @@ Examples:
   ferry backup --list
   ferry restore before-upgrade sqlite:restored.db --create   # then validated against the backup
   ferry backup --prune --keep 5 --older-than 30d --confirm
+  ferry capture install sqlite:app.db    # record every change, to follow the app while it runs
   ferry completions bash > ~/.local/share/bash-completion/completions/ferry
   ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
   ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
@@ -68,6 +71,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Load a named backup into a target, then validate the target against it
     Restore(RestoreArgs),
+    /// Record a database's changes (install, remove, status), to follow it while it runs
+    Capture(CaptureArgs),
     /// Shell completions for every ferry program
     Completions(CompletionsArgs),
     /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
@@ -84,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Assess(a) => run_assess(a),
         Command::Backup(b) => run_backup(b),
         Command::Restore(r) => run_restore(r),
+        Command::Capture(c) => run_capture(c),
         Command::Completions(c) => run_completions(c),
         Command::Man(m) => run_man(m),
     };

@@ -5,8 +5,10 @@
 //! - [`source`]: `ferry-export sqlite:PATH`;
 //! - [`ddl`]: CREATE TABLE and indexes from a SCHEMA (D1 uses it too);
 //! - [`target`]: `ferry-import sqlite:PATH`;
+//! - [`capture`]: the triggers that record its changes, and reading them;
 //! - here: values in and out of rusqlite, and opening a database to read.
 
+pub(crate) mod capture;
 pub(crate) mod catalog;
 pub(crate) mod compare;
 pub(crate) mod ddl;

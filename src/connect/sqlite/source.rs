@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value as Json};
 
+use super::capture;
 use super::catalog::{Classes, TableInfo, column_property, describe, fk_order, list_tables, uuid_candidate};
 use super::from_sql;
 use super::parse::table_sql_parts;
@@ -22,6 +23,9 @@ use crate::value::{self, Value, ValueRef};
 
 pub(crate) struct SqliteSource {
     conn: Connection,
+    path: std::path::PathBuf,
+    /// For trimming captured changes, opened when first needed.
+    writer: Option<Connection>,
     address: String,
     in_snapshot: bool,
     /// Per stream: the table definition found by discover.
@@ -50,6 +54,8 @@ impl SqliteSource {
             .ctx(ErrorKind::Source, || address.clone())?;
         Ok(SqliteSource {
             conn,
+            path: path.to_owned(),
+            writer: None,
             address,
             in_snapshot: false,
             tables: HashMap::new(),
@@ -303,6 +309,93 @@ impl Source for SqliteSource {
             row(&SqliteRow::read(r, offset, columns))?;
         }
         Ok(())
+    }
+
+    fn changes(&mut self) -> Option<&mut dyn crate::connect::ChangeSource> {
+        Some(self)
+    }
+}
+
+impl crate::connect::ChangeSource for SqliteSource {
+    fn latest_change(&mut self) -> Result<u64> {
+        self.pause()?;
+        self.snapshot()?;
+        capture::latest(&self.conn, &self.address)
+    }
+
+    fn pause(&mut self) -> Result<()> {
+        if self.in_snapshot {
+            self.conn.execute_batch("COMMIT").ctx(ErrorKind::Source, || {
+                format!("{}: ending a read transaction", self.address)
+            })?;
+            self.in_snapshot = false;
+        }
+        Ok(())
+    }
+
+    fn changed_keys(
+        &mut self,
+        after: u64,
+        upto: u64,
+        each: &mut dyn FnMut(&str, Vec<Value>) -> Result<()>,
+    ) -> Result<()> {
+        let tables = &self.tables;
+        capture::changed_keys(&self.conn, &self.address, after, upto, &mut |table, mut key| {
+            let stream = format!("main.{table}");
+            // A table the export does not take (or made after it started) is left alone.
+            let Some(t) = tables.get(&stream) else {
+                return Ok(());
+            };
+            key.truncate(t.pk.len());
+            each(&stream, key)
+        })
+    }
+
+    fn current_row(
+        &mut self,
+        plan: &StreamPlan,
+        shape: &RowShape,
+        key: &[Value],
+        out: &mut Vec<Value>,
+    ) -> Result<bool> {
+        let stream = &plan.schema.stream;
+        let t = crate::connect::discovered(&self.tables, &self.address, stream)?;
+        let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
+        let keys: Vec<String> = t.pk.iter().map(|k| quote(k)).collect();
+        let sql = format!(
+            "SELECT {} FROM main.{} WHERE {}",
+            if cols.is_empty() {
+                "NULL".to_owned()
+            } else {
+                cols.join(", ")
+            },
+            quote(&t.name),
+            crate::connect::sql::key_condition(&keys)
+        );
+        let address = &self.address;
+        let e = || format!("{address}: reading a changed row of table {}", t.name);
+        let mut st = self.conn.prepare_cached(&sql).ctx(ErrorKind::Source, e)?;
+        let mut rows = st.query(rusqlite::params_from_iter(key)).ctx(ErrorKind::Source, e)?;
+        let Some(r) = rows.next().ctx(ErrorKind::Source, e)? else {
+            return Ok(false);
+        };
+        out.clear();
+        for i in 0..shape.len() {
+            out.push(from_sql(r.get_ref(i).ctx(ErrorKind::Source, e)?).to_owned());
+        }
+        Ok(true)
+    }
+
+    fn trim(&mut self, upto: u64) -> Result<u64> {
+        // (A write waits for every reader of a database not in WAL mode, this one's too.)
+        self.pause()?;
+        if self.writer.is_none() {
+            self.writer = Some(capture::open_for_writing(&self.path, &self.address)?);
+        }
+        match &self.writer {
+            Some(w) => capture::trim(w, &self.address, upto),
+            None => Ok(0),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - With `resume`, MUST continue the last import run from this source recorded in the state file,
 //!   with the same run id, starting strictly after its last acknowledged STATE.
 
+mod changes;
 pub(crate) mod emit;
 pub mod files;
 pub mod incremental;
@@ -46,6 +47,10 @@ pub struct ExportConfig {
     /// A catch-up pass: every stream as changes, these tables only from their watermark on
     /// (see [`incremental`]).
     pub incremental: Vec<incremental::Incremental>,
+    /// Export the changes the source's capture recorded, not its tables (see [`changes`]).
+    pub changes: bool,
+    /// With `changes`: go on sending changes as they come, until stopped.
+    pub follow: bool,
 }
 
 /// The defaults an export has unless told otherwise (the flags' defaults are these).
@@ -76,6 +81,8 @@ impl ExportConfig {
             roots: Vec::new(),
             follow_fks: false,
             incremental: vec![],
+            changes: false,
+            follow: false,
         }
     }
 }
@@ -121,6 +128,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<Ex
     match &cfg.source {
         Address::Dir(root) => files::run(cfg, files::Files::Dir(root), out),
         Address::S3(url) => files::run(cfg, files::Files::Bucket(url), out),
+        _ if cfg.changes => changes::run(cfg, out),
         _ => tables::run(cfg, out),
     }
 }

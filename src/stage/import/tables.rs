@@ -119,6 +119,8 @@ struct Importer<'w, W: Write> {
     /// A commit on its way to the target (`Target::commit_pipelined`): what to acknowledge once
     /// it has landed.
     pending_ack: Option<Ack>,
+    /// The change stream whose rows came last.
+    changing: Option<String>,
 }
 
 /// What a commit acknowledges: the STATE it covers (seq and text) in the checkpoint with the
@@ -191,6 +193,7 @@ pub(super) fn run_counted<R: BufRead, W: Write>(
         journaling: HashMap::new(),
         held_journal: HashMap::new(),
         pending_ack: None,
+        changing: None,
         uncommitted: false,
     };
     let mut reader = StreamReader::new(input, cfg.max_line);
@@ -700,6 +703,14 @@ impl<W: Write> Importer<'_, W> {
                 "a delete in stream {name}, whose SCHEMA does not declare \"changes\": true (only a change stream carries deletes)"
             )));
         }
+        if s.schema.changes && self.changing.as_deref() != Some(name) {
+            // Changes to several tables go in the order they came (a parent's row before its
+            // children's, their deletes before the parent's).
+            if let Some(other) = self.changing.replace(name.to_owned()) {
+                self.flush_stream(&other)?;
+                return self.on_record(line);
+            }
+        }
         if s.deletes != delete && !s.batch.is_empty() {
             // Upserts and deletes go to the target in the order they came.
             let name = name.to_owned();
@@ -1140,7 +1151,10 @@ impl<W: Write> Importer<'_, W> {
         self.unacked.push(line.text.to_owned());
         let every = self.target.commit_every();
         let (rows, bytes, since) = self.since_commit;
-        if rows >= every.rows || bytes >= every.bytes || since.elapsed() >= every.interval {
+        // Changes are committed at every STATE: a follower's STATE ends a pass over the source,
+        // and the next may be long in coming; the target should not lag behind it meanwhile.
+        let changes = self.streams.values().any(|s| s.schema.changes);
+        if changes || rows >= every.rows || bytes >= every.bytes || since.elapsed() >= every.interval {
             self.commit_with(None, true)?;
         }
         Ok(())

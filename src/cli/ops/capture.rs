@@ -1,0 +1,50 @@
+//! `ferry capture`: record a database's changes, for catch-up and cutover.
+
+use crate::address::Address;
+use crate::error::{ExitStatus, Result};
+use crate::protocol::StreamWriter;
+use crate::stage::capture::{self, CaptureAction};
+
+const CAPTURE_EXAMPLES: &str = "\
+Examples:
+  ferry capture install sqlite:app.db            # triggers record every change from now on
+  ferry-export sqlite:app.db | ferry-import postgres://app@db/app --create      # the copy
+  ferry-export sqlite:app.db --changes | ferry-import postgres://app@db/app     # what changed since
+  ferry-export sqlite:app.db --follow | ferry-import postgres://app@db/app      # ...as it changes
+  ferry capture status sqlite:app.db             # changes recorded and not yet trimmed
+  ferry capture remove sqlite:app.db             # what removing capture would drop
+  ferry capture remove sqlite:app.db --confirm   # drop it (only _ferry_changes and ferry's triggers)";
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = CAPTURE_EXAMPLES)]
+pub struct CaptureArgs {
+    /// install, remove or status
+    #[arg(value_enum)]
+    pub action: Action,
+    /// The database: sqlite:PATH
+    pub source: String,
+    /// remove: act; without it, only print what would be dropped
+    #[arg(long)]
+    pub confirm: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Action {
+    /// Start recording every insert, update and delete (triggers into _ferry_changes)
+    Install,
+    /// Stop, and drop what capture made
+    Remove,
+    /// Whether changes are captured, and how many wait
+    Status,
+}
+
+pub(super) fn run_capture(c: &CaptureArgs) -> Result<ExitStatus> {
+    let action = match c.action {
+        Action::Install => CaptureAction::Install,
+        Action::Remove => CaptureAction::Remove { confirm: c.confirm },
+        Action::Status => CaptureAction::Status,
+    };
+    let mut out = StreamWriter::stdout()?;
+    capture::run(&Address::parse(&c.source)?, action, &mut out)?;
+    Ok(ExitStatus::Ok)
+}
