@@ -385,9 +385,35 @@ fn writer(
 /// changes, and compare every row of both sides independently of ferry.
 fn follow_through_kills(d: &Dir, target: &str, read_target: &dyn Fn(&str) -> Vec<String>) {
     let src = app_db(d, 300);
+    let app = App {
+        src: src.clone(),
+        start: Box::new({
+            let path = d.path("app.db");
+            move |stop| writer(path.clone(), stop)
+        }),
+        read: Box::new(|table| sqlite_lines(d, "app.db", table)),
+    };
+    follow_app_through_kills(d, &app, target, read_target);
+}
+
+/// An application's database being written to: its address, how to start its writer, and its
+/// rows as `select_lines` reads them.
+struct App<'a> {
+    src: String,
+    start: Box<Writer<'a>>,
+    read: Box<Lines<'a>>,
+}
+
+/// Starts an app's writer, which runs until told to stop and says how many transactions it made.
+type Writer<'a> = dyn Fn(std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> + 'a;
+/// A table's rows, one line each.
+type Lines<'a> = dyn Fn(&str) -> Vec<String> + 'a;
+
+fn follow_app_through_kills(d: &Dir, app: &App<'_>, target: &str, read_target: &dyn Fn(&str) -> Vec<String>) {
+    let src = app.src.clone();
     d.run("ferry", &["capture", "install", &src], b"").ok();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writing = writer(d.path("app.db"), std::sync::Arc::clone(&stop));
+    let writing = (app.start)(std::sync::Arc::clone(&stop));
     // The copy, taken while the app writes: what changes meanwhile is captured too.
     common::all_ok(&d.pipe(
         &[("ferry-export", &[&src]), ("ferry-import", &[target, "--create"])],
@@ -437,7 +463,7 @@ fn follow_through_kills(d: &Dir, target: &str, read_target: &dyn Fn(&str) -> Vec
     ));
     d.run("ferry-validate", &[&src, target], b"").ok();
     for table in ["users", "orders"] {
-        let source = sqlite_lines(d, "app.db", table);
+        let source = (app.read)(table);
         assert!(source.len() > 20, "{table}: {}", source.len());
         assert_eq!(
             read_target(table),
@@ -486,29 +512,108 @@ fn a_sqlite_app_followed_into_d1_while_it_writes_and_the_follower_is_killed_ends
 fn a_sqlite_app_followed_into_postgres_while_it_writes_and_the_follower_is_killed_ends_equal() {
     let d = Dir::new();
     let url = pg::cluster().database("follow");
-    follow_through_kills(&d, &url, &|table| {
-        use rusqlite::types::Value as V;
-        let mut c = pg::connect(&url);
-        c.query(&select_lines(table), &[])
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let third = match table {
-                    "users" => V::Text(r.get(2)),
-                    _ => r.get::<_, Option<f64>>(2).map_or(V::Null, V::Real),
-                };
-                let v = vec![
+    follow_through_kills(&d, &url, &|table| pg_lines(&url, table));
+}
+
+/// `select_lines` read from a PostgreSQL database, in the form `sqlite_lines` gives.
+fn pg_lines(url: &str, table: &str) -> Vec<String> {
+    use rusqlite::types::Value as V;
+    let mut c = pg::connect(url);
+    c.query(&select_lines(table), &[])
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v = match table {
+                "users" => vec![V::Integer(r.get(0)), V::Text(r.get(1)), V::Text(r.get(2))],
+                _ => vec![
                     V::Integer(r.get(0)),
-                    match table {
-                        "users" => V::Text(r.get(1)),
-                        _ => V::Integer(r.get(1)),
-                    },
-                    third,
-                ];
-                format!("{v:?}")
+                    V::Integer(r.get(1)),
+                    r.get::<_, Option<f64>>(2).map_or(V::Null, V::Real),
+                ],
+            };
+            format!("{v:?}")
+        })
+        .collect()
+}
+
+/// The app of `app_db` in PostgreSQL, and its writer (the same transactions, in its SQL).
+fn pg_app(rows: i64) -> App<'static> {
+    let url = pg::cluster().database("app");
+    let mut c = pg::connect(&url);
+    c.batch_execute(&format!(
+        "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, updated_at text NOT NULL);
+         CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id), total numeric(10,2));
+         INSERT INTO users SELECT i, 'user ' || i, '2026-01-01T00:00:' || lpad((i % 50)::text, 2, '0') || '.000Z' FROM generate_series(1, {rows}) i;
+         INSERT INTO orders SELECT id, id, id * 1.5 FROM users WHERE id % 3 = 0;"
+    ))
+    .unwrap();
+    let writer_url = url.clone();
+    App {
+        src: url.clone(),
+        start: Box::new(move |stop| {
+            let url = writer_url.clone();
+            std::thread::spawn(move || {
+                let mut c = pg::connect(&url);
+                let mut n = 0u64;
+                let now = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = 10_000 + n as i64;
+                    let (a, b, g) = (
+                        (n * 7919) as i64 % id,
+                        (n * 104_729) as i64 % id,
+                        (n * 1299) as i64 % id,
+                    );
+                    let gone = if n % 7 == 3 {
+                        format!(
+                            "DELETE FROM orders WHERE user_id = (SELECT min(id) FROM users WHERE id >= {g}); DELETE FROM users WHERE id = (SELECT min(id) FROM users WHERE id >= {g});"
+                        )
+                    } else {
+                        String::new()
+                    };
+                    c.batch_execute(&format!(
+                        "BEGIN;
+                         INSERT INTO users VALUES ({id}, 'user {id}', {now});
+                         INSERT INTO orders SELECT {id}, id, {n} * 0.25 FROM users WHERE id >= {a} ORDER BY id LIMIT 1;
+                         UPDATE users SET name = 'renamed {n}', updated_at = {now} WHERE id = (SELECT min(id) FROM users WHERE id >= {b});
+                         DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE id >= {b});
+                         {gone}
+                         COMMIT;"
+                    ))
+                    .unwrap();
+                    n += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                n
             })
-            .collect()
-    });
+        }),
+        read: Box::new(move |table| pg_lines(&url, table)),
+    }
+}
+
+#[test]
+fn a_postgres_app_followed_through_logical_replication_while_it_writes_and_the_follower_is_killed_ends_equal() {
+    let d = Dir::new();
+    let app = pg_app(300);
+    let target = pg::cluster().database("copy");
+    let read = |table: &str| pg_lines(&target, table);
+    follow_app_through_kills(&d, &app, &target, &read);
+    // The slot goes with capture, after the plan.
+    assert!(
+        d.run("ferry", &["capture", "status", &app.src], b"")
+            .stdout()
+            .contains("capturing: slot ferry_t_app_")
+    );
+    d.run("ferry", &["capture", "remove", &app.src, "--confirm"], b"").ok();
+    let mut c = pg::connect(&app.src);
+    let slots: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let pubs: i64 = c.query_one("SELECT count(*) FROM pg_publication", &[]).unwrap().get(0);
+    assert_eq!((slots, pubs), (0, 0));
 }
 
 #[test]
@@ -564,9 +669,9 @@ fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuse
             .stdout()
             .contains("not capturing")
     );
-    d.run("ferry", &["capture", "install", "postgres://u@127.0.0.1:1/x"], b"")
+    d.run("ferry", &["capture", "install", "d1://acct/app"], b"")
         .expect_code(2)
-        .stderr_has("logical replication");
+        .stderr_has("ferry captures the changes of SQLite and PostgreSQL databases");
     d.run("ferry", &["capture", "install", "sqlite:missing.db"], b"")
         .expect_code(2)
         .stderr_has("no such database file");

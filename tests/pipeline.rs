@@ -964,10 +964,10 @@ fn status_during_a_running_import_shows_its_pace_and_time_left_without_blocking_
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let run = loop {
         let st = d.run("ferry", &["status", "--json"], b"");
-        if let Some(r) = st.lines().into_iter().find(|l| l["type"] == "RUN") {
-            if r["run"]["rows_written"].as_u64().unwrap_or(0) >= 10_000 {
-                break r;
-            }
+        if let Some(r) = st.lines().into_iter().find(|l| l["type"] == "RUN")
+            && r["run"]["rows_written"].as_u64().unwrap_or(0) >= 10_000
+        {
+            break r;
         }
         assert!(std::time::Instant::now() < deadline, "no progress recorded");
         std::thread::sleep(std::time::Duration::from_millis(50));

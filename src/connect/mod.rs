@@ -105,10 +105,25 @@ pub trait Source {
     }
 }
 
+/// What installing change capture does: the statements, the tables it covers, and those it
+/// cannot (with why).
+#[derive(Debug, Default)]
+pub(crate) struct CapturePlan {
+    pub statements: Vec<String>,
+    pub tables: Vec<String>,
+    pub left_out: Vec<(String, String)>,
+}
+
 /// A source whose changes ferry captures (SQLite: [`sqlite::capture`]): positions that only
 /// grow, the keys each change touched, and the rows as they are now.
 pub trait ChangeSource {
-    /// Start a new snapshot, and say the newest change's position in it (0: none yet).
+    /// Get ready to read the changes after position `from` (0: from the first recorded);
+    /// `follow`: they will be read as they come, for as long as it takes.
+    fn start(&mut self, _from: u64, _follow: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Start a new snapshot, and say the newest change's position in it (0: none yet). A
+    /// follower's source may wait a moment for one.
     fn latest_change(&mut self) -> Result<u64>;
     /// The keys changed after `after` up to `upto`, in the order they changed: each one's stream
     /// and its key values (in key order).
@@ -118,10 +133,10 @@ pub trait ChangeSource {
         upto: u64,
         each: &mut dyn FnMut(&str, Vec<Value>) -> Result<()>,
     ) -> Result<()>;
-    /// The row under `key` in the snapshot, into `out` (every column of `shape`); false when
-    /// there is none (it was deleted).
-    fn current_row(&mut self, plan: &StreamPlan, shape: &RowShape, key: &[Value], out: &mut Vec<Value>)
-    -> Result<bool>;
+    /// The rows under `keys` in the snapshot (every column of `shape`), in their order; None
+    /// where there is none (it was deleted).
+    fn rows_now(&mut self, plan: &StreamPlan, shape: &RowShape, keys: &[Vec<Value>])
+    -> Result<Vec<Option<Vec<Value>>>>;
     /// Forget the changes up to `upto`: the target has them. How many went.
     fn trim(&mut self, upto: u64) -> Result<u64>;
     /// End the snapshot: between passes the source's writers must not wait for the reader.

@@ -1,11 +1,13 @@
 //! `ferry capture install|remove|status`: start, stop and look at the capture of a database's
-//! changes (SQLite: triggers into `_ferry_changes`, see [`crate::connect::sqlite::capture`]).
-//! Installing is one transaction and can be repeated; removing takes away only what capture
-//! made, and shows its plan unless told to act.
+//! changes: SQLite through triggers into `_ferry_changes` ([`crate::connect::sqlite::capture`]),
+//! PostgreSQL through a publication and a logical replication slot
+//! ([`crate::connect::postgres::source::follow`]). Installing can be repeated; removing takes
+//! away only what capture made, and shows its plan unless told to act.
 
 use std::io::Write;
 
 use crate::address::Address;
+use crate::connect::postgres::source::{PgSource, follow};
 use crate::connect::sqlite::capture;
 use crate::error::{Error, Result};
 use crate::protocol::{Kind, StreamWriter};
@@ -21,39 +23,76 @@ pub(crate) enum CaptureAction {
     Status,
 }
 
+/// What capture covers, or would drop: the lines `ferry capture` prints.
+struct Said<'a, W: Write>(&'a mut StreamWriter<W>);
+
+impl<W: Write> Said<'_, W> {
+    fn line(&mut self, text: impl AsRef<str>) -> Result<()> {
+        self.0.write_line(text.as_ref().as_bytes(), Kind::Other)
+    }
+
+    fn installed(&mut self, tables: &[String], left_out: &[(String, String)]) -> Result<()> {
+        for t in tables {
+            self.line(format!("capturing {t}"))?;
+        }
+        for (t, why) in left_out {
+            self.line(format!("not capturing {t}: {why}"))?;
+            tracing::warn!(table = %t, "not captured: {why}");
+        }
+        Ok(())
+    }
+
+    /// A removal's statements; acted on by `act` when confirmed.
+    fn remove(&mut self, statements: &[String], confirm: bool, act: impl FnOnce() -> Result<()>) -> Result<()> {
+        for s in statements {
+            self.line(s)?;
+        }
+        if statements.is_empty() {
+            tracing::info!("nothing to remove: no capture installed");
+        } else if confirm {
+            act()?;
+            tracing::info!(statements = statements.len(), "capture removed");
+        } else {
+            tracing::info!("what removing capture would do; --confirm to do it");
+        }
+        Ok(())
+    }
+}
+
 /// Do `action` on the database at `address`, saying what on `out` (one line each).
 pub(crate) fn run<W: Write>(address: &Address, action: CaptureAction, out: &mut StreamWriter<W>) -> Result<()> {
-    let Address::Sqlite(path) = address else {
-        return Err(Error::usage(format!(
-            "{}: ferry captures the changes of SQLite databases (a PostgreSQL source is followed through logical replication instead)",
-            address.redacted()
-        )));
-    };
-    let name = address.redacted();
+    let mut said = Said(out);
+    match address {
+        Address::Sqlite(path) => sqlite(path, &address.redacted(), action, &mut said)?,
+        Address::Postgres(url) => postgres(url, action, &mut said)?,
+        other => {
+            return Err(Error::usage(format!(
+                "{}: ferry captures the changes of SQLite and PostgreSQL databases",
+                other.redacted()
+            )));
+        }
+    }
+    said.0.flush()
+}
+
+fn sqlite<W: Write>(path: &std::path::Path, name: &str, action: CaptureAction, said: &mut Said<'_, W>) -> Result<()> {
     if !path.is_file() {
         return Err(Error::usage(format!("{name}: no such database file")));
     }
-    let mut conn = capture::open_for_writing(path, &name)?;
-    let say = |out: &mut StreamWriter<W>, line: String| out.write_line(line.as_bytes(), Kind::Other);
+    let mut conn = capture::open_for_writing(path, name)?;
     match action {
         CaptureAction::Install => {
-            let plan = capture::install_plan(&conn, &name)?;
-            capture::apply(&mut conn, &name, &plan.statements)?;
-            for t in &plan.tables {
-                say(out, format!("capturing {t}"))?;
-            }
-            for (t, why) in &plan.left_out {
-                say(out, format!("not capturing {t}: {why}"))?;
-                tracing::warn!(table = %t, "not captured: {why}");
-            }
+            let plan = capture::install_plan(&conn, name)?;
+            capture::apply(&mut conn, name, &plan.statements)?;
+            said.installed(&plan.tables, &plan.left_out)?;
             tracing::info!(
                 tables = plan.tables.len(),
                 "capture installed: every change is recorded from now on; copy the tables now, then export the changes (ferry-export {name} --changes)"
             );
         }
         CaptureAction::Remove { confirm } => {
-            let statements = capture::remove_plan(&conn, &name)?;
-            if let Some((pending, _)) = capture::pending(&conn, &name)?
+            let statements = capture::remove_plan(&conn, name)?;
+            if let Some((pending, _)) = capture::pending(&conn, name)?
                 && pending > 0
             {
                 tracing::warn!(
@@ -61,25 +100,42 @@ pub(crate) fn run<W: Write>(address: &Address, action: CaptureAction, out: &mut 
                     "changes not yet trimmed go with the change table (those a target acknowledged are in it already)"
                 );
             }
-            for s in &statements {
-                say(out, s.clone())?;
-            }
-            if statements.is_empty() {
-                tracing::info!("nothing to remove: no capture installed");
-            } else if confirm {
-                capture::apply(&mut conn, &name, &statements)?;
-                tracing::info!(statements = statements.len(), "capture removed");
-            } else {
-                tracing::info!("what removing capture would do; --confirm to do it");
-            }
+            said.remove(&statements, confirm, || capture::apply(&mut conn, name, &statements))?;
         }
-        CaptureAction::Status => match capture::pending(&conn, &name)? {
-            None => say(out, "not capturing (ferry capture install to start)".into())?,
-            Some((pending, latest)) => say(
-                out,
-                format!("capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"),
-            )?,
+        CaptureAction::Status => match capture::pending(&conn, name)? {
+            None => said.line("not capturing (ferry capture install to start)")?,
+            Some((pending, latest)) => said.line(format!(
+                "capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"
+            ))?,
         },
     }
-    out.flush()
+    Ok(())
+}
+
+fn postgres<W: Write>(url: &str, action: CaptureAction, said: &mut Said<'_, W>) -> Result<()> {
+    let mut src = PgSource::open(url)?;
+    match action {
+        CaptureAction::Install => {
+            let plan = follow::install_plan(&mut src)?;
+            follow::apply(&mut src, &plan.statements)?;
+            said.installed(&plan.tables, &plan.left_out)?;
+            tracing::info!(
+                slot = %follow::slot_name(&src),
+                "capture installed: the slot keeps every change from now on (and the WAL they are in, until a follower confirms them or capture is removed); copy the tables now, then export the changes (--changes or --follow)"
+            );
+        }
+        CaptureAction::Remove { confirm } => {
+            let statements = follow::remove_plan(&mut src)?;
+            said.remove(&statements, confirm, || follow::apply(&mut src, &statements))?;
+        }
+        CaptureAction::Status => match follow::status(&mut src)? {
+            None => said.line("not capturing (ferry capture install to start)")?,
+            Some((confirmed, retained, active)) => said.line(format!(
+                "capturing: slot {} {}, confirmed up to {confirmed}, holding {retained} bytes of WAL",
+                follow::slot_name(&src),
+                if active { "in use" } else { "idle" }
+            ))?,
+        },
+    }
+    Ok(())
 }

@@ -244,7 +244,7 @@ fn start(pki: Option<&Path>) -> Cluster {
         ""
     };
     let script = format!(
-        "{owner} '{pg}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60 {settings} > '{dir}/log' 2>&1 &
+        "{owner} '{pg}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60 -c wal_level=logical -c max_replication_slots=40 -c max_wal_senders=40 {settings} > '{dir}/log' 2>&1 &
          pg=$!
          while kill -0 {me} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.3; done
          kill -INT $pg 2>/dev/null; wait $pg 2>/dev/null; rm -rf '{dir}'",

@@ -133,6 +133,57 @@ pub(crate) struct PgAddress {
     tls: super::tls::Tls,
 }
 
+impl PgAddress {
+    /// The settings of a replication connection to the same server, as the same user, with
+    /// the same TLS, reading `slot` through `publication` from `start` on.
+    pub(crate) fn replication(
+        &self,
+        slot: &str,
+        publication: &str,
+        start: u64,
+    ) -> Result<pgwire_replication::ReplicationConfig> {
+        use pgwire_replication::{Lsn, SslMode, TlsConfig};
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let mode = match self.tls.mode {
+            super::tls::Mode::Disable => SslMode::Disable,
+            super::tls::Mode::Allow | super::tls::Mode::Prefer => SslMode::Prefer,
+            super::tls::Mode::Require => SslMode::Require,
+            super::tls::Mode::VerifyCa => SslMode::VerifyCa,
+            super::tls::Mode::VerifyFull => SslMode::VerifyFull,
+        };
+        let tls = TlsConfig {
+            mode: if host.starts_with('/') { SslMode::Disable } else { mode },
+            ca_pem_path: self.tls.root_file.clone(),
+            sni_hostname: None,
+            client_cert_pem_path: self.tls.client.as_ref().map(|c| c.0.clone()),
+            client_key_pem_path: self.tls.client.as_ref().map(|c| c.1.clone()),
+        };
+        let mut cfg = pgwire_replication::ReplicationConfig::default();
+        cfg.host = host;
+        cfg.port = self.config.get_ports().first().copied().unwrap_or(5432);
+        cfg.user = self.config.get_user().unwrap_or("postgres").to_owned();
+        cfg.password = self
+            .config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        cfg.database = self.config.get_dbname().unwrap_or("postgres").to_owned();
+        cfg.tls = tls;
+        cfg.slot = slot.to_owned();
+        cfg.publication = publication.into();
+        cfg.start_lsn = Lsn(start);
+        cfg.ack_lsn = Some(Lsn(start));
+        cfg.status_interval = std::time::Duration::from_secs(1);
+        cfg.idle_wakeup_interval = std::time::Duration::from_secs(1);
+        cfg.application_name = Some("ferry-export --follow".into());
+        Ok(cfg)
+    }
+}
+
 /// Shows the redacted address only: the configuration holds the password.
 impl std::fmt::Debug for PgAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -53,6 +53,8 @@
 //! One concern, kept whole (over 800 lines): reading a PostgreSQL snapshot into streams; the
 //! catalog, COPY and the reader are their own files.
 
+pub(crate) mod follow;
+
 use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json, json};
@@ -117,6 +119,8 @@ pub(crate) struct PgSource {
     client: PgConn,
     in_snapshot: bool,
     tables: HashMap<String, PgTable>,
+    /// The logical replication session of `--changes`/`--follow`, once started.
+    follow: Option<follow::Follow>,
 }
 
 /// What the catalog says of one column (a row of [`PgSource::catalog_columns`], read by name).
@@ -279,6 +283,7 @@ impl PgSource {
             client,
             in_snapshot: false,
             tables: HashMap::new(),
+            follow: None,
         })
     }
 
@@ -966,6 +971,10 @@ impl Source for PgSource {
             row(&Row { values: &values })?;
         }
         Ok(())
+    }
+
+    fn changes(&mut self) -> Option<&mut dyn crate::connect::ChangeSource> {
+        Some(self)
     }
 }
 

@@ -69,6 +69,11 @@ pub(crate) use crate::address::{TlsParams as Params, split_tls as split};
 pub(crate) struct Tls {
     pub mode: Mode,
     pub connector: MakeRustlsConnect,
+    /// The files the settings named, for the replication connection (its own TLS client):
+    /// the root certificate (None: the machine's roots, or none needed), and a client
+    /// certificate with its key.
+    pub root_file: Option<PathBuf>,
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Tls {
@@ -104,6 +109,7 @@ impl Tls {
             .filter(|_| !system)
             .map(PathBuf::from)
             .or_else(|| default_file("root.crt"));
+        let root_file_kept = root_file.clone();
         let verify = matches!(mode, Mode::VerifyCa | Mode::VerifyFull);
         let verifier = if mode == Mode::Disable {
             Verifier::unchecked(&provider)
@@ -143,6 +149,7 @@ impl Tls {
         let cert = params.cert.or_else(|| env("PGSSLCERT")).map(PathBuf::from);
         let key = params.key.or_else(|| env("PGSSLKEY")).map(PathBuf::from);
         let cert = cert.or_else(|| default_file("postgresql.crt"));
+        let mut client = None;
         let config = match cert {
             Some(cert) if mode != Mode::Disable => {
                 let key = key
@@ -154,6 +161,7 @@ impl Tls {
                         ))
                     })?;
                 let chain = load_certs(&cert, "sslcert", redacted)?;
+                client = Some((cert.clone(), key.clone()));
                 let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| {
                     Error::usage(format!(
                         "{redacted}: sslkey {}: not a readable PEM private key ({e})",
@@ -172,6 +180,8 @@ impl Tls {
         Ok(Tls {
             mode,
             connector: MakeRustlsConnect::new(config),
+            root_file: root_file_kept,
+            client,
         })
     }
 }

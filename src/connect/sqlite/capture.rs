@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::catalog::{describe, list_tables};
 use super::table_exists;
+use crate::connect::CapturePlan;
 use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::value::Value;
@@ -24,22 +25,13 @@ pub(crate) const CHANGES_TABLE: &str = "_ferry_changes";
 pub(crate) const MAX_KEY: usize = 8;
 const TRIGGER_PREFIX: &str = "_ferry_capture_";
 
-/// What installing capture does: the statements, the tables it covers, and those it cannot
-/// (with why).
-#[derive(Debug, Default)]
-pub(crate) struct InstallPlan {
-    pub statements: Vec<String>,
-    pub tables: Vec<String>,
-    pub left_out: Vec<(String, String)>,
-}
-
 fn key_columns() -> Vec<String> {
     (0..MAX_KEY).map(|i| format!("k{i}")).collect()
 }
 
 /// The statements that start capturing every table of `conn` that has a primary key.
-pub(crate) fn install_plan(conn: &Connection, address: &str) -> Result<InstallPlan> {
-    let mut plan = InstallPlan::default();
+pub(crate) fn install_plan(conn: &Connection, address: &str) -> Result<CapturePlan> {
+    let mut plan = CapturePlan::default();
     plan.statements.push(format!(
         "CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, {})",
         key_columns().join(", ")

@@ -10,10 +10,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value as Json};
 
-use super::capture;
 use super::catalog::{Classes, TableInfo, column_property, describe, fk_order, list_tables, uuid_candidate};
 use super::from_sql;
 use super::parse::table_sql_parts;
+use super::{capture, row_values};
 use crate::connect::sql::quote;
 use crate::connect::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Context, Error, ErrorKind, Result};
@@ -351,17 +351,16 @@ impl crate::connect::ChangeSource for SqliteSource {
         })
     }
 
-    fn current_row(
+    fn rows_now(
         &mut self,
         plan: &StreamPlan,
         shape: &RowShape,
-        key: &[Value],
-        out: &mut Vec<Value>,
-    ) -> Result<bool> {
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Option<Vec<Value>>>> {
         let stream = &plan.schema.stream;
         let t = crate::connect::discovered(&self.tables, &self.address, stream)?;
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
-        let keys: Vec<String> = t.pk.iter().map(|k| quote(k)).collect();
+        let key_cols: Vec<String> = t.pk.iter().map(|k| quote(k)).collect();
         let sql = format!(
             "SELECT {} FROM main.{} WHERE {}",
             if cols.is_empty() {
@@ -370,20 +369,20 @@ impl crate::connect::ChangeSource for SqliteSource {
                 cols.join(", ")
             },
             quote(&t.name),
-            crate::connect::sql::key_condition(&keys)
+            crate::connect::sql::key_condition(&key_cols)
         );
         let address = &self.address;
         let e = || format!("{address}: reading a changed row of table {}", t.name);
         let mut st = self.conn.prepare_cached(&sql).ctx(ErrorKind::Source, e)?;
-        let mut rows = st.query(rusqlite::params_from_iter(key)).ctx(ErrorKind::Source, e)?;
-        let Some(r) = rows.next().ctx(ErrorKind::Source, e)? else {
-            return Ok(false);
-        };
-        out.clear();
-        for i in 0..shape.len() {
-            out.push(from_sql(r.get_ref(i).ctx(ErrorKind::Source, e)?).to_owned());
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut rows = st.query(rusqlite::params_from_iter(key)).ctx(ErrorKind::Source, e)?;
+            out.push(match rows.next().ctx(ErrorKind::Source, e)? {
+                Some(r) => Some(row_values(r, shape.len()).ctx(ErrorKind::Source, e)?),
+                None => None,
+            });
         }
-        Ok(true)
+        Ok(out)
     }
 
     fn trim(&mut self, upto: u64) -> Result<u64> {

@@ -36,6 +36,8 @@ pub(crate) const CHANGES_BOOKMARK: &str = "_ferry_changes";
 /// How often a follower looks for new changes, and how often it trims what the target has.
 const POLL: Duration = Duration::from_millis(100);
 const TRIM_EVERY: Duration = Duration::from_secs(2);
+/// Changed rows looked up at once.
+const LOOKUP_BATCH: usize = 500;
 
 struct Out {
     plan: StreamPlan,
@@ -86,6 +88,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             "{address}: no table with a primary key to follow"
         )));
     }
+    changes.start(from, cfg.follow)?;
     let trimmed = changes.trim(from)?;
     if trimmed > 0 {
         tracing::info!(
@@ -175,17 +178,20 @@ fn pass<W: Write>(
     })?;
     let mut sent = 0;
     let mut gone: Vec<Vec<Vec<Value>>> = vec![Vec::new(); outs.len()];
-    let mut row = Vec::new();
     for (i, o) in outs.iter_mut().enumerate() {
-        for key in std::mem::take(&mut keys[i]) {
-            if !changes.current_row(&o.plan, &o.shape, &key, &mut row)? {
-                gone[i].push(key);
-                continue;
+        let asked = std::mem::take(&mut keys[i]);
+        for chunk in asked.chunks(LOOKUP_BATCH) {
+            let found = changes.rows_now(&o.plan, &o.shape, chunk)?;
+            for (key, row) in chunk.iter().zip(found) {
+                let Some(row) = row else {
+                    gone[i].push(key.clone());
+                    continue;
+                };
+                em.record(&o.upsert, |line| o.shape.encode_record(|c| row[c].as_ref(), line))?;
+                o.digest.add_row(&o.shape, &row);
+                o.rows += 1;
+                sent += 1;
             }
-            em.record(&o.upsert, |line| o.shape.encode_record(|c| row[c].as_ref(), line))?;
-            o.digest.add_row(&o.shape, &row);
-            o.rows += 1;
-            sent += 1;
         }
     }
     for (i, o) in outs.iter_mut().enumerate().rev() {

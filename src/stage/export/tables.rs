@@ -256,7 +256,7 @@ fn export_stream<W: Write>(
         }
         rows += 1;
         since_state += 1;
-        if since_state >= cfg.state_every || (rows % 256 == 0 && last_state.elapsed() >= cfg.state_interval) {
+        if since_state >= cfg.state_every || (rows.is_multiple_of(256) && last_state.elapsed() >= cfg.state_interval) {
             let mut bookmark = cursor.bookmark(&shape, rows, false);
             if let Some(w) = wm.as_deref() {
                 w.mark(&shape, &mut bookmark, false);
@@ -267,7 +267,7 @@ fn export_stream<W: Write>(
             last_state = Instant::now();
         }
         let all = counting.done + rows;
-        if rows % 1024 == 0
+        if rows.is_multiple_of(1024)
             && !counting.progress.bar("exporting", all, counting.expected, Unit::Rows)
             && counting.progress.due()
         {

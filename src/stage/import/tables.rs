@@ -808,7 +808,7 @@ impl<W: Write> Importer<'_, W> {
             let name = name.to_owned();
             self.flush_stream(&name)?;
         }
-        if self.outcome.received % 1024 == 0
+        if self.outcome.received.is_multiple_of(1024)
             && !self.progress.bar(
                 "importing",
                 self.outcome.received,
