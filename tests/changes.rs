@@ -676,3 +676,81 @@ fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuse
         .expect_code(2)
         .stderr_has("no such database file");
 }
+
+#[test]
+fn a_cutover_says_no_go_while_the_app_writes_or_the_copy_differs_and_go_once_it_is_whole() {
+    let d = Dir::new();
+    let src = app_db(&d, 200);
+    let target = pg::cluster().database("cutover");
+    d.run("ferry", &["capture", "install", &src], b"").ok();
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[&src]), ("ferry-import", &[&target, "--create"])],
+        b"",
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = writer(d.path("app.db"), std::sync::Arc::clone(&stop));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Still written to: no switch.
+    d.run("ferry", &["cutover", &src, &target, "--quiet-for", "0.5"], b"")
+        .expect_code(1)
+        .stderr_has("NO-GO")
+        .stderr_has("the source is still written to");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writing.join().unwrap();
+    // Writes stopped, but the target lost a row behind ferry's back: no switch either.
+    let mut c = pg::connect(&target);
+    c.batch_execute("DELETE FROM orders WHERE id = (SELECT min(id) FROM orders)")
+        .unwrap();
+    let no = d.run("ferry", &["cutover", &src, &target, "--quiet-for", "0.2"], b"");
+    no.expect_code(1).stderr_has("NO-GO").stderr_has("differs");
+    assert!(no.stdout().contains("\"missing\""), "{}", no.stdout());
+    // Put right (a fresh copy of that table), then GO, with the way back ready.
+    common::all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&src, "--table", "orders"]),
+            ("ferry-import", &[&target, "--on-conflict", "overwrite"]),
+        ],
+        b"",
+    ));
+    d.run(
+        "ferry",
+        &[
+            "cutover",
+            &src,
+            &target,
+            "--quiet-for",
+            "0.2",
+            "--reverse",
+            "--drop-capture",
+        ],
+        b"",
+    )
+    .ok()
+    .stderr_has("GO: ");
+    assert_eq!(pg_lines(&target, "users"), sqlite_lines(&d, "app.db", "users"));
+    assert!(
+        d.run("ferry", &["capture", "status", &src], b"")
+            .stdout()
+            .contains("not capturing")
+    );
+    // The application now writes to the new store; during the rollback window its changes
+    // are followed back into the old one.
+    c.batch_execute(
+        "UPDATE users SET name = 'after the switch' WHERE id = 5;
+         DELETE FROM orders WHERE user_id = 6; DELETE FROM users WHERE id = 6;
+         INSERT INTO users VALUES (900001, 'new in the new store', '2026-03-01T00:00:00.000Z');",
+    )
+    .unwrap();
+    let back = d.pipe(
+        &[
+            ("ferry-export", &[&target, "--changes"]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&src]),
+        ],
+        b"",
+    );
+    common::all_ok(&back);
+    assert_eq!(sqlite_lines(&d, "app.db", "users"), pg_lines(&target, "users"));
+    assert_eq!(sqlite_lines(&d, "app.db", "orders"), pg_lines(&target, "orders"));
+    d.run("ferry", &["capture", "remove", &target, "--confirm"], b"").ok();
+}

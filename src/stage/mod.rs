@@ -3,6 +3,7 @@
 pub(crate) mod assess;
 pub(crate) mod backup;
 pub(crate) mod capture;
+pub(crate) mod cutover;
 pub(crate) mod entity;
 pub mod export;
 pub mod import;

@@ -298,10 +298,11 @@ impl Run {
     }
 }
 
-/// Every line of a pipeline ran fine.
+/// Every stage of a pipeline ran fine. The last is looked at first: a stage that stopped
+/// because the one after it went away has that one's error as its cause.
 #[track_caller]
 pub fn all_ok(runs: &[Run]) {
-    for r in runs {
+    for r in runs.iter().rev() {
         r.ok();
     }
 }

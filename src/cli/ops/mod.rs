@@ -4,6 +4,7 @@
 mod assess;
 mod backup;
 mod capture;
+mod cutover;
 mod docs;
 mod rollback;
 mod status;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use self::assess::{AssessArgs, run_assess};
 use self::backup::{BackupArgs, RestoreArgs, run_backup, run_restore};
 use self::capture::{CaptureArgs, run_capture};
+use self::cutover::{CutoverArgs, run_cutover};
 use self::docs::{CompletionsArgs, ManArgs, run_completions, run_man};
 use self::rollback::{RollbackArgs, run_rollback};
 use self::status::{StatusArgs, run_status};
@@ -38,6 +40,7 @@ Examples:
   ferry restore before-upgrade sqlite:restored.db --create   # then validated against the backup
   ferry backup --prune --keep 5 --older-than 30d --confirm
   ferry capture install sqlite:app.db    # record every change, to follow the app while it runs
+  ferry cutover sqlite:app.db postgres://app@new/app   # writes stopped: drain, prove, GO or NO-GO
   ferry completions bash > ~/.local/share/bash-completion/completions/ferry
   ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
   ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
@@ -73,6 +76,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Record a database's changes (install, remove, status), to follow it while it runs
     Capture(CaptureArgs),
+    /// The switch of a move made while the application ran: drain its changes, check the source
+    /// is quiet, compare every row: GO or NO-GO
+    Cutover(CutoverArgs),
     /// Shell completions for every ferry program
     Completions(CompletionsArgs),
     /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
@@ -90,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Backup(b) => run_backup(b),
         Command::Restore(r) => run_restore(r),
         Command::Capture(c) => run_capture(c),
+        Command::Cutover(c) => run_cutover(c),
         Command::Completions(c) => run_completions(c),
         Command::Man(m) => run_man(m),
     };

@@ -9,7 +9,7 @@
 //! the length of the copy).
 //!
 //! A position is an LSN: the end of the last transaction read, or (draining, without
-//! `--follow`) a logical message ferry writes into the WAL to know it has read everything
+//! `--follow`) a logical message ferry commits into the WAL to know it has read everything
 //! committed before it. The slot is told a position only once the target acknowledged it
 //! (`trim`), so the server keeps every change the target may still need, and a follower killed
 //! anywhere starts again after what the target has.
@@ -400,11 +400,14 @@ impl PgSource {
         let follow = self.follow_mut()?;
         follow.fences += 1;
         let nonce = format!("{}-{}", std::process::id(), follow.fences);
-        self.query(
-            "marking the WAL",
-            "SELECT pg_logical_emit_message(false, $1, $2)",
-            &[&SLOT, &nonce],
-        )?;
+        // In a transaction of its own: its commit flushes the WAL, which the server sends only
+        // once flushed (a message outside one could wait for the next flush).
+        self.pause_snapshot()?;
+        self.client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_logical_emit_message(true, '{SLOT}', '{nonce}'); COMMIT"
+            ))
+            .map_err(|e| self.err("marking the WAL", e))?;
         let address = self.address.redacted.clone();
         let deadline = Instant::now() + FENCE_WAIT;
         let Some(follow) = self.follow.as_mut() else {
