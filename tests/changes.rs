@@ -323,6 +323,16 @@ fn catch_up_into(d: &Dir, target: &str) {
     common::all_ok(&runs);
     assert_eq!(rows_read(&runs[1]), at_watermark + 5 + 1);
     d.run("ferry-validate", &[&src, target], b"").ok();
+    // Rows deleted: a watermark cannot see them, the keys compared can.
+    d.open("app.db")
+        .execute_batch("DELETE FROM orders WHERE user_id IN (30, 33); DELETE FROM users WHERE id IN (30, 33, 34);")
+        .unwrap();
+    common::all_ok(&pass(d, &src, target, &[]));
+    d.run("ferry-validate", &[&src, target], b"").expect_code(1);
+    let runs = pass(d, &src, target, &["--detect-deletes", target]);
+    common::all_ok(&runs);
+    assert!(runs[0].stderr().contains("deleted=3"), "{}", runs[0].stderr());
+    d.run("ferry-validate", &[&src, target], b"").ok();
 }
 
 #[test]

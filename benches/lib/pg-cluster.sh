@@ -2,6 +2,7 @@
 # root), unless FERRY_BENCH_PG names a server.
 #
 #   pg_cluster DIR     sets BASE=postgres://USER:PW@127.0.0.1:PORT (no database); pg_stop stops it.
+#   PG_OPTS="-c wal_level=logical" pg_cluster DIR    with more server settings
 pg_stop() { :; }
 pg_cluster() {
   local work=$1
@@ -20,7 +21,7 @@ pg_cluster() {
   as_pg "$PGBIN/initdb" -D "$PGDATA_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     --pwfile="$work/pgpw" --encoding=UTF8 --no-locale > /dev/null
   as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR/data" -l "$PGDATA_DIR/log" -w \
-    -o "-p $port -k $PGDATA_DIR -c listen_addresses=127.0.0.1" start > /dev/null
+    -o "-p $port -k $PGDATA_DIR -c listen_addresses=127.0.0.1 ${PG_OPTS:-}" start > /dev/null
   pg_stop() { as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR/data" -m fast stop > /dev/null 2>&1 || true; }
   BASE="postgres://postgres:$pw@127.0.0.1:$port"
 }

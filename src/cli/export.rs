@@ -49,14 +49,22 @@ Examples:
   # The catch-up pass before a cutover: only files new or changed since the first run started
   ferry-export dir:/srv/media --since 0193a5c2-7f1e | ferry-import s3://bucket/media
 
+  # A live database: its changes recorded (ferry capture install), copied, then followed
+  ferry-export sqlite:app.db | ferry-import postgres://app@new/app --create
+  ferry-export sqlite:app.db --follow | ferry-import postgres://app@new/app   # Ctrl-C ends it cleanly
+
+  # Without capture: only the rows whose updated_at moved since the last pass from here
+  ferry-export sqlite:app.db --incremental users.updated_at | ferry-import postgres://app@new/app
+
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
 for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
 transaction, rows through COPY; streams are named schema.table; D1: keyset pages, one request
 each, paced inside the API's rate limit, not one snapshot). A directory's files come in byte
 order of their paths, each read once and hashed (SHA-256) on --jobs threads; a file that cannot be
 read, or changes while it is read, is an ERROR line naming it and is left out (the closing line counts them as left out, the import reports each).
-Exit status: 0 done; 2 error; 4 the reader of stdout went away before the end; 130 interrupted
-(Ctrl-C, SIGTERM: everything up to the last STATE was delivered). A closing line on stderr says which.";
+Exit status: 0 done (a --follow told to stop by Ctrl-C or SIGTERM ends its stream and is done);
+2 error; 4 the reader of stdout went away before the end; 130 interrupted (Ctrl-C, SIGTERM:
+everything up to the last STATE was delivered). A closing line on stderr says which.";
 
 /// Export a store as a ferry stream (NDJSON) on stdout.
 #[derive(Debug, Parser)]
@@ -112,6 +120,10 @@ pub struct ExportArgs {
     /// repeatable. The first pass sends every row and keeps the watermark
     #[arg(long, value_name = "TABLE.COLUMN")]
     pub incremental: Vec<String>,
+    /// With --incremental: also send a delete for each row TARGET holds and the source no
+    /// longer does (both sides' keys read in key order and compared, once per table)
+    #[arg(long, value_name = "TARGET", requires = "incremental")]
+    pub detect_deletes: Option<String>,
     /// Export the changes recorded since the last ones the target acknowledged (SQLite: after
     /// `ferry capture install`), each table as a change stream, then stop
     #[arg(long, conflicts_with_all = ["incremental", "resume", "state_json", "singer", "roots"])]
@@ -170,6 +182,7 @@ impl ExportArgs {
                 .map(|r| crate::stage::entity::Root::parse(r))
                 .collect::<Result<_>>()?,
             follow_fks: self.follow_fks,
+            detect_deletes: self.detect_deletes.as_deref().map(Address::parse).transpose()?,
             changes: self.changes || self.follow,
             follow: self.follow,
             incremental: self

@@ -10,6 +10,7 @@
 //!   with the same run id, starting strictly after its last acknowledged STATE.
 
 mod changes;
+mod deletes;
 pub(crate) mod emit;
 pub mod files;
 pub mod incremental;
@@ -47,6 +48,9 @@ pub struct ExportConfig {
     /// A catch-up pass: every stream as changes, these tables only from their watermark on
     /// (see [`incremental`]).
     pub incremental: Vec<incremental::Incremental>,
+    /// With `incremental`: also find the rows deleted since, by comparing keys with this target
+    /// (see [`deletes`]).
+    pub detect_deletes: Option<Address>,
     /// Export the changes the source's capture recorded, not its tables (see [`changes`]).
     pub changes: bool,
     /// With `changes`: go on sending changes as they come, until stopped.
@@ -83,6 +87,7 @@ impl ExportConfig {
             incremental: vec![],
             changes: false,
             follow: false,
+            detect_deletes: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 
 use std::collections::HashMap;
 
+use super::deletes::Detector;
 use super::emit::{Emitter, begin};
 use super::incremental::{self, Watermark};
 use super::{ExportConfig, ExportOutcome};
@@ -37,6 +38,10 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
         };
         watermarks = incremental::prepare(&mut plans, &cfg.incremental, &em.bookmarks, &reached, &info.address)?;
     }
+    let detector = match &cfg.detect_deletes {
+        Some(target) => Some(Detector::open(&cfg.source, target, None)?),
+        None => None,
+    };
     // A table that cannot resume after a cursor starts over, and says so in its bookmark.
     for plan in &plans {
         let stream = stream_name(plan, cfg.singer);
@@ -51,6 +56,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
         ..Default::default()
     };
     let mut progress = Progress::new();
+    let mut ending = Vec::new();
     let expected: Option<u64> = plans.iter().map(|p| p.schema.row_estimate).sum();
     for plan in &plans {
         let stream = &stream_name(plan, cfg.singer);
@@ -68,9 +74,24 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             expected,
         };
         let wm = watermarks.get_mut(&plan.schema.stream);
-        let rows = export_stream(source.as_mut(), plan, prior.as_ref(), wm, cfg, &mut em, &mut counting)?;
-        outcome.streams += 1;
-        outcome.rows += rows;
+        let exported = export_rows(source.as_mut(), plan, prior.as_ref(), wm, cfg, &mut em, &mut counting)?;
+        match detector {
+            // Deletes go after every stream's rows, children first: ends wait for them.
+            Some(_) => ending.push((plan.schema.stream.clone(), exported)),
+            None => {
+                outcome.rows += exported.end(&mut em)?;
+                outcome.streams += 1;
+            }
+        }
+    }
+    if let Some(d) = &detector {
+        for (source_stream, e) in ending.iter_mut().rev() {
+            e.deletes(d, source_stream, &mut em)?;
+        }
+        for (_, e) in ending {
+            outcome.rows += e.end(&mut em)?;
+            outcome.streams += 1;
+        }
     }
     em.message(&Message::End(End {
         run_id: outcome.run_id.clone(),
@@ -215,9 +236,76 @@ fn singer_schema(schema: &Schema, stream: &str) -> Schema {
     out
 }
 
-/// One stream: its SCHEMA, its rows from where `prior` left it, a STATE every `state_every` rows
-/// or `state_interval`, the complete bookmark, STREAM_END. The rows it exported.
-fn export_stream<W: Write>(
+/// A stream whose rows are out and whose end is still to come: what its end says.
+struct Exported {
+    stream: String,
+    shape: RowShape,
+    digest: StreamDigest,
+    rows: u64,
+    cursor: Cursor,
+    /// Its watermark, copied out at the end of its rows.
+    wm: Option<Watermark>,
+}
+
+impl Exported {
+    /// With `--detect-deletes`: a delete for each row the target holds and the source no longer
+    /// does (after every stream's upserts, children first: see `run`).
+    fn deletes<W: Write>(&mut self, d: &Detector, source_stream: &str, em: &mut Emitter<'_, W>) -> Result<()> {
+        if self.shape.key.is_empty() {
+            return Ok(());
+        }
+        let mut prefix = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);
+        value::write_str(&self.stream, &mut prefix);
+        prefix.extend_from_slice(br#","op":"delete","record":"#);
+        let key: Vec<String> = self.shape.key_names().into_iter().map(str::to_owned).collect();
+        let mut full = vec![Value::Null; self.shape.len()];
+        let Exported {
+            shape, digest, rows, ..
+        } = self;
+        let found = d.deleted(source_stream, &key, &mut |k| {
+            for (&c, v) in shape.key.iter().zip(k) {
+                full[c] = v;
+            }
+            em.record(&prefix, |line| {
+                shape.write_columns(&shape.key, |c| full[c].as_ref(), line)
+            })?;
+            digest.add_delete(shape, &full);
+            *rows += 1;
+            Ok(())
+        })?;
+        tracing::info!(stream = %self.stream, deleted = found, "rows the target holds and the source no longer does: sent as deletes");
+        Ok(())
+    }
+
+    /// The stream's complete bookmark, its STATE and its STREAM_END. The rows it exported.
+    fn end<W: Write>(mut self, em: &mut Emitter<'_, W>) -> Result<u64> {
+        let mut bookmark = self.cursor.bookmark(&self.shape, self.rows, true);
+        if let Some(w) = &self.wm {
+            w.mark(&self.shape, &mut bookmark, true);
+        }
+        em.bookmarks.insert(self.stream.clone(), bookmark);
+        em.state()?;
+        em.message(&Message::StreamEnd(StreamEnd {
+            stream: self.stream.clone(),
+            status: "complete".into(),
+            rows: Some(self.rows),
+            files: None,
+            bytes: None,
+            errors: None,
+            digest: Some(Digest {
+                algo: DIGEST_ALGO.into(),
+                value: self.digest.take_hex(),
+            }),
+            extra: Map::new(),
+        }))?;
+        tracing::debug!(stream = %self.stream, rows = self.rows, after = self.cursor.base, "stream exported");
+        Ok(self.rows)
+    }
+}
+
+/// One stream's SCHEMA and its rows from where `prior` left it, a STATE every `state_every` rows
+/// or `state_interval`; its end is [`Exported::end`].
+fn export_rows<W: Write>(
     source: &mut dyn connect::Source,
     plan: &connect::StreamPlan,
     prior: Option<&Bookmark>,
@@ -225,7 +313,7 @@ fn export_stream<W: Write>(
     cfg: &ExportConfig,
     em: &mut Emitter<'_, W>,
     counting: &mut Counting<'_>,
-) -> Result<u64> {
+) -> Result<Exported> {
     let stream = stream_name(plan, cfg.singer);
     let after = prior.filter(|b| b.after.is_some() || b.rowid.is_some());
     let shape = RowShape::from_schema(&plan.schema)?;
@@ -275,26 +363,12 @@ fn export_stream<W: Write>(
         }
         Ok(())
     })?;
-
-    let mut bookmark = cursor.bookmark(&shape, rows, true);
-    if let Some(w) = wm.as_deref() {
-        w.mark(&shape, &mut bookmark, true);
-    }
-    em.bookmarks.insert(stream.clone(), bookmark);
-    em.state()?;
-    em.message(&Message::StreamEnd(StreamEnd {
-        stream: stream.clone(),
-        status: "complete".into(),
-        rows: Some(rows),
-        files: None,
-        bytes: None,
-        errors: None,
-        digest: Some(Digest {
-            algo: DIGEST_ALGO.into(),
-            value: digest.take_hex(),
-        }),
-        extra: Map::new(),
-    }))?;
-    tracing::debug!(stream = %stream, rows, after = cursor.base, "stream exported");
-    Ok(rows)
+    Ok(Exported {
+        stream,
+        shape,
+        digest,
+        rows,
+        cursor,
+        wm: wm.map(|w| w.clone()),
+    })
 }

@@ -533,39 +533,13 @@ impl<W: Write> Importer<'_, W> {
             tracing::info!(stream = %name, table = %prepared.table, "created table");
         }
         let bookmark = schema.bookmark_name().to_owned();
-        let mut marker = self.markers.get(&bookmark);
-        // A marker says rows are in the table; a table that is new or empty holds none of them
-        // (it was dropped or emptied since, or the stream now goes to another table): the marker
-        // no longer describes anything, and skipping by it would lose rows.
-        if let Some(m) = marker
-            && (!prepared.existed || prepared.empty)
-            && (m.complete || m.position.unwrap_or(0) > 0)
-        {
-            tracing::warn!(stream = %name, table = %prepared.table, run = %m.run_id, "an earlier run's commit marker counts rows this table does not hold (it is new or empty): importing the stream from its start");
-            marker = None;
-        }
-        // A change stream's earlier runs are earlier changes: this run's are all new.
-        let marker = marker.filter(|m| !schema.changes || m.run_id == self.run_id);
+        let marker = self.marker_for(&schema, &prepared);
+        let marker = marker.as_ref();
         let committed = match marker {
             Some(m) if m.complete => Some(u64::MAX),
             Some(m) => m.position,
             None => None,
         };
-        if let Some(m) = marker {
-            let what = if m.complete {
-                "complete".to_string()
-            } else {
-                format!("{} rows", m.position.unwrap_or(0))
-            };
-            if self.positions {
-                tracing::info!(stream = %name, already = %what, run = %m.run_id, "already imported by an earlier run: skipping those rows (--fresh to import them again)");
-            } else if self.singer {
-                // A Singer tap's next (incremental) run: its rows are upserted by key.
-                tracing::info!(stream = %name, on_conflict = ?self.on_conflict(), "imported before by an earlier run; the Singer stream's rows are written by key");
-            } else {
-                tracing::warn!(stream = %name, "an earlier run imported part of this stream, but the producer gives no positions: rows are written again (by key)");
-            }
-        }
         let base = self
             .positions
             .then(|| self.bookmark_rows.get(&bookmark).copied().unwrap_or(0));
@@ -576,7 +550,7 @@ impl<W: Write> Importer<'_, W> {
         // A stream that starts after rows the target does not have: an `export --resume` from
         // further than the target got (it lost rows it had committed, or its markers changed).
         let first_schema = !self.streams.contains_key(&name);
-        if let (Some(b), true, false) = (base, first_schema, self.cfg.fresh) {
+        if let (Some(b), true, false, false) = (base, first_schema, self.cfg.fresh, schema.changes) {
             let has = committed.unwrap_or(0);
             if b > has {
                 return Err(line.error(format!(
@@ -630,6 +604,41 @@ impl<W: Write> Importer<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// The commit marker an earlier run left for the stream of `schema`, if it still says what
+    /// is in its table (`prepared`), said in the log.
+    fn marker_for(&self, schema: &Schema, prepared: &Prepared) -> Option<Marker> {
+        let name = &schema.stream;
+        let mut marker = self.markers.get(schema.bookmark_name());
+        // A marker says rows are in the table; a table that is new or empty holds none of them
+        // (it was dropped or emptied since, or the stream now goes to another table): the marker
+        // no longer describes anything, and skipping by it would lose rows.
+        if let Some(m) = marker
+            && (!prepared.existed || prepared.empty)
+            && (m.complete || m.position.unwrap_or(0) > 0)
+        {
+            tracing::warn!(stream = %name, table = %prepared.table, run = %m.run_id, "an earlier run's commit marker counts rows this table does not hold (it is new or empty): importing the stream from its start");
+            marker = None;
+        }
+        // A change stream is applied whole, never skipped by position: a change applied again
+        // changes nothing (the row as it is, or a delete), and a resumed pass may send other
+        // changes than the first attempt did (what it reads is the source as it is now).
+        let m = marker.filter(|_| !schema.changes)?;
+        let what = if m.complete {
+            "complete".to_string()
+        } else {
+            format!("{} rows", m.position.unwrap_or(0))
+        };
+        if self.positions {
+            tracing::info!(stream = %name, already = %what, run = %m.run_id, "already imported by an earlier run: skipping those rows (--fresh to import them again)");
+        } else if self.singer {
+            // A Singer tap's next (incremental) run: its rows are upserted by key.
+            tracing::info!(stream = %name, on_conflict = ?self.on_conflict(), "imported before by an earlier run; the Singer stream's rows are written by key");
+        } else {
+            tracing::warn!(stream = %name, "an earlier run imported part of this stream, but the producer gives no positions: rows are written again (by key)");
+        }
+        Some(m.clone())
     }
 
     /// How a change stream's upserts meet the row under their key: they replace it. A change
