@@ -141,6 +141,10 @@ pub trait ChangeSource {
     fn trim(&mut self, upto: u64) -> Result<u64>;
     /// End the snapshot: between passes the source's writers must not wait for the reader.
     fn pause(&mut self) -> Result<()>;
+    /// How long ago the newest change read was committed, in seconds, if the source says.
+    fn lag(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// What to do with a row whose key is already in the target.

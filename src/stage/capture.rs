@@ -85,6 +85,12 @@ fn sqlite<W: Write>(path: &std::path::Path, name: &str, action: CaptureAction, s
             let plan = capture::install_plan(&conn, name)?;
             capture::apply(&mut conn, name, &plan.statements)?;
             said.installed(&plan.tables, &plan.left_out)?;
+            if !capture::is_wal(&conn, name)? {
+                tracing::warn!(
+                    "{name} is not in WAL mode: while a follower reads it, the application's writes wait (and the other way round), so a busy application sees pauses and the follower falls behind; `sqlite3 {} 'PRAGMA journal_mode=WAL'` lets them run together (it stays set)",
+                    path.display()
+                );
+            }
             tracing::info!(
                 tables = plan.tables.len(),
                 "capture installed: every change is recorded from now on; copy the tables now, then export the changes (ferry-export {name} --changes)"

@@ -104,6 +104,14 @@ pub(crate) fn remove_plan(conn: &Connection, address: &str) -> Result<Vec<String
     Ok(out)
 }
 
+/// Whether the database is in WAL mode, where readers and the writer do not wait for each other.
+pub(crate) fn is_wal(conn: &Connection, address: &str) -> Result<bool> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .ctx(ErrorKind::Source, || format!("{address}: reading its journal mode"))?;
+    Ok(mode.eq_ignore_ascii_case("wal"))
+}
+
 /// Changes recorded and not yet trimmed, and the newest one's seq.
 pub(crate) fn pending(conn: &Connection, address: &str) -> Result<Option<(u64, u64)>> {
     let e = || format!("{address}: reading {CHANGES_TABLE}");

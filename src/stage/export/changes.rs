@@ -114,6 +114,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
         ..Default::default()
     };
     let mut last_trim = Instant::now();
+    let mut progress = crate::human::Progress::new();
     loop {
         let upto = changes.latest_change()?;
         if upto > from {
@@ -125,7 +126,10 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
                     .insert(o.plan.schema.stream.clone(), json!({ "rows": o.rows }));
             }
             em.state()?;
-            tracing::info!(upto, rows = outcome.rows, "changes sent");
+            if progress.due() {
+                let lag = changes.lag().map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
+                tracing::info!(upto, rows = outcome.rows, rows_per_s = progress.rate(outcome.rows), lag_seconds = %lag, "changes sent");
+            }
         }
         changes.pause()?;
         if !cfg.follow || crate::interrupt::requested() {

@@ -521,16 +521,7 @@ impl ChangeSource for PgSource {
         // The rows are read in a snapshot taken after the changes arrived.
         self.pause_snapshot()?;
         self.snapshot()?;
-        let f = self.follow_mut()?;
-        if let Some(t) = f.last_commit_time {
-            // Microseconds since 2000-01-01, PostgreSQL's epoch.
-            let now = jiff::Timestamp::now().as_microsecond() - 946_684_800_000_000;
-            tracing::debug!(
-                lag_seconds = (now - t) as f64 / 1e6,
-                "the last change read was committed this long ago"
-            );
-        }
-        Ok(f.last_commit)
+        Ok(self.follow_mut()?.last_commit)
     }
 
     fn changed_keys(
@@ -618,5 +609,12 @@ impl ChangeSource for PgSource {
 
     fn pause(&mut self) -> Result<()> {
         self.pause_snapshot()
+    }
+
+    fn lag(&self) -> Option<f64> {
+        let t = self.follow.as_ref()?.last_commit_time?;
+        // Microseconds since 2000-01-01, PostgreSQL's epoch.
+        let now = jiff::Timestamp::now().as_microsecond() - 946_684_800_000_000;
+        Some((now - t) as f64 / 1e6)
     }
 }
