@@ -10,8 +10,8 @@
 #    (`ferry-export SRC --changes | ferry-import TGT`), for SQLite and PostgreSQL each way.
 # 2. Lag: a writer updates rows at RATE changes/s (batches of 10 per transaction, each row
 #    stamped with the time) for LOAD_SECS while `--follow` runs; every 0.25 s the newest stamp
-#    in the target is read: lag = now - that stamp. PostgreSQL -> PostgreSQL and
-#    SQLite -> PostgreSQL.
+#    in the target is read: lag = now - that stamp. PostgreSQL -> PostgreSQL, and
+#    SQLite -> PostgreSQL with SQLite's default rollback journal and in WAL mode.
 # 3. Catch-up: 1% of ROWS changed, then `--incremental items.updated_at` against a full export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,12 +89,16 @@ echo "### Lag of a follower under a steady write load ($LOAD_SECS s each; sample
 echo
 echo "| path | asked changes/s | written changes/s | lag median (s) | lag p95 (s) | lag max (s) | caught up after the load (s) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
-for path in postgres-postgres sqlite-postgres; do
+for path in postgres-postgres sqlite-postgres sqlite_wal-postgres; do
   for rate in $RATES; do
     src_kind=${path%-*}
-    rm -rf "$WORK/.ferry" "$WORK"/*.db
+    rm -rf "$WORK/.ferry" "$WORK"/*.db*
     cd "$WORK"
-    if [ "$src_kind" = sqlite ]; then items_sqlite "$WORK/src.db"; SRC="sqlite:$WORK/src.db"; else SRC=$(db src); items_pg "$SRC"; fi
+    case $src_kind in
+      sqlite) items_sqlite "$WORK/src.db"; SRC="sqlite:$WORK/src.db" ;;
+      sqlite_wal) items_sqlite "$WORK/src.db"; sqlite3 "$WORK/src.db" "PRAGMA journal_mode=WAL" > /dev/null; SRC="sqlite:$WORK/src.db" ;;
+      *) SRC=$(db src); items_pg "$SRC" ;;
+    esac
     TGT=$(db tgt)
     ferry capture install "$SRC" -q > /dev/null
     ferry-export "$SRC" -q | ferry-import "$TGT" --create -q > /dev/null

@@ -764,3 +764,37 @@ fn a_cutover_says_no_go_while_the_app_writes_or_the_copy_differs_and_go_once_it_
     assert_eq!(sqlite_lines(&d, "app.db", "orders"), pg_lines(&target, "orders"));
     d.run("ferry", &["capture", "remove", &target, "--confirm"], b"").ok();
 }
+
+#[test]
+fn a_catch_up_pass_from_postgres_finds_the_rows_deleted_there() {
+    let d = Dir::new();
+    let app = pg_app(60);
+    let target = d.db("copy.db");
+    let pass = |extra: &[&str]| {
+        let mut export = vec![
+            app.src.as_str(),
+            "--incremental",
+            "users.updated_at",
+            "--incremental",
+            "orders.id",
+        ];
+        export.extend(extra);
+        d.pipe(
+            &[
+                ("ferry-export", &export),
+                ("ferry-transform", &["--dialect", "sqlite"]),
+                ("ferry-import", &[&target, "--create"]),
+            ],
+            b"",
+        )
+    };
+    common::all_ok(&pass(&[]));
+    d.run("ferry-validate", &[&app.src, &target], b"").ok();
+    let mut c = pg::connect(&app.src);
+    c.batch_execute("DELETE FROM orders WHERE user_id IN (3, 6); DELETE FROM users WHERE id IN (3, 4, 6);")
+        .unwrap();
+    let runs = pass(&["--detect-deletes", &target]);
+    common::all_ok(&runs);
+    assert!(runs[0].stderr().contains("deleted=3"), "{}", runs[0].stderr());
+    d.run("ferry-validate", &[&app.src, &target], b"").ok();
+}

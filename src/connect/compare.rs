@@ -183,6 +183,17 @@ impl Described {
         }
     }
 
+    /// How a column compares when this table (the target) is compared with a table the source
+    /// describes (`source`, a PostgreSQL one): the target's canonical form, else the source's;
+    /// money as the decimal it is, whatever the other side's type.
+    pub(crate) fn canon_against(&self, source: Option<&Described>, column: &str) -> Canon {
+        match (self.canon_of(column), source.map(|s| s.canon_of(column))) {
+            (Canon::Exact, Some(s)) => s,
+            (_, Some(Canon::Money)) => Canon::Money,
+            (canon, _) => canon,
+        }
+    }
+
     /// The expression that reads a column of this (PostgreSQL) table in its canonical form.
     pub(crate) fn select(&self, column: &str) -> String {
         match self.columns.iter().find(|(n, _)| n == column) {

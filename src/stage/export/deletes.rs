@@ -43,10 +43,13 @@ impl Detector {
         let Some(described) = tgt.describe(&ttable)? else {
             return Ok(0);
         };
-        // The target's types decide how keys compare, as in a validation.
-        let canons: Vec<Canon> = key.iter().map(|c| described.canon_of(c)).collect();
-        let none = |_: &[Value]| -> RowHash { [0; 32] };
+        // The keys compare as in a validation.
         let source_described = if src.typed() { src.describe(&stable)? } else { None };
+        let canons: Vec<Canon> = key
+            .iter()
+            .map(|c| described.canon_against(source_described.as_ref(), c))
+            .collect();
+        let none = |_: &[Value]| -> RowHash { [0; 32] };
         let (sexpr, texpr) = (src.table_expr(&stable), tgt.table_expr(&ttable));
         let source = Scan {
             table: &sexpr,

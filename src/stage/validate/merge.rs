@@ -82,12 +82,7 @@ pub(super) fn check_stream<W: Write>(
         _ if src.typed() && matches!(side, Side::Table { .. }) => src.describe(stream)?,
         _ => None,
     };
-    let canon_of = |c: &str| match (described.canon_of(c), source_described.as_ref().map(|s| s.canon_of(c))) {
-        (Canon::Exact, Some(s)) => s,
-        // Money is compared as the decimal it is, whatever the other side's type.
-        (_, Some(Canon::Money)) => Canon::Money,
-        (canon, _) => canon,
-    };
+    let canon_of = |c: &str| described.canon_against(source_described.as_ref(), c);
     let canons: Vec<Canon> = common.iter().map(|c| canon_of(c)).collect();
     say_numbers_held_as_text(stream, &common, &described, source_described.as_ref(), f)?;
     let key_canons: Vec<Canon> = key.iter().map(|c| canon_of(c)).collect();
