@@ -123,9 +123,7 @@ def writer():
     sql = f"UPDATE items SET qty = qty + 1, updated_at = {mark} WHERE id = {mark}"
     start = time.time(); n = 0
     while time.time() - start < secs:
-        due = start + n / rate
-        if due > time.time():
-            time.sleep(due - time.time())
+        time.sleep(max(0.0, start + n / rate - time.time()))
         stamp = now().strftime(fmt)
         cur.execute("BEGIN IMMEDIATE" if mark == "?" else "BEGIN")
         cur.executemany(sql, [(stamp, (n + k) % rows + 1) for k in range(10)])
@@ -133,8 +131,12 @@ def writer():
         n += 10
         result["last"] = stamp
     result["rate"] = n / (time.time() - start)
-    done.set()
-t = threading.Thread(target=writer); t.start()
+def writing():
+    try:
+        writer()
+    finally:
+        done.set()
+t = threading.Thread(target=writing); t.start()
 tc = psycopg.connect(tgt.replace("postgres://", "postgresql://"), autocommit=True)
 def newest():
     return tc.execute("SELECT max(updated_at) FROM items").fetchone()[0]

@@ -534,6 +534,25 @@ pub struct StreamEnd {
     pub extra: Map<String, Json>,
 }
 
+impl StreamEnd {
+    /// A table stream's complete end: its rows and their `values-sha256` digest (hex).
+    pub fn complete_rows(stream: &str, rows: u64, digest: String) -> StreamEnd {
+        StreamEnd {
+            stream: stream.to_owned(),
+            status: "complete".into(),
+            rows: Some(rows),
+            files: None,
+            bytes: None,
+            errors: None,
+            digest: Some(Digest {
+                algo: DIGEST_ALGO.into(),
+                value: digest,
+            }),
+            extra: Map::new(),
+        }
+    }
+}
+
 /// The ERROR field that marks a file the export left out on purpose, not one that failed:
 /// `skipped-symlink` (a link not followed) or `skipped-special` (a socket, pipe or device). The
 /// import gives it an upload result with that status; nothing counts it as a failure.

@@ -65,6 +65,58 @@ struct Piece {
     delete: bool,
 }
 
+/// Rows' tuples packed into statements (`head`, the tuples joined by commas, `tail`) of at most
+/// `limit` bytes; each statement goes to `done` with the rows it carries.
+struct Packing<'a> {
+    head: &'a str,
+    tail: &'a str,
+    limit: usize,
+    sql: String,
+    /// The first row of the statement being packed.
+    first: usize,
+}
+
+impl<'a> Packing<'a> {
+    fn new(head: &'a str, tail: &'a str, limit: usize, first: usize) -> Packing<'a> {
+        Packing {
+            head,
+            tail,
+            limit,
+            sql: String::new(),
+            first,
+        }
+    }
+
+    /// Row `r`'s tuple, in the statement being packed or (too long with it) in the next.
+    fn push(&mut self, r: usize, tuple: &str, done: &mut dyn FnMut(String, std::ops::Range<usize>)) {
+        if !self.sql.is_empty() && self.sql.len() + 2 + tuple.len() + self.tail.len() > self.limit {
+            self.close(r, done);
+            self.first = r;
+        }
+        if self.sql.is_empty() {
+            self.sql.push_str(self.head);
+        } else {
+            self.sql.push_str(", ");
+        }
+        self.sql.push_str(tuple);
+    }
+
+    /// Row `r` goes elsewhere (refused, or alone): the statement so far ends before it.
+    fn skip(&mut self, r: usize, done: &mut dyn FnMut(String, std::ops::Range<usize>)) {
+        self.close(r, done);
+        self.first = r + 1;
+    }
+
+    /// The statement packed so far, ending before row `end`.
+    fn close(&mut self, end: usize, done: &mut dyn FnMut(String, std::ops::Range<usize>)) {
+        if end > self.first && !self.sql.is_empty() {
+            self.sql.push_str(self.tail);
+            done(std::mem::take(&mut self.sql), self.first..end);
+        }
+        self.sql.clear();
+    }
+}
+
 pub(crate) struct D1Target {
     client: D1Client,
     /// This process's hold on the database (none for a dry run): released when dropped.
@@ -298,30 +350,24 @@ impl D1Target {
             return vec![];
         };
         let (head, conflict) = (ts.head.clone(), ts.conflict.clone());
-        let target = STATEMENT_TARGET.min(self.request_bytes);
+        let mut pack = Packing::new(&head, &conflict, STATEMENT_TARGET.min(self.request_bytes), rows.start);
         let mut out: Vec<Piece> = Vec::new();
-        let mut sql = String::new();
-        let mut first = rows.start;
         let mut rejects = Vec::new();
-        let flush = |sql: &mut String, first: usize, end: usize, out: &mut Vec<Piece>| {
-            if end > first && !sql.is_empty() {
-                sql.push_str(&conflict);
-                out.push(Piece {
-                    stream: Arc::clone(stream),
-                    stmt: Stmt::plain(std::mem::take(sql)),
-                    batch: Arc::clone(batch),
-                    rows: first..end,
-                    delete: false,
-                });
-            }
-            sql.clear();
+        // In row order, packed or alone.
+        let mut piece = |stmt: Stmt, rows: std::ops::Range<usize>| {
+            out.push(Piece {
+                stream: Arc::clone(stream),
+                stmt,
+                batch: Arc::clone(batch),
+                rows,
+                delete: false,
+            })
         };
         let shape = self.shapes.get(&**stream);
         for r in rows.clone() {
             let mut tuple = String::new();
             if let Err(why) = literal_tuple(batch.row(r).iter(), &mut tuple) {
-                flush(&mut sql, first, r, &mut out);
-                first = r + 1;
+                pack.skip(r, &mut |sql, rows| piece(Stmt::plain(sql), rows));
                 if let Some(shape) = shape {
                     rejects.push(Reject::of(shape, batch, r, why));
                 }
@@ -329,22 +375,15 @@ impl D1Target {
             }
             if head.len() + tuple.len() + conflict.len() > STATEMENT_TARGET {
                 // Too big to inline: alone, with its values bound.
-                flush(&mut sql, first, r, &mut out);
-                first = r + 1;
+                pack.skip(r, &mut |sql, rows| piece(Stmt::plain(sql), rows));
                 let mut params = Vec::new();
                 let marks: std::result::Result<Vec<String>, String> =
                     batch.row(r).iter().map(|v| bound(v, &mut params)).collect();
                 match marks {
-                    Ok(marks) => out.push(Piece {
-                        stream: Arc::clone(stream),
-                        stmt: Stmt {
-                            sql: format!("{head}({}){conflict}", marks.join(", ")),
-                            params,
-                        },
-                        batch: Arc::clone(batch),
-                        rows: r..r + 1,
-                        delete: false,
-                    }),
+                    Ok(marks) => {
+                        let sql = format!("{head}({}){conflict}", marks.join(", "));
+                        piece(Stmt { sql, params }, r..r + 1);
+                    }
                     Err(why) => {
                         if let Some(shape) = shape {
                             rejects.push(Reject::of(shape, batch, r, why));
@@ -353,18 +392,9 @@ impl D1Target {
                 }
                 continue;
             }
-            if !sql.is_empty() && sql.len() + 2 + tuple.len() + conflict.len() > target {
-                flush(&mut sql, first, r, &mut out);
-                first = r;
-            }
-            if sql.is_empty() {
-                sql.push_str(&head);
-            } else {
-                sql.push_str(", ");
-            }
-            sql.push_str(&tuple);
+            pack.push(r, &tuple, &mut |sql, rows| piece(Stmt::plain(sql), rows));
         }
-        flush(&mut sql, first, rows.end, &mut out);
+        pack.close(rows.end, &mut |sql, rows| piece(Stmt::plain(sql), rows));
         if !rejects.is_empty() {
             self.report(stream).rejects.extend(rejects);
         }
@@ -383,42 +413,28 @@ impl D1Target {
             quote(&ts.table),
             keys.join(", ")
         );
-        let target = STATEMENT_TARGET.min(self.request_bytes);
+        let mut pack = Packing::new(&head, ")", STATEMENT_TARGET.min(self.request_bytes), rows.start);
         let (mut out, mut rejects) = (Vec::new(), Vec::new());
-        let mut sql = String::new();
-        let mut first = rows.start;
-        let close = |sql: &mut String, first: usize, end: usize, out: &mut Vec<Piece>| {
-            if !sql.is_empty() {
-                sql.push(')');
-                out.push(Piece {
-                    stream: Arc::clone(stream),
-                    stmt: Stmt::plain(std::mem::take(sql)),
-                    batch: Arc::clone(batch),
-                    rows: first..end,
-                    delete: true,
-                });
-            }
+        let mut piece = |sql: String, rows: std::ops::Range<usize>| {
+            out.push(Piece {
+                stream: Arc::clone(stream),
+                stmt: Stmt::plain(sql),
+                batch: Arc::clone(batch),
+                rows,
+                delete: true,
+            })
         };
         for r in rows.clone() {
             let mut tuple = String::new();
-            if let Err(why) = literal_tuple(shape.key.iter().map(|&i| &batch.row(r)[i]), &mut tuple) {
-                close(&mut sql, first, r, &mut out);
-                first = r + 1;
-                rejects.push(Reject::of(shape, batch, r, why));
-                continue;
+            match literal_tuple(shape.key.iter().map(|&i| &batch.row(r)[i]), &mut tuple) {
+                Ok(()) => pack.push(r, &tuple, &mut piece),
+                Err(why) => {
+                    pack.skip(r, &mut piece);
+                    rejects.push(Reject::of(shape, batch, r, why));
+                }
             }
-            if !sql.is_empty() && sql.len() + 2 + tuple.len() + 1 > target {
-                close(&mut sql, first, r, &mut out);
-                first = r;
-            }
-            if sql.is_empty() {
-                sql.push_str(&head);
-            } else {
-                sql.push_str(", ");
-            }
-            sql.push_str(&tuple);
         }
-        close(&mut sql, first, rows.end, &mut out);
+        pack.close(rows.end, &mut piece);
         if !rejects.is_empty() {
             self.report(stream).rejects.extend(rejects);
         }

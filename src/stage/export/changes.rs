@@ -19,14 +19,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 use super::emit::{Emitter, begin};
 use super::{ExportConfig, ExportOutcome};
 use crate::checkpoint::Checkpoint;
 use crate::connect::{self, ChangeSource, StreamPlan};
 use crate::error::{Error, Result};
-use crate::protocol::{DIGEST_ALGO, Digest, End, Message, StreamEnd, StreamWriter, now_rfc3339};
+use crate::protocol::{Message, StreamEnd, StreamWriter};
 use crate::row::{RowShape, StreamDigest};
 use crate::value::{self, Value};
 
@@ -218,34 +218,10 @@ fn pass<W: Write>(
 /// Each stream's STREAM_END, then END.
 fn finish<W: Write>(em: &mut Emitter<'_, W>, outs: &mut [Out], outcome: &ExportOutcome) -> Result<()> {
     for o in outs.iter_mut() {
-        em.message(&Message::StreamEnd(StreamEnd {
-            stream: o.plan.schema.stream.clone(),
-            status: "complete".into(),
-            rows: Some(o.rows),
-            files: None,
-            bytes: None,
-            errors: None,
-            digest: Some(Digest {
-                algo: DIGEST_ALGO.into(),
-                value: o.digest.take_hex(),
-            }),
-            extra: Map::new(),
-        }))?;
+        let end = StreamEnd::complete_rows(&o.plan.schema.stream, o.rows, o.digest.take_hex());
+        em.message(&Message::StreamEnd(end))?;
     }
-    em.message(&Message::End(End {
-        run_id: outcome.run_id.clone(),
-        status: "ok".into(),
-        streams: Some(outcome.streams),
-        rows: Some(outcome.rows),
-        files: None,
-        bytes: None,
-        errors: None,
-        rejected: None,
-        skipped: None,
-        finished_at: Some(now_rfc3339()),
-        extra: Map::new(),
-    }))?;
-    em.out.flush()
+    em.end_ok(outcome)
 }
 
 /// The change position the target has acknowledged for this source: the newest acknowledged

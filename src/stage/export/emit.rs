@@ -140,6 +140,24 @@ impl<W: Write> Emitter<'_, W> {
         self.out.write_line(&self.line, Kind::Record)
     }
 
+    /// END with status ok and the export's counts, then everything flushed.
+    pub(crate) fn end_ok(&mut self, outcome: &super::ExportOutcome) -> Result<()> {
+        self.message(&Message::End(crate::protocol::End {
+            run_id: outcome.run_id.clone(),
+            status: "ok".into(),
+            streams: Some(outcome.streams),
+            rows: Some(outcome.rows),
+            files: None,
+            bytes: None,
+            errors: None,
+            rejected: None,
+            skipped: None,
+            finished_at: Some(crate::protocol::now_rfc3339()),
+            extra: Map::new(),
+        }))?;
+        self.out.flush()
+    }
+
     pub(crate) fn state(&mut self) -> Result<()> {
         let value = StateValue {
             run_id: self.run_id.clone(),

@@ -17,7 +17,7 @@ use crate::connect::{self, RowAccess, Selection};
 use crate::dialect::{self, PgTyping};
 use crate::error::Result;
 use crate::human::{Progress, Unit};
-use crate::protocol::{Bookmark, DIGEST_ALGO, Digest, End, Message, Schema, StreamEnd, StreamWriter, now_rfc3339};
+use crate::protocol::{Bookmark, Message, Schema, StreamEnd, StreamWriter};
 use crate::row::{RowShape, StreamDigest};
 use crate::value::{self, Value};
 
@@ -93,20 +93,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             outcome.streams += 1;
         }
     }
-    em.message(&Message::End(End {
-        run_id: outcome.run_id.clone(),
-        status: "ok".into(),
-        streams: Some(outcome.streams),
-        rows: Some(outcome.rows),
-        files: None,
-        bytes: None,
-        errors: None,
-        rejected: None,
-        skipped: None,
-        finished_at: Some(now_rfc3339()),
-        extra: Map::new(),
-    }))?;
-    em.out.flush()?;
+    em.end_ok(&outcome)?;
     tracing::info!(
         streams = outcome.streams,
         rows = outcome.rows,
@@ -285,19 +272,8 @@ impl Exported {
         }
         em.bookmarks.insert(self.stream.clone(), bookmark);
         em.state()?;
-        em.message(&Message::StreamEnd(StreamEnd {
-            stream: self.stream.clone(),
-            status: "complete".into(),
-            rows: Some(self.rows),
-            files: None,
-            bytes: None,
-            errors: None,
-            digest: Some(Digest {
-                algo: DIGEST_ALGO.into(),
-                value: self.digest.take_hex(),
-            }),
-            extra: Map::new(),
-        }))?;
+        let end = StreamEnd::complete_rows(&self.stream, self.rows, self.digest.take_hex());
+        em.message(&Message::StreamEnd(end))?;
         tracing::debug!(stream = %self.stream, rows = self.rows, after = self.cursor.base, "stream exported");
         Ok(self.rows)
     }

@@ -1257,19 +1257,7 @@ impl<W: Write> Importer<'_, W> {
             for ddl in self.target.finish_stream(&self.source, &bookmark)? {
                 tracing::info!(stream = %name, sql = %ddl, "built after the data (keys, indexes, sequences)");
             }
-            self.announce(&Message::StreamEnd(StreamEnd {
-                stream: name.clone(),
-                status: "complete".into(),
-                rows: Some(received),
-                files: None,
-                bytes: None,
-                errors: None,
-                digest: Some(crate::protocol::Digest {
-                    algo: DIGEST_ALGO.into(),
-                    value: digest,
-                }),
-                extra: Map::new(),
-            }))?;
+            self.announce(&Message::StreamEnd(StreamEnd::complete_rows(&name, received, digest)))?;
         }
         self.outcome.streams += 1;
         self.outcome.already += already;

@@ -337,6 +337,23 @@ impl Follow {
         Ok(())
     }
 
+    /// The next event from the slot, waiting up to `wait` (None: nothing came).
+    fn next_event(&mut self, wait: Duration, address: &str) -> Result<Option<ReplicationEvent>> {
+        let repl = &mut self.repl;
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(wait, repl.recv()).await })
+        {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(repl_err(address, "reading the replication slot", e)),
+            Ok(Ok(None)) => Err(Error::new(
+                ErrorKind::Source,
+                format!("{address}: the replication stream ended"),
+            )),
+            Ok(Ok(Some(ev))) => Ok(Some(ev)),
+        }
+    }
+
     /// Take one event: a transaction's end moves its keys to those ready. True for the fence
     /// `nonce` coming back.
     fn take(
@@ -415,24 +432,11 @@ impl PgSource {
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let ev = follow
-                .rt
-                .block_on(async { tokio::time::timeout(left, follow.repl.recv()).await });
-            let ev = match ev {
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!("{address}: the replication slot did not deliver the changes within {FENCE_WAIT:?}"),
-                    ));
-                }
-                Ok(Err(e)) => return Err(repl_err(&address, "reading the replication slot", e)),
-                Ok(Ok(None)) => {
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!("{address}: the replication stream ended"),
-                    ));
-                }
-                Ok(Ok(Some(ev))) => ev,
+            let Some(ev) = follow.next_event(left, &address)? else {
+                return Err(Error::new(
+                    ErrorKind::Source,
+                    format!("{address}: the replication slot did not deliver the changes within {FENCE_WAIT:?}"),
+                ));
             };
             if follow
                 .take(ev, &self.tables, &nonce)
@@ -451,19 +455,8 @@ impl PgSource {
         };
         let mut wait = WAIT;
         loop {
-            let ev = follow
-                .rt
-                .block_on(async { tokio::time::timeout(wait, follow.repl.recv()).await });
-            let ev = match ev {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) => return Err(repl_err(&address, "reading the replication slot", e)),
-                Ok(Ok(None)) => {
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!("{address}: the replication stream ended"),
-                    ));
-                }
-                Ok(Ok(Some(ev))) => ev,
+            let Some(ev) = follow.next_event(wait, &address)? else {
+                return Ok(());
             };
             follow
                 .take(ev, &self.tables, "")
