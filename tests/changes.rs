@@ -798,3 +798,68 @@ fn a_catch_up_pass_from_postgres_finds_the_rows_deleted_there() {
     assert!(runs[0].stderr().contains("deleted=3"), "{}", runs[0].stderr());
     d.run("ferry-validate", &[&app.src, &target], b"").ok();
 }
+
+#[test]
+fn a_postgres_cutover_sees_a_write_made_while_it_waits_for_quiet() {
+    let d = Dir::new();
+    let app = pg_app(40);
+    let target = pg::cluster().database("quiet");
+    d.run("ferry", &["capture", "install", &app.src], b"").ok();
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[&app.src]), ("ferry-import", &[&target, "--create"])],
+        b"",
+    ));
+    // Drained once already (an earlier cutover's drain starts the next one's position).
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[&app.src, "--changes"]), ("ferry-import", &[&target])],
+        b"",
+    ));
+    let cutover = d
+        .cmd("ferry", &["cutover", &app.src, &target, "--quiet-for", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    pg::connect(&app.src)
+        .batch_execute("UPDATE users SET name = 'late' WHERE id = 7")
+        .unwrap();
+    let out = cutover.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the source is still written to"), "{err}");
+    d.run(
+        "ferry",
+        &["cutover", &app.src, &target, "--quiet-for", "0.2", "--drop-capture"],
+        b"",
+    )
+    .ok();
+    assert_eq!(pg_lines(&target, "users"), pg_lines(&app.src, "users"));
+}
+
+#[test]
+fn a_catch_up_pass_into_a_target_that_missed_the_earlier_passes_is_refused() {
+    let d = Dir::new();
+    let src = app_db(&d, 100);
+    common::all_ok(&pass(&d, &src, &d.db("first.db"), &[]));
+    // The same state file, another target: the watermark is the first target's.
+    let runs = pass(&d, &src, &d.db("second.db"), &[]);
+    runs[1]
+        .expect_code(2)
+        .stderr_has("holds nothing of this stream from this source")
+        .stderr_has("its own state file");
+    // With a state file of its own, its first pass sends every row.
+    let export: Vec<&str> = vec![&src, "--incremental", "users.updated_at", "--state", "second.state"];
+    common::all_ok(&d.pipe(
+        &[
+            ("ferry-export", &export),
+            (
+                "ferry-import",
+                &[&d.db("second.db"), "--create", "--state", "second.state"],
+            ),
+        ],
+        b"",
+    ));
+    d.run("ferry-validate", &[&src, &d.db("second.db"), "--table", "users"], b"")
+        .ok();
+}

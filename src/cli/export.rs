@@ -265,6 +265,11 @@ fn run(args: &ExportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             _ if cfg.singer => {
                 "give the last state the Singer target printed to --state-json to go on from there".to_owned()
             }
+            // Changes go on from what the target acknowledged, by themselves.
+            _ if cfg.changes => format!(
+                "{} STATEs sent: run the same command again to go on after the last changes the import acknowledged",
+                sent.states
+            ),
             // The reader went away: the import stopped, and its own message says why.
             ErrorKind::BrokenPipe => format!(
                 "{} STATEs sent before the reader stopped (the import's message says why): once that is put right, `--resume` continues after the last STATE the import acknowledged",

@@ -44,8 +44,9 @@ impl<W: Write> Said<'_, W> {
 
     /// A removal's statements; acted on by `act` when confirmed.
     fn remove(&mut self, statements: &[String], confirm: bool, act: impl FnOnce() -> Result<()>) -> Result<()> {
+        let how = if confirm { "run" } else { "would run" };
         for s in statements {
-            self.line(s)?;
+            self.line(format!("{how}: {s}"))?;
         }
         if statements.is_empty() {
             tracing::info!("nothing to remove: no capture installed");

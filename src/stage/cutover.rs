@@ -68,7 +68,9 @@ fn drain(cfg: &CutoverConfig) -> Result<u64> {
         .join()
         .map_err(|_| Error::new(ErrorKind::Io, "the export of the changes panicked"))?;
     let exported = exported.map_err(|e| e.context("draining the changes (export)"))?;
-    let imported = imported.map_err(|e| e.context("draining the changes (import)"))?;
+    let imported = imported.map_err(|e| {
+        e.context("draining the changes into the copy (ferry cutover moves the changes since the copy: make the copy first, ferry-export SOURCE | ferry-import TARGET --create; the --create in this message is for that import)")
+    })?;
     if imported.rejected > 0 {
         return Err(Error::data(format!(
             "draining the changes: {} rows rejected by {} (see the reject file); nothing may be left behind at a cutover",
@@ -114,17 +116,24 @@ pub(crate) fn run<W: Write>(cfg: &CutoverConfig, out: &mut StreamWriter<W>) -> R
         ));
     }
     if no_go.is_none() {
+        // (Their lines are not the findings: stdout stays the validation's.)
+        let mut quiet = StreamWriter::new(std::io::sink());
         if cfg.reverse {
+            let recast = match (&cfg.target, &cfg.source) {
+                (Address::Postgres(_), Address::Sqlite(_)) => " | ferry-transform --dialect sqlite",
+                _ => "",
+            };
             say(&format!(
-                "capturing {} for the way back: follow it with ferry-export {} --follow | ferry-import {}",
+                "capturing {} for the way back: follow it with ferry-export {} --follow{recast} | ferry-import {}",
                 cfg.target.redacted(),
                 cfg.target.redacted(),
                 cfg.source.redacted()
             ));
-            capture::run(&cfg.target, CaptureAction::Install, out)?;
+            capture::run(&cfg.target, CaptureAction::Install, &mut quiet)?;
         }
         if cfg.drop_capture {
-            capture::run(&cfg.source, CaptureAction::Remove { confirm: true }, out)?;
+            say(&format!("removing the capture of {}", cfg.source.redacted()));
+            capture::run(&cfg.source, CaptureAction::Remove { confirm: true }, &mut quiet)?;
         }
     }
     Ok(CutoverOutcome { drained, report, no_go })

@@ -8,6 +8,7 @@ use crate::stage::capture::{self, CaptureAction};
 const CAPTURE_EXAMPLES: &str = "\
 Examples:
   ferry capture install sqlite:app.db            # triggers record every change from now on
+  ferry capture install postgres://app@db/app    # a publication and a replication slot (ferry_app)
   ferry-export sqlite:app.db | ferry-import postgres://app@db/app --create      # the copy
   ferry-export sqlite:app.db --changes | ferry-import postgres://app@db/app     # what changed since
   ferry-export sqlite:app.db --follow | ferry-import postgres://app@db/app      # ...as it changes
@@ -21,7 +22,8 @@ pub struct CaptureArgs {
     /// install, remove or status
     #[arg(value_enum)]
     pub action: Action,
-    /// The database: sqlite:PATH
+    /// The database: sqlite:PATH (triggers into _ferry_changes) or postgres://... (a publication
+    /// and a logical replication slot; needs wal_level = logical)
     pub source: String,
     /// remove: act; without it, only print what would be dropped
     #[arg(long)]
@@ -30,9 +32,10 @@ pub struct CaptureArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Action {
-    /// Start recording every insert, update and delete (triggers into _ferry_changes)
+    /// Start recording every insert, update and delete (SQLite: triggers into _ferry_changes;
+    /// PostgreSQL: a publication and a replication slot); run again after adding tables
     Install,
-    /// Stop, and drop what capture made
+    /// Stop, and drop what capture made (the slot holds the server's WAL until then)
     Remove,
     /// Whether changes are captured, and how many wait
     Status,

@@ -127,8 +127,13 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             }
             em.state()?;
             if progress.due() {
-                let lag = changes.lag().map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
-                tracing::info!(upto, rows = outcome.rows, rows_per_s = progress.rate(outcome.rows), lag_seconds = %lag, "changes sent");
+                let rate = progress.rate(outcome.rows);
+                match changes.lag() {
+                    Some(lag) => {
+                        tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, lag_seconds = %format!("{lag:.2}"), "changes sent")
+                    }
+                    None => tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, "changes sent"),
+                }
             }
         }
         changes.pause()?;

@@ -7,8 +7,8 @@
 //!
 //! The watermark of a stream is kept in its bookmark, Singer's way: `replication_key` (the
 //! column) and, once the stream is complete, `replication_key_value` (the largest value read);
-//! while it is not, `replication_key_start` (where this pass started), so that `--resume`
-//! continues the same pass. A pass reads the rows in key order like any export, so its largest
+//! and `replication_key_start` (where this pass started), so that `--resume` continues the same
+//! pass and an importer can refuse a pass whose earlier rows its target lacks. A pass reads the rows in key order like any export, so its largest
 //! value is known only at the end; a pass that stopped part-way leaves the watermark where it was.
 //!
 //! What a watermark cannot see: a row whose column a writer sets to a value below the watermark
@@ -88,14 +88,12 @@ impl Watermark {
             (_, Some(m)) => Some(m),
             (s, None) => s.as_ref(),
         };
-        match (complete, reached, &self.start) {
-            (true, Some(v), _) => {
-                b.insert("replication_key_value".into(), json(v));
-            }
-            (false, _, Some(s)) => {
-                b.insert("replication_key_start".into(), json(s));
-            }
-            _ => {}
+        // Where the pass started, always: a target that lacks what came before refuses it.
+        if let Some(s) = &self.start {
+            b.insert("replication_key_start".into(), json(s));
+        }
+        if let (true, Some(v)) = (complete, reached) {
+            b.insert("replication_key_value".into(), json(v));
         }
     }
 }

@@ -29,6 +29,8 @@ struct InStream {
     batch: RowBatch,
     /// The batch holds a change stream's deletes (its keys), not rows to write.
     deletes: bool,
+    /// The table held rows before this run.
+    had_rows: bool,
     /// Input bytes of the rows in `batch`.
     batch_bytes: usize,
     /// Position of the stream's first row after the last STATE (None: positions unknown).
@@ -577,6 +579,7 @@ impl<W: Write> Importer<'_, W> {
                         shape,
                         batch: RowBatch::new(ncols),
                         deletes: false,
+                        had_rows: prepared.existed && !prepared.empty,
                         batch_bytes: 0,
                         base,
                         since: 0,
@@ -610,7 +613,10 @@ impl<W: Write> Importer<'_, W> {
     /// is in its table (`prepared`), said in the log.
     fn marker_for(&self, schema: &Schema, prepared: &Prepared) -> Option<Marker> {
         let name = &schema.stream;
-        let mut marker = self.markers.get(schema.bookmark_name());
+        // A change stream is applied whole, never skipped by position: a change applied again
+        // changes nothing (the row as it is, or a delete), and a resumed pass may send other
+        // changes than the first attempt did (what it reads is the source as it is now).
+        let mut marker = self.markers.get(schema.bookmark_name()).filter(|_| !schema.changes);
         // A marker says rows are in the table; a table that is new or empty holds none of them
         // (it was dropped or emptied since, or the stream now goes to another table): the marker
         // no longer describes anything, and skipping by it would lose rows.
@@ -621,10 +627,7 @@ impl<W: Write> Importer<'_, W> {
             tracing::warn!(stream = %name, table = %prepared.table, run = %m.run_id, "an earlier run's commit marker counts rows this table does not hold (it is new or empty): importing the stream from its start");
             marker = None;
         }
-        // A change stream is applied whole, never skipped by position: a change applied again
-        // changes nothing (the row as it is, or a delete), and a resumed pass may send other
-        // changes than the first attempt did (what it reads is the source as it is now).
-        let m = marker.filter(|_| !schema.changes)?;
+        let m = marker?;
         let what = if m.complete {
             "complete".to_string()
         } else {
@@ -1106,6 +1109,28 @@ impl<W: Write> Importer<'_, W> {
         })
     }
 
+    /// A catch-up pass starts from the watermark an earlier pass from the same source reached
+    /// (its bookmark's `replication_key_start`): the target must hold what those passes
+    /// brought (rows in its table, or this source's commit marker for the stream), or every row
+    /// below the watermark would be missing with nothing said: the earlier passes went into
+    /// another target (the state file is the export's, not the target's).
+    fn check_watermarks(&self, value: &StateValue, line: &Line<'_>) -> Result<()> {
+        for s in self.streams.values().filter(|s| s.schema.changes) {
+            let name = s.schema.bookmark_name();
+            let start = value.bookmarks.get(name).and_then(|b| b.get("replication_key_start"));
+            if let Some(start) = start
+                && !s.had_rows
+                && !self.markers.contains_key(name)
+            {
+                return Err(line.error(format!(
+                    "stream {name}: this catch-up pass sends only the rows from {start} on, where an earlier pass from this source got to, but {} holds nothing of this stream from this source: the earlier passes went into another target. Give each target its own state file (--state on both stages) so its first pass sends every row",
+                    self.target.address()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The first STATE of an `export --resume` is the resumed run's last acknowledged one: the
     /// streams it has complete, the export sends nothing of. The target must hold each of them
     /// complete (this source's commit markers say so), or their rows would be missing with
@@ -1141,6 +1166,7 @@ impl<W: Write> Importer<'_, W> {
         if self.positions && self.last_state.is_none() && self.streams.is_empty() {
             self.check_resume_point(&value, line)?;
         }
+        self.check_watermarks(&value, line)?;
         // Positions move at every STATE, committed or not.
         for s in self.streams.values_mut() {
             let from_state = value.bookmark(s.schema.bookmark_name()).and_then(|b| b.rows);

@@ -69,6 +69,8 @@ pub(crate) struct Follow {
     last_commit_time: Option<i64>,
     follow: bool,
     fences: u64,
+    /// The fence's message was read: its transaction's commit ends the drain.
+    fenced: bool,
 }
 
 fn repl_err(address: &str, what: &str, e: pgwire_replication::PgWireError) -> Error {
@@ -376,12 +378,15 @@ impl Follow {
                 }
                 self.last_commit = self.last_commit.max(end);
                 self.last_commit_time = Some(commit_time_micros);
+                // The position is the fence's commit: the next drain starts after all of it.
+                if std::mem::take(&mut self.fenced) {
+                    return Ok(true);
+                }
             }
-            ReplicationEvent::Message {
-                prefix, content, lsn, ..
-            } if prefix == SLOT && content.as_ref() == nonce.as_bytes() => {
-                self.last_commit = self.last_commit.max(lsn.as_u64());
-                return Ok(true);
+            ReplicationEvent::Message { prefix, content, .. }
+                if prefix == SLOT && !nonce.is_empty() && content.as_ref() == nonce.as_bytes() =>
+            {
+                self.fenced = true;
             }
             _ => {}
         }
@@ -416,7 +421,14 @@ impl PgSource {
     fn fence(&mut self) -> Result<()> {
         let follow = self.follow_mut()?;
         follow.fences += 1;
-        let nonce = format!("{}-{}", std::process::id(), follow.fences);
+        // Unique to this drain: a later drain that starts before this marker's commit reads it
+        // again, and must not take it for its own.
+        let nonce = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond(),
+            follow.fences
+        );
         // In a transaction of its own: its commit flushes the WAL, which the server sends only
         // once flushed (a message outside one could wait for the next flush).
         self.pause_snapshot()?;
@@ -500,6 +512,7 @@ impl ChangeSource for PgSource {
             last_commit_time: None,
             follow,
             fences: 0,
+            fenced: false,
         });
         Ok(())
     }
