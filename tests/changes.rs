@@ -51,6 +51,18 @@ const CHANGES: [(&str, &str); 8] = [
     ("upsert", r#"{"id":4,"name":"Dee Two"}"#),
 ];
 
+/// The snapshot imported into `copy.db` (made): its address.
+fn snapshot_into(d: &Dir) -> String {
+    let target = d.db("copy.db");
+    d.run(
+        "ferry-import",
+        &[&target, "--create"],
+        &stream("snap", false, &SNAPSHOT),
+    )
+    .ok();
+    target
+}
+
 fn before() -> Vec<(i64, Option<String>)> {
     vec![
         (1, Some("Ann".into())),
@@ -156,13 +168,7 @@ fn a_change_stream_into_a_new_postgres_table_has_its_key_from_the_first_row() {
 #[test]
 fn deletes_and_changes_are_refused_where_they_cannot_apply() {
     let d = Dir::new();
-    let target = d.db("copy.db");
-    d.run(
-        "ferry-import",
-        &[&target, "--create"],
-        &stream("snap", false, &SNAPSHOT),
-    )
-    .ok();
+    let target = snapshot_into(&d);
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     // A delete in a stream that is not a change stream.
     d.run(
@@ -210,13 +216,7 @@ fn deletes_and_changes_are_refused_where_they_cannot_apply() {
 #[test]
 fn a_filter_on_a_change_stream_deletes_the_rows_that_leave_the_selection_and_validate_checks_its_digest() {
     let d = Dir::new();
-    let target = d.db("copy.db");
-    d.run(
-        "ferry-import",
-        &[&target, "--create"],
-        &stream("snap", false, &SNAPSHOT),
-    )
-    .ok();
+    let target = snapshot_into(&d);
     let changes = stream(
         "chg",
         true,
