@@ -664,6 +664,14 @@ fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuse
         .contains("capturing:")
         .then_some(())
         .unwrap();
+    // A table made after capture: the follower says it is not followed.
+    d.open("app.db")
+        .execute_batch("CREATE TABLE later (id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    d.run("ferry-export", &[&src, "--changes"], b"")
+        .ok()
+        .stderr_has("not captured (made after `ferry capture install`?)")
+        .stderr_has("table=later");
     d.run("ferry", &["capture", "remove", &src, "--confirm"], b"").ok();
     let c = d.open("app.db");
     let names: Vec<String> = c

@@ -104,6 +104,20 @@ pub(crate) fn remove_plan(conn: &Connection, address: &str) -> Result<Vec<String
     Ok(out)
 }
 
+/// Whether capture's triggers are on `table`.
+pub(crate) fn is_captured(conn: &Connection, address: &str, table: &str) -> Result<bool> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 AND substr(name, 1, 15) = ?2",
+            [table, TRIGGER_PREFIX],
+            |r| r.get(0),
+        )
+        .ctx(ErrorKind::Source, || {
+            format!("{address}: looking for capture's triggers")
+        })?;
+    Ok(n == 3)
+}
+
 /// Whether the database is in WAL mode, where readers and the writer do not wait for each other.
 pub(crate) fn is_wal(conn: &Connection, address: &str) -> Result<bool> {
     let mode: String = conn

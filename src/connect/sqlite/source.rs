@@ -317,6 +317,19 @@ impl Source for SqliteSource {
 }
 
 impl crate::connect::ChangeSource for SqliteSource {
+    fn start(&mut self, _from: u64, _follow: bool) -> Result<()> {
+        for t in self.tables.values().filter(|t| !t.pk.is_empty()) {
+            if !capture::is_captured(&self.conn, &self.address, &t.name)? {
+                tracing::warn!(
+                    table = %t.name,
+                    "not captured (made after `ferry capture install`?): its changes are not followed; run `ferry capture install {}` again",
+                    self.address
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn latest_change(&mut self) -> Result<u64> {
         self.pause()?;
         self.snapshot()?;
