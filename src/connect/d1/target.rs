@@ -669,6 +669,22 @@ impl D1Target {
         Ok(())
     }
 
+    /// A batch's statements (its rows' inserts, or with `delete` its keys' deletes) queued for
+    /// the next requests, and whole requests sent; what came back so far.
+    fn queue(&mut self, stream: &str, batch: RowBatch, delete: bool) -> Result<Vec<Report>> {
+        let n = batch.len();
+        let name: Arc<str> = Arc::from(stream);
+        let batch = Arc::new(batch);
+        let pieces = match delete {
+            true => self.delete_pieces(&name, &batch, 0..n),
+            false => self.pieces(&name, &batch, 0..n),
+        };
+        self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
+        self.pending.extend(pieces);
+        self.drain(false)?;
+        Ok(self.take_reports())
+    }
+
     fn take_reports(&mut self) -> Vec<Report> {
         self.reports.drain().map(|(_, r)| r).collect()
     }
@@ -813,25 +829,11 @@ impl Target for D1Target {
     }
 
     fn write(&mut self, stream: &str, _shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
-        let n = batch.len();
-        let name: Arc<str> = Arc::from(stream);
-        let batch = Arc::new(batch);
-        let pieces = self.pieces(&name, &batch, 0..n);
-        self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
-        self.pending.extend(pieces);
-        self.drain(false)?;
-        Ok(self.take_reports())
+        self.queue(stream, batch, false)
     }
 
     fn delete(&mut self, stream: &str, _shape: &RowShape, batch: RowBatch) -> Result<Vec<Report>> {
-        let n = batch.len();
-        let name: Arc<str> = Arc::from(stream);
-        let batch = Arc::new(batch);
-        let pieces = self.delete_pieces(&name, &batch, 0..n);
-        self.pending_bytes += pieces.iter().map(|p| p.stmt.bytes()).sum::<usize>();
-        self.pending.extend(pieces);
-        self.drain(false)?;
-        Ok(self.take_reports())
+        self.queue(stream, batch, true)
     }
 
     fn flush(&mut self) -> Result<Vec<Report>> {

@@ -90,7 +90,9 @@ pub(crate) fn install_plan(conn: &Connection, address: &str) -> Result<CapturePl
 pub(crate) fn remove_plan(conn: &Connection, address: &str) -> Result<Vec<String>> {
     let e = || format!("{address}: looking for ferry's capture triggers");
     let mut st = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, 15) = ?1 ORDER BY name")
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )
         .ctx(ErrorKind::Source, e)?;
     let names = st
         .query_map([TRIGGER_PREFIX], |r| r.get::<_, String>(0))
@@ -108,7 +110,7 @@ pub(crate) fn remove_plan(conn: &Connection, address: &str) -> Result<Vec<String
 pub(crate) fn is_captured(conn: &Connection, address: &str, table: &str) -> Result<bool> {
     let n: i64 = conn
         .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 AND substr(name, 1, 15) = ?2",
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 AND substr(name, 1, length(?2)) = ?2",
             [table, TRIGGER_PREFIX],
             |r| r.get(0),
         )
@@ -132,17 +134,25 @@ pub(crate) fn pending(conn: &Connection, address: &str) -> Result<Option<(u64, u
     if !table_exists(conn, CHANGES_TABLE).ctx(ErrorKind::Source, e)? {
         return Ok(None);
     }
-    // Trimmed to nothing, the table still numbers on from its largest seq ever (AUTOINCREMENT).
-    let (n, max): (i64, Option<i64>) = conn
+    let n: i64 = conn
+        .query_row(&format!("SELECT count(*) FROM {CHANGES_TABLE}"), [], |r| r.get(0))
+        .ctx(ErrorKind::Source, e)?;
+    Ok(Some((n as u64, newest(conn, address)?)))
+}
+
+/// The newest change's seq: trimmed to nothing, the table still numbers on from its largest seq
+/// ever (AUTOINCREMENT). Without counting what waits (a follower asks on every pass).
+fn newest(conn: &Connection, address: &str) -> Result<u64> {
+    let max: Option<i64> = conn
         .query_row(
             &format!(
-                "SELECT count(*), coalesce(max(seq), (SELECT seq FROM sqlite_sequence WHERE name = '{CHANGES_TABLE}')) FROM {CHANGES_TABLE}"
+                "SELECT coalesce(max(seq), (SELECT seq FROM sqlite_sequence WHERE name = '{CHANGES_TABLE}')) FROM {CHANGES_TABLE}"
             ),
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
-        .ctx(ErrorKind::Source, e)?;
-    Ok(Some((n as u64, max.unwrap_or(0) as u64)))
+        .ctx(ErrorKind::Source, || format!("{address}: reading {CHANGES_TABLE}"))?;
+    Ok(max.unwrap_or(0) as u64)
 }
 
 /// Open the database for writing (capture's own statements, trimming), waiting for the app's
@@ -213,10 +223,10 @@ pub(crate) fn changed_keys(
 
 /// The newest change's seq (0: none yet).
 pub(crate) fn latest(conn: &Connection, address: &str) -> Result<u64> {
-    match pending(conn, address)? {
-        Some((_, max)) => Ok(max),
-        None => Err(not_installed(address)),
+    if !table_exists(conn, CHANGES_TABLE).ctx(ErrorKind::Source, || address.to_owned())? {
+        return Err(not_installed(address));
     }
+    newest(conn, address)
 }
 
 pub(crate) fn not_installed(address: &str) -> Error {
