@@ -569,6 +569,31 @@ fn a_killed_export_from_d1_resumes_after_the_last_acknowledged_key() {
 }
 
 #[test]
+fn pages_d1_cannot_read_inside_its_time_limit_are_read_again_smaller() {
+    // A busy D1 interrupts a long read (code 7429): the reader halves its page and goes on, and
+    // a validation against it still compares every row.
+    let d = Dir::new();
+    let mut cfg = ferry::d1double::Config::new(d.path("d1"), TOKEN.into());
+    cfg.request_time = std::time::Duration::from_millis(2);
+    cfg.rate_limit = 100_000;
+    let dbl = ferry::d1double::serve(cfg, 0).unwrap();
+    d.set_env("CLOUDFLARE_API_BASE_URL", &dbl.base_url());
+    d.set_env("CLOUDFLARE_API_TOKEN", TOKEN);
+    d.set_env("FERRY_D1_RATE", "100000/300");
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    wide_table(&d.path("d1/slow.sqlite3"), 3_000);
+    let dst = d.db("dst.db");
+    let runs = d.pipe(
+        &[("ferry-export", &["d1://acct/slow"]), ("ferry-import", &[&dst, "--create"])],
+        b"",
+    );
+    all_ok(&runs);
+    runs[0].stderr_has("reading smaller pages");
+    assert_eq!(common::count(&d.open("dst.db"), "events"), 3_000);
+    d.run("ferry-validate", &[&dst, "d1://acct/slow"], b"").ok();
+}
+
+#[test]
 fn reading_d1_fails_clearly_on_a_dead_server_and_an_unknown_table() {
     let d = Dir::new();
     let _dbl = double(&d, 60.0, 1200);

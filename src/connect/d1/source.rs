@@ -219,6 +219,7 @@ impl D1Source {
         let head = format!("SELECT {} FROM main.{}", select.join(", "), quote(&t.name));
         let offset = usize::from(tie.is_some());
         let mut page = FIRST_PAGE;
+        let mut ceiling = MAX_PAGE;
         loop {
             let mut conds: Vec<String> = filter.map(|f| format!("({f})")).into_iter().collect();
             if let Some(p) = &position {
@@ -230,7 +231,18 @@ impl D1Source {
                 sql.push_str(&conds.join(" AND "));
             }
             sql.push_str(&format!(" ORDER BY {} LIMIT {page}", order.join(", ")));
-            let rows = self.client.raw(&[sql])?.pop().unwrap_or_default();
+            let rows = match self.client.try_raw(std::slice::from_ref(&sql))? {
+                Ok(mut answers) => answers.pop().unwrap_or_default(),
+                // A page D1 could not read inside its time limit (a busy database, wide rows) is
+                // read again in halves: a read changes nothing, so asking again is safe.
+                Err(m) if m.contains("code 7429") && page > 1 => {
+                    page /= 2;
+                    ceiling = page;
+                    tracing::warn!(source = %address, table = %t.name, page, "a page took longer than D1 allows a request: reading smaller pages");
+                    continue;
+                }
+                Err(m) => return Err(self.client.refused(&sql, &m)),
+            };
             let mut bytes = 0usize;
             let got = rows.len();
             for r in &rows {
@@ -273,7 +285,7 @@ impl D1Source {
                 return Ok(());
             }
             let per_row = (bytes / got.max(1)).max(1);
-            page = (self.page_bytes / per_row).clamp(100, MAX_PAGE);
+            page = (self.page_bytes / per_row).clamp(ceiling.min(100), ceiling);
         }
     }
 
