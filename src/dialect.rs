@@ -262,6 +262,7 @@ fn to_sqlite(name: &str, prop: &mut Json, numeric: NumericAs) -> Conv {
     let has_enum = p.contains_key("enum");
     p.remove("x-sql-default");
     p.remove("x-sql-identity");
+    p.remove("x-sql-sequence");
     if dynamic {
         p.remove("x-sql-type");
         return Conv::Keep;

@@ -18,7 +18,9 @@ Environment (tuning; credentials are named where they are used):
                               [default: none for PostgreSQL, 300 for S3, 90 for D1]
   FERRY_D1_RATE=REQ/SECONDS   D1's request budget, paced at 95% [default: 1200/300]
   FERRY_D1_REQUEST_BYTES=N    SQL text per D1 write request [default: 1048576]
-  FERRY_D1_PAGE_BYTES=N       answer per D1 read request (at least 1024) [default: 2097152]";
+  FERRY_D1_PAGE_BYTES=N       answer per D1 read request (at least 1024) [default: 2097152]
+  FERRY_SLOT_WARN_BYTES=N     WAL a PostgreSQL capture slot may hold with no follower reading it
+                              before reads of that database warn [default: 1073741824]";
 
 /// Every tuning variable's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,8 @@ pub(crate) struct Tuning {
     pub d1_rate: (u64, Duration),
     pub d1_request_bytes: usize,
     pub d1_page_bytes: usize,
+    /// WAL a capture slot no follower reads may hold before reads of its database warn.
+    pub slot_warn_bytes: u64,
 }
 
 /// `FERRY_TIMEOUT`: how long to wait for an answer.
@@ -62,6 +66,7 @@ impl Default for Tuning {
             d1_rate: (1200, Duration::from_secs(300)),
             d1_request_bytes: 1 << 20,
             d1_page_bytes: 2 << 20,
+            slot_warn_bytes: 1 << 30,
         }
     }
 }
@@ -121,6 +126,9 @@ impl Tuning {
                 return Err(bad("FERRY_D1_PAGE_BYTES", &v, "at least 1024 bytes"));
             }
             t.d1_page_bytes = n as usize;
+        }
+        if let Some(v) = get("FERRY_SLOT_WARN_BYTES") {
+            t.slot_warn_bytes = number("FERRY_SLOT_WARN_BYTES", &v)?;
         }
         Ok(t)
     }

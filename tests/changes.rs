@@ -613,6 +613,23 @@ fn a_postgres_app_followed_through_logical_replication_while_it_writes_and_the_f
             .stdout()
             .contains("capturing: slot ferry_t_app_")
     );
+    // A slot no follower reads, holding more WAL than it may: every read of the database says so.
+    pg::connect(&app.src)
+        .batch_execute("UPDATE users SET name = name || '.'")
+        .unwrap();
+    d.set_env("FERRY_SLOT_WARN_BYTES", "1");
+    let warned = d.run("ferry-export", &[&app.src, "--table", "users"], b"");
+    warned
+        .ok()
+        .stderr_has("no follower is reading it")
+        .stderr_has("ferry capture remove");
+    assert!(!warned.stderr().contains("ferry-test-Secret"), "{}", warned.stderr());
+    d.set_env("FERRY_SLOT_WARN_BYTES", "");
+    assert!(
+        !d.run("ferry-export", &[&app.src, "--table", "users"], b"")
+            .stderr()
+            .contains("no follower is reading it")
+    );
     d.run("ferry", &["capture", "remove", &app.src, "--confirm"], b"").ok();
     let mut c = pg::connect(&app.src);
     let slots: i64 = c

@@ -584,7 +584,10 @@ fn pages_d1_cannot_read_inside_its_time_limit_are_read_again_smaller() {
     wide_table(&d.path("d1/slow.sqlite3"), 3_000);
     let dst = d.db("dst.db");
     let runs = d.pipe(
-        &[("ferry-export", &["d1://acct/slow"]), ("ferry-import", &[&dst, "--create"])],
+        &[
+            ("ferry-export", &["d1://acct/slow"]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
         b"",
     );
     all_ok(&runs);

@@ -86,6 +86,8 @@ struct Property {
     labels: Option<Vec<Value>>,
     #[serde(rename = "x-sql-identity", default)]
     identity: Option<String>,
+    #[serde(rename = "x-sql-sequence", default)]
+    sequence: Option<i64>,
     #[serde(rename = "x-sql-default", default)]
     sql_default: Option<String>,
     #[serde(rename = "x-sql-domain", default)]
@@ -443,6 +445,11 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
     assert_eq!(prop("n").format.as_deref(), Some("x-singer.decimal"));
     assert_eq!(prop("tstz").format.as_deref(), Some("date-time"));
     assert_eq!(prop("id").identity.as_deref(), Some("always"));
+    let rows: i64 = common::pg::connect(&url)
+        .query_one("SELECT count(*) FROM matrix", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(prop("id").sequence, Some(rows), "the last number the identity gave");
     assert_eq!(prop("bo").sql_default.as_deref(), Some("false"));
     assert_eq!(
         prop("m").labels.as_ref().map(Vec::len),
@@ -543,6 +550,8 @@ fn postgres_export_and_dialects_match_the_documented_shapes() {
 
 const FINDING_KINDS: &[&str] = &[
     "changed",
+    "counter_behind",
+    "counter_not_kept",
     "column_extra",
     "column_missing",
     "compared_as_text",

@@ -10,6 +10,7 @@ mod assess;
 mod backup;
 mod changes;
 mod clients;
+mod counters;
 mod crash;
 mod d1;
 mod diskfull;

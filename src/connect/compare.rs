@@ -22,6 +22,21 @@ pub(crate) type MergeRow = (Vec<Value>, RowHash, Option<i64>, Option<Vec<Value>>
 /// What a scan hands its reader: the rows, in key order.
 pub(crate) type RowSink<'f> = &'f mut dyn FnMut(&mut dyn Iterator<Item = Result<MergeRow>>) -> Result<()>;
 
+/// What numbers a table's new rows: the counter of one column (a PostgreSQL sequence it owns,
+/// SQLite's rowid), and where it stands.
+#[derive(Debug, Clone)]
+pub(crate) struct Counter {
+    pub(crate) column: String,
+    /// The last number given out as the next insert sees it: a sequence's last value (None: it
+    /// never gave one); SQLite's largest rowid, or with AUTOINCREMENT the larger of that and its
+    /// counter.
+    pub(crate) last: Option<i64>,
+    /// The largest value in the column now.
+    pub(crate) max: Option<i64>,
+    /// The statement that moves it to `{n}`, where it can be moved.
+    pub(crate) fix: Option<String>,
+}
+
 /// A table store a validation reads.
 pub(crate) trait Comparable {
     /// The store's address, as reports show it (no password).
@@ -65,6 +80,11 @@ pub(crate) trait Comparable {
     /// are the ones an export of it names (PostgreSQL's).
     fn typed(&self) -> bool {
         false
+    }
+    /// The counters that number a table's new rows (none where it has none, or they cannot be
+    /// read: a note says so).
+    fn counters(&self, _table: &str) -> Result<Vec<Counter>> {
+        Ok(vec![])
     }
 }
 

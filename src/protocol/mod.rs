@@ -41,7 +41,10 @@
 //! repeated for the same stream replaces the earlier one. `schema.properties` lists the columns in
 //! order; each property is a JSON Schema with ferry's extensions: `x-sql-type` (the source's
 //! declared type, so a target of the same engine recreates it exactly), `x-sql-default`,
-//! `x-sqlite-dynamic` (the column holds values of several storage classes). How each value is
+//! `x-sql-identity` and `x-sql-sequence` (a column numbered by a sequence, and the last number
+//! that sequence handed out: a target's counter goes past it, as it goes past `x-sqlite`'s
+//! `sequence`, SQLite's AUTOINCREMENT counter), `x-sqlite-dynamic` (the column holds values of
+//! several storage classes). How each value is
 //! written is decided by its column's schema: see [`crate::value`] for the table. A SCHEMA from
 //! PostgreSQL also carries `x-sql-types` (the enum and composite types its columns use) and
 //! `x-sql-generated` (its generated columns, which are not in the records): see

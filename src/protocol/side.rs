@@ -34,6 +34,13 @@ use serde_json::{Map, Value as Json};
 pub enum FindingKind {
     /// The row (or file) differs.
     Changed,
+    /// The counter that numbers a table's new rows (a sequence, SQLite's AUTOINCREMENT) is behind
+    /// the target's own rows or behind the numbers the source handed out: the application's next
+    /// insert would collide, or be given a number again.
+    CounterBehind,
+    /// The same, where the target has no counter to move (an SQLite table without AUTOINCREMENT
+    /// numbers the next row after its largest rowid).
+    CounterNotKept,
     /// A column only the target has.
     ColumnExtra,
     /// A column the target lacks.
@@ -75,8 +82,10 @@ pub enum FindingKind {
 
 impl FindingKind {
     /// Every kind, in order.
-    pub const ALL: [FindingKind; 19] = [
+    pub const ALL: [FindingKind; 21] = [
         FindingKind::Changed,
+        FindingKind::CounterBehind,
+        FindingKind::CounterNotKept,
         FindingKind::ColumnExtra,
         FindingKind::ColumnMissing,
         FindingKind::ComparedAsText,
@@ -101,6 +110,8 @@ impl FindingKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::Changed => "changed",
+            FindingKind::CounterBehind => "counter_behind",
+            FindingKind::CounterNotKept => "counter_not_kept",
             FindingKind::ColumnExtra => "column_extra",
             FindingKind::ColumnMissing => "column_missing",
             FindingKind::ComparedAsText => "compared_as_text",
@@ -129,6 +140,7 @@ impl FindingKind {
             self,
             FindingKind::ColumnExtra
                 | FindingKind::ComparedAsText
+                | FindingKind::CounterNotKept
                 | FindingKind::FkOrphansInSource
                 | FindingKind::UniqueViolationInSource
                 | FindingKind::KeyNullInSource

@@ -62,13 +62,20 @@ pub(super) fn run_cutover(c: &CutoverArgs) -> Result<ExitStatus> {
     Ok(match &o.no_go {
         None => {
             crate::human::say(&format!(
-                "ferry cutover: GO: {} holds every row of {} ({} tables, {rows} rows, keys and foreign keys checked); {} changes drained, none since; point the application at {}",
+                "ferry cutover: GO: {} holds every row of {} ({} tables, {rows} rows, keys, foreign keys and counters checked); {} changes drained, none since; point the application at {}",
                 cfg.target.redacted(),
                 cfg.source.redacted(),
                 o.report.streams.len(),
                 o.drained,
                 cfg.target.redacted()
             ));
+            if !cfg.drop_capture {
+                crate::human::say(&format!(
+                    "ferry cutover: the capture of {} stays (its triggers or slot go on recording, and a slot holds WAL until removed): when the rollback window closes, ferry capture remove {} --confirm",
+                    cfg.source.redacted(),
+                    cfg.source.redacted()
+                ));
+            }
             ExitStatus::Ok
         }
         Some(why) => {

@@ -277,6 +277,32 @@ fn about_rows(message: &str) -> bool {
 }
 
 impl D1Target {
+    /// Carry an AUTOINCREMENT table's counter: set to the last number the source's handed out,
+    /// or moved forward to it (never back), so the application is not given a number again. One
+    /// D1 refuses (it guards its own tables) is a warning with the statement to run.
+    fn counter_past(&mut self, schema: &Schema, table: &str) -> Result<()> {
+        let Some(sq) = schema.sqlite.as_ref().filter(|s| s.autoincrement) else {
+            return Ok(());
+        };
+        let Some(seq) = sq.sequence else { return Ok(()) };
+        let name = sql_text(table);
+        let sqls = [
+            format!(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT {name}, {seq} WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = {name})"
+            ),
+            format!("UPDATE sqlite_sequence SET seq = {seq} WHERE name = {name} AND seq < {seq}"),
+        ];
+        if let Err(m) = self.client.try_raw(&sqls)?
+            && !m.contains("no such table: sqlite_sequence")
+        {
+            tracing::warn!(
+                table,
+                "the AUTOINCREMENT counter was not carried ({m}); the application may be given numbers the source gave out: run {}",
+                sqls.join("; ")
+            );
+        }
+        Ok(())
+    }
     pub(crate) fn open(url: &str, dry_run: bool) -> Result<D1Target> {
         let request_bytes = crate::tuning::Tuning::get().d1_request_bytes;
         let mut client = D1Client::open(url, ErrorKind::Target)?;
@@ -805,6 +831,9 @@ impl Target for D1Target {
                 self.marker_table = true;
             }
             prepared.created.push(ddl);
+        }
+        if !self.dry_run {
+            self.counter_past(schema, &table)?;
         }
         let cols: Vec<String> = shape.columns.iter().map(|c| quote(&c.name)).collect();
         let keys: Vec<String> = shape.key_names().into_iter().map(str::to_owned).collect();

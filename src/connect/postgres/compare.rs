@@ -5,8 +5,8 @@
 use super::conn::{PgAddress, pg_error};
 use super::read::PgConn;
 use crate::canon::Canon;
-use crate::connect::compare::{Comparable, Described, RowSink, Scan, duplicates_sql};
-use crate::connect::sql::quote;
+use crate::connect::compare::{Comparable, Counter, Described, RowSink, Scan, duplicates_sql};
+use crate::connect::sql::{literal, quote};
 use crate::connect::table_name_for;
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::Value;
@@ -204,5 +204,47 @@ impl Comparable for PgTables {
 
     fn typed(&self) -> bool {
         true
+    }
+
+    /// The sequences the table's columns own (serial, identity), each with its last value (one
+    /// that never gave a number stands one step before its start) and the column's largest.
+    /// Descending sequences are left out.
+    fn counters(&self, table: &str) -> Result<Vec<Counter>> {
+        let qualified = self.table_expr(table);
+        let what = format!("reading the sequences of {qualified}");
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, s.seq::text, has_sequence_privilege(s.seq, 'SELECT,USAGE'),
+                        coalesce(CASE WHEN has_sequence_privilege(s.seq, 'SELECT,USAGE') THEN pg_sequence_last_value(s.seq) END,
+                                 p.seqstart - p.seqincrement)
+                 FROM pg_attribute a
+                 CROSS JOIN LATERAL (SELECT pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass AS seq) s
+                 JOIN pg_sequence p ON p.seqrelid = s.seq
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND p.seqincrement > 0
+                 ORDER BY a.attnum",
+                &[&qualified],
+            )
+            .map_err(|e| self.pg_err(&what, e))?;
+        let mut counters = Vec::new();
+        for r in rows {
+            let (column, sequence, readable): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+            if !readable {
+                tracing::warn!(table = %qualified, column, sequence, "not compared: no privilege to read the sequence");
+                continue;
+            }
+            let max = self
+                .client
+                .query_one(&format!("SELECT max({})::bigint FROM {qualified}", quote(&column)), &[])
+                .map_err(|e| self.pg_err(&what, e))?
+                .get(0);
+            counters.push(Counter {
+                column,
+                last: r.get(3),
+                max,
+                fix: Some(format!("SELECT setval({}, {{n}})", literal(Some(&sequence)))),
+            });
+        }
+        Ok(counters)
     }
 }

@@ -33,7 +33,8 @@
 //! column's collation is not its type's, `x-sql-default` when there is a default, and
 //! `x-sql-identity`
 //! (`always` / `by default`) for identity columns and for `serial` columns (whose default is the
-//! sequence they own). Generated columns are not exported: the target computes them.
+//! sequence they own), with `x-sql-sequence`, the last number that sequence handed out (a target
+//! moves its own past it, so numbers the source gave out are not given again). Generated columns are not exported: the target computes them.
 //!
 //! What a PostgreSQL target needs to recreate the table goes with the SCHEMA: `x-sql-types`, the
 //! enum, composite and domain types its columns use (directly, in arrays, through domains or
@@ -141,6 +142,9 @@ struct CatalogColumn {
     /// An enum's labels, in order.
     labels: Option<Vec<String>>,
     owns_sequence: bool,
+    /// The last number its sequence (serial or identity) handed out, where it handed one out and
+    /// may be read.
+    sequence_last: Option<i64>,
     composite_array: bool,
     /// Its type, element type or base type is not built in.
     own_type: bool,
@@ -164,6 +168,7 @@ impl CatalogColumn {
             comment: r.get("comment"),
             labels: r.get("labels"),
             owns_sequence: r.get("owns_sequence"),
+            sequence_last: r.get("sequence_last"),
             composite_array: r.get("composite_array"),
             own_type: r.get("own_type"),
             domain: r.get("domain"),
@@ -257,6 +262,9 @@ impl CatalogColumn {
         };
         if let Some(i) = identity {
             p.insert("x-sql-identity".into(), json!(i));
+            if let Some(last) = self.sequence_last {
+                p.insert("x-sql-sequence".into(), json!(last));
+            }
         }
         if let Some(d) = self.default.as_ref().filter(|_| !serial) {
             p.insert("x-sql-default".into(), json!(d));
@@ -435,6 +443,9 @@ impl PgSource {
                     EXISTS (SELECT 1 FROM pg_depend dp JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
                             WHERE dp.refobjid = a.attrelid AND dp.refobjsubid = a.attnum AND dp.deptype = 'a')
                       AS owns_sequence,
+                    (SELECT CASE WHEN has_sequence_privilege(q.s, 'SELECT,USAGE') THEN pg_sequence_last_value(q.s) END
+                       FROM (SELECT pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass AS s) q
+                      WHERE q.s IS NOT NULL) AS sequence_last,
                     {COMPOSITE_ARRAY} AS composite_array,
                     EXISTS (SELECT 1 FROM pg_type x WHERE x.oid IN (t.oid, t.typelem, t.typbasetype)
                             AND x.typnamespace <> 'pg_catalog'::regnamespace) AS own_type,
@@ -780,6 +791,7 @@ impl Source for PgSource {
     }
 
     fn discover(&mut self, selection: &Selection) -> Result<Vec<StreamPlan>> {
+        follow::warn_if_forgotten(self);
         self.snapshot()?;
         let rows = self.query(
             "listing tables",

@@ -4,8 +4,8 @@
 use rusqlite::Connection;
 
 use super::{catalog, from_sql};
-use crate::connect::compare::{Comparable, Described, MergeRow, RowSink, Scan, TableMeta, duplicates_sql};
-use crate::connect::sql::quote;
+use crate::connect::compare::{Comparable, Counter, Described, MergeRow, RowSink, Scan, TableMeta, duplicates_sql};
+use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::value::Value;
 
@@ -56,6 +56,37 @@ impl Comparable for SqliteTables {
             dynamic: vec![],
             meta: Some(TableMeta::from_table(&info)),
         }))
+    }
+
+    /// The rowid of a table keyed by it (`INTEGER PRIMARY KEY`): the next row gets the largest
+    /// rowid + 1, or with AUTOINCREMENT one past the larger of that and its counter (which
+    /// `sqlite_sequence` holds and can be moved).
+    fn counters(&self, table: &str) -> Result<Vec<Counter>> {
+        let (conn, address) = (&self.conn, self.address.as_str());
+        if !catalog::list_tables(conn, address)?.iter().any(|t| t == table) {
+            return Ok(vec![]);
+        }
+        let info = catalog::describe(conn, table, address)?;
+        let ([column], true) = (info.pk.as_slice(), info.pk_is_rowid()) else {
+            return Ok(vec![]);
+        };
+        let sql = format!("SELECT max({}) FROM {}", quote(column), self.table_expr(table));
+        let max: Option<i64> = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .ctx(ErrorKind::Source, || format!("validating: {sql}"))?;
+        let autoincrement = info
+            .sql
+            .as_deref()
+            .is_some_and(|s| s.to_ascii_uppercase().contains("AUTOINCREMENT"));
+        let name = literal(Some(table));
+        Ok(vec![Counter {
+            column: column.clone(),
+            last: if autoincrement { max.max(info.sequence) } else { max },
+            max,
+            fix: autoincrement.then(|| {
+                format!("DELETE FROM sqlite_sequence WHERE name = {name}; INSERT INTO sqlite_sequence (name, seq) VALUES ({name}, {{n}})")
+            }),
+        }])
     }
 
     fn count_where(&self, table: &str, cond: &str) -> Result<u64> {

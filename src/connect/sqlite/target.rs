@@ -324,6 +324,29 @@ impl SqliteTarget {
         self.set_pending(&opts.source, schema.bookmark_name(), &opts.run_id, &prepared.deferred)?;
         Ok(())
     }
+
+    /// Move an existing AUTOINCREMENT table's counter past the last number the source's counter handed
+    /// out (only forward), so the application is not given a number again. Inside the run's
+    /// transaction.
+    fn counter_past(&mut self, schema: &Schema, table: &str) -> Result<()> {
+        let Some(seq) = schema.sqlite.as_ref().and_then(|s| s.sequence) else {
+            return Ok(());
+        };
+        if self.dry_run || !self.table_exists("sqlite_sequence")? {
+            return Ok(());
+        }
+        self.begin()?;
+        self.conn
+            .execute(
+                "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1 AND seq < ?2",
+                params![table, seq],
+            )
+            .ctx(
+                ErrorKind::Target,
+                self.target_err(&schema.stream, "moving the AUTOINCREMENT counter forward"),
+            )?;
+        Ok(())
+    }
 }
 
 /// Take the lock that lets one ferry process at a time write the database at `path` (`what`:
@@ -386,6 +409,7 @@ impl Target for SqliteTarget {
         prepared.existed = exists;
         if exists {
             self.prepare_existing(schema, shape, opts, &table, &mut prepared)?;
+            self.counter_past(schema, &table)?;
         } else if !opts.create {
             return Err(crate::connect::no_table(&self.address, &table, stream));
         } else {

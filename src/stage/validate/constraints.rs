@@ -175,3 +175,70 @@ pub(super) fn constraints<W: Write>(
     }
     Ok(())
 }
+
+/// The target's counters (its sequences, SQLite's AUTOINCREMENT) against its own rows and, with
+/// a `source` read whole, against the numbers the source's counters handed out: a counter the
+/// next insert would collide with a row from, or that would give a number again, is a
+/// `counter_behind` failure naming the statement that moves it; where the target has no counter
+/// to move, a `counter_not_kept` warning.
+pub(super) fn counters<W: Write>(
+    stream: &str,
+    table: &str,
+    source: Option<&dyn Comparable>,
+    tgt: &dyn Comparable,
+    sr: &mut StreamReport,
+    f: &mut Findings<'_, W>,
+) -> Result<()> {
+    let given = match source {
+        Some(src) => src.counters(&src.table_for(stream))?,
+        None => vec![],
+    };
+    for t in tgt.counters(table)? {
+        let handed = given.iter().find(|s| s.column == t.column).and_then(|s| s.last);
+        let (Some(n), last) = (t.max.max(handed), t.last) else {
+            continue;
+        };
+        if last.is_some_and(|l| l >= n) {
+            continue;
+        }
+        let next = last.map_or("its start".to_owned(), |l| (l + 1).to_string());
+        let why = if t.max == Some(n) {
+            format!("the table holds {n} already: the application's next insert collides")
+        } else {
+            format!("the source handed out numbers up to {n}: the application would be given them again")
+        };
+        let column = &t.column;
+        let (kind, severity, message) = match &t.fix {
+            Some(fix) => (
+                FindingKind::CounterBehind,
+                Severity::Fail,
+                format!(
+                    "{table}.{column}: the next row is numbered {next} but {why}; move the counter on the target: {}",
+                    fix.replace("{n}", &n.to_string())
+                ),
+            ),
+            None => (
+                FindingKind::CounterNotKept,
+                Severity::Warning,
+                format!(
+                    "{table}.{column}: the next row is numbered {next} (the largest + 1) but {why}, and the target keeps no counter to move (an SQLite table does with AUTOINCREMENT)"
+                ),
+            ),
+        };
+        if severity == Severity::Fail {
+            sr.problems.push(message.clone());
+        }
+        f.add(
+            stream,
+            kind,
+            severity,
+            detail(&[
+                ("column", json!(column)),
+                ("source", json!(handed)),
+                ("target", json!(last)),
+                ("message", json!(message)),
+            ]),
+        )?;
+    }
+    Ok(())
+}

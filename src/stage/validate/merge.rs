@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{Value as Json, json};
 
-use super::constraints::{Checked, constraints, parent_in_plan, parent_in_target};
+use super::constraints::{Checked, constraints, counters, parent_in_plan, parent_in_target};
 use super::findings::{Findings, detail, key_json};
 use super::hasher;
 use super::{Side, StreamReport, ValidateConfig};
@@ -13,6 +13,7 @@ use crate::canon::Canon;
 use crate::connect::compare::TableMeta;
 use crate::connect::compare::{Comparable, Described, MergeRow, Scan};
 use crate::connect::sqlite as sq;
+use crate::connect::table_name_for;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity};
 use crate::row::RowHash;
@@ -155,7 +156,11 @@ pub(super) fn check_stream<W: Write>(
         f,
         unverified,
         cfg.allow_unverified,
-    )
+    )?;
+    let source_counted =
+        matches!(side, Side::Table { .. }) && cfg.selection.filter_for(stream, table_name_for(stream)).is_none();
+    let source = if source_counted { Some(src) } else { None };
+    counters(stream, table, source, tgt, sr, f)
 }
 
 /// A `compared_as_text` FINDING for each column of numbers that SQLite holds as text.

@@ -189,6 +189,26 @@ pub(crate) fn status(src: &mut PgSource) -> Result<Option<(String, i64, bool)>> 
     Ok(rows.first().map(|r| (r.get(0), r.get(1), r.get(2))))
 }
 
+/// Warn when this database's capture slot holds more WAL than `FERRY_SLOT_WARN_BYTES` and no
+/// follower reads it: one left after a migration keeps every change from then on, until the
+/// server's disk is full. Said by every read of the database (an export, a validation), so the
+/// people who made it see it; a slot that cannot be read is left unsaid.
+pub(crate) fn warn_if_forgotten(src: &mut PgSource) {
+    let limit = crate::tuning::Tuning::get().slot_warn_bytes;
+    if let Ok(Some((_, retained, false))) = status(src)
+        && retained as u64 > limit
+    {
+        tracing::warn!(
+            slot = %slot_name(src),
+            wal = %indicatif::HumanBytes(retained as u64),
+            "ferry's capture slot on {} holds this much WAL and no follower is reading it: it keeps every change until the disk is full; follow it (ferry-export {} --follow | ferry-import TARGET) or, when the migration is over, remove it (ferry capture remove {} --confirm)",
+            src.address.redacted,
+            src.address.redacted,
+            src.address.redacted
+        );
+    }
+}
+
 /// Run capture's statements, each on its own.
 pub(crate) fn apply(src: &mut PgSource, statements: &[String]) -> Result<()> {
     src.pause_snapshot()?;

@@ -348,6 +348,27 @@ pub(super) fn partitions(schema: &Schema, qualified: &str) -> (Option<String>, V
     (p.get("by").and_then(Json::as_str).map(str::to_owned), out)
 }
 
+/// The last number the source's counter handed out for each column it generates: a PostgreSQL
+/// sequence's (`x-sql-sequence`), or SQLite's AUTOINCREMENT counter for the rowid key. The target's
+/// sequence goes past them as well as past the data, so the application is not given a number
+/// again (one of a row deleted since, or of an insert that was rolled back).
+pub(super) fn sequence_floors(schema: &Schema) -> Vec<(String, i64)> {
+    let mut floors: Vec<(String, i64)> = schema
+        .schema
+        .properties
+        .iter()
+        .filter_map(|(n, p)| Some((n.clone(), p.get("x-sql-sequence")?.as_i64()?)))
+        .collect();
+    if let (Some(seq), [k]) = (
+        schema.sqlite.as_ref().and_then(|s| s.sequence),
+        schema.key_properties.as_slice(),
+    ) && !floors.iter().any(|(c, _)| c == k)
+    {
+        floors.push((k.clone(), seq));
+    }
+    floors
+}
+
 /// The deferred statements for a table ferry created: keys, unique constraints, indexes, the
 /// identity's sequence; and, separately, its foreign keys.
 pub(super) fn deferred_ddl(
@@ -401,8 +422,9 @@ pub(super) fn deferred_ddl(
         }
         ddl.push(s);
     }
+    let floors = sequence_floors(schema);
     for col in identity {
-        let floor = schema.sqlite.as_ref().and_then(|s| s.sequence).unwrap_or(0);
+        let floor = floors.iter().find(|(c, _)| c == col).map_or(0, |(_, f)| *f);
         ddl.push(format!(
             "SELECT setval(pg_get_serial_sequence({}, {}), m, true) FROM (SELECT GREATEST(coalesce(max({}), 0), {floor}) AS m FROM {qualified}) x WHERE m > 0",
             literal(Some(qualified)),

@@ -79,6 +79,8 @@ struct PgStream {
     /// The table was there before this run: its sequences are the application's, set past the
     /// data when the stream ends.
     existed: bool,
+    /// What the source's counters handed out, by column (`ddl::sequence_floors`).
+    floors: Vec<(String, i64)>,
     encoders: Vec<Encoder>,
     /// Binary COPY when every column has a binary form; else text format.
     binary: bool,
@@ -567,21 +569,21 @@ impl PgTarget {
 
     /// Move every sequence that owns or defaults a column of a table that was there before the
     /// run (an application's: Django's `id` serial, an identity) past the values now in that
-    /// column, as pgloader's "reset sequences" does, so the application's next insert does not
+    /// column and past what the source's own counter handed out, as pgloader's "reset sequences" does, so the application's next insert does not
     /// collide with a loaded row. Only forward: a sequence already past the data stays. Each one
     /// moved is logged. Tables ferry created get theirs with their keys (`ddl::deferred_ddl`).
     fn sequences_past_the_data(&mut self, bookmark: &str) -> Result<()> {
-        let tables: Vec<String> = self
+        let tables: Vec<(String, Vec<(String, i64)>)> = self
             .streams
             .values()
             .filter(|s| s.existed && s.bookmark == bookmark)
-            .map(|s| s.qualified.clone())
+            .map(|s| (s.qualified.clone(), s.floors.clone()))
             .collect();
         if tables.is_empty() || self.dry_run {
             return Ok(());
         }
         self.begin()?;
-        for table in tables {
+        for (table, floors) in tables {
             let sequences = self.rows(
                 "finding the table's sequences",
                 "SELECT a.attname::text, coalesce(pg_get_serial_sequence($1, a.attname),
@@ -593,8 +595,12 @@ impl PgTarget {
             for r in sequences {
                 let (column, sequence): (String, Option<String>) = (r.get(0), r.get(1));
                 let Some(sequence) = sequence else { continue };
+                let floor = floors
+                    .iter()
+                    .find(|(c, _)| *c == column)
+                    .map_or("NULL".to_owned(), |(_, f)| f.to_string());
                 let sql = format!(
-                    "SELECT setval({seq}, m) FROM (SELECT max({col})::bigint AS m FROM {table}) x
+                    "SELECT setval({seq}, m) FROM (SELECT GREATEST(max({col})::bigint, {floor}) AS m FROM {table}) x
                      WHERE m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {sequence})",
                     seq = literal(Some(&sequence)),
                     col = quote(&column),
@@ -758,6 +764,7 @@ impl Target for PgTarget {
                 qualified: at.qualified,
                 bookmark: schema.bookmark_name().to_owned(),
                 existed: prepared.existed,
+                floors: ddl::sequence_floors(schema),
                 encoders,
                 binary,
                 key_constraint,
