@@ -67,6 +67,9 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             continue;
         }
         plan.schema.changes = true;
+        // The table's size says nothing of how many changes come: no time left from it (a
+        // follower has none).
+        plan.schema.row_estimate = None;
         let shape = RowShape::from_schema(&plan.schema)?;
         let prefix = |op: &str| {
             let mut p = Vec::from(&br#"{"type":"RECORD","stream":"#[..]);

@@ -175,6 +175,8 @@ pub(super) fn prepare(
                     literal(v, &stream)?
                 );
                 tracing::info!(stream = %stream, since = %cond, "catch-up pass: only the rows changed since the last one");
+                // The table's size says nothing of how many changed: no time left from it.
+                plan.schema.row_estimate = None;
                 plan.filter = Some(match plan.filter.take() {
                     Some(f) => format!("({f}) AND {cond}"),
                     None => cond,
