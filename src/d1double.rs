@@ -209,6 +209,10 @@ impl Double {
         let conn = rusqlite::Connection::open(self.cfg.dir.join(format!("{id}.sqlite3"))).map_err(|e| e.to_string())?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
             .map_err(|e| e.to_string())?;
+        // D1 runs one request at a time; a test standing in for the application's Worker writes
+        // to the file itself, and a request waits for it as a Worker's query would queue.
+        conn.busy_timeout(self.cfg.scaled(self.cfg.request_time))
+            .map_err(|e| e.to_string())?;
         if self.cfg.limits {
             let _ = conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, 100);
             let _ = conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 100_000);

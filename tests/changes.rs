@@ -90,7 +90,8 @@ fn apply_and_undo(d: &Dir, target: &str, read: &dyn Fn() -> Vec<(i64, Option<Str
         .ok();
     assert_eq!(read(), before());
     let run = d.run("ferry-import", &[target], &stream("chg", true, &CHANGES));
-    run.ok().stderr_has("2 deleted");
+    // Every delete applied counts, the one of a key never there too: the closing line adds up.
+    run.ok().stderr_has("3 deleted");
     assert_eq!(read(), after(), "{}", run.stderr());
     // Applied again (the same changes from a new run): the same table.
     d.run("ferry-import", &[target], &stream("chg2", true, &CHANGES)).ok();
@@ -154,7 +155,7 @@ fn a_change_stream_into_a_new_postgres_table_has_its_key_from_the_first_row() {
     both.extend(CHANGES);
     d.run("ferry-import", &[&url, "--create"], &stream("new", true, &both))
         .ok()
-        .stderr_has("2 deleted");
+        .stderr_has("3 deleted");
     let mut c = pg::connect(&url);
     let rows: Vec<(i64, Option<String>)> = c
         .query("SELECT id, name FROM users ORDER BY id", &[])
@@ -519,6 +520,82 @@ fn a_sqlite_app_followed_into_d1_while_it_writes_and_the_follower_is_killed_ends
 }
 
 #[test]
+fn a_d1_app_captured_through_its_api_is_followed_one_snapshot_a_pass_and_cut_over() {
+    let d = Dir::new();
+    let _d1 = common::d1::double(&d, 60.0, 1200);
+    let src = "d1://acct/app";
+    app_db(&d, 300);
+    std::fs::create_dir_all(d.path("d1")).unwrap();
+    std::fs::rename(d.path("app.db"), d.path("d1/app.sqlite3")).unwrap();
+    let installed = d.run("ferry", &["capture", "install", src], b"");
+    installed.ok();
+    assert_eq!(installed.stdout(), "capturing orders\ncapturing users\n");
+    let target = d.db("copy.db");
+    common::all_ok(&d.pipe(
+        &[("ferry-export", &[src]), ("ferry-import", &[&target, "--create"])],
+        b"",
+    ));
+    // The application (a Worker, here writing the database file the double serves): more
+    // changes than one pass reads, then multi-table transactions while the changes are drained.
+    let app = d.open("d1/app.sqlite3");
+    for _ in 0..8 {
+        app.execute_batch("UPDATE users SET name = name || '.'").unwrap();
+    }
+    let drain = || {
+        let runs = d.pipe(
+            &[("ferry-export", &[src, "--changes"]), ("ferry-import", &[&target])],
+            b"",
+        );
+        common::all_ok(&runs);
+        runs
+    };
+    let first = drain();
+    let states = first[1].stdout().matches(r#""type":"STATE""#).count();
+    assert!(states >= 3, "2,400 changes take two passes: {states} STATEs");
+    assert_eq!(
+        sqlite_lines(&d, "copy.db", "users"),
+        sqlite_lines(&d, "d1/app.sqlite3", "users")
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = writer(d.path("d1/app.sqlite3"), std::sync::Arc::clone(&stop));
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drain();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writing.join().unwrap() > 0);
+    d.run(
+        "ferry",
+        &["cutover", src, &target, "--quiet-for", "0.2", "--drop-capture"],
+        b"",
+    )
+    .ok()
+    .stderr_has("GO: ");
+    for table in ["users", "orders"] {
+        assert_eq!(
+            sqlite_lines(&d, "copy.db", table),
+            sqlite_lines(&d, "d1/app.sqlite3", table),
+            "{table}"
+        );
+    }
+    d.run("ferry", &["capture", "status", src], b"")
+        .ok()
+        .stdout()
+        .contains("not capturing")
+        .then_some(())
+        .expect("capture removed");
+    let left: i64 = d
+        .open("d1/app.sqlite3")
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE '\\_ferry\\_%' ESCAPE '\\'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the triggers and the change table are gone");
+}
+
+#[test]
 fn a_sqlite_app_followed_into_postgres_while_it_writes_and_the_follower_is_killed_ends_equal() {
     let d = Dir::new();
     let url = pg::cluster().database("follow");
@@ -704,9 +781,9 @@ fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuse
             .stdout()
             .contains("not capturing")
     );
-    d.run("ferry", &["capture", "install", "d1://acct/app"], b"")
+    d.run("ferry", &["capture", "install", "dir:elsewhere"], b"")
         .expect_code(2)
-        .stderr_has("ferry captures the changes of SQLite and PostgreSQL databases");
+        .stderr_has("ferry captures the changes of SQLite, PostgreSQL and D1 databases");
     d.run("ferry", &["capture", "install", "sqlite:missing.db"], b"")
         .expect_code(2)
         .stderr_has("no such database file");

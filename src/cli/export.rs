@@ -51,7 +51,8 @@ Examples:
 
   # A live database: its changes recorded (ferry capture install), copied, then followed
   ferry-export sqlite:app.db | ferry-import postgres://app@new/app --create
-  ferry-export sqlite:app.db --follow | ferry-import postgres://app@new/app   # Ctrl-C ends it cleanly
+  ferry-export sqlite:app.db --follow | ferry-import postgres://app@new/app
+  pkill -INT -f 'ferry-export sqlite:app.db --follow'   # ends that follower cleanly, all exit 0
 
   # Without capture: only the rows whose updated_at moved since the last pass from here
   ferry-export sqlite:app.db --incremental users.updated_at | ferry-import postgres://app@new/app
@@ -124,11 +125,11 @@ pub struct ExportArgs {
     /// longer does (both sides' keys read in key order and compared, once per table)
     #[arg(long, value_name = "TARGET", requires = "incremental")]
     pub detect_deletes: Option<String>,
-    /// Export the changes recorded since the last ones the target acknowledged (SQLite: after
-    /// `ferry capture install`), each table as a change stream, then stop
+    /// Export the changes recorded since the last ones the target acknowledged (after `ferry
+    /// capture install` on SQLite, PostgreSQL or D1), each table as a change stream, then stop
     #[arg(long, conflicts_with_all = ["incremental", "resume", "state_json", "singer", "roots"])]
     pub changes: bool,
-    /// With --changes: keep sending changes as they are made, until Ctrl-C or SIGTERM (then the
+    /// --changes, and keep sending them as they are made, until SIGINT or SIGTERM (then the
     /// stream ends cleanly, everything so far sent)
     #[arg(long)]
     pub follow: bool,

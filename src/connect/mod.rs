@@ -145,6 +145,11 @@ pub trait ChangeSource {
     fn lag(&self) -> Option<f64> {
         None
     }
+    /// Whether the last [`ChangeSource::latest_change`] reached the newest change (a source that
+    /// reads its passes in windows says no while more wait: the next pass comes at once).
+    fn caught_up(&self) -> bool {
+        true
+    }
 }
 
 /// What to do with a row whose key is already in the target.
@@ -262,7 +267,8 @@ pub struct Report {
     pub written: u64,
     /// Rows left alone because their key was already there (`--on-conflict skip`).
     pub skipped: u64,
-    /// Rows a change stream's deletes removed (a delete of a key not there removes nothing).
+    /// A change stream's deletes applied, whether their rows were there or already gone (so the
+    /// closing line adds up: every line read is written, skipped, deleted or rejected).
     pub deleted: u64,
     pub rejects: Vec<Reject>,
 }

@@ -1,12 +1,15 @@
 //! `ferry capture install|remove|status`: start, stop and look at the capture of a database's
 //! changes: SQLite through triggers into `_ferry_changes` ([`crate::connect::sqlite::capture`]),
 //! PostgreSQL through a publication and a logical replication slot
-//! ([`crate::connect::postgres::source::follow`]). Installing can be repeated; removing takes
+//! ([`crate::connect::postgres::source::follow`]), D1 through the same triggers as SQLite, over
+//! its API ([`crate::connect::d1::capture`]). Installing can be repeated; removing takes
 //! away only what capture made, and shows its plan unless told to act.
 
 use std::io::Write;
 
 use crate::address::Address;
+use crate::connect::d1::capture as d1_capture;
+use crate::connect::d1::source::D1Source;
 use crate::connect::postgres::source::{PgSource, follow};
 use crate::connect::sqlite::capture;
 use crate::error::{Error, Result};
@@ -66,9 +69,10 @@ pub(crate) fn run<W: Write>(address: &Address, action: CaptureAction, out: &mut 
     match address {
         Address::Sqlite(path) => sqlite(path, &address.redacted(), action, &mut said)?,
         Address::Postgres(url) => postgres(url, action, &mut said)?,
+        Address::D1(url) => d1(url, action, &mut said)?,
         other => {
             return Err(Error::usage(format!(
-                "{}: ferry captures the changes of SQLite and PostgreSQL databases",
+                "{}: ferry captures the changes of SQLite, PostgreSQL and D1 databases",
                 other.redacted()
             )));
         }
@@ -94,7 +98,7 @@ fn sqlite<W: Write>(path: &std::path::Path, name: &str, action: CaptureAction, s
             }
             tracing::info!(
                 tables = plan.tables.len(),
-                "capture installed: every change is recorded from now on; copy the tables now, then export the changes (ferry-export {name} --changes)"
+                "capture installed: every change is recorded from now on"
             );
         }
         CaptureAction::Remove { confirm } => {
@@ -119,6 +123,40 @@ fn sqlite<W: Write>(path: &std::path::Path, name: &str, action: CaptureAction, s
     Ok(())
 }
 
+fn d1<W: Write>(url: &str, action: CaptureAction, said: &mut Said<'_, W>) -> Result<()> {
+    let mut src = D1Source::open(url)?;
+    match action {
+        CaptureAction::Install => {
+            let plan = d1_capture::install_plan(&mut src)?;
+            d1_capture::apply(&mut src, &plan.statements)?;
+            said.installed(&plan.tables, &plan.left_out)?;
+            tracing::info!(
+                tables = plan.tables.len(),
+                "capture installed: every change is recorded from now on"
+            );
+        }
+        CaptureAction::Remove { confirm } => {
+            let statements = d1_capture::remove_plan(&mut src)?;
+            if let Some((pending, _)) = d1_capture::pending(&mut src)?
+                && pending > 0
+            {
+                tracing::warn!(
+                    pending,
+                    "changes not yet trimmed go with the change table (those a target acknowledged are in it already)"
+                );
+            }
+            said.remove(&statements, confirm, || d1_capture::apply(&mut src, &statements))?;
+        }
+        CaptureAction::Status => match d1_capture::pending(&mut src)? {
+            None => said.line("not capturing (ferry capture install to start)")?,
+            Some((pending, latest)) => said.line(format!(
+                "capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"
+            ))?,
+        },
+    }
+    Ok(())
+}
+
 fn postgres<W: Write>(url: &str, action: CaptureAction, said: &mut Said<'_, W>) -> Result<()> {
     let mut src = PgSource::open(url)?;
     match action {
@@ -128,7 +166,7 @@ fn postgres<W: Write>(url: &str, action: CaptureAction, said: &mut Said<'_, W>) 
             said.installed(&plan.tables, &plan.left_out)?;
             tracing::info!(
                 slot = %follow::slot_name(&src),
-                "capture installed: the slot keeps every change from now on (and the WAL they are in, until a follower confirms them or capture is removed); copy the tables now, then export the changes (--changes or --follow)"
+                "capture installed: the slot keeps every change from now on (and the WAL they are in, until a follower confirms them or capture is removed)"
             );
         }
         CaptureAction::Remove { confirm } => {

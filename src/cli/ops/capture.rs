@@ -48,6 +48,13 @@ pub(super) fn run_capture(c: &CaptureArgs) -> Result<ExitStatus> {
         Action::Status => CaptureAction::Status,
     };
     let mut out = StreamWriter::stdout()?;
-    capture::run(&Address::parse(&c.source)?, action, &mut out)?;
+    let address = Address::parse(&c.source)?;
+    capture::run(&address, action, &mut out)?;
+    if action == CaptureAction::Install {
+        let src = address.redacted();
+        tracing::info!(
+            "next: copy the tables (ferry-export {src} | ferry-import TARGET --create), then follow the changes (ferry-export {src} --follow | ferry-import TARGET)"
+        );
+    }
     Ok(ExitStatus::Ok)
 }

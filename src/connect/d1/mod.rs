@@ -21,6 +21,7 @@
 //!
 //! Here: [`client`] (the API), [`literals`] (values as SQL literals), [`source`] and [`target`].
 
+pub(crate) mod capture;
 pub(crate) mod client;
 pub(crate) mod journal;
 pub(crate) mod literals;

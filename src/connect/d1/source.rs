@@ -37,11 +37,13 @@ const FIRST_PAGE: usize = 500;
 const MAX_PAGE: usize = 50_000;
 
 pub(crate) struct D1Source {
-    client: D1Client,
+    pub(super) client: D1Client,
     /// The database's schema, replayed into an empty SQLite.
     mirror: Option<Connection>,
-    tables: HashMap<String, TableInfo>,
+    pub(super) tables: HashMap<String, TableInfo>,
     page_bytes: usize,
+    /// The pass of captured changes last read (`super::capture`).
+    pub(super) pass: Option<super::capture::Pass>,
 }
 
 /// One decoded row.
@@ -67,6 +69,7 @@ impl D1Source {
             mirror: None,
             tables: HashMap::new(),
             page_bytes,
+            pass: None,
         })
     }
 
@@ -392,7 +395,7 @@ impl D1Source {
 }
 
 /// The value of column expression `c` tagged with its storage class (see the module's contract).
-fn tagged(c: &str) -> String {
+pub(super) fn tagged(c: &str) -> String {
     format!(
         "CASE typeof({c}) WHEN 'integer' THEN 'i' || {c} WHEN 'text' THEN 't' || {c} WHEN 'blob' THEN 'x' || hex({c}) \
          WHEN 'real' THEN CASE WHEN {c} > 1.7976931348623157e308 THEN 'r+inf' WHEN {c} < -1.7976931348623157e308 \
@@ -401,7 +404,7 @@ fn tagged(c: &str) -> String {
 }
 
 /// A tagged value back.
-fn untag(v: &Json) -> std::result::Result<Value, String> {
+pub(super) fn untag(v: &Json) -> std::result::Result<Value, String> {
     match v {
         Json::Null => Ok(Value::Null),
         Json::Number(n) => n
@@ -478,6 +481,10 @@ impl Source for D1Source {
         let stream = &plan.schema.stream;
         let t = crate::connect::discovered(&self.tables, self.address(), stream)?.clone();
         self.scan_table(&t, shape, plan.filter.as_deref(), after, row)
+    }
+
+    fn changes(&mut self) -> Option<&mut dyn crate::connect::ChangeSource> {
+        Some(self)
     }
 }
 

@@ -595,7 +595,8 @@ impl D1Target {
                         .min(p.rows.len() as u64);
                     let r = self.report(&p.stream);
                     if p.delete {
-                        r.deleted += changes;
+                        // Applied, whether their rows were there or already gone.
+                        r.deleted += p.rows.len() as u64;
                     } else {
                         r.written += changes;
                         r.skipped += p.rows.len() as u64 - changes;

@@ -24,8 +24,15 @@ pub(crate) const CHANGES_TABLE: &str = "_ferry_changes";
 /// The most key columns a captured table may have.
 pub(crate) const MAX_KEY: usize = 8;
 const TRIGGER_PREFIX: &str = "_ferry_capture_";
+/// The names of capture's triggers (`?1`: [`TRIGGER_PREFIX`]), with their tables.
+const TRIGGERS_SQL: &str = "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1 ORDER BY name";
 
-fn key_columns() -> Vec<String> {
+/// [`TRIGGERS_SQL`] with its prefix written in (for a store that takes no parameters here).
+pub(crate) fn triggers_sql() -> String {
+    TRIGGERS_SQL.replace("?1", &literal(Some(TRIGGER_PREFIX)))
+}
+
+pub(crate) fn key_columns() -> Vec<String> {
     (0..MAX_KEY).map(|i| format!("k{i}")).collect()
 }
 
@@ -89,21 +96,25 @@ pub(crate) fn install_plan(conn: &Connection, address: &str) -> Result<CapturePl
 /// The statements that stop capturing and take away everything capture made.
 pub(crate) fn remove_plan(conn: &Connection, address: &str) -> Result<Vec<String>> {
     let e = || format!("{address}: looking for ferry's capture triggers");
-    let mut st = conn
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1 ORDER BY name",
-        )
-        .ctx(ErrorKind::Source, e)?;
+    let mut st = conn.prepare(TRIGGERS_SQL).ctx(ErrorKind::Source, e)?;
     let names = st
         .query_map([TRIGGER_PREFIX], |r| r.get::<_, String>(0))
         .ctx(ErrorKind::Source, e)?
         .collect::<rusqlite::Result<Vec<String>>>()
         .ctx(ErrorKind::Source, e)?;
+    Ok(removal(
+        &names,
+        table_exists(conn, CHANGES_TABLE).ctx(ErrorKind::Source, e)?,
+    ))
+}
+
+/// Dropping capture's triggers `names`, and the change table where there is one.
+pub(crate) fn removal(names: &[String], changes_table: bool) -> Vec<String> {
     let mut out: Vec<String> = names.iter().map(|n| format!("DROP TRIGGER {}", quote(n))).collect();
-    if table_exists(conn, CHANGES_TABLE).ctx(ErrorKind::Source, e)? {
+    if changes_table {
         out.push(format!("DROP TABLE {CHANGES_TABLE}"));
     }
-    Ok(out)
+    out
 }
 
 /// Whether capture's triggers are on `table`.
@@ -140,17 +151,19 @@ pub(crate) fn pending(conn: &Connection, address: &str) -> Result<Option<(u64, u
     Ok(Some((n as u64, newest(conn, address)?)))
 }
 
-/// The newest change's seq: trimmed to nothing, the table still numbers on from its largest seq
-/// ever (AUTOINCREMENT). Without counting what waits (a follower asks on every pass).
+/// The newest change's seq, as SQL: trimmed to nothing, the table still numbers on from its
+/// largest seq ever (AUTOINCREMENT).
+pub(crate) fn newest_sql() -> String {
+    format!(
+        "coalesce((SELECT max(seq) FROM {CHANGES_TABLE}), (SELECT seq FROM sqlite_sequence WHERE name = '{CHANGES_TABLE}'), 0)"
+    )
+}
+
+/// The newest change's seq ([`newest_sql`]). Without counting what waits (a follower asks on
+/// every pass).
 fn newest(conn: &Connection, address: &str) -> Result<u64> {
     let max: Option<i64> = conn
-        .query_row(
-            &format!(
-                "SELECT coalesce(max(seq), (SELECT seq FROM sqlite_sequence WHERE name = '{CHANGES_TABLE}')) FROM {CHANGES_TABLE}"
-            ),
-            [],
-            |r| r.get(0),
-        )
+        .query_row(&format!("SELECT {}", newest_sql()), [], |r| r.get(0))
         .ctx(ErrorKind::Source, || format!("{address}: reading {CHANGES_TABLE}"))?;
     Ok(max.unwrap_or(0) as u64)
 }

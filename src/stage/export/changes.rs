@@ -140,7 +140,8 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             }
         }
         changes.pause()?;
-        if !cfg.follow || crate::interrupt::requested() {
+        let more = !changes.caught_up();
+        if (!cfg.follow && !more) || crate::interrupt::requested() {
             break;
         }
         if last_trim.elapsed() >= TRIM_EVERY {
@@ -148,7 +149,9 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             let acked = acknowledged(cfg, &info.identity())?;
             changes.trim(acked)?;
         }
-        std::thread::sleep(POLL);
+        if !more {
+            std::thread::sleep(POLL);
+        }
     }
     if crate::interrupt::requested() {
         tracing::info!(

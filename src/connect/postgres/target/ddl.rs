@@ -490,12 +490,9 @@ pub(super) fn deferred_ddl(
     (ddl, fks)
 }
 
-/// An SQLite default as a PostgreSQL default for a column of type `pg_type`: literals only (a
-/// number for a numeric column, 0/1 for a boolean, a string for a text column); anything else (an
-/// SQLite function, say) is left out rather than guessed.
 /// Say what of an SQLite table's definition its new PostgreSQL table leaves out, written as it is
 /// in SQLite's SQL: CHECK constraints (but a `json_valid()` CHECK of a column made jsonb, which
-/// the type itself keeps) and defaults that are not plain literals (`datetime('now')`).
+/// the type itself keeps) and defaults it cannot carry (`random()`, `strftime('%s', 'now')`).
 pub(super) fn say_what_is_not_carried(schema: &Schema, types: &[(String, String)]) {
     let stream = schema.stream.as_str();
     for check in schema.sqlite.iter().flat_map(|sq| &sq.checks) {
@@ -516,8 +513,15 @@ pub(super) fn say_what_is_not_carried(schema: &Schema, types: &[(String, String)
     }
 }
 
+/// An SQLite default as a PostgreSQL default for a column of type `pg_type`: literals (a number
+/// for a numeric column, 0/1 for a boolean, a string for a text column) and SQLite's clock
+/// ([`current_time_default`]); anything else (another SQLite function, say) is left out rather
+/// than guessed.
 pub(super) fn portable_default(d: &str, pg_type: &str) -> Option<String> {
     let d = d.trim();
+    if let Some(now) = current_time_default(d, pg_type) {
+        return Some(now);
+    }
     let number = d.parse::<f64>().is_ok();
     let string = d.starts_with('\'') && d.ends_with('\'') && d.len() >= 2;
     match pg_type {
@@ -526,6 +530,36 @@ pub(super) fn portable_default(d: &str, pg_type: &str) -> Option<String> {
         "bigint" | "double precision" => number.then(|| d.to_owned()),
         t if t.starts_with("numeric") => number.then(|| d.to_owned()),
         t if t == "text" || t.starts_with("varchar") => string.then(|| d.to_owned()),
+        _ => None,
+    }
+}
+
+/// SQLite's clock defaults (`CURRENT_TIMESTAMP`, `datetime('now')`, and the date and time ones),
+/// which write UTC as text, as the same moment for a column of `pg_type`: an instant for
+/// timestamptz, UTC's wall clock for timestamp, date and time, SQLite's own text for a text column.
+fn current_time_default(d: &str, pg_type: &str) -> Option<String> {
+    let mut bare = d.trim();
+    while let Some(inner) = bare.strip_prefix('(').and_then(|b| b.strip_suffix(')')) {
+        bare = inner.trim();
+    }
+    let bare = bare.to_ascii_lowercase();
+    let (text_format, cast) = match bare.as_str() {
+        "current_timestamp" | "datetime('now')" => ("YYYY-MM-DD HH24:MI:SS", "timestamp(0)"),
+        "current_date" | "date('now')" => ("YYYY-MM-DD", "date"),
+        "current_time" | "time('now')" => ("HH24:MI:SS", "time(0)"),
+        _ => return None,
+    };
+    let utc = "(now() AT TIME ZONE 'UTC')";
+    match pg_type {
+        "timestamp with time zone" | "timestamptz" if cast.starts_with("timestamp") => Some("CURRENT_TIMESTAMP".into()),
+        t if t.starts_with("timestamp") && !t.contains("with time zone") && cast.starts_with("timestamp") => {
+            Some(format!("{utc}::{cast}"))
+        }
+        "date" if cast == "date" => Some(format!("{utc}::date")),
+        t if t.starts_with("time") && !t.starts_with("timestamp") && cast.starts_with("time(") => {
+            Some(format!("{utc}::{cast}"))
+        }
+        t if t == "text" || t.starts_with("varchar") => Some(format!("to_char({utc}, '{text_format}')")),
         _ => None,
     }
 }
@@ -540,7 +574,27 @@ mod tests {
         assert_eq!(portable_default("1", "boolean").as_deref(), Some("true"));
         assert_eq!(portable_default("'local'", "text").as_deref(), Some("'local'"));
         assert_eq!(portable_default("'local'", "bigint"), None);
-        assert_eq!(portable_default("datetime('now')", "timestamp"), None);
-        assert_eq!(portable_default("CURRENT_TIMESTAMP", "text"), None);
+        assert_eq!(portable_default("strftime('%s', 'now')", "bigint"), None);
+        assert_eq!(portable_default("random()", "bigint"), None);
+    }
+
+    #[test]
+    fn sqlite_clock_defaults_become_the_same_moment() {
+        let utc = "(now() AT TIME ZONE 'UTC')";
+        assert_eq!(
+            portable_default("CURRENT_TIMESTAMP", "timestamp with time zone").as_deref(),
+            Some("CURRENT_TIMESTAMP")
+        );
+        assert_eq!(
+            portable_default("(datetime('now'))", "timestamp without time zone"),
+            Some(format!("{utc}::timestamp(0)"))
+        );
+        assert_eq!(
+            portable_default("current_timestamp", "text"),
+            Some(format!("to_char({utc}, 'YYYY-MM-DD HH24:MI:SS')"))
+        );
+        assert_eq!(portable_default("CURRENT_DATE", "date"), Some(format!("{utc}::date")));
+        assert_eq!(portable_default("CURRENT_DATE", "bigint"), None);
+        assert_eq!(portable_default("CURRENT_TIME", "timestamp with time zone"), None);
     }
 }
