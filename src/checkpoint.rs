@@ -1251,6 +1251,21 @@ impl Checkpoint {
 
     /// The bookmark `name` in the newest acknowledged STATE from `source` that has it (runs
     /// rolled back since left out).
+    /// Bookmark `name` of the last STATE run `run_id` acknowledged, if any.
+    pub(crate) fn acknowledged_bookmark(&self, run_id: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        let path = self.path.display().to_string();
+        let value: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM acks WHERE run_id = ?1", [run_id], |r| r.get(0))
+            .optional()
+            .ctx(ErrorKind::Checkpoint, || {
+                format!("state file {path}: reading what run {run_id} acknowledged")
+            })?;
+        Ok(value
+            .and_then(|v| serde_json::from_str::<StateValue>(&v).ok())
+            .and_then(|mut s| s.bookmarks.remove(name)))
+    }
+
     pub(crate) fn watermarks_of(&self, source: &str, name: &str) -> Result<Option<serde_json::Value>> {
         Ok(self
             .acknowledged_states(source)?

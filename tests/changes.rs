@@ -721,6 +721,84 @@ fn a_postgres_app_followed_through_logical_replication_while_it_writes_and_the_f
 }
 
 #[test]
+fn ferry_status_shows_a_running_follower_and_how_far_behind_postgresql_it_is() {
+    let d = Dir::new();
+    let app = pg_app(50);
+    let target = d.db("copy.db");
+    d.run("ferry", &["capture", "install", &app.src], b"").ok();
+    common::all_ok(&d.pipe(
+        &[
+            ("ferry-export", &[&app.src]),
+            ("ferry-transform", &["--dialect", "sqlite"]),
+            ("ferry-import", &[&target, "--create"]),
+        ],
+        b"",
+    ));
+    let mut export = d
+        .cmd("ferry-export", &[&app.src, "--follow", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut transform = d
+        .cmd("ferry-transform", &["--dialect", "sqlite"])
+        .stdin(export.stdout.take().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut import = d
+        .cmd("ferry-import", &[&target, "-q"])
+        .stdin(transform.stdout.take().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    pg::connect(&app.src)
+        .batch_execute("UPDATE users SET name = 'seen' WHERE id = 7")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        let s = d.run("ferry", &["status"], b"");
+        if s.stdout().contains("behind") {
+            break s;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{}", s.stdout());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let row = status
+        .stdout()
+        .lines()
+        .find(|l| l.contains("running"))
+        .unwrap()
+        .to_owned();
+    assert!(row.contains("following, ") && row.contains(" s behind"), "{row}");
+    let json = d.run("ferry", &["status", "--json"], b"");
+    let following: Vec<serde_json::Value> = json
+        .lines()
+        .into_iter()
+        .filter_map(|l| l.get("following").filter(|f| !f.is_null()).cloned())
+        .collect();
+    assert_eq!(following.len(), 1, "{}", json.stdout());
+    assert!(following[0]["seq"].as_u64().unwrap() > 0 && following[0]["lag_seconds"].is_number());
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &export.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    for (what, child) in [
+        ("export", &mut export),
+        ("transform", &mut transform),
+        ("import", &mut import),
+    ] {
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{what}");
+    }
+    // Ended: no longer following.
+    assert!(!d.run("ferry", &["status"], b"").stdout().contains("following"));
+    d.run("ferry", &["capture", "remove", &app.src, "--confirm"], b"").ok();
+}
+
+#[test]
 fn capture_installs_twice_removes_only_its_own_after_showing_the_plan_and_refuses_what_it_cannot() {
     let d = Dir::new();
     let src = app_db(&d, 10);

@@ -98,12 +98,20 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
     }
 
     let now = jiff::Timestamp::now();
+    let paces: Vec<Pace> = runs
+        .iter()
+        .map(|r| {
+            Ok(Pace {
+                following: following(&cp, r)?,
+                ..pace(r, now)
+            })
+        })
+        .collect::<Result<_>>()?;
     if cfg.json {
-        for r in &runs {
-            let p = pace(r, now);
+        for (r, p) in runs.iter().zip(&paces) {
             line(
                 out,
-                &json!({"type": "RUN", "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle})
+                &json!({"type": "RUN", "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle, "following": p.following})
                     .to_string(),
             )?;
         }
@@ -118,8 +126,8 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
     }
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|r| {
-            let p = pace(r, now);
+        .zip(&paces)
+        .map(|(r, p)| {
             vec![
                 short(&r.run_id),
                 r.stage.clone(),
@@ -203,14 +211,33 @@ struct Pace {
     /// Seconds since the run last recorded progress (running runs): a large value means it
     /// stopped without saying (killed).
     idle: Option<f64>,
+    /// For a running import of a follower's changes: the position its target holds and, where
+    /// the source says, how far behind the source that is.
+    following: Option<serde_json::Value>,
+}
+
+/// What a running import of captured changes last acknowledged (`_ferry_changes`), if it is one.
+fn following(cp: &Checkpoint, r: &crate::checkpoint::RunRow) -> Result<Option<serde_json::Value>> {
+    if r.stage != "import" || r.status != RunStatus::Running {
+        return Ok(None);
+    }
+    cp.acknowledged_bookmark(&r.run_id, crate::stage::export::CHANGES_BOOKMARK)
 }
 
 impl Pace {
     fn left_text(&self) -> String {
+        let lag = self
+            .following
+            .as_ref()
+            .map(|f| f.get("lag_seconds").and_then(serde_json::Value::as_f64));
         match (self.left, self.idle) {
             (_, Some(idle)) if idle > 300.0 => {
                 format!("stalled {}", human::duration(std::time::Duration::from_secs_f64(idle)))
             }
+            _ if lag.is_some() => match lag.flatten() {
+                Some(l) => format!("following, {l:.1} s behind"),
+                None => "following".into(),
+            },
             (Some(l), _) => human::duration(std::time::Duration::from_secs_f64(l)),
             _ => String::new(),
         }
@@ -233,7 +260,12 @@ fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
         (true, Some(rate), Some(expected)) => Some(((expected as f64 - done).max(0.0)) / rate),
         _ => None,
     };
-    Pace { rate, left, idle }
+    Pace {
+        rate,
+        left,
+        idle,
+        following: None,
+    }
 }
 
 /// The first part of a run id, with the suffix of a files run's results (`.uploads`): enough to

@@ -123,7 +123,13 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
         if upto > from {
             outcome.rows += pass(changes, &mut outs, from, upto, &mut em)?;
             from = upto;
-            em.bookmarks.insert(CHANGES_BOOKMARK.into(), json!({ "seq": from }));
+            // The position, and (where the source says) how far behind the source it is: `ferry
+            // status` shows it for the import that acknowledges this STATE.
+            let mut position = json!({ "seq": from });
+            if let Some(lag) = changes.lag() {
+                position["lag_seconds"] = json!((lag * 1000.0).round() / 1000.0);
+            }
+            em.bookmarks.insert(CHANGES_BOOKMARK.into(), position);
             for o in &outs {
                 em.bookmarks
                     .insert(o.plan.schema.stream.clone(), json!({ "rows": o.rows }));

@@ -10,6 +10,7 @@
 //!   with the same run id, starting strictly after its last acknowledged STATE.
 
 mod changes;
+pub(crate) use changes::CHANGES_BOOKMARK;
 mod deletes;
 pub(crate) mod emit;
 pub mod files;
