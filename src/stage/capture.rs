@@ -45,6 +45,16 @@ impl<W: Write> Said<'_, W> {
         Ok(())
     }
 
+    /// A change table's status: (changes waiting, the newest's position), or none.
+    fn change_table(&mut self, pending: Option<(u64, u64)>) -> Result<()> {
+        match pending {
+            None => self.line("not capturing (ferry capture install to start)"),
+            Some((pending, latest)) => self.line(format!(
+                "capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"
+            )),
+        }
+    }
+
     /// A removal's statements; acted on by `act` when confirmed.
     fn remove(&mut self, statements: &[String], confirm: bool, act: impl FnOnce() -> Result<()>) -> Result<()> {
         let how = if confirm { "run" } else { "would run" };
@@ -60,6 +70,18 @@ impl<W: Write> Said<'_, W> {
             tracing::info!("what removing capture would do; --confirm to do it");
         }
         Ok(())
+    }
+}
+
+/// Before a change table goes: say what waits in it.
+fn untrimmed(pending: Option<(u64, u64)>) {
+    if let Some((pending, _)) = pending
+        && pending > 0
+    {
+        tracing::warn!(
+            pending,
+            "changes not yet trimmed go with the change table (those a target acknowledged are in it already)"
+        );
     }
 }
 
@@ -103,22 +125,10 @@ fn sqlite<W: Write>(path: &std::path::Path, name: &str, action: CaptureAction, s
         }
         CaptureAction::Remove { confirm } => {
             let statements = capture::remove_plan(&conn, name)?;
-            if let Some((pending, _)) = capture::pending(&conn, name)?
-                && pending > 0
-            {
-                tracing::warn!(
-                    pending,
-                    "changes not yet trimmed go with the change table (those a target acknowledged are in it already)"
-                );
-            }
+            untrimmed(capture::pending(&conn, name)?);
             said.remove(&statements, confirm, || capture::apply(&mut conn, name, &statements))?;
         }
-        CaptureAction::Status => match capture::pending(&conn, name)? {
-            None => said.line("not capturing (ferry capture install to start)")?,
-            Some((pending, latest)) => said.line(format!(
-                "capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"
-            ))?,
-        },
+        CaptureAction::Status => said.change_table(capture::pending(&conn, name)?)?,
     }
     Ok(())
 }
@@ -137,22 +147,10 @@ fn d1<W: Write>(url: &str, action: CaptureAction, said: &mut Said<'_, W>) -> Res
         }
         CaptureAction::Remove { confirm } => {
             let statements = d1_capture::remove_plan(&mut src)?;
-            if let Some((pending, _)) = d1_capture::pending(&mut src)?
-                && pending > 0
-            {
-                tracing::warn!(
-                    pending,
-                    "changes not yet trimmed go with the change table (those a target acknowledged are in it already)"
-                );
-            }
+            untrimmed(d1_capture::pending(&mut src)?);
             said.remove(&statements, confirm, || d1_capture::apply(&mut src, &statements))?;
         }
-        CaptureAction::Status => match d1_capture::pending(&mut src)? {
-            None => said.line("not capturing (ferry capture install to start)")?,
-            Some((pending, latest)) => said.line(format!(
-                "capturing: {pending} changes recorded and not yet trimmed, newest at {latest}"
-            ))?,
-        },
+        CaptureAction::Status => said.change_table(d1_capture::pending(&mut src)?)?,
     }
     Ok(())
 }
