@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 
 use super::client::Stmt;
-use super::source::{D1Source, tagged, untag};
+use super::source::{D1Source, Pass, Rows, tagged, untag};
 use crate::connect::sql::{literal, quote};
 use crate::connect::sqlite::capture::{self as lite, CHANGES_TABLE, MAX_KEY};
 use crate::connect::{CapturePlan, ChangeSource, StreamPlan};
@@ -28,26 +28,6 @@ const WINDOW: u64 = 2_000;
 /// A follower that found nothing asks again after this long: each look is a request, and a
 /// token's budget is 1,200 per 5 minutes (this takes an eighth of it).
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What one request read: the keys changed after `after` up to `upto`, and the rows under them.
-#[derive(Default)]
-pub(crate) struct Pass {
-    after: u64,
-    upto: u64,
-    /// The newest change then: above `upto`, another pass follows at once.
-    newest: u64,
-    keys: Vec<(String, Vec<Value>)>,
-    /// When it was read (a pass that found nothing holds the next back: [`POLL`]).
-    read_at: Option<std::time::Instant>,
-    /// By stream, the rows read.
-    rows: HashMap<String, Rows>,
-}
-
-/// A table's rows under the changed keys: its columns, and each row by its key's canonical bytes.
-struct Rows {
-    columns: Vec<String>,
-    by_key: HashMap<Vec<u8>, Vec<Value>>,
-}
 
 /// A captured table a pass reads.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]

@@ -43,7 +43,27 @@ pub(crate) struct D1Source {
     pub(super) tables: HashMap<String, TableInfo>,
     page_bytes: usize,
     /// The pass of captured changes last read (`super::capture`).
-    pub(super) pass: Option<super::capture::Pass>,
+    pub(super) pass: Option<Pass>,
+}
+
+/// What one request read: the keys changed after `after` up to `upto`, and the rows under them.
+#[derive(Default)]
+pub(crate) struct Pass {
+    pub(super) after: u64,
+    pub(super) upto: u64,
+    /// The newest change then: above `upto`, another pass follows at once.
+    pub(super) newest: u64,
+    pub(super) keys: Vec<(String, Vec<Value>)>,
+    /// When it was read (a pass that found nothing holds the next back: `capture::POLL`).
+    pub(super) read_at: Option<std::time::Instant>,
+    /// By stream, the rows read.
+    pub(super) rows: HashMap<String, Rows>,
+}
+
+/// A table's rows under the changed keys: its columns, and each row by its key's canonical bytes.
+pub(super) struct Rows {
+    pub(super) columns: Vec<String>,
+    pub(super) by_key: HashMap<Vec<u8>, Vec<Value>>,
 }
 
 /// One decoded row.
