@@ -245,6 +245,19 @@ impl Progress {
     }
 }
 
+/// How far a follower is behind its source, as people read it (`0.42 s, 12.0 KiB`): the time
+/// since the newest change it holds was committed, and the log written since.
+pub(crate) fn behind(seconds: Option<f64>, bytes: Option<u64>) -> Option<String> {
+    let parts: Vec<String> = [
+        seconds.map(|s| format!("{s:.2} s")),
+        bytes.map(|b| indicatif::HumanBytes(b).to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -145,6 +145,10 @@ pub trait ChangeSource {
     fn lag(&self) -> Option<f64> {
         None
     }
+    /// How many bytes of the source's log lie past the position reached, if the source says.
+    fn lag_bytes(&mut self) -> Option<u64> {
+        None
+    }
     /// Whether the last [`ChangeSource::latest_change`] reached the newest change (a source that
     /// reads its passes in windows says no while more wait: the next pass comes at once).
     fn caught_up(&self) -> bool {

@@ -226,16 +226,18 @@ fn following(cp: &Checkpoint, r: &crate::checkpoint::RunRow) -> Result<Option<se
 
 impl Pace {
     fn left_text(&self) -> String {
-        let lag = self
-            .following
-            .as_ref()
-            .map(|f| f.get("lag_seconds").and_then(serde_json::Value::as_f64));
+        let behind = self.following.as_ref().map(|f| {
+            human::behind(
+                f.get("lag_seconds").and_then(serde_json::Value::as_f64),
+                f.get("lag_bytes").and_then(serde_json::Value::as_u64),
+            )
+        });
         match (self.left, self.idle) {
             (_, Some(idle)) if idle > 300.0 => {
                 format!("stalled {}", human::duration(std::time::Duration::from_secs_f64(idle)))
             }
-            _ if lag.is_some() => match lag.flatten() {
-                Some(l) => format!("following, {l:.1} s behind"),
+            _ if behind.is_some() => match behind.flatten() {
+                Some(b) => format!("following, {b} behind"),
                 None => "following".into(),
             },
             (Some(l), _) => human::duration(std::time::Duration::from_secs_f64(l)),

@@ -129,6 +129,10 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             if let Some(lag) = changes.lag() {
                 position["lag_seconds"] = json!((lag * 1000.0).round() / 1000.0);
             }
+            let lag_bytes = changes.lag_bytes();
+            if let Some(b) = lag_bytes {
+                position["lag_bytes"] = json!(b);
+            }
             em.bookmarks.insert(CHANGES_BOOKMARK.into(), position);
             for o in &outs {
                 em.bookmarks
@@ -137,9 +141,9 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             em.state()?;
             if progress.due() {
                 let rate = progress.rate(outcome.rows);
-                match changes.lag() {
-                    Some(lag) => {
-                        tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, lag_seconds = %format!("{lag:.2}"), "changes sent")
+                match crate::human::behind(changes.lag(), lag_bytes) {
+                    Some(behind) => {
+                        tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, %behind, "changes sent")
                     }
                     None => tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, "changes sent"),
                 }

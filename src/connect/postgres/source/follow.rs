@@ -637,6 +637,21 @@ impl ChangeSource for PgSource {
         self.pause_snapshot()
     }
 
+    /// The WAL written since the position reached (a failed look is no answer: the follower's
+    /// work does not stop for it).
+    fn lag_bytes(&mut self) -> Option<u64> {
+        let at = self.follow.as_ref()?.last_commit;
+        let lsn = format!("{:X}/{:X}", at >> 32, at & 0xffff_ffff);
+        let rows = self
+            .query(
+                "measuring the lag",
+                "SELECT greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn), 0)::bigint",
+                &[&lsn],
+            )
+            .ok()?;
+        rows.first().map(|r| r.get::<_, i64>(0) as u64)
+    }
+
     fn lag(&self) -> Option<f64> {
         let t = self.follow.as_ref()?.last_commit_time?;
         // Microseconds since 2000-01-01, PostgreSQL's epoch.
