@@ -142,6 +142,10 @@ ALTER TABLE runs ADD COLUMN host TEXT;
     r#"
 ALTER TABLE batches ADD COLUMN prefix_digest TEXT;
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN rows_deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// How a run stands: as the state file records it, or (the last two) as `ferry status` shows it.
@@ -334,6 +338,8 @@ pub(crate) struct BatchRow {
     pub written: u64,
     pub skipped: u64,
     pub rejected: u64,
+    /// A change stream's deletes applied.
+    pub deleted: u64,
     pub bytes: u64,
     pub first_position: Option<u64>,
     pub last_position: Option<u64>,
@@ -404,6 +410,8 @@ pub(crate) struct RunRow {
     pub rows_written: i64,
     pub rows_skipped: i64,
     pub rows_rejected: i64,
+    /// A change stream's deletes applied.
+    pub rows_deleted: i64,
     pub batches: i64,
     pub last_seq: Option<i64>,
     pub message: Option<String>,
@@ -825,8 +833,8 @@ impl Checkpoint {
             let mut ins = tx
                 .prepare_cached(
                     "INSERT INTO batches (run_id, attempt, stream, state_seq, rows, written, skipped, rejected,
-                         bytes, first_position, last_position, status, started_at, committed_at, prefix_digest)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'committed', ?12, ?13, ?14)",
+                         bytes, first_position, last_position, status, started_at, committed_at, prefix_digest, deleted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'committed', ?12, ?13, ?14, ?15)",
                 )
                 .ctx(ErrorKind::Checkpoint, e)?;
             for b in batches {
@@ -844,18 +852,19 @@ impl Checkpoint {
                     b.last_position.map(|p| p as i64),
                     b.started_at,
                     now,
-                    b.prefix_digest
+                    b.prefix_digest,
+                    b.deleted as i64
                 ])
                 .ctx(ErrorKind::Checkpoint, e)?;
             }
         }
-        let (w, s, r) = batches.iter().fold((0u64, 0u64, 0u64), |a, b| {
-            (a.0 + b.written, a.1 + b.skipped, a.2 + b.rejected)
+        let (w, s, r, d) = batches.iter().fold((0u64, 0u64, 0u64, 0u64), |a, b| {
+            (a.0 + b.written, a.1 + b.skipped, a.2 + b.rejected, a.3 + b.deleted)
         });
         tx.execute(
             "UPDATE runs SET rows_written = rows_written + ?2, rows_skipped = rows_skipped + ?3,
-                 rows_rejected = rows_rejected + ?4, updated_at = ?5 WHERE run_id = ?1",
-            params![run_id, w as i64, s as i64, r as i64, now],
+                 rows_rejected = rows_rejected + ?4, rows_deleted = rows_deleted + ?6, updated_at = ?5 WHERE run_id = ?1",
+            params![run_id, w as i64, s as i64, r as i64, now, d as i64],
         )
         .ctx(ErrorKind::Checkpoint, e)?;
         if let Some((seq, value)) = state {
@@ -1304,13 +1313,14 @@ impl Checkpoint {
         let version = self.version()?;
         let expected = if version >= 5 { "r.rows_expected" } else { "NULL" };
         let process = if version >= 7 { "r.pid, r.host" } else { "NULL, NULL" };
+        let deleted = if version >= 9 { "r.rows_deleted" } else { "0" };
         let mut st = self
             .conn
             .prepare(&format!(
                 "SELECT r.run_id, r.stage, r.source, r.target, r.status, r.attempts, r.started_at, r.updated_at,
                         r.finished_at, r.rows_written, r.rows_skipped, r.rows_rejected,
                         (SELECT count(*) FROM batches b WHERE b.run_id = r.run_id), a.seq, r.message,
-                        {expected}, {process}
+                        {expected}, {process}, {deleted}
                  FROM runs r LEFT JOIN acks a USING (run_id) ORDER BY r.started_at, r.rowid"
             ))
             .ctx(ErrorKind::Checkpoint, self.err("listing runs"))?;
@@ -1335,6 +1345,7 @@ impl Checkpoint {
                     rows_expected: r.get(15)?,
                     pid: r.get(16)?,
                     host: r.get(17)?,
+                    rows_deleted: r.get(18)?,
                 })
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())

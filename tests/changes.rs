@@ -92,6 +92,13 @@ fn apply_and_undo(d: &Dir, target: &str, read: &dyn Fn() -> Vec<(i64, Option<Str
     let run = d.run("ferry-import", &[target], &stream("chg", true, &CHANGES));
     // Every delete applied counts, the one of a key never there too: the closing line adds up.
     run.ok().stderr_has("3 deleted");
+    let runs = d.run("ferry", &["status", "--json"], b"").lines();
+    let chg = runs.iter().find(|l| l["run"]["run_id"] == "chg").unwrap();
+    assert_eq!(
+        (chg["run"]["rows_written"].as_u64(), chg["run"]["rows_deleted"].as_u64()),
+        (Some(5), Some(3)),
+        "ferry status counts deletes apart: {chg}"
+    );
     assert_eq!(read(), after(), "{}", run.stderr());
     // Applied again (the same changes from a new run): the same table.
     d.run("ferry-import", &[target], &stream("chg2", true, &CHANGES)).ok();

@@ -69,8 +69,8 @@ A closing line on stderr says what was read, written, skipped and rejected.";
 #[command(name = "ferry-import", version, about, after_long_help = super::with_tuning(EXAMPLES))]
 pub struct ImportArgs {
     /// The store to write: sqlite:PATH (or a path ending in .db, .sqlite, .sqlite3),
-    /// postgres://USER@HOST:PORT/DB[?sslmode=...]; for files (from ferry-export dir:...), dir:PATH or
-    /// s3://BUCKET/PREFIX
+    /// postgres://USER@HOST:PORT/DB[?sslmode=...], d1://ACCOUNT_ID/DATABASE_ID (with
+    /// CLOUDFLARE_API_TOKEN); for files (from ferry-export dir:...), dir:PATH or s3://BUCKET/PREFIX
     pub target: String,
     /// Read the stream from FILE instead of stdin
     #[arg(long, short = 'i', value_name = "FILE")]

@@ -129,7 +129,7 @@ pub(crate) fn run<W: Write>(cfg: &CutoverConfig, out: &mut StreamWriter<W>) -> R
         let mut quiet = StreamWriter::new(std::io::sink());
         if cfg.reverse {
             let recast = match (&cfg.target, &cfg.source) {
-                (Address::Postgres(_), Address::Sqlite(_)) => " | ferry-transform --dialect sqlite",
+                (Address::Postgres(_), Address::Sqlite(_) | Address::D1(_)) => " | ferry-transform --dialect sqlite",
                 _ => "",
             };
             say(&format!(

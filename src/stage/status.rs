@@ -136,6 +136,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
                 r.target.clone().unwrap_or_default(),
                 r.rows_written.to_string(),
                 r.rows_skipped.to_string(),
+                r.rows_deleted.to_string(),
                 r.rows_rejected.to_string(),
                 r.batches.to_string(),
                 r.attempts.to_string(),
@@ -147,8 +148,8 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
         .collect();
     let t = human::table(
         &[
-            "run", "stage", "status", "source", "target", "written", "skipped", "rejected", "batches", "attempts",
-            "rows/s", "left", "updated",
+            "run", "stage", "status", "source", "target", "written", "skipped", "deleted", "rejected", "batches",
+            "attempts", "rows/s", "left", "updated",
         ],
         &rows,
     );
@@ -247,7 +248,7 @@ impl Pace {
 }
 
 fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
-    let done = (r.rows_written + r.rows_skipped) as f64;
+    let done = (r.rows_written + r.rows_skipped + r.rows_deleted) as f64;
     let rate = r
         .seconds()
         .filter(|secs| *secs > 0.0 && done > 0.0)

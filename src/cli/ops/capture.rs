@@ -9,6 +9,7 @@ const CAPTURE_EXAMPLES: &str = "\
 Examples:
   ferry capture install sqlite:app.db            # triggers record every change from now on
   ferry capture install postgres://app@db/app    # a publication and a replication slot (ferry_app)
+  ferry capture install d1://ACCOUNT_ID/DATABASE_ID   # D1: the same triggers, through its API
   ferry-export sqlite:app.db | ferry-import postgres://app@db/app --create      # the copy
   ferry-export sqlite:app.db --changes | ferry-import postgres://app@db/app     # what changed since
   ferry-export sqlite:app.db --follow | ferry-import postgres://app@db/app      # ...as it changes
@@ -22,8 +23,8 @@ pub struct CaptureArgs {
     /// install, remove or status
     #[arg(value_enum)]
     pub action: Action,
-    /// The database: sqlite:PATH (triggers into _ferry_changes) or postgres://... (a publication
-    /// and a logical replication slot; needs wal_level = logical)
+    /// The database: sqlite:PATH or d1://ACCOUNT_ID/DATABASE_ID (triggers into _ferry_changes),
+    /// or postgres://... (a publication and a logical replication slot; needs wal_level = logical)
     pub source: String,
     /// remove: act; without it, only print what would be dropped
     #[arg(long)]
@@ -32,8 +33,9 @@ pub struct CaptureArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Action {
-    /// Start recording every insert, update and delete (SQLite: triggers into _ferry_changes;
-    /// PostgreSQL: a publication and a replication slot); run again after adding tables
+    /// Start recording every insert, update and delete (SQLite, D1: triggers into
+    /// _ferry_changes; PostgreSQL: a publication and a replication slot); run again after adding
+    /// tables
     Install,
     /// Stop, and drop what capture made (the slot holds the server's WAL until then)
     Remove,

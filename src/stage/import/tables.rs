@@ -922,8 +922,8 @@ impl<W: Write> Importer<'_, W> {
         for report in reports {
             let name = report.stream.as_str();
             if let Some(s) = self.streams.get_mut(name) {
-                // A batch's changes applied: rows written and rows deleted.
-                s.pending.written += report.written + report.deleted;
+                s.pending.written += report.written;
+                s.pending.deleted += report.deleted;
                 s.pending.skipped += report.skipped;
                 s.pending.rejected += report.rejects.len() as u64;
             }
@@ -1005,7 +1005,7 @@ impl<W: Write> Importer<'_, W> {
                         .map(|b| b.to_string()),
                 });
             }
-            if s.pending.rows > 0 || s.pending.written > 0 {
+            if s.pending.rows > 0 || s.pending.written > 0 || s.pending.deleted > 0 {
                 // The digest of every row up to the batch's last, for a later run that skips
                 // them by position (only when it ends at the last row received).
                 let received = s.base.map(|b| b + s.since);
