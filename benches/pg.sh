@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SQLite -> PostgreSQL and PostgreSQL -> SQLite, side by side with pgloader and psql \copy.
+# SQLite -> PostgreSQL and PostgreSQL -> SQLite, side by side with DuckDB, pgloader and psql \copy.
 #
 #   bash benches/pg.sh              # 1M and 5M rows, a private PostgreSQL cluster
 #   ROWS="100000" bash benches/pg.sh
@@ -23,6 +23,8 @@ need() { command -v "$1" > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install 
 need pgloader pgloader
 need sqlite3 sqlite3
 need psql postgresql-client
+. benches/lib/duckdb.sh
+duckdb_setup
 
 # A private cluster (as the postgres user when root), unless FERRY_BENCH_PG names a server.
 . benches/lib/pg-cluster.sh
@@ -131,9 +133,19 @@ for n in $ROWS; do
                                        amount double precision NOT NULL, qty bigint NOT NULL, created_at text NOT NULL)"
     measure "$1" c_rss -- psql -q "$BASE/copy_$n" -c "\\copy parents FROM 'parents-$n.csv' CSV" -c "\\copy items FROM 'items17-$n.csv' CSV"
   }
+  duck_run() {
+    say "[$n] DuckDB: ATTACH both, CREATE TABLE AS, then the keys and the foreign key"
+    fresh duck_$n
+    # shellcheck disable=SC2086
+    measure dk_s dk_rss -- $DUCKDB "ATTACH '$db' AS s (TYPE sqlite, READ_ONLY)" \
+      "ATTACH '$BASE/duck_$n' AS pg (TYPE postgres)" \
+      "CREATE TABLE pg.public.parents AS SELECT * FROM s.parents" \
+      "CREATE TABLE pg.public.items AS SELECT * FROM s.items" \
+      "CALL postgres_execute('pg', 'ALTER TABLE parents ADD PRIMARY KEY (id); ALTER TABLE items ADD PRIMARY KEY (id); ALTER TABLE items ADD FOREIGN KEY (parent_id) REFERENCES parents (id)')"
+  }
   copy_run() { say "[$n] psql \\copy from CSV, keys"; copy_into copy_s " PRIMARY KEY"; }
   copy_nokey_run() { say "[$n] psql \\copy from CSV, no keys"; copy_into copy_nokey_s ""; }
-  rounds f_s:ferry_run nock_s:nock_run pgl_s:pgl_run copy_s:copy_run copy_nokey_s:copy_nokey_run
+  rounds f_s:ferry_run nock_s:nock_run dk_s:duck_run pgl_s:pgl_run copy_s:copy_run copy_nokey_s:copy_nokey_run
   measure v_s v_rss -- sh -c "'$BIN/ferry-validate' 'sqlite:$db' '$BASE/ferry_$n' -q --report pg-report-$n.json > /dev/null"
   grep -q '"status": "pass"' "pg-report-$n.json" || { say "validation failed: see $WORK/pg-report-$n.json"; exit 1; }
 
@@ -142,7 +154,16 @@ for n in $ROWS; do
     rm -rf "back-$n.db"* .ferry
     pipe b_s -- "$BIN/ferry-export $BASE/ferry_$n -q" "$BIN/ferry-transform --dialect sqlite -q" "$BIN/ferry-import sqlite:back-$n.db --create -q"
   }
-  rounds b_s:back_run
+  duckback_run() {
+    say "[$n] DuckDB: PostgreSQL -> SQLite, CREATE TABLE AS"
+    rm -f "duckback-$n.db"
+    # shellcheck disable=SC2086
+    measure dkb_s dkb_rss -- $DUCKDB "ATTACH '$BASE/ferry_$n' AS pg (TYPE postgres, READ_ONLY)" \
+      "ATTACH 'duckback-$n.db' AS d (TYPE sqlite)" \
+      "CREATE TABLE d.parents AS SELECT * FROM pg.public.parents" \
+      "CREATE TABLE d.items AS SELECT * FROM pg.public.items"
+  }
+  rounds b_s:back_run dkb_s:duckback_run
   b_exp=$(rss 0) b_tr=$(rss 1) b_imp=$(rss 2)
   measure bv_s bv_rss -- sh -c "'$BIN/ferry-validate' '$BASE/ferry_$n' 'sqlite:back-$n.db' -q --report back-report-$n.json > /dev/null"
   grep -q '"status": "pass"' "back-report-$n.json" || { say "validation failed: see $WORK/back-report-$n.json"; exit 1; }
@@ -165,11 +186,12 @@ for n in $ROWS; do
   echo "|---|---:|---:|---:|---|"
   echo "| **ferry** export \\| import (checkpoint on, then keys, FK validated) | $f_s | $(rate $total "$f_s") | 1.00 | export $(mib "$f_exp") MiB, import $(mib "$f_imp") MiB |"
   echo "| ferry, STATEs only at stream ends | $nock_s | $(rate $total "$nock_s") | $(ratio "$f_s" "$nock_s") | |"
+  echo "| DuckDB $DUCKDB_VERSION (sqlite + postgres extensions: CREATE TABLE AS, then primary keys and the FK; no NOT NULL) | $dk_s | $(rate $total "$dk_s") | $(ratio "$f_s" "$dk_s") | $(mib "$dk_rss") MiB |"
   echo "| pgloader $(pgloader --version 2>&1 | head -1 | awk '{print $NF}') (same file, defaults) | $pgl_s | $(rate $total "$pgl_s") | $(ratio "$f_s" "$pgl_s") | $(mib "$pgl_rss") MiB |"
   echo "| psql \\copy from CSV, tables with primary keys (the limit) | $copy_s | $(rate $total "$copy_s") | $(ratio "$f_s" "$copy_s") | |"
   echo "| psql \\copy from CSV, no keys | $copy_nokey_s | $(rate $total "$copy_nokey_s") | $(ratio "$f_s" "$copy_nokey_s") | |"
   echo
-  echo "ferry against pgloader: **$(ratio "$pgl_s" "$f_s")x** its rate; against \\copy with keys: **$(python3 -c "print(f'{100 * $copy_s / $f_s:.0f}')")%** of its rate; checkpointing costs $(python3 -c "print(f'{100 * ($f_s - $nock_s) / $nock_s:.1f}')")%. ferry-validate (SQLite against PostgreSQL, every row): $v_s s, $(mib "$v_rss") MiB."
+  echo "ferry against DuckDB: **$(ratio "$dk_s" "$f_s")x** its rate (the aim is 1.2x); against pgloader: **$(ratio "$pgl_s" "$f_s")x** its rate; against \\copy with keys: **$(python3 -c "print(f'{100 * $copy_s / $f_s:.0f}')")%** of its rate; checkpointing costs $(python3 -c "print(f'{100 * ($f_s - $nock_s) / $nock_s:.1f}')")%. ferry-validate (SQLite against PostgreSQL, every row): $v_s s, $(mib "$v_rss") MiB."
   echo
   # The same ratios within each round (the tools of a round run back to back, so a machine whose
   # speed drifts shows as spread here rather than skewing one tool's median).
@@ -180,6 +202,7 @@ for n in $ROWS; do
   echo "| tool | seconds | rows/s | rate relative to ferry | peak RSS |"
   echo "|---|---:|---:|---:|---|"
   echo "| **ferry** export \\| transform --dialect sqlite \\| import | $b_s | $(rate $total "$b_s") | 1.00 | export $(mib "$b_exp") MiB, transform $(mib "$b_tr") MiB, import $(mib "$b_imp") MiB |"
+  echo "| DuckDB $DUCKDB_VERSION (postgres + sqlite extensions: CREATE TABLE AS, no keys, no NOT NULL) | $dkb_s | $(rate $total "$dkb_s") | $(ratio "$b_s" "$dkb_s") | $(mib "$dkb_rss") MiB |"
   echo "| psql \\copy to CSV + sqlite3 .import (untyped CSV, no checks) | $cb_s | $(rate $total "$cb_s") | $(ratio "$b_s" "$cb_s") | |"
   echo
   echo "ferry-validate (PostgreSQL against SQLite): $bv_s s, $(mib "$bv_rss") MiB."
