@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SQLite -> SQLite benchmark, side by side with sqlite-utils and SQLite's own INSERT ... SELECT.
+# SQLite -> SQLite benchmark, side by side with DuckDB, sqlite-utils and SQLite's own INSERT ... SELECT.
 #
 #   bash benches/run.sh            # 1M and 5M rows
 #   ROWS="100000" bash benches/run.sh
@@ -17,7 +17,10 @@ say "building (release)..."
 cargo build --release --locked --bins --example gen-db >&2
 BIN="$PWD/target/release"
 
-# Peers: sqlite-utils from PyPI in a private venv (pinned).
+# Peers: DuckDB with its sqlite extension (benches/lib/duckdb.sh); sqlite-utils from PyPI in a
+# private venv (pinned).
+. benches/lib/duckdb.sh
+duckdb_setup
 VENV="$WORK/venv"
 if [ ! -x "$VENV/bin/sqlite-utils" ]; then
   say "installing sqlite-utils 4.2.1 into $VENV..."
@@ -93,6 +96,12 @@ c.execute("INSERT INTO parents SELECT * FROM s.parents")
 c.execute("INSERT INTO items SELECT * FROM s.items")
 c.execute("COMMIT")
 PY
+
+  say "[$n] DuckDB: ATTACH both, CREATE TABLE AS"
+  rm -f "duck-$n.db"
+  # shellcheck disable=SC2086
+  measure dk_s dk_rss -- $DUCKDB "ATTACH '$db' AS s (TYPE sqlite, READ_ONLY)" "ATTACH 'duck-$n.db' AS d (TYPE sqlite)" \
+    "CREATE TABLE d.parents AS SELECT * FROM s.parents" "CREATE TABLE d.items AS SELECT * FROM s.items"
   cd - > /dev/null
 
   echo "### $n rows (+10,000 parents): $(python3 -c "print(f'{$total:,}')") rows, stream $(mib $((bytes / 1024))) MiB"
@@ -106,6 +115,9 @@ PY
   echo "| ferry-validate (both databases) | $val_s | $(rate $total "$val_s") | | | $(mib "$val_rss") |"
   echo "| sqlite-utils insert --nl | $su_s | $(rate $total "$su_s") | 1.00x | $(ratio "$at_s" "$su_s") | $(mib "$su_rss") |"
   echo "| SQLite INSERT ... SELECT (ATTACH) | $at_s | $(rate $total "$at_s") | $(ratio "$su_s" "$at_s")x | 1.00 | $(mib "$at_rss") |"
+  echo "| DuckDB $DUCKDB_VERSION (sqlite extension: CREATE TABLE AS, no keys, no NOT NULL) | $dk_s | $(rate $total "$dk_s") | $(ratio "$su_s" "$dk_s")x | $(ratio "$at_s" "$dk_s") | $(mib "$dk_rss") |"
+  echo
+  echo "ferry against DuckDB: **$(ratio "$dk_s" "$pipe_s")x** its rate (the aim is 1.2x)."
   echo
 done
 rm -f "$WORK/time.$$"
