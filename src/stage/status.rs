@@ -100,12 +100,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
     let now = jiff::Timestamp::now();
     let paces: Vec<Pace> = runs
         .iter()
-        .map(|r| {
-            Ok(Pace {
-                following: following(&cp, r)?,
-                ..pace(r, now)
-            })
-        })
+        .map(|r| Ok(pace(r, now, following(&cp, r)?)))
         .collect::<Result<_>>()?;
     if cfg.json {
         for (r, p) in runs.iter().zip(&paces) {
@@ -247,7 +242,7 @@ impl Pace {
     }
 }
 
-fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
+fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp, following: Option<serde_json::Value>) -> Pace {
     let done = (r.rows_written + r.rows_skipped + r.rows_deleted) as f64;
     let rate = r
         .seconds()
@@ -267,7 +262,7 @@ fn pace(r: &crate::checkpoint::RunRow, now: jiff::Timestamp) -> Pace {
         rate,
         left,
         idle,
-        following: None,
+        following,
     }
 }
 

@@ -212,6 +212,16 @@ fn compare_int_real(i: i64, r: f64) -> Ordering {
     }
 }
 
+/// A key's (tuple's) canonical bytes, each value's [`ValueRef::canonical_into`] in turn: equal
+/// keys, and only they, give equal bytes (to find a row again by its key).
+pub(crate) fn canonical_key<'a>(values: impl IntoIterator<Item = &'a Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        v.as_ref().canonical_into(&mut out);
+    }
+    out
+}
+
 /// Compare two keys (tuples) column by column.
 pub(crate) fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
     for (x, y) in a.iter().zip(b) {

@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 
 use super::client::Stmt;
-use super::source::{D1Source, Pass, Rows, tagged, untag};
+use super::source::{D1Source, Pass, Rows, garbled, tagged, untag};
 use crate::connect::sql::{literal, quote};
 use crate::connect::sqlite::capture::{self as lite, CHANGES_TABLE, MAX_KEY};
 use crate::connect::{CapturePlan, ChangeSource, StreamPlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::row::RowShape;
-use crate::value::Value;
+use crate::value::{Value, canonical_key};
 
 /// The most changes one pass reads.
 const WINDOW: u64 = 2_000;
@@ -127,15 +127,6 @@ fn pass_sql(after: u64, tables: &[Captured]) -> Vec<String> {
     sqls
 }
 
-/// A key's canonical bytes (how a pass finds a row again).
-fn canonical(key: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in key {
-        v.as_ref().canonical_into(&mut out);
-    }
-    out
-}
-
 impl D1Source {
     /// Read the next pass after `after` ([`pass_sql`]) in one request.
     fn read_pass(&mut self, after: u64) -> Result<Pass> {
@@ -200,17 +191,13 @@ impl D1Source {
                     .map(untag)
                     .collect::<std::result::Result<Vec<Value>, String>>()
                     .map_err(|e| bad(&format!("a changed row of {table}"), e))?;
-                if values
-                    .iter()
-                    .any(|v| matches!(v, Value::Text(s) if String::from_utf8_lossy(&s[..]).contains('\u{FFFD}')))
-                {
+                if values.iter().any(garbled) {
                     return Err(bad(
                         &format!("a changed row of {table}"),
                         "it holds text that is not UTF-8, which D1's API cannot carry in a pass; copy that table whole (ferry-export --table)".into(),
                     ));
                 }
-                let k: Vec<Value> = at.iter().map(|&i| values[i].clone()).collect();
-                found.insert(canonical(&k), values);
+                found.insert(canonical_key(at.iter().map(|&i| &values[i])), values);
             }
             pass.rows.insert(stream, Rows { columns, by_key: found });
         }
@@ -224,13 +211,9 @@ impl ChangeSource for D1Source {
             return Err(lite::not_installed(self.address()));
         }
         let captured: Vec<String> = triggers(self)?.into_iter().map(|(_, table)| table).collect();
-        let address = self.address().to_owned();
         for t in self.tables.values().filter(|t| !t.pk.is_empty()) {
-            if captured.iter().filter(|c| **c == t.name).count() < 3 {
-                tracing::warn!(
-                    table = %t.name,
-                    "not captured (made after `ferry capture install`?): its changes are not followed; run `ferry capture install {address}` again"
-                );
+            if captured.iter().filter(|c| **c == t.name).count() < lite::TRIGGERS_PER_TABLE {
+                lite::warn_uncaptured(&t.name, self.address());
             }
         }
         self.pass = Some(Pass {
@@ -305,7 +288,7 @@ impl ChangeSource for D1Source {
         Ok(keys
             .iter()
             .map(|k| {
-                by_key.get(&canonical(k)).map(|values| {
+                by_key.get(&canonical_key(k)).map(|values| {
                     at.iter()
                         .map(|i| i.map_or(Value::Null, |i| values[i].clone()))
                         .collect()

@@ -276,7 +276,7 @@ impl D1Source {
                 if tie.is_some() {
                     decoded.rowid = r.first().and_then(Json::as_str).and_then(|s| s.parse().ok());
                 }
-                let mut garbled = Vec::new();
+                let mut unreadable = Vec::new();
                 for (i, v) in r.iter().skip(offset).enumerate() {
                     bytes += v.as_str().map_or(8, str::len);
                     let value = untag(v).map_err(|e| {
@@ -285,8 +285,8 @@ impl D1Source {
                             format!("{address}: table {} column {}: {e}", t.name, shape.columns[i].name),
                         )
                     })?;
-                    if matches!(&value, Value::Text(s) if String::from_utf8_lossy(s).contains('\u{FFFD}')) {
-                        garbled.push(i);
+                    if garbled(&value) {
+                        unreadable.push(i);
                     }
                     decoded.values.push(value);
                 }
@@ -298,8 +298,8 @@ impl D1Source {
                 if let (Some(r), Some(id)) = (tie, decoded.rowid) {
                     here.push((r.to_owned(), Value::Integer(id)));
                 }
-                if !garbled.is_empty() {
-                    self.reread_text(t, shape, &here, &garbled, &mut decoded.values)?;
+                if !unreadable.is_empty() {
+                    self.reread_text(t, shape, &here, &unreadable, &mut decoded.values)?;
                 }
                 row(&decoded)?;
                 position = Some(here);
@@ -421,6 +421,11 @@ pub(super) fn tagged(c: &str) -> String {
          WHEN 'real' THEN CASE WHEN {c} > 1.7976931348623157e308 THEN 'r+inf' WHEN {c} < -1.7976931348623157e308 \
          THEN 'r-inf' ELSE {c} END END"
     )
+}
+
+/// Text the API could not carry as UTF-8: it arrives with U+FFFD in it.
+pub(super) fn garbled(v: &Value) -> bool {
+    matches!(v, Value::Text(s) if String::from_utf8_lossy(s).contains('\u{FFFD}'))
 }
 
 /// A tagged value back.

@@ -277,7 +277,7 @@ fn about_rows(message: &str) -> bool {
 }
 
 impl D1Target {
-    /// Carry an AUTOINCREMENT table's counter: set to the last number the source's handed out,
+    /// Carry an AUTOINCREMENT table's counter: set to the last number the source's counter handed out,
     /// or moved forward to it (never back), so the application is not given a number again. One
     /// D1 refuses (it guards its own tables) is a warning with the statement to run.
     fn counter_past(&mut self, schema: &Schema, table: &str) -> Result<()> {

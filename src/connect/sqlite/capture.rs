@@ -24,6 +24,8 @@ pub(crate) const CHANGES_TABLE: &str = "_ferry_changes";
 /// The most key columns a captured table may have.
 pub(crate) const MAX_KEY: usize = 8;
 const TRIGGER_PREFIX: &str = "_ferry_capture_";
+/// The triggers capture puts on each table: after insert, update and delete.
+pub(crate) const TRIGGERS_PER_TABLE: usize = 3;
 /// The names of capture's triggers (`?1`: [`TRIGGER_PREFIX`]), with their tables.
 const TRIGGERS_SQL: &str = "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1 ORDER BY name";
 
@@ -128,7 +130,15 @@ pub(crate) fn is_captured(conn: &Connection, address: &str, table: &str) -> Resu
         .ctx(ErrorKind::Source, || {
             format!("{address}: looking for capture's triggers")
         })?;
-    Ok(n == 3)
+    Ok(n == TRIGGERS_PER_TABLE as i64)
+}
+
+/// Say that the keyed table `table` of the database at `address` is not captured, and what to run.
+pub(crate) fn warn_uncaptured(table: &str, address: &str) {
+    tracing::warn!(
+        table = %table,
+        "not captured (made after `ferry capture install`?): its changes are not followed; run `ferry capture install {address}` again"
+    );
 }
 
 /// Whether the database is in WAL mode, where readers and the writer do not wait for each other.

@@ -320,11 +320,7 @@ impl crate::connect::ChangeSource for SqliteSource {
     fn start(&mut self, _from: u64, _follow: bool) -> Result<()> {
         for t in self.tables.values().filter(|t| !t.pk.is_empty()) {
             if !capture::is_captured(&self.conn, &self.address, &t.name)? {
-                tracing::warn!(
-                    table = %t.name,
-                    "not captured (made after `ferry capture install`?): its changes are not followed; run `ferry capture install {}` again",
-                    self.address
-                );
+                capture::warn_uncaptured(&t.name, &self.address);
             }
         }
         Ok(())

@@ -126,10 +126,10 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             // The position, and (where the source says) how far behind the source it is: `ferry
             // status` shows it for the import that acknowledges this STATE.
             let mut position = json!({ "seq": from });
-            if let Some(lag) = changes.lag() {
+            let (lag, lag_bytes) = (changes.lag(), changes.lag_bytes());
+            if let Some(lag) = lag {
                 position["lag_seconds"] = json!((lag * 1000.0).round() / 1000.0);
             }
-            let lag_bytes = changes.lag_bytes();
             if let Some(b) = lag_bytes {
                 position["lag_bytes"] = json!(b);
             }
@@ -141,7 +141,7 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
             em.state()?;
             if progress.due() {
                 let rate = progress.rate(outcome.rows);
-                match crate::human::behind(changes.lag(), lag_bytes) {
+                match crate::human::behind(lag, lag_bytes) {
                     Some(behind) => {
                         tracing::info!(upto, rows = outcome.rows, rows_per_s = rate, %behind, "changes sent")
                     }
@@ -190,14 +190,10 @@ fn pass<W: Write>(
     let mut keys: Vec<Vec<Vec<Value>>> = vec![Vec::new(); outs.len()];
     let mut seen: HashSet<(usize, Vec<u8>)> = HashSet::new();
     changes.changed_keys(from, upto, &mut |stream, key| {
-        if let Some(&i) = at.get(stream) {
-            let mut canon = Vec::new();
-            for v in &key {
-                v.as_ref().canonical_into(&mut canon);
-            }
-            if seen.insert((i, canon)) {
-                keys[i].push(key);
-            }
+        if let Some(&i) = at.get(stream)
+            && seen.insert((i, value::canonical_key(&key)))
+        {
+            keys[i].push(key);
         }
         Ok(())
     })?;

@@ -23,7 +23,7 @@ use super::{Kind, PgSource, PgTable, key_literal, read_field};
 use crate::connect::{ChangeSource, StreamPlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::row::RowShape;
-use crate::value::Value;
+use crate::value::{Value, canonical_key};
 
 /// The publication ferry makes (a database's own), and the prefix of its replication slot (the
 /// server's: one per database, `ferry_` and the database's name).
@@ -607,20 +607,13 @@ impl ChangeSource for PgSource {
             .iter()
             .filter_map(|&k| shape.column_index(&t.columns[k].name))
             .collect();
-        let canon = |vals: &mut dyn Iterator<Item = &Value>| {
-            let mut out = Vec::new();
-            for v in vals {
-                v.as_ref().canonical_into(&mut out);
-            }
-            out
-        };
         let mut found: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
         crate::connect::Source::scan(self, &lookup, shape, None, &mut |row| {
             let values: Vec<Value> = (0..shape.len()).map(|i| row.get(i).to_owned()).collect();
-            found.insert(canon(&mut at.iter().map(|&i| &values[i])), values);
+            found.insert(canonical_key(at.iter().map(|&i| &values[i])), values);
             Ok(())
         })?;
-        Ok(keys.iter().map(|k| found.remove(&canon(&mut k.iter()))).collect())
+        Ok(keys.iter().map(|k| found.remove(&canonical_key(k))).collect())
     }
 
     fn trim(&mut self, upto: u64) -> Result<u64> {
@@ -641,7 +634,7 @@ impl ChangeSource for PgSource {
     /// work does not stop for it).
     fn lag_bytes(&mut self) -> Option<u64> {
         let at = self.follow.as_ref()?.last_commit;
-        let lsn = format!("{:X}/{:X}", at >> 32, at & 0xffff_ffff);
+        let lsn = Lsn(at).to_pg_string();
         let rows = self
             .query(
                 "measuring the lag",
