@@ -28,6 +28,7 @@ pub mod protocol;
 pub(crate) mod retry;
 pub(crate) mod row;
 pub mod sample;
+pub mod shard;
 pub mod stage;
 pub(crate) mod tree;
 pub(crate) mod tuning;

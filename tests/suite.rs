@@ -28,4 +28,5 @@ mod resume;
 mod rollback;
 mod roundtrip;
 mod s3;
+mod shards;
 mod transform;

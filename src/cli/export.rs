@@ -57,6 +57,12 @@ Examples:
   # Without capture: only the rows whose updated_at moved since the last pass from here
   ferry-export sqlite:app.db --incremental users.updated_at | ferry-import postgres://app@new/app
 
+  # Four shards at once, each its own pipeline and state file (on one machine or four)
+  for k in 1 2 3 4; do
+    ferry-export postgres://app@old/app --shard $k/4 --state s$k.db \
+      | ferry-import postgres://app@new/app --create --state s$k.db &
+  done; wait
+
 Streams come parents first (foreign-key order), each table's rows in primary-key order (rowid order
 for a table without a key), all read from one snapshot (PostgreSQL: one REPEATABLE READ READ ONLY
 transaction, rows through COPY; streams are named schema.table; D1: keyset pages, one request
@@ -133,6 +139,12 @@ pub struct ExportArgs {
     /// stream ends cleanly, everything so far sent)
     #[arg(long)]
     pub follow: bool,
+    /// Export only part K of N (1 <= K <= N): each table's rows in the K-th of N key ranges
+    /// (by its first key column; a table without a key goes whole to one shard), or the files
+    /// whose path hashes to K. The N parts never overlap and together are everything; give each
+    /// shard its own --state file (see the README's "Beyond one machine")
+    #[arg(long, value_name = "K/N", conflicts_with_all = ["changes", "follow", "incremental", "roots"])]
+    pub shard: Option<crate::shard::Shard>,
     /// dir: the name of the file stream
     #[arg(long, value_name = "NAME", default_value = defaults::FILE_STREAM)]
     pub stream: String,
@@ -186,6 +198,7 @@ impl ExportArgs {
             detect_deletes: self.detect_deletes.as_deref().map(Address::parse).transpose()?,
             changes: self.changes || self.follow,
             follow: self.follow,
+            shard: self.shard,
             incremental: self
                 .incremental
                 .iter()

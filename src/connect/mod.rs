@@ -18,6 +18,7 @@ use crate::address::Address;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, Schema, SourceInfo};
 use crate::row::RowShape;
+use crate::shard::{Range, Shard};
 use crate::value::{Value, ValueRef};
 
 /// Which tables an export (or a validation) covers.
@@ -103,6 +104,60 @@ pub trait Source {
     fn changes(&mut self) -> Option<&mut dyn ChangeSource> {
         None
     }
+    /// A shard's part of a stream (see [`crate::shard`]), and that part as a condition on the
+    /// table's rows in the source's SQL (None: all of them).
+    fn shard_range(&mut self, plan: &StreamPlan, shard: Shard) -> Result<(Range, Option<String>)> {
+        let _ = (plan, shard);
+        Err(Error::usage(format!(
+            "{}: --shard is not supported for this kind of source (SQLite and PostgreSQL tables, directories and buckets are)",
+            self.info().address
+        )))
+    }
+}
+
+/// A table's first key column in key order, as a shard's bounds are read from it.
+pub(crate) trait KeyOrder {
+    /// Its least and greatest values (None: no row has one).
+    fn ends(&mut self) -> Result<Option<(Value, Value)>>;
+    /// How many rows have one.
+    fn count(&mut self) -> Result<u64>;
+    /// Its value at a position (from 0) in its order.
+    fn at(&mut self, position: u64) -> Result<Option<Value>>;
+}
+
+/// The range of a stream's first key column that `shard` takes: equal steps between its ends for
+/// integers, else the keys at the shard's row positions.
+pub(crate) fn shard_range_of(column: &str, shard: Shard, order: &mut dyn KeyOrder) -> Result<Range> {
+    let keys = |from, to| Range::Keys {
+        column: column.to_owned(),
+        from,
+        to,
+        nulls: shard.k == 1,
+    };
+    if shard.n == 1 {
+        return Ok(Range::All);
+    }
+    Ok(match order.ends()? {
+        // Empty, or every key NULL: the first shard takes the table.
+        None if shard.k == 1 => Range::All,
+        None => Range::Nothing,
+        Some((Value::Integer(min), Value::Integer(max))) => {
+            let (from, to) = shard.integer_range(min, max);
+            keys(from.map(Value::Integer), to.map(Value::Integer))
+        }
+        Some(_) => {
+            let (from, to) = shard.positions(order.count()?);
+            let from = match from {
+                Some(p) => order.at(p)?,
+                None => None,
+            };
+            let to = match to {
+                Some(p) => order.at(p)?,
+                None => None,
+            };
+            keys(from, to)
+        }
+    })
 }
 
 /// What installing change capture does: the statements, the tables it covers, and those it
@@ -182,6 +237,10 @@ pub struct LoadOptions {
     pub journal: bool,
     /// Date-times without an offset are UTC: new PostgreSQL columns for them are `timestamptz`.
     pub naive_utc: bool,
+    /// The stream is one shard of an export (`--shard K/N`): the shard, and the identity every
+    /// shard of it shares. Shards write into one table at once; what waits for the data (keys,
+    /// foreign keys) is built by the last shard to finish.
+    pub shard: Option<(crate::shard::Shard, String)>,
 }
 
 /// Rows of one stream waiting to be written: `ncols` values per row, flat.

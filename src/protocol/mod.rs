@@ -220,16 +220,34 @@ pub struct SourceInfo {
     /// What of the source was exported, when not everything (`--table users --where '...'`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// The part of it this stream carries (`--shard K/N`), when it is one of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 impl SourceInfo {
     /// What identifies this export for resuming and for commit markers: the address, and the
-    /// selection when there is one (two exports of different rows are different migrations).
+    /// selection and the shard when there are (two exports of different rows are different
+    /// migrations).
     pub fn identity(&self) -> String {
-        match &self.selection {
-            Some(sel) => format!("{} {sel}", self.address),
-            None => self.address.clone(),
+        let mut id = self.address.clone();
+        if let Some(sel) = &self.selection {
+            id = format!("{id} {sel}");
         }
+        if let Some(s) = &self.shard {
+            id = format!("{id} --shard {s}");
+        }
+        id
+    }
+
+    /// The identity every shard of this source shares (the identity of an export without
+    /// `--shard`).
+    pub fn whole_identity(&self) -> String {
+        SourceInfo {
+            shard: None,
+            ..self.clone()
+        }
+        .identity()
     }
 }
 

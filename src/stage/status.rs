@@ -17,6 +17,9 @@ use crate::protocol::{Kind, StreamWriter};
 #[derive(Debug, Clone)]
 pub(crate) struct StatusConfig {
     pub state_path: PathBuf,
+    /// More state files (the shards of one migration, each with its own): their runs are listed
+    /// together and summed.
+    pub more_states: Vec<PathBuf>,
     /// Show this run's batches (a prefix of the run id is enough).
     pub run: Option<String>,
     pub batch: Option<i64>,
@@ -24,6 +27,9 @@ pub(crate) struct StatusConfig {
 }
 
 pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()> {
+    if !cfg.more_states.is_empty() {
+        return run_many(cfg, out);
+    }
     let Some(cp) = Checkpoint::open_existing(&cfg.state_path)? else {
         return Err(Error::new(
             ErrorKind::Checkpoint,
@@ -158,6 +164,164 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
         )?;
     }
     out.flush()
+}
+
+/// Several state files (a sharded migration's): every run of each, then their sum. `--run` and
+/// `--batch` look in the one file that holds the run.
+fn run_many<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()> {
+    let paths: Vec<&PathBuf> = std::iter::once(&cfg.state_path).chain(&cfg.more_states).collect();
+    let mut all = Vec::new();
+    for path in &paths {
+        let Some(cp) = Checkpoint::open_existing(path)? else {
+            return Err(Error::new(
+                ErrorKind::Checkpoint,
+                format!("no state file at {} (each shard's --state)", path.display()),
+            ));
+        };
+        let now = jiff::Timestamp::now();
+        for r in cp.runs()? {
+            let r = as_it_is(&cp, r)?;
+            let p = pace(&r, now, following(&cp, &r)?);
+            all.push((path.display().to_string(), r, p));
+        }
+    }
+    if let Some(wanted) = &cfg.run {
+        let holder = paths.iter().find(|p| {
+            Checkpoint::open_existing(p)
+                .ok()
+                .flatten()
+                .and_then(|cp| cp.runs().ok())
+                .is_some_and(|runs| run_named(&runs, wanted, "").is_ok())
+        });
+        let Some(holder) = holder else {
+            return Err(Error::usage(format!(
+                "no run {wanted} in any of the {} state files",
+                paths.len()
+            )));
+        };
+        let one = StatusConfig {
+            state_path: (*holder).clone(),
+            more_states: vec![],
+            ..cfg.clone()
+        };
+        return run(&one, out);
+    }
+    let line = |out: &mut StreamWriter<W>, text: &str| out.write_line(text.as_bytes(), Kind::Other);
+    let total = Total::of(all.iter().map(|(_, r, p)| (r, p)));
+    if cfg.json {
+        for (state, r, p) in &all {
+            line(
+                out,
+                &json!({"type": "RUN", "state": state, "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle, "following": p.following})
+                    .to_string(),
+            )?;
+        }
+        line(
+            out,
+            &json!({"type": "TOTAL", "state_files": paths.len(), "total": total}).to_string(),
+        )?;
+        return out.flush();
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|(state, r, p)| {
+            vec![
+                state.clone(),
+                short(&r.run_id),
+                r.stage.clone(),
+                r.status.to_string(),
+                r.rows_written.to_string(),
+                r.rows_skipped.to_string(),
+                r.rows_deleted.to_string(),
+                r.rows_rejected.to_string(),
+                p.rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
+                p.left_text(),
+                r.updated_at.clone(),
+            ]
+        })
+        .collect();
+    let t = human::table(
+        &[
+            "state", "run", "stage", "status", "written", "skipped", "deleted", "rejected", "rows/s", "left", "updated",
+        ],
+        &rows,
+    );
+    for l in t.lines() {
+        line(out, l)?;
+    }
+    for (state, r, _) in all.iter().filter(|(_, r, _)| r.message.is_some()) {
+        line(
+            out,
+            &format!(
+                "{state}: run {}: {}",
+                short(&r.run_id),
+                r.message.as_deref().unwrap_or("")
+            ),
+        )?;
+    }
+    line(out, &total.describe(paths.len()))?;
+    out.flush()
+}
+
+/// The sum of many runs: what a sharded migration has done as a whole.
+#[derive(Debug, Default, serde::Serialize)]
+struct Total {
+    runs: u64,
+    /// Runs by status (`complete`, `running`, `failed`...).
+    statuses: std::collections::BTreeMap<String, u64>,
+    rows_written: i64,
+    rows_skipped: i64,
+    rows_deleted: i64,
+    rows_rejected: i64,
+    /// The running runs' rates added up: the migration's pace now.
+    rows_per_s: f64,
+    /// The longest time left of a running run: when the last shard should finish.
+    seconds_left: Option<f64>,
+}
+
+impl Total {
+    fn of<'a>(runs: impl Iterator<Item = (&'a crate::checkpoint::RunRow, &'a Pace)>) -> Total {
+        let mut t = Total::default();
+        for (r, p) in runs {
+            t.runs += 1;
+            *t.statuses.entry(r.status.to_string()).or_default() += 1;
+            t.rows_written += r.rows_written;
+            t.rows_skipped += r.rows_skipped;
+            t.rows_deleted += r.rows_deleted;
+            t.rows_rejected += r.rows_rejected;
+            if r.status == RunStatus::Running {
+                t.rows_per_s += p.rate.unwrap_or(0.0);
+                if let Some(l) = p.left {
+                    t.seconds_left = Some(t.seconds_left.map_or(l, |m| m.max(l)));
+                }
+            }
+        }
+        t
+    }
+
+    /// `total of 4 state files: 8 runs (6 complete, 2 running), 1000000 written, ...`
+    fn describe(&self, files: usize) -> String {
+        let statuses: Vec<String> = self.statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let mut s = format!(
+            "total of {files} state files: {} runs ({}), {} written, {} skipped, {} deleted, {} rejected",
+            self.runs,
+            statuses.join(", "),
+            self.rows_written,
+            self.rows_skipped,
+            self.rows_deleted,
+            self.rows_rejected
+        );
+        if self.rows_per_s > 0.0 {
+            s.push_str(&format!(", {:.0} rows/s now", self.rows_per_s));
+        }
+        if let Some(left) = self.seconds_left {
+            s.push_str(&format!(
+                ", the last done in {}",
+                human::duration(std::time::Duration::from_secs_f64(left))
+            ));
+        }
+        s
+    }
 }
 
 /// A run as it is: one recorded as running whose process is gone (killed) is not running; it

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::checkpoint::DEFAULT_STATE_PATH;
-use crate::error::{ExitStatus, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::protocol::StreamWriter;
 use crate::stage::status::{self, StatusConfig};
 
@@ -12,14 +12,17 @@ Examples:
   ferry status                          # every run in .ferry/state.db: status, rows, rate, time left
   ferry status --run 0193a5c2-7f1e      # one run's batches (the id or the short form shown)
   ferry status --json                   # as NDJSON, for scripts
-  ferry status --state /srv/moves/state.db";
+  ferry status --state /srv/moves/state.db
+  ferry status --state 'shards/*.db'    # a sharded migration: every shard's runs, and their sum
+  ferry status --state s1.db --state s2.db --json";
 
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = STATUS_EXAMPLES)]
 pub struct StatusArgs {
-    /// The state file
+    /// The state file; repeat it (or give a quoted glob) for the shards of one migration, each
+    /// with its own: their runs are listed together, then summed
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
-    pub state: PathBuf,
+    pub state: Vec<String>,
     /// Show the batches of this run (a unique prefix of its id is enough)
     #[arg(long, value_name = "RUN_ID")]
     pub run: Option<String>,
@@ -32,8 +35,13 @@ pub struct StatusArgs {
 }
 
 pub(super) fn run_status(s: &StatusArgs) -> Result<ExitStatus> {
+    let mut states = Vec::new();
+    for s in &s.state {
+        states.extend(state_files(s)?);
+    }
     let cfg = StatusConfig {
-        state_path: s.state.clone(),
+        state_path: states.remove(0),
+        more_states: states,
         run: s.run.clone(),
         batch: s.batch,
         json: s.json,
@@ -41,4 +49,20 @@ pub(super) fn run_status(s: &StatusArgs) -> Result<ExitStatus> {
     let mut out = StreamWriter::stdout()?;
     status::run(&cfg, &mut out)?;
     Ok(ExitStatus::Ok)
+}
+
+/// A `--state` value: a path, or a glob (`shards/*.db`) naming at least one file.
+fn state_files(pattern: &str) -> Result<Vec<PathBuf>> {
+    if !pattern.contains(['*', '?', '[']) {
+        return Ok(vec![PathBuf::from(pattern)]);
+    }
+    let bad = |e: String| Error::usage(format!("--state {pattern}: {e}"));
+    let found: Vec<PathBuf> = glob::glob(pattern)
+        .map_err(|e| bad(e.to_string()))?
+        .filter_map(std::result::Result::ok)
+        .collect();
+    if found.is_empty() {
+        return Err(bad("no file matches".into()));
+    }
+    Ok(found)
 }

@@ -481,6 +481,7 @@ impl Source for D1Source {
             kind: "d1".into(),
             address: self.client.address().to_owned(),
             selection: None,
+            shard: None,
         }
     }
 

@@ -15,6 +15,15 @@ pub(crate) fn try_lock_sql(qualified: &str) -> String {
     )
 }
 
+/// The same lock, shared: the shards of one export hold it together, and it keeps out whoever
+/// asks for it whole (a plain import, a rollback).
+pub(crate) fn try_lock_shared_sql(qualified: &str) -> String {
+    format!(
+        "pg_try_advisory_lock_shared(hashtext('ferry'), hashtext({}))",
+        literal(Some(qualified))
+    )
+}
+
 /// Who holds ferry's lock on the table `$1`: its application name (ferry's say which program,
 /// process and host), server pid, and since when.
 pub(crate) const LOCK_HOLDER_SQL: &str = "SELECT format('%s (server pid %s, connected from %s since %s)',

@@ -69,6 +69,7 @@ use crate::connect::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, ForeignKey, Index, ObjectSchema, References, Schema, SourceInfo, TableRef, Unique};
 use crate::row::RowShape;
+use crate::shard::{Range, Shard};
 use crate::value::{self, Codec, Value, ValueRef};
 
 /// How a column is read: what to select, and how its COPY text becomes a stream value.
@@ -787,6 +788,7 @@ impl Source for PgSource {
             kind: "postgres".into(),
             address: self.address.redacted.clone(),
             selection: None,
+            shard: None,
         }
     }
 
@@ -987,6 +989,74 @@ impl Source for PgSource {
 
     fn changes(&mut self) -> Option<&mut dyn crate::connect::ChangeSource> {
         Some(self)
+    }
+
+    fn shard_range(&mut self, plan: &StreamPlan, shard: Shard) -> Result<(Range, Option<String>)> {
+        self.snapshot()?;
+        let stream = &plan.schema.stream;
+        let t = crate::connect::discovered(&self.tables, &self.address.redacted, stream)?.clone();
+        let Some(col) = t.key.first().map(|&i| t.columns[i].clone()) else {
+            let whole = shard.n == 1 || shard.owns_whole(stream);
+            let range = if whole { Range::All } else { Range::Nothing };
+            let cond = range.condition(&|c| quote(c), &|_| String::new());
+            return Ok((range, cond));
+        };
+        let mut order = PgKeyOrder {
+            source: self,
+            table: t.qualified(),
+            column: col.clone(),
+            filter: plan.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default(),
+            what: format!("splitting {stream} into shards"),
+            counted: None,
+        };
+        let range = crate::connect::shard_range_of(&col.name, shard, &mut order)?;
+        let cond = range.condition(&|c| quote(c), &|v| key_literal(v, &col));
+        Ok((range, cond))
+    }
+}
+
+/// A table's first key column, read for a shard's bounds (in the column's own order and
+/// collation, the one the shard's condition compares in).
+struct PgKeyOrder<'s> {
+    source: &'s mut PgSource,
+    table: String,
+    column: PgColumn,
+    /// ` AND (--where)`, or nothing.
+    filter: String,
+    what: String,
+    /// Rows with a key, once counted (a count reads the whole table).
+    counted: Option<u64>,
+}
+
+impl crate::connect::KeyOrder for PgKeyOrder<'_> {
+    fn ends(&mut self) -> Result<Option<(Value, Value)>> {
+        let (c, table, filter) = (quote(&self.column.name), &self.table, &self.filter);
+        if self.column.kind != Kind::Int {
+            // Not integers: the bounds come from row positions, once there are rows.
+            return Ok((self.count()? > 0).then_some((Value::Null, Value::Null)));
+        }
+        let sql = format!("SELECT min({c})::int8, max({c})::int8 FROM {table} WHERE {c} IS NOT NULL{filter}");
+        let r = self.source.query(&self.what, &sql, &[])?;
+        let (min, max): (Option<i64>, Option<i64>) = (r[0].get(0), r[0].get(1));
+        Ok(min.zip(max).map(|(a, b)| (Value::Integer(a), Value::Integer(b))))
+    }
+
+    fn count(&mut self) -> Result<u64> {
+        if let Some(n) = self.counted {
+            return Ok(n);
+        }
+        let (c, table, filter) = (quote(&self.column.name), &self.table, &self.filter);
+        let sql = format!("SELECT count({c}) FROM {table} WHERE {c} IS NOT NULL{filter}");
+        let n: i64 = self.source.query(&self.what, &sql, &[])?[0].get(0);
+        self.counted = Some(n as u64);
+        Ok(n as u64)
+    }
+
+    fn at(&mut self, position: u64) -> Result<Option<Value>> {
+        let (c, table, filter) = (quote(&self.column.name), &self.table, &self.filter);
+        let sql = format!("SELECT {c}::text FROM {table} WHERE {c} IS NOT NULL{filter} ORDER BY {c} OFFSET $1 LIMIT 1");
+        let r = self.source.query(&self.what, &sql, &[&(position as i64)])?;
+        Ok(r.first().map(|r| Value::text(r.get::<_, String>(0).as_str())))
     }
 }
 

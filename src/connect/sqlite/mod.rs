@@ -124,6 +124,7 @@ mod tests {
             source_kind: None,
             journal: true,
             naive_utc: false,
+            shard: None,
         };
         let lookup = |target: &mut SqliteTarget, schema: &str, keys: &[&[Value]]| {
             let schema: Schema = serde_json::from_str(schema).unwrap();

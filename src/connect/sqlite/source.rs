@@ -19,7 +19,9 @@ use crate::connect::{RowAccess, Selection, Source, StreamPlan};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::{Bookmark, ObjectSchema, Schema, SourceInfo, SqliteTable, TableRef};
 use crate::row::RowShape;
+use crate::shard::{Range, Shard};
 use crate::value::{self, Value, ValueRef};
+use rusqlite::OptionalExtension as _;
 
 pub(crate) struct SqliteSource {
     conn: Connection,
@@ -235,6 +237,7 @@ impl Source for SqliteSource {
             kind: "sqlite".into(),
             address: self.address.clone(),
             selection: None,
+            shard: None,
         }
     }
 
@@ -313,6 +316,93 @@ impl Source for SqliteSource {
 
     fn changes(&mut self) -> Option<&mut dyn crate::connect::ChangeSource> {
         Some(self)
+    }
+
+    fn shard_range(&mut self, plan: &StreamPlan, shard: Shard) -> Result<(Range, Option<String>)> {
+        self.snapshot()?;
+        let t = crate::connect::discovered(&self.tables, &self.address, &plan.schema.stream)?;
+        let Some(column) = t.pk.first() else {
+            let whole = shard.n == 1 || shard.owns_whole(&plan.schema.stream);
+            let range = if whole { Range::All } else { Range::Nothing };
+            let cond = range.condition(&|c| quote(c), &sqlite_literal);
+            return Ok((range, cond));
+        };
+        let mut order = SqliteKeyOrder {
+            conn: &self.conn,
+            table: format!("main.{}", quote(&t.name)),
+            column: quote(column),
+            filter: plan.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default(),
+            what: format!("{}: splitting table {} into shards", self.address, t.name),
+        };
+        let range = crate::connect::shard_range_of(column, shard, &mut order)?;
+        let cond = range.condition(&|c| quote(c), &sqlite_literal);
+        Ok((range, cond))
+    }
+}
+
+/// A table's first key column, read for a shard's bounds.
+struct SqliteKeyOrder<'c> {
+    conn: &'c Connection,
+    table: String,
+    /// Quoted.
+    column: String,
+    /// ` AND (--where)`, or nothing.
+    filter: String,
+    what: String,
+}
+
+impl SqliteKeyOrder<'_> {
+    /// The first row of a query on the column's rows that have one, as values.
+    fn first(&self, select: &str, tail: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<Value>> {
+        let (c, table, filter) = (&self.column, &self.table, &self.filter);
+        let sql = format!("SELECT {select} FROM {table} WHERE {c} IS NOT NULL{filter}{tail}");
+        self.conn
+            .query_row(&sql, params, |r| {
+                Ok((0..r.as_ref().column_count())
+                    .map(|i| r.get_ref(i).map(|v| from_sql(v).to_owned()).unwrap_or(Value::Null))
+                    .collect())
+            })
+            .optional()
+            .ctx(ErrorKind::Source, || self.what.clone())
+            .map(Option::unwrap_or_default)
+    }
+}
+
+impl crate::connect::KeyOrder for SqliteKeyOrder<'_> {
+    fn ends(&mut self) -> Result<Option<(Value, Value)>> {
+        let c = &self.column;
+        Ok(match self.first(&format!("min({c}), max({c})"), "", &[])?.as_slice() {
+            [Value::Null, _] => None,
+            [a, b] => Some((a.clone(), b.clone())),
+            _ => None,
+        })
+    }
+
+    fn count(&mut self) -> Result<u64> {
+        Ok(match self.first(&format!("count({})", self.column), "", &[])?.first() {
+            Some(Value::Integer(n)) => *n as u64,
+            _ => 0,
+        })
+    }
+
+    fn at(&mut self, position: u64) -> Result<Option<Value>> {
+        let tail = format!(" ORDER BY {} LIMIT 1 OFFSET ?", self.column);
+        Ok(self
+            .first(&self.column, &tail, &[&(position as i64)])?
+            .into_iter()
+            .next())
+    }
+}
+
+/// A value as an SQLite literal that reads back as exactly it (text by its bytes).
+pub(crate) fn sqlite_literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(f) if f.is_infinite() => (if *f > 0.0 { "9e999" } else { "-9e999" }).into(),
+        Value::Real(f) => format!("{f:e}"),
+        Value::Text(t) => format!("CAST(X'{}' AS TEXT)", hex::encode(t)),
+        Value::Blob(b) => format!("X'{}'", hex::encode(b)),
     }
 }
 

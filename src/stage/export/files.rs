@@ -96,6 +96,7 @@ pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter
                 kind: "dir".into(),
                 address: format!("dir:{}", root.display()),
                 selection: None,
+                shard: None,
             };
             (info, Some(root), None)
         }
@@ -105,9 +106,14 @@ pub fn run<W: Write>(cfg: &ExportConfig, from: Files<'_>, out: &mut StreamWriter
                 kind: "s3".into(),
                 address: crate::connect::objects::ObjectStore::address(&store),
                 selection: None,
+                shard: None,
             };
             (info, None, Some((store, url.trim_end_matches('/').to_owned())))
         }
+    };
+    let info = SourceInfo {
+        shard: cfg.shard,
+        ..info
     };
     let mut em = begin(cfg, &info, out)?;
     let run_id = em.run_id.clone();
@@ -221,6 +227,13 @@ fn export_tree<W: Write>(
         },
         after.as_deref(),
         |w| {
+            let rel = match &w {
+                Walked::File(e) => &e.rel,
+                Walked::Skipped { rel, .. } | Walked::Problem { rel, .. } => rel,
+            };
+            if cfg.shard.is_some_and(|s| !s.owns_path(rel)) {
+                return Ok(());
+            }
             match w {
                 Walked::File(entry) => {
                     let meta = std::fs::metadata(&entry.abs).ok();
@@ -378,7 +391,9 @@ fn export_bucket<W: Write>(
         extra: Map::new(),
     };
     for o in store.list(16, false)? {
-        if after.as_deref().is_some_and(|a| o.key.as_bytes() <= a) {
+        if after.as_deref().is_some_and(|a| o.key.as_bytes() <= a)
+            || cfg.shard.is_some_and(|s| !s.owns_path(o.key.as_bytes()))
+        {
             continue;
         }
         let Some(sha) = o.sha256 else { continue };

@@ -56,6 +56,8 @@ pub struct ExportConfig {
     pub changes: bool,
     /// With `changes`: go on sending changes as they come, until stopped.
     pub follow: bool,
+    /// Export only this part of every table, or of the files (see [`crate::shard`]).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// The defaults an export has unless told otherwise (the flags' defaults are these).
@@ -89,6 +91,7 @@ impl ExportConfig {
             changes: false,
             follow: false,
             detect_deletes: None,
+            shard: None,
         }
     }
 }

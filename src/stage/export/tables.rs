@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::human::{Progress, Unit};
 use crate::protocol::{Bookmark, Message, Schema, StreamEnd, StreamWriter};
 use crate::row::{RowShape, StreamDigest};
+use crate::shard::Shard;
 use crate::value::{self, Value};
 
 pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Result<ExportOutcome> {
@@ -26,9 +27,15 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
     let mut info = source.info();
     let selection = selection(source.as_mut(), cfg)?;
     info.selection = selection.describe();
+    info.shard = cfg.shard;
 
     // Where to start: fresh, or after the last acknowledged STATE of the last run from here.
     let mut plans = source.discover(&selection)?;
+    if let Some(shard) = cfg.shard {
+        for plan in &mut plans {
+            narrow_to_shard(source.as_mut(), plan, shard)?;
+        }
+    }
     let mut em = begin(cfg, &info, out)?;
     let mut watermarks = HashMap::new();
     if !cfg.incremental.is_empty() {
@@ -101,6 +108,21 @@ pub(super) fn run<W: Write>(cfg: &ExportConfig, out: &mut StreamWriter<W>) -> Re
         "export complete"
     );
     Ok(outcome)
+}
+
+/// A stream's plan narrowed to a shard's part of its table: its range ANDed into the filter, its
+/// estimate a shard's share. The SCHEMA stays the whole table's, so every shard's is the same.
+fn narrow_to_shard(source: &mut dyn connect::Source, plan: &mut connect::StreamPlan, shard: Shard) -> Result<()> {
+    let (range, condition) = source.shard_range(plan, shard)?;
+    tracing::info!(stream = %plan.schema.stream, shard = %shard, range = %range.to_json(), "this shard's part");
+    if let Some(c) = condition {
+        plan.filter = Some(match plan.filter.take() {
+            Some(f) => format!("({f}) AND ({c})"),
+            None => c,
+        });
+        plan.schema.row_estimate = plan.schema.row_estimate.map(|n| n / u64::from(shard.n));
+    }
+    Ok(())
 }
 
 /// The tables to export: the selection, or for an entity export the rows its roots pick out.

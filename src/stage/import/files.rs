@@ -575,6 +575,7 @@ impl<W: Write> Uploader<'_, W> {
                 kind: self.cfg.target.kind().into(),
                 address: self.target.clone(),
                 selection: None,
+                shard: None,
             }),
             started_at: Some(now_rfc3339()),
             extra: Map::new(),

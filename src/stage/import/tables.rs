@@ -98,6 +98,8 @@ struct Importer<'w, W: Write> {
     /// Rows written by the commits acknowledged so far.
     written_committed: u64,
     source_kind: Option<String>,
+    /// The export's shard and the identity its shards share, when it is one.
+    shard: Option<(crate::shard::Shard, String)>,
     /// The latest STATE received, and the STATE lines not yet acknowledged (echoed after the
     /// commit that covers them).
     last_state: Option<(StateValue, String, u64)>,
@@ -183,6 +185,7 @@ pub(super) fn run_counted<R: BufRead, W: Write>(
         last_ack_line: None,
         written_committed: 0,
         source_kind: None,
+        shard: None,
         last_state: None,
         unacked: Vec::new(),
         since_commit: (0, 0, std::time::Instant::now()),
@@ -355,6 +358,7 @@ impl<W: Write> Importer<'_, W> {
             source_kind: self.source_kind.clone(),
             journal: !self.cfg.dry_run && self.checkpoint.is_some() && self.cfg.journal_rows,
             naive_utc: self.cfg.naive_utc,
+            shard: self.shard.clone(),
         }
     }
 
@@ -362,6 +366,10 @@ impl<W: Write> Importer<'_, W> {
         self.began = true;
         self.run_id = begin.run_id.clone();
         self.source = begin.source.as_ref().map(SourceInfo::identity).unwrap_or_default();
+        self.shard = begin
+            .source
+            .as_ref()
+            .and_then(|s| s.shard.map(|k| (k, s.whole_identity())));
         self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
         self.source_kind = begin.source.as_ref().map(|s| s.kind.clone());
         let target = self.target.address();
@@ -440,6 +448,9 @@ impl<W: Write> Importer<'_, W> {
             Journaling::Emptied
         } else if prepared.undo.is_some() {
             Journaling::InTarget
+        } else if self.shard.is_some() {
+            // A table the shards share: undone only as a whole (`ferry rollback` says so).
+            Journaling::Off
         } else if !self.cfg.journal_rows {
             tracing::warn!(stream = %name, "--no-rollback-journal: a rollback of this run cannot undo its rows in the existing table {}", prepared.table);
             Journaling::Off

@@ -300,10 +300,24 @@ fn run_one<W: Write>(
         if cfg.objects_only {
             return Ok(RollbackOutcome::default());
         }
+        let runs = cp.runs()?;
+        let shard = runs
+            .iter()
+            .find(|r| r.run_id == run_id)
+            .and_then(|r| r.source.as_deref())
+            .and_then(|s| s.split_once(" --shard "));
+        if let Some((whole, shard)) = shard {
+            // The shards' rows share tables (one shard made each, the last built its keys):
+            // undoing one shard's journal would drop or empty what the others wrote.
+            return Err(Error::usage(format!(
+                "run {run_id} was shard {shard} of a sharded export of {whole}: its rows share tables with the other shards', \
+                 and one shard cannot be undone alone. Nothing was changed. Re-run the shard to finish it, or undo the whole \
+                 migration by dropping the tables it made (ferry-validate lists them)"
+            )));
+        }
         if cfg.failed_only {
             // A run into tables fails or stops as a whole: kept when it completed.
-            let completed = cp
-                .runs()?
+            let completed = runs
                 .iter()
                 .any(|r| r.run_id == run_id && r.stage == "import" && r.status == RunStatus::Complete);
             if completed {

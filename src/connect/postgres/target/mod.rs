@@ -42,7 +42,7 @@ mod session;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::catalog::{LOCK_HOLDER_SQL, try_lock_sql};
+use super::catalog::{LOCK_HOLDER_SQL, try_lock_shared_sql, try_lock_sql};
 use super::conn::PgAddress;
 use super::copy::{self as pgcopy, Encoder};
 use crate::connect::sql::{conflict_clause, literal, quote};
@@ -153,6 +153,8 @@ pub(crate) struct PgTarget {
     /// A pipelined COMMIT failed for good: nothing of it may be acknowledged.
     commit_failed: bool,
     warnings: Vec<String>,
+    /// The run is one shard of an export: the shard, and the identity its shards share.
+    shard: Option<(crate::shard::Shard, String)>,
 }
 
 impl PgTarget {
@@ -187,6 +189,7 @@ impl PgTarget {
             committing: None,
             commit_failed: false,
             warnings: Vec::new(),
+            shard: None,
         })
     }
 
@@ -196,12 +199,14 @@ impl PgTarget {
         if self.dry_run || self.locked.iter().any(|q| q == qualified) {
             return Ok(());
         }
+        let lock = match self.shard {
+            // The shards of one export write into the table together.
+            Some(_) => try_lock_shared_sql(qualified),
+            None => try_lock_sql(qualified),
+        };
         let got: bool = self
             .rt
-            .block_on(
-                self.client
-                    .query_one(&format!("SELECT {}", try_lock_sql(qualified)), &[]),
-            )
+            .block_on(self.client.query_one(&format!("SELECT {lock}"), &[]))
             .map_err(|e| self.err("locking the table", e))?
             .get(0);
         if !got {
@@ -346,11 +351,63 @@ impl PgTarget {
         if !exists {
             return Ok(false);
         }
+        // A shard's table is made by whichever shard came first; its keys wait for the last.
+        let unfinished = match self.shard {
+            Some(_) => "",
+            None => " AND NOT complete",
+        };
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE source = $1 AND stream = $2 AND pending_ddl IS NOT NULL AND NOT complete)",
-            self.markers_table
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} AND stream = $1 AND pending_ddl IS NOT NULL{unfinished})",
+            self.markers_table,
+            self.whose(source)
         );
-        Ok(self.rows("reading commit markers", &sql, &[&source, &bookmark])?[0].get(0))
+        Ok(self.rows("reading commit markers", &sql, &[&bookmark])?[0].get(0))
+    }
+
+    /// The commit markers of `source`, as a condition: for a shard, those of every shard of its
+    /// export (what waits for the data is recorded by the shard that made the table).
+    fn whose(&self, source: &str) -> String {
+        match &self.shard {
+            Some((_, whole)) => format!("starts_with(source, {})", literal(Some(&format!("{whole} --shard ")))),
+            None => format!("source = {}", literal(Some(source))),
+        }
+    }
+
+    /// Open a transaction holding the lock under which a shard's export builds what waited for
+    /// its data (one shard at a time).
+    fn hold_build_lock(&mut self, whole: &str) -> Result<()> {
+        self.begin()?;
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock(hashtext('ferry-build'), hashtext({}))",
+            literal(Some(whole))
+        );
+        self.with_retry("waiting for another shard building keys", |t| {
+            t.sql(&lock, true).map(|_| ())
+        })
+    }
+
+    /// For a shard: whether every shard of its export has finished `stream` (or, None, every
+    /// stream), asked holding a lock only one shard at a time holds, so exactly one finds them
+    /// all finished and builds what waited (in the transaction this opens). True for a run that
+    /// is not a shard.
+    fn last_shard(&mut self, stream: Option<&str>) -> Result<bool> {
+        let Some((shard, whole)) = self.shard.clone() else {
+            return Ok(true);
+        };
+        self.hold_build_lock(&whole)?;
+        let which = stream.map_or(String::new(), |s| format!(" AND stream = {}", literal(Some(s))));
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT stream FROM {} WHERE {} AND stream <> ''{which}
+                 GROUP BY stream HAVING count(*) FILTER (WHERE complete) < {}) unfinished",
+            self.markers_table,
+            self.whose(""),
+            shard.n
+        );
+        let unfinished: i64 = self.rows("asking whether the other shards are done", &sql, &[])?[0].get(0);
+        if unfinished > 0 {
+            tracing::info!(shard = %shard, stream, "other shards are still loading: the last to finish builds the keys");
+        }
+        Ok(unfinished == 0)
     }
 
     fn set_pending(
@@ -697,7 +754,20 @@ impl Target for PgTarget {
             from_pg,
         };
         // Before it is looked at: two imports must not both find it missing and create it.
+        self.shard = opts.shard.clone();
         self.lock_table(&at.qualified)?;
+        if self.shard.is_some() && !self.dry_run {
+            // Shards hold the lock together: the first to find the table missing creates it
+            // while the others wait here, then find it made.
+            self.begin()?;
+            let wait = format!(
+                "SELECT pg_advisory_xact_lock(hashtext('ferry-create'), hashtext({}))",
+                literal(Some(&at.qualified))
+            );
+            self.with_retry("waiting for another shard creating the table", |t| {
+                t.sql(&wait, true).map(|_| ())
+            })?;
+        }
         let mut prepared = Prepared {
             table: format!("{}.{}", at.pg_schema, at.table),
             sql_name: Some(at.qualified.clone()),
@@ -1002,15 +1072,25 @@ impl Target for PgTarget {
             return Ok(vec![]);
         }
         self.sequences_past_the_data(bookmark_name)?;
+        if !self.last_shard(Some(bookmark_name))? {
+            self.commit_now("committing")?;
+            return Ok(vec![]);
+        }
         let sql = format!(
-            "SELECT pending_ddl FROM {} WHERE source = $1 AND stream = $2",
-            self.markers_table
+            "SELECT pending_ddl FROM {} WHERE {} AND stream = $1 AND pending_ddl IS NOT NULL",
+            self.markers_table,
+            self.whose(source)
         );
         let pending: Option<String> = self
-            .rows("reading deferred constraints", &sql, &[&source, &bookmark_name])?
+            .rows("reading deferred constraints", &sql, &[&bookmark_name])?
             .first()
             .and_then(|r| r.get(0));
-        let Some(pending) = pending else { return Ok(vec![]) };
+        let Some(pending) = pending else {
+            if self.in_tx {
+                self.commit_now("committing")?;
+            }
+            return Ok(vec![]);
+        };
         let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
         if !statements.is_empty() {
             tracing::info!(
@@ -1025,9 +1105,9 @@ impl Target for PgTarget {
             &statements,
         )?;
         let clear = format!(
-            "UPDATE {} SET pending_ddl = NULL WHERE source = {} AND stream = {}",
+            "UPDATE {} SET pending_ddl = NULL WHERE {} AND stream = {}",
             self.markers_table,
-            literal(Some(source)),
+            self.whose(source),
             literal(Some(bookmark_name))
         );
         self.with_retry("recording built indexes", |t| t.sql(&clear, true).map(|_| ()))?;
@@ -1039,25 +1119,46 @@ impl Target for PgTarget {
         if !self.deferred_work_possible()? {
             return Ok(vec![]);
         }
+        if !self.last_shard(None)? {
+            self.commit_now("committing")?;
+            return Ok(vec![]);
+        }
         let sql = format!(
-            "SELECT stream, pending_fk FROM {} WHERE source = $1 AND complete AND pending_fk IS NOT NULL ORDER BY stream",
-            self.markers_table
+            "SELECT stream, pending_fk FROM {} WHERE {} AND complete AND pending_fk IS NOT NULL ORDER BY stream",
+            self.markers_table,
+            self.whose(source)
         );
-        let rows = self.rows("reading deferred foreign keys", &sql, &[&source])?;
+        let rows = self.rows("reading deferred foreign keys", &sql, &[])?;
         let mut done = Vec::new();
         for r in rows {
-            let (stream, fks): (String, String) = (r.get(0), r.get(1));
-            let statements: Vec<String> = serde_json::from_str(&fks).unwrap_or_default();
+            let (stream, mut fks): (String, String) = (r.get(0), r.get(1));
             self.begin()?;
+            if let Some((_, whole)) = self.shard.clone() {
+                // Another shard that found everything finished may have built it meanwhile.
+                self.hold_build_lock(&whole)?;
+                let sql = format!(
+                    "SELECT pending_fk FROM {} WHERE {} AND stream = $1 AND pending_fk IS NOT NULL",
+                    self.markers_table,
+                    self.whose(source)
+                );
+                match self.rows("reading deferred foreign keys", &sql, &[&stream])?.first() {
+                    Some(r) => fks = r.get(0),
+                    None => continue,
+                }
+            }
+            let statements: Vec<String> = serde_json::from_str(&fks).unwrap_or_default();
             done.extend(self.run_deferred(&format!("stream {stream}: foreign keys"), &statements)?);
             let clear = format!(
-                "UPDATE {} SET pending_fk = NULL WHERE source = {} AND stream = {}",
+                "UPDATE {} SET pending_fk = NULL WHERE {} AND stream = {}",
                 self.markers_table,
-                literal(Some(source)),
+                self.whose(source),
                 literal(Some(&stream))
             );
             self.with_retry("recording foreign keys", |t| t.sql(&clear, true).map(|_| ()))?;
             self.commit_now("committing foreign keys")?;
+        }
+        if self.in_tx {
+            self.commit_now("committing")?;
         }
         Ok(done)
     }

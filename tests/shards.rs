@@ -1,0 +1,289 @@
+//! `--shard K/N`: the parts of an export never overlap and together are everything (tables by
+//! key ranges the source computes, files by a hash of their path), and N shards run at once as
+//! separate pipelines into one PostgreSQL and one S3 server, each with its own state file, make
+//! a target the whole-source validation finds equal, with its keys and foreign keys built once.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+
+use crate::common::{self, Dir, pg, s3::S3Server};
+
+/// A source with every kind of key a split meets: integers spread unevenly, text, a composite
+/// key, a nullable SQLite key, no key at all, and a child pointing at its parent.
+const SOURCE_SQL: &str = "
+    CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+      INSERT INTO items SELECT CASE WHEN i % 7 = 0 THEN i * 1000 ELSE i END, 'item ' || i, i / 4.0 FROM n;
+    CREATE TABLE tags (code TEXT PRIMARY KEY, label TEXT);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+      INSERT INTO tags SELECT printf('%s-%04d', char(65 + i % 26), i), 'tag ' || i FROM n;
+    CREATE TABLE pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b));
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+      INSERT INTO pairs SELECT char(97 + i % 3), i, 'p' || i FROM n;
+    CREATE TABLE notes (body TEXT);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)
+      INSERT INTO notes SELECT 'note ' || i FROM n;
+    CREATE TABLE lines (id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items (id), qty INTEGER);
+    INSERT INTO lines SELECT id, id, id % 5 FROM items;
+";
+
+fn source(d: &Dir) -> String {
+    let src = d.db("shop.db");
+    d.open("shop.db").execute_batch(SOURCE_SQL).unwrap();
+    src
+}
+
+/// Each stream's records by key (or, keyless, by the whole record), with how many times they came.
+fn keys_of(stream_lines: &[serde_json::Value]) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for l in stream_lines {
+        match l["type"].as_str() {
+            Some("SCHEMA") => {
+                let k = l["key_properties"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+                    .unwrap_or_default();
+                keys.insert(l["stream"].as_str().unwrap().to_owned(), k);
+            }
+            Some("RECORD") => {
+                let stream = l["stream"].as_str().unwrap();
+                let key = match keys[stream].as_slice() {
+                    [] => l["record"].to_string(),
+                    cols => cols
+                        .iter()
+                        .map(|c| l["record"][c].to_string())
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                };
+                *out.entry(stream.to_owned()).or_default().entry(key).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every shard's stream of `src` (N of them) and the whole export's: each key in exactly one
+/// shard, the union the whole, each shard's STREAM_END counting its own rows.
+fn shards_tile(d: &Dir, src: &str, n: u32) {
+    let whole = d.run("ferry-export", &[src], b"");
+    whole.ok();
+    let whole = keys_of(&whole.lines());
+    let mut union: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for k in 1..=n {
+        let shard = format!("{k}/{n}");
+        let run = d.run("ferry-export", &[src, "--shard", &shard], b"");
+        run.ok();
+        let lines = run.lines();
+        let begin = &lines[0];
+        assert_eq!(begin["source"]["shard"], serde_json::json!({"k": k, "n": n}), "{begin}");
+        let got = keys_of(&lines);
+        for l in lines.iter().filter(|l| l["type"] == "STREAM_END") {
+            let stream = l["stream"].as_str().unwrap();
+            let rows: u32 = got.get(stream).map_or(0, |m| m.values().sum());
+            assert_eq!(l["rows"], rows, "shard {shard}, {stream}");
+        }
+        for (stream, keys) in got {
+            for (key, count) in keys {
+                *union.entry(stream.clone()).or_default().entry(key).or_default() += count;
+            }
+        }
+    }
+    assert_eq!(union, whole, "the shards together are the whole export, each key once");
+}
+
+#[test]
+fn sqlite_tables_split_into_shards_that_never_overlap_and_together_are_everything() {
+    let d = Dir::new();
+    let src = source(&d);
+    for n in [1, 3, 4] {
+        shards_tile(&d, &src, n);
+    }
+    // Wrong shards are refused before anything is read.
+    for bad in ["0/3", "4/3", "3", "x/y"] {
+        d.run("ferry-export", &[&src, "--shard", bad], b"")
+            .expect_code(2)
+            .stderr_has("--shard");
+    }
+}
+
+#[test]
+fn postgresql_tables_split_into_shards_that_never_overlap_and_together_are_everything() {
+    let d = Dir::new();
+    let src = source(&d);
+    let pg = pg::cluster().database("shards_src");
+    common::all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&pg, "--create"])], b""));
+    shards_tile(&d, &pg, 3);
+}
+
+/// N pipelines `ferry-export SRC --shard K/N | ferry-import DST ARGS --state sK.db` at once; each
+/// one's import stderr once all have ended (asserting every stage exited 0).
+fn run_shards(d: &Dir, src: &str, dst: &str, n: u32, import_args: &[&str]) -> Vec<String> {
+    let mut running: Vec<(Child, Child)> = Vec::new();
+    for k in 1..=n {
+        let (shard, state) = (format!("{k}/{n}"), format!("shard-{k}.db"));
+        let mut export = d
+            .cmd("ferry-export", &[src, "--shard", &shard, "--state", &state])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut args = vec![dst, "--state", &state];
+        args.extend_from_slice(import_args);
+        let import = d
+            .cmd("ferry-import", &args)
+            .stdin(export.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        running.push((export, import));
+    }
+    let mut stderrs = Vec::new();
+    for (k, (export, import)) in running.into_iter().enumerate() {
+        let (e, i) = (export.wait_with_output().unwrap(), import.wait_with_output().unwrap());
+        let said = format!(
+            "shard {}: export {:?}: {}\nimport {:?}: {}",
+            k + 1,
+            e.status,
+            String::from_utf8_lossy(&e.stderr),
+            i.status,
+            String::from_utf8_lossy(&i.stderr)
+        );
+        assert!(e.status.success() && i.status.success(), "{said}");
+        stderrs.push(said);
+    }
+    stderrs
+}
+
+#[test]
+fn shards_loaded_at_once_into_one_postgresql_make_the_whole_with_its_keys_built_once() {
+    let d = Dir::new();
+    let src = source(&d);
+    let dst = pg::cluster().database("shards_dst");
+    let said = run_shards(&d, &src, &dst, 3, &["--create"]).join("\n");
+    // One shard made each table, one (the last to finish it) built its key, one its foreign key.
+    for once in [
+        "created table stream=main.items",
+        r#"ALTER TABLE "public"."items" ADD PRIMARY KEY ("id")"#,
+        r#"ADD CONSTRAINT "lines_item_id_fkey" FOREIGN KEY"#,
+    ] {
+        assert_eq!(said.matches(once).count(), 1, "{once}:\n{said}");
+    }
+
+    // The whole source against the target: every row, key and reference.
+    let v = d.run("ferry-validate", &[&src, &dst], b"");
+    v.ok();
+    // The keys and the foreign key were built, once, after every shard's rows were in.
+    let mut c = pg::connect(&dst);
+    let constraints: Vec<(String, String)> = c
+        .query(
+            "SELECT conrelid::regclass::text, contype::text FROM pg_constraint
+             WHERE connamespace = 'public'::regnamespace AND contype IN ('p', 'f')
+               AND conrelid::regclass::text NOT LIKE '\\_ferry%' ORDER BY 1, 2",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("items", "p"),
+        ("lines", "f"),
+        ("lines", "p"),
+        ("pairs", "p"),
+        ("tags", "p"),
+    ]
+    .iter()
+    .map(|(t, k)| (t.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(constraints, want);
+    let pending: i64 = c
+        .query_one(
+            "SELECT count(*) FROM _ferry_commits WHERE pending_ddl IS NOT NULL OR pending_fk IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0, "nothing left waiting");
+    // The application's next item takes a number past every loaded one.
+    let next: i64 = c
+        .query_one("INSERT INTO items (name) VALUES ('new') RETURNING id", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 19_999_001, "past the largest loaded id, 19999 * 1000");
+    c.batch_execute("DELETE FROM items WHERE name = 'new'").unwrap();
+
+    // `ferry status` over the shards' state files sums them.
+    let status = d.run("ferry", &["status", "--state", "shard-*.db", "--json"], b"");
+    status.ok();
+    let lines = status.lines();
+    let total = lines.iter().find(|l| l["type"] == "TOTAL").unwrap();
+    assert_eq!(total["state_files"], 3);
+    let rows: i64 = [20_000, 400, 300, 50, 20_000].iter().sum();
+    assert_eq!(total["total"]["rows_written"], rows, "{}", status.stdout());
+    assert_eq!(total["total"]["statuses"]["complete"], 3);
+    let table = d.run(
+        "ferry",
+        &[
+            "status",
+            "--state",
+            "shard-1.db",
+            "--state",
+            "shard-2.db",
+            "--state",
+            "shard-3.db",
+        ],
+        b"",
+    );
+    table.ok();
+    assert!(
+        table.stdout().contains("total of 3 state files: 3 runs (3 complete)"),
+        "{}",
+        table.stdout()
+    );
+
+    // A shard cannot be undone alone (its rows share tables with the others'): refused, nothing changed.
+    let r = d.run(
+        "ferry",
+        &["rollback", "--state", "shard-2.db", "--last", "--confirm"],
+        b"",
+    );
+    r.expect_code(2).stderr_has("shard 2/3");
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+
+    // Run again, the shards find their work done.
+    run_shards(&d, &src, &dst, 3, &["--create"]);
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+}
+
+#[test]
+fn file_shards_uploaded_at_once_into_one_bucket_make_the_whole_tree() {
+    let d = Dir::new();
+    let s3 = S3Server::start(&d.path("s3-root"), "media");
+    for (k, v) in s3.env() {
+        d.set_env(k, &v);
+    }
+    let tree = d.path("tree");
+    for i in 0..90 {
+        common::write_file(
+            &tree,
+            format!("d{}/f{i}.bin", i % 4),
+            format!("file {i}").repeat(i + 1).as_bytes(),
+        );
+    }
+    let src = format!("dir:{}", tree.display());
+    let stderrs = run_shards(&d, &src, "s3://media/m", 3, &[]);
+    // Each shard sent its own part.
+    for s in &stderrs {
+        assert!(!s.contains("files=90"), "{s}");
+    }
+    d.run("ferry-validate", &[&src, "s3://media/m"], b"").ok();
+    let status = d.run("ferry", &["status", "--state", "shard-*.db", "--json"], b"");
+    status.ok();
+    let total = status.lines().into_iter().find(|l| l["type"] == "TOTAL").unwrap();
+    assert_eq!(total["total"]["statuses"]["complete"], 3, "{}", status.stdout());
+}
