@@ -104,6 +104,7 @@ fn edge_values_survive_exactly() {
         schema: None,
         s3: Default::default(),
         deep: false,
+        shard: None,
     };
     let mut w = StreamWriter::new(Vec::new());
     let report = validate::run(&cfg, &b""[..], &mut w).unwrap();

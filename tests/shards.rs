@@ -117,6 +117,10 @@ fn postgresql_tables_split_into_shards_that_never_overlap_and_together_are_every
     let pg = pg::cluster().database("shards_src");
     common::all_ok(&d.pipe(&[("ferry-export", &[&src]), ("ferry-import", &[&pg, "--create"])], b""));
     shards_tile(&d, &pg, 3);
+    // Shards of a validation split text keys by their bytes on both sides: PostgreSQL's parts
+    // of each table are SQLite's.
+    let reports = validate_shards(&d, &pg, &src, 3);
+    merge(&d, &reports).ok();
 }
 
 /// N pipelines `ferry-export SRC --shard K/N | ferry-import DST ARGS --state sK.db` at once; each
@@ -157,6 +161,30 @@ fn run_shards(d: &Dir, src: &str, dst: &str, n: u32, import_args: &[&str]) -> Ve
         stderrs.push(said);
     }
     stderrs
+}
+
+/// `ferry-validate --merge REPORTS...`.
+fn merge(d: &Dir, reports: &[String]) -> common::Run {
+    let mut args = vec!["--merge"];
+    args.extend(reports.iter().map(String::as_str));
+    d.run("ferry-validate", &args, b"")
+}
+
+/// `ferry-validate SRC DST --shard K/N --report vK.json` for every K (each passing); the reports.
+fn validate_shards(d: &Dir, src: &str, dst: &str, n: u32) -> Vec<String> {
+    (1..=n)
+        .map(|k| {
+            let report = format!("v{k}.json");
+            let shard = format!("{k}/{n}");
+            let v = d.run(
+                "ferry-validate",
+                &[src, dst, "--shard", &shard, "--report", &report],
+                b"",
+            );
+            v.ok();
+            report
+        })
+        .collect()
 }
 
 #[test]
@@ -246,6 +274,41 @@ fn shards_loaded_at_once_into_one_postgresql_make_the_whole_with_its_keys_built_
         table.stdout()
     );
 
+    // Each shard proves its part; merged, the parts prove the whole.
+    let reports = validate_shards(&d, &src, &dst, 3);
+    let merged = merge(&d, &reports);
+    merged.ok();
+    let summary = merged.lines().pop().unwrap();
+    assert_eq!(summary["status"], "pass", "{}", merged.stdout());
+    assert_eq!(summary["rows_source"], rows);
+    // Two shards of three prove nothing about the third's part.
+    let two = d.run("ferry-validate", &["--merge", &reports[0], &reports[2]], b"");
+    two.expect_code(1);
+    assert!(two.stdout().contains("no report for shard 2/3"), "{}", two.stdout());
+    // A row changed in the target's part of shard 2: that shard fails, and so does the whole.
+    c.batch_execute("UPDATE tags SET label = 'changed' WHERE code = (SELECT min(code COLLATE \"C\") FROM tags WHERE code COLLATE \"C\" >= 'J')")
+        .unwrap();
+    let v2 = d.run(
+        "ferry-validate",
+        &[&src, &dst, "--shard", "2/3", "--report", "v2.json"],
+        b"",
+    );
+    v2.expect_code(1);
+    assert!(v2.stdout().contains(r#""kind":"changed""#), "{}", v2.stdout());
+    for k in [1, 3] {
+        d.run("ferry-validate", &[&src, &dst, "--shard", &format!("{k}/3")], b"")
+            .ok();
+    }
+    let failed = merge(&d, &reports);
+    failed.expect_code(1);
+    assert!(
+        failed.stdout().contains("shard 2/3 did not pass"),
+        "{}",
+        failed.stdout()
+    );
+    c.batch_execute("UPDATE tags SET label = 'tag ' || substr(code, 3)::int WHERE label = 'changed'")
+        .unwrap();
+
     // A shard cannot be undone alone (its rows share tables with the others'): refused, nothing changed.
     let r = d.run(
         "ferry",
@@ -282,6 +345,8 @@ fn file_shards_uploaded_at_once_into_one_bucket_make_the_whole_tree() {
         assert!(!s.contains("files=90"), "{s}");
     }
     d.run("ferry-validate", &[&src, "s3://media/m"], b"").ok();
+    let reports = validate_shards(&d, &src, "s3://media/m", 3);
+    merge(&d, &reports).ok();
     let status = d.run("ferry", &["status", "--state", "shard-*.db", "--json"], b"");
     status.ok();
     let total = status.lines().into_iter().find(|l| l["type"] == "TOTAL").unwrap();

@@ -30,6 +30,10 @@ Examples:
   # Files: every file in the bucket (or directory) under its key, same size and SHA-256
   ferry-validate dir:/srv/media s3://bucket/media --endpoint https://ACCOUNT_ID.r2.cloudflarestorage.com
 
+  # A sharded migration: each shard proves its part, then one verdict for the whole
+  ferry-validate postgres://app@old/app postgres://app@new/app --shard 2/4 --report v2.json
+  ferry-validate --merge v1.json v2.json v3.json v4.json
+
 Compares row counts, primary keys (not null, unique), unique constraints, foreign keys, and every
 row (an ordered merge of row hashes in key order): each key that differs is listed as missing,
 extra, changed or duplicate. Findings go to stdout as NDJSON, a summary table to stderr.
@@ -43,8 +47,17 @@ Exit status: 0 equal, 1 different (or not everything could be verified), 2 error
 pub struct ValidateArgs {
     /// SOURCE TARGET; or TARGET alone (the stream on stdin is the source); or STREAM alone
     /// (a .ndjson file, or - for stdin, checked on its own)
-    #[arg(num_args = 1..=2, required = true, value_name = "STORE")]
+    #[arg(num_args = 1..=2, required_unless_present = "merge", value_name = "STORE")]
     pub stores: Vec<String>,
+    /// Compare only part K of N: each table's K-th key range (as `ferry-export --shard K/N`
+    /// splits it) on both sides, or the files whose path hashes to K. Save each shard's
+    /// --report and give them all to --merge for the verdict on the whole
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::Shard>,
+    /// One verdict from every shard's report: passes only when each shard 1..N passed, once,
+    /// against the same source and target, and their parts tile every table
+    #[arg(long, value_name = "REPORT", num_args = 1.., conflicts_with_all = ["stores", "shard"])]
+    pub merge: Vec<PathBuf>,
     /// Compare only this table (repeatable)
     #[arg(long = "table", value_name = "TABLE")]
     pub tables: Vec<String>,
@@ -108,6 +121,7 @@ impl ValidateArgs {
                 region: self.region.clone(),
             },
             deep: self.deep,
+            shard: self.shard,
         })
     }
 }
@@ -122,6 +136,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
+    if !args.merge.is_empty() {
+        return merge(args, closing);
+    }
     let cfg = args.config()?;
     let input = crate::protocol::reader::ReadAhead::stdin(1 << 20, 8);
     let mut out = StreamWriter::stdout()?;
@@ -140,6 +157,54 @@ fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
         Verdict::Fail | Verdict::Error => "DIFFERENT",
     });
     Ok(if report.passed() {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Differences
+    })
+}
+
+/// `--merge`: the shards' reports as one verdict, a SUMMARY on stdout and a table on stderr.
+fn merge(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
+    let m = validate::shards::merge(&args.merge)?;
+    let mut out = StreamWriter::stdout()?;
+    let summary = serde_json::json!({
+        "type": "SUMMARY",
+        "status": m.status,
+        "source": m.source,
+        "target": m.target,
+        "shards": m.shards,
+        "rows_source": m.streams.values().map(|r| r.0).sum::<u64>(),
+        "rows_target": m.streams.values().map(|r| r.1).sum::<u64>(),
+        "problems": m.problems,
+    });
+    out.write_json(&summary, crate::protocol::Kind::End)?;
+    out.flush()?;
+    if !args.log.quiet && args.log.log_format == super::LogFormat::Text {
+        let rows: Vec<Vec<String>> = m
+            .streams
+            .iter()
+            .map(|(s, (a, b))| vec![s.clone(), a.to_string(), b.to_string()])
+            .collect();
+        let mut text = format!(
+            "ferry-validate --merge: {} shards of {} -> {}\n",
+            m.shards, m.source, m.target
+        );
+        text.push_str(&human::table(&["stream", "source", "target"], &rows));
+        for p in &m.problems {
+            text.push_str(&format!("problem: {p}\n"));
+        }
+        text.push_str(if m.problems.is_empty() {
+            "result: EQUAL (every shard passed, and together they cover every table)"
+        } else {
+            "result: NOT PROVED EQUAL"
+        });
+        human::say(&text);
+    }
+    closing
+        .count("shards", args.merge.len() as u64)
+        .count("problems", m.problems.len() as u64);
+    closing.verdict(if m.problems.is_empty() { "EQUAL" } else { "DIFFERENT" });
+    Ok(if m.problems.is_empty() {
         ExitStatus::Ok
     } else {
         ExitStatus::Differences

@@ -13,6 +13,7 @@ use crate::canon::Canon;
 use crate::error::{Context, ErrorKind, Result};
 use crate::protocol::{ForeignKey, Index, Schema, Unique};
 use crate::row::RowHash;
+use crate::shard::Range;
 use crate::value::Value;
 
 /// One row as the merge sees it: its canonical key, its hash, its input line (a stream's), and
@@ -86,6 +87,21 @@ pub(crate) trait Comparable {
     fn counters(&self, _table: &str) -> Result<Vec<Counter>> {
         Ok(vec![])
     }
+    /// A shard's range of `table` (see [`crate::shard`]) as a condition in this store's SQL, text
+    /// compared by its bytes (None: every row).
+    fn range_condition(&self, table: &str, range: &Range) -> Result<Option<String>>;
+    /// The rows of the table expression `expr` that meet `cond`, as a table expression of their
+    /// own (a temporary view, gone with the connection).
+    fn restricted(&self, expr: &str, cond: &str) -> Result<String>;
+}
+
+/// A name for a temporary view, unique in this process.
+pub(crate) fn view_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "ferry_shard_{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 impl dyn Comparable + '_ {

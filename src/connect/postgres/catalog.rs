@@ -80,3 +80,41 @@ pub(crate) fn list_tables(
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
+
+/// Whether a column of type `t` (as `format_type` writes it) holds text, which a shard's range
+/// compares by its bytes (`COLLATE "C"`, SQLite's order) so every store splits it alike.
+pub(crate) fn text_like(t: &str) -> bool {
+    [
+        "text",
+        "character varying",
+        "character",
+        "varchar",
+        "char",
+        "citext",
+        "name",
+    ]
+    .iter()
+    .any(|p| t == *p || t.starts_with(&format!("{p}(")))
+}
+
+/// A column in a shard's range condition: text in byte order.
+pub(crate) fn in_byte_order(quoted: &str, t: &str) -> String {
+    if text_like(t) {
+        format!("{quoted} COLLATE \"C\"")
+    } else {
+        quoted.to_owned()
+    }
+}
+
+/// A shard's bound as a literal for a column of type `t`.
+pub(crate) fn literal_of(v: &crate::value::Value, t: &str) -> String {
+    use crate::value::Value;
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(f) => format!("{f:e}::float8"),
+        Value::Blob(b) => format!("'\\x{}'::bytea", hex::encode(b)),
+        Value::Text(b) if text_like(t) => literal(Some(&String::from_utf8_lossy(b))),
+        Value::Text(b) => format!("{}::{t}", literal(Some(&String::from_utf8_lossy(b)))),
+    }
+}

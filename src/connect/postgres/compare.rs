@@ -5,10 +5,11 @@
 use super::conn::{PgAddress, pg_error};
 use super::read::PgConn;
 use crate::canon::Canon;
-use crate::connect::compare::{Comparable, Counter, Described, RowSink, Scan, duplicates_sql};
+use crate::connect::compare::{Comparable, Counter, Described, RowSink, Scan, duplicates_sql, view_name};
 use crate::connect::sql::{literal, quote};
 use crate::connect::table_name_for;
 use crate::error::{Error, ErrorKind, Result};
+use crate::shard::Range;
 use crate::value::Value;
 
 /// A PostgreSQL database a validation reads.
@@ -40,6 +41,27 @@ impl PgTables {
 }
 
 impl Comparable for PgTables {
+    fn range_condition(&self, table: &str, range: &Range) -> Result<Option<String>> {
+        let types = self.describe(table)?.map(|d| d.columns).unwrap_or_default();
+        let type_of = |c: &str| types.iter().find(|(n, _)| n == c).map_or("text", |(_, t)| t.as_str());
+        let Range::Keys { column, .. } = range else {
+            return Ok(range.condition(&|c| quote(c), &|_| String::new()));
+        };
+        let t = type_of(column);
+        Ok(range.condition(&|c| super::catalog::in_byte_order(&quote(c), t), &|v| {
+            super::catalog::literal_of(v, t)
+        }))
+    }
+
+    fn restricted(&self, expr: &str, cond: &str) -> Result<String> {
+        let view = view_name();
+        let sql = format!("CREATE TEMP VIEW {view} AS SELECT * FROM {expr} WHERE {cond}");
+        self.client
+            .batch_execute(&sql)
+            .map_err(|e| self.pg_err(&format!("validating: {sql}"), e))?;
+        Ok(format!("pg_temp.{view}"))
+    }
+
     fn address(&self) -> &str {
         &self.address
     }

@@ -1010,7 +1010,10 @@ impl Source for PgSource {
             counted: None,
         };
         let range = crate::connect::shard_range_of(&col.name, shard, &mut order)?;
-        let cond = range.condition(&|c| quote(c), &|v| key_literal(v, &col));
+        // Text in byte order, as every store compares a shard's bounds.
+        let cond = range.condition(&|c| super::catalog::in_byte_order(&quote(c), &col.sql_type), &|v| {
+            key_literal(v, &col)
+        });
         Ok((range, cond))
     }
 }
@@ -1054,7 +1057,9 @@ impl crate::connect::KeyOrder for PgKeyOrder<'_> {
 
     fn at(&mut self, position: u64) -> Result<Option<Value>> {
         let (c, table, filter) = (quote(&self.column.name), &self.table, &self.filter);
-        let sql = format!("SELECT {c}::text FROM {table} WHERE {c} IS NOT NULL{filter} ORDER BY {c} OFFSET $1 LIMIT 1");
+        let order = super::catalog::in_byte_order(&c, &self.column.sql_type);
+        let sql =
+            format!("SELECT {c}::text FROM {table} WHERE {c} IS NOT NULL{filter} ORDER BY {order} OFFSET $1 LIMIT 1");
         let r = self.source.query(&self.what, &sql, &[&(position as i64)])?;
         Ok(r.first().map(|r| Value::text(r.get::<_, String>(0).as_str())))
     }

@@ -4,9 +4,12 @@
 use rusqlite::Connection;
 
 use super::{catalog, from_sql};
-use crate::connect::compare::{Comparable, Counter, Described, MergeRow, RowSink, Scan, TableMeta, duplicates_sql};
+use crate::connect::compare::{
+    Comparable, Counter, Described, MergeRow, RowSink, Scan, TableMeta, duplicates_sql, view_name,
+};
 use crate::connect::sql::{literal, quote};
 use crate::error::{Context, Error, ErrorKind, Result};
+use crate::shard::Range;
 use crate::value::Value;
 
 /// An SQLite database a validation reads.
@@ -29,6 +32,19 @@ impl SqliteTables {
 }
 
 impl Comparable for SqliteTables {
+    fn range_condition(&self, _table: &str, range: &Range) -> Result<Option<String>> {
+        Ok(range.condition(&|c| quote(c), &super::source::sqlite_literal))
+    }
+
+    fn restricted(&self, expr: &str, cond: &str) -> Result<String> {
+        let view = view_name();
+        let sql = format!("CREATE TEMP VIEW {view} AS SELECT * FROM {expr} WHERE {cond}");
+        self.conn
+            .execute_batch(&sql)
+            .ctx(ErrorKind::Source, || format!("{}: validating: {sql}", self.address))?;
+        Ok(format!("temp.{view}"))
+    }
+
     fn address(&self) -> &str {
         &self.address
     }

@@ -22,6 +22,7 @@ use crate::address::Address;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity, Summary, Verdict};
 use crate::protocol::{FileMsg, Kind, StreamReader, StreamWriter, now_rfc3339};
+use crate::shard::Shard;
 use crate::tree::{self, WalkOptions, Walked};
 
 /// What one side says of a file.
@@ -52,11 +53,18 @@ pub(super) fn applies(cfg: &ValidateConfig) -> bool {
 }
 
 /// `md5`: compute each file's MD5 in the same read, for a bucket's ETags.
-fn list_dir(root: &Path, jobs: usize, md5: bool) -> Result<Listing> {
+fn list_dir(root: &Path, jobs: usize, md5: bool, shard: Option<Shard>) -> Result<Listing> {
     let root = tree::open_root(root)?;
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     tree::walk(&root, WalkOptions::default(), None, |w| {
+        let rel = match &w {
+            Walked::File(e) => &e.rel,
+            Walked::Problem { rel, .. } | Walked::Skipped { rel, .. } => rel,
+        };
+        if shard.is_some_and(|s| !s.owns_path(rel)) {
+            return Ok(());
+        }
         match w {
             Walked::File(e) => entries.push(e),
             Walked::Problem { rel, message } => problems.push((rel, message)),
@@ -164,7 +172,7 @@ fn side<R: BufRead>(
     cfg: &ValidateConfig,
 ) -> Result<Listing> {
     match addr {
-        Some(Address::Dir(p)) => list_dir(p, 8, matches!(other, Some(Address::S3(_))) && !cfg.deep),
+        Some(Address::Dir(p)) => list_dir(p, 8, matches!(other, Some(Address::S3(_))) && !cfg.deep, cfg.shard),
         Some(Address::Stream(Some(p))) => {
             let f = std::fs::File::open(p).ctx(ErrorKind::Source, || format!("opening {}", p.display()))?;
             list_stream(std::io::BufReader::new(f), cfg.max_line)
@@ -179,6 +187,9 @@ fn side<R: BufRead>(
             let mut files = BTreeMap::new();
             // Objects without the SHA-256 in their metadata are read and hashed (all, when deep).
             for o in store.list(16, cfg.deep)? {
+                if cfg.shard.is_some_and(|s| !s.owns_path(o.key.as_bytes())) {
+                    continue;
+                }
                 let md5 = o.etag.as_deref().and_then(etag_md5);
                 let seen = Seen {
                     size: o.size,
@@ -332,6 +343,10 @@ pub(super) fn run<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mu
             ))
             .into_iter()
             .collect(),
+        shard: cfg.shard.map(|shard| super::ShardPart {
+            shard,
+            ranges: [(stream.to_owned(), json!("hash of the path"))].into(),
+        }),
     };
     let summary = Summary {
         status: report.status,

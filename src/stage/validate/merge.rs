@@ -17,6 +17,7 @@ use crate::connect::table_name_for;
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity};
 use crate::row::RowHash;
+use crate::shard::Range;
 use crate::value::{Value, compare_keys};
 
 /// Compare one stream of the source side with its table in the target.
@@ -28,6 +29,7 @@ pub(super) fn check_stream<W: Write>(
     meta: &TableMeta,
     side: &Side,
     plan: &[(TableMeta, Side)],
+    shard: Option<&Range>,
     sr: &mut StreamReport,
     f: &mut Findings<'_, W>,
     unverified: &mut Vec<String>,
@@ -49,8 +51,13 @@ pub(super) fn check_stream<W: Write>(
     let tcols = described.names();
     let common = columns_compared(stream, table, meta, &tcols, sr, f)?;
     sr.columns_compared = common.clone();
+    // A shard's validation reads its part of the table (the referenced tables stay whole).
+    let texpr = match shard.map(|r| tgt.range_condition(table, r)).transpose()?.flatten() {
+        Some(cond) => tgt.restricted(&tgt.table_expr(table), &cond)?,
+        None => tgt.table_expr(table),
+    };
     let tside = Side::Table {
-        table: tgt.table_expr(table),
+        table: texpr,
         columns: tcols,
     };
     let key: Vec<String> = if meta.key.is_empty() {

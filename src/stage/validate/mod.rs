@@ -21,6 +21,7 @@ mod constraints;
 mod files;
 mod findings;
 mod merge;
+pub mod shards;
 mod spill;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::protocol::side::{FindingKind, Severity, Summary, Verdict};
 use crate::protocol::{Kind, StreamWriter, now_rfc3339};
 use crate::row::{Column, RowShape};
+use crate::shard::{Range, Shard};
 use crate::value::Codec;
 
 #[derive(Debug, Clone)]
@@ -60,6 +62,8 @@ pub struct ValidateConfig {
     pub s3: crate::connect::objects::s3::S3Settings,
     /// Objects: read and hash every object, rather than trust its metadata's SHA-256.
     pub deep: bool,
+    /// Compare only this part of every table (the rows `ferry-export --shard` sends).
+    pub shard: Option<Shard>,
 }
 
 impl ValidateConfig {
@@ -77,6 +81,7 @@ impl ValidateConfig {
             schema: None,
             s3: Default::default(),
             deep: false,
+            shard: None,
         }
     }
 }
@@ -110,6 +115,18 @@ pub struct Report {
     pub findings: BTreeMap<FindingKind, u64>,
     pub unverified: Vec<String>,
     pub notes: Vec<String>,
+    /// A shard's validation: which, and the part of each table it compared (what
+    /// `ferry-validate --merge` checks the shards tile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardPart>,
+}
+
+/// The part of the source one shard's validation compared.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ShardPart {
+    pub shard: Shard,
+    /// Each stream's range (see [`crate::shard::Range::to_json`]).
+    pub ranges: BTreeMap<String, Json>,
 }
 
 impl Report {
@@ -216,6 +233,36 @@ fn run_tables<R: BufRead, W: Write>(cfg: &ValidateConfig, input: R, out: &mut St
     Ok(report)
 }
 
+/// Each stream's range in a shard's validation, as the source computes it for `ferry-export
+/// --shard` (and recorded in the report).
+fn shard_ranges(
+    cfg: &ValidateConfig,
+    shard: Shard,
+    report: &mut Report,
+) -> Result<BTreeMap<String, (Range, Option<String>)>> {
+    let source = match &cfg.source {
+        Some(a @ (Address::Sqlite(_) | Address::Postgres(_))) if cfg.target.is_some() => a,
+        _ => {
+            return Err(Error::usage(
+                "--shard compares a part of two databases: give SOURCE and TARGET (SQLite or PostgreSQL source)",
+            ));
+        }
+    };
+    let mut db = crate::connect::open_source(source)?;
+    let mut ranges = BTreeMap::new();
+    let mut part = ShardPart {
+        shard,
+        ranges: BTreeMap::new(),
+    };
+    for plan in db.discover(&cfg.selection)? {
+        let (range, cond) = db.shard_range(&plan, shard)?;
+        part.ranges.insert(plan.schema.stream.clone(), range.to_json());
+        ranges.insert(plan.schema.stream.clone(), (range, cond));
+    }
+    report.shard = Some(part);
+    Ok(ranges)
+}
+
 /// Why a validation that found no stream to compare fails: what was empty, and what selected.
 fn nothing_compared(cfg: &ValidateConfig, sides: &Sides, report: &Report) -> Error {
     let what = match &sides.stream {
@@ -238,6 +285,8 @@ struct Sides {
     target: Option<Box<dyn Comparable>>,
     source: Option<Box<dyn Comparable>>,
     stream: Option<StreamSide>,
+    /// A shard's validation: each stream's range, and its condition in the source's SQL.
+    ranges: BTreeMap<String, (Range, Option<String>)>,
 }
 
 impl Sides {
@@ -256,6 +305,7 @@ impl Sides {
                 target: None,
                 source: None,
                 stream: Some(side),
+                ranges: BTreeMap::new(),
             })
         };
         let mut sides = match &cfg.source {
@@ -271,10 +321,14 @@ impl Sides {
                     target: None,
                     source: Some(db),
                     stream: None,
+                    ranges: BTreeMap::new(),
                 }
             }
         };
         sides.target = target;
+        if let Some(shard) = cfg.shard {
+            sides.ranges = shard_ranges(cfg, shard, report)?;
+        }
         Ok(sides)
     }
 
@@ -408,8 +462,28 @@ impl Sides {
                 .extend((problems > 0).then(|| format!("{problems} problems in the stream itself")));
         }
         let src = self.source();
+        let range = self.ranges.get(&meta.stream);
+        let restricted = match range {
+            Some((_, Some(cond))) => Side::Table {
+                table: src.restricted(side.table(), cond)?,
+                columns: meta.columns.clone(),
+            },
+            _ => side.clone(),
+        };
+        let side = &restricted;
         match &self.target {
-            Some(tgt) => check_stream(cfg, src, tgt.as_ref(), meta, side, plan, &mut sr, findings, unverified)?,
+            Some(tgt) => check_stream(
+                cfg,
+                src,
+                tgt.as_ref(),
+                meta,
+                side,
+                plan,
+                range.map(|(r, _)| r),
+                &mut sr,
+                findings,
+                unverified,
+            )?,
             None => check_alone(cfg, src, meta, side, plan, &mut sr, findings, unverified)?,
         }
         if let Some(ss) = &self.stream {
