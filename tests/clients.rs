@@ -21,7 +21,7 @@ use crate::common::{Dir, Run, all_ok, write_file};
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/django");
 
 /// The Python of the virtualenv `name` (see `tests/clients/venv.sh`), or None when skipped.
-fn python(name: &str) -> Option<String> {
+pub(crate) fn python(name: &str) -> Option<String> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if !ci && std::env::var("FERRY_SKIP_CLIENTS").is_ok_and(|v| v == "1") {
         eprintln!("SKIPPED: the real-client tests ({name}): FERRY_SKIP_CLIENTS=1");

@@ -352,3 +352,123 @@ fn file_shards_uploaded_at_once_into_one_bucket_make_the_whole_tree() {
     let total = status.lines().into_iter().find(|l| l["type"] == "TOTAL").unwrap();
     assert_eq!(total["total"]["statuses"]["complete"], 3, "{}", status.stdout());
 }
+
+/// Whether GNU parallel is here: CI has it (`.ci/run` installs it); elsewhere its absence skips
+/// the recipe, saying so.
+fn gnu_parallel() -> bool {
+    let here = std::process::Command::new("parallel")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        here || !ci,
+        "GNU parallel is missing (apt-get install parallel; .ci/run does)"
+    );
+    if !here {
+        eprintln!("SKIPPED: the GNU parallel recipe: no `parallel` on this machine");
+    }
+    here
+}
+
+/// The README's recipes, as written: GNU parallel runs `deploy/shard.sh` for each shard (one of
+/// them killed part way first, as a scheduler's retry would find it), the same script under a
+/// Kubernetes index and a Slurm array task id proves each part, and the merge proves the whole.
+#[test]
+fn the_recipes_load_prove_and_merge_shards_and_a_killed_shard_resumes() {
+    if !gnu_parallel() {
+        return;
+    }
+    let d = Dir::new();
+    let src = source(&d);
+    let dst = pg::cluster().database("shards_recipe");
+    let bins = common::bin("ferry").parent().unwrap().display().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/shard.sh");
+    let path = format!("{bins}:{}", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in [
+        ("PATH", path.as_str()),
+        ("FERRY_SOURCE", &src),
+        ("FERRY_TARGET", &dst),
+        ("FERRY_SHARDS", "3"),
+        ("FERRY_STATE_DIR", "state"),
+    ] {
+        d.set_env(k, v);
+    }
+    // Shard 2's first try, killed after its second STATE.
+    std::fs::create_dir_all(d.path("state")).unwrap();
+    d.pipe_killed_after(
+        &[
+            (
+                "ferry-export",
+                &[
+                    &src,
+                    "--shard",
+                    "2/3",
+                    "--state",
+                    "state/shard-2.db",
+                    "--state-every",
+                    "500",
+                ],
+            ),
+            ("ferry-import", &[&dst, "--create", "--state", "state/shard-2.db"]),
+        ],
+        2,
+    );
+    let sh = |cmd: &str| {
+        let r = d.run("/bin/bash", &["-c", cmd], b"");
+        r.ok();
+        r
+    };
+    let load = sh(&format!("parallel --halt now,fail=1 {script} load ::: 1 2 3"));
+    assert!(
+        load.stderr().contains("resuming run"),
+        "shard 2 goes on: {}",
+        load.stderr()
+    );
+    // Validation under the schedulers' own indexes: Kubernetes counts from 0, Slurm from 1.
+    sh(&format!("JOB_COMPLETION_INDEX=0 {script} validate"));
+    sh(&format!("SLURM_ARRAY_TASK_ID=2 {script} validate"));
+    sh(&format!("SLURM_ARRAY_TASK_ID=3 {script} validate"));
+    let merged = sh("ferry-validate --merge state/validate-*.json");
+    assert!(merged.stderr().contains("result: EQUAL"), "{}", merged.stderr());
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+    let status = sh("ferry status --state 'state/shard-*.db'");
+    assert!(
+        status.stdout().contains("total of 3 state files"),
+        "{}",
+        status.stdout()
+    );
+    // A shard loaded again finds its work done.
+    sh(&format!("{script} load 2"));
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
+    // Without a shard number nor a scheduler's index, the script says what it needs.
+    d.run("/bin/bash", &["-c", &format!("{script} load")], b"")
+        .expect_code(2)
+        .stderr_has("give K");
+}
+
+/// The Kubernetes manifests pass the API's schema (strict: no unknown field), and the script
+/// their ConfigMap carries is `deploy/shard.sh`, byte for byte.
+#[test]
+fn the_kubernetes_manifests_are_valid_and_carry_the_tested_script() {
+    let Some(py) = crate::clients::python("recipes") else {
+        return;
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");
+    let d = Dir::new();
+    let validate = std::path::Path::new(&py).with_file_name("kubernetes-validate");
+    let files: Vec<String> = ["ferry-shards.yaml", "ferry-validate.yaml", "ferry-merge.yaml"]
+        .iter()
+        .map(|f| format!("{dir}/{f}"))
+        .collect();
+    let mut args = vec!["--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let v = d.run(validate.to_str().unwrap(), &args, b"");
+    v.ok();
+    assert_eq!(v.stdout().matches("passed for resource").count(), 5, "{}", v.stdout());
+    let extract = "import sys, yaml\nfor doc in yaml.safe_load_all(open(sys.argv[1])):\n    if doc and doc['kind'] == 'ConfigMap':\n        sys.stdout.write(doc['data']['shard.sh'])\n";
+    let carried = d.run(&py, &["-c", extract, &files[0]], b"");
+    carried.ok();
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/shard.sh")).unwrap();
+    assert_eq!(carried.stdout(), script, "the ConfigMap's shard.sh is deploy/shard.sh");
+}
