@@ -193,6 +193,7 @@ fn shards_loaded_at_once_into_one_postgresql_make_the_whole_with_its_keys_built_
     let src = source(&d);
     let dst = pg::cluster().database("shards_dst");
     let said = run_shards(&d, &src, &dst, 3, &["--create"]).join("\n");
+    assert!(!said.contains("deadlock"), "{said}");
     // One shard made each table, one (the last to finish it) built its key, one its foreign key.
     for once in [
         "created table stream=main.items",

@@ -376,6 +376,11 @@ impl PgTarget {
     /// Open a transaction holding the lock under which a shard's export builds what waited for
     /// its data (one shard at a time).
     fn hold_build_lock(&mut self, whole: &str) -> Result<()> {
+        // Waited for holding nothing else: a shard that read a table in its open transaction
+        // while the builder waits to lock that table would deadlock with it.
+        if self.in_tx {
+            self.commit_now("committing")?;
+        }
         self.begin()?;
         let lock = format!(
             "SELECT pg_advisory_xact_lock(hashtext('ferry-build'), hashtext({}))",
@@ -1132,7 +1137,6 @@ impl Target for PgTarget {
         let mut done = Vec::new();
         for r in rows {
             let (stream, mut fks): (String, String) = (r.get(0), r.get(1));
-            self.begin()?;
             if let Some((_, whole)) = self.shard.clone() {
                 // Another shard that found everything finished may have built it meanwhile.
                 self.hold_build_lock(&whole)?;
@@ -1146,6 +1150,7 @@ impl Target for PgTarget {
                     None => continue,
                 }
             }
+            self.begin()?;
             let statements: Vec<String> = serde_json::from_str(&fks).unwrap_or_default();
             done.extend(self.run_deferred(&format!("stream {stream}: foreign keys"), &statements)?);
             let clear = format!(
