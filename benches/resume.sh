@@ -12,13 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-2000000}"
-WORK="$PWD/target/bench/resume"
-mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins --example gen-db >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup resume gen-db
 . benches/lib/pg-cluster.sh
 pg_cluster "$WORK"
 trap pg_stop EXIT

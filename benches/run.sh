@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-1000000 5000000}"
-WORK="$PWD/target/bench"
-mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins --example gen-db >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup "" gen-db
 
 # Peers: DuckDB with its sqlite extension (benches/lib/duckdb.sh); sqlite-utils from PyPI in a
 # private venv (pinned).

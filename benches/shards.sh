@@ -13,13 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-1000000}"
 SHARDS="${SHARDS:-1 2 4}"
-WORK="$PWD/target/bench"
-mkdir -p "$WORK"
-say() { printf '%s\n' "$*" >&2; }
-
-say "building (release)..."
-cargo build --release --locked --bins --example gen-db >&2
-BIN="$PWD/target/release"
+. benches/lib/setup.sh
+bench_setup "" gen-db
 command -v psql > /dev/null || apt-get install -y -q postgresql-client >&2
 . benches/lib/duckdb.sh
 duckdb_setup
