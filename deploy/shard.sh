@@ -28,8 +28,11 @@ mkdir -p "$dir"
 state="$dir/shard-$k.db"
 case $what in
   load)
+    # A retry goes on after what its last try committed.
+    resume=()
+    if [ -f "$state" ]; then resume=(--resume); fi
     # shellcheck disable=SC2086 # FERRY_IMPORT_ARGS is a list of flags
-    ferry-export "$FERRY_SOURCE" --shard "$k/$n" --state "$state" --resume \
+    ferry-export "$FERRY_SOURCE" --shard "$k/$n" --state "$state" "${resume[@]}" \
       | ferry-import "$FERRY_TARGET" --state "$state" ${FERRY_IMPORT_ARGS---create}
     ;;
   validate)

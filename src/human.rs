@@ -2,17 +2,18 @@
 //! allowed to print.
 #![allow(clippy::print_stderr)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
 
 /// Print a message for people on stderr.
 pub(crate) fn say(text: &str) {
-    eprintln!("{text}");
+    // A stderr nobody reads any more (`2>&1 | head`) is no reason to stop: nothing to tell.
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Print an error and its causes on stderr, as `ferry-import: error: ...`.
 pub(crate) fn error(program: &str, text: &str) {
-    eprintln!("{program}: error: {text}");
+    let _ = writeln!(std::io::stderr(), "{program}: error: {text}");
 }
 
 /// Whether stderr is a terminal (progress bars and colour only then).

@@ -59,6 +59,15 @@ impl fmt::Display for Shard {
     }
 }
 
+/// A source identity (`SourceInfo::identity`) split into the identity every shard shares and
+/// the shard (`K/N`), when it names one.
+pub(crate) fn split_identity(identity: &str) -> (&str, Option<&str>) {
+    match identity.rsplit_once(" --shard ") {
+        Some((whole, shard)) => (whole, Some(shard)),
+        None => (identity, None),
+    }
+}
+
 /// The first eight bytes of a SHA-256, as a number: a hash that is the same on every machine
 /// and in every version.
 fn stable_hash(bytes: &[u8]) -> u64 {

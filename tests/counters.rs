@@ -139,3 +139,32 @@ fn an_autoincrement_counter_goes_through_a_rerun_and_a_cutover() {
         .get(0);
     assert_eq!(id, 10, "the first number the source never gave");
 }
+
+/// A table whose data holds the largest id a sequence can give (SQLite's rowid 2^63-1): the
+/// import says the sequence stands at its end and that PostgreSQL, unlike SQLite, cannot number
+/// another row after it; the application's insert indeed fails.
+#[test]
+fn a_sequence_the_data_moved_to_its_end_is_said() {
+    let d = Dir::new();
+    d.open("top.db")
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (9223372036854775807, 'top');")
+        .unwrap();
+    let dst = pg::cluster().database("counters_top");
+    let runs = d.pipe(
+        &[
+            ("ferry-export", &[&d.db("top.db")]),
+            ("ferry-import", &[&dst, "--create"]),
+        ],
+        b"",
+    );
+    common::all_ok(&runs);
+    let said = runs[1].stderr();
+    assert!(said.contains("the largest number its sequence"), "{said}");
+    let e = pg::connect(&dst)
+        .batch_execute("INSERT INTO t (v) VALUES ('next')")
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("reached maximum value"),
+        "{e}"
+    );
+}

@@ -897,3 +897,22 @@ fn a_rollback_leaves_alone_a_row_at_a_key_whose_insert_the_target_refused() {
         ]
     );
 }
+
+/// A plan read only in part (`2>&1 | head -1`): the rollback stops quietly, without a crash,
+/// when its reader goes away.
+#[test]
+fn a_plan_whose_reader_goes_away_ends_without_a_crash() {
+    let d = Dir::new();
+    first_run(&d);
+    let ferry = common::bin("ferry").display().to_string();
+    let r = d.run(
+        "/bin/bash",
+        &[
+            "-c",
+            &format!("'{ferry}' rollback --last 2>&1 | head -1; exit ${{PIPESTATUS[0]}}"),
+        ],
+        b"",
+    );
+    assert_ne!(r.code(), Some(101), "a panic: {}", r.stderr());
+    assert!(!r.stderr().contains("panicked"), "{}", r.stderr());
+}

@@ -126,8 +126,17 @@ fn postgresql_tables_split_into_shards_that_never_overlap_and_together_are_every
 /// N pipelines `ferry-export SRC --shard K/N | ferry-import DST ARGS --state sK.db` at once; each
 /// one's import stderr once all have ended (asserting every stage exited 0).
 fn run_shards(d: &Dir, src: &str, dst: &str, n: u32, import_args: &[&str]) -> Vec<String> {
+    run_some_shards(d, src, dst, n, 1, import_args)
+}
+
+/// Shards `from..=n` of `n`, at once, into `dst` with `--create`.
+fn run_shards_from(d: &Dir, src: &str, dst: &str, n: u32, from: u32) -> Vec<String> {
+    run_some_shards(d, src, dst, n, from, &["--create"])
+}
+
+fn run_some_shards(d: &Dir, src: &str, dst: &str, n: u32, from: u32, import_args: &[&str]) -> Vec<String> {
     let mut running: Vec<(Child, Child)> = Vec::new();
-    for k in 1..=n {
+    for k in from..=n {
         let (shard, state) = (format!("{k}/{n}"), format!("shard-{k}.db"));
         let mut export = d
             .cmd("ferry-export", &[src, "--shard", &shard, "--state", &state])
@@ -147,11 +156,10 @@ fn run_shards(d: &Dir, src: &str, dst: &str, n: u32, import_args: &[&str]) -> Ve
         running.push((export, import));
     }
     let mut stderrs = Vec::new();
-    for (k, (export, import)) in running.into_iter().enumerate() {
+    for (k, (export, import)) in (from..).zip(running) {
         let (e, i) = (export.wait_with_output().unwrap(), import.wait_with_output().unwrap());
         let said = format!(
-            "shard {}: export {:?}: {}\nimport {:?}: {}",
-            k + 1,
+            "shard {k}: export {:?}: {}\nimport {:?}: {}",
             e.status,
             String::from_utf8_lossy(&e.stderr),
             i.status,
@@ -352,6 +360,32 @@ fn file_shards_uploaded_at_once_into_one_bucket_make_the_whole_tree() {
     status.ok();
     let total = status.lines().into_iter().find(|l| l["type"] == "TOTAL").unwrap();
     assert_eq!(total["total"]["statuses"]["complete"], 3, "{}", status.stdout());
+
+    // Each shard's files are its own: one shard is undone alone, its originals found in the
+    // directory, and the validation then misses exactly them.
+    let plan = d.run("ferry", &["rollback", "--state", "shard-1.db", "--last"], b"");
+    plan.ok();
+    let actions: Vec<String> = plan
+        .lines()
+        .iter()
+        .filter(|l| l["type"] == "PLAN")
+        .map(|l| l["action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        !actions.is_empty() && actions.iter().all(|a| a == "delete"),
+        "{}",
+        plan.stdout()
+    );
+    d.run(
+        "ferry",
+        &["rollback", "--state", "shard-1.db", "--last", "--confirm"],
+        b"",
+    )
+    .ok();
+    let v = d.run("ferry-validate", &[&src, "s3://media/m"], b"");
+    v.expect_code(1);
+    let missing = v.lines().into_iter().find(|l| l["type"] == "SUMMARY").unwrap();
+    assert_eq!(missing["findings"]["missing"], actions.len(), "{}", v.stdout());
 }
 
 /// Whether GNU parallel is here: CI has it (`.ci/run` installs it); elsewhere its absence skips
@@ -420,7 +454,7 @@ fn the_recipes_load_prove_and_merge_shards_and_a_killed_shard_resumes() {
         r.ok();
         r
     };
-    let load = sh(&format!("parallel --halt now,fail=1 {script} load ::: 1 2 3"));
+    let load = sh(&format!("parallel -j 3 --halt now,fail=1 {script} load ::: 1 2 3"));
     assert!(
         load.stderr().contains("resuming run"),
         "shard 2 goes on: {}",
@@ -472,4 +506,54 @@ fn the_kubernetes_manifests_are_valid_and_carry_the_tested_script() {
     carried.ok();
     let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/shard.sh")).unwrap();
     assert_eq!(carried.stdout(), script, "the ConfigMap's shard.sh is deploy/shard.sh");
+}
+
+/// A shard killed after it finished a table, run again before the others started: the keys of
+/// that table wait for the other shards (the last to finish builds them), as on a first run.
+#[test]
+fn a_shard_resumed_alone_leaves_the_keys_to_the_last_shard() {
+    let d = Dir::new();
+    let src = source(&d);
+    let dst = pg::cluster().database("shards_resumed");
+    d.pipe_killed_after(
+        &[
+            (
+                "ferry-export",
+                &[&src, "--shard", "1/3", "--state", "shard-1.db", "--state-every", "500"],
+            ),
+            ("ferry-import", &[&dst, "--create", "--state", "shard-1.db"]),
+        ],
+        45,
+    );
+    let mut c = pg::connect(&dst);
+    let complete: i64 = c
+        .query_one(
+            "SELECT count(*) FROM _ferry_commits WHERE stream = 'main.items' AND complete",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(complete, 1, "the kill came after shard 1 finished items");
+    common::all_ok(&d.pipe(
+        &[
+            (
+                "ferry-export",
+                &[&src, "--shard", "1/3", "--state", "shard-1.db", "--resume"],
+            ),
+            ("ferry-import", &[&dst, "--create", "--state", "shard-1.db"]),
+        ],
+        b"",
+    ));
+    let keys = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.items'::regclass AND contype = 'p'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(keys(&mut c), 0, "items' key waits for shards 2 and 3");
+    run_shards_from(&d, &src, &dst, 3, 2);
+    assert_eq!(keys(&mut c), 1, "the last shard built it");
+    d.run("ferry-validate", &[&src, &dst], b"").ok();
 }

@@ -59,7 +59,7 @@ Examples:
 
   # Four shards at once, each its own pipeline and state file (on one machine or four)
   for k in 1 2 3 4; do
-    ferry-export postgres://app@old/app --shard $k/4 --state s$k.db \
+    ferry-export postgres://app@old/app --shard $k/4 --state s$k.db \\
       | ferry-import postgres://app@new/app --create --state s$k.db &
   done; wait
 
@@ -139,10 +139,12 @@ pub struct ExportArgs {
     /// stream ends cleanly, everything so far sent)
     #[arg(long)]
     pub follow: bool,
-    /// Export only part K of N (1 <= K <= N): each table's rows in the K-th of N key ranges
-    /// (by its first key column; a table without a key goes whole to one shard), or the files
-    /// whose path hashes to K. The N parts never overlap and together are everything; give each
-    /// shard its own --state file (see the README's "Beyond one machine")
+    /// Export only part K of N (1 <= K <= N): each table's rows in the K-th of N ranges of its
+    /// first key column (integers in equal steps between the least and greatest value, so keys
+    /// crowded at one end make uneven shards; other keys by row counts), a table without a key
+    /// whole in the shard a hash of its name picks; or the files whose path hashes to K. The N
+    /// parts never overlap and together are everything; give each shard its own --state file
+    /// (see the README's "Beyond one machine")
     #[arg(long, value_name = "K/N", conflicts_with_all = ["changes", "follow", "incremental", "roots"])]
     pub shard: Option<crate::shard::Shard>,
     /// dir: the name of the file stream

@@ -193,18 +193,22 @@ fn merge(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
         for p in &m.problems {
             text.push_str(&format!("problem: {p}\n"));
         }
-        text.push_str(if m.problems.is_empty() {
-            "result: EQUAL (every shard passed, and together they cover every table)"
-        } else {
-            "result: NOT PROVED EQUAL"
+        text.push_str(match m.status {
+            Verdict::Pass => "result: EQUAL (every shard passed, and together they cover every table)",
+            Verdict::Fail => "result: DIFFERENT (a shard found differences: its FINDING lines name them)",
+            _ => "result: NOT VERIFIED (the reports do not prove every part: see the problems above)",
         });
         human::say(&text);
     }
     closing
         .count("shards", args.merge.len() as u64)
         .count("problems", m.problems.len() as u64);
-    closing.verdict(if m.problems.is_empty() { "EQUAL" } else { "DIFFERENT" });
-    Ok(if m.problems.is_empty() {
+    closing.verdict(match m.status {
+        Verdict::Pass => "EQUAL",
+        Verdict::Fail => "DIFFERENT",
+        _ => "NOT VERIFIED",
+    });
+    Ok(if m.status == Verdict::Pass {
         ExitStatus::Ok
     } else {
         ExitStatus::Differences
@@ -234,8 +238,12 @@ pub fn print_summary(r: &Report) {
             ]
         })
         .collect();
+    let shard = r
+        .shard
+        .as_ref()
+        .map_or(String::new(), |p| format!(" (shard {})", p.shard));
     let mut text = format!(
-        "ferry-validate: {} -> {}\n",
+        "ferry-validate: {} -> {}{shard}\n",
         r.source,
         if r.target.is_empty() {
             "(stream alone)"

@@ -415,6 +415,10 @@ pub trait Target {
     fn address(&self) -> String;
     /// Commit markers this target holds for streams of `source`.
     fn markers(&mut self, source: &str) -> Result<HashMap<String, Marker>>;
+    /// The run is one shard of an export (`LoadOptions::shard`), said before anything else is
+    /// asked: what waits for the data is then the last shard's to build, even for a stream an
+    /// earlier attempt finished.
+    fn shard(&mut self, _shard: Option<(Shard, String)>) {}
     /// Get ready to receive a stream: create its table when asked (recording the DDL deferred to
     /// the stream's end in the same transaction), check it fits otherwise.
     fn prepare(&mut self, schema: &Schema, shape: &RowShape, opts: &LoadOptions) -> Result<Prepared>;

@@ -9,11 +9,14 @@ use crate::stage::status::{self, StatusConfig};
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
-  ferry status                          # every run in .ferry/state.db: status, rows, rate, time left
-  ferry status --run 0193a5c2-7f1e      # one run's batches (the id or the short form shown)
-  ferry status --json                   # as NDJSON, for scripts
+  # Every run in .ferry/state.db: status, rows, rate, time left
+  ferry status
+  # One run's batches (the id or the short form shown), or NDJSON for scripts
+  ferry status --run 0193a5c2-7f1e
+  ferry status --json
   ferry status --state /srv/moves/state.db
-  ferry status --state 'shards/*.db'    # a sharded migration: every shard's runs, and their sum
+  # A sharded migration: every shard's runs, and their sum
+  ferry status --state 'shards/*.db'
   ferry status --state s1.db --state s2.db --json";
 
 #[derive(Debug, clap::Args)]

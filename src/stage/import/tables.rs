@@ -370,6 +370,7 @@ impl<W: Write> Importer<'_, W> {
             .source
             .as_ref()
             .and_then(|s| s.shard.map(|k| (k, s.whole_identity())));
+        self.target.shard(self.shard.clone());
         self.positions = begin.producer.as_ref().is_some_and(|p| p.name == "ferry-export");
         self.source_kind = begin.source.as_ref().map(|s| s.kind.clone());
         let target = self.target.address();

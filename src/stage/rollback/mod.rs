@@ -301,18 +301,17 @@ fn run_one<W: Write>(
             return Ok(RollbackOutcome::default());
         }
         let runs = cp.runs()?;
-        let shard = runs
+        let source = runs
             .iter()
             .find(|r| r.run_id == run_id)
-            .and_then(|r| r.source.as_deref())
-            .and_then(|s| s.split_once(" --shard "));
-        if let Some((whole, shard)) = shard {
+            .and_then(|r| r.source.as_deref());
+        if let Some((whole, Some(shard))) = source.map(crate::shard::split_identity) {
             // The shards' rows share tables (one shard made each, the last built its keys):
             // undoing one shard's journal would drop or empty what the others wrote.
             return Err(Error::usage(format!(
-                "run {run_id} was shard {shard} of a sharded export of {whole}: its rows share tables with the other shards', \
-                 and one shard cannot be undone alone. Nothing was changed. Re-run the shard to finish it, or undo the whole \
-                 migration by dropping the tables it made (ferry-validate lists them)"
+                "run {run_id} was shard {shard} of a sharded export of {whole}: its rows share tables with the other \
+                 shards', and ferry does not undo one shard alone. Nothing was changed. An unfinished shard is finished by \
+                 running it again; the whole migration is undone by dropping the tables it made"
             )));
         }
         if cfg.failed_only {

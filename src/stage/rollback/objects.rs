@@ -133,9 +133,11 @@ pub(super) fn undo_run<W: Write>(
         out.write_json(&line, Kind::Other)?;
         return Ok(RollbackOutcome::default());
     }
-    let source_root = cp
-        .run_source(run_id)?
-        .and_then(|s| s.strip_prefix("dir:").map(PathBuf::from));
+    // A shard's source is the directory too (each shard's files are its own to undo).
+    let source_root = cp.run_source(run_id)?.and_then(|s| {
+        let (whole, _) = crate::shard::split_identity(&s);
+        whole.strip_prefix("dir:").map(PathBuf::from)
+    });
     let mut stores = Stores::new();
     let mut plan: Vec<(usize, Action, String)> = Vec::new();
     for (target, row) in &rows {

@@ -97,6 +97,9 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
         ..Default::default()
     };
     let n = first.shard.n;
+    // A shard that found differences makes the whole different; anything else wrong leaves it
+    // unproved.
+    let mut different = false;
     for r in &reports {
         let at = r.path.display();
         if r.shard.n != n {
@@ -110,24 +113,29 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
             ));
         }
         if r.status != "pass" {
-            m.problems
-                .push(format!("shard {} did not pass ({}): see {at}", r.shard, r.status));
-        }
-        for (stream, (s, t)) in &r.rows {
-            let e = m.streams.entry(stream.clone()).or_default();
-            e.0 += s;
-            e.1 += t;
+            different = true;
+            m.problems.push(format!(
+                "shard {} did not pass ({}): its counts are in {at}, the keys in that validation's FINDING lines",
+                r.shard, r.status
+            ));
         }
     }
     let mut by_k: BTreeMap<u32, &ShardReport> = BTreeMap::new();
     for r in &reports {
-        if let Some(other) = by_k.insert(r.shard.k, r) {
+        if let Some(other) = by_k.get(&r.shard.k) {
             m.problems.push(format!(
                 "shard {} is there twice ({} and {})",
                 r.shard,
                 other.path.display(),
                 r.path.display()
             ));
+            continue;
+        }
+        by_k.insert(r.shard.k, r);
+        for (stream, (s, t)) in &r.rows {
+            let e = m.streams.entry(stream.clone()).or_default();
+            e.0 += s;
+            e.1 += t;
         }
     }
     let missing: Vec<String> = (1..=n)
@@ -148,10 +156,10 @@ pub fn merge(paths: &[PathBuf]) -> Result<Merged> {
             }
         }
     }
-    m.status = if m.problems.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+    m.status = match (different, m.problems.is_empty()) {
+        (true, _) => Verdict::Fail,
+        (false, true) => Verdict::Pass,
+        (false, false) => Verdict::Unverified,
     };
     Ok(m)
 }

@@ -462,10 +462,15 @@ pub(super) fn deferred_ddl(
     }
     let mut fks = Vec::new();
     for (n, fk) in schema.foreign_keys.iter().enumerate() {
+        // Named as PostgreSQL names them: a number only after a name already taken.
+        let taken = schema.foreign_keys[..n]
+            .iter()
+            .filter(|f| f.columns == fk.columns)
+            .count();
         let name = short(format!(
             "{table}_{}_fkey{}",
             fk.columns.join("_"),
-            if n > 0 { n.to_string() } else { String::new() }
+            if taken > 0 { taken.to_string() } else { String::new() }
         ));
         let mut s = format!(
             "ALTER TABLE {qualified} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",

@@ -673,6 +673,41 @@ impl PgTarget {
         Ok(())
     }
 
+    /// Warn of each sequence of a stream's table that the data moved to its largest value (a
+    /// row with id 2^63-1): PostgreSQL cannot number another row after it, where SQLite would
+    /// pick an unused rowid, so the application's next insert that lets it choose fails.
+    fn say_sequences_at_their_end(&mut self, bookmark: &str) -> Result<()> {
+        let tables: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.bookmark == bookmark)
+            .map(|s| s.qualified.clone())
+            .collect();
+        for table in tables {
+            let full = self.rows(
+                "looking at the table's sequences",
+                "SELECT a.attname::text, ps.schemaname || '.' || ps.sequencename, ps.max_value
+                 FROM pg_attribute a
+                 JOIN pg_sequences ps ON to_regclass(quote_ident(ps.schemaname) || '.' || quote_ident(ps.sequencename))
+                      = to_regclass(pg_get_serial_sequence($1, a.attname))
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                   AND ps.last_value >= ps.max_value",
+                &[&table],
+            )?;
+            for r in full {
+                let (column, sequence, max): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+                let w = format!(
+                    "{table}.{column}: the data holds {max}, the largest number its sequence {sequence} can give, so the sequence \
+                     now stands at its end and an insert that lets it choose the id fails (\"reached maximum value\"); SQLite \
+                     picks an unused rowid there, PostgreSQL cannot: give new rows their ids, or renumber the rows at the top of the range"
+                );
+                tracing::warn!(warning = %w, "a sequence at its end");
+                self.warnings.push(w);
+            }
+        }
+        Ok(())
+    }
+
     /// Run one sequence's `setval` inside a savepoint: one the server refuses (no privilege on
     /// the sequence) is a warning saying what to run, and the load stands.
     fn set_sequence(&mut self, sql: &str, table: &str, column: &str, sequence: &str) -> Result<()> {
@@ -759,7 +794,6 @@ impl Target for PgTarget {
             from_pg,
         };
         // Before it is looked at: two imports must not both find it missing and create it.
-        self.shard = opts.shard.clone();
         self.lock_table(&at.qualified)?;
         if self.shard.is_some() && !self.dry_run {
             // Shards hold the lock together: the first to find the table missing creates it
@@ -1072,6 +1106,10 @@ impl Target for PgTarget {
         self.roll_back()
     }
 
+    fn shard(&mut self, shard: Option<(crate::shard::Shard, String)>) {
+        self.shard = shard;
+    }
+
     fn finish_stream(&mut self, source: &str, bookmark_name: &str) -> Result<Vec<String>> {
         if !self.deferred_work_possible()? {
             return Ok(vec![]);
@@ -1094,6 +1132,7 @@ impl Target for PgTarget {
             if self.in_tx {
                 self.commit_now("committing")?;
             }
+            self.say_sequences_at_their_end(bookmark_name)?;
             return Ok(vec![]);
         };
         let statements: Vec<String> = serde_json::from_str(&pending).unwrap_or_default();
@@ -1117,6 +1156,7 @@ impl Target for PgTarget {
         );
         self.with_retry("recording built indexes", |t| t.sql(&clear, true).map(|_| ()))?;
         self.commit_now("committing keys and indexes")?;
+        self.say_sequences_at_their_end(bookmark_name)?;
         Ok(done)
     }
 
