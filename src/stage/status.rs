@@ -110,11 +110,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
         .collect::<Result<_>>()?;
     if cfg.json {
         for (r, p) in runs.iter().zip(&paces) {
-            line(
-                out,
-                &json!({"type": "RUN", "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle, "following": p.following})
-                    .to_string(),
-            )?;
+            line(out, &run_json(r, p, None).to_string())?;
         }
         for e in cp.errors(None)? {
             line(out, &json!({"type": "RUN_ERROR", "error": e}).to_string())?;
@@ -125,28 +121,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
         line(out, &format!("no runs in {}", cfg.state_path.display()))?;
         return out.flush();
     }
-    let rows: Vec<Vec<String>> = runs
-        .iter()
-        .zip(&paces)
-        .map(|(r, p)| {
-            vec![
-                short(&r.run_id),
-                r.stage.clone(),
-                r.status.to_string(),
-                r.source.clone().unwrap_or_default(),
-                r.target.clone().unwrap_or_default(),
-                r.rows_written.to_string(),
-                r.rows_skipped.to_string(),
-                r.rows_deleted.to_string(),
-                r.rows_rejected.to_string(),
-                r.batches.to_string(),
-                r.attempts.to_string(),
-                p.rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
-                p.left_text(),
-                r.updated_at.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = runs.iter().zip(&paces).map(|(r, p)| cells(r, p, None)).collect();
     let t = human::table(
         &[
             "run", "stage", "status", "source", "target", "written", "skipped", "deleted", "rejected", "batches",
@@ -210,11 +185,7 @@ fn run_many<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<(
     let total = Total::of(all.iter().map(|(_, r, p)| (r, p)));
     if cfg.json {
         for (state, r, p) in &all {
-            line(
-                out,
-                &json!({"type": "RUN", "state": state, "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle, "following": p.following})
-                    .to_string(),
-            )?;
+            line(out, &run_json(r, p, Some(state)).to_string())?;
         }
         line(
             out,
@@ -222,24 +193,7 @@ fn run_many<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<(
         )?;
         return out.flush();
     }
-    let rows: Vec<Vec<String>> = all
-        .iter()
-        .map(|(state, r, p)| {
-            vec![
-                state.clone(),
-                short(&r.run_id),
-                r.stage.clone(),
-                r.status.to_string(),
-                r.rows_written.to_string(),
-                r.rows_skipped.to_string(),
-                r.rows_deleted.to_string(),
-                r.rows_rejected.to_string(),
-                p.rate.map(|v| format!("{v:.0}")).unwrap_or_default(),
-                p.left_text(),
-                r.updated_at.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = all.iter().map(|(state, r, p)| cells(r, p, Some(state))).collect();
     let t = human::table(
         &[
             "state", "run", "stage", "status", "written", "skipped", "deleted", "rejected", "rows/s", "left", "updated",
@@ -261,6 +215,36 @@ fn run_many<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<(
     }
     line(out, &total.describe(paths.len()))?;
     out.flush()
+}
+
+/// A run as a `RUN` line of `--json`, with the state file it is in when there are several.
+fn run_json(r: &crate::checkpoint::RunRow, p: &Pace, state: Option<&str>) -> serde_json::Value {
+    let mut j = json!({"type": "RUN", "run": r, "rows_per_s": p.rate, "seconds_left": p.left, "idle_s": p.idle, "following": p.following});
+    if let Some(s) = state {
+        j["state"] = json!(s);
+    }
+    j
+}
+
+/// A run's row of the table: with its source and target, or (several state files) with the
+/// state file in their place.
+fn cells(r: &crate::checkpoint::RunRow, p: &Pace, state: Option<&str>) -> Vec<String> {
+    let (written, skipped, deleted, rejected) = (r.rows_written, r.rows_skipped, r.rows_deleted, r.rows_rejected);
+    let rate = p.rate.map(|v| format!("{v:.0}")).unwrap_or_default();
+    let mut row = vec![short(&r.run_id), r.stage.clone(), r.status.to_string()];
+    match state {
+        Some(s) => row.insert(0, s.to_owned()),
+        None => row.extend([
+            r.source.clone().unwrap_or_default(),
+            r.target.clone().unwrap_or_default(),
+        ]),
+    }
+    row.extend([written, skipped, deleted, rejected].map(|n| n.to_string()));
+    if state.is_none() {
+        row.extend([r.batches.to_string(), r.attempts.to_string()]);
+    }
+    row.extend([rate, p.left_text(), r.updated_at.clone()]);
+    row
 }
 
 /// The sum of many runs: what a sharded migration has done as a whole.
