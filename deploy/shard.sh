@@ -2,7 +2,8 @@
 # One shard of a sharded migration, for whichever scheduler runs it (the README's "Beyond one
 # machine"): GNU parallel, a Kubernetes Indexed Job, a Slurm array.
 #
-#   deploy/shard.sh load K       export part K of N, import it (resumes where a killed try stopped)
+#   deploy/shard.sh load K       export part K of N, import it (resumes where a killed try stopped);
+#                                what the import reports goes to $FERRY_STATE_DIR/load-K.ndjson
 #   deploy/shard.sh validate K   prove part K equal, report in $FERRY_STATE_DIR/validate-K.json
 #
 # K is from 1; without it, the scheduler's index: JOB_COMPLETION_INDEX (Kubernetes, from 0) or
@@ -33,7 +34,7 @@ case $what in
     if [ -f "$state" ]; then resume=(--resume); fi
     # shellcheck disable=SC2086 # FERRY_IMPORT_ARGS is a list of flags
     ferry-export "$FERRY_SOURCE" --shard "$k/$n" --state "$state" "${resume[@]}" \
-      | ferry-import "$FERRY_TARGET" --state "$state" ${FERRY_IMPORT_ARGS---create}
+      | ferry-import "$FERRY_TARGET" --state "$state" ${FERRY_IMPORT_ARGS---create} > "$dir/load-$k.ndjson"
     ;;
   validate)
     ferry-validate "$FERRY_SOURCE" "$FERRY_TARGET" --shard "$k/$n" \

@@ -1204,6 +1204,18 @@ impl Checkpoint {
     }
 
     /// The most recent import run from `source` and its last acknowledged STATE.
+    /// Whether `ferry rollback` undid a run: every entry of a table run's journal, or (a files
+    /// run) some of its objects deleted and none it put left.
+    pub(crate) fn undone(&self, run_id: &str) -> Result<bool> {
+        let journal = self.journal_of(run_id)?;
+        if !journal.is_empty() {
+            return Ok(journal.iter().all(|j| j.undone_at.is_some()));
+        }
+        let counts = self.file_counts_of_run(run_id)?;
+        let count = |s: FileStatus| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+        Ok(count(FileStatus::RolledBack) > 0 && count(FileStatus::Uploaded) == 0)
+    }
+
     pub(crate) fn resume_point(&self, source: &str) -> Result<Option<ResumePoint>> {
         let row = self
             .conn

@@ -386,6 +386,22 @@ fn file_shards_uploaded_at_once_into_one_bucket_make_the_whole_tree() {
     v.expect_code(1);
     let missing = v.lines().into_iter().find(|l| l["type"] == "SUMMARY").unwrap();
     assert_eq!(missing["findings"]["missing"], actions.len(), "{}", v.stdout());
+
+    // Loaded again as a retry would (`--resume`, the state file there): the rolled-back run is
+    // not gone on from (it would bring nothing back), the shard starts over and its files return.
+    let again = d.pipe(
+        &[
+            (
+                "ferry-export",
+                &[&src, "--shard", "1/3", "--state", "shard-1.db", "--resume"],
+            ),
+            ("ferry-import", &["s3://media/m", "--state", "shard-1.db"]),
+        ],
+        b"",
+    );
+    common::all_ok(&again);
+    again[0].stderr_has("was rolled back; starting from the beginning");
+    d.run("ferry-validate", &[&src, "s3://media/m"], b"").ok();
 }
 
 /// Whether GNU parallel is here: CI has it (`.ci/run` installs it); elsewhere its absence skips

@@ -194,7 +194,7 @@ fn merge(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
             text.push_str(&format!("problem: {p}\n"));
         }
         text.push_str(match m.status {
-            Verdict::Pass => "result: EQUAL (every shard passed, and together they cover every table)",
+            Verdict::Pass => "result: EQUAL (every shard passed, and together they cover every table or tree)",
             Verdict::Fail => "result: DIFFERENT (a shard found differences: its FINDING lines name them)",
             _ => "result: NOT VERIFIED (the reports do not prove every part: see the problems above)",
         });

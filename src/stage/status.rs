@@ -269,6 +269,10 @@ impl Total {
         for (r, p) in runs {
             t.runs += 1;
             *t.statuses.entry(r.status.to_string()).or_default() += 1;
+            if r.status == RunStatus::RolledBack {
+                // What it brought is gone from the target.
+                continue;
+            }
             t.rows_written += r.rows_written;
             t.rows_skipped += r.rows_skipped;
             t.rows_deleted += r.rows_deleted;
@@ -320,7 +324,7 @@ fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::
         ));
     } else if r.stage == "import" && r.status != RunStatus::Running {
         let journal = cp.journal_of(&r.run_id)?;
-        if !journal.is_empty() && journal.iter().all(|j| j.undone_at.is_some()) {
+        if !journal.is_empty() && cp.undone(&r.run_id)? {
             r.message = Some(format!("was {}; undone by ferry rollback", r.status));
             r.status = RunStatus::RolledBack;
         } else if journal.is_empty() {

@@ -34,16 +34,27 @@ pub(crate) fn begin<'w, W: Write>(
     let mut run_id = new_run_id();
     let mut resumed: Option<StateValue> = None;
     if cfg.resume {
-        let point = Checkpoint::open_existing(&cfg.state_path)?
+        let cp = Checkpoint::open_existing(&cfg.state_path)?;
+        let mut point = cp
+            .as_ref()
             .map(|cp| cp.resume_point(&info.identity()))
             .transpose()?
             .flatten();
-        match point {
-            None => tracing::warn!(
+        // What a rolled-back run brought is gone: going on after it would bring nothing back.
+        if let (Some(cp), Some(p)) = (&cp, &point)
+            && cp.undone(&p.run_id)?
+        {
+            tracing::info!(run = %p.run_id, "--resume: the last run from this source was rolled back; starting from the beginning");
+            point = None;
+        } else if point.is_none() {
+            tracing::warn!(
                 source = %info.address,
                 state = %cfg.state_path.display(),
                 "--resume: no earlier import from this source in the state file; starting from the beginning"
-            ),
+            );
+        }
+        match point {
+            None => {}
             Some(p) => {
                 tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
                 run_id = p.run_id;
