@@ -26,6 +26,15 @@ fi
 n=$FERRY_SHARDS
 dir=${FERRY_STATE_DIR:-.}
 mkdir -p "$dir"
+# A state directory holds one split: shard-K.db of N shards is another part than of M.
+if [ -f "$dir/shards" ] && [ "$(cat "$dir/shards")" != "$n" ]; then
+  echo "shard.sh: $dir holds the state of $(cat "$dir/shards") shards, not $n: use another FERRY_STATE_DIR (or the same FERRY_SHARDS)" >&2
+  exit 2
+fi
+if [ ! -f "$dir/shards" ]; then
+  # Written whole, then moved in: shards starting at once never read it half-written.
+  echo "$n" > "$dir/shards.$$" && mv "$dir/shards.$$" "$dir/shards"
+fi
 state="$dir/shard-$k.db"
 case $what in
   load)

@@ -492,6 +492,11 @@ fn the_recipes_load_prove_and_merge_shards_and_a_killed_shard_resumes() {
     // A shard loaded again finds its work done.
     sh(&format!("{script} load 2"));
     d.run("ferry-validate", &[&src, &dst], b"").ok();
+    // The same state directory with another number of shards is refused (shard-2.db of 3 is
+    // another part than of 2).
+    d.run("/bin/bash", &["-c", &format!("FERRY_SHARDS=2 {script} load 2")], b"")
+        .expect_code(2)
+        .stderr_has("holds the state of 3 shards, not 2");
     // Without a shard number nor a scheduler's index, the script says what it needs.
     d.run("/bin/bash", &["-c", &format!("{script} load")], b"")
         .expect_code(2)
