@@ -396,6 +396,15 @@ pub(crate) struct OpenUpload {
     pub run_id: String,
 }
 
+/// How a run was undone ([`Checkpoint::undone`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Undone {
+    /// Its journal, every entry.
+    Tables,
+    /// Its objects deleted; `kept` files of the run it had not created are left.
+    Files { deleted: u64, kept: u64 },
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunRow {
     pub run_id: String,
@@ -1203,19 +1212,23 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The most recent import run from `source` and its last acknowledged STATE.
-    /// Whether `ferry rollback` undid a run: every entry of a table run's journal, or (a files
-    /// run) some of its objects deleted and none it put left.
-    pub(crate) fn undone(&self, run_id: &str) -> Result<bool> {
+    /// How `ferry rollback` undid a run, if it did: every entry of a table run's journal, or (a
+    /// files run) some of its objects deleted and none it put left.
+    pub(crate) fn undone(&self, run_id: &str) -> Result<Option<Undone>> {
         let journal = self.journal_of(run_id)?;
         if !journal.is_empty() {
-            return Ok(journal.iter().all(|j| j.undone_at.is_some()));
+            return Ok(journal.iter().all(|j| j.undone_at.is_some()).then_some(Undone::Tables));
         }
         let counts = self.file_counts_of_run(run_id)?;
         let count = |s: FileStatus| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
-        Ok(count(FileStatus::RolledBack) > 0 && count(FileStatus::Uploaded) == 0)
+        let (deleted, left) = (count(FileStatus::RolledBack), count(FileStatus::Uploaded));
+        Ok((deleted > 0 && left == 0).then(|| Undone::Files {
+            deleted,
+            kept: counts.iter().map(|(_, n)| n).sum::<u64>() - deleted,
+        }))
     }
 
+    /// The most recent import run from `source` and its last acknowledged STATE.
     pub(crate) fn resume_point(&self, source: &str) -> Result<Option<ResumePoint>> {
         let row = self
             .conn

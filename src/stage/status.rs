@@ -2,8 +2,7 @@
 //!
 //! Reading never blocks an import that is writing the same file (WAL readers do not block writers).
 
-use crate::checkpoint::RunStatus;
-use crate::outcome::FileStatus;
+use crate::checkpoint::{RunStatus, Undone};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -323,29 +322,23 @@ fn as_it_is(cp: &Checkpoint, mut r: crate::checkpoint::RunRow) -> Result<crate::
             r.pid.unwrap_or_default()
         ));
     } else if r.stage == "import" && r.status != RunStatus::Running {
-        let journal = cp.journal_of(&r.run_id)?;
-        if !journal.is_empty() && cp.undone(&r.run_id)? {
-            r.message = Some(format!("was {}; undone by ferry rollback", r.status));
-            r.status = RunStatus::RolledBack;
-        } else if journal.is_empty() {
-            // A files run: undone once its objects are deleted and none it put is left.
-            let counts = cp.file_counts_of_run(&r.run_id)?;
-            let count = |s: FileStatus| counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
-            let (deleted, left) = (count(FileStatus::RolledBack), count(FileStatus::Uploaded));
-            if deleted > 0 && left == 0 {
-                let kept: u64 = counts.iter().map(|(_, n)| n).sum::<u64>() - deleted;
+        let message = match cp.undone(&r.run_id)? {
+            None => return Ok(r),
+            Some(Undone::Tables) => format!("was {}; undone by ferry rollback", r.status),
+            Some(Undone::Files { deleted, kept }) => {
                 let also = if kept > 0 {
                     format!(" ({kept} files it did not create are left: see the rollback's plan)")
                 } else {
                     String::new()
                 };
-                r.message = Some(format!(
+                format!(
                     "was {}; its {deleted} objects deleted by ferry rollback{also}",
                     r.status
-                ));
-                r.status = RunStatus::RolledBack;
+                )
             }
-        }
+        };
+        r.message = Some(message);
+        r.status = RunStatus::RolledBack;
     }
     Ok(r)
 }

@@ -42,7 +42,7 @@ pub(crate) fn begin<'w, W: Write>(
             .flatten();
         // What a rolled-back run brought is gone: going on after it would bring nothing back.
         if let (Some(cp), Some(p)) = (&cp, &point)
-            && cp.undone(&p.run_id)?
+            && cp.undone(&p.run_id)?.is_some()
         {
             tracing::info!(run = %p.run_id, "--resume: the last run from this source was rolled back; starting from the beginning");
             point = None;
@@ -53,13 +53,10 @@ pub(crate) fn begin<'w, W: Write>(
                 "--resume: no earlier import from this source in the state file; starting from the beginning"
             );
         }
-        match point {
-            None => {}
-            Some(p) => {
-                tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
-                run_id = p.run_id;
-                resumed = p.state;
-            }
+        if let Some(p) = point {
+            tracing::info!(run = %p.run_id, status = %p.status, "resuming run");
+            run_id = p.run_id;
+            resumed = p.state;
         }
     }
     if let Some(path) = &cfg.state_json {
