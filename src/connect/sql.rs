@@ -4,10 +4,51 @@
 
 use crate::connect::OnConflict;
 use crate::row::RowShape;
+use crate::value::Value;
 
 /// Quote an identifier: double quotes, inner ones doubled (SQLite, PostgreSQL and D1 alike).
 pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A value as an SQLite literal that reads back as exactly it (text that is not UTF-8, or holds
+/// NUL, by its bytes); `Err` for a NaN, which SQLite cannot store.
+pub(crate) fn sqlite_literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
+    use std::fmt::Write as _;
+    match v {
+        Value::Null => out.push_str("NULL"),
+        Value::Integer(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Real(f) if f.is_nan() => return Err("a NaN floating-point value, which SQLite cannot store".into()),
+        Value::Real(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "9e999" } else { "-9e999" }),
+        Value::Real(f) => {
+            let _ = write!(out, "{f:e}");
+        }
+        Value::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) if !s.contains('\0') => {
+                out.push('\'');
+                for c in s.chars() {
+                    if c == '\'' {
+                        out.push('\'');
+                    }
+                    out.push(c);
+                }
+                out.push('\'');
+            }
+            _ => {
+                out.push_str("CAST(X'");
+                out.push_str(&hex::encode_upper(t));
+                out.push_str("' AS TEXT)");
+            }
+        },
+        Value::Blob(b) => {
+            out.push_str("X'");
+            out.push_str(&hex::encode_upper(b));
+            out.push('\'');
+        }
+    }
+    Ok(())
 }
 
 /// A SQL string literal (or NULL).

@@ -18,49 +18,12 @@ pub(super) fn sql_literal(v: &Value) -> std::result::Result<String, String> {
 
 /// A value as an SQL literal; `Err` says why it cannot go to D1 at all.
 pub(super) fn literal(v: &Value, out: &mut String) -> std::result::Result<(), String> {
-    use std::fmt::Write as _;
-    match v {
-        Value::Null => out.push_str("NULL"),
-        Value::Integer(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Real(f) if f.is_nan() => return Err("a NaN floating-point value, which SQLite cannot store".into()),
-        Value::Real(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "9e999" } else { "-9e999" }),
-        Value::Real(f) => {
-            let _ = write!(out, "{f:e}");
-        }
-        Value::Text(t) => {
-            if t.len() > MAX_VALUE_BYTES {
-                return Err(too_big(t.len()));
-            }
-            match std::str::from_utf8(t) {
-                Ok(s) if !s.contains('\0') => {
-                    out.push('\'');
-                    for c in s.chars() {
-                        if c == '\'' {
-                            out.push('\'');
-                        }
-                        out.push(c);
-                    }
-                    out.push('\'');
-                }
-                _ => {
-                    out.push_str("CAST(X'");
-                    out.push_str(&hex::encode_upper(t));
-                    out.push_str("' AS TEXT)");
-                }
-            }
-        }
-        Value::Blob(b) => {
-            if b.len() > MAX_VALUE_BYTES {
-                return Err(too_big(b.len()));
-            }
-            out.push_str("X'");
-            out.push_str(&hex::encode_upper(b));
-            out.push('\'');
-        }
+    if let Value::Text(b) | Value::Blob(b) = v
+        && b.len() > MAX_VALUE_BYTES
+    {
+        return Err(too_big(b.len()));
     }
-    Ok(())
+    crate::connect::sql::sqlite_literal(v, out)
 }
 
 /// `(v1, v2, ...)` of the values as SQL literals onto `out`; the first value that has none says

@@ -324,7 +324,7 @@ impl Source for SqliteSource {
         let Some(column) = t.pk.first() else {
             let whole = shard.n == 1 || shard.owns_whole(&plan.schema.stream);
             let range = if whole { Range::All } else { Range::Nothing };
-            let cond = range.condition(&|c| quote(c), &sqlite_literal);
+            let cond = range.condition(&|c| quote(c), &bound_literal);
             return Ok((range, cond));
         };
         let mut order = SqliteKeyOrder {
@@ -335,7 +335,7 @@ impl Source for SqliteSource {
             what: format!("{}: splitting table {} into shards", self.address, t.name),
         };
         let range = crate::connect::shard_range_of(column, shard, &mut order)?;
-        let cond = range.condition(&|c| quote(c), &sqlite_literal);
+        let cond = range.condition(&|c| quote(c), &bound_literal);
         Ok((range, cond))
     }
 }
@@ -394,15 +394,12 @@ impl crate::connect::KeyOrder for SqliteKeyOrder<'_> {
     }
 }
 
-/// A value as an SQLite literal that reads back as exactly it (text by its bytes).
-pub(crate) fn sqlite_literal(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) if f.is_infinite() => (if *f > 0.0 { "9e999" } else { "-9e999" }).into(),
-        Value::Real(f) => format!("{f:e}"),
-        Value::Text(t) => format!("CAST(X'{}' AS TEXT)", hex::encode(t)),
-        Value::Blob(b) => format!("X'{}'", hex::encode(b)),
+/// A shard's bound as an SQLite literal. A NaN (which no SQLite row holds: it stores NULL) is NULL.
+pub(crate) fn bound_literal(v: &Value) -> String {
+    let mut out = String::new();
+    match crate::connect::sql::sqlite_literal(v, &mut out) {
+        Ok(()) => out,
+        Err(_) => "NULL".into(),
     }
 }
 

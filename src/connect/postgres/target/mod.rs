@@ -381,14 +381,19 @@ impl PgTarget {
         if self.in_tx {
             self.commit_now("committing")?;
         }
+        self.xact_lock("ferry-build", whole, "waiting for another shard building keys")
+    }
+
+    /// Take, in a transaction (opened if none is), the advisory lock `(kind, key)`, waiting for
+    /// whoever holds it; it goes with the transaction.
+    fn xact_lock(&mut self, kind: &str, key: &str, what: &str) -> Result<()> {
         self.begin()?;
         let lock = format!(
-            "SELECT pg_advisory_xact_lock(hashtext('ferry-build'), hashtext({}))",
-            literal(Some(whole))
+            "SELECT pg_advisory_xact_lock(hashtext({}), hashtext({}))",
+            literal(Some(kind)),
+            literal(Some(key))
         );
-        self.with_retry("waiting for another shard building keys", |t| {
-            t.sql(&lock, true).map(|_| ())
-        })
+        self.with_retry(what, |t| t.sql(&lock, true).map(|_| ()))
     }
 
     /// For a shard: whether every shard of its export has finished `stream` (or, None, every
@@ -798,14 +803,11 @@ impl Target for PgTarget {
         if self.shard.is_some() && !self.dry_run {
             // Shards hold the lock together: the first to find the table missing creates it
             // while the others wait here, then find it made.
-            self.begin()?;
-            let wait = format!(
-                "SELECT pg_advisory_xact_lock(hashtext('ferry-create'), hashtext({}))",
-                literal(Some(&at.qualified))
-            );
-            self.with_retry("waiting for another shard creating the table", |t| {
-                t.sql(&wait, true).map(|_| ())
-            })?;
+            self.xact_lock(
+                "ferry-create",
+                &at.qualified,
+                "waiting for another shard creating the table",
+            )?;
         }
         let mut prepared = Prepared {
             table: format!("{}.{}", at.pg_schema, at.table),
