@@ -87,9 +87,9 @@ pub(crate) trait Comparable {
     fn counters(&self, _table: &str) -> Result<Vec<Counter>> {
         Ok(vec![])
     }
-    /// A shard's range of `table` (see [`crate::shard`]) as a condition in this store's SQL, text
-    /// compared by its bytes (None: every row).
-    fn range_condition(&self, table: &str, range: &Range) -> Result<Option<String>>;
+    /// A shard's range (see [`crate::shard`]) of a table this side `described`, as a condition in
+    /// this store's SQL, text compared by its bytes (None: every row).
+    fn range_condition(&self, described: &Described, range: &Range) -> Option<String>;
     /// The rows of the table expression `expr` that meet `cond`, as a table expression of their
     /// own (a temporary view, gone with the connection).
     fn restricted(&self, expr: &str, cond: &str) -> Result<String>;

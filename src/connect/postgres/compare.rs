@@ -41,16 +41,18 @@ impl PgTables {
 }
 
 impl Comparable for PgTables {
-    fn range_condition(&self, table: &str, range: &Range) -> Result<Option<String>> {
-        let types = self.describe(table)?.map(|d| d.columns).unwrap_or_default();
-        let type_of = |c: &str| types.iter().find(|(n, _)| n == c).map_or("text", |(_, t)| t.as_str());
+    fn range_condition(&self, described: &Described, range: &Range) -> Option<String> {
         let Range::Keys { column, .. } = range else {
-            return Ok(range.condition(&|c| quote(c), &|_| String::new()));
+            return range.condition(&|c| quote(c), &|_| String::new());
         };
-        let t = type_of(column);
-        Ok(range.condition(&|c| super::catalog::in_byte_order(&quote(c), t), &|v| {
+        let t = described
+            .columns
+            .iter()
+            .find(|(n, _)| n == column)
+            .map_or("text", |(_, t)| t.as_str());
+        range.condition(&|c| super::catalog::in_byte_order(&quote(c), t), &|v| {
             super::catalog::literal_of(v, t)
-        }))
+        })
     }
 
     fn restricted(&self, expr: &str, cond: &str) -> Result<String> {

@@ -1010,9 +1010,10 @@ impl Source for PgSource {
             counted: None,
         };
         let range = crate::connect::shard_range_of(&col.name, shard, &mut order)?;
-        // Text in byte order, as every store compares a shard's bounds.
-        let cond = range.condition(&|c| super::catalog::in_byte_order(&quote(c), &col.sql_type), &|v| {
-            key_literal(v, &col)
+        // Text in byte order, bounds written as the validation writes them on either side.
+        let t = &col.sql_type;
+        let cond = range.condition(&|c| super::catalog::in_byte_order(&quote(c), t), &|v| {
+            super::catalog::literal_of(v, t)
         });
         Ok((range, cond))
     }

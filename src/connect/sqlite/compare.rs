@@ -32,8 +32,8 @@ impl SqliteTables {
 }
 
 impl Comparable for SqliteTables {
-    fn range_condition(&self, _table: &str, range: &Range) -> Result<Option<String>> {
-        Ok(range.condition(&|c| quote(c), &super::source::bound_literal))
+    fn range_condition(&self, _described: &Described, range: &Range) -> Option<String> {
+        range.condition(&|c| quote(c), &super::source::bound_literal)
     }
 
     fn restricted(&self, expr: &str, cond: &str) -> Result<String> {

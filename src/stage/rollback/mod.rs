@@ -300,12 +300,8 @@ fn run_one<W: Write>(
         if cfg.objects_only {
             return Ok(RollbackOutcome::default());
         }
-        let runs = cp.runs()?;
-        let source = runs
-            .iter()
-            .find(|r| r.run_id == run_id)
-            .and_then(|r| r.source.as_deref());
-        if let Some((whole, Some(shard))) = source.map(crate::shard::split_identity) {
+        let source = cp.run_source(run_id)?;
+        if let Some((whole, Some(shard))) = source.as_deref().map(crate::shard::split_identity) {
             // The shards' rows share tables (one shard made each, the last built its keys):
             // undoing one shard's journal would drop or empty what the others wrote.
             return Err(Error::usage(format!(
@@ -316,7 +312,8 @@ fn run_one<W: Write>(
         }
         if cfg.failed_only {
             // A run into tables fails or stops as a whole: kept when it completed.
-            let completed = runs
+            let completed = cp
+                .runs()?
                 .iter()
                 .any(|r| r.run_id == run_id && r.stage == "import" && r.status == RunStatus::Complete);
             if completed {

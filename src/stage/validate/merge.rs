@@ -52,7 +52,7 @@ pub(super) fn check_stream<W: Write>(
     let common = columns_compared(stream, table, meta, &tcols, sr, f)?;
     sr.columns_compared = common.clone();
     // A shard's validation reads its part of the table (the referenced tables stay whole).
-    let texpr = match shard.map(|r| tgt.range_condition(table, r)).transpose()?.flatten() {
+    let texpr = match shard.and_then(|r| tgt.range_condition(&described, r)) {
         Some(cond) => tgt.restricted(&tgt.table_expr(table), &cond)?,
         None => tgt.table_expr(table),
     };
