@@ -151,16 +151,21 @@ fn run(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
         .count("source_rows", report.streams.iter().map(|s| s.source_rows).sum())
         .count("target_rows", report.streams.iter().map(|s| s.target_rows).sum())
         .count("findings", report.findings.values().sum());
-    closing.verdict(match report.status {
+    Ok(closing_verdict(closing, report.status))
+}
+
+/// The closing line's verdict, and the exit status that goes with it.
+fn closing_verdict(closing: &mut Closing, status: Verdict) -> ExitStatus {
+    closing.verdict(match status {
         Verdict::Pass => "EQUAL",
         Verdict::Unverified => "NOT VERIFIED",
         Verdict::Fail | Verdict::Error => "DIFFERENT",
     });
-    Ok(if report.passed() {
+    if status == Verdict::Pass {
         ExitStatus::Ok
     } else {
         ExitStatus::Differences
-    })
+    }
 }
 
 /// `--merge`: the shards' reports as one verdict, a SUMMARY on stdout and a table on stderr.
@@ -203,16 +208,7 @@ fn merge(args: &ValidateArgs, closing: &mut Closing) -> Result<ExitStatus> {
     closing
         .count("shards", args.merge.len() as u64)
         .count("problems", m.problems.len() as u64);
-    closing.verdict(match m.status {
-        Verdict::Pass => "EQUAL",
-        Verdict::Fail => "DIFFERENT",
-        _ => "NOT VERIFIED",
-    });
-    Ok(if m.status == Verdict::Pass {
-        ExitStatus::Ok
-    } else {
-        ExitStatus::Differences
-    })
+    Ok(closing_verdict(closing, m.status))
 }
 
 /// The human summary on stderr.
