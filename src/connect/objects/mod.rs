@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 pub(crate) mod dir;
+mod pieces;
 pub(crate) mod s3;
 
 use crate::error::Result;

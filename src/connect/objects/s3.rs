@@ -27,6 +27,7 @@ use object_store::{
 };
 use sha2::{Digest as _, Sha256};
 
+use super::pieces::{Body, Pieces, pieces_for};
 use super::{ObjectInfo, ObjectStore, PutOutcome, PutRequest, as_hashed};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -51,7 +52,8 @@ pub(crate) struct Sizes {
     pub part_size: u64,
     /// Parts of one file in flight at once.
     pub part_concurrency: usize,
-    /// Bytes held in memory for requests in flight, across all files.
+    /// Bytes held in memory for requests in flight, across all files (at least a part, and a
+    /// file just below the multipart threshold).
     pub max_in_flight: u64,
 }
 
@@ -61,7 +63,7 @@ impl Default for Sizes {
             multipart_threshold: 16 << 20,
             part_size: 16 << 20,
             part_concurrency: 4,
-            max_in_flight: 64 << 20,
+            max_in_flight: 40 << 20,
         }
     }
 }
@@ -73,8 +75,8 @@ pub(crate) struct S3Store {
     prefix: String,
     address: String,
     sizes: Sizes,
-    /// Permits are MiB of request bodies held in memory.
-    budget: Arc<tokio::sync::Semaphore>,
+    /// The memory request bodies are read into, `max_in_flight` of it.
+    pieces: Arc<Pieces>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -200,7 +202,7 @@ impl S3Store {
             store: Arc::new(store),
             prefix,
             address,
-            budget: Arc::new(tokio::sync::Semaphore::new(mib(sizes.max_in_flight) as usize)),
+            pieces: Pieces::new(pieces_for(sizes.max_in_flight)),
             sizes,
         })
     }
@@ -336,12 +338,10 @@ impl S3Store {
         if req.size >= self.sizes.multipart_threshold {
             return self.multipart(path, req, done).await;
         }
-        let _permit = self.reserve(req.size).await?;
-        let bytes = match read_whole(req) {
+        let body = match read_whole(req, self.pieces.lend(req.size).await) {
             Ok(b) => b,
             Err(o) => return Ok(o),
         };
-        let bytes = bytes::Bytes::from(bytes);
         let opts = PutOptions {
             mode: if req.overwrite {
                 PutMode::Overwrite
@@ -353,11 +353,7 @@ impl S3Store {
         };
         let mut delays = backon::BackoffBuilder::build(crate::retry::policy());
         loop {
-            let e = match self
-                .store
-                .put_opts(path, PutPayload::from(bytes.clone()), opts.clone())
-                .await
-            {
+            let e = match self.store.put_opts(path, body.clone(), opts.clone()).await {
                 Ok(r) => return Ok(PutOutcome::done(done).with_etag(r.e_tag)),
                 Err(e) => e,
             };
@@ -400,14 +396,6 @@ impl S3Store {
             };
             return Ok(outcome);
         }
-    }
-
-    async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        let n = mib(bytes).clamp(1, mib(self.sizes.max_in_flight)) as u32;
-        self.budget
-            .acquire_many(n)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Io, "the upload budget was closed"))
     }
 
     /// A part task's outcome.
@@ -510,30 +498,24 @@ impl S3Store {
             loop {
                 // Memory for what is left of the file, not a whole part past its end.
                 let want = part.min(req.size.saturating_sub(sent)).max(1);
-                let permit = self
-                    .budget
-                    .clone()
-                    .acquire_many_owned(mib(want) as u32)
-                    .await
-                    .map_err(|_| PartError::Store(Error::new(ErrorKind::Io, "the upload budget was closed")))?;
-                let mut buf = Vec::with_capacity(want as usize);
-                (&mut file)
-                    .take(part)
-                    .read_to_end(&mut buf)
+                let mut body = self.pieces.lend(want).await;
+                let read = body
+                    .read_from(&mut (&mut file).take(part))
                     .map_err(|e| PartError::File(format!("reading {}: {e}", req.src.display())))?;
-                if buf.is_empty() {
+                if read == 0 {
                     break;
                 }
-                hasher.update(&buf);
-                sent += buf.len() as u64;
+                let body = body.into_payload();
+                for piece in body.iter() {
+                    hasher.update(piece);
+                }
+                sent += read;
                 let idx = parts.len();
                 parts.push(None);
                 let store = Arc::clone(&self.store);
                 let (at, id) = (path.clone(), id.clone());
                 in_flight.push(tokio::spawn(async move {
-                    let r = store.put_part(&at, &id, idx, PutPayload::from(buf)).await;
-                    drop(permit);
-                    r.map(|p| (idx, p))
+                    store.put_part(&at, &id, idx, body).await.map(|p| (idx, p))
                 }));
                 while in_flight.len() >= self.sizes.part_concurrency {
                     if let Some(r) = in_flight.next().await {
@@ -675,30 +657,25 @@ enum PartError {
     File(String),
 }
 
-fn mib(bytes: u64) -> u64 {
-    bytes.div_ceil(1 << 20)
-}
-
 /// A 400 BadDigest: the bytes the server got do not match the checksum sent with them.
 fn bad_digest(e: &object_store::Error) -> bool {
     let text = e.to_string();
     text.contains("BadDigest") || text.contains("XAmzContentSHA256Mismatch")
 }
 
-/// Read a whole file, checking it is the one hashed at export.
 /// Whether a request failed in transport, with no answer from the server read: it may or may
 /// not have been applied.
 fn transport_failure(e: &object_store::Error) -> bool {
     crate::error::causes(e).any(|x| x.downcast_ref::<object_store::client::HttpError>().is_some())
 }
 
-fn read_whole(req: &PutRequest<'_>) -> std::result::Result<Vec<u8>, PutOutcome> {
-    let mut buf = Vec::with_capacity(req.size as usize);
+/// Read a whole file into `body`, checking it is the one hashed at export.
+fn read_whole(req: &PutRequest<'_>, mut body: Body) -> std::result::Result<PutPayload, PutOutcome> {
     let read = crate::tree::hash_file_into(req.src, |chunk| {
-        buf.extend_from_slice(chunk);
+        body.extend(chunk);
         Ok(())
     });
-    as_hashed(req, read).map(|_| buf)
+    as_hashed(req, read).map(|_| body.into_payload())
 }
 
 impl ObjectStore for S3Store {
@@ -778,5 +755,16 @@ mod tests {
         assert!(is_loopback("http://[::1]:9000"));
         assert!(!is_loopback("http://10.0.0.1:9000"));
         assert!(!is_loopback("https://acct.r2.cloudflarestorage.com"));
+    }
+
+    #[test]
+    fn the_upload_memory_holds_a_part_and_the_largest_single_put() {
+        let s = Sizes::default();
+        let room = pieces_for(s.max_in_flight);
+        assert!(room >= pieces_for(s.part_size), "a part could never be lent");
+        assert!(
+            room >= pieces_for(s.multipart_threshold - 1),
+            "a file below the threshold could never be lent"
+        );
     }
 }
