@@ -20,7 +20,10 @@ Environment (tuning; credentials are named where they are used):
   FERRY_D1_REQUEST_BYTES=N    SQL text per D1 write request [default: 1048576]
   FERRY_D1_PAGE_BYTES=N       answer per D1 read request (at least 1024) [default: 2097152]
   FERRY_SLOT_WARN_BYTES=N     WAL a PostgreSQL capture slot may hold with no follower reading it
-                              before reads of that database warn [default: 1073741824]";
+                              before reads of that database warn [default: 1073741824]
+  FERRY_SQLITE_PRAGMAS=LIST   a SQLite target's settings, e.g. synchronous=FULL;page_size=16384
+                              (journal_mode, synchronous, page_size, cache_size, mmap_size)
+                              [default: journal_mode=WAL;synchronous=NORMAL;cache_size=-16384]";
 
 /// Every tuning variable's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,92 @@ pub(crate) struct Tuning {
     pub d1_page_bytes: usize,
     /// WAL a capture slot no follower reads may hold before reads of its database warn.
     pub slot_warn_bytes: u64,
+    pub sqlite: SqlitePragmas,
+}
+
+/// `FERRY_SQLITE_PRAGMAS`: how a SQLite target is set up. Only settings that keep a committed
+/// transaction whole through a killed process are offered (no `journal_mode=OFF` or `MEMORY`);
+/// `synchronous=OFF` is allowed, and the target says what it risks.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SqlitePragmas {
+    /// Bytes per page, for a database ferry creates (an existing one keeps its own).
+    pub page_size: Option<u32>,
+    pub journal_mode: &'static str,
+    pub synchronous: &'static str,
+    /// As SQLite reads it: pages, or KiB when negative.
+    pub cache_size: i64,
+    pub mmap_size: Option<u64>,
+}
+
+impl Default for SqlitePragmas {
+    fn default() -> SqlitePragmas {
+        SqlitePragmas {
+            page_size: None,
+            journal_mode: "WAL",
+            synchronous: "NORMAL",
+            cache_size: -16384,
+            mmap_size: None,
+        }
+    }
+}
+
+impl SqlitePragmas {
+    /// Read `synchronous=FULL;page_size=16384` (`;` or `,` between settings): each setting
+    /// named replaces the default; a name or value not offered is an error saying what is.
+    fn parse(text: &str) -> std::result::Result<SqlitePragmas, String> {
+        let mut p = SqlitePragmas::default();
+        let one_of = |name: &str, v: &str, allowed: &[&'static str]| {
+            allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(v))
+                .copied()
+                .ok_or_else(|| format!("{name} is one of {}", allowed.join(", ")))
+        };
+        for setting in text.split([';', ',']).map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, v) = setting
+                .split_once('=')
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim()))
+                .ok_or_else(|| format!("NAME=VALUE pairs; {setting:?} has no ="))?;
+            match name.as_str() {
+                "journal_mode" => {
+                    p.journal_mode = one_of("journal_mode", v, &["WAL", "DELETE", "TRUNCATE", "PERSIST"])?
+                }
+                "synchronous" => p.synchronous = one_of("synchronous", v, &["OFF", "NORMAL", "FULL", "EXTRA"])?,
+                "page_size" => {
+                    let n = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| n.is_power_of_two() && (512..=65536).contains(n));
+                    p.page_size = Some(n.ok_or("page_size is a power of two from 512 to 65536")?);
+                }
+                "cache_size" => p.cache_size = v.parse().map_err(|_| "cache_size is pages, or KiB when negative")?,
+                "mmap_size" => p.mmap_size = Some(v.parse().map_err(|_| "mmap_size is bytes")?),
+                _ => {
+                    return Err(format!(
+                        "settings among journal_mode, synchronous, page_size, cache_size, mmap_size; {name:?} is not one"
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The PRAGMA statements, in the order SQLite needs them (the page size before the
+    /// journal mode writes the first page).
+    pub(crate) fn sql(&self) -> String {
+        let mut sql = String::new();
+        if let Some(n) = self.page_size {
+            sql += &format!("PRAGMA page_size={n}; ");
+        }
+        sql += &format!(
+            "PRAGMA journal_mode={}; PRAGMA synchronous={}; PRAGMA cache_size={};",
+            self.journal_mode, self.synchronous, self.cache_size
+        );
+        if let Some(n) = self.mmap_size {
+            sql += &format!(" PRAGMA mmap_size={n};");
+        }
+        sql
+    }
 }
 
 /// `FERRY_TIMEOUT`: how long to wait for an answer.
@@ -67,6 +156,7 @@ impl Default for Tuning {
             d1_request_bytes: 1 << 20,
             d1_page_bytes: 2 << 20,
             slot_warn_bytes: 1 << 30,
+            sqlite: SqlitePragmas::default(),
         }
     }
 }
@@ -130,6 +220,9 @@ impl Tuning {
         if let Some(v) = get("FERRY_SLOT_WARN_BYTES") {
             t.slot_warn_bytes = number("FERRY_SLOT_WARN_BYTES", &v)?;
         }
+        if let Some(v) = get("FERRY_SQLITE_PRAGMAS") {
+            t.sqlite = SqlitePragmas::parse(&v).map_err(|want| bad("FERRY_SQLITE_PRAGMAS", &v, &want))?;
+        }
         Ok(t)
     }
 
@@ -183,6 +276,16 @@ mod tests {
         assert_eq!(t.progress_every, Duration::from_millis(1));
         assert_eq!(t.d1_rate, (10, Duration::from_secs(3)));
         assert_eq!((t.d1_request_bytes, t.d1_page_bytes), (4096, 1024));
+        let s = read(&[(
+            "FERRY_SQLITE_PRAGMAS",
+            " synchronous=full; page_size=16384, mmap_size=0 ;",
+        )])
+        .unwrap()
+        .sqlite;
+        assert_eq!(
+            s.sql(),
+            "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-16384; PRAGMA mmap_size=0;"
+        );
         let never = read(&[("FERRY_TIMEOUT", "0")]).unwrap().timeout;
         assert_eq!(never.or(Some(Duration::from_secs(9))), None);
         assert_eq!(
@@ -203,6 +306,12 @@ mod tests {
             ("FERRY_D1_RATE", "0/300"),
             ("FERRY_D1_PAGE_BYTES", "10"),
             ("FERRY_LOG", "ferry=notalevel"),
+            ("FERRY_SQLITE_PRAGMAS", "journal_mode=OFF"),
+            ("FERRY_SQLITE_PRAGMAS", "journal_mode=memory"),
+            ("FERRY_SQLITE_PRAGMAS", "synchronous"),
+            ("FERRY_SQLITE_PRAGMAS", "page_size=1000"),
+            ("FERRY_SQLITE_PRAGMAS", "foreign_keys=ON"),
+            ("FERRY_SQLITE_PRAGMAS", "cache_size=big"),
         ] {
             let e = read(&[(name, value)]).unwrap_err();
             assert!(e.message().starts_with(&format!("{name}=")), "{name}={value}: {e}");
@@ -212,8 +321,11 @@ mod tests {
     #[test]
     fn help_lists_every_variable_read() {
         let src = include_str!("tuning.rs");
-        let read_fn = &src[src.find("pub fn read(").unwrap()..src.find("pub fn init(").unwrap()];
-        for name in read_fn.split('"').filter(|s| s.starts_with("FERRY_")) {
+        // The first of each is the function's (this test's own text comes after).
+        let read_fn = &src[src.find("pub(crate) fn read(").unwrap()..src.find("pub(crate) fn init(").unwrap()];
+        let names: Vec<&str> = read_fn.split('"').filter(|s| s.starts_with("FERRY_")).collect();
+        assert!(names.len() >= 9, "found only {names:?}");
+        for name in names {
             assert!(HELP.contains(&format!("{name}=")), "{name} is not in HELP");
         }
     }

@@ -1481,3 +1481,57 @@ fn on_a_terminal_a_table_import_prints_no_acknowledgements_only_its_closing_line
     );
     assert!(piped.ok().stdout().contains("\"type\":\"STATE\""));
 }
+
+#[test]
+fn a_sqlite_target_takes_its_settings_from_ferry_sqlite_pragmas_and_says_what_it_did_not_take() {
+    let d = Dir::new();
+    let src = d.sample();
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let pragma = |db: &str, name: &str| -> String {
+        let conn = rusqlite::Connection::open(d.path(db)).unwrap();
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+    };
+    // By default: WAL, on SQLite's default page size.
+    d.run("ferry-import", &[&d.db("plain.db"), "--create"], &stream).ok();
+    assert_eq!(pragma("plain.db", "journal_mode"), "wal");
+    assert_eq!(pragma("plain.db", "page_size"), "4096");
+
+    d.set_env(
+        "FERRY_SQLITE_PRAGMAS",
+        "journal_mode=DELETE; page_size=16384; synchronous=FULL",
+    );
+    let r = d.run("ferry-import", &[&d.db("set.db"), "--create"], &stream);
+    r.ok();
+    assert!(!r.stderr().contains("WARN"), "{r:?}");
+    assert_eq!(pragma("set.db", "journal_mode"), "delete");
+    assert_eq!(pragma("set.db", "page_size"), "16384");
+    d.run("ferry-validate", &[&src, &d.db("set.db")], b"").ok();
+
+    // A page size for a database that exists already is not taken, and that is said.
+    d.set_env("FERRY_SQLITE_PRAGMAS", "page_size=65536");
+    d.run("ferry-import", &[&d.db("plain.db"), "--create"], &stream)
+        .ok()
+        .stderr_has("page_size applies to a new database only");
+    assert_eq!(pragma("plain.db", "page_size"), "4096");
+
+    // synchronous=OFF is allowed, with what it risks.
+    d.set_env("FERRY_SQLITE_PRAGMAS", "synchronous=off");
+    d.run("ferry-import", &[&d.db("fast.db"), "--create"], &stream)
+        .ok()
+        .stderr_has("synchronous=OFF: a power cut or an operating system crash during the import can corrupt");
+
+    // A journal that would not keep a commit whole through a kill is refused before anything.
+    d.set_env("FERRY_SQLITE_PRAGMAS", "journal_mode=OFF");
+    d.run("ferry-import", &[&d.db("none.db"), "--create"], &stream)
+        .expect_code(2)
+        .stderr_has(
+            "FERRY_SQLITE_PRAGMAS=\"journal_mode=OFF\": write journal_mode is one of WAL, DELETE, TRUNCATE, PERSIST",
+        );
+    assert!(!d.path("none.db").exists());
+}

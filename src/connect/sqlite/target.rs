@@ -162,10 +162,7 @@ impl SqliteTarget {
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .ctx(ErrorKind::Target, || address.clone())?;
         if !dry_run {
-            conn.execute_batch(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16384;",
-            )
-            .ctx(ErrorKind::Target, || format!("{address}: configuring (is it a SQLite database?)"))?;
+            configure(&conn, &address)?;
         }
         Ok(SqliteTarget {
             conn,
@@ -347,6 +344,44 @@ impl SqliteTarget {
             )?;
         Ok(())
     }
+}
+
+/// Set the database up for loading: `FERRY_SQLITE_PRAGMAS` (WAL and `synchronous=NORMAL` by
+/// default: a commit may be lost to a power cut, never half kept, and its commit marker with
+/// it, so a resume sends it again), foreign keys not enforced while loading. What SQLite did not
+/// take, or what a setting risks, is said.
+fn configure(conn: &Connection, address: &str) -> Result<()> {
+    let want = &crate::tuning::Tuning::get().sqlite;
+    let configuring = || format!("{address}: configuring (is it a SQLite database?)");
+    conn.execute_batch(&format!("{} PRAGMA foreign_keys=OFF;", want.sql()))
+        .ctx(ErrorKind::Target, configuring)?;
+    let read = |pragma: &str| -> Result<String> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+        .ctx(ErrorKind::Target, configuring)
+    };
+    let journal = read("journal_mode")?;
+    if !journal.eq_ignore_ascii_case(want.journal_mode) {
+        tracing::warn!(target = address, asked = want.journal_mode, kept = %journal, "SQLite did not take the journal mode asked for");
+    }
+    if let Some(n) = want.page_size
+        && read("page_size")? != n.to_string()
+    {
+        tracing::warn!(target = address, asked = n, kept = %read("page_size")?, "page_size applies to a new database only: this one keeps its own");
+    }
+    if want.synchronous == "OFF" {
+        tracing::warn!(
+            target = address,
+            "synchronous=OFF: a power cut or an operating system crash during the import can corrupt the database; a killed ferry cannot"
+        );
+    }
+    Ok(())
 }
 
 /// Take the lock that lets one ferry process at a time write the database at `path` (`what`:
