@@ -28,5 +28,6 @@ mod resume;
 mod rollback;
 mod roundtrip;
 mod s3;
+mod serve;
 mod shards;
 mod transform;

@@ -7,6 +7,7 @@ pub(crate) mod cutover;
 pub(crate) mod entity;
 pub mod export;
 pub mod import;
+pub(crate) mod metrics;
 pub(crate) mod rollback;
 pub(crate) mod status;
 pub mod transform;

@@ -102,11 +102,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
         return out.flush();
     }
 
-    let now = jiff::Timestamp::now();
-    let paces: Vec<Pace> = runs
-        .iter()
-        .map(|r| Ok(pace(r, now, following(&cp, r)?)))
-        .collect::<Result<_>>()?;
+    let paces = paces_of(&cp, &runs)?;
     if cfg.json {
         for (r, p) in runs.iter().zip(&paces) {
             line(out, &run_json(r, p, None).to_string())?;
@@ -140,23 +136,84 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
     out.flush()
 }
 
+/// Each run's pace, now.
+fn paces_of(cp: &Checkpoint, runs: &[crate::checkpoint::RunRow]) -> Result<Vec<Pace>> {
+    let now = jiff::Timestamp::now();
+    runs.iter().map(|r| Ok(pace(r, now, following(cp, r)?))).collect()
+}
+
+/// A run as it is now, for the server and the metrics: `ferry status --json`'s RUN object, and
+/// the figures behind it.
+pub(crate) struct RunNow {
+    pub run: crate::checkpoint::RunRow,
+    pace: Pace,
+}
+
+impl RunNow {
+    /// The RUN object `ferry status --json` prints.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        run_json(&self.run, &self.pace, None)
+    }
+    pub(crate) fn rows_per_s(&self) -> Option<f64> {
+        self.pace.rate
+    }
+    pub(crate) fn seconds_left(&self) -> Option<f64> {
+        self.pace.left
+    }
+    /// Seconds since a running run last recorded progress.
+    pub(crate) fn idle_s(&self) -> Option<f64> {
+        self.pace.idle
+    }
+}
+
+/// Every run in the state file at `path` as it is now (a run whose process is gone is
+/// stopped); none when there is no state file yet.
+pub(crate) fn runs_now(path: &std::path::Path) -> Result<Vec<RunNow>> {
+    let Some(cp) = Checkpoint::open_existing(path)? else {
+        return Ok(Vec::new());
+    };
+    let runs: Vec<crate::checkpoint::RunRow> = cp
+        .runs()?
+        .into_iter()
+        .map(|r| as_it_is(&cp, r))
+        .collect::<Result<_>>()?;
+    let paces = paces_of(&cp, &runs)?;
+    Ok(runs
+        .into_iter()
+        .zip(paces)
+        .map(|(run, pace)| RunNow { run, pace })
+        .collect())
+}
+
+/// One run (its full id) as it is now, with its batches and errors, as JSON; `None` when the
+/// state file holds no such run.
+pub(crate) fn run_detail(path: &std::path::Path, run_id: &str) -> Result<Option<serde_json::Value>> {
+    let Some(now) = runs_now(path)?.into_iter().find(|r| r.run.run_id == run_id) else {
+        return Ok(None);
+    };
+    let Some(cp) = Checkpoint::open_existing(path)? else {
+        return Ok(None);
+    };
+    let mut j = now.json();
+    j["batches"] = json!(cp.batches(Some(run_id), None)?);
+    j["errors"] = json!(cp.errors(Some(run_id))?);
+    Ok(Some(j))
+}
+
 /// Several state files (a sharded migration's): every run of each, then their sum. `--run` and
 /// `--batch` look in the one file that holds the run.
 fn run_many<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Result<()> {
     let paths: Vec<&PathBuf> = std::iter::once(&cfg.state_path).chain(&cfg.more_states).collect();
     let mut all = Vec::new();
     for path in &paths {
-        let Some(cp) = Checkpoint::open_existing(path)? else {
+        if !path.exists() {
             return Err(Error::new(
                 ErrorKind::Checkpoint,
                 format!("no state file at {} (each shard's --state)", path.display()),
             ));
-        };
-        let now = jiff::Timestamp::now();
-        for r in cp.runs()? {
-            let r = as_it_is(&cp, r)?;
-            let p = pace(&r, now, following(&cp, &r)?);
-            all.push((path.display().to_string(), r, p));
+        }
+        for RunNow { run, pace } in runs_now(path)? {
+            all.push((path.display().to_string(), run, pace));
         }
     }
     if let Some(wanted) = &cfg.run {

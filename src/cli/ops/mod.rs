@@ -7,6 +7,7 @@ mod capture;
 mod cutover;
 mod docs;
 mod rollback;
+mod serve;
 mod status;
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use self::capture::{CaptureArgs, run_capture};
 use self::cutover::{CutoverArgs, run_cutover};
 use self::docs::{CompletionsArgs, ManArgs, run_completions, run_man};
 use self::rollback::{RollbackArgs, run_rollback};
+use self::serve::{ServeArgs, run_serve};
 use self::status::{StatusArgs, run_status};
 use crate::cli::{LogArgs, finish, init_logging};
 
@@ -44,6 +46,7 @@ Examples:
   ferry completions bash > ~/.local/share/bash-completion/completions/ferry
   ferry completions zsh --dir ~/.zfunc   # one _ferry* file per program
   ferry man /usr/local/share/man/man1    # ferry.1, ferry-export.1, ferry-import.1, ...
+  ferry serve --config ferry-serve.toml  # runs, progress and metrics over HTTP (tokens)
 
 The stages themselves are separate programs: ferry-export, ferry-transform, ferry-import,
 ferry-validate (each has --help with examples).";
@@ -83,6 +86,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write man pages for every ferry program (and each `ferry` subcommand) into a directory
     Man(ManArgs),
+    /// Serve the runs, their progress and Prometheus metrics over HTTP, behind bearer tokens
+    Serve(ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Cutover(c) => run_cutover(c),
         Command::Completions(c) => run_completions(c),
         Command::Man(m) => run_man(m),
+        Command::Serve(s) => run_serve(s),
     };
     finish("ferry", result)
 }

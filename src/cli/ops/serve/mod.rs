@@ -1,0 +1,162 @@
+//! `ferry serve`: the migration's runs, progress and metrics over HTTP, for dashboards,
+//! Prometheus and the applications that drive ferry. Every call needs a bearer token from the
+//! config file; with no config the server answers none (401) and listens on loopback only.
+
+mod api;
+mod auth;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::checkpoint::DEFAULT_STATE_PATH;
+use crate::error::{Error, ErrorKind, ExitStatus, Result};
+
+use self::auth::{Config, Scope, Tokens};
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # A token for Prometheus and the dashboard (printed once; the config keeps only its hash)
+  ferry serve --new-token grafana --scope read >> ferry-serve.toml
+  ferry serve --config ferry-serve.toml                  # http://127.0.0.1:8080
+  ferry serve --config ferry-serve.toml --listen 0.0.0.0:9100 --state /srv/moves/state.db
+
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/runs
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/runs/RUN_ID
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/metrics
+
+Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
+(one run with its batches and errors), GET /metrics (Prometheus; scope read), GET /healthz (no
+token). Errors are JSON: {\"error\": {\"status\", \"code\", \"message\"}}; 401 without a known
+token, 403 outside its scopes.
+
+ferry-serve.toml:
+  listen = \"127.0.0.1:8080\"        # optional
+  state = \".ferry/state.db\"        # optional
+  [[token]]
+  name = \"grafana\"
+  sha256 = \"...\"                   # the token's SHA-256, hex
+  scopes = [\"read\"]                # read, export, import, rollback, admin
+
+The server runs until Ctrl-C or SIGTERM, then exits 0.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = SERVE_EXAMPLES)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: the config's, else 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The server's configuration: its tokens (hashed), and optionally listen and state
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The state file whose runs are served [default: the config's, else .ferry/state.db]
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Make a token named NAME: print it once, with the lines to add to the config file
+    /// (nothing is served)
+    #[arg(long, value_name = "NAME")]
+    pub new_token: Option<String>,
+    /// The new token's scopes (repeat it)
+    #[arg(long, value_enum, requires = "new_token", default_value = "read")]
+    pub(crate) scope: Vec<Scope>,
+}
+
+pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
+    if let Some(name) = &args.new_token {
+        return print_new_token(name, &args.scope);
+    }
+    let config = match &args.config {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    let listen = args
+        .listen
+        .clone()
+        .or(config.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| Error::usage(format!("--listen {listen:?}: write ADDRESS:PORT, e.g. 127.0.0.1:8080")))?;
+    let state = args
+        .state
+        .clone()
+        .or(config.state.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH));
+    let tokens = Tokens::new(&config.tokens);
+    if tokens.len() == 0 {
+        crate::human::say(&format!(
+            "ferry serve: no tokens configured{}: every call but /healthz will be refused (401); ferry serve --new-token NAME makes one",
+            args.config
+                .as_ref()
+                .map(|p| format!(" in {}", p.display()))
+                .unwrap_or_default()
+        ));
+    }
+    if !addr.ip().is_loopback() {
+        crate::human::say(&format!(
+            "ferry serve: listening on {addr}, beyond this machine, over plain HTTP: tokens cross the network readable; put TLS in front"
+        ));
+    }
+    crate::interrupt::install();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferry-serve")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("starting the server: {e}")))?;
+    let app = Arc::new(api::App {
+        tokens,
+        state: state.clone(),
+    });
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::usage(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("listening on {addr}: {e}")))?;
+        crate::human::say(&format!(
+            "ferry serve: listening on http://{bound} (runs of {}; {} tokens)",
+            state.display(),
+            app.tokens.len()
+        ));
+        axum::serve(listener, api::router(app))
+            .with_graceful_shutdown(stopped())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("serving on {bound}: {e}")))
+    })?;
+    Ok(ExitStatus::Ok)
+}
+
+/// Resolves once Ctrl-C or SIGTERM asks the process to stop.
+async fn stopped() {
+    while !crate::interrupt::requested() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn print_new_token(name: &str, scopes: &[Scope]) -> Result<ExitStatus> {
+    if name.is_empty() || name.contains(['"', '\\', '\n']) {
+        return Err(Error::usage(format!(
+            "--new-token {name:?}: a name without quotes, backslashes or line breaks"
+        )));
+    }
+    let (token, hash) = auth::new_token();
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{}\"", s.as_str())).collect();
+    crate::human::say(&format!(
+        "ferry serve: the token for {name:?} (shown once; give it as Authorization: Bearer TOKEN):\n{token}\nthe lines for the config file are on stdout"
+    ));
+    let lines = [
+        String::new(),
+        "[[token]]".into(),
+        format!("name = \"{name}\""),
+        format!("sha256 = \"{hash}\""),
+        format!("scopes = [{}]", scopes.join(", ")),
+    ];
+    let mut out = crate::protocol::StreamWriter::stdout()?;
+    for line in lines {
+        out.write_line(line.as_bytes(), crate::protocol::Kind::Other)?;
+    }
+    out.flush()?;
+    Ok(ExitStatus::Ok)
+}
