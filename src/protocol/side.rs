@@ -9,6 +9,7 @@
 //! | `PLAN` | `ferry-import --dry-run`, `ferry rollback` | stdout, one per action, then (files) a `summary` |
 //! | reject | `ferry-import` | the reject file (`rejects-RUN.ndjson` beside the state file, or `--rejects`) |
 //! | audit | `ferry rollback --confirm` | `.ferry/audit.ndjson`, written and synced before each action |
+//! | request audit | `ferry serve` | `.ferry/serve-audit.ndjson`, one per request that changes data, synced before it is acted on |
 //!
 //! The results of a files import (`--results`) are a stream of their own, `uploads`: RECORDs
 //! whose columns are `import::files::UPLOAD_COLUMNS`.
@@ -422,6 +423,22 @@ pub struct FileReject<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct FileKey {
     pub path: String,
+}
+
+/// A line of `ferry serve`'s audit log: who asked for what, written before it is done.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestAudit {
+    pub at: String,
+    /// The token's name (never the token).
+    pub caller: String,
+    /// What was asked: `export`, ...
+    pub action: String,
+    /// The run or export it started.
+    pub run: String,
+    /// The store it reads or writes, by its name in the server's config.
+    pub store: String,
+    /// The request's body, as understood.
+    pub request: Json,
 }
 
 /// A line of the audit log: an action of a rollback, written and synced before it is carried

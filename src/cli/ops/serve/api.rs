@@ -5,21 +5,36 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::auth::{Caller, Refusal, Scope, Tokens};
+use super::exports::{ExportRequest, Exports, Job, JobStatus};
+use crate::address::Address;
 use crate::stage::{metrics, status};
 
 /// What every handler shares.
 pub(crate) struct App {
     pub tokens: Tokens,
     pub state: PathBuf,
+    /// The stores requests may name.
+    pub stores: BTreeMap<String, Address>,
+    pub exports: Exports,
+    /// One permit per run that may go on at once.
+    pub slots: Arc<Semaphore>,
+    pub max_runs: usize,
+    /// `serve-audit.ndjson`, appended to and synced before a request that changes data is acted on.
+    pub audit: std::sync::Mutex<std::fs::File>,
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -28,8 +43,33 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/export", post(start_export))
+        .route("/api/v1/export/{id}", get(export_status))
+        .route("/api/v1/export/{id}/download", get(download))
         .fallback(not_found)
         .with_state(app)
+}
+
+/// A JSON request body; what is wrong with one (not JSON, a field missing or unknown, too
+/// large) is a JSON error naming it.
+pub(crate) struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejected) => {
+                let status = rejected.status();
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    _ => "bad_request",
+                };
+                Err(ApiError::new(status, code, rejected.body_text()))
+            }
+        }
+    }
 }
 
 /// An error answer: `{"error": {"status", "code", "message"}}`.
@@ -140,6 +180,162 @@ async fn run(
             format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
         )),
     }
+}
+
+/// `POST /api/v1/export`: start an export of a named store (one entity, some tables, or all).
+async fn start_export(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(request): Body<ExportRequest>,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&app, &headers, Scope::Export)?.clone();
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let Some(source) = app.stores.get(&request.store).cloned() else {
+        let names: Vec<&str> = app.stores.keys().map(String::as_str).collect();
+        return Err(bad(format!(
+            "no store {:?} in the server's config (stores: {})",
+            request.store,
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    if request.root.is_some() && !request.tables.is_empty() {
+        return Err(bad("give root (one entity) or tables, not both".into()));
+    }
+    if request.follow_fks && request.root.is_none() {
+        return Err(bad("follow_fks follows the references to a root: give root too".into()));
+    }
+    if let Some(root) = &request.root {
+        crate::stage::entity::Root::parse(root)
+            .map_err(|_| bad(format!("root {root:?}: write TABLE:COLUMN=VALUE, e.g. users:id=42")))?;
+    }
+    if !caller.may_export(request.root.as_deref()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} may export only the entities its config lists, and {} is not one",
+                caller.name,
+                request
+                    .root
+                    .as_deref()
+                    .map_or("a whole table".to_owned(), |r| format!("{r:?}"))
+            ),
+        ));
+    }
+    let Ok(slot) = Arc::clone(&app.slots).try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_runs",
+            format!(
+                "{} runs are going on, the most this server runs at once (max_runs): try again when one ends",
+                app.max_runs
+            ),
+        ));
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    audit(&app, &caller, "export", &id, &request.store, json!(request))?;
+    let job = app.exports.start(&id, &caller.name, request)?;
+    let runner = Arc::clone(&app);
+    let started = job.clone();
+    tokio::task::spawn_blocking(move || {
+        runner.exports.run(&started, source);
+        drop(slot);
+    });
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// An export the caller may see: its own, or any for an admin.
+fn own_export(app: &App, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    match app.exports.get(id) {
+        Some(job) if job.caller == caller.name || caller.is_admin() => Ok(job),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no export {id} of token {:?}", caller.name),
+        )),
+    }
+}
+
+async fn export_status(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let caller = authorize(&app, &headers, Scope::Export)?;
+    own_export(&app, caller, &id).map(Json)
+}
+
+/// The export's stream file, once complete; HTTP Range requests resume a cut download.
+async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let caller = authorize(&app, req.headers(), Scope::Export)?;
+    let job = own_export(&app, caller, &id)?;
+    if job.status != JobStatus::Complete {
+        let why = match job.status {
+            JobStatus::Running => "is still running: GET /api/v1/export/ID says when it is complete".to_owned(),
+            _ => format!(
+                "failed: {}",
+                job.error.as_deref().unwrap_or("see GET /api/v1/export/ID")
+            ),
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_ready",
+            format!("export {id} {why}"),
+        ));
+    }
+    let file = app.exports.file(&id);
+    let mut r = tower_http::services::ServeFile::new(&file)
+        .try_call(req)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("reading export {id}: {e}"),
+            )
+        })?
+        .into_response();
+    if r.status().is_success() {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-ndjson"),
+        );
+    }
+    Ok(r)
+}
+
+/// Write and sync an audit line before the request is acted on; a log that cannot be written
+/// refuses the request.
+fn audit(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    run: &str,
+    store: &str,
+    request: serde_json::Value,
+) -> Result<(), ApiError> {
+    let line = crate::protocol::side::RequestAudit {
+        at: crate::protocol::now_rfc3339(),
+        caller: caller.name.clone(),
+        action: action.into(),
+        run: run.into(),
+        store: store.into(),
+        request,
+    };
+    let mut text = serde_json::to_vec(&line).expect("an audit line serializes");
+    text.push(b'\n');
+    let mut file = app.audit.lock().unwrap_or_else(|p| p.into_inner());
+    file.write_all(&text).and_then(|()| file.sync_data()).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "audit_failed",
+            format!("the audit log could not be written ({e}): nothing was done"),
+        )
+    })
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -41,6 +41,12 @@ pub(crate) struct Config {
     pub listen: Option<String>,
     /// The state file (the command line's `--state` wins).
     pub state: Option<std::path::PathBuf>,
+    /// Exports running at once, at most [default: 4].
+    pub max_runs: Option<usize>,
+    /// The stores requests may name, by name: `app = "sqlite:app.db"`. A request never gives
+    /// an address itself.
+    #[serde(default)]
+    pub stores: std::collections::BTreeMap<String, String>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenEntry>,
 }
@@ -52,6 +58,8 @@ pub(crate) struct TokenEntry {
     /// The token's SHA-256, hex (`ferry serve --new-token NAME` prints it).
     pub sha256: String,
     pub scopes: Vec<Scope>,
+    /// When set, the only entities (`users:id=42`) this token may export.
+    pub entities: Option<Vec<String>>,
 }
 
 impl Config {
@@ -74,6 +82,20 @@ impl Config {
             if t.scopes.is_empty() {
                 return Err(bad(format!("token {:?} has no scopes: it could do nothing", t.name)));
             }
+            for e in t.entities.iter().flatten() {
+                crate::stage::entity::Root::parse(e).map_err(|_| {
+                    bad(format!(
+                        "token {:?}: entity {e:?} is not TABLE:COLUMN=VALUE (users:id=42)",
+                        t.name
+                    ))
+                })?;
+            }
+        }
+        for (name, address) in &config.stores {
+            crate::address::Address::parse(address).map_err(|e| bad(format!("store {name:?}: {e}")))?;
+        }
+        if config.max_runs == Some(0) {
+            return Err(bad("max_runs is at least 1".into()));
         }
         Ok(config)
     }
@@ -84,11 +106,25 @@ impl Config {
 pub(crate) struct Caller {
     pub name: String,
     scopes: Vec<Scope>,
+    entities: Option<Vec<String>>,
 }
 
 impl Caller {
     pub(crate) fn may(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|s| *s == scope || *s == Scope::Admin)
+    }
+
+    /// Whether this caller may export `root` (`None`: whole tables), given its entities.
+    pub(crate) fn may_export(&self, root: Option<&str>) -> bool {
+        match (&self.entities, root) {
+            (None, _) => true,
+            (Some(allowed), Some(root)) => allowed.iter().any(|a| a == root),
+            (Some(_), None) => false,
+        }
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
     }
 }
 
@@ -114,6 +150,7 @@ impl Tokens {
                 let caller = Caller {
                     name: t.name.clone(),
                     scopes: t.scopes.clone(),
+                    entities: t.entities.clone(),
                 };
                 (hash, caller)
             })
@@ -166,6 +203,7 @@ mod tests {
             name: "ops".into(),
             sha256: hash,
             scopes,
+            entities: None,
         };
         (token, Tokens::new(&[entry]))
     }

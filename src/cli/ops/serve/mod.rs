@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod exports;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,18 +26,35 @@ Examples:
   curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/runs/RUN_ID
   curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/metrics
 
+  # One user's data as a stream file (scope export): start it, watch it, download it
+  curl -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
+    -d '{\"store\": \"app\", \"root\": \"users:id=42\", \"follow_fks\": true}' http://127.0.0.1:8080/api/v1/export
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/export/EXPORT_ID
+  curl -H \"Authorization: Bearer $TOKEN\" -C - -o user-42.ndjson http://127.0.0.1:8080/api/v1/export/EXPORT_ID/download
+
 Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
 (one run with its batches and errors), GET /metrics (Prometheus; scope read), GET /healthz (no
-token). Errors are JSON: {\"error\": {\"status\", \"code\", \"message\"}}; 401 without a known
-token, 403 outside its scopes.
+token); POST /api/v1/export ({\"store\", \"root\", \"follow_fks\"} or {\"store\", \"tables\"}: 202
+and the export's record), GET /api/v1/export/ID, GET /api/v1/export/ID/download (the stream,
+HTTP Range honoured; 409 until complete). Errors are JSON: {\"error\": {\"status\", \"code\",
+\"message\"}}; 401 without a known token, 403 outside its scopes or entities, 429 beyond max_runs.
+Each export is audited (.ferry/serve-audit.ndjson) and kept in .ferry/exports/ beside the state.
 
 ferry-serve.toml:
   listen = \"127.0.0.1:8080\"        # optional
   state = \".ferry/state.db\"        # optional
+  max_runs = 4                     # exports at once
+  [stores]                         # what requests may name; never an address from a request
+  app = \"sqlite:app.db\"            # or postgres://app@db/app (password: PGPASSWORD)
   [[token]]
   name = \"grafana\"
   sha256 = \"...\"                   # the token's SHA-256, hex
   scopes = [\"read\"]                # read, export, import, rollback, admin
+  [[token]]
+  name = \"user-42\"
+  sha256 = \"...\"
+  scopes = [\"export\"]
+  entities = [\"users:id=42\"]       # this token exports this user's data and nothing else
 
 The server runs until Ctrl-C or SIGTERM, then exits 0.";
 
@@ -59,11 +77,14 @@ pub struct ServeArgs {
     /// The new token's scopes (repeat it)
     #[arg(long, value_enum, requires = "new_token", default_value = "read")]
     pub(crate) scope: Vec<Scope>,
+    /// Limit the new token to exporting this entity, TABLE:COLUMN=VALUE (repeat it)
+    #[arg(long, value_name = "ROOT", requires = "new_token")]
+    pub entity: Vec<String>,
 }
 
 pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
     if let Some(name) = &args.new_token {
-        return print_new_token(name, &args.scope);
+        return print_new_token(name, &args.scope, &args.entity);
     }
     let config = match &args.config {
         Some(path) => Config::read(path)?,
@@ -104,9 +125,36 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         .enable_all()
         .build()
         .map_err(|e| Error::new(ErrorKind::Io, format!("starting the server: {e}")))?;
+    let home = state
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let stores = config
+        .stores
+        .iter()
+        .map(|(name, a)| Ok((name.clone(), crate::address::Address::parse(a)?)))
+        .collect::<Result<_>>()?;
+    let exports = exports::Exports::open(home.join("exports"), state.clone())?;
+    let audit_path = home.join("serve-audit.ndjson");
+    let audit = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&audit_path)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("opening the audit log {}: {e}", audit_path.display()),
+            )
+        })?;
+    let max_runs = config.max_runs.unwrap_or(4);
     let app = Arc::new(api::App {
         tokens,
         state: state.clone(),
+        stores,
+        exports,
+        slots: Arc::new(tokio::sync::Semaphore::new(max_runs)),
+        max_runs,
+        audit: std::sync::Mutex::new(audit),
     });
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -135,24 +183,34 @@ async fn stopped() {
     }
 }
 
-fn print_new_token(name: &str, scopes: &[Scope]) -> Result<ExitStatus> {
+fn print_new_token(name: &str, scopes: &[Scope], entities: &[String]) -> Result<ExitStatus> {
     if name.is_empty() || name.contains(['"', '\\', '\n']) {
         return Err(Error::usage(format!(
             "--new-token {name:?}: a name without quotes, backslashes or line breaks"
         )));
+    }
+    for e in entities {
+        crate::stage::entity::Root::parse(e)
+            .ok()
+            .filter(|_| !e.contains(['"', '\\', '\n']))
+            .ok_or_else(|| Error::usage(format!("--entity {e:?}: write TABLE:COLUMN=VALUE, e.g. users:id=42")))?;
     }
     let (token, hash) = auth::new_token();
     let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{}\"", s.as_str())).collect();
     crate::human::say(&format!(
         "ferry serve: the token for {name:?} (shown once; give it as Authorization: Bearer TOKEN):\n{token}\nthe lines for the config file are on stdout"
     ));
-    let lines = [
+    let mut lines = vec![
         String::new(),
         "[[token]]".into(),
         format!("name = \"{name}\""),
         format!("sha256 = \"{hash}\""),
         format!("scopes = [{}]", scopes.join(", ")),
     ];
+    if !entities.is_empty() {
+        let quoted: Vec<String> = entities.iter().map(|e| format!("\"{e}\"")).collect();
+        lines.push(format!("entities = [{}]", quoted.join(", ")));
+    }
     let mut out = crate::protocol::StreamWriter::stdout()?;
     for line in lines {
         out.write_line(line.as_bytes(), crate::protocol::Kind::Other)?;
