@@ -484,7 +484,11 @@ fn one_users_data_exported_over_http_is_the_clis_entity_export_and_loads() {
             let (status, v) = s.json(&format!("/api/v1/export/{id}/download"), Some(&user));
             assert_eq!((status, error_code(&v)), (409, "not_ready"));
         } else {
-            let said = format!("{} {}", error_code(&v), v["error"]["message"].as_str().unwrap_or_default());
+            let said = format!(
+                "{} {}",
+                error_code(&v),
+                v["error"]["message"].as_str().unwrap_or_default()
+            );
             assert!(said.contains(want), "{want}: {v}");
         }
     }
@@ -537,7 +541,7 @@ fn exports_beyond_max_runs_wait_and_one_cut_by_a_stopped_server_is_failed_on_res
         job["error"]
             .as_str()
             .unwrap()
-            .contains("the server stopped during this export")
+            .contains("the server stopped during this job")
     );
     let left: Vec<_> = std::fs::read_dir(d.path(".ferry/exports"))
         .unwrap()
@@ -558,4 +562,184 @@ fn exports_beyond_max_runs_wait_and_one_cut_by_a_stopped_server_is_failed_on_res
         Some("application/json"),
     );
     assert_eq!(status, 202);
+}
+
+/// `POST` raw bytes (no content type): the import's way of sending a stream.
+fn post_raw(s: &Server, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap())
+}
+
+/// Wait for an import to end: its record.
+fn imported(s: &Server, id: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, job) = s.json(&format!("/api/v1/import/{id}"), Some(token));
+        assert_eq!(status, 200, "{job}");
+        if job["status"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "import {id} still running: {job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stream_uploaded_is_planned_imported_and_skipped_the_second_time() {
+    let d = Dir::new();
+    let src = d.sample();
+    let stream = d
+        .run("ferry-export", &[&src, "--root", "users:id=36", "--follow-fks"], b"")
+        .output
+        .stdout
+        .clone();
+    std::fs::write(d.path("user-36.ndjson"), &stream).unwrap();
+    std::fs::write(
+        d.path("ferry-serve.toml"),
+        format!(
+            "max_upload_bytes = 100000\n[stores]\ncopy = \"sqlite:{}\"\n",
+            d.path("copy.db").display()
+        ),
+    )
+    .unwrap();
+    let app = new_token(&d, "app", &["import"]);
+    let exporter = new_token(&d, "exporter", &["export"]);
+    let reader = new_token(&d, "grafana", &["read"]);
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+
+    // The plan first: nothing is written.
+    let (status, v) = post_raw(&s, "/api/v1/import?store=copy&create=true&dry_run=true", &app, &stream);
+    assert_eq!(status, 200, "{v}");
+    let plan = v["plan"].as_array().unwrap();
+    let loads: i64 = plan
+        .iter()
+        .filter(|p| p["action"] == "load")
+        .map(|p| p["insert"].as_i64().unwrap())
+        .sum();
+    assert_eq!(loads, 13, "{v}");
+    assert!(!d.path("copy.db").exists(), "a dry run writes nothing");
+
+    // Then the import, in the background; its run is the state file's.
+    let (status, job) = post_raw(&s, "/api/v1/import?store=copy&create=true", &app, &stream);
+    assert_eq!(status, 202, "{job}");
+    let job = imported(&s, job["id"].as_str().unwrap(), &app);
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(
+        (job["written"].as_i64(), job["rows"].as_i64()),
+        (Some(13), Some(13)),
+        "{job}"
+    );
+    let run = job["run"].as_str().unwrap();
+    let (status, r) = s.json(&format!("/api/v1/runs/{run}"), Some(&reader));
+    assert_eq!((status, r["run"]["rows_written"].as_i64()), (200, Some(13)), "{r}");
+    // The target holds the user's rows, read by SQLite itself.
+    let conn = rusqlite::Connection::open(d.path("copy.db")).unwrap();
+    assert_eq!(crate::common::count(&conn, "notifications"), 7);
+    assert_eq!(crate::common::count(&conn, "users"), 1);
+    d.run(
+        "ferry-validate",
+        &["user-36.ndjson", &d.db("copy.db"), "--allow-unverified"],
+        b"",
+    )
+    .ok();
+
+    // The same file again, as a multipart form (curl -F): found done, nothing written twice.
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {app}"),
+            "-F",
+            "file=@user-36.ndjson",
+        ])
+        .arg(format!("{}/api/v1/import?store=copy&on_conflict=skip", s.base))
+        .current_dir(d.root())
+        .output();
+    let again: Value = match curl {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).unwrap(),
+        Ok(out) => panic!("curl failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            eprintln!("SKIPPED the multipart upload by curl: {e}; sent by reqwest as a body instead");
+            post_raw(&s, "/api/v1/import?store=copy&on_conflict=skip", &app, &stream).1
+        }
+    };
+    let job = imported(&s, again["id"].as_str().expect("an import record"), &app);
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(
+        (job["written"].as_i64(), job["already_done"].as_i64()),
+        (Some(0), Some(13)),
+        "{job}"
+    );
+    assert_eq!(crate::common::count(&conn, "notifications"), 7);
+
+    // Refused before anything is kept or written, each as JSON naming what is wrong.
+    for (path, token, body, want_status, want) in [
+        ("/api/v1/import?store=copy", &exporter, &stream[..], 403, "forbidden"),
+        ("/api/v1/import?store=crm", &app, &stream[..], 400, "no store \"crm\""),
+        (
+            "/api/v1/import?store=copy&on_conflict=replace",
+            &app,
+            &stream[..],
+            400,
+            "unknown variant `replace`",
+        ),
+        (
+            "/api/v1/import?store=copy&crate=true",
+            &app,
+            &stream[..],
+            400,
+            "unknown field `crate`",
+        ),
+        ("/api/v1/import", &app, &stream[..], 400, "missing field `store`"),
+        ("/api/v1/import?store=copy", &app, b"", 400, "the upload is empty"),
+        (
+            "/api/v1/import?store=copy",
+            &app,
+            &vec![b'x'; 100_001][..],
+            413,
+            "over 100000 bytes",
+        ),
+    ] {
+        let (status, v) = post_raw(&s, path, token, body);
+        assert_eq!(status, want_status, "{path}: {v}");
+        let said = format!(
+            "{} {}",
+            error_code(&v),
+            v["error"]["message"].as_str().unwrap_or_default()
+        );
+        assert!(said.contains(want), "{path}: {want}: {v}");
+    }
+    let kept: Vec<_> = std::fs::read_dir(d.path(".ferry/imports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ndjson") || n.contains("partial"))
+        .collect();
+    assert_eq!(kept.len(), 2, "only the two uploads imported are kept: {kept:?}");
+
+    // A stream that is not one is accepted as an upload, and its import fails naming the line.
+    let (status, job) = post_raw(
+        &s,
+        "/api/v1/import?store=copy",
+        &app,
+        b"{\"type\":\"RECORD\"\nnot json\n",
+    );
+    assert_eq!(status, 202, "{job}");
+    let job = imported(&s, job["id"].as_str().unwrap(), &app);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("line 1"), "{job}");
+
+    // Every import is audited.
+    let audit = std::fs::read_to_string(d.path(".ferry/serve-audit.ndjson")).unwrap();
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("\"action\":\"import\"")).count(),
+        3,
+        "{audit}"
+    );
 }

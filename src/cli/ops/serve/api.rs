@@ -19,7 +19,9 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::auth::{Caller, Refusal, Scope, Tokens};
-use super::exports::{ExportRequest, Exports, Job, JobStatus};
+use super::exports::ExportRequest;
+use super::imports::ImportRequest;
+use super::jobs::{Job, JobStatus, Jobs};
 use crate::address::Address;
 use crate::stage::{metrics, status};
 
@@ -29,7 +31,10 @@ pub(crate) struct App {
     pub state: PathBuf,
     /// The stores requests may name.
     pub stores: BTreeMap<String, Address>,
-    pub exports: Exports,
+    pub exports: Jobs,
+    pub imports: Jobs,
+    /// The largest upload an import takes, in bytes.
+    pub max_upload: u64,
     /// One permit per run that may go on at once.
     pub slots: Arc<Semaphore>,
     pub max_runs: usize,
@@ -46,6 +51,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/export", post(start_export))
         .route("/api/v1/export/{id}", get(export_status))
         .route("/api/v1/export/{id}/download", get(download))
+        .route("/api/v1/import", post(start_import))
+        .route("/api/v1/import/{id}", get(import_status))
         .fallback(not_found)
         .with_state(app)
 }
@@ -81,7 +88,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -190,18 +197,7 @@ async fn start_export(
 ) -> Result<Response, ApiError> {
     let caller = authorize(&app, &headers, Scope::Export)?.clone();
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    let Some(source) = app.stores.get(&request.store).cloned() else {
-        let names: Vec<&str> = app.stores.keys().map(String::as_str).collect();
-        return Err(bad(format!(
-            "no store {:?} in the server's config (stores: {})",
-            request.store,
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        )));
-    };
+    let source = store(&app, &request.store)?;
     if request.root.is_some() && !request.tables.is_empty() {
         return Err(bad("give root (one entity) or tables, not both".into()));
     }
@@ -226,36 +222,58 @@ async fn start_export(
             ),
         ));
     }
-    let Ok(slot) = Arc::clone(&app.slots).try_acquire_owned() else {
-        return Err(ApiError::new(
+    let slot = slot(&app)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    audit(&app, &caller, "export", &id, &request.store, json!(request))?;
+    let download = format!("/api/v1/export/{id}/download");
+    let job = app.exports.start(&id, &caller.name, json!(request), Some(download))?;
+    let runner = Arc::clone(&app);
+    tokio::task::spawn_blocking(move || {
+        super::exports::run(&runner.exports, &runner.state, &id, &request, source);
+        drop(slot);
+    });
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// The store a request names.
+fn store(app: &App, name: &str) -> Result<Address, ApiError> {
+    app.stores.get(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = app.stores.keys().map(String::as_str).collect();
+        let names = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("no store {name:?} in the server's config (stores: {names})"),
+        )
+    })
+}
+
+/// A permit for one more run, or 429 when `max_runs` are going on.
+fn slot(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&app.slots).try_acquire_owned().map_err(|_| {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_runs",
             format!(
                 "{} runs are going on, the most this server runs at once (max_runs): try again when one ends",
                 app.max_runs
             ),
-        ));
-    };
-    let id = uuid::Uuid::now_v7().to_string();
-    audit(&app, &caller, "export", &id, &request.store, json!(request))?;
-    let job = app.exports.start(&id, &caller.name, request)?;
-    let runner = Arc::clone(&app);
-    let started = job.clone();
-    tokio::task::spawn_blocking(move || {
-        runner.exports.run(&started, source);
-        drop(slot);
-    });
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+        )
+    })
 }
 
-/// An export the caller may see: its own, or any for an admin.
-fn own_export(app: &App, caller: &Caller, id: &str) -> Result<Job, ApiError> {
-    match app.exports.get(id) {
+/// A job the caller may see: its own, or any for an admin.
+fn own(jobs: &Jobs, kind: &str, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    match jobs.get(id) {
         Some(job) if job.caller == caller.name || caller.is_admin() => Ok(job),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no export {id} of token {:?}", caller.name),
+            format!("no {kind} {id} of token {:?}", caller.name),
         )),
     }
 }
@@ -266,13 +284,65 @@ async fn export_status(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let caller = authorize(&app, &headers, Scope::Export)?;
-    own_export(&app, caller, &id).map(Json)
+    own(&app.exports, "export", caller, &id).map(Json)
+}
+
+async fn import_status(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let caller = authorize(&app, &headers, Scope::Import)?;
+    own(&app.imports, "import", caller, &id).map(Json)
+}
+
+/// `POST /api/v1/import?store=NAME[&on_conflict=skip][&create=true][&dry_run=true]`, the stream
+/// as the body (or as the `file` field of a multipart form): kept whole first, then imported in
+/// the background (202 and the import's record), or with `dry_run` planned at once (200 and the
+/// PLAN lines).
+async fn start_import(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let caller = authorize(&app, req.headers(), Scope::Import)?.clone();
+    let request: ImportRequest = axum::extract::Query::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let target = store(&app, &request.store)?;
+    let slot = slot(&app)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let partial = app.imports.file(&id, "ndjson.partial");
+    let input = app.imports.file(&id, "ndjson");
+    if let Err(e) = super::upload::save(req, &partial, app.max_upload).await {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, &input).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("keeping the upload: {e}"),
+        )
+    })?;
+    if request.dry_run {
+        let state = app.state.clone();
+        let (r, path) = (request.clone(), input.clone());
+        let planned = blocking(move || super::imports::plan(&r, target, &state, &path)).await;
+        let _ = std::fs::remove_file(&input);
+        drop(slot);
+        return Ok(Json(json!({"plan": planned?})).into_response());
+    }
+    audit(&app, &caller, "import", &id, &request.store, json!(request))?;
+    let job = app.imports.start(&id, &caller.name, json!(request), None)?;
+    let runner = Arc::clone(&app);
+    tokio::task::spawn_blocking(move || {
+        super::imports::run(&runner.imports, &runner.state, &id, &request, target, &input);
+        drop(slot);
+    });
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
 /// The export's stream file, once complete; HTTP Range requests resume a cut download.
 async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
     let caller = authorize(&app, req.headers(), Scope::Export)?;
-    let job = own_export(&app, caller, &id)?;
+    let job = own(&app.exports, "export", caller, &id)?;
     if job.status != JobStatus::Complete {
         let why = match job.status {
             JobStatus::Running => "is still running: GET /api/v1/export/ID says when it is complete".to_owned(),
@@ -287,7 +357,7 @@ async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, req: Requ
             format!("export {id} {why}"),
         ));
     }
-    let file = app.exports.file(&id);
+    let file = app.exports.file(&id, "ndjson");
     let mut r = tower_http::services::ServeFile::new(&file)
         .try_call(req)
         .await

@@ -41,8 +41,10 @@ pub(crate) struct Config {
     pub listen: Option<String>,
     /// The state file (the command line's `--state` wins).
     pub state: Option<std::path::PathBuf>,
-    /// Exports running at once, at most [default: 4].
+    /// Exports and imports running at once, at most [default: 4].
     pub max_runs: Option<usize>,
+    /// The largest stream an import takes, in bytes [default: 1 GiB].
+    pub max_upload_bytes: Option<u64>,
     /// The stores requests may name, by name: `app = "sqlite:app.db"`. A request never gives
     /// an address itself.
     #[serde(default)]

@@ -5,6 +5,9 @@
 mod api;
 mod auth;
 mod exports;
+mod imports;
+mod jobs;
+mod upload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,7 +137,8 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         .iter()
         .map(|(name, a)| Ok((name.clone(), crate::address::Address::parse(a)?)))
         .collect::<Result<_>>()?;
-    let exports = exports::Exports::open(home.join("exports"), state.clone())?;
+    let exports = jobs::Jobs::open(home.join("exports"))?;
+    let imports = jobs::Jobs::open(home.join("imports"))?;
     let audit_path = home.join("serve-audit.ndjson");
     let audit = std::fs::OpenOptions::new()
         .create(true)
@@ -152,6 +156,8 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         state: state.clone(),
         stores,
         exports,
+        imports,
+        max_upload: config.max_upload_bytes.unwrap_or(1 << 30),
         slots: Arc::new(tokio::sync::Semaphore::new(max_runs)),
         max_runs,
         audit: std::sync::Mutex::new(audit),
