@@ -743,3 +743,106 @@ fn a_stream_uploaded_is_planned_imported_and_skipped_the_second_time() {
         "{audit}"
     );
 }
+
+#[test]
+fn a_stream_is_validated_on_its_own_and_compared_with_a_store() {
+    let d = Dir::new();
+    let src = d.sample();
+    // The sample's users, tags and the files tagged (the whole sample holds a dangling
+    // reference on purpose, which a validation rightly fails).
+    let args = [
+        src.as_str(),
+        "--table",
+        "users",
+        "--table",
+        "tags",
+        "--table",
+        "saved_files",
+        "--table",
+        "file_tags",
+    ];
+    let stream = d.run("ferry-export", &args, b"").output.stdout.clone();
+    d.run("ferry-import", &[&d.db("copy.db"), "--create"], &stream).ok();
+    // The API's verdicts are ferry-validate's.
+    std::fs::write(d.path("s.ndjson"), &stream).unwrap();
+    d.run("ferry-validate", &["s.ndjson"], b"").ok();
+    d.run("ferry-validate", &["s.ndjson", &d.db("copy.db")], b"").ok();
+    std::fs::write(
+        d.path("ferry-serve.toml"),
+        format!(
+            "[stores]\ncopy = \"sqlite:{}\"\napp = \"{src}\"\n",
+            d.path("copy.db").display()
+        ),
+    )
+    .unwrap();
+    let reader = new_token(&d, "grafana", &["read"]);
+    let app = new_token(&d, "app", &["import", "export", "read"]);
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+
+    // On its own: whole, counted and digested as its producer said.
+    let (status, v) = post_raw(&s, "/api/v1/validate", &reader, &stream);
+    assert_eq!((status, v["status"].as_str()), (200, Some("pass")), "{v}");
+    assert_eq!(v["report"]["streams"].as_array().unwrap().len(), 4);
+    // A value changed on the way: the digest says so.
+    let text = String::from_utf8(stream.clone()).unwrap();
+    let tampered = text.replacen("\"name\":\"Ärger\"", "\"name\":\"Aerger\"", 1);
+    assert_ne!(tampered, text, "the sample has the tag");
+    let (status, v) = post_raw(&s, "/api/v1/validate", &reader, tampered.as_bytes());
+    assert_eq!((status, v["status"].as_str()), (200, Some("fail")), "{v}");
+    assert!(!v["findings"].as_array().unwrap().is_empty(), "{v}");
+
+    // Compared with the store it was imported into: equal; then a row changed there is found by key.
+    let (status, v) = post_raw(&s, "/api/v1/compare?store=copy", &app, &stream);
+    assert_eq!((status, v["status"].as_str()), (200, Some("pass")), "{v}");
+    let conn = rusqlite::Connection::open(d.path("copy.db")).unwrap();
+    conn.execute(
+        "UPDATE saved_files SET size = size + 1 WHERE id = (SELECT min(id) FROM saved_files)",
+        [],
+    )
+    .unwrap();
+    let (status, v) = post_raw(&s, "/api/v1/compare?store=copy", &app, &stream);
+    assert_eq!((status, v["status"].as_str()), (200, Some("fail")), "{v}");
+    let changed: Vec<&Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{v}");
+    assert_eq!(changed[0]["stream"], "main.saved_files");
+
+    // An export this token made, validated where it is kept.
+    let (status, job) = post(
+        &s,
+        "/api/v1/export",
+        &app,
+        br#"{"store": "app", "tables": ["users"]}"#,
+        Some("application/json"),
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(finished(&s, id, &app)["status"], "complete");
+    let (status, v) = post_raw(&s, &format!("/api/v1/validate?export={id}"), &app, b"");
+    assert_eq!((status, v["status"].as_str()), (200, Some("pass")), "{v}");
+    let (status, v) = post_raw(&s, &format!("/api/v1/validate?export={id}"), &reader, b"");
+    assert_eq!(
+        (status, error_code(&v)),
+        (404, "not_found"),
+        "another token's export: {v}"
+    );
+
+    // Refusals.
+    let (status, v) = post_raw(&s, "/api/v1/compare?store=copy", &reader, &stream);
+    assert_eq!((status, error_code(&v)), (403, "forbidden"), "{v}");
+    let (status, v) = post_raw(&s, "/api/v1/validate", &reader, b"");
+    assert_eq!((status, error_code(&v)), (400, "bad_request"), "{v}");
+    let (status, v) = post_raw(&s, "/api/v1/compare", &app, &stream);
+    assert_eq!((status, error_code(&v)), (400, "bad_request"), "{v}");
+    let (status, _) = post_raw(&s, "/api/v1/validate", "ferry_nobody", &stream);
+    assert_eq!(status, 401);
+    let left: Vec<_> = std::fs::read_dir(d.path(".ferry/imports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "checked uploads are not kept: {left:?}");
+}

@@ -53,6 +53,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/export/{id}/download", get(download))
         .route("/api/v1/import", post(start_import))
         .route("/api/v1/import/{id}", get(import_status))
+        .route("/api/v1/validate", post(validate))
+        .route("/api/v1/compare", post(compare))
         .fallback(not_found)
         .with_state(app)
 }
@@ -406,6 +408,68 @@ fn audit(
             format!("the audit log could not be written ({e}): nothing was done"),
         )
     })
+}
+
+/// `POST /api/v1/validate[?export=ID]`: a stream (the body, or an export this token made)
+/// checked on its own: whole, its counts and digests as its producer says, its keys and
+/// references. 200 with the verdict, the report and the findings.
+async fn validate(State(app): State<Arc<App>>, req: Request) -> Result<Json<serde_json::Value>, ApiError> {
+    let caller = authorize(&app, req.headers(), Scope::Read)?.clone();
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Query {
+        export: Option<String>,
+    }
+    let q: Query = axum::extract::Query::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    if let Some(id) = q.export {
+        let job = own(&app.exports, "export", &caller, &id)?;
+        if job.status != JobStatus::Complete {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_ready",
+                format!("export {id} is not complete"),
+            ));
+        }
+        let file = app.exports.file(&id, "ndjson");
+        return blocking(move || super::imports::validate(&file, None)).await.map(Json);
+    }
+    checked_upload(&app, req, None).await
+}
+
+/// `POST /api/v1/compare?store=NAME`: the stream in the body compared with a store, row by row,
+/// as `ferry-validate` compares them.
+async fn compare(State(app): State<Arc<App>>, req: Request) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, req.headers(), Scope::Import)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Query {
+        store: String,
+    }
+    let q: Query = axum::extract::Query::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let target = store(&app, &q.store)?;
+    checked_upload(&app, req, Some(target)).await
+}
+
+/// Keep the upload, validate it (against `target`, or on its own), and forget it.
+async fn checked_upload(app: &App, req: Request, target: Option<Address>) -> Result<Json<serde_json::Value>, ApiError> {
+    let slot = slot(app)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let partial = app.imports.file(&id, "check.partial");
+    let saved = super::upload::save(req, &partial, app.max_upload).await;
+    let checked = match saved {
+        Ok(_) => {
+            let file = partial.clone();
+            blocking(move || super::imports::validate(&file, target)).await
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&partial);
+    drop(slot);
+    checked.map(Json)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

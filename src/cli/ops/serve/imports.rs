@@ -114,3 +114,18 @@ pub(crate) fn run(jobs: &Jobs, state: &Path, id: &str, r: &ImportRequest, target
         Ok(()) => jobs.finish(id, JobStatus::Complete, done, None),
     }
 }
+
+/// `ferry-validate` over a kept upload: checked on its own (`target` `None`), or compared with
+/// a store. The report as `--report` writes it, and the FINDING lines.
+pub(crate) fn validate(input: &Path, target: Option<Address>) -> Result<serde_json::Value> {
+    let cfg = crate::stage::validate::ValidateConfig::for_stream(target);
+    let mut out = crate::protocol::StreamWriter::new(Vec::new());
+    let report = crate::stage::validate::run(&cfg, open(input)?, &mut out)?;
+    let text = out.into_inner()?;
+    let findings: Vec<serde_json::Value> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["type"] == "FINDING")
+        .collect();
+    Ok(serde_json::json!({"status": report.status, "report": report, "findings": findings}))
+}

@@ -34,12 +34,18 @@ Examples:
     -d '{\"store\": \"app\", \"root\": \"users:id=42\", \"follow_fks\": true}' http://127.0.0.1:8080/api/v1/export
   curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/export/EXPORT_ID
   curl -H \"Authorization: Bearer $TOKEN\" -C - -o user-42.ndjson http://127.0.0.1:8080/api/v1/export/EXPORT_ID/download
+  # Import it elsewhere, keeping rows already there; validate or compare a file
+  curl -H \"Authorization: Bearer $TOKEN\" -F file=@user-42.ndjson 'http://127.0.0.1:8080/api/v1/import?store=app&on_conflict=skip'
+  curl -H \"Authorization: Bearer $TOKEN\" --data-binary @user-42.ndjson 'http://127.0.0.1:8080/api/v1/compare?store=app'
 
 Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
 (one run with its batches and errors), GET /metrics (Prometheus; scope read), GET /healthz (no
 token); POST /api/v1/export ({\"store\", \"root\", \"follow_fks\"} or {\"store\", \"tables\"}: 202
 and the export's record), GET /api/v1/export/ID, GET /api/v1/export/ID/download (the stream,
-HTTP Range honoured; 409 until complete). Errors are JSON: {\"error\": {\"status\", \"code\",
+HTTP Range honoured; 409 until complete); POST /api/v1/import?store=NAME[&on_conflict=skip|
+overwrite][&create=true][&dry_run=true] (the stream as the body or a form's file field: 202 and
+the import's record, or the plan), GET /api/v1/import/ID; POST /api/v1/validate[?export=ID] (a
+stream on its own) and POST /api/v1/compare?store=NAME (against the store): 200, the verdict. Errors are JSON: {\"error\": {\"status\", \"code\",
 \"message\"}}; 401 without a known token, 403 outside its scopes or entities, 429 beyond max_runs.
 Each export is audited (.ferry/serve-audit.ndjson) and kept in .ferry/exports/ beside the state.
 
