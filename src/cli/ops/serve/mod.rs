@@ -25,18 +25,19 @@ Examples:
   ferry serve --config ferry-serve.toml                  # http://127.0.0.1:8080
   ferry serve --config ferry-serve.toml --listen 0.0.0.0:9100 --state /srv/moves/state.db
 
-  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/runs
-  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/runs/RUN_ID
-  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/metrics
+  H=\"Authorization: Bearer $TOKEN\" URL=http://127.0.0.1:8080
+  curl -H \"$H\" $URL/api/v1/runs                  # every run, as ferry status --json
+  curl -H \"$H\" $URL/api/v1/runs/RUN_ID           # one run, its batches and errors
+  curl -H \"$H\" $URL/metrics                      # Prometheus
 
   # One user's data as a stream file (scope export): start it, watch it, download it
-  curl -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
-    -d '{\"store\": \"app\", \"root\": \"users:id=42\", \"follow_fks\": true}' http://127.0.0.1:8080/api/v1/export
-  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/api/v1/export/EXPORT_ID
-  curl -H \"Authorization: Bearer $TOKEN\" -C - -o user-42.ndjson http://127.0.0.1:8080/api/v1/export/EXPORT_ID/download
-  # Import it elsewhere, keeping rows already there; validate or compare a file
-  curl -H \"Authorization: Bearer $TOKEN\" -F file=@user-42.ndjson 'http://127.0.0.1:8080/api/v1/import?store=app&on_conflict=skip'
-  curl -H \"Authorization: Bearer $TOKEN\" --data-binary @user-42.ndjson 'http://127.0.0.1:8080/api/v1/compare?store=app'
+  curl -H \"$H\" -H 'Content-Type: application/json' \\
+    -d '{\"store\": \"app\", \"root\": \"users:id=42\", \"follow_fks\": true}' $URL/api/v1/export
+  curl -H \"$H\" $URL/api/v1/export/EXPORT_ID
+  curl -H \"$H\" -C - -o user-42.ndjson $URL/api/v1/export/EXPORT_ID/download
+  # Import it elsewhere, keeping rows already there; compare a file with the database
+  curl -H \"$H\" -F file=@user-42.ndjson \"$URL/api/v1/import?store=app&on_conflict=skip\"
+  curl -H \"$H\" --data-binary @user-42.ndjson \"$URL/api/v1/compare?store=app\"
 
 Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
 (one run with its batches and errors), GET /metrics (Prometheus; scope read), GET /healthz (no
