@@ -846,3 +846,84 @@ fn a_stream_is_validated_on_its_own_and_compared_with_a_store() {
         .collect();
     assert!(left.is_empty(), "checked uploads are not kept: {left:?}");
 }
+
+#[test]
+fn a_runs_progress_comes_as_server_sent_events_until_it_ends() {
+    let d = Dir::new();
+    let src = crate::common::items_and_events(&d, 30_000);
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let reader = new_token(&d, "grafana", &["read"]);
+    // An import fed half its stream, then waiting for the rest.
+    let mut import = d
+        .cmd("ferry-import", &[&d.db("copy.db"), "--create"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = import.stdin.take().unwrap();
+    let half = stream.len() / 2;
+    std::io::Write::write_all(&mut input, &stream[..half]).unwrap();
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let (_, v) = s.json("/api/v1/runs", Some(&reader));
+        if let Some(r) = v["runs"].as_array().and_then(|r| r.first())
+            && r["run"]["rows_written"].as_i64().unwrap_or(0) > 0
+        {
+            break r["run"]["run_id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the import did not start: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (status, v) = s.json("/api/v1/runs/nosuch/events", Some(&reader));
+    assert_eq!((status, error_code(&v)), (404, "not_found"));
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/runs/{run}/events", s.base))
+        .bearer_auth(&reader)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut lines = std::io::BufReader::new(r).lines();
+    let mut next_event = || -> (String, Value) {
+        let mut name = String::new();
+        loop {
+            let line = lines.next().expect("the stream goes on").unwrap();
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                return (name, serde_json::from_str(data).unwrap());
+            }
+        }
+    };
+    let (name, first) = next_event();
+    assert_eq!(name, "progress", "{first}");
+    assert_eq!(first["run"]["status"], "running");
+    // The rest of the stream: the import finishes, and the events end with it.
+    std::io::Write::write_all(&mut input, &stream[half..]).unwrap();
+    drop(input);
+    assert!(import.wait().unwrap().success());
+    let (name, last) = loop {
+        let (name, v) = next_event();
+        if name != "progress" {
+            break (name, v);
+        }
+        assert_eq!(v["run"]["status"], "running");
+    };
+    assert_eq!(name, "end", "{last}");
+    assert_eq!(last["run"]["status"], "complete");
+    assert_eq!(last["run"]["rows_written"], 37_500);
+    // The stream is closed after the end (a stream left open would time the read out).
+    for rest in lines {
+        assert_eq!(rest.unwrap().trim(), "", "nothing after the end event");
+    }
+}

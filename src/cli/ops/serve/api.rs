@@ -48,6 +48,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/runs/{id}/events", get(run_events))
         .route("/api/v1/export", post(start_export))
         .route("/api/v1/export/{id}", get(export_status))
         .route("/api/v1/export/{id}/download", get(download))
@@ -470,6 +471,71 @@ async fn checked_upload(app: &App, req: Request, target: Option<Address>) -> Res
     let _ = std::fs::remove_file(&partial);
     drop(slot);
     checked.map(Json)
+}
+
+/// `GET /api/v1/runs/ID/events`: the run's progress as Server-Sent Events: a `progress` event
+/// (the run as `GET /api/v1/runs/ID` gives it, batches left out) each time it changes, polled
+/// every half second, then an `end` event once it is no longer running. 404 for a run the state
+/// file does not hold.
+async fn run_events(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    authorize(&app, &headers, Scope::Read)?;
+    let first = current(&app, &id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
+        )
+    })?;
+    // State: the app, the run, the last run sent, and whether the end was sent.
+    let start = (app, id, None::<serde_json::Value>, Some(first), false);
+    let events = futures_util::stream::unfold(start, |(app, id, last, mut next, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let now = match next.take() {
+                Some(n) => n,
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    match current(&app, &id).await {
+                        Ok(Some(n)) => n,
+                        // The run is gone (its state file replaced) or unreadable: the stream ends.
+                        _ => return None,
+                    }
+                }
+            };
+            let running = now["run"]["status"] == "running";
+            if !running {
+                let event = Event::default().event("end").json_data(&now).ok()?;
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (app, id, Some(now), None, true),
+                ));
+            }
+            if last.as_ref() != Some(&now) {
+                let event = Event::default().event("progress").json_data(&now).ok()?;
+                return Some((Ok(event), (app, id, Some(now), None, false)));
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// A run as it is now, its pace included; `None` when the state file does not hold it.
+async fn current(app: &Arc<App>, id: &str) -> Result<Option<serde_json::Value>, ApiError> {
+    let (state, wanted) = (app.state.clone(), id.to_owned());
+    let runs = blocking(move || status::runs_now(&state)).await?;
+    Ok(runs.iter().find(|r| r.run.run_id == wanted).map(|r| {
+        let mut j = r.json();
+        // The time since the last progress changes every poll: not a change of the run.
+        j["idle_s"] = serde_json::Value::Null;
+        j
+    }))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -40,7 +40,8 @@ Examples:
   curl -H \"$H\" --data-binary @user-42.ndjson \"$URL/api/v1/compare?store=app\"
 
 Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
-(one run with its batches and errors), GET /metrics (Prometheus; scope read), GET /healthz (no
+(one run with its batches and errors), GET /api/v1/runs/ID/events (its progress as Server-Sent
+Events, until an end event), GET /metrics (Prometheus; scope read), GET /healthz (no
 token); POST /api/v1/export ({\"store\", \"root\", \"follow_fks\"} or {\"store\", \"tables\"}: 202
 and the export's record), GET /api/v1/export/ID, GET /api/v1/export/ID/download (the stream,
 HTTP Range honoured; 409 until complete); POST /api/v1/import?store=NAME[&on_conflict=skip|
