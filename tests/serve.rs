@@ -927,3 +927,89 @@ fn a_runs_progress_comes_as_server_sent_events_until_it_ends() {
         assert_eq!(rest.unwrap().trim(), "", "nothing after the end event");
     }
 }
+
+#[test]
+fn an_import_is_rolled_back_over_http_after_its_plan_is_shown() {
+    let d = Dir::new();
+    let src = d.sample();
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let import = d.run("ferry-import", &[&d.db("copy.db"), "--create"], &stream);
+    import.ok();
+    std::fs::write(
+        d.path("ferry-serve.toml"),
+        format!("[stores]\ncopy = \"sqlite:{}\"\n", d.path("copy.db").display()),
+    )
+    .unwrap();
+    let reader = new_token(&d, "grafana", &["read"]);
+    let ops = new_token(&d, "ops", &["rollback"]);
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+    let (_, v) = s.json("/api/v1/runs", Some(&reader));
+    let run = v["runs"][0]["run"]["run_id"].as_str().unwrap().to_owned();
+    let conn = rusqlite::Connection::open(d.path("copy.db")).unwrap();
+    let users = crate::common::count(&conn, "users");
+    assert_eq!(users, 47);
+
+    // The plan, and nothing done.
+    let url = format!("{}/api/v1/runs/{run}/rollback", s.base);
+    let client = reqwest::blocking::Client::new();
+    let r = client.post(&url).bearer_auth(&ops).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let plan: Value = r.json().unwrap();
+    assert_eq!(plan["confirmed"], false);
+    assert!(!plan["plan"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(crate::common::count(&conn, "users"), 47, "a plan changes nothing");
+    // The CLI's plan is the same plan.
+    let cli = d.run("ferry", &["rollback", "--batch", &run], b"");
+    cli.ok();
+    let cli_plan: Vec<Value> = cli.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(plan["plan"].as_array().unwrap(), &cli_plan);
+
+    // Refused without the scope, or with a body that is not what it takes.
+    let r = client
+        .post(&url)
+        .bearer_auth(&reader)
+        .body("{\"confirm\": true}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = client
+        .post(&url)
+        .bearer_auth(&ops)
+        .body("{\"confirmed\": true}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = client
+        .post(format!("{}/api/v1/runs/nosuch/rollback", s.base))
+        .bearer_auth(&ops)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(crate::common::count(&conn, "users"), 47);
+
+    // Confirmed: done, audited; the run shows as rolled back.
+    let r = client
+        .post(&url)
+        .bearer_auth(&ops)
+        .body("{\"confirm\": true}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let done: Value = r.json().unwrap();
+    assert_eq!(done["confirmed"], true, "{done}");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('users', 'tags')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the tables the run made are dropped: {done}");
+    let (_, v) = s.json(&format!("/api/v1/runs/{run}"), Some(&reader));
+    assert_eq!(v["run"]["status"], "rolled_back", "{v}");
+    let audit = std::fs::read_to_string(d.path(".ferry/serve-audit.ndjson")).unwrap();
+    assert!(
+        audit.contains("\"action\":\"rollback\"") && audit.contains("\"caller\":\"ops\""),
+        "{audit}"
+    );
+}

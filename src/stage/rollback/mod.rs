@@ -46,7 +46,7 @@ pub(crate) struct RollbackConfig {
     pub target: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub(crate) struct RollbackOutcome {
     /// Objects deleted.
     pub deleted: u64,

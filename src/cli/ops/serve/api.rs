@@ -49,6 +49,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/runs/{id}/events", get(run_events))
+        .route("/api/v1/runs/{id}/rollback", post(rollback))
         .route("/api/v1/export", post(start_export))
         .route("/api/v1/export/{id}", get(export_status))
         .route("/api/v1/export/{id}/download", get(download))
@@ -112,10 +113,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What the library refused or failed at, as an answer: what the caller asked for that cannot
+/// be done (409), a stream that is not one (422), the stores or the server (502, 500).
 impl From<crate::error::Error> for ApiError {
     fn from(e: crate::error::Error) -> ApiError {
-        tracing::error!(error = %e, "a request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        use crate::error::ErrorKind as K;
+        let (status, code) = match e.kind() {
+            K::Usage => (StatusCode::CONFLICT, "refused"),
+            K::Input | K::Data | K::Truncated => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_stream"),
+            K::Source | K::Target | K::Transient => (StatusCode::BAD_GATEWAY, "store_failed"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "a request failed");
+        }
+        ApiError::new(status, code, e.to_string())
     }
 }
 
@@ -536,6 +548,75 @@ async fn current(app: &Arc<App>, id: &str) -> Result<Option<serde_json::Value>, 
         j["idle_s"] = serde_json::Value::Null;
         j
     }))
+}
+
+/// `POST /api/v1/runs/ID/rollback` (scope rollback): `ferry rollback --batch ID`. With no body
+/// (or `{"confirm": false}`) the plan; with `{"confirm": true}` it is carried out, the plan lines
+/// then being what was done. 200 with the plan and the counts.
+async fn rollback(State(app): State<Arc<App>>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        #[serde(default)]
+        confirm: bool,
+    }
+    let caller = authorize(&app, req.headers(), Scope::Rollback)?.clone();
+    let bytes = axum::body::to_bytes(req.into_body(), 64 << 10)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let ask: Ask = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ask::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body: {e}")))?
+    };
+    let Some(run) = current(&app, &id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
+        ));
+    };
+    // A PostgreSQL target is reached with the store's own address (its password), never one
+    // from the request.
+    let recorded = run["run"]["target"].as_str().unwrap_or_default().to_owned();
+    let target = app.stores.values().find_map(|a| match a {
+        Address::Postgres(url) if a.redacted() == recorded => Some(url.clone()),
+        _ => None,
+    });
+    let store = app
+        .stores
+        .iter()
+        .find(|(_, a)| a.redacted() == recorded)
+        .map_or(recorded.clone(), |(name, _)| name.clone());
+    if ask.confirm {
+        audit(&app, &caller, "rollback", &id, &store, json!({"confirm": true}))?;
+    }
+    let cfg = crate::stage::rollback::RollbackConfig {
+        state_path: app.state.clone(),
+        batch: id,
+        last: false,
+        full: false,
+        db_only: false,
+        objects_only: false,
+        confirm: ask.confirm,
+        force: false,
+        failed_only: false,
+        s3: Default::default(),
+        target,
+    };
+    let (plan, outcome) = blocking(move || {
+        let mut out = crate::protocol::StreamWriter::new(Vec::new());
+        let outcome = crate::stage::rollback::run(&cfg, &mut out)?;
+        let text = out.into_inner()?;
+        let plan: Vec<serde_json::Value> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        Ok((plan, outcome))
+    })
+    .await?;
+    Ok(Json(json!({"confirmed": ask.confirm, "plan": plan, "outcome": outcome})).into_response())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -41,7 +41,8 @@ Examples:
 
 Endpoints: GET /api/v1/runs (every run, as ferry status --json gives it), GET /api/v1/runs/ID
 (one run with its batches and errors), GET /api/v1/runs/ID/events (its progress as Server-Sent
-Events, until an end event), GET /metrics (Prometheus; scope read), GET /healthz (no
+Events, until an end event), POST /api/v1/runs/ID/rollback (scope rollback: the plan, or with
+{\"confirm\": true} done), GET /metrics (Prometheus; scope read), GET /healthz (no
 token); POST /api/v1/export ({\"store\", \"root\", \"follow_fks\"} or {\"store\", \"tables\"}: 202
 and the export's record), GET /api/v1/export/ID, GET /api/v1/export/ID/download (the stream,
 HTTP Range honoured; 409 until complete); POST /api/v1/import?store=NAME[&on_conflict=skip|
