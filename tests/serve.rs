@@ -534,6 +534,12 @@ fn exports_beyond_max_runs_wait_and_one_cut_by_a_stopped_server_is_failed_on_res
     drop(s);
 
     let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+    assert!(
+        s.stderr()
+            .contains("1 jobs were running when the server last stopped: marked failed"),
+        "{}",
+        s.stderr()
+    );
     let (status, job) = s.json(&format!("/api/v1/export/{id}"), Some(&token));
     assert_eq!(status, 200);
     assert_eq!(job["status"], "failed", "{job}");
@@ -629,6 +635,9 @@ fn a_stream_uploaded_is_planned_imported_and_skipped_the_second_time() {
     // Then the import, in the background; its run is the state file's.
     let (status, job) = post_raw(&s, "/api/v1/import?store=copy&create=true", &app, &stream);
     assert_eq!(status, 202, "{job}");
+    // Its run is known at once (the stream's), for GET /api/v1/runs/RUN/events.
+    let begin: Value = serde_json::from_slice(stream.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(job["run"], begin["run_id"], "{job}");
     let job = imported(&s, job["id"].as_str().unwrap(), &app);
     assert_eq!(job["status"], "complete", "{job}");
     assert_eq!(
@@ -721,19 +730,23 @@ fn a_stream_uploaded_is_planned_imported_and_skipped_the_second_time() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".ndjson") || n.contains("partial"))
         .collect();
-    assert_eq!(kept.len(), 2, "only the two uploads imported are kept: {kept:?}");
+    assert!(kept.is_empty(), "an upload is deleted once its import ended: {kept:?}");
 
-    // A stream that is not one is accepted as an upload, and its import fails naming the line.
-    let (status, job) = post_raw(
+    // What does not start as a stream is refused at once; one broken further on is imported up
+    // to the break, and its import fails naming the line.
+    let (status, v) = post_raw(
         &s,
         "/api/v1/import?store=copy",
         &app,
         b"{\"type\":\"RECORD\"\nnot json\n",
     );
+    assert_eq!((status, error_code(&v)), (422, "invalid_stream"), "{v}");
+    let broken = [&stream[..stream.len() / 2], b"\nnot json\n"].concat();
+    let (status, job) = post_raw(&s, "/api/v1/import?store=copy&on_conflict=skip", &app, &broken);
     assert_eq!(status, 202, "{job}");
     let job = imported(&s, job["id"].as_str().unwrap(), &app);
     assert_eq!(job["status"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("line 1"), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("line "), "{job}");
 
     // Every import is audited.
     let audit = std::fs::read_to_string(d.path(".ferry/serve-audit.ndjson")).unwrap();
@@ -1012,4 +1025,97 @@ fn an_import_is_rolled_back_over_http_after_its_plan_is_shown() {
         audit.contains("\"action\":\"rollback\"") && audit.contains("\"caller\":\"ops\""),
         "{audit}"
     );
+}
+
+#[test]
+fn imports_into_one_store_take_turns_and_tokens_keep_to_their_stores() {
+    let d = Dir::new();
+    let src = d.sample();
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let tags = d
+        .run("ferry-export", &[&src, "--table", "tags"], b"")
+        .output
+        .stdout
+        .clone();
+    std::fs::write(
+        d.path("ferry-serve.toml"),
+        format!(
+            "[stores]\ncopy = \"sqlite:{}\"\nother = \"sqlite:{}\"\n",
+            d.path("copy.db").display(),
+            d.path("other.db").display()
+        ),
+    )
+    .unwrap();
+    let app = new_token(&d, "app", &["import", "export"]);
+    let r = d.run(
+        "ferry",
+        &[
+            "serve",
+            "--new-token",
+            "only-other",
+            "--scope",
+            "import",
+            "--store",
+            "other",
+        ],
+        b"",
+    );
+    r.ok();
+    let only_other = r.stderr().lines().find(|l| l.starts_with("ferry_")).unwrap().to_owned();
+    let mut config = std::fs::read_to_string(d.path("ferry-serve.toml")).unwrap();
+    config.push_str(&r.stdout());
+    std::fs::write(d.path("ferry-serve.toml"), config).unwrap();
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+
+    // Two imports into one store at once: the second waits for the first, both complete.
+    let (a, first) = post_raw(&s, "/api/v1/import?store=copy&create=true", &app, &stream);
+    let (b, second) = post_raw(
+        &s,
+        "/api/v1/import?store=copy&create=true&on_conflict=skip",
+        &app,
+        &tags,
+    );
+    assert_eq!((a, b), (202, 202), "{first} {second}");
+    for job in [&first, &second] {
+        let done = imported(&s, job["id"].as_str().unwrap(), &app);
+        assert_eq!(done["status"], "complete", "{done}");
+    }
+
+    // A token limited to a store may not name another.
+    let (status, v) = post_raw(&s, "/api/v1/import?store=copy", &only_other, &tags);
+    assert_eq!((status, error_code(&v)), (403, "forbidden"), "{v}");
+    let (status, job) = post_raw(&s, "/api/v1/import?store=other&create=true", &only_other, &tags);
+    assert_eq!(status, 202, "{job}");
+
+    // A method a route does not take, and a range outside an export, are JSON errors too.
+    let (status, v) = s.json("/api/v1/export", Some(&app));
+    assert_eq!((status, error_code(&v)), (405, "method_not_allowed"), "{v}");
+    let (status, job) = post(
+        &s,
+        "/api/v1/export",
+        &app,
+        br#"{"store": "copy", "tables": ["tags"]}"#,
+        Some("application/json"),
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let job = finished(&s, id, &app);
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/export/{id}/download", s.base))
+        .bearer_auth(&app)
+        .header("range", "bytes=99999999-")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 416);
+    let v: Value = r.json().unwrap();
+    assert_eq!(error_code(&v), "bad_range", "{v}");
+    // What the server keeps of users' data, only its own user may read.
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in [
+        format!(".ferry/exports/{id}.ndjson"),
+        format!(".ferry/exports/{id}.json"),
+    ] {
+        let mode = std::fs::metadata(d.path(&f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}: {mode:o} ({job})");
+    }
 }

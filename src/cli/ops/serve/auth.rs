@@ -62,6 +62,8 @@ pub(crate) struct TokenEntry {
     pub scopes: Vec<Scope>,
     /// When set, the only entities (`users:id=42`) this token may export.
     pub entities: Option<Vec<String>>,
+    /// When set, the only stores (by name) this token may use.
+    pub stores: Option<Vec<String>>,
 }
 
 impl Config {
@@ -93,6 +95,15 @@ impl Config {
                 })?;
             }
         }
+        for (t, name) in config
+            .tokens
+            .iter()
+            .flat_map(|t| t.stores.iter().flatten().map(move |n| (t, n)))
+        {
+            if !config.stores.contains_key(name) {
+                return Err(bad(format!("token {:?}: no store {name:?} under [stores]", t.name)));
+            }
+        }
         for (name, address) in &config.stores {
             crate::address::Address::parse(address).map_err(|e| bad(format!("store {name:?}: {e}")))?;
         }
@@ -109,6 +120,7 @@ pub(crate) struct Caller {
     pub name: String,
     scopes: Vec<Scope>,
     entities: Option<Vec<String>>,
+    stores: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -123,6 +135,11 @@ impl Caller {
             (Some(allowed), Some(root)) => allowed.iter().any(|a| a == root),
             (Some(_), None) => false,
         }
+    }
+
+    /// Whether this caller may name the store `name`.
+    pub(crate) fn may_use(&self, name: &str) -> bool {
+        self.stores.as_ref().is_none_or(|s| s.iter().any(|n| n == name))
     }
 
     pub(crate) fn is_admin(&self) -> bool {
@@ -153,6 +170,7 @@ impl Tokens {
                     name: t.name.clone(),
                     scopes: t.scopes.clone(),
                     entities: t.entities.clone(),
+                    stores: t.stores.clone(),
                 };
                 (hash, caller)
             })
@@ -206,6 +224,7 @@ mod tests {
             sha256: hash,
             scopes,
             entities: None,
+            stores: None,
         };
         (token, Tokens::new(&[entry]))
     }

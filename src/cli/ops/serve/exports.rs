@@ -48,7 +48,7 @@ fn export(jobs: &Jobs, state: &Path, id: &str, r: &ExportRequest, source: Addres
     };
     let partial = jobs.file(id, "ndjson.partial");
     let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("writing {}: {e}", partial.display()));
-    let file = match std::fs::File::create(&partial) {
+    let file = match super::jobs::private_file(&partial) {
         Ok(f) => f,
         Err(e) => return (done, Err(io(e))),
     };

@@ -69,6 +69,8 @@ pub(crate) struct Job {
 pub(crate) struct Jobs {
     dir: PathBuf,
     jobs: Mutex<HashMap<String, Job>>,
+    /// Jobs a stopped server had left running, failed when these were opened.
+    pub failed_on_open: usize,
 }
 
 impl Jobs {
@@ -77,6 +79,7 @@ impl Jobs {
     pub(crate) fn open(dir: PathBuf) -> Result<Jobs> {
         std::fs::create_dir_all(&dir).ctx(ErrorKind::Io, || format!("creating {}", dir.display()))?;
         let mut jobs = HashMap::new();
+        let mut failed_on_open = 0;
         let entries = std::fs::read_dir(&dir).ctx(ErrorKind::Io, || format!("reading {}", dir.display()))?;
         for entry in entries.filter_map(std::result::Result::ok) {
             let path = entry.path();
@@ -99,12 +102,14 @@ impl Jobs {
                 job.error = Some("the server stopped during this job: ask for it again".into());
                 job.finished_at = Some(crate::protocol::now_rfc3339());
                 write_record(&dir, &job)?;
+                failed_on_open += 1;
             }
             jobs.insert(job.id.clone(), job);
         }
         Ok(Jobs {
             dir,
             jobs: Mutex::new(jobs),
+            failed_on_open,
         })
     }
 
@@ -121,13 +126,14 @@ impl Jobs {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record a new job as running.
+    /// Record a new job as running (`run`: its run in the state file, when known already).
     pub(crate) fn start(
         &self,
         id: &str,
         caller: &str,
         request: serde_json::Value,
         download: Option<String>,
+        run: Option<String>,
     ) -> Result<Job> {
         let job = Job {
             id: id.to_owned(),
@@ -136,7 +142,7 @@ impl Jobs {
             request,
             started_at: crate::protocol::now_rfc3339(),
             finished_at: None,
-            done: Done::default(),
+            done: Done { run, ..Done::default() },
             error: None,
             download,
         };
@@ -151,7 +157,8 @@ impl Jobs {
         let Some(j) = jobs.get_mut(id) else { return };
         j.finished_at = Some(crate::protocol::now_rfc3339());
         j.status = status;
-        j.done = done;
+        let run = done.run.clone().or(j.done.run.take());
+        j.done = Done { run, ..done };
         j.error = error;
         if let Err(e) = write_record(&self.dir, j) {
             tracing::error!(job = %id, error = %e, "the job's record could not be written");
@@ -159,12 +166,25 @@ impl Jobs {
     }
 }
 
+/// A new file only the server's user may read: uploads, exports and job records hold users' data.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Write a job's record whole (a temporary file renamed over the old one).
 fn write_record(dir: &Path, job: &Job) -> Result<()> {
+    use std::io::Write as _;
     let path = dir.join(format!("{}.json", job.id));
     let tmp = dir.join(format!("{}.json.tmp", job.id));
     let text = serde_json::to_vec_pretty(job).expect("a job serializes");
-    std::fs::write(&tmp, text)
+    private_file(&tmp)
+        .and_then(|mut f| f.write_all(&text))
         .and_then(|()| std::fs::rename(&tmp, &path))
         .ctx(ErrorKind::Io, || format!("writing {}", path.display()))
 }

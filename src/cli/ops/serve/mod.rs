@@ -4,9 +4,12 @@
 
 mod api;
 mod auth;
+mod data;
+mod error;
 mod exports;
 mod imports;
 mod jobs;
+mod runs;
 mod upload;
 
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ const SERVE_EXAMPLES: &str = "\
 Examples:
   # A token for Prometheus and the dashboard (printed once; the config keeps only its hash)
   ferry serve --new-token grafana --scope read >> ferry-serve.toml
+  ferry serve --new-token user-42 --scope export --entity users:id=42 --store app >> ferry-serve.toml
   ferry serve --config ferry-serve.toml                  # http://127.0.0.1:8080
   ferry serve --config ferry-serve.toml --listen 0.0.0.0:9100 --state /srv/moves/state.db
 
@@ -55,7 +59,8 @@ Each export is audited (.ferry/serve-audit.ndjson) and kept in .ferry/exports/ b
 ferry-serve.toml:
   listen = \"127.0.0.1:8080\"        # optional
   state = \".ferry/state.db\"        # optional
-  max_runs = 4                     # exports at once
+  max_runs = 4                     # exports, imports and checks at once [default: 4]
+  max_upload_bytes = 1073741824    # the largest stream an import takes [default: 1 GiB]
   [stores]                         # what requests may name; never an address from a request
   app = \"sqlite:app.db\"            # or postgres://app@db/app (password: PGPASSWORD)
   [[token]]
@@ -66,7 +71,8 @@ ferry-serve.toml:
   name = \"user-42\"
   sha256 = \"...\"
   scopes = [\"export\"]
-  entities = [\"users:id=42\"]       # this token exports this user's data and nothing else
+  entities = [\"users:id=42\"]       # this token exports this user's data and nothing else,
+  stores = [\"app\"]                 # from this store only
 
 The server runs until Ctrl-C or SIGTERM, then exits 0.";
 
@@ -92,11 +98,14 @@ pub struct ServeArgs {
     /// Limit the new token to exporting this entity, TABLE:COLUMN=VALUE (repeat it)
     #[arg(long, value_name = "ROOT", requires = "new_token")]
     pub entity: Vec<String>,
+    /// Limit the new token to this store, by its name under [stores] (repeat it)
+    #[arg(long, value_name = "NAME", requires = "new_token")]
+    pub store: Vec<String>,
 }
 
 pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
     if let Some(name) = &args.new_token {
-        return print_new_token(name, &args.scope, &args.entity);
+        return print_new_token(name, &args.scope, &args.entity, &args.store);
     }
     let config = match &args.config {
         Some(path) => Config::read(path)?,
@@ -148,6 +157,12 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         .collect::<Result<_>>()?;
     let exports = jobs::Jobs::open(home.join("exports"))?;
     let imports = jobs::Jobs::open(home.join("imports"))?;
+    let cut = exports.failed_on_open + imports.failed_on_open;
+    if cut > 0 {
+        crate::human::say(&format!(
+            "ferry serve: {cut} jobs were running when the server last stopped: marked failed (GET /api/v1/export/ID or /api/v1/import/ID says so; ask for them again)"
+        ));
+    }
     let audit_path = home.join("serve-audit.ndjson");
     let audit = std::fs::OpenOptions::new()
         .create(true)
@@ -170,6 +185,7 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         slots: Arc::new(tokio::sync::Semaphore::new(max_runs)),
         max_runs,
         audit: std::sync::Mutex::new(audit),
+        import_locks: Default::default(),
     });
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -198,10 +214,15 @@ async fn stopped() {
     }
 }
 
-fn print_new_token(name: &str, scopes: &[Scope], entities: &[String]) -> Result<ExitStatus> {
+fn print_new_token(name: &str, scopes: &[Scope], entities: &[String], stores: &[String]) -> Result<ExitStatus> {
     if name.is_empty() || name.contains(['"', '\\', '\n']) {
         return Err(Error::usage(format!(
             "--new-token {name:?}: a name without quotes, backslashes or line breaks"
+        )));
+    }
+    if let Some(s) = stores.iter().find(|s| s.is_empty() || s.contains(['"', '\\', '\n'])) {
+        return Err(Error::usage(format!(
+            "--store {s:?}: a store's name under [stores], without quotes, backslashes or line breaks"
         )));
     }
     for e in entities {
@@ -222,9 +243,11 @@ fn print_new_token(name: &str, scopes: &[Scope], entities: &[String]) -> Result<
         format!("sha256 = \"{hash}\""),
         format!("scopes = [{}]", scopes.join(", ")),
     ];
-    if !entities.is_empty() {
-        let quoted: Vec<String> = entities.iter().map(|e| format!("\"{e}\"")).collect();
-        lines.push(format!("entities = [{}]", quoted.join(", ")));
+    for (key, values) in [("entities", entities), ("stores", stores)] {
+        if !values.is_empty() {
+            let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+            lines.push(format!("{key} = [{}]", quoted.join(", ")));
+        }
     }
     let mut out = crate::protocol::StreamWriter::stdout()?;
     for line in lines {

@@ -8,7 +8,7 @@ use axum::extract::{FromRequest as _, Multipart, Request};
 use axum::http::{StatusCode, header};
 use futures_util::StreamExt as _;
 
-use super::api::ApiError;
+use super::error::ApiError;
 
 /// Write the upload of `req` to `path`; an empty one, one over `limit` bytes, or a form without
 /// a `file` field is refused (the caller removes what was written).
@@ -20,7 +20,7 @@ pub(crate) async fn save(req: Request, path: &Path, limit: u64) -> Result<u64, A
             format!("keeping the upload: {e}"),
         )
     };
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut file = std::io::BufWriter::new(super::jobs::private_file(path).map_err(io)?);
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -85,4 +85,38 @@ pub(crate) async fn save(req: Request, path: &Path, limit: u64) -> Result<u64, A
         ));
     }
     Ok(n)
+}
+
+/// The run id of the stream kept at `path`, from its first line: a BEGIN (`None` for a stream
+/// that starts otherwise, as a Singer tap's does). A first line that is not a protocol message
+/// is refused (422), before anything is started.
+pub(crate) fn stream_run_id(path: &Path) -> Result<Option<String>, ApiError> {
+    use std::io::{BufRead as _, Read as _};
+    let first: Vec<u8> = std::fs::File::open(path)
+        .and_then(|f| {
+            let mut line = Vec::new();
+            std::io::BufReader::new(f.take(1 << 20))
+                .read_until(b'\n', &mut line)
+                .map(|_| line)
+        })
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("reading the upload: {e}"),
+            )
+        })?;
+    let message: serde_json::Value = serde_json::from_slice(&first)
+        .ok()
+        .filter(|m: &serde_json::Value| m.get("type").is_some_and(serde_json::Value::is_string))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_stream",
+                "line 1 of the upload is not a ferry (or Singer) message: send a stream ferry-export (or a Singer tap) wrote; nothing was imported",
+            )
+        })?;
+    Ok((message["type"] == "BEGIN")
+        .then(|| message["run_id"].as_str().map(str::to_owned))
+        .flatten())
 }
