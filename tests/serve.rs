@@ -89,10 +89,16 @@ impl Drop for Server {
 
 /// A new token with `scopes`, appended to the config file `ferry-serve.toml`: the token.
 fn new_token(d: &Dir, name: &str, scopes: &[&str]) -> String {
+    new_token_limited(d, name, scopes, &[])
+}
+
+/// [`new_token`], with limits (`--entity ROOT`, `--store NAME`).
+fn new_token_limited(d: &Dir, name: &str, scopes: &[&str], limits: &[&str]) -> String {
     let mut args = vec!["serve", "--new-token", name];
     for s in scopes {
         args.extend(["--scope", s]);
     }
+    args.extend_from_slice(limits);
     let r = d.run("ferry", &args, b"");
     r.ok();
     let token = r
@@ -330,14 +336,19 @@ fn post(s: &Server, path: &str, token: &str, body: &[u8], ctype: Option<&str>) -
 
 /// Wait for an export to end: its record.
 fn finished(s: &Server, id: &str, token: &str) -> Value {
+    ended(s, "export", id, token)
+}
+
+/// Wait for a job (`export`, `import`) to end: its record.
+fn ended(s: &Server, kind: &str, id: &str, token: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (status, job) = s.json(&format!("/api/v1/export/{id}"), Some(token));
+        let (status, job) = s.json(&format!("/api/v1/{kind}/{id}"), Some(token));
         assert_eq!(status, 200, "{job}");
         if job["status"] != "running" {
             return job;
         }
-        assert!(Instant::now() < deadline, "export {id} still running: {job}");
+        assert!(Instant::now() < deadline, "{kind} {id} still running: {job}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -354,24 +365,7 @@ fn one_users_data_exported_over_http_is_the_clis_entity_export_and_loads() {
     .unwrap();
     let user = new_token(&d, "user-36", &["export"]);
     // The entity-limited token, written by --entity.
-    let r = d.run(
-        "ferry",
-        &[
-            "serve",
-            "--new-token",
-            "only-36",
-            "--scope",
-            "export",
-            "--entity",
-            "users:id=36",
-        ],
-        b"",
-    );
-    r.ok();
-    let only36 = r.stderr().lines().find(|l| l.starts_with("ferry_")).unwrap().to_owned();
-    let mut config = std::fs::read_to_string(d.path("ferry-serve.toml")).unwrap();
-    config.push_str(&r.stdout());
-    std::fs::write(d.path("ferry-serve.toml"), config).unwrap();
+    let only36 = new_token_limited(&d, "only-36", &["export"], &["--entity", "users:id=36"]);
     let reader = new_token(&d, "grafana", &["read"]);
     let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
 
@@ -572,29 +566,12 @@ fn exports_beyond_max_runs_wait_and_one_cut_by_a_stopped_server_is_failed_on_res
 
 /// `POST` raw bytes (no content type): the import's way of sending a stream.
 fn post_raw(s: &Server, path: &str, token: &str, body: &[u8]) -> (u16, Value) {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{}{path}", s.base))
-        .bearer_auth(token)
-        .header("content-type", "application/x-ndjson")
-        .body(body.to_vec())
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap())
+    post(s, path, token, body, Some("application/x-ndjson"))
 }
 
 /// Wait for an import to end: its record.
 fn imported(s: &Server, id: &str, token: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, job) = s.json(&format!("/api/v1/import/{id}"), Some(token));
-        assert_eq!(status, 200, "{job}");
-        if job["status"] != "running" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "import {id} still running: {job}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    ended(s, "import", id, token)
 }
 
 #[test]
@@ -1047,24 +1024,7 @@ fn imports_into_one_store_take_turns_and_tokens_keep_to_their_stores() {
     )
     .unwrap();
     let app = new_token(&d, "app", &["import", "export"]);
-    let r = d.run(
-        "ferry",
-        &[
-            "serve",
-            "--new-token",
-            "only-other",
-            "--scope",
-            "import",
-            "--store",
-            "other",
-        ],
-        b"",
-    );
-    r.ok();
-    let only_other = r.stderr().lines().find(|l| l.starts_with("ferry_")).unwrap().to_owned();
-    let mut config = std::fs::read_to_string(d.path("ferry-serve.toml")).unwrap();
-    config.push_str(&r.stdout());
-    std::fs::write(d.path("ferry-serve.toml"), config).unwrap();
+    let only_other = new_token_limited(&d, "only-other", &["import"], &["--store", "other"]);
     let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
 
     // Two imports into one store at once: the second waits for the first, both complete.

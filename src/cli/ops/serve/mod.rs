@@ -2,7 +2,7 @@
 //! Prometheus and the applications that drive ferry. Every call needs a bearer token from the
 //! config file; with no config the server answers none (401) and listens on loopback only.
 
-mod api;
+mod app;
 mod auth;
 mod data;
 mod error;
@@ -175,7 +175,7 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
             )
         })?;
     let max_runs = config.max_runs.unwrap_or(4);
-    let app = Arc::new(api::App {
+    let app = Arc::new(app::App {
         tokens,
         state: state.clone(),
         stores,
@@ -199,12 +199,36 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
             state.display(),
             app.tokens.len()
         ));
-        axum::serve(listener, api::router(app))
+        axum::serve(listener, routes(app))
             .with_graceful_shutdown(stopped())
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("serving on {bound}: {e}")))
     })?;
     Ok(ExitStatus::Ok)
+}
+
+/// Every route, and the handler answering it.
+fn routes(app: Arc<app::App>) -> axum::Router {
+    use axum::routing::{get, post};
+    use data::{compare, download, export_status, import_status, start_export, start_import, validate};
+    use runs::{metrics_text, rollback, run, run_events, runs};
+    axum::Router::new()
+        .route("/healthz", get(app::healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/runs", get(runs))
+        .route("/api/v1/runs/{id}", get(run))
+        .route("/api/v1/runs/{id}/events", get(run_events))
+        .route("/api/v1/runs/{id}/rollback", post(rollback))
+        .route("/api/v1/export", post(start_export))
+        .route("/api/v1/export/{id}", get(export_status))
+        .route("/api/v1/export/{id}/download", get(download))
+        .route("/api/v1/import", post(start_import))
+        .route("/api/v1/import/{id}", get(import_status))
+        .route("/api/v1/validate", post(validate))
+        .route("/api/v1/compare", post(compare))
+        .fallback(app::not_found)
+        .method_not_allowed_fallback(app::method_not_allowed)
+        .with_state(app)
 }
 
 /// Resolves once Ctrl-C or SIGTERM asks the process to stop.

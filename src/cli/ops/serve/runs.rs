@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::api::{App, audit, authorize, blocking};
+use super::app::{App, audit, authorize, blocking};
 use super::auth::Scope;
 use super::error::ApiError;
 use crate::address::Address;

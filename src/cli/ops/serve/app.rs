@@ -1,8 +1,8 @@
-//! The HTTP front: the routes, and what every handler shares: the caller's token checked
-//! against the scope a route needs, stores named by the config, the runs' slots, the audit log.
-//! The handlers are thin calls into the library the stages use, run off the async threads when
-//! they read or write a store: [`super::runs`] (runs, progress, metrics, rollback) and
-//! [`super::data`] (exports, imports, validation).
+//! What every handler shares: the caller's token checked against the scope a route needs, the
+//! stores named by the config, the runs' slots, the audit log, and the answers that need no
+//! store (health, an unknown route). The handlers are thin calls into the library the stages
+//! use, run off the async threads when they read or write a store: [`super::runs`] (runs,
+//! progress, metrics, rollback) and [`super::data`] (exports, imports, validation).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -10,17 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::auth::{Caller, Refusal, Scope, Tokens};
-use super::data::{compare, download, export_status, import_status, start_export, start_import, validate};
 use super::error::ApiError;
 use super::jobs::{Job, Jobs};
-use super::runs::{metrics_text, rollback, run, run_events, runs};
 use crate::address::Address;
 
 /// What every handler shares.
@@ -48,26 +44,6 @@ impl App {
         let mut locks = self.import_locks.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(locks.entry(store.to_owned()).or_default())
     }
-}
-
-pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/runs/{id}", get(run))
-        .route("/api/v1/runs/{id}/events", get(run_events))
-        .route("/api/v1/runs/{id}/rollback", post(rollback))
-        .route("/api/v1/export", post(start_export))
-        .route("/api/v1/export/{id}", get(export_status))
-        .route("/api/v1/export/{id}/download", get(download))
-        .route("/api/v1/import", post(start_import))
-        .route("/api/v1/import/{id}", get(import_status))
-        .route("/api/v1/validate", post(validate))
-        .route("/api/v1/compare", post(compare))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
 }
 
 /// The caller, if its token is known and grants `scope`.
@@ -106,7 +82,7 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -193,7 +169,7 @@ pub(super) fn audit(
     })
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
+pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -201,7 +177,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+pub(super) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
