@@ -295,6 +295,10 @@ fn sigterm_stops_the_server_cleanly_and_bad_settings_stop_it_before_it_listens()
     d.run("ferry", &["serve", "--config", "scopes.toml"], b"")
         .expect_code(2)
         .stderr_has("unknown variant `write`");
+    std::fs::write(d.path("hook.toml"), "[alerts]\nwebhook = \"ftp://example\"\n").unwrap();
+    d.run("ferry", &["serve", "--config", "hook.toml"], b"")
+        .expect_code(2)
+        .stderr_has("[alerts] webhook is an http:// or https:// URL");
     d.run("ferry", &["serve", "--config", "missing.toml"], b"")
         .expect_code(2)
         .stderr_has("missing.toml: cannot read it");
@@ -1078,4 +1082,137 @@ fn imports_into_one_store_take_turns_and_tokens_keep_to_their_stores() {
         let mode = std::fs::metadata(d.path(&f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}: {mode:o} ({job})");
     }
+}
+
+/// A webhook receiver on 127.0.0.1: every JSON body posted to it, the first answered 500 (so the
+/// sender's retry is exercised), the rest 200.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Value>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/T0SECRET/B0SECRET", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let (keep, count) = (Arc::clone(&got), Arc::clone(&refused));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let mut first = count.lock().unwrap();
+                let status = if *first == 0 {
+                    *first += 1;
+                    "500 Internal Server Error"
+                } else {
+                    keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    "200 OK"
+                };
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                );
+            }
+        });
+        Receiver { url, got, refused }
+    }
+
+    /// Wait for a message of `event` about `what` (a text it holds).
+    fn wait_for(&self, event: &str, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(m) = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|m| m["event"] == event && m["text"].as_str().unwrap_or_default().contains(what))
+            {
+                return m.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {event} alert about {what}: {:?}",
+                self.got.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn alerts_are_posted_when_runs_end_or_stall_and_when_a_validation_finds_differences() {
+    let d = Dir::new();
+    let hook = Receiver::start();
+    let src = crate::common::items_and_events(&d, 30_000);
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    std::fs::write(
+        d.path("ferry-serve.toml"),
+        format!(
+            "[stores]\ncopy = \"sqlite:{}\"\n[alerts]\nwebhook = \"{}\"\nstall_seconds = 2\n",
+            d.path("copy.db").display(),
+            hook.url
+        ),
+    )
+    .unwrap();
+    let app = new_token(&d, "app", &["import"]);
+    let s = Server::start(&d, &["--config", "ferry-serve.toml"]);
+
+    // A run of the command line's, complete.
+    d.run("ferry-import", &[&d.db("copy.db"), "--create"], &stream).ok();
+    let done = hook.wait_for("completed", "copy.db");
+    assert_eq!(done["details"]["run"]["status"], "complete", "{done}");
+    assert_eq!(
+        *hook.refused.lock().unwrap(),
+        1,
+        "the first post was refused, and sent again"
+    );
+
+    // A run that stops moving: stalled; then killed: failed. (Its own export: a stream imported
+    // twice is one run.)
+    let second = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let mut import = d
+        .cmd("ferry-import", &[&d.db("other.db"), "--create"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = import.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &second[..second.len() / 2]).unwrap();
+    let stalled = hook.wait_for("stalled", "other.db");
+    assert!(stalled["text"].as_str().unwrap().contains("no progress"), "{stalled}");
+    import.kill().unwrap();
+    import.wait().unwrap();
+    drop(input);
+    let failed = hook.wait_for("failed", "other.db");
+    assert_eq!(failed["details"]["run"]["status"], "stopped", "{failed}");
+
+    // A comparison that finds a difference.
+    let text = String::from_utf8(stream.clone()).unwrap();
+    let changed = text.replacen("\"name\":\"item 1\"", "\"name\":\"item one\"", 1);
+    let (status, v) = post_raw(&s, "/api/v1/compare?store=copy", &app, changed.as_bytes());
+    assert_eq!((status, v["status"].as_str()), (200, Some("fail")), "{v}");
+    let diff = hook.wait_for("differences", "did not pass");
+    assert_eq!(diff["details"]["status"], "fail");
+
+    // The webhook's address (a secret, for Slack) is not in the server's log.
+    assert!(!s.stderr().contains("T0SECRET"), "{}", s.stderr());
 }

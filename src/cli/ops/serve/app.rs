@@ -34,6 +34,8 @@ pub(crate) struct App {
     pub max_runs: usize,
     /// `serve-audit.ndjson`, appended to and synced before a request that changes data is acted on.
     pub audit: std::sync::Mutex<std::fs::File>,
+    /// Where alerts go, when the config says.
+    pub alerts: Option<super::alerts::Alerts>,
     /// One lock per store imports into: they take turns (a store takes one writer).
     pub import_locks: std::sync::Mutex<BTreeMap<String, Arc<std::sync::Mutex<()>>>>,
 }

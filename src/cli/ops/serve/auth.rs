@@ -51,6 +51,8 @@ pub(crate) struct Config {
     pub stores: std::collections::BTreeMap<String, String>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenEntry>,
+    /// Where to post alerts, and when.
+    pub alerts: Option<super::alerts::AlertConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +108,11 @@ impl Config {
         }
         for (name, address) in &config.stores {
             crate::address::Address::parse(address).map_err(|e| bad(format!("store {name:?}: {e}")))?;
+        }
+        if let Some(a) = &config.alerts
+            && reqwest::Url::parse(&a.webhook).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(bad("[alerts] webhook is an http:// or https:// URL".into()));
         }
         if config.max_runs == Some(0) {
             return Err(bad("max_runs is at least 1".into()));

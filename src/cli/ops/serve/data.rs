@@ -251,5 +251,16 @@ async fn checked_upload(app: &App, req: Request, target: Option<Address>) -> Res
     };
     let _ = std::fs::remove_file(&partial);
     drop(slot);
-    checked.map(Json)
+    let checked = checked?;
+    if checked["status"] != "pass"
+        && let Some(alerts) = &app.alerts
+    {
+        let text = format!(
+            "ferry: a validation over the API did not pass ({}): {} findings",
+            checked["status"].as_str().unwrap_or("?"),
+            checked["findings"].as_array().map_or(0, Vec::len)
+        );
+        alerts.send("differences", text, checked["report"].clone());
+    }
+    Ok(Json(checked))
 }

@@ -2,6 +2,7 @@
 //! Prometheus and the applications that drive ferry. Every call needs a bearer token from the
 //! config file; with no config the server answers none (401) and listens on loopback only.
 
+mod alerts;
 mod app;
 mod auth;
 mod data;
@@ -73,6 +74,10 @@ ferry-serve.toml:
   scopes = [\"export\"]
   entities = [\"users:id=42\"]       # this token exports this user's data and nothing else,
   stores = [\"app\"]                 # from this store only
+  [alerts]                         # a JSON post when a run ends, stalls, or a validation differs
+  webhook = \"https://hooks.example/T0/B0\"
+  stall_seconds = 600              # no progress for this long is a stall [default: 600]
+  slack = false                    # true: Slack's {\"text\": ...} body
 
 The server runs until Ctrl-C or SIGTERM, then exits 0.";
 
@@ -175,7 +180,8 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
             )
         })?;
     let max_runs = config.max_runs.unwrap_or(4);
-    let app = Arc::new(app::App {
+    let alert_config = config.alerts.clone();
+    let app = app::App {
         tokens,
         state: state.clone(),
         stores,
@@ -186,8 +192,12 @@ pub(super) fn run_serve(args: &ServeArgs) -> Result<ExitStatus> {
         max_runs,
         audit: std::sync::Mutex::new(audit),
         import_locks: Default::default(),
-    });
+        alerts: None,
+    };
     rt.block_on(async move {
+        let mut app = app;
+        app.alerts = alert_config.map(|a| alerts::start(a, state.clone()));
+        let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::usage(format!("cannot listen on {addr}: {e}")))?;
