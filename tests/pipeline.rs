@@ -1535,3 +1535,53 @@ fn a_sqlite_target_takes_its_settings_from_ferry_sqlite_pragmas_and_says_what_it
         );
     assert!(!d.path("none.db").exists());
 }
+
+#[test]
+fn an_import_writes_its_runs_as_prometheus_metrics_when_asked_however_it_ends() {
+    let d = Dir::new();
+    let src = d.sample();
+    let stream = d.run("ferry-export", &[&src], b"").output.stdout.clone();
+    let prom = d.path("ferry.prom");
+    let prom_arg = prom.display().to_string();
+    d.run(
+        "ferry-import",
+        &[&d.db("copy.db"), "--create", "--metrics-file", &prom_arg],
+        &stream,
+    )
+    .ok();
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let target = format!("sqlite:{}", d.path("copy.db").display());
+    assert!(
+        text.contains(&format!(
+            "ferry_rows{{stage=\"import\",target=\"{target}\",outcome=\"written\"}} 680"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferry_runs{stage=\"import\",status=\"complete\"} 1"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // A failed import is counted as failed, and the file replaced whole.
+    let cut = &stream[..stream.len() / 2];
+    d.run(
+        "ferry-import",
+        &[&d.db("other.db"), "--create", "--metrics-file", &prom_arg],
+        cut,
+    )
+    .expect_code(4);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("ferry_runs{stage=\"import\",status=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(!d.path("ferry.prom.tmp").exists());
+    // A file that cannot be written is an error (exit 2), named: nothing said was not done.
+    d.run(
+        "ferry-import",
+        &[&d.db("copy.db"), "--metrics-file", "no/such/dir/ferry.prom"],
+        &stream,
+    )
+    .expect_code(2)
+    .stderr_has("writing the metrics file no/such/dir/ferry.prom");
+}

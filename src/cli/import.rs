@@ -31,6 +31,8 @@ Examples:
   # A Django app's SQLite into the schema `manage.py migrate` made on PostgreSQL (its content
   # types, permissions and migration rows are there already: overwrite them by key)
   ferry-export sqlite:db.sqlite3 | ferry-import postgres://app@db/app --on-conflict overwrite
+  # Prometheus metrics of the runs when it ends, for node_exporter's textfile collector
+  ferry-export sqlite:app.db | ferry-import sqlite:copy.db --metrics-file /var/lib/node_exporter/ferry.prom
 
   # ...or into tables ferry makes: jsonb, uuid, and timestamptz for the naive UTC times
   ferry-export sqlite:db.sqlite3 | ferry-import postgres://app@db/app --create --naive-utc
@@ -103,6 +105,10 @@ pub struct ImportArgs {
     /// The state file (checkpoint)
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_PATH)]
     pub state: PathBuf,
+    /// When the import ends (however it ends), write the state file's runs as Prometheus
+    /// metrics to PATH, whole (node_exporter's textfile collector reads *.prom files)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Where rejected rows go [default: rejects-RUN_ID.ndjson next to the state file]
     #[arg(long, value_name = "PATH")]
     pub reject_file: Option<PathBuf>,
@@ -268,7 +274,12 @@ fn run(args: &ImportArgs, closing: &mut Closing) -> Result<ExitStatus> {
             (false, None) => format!("no STATE was acknowledged: nothing was committed; {again}"),
         });
     }
+    let metrics = match &args.metrics_file {
+        Some(path) if !cfg.dry_run => crate::stage::metrics::write_file(&cfg.state_path, path),
+        _ => Ok(()),
+    };
     result?;
+    metrics?;
     if cfg.dry_run {
         closing.verdict("dry run, nothing changed");
     }

@@ -131,3 +131,18 @@ pub(crate) fn render(runs: &[RunNow]) -> String {
     encode(&mut text, &registry).expect("writing to a String does not fail");
     text
 }
+
+/// Write the metrics of the runs in `state` to `path`, whole: a temporary file beside it, then
+/// renamed over it, so a collector never reads half of one.
+pub(crate) fn write_file(state: &std::path::Path, path: &std::path::Path) -> crate::error::Result<()> {
+    use crate::error::Context as _;
+    let text = render(&super::status::runs_now(state)?);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .ctx(crate::error::ErrorKind::Io, || {
+            format!("writing the metrics file {}", path.display())
+        })
+}
