@@ -38,11 +38,7 @@ pub(crate) fn run<W: Write>(cfg: &StatusConfig, out: &mut StreamWriter<W>) -> Re
             ),
         ));
     };
-    let runs: Vec<crate::checkpoint::RunRow> = cp
-        .runs()?
-        .into_iter()
-        .map(|r| as_it_is(&cp, r))
-        .collect::<Result<_>>()?;
+    let runs = runs_as_they_are(&cp)?;
     let run_id = match &cfg.run {
         None => None,
         Some(wanted) => Some(run_named(&runs, wanted, &cfg.state_path.display().to_string())?),
@@ -169,15 +165,16 @@ impl RunNow {
 /// Every run in the state file at `path` as it is now (a run whose process is gone is
 /// stopped); none when there is no state file yet.
 pub(crate) fn runs_now(path: &std::path::Path) -> Result<Vec<RunNow>> {
-    let Some(cp) = Checkpoint::open_existing(path)? else {
-        return Ok(Vec::new());
-    };
-    let runs: Vec<crate::checkpoint::RunRow> = cp
-        .runs()?
-        .into_iter()
-        .map(|r| as_it_is(&cp, r))
-        .collect::<Result<_>>()?;
-    let paces = paces_of(&cp, &runs)?;
+    match Checkpoint::open_existing(path)? {
+        Some(cp) => runs_now_in(&cp),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// [`runs_now`] of an open state file.
+fn runs_now_in(cp: &Checkpoint) -> Result<Vec<RunNow>> {
+    let runs = runs_as_they_are(cp)?;
+    let paces = paces_of(cp, &runs)?;
     Ok(runs
         .into_iter()
         .zip(paces)
@@ -185,13 +182,18 @@ pub(crate) fn runs_now(path: &std::path::Path) -> Result<Vec<RunNow>> {
         .collect())
 }
 
+/// Every run in the state file, each [`as_it_is`].
+fn runs_as_they_are(cp: &Checkpoint) -> Result<Vec<crate::checkpoint::RunRow>> {
+    cp.runs()?.into_iter().map(|r| as_it_is(cp, r)).collect()
+}
+
 /// One run (its full id) as it is now, with its batches and errors, as JSON; `None` when the
 /// state file holds no such run.
 pub(crate) fn run_detail(path: &std::path::Path, run_id: &str) -> Result<Option<serde_json::Value>> {
-    let Some(now) = runs_now(path)?.into_iter().find(|r| r.run.run_id == run_id) else {
+    let Some(cp) = Checkpoint::open_existing(path)? else {
         return Ok(None);
     };
-    let Some(cp) = Checkpoint::open_existing(path)? else {
+    let Some(now) = runs_now_in(&cp)?.into_iter().find(|r| r.run.run_id == run_id) else {
         return Ok(None);
     };
     let mut j = now.json();

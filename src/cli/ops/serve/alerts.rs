@@ -116,8 +116,9 @@ async fn watch(alerts: Alerts, state: PathBuf, stall: Duration) {
             let r = &now.run;
             let was = before.get(&r.run_id);
             let was_running = was.is_some_and(|w| w.status == RunStatus::Running);
+            let was_stalled = was.is_some_and(|w| w.stalled);
             let is_new = was.is_none() && !first;
-            let mut stalled = was.is_some_and(|w| w.stalled);
+            let target = r.target.as_deref().unwrap_or("?");
             // Ended since it was last seen running, or begun and ended between two looks.
             if r.status != RunStatus::Running && (was_running || is_new) {
                 let event = if r.status == RunStatus::Complete {
@@ -126,28 +127,20 @@ async fn watch(alerts: Alerts, state: PathBuf, stall: Duration) {
                     "failed"
                 };
                 let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                let target = r.target.as_deref().unwrap_or("?");
                 let text = format!("ferry: {} run {} into {target} {}{why}", r.stage, r.run_id, r.status);
                 alerts.send(event, text, now.json());
             }
-            if r.status == RunStatus::Running {
-                let idle = now.idle_s().unwrap_or(0.0);
-                if idle >= stall.as_secs_f64() && !stalled {
-                    stalled = true;
-                    alerts.send(
-                        "stalled",
-                        format!(
-                            "ferry: {} run {} into {} has recorded no progress for {:.0} s",
-                            r.stage,
-                            r.run_id,
-                            r.target.as_deref().unwrap_or("?"),
-                            idle
-                        ),
-                        now.json(),
-                    );
-                } else if idle < stall.as_secs_f64() {
-                    stalled = false;
-                }
+            // Alerted once per stall: again only after it has moved in between.
+            let idle = now.idle_s().filter(|_| r.status == RunStatus::Running);
+            let stalled = idle.is_some_and(|i| i >= stall.as_secs_f64());
+            if stalled && !was_stalled {
+                let text = format!(
+                    "ferry: {} run {} into {target} has recorded no progress for {:.0} s",
+                    r.stage,
+                    r.run_id,
+                    idle.unwrap_or_default()
+                );
+                alerts.send("stalled", text, now.json());
             }
             before.insert(
                 r.run_id.clone(),

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::app::{App, audit, authorize, blocking, own, slot, store};
 use super::auth::Scope;
-use super::error::{ApiError, Body};
+use super::error::{ApiError, Body, query};
 use super::exports::ExportRequest;
 use super::imports::ImportRequest;
 use super::jobs::{Job, JobStatus};
@@ -89,9 +89,7 @@ pub(super) async fn import_status(
 /// PLAN lines).
 pub(super) async fn start_import(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let caller = authorize(&app, req.headers(), Scope::Import)?.clone();
-    let request: ImportRequest = axum::extract::Query::try_from_uri(req.uri())
-        .map(|q| q.0)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let request: ImportRequest = query(req.uri())?;
     let target = store(&app, &caller, &request.store)?;
     let slot = slot(&app)?;
     let id = uuid::Uuid::now_v7().to_string();
@@ -124,8 +122,15 @@ pub(super) async fn start_import(State(app): State<Arc<App>>, req: Request) -> R
         drop(slot);
         return Ok(Json(json!({"plan": planned?})).into_response());
     }
-    audit(&app, &caller, "import", &id, &request.store, json!(request))?;
-    let job = app.imports.start(&id, &caller.name, json!(request), None, run)?;
+    let started = audit(&app, &caller, "import", &id, &request.store, json!(request))
+        .and_then(|()| Ok(app.imports.start(&id, &caller.name, json!(request), None, run)?));
+    let job = match started {
+        Ok(job) => job,
+        Err(e) => {
+            let _ = std::fs::remove_file(&input);
+            return Err(e);
+        }
+    };
     let runner = Arc::clone(&app);
     let one_at_a_time = app.import_lock(&request.store);
     tokio::task::spawn_blocking(move || {
@@ -202,9 +207,7 @@ pub(super) async fn validate(State(app): State<Arc<App>>, req: Request) -> Resul
     struct Query {
         export: Option<String>,
     }
-    let q: Query = axum::extract::Query::try_from_uri(req.uri())
-        .map(|q| q.0)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let q: Query = query(req.uri())?;
     if let Some(id) = q.export {
         let job = own(&app.exports, "export", &caller, &id)?;
         if job.status != JobStatus::Complete {
@@ -229,9 +232,7 @@ pub(super) async fn compare(State(app): State<Arc<App>>, req: Request) -> Result
     struct Query {
         store: String,
     }
-    let q: Query = axum::extract::Query::try_from_uri(req.uri())
-        .map(|q| q.0)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let q: Query = query(req.uri())?;
     let target = store(&app, &caller, &q.store)?;
     checked_upload(&app, req, Some(target)).await
 }

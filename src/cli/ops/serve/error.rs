@@ -31,6 +31,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A query string read as `T`; what is wrong with it (a field missing, unknown, or of the wrong
+/// kind) is a 400 naming it.
+pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    axum::extract::Query::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
 /// An error answer: `{"error": {"status", "code", "message"}}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {

@@ -68,13 +68,8 @@ fn open(input: &Path) -> Result<std::io::BufReader<std::fs::File>> {
 /// The plan of importing `input`: the PLAN lines `ferry-import --dry-run` prints.
 pub(crate) fn plan(r: &ImportRequest, target: Address, state: &Path, input: &Path) -> Result<Vec<serde_json::Value>> {
     let cfg = config(r, target, state, input);
-    let mut out = crate::protocol::StreamWriter::new(Vec::new());
-    import::run(&cfg, open(input)?, &mut out)?;
-    let text = out.into_inner()?;
-    Ok(String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    let input = open(input)?;
+    super::jobs::captured(|out| import::run(&cfg, input, out)).map(|(_, plan)| plan)
 }
 
 /// Run import `id` of `input` into `target` (blocking), and record how it ended.
@@ -119,13 +114,8 @@ pub(crate) fn run(jobs: &Jobs, state: &Path, id: &str, r: &ImportRequest, target
 /// a store. The report as `--report` writes it, and the FINDING lines.
 pub(crate) fn validate(input: &Path, target: Option<Address>) -> Result<serde_json::Value> {
     let cfg = crate::stage::validate::ValidateConfig::for_stream(target);
-    let mut out = crate::protocol::StreamWriter::new(Vec::new());
-    let report = crate::stage::validate::run(&cfg, open(input)?, &mut out)?;
-    let text = out.into_inner()?;
-    let findings: Vec<serde_json::Value> = String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["type"] == "FINDING")
-        .collect();
+    let input = open(input)?;
+    let (report, mut findings) = super::jobs::captured(|out| crate::stage::validate::run(&cfg, input, out))?;
+    findings.retain(|l| l["type"] == "FINDING");
     Ok(serde_json::json!({"status": report.status, "report": report, "findings": findings}))
 }

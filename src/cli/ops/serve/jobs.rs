@@ -166,6 +166,21 @@ impl Jobs {
     }
 }
 
+/// Run a stage writing into memory: what it returned, and the JSON lines it wrote (its PLAN or
+/// FINDING lines), for an answer.
+pub(crate) fn captured<T>(
+    stage: impl FnOnce(&mut crate::protocol::StreamWriter<Vec<u8>>) -> Result<T>,
+) -> Result<(T, Vec<serde_json::Value>)> {
+    let mut out = crate::protocol::StreamWriter::new(Vec::new());
+    let returned = stage(&mut out)?;
+    let text = out.into_inner()?;
+    let lines = String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok((returned, lines))
+}
+
 /// A new file only the server's user may read: uploads, exports and job records hold users' data.
 pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;

@@ -40,11 +40,7 @@ pub(super) async fn run(
     let wanted = id.clone();
     match blocking(move || status::run_detail(&state, &wanted)).await? {
         Some(run) => Ok(Json(run)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
-        )),
+        None => Err(no_run(&id)),
     }
 }
 
@@ -59,13 +55,7 @@ pub(super) async fn run_events(
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     authorize(&app, &headers, Scope::Read)?;
-    let first = current(&app, &id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
-        )
-    })?;
+    let first = current(&app, &id).await?.ok_or_else(|| no_run(&id))?;
     // State: the app, the run, the last run sent, and whether the end was sent.
     let start = (app, id, None::<serde_json::Value>, Some(first), false);
     let events = futures_util::stream::unfold(start, |(app, id, last, mut next, ended)| async move {
@@ -138,11 +128,7 @@ pub(super) async fn rollback(
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body: {e}")))?
     };
     let Some(run) = current(&app, &id).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
-        ));
+        return Err(no_run(&id));
     };
     // A PostgreSQL target is reached with the store's own address (its password), never one
     // from the request.
@@ -172,16 +158,15 @@ pub(super) async fn rollback(
         s3: Default::default(),
         target,
     };
-    let (plan, outcome) = blocking(move || {
-        let mut out = crate::protocol::StreamWriter::new(Vec::new());
-        let outcome = crate::stage::rollback::run(&cfg, &mut out)?;
-        let text = out.into_inner()?;
-        let plan: Vec<serde_json::Value> = String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        Ok((plan, outcome))
-    })
-    .await?;
+    let (outcome, plan) = blocking(move || super::jobs::captured(|out| crate::stage::rollback::run(&cfg, out))).await?;
     Ok(Json(json!({"confirmed": ask.confirm, "plan": plan, "outcome": outcome})).into_response())
+}
+
+/// The answer for a run the state file does not hold.
+fn no_run(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no run {id} in the server's state file (GET /api/v1/runs lists them)"),
+    )
 }
